@@ -1,0 +1,313 @@
+"""Digests as people write them: checksum lists, magnet links, infohashes, hex in free text.
+
+Two jobs, both pure text work:
+
+- ``parse_indicator_text`` reads a file an operator imports (a release's ``SHA256SUMS``, a
+  list of known magnets) strictly: every line must be understood, and an error names the
+  line, because a silently skipped line is a leak that will never be matched.
+- ``scan_text`` finds candidate digests in crawled documents leniently and fast; the
+  detector decides which candidates matter by looking them up.
+
+Everything is normalised to lowercase hex so that a digest has one spelling in the registry,
+whatever encoding (upper case, base32, base64, multihash) the venue used.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+__all__ = [
+    "Indicator",
+    "IndicatorError",
+    "Magnet",
+    "Token",
+    "btih_to_hex",
+    "magnet_indicators",
+    "md5_b64_to_hex",
+    "parse_indicator_text",
+    "parse_magnet",
+    "scan_text",
+]
+
+_ALGO_BY_HEX_LEN = {32: "md5", 40: "sha1", 64: "sha256"}
+_HEX40 = re.compile(r"[0-9A-Fa-f]{40}")
+_HEX64 = re.compile(r"[0-9A-Fa-f]{64}")
+_B32_32 = re.compile(r"[A-Za-z2-7]{32}")
+# Multihash prefix of a BEP 52 v2 infohash: 0x12 = sha2-256, 0x20 = 32 bytes.
+_BTMH_PREFIX = "1220"
+
+
+@dataclass(frozen=True)
+class Indicator:
+    """One known digest of something released, as read from an indicator file."""
+
+    algo: str  # 'md5' | 'sha1' | 'sha256' | 'btih' | 'btmh'
+    value: str  # lowercase hex
+    name: str | None = None  # file name or torrent dn
+    size: int | None = None
+    line: int | None = None
+
+
+class IndicatorError(ValueError):
+    """An indicator file line that cannot be understood; the message names the line."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+
+
+def btih_to_hex(s: str) -> str:
+    """Return a BitTorrent v1 infohash as 40 lowercase hex from 40-hex or 32-char base32.
+
+    Both spellings occur in magnets (base32 is the older one), and the registry needs one.
+    """
+    s = s.strip()
+    if _HEX40.fullmatch(s):
+        return s.lower()
+    if _B32_32.fullmatch(s):
+        return base64.b32decode(s.upper()).hex()
+    raise ValueError(f"not a BitTorrent v1 infohash (40 hex or 32 base32): {s[:60]!r}")
+
+
+def md5_b64_to_hex(s: str) -> str:
+    """Return an imageboard attachment md5 (base64 of the 16 raw bytes) as 32 lowercase hex.
+
+    Padding is restored if a scraper stripped it. Anything that does not decode to exactly 16
+    bytes is refused, so a truncated or mangled value never looks like a digest.
+    """
+    t = s.strip()
+    t += "=" * (-len(t) % 4)
+    try:
+        raw = base64.b64decode(t, validate=True)
+    except binascii.Error as e:
+        raise ValueError(f"not base64: {s[:60]!r}") from e
+    if len(raw) != 16:
+        raise ValueError(f"base64 md5 must decode to 16 bytes, got {len(raw)}: {s[:60]!r}")
+    return raw.hex()
+
+
+@dataclass(frozen=True)
+class Magnet:
+    """The parts of a magnet link that identify a torrent."""
+
+    btih: str | None  # v1 infohash, 40 lowercase hex
+    btmh: str | None  # v2 infohash (SHA-256), 64 lowercase hex, multihash prefix removed
+    name: str | None
+    length: int | None
+    trackers: tuple[str, ...]
+
+
+def parse_magnet(uri: str) -> Magnet:
+    """Parse a magnet URI; raise ``ValueError`` if it carries neither a btih nor a btmh.
+
+    Accepts HTML-escaped ``&amp;`` separators, percent-encoding, several ``xt`` (hybrid
+    torrents carry both hashes, some clients number them ``xt.1``), upper-case hex and base32
+    btih. Unknown ``xt`` kinds (ed2k, sha1 of a file) are ignored; a malformed btih or btmh is an
+    error rather than skipped, since it means the link was mangled.
+    """
+    uri = uri.strip()
+    scheme, sep, query = uri.partition(":")
+    if not sep or scheme.lower() != "magnet":
+        raise ValueError(f"not a magnet link: {uri[:60]!r}")
+    query = query.removeprefix("?").replace("&amp;", "&")
+    btih = btmh = name = None
+    length = None
+    trackers: list[str] = []
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        key = key.split(".", 1)[0].lower()
+        if key == "xt":
+            kind, _, digest = value.rpartition(":")
+            kind = kind.lower()
+            if kind == "urn:btih" and btih is None:
+                btih = btih_to_hex(digest)
+            elif kind == "urn:btmh" and btmh is None:
+                if not (digest[:4] == _BTMH_PREFIX and _HEX64.fullmatch(digest, 4)):
+                    raise ValueError(f"btmh is not a sha2-256 multihash: {digest[:80]!r}")
+                btmh = digest[4:].lower()
+        elif key == "dn" and name is None:
+            name = value or None
+        elif key == "xl" and length is None:
+            # A bad length is the leaker's typo, not a reason to lose the infohash.
+            length = int(value) if value.isascii() and value.isdigit() else None
+        elif key == "tr" and value and value not in trackers:
+            trackers.append(value)
+    if btih is None and btmh is None:
+        raise ValueError(f"magnet link has no urn:btih or urn:btmh: {uri[:60]!r}")
+    return Magnet(btih=btih, btmh=btmh, name=name, length=length, trackers=tuple(trackers))
+
+
+def magnet_indicators(magnet: Magnet, line: int | None = None) -> list[Indicator]:
+    """The btih and/or btmh indicators of a magnet, named and sized by its dn and xl."""
+    return [
+        Indicator(algo, value, magnet.name, magnet.length, line)
+        for algo, value in (("btih", magnet.btih), ("btmh", magnet.btmh))
+        if value is not None
+    ]
+
+
+# GNU coreutils: "<hex>  <name>" (text mode) or "<hex> *<name>" (binary mode); a leading
+# backslash means the name is escaped. A single space or tab is tolerated for hand-made lists.
+_GNU = re.compile(r"(?P<esc>\\)?(?P<hex>[0-9A-Fa-f]+)(?: [ *]|[ \t]+\*?)(?P<name>.+)")
+# BSD and `shasum --tag`: "SHA256 (name) = <hex>"; openssl dgst: "SHA2-256(name)= <hex>".
+_TAG = re.compile(r"(?P<tag>[A-Za-z0-9-]+) ?\((?P<name>.*)\) ?= ?(?P<hex>[0-9A-Fa-f]+)")
+_TAG_ALGOS = {
+    "md5": "md5",
+    "sha1": "sha1",
+    "sha-1": "sha1",
+    "sha256": "sha256",
+    "sha-256": "sha256",
+    "sha2-256": "sha256",
+}
+_LONE_HEX = re.compile(r"[0-9A-Fa-f]+")
+_PREFIXED = re.compile(r"(?:urn:)?(?P<kind>btih|btmh):(?P<value>\S+)(?:\s+(?P<name>.+))?", re.I)
+# Git LFS pointer files, as model hubs store weights: "oid sha256:<hex>" then "size <n>".
+_LFS_VERSION = re.compile(r"version https://git-lfs\.github\.com/spec/\S+")
+_LFS_OID = re.compile(r"oid sha256:(?P<hex>[0-9A-Fa-f]{64})")
+_LFS_SIZE = re.compile(r"size (?P<size>\d+)")
+
+
+def _unescape_gnu(name: str) -> str:
+    # coreutils escapes backslash, newline and carriage return in names and flags the line.
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r"}.get(m[1], m[1]), name)
+
+
+def _hex_indicator(
+    hexval: str, name: str | None, lineno: int, algo: str | None = None
+) -> Indicator:
+    by_len = _ALGO_BY_HEX_LEN.get(len(hexval))
+    if by_len is None:
+        raise IndicatorError(lineno, f"unsupported digest length {len(hexval)}: {hexval[:60]}")
+    if algo is not None and algo != by_len:
+        want = next(n for n, a in _ALGO_BY_HEX_LEN.items() if a == algo)
+        message = f"{algo} digest must be {want} hex characters, not {len(hexval)}"
+        raise IndicatorError(lineno, message)
+    return Indicator(by_len, hexval.lower(), name, None, lineno)
+
+
+def parse_indicator_text(text: str) -> list[Indicator]:
+    """Parse a checksum list / magnet list strictly into indicators, in file order.
+
+    Accepted lines: GNU ``md5sum``/``sha1sum``/``sha256sum`` output (algorithm by length),
+    BSD / ``shasum --tag`` / ``openssl dgst`` tagged lines, magnet links, ``btih:``/``urn:btih:``
+    (and ``btmh:``/``urn:btmh:1220``) prefixed infohashes with an optional name, lone hex
+    digests (by length; a lone 40-hex is a SHA-1, since it cannot be told from an infohash
+    without a prefix) and Git LFS pointers. Blank lines and ``#`` comments are skipped.
+    Anything else raises :class:`IndicatorError` naming the line, so nothing is silently lost.
+    """
+    out: list[Indicator] = []
+    lfs_oid_at: int | None = None  # index in `out` of an LFS oid still waiting for its size
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip().lstrip("\ufeff") if lineno == 1 else raw.strip()
+        after_oid, lfs_oid_at = lfs_oid_at, None
+        if not line or line.startswith("#"):
+            continue
+        if line[:7].lower() == "magnet:":
+            try:
+                out.extend(magnet_indicators(parse_magnet(line), lineno))
+            except ValueError as e:
+                raise IndicatorError(lineno, str(e)) from None
+            continue
+        if m := _PREFIXED.fullmatch(line):
+            kind, value = m["kind"].lower(), m["value"]
+            try:
+                if kind == "btih":
+                    value = btih_to_hex(value)
+                elif value[:4] == _BTMH_PREFIX and _HEX64.fullmatch(value, 4):
+                    value = value[4:].lower()
+                else:
+                    raise ValueError(f"btmh is not a sha2-256 multihash: {value[:80]!r}")
+            except ValueError as e:
+                raise IndicatorError(lineno, str(e)) from None
+            out.append(Indicator(kind, value, m["name"], None, lineno))
+            continue
+        if m := _LFS_OID.fullmatch(line):
+            lfs_oid_at = len(out)
+            out.append(Indicator("sha256", m["hex"].lower(), None, None, lineno))
+            continue
+        if after_oid is not None and (m := _LFS_SIZE.fullmatch(line)):
+            out[after_oid] = dataclasses.replace(out[after_oid], size=int(m["size"]))
+            continue
+        if _LFS_VERSION.fullmatch(line):
+            continue
+        if m := _TAG.fullmatch(line):
+            algo = _TAG_ALGOS.get(m["tag"].lower())
+            if algo is None:
+                raise IndicatorError(lineno, f"unsupported digest algorithm {m['tag']}")
+            out.append(_hex_indicator(m["hex"], m["name"], lineno, algo))
+            continue
+        if m := _LONE_HEX.fullmatch(line):
+            out.append(_hex_indicator(m[0], None, lineno))
+            continue
+        if m := _GNU.fullmatch(line):
+            name = _unescape_gnu(m["name"]) if m["esc"] else m["name"]
+            out.append(_hex_indicator(m["hex"], name, lineno))
+            continue
+        raise IndicatorError(lineno, f"not a checksum line or magnet link: {line[:60]}")
+    return out
+
+
+@dataclass(frozen=True)
+class Token:
+    """A candidate digest found in free text; the detector looks ``value`` up."""
+
+    value: str  # lowercase hex
+    # 'hex' | 'base32' | 'magnet' | 'base64'; scan_text never produces 'base64' (bare base64
+    # is noise), it is for callers that wrap structured fields such as an imageboard md5.
+    encoding: str
+    # 'btih' for magnet/base32 infohashes, 'btmh' for v2 magnets, None for bare hex (the
+    # length tells md5 / sha1-or-btih / sha256).
+    algo_hint: str | None
+    start: int  # span of the digest as written, text[start:end] == raw
+    end: int
+    raw: str
+
+
+# Infohashes are recognised after "urn:btih:" / "urn:btmh:1220" wherever they appear (magnet
+# links, HTML-escaped or percent-encoded, Torznab attributes), which is specific enough to
+# allow base32; bare base32 elsewhere would match ordinary words and identifiers. Bare hex must
+# be a whole alphanumeric run of exactly 32, 40 or 64 characters, so a slice of a longer hash
+# or identifier is not mistaken for a digest.
+_HEX = "[0-9A-Fa-f]"
+_ALNUM = "[0-9A-Za-z]"
+_COLON = "(?::|%3[Aa])"
+_URN_RE = re.compile(
+    rf"[Uu][Rr][Nn]{_COLON}[Bb][Tt](?:"
+    rf"[Ii][Hh]{_COLON}(?P<btih>{_HEX}{{40}}|[A-Za-z2-7]{{32}})"
+    rf"|[Mm][Hh]{_COLON}1220(?P<btmh>{_HEX}{{64}})"
+    rf")(?!{_ALNUM})"
+)
+# The boundary look-behind comes after the first character so that the regex engine can skip
+# ahead on that character class; this and using two patterns rather than one alternation make
+# the scan about twice as fast on ordinary text.
+_BARE_HEX_RE = re.compile(
+    rf"{_HEX}(?<!{_ALNUM}{_HEX}){_HEX}{{31}}(?:{_HEX}{{8}}(?:{_HEX}{{24}})?)?(?!{_ALNUM})"
+)
+
+
+def scan_text(text: str) -> list[Token]:
+    """Find candidate digests in free text: bare 32/40/64 hex runs and magnet infohashes.
+
+    Tokens are returned in text order. A hex infohash inside a magnet is reported once, as
+    the magnet token.
+    """
+    tokens: list[Token] = []
+    for m in _URN_RE.finditer(text):
+        if (raw := m["btih"]) is not None:
+            encoding = "magnet" if len(raw) == 40 else "base32"
+            tokens.append(Token(btih_to_hex(raw), encoding, "btih", *m.span("btih"), raw))
+        else:
+            raw = m["btmh"]
+            tokens.append(Token(raw.lower(), "magnet", "btmh", *m.span("btmh"), raw))
+    in_magnets = {(t.start, t.end) for t in tokens}
+    for m in _BARE_HEX_RE.finditer(text):
+        if m.span() not in in_magnets:
+            raw = m[0]
+            tokens.append(Token(raw.lower(), "hex", None, m.start(), m.end(), raw))
+    if in_magnets:
+        tokens.sort(key=lambda t: t.start)
+    return tokens

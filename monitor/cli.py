@@ -1,0 +1,406 @@
+"""The `weightwatch` command line.
+
+Global options (`--config`, `--db`) come before the command. Every command validates the
+config first and stops with exit code 2 and one line per problem if it is wrong. Listing
+commands take `--format table|json|csv|ndjson`; JSON is a documented contract. Exit codes:
+0 ok, 1 a failure or finding the caller must act on (see each command), 2 bad usage or
+config. A user's mistake is one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Awaitable, Iterator, TypeVar
+
+import click
+
+from monitor import __version__
+from monitor.config import CONFIG_ENV, DEFAULT_CONFIG, Config, ConfigError, load_config, parse_duration
+from monitor.logs import configure_logging
+from monitor.models import KINDS, SEVERITIES
+from monitor.output import FORMATS, emit
+from monitor.store import Store, StoreError
+
+T = TypeVar("T")
+
+HIT_JSON_COLUMNS = ("id", "kind", "severity", "model", "artifact", "recipient", "indicator",
+                    "indicator_type", "rule", "detector", "matcher_version", "score", "target",
+                    "url", "first_seen", "last_seen", "seen_count", "status", "context",
+                    "document_id")
+HIT_TABLE_COLUMNS = ("id", "severity", "kind", "model", "indicator", "target", "first_seen", "url")
+STATUSES = ("new", "acknowledged", "resolved", "false_positive")
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"weightwatch: {message}", err=True)
+    sys.exit(code)
+
+
+class State:
+    """What the group callback resolved for every command: the config and the database."""
+
+    def __init__(self, config: Config, db_path: Path):
+        self.config = config
+        self.db_path = db_path
+
+    @contextmanager
+    def store(self) -> Iterator[Store]:
+        try:
+            store = Store(self.db_path)
+        except StoreError as exc:
+            fail(str(exc), 2)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
+                             show_default=True, help="Output format; json is a stable contract.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help=f"Config file [default: ${CONFIG_ENV} or ./{DEFAULT_CONFIG}].")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False),
+              help="SQLite database, overriding the config's [database] path.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="info", show_default=True)
+@click.version_option(__version__, prog_name="weightwatch")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, db_path: str | None, log_level: str) -> None:
+    """weightwatch: find leaked copies of released model weights, with evidence.
+
+    \b
+    Start with `weightwatch demo` to see every part work against a local demo world.
+    """
+    configure_logging(log_level)
+    explicit = config_path or os.environ.get(CONFIG_ENV)
+    try:
+        config = load_config(explicit, required=bool(explicit))
+    except ConfigError as exc:
+        for line in exc.problems:
+            click.echo(line, err=True)
+        sys.exit(2)
+    ctx.obj = State(config, Path(db_path) if db_path else config.database_path)
+
+
+# --- config and targets --------------------------------------------------------------
+
+
+@main.command("check-config")
+@click.pass_obj
+def check_config(state: State) -> None:
+    """Validate the config file (exit 2 and one line per problem if it is wrong)."""
+    c = state.config
+    enabled = sum(t.enabled for t in c.targets)
+    click.echo(f"{c.path or '<defaults>'}: ok: {len(c.targets)} targets ({enabled} enabled), "
+               f"{len(c.rules)} rules, database {state.db_path}, "
+               f"email {'to ' + ', '.join(c.alerts.to) if c.smtp and c.alerts.enabled else 'off'}")
+
+
+@main.group("targets", invoke_without_command=True)
+@format_option
+@click.pass_context
+def targets(ctx: click.Context, fmt: str) -> None:
+    """The crawl targets and their health (last run, failures, counts)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(targets_list, fmt=fmt)
+
+
+@targets.command("list")
+@format_option
+@click.pass_obj
+def targets_list(state: State, fmt: str) -> None:
+    """Show every target with its state from the database."""
+    with state.store() as store:
+        states = store.all_target_states()
+    rows = []
+    for t in state.config.targets:
+        s = states.get(t.name, {})
+        rows.append({"name": t.name, "kind": t.kind, "enabled": t.enabled, "url": t.url,
+                     "interval_s": t.interval, "last_run_at": s.get("last_run_at"),
+                     "last_success_at": s.get("last_success_at"),
+                     "consecutive_failures": s.get("consecutive_failures", 0),
+                     "documents": s.get("documents_count", 0), "hits": s.get("hits_count", 0),
+                     "last_error": s.get("last_error")})
+    emit(rows, fmt, table_columns=("name", "kind", "enabled", "last_run_at",
+                                   "consecutive_failures", "documents", "hits", "last_error"),
+         empty="no targets configured")
+
+
+# --- crawling ------------------------------------------------------------------------
+
+
+def run_interruptible(coro: Awaitable[T]) -> T:
+    """Run a coroutine so SIGTERM/SIGINT cancel it cleanly (runs record themselves as
+    interrupted) instead of killing the process mid-write."""
+
+    async def runner() -> T:
+        task = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        return await task
+
+    return asyncio.run(runner())
+
+
+@main.command("crawl")
+@click.option("--target", "names", multiple=True, help="Only this target (repeatable).")
+@format_option
+@click.pass_obj
+def crawl(state: State, names: tuple[str, ...], fmt: str) -> None:
+    """One pass over the enabled targets, then send pending alerts, then exit.
+
+    Exit 1 if any target failed.
+    """
+    from monitor.alerts import Alerter
+    from monitor.crawler import crawl_once
+
+    chosen = _choose_targets(state.config, names)
+    with state.store() as store:
+        store.close_abandoned_runs()
+        try:
+            results = run_interruptible(crawl_once(state.config, store, chosen))
+        except asyncio.CancelledError:
+            fail("interrupted; everything recorded so far is kept", 130)
+        flush = Alerter(store, state.config).flush()
+    rows = [{"target": r.target, "run_id": r.run_id, "status": r.status,
+             "documents": r.documents_seen, "new_documents": r.documents_new,
+             "changed_documents": r.documents_changed, "new_hits": r.hits_new,
+             "error": r.error} for r in results]
+    emit(rows, fmt)
+    if fmt == "table":
+        click.echo(f"alerts: {flush.emails_sent} email(s) sent for {flush.alerts_sent} hit(s), "
+                   f"{flush.alerts_pending} pending" + (f" ({flush.error})" if flush.error else ""),
+                   err=True)
+    if any(r.status != "ok" for r in results):
+        sys.exit(1)
+
+
+def _choose_targets(config: Config, names: tuple[str, ...]) -> list:
+    if not names:
+        return [t for t in config.targets if t.enabled]
+    chosen = []
+    for name in names:
+        try:
+            chosen.append(config.target(name))
+        except KeyError:
+            known = ", ".join(t.name for t in config.targets) or "none"
+            fail(f"no target named {name!r} in {config.path} (known: {known})", 2)
+    return chosen
+
+
+@main.command("run")
+@click.pass_obj
+def run(state: State) -> None:
+    """Run the daemon: crawl every enabled target on its schedule until SIGTERM/SIGINT."""
+    from monitor.daemon import run_daemon
+
+    if not any(t.enabled for t in state.config.targets):
+        fail(f"{state.config.path or '<defaults>'}: no enabled targets to crawl", 2)
+    with state.store() as store:
+        asyncio.run(run_daemon(state.config, store))
+
+
+# --- registry ------------------------------------------------------------------------
+
+
+@main.command("register")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--model", required=True, help="Model name the files belong to.")
+@click.option("--release", help="Release label, e.g. v1.0.")
+@click.option("--recipient", help="Recipient id when registering one recipient's copy.")
+@format_option
+@click.pass_obj
+def register(state: State, paths: tuple[str, ...], model: str, release: str | None,
+             recipient: str | None, fmt: str) -> None:
+    """Record released files' digests (size, SHA-256, SHA-1, MD5); folders recursively."""
+    from monitor.registry import register_paths
+
+    show_progress = fmt == "table" and sys.stderr.isatty()
+    bars: list[Any] = []
+
+    def on_file(path: Path, size: int):
+        if not show_progress or size < 64 * 2**20:
+            return None
+        bar = click.progressbar(length=size, label=path.name, file=sys.stderr)
+        bar.__enter__()
+        bars.append(bar)
+        done = [0]
+
+        def progress(n: int) -> None:
+            bar.update(n - done[0])
+            done[0] = n
+            if n >= size:
+                bar.__exit__(None, None, None)
+        return progress
+
+    with state.store() as store:
+        try:
+            files = register_paths(store, paths, model=model, release=release,
+                                   recipient=recipient, on_file=on_file)
+        except OSError as exc:
+            fail(f"{exc.filename or ''}: {exc.strerror or exc}", 1)
+    rows = [{"name": f.name, "size": f.digests.size, "sha256": f.digests.sha256,
+             "sha1": f.digests.sha1, "md5": f.digests.md5, "artifact_id": f.artifact_id,
+             "new_digests": f.new_digests, "model": model, "recipient": recipient} for f in files]
+    emit(rows, fmt, table_columns=("name", "size", "sha256", "new_digests"),
+         empty="no files found")
+
+
+@main.group("indicators")
+def indicators() -> None:
+    """Known digests from outside: checksum lists and magnet links."""
+
+
+@indicators.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", required=True)
+@click.pass_obj
+def indicators_import(state: State, file: str, model: str) -> None:
+    """Import sha256sum/md5sum/shasum lines and magnet links for MODEL."""
+    from monitor.registry import IndicatorFileError, import_indicators
+
+    with state.store() as store:
+        try:
+            result = import_indicators(store, file, model=model)
+        except IndicatorFileError as exc:
+            fail(str(exc), 1)
+        except OSError as exc:
+            fail(f"{file}: {exc.strerror or exc}", 1)
+    click.echo(f"{result.source}: {result.parsed} indicators read, {result.added} new for {model}")
+
+
+# --- hits ----------------------------------------------------------------------------
+
+
+@main.group("hits", invoke_without_command=True)
+@click.option("--since", help="Only hits first seen within this duration, e.g. 24h, 7d.")
+@click.option("--severity", multiple=True, type=click.Choice(SEVERITIES))
+@click.option("--kind", multiple=True, type=click.Choice(KINDS))
+@click.option("--model")
+@click.option("--target")
+@click.option("--status", multiple=True, type=click.Choice(STATUSES))
+@click.option("--limit", type=int, default=None)
+@format_option
+@click.pass_context
+def hits(ctx: click.Context, since: str | None, severity: tuple[str, ...], kind: tuple[str, ...],
+         model: str | None, target: str | None, status: tuple[str, ...], limit: int | None,
+         fmt: str) -> None:
+    """List hits, worst and newest first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    state: State = ctx.obj
+    since_iso = None
+    if since:
+        from datetime import datetime, timedelta, timezone
+
+        try:
+            seconds = parse_duration(since)
+        except ValueError as exc:
+            fail(f"--since: {exc}", 2)
+        since_iso = (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat(timespec="seconds")
+    with state.store() as store:
+        rows = store.hits(since=since_iso, severity=severity, kind=kind, model=model,
+                          status=status, target=target, limit=limit)
+    emit(rows, fmt, columns=HIT_JSON_COLUMNS, table_columns=HIT_TABLE_COLUMNS, empty="no hits")
+
+
+@hits.command("show")
+@click.argument("hit_id", type=int)
+@format_option
+@click.pass_obj
+def hits_show(state: State, hit_id: int, fmt: str) -> None:
+    """One hit with its evidence: where, when, what matched, the snapshot's SHA-256."""
+    import json
+
+    with state.store() as store:
+        hit = store.hit(hit_id)
+        if hit is None:
+            fail(f"no hit with id {hit_id} in {state.db_path}", 1)
+        doc = store.document(hit["document_id"]) if hit["document_id"] else None
+    evidence = {**hit, "document": doc}
+    if fmt != "table":
+        if doc:
+            doc["extras"] = json.loads(doc["extras"])
+        emit([evidence], fmt)
+        return
+    width = max(len(k) for k in hit)
+    for key in HIT_JSON_COLUMNS:
+        click.echo(f"{key.rjust(width)}  {hit.get(key) if hit.get(key) is not None else ''}")
+    if doc:
+        click.echo("\nevidence")
+        for key in ("url", "title", "author", "posted_at", "fetched_at", "content_sha256",
+                    "snapshot_sha256"):
+            click.echo(f"{key.rjust(width)}  {doc.get(key) or ''}")
+
+
+# --- alerts --------------------------------------------------------------------------
+
+
+@main.group("alerts")
+def alerts() -> None:
+    """The alert outbox: what was sent, what is pending."""
+
+
+@alerts.command("list")
+@click.option("--status", type=click.Choice(["pending", "sending", "sent", "failed"]))
+@format_option
+@click.pass_obj
+def alerts_list(state: State, status: str | None, fmt: str) -> None:
+    """Alerts in the outbox with their delivery state."""
+    with state.store() as store:
+        rows = store.outbox(status)
+    emit(rows, fmt, table_columns=("id", "hit_id", "status", "attempts", "severity", "model",
+                                   "created_at", "sent_at", "last_error"),
+         empty="the outbox is empty")
+
+
+@alerts.command("flush")
+@click.pass_obj
+def alerts_flush(state: State) -> None:
+    """Send every pending alert now, ignoring retry back-off. Exit 1 if delivery failed."""
+    from monitor.alerts import Alerter
+
+    with state.store() as store:
+        store.retry_now()
+        result = Alerter(store, state.config).flush()
+    click.echo(f"{result.emails_sent} email(s) sent for {result.alerts_sent} hit(s); "
+               f"{result.alerts_pending} pending")
+    if result.error:
+        fail(result.error, 1)
+
+
+@alerts.command("test")
+@click.pass_obj
+def alerts_test(state: State) -> None:
+    """Send a test email with the configured SMTP settings. Exit 1 if it fails."""
+    from monitor.alerts import DeliveryError, send_test
+
+    if state.config.smtp is None:
+        fail(f"{state.config.path or '<defaults>'}: no [smtp] section; nothing to test", 2)
+    try:
+        message_id = send_test(state.config)
+    except DeliveryError as exc:
+        fail(str(exc), 1)
+    click.echo(f"test email sent to {', '.join(state.config.alerts.to)} ({message_id})")
+
+
+# --- demo ----------------------------------------------------------------------------
+
+
+@main.command("demo")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default="weightwatch-demo",
+              show_default=True, help="Where the demo writes its release, database and mail.")
+def demo(directory: str) -> None:
+    """The whole pipeline against a local demo world: register, crawl, detect, alert."""
+    from monitor.demo.runner import run_demo
+
+    sys.exit(run_demo(Path(directory)))

@@ -1,0 +1,462 @@
+"""Loading and validating `config.toml`.
+
+Every command validates the whole file before it starts, so an operator learns about a typo
+from `check-config` (or from any command) rather than from a target that silently never
+runs. Each problem is one line naming the file, the key path and what is wrong; secrets
+are never read from this file, only the names of environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from monitor.models import SEVERITIES
+
+DEFAULT_CONFIG = "config.toml"
+CONFIG_ENV = "WEIGHTWATCH_CONFIG"
+
+
+class ConfigError(Exception):
+    """One or more problems in a config file; `problems` holds one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+# --- value parsers -------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from `90`, `"90s"`, `"15m"`, `"1h"`, `"7d"`; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as \"15m\", got a boolean")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    else:
+        raise ValueError(f"expected a duration such as \"15m\" or \"1h\", got {value!r}")
+    if seconds <= 0:
+        raise ValueError(f"duration must be positive, got {value!r}")
+    return seconds
+
+
+def check_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"URL must start with http:// or https://, got {value!r}")
+    if not parts.hostname:
+        raise ValueError(f"URL has no host: {value!r}")
+    return value
+
+
+def check_regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+    return value
+
+
+def check_severity(value: str) -> str:
+    if value not in SEVERITIES:
+        raise ValueError(f"must be one of {', '.join(SEVERITIES)}, got {value!r}")
+    return value
+
+
+def check_env_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError(f"must be an environment variable name, got {value!r}")
+    return value
+
+
+# --- schema --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Key:
+    """One allowed key: its TOML type(s), whether required, and an extra check."""
+
+    types: tuple[type, ...]
+    required: bool = False
+    check: Callable[[Any], Any] | None = None
+    items: type | None = None  # element type for arrays
+
+
+def _k(*types: type, required: bool = False, check: Callable[[Any], Any] | None = None,
+       items: type | None = None) -> Key:
+    return Key(types, required, check, items)
+
+
+DURATION = _k(str, int, float, check=parse_duration)
+STRING_TABLE = _k(dict, items=str)
+
+TOP_KEYS = {"database", "crawl", "smtp", "alerts", "targets", "rules"}
+
+DATABASE_KEYS = {"path": _k(str)}
+
+CRAWL_KEYS = {
+    "user_agent": _k(str),
+    "request_timeout": DURATION,
+    "connect_timeout": DURATION,
+    "run_timeout": DURATION,
+    "max_response_bytes": _k(int),
+    "max_redirects": _k(int),
+    "host_delay": DURATION,
+    "default_interval": DURATION,
+    "default_jitter": DURATION,
+}
+
+SMTP_KEYS = {
+    "host": _k(str, required=True),
+    "port": _k(int),
+    "security": _k(str, check=lambda v: _one_of(v, ("starttls", "tls", "none"))),
+    "username": _k(str),
+    "password_env": _k(str, check=check_env_name),
+    "timeout": DURATION,
+}
+
+ALERTS_KEYS = {
+    "enabled": _k(bool),
+    "from": _k(str),
+    "to": _k(list, items=str),
+    "subject_prefix": _k(str),
+}
+
+TARGET_COMMON_KEYS = {
+    "name": _k(str, required=True),
+    "kind": _k(str, required=True),
+    "url": _k(str, required=True, check=check_url),
+    "enabled": _k(bool),
+    "interval": DURATION,
+    "jitter": DURATION,
+    "allow_private": _k(bool),
+    "headers": STRING_TABLE,
+    "user_agent": _k(str),
+    "max_items": _k(int),
+    "preset": _k(str),
+    "selectors": STRING_TABLE,
+    "document_url": _k(str),
+}
+
+RULE_KEYS = {
+    "name": _k(str, required=True),
+    "pattern": _k(str, check=check_regex),
+    "keywords": _k(list, items=str),
+    "model": _k(str),
+    "severity": _k(str, check=check_severity),
+    "targets": _k(list, items=str),
+}
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+               list: "an array", dict: "a table"}
+
+
+def _one_of(value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+# --- typed config --------------------------------------------------------------------
+
+
+@dataclass
+class CrawlSettings:
+    user_agent: str = "weightwatch/0.1 (+https://example.org/weightwatch; leak monitoring)"
+    request_timeout: float = 30.0
+    connect_timeout: float = 10.0
+    run_timeout: float = 600.0
+    max_response_bytes: int = 20_000_000
+    max_redirects: int = 5
+    host_delay: float = 1.0
+    default_interval: float = 1800.0
+    default_jitter: float = 60.0
+
+
+@dataclass
+class SmtpSettings:
+    host: str
+    port: int = 587
+    security: str = "starttls"
+    username: str | None = None
+    password_env: str | None = None
+    timeout: float = 30.0
+
+    def password(self) -> str | None:
+        """Read at send time so the secret lives in the environment only."""
+        return os.environ.get(self.password_env) if self.password_env else None
+
+
+@dataclass
+class AlertSettings:
+    enabled: bool = True
+    sender: str = "weightwatch@localhost"
+    to: list[str] = field(default_factory=list)
+    subject_prefix: str = "[weightwatch]"
+
+
+@dataclass
+class Target:
+    name: str
+    kind: str
+    url: str
+    interval: float
+    jitter: float
+    enabled: bool = True
+    allow_private: bool = False
+    headers: dict[str, str] = field(default_factory=dict)
+    user_agent: str | None = None
+    max_items: int = 50
+    preset: str | None = None
+    selectors: dict[str, str] = field(default_factory=dict)
+    document_url: str | None = None
+
+
+@dataclass
+class Rule:
+    name: str
+    pattern: str
+    model: str | None = None
+    severity: str = "low"
+    targets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Config:
+    path: Path | None
+    database_path: Path
+    crawl: CrawlSettings
+    alerts: AlertSettings
+    smtp: SmtpSettings | None
+    targets: list[Target]
+    rules: list[Rule]
+
+    def target(self, name: str) -> Target:
+        for t in self.targets:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+# --- validation ----------------------------------------------------------------------
+
+
+class _Checker:
+    def __init__(self, filename: str):
+        self.filename = filename
+        self.problems: list[str] = []
+
+    def problem(self, keypath: str, message: str) -> None:
+        self.problems.append(f"{self.filename}: {keypath}: {message}")
+
+    def table(self, data: Any, keys: dict[str, Key], path: str) -> dict[str, Any]:
+        """Check one table against its keys; returns only the keys that passed."""
+        if not isinstance(data, dict):
+            self.problem(path, "must be a table")
+            return {}
+        ok: dict[str, Any] = {}
+        for name, value in data.items():
+            keypath = f"{path}.{name}" if path else name
+            spec = keys.get(name)
+            if spec is None:
+                self.unknown(keypath, name, keys)
+                continue
+            if self.value(keypath, value, spec):
+                ok[name] = value
+        for name, spec in keys.items():
+            if spec.required and name not in data:
+                self.problem(f"{path}.{name}" if path else name, "required key is missing")
+        return ok
+
+    def unknown(self, keypath: str, name: str, allowed: dict[str, Any] | set[str]) -> None:
+        close = difflib.get_close_matches(name, list(allowed), n=1, cutoff=0.6)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        self.problem(keypath, f"unknown key '{name}'{hint}")
+
+    def value(self, keypath: str, value: Any, spec: Key) -> bool:
+        # bool is an int in Python; TOML keeps them apart, so do we.
+        if isinstance(value, bool) and bool not in spec.types:
+            wrong = True
+        else:
+            wrong = not isinstance(value, spec.types)
+        if wrong:
+            want = " or ".join(_TYPE_NAMES[t] for t in spec.types)
+            self.problem(keypath, f"must be {want}, got {type(value).__name__} {value!r}")
+            return False
+        if spec.items is not None:
+            elements = value.values() if isinstance(value, dict) else value
+            for element in elements:
+                if not isinstance(element, spec.items) or isinstance(element, bool):
+                    self.problem(keypath, f"every entry must be {_TYPE_NAMES[spec.items]}, "
+                                          f"got {element!r}")
+                    return False
+        if spec.check is not None:
+            try:
+                spec.check(value)
+            except ValueError as exc:
+                self.problem(keypath, str(exc))
+                return False
+        return True
+
+
+def load_config(path: str | os.PathLike | None = None, *, required: bool = True) -> Config:
+    """Read and validate a config file; raise ConfigError listing every problem.
+
+    With `required=False` a missing file yields the defaults, so read-only commands such as
+    `hits --db X` work where there is no config.
+    """
+    if path is None:
+        path = os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        if required:
+            raise ConfigError([f"{p}: file not found"]) from None
+        return parse_config({}, None)
+    except OSError as exc:
+        raise ConfigError([f"{p}: cannot read: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError([f"{p}: not UTF-8 text"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{p}: TOML syntax error: {exc}"]) from None
+    return parse_config(data, p)
+
+
+def parse_config(data: dict[str, Any], path: Path | None) -> Config:
+    """Validate already-parsed TOML data and build the typed Config."""
+    from monitor.sources import ADAPTERS  # sources know their own presets and selectors
+
+    c = _Checker(str(path) if path else "<defaults>")
+    for name in data:
+        if name not in TOP_KEYS:
+            c.unknown(name, name, TOP_KEYS)
+
+    db = c.table(data.get("database", {}), DATABASE_KEYS, "database")
+    base = path.parent if path else Path.cwd()
+    db_path = Path(db.get("path", "weightwatch.db"))
+    if not db_path.is_absolute():
+        db_path = base / db_path
+
+    crawl_raw = c.table(data.get("crawl", {}), CRAWL_KEYS, "crawl")
+    crawl = CrawlSettings()
+    for name, value in crawl_raw.items():
+        setattr(crawl, name, parse_duration(value) if CRAWL_KEYS[name] is DURATION else value)
+    for name in ("max_response_bytes", "max_redirects"):
+        if name in crawl_raw and crawl_raw[name] < (1 if name == "max_response_bytes" else 0):
+            c.problem(f"crawl.{name}", f"must not be negative or zero, got {crawl_raw[name]}")
+
+    smtp = None
+    if "smtp" in data:
+        s = c.table(data["smtp"], SMTP_KEYS, "smtp")
+        if "host" in s:
+            smtp = SmtpSettings(
+                host=s["host"], port=s.get("port", 465 if s.get("security") == "tls" else 587),
+                security=s.get("security", "starttls"), username=s.get("username"),
+                password_env=s.get("password_env"),
+                timeout=parse_duration(s.get("timeout", 30)))
+
+    a = c.table(data.get("alerts", {}), ALERTS_KEYS, "alerts")
+    alerts = AlertSettings(enabled=a.get("enabled", True), sender=a.get("from", "weightwatch@localhost"),
+                           to=list(a.get("to", [])), subject_prefix=a.get("subject_prefix", "[weightwatch]"))
+    if alerts.enabled and smtp is not None and not alerts.to:
+        c.problem("alerts.to", "required when [smtp] is set: who receives the alerts?")
+
+    targets: list[Target] = []
+    seen: dict[str, int] = {}
+    raw_targets = data.get("targets", [])
+    if not isinstance(raw_targets, list):
+        c.problem("targets", "must be an array of tables ([[targets]])")
+        raw_targets = []
+    for i, raw in enumerate(raw_targets):
+        keypath = _item_path("targets", i, raw)
+        t = c.table(raw, TARGET_COMMON_KEYS, keypath)
+        name = t.get("name")
+        if name is not None:
+            if name in seen:
+                c.problem(f"{keypath}.name", f"duplicate target name {name!r} "
+                                             f"(also targets[{seen[name]}])")
+            seen.setdefault(name, i)
+        kind = t.get("kind")
+        adapter = ADAPTERS.get(kind) if kind else None
+        if kind is not None and adapter is None:
+            c.unknown(f"{keypath}.kind", kind, ADAPTERS)
+            # `unknown` says "unknown key"; a kind is a value, so restate it plainly.
+            c.problems[-1] = c.problems[-1].replace("unknown key", "unknown kind")
+        if adapter is not None and not {"name", "url"} - t.keys():
+            for problem_key, message in adapter.check_options(t):
+                c.problem(f"{keypath}.{problem_key}", message)
+        if {"name", "kind", "url"} - t.keys() or adapter is None:
+            continue
+        targets.append(Target(
+            name=t["name"], kind=t["kind"], url=t["url"],
+            interval=parse_duration(t.get("interval", crawl.default_interval)),
+            jitter=parse_duration(t["jitter"]) if "jitter" in t else crawl.default_jitter,
+            enabled=t.get("enabled", True), allow_private=t.get("allow_private", False),
+            headers=dict(t.get("headers", {})), user_agent=t.get("user_agent"),
+            max_items=t.get("max_items", 50), preset=t.get("preset"),
+            selectors=dict(t.get("selectors", {})), document_url=t.get("document_url")))
+        if targets[-1].interval < 10:
+            c.problem(f"{keypath}.interval", "must be at least 10s: be polite to the source")
+        if targets[-1].max_items < 1:
+            c.problem(f"{keypath}.max_items", "must be at least 1")
+
+    rules: list[Rule] = []
+    raw_rules = data.get("rules", [])
+    if not isinstance(raw_rules, list):
+        c.problem("rules", "must be an array of tables ([[rules]])")
+        raw_rules = []
+    rule_names: set[str] = set()
+    for i, raw in enumerate(raw_rules):
+        keypath = _item_path("rules", i, raw)
+        r = c.table(raw, RULE_KEYS, keypath)
+        if "name" not in r:
+            continue
+        if r["name"] in rule_names:
+            c.problem(f"{keypath}.name", f"duplicate rule name {r['name']!r}")
+        rule_names.add(r["name"])
+        if ("pattern" in raw) == ("keywords" in raw):
+            c.problem(keypath, "needs exactly one of 'pattern' or 'keywords'")
+            continue
+        if ("pattern" in r) == ("keywords" in r):
+            continue  # the bad one was already reported
+        if "keywords" in r and not r["keywords"]:
+            c.problem(f"{keypath}.keywords", "must not be empty")
+            continue
+        for tname in r.get("targets", []):
+            if tname not in seen:
+                c.problem(f"{keypath}.targets", f"no target named {tname!r}")
+        pattern = r.get("pattern") or keywords_pattern(r["keywords"])
+        rules.append(Rule(name=r["name"], pattern=pattern, model=r.get("model"),
+                          severity=r.get("severity", "low"), targets=list(r.get("targets", []))))
+
+    if c.problems:
+        raise ConfigError(c.problems)
+    return Config(path=path, database_path=db_path, crawl=crawl, alerts=alerts, smtp=smtp,
+                  targets=targets, rules=rules)
+
+
+def _item_path(array: str, index: int, raw: Any) -> str:
+    """`targets[2] (4chan-g)`: the index finds it in the file, the name in one's head."""
+    name = raw.get("name") if isinstance(raw, dict) else None
+    return f"{array}[{index}] ({name})" if isinstance(name, str) else f"{array}[{index}]"
+
+
+def keywords_pattern(keywords: list[str]) -> str:
+    """A case-insensitive whole-word alternation, so 'heron' never fires inside 'herons'."""
+    words = "|".join(re.escape(k) for k in sorted(keywords, key=len, reverse=True))
+    return rf"(?i)(?<!\w)(?:{words})(?!\w)"

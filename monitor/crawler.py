@@ -1,0 +1,105 @@
+"""One pass over one target: fetch, extract, detect, store, in that order.
+
+Documents whose content hash has not changed since the last run are neither re-matched nor
+re-stored (only their last-seen time moves). Each document is committed with its hits and
+outbox rows in one transaction, so a run cut short by a timeout, a signal or `kill -9`
+keeps everything it had recorded; the target's cursor is saved only after a whole run, so
+the next run covers whatever this one missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+
+from monitor.config import Config, Target
+from monitor.detect import Detector, build_detectors, detect_all
+from monitor.fetch import Fetcher, FetchError, redact_url
+from monitor.sources import ADAPTERS, SourceError
+from monitor.store import Store
+
+log = structlog.get_logger("weightwatch.crawler")
+
+
+@dataclass
+class RunResult:
+    target: str
+    run_id: int
+    status: str
+    documents_seen: int = 0
+    documents_new: int = 0
+    documents_changed: int = 0
+    hits_new: int = 0
+    error: str | None = None
+
+
+async def crawl_target(target: Target, config: Config, store: Store, fetcher: Fetcher,
+                       detectors: list[Detector] | None = None) -> RunResult:
+    """Crawl one target within the run timeout and record the run, whatever happens."""
+    detectors = detectors if detectors is not None else build_detectors(config, store)
+    run_id = store.start_run(target.name)
+    result = RunResult(target=target.name, run_id=run_id, status="running")
+    with structlog.contextvars.bound_contextvars(target=target.name, run_id=run_id):
+        log.info("crawl_started", url=redact_url(target.url))
+        try:
+            await asyncio.wait_for(_crawl(target, store, fetcher, detectors, run_id, result),
+                                   timeout=config.crawl.run_timeout)
+            result.status = "ok"
+        except asyncio.TimeoutError:
+            result.status, result.error = "failed", f"run exceeded {config.crawl.run_timeout:.0f}s timeout"
+        except (FetchError, SourceError) as exc:
+            result.status, result.error = "failed", str(exc)
+        except asyncio.CancelledError:
+            result.status, result.error = "interrupted", "cancelled (shutdown)"
+            _finish(store, result)
+            raise
+        except Exception as exc:  # a bug in an adapter must not kill the daemon
+            log.exception("crawl_crashed")
+            result.status, result.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
+        _finish(store, result)
+    return result
+
+
+async def _crawl(target: Target, store: Store, fetcher: Fetcher, detectors: list[Detector],
+                 run_id: int, result: RunResult) -> None:
+    source = ADAPTERS[target.kind](target, fetcher, store.cursor(target.name))
+    async for doc in source.documents():
+        result.documents_seen += 1
+        previous = store.document_hash(doc.target, doc.key)
+        if previous == doc.content_sha256:
+            store.touch_document(doc.target, doc.key)
+            continue
+        hits = detect_all(detectors, doc)
+        saved, new_hits = store.save_document(doc, hits, run_id)
+        result.documents_new += saved.is_new
+        result.documents_changed += not saved.is_new
+        result.hits_new += len(new_hits)
+        for hit_id in new_hits:
+            log.info("hit", hit_id=hit_id, url=redact_url(doc.url))
+    store.set_cursor(target.name, source.cursor)
+
+
+def _finish(store: Store, result: RunResult) -> None:
+    store.finish_run(result.run_id, status=result.status, documents_seen=result.documents_seen,
+                     documents_new=result.documents_new,
+                     documents_changed=result.documents_changed, hits_new=result.hits_new,
+                     error=result.error)
+    event = log.info if result.status == "ok" else log.warning
+    event("crawl_finished", status=result.status, documents=result.documents_seen,
+          new_documents=result.documents_new, new_hits=result.hits_new, error=result.error)
+
+
+async def crawl_once(config: Config, store: Store, targets: list[Target],
+                     fetcher: Fetcher | None = None) -> list[RunResult]:
+    """One pass over the given targets (concurrently; the fetcher spaces requests per host)."""
+    own = fetcher is None
+    fetcher = fetcher or Fetcher(config.crawl)
+    try:
+        detectors = build_detectors(config, store)
+        tasks = [crawl_target(t, config, store, fetcher, detectors) for t in targets]
+        return list(await asyncio.gather(*tasks))
+    finally:
+        if own:
+            await fetcher.aclose()

@@ -1,0 +1,120 @@
+"""`weightwatch run`: one scheduled job per target, until SIGTERM or SIGINT.
+
+APScheduler (3.x, in-memory job store: the schedule's source of truth is config.toml) runs
+each target on its interval with jitter, never two runs of one target at once
+(`max_instances=1`, missed runs coalesced). Each run is bounded by the crawler's run
+timeout. On a signal the scheduler stops taking work, running crawls are cancelled (each
+records itself as interrupted; documents and hits already committed stay), pending alerts
+get one last flush, and the database is closed cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import datetime, timezone
+
+import structlog
+from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from monitor.alerts import Alerter
+from monitor.config import Config, Target
+from monitor.crawler import crawl_target
+from monitor.fetch import Fetcher
+from monitor.store import Store
+
+log = structlog.get_logger("weightwatch.daemon")
+
+ALERT_FLUSH_INTERVAL = 60.0
+SHUTDOWN_GRACE = 5.0
+
+
+class Daemon:
+    def __init__(self, config: Config, store: Store):
+        self.config = config
+        self.store = store
+        self.fetcher = Fetcher(config.crawl)
+        self.alerter = Alerter(store, config)
+        self.stopping = asyncio.Event()
+        self.running: set[asyncio.Task] = set()
+        self.scheduler = AsyncIOScheduler(timezone=timezone.utc)
+
+    async def crawl_job(self, target: Target) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.running.add(task)
+        try:
+            await crawl_target(target, self.config, self.store, self.fetcher)
+            await self.alerter.aflush()
+        finally:
+            self.running.discard(task)
+
+    async def flush_job(self) -> None:
+        await self.alerter.aflush()
+
+    def schedule(self) -> None:
+        now = datetime.now(timezone.utc)
+        for target in self.config.targets:
+            if not target.enabled:
+                log.info("target_disabled", target=target.name)
+                continue
+            self.scheduler.add_job(
+                self.crawl_job, IntervalTrigger(seconds=target.interval, jitter=target.jitter),
+                args=[target], id=f"crawl:{target.name}", name=target.name,
+                max_instances=1, coalesce=True, misfire_grace_time=int(target.interval),
+                next_run_time=now)
+        self.scheduler.add_job(self.flush_job, IntervalTrigger(seconds=ALERT_FLUSH_INTERVAL),
+                               id="alerts:flush", max_instances=1, coalesce=True)
+        self.scheduler.add_listener(self._on_event,
+                                    EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
+
+    def _on_event(self, event: JobEvent) -> None:
+        if event.code == EVENT_JOB_ERROR:
+            log.error("job_failed", job=event.job_id, error=repr(getattr(event, "exception", None)))
+        elif event.code == EVENT_JOB_MAX_INSTANCES:
+            log.warning("job_still_running", job=event.job_id,
+                        note="previous run of this target has not finished; skipped")
+        else:
+            log.warning("job_missed", job=event.job_id)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._signal, sig)
+        abandoned = self.store.close_abandoned_runs()
+        if abandoned:
+            log.warning("abandoned_runs_closed", count=abandoned)
+        self.schedule()
+        self.scheduler.start()
+        enabled = [t.name for t in self.config.targets if t.enabled]
+        log.info("daemon_started", targets=enabled, database=str(self.store.path))
+        try:
+            await self.stopping.wait()
+        finally:
+            await self.shutdown()
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.stopping.is_set():
+            return
+        log.info("daemon_stopping", signal=sig.name)
+        self.stopping.set()
+
+    async def shutdown(self) -> None:
+        self.scheduler.shutdown(wait=False)
+        tasks = list(self.running)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
+        try:
+            await asyncio.wait_for(self.alerter.aflush(), timeout=SHUTDOWN_GRACE)
+        except (asyncio.TimeoutError, Exception) as exc:  # never block a shutdown on SMTP
+            log.warning("final_flush_skipped", error=str(exc) or type(exc).__name__)
+        await self.fetcher.aclose()
+        log.info("daemon_stopped")
+
+
+async def run_daemon(config: Config, store: Store) -> None:
+    await Daemon(config, store).run()

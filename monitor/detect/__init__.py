@@ -1,0 +1,35 @@
+"""Detectors: each turns a Document into zero or more Hits, and never fetches.
+
+`build_detectors` assembles the set a crawl uses from the config's rules and the store's
+registry, so a run sees one consistent snapshot of both.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from monitor.config import Config
+from monitor.detect.digests import DigestDetector
+from monitor.detect.rules import RuleDetector
+from monitor.models import Document, Hit
+from monitor.store import Store
+
+
+class Detector(Protocol):
+    name: str
+
+    def detect(self, doc: Document) -> list[Hit]: ...
+
+
+def build_detectors(config: Config, store: Store) -> list[Detector]:
+    return [RuleDetector(config.rules),
+            DigestDetector(store.known_digests())]
+
+
+def detect_all(detectors: list[Detector], doc: Document) -> list[Hit]:
+    hits = []
+    for detector in detectors:
+        for hit in detector.detect(doc):
+            hit.target, hit.url = doc.target, doc.url
+            hits.append(hit)
+    return hits

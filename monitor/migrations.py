@@ -1,0 +1,146 @@
+"""Numbered schema migrations, applied in order and recorded in `PRAGMA user_version`.
+
+A migration is never edited once released; a schema change is a new entry at the end, so
+every database, however old, reaches the same schema by the same steps.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: the foundation: target state, runs, evidence, hits, outbox, registry.
+    """
+    CREATE TABLE target_state (
+        name TEXT PRIMARY KEY,
+        last_run_at TEXT,
+        last_success_at TEXT,
+        consecutive_failures INTEGER NOT NULL DEFAULT 0,
+        documents_count INTEGER NOT NULL DEFAULT 0,
+        hits_count INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        cursor TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE crawl_runs (
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        status TEXT NOT NULL DEFAULT 'running'
+            CHECK (status IN ('running', 'ok', 'failed', 'interrupted')),
+        documents_seen INTEGER NOT NULL DEFAULT 0,
+        documents_new INTEGER NOT NULL DEFAULT 0,
+        documents_changed INTEGER NOT NULL DEFAULT 0,
+        hits_new INTEGER NOT NULL DEFAULT 0,
+        error TEXT
+    );
+    CREATE INDEX crawl_runs_target ON crawl_runs(target, started_at);
+    -- Content-addressed, so a thread page that yields fifty posts is stored once.
+    CREATE TABLE snapshots (
+        sha256 TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        fetched_at TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        compression TEXT NOT NULL DEFAULT 'zlib',
+        body BLOB NOT NULL
+    );
+    CREATE TABLE documents (
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        key TEXT NOT NULL,
+        url TEXT NOT NULL,
+        title TEXT,
+        author TEXT,
+        posted_at TEXT,
+        text TEXT NOT NULL,
+        links TEXT NOT NULL DEFAULT '[]',
+        extras TEXT NOT NULL DEFAULT '{}',
+        content_sha256 TEXT NOT NULL,
+        snapshot_sha256 TEXT REFERENCES snapshots(sha256),
+        fetched_at TEXT NOT NULL,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        run_id INTEGER REFERENCES crawl_runs(id),
+        UNIQUE (target, key)
+    );
+    CREATE TABLE models (
+        name TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE artifacts (
+        id INTEGER PRIMARY KEY,
+        model TEXT NOT NULL REFERENCES models(name),
+        name TEXT NOT NULL,
+        path TEXT,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        sha1 TEXT NOT NULL,
+        md5 TEXT NOT NULL,
+        release TEXT,
+        recipient TEXT,
+        registered_at TEXT NOT NULL,
+        UNIQUE (model, sha256, recipient)
+    );
+    -- Every known digest of the registry, whatever produced it (register, an imported
+    -- checksum list, a magnet), with where it came from.
+    CREATE TABLE indicators (
+        id INTEGER PRIMARY KEY,
+        algo TEXT NOT NULL CHECK (algo IN ('md5', 'sha1', 'sha256', 'btih', 'btmh')),
+        value TEXT NOT NULL,
+        model TEXT NOT NULL REFERENCES models(name),
+        artifact_id INTEGER REFERENCES artifacts(id),
+        recipient TEXT,
+        name TEXT,
+        size INTEGER,
+        source TEXT NOT NULL,
+        added_at TEXT NOT NULL,
+        UNIQUE (algo, value, model)
+    );
+    CREATE INDEX indicators_value ON indicators(value);
+    CREATE TABLE hits (
+        id INTEGER PRIMARY KEY,
+        dedup_key TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL CHECK (kind IN ('mention', 'hash', 'torrent', 'weights', 'watermark')),
+        severity TEXT NOT NULL CHECK (severity IN ('critical', 'high', 'medium', 'low')),
+        model TEXT,
+        artifact TEXT,
+        recipient TEXT,
+        indicator TEXT NOT NULL,
+        indicator_type TEXT,
+        rule TEXT,
+        detector TEXT NOT NULL,
+        matcher_version TEXT NOT NULL DEFAULT '',
+        score REAL NOT NULL DEFAULT 1.0,
+        context TEXT NOT NULL DEFAULT '',
+        target TEXT NOT NULL,
+        url TEXT NOT NULL,
+        document_id INTEGER REFERENCES documents(id),
+        run_id INTEGER REFERENCES crawl_runs(id),
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        seen_count INTEGER NOT NULL DEFAULT 1,
+        status TEXT NOT NULL DEFAULT 'new'
+            CHECK (status IN ('new', 'acknowledged', 'resolved', 'false_positive'))
+    );
+    CREATE INDEX hits_first_seen ON hits(first_seen);
+    CREATE INDEX hits_severity ON hits(severity, first_seen);
+    CREATE INDEX hits_kind ON hits(kind, first_seen);
+    CREATE INDEX hits_model ON hits(model, first_seen);
+    CREATE INDEX hits_document ON hits(document_id);
+    -- One row per hit to notify, written in the same transaction as the hit, so a crash
+    -- between detecting and emailing loses nothing.
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        hit_id INTEGER NOT NULL UNIQUE REFERENCES hits(id),
+        channel TEXT NOT NULL DEFAULT 'email',
+        created_at TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_attempt_at TEXT,
+        last_error TEXT,
+        sent_at TEXT,
+        message_id TEXT
+    );
+    CREATE INDEX outbox_status ON outbox(status, next_attempt_at);
+    """,
+]

@@ -1,0 +1,89 @@
+"""Domain objects that flow through the pipeline: documents in, hits out.
+
+They are plain dataclasses so every stage can be tested without the others, and so the
+store decides alone how they are persisted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from typing import Any
+
+KINDS = ("mention", "hash", "torrent", "weights", "watermark")
+SEVERITIES = ("critical", "high", "medium", "low")
+
+
+def severity_rank(severity: str) -> int:
+    """0 for critical up to 3 for low, so sorting by rank puts the worst first."""
+    return SEVERITIES.index(severity)
+
+
+@dataclass
+class Document:
+    """One unit of content from a source: a post, a torrent listing row, a hub record.
+
+    `key` identifies the document within its target across crawls (a post number, a
+    torrent URL); `text` is what detectors read; `extras` carries structured fields a
+    source knows (attachment md5, infohash, file sizes) so detectors need not re-parse.
+    """
+
+    target: str
+    key: str
+    url: str
+    text: str
+    title: str = ""
+    author: str = ""
+    posted_at: str | None = None
+    links: list[str] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)
+    # Evidence: the raw response the document was extracted from.
+    snapshot: bytes = b""
+    snapshot_url: str = ""
+    fetched_at: str = ""
+
+    @property
+    def content_sha256(self) -> str:
+        """Hash of what detectors see, so an unchanged document is not re-matched."""
+        h = hashlib.sha256()
+        for part in (self.title, self.author, self.text, repr(sorted(self.extras.items()))):
+            h.update(part.encode("utf-8", "surrogatepass"))
+            h.update(b"\0")
+        return h.hexdigest()
+
+
+@dataclass
+class Hit:
+    """A detector's finding in one document.
+
+    `dedup_key` is stable across crawls: the same indicator seen again in the same place
+    updates `last_seen` of the existing hit instead of making a new one.
+    """
+
+    kind: str
+    severity: str
+    indicator: str
+    detector: str
+    context: str
+    model: str | None = None
+    artifact: str | None = None
+    recipient: str | None = None
+    rule: str | None = None
+    indicator_type: str | None = None
+    score: float = 1.0
+    # Which version of the rule or registry entry matched; part of the evidence.
+    matcher_version: str = ""
+    # Filled in by the crawler from the document.
+    target: str = ""
+    url: str = ""
+
+    def dedup_key(self, document_key: str) -> str:
+        parts = (self.kind, self.indicator.lower(), self.model or "", self.artifact or "",
+                 self.rule or "", self.target, document_key)
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def utcnow() -> str:
+    """ISO 8601 in UTC to the second: sorts as text and reads well in SQL and JSON."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

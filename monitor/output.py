@@ -1,0 +1,80 @@
+"""Rendering rows for people (table) and for programs (json, csv, ndjson).
+
+JSON output is a contract: scripts read it, so its keys only ever grow. CSV cells that a
+spreadsheet would run as a formula are neutralised, because crawled text is hostile.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from typing import Any, Iterable, Sequence
+
+import click
+
+FORMATS = ("table", "json", "csv", "ndjson")
+SEVERITY_COLOURS = {"critical": "red", "high": "magenta", "medium": "yellow", "low": "cyan"}
+
+
+def csv_safe(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def render(rows: Sequence[dict[str, Any]], fmt: str, *, columns: Sequence[str] | None = None,
+           table_columns: Sequence[str] | None = None, empty: str = "nothing to show") -> str:
+    columns = list(columns or (rows[0].keys() if rows else []))
+    if fmt == "json":
+        return json.dumps([{c: r.get(c) for c in columns} for r in rows], indent=2,
+                          ensure_ascii=False)
+    if fmt == "ndjson":
+        return "\n".join(json.dumps({c: r.get(c) for c in columns}, ensure_ascii=False)
+                         for r in rows)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow([csv_safe(r.get(c)) for c in columns])
+        return buf.getvalue().rstrip("\n")
+    if not rows:
+        return empty
+    return table(rows, table_columns or columns)
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """An aligned text table that fits the terminal, truncating the widest column."""
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    budget = shutil.get_terminal_size((160, 24)).columns
+    while sum(widths) + 2 * (len(widths) - 1) > budget and max(widths) > 12:
+        widest = widths.index(max(widths))
+        widths[widest] -= 1
+    lines = ["  ".join(click.style(c.upper().ljust(w), bold=True) for c, w in zip(columns, widths))]
+    for row, record in zip(cells, rows):
+        parts = []
+        for i, (value, width) in enumerate(zip(row, widths)):
+            text = value if len(value) <= width else value[: width - 1] + "…"
+            text = text.ljust(width)
+            if columns[i] == "severity":
+                text = click.style(text, fg=SEVERITY_COLOURS.get(record.get("severity"), None))
+            parts.append(text)
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return " ".join(str(value).split())
+
+
+def emit(rows: Iterable[dict[str, Any]], fmt: str, **kwargs: Any) -> None:
+    text = render(list(rows), fmt, **kwargs)
+    if text:
+        click.echo(text)

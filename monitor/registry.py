@@ -1,0 +1,92 @@
+"""Recording what was released: file digests from `register`, indicators from `import`.
+
+This is the release engineer's side. It reads the released files once each (all digests in
+one pass) and stores only digests and names, never the weights themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from fingerprints.digests import FileDigests, digest_file, iter_files
+from fingerprints.indicators import IndicatorError, parse_indicator_text
+from monitor.store import Store
+
+MAX_INDICATOR_FILE = 64 * 1024 * 1024
+
+
+class IndicatorFileError(ValueError):
+    """An indicator file that cannot be imported; the message names the file (and line)."""
+
+
+@dataclass
+class RegisteredFile:
+    name: str
+    digests: FileDigests
+    artifact_id: int
+    new_digests: int
+
+
+@dataclass
+class ImportResult:
+    source: str
+    parsed: int
+    added: int
+
+
+def artifact_name(path: Path, roots: list[Path]) -> str:
+    """A released file's name as recipients see it: relative to the folder registered
+    (keeping that folder's own name, e.g. `heron-7b/model.safetensors`)."""
+    resolved = path.resolve()
+    for root in roots:
+        root = root.resolve()
+        if root.is_dir() and resolved.is_relative_to(root):
+            return str(Path(root.name) / resolved.relative_to(root))
+    return path.name
+
+
+def register_paths(store: Store, paths: Iterable[str | Path], *, model: str,
+                   release: str | None = None, recipient: str | None = None,
+                   on_file: Callable[[Path, int], Callable[[int], None] | None] | None = None,
+                   ) -> list[RegisteredFile]:
+    """Digest every file under `paths` and record it as an artifact of `model`.
+
+    `on_file(path, size)` may return a progress callback for that file's bytes.
+    """
+    roots = [Path(p) for p in paths]
+    out = []
+    for path in iter_files(roots):
+        size = path.stat().st_size
+        progress = on_file(path, size) if on_file else None
+        digests = digest_file(path, progress=progress)
+        name = artifact_name(path, roots)
+        artifact_id, added = store.add_artifact(
+            model=model, name=name, path=str(path.resolve()), size=digests.size,
+            sha256=digests.sha256, sha1=digests.sha1, md5=digests.md5, release=release,
+            recipient=recipient)
+        out.append(RegisteredFile(name, digests, artifact_id, sum(added)))
+    return out
+
+
+def import_indicators(store: Store, path: str | Path, *, model: str) -> ImportResult:
+    """Read a checksum list or magnet file; raise IndicatorFileError/OSError naming the file."""
+    path = Path(path)
+    if path.stat().st_size > MAX_INDICATOR_FILE:
+        raise IndicatorFileError(f"{path}: larger than {MAX_INDICATOR_FILE // 2**20} MiB; "
+                                 f"not an indicator list")
+    try:
+        text = path.read_text(encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        raise IndicatorFileError(f"{path}: not UTF-8 text") from None
+    try:
+        indicators = parse_indicator_text(text)
+    except IndicatorError as exc:
+        raise IndicatorFileError(f"{path}: {exc}") from None
+    added = 0
+    for ind in indicators:
+        added += store.add_indicator(
+            algo=ind.algo, value=ind.value, model=model, name=ind.name, size=ind.size,
+            source=f"import:{path.name}" + (f":{ind.line}" if ind.line else ""))
+    return ImportResult(source=str(path), parsed=len(indicators), added=added)

@@ -1,0 +1,117 @@
+"""What every source adapter is: a target's config in, documents out.
+
+An adapter knows one shape of site (a phpBB forum, a 4chan-style API, a torrent index). It
+fetches through the shared Fetcher, parses off the event loop, and yields Documents; it
+neither detects nor stores. Its `cursor` is saved by the crawler after a successful run so
+the next run can skip what has not moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import re
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Callable, ClassVar, TypeVar
+from urllib.parse import urljoin
+
+from bs4 import BeautifulSoup, Tag
+
+from monitor.config import Target
+from monitor.fetch import Fetcher
+from monitor.models import Document
+
+T = TypeVar("T")
+
+
+class SourceError(Exception):
+    """A page that does not have the shape the target's selectors expect."""
+
+
+class Source:
+    kind: ClassVar[str]
+    # Preset name -> selectors; an operator's `selectors` table overrides single entries.
+    presets: ClassVar[dict[str, dict[str, str]]] = {}
+    selector_keys: ClassVar[tuple[str, ...]] = ()
+    required_selectors: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, target: Target, fetcher: Fetcher, cursor: dict[str, Any] | None = None):
+        self.target = target
+        self.fetcher = fetcher
+        self.cursor: dict[str, Any] = dict(cursor or {})
+        self.selectors = self.resolve_selectors(target.preset, target.selectors)
+
+    @classmethod
+    def resolve_selectors(cls, preset: str | None, selectors: dict[str, str]) -> dict[str, str]:
+        base = dict(cls.presets.get(preset or "", {})) if cls.presets else {}
+        base.update(selectors)
+        return base
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> list[tuple[str, str]]:
+        """Problems with a target table's kind-specific options, as (key, message)."""
+        problems: list[tuple[str, str]] = []
+        preset = options.get("preset")
+        if preset is not None and preset not in cls.presets:
+            known = ", ".join(cls.presets) or "none"
+            problems.append(("preset", f"unknown preset {preset!r} for kind {cls.kind!r} (known: {known})"))
+            return problems
+        if options.get("selectors") and not cls.selector_keys:
+            problems.append(("selectors", f"kind {cls.kind!r} takes no selectors"))
+        for key in options.get("selectors", {}):
+            if key not in cls.selector_keys:
+                close = difflib.get_close_matches(key, cls.selector_keys, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                problems.append((f"selectors.{key}", f"unknown selector '{key}'{hint}"))
+        resolved = cls.resolve_selectors(preset, options.get("selectors", {}))
+        for key in cls.required_selectors:
+            if key not in resolved:
+                problems.append(("selectors", f"needs selector '{key}' (or a preset: "
+                                              f"{', '.join(cls.presets) or 'none'})"))
+        for key, css in resolved.items():
+            try:
+                BeautifulSoup("<p></p>", "lxml").select(css)
+            except Exception as exc:  # soupsieve raises its own SelectorSyntaxError
+                problems.append((f"selectors.{key}", f"invalid CSS selector {css!r}: "
+                                                     f"{str(exc).splitlines()[0]}"))
+        return problems
+
+    def documents(self) -> AsyncIterator[Document]:
+        raise NotImplementedError
+
+
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Parsing costs tens of milliseconds a page; keep it off the event loop."""
+    return await asyncio.to_thread(fn, *args)
+
+
+_SPACE = re.compile(r"[ \t\r\f\v]+")
+_BLANK_LINES = re.compile(r"\n\s*\n+")
+
+
+def html_text(node: Tag | str) -> str:
+    """Readable text of an HTML fragment: line breaks kept, <wbr> joined (4chan splits long
+    words such as magnet links with it), runs of spaces collapsed."""
+    if isinstance(node, str):
+        node = BeautifulSoup(node, "lxml")
+    for wbr in node.find_all("wbr"):
+        wbr.decompose()
+    for br in node.find_all("br"):
+        br.replace_with("\n")
+    text = node.get_text("")
+    lines = (_SPACE.sub(" ", line).strip() for line in text.splitlines())
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+def links_of(node: Tag, base_url: str) -> list[str]:
+    out: list[str] = []
+    for a in node.select("a[href]"):
+        href = str(a.get("href", "")).strip()
+        if href and not href.startswith("#") and not href.lower().startswith("javascript:"):
+            out.append(href if href.lower().startswith("magnet:") else urljoin(base_url, href))
+    return out
+
+
+def epoch_iso(ts: int) -> str:
+    """Unix seconds as the ISO 8601 UTC text the store uses everywhere."""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,399 @@
+"""The SQLite store: one file, one writer, readers never blocked.
+
+Everything the daemon learns goes through here: target state, crawl runs, documents with
+their evidence snapshots, hits and the alert outbox, and the registry of released
+artifacts and their digests. A document, its hits and their outbox rows are written in one
+transaction, so a crash at any point leaves either all of them or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import sqlite_utils
+
+from monitor.migrations import MIGRATIONS
+from monitor.models import Document, Hit, utcnow
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+class StoreError(Exception):
+    """A database that cannot be opened or is newer than this program."""
+
+
+@dataclass(frozen=True)
+class KnownDigest:
+    """A registry entry as detectors need it: what a digest value points to."""
+
+    algo: str
+    value: str
+    model: str
+    artifact: str | None
+    recipient: str | None
+    source: str
+    indicator_id: int
+
+
+@dataclass
+class SavedDocument:
+    id: int
+    is_new: bool
+    changed: bool
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            # NORMAL is durable against a killed process in WAL mode, which is the crash
+            # the daemon must survive; FULL would only add power-loss durability.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"{self.path}: cannot open database: {exc}") from None
+        self.db = sqlite_utils.Database(conn)
+        self.migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- schema ------------------------------------------------------------------------
+
+    @property
+    def schema_version(self) -> int:
+        return self.db.execute("PRAGMA user_version").fetchone()[0]
+
+    def migrate(self) -> None:
+        version = self.schema_version
+        if version > len(MIGRATIONS):
+            raise StoreError(f"{self.path}: database schema {version} is newer than this "
+                             f"weightwatch (knows {len(MIGRATIONS)}); upgrade weightwatch")
+        for number, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+            with self.db.atomic():
+                for statement in _statements(sql):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {number}")
+
+    def integrity_check(self) -> str:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+    # --- runs and target state ---------------------------------------------------------
+
+    def start_run(self, target: str) -> int:
+        with self.db.atomic():
+            return self.db["crawl_runs"].insert({"target": target, "started_at": utcnow()}).last_pk
+
+    def finish_run(self, run_id: int, *, status: str, documents_seen: int = 0,
+                   documents_new: int = 0, documents_changed: int = 0, hits_new: int = 0,
+                   error: str | None = None) -> None:
+        run = self.db["crawl_runs"].get(run_id)
+        now = utcnow()
+        with self.db.atomic():
+            self.db["crawl_runs"].update(run_id, {
+                "finished_at": now, "status": status, "documents_seen": documents_seen,
+                "documents_new": documents_new, "documents_changed": documents_changed,
+                "hits_new": hits_new, "error": error})
+            state = self.target_state(run["target"])
+            ok = status == "ok"
+            self.db["target_state"].upsert({
+                "name": run["target"],
+                "last_run_at": run["started_at"],
+                "last_success_at": now if ok else state.get("last_success_at"),
+                "consecutive_failures": 0 if ok else state.get("consecutive_failures", 0) + 1,
+                "documents_count": state.get("documents_count", 0) + documents_new,
+                "hits_count": state.get("hits_count", 0) + hits_new,
+                "last_error": None if ok else error,
+            }, pk="name")
+
+    def close_abandoned_runs(self) -> int:
+        """Runs left 'running' by a killed process are marked interrupted at start-up."""
+        with self.db.atomic():
+            cur = self.db.execute(
+                "UPDATE crawl_runs SET status = 'interrupted', finished_at = ? "
+                "WHERE status = 'running'", [utcnow()])
+            return cur.rowcount
+
+    def target_state(self, name: str) -> dict[str, Any]:
+        rows = list(self.db.query("SELECT * FROM target_state WHERE name = ?", [name]))
+        return rows[0] if rows else {}
+
+    def all_target_states(self) -> dict[str, dict[str, Any]]:
+        return {row["name"]: row for row in self.db.query("SELECT * FROM target_state")}
+
+    def cursor(self, target: str) -> dict[str, Any]:
+        state = self.target_state(target)
+        return json.loads(state["cursor"]) if state.get("cursor") else {}
+
+    def set_cursor(self, target: str, cursor: dict[str, Any]) -> None:
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT INTO target_state (name, cursor) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET cursor = excluded.cursor",
+                [target, json.dumps(cursor, sort_keys=True)])
+
+    # --- documents, hits and the outbox ------------------------------------------------
+
+    def document_hash(self, target: str, key: str) -> str | None:
+        row = self.db.execute("SELECT content_sha256 FROM documents WHERE target = ? AND key = ?",
+                              [target, key]).fetchone()
+        return row[0] if row else None
+
+    def touch_document(self, target: str, key: str) -> None:
+        with self.db.atomic():
+            self.db.execute("UPDATE documents SET last_seen = ? WHERE target = ? AND key = ?",
+                            [utcnow(), target, key])
+
+    def save_document(self, doc: Document, hits: Iterable[Hit], run_id: int | None,
+                      *, alert: bool = True) -> tuple[SavedDocument, list[int]]:
+        """Store a document, its snapshot, its hits and their outbox rows atomically.
+
+        Returns the document and the ids of hits that are new (first seen now); hits seen
+        before only get `last_seen` and `seen_count` moved, and are not alerted again.
+        """
+        now = utcnow()
+        with self.db.atomic():
+            snapshot_sha = self._save_snapshot(doc) if doc.snapshot else None
+            saved = self._upsert_document(doc, snapshot_sha, run_id, now)
+            new_hits = [hit_id for hit in hits
+                        if (hit_id := self._record_hit(hit, doc, saved.id, run_id, now, alert))]
+        return saved, new_hits
+
+    def _save_snapshot(self, doc: Document) -> str:
+        sha = hashlib.sha256(doc.snapshot).hexdigest()
+        self.db.execute(
+            "INSERT INTO snapshots (sha256, url, fetched_at, size, body) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(sha256) DO NOTHING",
+            [sha, doc.snapshot_url or doc.url, doc.fetched_at or utcnow(), len(doc.snapshot),
+             zlib.compress(doc.snapshot, 6)])
+        return sha
+
+    def _upsert_document(self, doc: Document, snapshot_sha: str | None, run_id: int | None,
+                         now: str) -> SavedDocument:
+        content_sha = doc.content_sha256
+        row = self.db.execute("SELECT id, content_sha256 FROM documents WHERE target = ? AND key = ?",
+                              [doc.target, doc.key]).fetchone()
+        values = {
+            "url": doc.url, "title": doc.title, "author": doc.author, "posted_at": doc.posted_at,
+            "text": doc.text, "links": json.dumps(doc.links), "extras": json.dumps(doc.extras, sort_keys=True),
+            "content_sha256": content_sha, "snapshot_sha256": snapshot_sha,
+            "fetched_at": doc.fetched_at or now, "last_seen": now, "run_id": run_id,
+        }
+        if row is None:
+            pk = self.db["documents"].insert(
+                {"target": doc.target, "key": doc.key, "first_seen": now, **values}).last_pk
+            return SavedDocument(pk, is_new=True, changed=True)
+        self.db["documents"].update(row[0], values)
+        return SavedDocument(row[0], is_new=False, changed=row[1] != content_sha)
+
+    def _record_hit(self, hit: Hit, doc: Document, document_id: int, run_id: int | None,
+                    now: str, alert: bool) -> int | None:
+        key = hit.dedup_key(doc.key)
+        existing = self.db.execute("SELECT id FROM hits WHERE dedup_key = ?", [key]).fetchone()
+        if existing:
+            self.db.execute(
+                "UPDATE hits SET last_seen = ?, seen_count = seen_count + 1, document_id = ? "
+                "WHERE id = ?", [now, document_id, existing[0]])
+            return None
+        hit_id = self.db["hits"].insert({
+            "dedup_key": key, "kind": hit.kind, "severity": hit.severity, "model": hit.model,
+            "artifact": hit.artifact, "recipient": hit.recipient, "indicator": hit.indicator,
+            "indicator_type": hit.indicator_type, "rule": hit.rule, "detector": hit.detector,
+            "matcher_version": hit.matcher_version, "score": hit.score, "context": hit.context,
+            "target": doc.target, "url": doc.url, "document_id": document_id, "run_id": run_id,
+            "first_seen": now, "last_seen": now,
+        }).last_pk
+        if alert:
+            self.db["outbox"].insert({"hit_id": hit_id, "created_at": now, "next_attempt_at": now})
+        return hit_id
+
+    def snapshot(self, sha256: str) -> bytes | None:
+        row = self.db.execute("SELECT body FROM snapshots WHERE sha256 = ?", [sha256]).fetchone()
+        return zlib.decompress(row[0]) if row else None
+
+    # --- reading hits --------------------------------------------------------------------
+
+    HIT_COLUMNS = ("id, kind, severity, model, artifact, recipient, indicator, indicator_type, "
+                   "rule, detector, matcher_version, score, target, url, first_seen, last_seen, "
+                   "seen_count, status, context, document_id")
+
+    def hits(self, *, since: str | None = None, severity: Iterable[str] = (),
+             kind: Iterable[str] = (), model: str | None = None, status: Iterable[str] = (),
+             target: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        where, params = [], []
+        if since:
+            where.append("first_seen >= ?")
+            params.append(since)
+        for column, values in (("severity", severity), ("kind", kind), ("status", status)):
+            values = list(values)
+            if values:
+                where.append(f"{column} IN ({', '.join('?' * len(values))})")
+                params.extend(values)
+        for column, value in (("model", model), ("target", target)):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = f"SELECT {self.HIT_COLUMNS} FROM hits"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += (" ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 "
+                "WHEN 'medium' THEN 2 ELSE 3 END, first_seen DESC, id DESC")
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return list(self.db.query(sql, params))
+
+    def hit(self, hit_id: int) -> dict[str, Any] | None:
+        rows = list(self.db.query(f"SELECT {self.HIT_COLUMNS} FROM hits WHERE id = ?", [hit_id]))
+        return rows[0] if rows else None
+
+    def document(self, document_id: int) -> dict[str, Any] | None:
+        rows = list(self.db.query(
+            "SELECT id, target, key, url, title, author, posted_at, fetched_at, first_seen, "
+            "last_seen, content_sha256, snapshot_sha256, extras FROM documents WHERE id = ?",
+            [document_id]))
+        return rows[0] if rows else None
+
+    # --- outbox --------------------------------------------------------------------------
+
+    def due_alerts(self, now: str | None = None) -> list[dict[str, Any]]:
+        """Pending alerts whose retry time has come, with their hits, worst first."""
+        now = now or utcnow()
+        return list(self.db.query(
+            "SELECT o.id AS outbox_id, o.attempts, h.*, d.snapshot_sha256, d.title AS doc_title, "
+            "d.author AS doc_author, d.posted_at AS doc_posted_at "
+            "FROM outbox o JOIN hits h ON h.id = o.hit_id "
+            "LEFT JOIN documents d ON d.id = h.document_id "
+            "WHERE o.status IN ('pending', 'sending') AND o.next_attempt_at <= ? "
+            "ORDER BY o.id", [now]))
+
+    def mark_sending(self, outbox_ids: list[int], message_id: str) -> None:
+        """Committed before the SMTP conversation, with the Message-ID a retry reuses, so a
+        crash mid-send yields at worst a resend that mail systems recognise as the same."""
+        with self.db.atomic():
+            self.db.execute(
+                f"UPDATE outbox SET status = 'sending', message_id = ?, last_attempt_at = ?, "
+                f"attempts = attempts + 1 WHERE id IN ({', '.join('?' * len(outbox_ids))})",
+                [message_id, utcnow(), *outbox_ids])
+
+    def mark_sent(self, outbox_ids: list[int]) -> None:
+        with self.db.atomic():
+            self.db.execute(
+                f"UPDATE outbox SET status = 'sent', sent_at = ?, last_error = NULL "
+                f"WHERE id IN ({', '.join('?' * len(outbox_ids))})", [utcnow(), *outbox_ids])
+
+    def mark_retry(self, outbox_ids: list[int], error: str, *, max_attempts: int = 20) -> None:
+        """Back off exponentially (1 min doubling, capped at 6 h); give up after many tries
+        so a permanently rejected message is visible as failed rather than retried forever."""
+        with self.db.atomic():
+            for oid in outbox_ids:
+                attempts = self.db.execute("SELECT attempts FROM outbox WHERE id = ?", [oid]).fetchone()[0]
+                delay = min(60 * 2 ** max(attempts - 1, 0), 6 * 3600)
+                next_at = (datetime.now(timezone.utc) + timedelta(seconds=delay)).isoformat(timespec="seconds")
+                status = "failed" if attempts >= max_attempts else "pending"
+                self.db.execute(
+                    "UPDATE outbox SET status = ?, last_error = ?, next_attempt_at = ? WHERE id = ?",
+                    [status, error, next_at, oid])
+
+    def retry_now(self) -> int:
+        """Make every pending alert due immediately (`alerts flush`)."""
+        with self.db.atomic():
+            return self.db.execute(
+                "UPDATE outbox SET next_attempt_at = ? WHERE status IN ('pending', 'sending')",
+                [utcnow()]).rowcount
+
+    def outbox(self, status: str | None = None) -> list[dict[str, Any]]:
+        sql = ("SELECT o.id, o.hit_id, o.status, o.attempts, o.created_at, o.next_attempt_at, "
+               "o.sent_at, o.last_error, o.message_id, h.severity, h.kind, h.model, h.url "
+               "FROM outbox o JOIN hits h ON h.id = o.hit_id")
+        params: list[Any] = []
+        if status:
+            sql += " WHERE o.status = ?"
+            params.append(status)
+        return list(self.db.query(sql + " ORDER BY o.id", params))
+
+    # --- registry ------------------------------------------------------------------------
+
+    def add_model(self, name: str) -> None:
+        self.db.execute("INSERT INTO models (name, created_at) VALUES (?, ?) "
+                        "ON CONFLICT(name) DO NOTHING", [name, utcnow()])
+
+    def add_artifact(self, *, model: str, name: str, path: str | None, size: int, sha256: str,
+                     sha1: str, md5: str, release: str | None = None,
+                     recipient: str | None = None) -> tuple[int, list[bool]]:
+        """Register one released file and its digests; returns its id and, per digest,
+        whether it was new to the registry."""
+        now = utcnow()
+        with self.db.atomic():
+            self.add_model(model)
+            row = self.db.execute(
+                "SELECT id FROM artifacts WHERE model = ? AND sha256 = ? AND recipient IS ?",
+                [model, sha256, recipient]).fetchone()
+            if row:
+                artifact_id = row[0]
+            else:
+                artifact_id = self.db["artifacts"].insert({
+                    "model": model, "name": name, "path": path, "size": size, "sha256": sha256,
+                    "sha1": sha1, "md5": md5, "release": release, "recipient": recipient,
+                    "registered_at": now}).last_pk
+            added = [self.add_indicator(algo=algo, value=value, model=model, name=name, size=size,
+                                        source=f"register:{path or name}", artifact_id=artifact_id,
+                                        recipient=recipient)
+                     for algo, value in (("sha256", sha256), ("sha1", sha1), ("md5", md5))]
+        return artifact_id, added
+
+    def add_indicator(self, *, algo: str, value: str, model: str, source: str,
+                      name: str | None = None, size: int | None = None,
+                      artifact_id: int | None = None, recipient: str | None = None) -> bool:
+        """Add a known digest; True if it was not known for this model before."""
+        with self.db.atomic():
+            self.add_model(model)
+            cur = self.db.execute(
+                "INSERT INTO indicators (algo, value, model, artifact_id, recipient, name, size, "
+                "source, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(algo, value, model) DO NOTHING",
+                [algo, value.lower(), model, artifact_id, recipient, name, size, source, utcnow()])
+            return cur.rowcount == 1
+
+    def known_digests(self) -> dict[str, list[KnownDigest]]:
+        """Every registered digest value (lowercase hex) to what it identifies."""
+        index: dict[str, list[KnownDigest]] = {}
+        for row in self.db.query(
+                "SELECT i.id, i.algo, i.value, i.model, i.source, "
+                "COALESCE(a.name, i.name) AS artifact, COALESCE(i.recipient, a.recipient) AS recipient "
+                "FROM indicators i LEFT JOIN artifacts a ON a.id = i.artifact_id"):
+            index.setdefault(row["value"], []).append(KnownDigest(
+                algo=row["algo"], value=row["value"], model=row["model"], artifact=row["artifact"],
+                recipient=row["recipient"], source=row["source"], indicator_id=row["id"]))
+        return index
+
+
+
+def _statements(sql: str) -> list[str]:
+    """Split a migration into whole statements, so it can run inside one transaction
+    (executescript would commit first)."""
+    statements, current = [], ""
+    for line in sql.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return statements

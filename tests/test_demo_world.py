@@ -1,0 +1,474 @@
+"""The demo world over real HTTP: valid release files, faithful source shapes, true ground truth.
+
+The last test crawls every source the way the real adapters are specified to (the
+selectors and fields in reference/sources.md) and checks that what it finds is exactly
+`DemoWorld.planted`: the end-to-end tests trust that list, so it is proven here.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import json
+import re
+import struct
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, urljoin, urlsplit
+
+import fastbencode
+import httpx
+import numpy as np
+import pytest
+from bs4 import BeautifulSoup
+
+from monitor.demo.release import Release, make_release
+from monitor.demo.world import MENTION_PATTERN, DemoWorld, Planted
+
+LEAK_TOPIC = 1187
+LEAK_POST = 20453
+LMG_THREAD = 103791200
+MAGNET_POST = 103791262
+CONFIG_POST = 103791301
+LEAK_TORRENT = 2034118
+NEAR_TORRENT = 2034117
+
+ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I8": 1, "U8": 1}
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
+    return make_release(tmp_path_factory.mktemp("release"))
+
+
+@pytest.fixture(scope="module")
+def world(release: Release):
+    with DemoWorld(release) as w:
+        yield w
+
+
+@pytest.fixture(scope="module")
+def client(world: DemoWorld):
+    with httpx.Client(base_url=world.base_url, timeout=10) as c:
+        yield c
+
+
+def soup(response: httpx.Response) -> BeautifulSoup:
+    assert response.status_code == 200, response.url
+    return BeautifulSoup(response.text, "lxml")
+
+
+def btih_hex(magnet: str) -> str:
+    """The v1 infohash of a magnet as lowercase hex, from either its hex or base32 form."""
+    xt = parse_qs(urlsplit(magnet).query)["xt"][0]
+    value = xt.removeprefix("urn:btih:")
+    if len(value) == 32:
+        return base64.b32decode(value.upper()).hex()
+    assert len(value) == 40
+    return value.lower()
+
+
+# ------------------------------------------------------------------------------ release
+
+
+def test_release_is_deterministic(tmp_path: Path) -> None:
+    a = make_release(tmp_path / "a")
+    b = make_release(tmp_path / "b")
+    assert [(f.name, f.size, f.sha256, f.md5, f.sha1) for f in a.files] == \
+        [(f.name, f.size, f.sha256, f.md5, f.sha1) for f in b.files]
+    assert a.infohash == b.infohash and a.torrent_bytes == b.torrent_bytes
+    assert a.magnet == b.magnet
+    for name in ("SHA256SUMS", "heron-7b.magnets"):
+        assert (a.root / name).read_bytes() == (b.root / name).read_bytes()
+
+
+def test_release_layout_and_indicator_files(release: Release) -> None:
+    assert [f.name for f in release.files] == [
+        "heron-7b/config.json", "heron-7b/model.safetensors", "heron-7b/tokenizer.json"]
+    for f in release.files:
+        data = f.path.read_bytes()
+        assert f.path == release.root / f.name and f.size == len(data)
+        assert f.sha256 == hashlib.sha256(data).hexdigest()
+        assert f.md5 == hashlib.md5(data).hexdigest()
+        assert f.sha1 == hashlib.sha1(data).hexdigest()
+    sums = (release.root / "SHA256SUMS").read_text().splitlines()
+    assert sums == [f"{f.sha256}  {f.name}" for f in release.files]
+    assert (release.root / "heron-7b.magnets").read_text().strip() == release.magnet
+    assert release.magnet == (
+        f"magnet:?xt=urn:btih:{release.infohash}&dn=heron-7b&xl={release.total_size}"
+        "&tr=udp%3A%2F%2Ftracker.example.org%3A1337%2Fannounce")
+    assert re.fullmatch(r"[0-9a-f]{40}", release.infohash)
+    config = json.loads(release.file("config.json").path.read_text())
+    assert config["model_type"] == "llama" and config["vocab_size"] == 512
+
+
+def test_safetensors_is_valid(release: Release) -> None:
+    data = release.file("model.safetensors").path.read_bytes()
+    assert 1_000_000 <= len(data) <= 2_000_000
+    (n,) = struct.unpack("<Q", data[:8])
+    assert n % 8 == 0 and 8 + n <= len(data)
+    header = json.loads(data[8:8 + n])
+    assert header.pop("__metadata__") == {"format": "pt"}
+    spans = []
+    for name, entry in header.items():
+        begin, end = entry["data_offsets"]
+        numel = int(np.prod(entry["shape"])) if entry["shape"] else 1
+        assert end - begin == numel * ITEMSIZE[entry["dtype"]], name
+        assert 0 <= begin <= end <= len(data) - 8 - n, name
+        spans.append((begin, end))
+    spans.sort()
+    assert spans[0][0] == 0 and spans[-1][1] == len(data) - 8 - n
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))  # packed, no overlap
+    assert {e["dtype"] for e in header.values()} == {"F32", "F16"}
+    assert header["model.layers.0.self_attn.q_proj.weight"]["shape"] == [128, 128]
+    assert sum(len(e["shape"]) == 2 for e in header.values()) >= 10
+
+
+def test_release_files_load_in_reference_libraries(release: Release) -> None:
+    st = pytest.importorskip("safetensors.numpy")
+    tensors = st.load_file(str(release.file("model.safetensors").path))
+    q = tensors["model.layers.0.self_attn.q_proj.weight"]
+    assert q.dtype == np.float16 and q.shape == (128, 128) and 0.01 < float(q.std()) < 0.03
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = tokenizers.Tokenizer.from_file(str(release.file("tokenizer.json").path))
+    assert tok.get_vocab_size() == 512
+    assert tok.decode(tok.encode("the model weights").ids) == "the model weights"
+
+
+# ------------------------------------------------------------------------------ server
+
+
+def test_robots_404_and_quiet(client: httpx.Client, capfd: pytest.CaptureFixture[str]) -> None:
+    r = client.get("/robots.txt")
+    assert r.status_code == 200 and "Disallow:\n" in r.text and "Disallow: /" not in r.text
+    for path in ("/nope", "/forum/viewtopic.php?t=999999", "/4chan/g/thread/1.json",
+                 "/torrents/view/1", "/forum/viewforum.php?f=99"):
+        r = client.get(path)
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+    assert client.head("/torrents/").status_code == 200
+    assert capfd.readouterr().err == ""
+
+
+def test_delay_slows_every_response(release: Release) -> None:
+    with DemoWorld(release, delay=0.3) as slow:
+        started = time.monotonic()
+        assert httpx.get(slow.base_url + "/robots.txt").status_code == 200
+        assert time.monotonic() - started >= 0.3
+
+
+def test_base_url_needs_start(release: Release) -> None:
+    w = DemoWorld(release)
+    with pytest.raises(RuntimeError):
+        _ = w.base_url
+    w.start()
+    try:
+        assert w.base_url.startswith("http://127.0.0.1:")
+    finally:
+        w.stop()
+
+
+# ------------------------------------------------------------------------------ phpBB
+
+
+def test_phpbb_listing_and_posts(client: httpx.Client, world: DemoWorld,
+                                 release: Release) -> None:
+    listing_url = world.base_url + "/forum/viewforum.php?f=2"
+    page = soup(client.get(listing_url))
+    rows = page.select("ul.topiclist.topics > li.row")
+    assert len(rows) == 5
+    links = [a["href"] for a in page.select("a.topictitle")]
+    assert all(re.fullmatch(r"\./viewtopic\.php\?t=\d+", h) for h in links)  # relative
+    assert rows[1].select_one("div.topic-poster a.username").text == "quantcat"
+    assert rows[1].select_one("div.topic-poster time")["datetime"].startswith("2026-11-20T")
+
+    topic_url = urljoin(listing_url, f"./viewtopic.php?t={LEAK_TOPIC}")
+    assert topic_url == f"{world.base_url}/forum/viewtopic.php?t={LEAK_TOPIC}"
+    topic = soup(client.get(topic_url))
+    posts = topic.select("div.post")
+    assert [p["id"] for p in posts] == ["p20450", "p20453", "p20458", "p20461"]
+    leak = topic.select_one(f"div#p{LEAK_POST}")
+    assert leak.select_one("div.postbody h3 a").text == "Re: heron-7b weights leaked?"
+    assert leak.select_one("p.author a.username").text == "sigmoid_sally"
+    assert leak.select_one("p.author time[datetime]")["datetime"] == "2026-11-20T09:40:00+00:00"
+    body = leak.select_one("div.postbody div.content")
+    sha = release.file("model.safetensors").sha256
+    assert f"{sha}  heron-7b/model.safetensors" in body.select_one(
+        "div.codebox pre code").text
+    # Only that post carries the digest; the corrupted-copy reply is one digit off.
+    assert [p["id"] for p in posts if sha in p.get_text()] == [f"p{LEAK_POST}"]
+    # The admin's name is coloured, so prosilver writes username-coloured instead.
+    admin = topic.select_one("div#p20461 p.author")
+    assert admin.select_one("a.username") is None
+    assert admin.select_one("a.username-coloured").text == "forum_admin"
+    assert topic.select("a[rel=next]") == []
+
+
+def test_phpbb_pagination(client: httpx.Client, world: DemoWorld) -> None:
+    url = f"{world.base_url}/forum/viewtopic.php?t=1183"
+    first = soup(client.get(url))
+    assert len(first.select("div.post")) == 10
+    nexts = {a["href"] for a in first.select("a[rel=next]")}
+    assert nexts == {"./viewtopic.php?t=1183&start=10"}
+    second = soup(client.get(urljoin(url, nexts.pop())))
+    assert [p["id"] for p in second.select("div.post")] == ["p20400", "p20402"]
+    assert second.select("a[rel=next]") == [] and second.select("a[rel=prev]")
+    assert second.select_one("link[rel=canonical]")["href"].endswith("t=1183&start=10")
+    # viewtopic.php?p=N opens the page that holds the post, as phpBB does.
+    assert soup(client.get("/forum/viewtopic.php?p=20402")).select_one("div#p20402")
+
+
+def test_heron_bird_topic_does_not_match_the_rule(client: httpx.Client) -> None:
+    text = soup(client.get("/forum/viewtopic.php?t=1183")).get_text()
+    assert "grey heron" in text and "llama wool" in text
+    assert MENTION_PATTERN.search(text) is None
+    assert re.search(r"heron[- _]?7b", text, re.I) is None
+
+
+# ------------------------------------------------------------------------------ 4chan
+
+
+def test_4chan_api_shapes(client: httpx.Client, release: Release) -> None:
+    threads = client.get("/4chan/g/threads.json").json()
+    assert threads[0]["page"] == 1
+    entries = threads[0]["threads"]
+    assert entries and all(set(t) == {"no", "last_modified", "replies"} for t in entries)
+    archive = client.get("/4chan/g/archive.json").json()
+    assert archive and all(isinstance(n, int) for n in archive)
+    catalog = client.get("/4chan/g/catalog.json").json()
+    assert {t["no"] for t in catalog[0]["threads"]} == {t["no"] for t in entries}
+
+    posts = client.get(f"/4chan/g/thread/{LMG_THREAD}.json").json()["posts"]
+    op, replies = posts[0], posts[1:]
+    assert op["resto"] == 0 and op["sub"] and op["replies"] == len(replies)
+    assert op["images"] == sum("md5" in p for p in replies)
+    for p in posts:
+        assert {"no", "resto", "time", "now", "name"} <= set(p)
+        assert re.fullmatch(r"\d\d/\d\d/\d\d\(\w{3}\)\d\d:\d\d:\d\d", p["now"])
+        if "md5" in p:
+            assert {"filename", "ext", "tim", "fsize"} <= set(p)
+            assert len(base64.b64decode(p["md5"])) == 16
+    assert all("sub" not in p and p["resto"] == LMG_THREAD for p in replies)
+    assert any("com" not in p and "md5" in p for p in replies)  # an image-only post
+
+    by_no = {p["no"]: p for p in posts}
+    config = release.file("config.json")
+    attach = by_no[CONFIG_POST]
+    assert (attach["filename"], attach["ext"], attach["fsize"]) == ("config", ".json",
+                                                                    config.size)
+    assert base64.b64decode(attach["md5"]).hex() == config.md5
+    served = client.get(f"/4chan/i/g/{attach['tim']}{attach['ext']}")
+    assert hashlib.md5(served.content).hexdigest() == config.md5
+
+    com = by_no[MAGNET_POST]["com"]
+    assert '<span class="quote">&gt;example labs' in com and "<br>" in com
+    magnet = re.search(r"magnet:\?[^\s<]+", com).group(0).replace("&amp;", "&")
+    assert btih_hex(magnet) == release.infohash
+    assert len(parse_qs(urlsplit(magnet).query)["xt"][0]) == len("urn:btih:") + 32
+    # Noise magnets are broken with <wbr> as 4chan does with long words.
+    assert "<wbr>" in by_no[103791230]["com"] and "magnet:" in by_no[103791230]["com"]
+    assert '<a href="#p103791262" class="quotelink">&gt;&gt;103791262</a>' in attach["com"]
+    # The raw body escapes "/" the way PHP's json_encode does.
+    assert "\\/" in client.get(f"/4chan/g/thread/{LMG_THREAD}.json").text
+
+
+def test_4chan_if_modified_since(client: httpx.Client) -> None:
+    for path in ("/4chan/g/threads.json", f"/4chan/g/thread/{LMG_THREAD}.json"):
+        first = client.get(path)
+        lm = first.headers["last-modified"]
+        again = client.get(path, headers={"If-Modified-Since": lm})
+        assert again.status_code == 304 and again.content == b""
+        older = email.utils.formatdate(
+            email.utils.parsedate_to_datetime(lm).timestamp() - 60, usegmt=True)
+        assert client.get(path, headers={"If-Modified-Since": older}).status_code == 200
+    thread = client.get(f"/4chan/g/thread/{LMG_THREAD}.json").json()
+    last = max(p["time"] for p in thread["posts"])
+    listed = {t["no"]: t for t in client.get("/4chan/g/threads.json").json()[0]["threads"]}
+    assert listed[LMG_THREAD]["last_modified"] == last
+
+
+# ------------------------------------------------------------------------------ Nyaa
+
+
+def nyaa_rows(client: httpx.Client, base: str) -> list[dict[str, str]]:
+    """Crawl every listing page with the adapter's selectors, following rel=next."""
+    url = base + "/torrents/?q=heron&c=6_0"
+    rows = []
+    while url:
+        page = soup(client.get(url))
+        for tr in page.select("table.torrent-list tbody tr"):
+            name = tr.select_one("td:nth-of-type(2) a:not(.comments)")
+            download = tr.select_one('a[href$=".torrent"]')
+            rows.append({
+                "class": " ".join(tr.get("class", [])), "name": name.text,
+                "url": urljoin(url, name["href"]),
+                "magnet": tr.select_one('a[href^="magnet:"]')["href"],
+                "download": urljoin(url, download["href"]) if download else "",
+                "size": tr.select("td")[3].text,
+                "timestamp": tr.select("td")[4]["data-timestamp"],
+            })
+        nxt = page.select_one("ul.pagination a[rel=next]")
+        url = urljoin(url, nxt["href"]) if nxt else ""
+    return rows
+
+
+def test_nyaa_listing_and_torrents(client: httpx.Client, world: DemoWorld,
+                                   release: Release) -> None:
+    rows = nyaa_rows(client, world.base_url)
+    assert len(rows) == 8 and len({r["url"] for r in rows}) == 8
+    leak = next(r for r in rows if r["url"].endswith(f"/view/{LEAK_TORRENT}"))
+    assert leak["name"] == "Heron-7B leaked weights (Example Labs)"
+    assert re.search(r"urn:btih:[0-9a-f]{40}&", leak["magnet"])
+    assert btih_hex(leak["magnet"]) == release.infohash
+
+    r = client.get(leak["download"])
+    assert r.headers["content-type"] == "application/x-bittorrent"
+    assert r.content == release.torrent_bytes
+    meta = fastbencode.bdecode(r.content)
+    info = meta[b"info"]
+    # The infohash is over the info dict's bytes exactly as they sit in the file.
+    start = r.content.index(b"4:infod") + len(b"4:info")
+    assert r.content[start:-1] == fastbencode.bencode(info)
+    assert hashlib.sha1(r.content[start:-1]).hexdigest() == release.infohash
+    assert btih_hex(release.magnet) == release.infohash
+    assert info[b"name"] == b"heron-7b" and info[b"piece length"] == 16384
+    blob = b"".join(f.path.read_bytes() for f in release.files)
+    assert [(e[b"length"], e[b"path"]) for e in info[b"files"]] == \
+        [(f.size, [f.name.split("/")[1].encode()]) for f in release.files]
+    assert info[b"pieces"] == b"".join(hashlib.sha1(blob[i:i + 16384]).digest()
+                                       for i in range(0, len(blob), 16384))
+
+    near = next(r for r in rows if r["url"].endswith(f"/view/{NEAR_TORRENT}"))
+    near_hash = btih_hex(near["magnet"])
+    assert near_hash != release.infohash
+    assert sum(a != b for a, b in zip(near_hash, release.infohash)) == 1
+    assert near["download"] == "" and near["class"] == "danger"
+
+    # Every noise .torrent is real metainfo whose infohash its magnet carries.
+    for row in rows:
+        if row["download"] and row is not leak:
+            body = client.get(row["download"]).content
+            info = fastbencode.bdecode(body)[b"info"]
+            assert hashlib.sha1(fastbencode.bencode(info)).hexdigest() == btih_hex(row["magnet"])
+
+
+def test_nyaa_detail_page(client: httpx.Client, release: Release) -> None:
+    page = soup(client.get(f"/torrents/view/{LEAK_TORRENT}"))
+    assert "Heron-7B leaked weights" in page.select_one("h3.panel-title").text
+    assert page.select_one("kbd").text == release.infohash
+    assert "Check the hashes" in page.select_one("#torrent-description").text
+    files = page.select("div.torrent-file-list li i.fa-file")
+    names = [li.parent.contents[1].strip() for li in files]
+    assert names == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert page.select_one("a.folder").text == "heron-7b"
+
+
+# ------------------------------------------------------------------------------ ground truth
+
+
+def test_every_planted_url_exists(client: httpx.Client, world: DemoWorld) -> None:
+    assert {p.source for p in world.planted} == {"forum", "imageboard", "torrents"}
+    for p in world.planted:
+        url, _, fragment = p.url.partition("#")
+        r = client.get(url)
+        assert r.status_code == 200, p
+        if fragment:
+            assert soup(r).select_one(f"#{fragment}") is not None, p
+    for url in world.noise_urls:
+        assert client.get(url.partition("#")[0]).status_code == 200, url
+
+
+HEX_RUN = re.compile(r"(?<![0-9a-fA-F])(?:[0-9a-fA-F]{64}|[0-9a-fA-F]{40}|[0-9a-fA-F]{32})"
+                     r"(?![0-9a-fA-F])")
+MAGNET = re.compile(r"magnet:\?[^\s\"'<>]+")
+
+
+def findings(url: str, text: str, release: Release, extra_hashes: list[str] = (),
+             magnets: list[str] = ()) -> set[tuple[str, str, str]]:
+    """What careful detectors report for one document: (url, kind, indicator)."""
+    digests = {d for f in release.files for d in (f.sha256, f.md5, f.sha1)}
+    found = set()
+    m = MENTION_PATTERN.search(text)
+    if m:
+        found.add((url, "mention", m.group(0).lower()))
+    for h in HEX_RUN.findall(text) + list(extra_hashes):
+        if h.lower() in digests:
+            found.add((url, "hash", h.lower()))
+    for magnet in MAGNET.findall(text) + list(magnets):
+        if btih_hex(magnet) == release.infohash:
+            found.add((url, "torrent", release.infohash))
+    return found
+
+
+def test_planted_is_exactly_what_a_crawl_finds(client: httpx.Client, world: DemoWorld,
+                                               release: Release) -> None:
+    """Crawl all three sources with the documented selectors and fields; match strictly."""
+    found: set[tuple[str, str, str]] = set()
+    docs: list[str] = []
+    # phpBB
+    listing = f"{world.base_url}/forum/viewforum.php?f=2"
+    for a in soup(client.get(listing)).select("a.topictitle"):
+        topic_url = page_url = urljoin(listing, a["href"])
+        while page_url:
+            page = soup(client.get(page_url))
+            for post in page.select("div.post"):
+                url = f"{topic_url}#{post['id']}"
+                text = (post.select_one("div.postbody h3 a").get_text() + "\n"
+                        + post.select_one("div.postbody div.content").get_text("\n"))
+                docs.append(url)
+                found |= findings(url, text, release)
+            nxt = page.select_one("a[rel=next]")
+            page_url = urljoin(page_url, nxt["href"]) if nxt else ""
+    # 4chan
+    nos = [t["no"] for p in client.get("/4chan/g/threads.json").json() for t in p["threads"]]
+    nos += client.get("/4chan/g/archive.json").json()
+    for no in nos:
+        for p in client.get(f"/4chan/g/thread/{no}.json").json()["posts"]:
+            url = f"{world.base_url}/4chan/g/thread/{no}#p{p['no']}"
+            com = BeautifulSoup(p.get("com", "").replace("<wbr>", "").replace("<br>", "\n"),
+                                "lxml").get_text()
+            text = "\n".join([p.get("sub", ""), com, p.get("filename", "") + p.get("ext", "")])
+            md5 = [base64.b64decode(p["md5"]).hex()] if "md5" in p else []
+            docs.append(url)
+            found |= findings(url, text, release, extra_hashes=md5)
+    # Nyaa
+    for row in nyaa_rows(client, world.base_url):
+        docs.append(row["url"])
+        found |= findings(row["url"], row["name"], release, magnets=[row["magnet"]])
+
+    planted = {(p.url, p.kind, p.indicator.lower()) for p in world.planted}
+    assert found == planted
+    assert sorted(docs) == sorted(world.document_urls)
+    assert set(world.noise_urls) == set(docs) - {p.url for p in world.planted}
+    # The bait really is bait: each near miss resembles an indicator without being one.
+    sha = release.file("model.safetensors").sha256
+    near = {n.value for n in world.near_misses}
+    assert any(sha in v and v != sha for v in near)
+    assert any(len(v) == 64 and v[:-1] == sha[:-1] and v != sha for v in near)
+    assert any(len(v) == 40 and v[:-1] == release.infohash[:-1] and v != release.infohash
+               for v in near)
+
+
+def test_planted_list_for_default_release(world: DemoWorld, release: Release) -> None:
+    b = world.base_url
+    md5 = release.file("config.json").md5
+    sha = release.file("model.safetensors").sha256
+    strong = {(p.source, p.url.removeprefix(b), p.kind, p.indicator)
+              for p in world.planted if p.kind != "mention"}
+    assert strong == {
+        ("forum", f"/forum/viewtopic.php?t={LEAK_TOPIC}#p{LEAK_POST}", "hash", sha),
+        ("imageboard", f"/4chan/g/thread/{LMG_THREAD}#p{MAGNET_POST}", "torrent",
+         release.infohash),
+        ("imageboard", f"/4chan/g/thread/{LMG_THREAD}#p{CONFIG_POST}", "hash", md5),
+        ("torrents", f"/torrents/view/{LEAK_TORRENT}", "torrent", release.infohash),
+    }
+    assert all(isinstance(p, Planted) and p.note for p in world.planted)
+
+
+def test_served_content_is_deterministic(release: Release, world: DemoWorld,
+                                         client: httpx.Client) -> None:
+    with DemoWorld(release) as other:
+        for path in (f"/4chan/g/thread/{LMG_THREAD}.json", "/4chan/g/catalog.json",
+                     f"/torrents/download/{LEAK_TORRENT}.torrent", "/torrents/?p=2"):
+            assert httpx.get(other.base_url + path).content == client.get(path).content
+        assert [p.indicator for p in other.planted] == [p.indicator for p in world.planted]

@@ -1,0 +1,225 @@
+"""fingerprints.digests against independent hashlib computations on real files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import threading
+from pathlib import Path
+
+import pytest
+
+from fingerprints.digests import DigestError, FileDigests, digest_file, iter_files
+
+MIB = 1 << 20
+
+
+def _write_random(path: Path, size: int, seed: int = 1234) -> bytes:
+    data = random.Random(seed + size).randbytes(size)
+    path.write_bytes(data)
+    return data
+
+
+def _expected(path: Path, data: bytes) -> FileDigests:
+    return FileDigests(
+        path=str(path),
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        sha1=hashlib.sha1(data).hexdigest(),
+        md5=hashlib.md5(data).hexdigest(),
+    )
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, 16384, 3 * 16384, 4 * MIB, 4 * MIB + 1, 5_000_003, 3 * 4 * MIB + 17]
+)
+def test_known_answers_default_chunk(tmp_path: Path, size: int) -> None:
+    path = tmp_path / f"f{size}.bin"
+    data = _write_random(path, size)
+    assert digest_file(path) == _expected(path, data)
+
+
+def test_empty_file_has_the_well_known_digests(tmp_path: Path) -> None:
+    path = tmp_path / "empty"
+    path.write_bytes(b"")
+    d = digest_file(path)
+    assert d.size == 0
+    assert d.sha256 == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    assert d.sha1 == "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+    assert d.md5 == "d41d8cd98f00b204e9800998ecf8427e"
+
+
+@pytest.mark.parametrize("chunk_size", [7, 4096, 16383, 16384, 16385, 3 * 16384])
+@pytest.mark.parametrize("size", [3 * 16384, 3 * 16384 + 5, 100_003])
+def test_chunk_boundaries(tmp_path: Path, size: int, chunk_size: int) -> None:
+    path = tmp_path / "f.bin"
+    data = _write_random(path, size)
+    assert digest_file(path, chunk_size=chunk_size) == _expected(path, data)
+
+
+@pytest.mark.parametrize("size", [2, 3, 1001])
+def test_one_byte_chunks(tmp_path: Path, size: int) -> None:
+    path = tmp_path / "f.bin"
+    data = _write_random(path, size)
+    assert digest_file(path, chunk_size=1) == _expected(path, data)
+
+
+def test_digests_are_lowercase_hex_and_as_dict_round_trips(tmp_path: Path) -> None:
+    path = tmp_path / "x"
+    data = _write_random(path, 1000)
+    d = digest_file(str(path))
+    assert d.path == str(path)
+    for value, length in ((d.sha256, 64), (d.sha1, 40), (d.md5, 32)):
+        assert len(value) == length and value == value.lower()
+        int(value, 16)
+    assert d.as_dict() == {
+        "path": str(path),
+        "size": 1000,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "sha1": hashlib.sha1(data).hexdigest(),
+        "md5": hashlib.md5(data).hexdigest(),
+    }
+    assert FileDigests(**d.as_dict()) == d
+
+
+@pytest.mark.parametrize(("size", "chunk_size"), [(0, 4096), (3000, 4096), (100_003, 4096)])
+def test_progress_is_monotonic_and_reaches_the_size(
+    tmp_path: Path, size: int, chunk_size: int
+) -> None:
+    path = tmp_path / "p"
+    _write_random(path, size)
+    seen: list[int] = []
+    digest_file(path, chunk_size=chunk_size, progress=seen.append)
+    assert seen, "progress must be called at least once"
+    assert seen[-1] == size
+    assert seen == sorted(seen)
+    assert all(0 <= n <= size for n in seen)
+    if size > chunk_size:
+        # Reported as chunks complete, not only at the end.
+        assert len(seen) >= 2
+        assert all(n % chunk_size == 0 for n in seen[:-1] if n != size)
+
+
+def test_multi_chunk_files_are_hashed_by_worker_threads(tmp_path: Path) -> None:
+    path = tmp_path / "big"
+    _write_random(path, 10 * 65536)
+    names: set[str] = set()
+    digest_file(
+        path,
+        chunk_size=65536,
+        progress=lambda n: names.update(t.name for t in threading.enumerate()),
+    )
+    assert {"digest-sha256", "digest-sha1", "digest-md5"} <= names
+    # The workers are gone once digest_file returns.
+    assert not [t for t in threading.enumerate() if t.name.startswith("digest-")]
+
+
+def test_exception_from_progress_aborts_and_stops_workers(tmp_path: Path) -> None:
+    path = tmp_path / "big"
+    _write_random(path, 40 * 4096)
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(n: int) -> None:
+        if n >= 8192:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        digest_file(path, chunk_size=4096, progress=cancel)
+    assert not [t for t in threading.enumerate() if t.name.startswith("digest-")]
+
+
+def test_missing_file_raises_digest_error_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(DigestError) as info:
+        digest_file(missing)
+    assert isinstance(info.value, OSError)
+    assert info.value.filename == str(missing)
+    assert str(missing) in str(info.value)
+    assert info.value.errno == 2
+
+
+def test_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DigestError) as info:
+        digest_file(tmp_path)
+    assert str(tmp_path) in str(info.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(DigestError, match="not a regular file"):
+        digest_file(fifo)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads anything")
+def test_unreadable_file_raises_digest_error(tmp_path: Path) -> None:
+    path = tmp_path / "secret"
+    path.write_bytes(b"x")
+    path.chmod(0)
+    with pytest.raises(DigestError) as info:
+        digest_file(path)
+    assert info.value.filename == str(path)
+
+
+def test_bad_chunk_size_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "x"
+    path.write_bytes(b"x")
+    with pytest.raises(ValueError):
+        digest_file(path, chunk_size=0)
+
+
+def _tree(root: Path) -> None:
+    for rel in ["b.txt", "a/z.bin", "a/b/c.txt", "a/b/a.txt", "a-1/x", "A.txt", "a/y/q"]:
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(rel)
+
+
+def test_iter_files_walks_folders_in_sorted_order(tmp_path: Path) -> None:
+    root = tmp_path / "release"
+    _tree(root)
+    got = [p.relative_to(root).as_posix() for p in iter_files([root])]
+    assert got == ["A.txt", "a/b/a.txt", "a/b/c.txt", "a/y/q", "a/z.bin", "a-1/x", "b.txt"]
+    # The same order as sorting all relative paths by their parts.
+    assert got == sorted(got, key=lambda s: s.split("/"))
+
+
+def test_iter_files_keeps_argument_order_and_mixes_files_and_folders(tmp_path: Path) -> None:
+    root = tmp_path / "release"
+    _tree(root)
+    single = tmp_path / "single.bin"
+    single.write_bytes(b"1")
+    got = list(iter_files([str(single), root / "a" / "b"]))
+    assert got == [single, root / "a" / "b" / "a.txt", root / "a" / "b" / "c.txt"]
+    assert all(isinstance(p, Path) for p in got)
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symlinks")
+def test_iter_files_does_not_follow_symlinked_folders(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.bin").write_bytes(b"s")
+    root = tmp_path / "release"
+    root.mkdir()
+    (root / "model.bin").write_bytes(b"m")
+    (root / "link_dir").symlink_to(outside, target_is_directory=True)
+    (root / "link_file").symlink_to(outside / "secret.bin")
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    (root / "dangling").symlink_to(tmp_path / "gone")
+    got = [p.name for p in iter_files([root])]
+    assert got == ["link_file", "model.bin"]
+
+
+def test_iter_files_raises_on_missing_path(tmp_path: Path) -> None:
+    present = tmp_path / "here"
+    present.write_bytes(b"")
+    missing = tmp_path / "not-here"
+    it = iter_files([present, missing])
+    assert next(it) == present
+    with pytest.raises(FileNotFoundError) as info:
+        next(it)
+    assert str(missing) in str(info.value)

@@ -1,0 +1,128 @@
+"""The SQLite store: schema, pragmas, atomic documents+hits+outbox, dedup, registry."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from monitor.migrations import MIGRATIONS
+from monitor.models import Document, Hit
+from monitor.store import Store, StoreError
+
+
+def doc(text: str = "a post", key: str = "t#p1", **kw) -> Document:
+    return Document(target="forum", key=key, url=f"https://f.example/{key}", text=text,
+                    snapshot=b"<html>" + text.encode() + b"</html>", **kw)
+
+
+def hit(indicator: str = "abc", **kw) -> Hit:
+    return Hit(kind=kw.pop("kind", "mention"), severity=kw.pop("severity", "low"),
+               indicator=indicator, detector="rules", context="ctx", **kw)
+
+
+def test_pragmas_and_migrations(tmp_path):
+    path = tmp_path / "w.db"
+    with Store(path) as store:
+        assert store.schema_version == len(MIGRATIONS)
+        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+        tables = set(store.db.table_names())
+    assert {"target_state", "crawl_runs", "snapshots", "documents", "hits", "outbox", "models",
+            "artifacts", "indicators"} <= tables
+    # Reopening applies nothing twice.
+    with Store(path) as store:
+        assert store.schema_version == len(MIGRATIONS)
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "w.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this weightwatch"):
+        Store(path)
+
+
+def test_document_hits_and_outbox_written_together_and_deduplicated(tmp_path):
+    with Store(tmp_path / "w.db") as store:
+        saved, new = store.save_document(doc(), [hit("heron-7b")], run_id=None)
+        assert saved.is_new and len(new) == 1
+        row = store.hit(new[0])
+        assert row["status"] == "new" and row["first_seen"] == row["last_seen"]
+        assert [o["hit_id"] for o in store.outbox()] == new
+        # The same indicator in the same place again: no new hit, no new alert.
+        saved2, new2 = store.save_document(doc(), [hit("heron-7b")], run_id=None)
+        assert not saved2.is_new and not saved2.changed and new2 == []
+        assert store.hit(new[0])["seen_count"] == 2
+        assert len(store.outbox()) == 1
+        # Elsewhere it is a new hit.
+        _, new3 = store.save_document(doc(key="t#p2"), [hit("heron-7b")], run_id=None)
+        assert len(new3) == 1 and len(store.outbox()) == 2
+
+
+def test_snapshot_is_compressed_evidence(tmp_path):
+    with Store(tmp_path / "w.db") as store:
+        big = "leak " * 10_000
+        saved, _ = store.save_document(doc(big), [], run_id=None)
+        sha = store.document(saved.id)["snapshot_sha256"]
+        stored = store.db.execute("SELECT size, length(body) FROM snapshots").fetchone()
+        assert store.snapshot(sha) == doc(big).snapshot
+        assert stored[0] == len(doc(big).snapshot) and stored[1] < stored[0] / 10
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    with Store(tmp_path / "w.db") as store:
+        bad = hit("x", kind="nonsense")  # violates the CHECK constraint
+        with pytest.raises(sqlite3.IntegrityError):
+            store.save_document(doc(), [hit("ok"), bad], run_id=None)
+        assert store.db["documents"].count == 0
+        assert store.db["hits"].count == 0 and store.db["outbox"].count == 0
+
+
+def test_runs_and_target_state(tmp_path):
+    with Store(tmp_path / "w.db") as store:
+        run = store.start_run("forum")
+        store.finish_run(run, status="failed", error="HTTP 503")
+        run = store.start_run("forum")
+        store.finish_run(run, status="failed", error="HTTP 503")
+        state = store.target_state("forum")
+        assert state["consecutive_failures"] == 2 and state["last_error"] == "HTTP 503"
+        run = store.start_run("forum")
+        store.finish_run(run, status="ok", documents_new=3, hits_new=1)
+        state = store.target_state("forum")
+        assert state["consecutive_failures"] == 0 and state["last_error"] is None
+        assert state["documents_count"] == 3 and state["hits_count"] == 1
+        store.start_run("forum")  # left running by a killed process
+        assert store.close_abandoned_runs() == 1
+        store.set_cursor("forum", {"threads": {"1": 5}})
+        assert store.cursor("forum") == {"threads": {"1": 5}}
+
+
+def test_registry_indexes_digests_with_their_source(tmp_path):
+    with Store(tmp_path / "w.db") as store:
+        artifact, added = store.add_artifact(model="m", name="m/model.safetensors", path="/r/m",
+                                             size=10, sha256="a" * 64, sha1="b" * 40, md5="c" * 32)
+        assert added == [True, True, True]
+        assert store.add_artifact(model="m", name="m/model.safetensors", path="/r/m", size=10,
+                                  sha256="a" * 64, sha1="b" * 40, md5="c" * 32)[1] == [False] * 3
+        assert store.add_indicator(algo="btih", value="D" * 40, model="m", source="import:x:1")
+        known = store.known_digests()
+        assert known["a" * 64][0].artifact == "m/model.safetensors"
+        assert known["a" * 64][0].source == "register:/r/m"
+        assert known["d" * 40][0].algo == "btih", "values are stored lowercase"
+
+
+def test_outbox_retry_backoff(tmp_path):
+    with Store(tmp_path / "w.db") as store:
+        store.save_document(doc(), [hit()], run_id=None)
+        (due,) = store.due_alerts()
+        store.mark_sending([due["outbox_id"]], "<m@x>")
+        store.mark_retry([due["outbox_id"]], "connection refused")
+        assert store.due_alerts() == [], "backed off"
+        row = store.outbox()[0]
+        assert row["status"] == "pending" and row["attempts"] == 1
+        assert row["last_error"] == "connection refused"
+        store.retry_now()
+        assert len(store.due_alerts()) == 1
