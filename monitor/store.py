@@ -157,9 +157,16 @@ class Store:
         return row[0] if row else None
 
     def touch_document(self, target: str, key: str) -> None:
+        """An unchanged document seen again: it and its hits were still there now."""
+        now = utcnow()
         with self.db.atomic():
-            self.db.execute("UPDATE documents SET last_seen = ? WHERE target = ? AND key = ?",
-                            [utcnow(), target, key])
+            row = self.db.execute("SELECT id FROM documents WHERE target = ? AND key = ?",
+                                  [target, key]).fetchone()
+            if row is None:
+                return
+            self.db.execute("UPDATE documents SET last_seen = ? WHERE id = ?", [now, row[0]])
+            self.db.execute("UPDATE hits SET last_seen = ?, seen_count = seen_count + 1 "
+                            "WHERE document_id = ?", [now, row[0]])
 
     def save_document(self, doc: Document, hits: Iterable[Hit], run_id: int | None,
                       *, alert: bool = True) -> tuple[SavedDocument, list[int]]:

@@ -1565,7 +1565,7 @@ class _Site:
 # ====================================================================================
 
 
-def _handler_class(site: _Site, delay: float) -> type[BaseHTTPRequestHandler]:
+def _handler_class(site: _Site, world: "DemoWorld") -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         # HTTP/1.1 keep-alive like the real sites; every response sets Content-Length.
         protocol_version = "HTTP/1.1"
@@ -1589,8 +1589,10 @@ def _handler_class(site: _Site, delay: float) -> type[BaseHTTPRequestHandler]:
             self._serve(body=False)
 
         def _serve(self, body: bool) -> None:
-            if delay:
-                time.sleep(delay)
+            # Read per request, so a test can slow a running world down (to have a crawl in
+            # progress when it kills the process) without moving it to another port.
+            if world.delay:
+                time.sleep(world.delay)
             parts = urlsplit(self.path)
             req = _Request(self.command, parts.path, parse_qs(parts.query),
                            {k.lower(): v for k, v in self.headers.items()})
@@ -1629,7 +1631,7 @@ class DemoWorld:
     def start(self) -> "DemoWorld":
         if self._server is not None:
             return self
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self._site, self.delay))
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self._site, self))
         server.daemon_threads = True
         self._server = server
         self._site.base_url = f"http://127.0.0.1:{server.server_address[1]}"
