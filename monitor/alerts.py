@@ -430,24 +430,18 @@ class Alerter:
         self.config = config
 
     def flush(self) -> FlushResult:
-        """Send every due alert now, stopping at the first delivery failure."""
-        rows, held = self._due()
-        if held is not None:
-            return held
-        progress = FlushResult(0, 0, len(rows))
-        for batch in batches(rows):
-            ids, message = self._begin(batch)
-            try:
-                deliver(message, self.config.smtp)
-            except DeliveryError as exc:
-                return self._failed(progress, ids, str(exc))
-            self._sent(progress, ids, message)
-        return progress
+        """Send every due alert now, stopping at the first delivery failure.
+
+        For callers outside an event loop (the CLI); the daemon awaits `aflush`."""
+        return asyncio.run(self.aflush())
 
     async def aflush(self) -> FlushResult:
-        """As `flush`, with only `deliver` run in a worker thread so the event loop keeps
-        crawling while a slow SMTP server answers. If cancelled mid-send, the batch stays
-        'sending' and the next flush resends it under the same Message-ID."""
+        """Send every due alert now, stopping at the first delivery failure.
+
+        Store work stays in the caller's thread (the connection is not shareable); only
+        `deliver` runs in a worker thread so the event loop keeps crawling while a slow
+        SMTP server answers. If cancelled mid-send, the batch stays 'sending' and the next
+        flush resends it under the same Message-ID."""
         rows, held = self._due()
         if held is not None:
             return held

@@ -15,7 +15,7 @@ import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Awaitable, Iterator, TypeVar
+from typing import Any, Awaitable, Iterator, NoReturn, TypeVar
 
 import click
 
@@ -23,7 +23,7 @@ from monitor import __version__
 from monitor.config import CONFIG_ENV, DEFAULT_CONFIG, Config, ConfigError, load_config, parse_duration
 from monitor.logs import configure_logging
 from monitor.models import KINDS, SEVERITIES
-from monitor.output import FORMATS, emit
+from monitor.output import FORMATS, cell, emit
 from monitor.store import Store, StoreError
 
 T = TypeVar("T")
@@ -39,6 +39,35 @@ STATUSES = ("new", "acknowledged", "resolved", "false_positive")
 def fail(message: str, code: int = 1) -> None:
     click.echo(f"weightwatch: {message}", err=True)
     sys.exit(code)
+
+
+class OneLineErrors(click.Group):
+    """Click prints a usage error as the usage block, a hint and the error; a user's mistake
+    here is one line on stderr, naming the command, with exit code 2 as click gives it."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            _usage_error(exc)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            _usage_error(exc)
+
+
+def _usage_error(exc: click.UsageError) -> NoReturn:
+    if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+        raise exc  # a bare group prints its help, as click does
+    names = []
+    ctx = exc.ctx
+    while ctx is not None and ctx.parent is not None:
+        names.append(ctx.info_name or "")
+        ctx = ctx.parent
+    where = " ".join(reversed(names))
+    fail(f"{where + ': ' if where else ''}{exc.format_message()} (see --help)", exc.exit_code)
 
 
 class State:
@@ -64,7 +93,8 @@ format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), defa
                              show_default=True, help="Output format; json is a stable contract.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=OneLineErrors,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help=f"Config file [default: ${CONFIG_ENV} or ./{DEFAULT_CONFIG}].")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False),
@@ -288,7 +318,7 @@ def indicators_import(state: State, file: str, model: str) -> None:
 @click.option("--model")
 @click.option("--target")
 @click.option("--status", multiple=True, type=click.Choice(STATUSES))
-@click.option("--limit", type=int, default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many hits.")
 @format_option
 @click.pass_context
 def hits(ctx: click.Context, since: str | None, severity: tuple[str, ...], kind: tuple[str, ...],
@@ -334,12 +364,12 @@ def hits_show(state: State, hit_id: int, fmt: str) -> None:
         return
     width = max(len(k) for k in hit)
     for key in HIT_JSON_COLUMNS:
-        click.echo(f"{key.rjust(width)}  {hit.get(key) if hit.get(key) is not None else ''}")
+        click.echo(f"{key.rjust(width)}  {cell(hit.get(key))}")
     if doc:
         click.echo("\nevidence")
         for key in ("url", "title", "author", "posted_at", "fetched_at", "content_sha256",
                     "snapshot_sha256"):
-            click.echo(f"{key.rjust(width)}  {doc.get(key) or ''}")
+            click.echo(f"{key.rjust(width)}  {cell(doc.get(key))}")
 
 
 # --- alerts --------------------------------------------------------------------------

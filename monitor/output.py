@@ -35,11 +35,14 @@ def render(rows: Sequence[dict[str, Any]], fmt: str, *, columns: Sequence[str] |
                          for r in rows)
     if fmt == "csv":
         buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
+        # The csv module quotes only the line terminator's characters, so with "\n" a
+        # cell holding a bare "\r" would be written unquoted and split the row in readers;
+        # RFC 4180's "\r\n" makes both quoted.
+        writer = csv.writer(buf, lineterminator="\r\n")
         writer.writerow(columns)
         for r in rows:
             writer.writerow([csv_safe(r.get(c)) for c in columns])
-        return buf.getvalue().rstrip("\n")
+        return buf.getvalue().removesuffix("\r\n")
     if not rows:
         return empty
     return table(rows, table_columns or columns)
@@ -47,18 +50,17 @@ def render(rows: Sequence[dict[str, Any]], fmt: str, *, columns: Sequence[str] |
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """An aligned text table that fits the terminal, truncating the widest column."""
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     budget = shutil.get_terminal_size((160, 24)).columns
     while sum(widths) + 2 * (len(widths) - 1) > budget and max(widths) > 12:
         widest = widths.index(max(widths))
         widths[widest] -= 1
-    lines = ["  ".join(click.style(c.upper().ljust(w), bold=True) for c, w in zip(columns, widths))]
+    lines = ["  ".join(click.style(_fit(c.upper(), w), bold=True) for c, w in zip(columns, widths))]
     for row, record in zip(cells, rows):
         parts = []
         for i, (value, width) in enumerate(zip(row, widths)):
-            text = value if len(value) <= width else value[: width - 1] + "…"
-            text = text.ljust(width)
+            text = _fit(value, width)
             if columns[i] == "severity":
                 text = click.style(text, fg=SEVERITY_COLOURS.get(record.get("severity"), None))
             parts.append(text)
@@ -66,12 +68,23 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _cell(value: Any) -> str:
+def _fit(text: str, width: int) -> str:
+    """`text` cut to `width` (marked with an ellipsis) and padded to it."""
+    return (text if len(text) <= width else text[: width - 1] + "…").ljust(width)
+
+
+def cell(value: Any) -> str:
+    """One line of inert text: crawled content may hold terminal escape sequences or
+    bidi overrides, which are shown escaped (`\\x1b`) rather than acted on."""
     if value is None:
         return ""
     if isinstance(value, float):
         return f"{value:g}"
-    return " ".join(str(value).split())
+    text = " ".join(str(value).split())
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                       for ch in text)
+    return text
 
 
 def emit(rows: Iterable[dict[str, Any]], fmt: str, **kwargs: Any) -> None:

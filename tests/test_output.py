@@ -15,6 +15,7 @@ HOSTILE = [
     "=cmd|' /C calc'!A0",
     '"quoted", with, commas',
     "line one\nline two\r\nline three",
+    "old mac\rline ending",
     "tab\there",
     "\x1b[31mred\x1b[0m and \x1b]0;title\x07",
     "quote \" backslash \\ slash /",
