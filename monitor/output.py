@@ -16,6 +16,9 @@ import click
 
 FORMATS = ("table", "json", "csv", "ndjson")
 SEVERITY_COLOURS = {"critical": "red", "high": "magenta", "medium": "yellow", "low": "cyan"}
+# A 64-hex digest is recognisable from its first 20 characters; the table gives the room
+# to the URL, and `hits show` or --format json have the whole value.
+COLUMN_CAPS = {"indicator": 20, "context": 60, "last_error": 60}
 
 
 def csv_safe(value: Any) -> Any:
@@ -51,7 +54,8 @@ def render(rows: Sequence[dict[str, Any]], fmt: str, *, columns: Sequence[str] |
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """An aligned text table that fits the terminal, truncating the widest column."""
     cells = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    widths = [min(max(len(c), *(len(row[i]) for row in cells)), COLUMN_CAPS.get(c, 10**6))
+              for i, c in enumerate(columns)]
     budget = shutil.get_terminal_size((160, 24)).columns
     while sum(widths) + 2 * (len(widths) - 1) > budget and max(widths) > 12:
         widest = widths.index(max(widths))

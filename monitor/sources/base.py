@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable, ClassVar, TypeVar
 from urllib.parse import urljoin
 
-from bs4 import BeautifulSoup, Tag
+from bs4 import BeautifulSoup, NavigableString, PageElement, Tag
 
 from monitor.config import Target
 from monitor.fetch import Fetcher
@@ -86,6 +86,11 @@ async def off_loop(fn: Callable[..., T], *args: Any) -> T:
 
 
 _SPACE = re.compile(r"[ \t\r\f\v]+")
+# Elements a browser puts on their own lines; without a break their text fuses with the
+# neighbours' ("Select all" + a code block's first line), hiding words from boundary rules.
+_BLOCKS = {"address", "article", "aside", "blockquote", "dd", "div", "dl", "dt", "figcaption",
+           "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "ol",
+           "p", "pre", "section", "table", "td", "th", "tr", "ul"}
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 
 
@@ -94,11 +99,27 @@ def html_text(node: Tag | str) -> str:
     words such as magnet links with it), runs of spaces collapsed."""
     if isinstance(node, str):
         node = BeautifulSoup(node, "lxml")
-    for wbr in node.find_all("wbr"):
-        wbr.decompose()
-    for br in node.find_all("br"):
-        br.replace_with("\n")
-    text = node.get_text("")
+    # One iterative walk, linear in the tree however deep it is, leaving the tree intact.
+    # A <wbr> contributes only its children: lxml does not know it is void and nests the
+    # rest of the post inside it, so dropping the tag must not drop what follows.
+    parts: list[str] = []
+    stack: list[PageElement | None] = [node]  # None closes a block
+    while stack:
+        item = stack.pop()
+        if item is None:
+            parts.append("\n")
+        elif isinstance(item, NavigableString):
+            if type(item) is NavigableString:  # not comments, scripts, styles, doctypes
+                parts.append(str(item))
+        elif isinstance(item, Tag):
+            if item.name == "br":
+                parts.append("\n")
+                continue
+            if item.name in _BLOCKS:
+                parts.append("\n")
+                stack.append(None)
+            stack.extend(reversed(item.contents))
+    text = "".join(parts)
     lines = (_SPACE.sub(" ", line).strip() for line in text.splitlines())
     return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
 
@@ -108,10 +129,25 @@ def links_of(node: Tag, base_url: str) -> list[str]:
     for a in node.select("a[href]"):
         href = str(a.get("href", "")).strip()
         if href and not href.startswith("#") and not href.lower().startswith("javascript:"):
-            out.append(href if href.lower().startswith("magnet:") else urljoin(base_url, href))
+            magnet = href.lower().startswith("magnet:")
+            absolute = href if magnet else safe_urljoin(base_url, href)
+            if absolute:
+                out.append(absolute)
     return out
 
 
-def epoch_iso(ts: int) -> str:
-    """Unix seconds as the ISO 8601 UTC text the store uses everywhere."""
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+def safe_urljoin(base_url: str, href: str) -> str | None:
+    """urljoin, or None for an href urllib cannot parse (e.g. `http://[broken`)."""
+    try:
+        return urljoin(base_url, href)
+    except ValueError:
+        return None
+
+
+def epoch_iso(ts: int) -> str | None:
+    """Unix seconds as the ISO 8601 UTC text the store uses everywhere; None for a value no
+    calendar holds (hostile or broken input)."""
+    try:
+        return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return None

@@ -8,14 +8,15 @@ itself (link aggregators). Each post becomes a Document whose URL points at the 
 from __future__ import annotations
 
 from typing import AsyncIterator
-from urllib.parse import urldefrag, urljoin
+from urllib.parse import urldefrag
 
 import structlog
 from bs4 import BeautifulSoup, Tag
 
 from monitor.fetch import FetchError
 from monitor.models import Document
-from monitor.sources.base import Source, SourceError, html_text, links_of, off_loop
+from monitor.sources.base import (Source, SourceError, html_text, links_of, off_loop,
+                                   safe_urljoin)
 
 log = structlog.get_logger("weightwatch.sources.forum")
 
@@ -23,7 +24,8 @@ PHPBB = {
     "thread_link": "a.topictitle",
     "post": "div.post",
     "subject": "div.postbody h3 a",
-    "author": "p.author a.username",
+    # Administrators and moderators get class="username-coloured" instead.
+    "author": "p.author a.username, p.author a.username-coloured",
     "time": "p.author time[datetime]",
     "body": "div.postbody div.content",
 }
@@ -60,8 +62,9 @@ class ForumSource(Source):
         seen: dict[str, None] = {}
         for a in soup.select(self.selectors["thread_link"]):
             href = a.get("href")
-            if href:
-                seen.setdefault(urldefrag(urljoin(url, str(href))).url, None)
+            absolute = safe_urljoin(url, str(href)) if href else None
+            if absolute:
+                seen.setdefault(urldefrag(absolute).url, None)
         return list(seen)
 
     def parse_posts(self, body: bytes, url: str, fetched_at: str) -> list[Document]:

@@ -27,6 +27,19 @@ class ImageboardSource(Source):
     def base(self) -> str:
         return self.target.url if self.target.url.endswith("/") else self.target.url + "/"
 
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> list[tuple[str, str]]:
+        problems = super().check_options(options)
+        template = options.get("document_url")
+        if isinstance(template, str):
+            try:
+                template.format(thread=1, post=2)
+            except (KeyError, IndexError, ValueError, AttributeError) as exc:
+                problems.append(("document_url", f"invalid template {template!r} "
+                                 f"({type(exc).__name__}: {exc}); it may use only "
+                                 "{thread} and {post}"))
+        return problems
+
     def post_url(self, thread: int, post: int) -> str:
         template = self.target.document_url or self.base + "thread/{thread}#p{post}"
         return template.format(thread=thread, post=post)
@@ -68,8 +81,8 @@ class ImageboardSource(Source):
             posted = post.get("time")
             docs.append(Document(
                 target=self.target.name, key=f"{thread}#p{post['no']}",
-                url=self.post_url(thread, post["no"]), title=html_text(str(post.get("sub", ""))),
-                author=str(post.get("name", "")), text=html_text(str(post.get("com", ""))),
+                url=self.post_url(thread, post["no"]), title=html_text(str(post.get("sub") or "")),
+                author=str(post.get("name") or ""), text=html_text(str(post.get("com") or "")),
                 posted_at=epoch_iso(posted) if isinstance(posted, int) else None,
                 extras=extras, snapshot=body, snapshot_url=url, fetched_at=fetched_at))
         return docs
@@ -82,9 +95,11 @@ def parse_threads(body: bytes, url: str) -> list[tuple[int, int]]:
         raise SourceError(f"{url}: expected an array of pages")
     out = []
     for page in data:
-        for thread in (page.get("threads") or []) if isinstance(page, dict) else []:
+        threads = page.get("threads") if isinstance(page, dict) else None
+        for thread in threads if isinstance(threads, list) else []:
             if isinstance(thread, dict) and isinstance(thread.get("no"), int):
-                out.append((thread["no"], int(thread.get("last_modified") or 0)))
+                last_modified = thread.get("last_modified")
+                out.append((thread["no"], last_modified if isinstance(last_modified, int) else 0))
     return out
 
 
@@ -93,4 +108,6 @@ def _json(body: bytes, url: str) -> Any:
         return json.loads(body)
     except ValueError as exc:
         raise SourceError(f"{url}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise SourceError(f"{url}: JSON nested too deeply to read") from None
 

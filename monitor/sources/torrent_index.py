@@ -7,12 +7,11 @@ link; the digest detector reads the infohash from the magnet.
 from __future__ import annotations
 
 from typing import AsyncIterator
-from urllib.parse import urljoin
 
 from bs4 import BeautifulSoup, Tag
 
 from monitor.models import Document
-from monitor.sources.base import Source, SourceError, epoch_iso, off_loop
+from monitor.sources.base import Source, SourceError, epoch_iso, off_loop, safe_urljoin
 
 NYAA = {
     "row": "table.torrent-list tbody tr",
@@ -48,7 +47,7 @@ class TorrentIndexSource(Source):
             if name_node is None:
                 continue
             name = name_node.get_text(" ", strip=True) or str(name_node.get("title", ""))
-            detail = urljoin(url, str(name_node["href"])) if name_node.get("href") else None
+            detail = safe_urljoin(url, str(name_node["href"])) if name_node.get("href") else None
             magnet = self._href(row, "magnet", url)
             torrent = self._href(row, "torrent", url)
             size_node = self._first(row, "size")
@@ -74,13 +73,13 @@ class TorrentIndexSource(Source):
         href = str(node.get("href", "")).strip() if node else ""
         if not href:
             return None
-        return href if href.lower().startswith("magnet:") else urljoin(base, href)
+        return href if href.lower().startswith("magnet:") else safe_urljoin(base, href)
 
 
 def _timestamp(node: Tag | None) -> str | None:
     if node is None:
         return None
     raw = node.get("data-timestamp")
-    if raw and str(raw).isdigit():
+    if raw and str(raw).isascii() and str(raw).isdigit():
         return epoch_iso(int(str(raw)))
     return node.get_text(strip=True) or None
