@@ -76,6 +76,11 @@ class Source:
                                                      f"{str(exc).splitlines()[0]}"))
         return problems
 
+    def select(self, node: Tag, name: str) -> Tag | None:
+        """The first element matching the named selector, or None when it is not set."""
+        css = self.selectors.get(name)
+        return node.select_one(css) if css else None
+
     def documents(self) -> AsyncIterator[Document]:
         raise NotImplementedError
 

@@ -73,7 +73,7 @@ class ForumSource(Source):
         for index, post in enumerate(soup.select(self.selectors["post"])):
             anchor = str(post.get("id") or f"post-{index}")
             post_url = f"{url}#{anchor}"
-            body_node = self._first(post, "body") or post
+            body_node = self.select(post, "body") or post
             docs.append(Document(
                 target=self.target.name, key=post_url, url=post_url,
                 title=self._text(post, "subject"), author=self._text(post, "author"),
@@ -82,16 +82,12 @@ class ForumSource(Source):
                 fetched_at=fetched_at))
         return docs
 
-    def _first(self, post: Tag, name: str) -> Tag | None:
-        css = self.selectors.get(name)
-        return post.select_one(css) if css else None
-
     def _text(self, post: Tag, name: str) -> str:
-        node = self._first(post, name)
+        node = self.select(post, name)
         return node.get_text(" ", strip=True) if node else ""
 
     def _time(self, post: Tag) -> str | None:
-        node = self._first(post, "time")
+        node = self.select(post, "time")
         if node is None:
             return None
         return str(node.get("datetime") or node.get("title") or node.get_text(strip=True)) or None

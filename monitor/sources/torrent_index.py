@@ -43,16 +43,16 @@ class TorrentIndexSource(Source):
                               f"has the index's markup changed?")
         docs = []
         for row in rows:
-            name_node = self._first(row, "name")
+            name_node = self.select(row, "name")
             if name_node is None:
                 continue
             name = name_node.get_text(" ", strip=True) or str(name_node.get("title", ""))
             detail = safe_urljoin(url, str(name_node["href"])) if name_node.get("href") else None
             magnet = self._href(row, "magnet", url)
             torrent = self._href(row, "torrent", url)
-            size_node = self._first(row, "size")
+            size_node = self.select(row, "size")
             size = size_node.get_text(" ", strip=True) if size_node else ""
-            time_node = self._first(row, "time")
+            time_node = self.select(row, "time")
             key = detail or magnet or torrent or name
             links = [link for link in (magnet, torrent) if link]
             docs.append(Document(
@@ -64,12 +64,8 @@ class TorrentIndexSource(Source):
                 fetched_at=fetched_at))
         return docs
 
-    def _first(self, row: Tag, name: str) -> Tag | None:
-        css = self.selectors.get(name)
-        return row.select_one(css) if css else None
-
     def _href(self, row: Tag, name: str, base: str) -> str | None:
-        node = self._first(row, name)
+        node = self.select(row, name)
         href = str(node.get("href", "")).strip() if node else ""
         if not href:
             return None
