@@ -80,6 +80,12 @@ severity = "low"
 """
 
 
+def demo_config(world: DemoWorld, smtp_port: int, config_path: Path | str) -> str:
+    """The demo's config.toml: the core targets above plus one per pluggable site."""
+    return (DEMO_CONFIG.format(base=world.base_url, smtp_port=smtp_port, config=config_path)
+            + world.targets_toml())
+
+
 def run_demo(directory: Path) -> int:
     """Run the demo; 0 if every expected kind of hit was found and the email arrived."""
     configure_logging("warning")
@@ -95,8 +101,7 @@ def run_demo(directory: Path) -> int:
 
     with SmtpSink(directory / "mail") as sink, DemoWorld(release) as world:
         config_path = directory / "config.toml"
-        config_path.write_text(DEMO_CONFIG.format(base=world.base_url, smtp_port=sink.port,
-                                                  config=config_path))
+        config_path.write_text(demo_config(world, sink.port, config_path))
         config = load_config(config_path)
         say("demo world", f"{world.base_url} (phpBB forum, 4chan-style board, torrent index)")
         with Store(config.database_path) as store:

@@ -37,39 +37,13 @@ import fastbencode
 import numpy as np
 
 from monitor.demo.release import ORG, Release
+from monitor.demo.sites import site_classes
+from monitor.demo.web import (MENTION_PATTERN, Doc as _Doc, NearMiss, Planted,
+                              Request as _Request, Response, esc as _esc,
+                              html_response as _html, mention as _mention,
+                              not_found as _not_found)
 
-# The mention rule for the demo model (heron[- _]?7b, with the word boundaries a careful
-# rule has). Planted mentions are found with it, so the ground truth cannot drift from the
-# content when someone edits a post.
-MENTION_PATTERN = re.compile(r"(?<![0-9A-Za-z])heron[- _]?7b(?![0-9A-Za-z])", re.IGNORECASE)
-
-SOURCES = ("forum", "imageboard", "torrents")
-
-
-@dataclass
-class Planted:
-    """One leak indicator placed in the world, attributed to the document a crawler sees.
-
-    `indicator` is lowercase hex for hashes and infohashes, and the phrase exactly as
-    written in the document for mentions (compare mentions case-insensitively).
-    """
-
-    source: str  # 'forum' | 'imageboard' | 'torrents'
-    url: str
-    kind: str  # 'mention' | 'hash' | 'torrent'
-    indicator: str
-    note: str = ""
-
-
-@dataclass
-class NearMiss:
-    """Something that looks like an indicator but must not match one (false-positive bait)."""
-
-    source: str
-    url: str
-    kind: str
-    value: str
-    note: str = ""
+CORE_SOURCES = ("forum", "imageboard", "torrents")
 
 
 def _ts(day: int, hour: int, minute: int, second: int = 0) -> int:
@@ -81,12 +55,6 @@ def _utc(ts: int) -> datetime:
     return datetime.fromtimestamp(ts, timezone.utc)
 
 
-def _esc(text: str) -> str:
-    """PHP htmlspecialchars(ENT_QUOTES): what phpBB and 4chan both store."""
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace('"', "&quot;").replace("'", "&#039;"))
-
-
 def _hex(rng: np.random.Generator, nbytes: int) -> str:
     return rng.bytes(nbytes).hex()
 
@@ -95,11 +63,6 @@ def _one_digit_off(hexdigest: str) -> str:
     """The same digest with its last hex digit changed: a near miss for exact matchers."""
     last = hexdigest[-1]
     return hexdigest[:-1] + ("0" if last != "0" else "1")
-
-
-def _mention(text: str) -> str | None:
-    m = MENTION_PATTERN.search(text)
-    return m.group(0) if m else None
 
 
 # ====================================================================================
@@ -609,24 +572,6 @@ def _nyaa_torrents(release: Release) -> list[NyaaTorrent]:
 # ====================================================================================
 
 
-@dataclass
-class Response:
-    status: int
-    body: bytes
-    content_type: str = "text/html; charset=UTF-8"
-    headers: dict[str, str] = field(default_factory=dict)
-    server: str = "nginx"
-
-
-def _html(body: str, status: int = 200, server: str = "nginx") -> Response:
-    return Response(status, body.encode("utf-8"), server=server)
-
-
-def _not_found(what: str = "The page you requested does not exist.") -> Response:
-    return _html("<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head><body>"
-                 f"<h1>Not Found</h1><p>{_esc(what)}</p></body></html>\n", status=404)
-
-
 def _gib(size: int) -> str:
     """Jinja's filesizeformat(binary=True), which nyaa uses for sizes."""
     if size < 1024:
@@ -939,32 +884,6 @@ def _http_date(ts: int) -> str:
 # ====================================================================================
 
 
-@dataclass
-class _Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-
-    def arg(self, name: str, default: str = "") -> str:
-        return self.query.get(name, [default])[0]
-
-    def int_arg(self, name: str, default: int = 0) -> int:
-        try:
-            return int(self.arg(name, str(default)))
-        except ValueError:
-            return default
-
-
-@dataclass
-class _Doc:
-    source: str
-    url: str
-    text: str  # what a detector reads: subject/name, body, attachment name
-    plants: list[tuple[str, str, str]]
-    near: list[tuple[str, str, str]]
-
-
 class _Site:
     """All three sources over one content model; pure functions of (request, base_url)."""
 
@@ -973,7 +892,18 @@ class _Site:
         self.topics = _forum_topics(release)
         self.threads = _chan_threads(release)
         self.torrents = _nyaa_torrents(release)
-        self.base_url = ""
+        self.extras = [cls(release) for cls in site_classes()]
+        self._base_url = ""
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    @base_url.setter
+    def base_url(self, value: str) -> None:
+        self._base_url = value
+        for site in self.extras:
+            site.base_url = value
 
     # ---------------------------------------------------------------- ground truth
 
@@ -998,6 +928,8 @@ class _Site:
         for t in self.torrents:
             text = "\n".join([t.name, t.description] + ["/".join(p) for p, _ in t.files])
             docs.append(_Doc("torrents", f"{b}/torrents/view/{t.id}", text, t.plants, t.near))
+        for site in self.extras:
+            docs += site.documents()
         return docs
 
     def planted(self) -> list[Planted]:
@@ -1024,8 +956,9 @@ class _Site:
             return Response(200, b"User-agent: *\nDisallow:\n", "text/plain; charset=utf-8")
         if path == "/":
             return self.landing()
-        for prefix, handler in (("/forum", self.forum), ("/4chan", self.chan),
-                                ("/torrents", self.nyaa)):
+        mounts = [("/forum", self.forum), ("/4chan", self.chan), ("/torrents", self.nyaa)]
+        mounts += [(f"/{site.prefix}", site.handle) for site in self.extras]
+        for prefix, handler in mounts:
             if path == prefix:
                 return Response(301, b"", headers={"Location": prefix + "/"})
             if path.startswith(prefix + "/"):
@@ -1038,7 +971,9 @@ class _Site:
                      '<li><a href="/forum/viewforum.php?f=2">phpBB forum</a></li>'
                      f'<li><a href="/4chan/{BOARD}/threads.json">4chan API, /{BOARD}/</a></li>'
                      '<li><a href="/torrents/">torrent index</a></li>'
-                     "</ul></body></html>\n")
+                     + "".join(f'<li><a href="{_esc(site.entry_url)}">{_esc(site.title)}</a></li>'
+                               for site in self.extras)
+                     + "</ul></body></html>\n")
 
     # ---------------------------------------------------------------- phpBB
 
@@ -1670,7 +1605,13 @@ class DemoWorld:
         b = self.base_url
         return {"forum": f"{b}/forum/viewforum.php?f={FORUM_ID}",
                 "imageboard": f"{b}/4chan/{BOARD}/threads.json",
-                "torrents": f"{b}/torrents/?q=weights&c=6_0"}
+                "torrents": f"{b}/torrents/?q=weights&c=6_0",
+                **{site.source: site.entry_url for site in self._site.extras}}
+
+    def targets_toml(self) -> str:
+        """`[[targets]]` tables for the sites beyond the core three (see monitor.demo.sites)."""
+        self._require_started()
+        return "".join("\n" + site.target_toml().strip() + "\n" for site in self._site.extras)
 
     @property
     def planted(self) -> list[Planted]:
@@ -1697,4 +1638,4 @@ class DemoWorld:
         return [url for url in self.document_urls if url not in hit]
 
 
-__all__ = ["DemoWorld", "NearMiss", "Planted", "MENTION_PATTERN", "SOURCES"]
+__all__ = ["DemoWorld", "NearMiss", "Planted", "MENTION_PATTERN", "CORE_SOURCES"]
