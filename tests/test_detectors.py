@@ -73,14 +73,18 @@ def test_magnet_only_in_an_href_is_found(tmp_path):
     assert [h.indicator for h in hits] == [INFOHASH]
 
 
-def test_imageboard_attachment_md5(tmp_path):
+def test_structured_digests_from_sources(tmp_path):
+    """Digests a source read from fields (here an imageboard attachment's MD5) match only
+    a registry entry of the same algorithm; malformed entries are ignored."""
     detector = digest_detector(tmp_path)
-    b64 = base64.b64encode(bytes.fromhex(MD5)).decode()
-    hits = detector.detect(doc("", extras={"attachment": {"filename": "x.bin", "md5_b64": b64,
-                                                          "size": 25}}))
+    md5 = {"algo": "md5", "value": MD5, "encoding": "base64", "context": "attachment x.bin"}
+    hits = detector.detect(doc("", extras={"digests": [md5]}))
     assert len(hits) == 1 and hits[0].indicator == MD5 and hits[0].indicator_type == "md5 (base64)"
-    assert "x.bin" in hits[0].context
-    assert detector.detect(doc("", extras={"attachment": {"md5_b64": "not base64!"}})) == []
+    assert hits[0].context == "attachment x.bin"
+    wrong_algo = {**md5, "algo": "sha1"}
+    junk = [wrong_algo, {"algo": "md5"}, "not a dict", {"algo": 5, "value": MD5}]
+    assert detector.detect(doc("", extras={"digests": junk})) == []
+    assert detector.detect(doc("", extras={"digests": "nope"})) == []
 
 
 def test_near_misses_do_not_match(tmp_path):

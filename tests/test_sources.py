@@ -449,6 +449,9 @@ def test_imageboard_attachment_extras(chan_run: tuple[list[Document], dict[str, 
                           "md5_b64": base64.b64encode(bytes.fromhex(config.md5)).decode(),
                           "size": config.size}
     assert base64.b64decode(attachment["md5_b64"]).hex() == config.md5
+    (digest,) = docs[f"{LMG_THREAD}#p{CONFIG_POST}"].extras["digests"]
+    assert digest["algo"] == "md5" and digest["value"] == config.md5
+    assert digest["encoding"] == "base64" and "config.json" in digest["context"]
     assert "attachment" not in docs[f"{LMG_THREAD}#p{MAGNET_POST}"].extras
     image_only = docs[f"{LMG_THREAD}#p{IMAGE_ONLY_POST}"]
     assert image_only.text == ""

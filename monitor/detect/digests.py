@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from fingerprints.indicators import md5_b64_to_hex, scan_text
+from fingerprints.indicators import scan_text
 from monitor.detect.text import searchable_text, snippet
 from monitor.models import Document, Hit
 from monitor.store import KnownDigest
@@ -33,21 +33,16 @@ class DigestDetector:
             for entry in self._lookup(token.value, token.algo_hint):
                 context = snippet(text, token.start, token.end)
                 self._add(found, entry, token.encoding, context)
-        attachment = doc.extras.get("attachment")
-        if isinstance(attachment, dict) and attachment.get("md5_b64"):
-            try:
-                md5 = md5_b64_to_hex(str(attachment["md5_b64"]))
-            except ValueError:
-                md5 = None
-            if md5:
-                for entry in self._lookup(md5, None):
-                    context = (f"attachment {attachment.get('filename', '?')} "
-                               f"({attachment.get('size', '?')} bytes) md5 {attachment['md5_b64']}")
-                    self._add(found, entry, "base64", context)
+        for item in structured_digests(doc):
+            for entry in self._lookup(item["value"], item["algo"], exact=True):
+                self._add(found, entry, item.get("encoding", "field"), item.get("context", ""))
         return list(found.values())
 
-    def _lookup(self, value: str, algo_hint: str | None) -> Iterable[KnownDigest]:
+    def _lookup(self, value: str, algo_hint: str | None, *,
+                exact: bool = False) -> Iterable[KnownDigest]:
         for entry in self.known.get(value, ()):
+            if exact and entry.algo != algo_hint:
+                continue
             # A magnet's infohash only matches infohashes; a bare 40-hex token may be
             # either a SHA-1 or an infohash, and the registry says which it is.
             if algo_hint in TORRENT_ALGOS and entry.algo not in TORRENT_ALGOS:
@@ -66,3 +61,16 @@ class DigestDetector:
             detector=self.name, model=entry.model, artifact=entry.artifact,
             recipient=entry.recipient, context=context,
             matcher_version=f"indicator:{entry.indicator_id}")
+
+
+def structured_digests(doc: Document) -> list[dict]:
+    """Digests a source read from structured fields (an attachment's MD5, a Torznab
+    infohash attribute, a hub's LFS SHA-256), as `extras["digests"]`: a list of
+    {"algo", "value" (lowercase hex), "encoding", "context"}. Malformed entries are skipped:
+    extras come from hostile pages."""
+    items = doc.extras.get("digests")
+    if not isinstance(items, list):
+        return []
+    return [item for item in items
+            if isinstance(item, dict) and isinstance(item.get("value"), str)
+            and isinstance(item.get("algo"), str)]

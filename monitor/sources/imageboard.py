@@ -13,6 +13,8 @@ from urllib.parse import urljoin
 
 import structlog
 
+from fingerprints.indicators import md5_b64_to_hex
+
 from monitor.fetch import FetchError
 from monitor.models import Document
 from monitor.sources.base import Source, SourceError, epoch_iso, html_text, off_loop
@@ -74,10 +76,7 @@ class ImageboardSource(Source):
         for post in posts:
             if not isinstance(post, dict) or not isinstance(post.get("no"), int):
                 continue
-            extras: dict[str, Any] = {}
-            if post.get("md5") and isinstance(post.get("filename"), str):
-                extras["attachment"] = {"filename": f"{post['filename']}{post.get('ext', '')}",
-                                        "md5_b64": str(post["md5"]), "size": post.get("fsize")}
+            extras = _attachment_extras(post)
             posted = post.get("time")
             docs.append(Document(
                 target=self.target.name, key=f"{thread}#p{post['no']}",
@@ -111,3 +110,21 @@ def _json(body: bytes, url: str) -> Any:
     except RecursionError:
         raise SourceError(f"{url}: JSON nested too deeply to read") from None
 
+
+
+def _attachment_extras(post: dict[str, Any]) -> dict[str, Any]:
+    """The attachment's name and size, and its MD5 (base64 on the wire) as a digest the
+    digest detector can look up."""
+    if not post.get("md5") or not isinstance(post.get("filename"), str):
+        return {}
+    filename = f"{post['filename']}{post.get('ext', '')}"
+    attachment = {"filename": filename, "md5_b64": str(post["md5"]), "size": post.get("fsize")}
+    extras: dict[str, Any] = {"attachment": attachment}
+    try:
+        md5 = md5_b64_to_hex(str(post["md5"]))
+    except ValueError:
+        return extras
+    extras["digests"] = [{"algo": "md5", "value": md5, "encoding": "base64",
+                          "context": f"attachment {filename} ({post.get('fsize', '?')} bytes) "
+                                     f"md5 {post['md5']}"}]
+    return extras
