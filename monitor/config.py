@@ -69,6 +69,14 @@ def check_regex(value: str) -> str:
     return value
 
 
+def check_proxy(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https", "socks5", "socks5h") or not parts.hostname:
+        raise ValueError(f"proxy must be an http://, https://, socks5:// or socks5h:// URL "
+                         f"with a host, got {value!r}")
+    return value
+
+
 def check_severity(value: str) -> str:
     if value not in SEVERITIES:
         raise ValueError(f"must be one of {', '.join(SEVERITIES)}, got {value!r}")
@@ -116,6 +124,9 @@ CRAWL_KEYS = {
     "host_delay": DURATION,
     "default_interval": DURATION,
     "default_jitter": DURATION,
+    "retries": _k(int),
+    "retry_after_cap": DURATION,
+    "host_concurrency": _k(int),
 }
 
 SMTP_KEYS = {
@@ -132,6 +143,7 @@ ALERTS_KEYS = {
     "from": _k(str),
     "to": _k(list, items=str),
     "subject_prefix": _k(str),
+    "target_down_after": _k(int),
 }
 
 TARGET_COMMON_KEYS = {
@@ -145,10 +157,20 @@ TARGET_COMMON_KEYS = {
     "headers": STRING_TABLE,
     "user_agent": _k(str),
     "max_items": _k(int),
+    "obey_robots": _k(bool),
+    "proxy": _k(str, check=lambda v: check_proxy(v)),
+    "cookies": STRING_TABLE,
+    # Kind-specific: each adapter lists in `option_keys` which of these it takes.
     "preset": _k(str),
     "selectors": STRING_TABLE,
     "document_url": _k(str),
+    "query": _k(str),
+    "api_key_env": _k(str, check=check_env_name),
+    "categories": _k(list, items=int),
+    "max_pages": _k(int),
 }
+KIND_SPECIFIC_KEYS = frozenset({"preset", "selectors", "document_url", "query", "api_key_env",
+                                "categories", "max_pages"})
 
 RULE_KEYS = {
     "name": _k(str, required=True),
@@ -183,6 +205,9 @@ class CrawlSettings:
     host_delay: float = 1.0
     default_interval: float = 1800.0
     default_jitter: float = 60.0
+    retries: int = 2
+    retry_after_cap: float = 300.0
+    host_concurrency: int = 2
 
 
 @dataclass
@@ -205,6 +230,7 @@ class AlertSettings:
     sender: str = "weightwatch@localhost"
     to: list[str] = field(default_factory=list)
     subject_prefix: str = "[weightwatch]"
+    target_down_after: int = 3
 
 
 @dataclass
@@ -222,6 +248,17 @@ class Target:
     preset: str | None = None
     selectors: dict[str, str] = field(default_factory=dict)
     document_url: str | None = None
+    obey_robots: bool = True
+    proxy: str | None = None
+    cookies: dict[str, str] = field(default_factory=dict)
+    query: str | None = None
+    api_key_env: str | None = None
+    categories: list[int] = field(default_factory=list)
+    max_pages: int = 5
+
+    def api_key(self) -> str | None:
+        """Read at request time so the key lives in the environment only."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
 
 
 @dataclass
@@ -356,9 +393,10 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
     crawl = CrawlSettings()
     for name, value in crawl_raw.items():
         setattr(crawl, name, parse_duration(value) if CRAWL_KEYS[name] is DURATION else value)
-    for name in ("max_response_bytes", "max_redirects"):
-        if name in crawl_raw and crawl_raw[name] < (1 if name == "max_response_bytes" else 0):
-            c.problem(f"crawl.{name}", f"must not be negative or zero, got {crawl_raw[name]}")
+    for name, least in (("max_response_bytes", 1), ("max_redirects", 0), ("retries", 0),
+                        ("host_concurrency", 1)):
+        if name in crawl_raw and crawl_raw[name] < least:
+            c.problem(f"crawl.{name}", f"must be at least {least}, got {crawl_raw[name]}")
 
     smtp = None
     if "smtp" in data:
@@ -372,7 +410,10 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
 
     a = c.table(data.get("alerts", {}), ALERTS_KEYS, "alerts")
     alerts = AlertSettings(enabled=a.get("enabled", True), sender=a.get("from", "weightwatch@localhost"),
-                           to=list(a.get("to", [])), subject_prefix=a.get("subject_prefix", "[weightwatch]"))
+                           to=list(a.get("to", [])), subject_prefix=a.get("subject_prefix", "[weightwatch]"),
+                           target_down_after=a.get("target_down_after", 3))
+    if alerts.target_down_after < 1:
+        c.problem("alerts.target_down_after", "must be at least 1")
     if alerts.enabled and smtp is not None and not alerts.to:
         c.problem("alerts.to", "required when [smtp] is set: who receives the alerts?")
 
@@ -397,6 +438,9 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
             c.unknown(f"{keypath}.kind", kind, ADAPTERS)
             # `unknown` says "unknown key"; a kind is a value, so restate it plainly.
             c.problems[-1] = c.problems[-1].replace("unknown key", "unknown kind")
+        if adapter is not None:
+            for key in sorted(KIND_SPECIFIC_KEYS & t.keys() - adapter.option_keys):
+                c.problem(f"{keypath}.{key}", f"does not apply to kind {kind!r}")
         if adapter is not None and not {"name", "url"} - t.keys():
             for problem_key, message in adapter.check_options(t):
                 c.problem(f"{keypath}.{problem_key}", message)
@@ -409,11 +453,16 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
             enabled=t.get("enabled", True), allow_private=t.get("allow_private", False),
             headers=dict(t.get("headers", {})), user_agent=t.get("user_agent"),
             max_items=t.get("max_items", 50), preset=t.get("preset"),
-            selectors=dict(t.get("selectors", {})), document_url=t.get("document_url")))
+            selectors=dict(t.get("selectors", {})), document_url=t.get("document_url"),
+            obey_robots=t.get("obey_robots", True), proxy=t.get("proxy"),
+            cookies=dict(t.get("cookies", {})), query=t.get("query"),
+            api_key_env=t.get("api_key_env"), categories=list(t.get("categories", [])),
+            max_pages=t.get("max_pages", 5)))
         if targets[-1].interval < 10:
             c.problem(f"{keypath}.interval", "must be at least 10s: be polite to the source")
-        if targets[-1].max_items < 1:
-            c.problem(f"{keypath}.max_items", "must be at least 1")
+        for name in ("max_items", "max_pages"):
+            if getattr(targets[-1], name) < 1:
+                c.problem(f"{keypath}.{name}", "must be at least 1")
 
     rules: list[Rule] = []
     raw_rules = data.get("rules", [])

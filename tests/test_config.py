@@ -147,3 +147,17 @@ def test_every_command_validates_config_first(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "monitor", "--config", str(path), "hits"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2 and "unknown key 'databse' (did you mean 'database'?)" in proc.stderr
+
+
+def test_kind_specific_keys_only_where_they_apply(tmp_path):
+    found = problems(tmp_path, GOOD_TARGET + 'preset = "phpbb"\nquery = "heron"\n')
+    assert [p.split(": ", 1)[1] for p in found] == [
+        "targets[0] (board).preset: does not apply to kind 'imageboard'",
+        "targets[0] (board).query: does not apply to kind 'imageboard'"]
+
+
+def test_proxy_and_crawl_limits_are_checked(tmp_path):
+    found = problems(tmp_path, "[crawl]\nretries = -1\n" + GOOD_TARGET + 'proxy = "ftp://x"\n')
+    joined = "\n".join(found)
+    assert "crawl.retries: must be at least 0, got -1" in joined
+    assert "targets[0] (board).proxy: proxy must be an http://, https://, socks5:// or socks5h://" in joined

@@ -33,6 +33,8 @@ class Source:
     # Preset name -> selectors; an operator's `selectors` table overrides single entries.
     presets: ClassVar[dict[str, dict[str, str]]] = {}
     selector_keys: ClassVar[tuple[str, ...]] = ()
+    # Which kind-specific target keys (config.KIND_SPECIFIC_KEYS) this kind takes.
+    option_keys: ClassVar[frozenset[str]] = frozenset()
     required_selectors: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, target: Target, fetcher: Fetcher, cursor: dict[str, Any] | None = None):

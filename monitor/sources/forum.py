@@ -33,6 +33,7 @@ PHPBB = {
 
 class ForumSource(Source):
     kind = "forum"
+    option_keys = frozenset({"preset", "selectors", "max_pages"})
     presets = {"phpbb": PHPBB}
     selector_keys = ("thread_link", "post", "subject", "author", "time", "body")
     required_selectors = ("post",)

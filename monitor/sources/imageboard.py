@@ -24,6 +24,7 @@ log = structlog.get_logger("weightwatch.sources.imageboard")
 
 class ImageboardSource(Source):
     kind = "imageboard"
+    option_keys = frozenset({"document_url"})
 
     @property
     def base(self) -> str:

@@ -25,6 +25,7 @@ NYAA = {
 
 class TorrentIndexSource(Source):
     kind = "torrent_index"
+    option_keys = frozenset({"preset", "selectors", "max_pages"})
     presets = {"nyaa": NYAA}
     selector_keys = ("row", "name", "magnet", "torrent", "size", "time")
     required_selectors = ("row", "name")
