@@ -439,8 +439,10 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
             # `unknown` says "unknown key"; a kind is a value, so restate it plainly.
             c.problems[-1] = c.problems[-1].replace("unknown key", "unknown kind")
         if adapter is not None:
-            for key in sorted(KIND_SPECIFIC_KEYS & t.keys() - adapter.option_keys):
+            inapplicable = KIND_SPECIFIC_KEYS & t.keys() - adapter.option_keys
+            for key in sorted(inapplicable):
                 c.problem(f"{keypath}.{key}", f"does not apply to kind {kind!r}")
+            t = {k: v for k, v in t.items() if k not in inapplicable}
         if adapter is not None and not {"name", "url"} - t.keys():
             for problem_key, message in adapter.check_options(t):
                 c.problem(f"{keypath}.{problem_key}", message)
