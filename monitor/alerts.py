@@ -20,7 +20,7 @@ import secrets
 import smtplib
 import ssl
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import EmailMessage
@@ -68,6 +68,7 @@ class FlushResult:
     alerts_sent: int
     alerts_pending: int
     error: str | None = None
+    notices_sent: int = 0
 
 
 # --- cleaning hostile text -----------------------------------------------------------
@@ -269,19 +270,60 @@ def compose(rows: list[dict[str, Any]], settings: AlertSettings, *,
     """One multipart/alternative email for a batch of due outbox rows (`Store.due_alerts`)."""
     if not rows:
         raise ValueError("compose needs at least one alert row")
+    message = _envelope(settings, _subject(rows, clean_line(settings.subject_prefix, 60)),
+                        message_id)
+    message["X-Weightwatch-Hits"] = ",".join(str(int(r["id"])) for r in sorted(rows, key=lambda r: r["id"]))
+    # Quoted-printable keeps every line under SMTP's limit whatever the crawled text holds,
+    # and needs no 8BITMIME from the relay.
+    message.set_content(_plain_body(rows), subtype="plain", charset="utf-8", cte="quoted-printable")
+    message.add_alternative(_html_body(rows), subtype="html", charset="utf-8", cte="quoted-printable")
+    return message
+
+
+def _envelope(settings: AlertSettings, subject: str, message_id: str) -> EmailMessage:
     message = EmailMessage()
-    message["Subject"] = _subject(rows, clean_line(settings.subject_prefix, 60))
+    message["Subject"] = subject
     message["From"] = clean_line(settings.sender)
     message["To"] = ", ".join(clean_line(addr) for addr in settings.to)
     message["Date"] = format_datetime(datetime.now(timezone.utc))
     message["Message-ID"] = clean_line(message_id)
     # RFC 3834: keeps vacation responders from answering the alert address.
     message["Auto-Submitted"] = "auto-generated"
-    message["X-Weightwatch-Hits"] = ",".join(str(int(r["id"])) for r in sorted(rows, key=lambda r: r["id"]))
-    # Quoted-printable keeps every line under SMTP's limit whatever the crawled text holds,
-    # and needs no 8BITMIME from the relay.
-    message.set_content(_plain_body(rows), subtype="plain", charset="utf-8", cte="quoted-printable")
-    message.add_alternative(_html_body(rows), subtype="html", charset="utf-8", cte="quoted-printable")
+    return message
+
+
+def compose_notice(notice: dict[str, Any], settings: AlertSettings) -> EmailMessage:
+    """A target health notice (`Store.due_notices` row): down after N failures, or back.
+
+    A silent source is a blind spot, so the team hears of it once, and once more when it
+    recovers; never on every failed run.
+    """
+    target = clean_line(notice["target"], 100)
+    prefix = clean_line(settings.subject_prefix, 60)
+    if notice["kind"] == "target_down":
+        subject = f"{prefix} target down: {target} ({int(notice['failures'])} failed runs in a row)"
+        lines = [f"The target {target} has failed {int(notice['failures'])} runs in a row; "
+                 f"weightwatch cannot see what is posted there until it recovers.",
+                 "", f"Last error: {clean_line(notice.get('error'))}",
+                 f"Last success: {clean_line(notice.get('last_success_at')) or 'never'}",
+                 f"Down since: {clean_line(notice['created_at'])}",
+                 "", "Retries continue with an escalating back-off (up to a day apart).",
+                 f"Check it with: weightwatch targets test {target}"]
+    else:
+        subject = f"{prefix} target recovered: {target}"
+        lines = [f"The target {target} is crawled successfully again.",
+                 f"Recovered at: {clean_line(notice['created_at'])}",
+                 "Posts made while it was down are read now, if the source still lists them."]
+    message_id = (f"<weightwatch-notice-{int(notice['id'])}."
+                  f"{hashlib.sha256(repr((notice['kind'], notice['target'], notice['created_at'])).encode()).hexdigest()[:16]}"
+                  f"@{MESSAGE_ID_DOMAIN}>")
+    message = _envelope(settings, subject, message_id)
+    text = "\n".join(lines) + "\n"
+    message.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    html_lines = "".join(f"<p>{_esc(line)}</p>" for line in lines if line)
+    message.add_alternative(f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body>'
+                            f"{html_lines}</body></html>\n", subtype="html", charset="utf-8",
+                            cte="quoted-printable")
     return message
 
 
@@ -436,35 +478,52 @@ class Alerter:
         return asyncio.run(self.aflush())
 
     async def aflush(self) -> FlushResult:
-        """Send every due alert now, stopping at the first delivery failure.
+        """Send every due alert and target notice now, stopping at the first delivery failure.
 
         Store work stays in the caller's thread (the connection is not shareable); only
         `deliver` runs in a worker thread so the event loop keeps crawling while a slow
         SMTP server answers. If cancelled mid-send, the batch stays 'sending' and the next
         flush resends it under the same Message-ID."""
-        rows, held = self._due()
-        if held is not None:
-            return held
+        rows, notices = self.store.due_alerts(), self.store.due_notices()
         progress = FlushResult(0, 0, len(rows))
-        for batch in batches(rows):
-            ids, message = self._begin(batch)
+        if not rows and not notices:
+            return progress
+        reason = self._held_reason()
+        if reason is not None:
+            _log().info("alerts_held", pending=len(rows), notices=len(notices), reason=reason)
+            progress.error = reason
+            return progress
+        for table, ids, message in self._emails(rows, notices):
+            self.store.mark_sending(ids, message["Message-ID"], table=table)
             try:
                 await asyncio.to_thread(deliver, message, self.config.smtp)
             except DeliveryError as exc:
-                return self._failed(progress, ids, str(exc))
-            self._sent(progress, ids, message)
+                # The remaining emails are not tried: the server is most likely down for
+                # them too, and they are still due at the next flush.
+                self.store.mark_retry(ids, str(exc), table=table)
+                progress.error = str(exc)
+                _log().warning("alert_delivery_failed", error=str(exc), items=len(ids))
+                return progress
+            self.store.mark_sent(ids, table=table)
+            progress.emails_sent += 1
+            if table == "outbox":
+                progress.alerts_sent += len(ids)
+                progress.alerts_pending -= len(ids)
+            else:
+                progress.notices_sent += 1
+            _log().info("alert_sent", items=len(ids), message_id=message["Message-ID"],
+                        subject=message["Subject"])
         return progress
 
-    def _due(self) -> tuple[list[dict[str, Any]], FlushResult | None]:
-        """Due rows, plus a final result when they must be held back (and why)."""
-        rows = self.store.due_alerts()
-        if not rows:
-            return rows, FlushResult(0, 0, 0)
-        reason = self._held_reason()
-        if reason is None:
-            return rows, None
-        _log().info("alerts_held", pending=len(rows), reason=reason)
-        return rows, FlushResult(0, 0, len(rows), reason)
+    def _emails(self, rows: list[dict[str, Any]], notices: list[dict[str, Any]]
+                ) -> Iterator[tuple[str, list[int], EmailMessage]]:
+        """(queue table, ids, message) for each email to send; each is composed before it
+        is marked sending, so a composing bug cannot burn retry attempts."""
+        for batch in batches(rows):
+            message = compose(batch, self.config.alerts, message_id=message_id_for(batch))
+            yield "outbox", sorted(int(r["outbox_id"]) for r in batch), message
+        for notice in notices:
+            yield "notices", [int(notice["id"])], compose_notice(notice, self.config.alerts)
 
     def _held_reason(self) -> str | None:
         if not self.config.alerts.enabled:
@@ -474,30 +533,6 @@ class Alerter:
         if not self.config.alerts.to:
             return "alerts.to is empty; alerts stay pending"
         return None
-
-    def _begin(self, batch: list[dict[str, Any]]) -> tuple[list[int], EmailMessage]:
-        # Composed before mark_sending, so a composing bug cannot burn retry attempts.
-        message_id = message_id_for(batch)
-        message = compose(batch, self.config.alerts, message_id=message_id)
-        ids = sorted(int(r["outbox_id"]) for r in batch)
-        self.store.mark_sending(ids, message_id)
-        return ids, message
-
-    def _sent(self, progress: FlushResult, ids: list[int], message: EmailMessage) -> None:
-        self.store.mark_sent(ids)
-        progress.emails_sent += 1
-        progress.alerts_sent += len(ids)
-        progress.alerts_pending -= len(ids)
-        _log().info("alert_sent", hits=len(ids), message_id=message["Message-ID"],
-                    subject=message["Subject"])
-
-    def _failed(self, progress: FlushResult, ids: list[int], error: str) -> FlushResult:
-        # The remaining batches are not tried: the server is most likely down for them too,
-        # and they are still due at the next flush.
-        self.store.mark_retry(ids, error)
-        progress.error = error
-        _log().warning("alert_delivery_failed", error=error, hits=len(ids))
-        return progress
 
 
 def send_test(config: Config) -> str:

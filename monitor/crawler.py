@@ -53,12 +53,12 @@ async def crawl_target(target: Target, config: Config, store: Store, fetcher: Fe
             result.status, result.error = "failed", str(exc)
         except asyncio.CancelledError:
             result.status, result.error = "interrupted", "cancelled (shutdown)"
-            _finish(store, result)
+            _finish(store, result, config)
             raise
         except Exception as exc:  # a bug in an adapter must not kill the daemon
             log.exception("crawl_crashed")
             result.status, result.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
-        _finish(store, result)
+        _finish(store, result, config)
     return result
 
 
@@ -81,11 +81,16 @@ async def _crawl(target: Target, store: Store, fetcher: Fetcher, detectors: list
     store.set_cursor(target.name, source.cursor)
 
 
-def _finish(store: Store, result: RunResult) -> None:
-    store.finish_run(result.run_id, status=result.status, documents_seen=result.documents_seen,
-                     documents_new=result.documents_new,
-                     documents_changed=result.documents_changed, hits_new=result.hits_new,
-                     error=result.error)
+def _finish(store: Store, result: RunResult, config: Config) -> None:
+    transition = store.finish_run(
+        result.run_id, status=result.status, documents_seen=result.documents_seen,
+        documents_new=result.documents_new, documents_changed=result.documents_changed,
+        hits_new=result.hits_new, error=result.error,
+        down_after=config.alerts.target_down_after)
+    if transition == "target_down":
+        log.error("target_down", failures=config.alerts.target_down_after, error=result.error)
+    elif transition == "target_recovered":
+        log.info("target_recovered")
     event = log.info if result.status == "ok" else log.warning
     event("crawl_finished", status=result.status, documents=result.documents_seen,
           new_documents=result.documents_new, new_hits=result.hits_new, error=result.error)

@@ -3,9 +3,11 @@
 APScheduler (3.x, in-memory job store: the schedule's source of truth is config.toml) runs
 each target on its interval with jitter, never two runs of one target at once
 (`max_instances=1`, missed runs coalesced). Each run is bounded by the crawler's run
-timeout. On a signal the scheduler stops taking work, running crawls are cancelled (each
-records itself as interrupted; documents and hits already committed stay), pending alerts
-get one last flush, and the database is closed cleanly.
+timeout. A failing target is skipped until its escalating back-off has passed (`crawl`
+ignores back-off: an operator running it by hand wants the attempt). On a signal the
+scheduler stops taking work, running crawls are cancelled (each records itself as
+interrupted; documents and hits already committed stay), pending alerts get one last
+flush, and the database is closed cleanly.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from monitor.alerts import Alerter
 from monitor.config import Config, Target
 from monitor.crawler import crawl_target
 from monitor.fetch import Fetcher
+from monitor.models import utcnow
 from monitor.store import Store
 
 log = structlog.get_logger("weightwatch.daemon")
@@ -46,6 +49,10 @@ class Daemon:
         assert task is not None
         self.running.add(task)
         try:
+            backoff_until = self.store.target_state(target.name).get("backoff_until")
+            if backoff_until and backoff_until > utcnow():
+                log.info("target_backing_off", target=target.name, until=backoff_until)
+                return
             await crawl_target(target, self.config, self.store, self.fetcher)
             await self.alerter.aflush()
         finally:

@@ -143,4 +143,26 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX outbox_status ON outbox(status, next_attempt_at);
     """,
+    # 2: target health: escalating backoff, down/recovered notices sent like alerts.
+    """
+    ALTER TABLE target_state ADD COLUMN backoff_until TEXT;
+    ALTER TABLE target_state ADD COLUMN down_since TEXT;
+    CREATE TABLE notices (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('target_down', 'target_recovered')),
+        target TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        failures INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_attempt_at TEXT,
+        last_error TEXT,
+        sent_at TEXT,
+        message_id TEXT
+    );
+    CREATE INDEX notices_status ON notices(status, next_attempt_at);
+    """,
 ]

@@ -103,25 +103,46 @@ class Store:
 
     def finish_run(self, run_id: int, *, status: str, documents_seen: int = 0,
                    documents_new: int = 0, documents_changed: int = 0, hits_new: int = 0,
-                   error: str | None = None) -> None:
+                   error: str | None = None, down_after: int = 3) -> str | None:
+        """Record a run's end and move the target's health; returns 'target_down' or
+        'target_recovered' when this run crossed that line (and a notice was queued).
+
+        A failed run backs the target off on an escalating ladder; the `down_after`-th
+        failure in a row queues one down notice, and the first success after it one
+        recovery notice. An interrupted run (shutdown) is neither success nor failure.
+        """
         run = self.db["crawl_runs"].get(run_id)
         now = utcnow()
+        transition = None
         with self.db.atomic():
             self.db["crawl_runs"].update(run_id, {
                 "finished_at": now, "status": status, "documents_seen": documents_seen,
                 "documents_new": documents_new, "documents_changed": documents_changed,
                 "hits_new": hits_new, "error": error})
             state = self.target_state(run["target"])
-            ok = status == "ok"
-            self.db["target_state"].upsert({
-                "name": run["target"],
-                "last_run_at": run["started_at"],
-                "last_success_at": now if ok else state.get("last_success_at"),
-                "consecutive_failures": 0 if ok else state.get("consecutive_failures", 0) + 1,
+            failures = state.get("consecutive_failures", 0)
+            values: dict[str, Any] = {
+                "name": run["target"], "last_run_at": run["started_at"],
                 "documents_count": state.get("documents_count", 0) + documents_new,
-                "hits_count": state.get("hits_count", 0) + hits_new,
-                "last_error": None if ok else error,
-            }, pk="name")
+                "hits_count": state.get("hits_count", 0) + hits_new}
+            if status == "ok":
+                values.update(last_success_at=now, consecutive_failures=0, last_error=None,
+                              backoff_until=None, down_since=None)
+                if state.get("down_since"):
+                    transition = "target_recovered"
+            elif status == "failed":
+                failures += 1
+                values.update(consecutive_failures=failures, last_error=error,
+                              backoff_until=_later(now, backoff_seconds(failures)))
+                if failures == down_after:
+                    values["down_since"] = now
+                    transition = "target_down"
+            self.db["target_state"].upsert(values, pk="name")
+            if transition:
+                self.db["notices"].insert({
+                    "kind": transition, "target": run["target"], "created_at": now,
+                    "failures": failures, "error": error, "next_attempt_at": now})
+        return transition
 
     def close_abandoned_runs(self) -> int:
         """Runs left 'running' by a killed process are marked interrupted at start-up."""
@@ -290,40 +311,65 @@ class Store:
             "WHERE o.status IN ('pending', 'sending') AND o.next_attempt_at <= ? "
             "ORDER BY o.id", [now]))
 
-    def mark_sending(self, outbox_ids: list[int], message_id: str) -> None:
+    def due_notices(self, now: str | None = None) -> list[dict[str, Any]]:
+        """Pending target health notices whose retry time has come, with the target's state."""
+        return list(self.db.query(
+            "SELECT n.*, s.last_success_at, s.last_run_at, s.consecutive_failures "
+            "FROM notices n LEFT JOIN target_state s ON s.name = n.target "
+            "WHERE n.status IN ('pending', 'sending') AND n.next_attempt_at <= ? ORDER BY n.id",
+            [now or utcnow()]))
+
+    def mark_sending(self, ids: list[int], message_id: str, *, table: str = "outbox") -> None:
         """Committed before the SMTP conversation, with the Message-ID a retry reuses, so a
-        crash mid-send yields at worst a resend that mail systems recognise as the same."""
+        crash mid-send yields at worst a resend that mail systems recognise as the same.
+        `table` is 'outbox' (hit alerts) or 'notices' (target health)."""
+        table = _queue(table)
         with self.db.atomic():
             self.db.execute(
-                f"UPDATE outbox SET status = 'sending', message_id = ?, last_attempt_at = ?, "
-                f"attempts = attempts + 1 WHERE id IN ({', '.join('?' * len(outbox_ids))})",
-                [message_id, utcnow(), *outbox_ids])
+                f"UPDATE {table} SET status = 'sending', message_id = ?, last_attempt_at = ?, "
+                f"attempts = attempts + 1 WHERE id IN ({', '.join('?' * len(ids))})",
+                [message_id, utcnow(), *ids])
 
-    def mark_sent(self, outbox_ids: list[int]) -> None:
+    def mark_sent(self, ids: list[int], *, table: str = "outbox") -> None:
+        table = _queue(table)
         with self.db.atomic():
             self.db.execute(
-                f"UPDATE outbox SET status = 'sent', sent_at = ?, last_error = NULL "
-                f"WHERE id IN ({', '.join('?' * len(outbox_ids))})", [utcnow(), *outbox_ids])
+                f"UPDATE {table} SET status = 'sent', sent_at = ?, last_error = NULL "
+                f"WHERE id IN ({', '.join('?' * len(ids))})", [utcnow(), *ids])
 
-    def mark_retry(self, outbox_ids: list[int], error: str, *, max_attempts: int = 20) -> None:
+    def mark_retry(self, ids: list[int], error: str, *, max_attempts: int = 20,
+                   table: str = "outbox") -> None:
         """Back off exponentially (1 min doubling, capped at 6 h); give up after many tries
         so a permanently rejected message is visible as failed rather than retried forever."""
         with self.db.atomic():
-            for oid in outbox_ids:
-                attempts = self.db.execute("SELECT attempts FROM outbox WHERE id = ?", [oid]).fetchone()[0]
+            for oid in ids:
+                attempts = self.db.execute(f"SELECT attempts FROM {_queue(table)} WHERE id = ?",
+                                           [oid]).fetchone()[0]
                 delay = min(60 * 2 ** max(attempts - 1, 0), 6 * 3600)
                 next_at = (datetime.now(timezone.utc) + timedelta(seconds=delay)).isoformat(timespec="seconds")
                 status = "failed" if attempts >= max_attempts else "pending"
                 self.db.execute(
-                    "UPDATE outbox SET status = ?, last_error = ?, next_attempt_at = ? WHERE id = ?",
-                    [status, error, next_at, oid])
+                    f"UPDATE {_queue(table)} SET status = ?, last_error = ?, next_attempt_at = ? "
+                    f"WHERE id = ?", [status, error, next_at, oid])
 
     def retry_now(self) -> int:
-        """Make every pending alert due immediately (`alerts flush`)."""
+        """Make every pending alert and notice due immediately (`alerts flush`)."""
+        count = 0
         with self.db.atomic():
-            return self.db.execute(
-                "UPDATE outbox SET next_attempt_at = ? WHERE status IN ('pending', 'sending')",
-                [utcnow()]).rowcount
+            for table in QUEUES:
+                count += self.db.execute(
+                    f"UPDATE {table} SET next_attempt_at = ? WHERE status IN ('pending', 'sending')",
+                    [utcnow()]).rowcount
+        return count
+
+    def notices(self, status: str | None = None) -> list[dict[str, Any]]:
+        sql = ("SELECT id, kind, target, created_at, failures, error, status, attempts, "
+               "next_attempt_at, sent_at, last_error, message_id FROM notices")
+        params: list[Any] = []
+        if status:
+            sql += " WHERE status = ?"
+            params.append(status)
+        return list(self.db.query(sql + " ORDER BY id", params))
 
     def outbox(self, status: str | None = None) -> list[dict[str, Any]]:
         sql = ("SELECT o.id, o.hit_id, o.status, o.attempts, o.created_at, o.next_attempt_at, "
@@ -390,6 +436,26 @@ class Store:
                 recipient=row["recipient"], source=row["source"], indicator_id=row["id"]))
         return index
 
+
+
+QUEUES = ("outbox", "notices")
+
+
+def _queue(table: str) -> str:
+    """The name of a delivery queue table; never interpolate anything else into SQL."""
+    if table not in QUEUES:
+        raise ValueError(f"not a delivery queue: {table!r}")
+    return table
+
+
+def backoff_seconds(failures: int) -> float:
+    """The escalating wait after `failures` failed runs in a row: 5 min, tripling, capped
+    at a day, so a broken source is retried soon at first and rarely once it stays down."""
+    return min(300.0 * 3 ** max(failures - 1, 0), 86400.0)
+
+
+def _later(now: str, seconds: float) -> str:
+    return (datetime.fromisoformat(now) + timedelta(seconds=seconds)).isoformat(timespec="seconds")
 
 
 def _statements(sql: str) -> list[str]:
