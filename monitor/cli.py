@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Iterator, NoReturn, TypeVar
 import click
 
 from monitor import __version__
+from monitor.fetch import redact_url
 from monitor.config import CONFIG_ENV, DEFAULT_CONFIG, Config, ConfigError, load_config, parse_duration
 from monitor.logs import configure_logging
 from monitor.models import KINDS, SEVERITIES
@@ -153,15 +154,75 @@ def targets_list(state: State, fmt: str) -> None:
     rows = []
     for t in state.config.targets:
         s = states.get(t.name, {})
-        rows.append({"name": t.name, "kind": t.kind, "enabled": t.enabled, "url": t.url,
-                     "interval_s": t.interval, "last_run_at": s.get("last_run_at"),
+        health = ("disabled" if not t.enabled else "down" if s.get("down_since")
+                  else "failing" if s.get("consecutive_failures") else
+                  "ok" if s.get("last_success_at") else "new")
+        rows.append({"name": t.name, "kind": t.kind, "enabled": t.enabled, "health": health,
+                     "url": redact_url(t.url), "interval_s": t.interval,
+                     "last_run_at": s.get("last_run_at"),
                      "last_success_at": s.get("last_success_at"),
                      "consecutive_failures": s.get("consecutive_failures", 0),
+                     "backoff_until": s.get("backoff_until"), "down_since": s.get("down_since"),
                      "documents": s.get("documents_count", 0), "hits": s.get("hits_count", 0),
                      "last_error": s.get("last_error")})
-    emit(rows, fmt, table_columns=("name", "kind", "enabled", "last_run_at",
+    emit(rows, fmt, table_columns=("name", "kind", "health", "last_success_at",
                                    "consecutive_failures", "documents", "hits", "last_error"),
          empty="no targets configured")
+
+
+@targets.command("test")
+@click.argument("name")
+@format_option
+@click.pass_obj
+def targets_test(state: State, name: str, fmt: str) -> None:
+    """Dry run of one target: fetch, extract, and show what the detectors would find.
+
+    Writes nothing (the registry is read, if the database exists). Exit 1 if the target
+    cannot be fetched or parsed.
+    """
+    from monitor.crawler import dry_run
+    from monitor.detect import build_detectors
+    from monitor.fetch import FetchError
+    from monitor.sources import SourceError
+
+    (target,) = _choose_targets(state.config, (name,))
+    store = None
+    if state.db_path.exists():
+        try:
+            store = Store(state.db_path, readonly=True)
+        except StoreError as exc:
+            fail(str(exc), 2)
+    else:
+        click.echo(f"weightwatch: no database at {state.db_path}: digests are not matched, "
+                   f"only rules", err=True)
+    try:
+        detectors = build_detectors(state.config, store)
+    finally:
+        if store is not None:
+            store.close()
+    try:
+        previews = run_interruptible(dry_run(target, state.config, detectors))
+    except (FetchError, SourceError) as exc:
+        fail(f"{name}: {exc}", 1)
+    except asyncio.CancelledError:
+        fail("interrupted", 130)
+    if fmt == "table":
+        rows = [{"document": p.document.url, "title": p.document.title,
+                 "hits": ", ".join(f"{h.kind}:{h.indicator}" for h in p.hits),
+                 "text": p.document.text} for p in previews]
+        emit(rows, fmt, table_columns=("document", "title", "hits", "text"),
+             empty="the target yielded no documents")
+        found = sum(len(p.hits) for p in previews)
+        click.echo(f"{len(previews)} documents, {found} would-be hits; nothing was recorded",
+                   err=True)
+        return
+    emit([{"key": p.document.key, "url": p.document.url, "title": p.document.title,
+           "author": p.document.author, "posted_at": p.document.posted_at,
+           "text": p.document.text, "links": p.document.links, "extras": p.document.extras,
+           "hits": [{"kind": h.kind, "severity": h.severity, "indicator": h.indicator,
+                     "indicator_type": h.indicator_type, "model": h.model,
+                     "artifact": h.artifact, "recipient": h.recipient, "rule": h.rule,
+                     "context": h.context} for h in p.hits]} for p in previews], fmt)
 
 
 # --- crawling ------------------------------------------------------------------------
@@ -429,8 +490,13 @@ def alerts_test(state: State) -> None:
 @main.command("demo")
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default="weightwatch-demo",
               show_default=True, help="Where the demo writes its release, database and mail.")
-def demo(directory: str) -> None:
-    """The whole pipeline against a local demo world: register, crawl, detect, alert."""
+@click.option("--keep-running", is_flag=True,
+              help="Keep the demo world and SMTP sink up afterwards, until Ctrl-C.")
+def demo(directory: str, keep_running: bool) -> None:
+    """The whole pipeline against a local demo world: register, crawl, detect, alert.
+
+    Exit 1 if a planted kind of leak was not found or the alert email did not arrive.
+    """
     from monitor.demo.runner import run_demo
 
-    sys.exit(run_demo(Path(directory)))
+    sys.exit(run_demo(Path(directory), keep_running=keep_running))

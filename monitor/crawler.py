@@ -18,6 +18,7 @@ from monitor.config import Config, Target
 from monitor.detect import Detector, build_detectors, detect_all
 from monitor.fetch import Fetcher, FetchError, redact_url
 from monitor.sources import ADAPTERS, SourceError
+from monitor.models import Document, Hit
 from monitor.store import Store
 
 log = structlog.get_logger("weightwatch.crawler")
@@ -105,6 +106,35 @@ async def crawl_once(config: Config, store: Store, targets: list[Target],
         detectors = build_detectors(config, store)
         tasks = [crawl_target(t, config, store, fetcher, detectors) for t in targets]
         return list(await asyncio.gather(*tasks))
+    finally:
+        if own:
+            await fetcher.aclose()
+
+
+@dataclass
+class Preview:
+    """A document a target yields now, and the hits detectors would record for it."""
+
+    document: Document
+    hits: list[Hit]
+
+
+async def dry_run(target: Target, config: Config, detectors: list[Detector],
+                  fetcher: Fetcher | None = None) -> list[Preview]:
+    """Fetch and extract one target from scratch (no cursor) and run the detectors,
+    recording nothing: what an operator checks before a target goes live."""
+    own = fetcher is None
+    fetcher = fetcher or Fetcher(config.crawl)
+    try:
+        source = ADAPTERS[target.kind](target, fetcher, {})
+
+        async def collect() -> list[Preview]:
+            return [Preview(doc, detect_all(detectors, doc)) async for doc in source.documents()]
+
+        try:
+            return await asyncio.wait_for(collect(), timeout=config.crawl.run_timeout)
+        except asyncio.TimeoutError:
+            raise FetchError(f"run exceeded {config.crawl.run_timeout:.0f}s timeout") from None
     finally:
         if own:
             await fetcher.aclose()

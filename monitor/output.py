@@ -18,7 +18,8 @@ FORMATS = ("table", "json", "csv", "ndjson")
 SEVERITY_COLOURS = {"critical": "red", "high": "magenta", "medium": "yellow", "low": "cyan"}
 # A 64-hex digest is recognisable from its first 20 characters; the table gives the room
 # to the URL, and `hits show` or --format json have the whole value.
-COLUMN_CAPS = {"indicator": 20, "context": 60, "last_error": 60}
+COLUMN_CAPS = {"indicator": 20, "context": 60, "last_error": 60, "title": 40, "hits": 50,
+               "text": 60}
 
 
 def csv_safe(value: Any) -> Any:
@@ -64,7 +65,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     for row, record in zip(cells, rows):
         parts = []
         for i, (value, width) in enumerate(zip(row, widths)):
-            text = _fit(value, width)
+            text = _fit(value, width, middle=columns[i] in MIDDLE_CUT)
             if columns[i] == "severity":
                 text = click.style(text, fg=SEVERITY_COLOURS.get(record.get("severity"), None))
             parts.append(text)
@@ -72,9 +73,18 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _fit(text: str, width: int) -> str:
+# URLs differ at the end (thread and post ids), so they are cut in the middle.
+MIDDLE_CUT = {"url", "document"}
+
+
+def _fit(text: str, width: int, middle: bool = False) -> str:
     """`text` cut to `width` (marked with an ellipsis) and padded to it."""
-    return (text if len(text) <= width else text[: width - 1] + "…").ljust(width)
+    if len(text) <= width:
+        return text.ljust(width)
+    if middle and width > 10:
+        head = (width - 1) // 2
+        return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+    return text[: width - 1] + "…"
 
 
 def cell(value: Any) -> str:

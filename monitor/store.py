@@ -50,8 +50,18 @@ class SavedDocument:
 
 
 class Store:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, readonly: bool = False):
+        """Open (creating and migrating) the database; `readonly` opens an existing one
+        for reading only, so a dry run provably writes nothing."""
         self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            self.db = sqlite_utils.Database(self._connect_readonly())
+            if self.schema_version != len(MIGRATIONS):
+                raise StoreError(f"{self.path}: database schema {self.schema_version}, this "
+                                 f"weightwatch needs {len(MIGRATIONS)}; run any command that "
+                                 f"writes (e.g. crawl) to migrate it")
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000)
@@ -65,6 +75,18 @@ class Store:
             raise StoreError(f"{self.path}: cannot open database: {exc}") from None
         self.db = sqlite_utils.Database(conn)
         self.migrate()
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: no such database")
+        try:
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                   timeout=BUSY_TIMEOUT_MS / 1000)
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open database: {exc}") from None
+        return conn
 
     def close(self) -> None:
         self.db.close()

@@ -258,3 +258,32 @@ def _no_stray_env(monkeypatch):
     yield
 
 
+
+
+def test_targets_test_is_a_dry_run_that_writes_nothing(workdir, world):
+    db = workdir / "weightwatch.db"
+    before = {t: query(db, f"SELECT COUNT(*) FROM {t}") for t in
+              ("documents", "hits", "crawl_runs", "snapshots", "target_state")}
+    mtime = db.stat().st_mtime_ns
+    proc = ww(workdir, "targets", "test", "demo-forum", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    previews = json.loads(proc.stdout)
+    hits = {(p["url"], h["kind"], h["indicator"].lower()) for p in previews for h in p["hits"]}
+    assert hits == {(p.url, p.kind, p.indicator.lower()) for p in world.planted
+                    if p.source == "forum"}
+    assert any(h["kind"] == "hash" for p in previews for h in p["hits"]), "registry was read"
+    after = {t: query(db, f"SELECT COUNT(*) FROM {t}") for t in before}
+    assert after == before and db.stat().st_mtime_ns == mtime
+
+    table = ww(workdir, "targets", "test", "demo-forum")
+    assert table.returncode == 0 and "would-be hits; nothing was recorded" in table.stderr
+
+    missing = ww(workdir, "targets", "test", "nope")
+    assert missing.returncode == 2 and "no target named 'nope'" in missing.stderr
+
+    broken = workdir / "broken.toml"
+    broken.write_text((workdir / "config.toml").read_text().replace("/forum/viewforum.php",
+                                                                     "/forum/missing.php"))
+    failed = ww(workdir, "--config", str(broken), "targets", "test", "demo-forum")
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines()[-1].startswith("weightwatch: demo-forum: HTTP 404")

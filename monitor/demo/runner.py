@@ -10,7 +10,10 @@ user can go on querying. Nothing here is special-cased: it calls the same functi
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
+import threading
 import time
 from email import message_from_bytes
 from email.policy import default as default_policy
@@ -28,6 +31,11 @@ from monitor.logs import configure_logging
 from monitor.output import table
 from monitor.registry import import_indicators, register_paths
 from monitor.store import Store
+
+# The demo's Torznab endpoints (like real Jackett/Prowlarr) want an API key; targets name
+# the environment variable, never the key.
+DEMO_KEY_ENV = "WEIGHTWATCH_DEMO_TORZNAB_KEY"
+DEMO_KEY = "demo-key"
 
 DEMO_CONFIG = """\
 # Written by `weightwatch demo`: targets in the local demo world on 127.0.0.1.
@@ -86,55 +94,82 @@ def demo_config(world: DemoWorld, smtp_port: int, config_path: Path | str) -> st
             + world.targets_toml())
 
 
-def run_demo(directory: Path) -> int:
-    """Run the demo; 0 if every expected kind of hit was found and the email arrived."""
+def run_demo(directory: Path, *, keep_running: bool = False) -> int:
+    """Run the demo; 0 if every expected kind of hit was found and the email arrived.
+
+    With `keep_running`, the demo world and the SMTP sink stay up afterwards (until Ctrl-C)
+    so the user can try `targets test`, `crawl` or `run` against them.
+    """
     configure_logging("warning")
     started = time.monotonic()
     directory.mkdir(parents=True, exist_ok=True)
     for stale in ("weightwatch.db", "weightwatch.db-wal", "weightwatch.db-shm"):
         (directory / stale).unlink(missing_ok=True)
     shutil.rmtree(directory / "mail", ignore_errors=True)
+    # Demo sources that need an API key (the Torznab endpoints) take this one.
+    os.environ.setdefault(DEMO_KEY_ENV, DEMO_KEY)
 
-    say = lambda label, text: click.echo(f"{click.style(label.ljust(12), bold=True)} {text}")  # noqa: E731
     release = make_release(directory / "release")
-    say("release", f"{release.model}: {len(release.files)} files in {release.root / release.model}")
+    _say("release", f"{release.model}: {len(release.files)} files in {release.root / release.model}")
 
     with SmtpSink(directory / "mail") as sink, DemoWorld(release) as world:
         config_path = directory / "config.toml"
         config_path.write_text(demo_config(world, sink.port, config_path))
         config = load_config(config_path)
-        say("demo world", f"{world.base_url} (phpBB forum, 4chan-style board, torrent index)")
+        _say("demo world", f"{world.base_url} ({len(config.targets)} sources)")
         with Store(config.database_path) as store:
             registered = register_paths(store, [release.root / release.model],
                                         model=release.model, release="v1")
             imported = import_indicators(store, release.root / f"{release.model}.magnets",
                                          model=release.model)
-            say("registered", f"{len(registered)} files (size, SHA-256, SHA-1, MD5) and "
-                              f"{imported.parsed} magnet indicator(s) for {release.model}")
+            _say("registered", f"{len(registered)} files (size, SHA-256, SHA-1, MD5) and "
+                               f"{imported.parsed} magnet indicator(s) for {release.model}")
             results = asyncio.run(crawl_once(config, store, config.targets))
             for r in results:
                 state = "ok" if r.status == "ok" else f"{r.status}: {r.error}"
-                say("crawled", f"{r.target}: {r.documents_seen} documents, {r.hits_new} new hits ({state})")
+                _say("crawled", f"{r.target}: {r.documents_seen} documents, {r.hits_new} new hits ({state})")
             flush = Alerter(store, config).flush()
             received = sink.wait_for(flush.emails_sent, timeout=10) and flush.emails_sent > 0
             hits = store.hits()
+        ok = _report(hits, sink, received, flush.error, config.database_path, config_path,
+                     time.monotonic() - started)
+        ok = ok and all(r.status == "ok" for r in results)
+        if keep_running:
+            _serve_until_interrupted(world, sink, config_path)
+    return 0 if ok else 1
 
+
+def _say(label: str, text: str) -> None:
+    click.echo(f"{click.style(label.ljust(12), bold=True)} {text}")
+
+
+def _report(hits: list[dict], sink: SmtpSink, received: bool, error: str | None, db: Path,
+            config_path: Path, elapsed: float) -> bool:
     click.echo()
     if hits:
         click.echo(table(hits, ("id", "severity", "kind", "model", "indicator", "target", "url")))
     click.echo()
     for path in sink.paths:
         subject = message_from_bytes(path.read_bytes(), policy=default_policy)["subject"]
-        say("email", f"received by the local SMTP sink: {path}  ({subject})")
+        _say("email", f"received by the local SMTP sink: {path}  ({subject})")
     if not received:
-        say("email", click.style(f"not received ({flush.error or 'nothing sent'})", fg="red"))
+        _say("email", click.style(f"not received ({error or 'nothing sent'})", fg="red"))
     kinds = {h["kind"] for h in hits}
-    db = config.database_path
-    click.echo(f"\n{len(hits)} hits ({', '.join(sorted(kinds)) or 'none'}) in "
-               f"{time.monotonic() - started:.1f}s. Next:")
+    click.echo(f"\n{len(hits)} hits ({', '.join(sorted(kinds)) or 'none'}) in {elapsed:.1f}s. Next:")
     click.echo(f"  weightwatch --db {db} hits")
     click.echo(f"  weightwatch --db {db} hits show {hits[0]['id'] if hits else 1}")
     click.echo(f"  weightwatch --db {db} hits --severity critical --format json")
     click.echo(f"  weightwatch --config {config_path} targets")
-    ok = received and {"mention", "hash"} <= kinds and all(r.status == "ok" for r in results)
-    return 0 if ok else 1
+    return received and {"mention", "hash"} <= kinds
+
+
+def _serve_until_interrupted(world: DemoWorld, sink: SmtpSink, config_path: Path) -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"\nThe demo world ({world.base_url}) and the SMTP sink (port {sink.port}) keep "
+               f"running; Ctrl-C stops them. Meanwhile, in another shell:")
+    click.echo(f"  export {DEMO_KEY_ENV}={DEMO_KEY}")
+    click.echo(f"  weightwatch --config {config_path} targets test demo-forum")
+    click.echo(f"  weightwatch --config {config_path} run")
+    stop.wait()

@@ -21,9 +21,10 @@ class Detector(Protocol):
     def detect(self, doc: Document) -> list[Hit]: ...
 
 
-def build_detectors(config: Config, store: Store) -> list[Detector]:
+def build_detectors(config: Config, store: Store | None) -> list[Detector]:
+    """Rules from the config and digests from the registry (none without a store)."""
     return [RuleDetector(config.rules),
-            DigestDetector(store.known_digests())]
+            DigestDetector(store.known_digests() if store is not None else {})]
 
 
 def detect_all(detectors: list[Detector], doc: Document) -> list[Hit]:
