@@ -7,6 +7,7 @@ store decides alone how they are persisted.
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +48,8 @@ class Document:
     def content_sha256(self) -> str:
         """Hash of what detectors see, so an unchanged document is not re-matched."""
         h = hashlib.sha256()
-        for part in (self.title, self.author, self.text, repr(sorted(self.extras.items()))):
+        extras = json.dumps(self.extras, sort_keys=True, default=str)
+        for part in (self.title, self.author, self.text, "\n".join(self.links), extras):
             h.update(part.encode("utf-8", "surrogatepass"))
             h.update(b"\0")
         return h.hexdigest()
