@@ -465,6 +465,14 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
         for name in ("max_items", "max_pages"):
             if getattr(targets[-1], name) < 1:
                 c.problem(f"{keypath}.{name}", "must be at least 1")
+        for name, value in targets[-1].cookies.items():
+            if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name) or re.search(r"[;\r\n]", value):
+                c.problem(f"{keypath}.cookies.{name}", "a cookie name must be a token and its "
+                                                       "value must not contain ';' or line breaks")
+        host = urlsplit(targets[-1].url).hostname or ""
+        if host.endswith(".onion") and not (targets[-1].proxy or "").startswith("socks5"):
+            c.problem(f"{keypath}.proxy", "a .onion target needs a socks5:// or socks5h:// proxy "
+                                          "(e.g. Tor at socks5h://127.0.0.1:9050)")
 
     rules: list[Rule] = []
     raw_rules = data.get("rules", [])

@@ -3,22 +3,34 @@
 Crawled pages are hostile. A page can redirect into the private network, answer forever,
 or send gigabytes; a URL can carry an API key. So every request here: resolves its host and
 refuses private, loopback, link-local and metadata addresses (unless the target opted in),
-on every redirect hop; streams the body and stops at a size cap; honours connect and read
-timeouts; spaces requests to the same host; and logs URLs with their secrets redacted.
+on every redirect hop, and then connects to the very address it checked (no second DNS
+lookup for a rebinding server to answer differently); streams the body and stops at a size
+cap; honours connect and read timeouts; obeys robots.txt; keeps at most
+`host_concurrency` requests in flight per host and spaces their starts by `host_delay` (or
+the site's Crawl-delay); retries transient failures with jittered exponential backoff,
+honouring Retry-After; and logs URLs with their secrets redacted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import ipaddress
+import random
+import re
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from datetime import datetime, timezone
+from http.cookiejar import DefaultCookiePolicy
+from typing import Awaitable, Callable, Iterable
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
+import httpcore
 import httpx
 import structlog
+from protego import Protego
 
 from monitor.config import CrawlSettings, Target
 from monitor.models import utcnow
@@ -26,6 +38,15 @@ from monitor.models import utcnow
 log = structlog.get_logger("weightwatch.fetch")
 
 REDIRECT_CODES = {301, 302, 303, 307, 308}
+# What Scrapy retries: transient server trouble, timeouts at a gateway, rate limiting.
+RETRY_CODES = {408, 429, 500, 502, 503, 504, 522, 524}
+RETRY_AFTER_CODES = {429, 503}
+MAX_BACKOFF = 60.0
+# robots.txt: Google reads the first 500 KiB and ignores the rest; so do we (512 KB).
+ROBOTS_MAX_BYTES = 512_000
+ROBOTS_TTL = 24 * 3600.0
+ROBOTS_ERROR_TTL = 600.0  # 5xx / network error: assume disallow-all, ask again after this
+MAX_CRAWL_DELAY = 60.0
 # Query parameters whose values are secrets in the wild (Torznab apikey, signed URLs...).
 SECRET_PARAMS = {"apikey", "api_key", "key", "token", "access_token", "auth", "password",
                  "passkey", "secret", "signature", "sig", "x-amz-signature"}
@@ -40,6 +61,18 @@ class BlockedAddress(FetchError):
     """The URL points into a network the target may not reach."""
 
 
+class RobotsDisallowed(FetchError):
+    """robots.txt forbids the URL (or could not be read, which counts as forbidding it)."""
+
+
+class _Transient(FetchError):
+    """A failure worth retrying (timeout, connection trouble); `reason` is short."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclass
 class Response:
     url: str
@@ -51,6 +84,16 @@ class Response:
     @property
     def not_modified(self) -> bool:
         return self.status == 304
+
+    @property
+    def etag(self) -> str | None:
+        """The ETag to send back as If-None-Match next time (None if the server sent none)."""
+        return self.headers.get("etag")
+
+    @property
+    def last_modified(self) -> str | None:
+        """The Last-Modified value to send back as If-Modified-Since next time."""
+        return self.headers.get("last-modified")
 
     def text(self) -> str:
         charset = httpx.Response(200, headers=self.headers).charset_encoding or "utf-8"
@@ -85,6 +128,17 @@ def is_forbidden_address(address: str) -> bool:
                 and is_forbidden_address(str(ip.sixtofour))))
 
 
+def _ip_literal(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host.split("%", 1)[0]))
+    except ValueError:
+        return None
+
+
+def is_onion(host: str) -> bool:
+    return host.rstrip(".").lower().endswith(".onion")
+
+
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
@@ -93,44 +147,227 @@ async def system_resolver(host: str, port: int) -> list[str]:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise FetchError(f"cannot resolve {host}: {exc.strerror}") from None
+    except UnicodeError:
+        raise FetchError(f"cannot resolve {host}: not a valid host name") from None
     return [info[4][0] for info in infos]
 
 
+_PRIVATE_HINT = "(set allow_private = true on a target meant to be local)"
+
+
 async def check_destination(url: str, *, allow_private: bool,
-                            resolver: Resolver = system_resolver) -> None:
-    """Refuse non-HTTP schemes and hosts that resolve to forbidden addresses."""
+                            resolver: Resolver = system_resolver,
+                            remote_dns: bool = False) -> list[str]:
+    """Refuse non-HTTP schemes and hosts that resolve to forbidden addresses.
+
+    Returns the addresses that were checked (empty when nothing was resolved locally:
+    `allow_private`, or `remote_dns` where a SOCKS proxy resolves the name). With
+    `remote_dns` the name is not looked up here (the proxy's answer may differ and a
+    `.onion` name has none), but IP literals and `localhost` are still refused.
+    `.onion` hosts are refused unless `remote_dns`: they exist only behind Tor, and looking
+    them up locally would leak the name to the local resolver.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise BlockedAddress(f"refused {parts.scheme or 'relative'} URL {redact_url(url)}: "
                              f"only http and https are fetched")
-    host = parts.hostname
+    try:
+        host = parts.hostname
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise BlockedAddress(f"refused {redact_url(url)}: invalid host or port") from None
     if not host:
         raise BlockedAddress(f"refused {redact_url(url)}: no host")
+    if is_onion(host) and not remote_dns:
+        raise BlockedAddress(f"refused {redact_url(url)}: .onion hosts are reached only through "
+                             f"a socks5:// or socks5h:// proxy set on the target")
+    literal = _ip_literal(host)
+    if literal is not None:
+        if not allow_private and is_forbidden_address(literal):
+            raise BlockedAddress(f"refused {redact_url(url)}: {host} resolves to {literal}, a "
+                                 f"private or reserved address {_PRIVATE_HINT}")
+        return [literal]
     if allow_private:
-        return
-    for address in await resolver(host, parts.port or (443 if parts.scheme == "https" else 80)):
+        return []
+    if remote_dns:
+        if host.rstrip(".") == "localhost" or host.rstrip(".").endswith(".localhost"):
+            raise BlockedAddress(f"refused {redact_url(url)}: {host} names the proxy's own "
+                                 f"loopback {_PRIVATE_HINT}")
+        return []
+    addresses = await resolver(host, port)
+    if not addresses:
+        raise BlockedAddress(f"refused {redact_url(url)}: {host} resolves to no address")
+    for address in addresses:
         if is_forbidden_address(address):
             raise BlockedAddress(f"refused {redact_url(url)}: {host} resolves to {address}, a "
-                                 f"private or reserved address (set allow_private = true on a "
-                                 f"target meant to be local)")
+                                 f"private or reserved address {_PRIVATE_HINT}")
+    return addresses
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After value (delta-seconds or an HTTP date); None if
+    absent or unreadable. A date in the past means 0."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), 1e9)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+def product_token(user_agent: str) -> str:
+    """`weightwatch` from `weightwatch/0.1 (+https://...)`: what robots.txt groups name."""
+    match = re.match(r"\s*([^\s/;()]+)", user_agent or "")
+    return match.group(1) if match else "*"
+
+
+def normalise_proxy(proxy: str) -> str:
+    """The proxy URL as httpx takes it. `socks5h://` (the curl spelling for "resolve at the
+    proxy") becomes `socks5://`: httpx 0.28 accepts both and treats them alike (see
+    `Fetcher`), and older releases reject `socks5h`."""
+    if proxy.lower().startswith("socks5h://"):
+        return "socks5://" + proxy[len("socks5h://"):]
+    return proxy
+
+
+def _is_socks(proxy: str | None) -> bool:
+    return bool(proxy) and proxy.lower().startswith(("socks5://", "socks5h://"))
+
+
+def _secrets_of(proxy: str | None) -> list[str]:
+    if not proxy:
+        return []
+    parts = urlsplit(proxy)
+    return [s for s in (parts.password, parts.username) if s]
+
+
+def _scrub(text: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, "REDACTED")
+    return text
+
+
+# --- DNS pinning ---------------------------------------------------------------------
+
+Vetter = Callable[[str, int], Awaitable[list[str]]]
+
+
+class PinnedBackend(httpcore.AsyncNetworkBackend):
+    """Connects to addresses the SSRF check vetted, not to whatever DNS says now.
+
+    httpcore hands `connect_tcp` the URL's host name; we ask `vet(host, port)` for the
+    checked addresses and connect to those. TLS still starts with the host name as SNI and
+    certificate name, and the Host header is unchanged, because both come from the request
+    URL, not from the socket. So a rebinding DNS server that answered with a public address
+    for the check gets no second question to answer with 127.0.0.1.
+    """
+
+    def __init__(self, vet: Vetter, inner: httpcore.AsyncNetworkBackend | None = None):
+        self._vet = vet
+        self._inner = inner or httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None,
+                          socket_options: Iterable | None = None) -> httpcore.AsyncNetworkStream:
+        addresses = await self._vet(host, port)
+        last: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(address, port, timeout=timeout,
+                                                     local_address=local_address,
+                                                     socket_options=socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        raise last or httpcore.ConnectError(f"no address to connect to for {host}")
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Iterable | None = None) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("unix sockets are not used by the fetcher")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class PinnedTransport(httpx.AsyncHTTPTransport):
+    """httpx's own transport (request and error mapping unchanged) over a connection pool
+    whose network backend is a `PinnedBackend`. httpx 0.28 takes no backend argument, so
+    we build the httpcore pool ourselves with the same defaults httpx uses."""
+
+    def __init__(self, vet: Vetter, *, ssl_context: ssl.SSLContext | None = None,
+                 limits: httpx.Limits = httpx.Limits(max_connections=100, max_keepalive_connections=20,
+                                                     keepalive_expiry=5.0)):
+        # Deliberately not calling super().__init__: it would build a pool without our backend.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=PinnedBackend(vet))
+
+
+# --- robots.txt ----------------------------------------------------------------------
+
+
+@dataclass
+class _Robots:
+    parser: Protego | None      # None: allow everything (4xx, or nothing to parse)
+    unavailable: str | None     # set: 5xx / 429 / network error; disallow everything
+    expires: float
+
+
+# --- the fetcher ---------------------------------------------------------------------
 
 
 class Fetcher:
-    """Shared by all targets of a process, so per-host spacing holds across targets."""
+    """Shared by all targets of a process, so per-host spacing holds across targets.
+
+    Clients: one `httpx.AsyncClient` per distinct proxy (`None` = direct). Direct requests
+    of targets that do not `allow_private` go through a `PinnedTransport`, so the
+    connection is made to the address the SSRF check approved.
+
+    SOCKS and DNS: httpcore's SOCKS5 code (httpcore/_async/socks_proxy.py,
+    `_init_socks5_connection`) builds the CONNECT request with
+    `socksio.socks5.SOCKS5CommandRequest.from_address(CONNECT, (host, port))` where `host`
+    is the URL's host name; socksio's `encode_address` sends anything that is not an IP
+    literal as address type DOMAINNAME (0x03). So `socks5://` in httpx already resolves at
+    the proxy (what curl calls `socks5h://`), which Tor needs for `.onion` names; httpx
+    0.28 also accepts the `socks5h` scheme and treats it the same. For any SOCKS target we
+    therefore skip the local DNS check (the proxy's answer is the one that counts) and
+    refuse only IP literals in private ranges and `localhost`.
+    """
 
     def __init__(self, settings: CrawlSettings, *, transport: httpx.AsyncBaseTransport | None = None,
-                 resolver: Resolver = system_resolver):
+                 resolver: Resolver = system_resolver, backoff_base: float = 1.0,
+                 robots_ttl: float = ROBOTS_TTL, robots_error_ttl: float = ROBOTS_ERROR_TTL):
         self.settings = settings
         self.resolver = resolver
-        timeout = httpx.Timeout(settings.request_timeout, connect=settings.connect_timeout)
-        # Redirects are followed by hand so that every hop is checked.
-        self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False,
-                                        transport=transport, trust_env=False)
-        self._host_locks: dict[str, asyncio.Lock] = {}
-        self._host_last: dict[str, float] = {}
+        self.backoff_base = backoff_base
+        self.robots_ttl = robots_ttl
+        self.robots_error_ttl = robots_error_ttl
+        self._timeout = httpx.Timeout(settings.request_timeout, connect=settings.connect_timeout)
+        self._transport = transport
+        # (proxy or None, pinned) -> client. Redirects are followed by hand so that every
+        # hop is checked.
+        self._clients: dict[tuple[str | None, bool], httpx.AsyncClient] = {}
+        self.client = self._client(None, pinned=False)  # the plain direct client
+        self._pins: dict[str, list[str]] = {}
+        self._host_sems: dict[str, asyncio.Semaphore] = {}
+        self._host_next_start: dict[str, float] = {}
+        self._host_paused_until: dict[str, float] = {}
+        self._crawl_delay: dict[str, float] = {}
+        self._robots: dict[tuple[str, str, int], _Robots] = {}
+        self._robots_locks: dict[tuple[str, str, int], asyncio.Lock] = {}
+        self._robots_ignored: set[str] = set()
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        for client in {id(c): c for c in self._clients.values()}.values():
+            await client.aclose()
 
     async def __aenter__(self) -> "Fetcher":
         return self
@@ -138,57 +375,255 @@ class Fetcher:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    # --- public ----------------------------------------------------------------------
+
     async def get(self, url: str, target: Target, *, headers: dict[str, str] | None = None,
                   max_bytes: int | None = None) -> Response:
-        """GET with every safety rule applied; 304 is returned, other non-2xx raise."""
-        max_bytes = max_bytes or self.settings.max_response_bytes
-        request_headers = {"User-Agent": target.user_agent or self.settings.user_agent,
-                           **target.headers, **(headers or {})}
+        """GET with every safety and politeness rule applied; 304 is returned, other
+        non-2xx raise FetchError (RobotsDisallowed, BlockedAddress are FetchErrors too)."""
+        if not target.obey_robots and target.name not in self._robots_ignored:
+            self._robots_ignored.add(target.name)
+            log.warning("robots_ignored", target=target.name)
+        response, attempts = await self._fetch(url, target, headers=headers,
+                                               max_bytes=max_bytes or self.settings.max_response_bytes,
+                                               robots=target.obey_robots)
+        if response.status == 304 or 200 <= response.status < 300:
+            return response
+        after = f" (after {attempts} attempts)" if attempts > 1 else ""
+        raise FetchError(f"HTTP {response.status} from {redact_url(response.url)}{after}")
+
+    async def check_url(self, url: str, target: Target) -> list[str]:
+        """The SSRF check for one URL as `get` makes it (scheme, host, addresses, `.onion`
+        and proxy rules); returns the vetted addresses, which later connections use."""
+        proxy = target.proxy
+        addresses = await check_destination(url, allow_private=target.allow_private,
+                                            resolver=self.resolver, remote_dns=_is_socks(proxy))
+        if addresses and not target.allow_private and not proxy:
+            self._pins[_pin_key(url)] = addresses
+        return addresses
+
+    async def vetted_addresses(self, host: str, port: int) -> list[str]:
+        """Addresses a pinned connection to `host` may use: those the last check approved;
+        failing that (never expected), resolve and check now."""
+        host = host.lower()
+        pinned = self._pins.get(host)
+        if pinned:
+            return pinned
+        return await check_destination(_origin("http", host, port) + "/", allow_private=False,
+                                       resolver=self.resolver)
+
+    def host_spacing(self, host: str) -> float:
+        """Minimum seconds between request starts to `host`: host_delay or Crawl-delay."""
+        return max(self.settings.host_delay, self._crawl_delay.get(host.lower(), 0.0))
+
+    # --- one fetch: hops, robots, retries ----------------------------------------------
+
+    def _client(self, proxy: str | None, *, pinned: bool) -> httpx.AsyncClient:
+        key = ("<injected>", False) if self._transport is not None else (proxy, pinned)
+        client = self._clients.get(key)
+        if client is None:
+            kwargs: dict = {"timeout": self._timeout, "follow_redirects": False, "trust_env": False}
+            if self._transport is not None:
+                kwargs["transport"] = self._transport
+            elif pinned:
+                kwargs["transport"] = PinnedTransport(self.vetted_addresses)
+            elif proxy:
+                kwargs["proxy"] = normalise_proxy(proxy)
+                log.debug("proxy_client", proxy=redact_url(proxy))
+            client = httpx.AsyncClient(**kwargs)
+            # Targets say which cookies they send; a site's Set-Cookie must not leak into
+            # the requests of other targets sharing this client.
+            client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+            self._clients[key] = client
+        return client
+
+    def _headers(self, target: Target, extra: dict[str, str] | None) -> httpx.Headers:
+        headers = httpx.Headers({"User-Agent": target.user_agent or self.settings.user_agent})
+        headers.update(target.headers)
+        headers.update(extra or {})
+        if target.cookies:
+            for name, value in target.cookies.items():
+                if any(c in name + value for c in ";\r\n") or "=" in name or not name:
+                    raise FetchError(f"target {target.name}: cookie {name[:40]!r} has a name or "
+                                     f"value that cannot go in a Cookie header")
+            jar = "; ".join(f"{name}={value}" for name, value in target.cookies.items())
+            existing = headers.get("cookie")
+            headers["Cookie"] = f"{existing}; {jar}" if existing else jar
+        return headers
+
+    async def _fetch(self, url: str, target: Target, *, headers: dict[str, str] | None,
+                     max_bytes: int, robots: bool, truncate: bool = False) -> tuple[Response, int]:
+        request_headers = self._headers(target, headers)
+        proxy = target.proxy
+        pinned = not proxy and not target.allow_private
+        client = self._client(proxy, pinned=pinned)
+        secrets = _secrets_of(proxy)
         current = url
         for _hop in range(self.settings.max_redirects + 1):
-            await check_destination(current, allow_private=target.allow_private,
-                                    resolver=self.resolver)
-            status, response_headers, body = await self._get_once(current, request_headers, max_bytes)
+            await self.check_url(current, target)
+            if robots:
+                await self._check_robots(current, target, request_headers["user-agent"])
+            status, response_headers, body, attempts = await self._with_retries(
+                client, current, request_headers, max_bytes, truncate, secrets)
             if status in REDIRECT_CODES and "location" in response_headers:
                 current = urljoin(current, response_headers["location"])
                 continue
-            if status == 304 or 200 <= status < 300:
-                return Response(current, status, response_headers, body)
-            raise FetchError(f"HTTP {status} from {redact_url(current)}")
+            return Response(current, status, response_headers, body), attempts
         raise FetchError(f"more than {self.settings.max_redirects} redirects from {redact_url(url)}")
 
-    async def _get_once(self, url: str, headers: dict[str, str],
-                        max_bytes: int) -> tuple[int, httpx.Headers, bytes]:
-        host = urlsplit(url).hostname or ""
-        lock = self._host_locks.setdefault(host, asyncio.Lock())
-        async with lock:
-            wait = self._host_last.get(host, 0.0) + self.settings.host_delay - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+    async def _with_retries(self, client: httpx.AsyncClient, url: str, headers: httpx.Headers,
+                            max_bytes: int, truncate: bool,
+                            secrets: list[str]) -> tuple[int, httpx.Headers, bytes, int]:
+        safe_url = redact_url(url)
+        host = (urlsplit(url).hostname or "").lower()
+        attempts = self.settings.retries + 1
+        for attempt in range(1, attempts + 1):
+            retry_after = None
             try:
-                return await self._stream(url, headers, max_bytes)
-            finally:
-                self._host_last[host] = time.monotonic()
+                status, response_headers, body = await self._attempt(
+                    client, url, host, headers, max_bytes, truncate, secrets)
+            except _Transient as exc:
+                if attempt == attempts:
+                    after = f" (after {attempts} attempts)" if attempts > 1 else ""
+                    raise FetchError(f"{exc}{after}") from None
+                reason = exc.reason
+            else:
+                if status not in RETRY_CODES or attempt == attempts:
+                    return status, response_headers, body, attempt
+                reason = f"HTTP {status}"
+                if status in RETRY_AFTER_CODES:
+                    retry_after = parse_retry_after(response_headers.get("retry-after"))
+            if retry_after is not None:
+                cap = self.settings.retry_after_cap
+                if retry_after > cap:
+                    raise FetchError(f"{reason} from {safe_url} with Retry-After of {retry_after:.0f}s, "
+                                     f"over the retry_after_cap of {cap:.0f}s: giving up")
+                delay = retry_after
+                # The server asked the whole host to back off, not just this request.
+                until = time.monotonic() + delay
+                self._host_paused_until[host] = max(self._host_paused_until.get(host, 0.0), until)
+            else:
+                # Full jitter: uniform over [0, base * 2^(n-1)], so retries spread out.
+                delay = random.uniform(0, min(MAX_BACKOFF, self.backoff_base * 2 ** (attempt - 1)))
+            log.info("fetch_retry", url=safe_url, attempt=attempt, reason=reason,
+                     delay=round(delay, 3))
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _stream(self, url: str, headers: dict[str, str],
-                      max_bytes: int) -> tuple[int, httpx.Headers, bytes]:
+    async def _attempt(self, client: httpx.AsyncClient, url: str, host: str, headers: httpx.Headers,
+                       max_bytes: int, truncate: bool,
+                       secrets: list[str]) -> tuple[int, httpx.Headers, bytes]:
+        sem = self._host_sems.get(host)
+        if sem is None:
+            sem = self._host_sems[host] = asyncio.Semaphore(max(1, self.settings.host_concurrency))
+        async with sem:
+            await self._wait_turn(host)
+            return await self._stream(client, url, headers, max_bytes, truncate, secrets)
+
+    async def _wait_turn(self, host: str) -> None:
+        """Reserve the next start slot for `host` (no await between read and write, so the
+        reservation is atomic on the event loop), then sleep until it."""
+        now = time.monotonic()
+        start = max(now, self._host_next_start.get(host, 0.0), self._host_paused_until.get(host, 0.0))
+        self._host_next_start[host] = start + self.host_spacing(host)
+        if start > now:
+            await asyncio.sleep(start - now)
+
+    async def _stream(self, client: httpx.AsyncClient, url: str, headers: httpx.Headers,
+                      max_bytes: int, truncate: bool,
+                      secrets: list[str]) -> tuple[int, httpx.Headers, bytes]:
         safe_url = redact_url(url)
         try:
-            async with self.client.stream("GET", url, headers=headers) as response:
+            async with client.stream("GET", url, headers=headers) as response:
                 declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > max_bytes:
+                if not truncate and declared and declared.isdigit() and int(declared) > max_bytes:
                     raise FetchError(f"response from {safe_url} is {int(declared)} bytes, "
                                      f"over the {max_bytes}-byte cap")
                 chunks, size = [], 0
                 async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
+                    if size + len(chunk) > max_bytes:
+                        if truncate:
+                            chunks.append(chunk[:max_bytes - size])
+                            size = max_bytes
+                            break
                         raise FetchError(f"response from {safe_url} exceeded the {max_bytes}-byte cap")
+                    size += len(chunk)
                     chunks.append(chunk)
                 log.debug("fetched", url=safe_url, status=response.status_code, bytes=size)
                 return response.status_code, response.headers, b"".join(chunks)
         except httpx.TimeoutException:
-            raise FetchError(f"timed out fetching {safe_url}") from None
+            raise _Transient(f"timed out fetching {safe_url}", "timeout") from None
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+            reason = _scrub(_first_line(exc), secrets)
+            raise _Transient(f"cannot fetch {safe_url}: {reason}", reason) from None
         except httpx.HTTPError as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise FetchError(f"cannot fetch {safe_url}: {reason}") from None
+            raise FetchError(f"cannot fetch {safe_url}: {_scrub(_first_line(exc), secrets)}") from None
+
+    # --- robots.txt ----------------------------------------------------------------
+
+    async def _check_robots(self, url: str, target: Target, user_agent: str) -> None:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        key = (parts.scheme, host, port)
+        entry = self._robots.get(key)
+        if entry is None or entry.expires <= time.monotonic():
+            lock = self._robots_locks.setdefault(key, asyncio.Lock())
+            async with lock:  # one fetch per origin, however many requests wait for it
+                entry = self._robots.get(key)
+                if entry is None or entry.expires <= time.monotonic():
+                    entry = await self._load_robots(parts.scheme, host, parts.port, target)
+                    self._robots[key] = entry
+        if entry.unavailable is not None:
+            raise RobotsDisallowed(f"robots.txt of {_origin(parts.scheme, host, parts.port)} is "
+                                   f"unavailable ({entry.unavailable}), so the host counts as "
+                                   f"disallowed for now: not fetching {redact_url(url)}")
+        if entry.parser is None:
+            return
+        token = product_token(user_agent)
+        delay = entry.parser.crawl_delay(token)
+        self._crawl_delay[host] = min(float(delay), MAX_CRAWL_DELAY) if delay else 0.0
+        if not entry.parser.can_fetch(url, token):
+            raise RobotsDisallowed(f"robots.txt disallows {redact_url(url)} for {token}")
+
+    async def _load_robots(self, scheme: str, host: str, port: int | None, target: Target) -> _Robots:
+        robots_url = _origin(scheme, host, port) + "/robots.txt"
+        now = time.monotonic()
+        try:
+            response, _ = await self._fetch(robots_url, target, headers=None,
+                                            max_bytes=ROBOTS_MAX_BYTES, robots=False, truncate=True)
+        except FetchError as exc:
+            log.warning("robots_unavailable", url=robots_url, reason=str(exc))
+            return _Robots(None, str(exc), now + self.robots_error_ttl)
+        status = response.status
+        log.debug("robots_fetched", url=robots_url, status=status, bytes=len(response.body))
+        if status == 429 or status >= 500:
+            log.warning("robots_unavailable", url=robots_url, reason=f"HTTP {status}")
+            return _Robots(None, f"HTTP {status}", now + self.robots_error_ttl)
+        if 200 <= status < 300:
+            try:
+                parser = Protego.parse(response.body.decode("utf-8", errors="replace"))
+            except Exception as exc:  # a parser bug on hostile input must not sink the target
+                log.warning("robots_unparseable", url=robots_url, error=type(exc).__name__)
+                parser = None
+            return _Robots(parser, None, now + self.robots_ttl)
+        # 4xx (no robots.txt, or not for us to read) and anything odd: no rules.
+        return _Robots(None, None, now + self.robots_ttl)
+
+
+def _origin(scheme: str, host: str, port: int | None) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{shown}" + (f":{port}" if port else "")
+
+
+def _pin_key(url: str) -> str:
+    """The host as httpcore will hand it to `connect_tcp` (IDNA-encoded, lowercase)."""
+    try:
+        return httpx.URL(url).raw_host.decode("ascii").lower()
+    except (httpx.InvalidURL, UnicodeError):
+        return (urlsplit(url).hostname or "").lower()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__

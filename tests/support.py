@@ -17,7 +17,8 @@ from monitor.registry import import_indicators, register_paths
 from monitor.sources import ADAPTERS
 from monitor.store import Store
 
-FAST = CrawlSettings(host_delay=0.001, request_timeout=5, run_timeout=60)
+# No retries: a test that serves an error wants the error now, not after real back-off.
+FAST = CrawlSettings(host_delay=0.001, request_timeout=5, run_timeout=60, retries=0)
 DEMO_RULE = Rule(name="heron-7b-mention", pattern=r"(?i)(?<![\w-])heron[-_ ]?7b(?!\w)",
                  model="heron-7b")
 

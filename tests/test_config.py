@@ -161,3 +161,15 @@ def test_proxy_and_crawl_limits_are_checked(tmp_path):
     joined = "\n".join(found)
     assert "crawl.retries: must be at least 0, got -1" in joined
     assert "targets[0] (board).proxy: proxy must be an http://, https://, socks5:// or socks5h://" in joined
+
+
+def test_onion_needs_socks_and_cookies_are_tokens(tmp_path):
+    onion = GOOD_TARGET.replace("https://a.4cdn.org/g/", "http://abcdefghijklmnop.onion/g/")
+    found = problems(tmp_path, onion + 'cookies = { "bad name" = "x", ok = "a;b" }\n')
+    joined = "\n".join(found)
+    assert "targets[0] (board).proxy: a .onion target needs a socks5://" in joined
+    assert "targets[0] (board).cookies.bad name: a cookie name must be a token" in joined
+    assert "targets[0] (board).cookies.ok: a cookie name must be a token" in joined
+    path = tmp_path / "ok.toml"
+    path.write_text(onion + 'proxy = "socks5h://127.0.0.1:9050"\ncookies = { session = "abc" }\n')
+    assert load_config(path).targets[0].cookies == {"session": "abc"}

@@ -1,18 +1,30 @@
-"""The fetcher against a real HTTP server on loopback, and the SSRF guard."""
+"""The fetcher against real HTTP servers on loopback: safety (SSRF guard, caps, DNS pinning)
+and politeness (robots.txt, retries, per-host concurrency), cookies and proxies."""
 
 from __future__ import annotations
 
 import asyncio
+import select
+import socket
+import socketserver
 import threading
 import time
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
+from monitor import fetch as fetch_module
 from monitor.config import CrawlSettings, Target
-from monitor.fetch import (BlockedAddress, Fetcher, FetchError, check_destination,
-                           is_forbidden_address, redact_url)
+from monitor.fetch import (BlockedAddress, Fetcher, FetchError, PinnedTransport, RobotsDisallowed,
+                           check_destination, is_forbidden_address, parse_retry_after,
+                           product_token, redact_url)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -67,13 +79,15 @@ def server():
     srv.shutdown()
 
 
-def target(url: str, allow_private: bool = True, **kw) -> Target:
-    return Target(name="t", kind="forum", url=url, interval=60, jitter=0,
+def target(url: str, allow_private: bool = True, name: str = "t", **kw) -> Target:
+    return Target(name=name, kind="forum", url=url, interval=60, jitter=0,
                   allow_private=allow_private, **kw)
 
 
 def fetch(url: str, *, settings: CrawlSettings | None = None, **kw):
-    settings = settings or CrawlSettings(host_delay=0.001, request_timeout=1, max_response_bytes=1 << 20)
+    # retries=0: these tests are about one request; retries have their own tests below.
+    settings = settings or CrawlSettings(host_delay=0.001, request_timeout=1, max_response_bytes=1 << 20,
+                                         retries=0)
 
     async def go():
         async with Fetcher(settings) as f:
@@ -156,7 +170,8 @@ def test_redirect_hop_into_private_network_is_refused():
     async def go():
         async with Fetcher(CrawlSettings(host_delay=0.001), transport=httpx.MockTransport(handler),
                            resolver=resolver) as f:
-            return await f.get("http://public.test/", target("http://public.test/", allow_private=False))
+            return await f.get("http://public.test/", target("http://public.test/", allow_private=False,
+                                                             obey_robots=False))
 
     with pytest.raises(BlockedAddress, match="metadata.test resolves to 169.254.169.254"):
         asyncio.run(go())
@@ -168,3 +183,754 @@ def test_redact_url_hides_secrets():
     safe = redact_url(url)
     assert "SECRET123" not in safe and "pw" not in safe
     assert "q=heron" in safe and "t=search" in safe
+
+
+# ===================================================================================
+# Politeness: robots.txt, retries, per-host concurrency; cookies, proxies, DNS pinning.
+# ===================================================================================
+
+
+
+class Recorder:
+    """A loopback HTTP server whose routes a test sets; it records every request it gets.
+
+    A route is `(status, body[, headers])` or a callable `(handler, n) -> route` where `n`
+    counts earlier requests for the same path (so "fail twice, then answer" is easy)."""
+
+    def __init__(self, routes=None, default=(404, b"nope")):
+        self.routes = dict(routes or {})
+        self.default = default
+        self.requests: list[tuple[str, float, dict]] = []
+        self.active = self.max_active = 0
+        self.lock = threading.Lock()
+        rec = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                path = urlsplit(self.path).path
+                with rec.lock:
+                    n = sum(1 for p, _, _ in rec.requests if urlsplit(p).path == path)
+                    rec.requests.append((self.path, time.monotonic(), dict(self.headers)))
+                    rec.active += 1
+                    rec.max_active = max(rec.max_active, rec.active)
+                try:
+                    route = rec.routes.get(path, rec.default)
+                    if callable(route):
+                        route = route(self, n)
+                    status, body, *rest = route
+                    self.send_response(status)
+                    for name, value in (rest[0] if rest else {}).items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                finally:
+                    with rec.lock:
+                        rec.active -= 1
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    def count(self, path: str) -> int:
+        return sum(1 for p, _, _ in self.requests if urlsplit(p).path == path)
+
+    def times(self, path: str) -> list[float]:
+        return [t for p, t, _ in self.requests if urlsplit(p).path == path]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def make(routes=None, **kw):
+        servers.append(Recorder(routes, **kw))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def settings(**kw) -> CrawlSettings:
+    base = dict(host_delay=0.001, request_timeout=2, connect_timeout=2, retries=2,
+                max_response_bytes=1 << 20)
+    return CrawlSettings(**{**base, **kw})
+
+
+def run(fn, *, crawl: CrawlSettings | None = None, **fetcher_kw):
+    """Run `await fn(fetcher)` with a fresh Fetcher whose backoff base is 10 ms."""
+    fetcher_kw.setdefault("backoff_base", 0.01)
+
+    async def go():
+        async with Fetcher(crawl or settings(), **fetcher_kw) as f:
+            return await fn(f)
+
+    return asyncio.run(go())
+
+
+def outcome(coro_fn):
+    """'ok' or the exception type name, so tests can compare whole tables of URLs."""
+    async def wrapped():
+        try:
+            await coro_fn()
+            return "ok"
+        except FetchError as exc:
+            return type(exc).__name__
+    return wrapped
+
+
+ROBOTS = b"""\
+User-agent: *
+Disallow: /private
+Allow: /private/open$
+
+User-agent: weightwatch
+Disallow: /*.json$
+Disallow: /search?q=
+Allow: /search?q=ok
+
+User-agent: otherbot
+Disallow: /
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- robots.txt -------------------------------------------------------------------------
+
+
+def test_robots_groups_and_wildcards(serve):
+    """The most specific group applies (not '*' as well); '*' and '$' patterns; the
+    longest match wins between Allow and Disallow; the product token picks the group."""
+    srv = serve({"/robots.txt": (200, ROBOTS)}, default=(200, b"page"))
+    cases = {
+        ("weightwatch/0.1 (+https://x)", "/private/x"): "ok",  # '*' group does not apply
+        ("weightwatch/0.1 (+https://x)", "/data.json"): "RobotsDisallowed",
+        ("weightwatch/0.1 (+https://x)", "/data.json?x=1"): "ok",  # '$' anchors the end
+        ("weightwatch/0.1 (+https://x)", "/search?q=bad"): "RobotsDisallowed",
+        ("weightwatch/0.1 (+https://x)", "/search?q=ok"): "ok",  # longer Allow wins
+        ("curious/1", "/private/x"): "RobotsDisallowed",
+        ("curious/1", "/private/open"): "ok",
+        ("curious/1", "/private/open/more"): "RobotsDisallowed",
+        ("curious/1", "/data.json"): "ok",
+        ("otherbot/2.0", "/anything"): "RobotsDisallowed",
+    }
+
+    async def go(f):
+        got = {}
+        for (ua, path), _ in cases.items():
+            t = target(srv.base, user_agent=ua)
+            got[(ua, path)] = await outcome(lambda: f.get(srv.base + path, t))()
+        return got
+
+    assert run(go) == cases
+    fetched = [p for p, _, _ in srv.requests if p != "/robots.txt"]
+    assert sorted(fetched) == sorted(path for (_ua, path), v in cases.items() if v == "ok"), \
+        "a disallowed URL never reaches the server"
+    assert srv.count("/robots.txt") == 1, "one robots.txt per origin, shared by targets"
+
+
+def test_robots_disallow_message_is_one_line_and_redacted(serve):
+    srv = serve({"/robots.txt": (200, b"User-agent: *\nDisallow: /api\n")}, default=(200, b"x"))
+    with pytest.raises(RobotsDisallowed) as info:
+        run(lambda f: f.get(srv.base + "/api?apikey=SECRET1&q=heron", target(srv.base)))
+    message = str(info.value)
+    assert "\n" not in message and "SECRET1" not in message
+    assert f"{srv.base}/api?apikey=REDACTED&q=heron" in message
+    assert srv.count("/api") == 0
+
+
+def test_robots_fetched_once_per_origin(serve):
+    a = serve({"/robots.txt": (200, b"User-agent: *\nDisallow:\n")}, default=(200, b"a"))
+    b = serve(default=(200, b"b"))  # no robots.txt: 404
+
+    async def go(f):
+        ta, tb = target(a.base), target(b.base, name="other")
+        await asyncio.gather(*(f.get(f"{a.base}/p{i}", ta) for i in range(6)),
+                             *(f.get(f"{b.base}/p{i}", tb) for i in range(6)))
+        await f.get(a.base + "/again", ta)
+
+    run(go)
+    assert a.count("/robots.txt") == 1 and b.count("/robots.txt") == 1
+    assert len(a.requests) == 8 and len(b.requests) == 7
+
+
+def test_obey_robots_false_fetches_anyway_and_logs_once(serve):
+    srv = serve({"/robots.txt": (200, b"User-agent: *\nDisallow: /\n")}, default=(200, b"x"))
+    rude = Target(name="rude", kind="forum", url=srv.base, interval=60, jitter=0,
+                  allow_private=True, obey_robots=False)
+    polite = target(srv.base, name="polite")
+
+    async def go(f):
+        assert (await f.get(srv.base + "/a", rude)).body == b"x"
+        assert (await f.get(srv.base + "/b", rude)).body == b"x"
+        with pytest.raises(RobotsDisallowed):
+            await f.get(srv.base + "/c", polite)
+
+    with capture_logs() as logs:
+        run(go)
+    ignored = [e for e in logs if e["event"] == "robots_ignored"]
+    assert ignored == [{"event": "robots_ignored", "target": "rude", "log_level": "warning"}]
+    assert srv.count("/a") == 1 and srv.count("/b") == 1 and srv.count("/c") == 0
+
+
+@pytest.mark.parametrize("status,allowed", [
+    (404, True), (410, True), (401, True), (403, True),
+    (500, False), (503, False), (429, False),
+])
+def test_robots_status_rules(serve, status, allowed):
+    """4xx (except 429): no rules. 5xx and 429: the host counts as disallowed."""
+    srv = serve({"/robots.txt": (status, b"User-agent: *\nDisallow: /\n")}, default=(200, b"x"))
+
+    async def go(f):
+        t = target(srv.base)
+        return await outcome(lambda: f.get(srv.base + "/page", t))(), \
+            await outcome(lambda: f.get(srv.base + "/page2", t))()
+
+    result = run(go, crawl=settings(retries=0))
+    assert result == (("ok", "ok") if allowed else ("RobotsDisallowed", "RobotsDisallowed"))
+    assert srv.count("/robots.txt") == 1, "the verdict is cached, good or bad"
+    assert srv.count("/page") == (1 if allowed else 0)
+
+
+def test_robots_5xx_is_retried_later(serve):
+    """A disallow from a failing robots.txt lasts `robots_error_ttl`, then robots is re-read."""
+    srv = serve({"/robots.txt": lambda h, n: (500, b"") if n == 0 else (404, b"")},
+                default=(200, b"x"))
+
+    async def go(f):
+        t = target(srv.base)
+        with pytest.raises(RobotsDisallowed, match=r"unavailable \(HTTP 500\)"):
+            await f.get(srv.base + "/page", t)
+        return (await f.get(srv.base + "/page", t)).body
+
+    assert run(go, crawl=settings(retries=0), robots_error_ttl=0) == b"x"
+    assert srv.count("/robots.txt") == 2 and srv.count("/page") == 1
+
+
+def test_robots_unreachable_counts_as_disallowed():
+    port = free_port()
+    with pytest.raises(RobotsDisallowed, match="robots.txt of .* is unavailable"):
+        run(lambda f: f.get(f"http://127.0.0.1:{port}/x", target("http://127.0.0.1/")),
+            crawl=settings(retries=0))
+
+
+def test_robots_over_512kb_is_truncated_not_refused(serve):
+    big = b"User-agent: *\nDisallow: /secret\n" + b"# padding\n" * 70_000  # ~700 KB
+    srv = serve({"/robots.txt": (200, big)}, default=(200, b"x"))
+
+    async def go(f):
+        t = target(srv.base)
+        assert (await f.get(srv.base + "/open", t)).body == b"x"
+        with pytest.raises(RobotsDisallowed):
+            await f.get(srv.base + "/secret/a", t)
+
+    run(go)
+
+
+def test_crawl_delay_spaces_request_starts(serve):
+    srv = serve({"/robots.txt": (200, b"User-agent: *\nCrawl-delay: 0.2\n")}, default=(200, b"x"))
+
+    async def go(f):
+        t = target(srv.base)
+        await asyncio.gather(*(f.get(f"{srv.base}/p", t) for _ in range(3)))
+
+    run(go, crawl=settings(host_delay=0.001, host_concurrency=3))
+    times = srv.times("/p")
+    assert len(times) == 3
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 0.15, gaps  # tolerant lower bound on a 0.2 s Crawl-delay
+
+
+def test_crawl_delay_is_capped_at_60s(serve):
+    srv = serve({"/robots.txt": (200, b"User-agent: *\nCrawl-delay: 1000\n")}, default=(200, b"x"))
+
+    async def go(f):
+        await f.get(srv.base + "/p", target(srv.base))
+        return f.host_spacing("127.0.0.1")
+
+    assert run(go) == 60.0
+
+
+# --- retries ----------------------------------------------------------------------------
+
+
+def test_retry_on_503_then_success(serve):
+    srv = serve({"/flaky": lambda h, n: (503, b"busy") if n < 2 else (200, b"done")})
+    with capture_logs() as logs:
+        r = run(lambda f: f.get(srv.base + "/flaky?apikey=SECRET2", target(srv.base)))
+    assert r.body == b"done" and srv.count("/flaky") == 3
+    retries = [e for e in logs if e["event"] == "fetch_retry"]
+    assert [(e["attempt"], e["reason"]) for e in retries] == [(1, "HTTP 503"), (2, "HTTP 503")]
+    assert all(0 <= e["delay"] <= 0.01 * 2 ** (e["attempt"] - 1) for e in retries)
+    assert "SECRET2" not in repr(logs)
+    assert retries[0]["url"] == f"{srv.base}/flaky?apikey=REDACTED"
+
+
+def test_503_retries_exhausted_is_one_line_error(serve):
+    srv = serve({"/down": (503, b"busy")})
+    with pytest.raises(FetchError) as info:
+        run(lambda f: f.get(srv.base + "/down", target(srv.base)))
+    assert str(info.value) == f"HTTP 503 from {srv.base}/down (after 3 attempts)"
+    assert srv.count("/down") == 3
+
+
+@pytest.mark.parametrize("retry_after", ["0", "Wed, 21 Oct 2015 07:28:00 GMT"])
+def test_429_honours_retry_after(serve, retry_after):
+    srv = serve({"/limited": lambda h, n: (429, b"slow down", {"Retry-After": retry_after})
+                 if n == 0 else (200, b"ok")})
+    with capture_logs() as logs:
+        # A 1 s backoff base: were Retry-After ignored, the logged delay would be random.
+        r = run(lambda f: f.get(srv.base + "/limited", target(srv.base)), backoff_base=1.0)
+    assert r.body == b"ok" and srv.count("/limited") == 2
+    [retry] = [e for e in logs if e["event"] == "fetch_retry"]
+    assert retry["reason"] == "HTTP 429" and retry["delay"] == 0
+
+
+@pytest.mark.parametrize("retry_after", [
+    "3600", format_datetime(datetime.now(timezone.utc) + timedelta(hours=2), usegmt=True)])
+def test_retry_after_over_the_cap_gives_up_without_sleeping(serve, retry_after):
+    srv = serve({"/limited": (429, b"", {"Retry-After": retry_after})})
+    with capture_logs() as logs, pytest.raises(FetchError) as info:
+        run(lambda f: f.get(srv.base + "/limited", target(srv.base)),
+            crawl=settings(retry_after_cap=5))
+    assert "Retry-After of" in str(info.value) and "over the retry_after_cap of 5s" in str(info.value)
+    assert srv.count("/limited") == 1
+    assert not [e for e in logs if e["event"] == "fetch_retry"]
+
+
+def test_no_retry_on_404(serve):
+    srv = serve()
+    with pytest.raises(FetchError) as info:
+        run(lambda f: f.get(srv.base + "/missing", target(srv.base)))
+    assert str(info.value) == f"HTTP 404 from {srv.base}/missing"
+    assert srv.count("/missing") == 1
+
+
+def test_no_retry_on_size_cap(serve):
+    srv = serve({"/big": (200, b"x" * 5000)})
+    with pytest.raises(FetchError, match="cap"):
+        run(lambda f: f.get(srv.base + "/big", target(srv.base), max_bytes=100))
+    assert srv.count("/big") == 1
+
+
+def test_connection_refused_is_retried_then_fails():
+    url = f"http://127.0.0.1:{free_port()}/x"
+    with capture_logs() as logs, pytest.raises(FetchError, match=r"after 3 attempts") as info:
+        run(lambda f: f.get(url, target(url, obey_robots=False)))
+    assert str(info.value).startswith(f"cannot fetch {url}: ")
+    assert [e["attempt"] for e in logs if e["event"] == "fetch_retry"] == [1, 2]
+
+
+def test_timeout_is_retried(serve):
+    def stall_once(handler, n):
+        if n == 0:
+            time.sleep(0.6)
+        return 200, b"eventually"
+
+    srv = serve({"/stall": stall_once})
+    with capture_logs() as logs:
+        r = run(lambda f: f.get(srv.base + "/stall", target(srv.base, obey_robots=False)),
+                crawl=settings(request_timeout=0.2))
+    assert r.body == b"eventually" and srv.count("/stall") == 2
+    assert [e["reason"] for e in logs if e["event"] == "fetch_retry"] == ["timeout"]
+
+
+def test_blocked_address_is_not_retried():
+    calls = []
+
+    async def resolver(host, port):
+        calls.append(host)
+        return ["10.0.0.5"]
+
+    with pytest.raises(BlockedAddress):
+        run(lambda f: f.get("http://intranet.test/", target("http://intranet.test/", allow_private=False)),
+            resolver=resolver)
+    assert calls == ["intranet.test"]
+
+
+def test_parse_retry_after():
+    now = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    assert parse_retry_after("120", now=now) == 120
+    assert parse_retry_after("Wed, 01 Jan 2025 00:01:00 GMT", now=now) == 60
+    assert parse_retry_after("Tue, 31 Dec 2024 00:00:00 GMT", now=now) == 0
+    assert parse_retry_after("soon", now=now) is None and parse_retry_after(None) is None
+
+
+# --- per-host concurrency -------------------------------------------------------------
+
+
+def test_host_concurrency_limit(serve):
+    def slow(handler, n):
+        time.sleep(0.1)
+        return 200, b"x"
+
+    srv = serve({"/slow": slow})
+
+    async def go(f):
+        t = target(srv.base, obey_robots=False)
+        return await asyncio.gather(*(f.get(srv.base + "/slow", t) for _ in range(6)))
+
+    assert len(run(go, crawl=settings(host_concurrency=2))) == 6
+    assert srv.count("/slow") == 6
+    assert srv.max_active == 2  # never more than 2, and the limit is used, not serialised
+
+
+# --- headers, cookies, conditional GET -----------------------------------------------
+
+
+def test_cookies_sent_merged_and_never_collected(serve):
+    srv = serve({
+        "/echo": lambda h, n: (200, (h.headers.get("Cookie") or "-").encode()),
+        "/set": (200, b"x", {"Set-Cookie": "tracker=1; Path=/"}),
+    })
+
+    async def go(f):
+        with_cookies = target(srv.base, cookies={"session": "abc", "consent": "yes"},
+                              headers={"Cookie": "pre=1"})
+        plain = target(srv.base, name="plain")
+        a = await f.get(srv.base + "/echo", with_cookies)
+        await f.get(srv.base + "/set", plain)
+        b = await f.get(srv.base + "/echo", plain)
+        return a.body, b.body
+
+    assert run(go) == (b"pre=1; session=abc; consent=yes", b"-")
+
+
+def test_conditional_get_helpers(serve):
+    def page(handler, n):
+        if handler.headers.get("If-None-Match") == '"v1"':
+            return 304, b""
+        return 200, b"body", {"ETag": '"v1"', "Last-Modified": "Wed, 01 Jan 2025 00:00:00 GMT"}
+
+    srv = serve({"/feed": page})
+
+    async def go(f):
+        t = target(srv.base)
+        first = await f.get(srv.base + "/feed", t)
+        again = await f.get(srv.base + "/feed", t, headers={"If-None-Match": first.etag,
+                                                           "If-Modified-Since": first.last_modified})
+        return first, again
+
+    first, again = run(go)
+    assert first.etag == '"v1"' and first.last_modified == "Wed, 01 Jan 2025 00:00:00 GMT"
+    assert not first.not_modified and again.not_modified and again.etag is None
+
+
+# --- proxies ------------------------------------------------------------------------
+
+
+class ForwardProxy:
+    """A tiny HTTP forward proxy: takes absolute-URI GETs and replays them with urllib."""
+
+    def __init__(self):
+        self.seen: list[str] = []
+        proxy = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                proxy.seen.append(self.path)
+                opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+                try:
+                    with opener.open(self.path, timeout=5) as upstream:
+                        status, body = upstream.status, upstream.read()
+                except urllib.error.HTTPError as exc:
+                    status, body = exc.code, exc.read()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_http_proxy_carries_the_targets_requests(serve):
+    srv = serve({"/ok": lambda h, n: (200, h.headers.get("User-Agent", "").encode())})
+    proxy = ForwardProxy()
+    try:
+        r = run(lambda f: f.get(srv.base + "/ok", target(srv.base, proxy=proxy.url)))
+    finally:
+        proxy.close()
+    assert r.body.startswith(b"Python-urllib/"), "the origin was reached by the proxy"
+    assert proxy.seen == [srv.base + "/robots.txt", srv.base + "/ok"]
+
+
+def test_proxy_credentials_never_shown():
+    url = "http://127.0.0.1:9/x"
+    proxy = f"http://alice:hunter2@127.0.0.1:{free_port()}"
+    with capture_logs() as logs, pytest.raises(FetchError) as info:
+        run(lambda f: f.get(url, target(url, proxy=proxy, obey_robots=False)),
+            crawl=settings(retries=1))
+    assert "hunter2" not in str(info.value) and "alice" not in str(info.value)
+    assert "hunter2" not in repr(logs)
+
+
+class Socks5Proxy:
+    """A minimal SOCKS5 server (no auth, CONNECT only) that records the address it was asked
+    for and connects every request to one upstream port on loopback."""
+
+    def __init__(self, upstream_port: int):
+        self.requests: list[tuple[int, str, int]] = []
+        proxy = self
+
+        class H(socketserver.BaseRequestHandler):
+            def handle(self):
+                s = self.request
+
+                def recv(n):
+                    buf = b""
+                    while len(buf) < n:
+                        chunk = s.recv(n - len(buf))
+                        if not chunk:
+                            raise ConnectionError("client went away")
+                        buf += chunk
+                    return buf
+
+                _ver, nmethods = recv(2)
+                recv(nmethods)
+                s.sendall(b"\x05\x00")
+                _ver, _cmd, _rsv, atyp = recv(4)
+                if atyp == 1:
+                    host = socket.inet_ntoa(recv(4))
+                elif atyp == 3:
+                    host = recv(recv(1)[0]).decode()
+                else:
+                    host = socket.inet_ntop(socket.AF_INET6, recv(16))
+                port = int.from_bytes(recv(2), "big")
+                proxy.requests.append((atyp, host, port))
+                upstream = socket.create_connection(("127.0.0.1", upstream_port))
+                s.sendall(b"\x05\x00\x00\x01" + b"\x00" * 6)
+                try:
+                    while True:
+                        ready, _, _ = select.select([s, upstream], [], [], 5)
+                        if not ready:
+                            return
+                        for r in ready:
+                            data = r.recv(65536)
+                            if not data:
+                                return
+                            (upstream if r is s else s).sendall(data)
+                finally:
+                    upstream.close()
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_onion_refused_without_a_socks_proxy():
+    calls = []
+
+    async def resolver(host, port):
+        calls.append(host)
+        return ["93.184.216.34"]
+
+    url = "http://leaks2hxv3examplexyz.onion/board"
+    for proxy in (None, "http://127.0.0.1:3128"):
+        with pytest.raises(BlockedAddress, match=r"\.onion hosts are reached only through a socks5"):
+            run(lambda f: f.get(url, target(url, allow_private=False, proxy=proxy)), resolver=resolver)
+    assert calls == [], "the .onion name never went to the local resolver"
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "socks5h"])
+def test_socks5_proxy_resolves_remotely(serve, scheme):
+    """The .onion name travels to the proxy as a name (SOCKS5 address type 3), and the local
+    resolver is never asked, with either spelling of the scheme."""
+    srv = serve({"/ok": lambda h, n: (200, h.headers.get("Host", "").encode())})
+    socks = Socks5Proxy(srv.port)
+    calls = []
+
+    async def resolver(host, port):
+        calls.append(host)
+        return ["127.0.0.1"]
+
+    url = "http://leaks2hxv3examplexyz.onion/ok"
+    try:
+        r = run(lambda f: f.get(url, target(url, allow_private=False,
+                                            proxy=f"{scheme}://127.0.0.1:{socks.port}")),
+                resolver=resolver)
+    finally:
+        socks.close()
+    assert r.body == b"leaks2hxv3examplexyz.onion"
+    assert set(socks.requests) == {(3, "leaks2hxv3examplexyz.onion", 80)}
+    assert srv.count("/robots.txt") == 1, "robots.txt went through the proxy too"
+    assert calls == []
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.1/x", "http://[::ffff:127.0.0.1]/x",
+                                 "http://localhost/x", "ftp://example.onion/"])
+def test_socks_targets_still_refuse_private_literals(url):
+    with pytest.raises(BlockedAddress):
+        run(lambda f: f.get(url, target(url, allow_private=False,
+                                        proxy="socks5h://127.0.0.1:9")))
+
+
+# --- DNS pinning ----------------------------------------------------------------------
+
+
+def test_pinned_transport_connects_to_the_vetted_address(serve):
+    """`.invalid` never resolves: the request can only succeed by connecting to the address
+    the vetting step returned, while the Host header keeps the name."""
+    srv = serve({"/host": lambda h, n: (200, h.headers.get("Host", "").encode())})
+    asked = []
+
+    async def vet(host, port):
+        asked.append((host, port))
+        return ["127.0.0.1"]
+
+    async def go():
+        async with httpx.AsyncClient(transport=PinnedTransport(vet)) as client:
+            return (await client.get(f"http://rebind.invalid:{srv.port}/host")).content
+
+    assert asyncio.run(go()) == f"rebind.invalid:{srv.port}".encode()
+    assert asked == [("rebind.invalid", srv.port)]
+
+
+def test_pinned_transport_refusal_never_connects(serve):
+    srv = serve(default=(200, b"secret"))
+
+    async def vet(host, port):
+        raise BlockedAddress(f"refused {host}")
+
+    async def go():
+        async with httpx.AsyncClient(transport=PinnedTransport(vet)) as client:
+            await client.get(f"{srv.base}/x")
+
+    with pytest.raises(BlockedAddress):
+        asyncio.run(go())
+    assert srv.requests == []
+
+
+def test_fetcher_pins_what_it_checked(serve, monkeypatch):
+    """End to end through the Fetcher, for a target that does not allow private addresses.
+    Loopback is made to count as public here (tests cannot reach a real public address);
+    the resolver is asked once, and the connection goes to its answer although the name
+    does not exist in DNS."""
+    monkeypatch.setattr(fetch_module, "is_forbidden_address", lambda address: False)
+    srv = serve({"/ok": lambda h, n: (200, h.headers.get("Host", "").encode())})
+    calls = []
+
+    async def resolver(host, port):
+        calls.append(host)
+        return ["127.0.0.1"]
+
+    url = f"http://pinned.invalid:{srv.port}/ok"
+    r = run(lambda f: f.get(url, target(url, allow_private=False, obey_robots=False)),
+            resolver=resolver)
+    assert r.body == f"pinned.invalid:{srv.port}".encode()
+    assert calls == ["pinned.invalid"]
+
+
+def test_rebinding_resolver_second_answer_is_never_used():
+    answers = iter([["93.184.216.34"], ["127.0.0.1"]])
+
+    async def resolver(host, port):
+        return next(answers)
+
+    async def go(f):
+        t = target("http://rebind.test/", allow_private=False)
+        assert await f.check_url("http://rebind.test/", t) == ["93.184.216.34"]
+        return await f.vetted_addresses("rebind.test", 80)
+
+    assert run(go, resolver=resolver) == ["93.184.216.34"]
+
+
+def test_unvetted_host_is_checked_at_connect_time():
+    async def resolver(host, port):
+        return ["127.0.0.1"]
+
+    with pytest.raises(BlockedAddress, match="sneaky.test resolves to 127.0.0.1"):
+        run(lambda f: f.vetted_addresses("sneaky.test", 80), resolver=resolver)
+
+
+def test_product_token():
+    assert product_token("weightwatch/0.1 (+https://example.org)") == "weightwatch"
+    assert product_token("Mozilla/5.0 (compatible; probe)") == "Mozilla"
+    assert product_token("") == "*"
+
+
+def test_pinned_https_keeps_the_name_for_sni_and_certificate(serve, tmp_path):
+    """Over TLS the pinned connection still says `pinned.invalid` in SNI, and the
+    certificate is verified for that name (not for the address connected to)."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl not available to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-days", "1", "-subj", "/CN=pinned.invalid",
+                    "-addext", "subjectAltName=DNS:pinned.invalid",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    srv = serve({"/host": lambda h, n: (200, h.headers.get("Host", "").encode())})
+    names = []
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    server_ctx.sni_callback = lambda sock, name, ctx: names.append(name)
+    srv.server.socket = server_ctx.wrap_socket(srv.server.socket, server_side=True)
+
+    async def vet(host, port):
+        return ["127.0.0.1"]
+
+    async def go():
+        transport = PinnedTransport(vet, ssl_context=ssl.create_default_context(cafile=str(cert)))
+        async with httpx.AsyncClient(transport=transport) as client:
+            return (await client.get(f"https://pinned.invalid:{srv.port}/host")).content
+
+    assert asyncio.run(go()) == f"pinned.invalid:{srv.port}".encode()
+    assert names == ["pinned.invalid"]
+
+
+def test_robots_fetch_is_guarded_like_any_request():
+    """robots.txt redirecting to the metadata address: the hop is refused, the host counts
+    as disallowed, and neither the private address nor the page is requested."""
+    requested = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        requested.append(str(request.url))
+        if request.url.host == "public.test":
+            return httpx.Response(302, headers={"Location": "http://metadata.test/latest/"})
+        return httpx.Response(200, text="secret credentials")
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return {"public.test": ["93.184.216.34"], "metadata.test": ["169.254.169.254"]}[host]
+
+    with pytest.raises(RobotsDisallowed, match="metadata.test resolves to 169.254.169.254"):
+        run(lambda f: f.get("http://public.test/page", target("http://public.test/", allow_private=False)),
+            transport=httpx.MockTransport(handler), resolver=resolver, crawl=settings(retries=0))
+    assert requested == ["http://public.test/robots.txt"]
