@@ -275,6 +275,8 @@ def test_phpbb_documents_are_posts_keyed_by_topic_url_and_post_id(
         assert re.fullmatch(rf"{base}/forum/viewtopic\.php\?t=\d+#p\d+", key), key
         assert doc.target == "test-forum"
         assert key in world.document_urls
+    # Every post of every topic, those on later pages (topic 1183's page 2) included.
+    assert set(docs) == {u for u in world.document_urls if "/forum/viewtopic.php" in u}
     # Every topic on the listing was followed, the sticky included.
     topics = {urlsplit(k).query for k in docs}
     assert topics == {"t=1002", "t=1187", "t=1185", "t=1183", "t=1180"}
@@ -740,8 +742,9 @@ def test_torrent_rows_with_odd_cells_are_tolerated(site: Site) -> None:
 
 
 def test_adapters_are_registered_by_kind() -> None:
-    assert ADAPTERS == {"forum": ForumSource, "imageboard": ImageboardSource,
-                        "torrent_index": TorrentIndexSource}
+    assert {"forum": ForumSource, "imageboard": ImageboardSource,
+            "torrent_index": TorrentIndexSource}.items() <= ADAPTERS.items()
+    assert all(kind == cls.kind for kind, cls in ADAPTERS.items())
 
 
 def test_check_options_accepts_good_tables() -> None:
@@ -755,9 +758,9 @@ def test_check_options_accepts_good_tables() -> None:
 
 
 def test_check_options_unknown_preset() -> None:
-    problems = ForumSource.check_options({"preset": "vbulletin"})
-    assert problems == [("preset", "unknown preset 'vbulletin' for kind 'forum' "
-                                   "(known: phpbb)")]
+    problems = ForumSource.check_options({"preset": "vbulletin5"})
+    assert problems == [("preset", "unknown preset 'vbulletin5' for kind 'forum' "
+                                   "(known: phpbb, xenforo, vbulletin)")]
     (problem,) = ImageboardSource.check_options({"preset": "4chan"})
     assert problem[0] == "preset" and "known: none" in problem[1]
 
@@ -783,7 +786,7 @@ def test_check_options_invalid_css() -> None:
 
 def test_check_options_missing_required_selector() -> None:
     assert ForumSource.check_options({"selectors": {"body": "div.content"}}) == [
-        ("selectors", "needs selector 'post' (or a preset: phpbb)")]
+        ("selectors", "needs selector 'post' (or a preset: phpbb, xenforo, vbulletin)")]
     problems = TorrentIndexSource.check_options({"selectors": {"row": "tr"}})
     assert problems == [("selectors", "needs selector 'name' (or a preset: nyaa)")]
 
