@@ -1,0 +1,181 @@
+"""Lemmy communities through the v3 API (`/api/v3/post/list`), newest first.
+
+The target's URL is the post list of a community,
+`https://lemmy.example/api/v3/post/list?community_name=localllama&sort=New`, or simply the
+community's page `https://lemmy.example/c/localllama`, which is turned into that. A run
+asks for `sort=New` and `limit=50` (the API's maximum; an operator's own `limit` is kept)
+and pages with `page_cursor=next_page` (Lemmy 0.19) or `page=N` (older servers) up to
+`max_pages`. Post ids are assigned by the instance as posts arrive, so the cursor keeps the
+highest id seen and only higher ids are new; paging stops once a page reaches an hour
+before the newest post of the last run (federated posts can arrive late).
+
+Every post is a Document keyed by its id whose URL is its `ap_id` (the canonical URL on
+the instance it was posted to) or `{instance}/post/{id}`; the body is Markdown, kept as the
+text, and the post's `url` and the body's links are its links.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any, AsyncIterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import structlog
+
+from monitor.models import Document
+from monitor.sources.base import Source, SourceError, off_loop
+
+log = structlog.get_logger("weightwatch.sources.lemmy")
+
+PAGE_LIMIT = 50  # Lemmy's maximum `limit`
+LOOKBACK = timedelta(hours=1)
+API_PATH = "/api/v3/post/list"
+_COMMUNITY_PAGE = re.compile(r"^(?P<prefix>.*)/c/(?P<name>[^/]+)/?$")
+# Links in Markdown: `[text](url "title")`, `<url>` and bare URLs.
+_MARKDOWN_LINK = re.compile(r"(?:https?://|magnet:\?)[^\s<>()\[\]\"'`]+")
+
+
+class LemmySource(Source):
+    kind = "lemmy"
+    option_keys = frozenset({"max_pages"})
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> list[tuple[str, str]]:
+        problems = super().check_options(options)
+        url = options.get("url")
+        if isinstance(url, str):
+            path = urlsplit(url).path
+            if not path.rstrip("/").endswith(API_PATH) and not _COMMUNITY_PAGE.match(path):
+                problems.append(("url", f"expected a Lemmy post list URL "
+                                        f"(https://INSTANCE{API_PATH}?community_name=NAME&"
+                                        f"sort=New) or a community page (https://INSTANCE/c/NAME), "
+                                        f"got {url!r}"))
+        return problems
+
+    @property
+    def api(self) -> tuple[str, str, list[tuple[str, str]]]:
+        """(instance root, post list endpoint, query without paging) for the target URL."""
+        parts = urlsplit(self.target.url)
+        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                 if k not in ("page", "page_cursor")]
+        path = parts.path.rstrip("/")
+        page = _COMMUNITY_PAGE.match(path)
+        if path.endswith(API_PATH):
+            prefix = path[: -len(API_PATH)]
+        elif page:
+            prefix = page["prefix"]
+            query = [("community_name", page["name"])] + query
+        else:
+            raise SourceError(f"{self.target.url}: not a Lemmy post list or community URL")
+        names = {k for k, _ in query}
+        if "sort" not in names:
+            query.append(("sort", "New"))
+        # Lemmy refuses a limit above its maximum instead of clamping it.
+        limits = [v for k, v in query if k == "limit"]
+        limit = int(limits[0]) if limits and limits[0].isdigit() else PAGE_LIMIT
+        limit = min(limit, PAGE_LIMIT) if limit > 0 else PAGE_LIMIT
+        query = [(k, v) for k, v in query if k != "limit"] + [("limit", str(limit))]
+        root = urlunsplit((parts.scheme, parts.netloc, prefix, "", ""))
+        return root, root + API_PATH, query
+
+    async def documents(self) -> AsyncIterator[Document]:
+        root, endpoint, query = self.api
+        limit = int(dict(query)["limit"])
+        newest_id = self.cursor.get("newest_id")
+        newest_id = newest_id if isinstance(newest_id, int) else 0
+        newest_published = _parse_time(self.cursor.get("newest_published"))
+        top_id, top_published = newest_id, newest_published
+        paging: tuple[str, str] | None = None
+        yielded: set[int] = set()
+        for page_number in range(self.target.max_pages):
+            url = f"{endpoint}?{urlencode(query + ([paging] if paging else []))}"
+            response = await self.fetcher.get(url, self.target)
+            posts, next_page = await off_loop(parse_post_list, response.body, response.url)
+            oldest = None
+            for view in posts:
+                post, published = view["post"], _parse_time(view["post"].get("published"))
+                if published is not None:
+                    oldest = published if oldest is None else min(oldest, published)
+                    top_published = max(top_published or published, published)
+                top_id = max(top_id, post["id"])
+                if post["id"] <= newest_id or post["id"] in yielded:
+                    continue
+                yielded.add(post["id"])
+                yield self._document(view, root, published, response.body, response.url,
+                                     response.fetched_at)
+            if not posts or len(posts) < limit:
+                break
+            if newest_published is not None and oldest is not None \
+                    and oldest < newest_published - LOOKBACK:
+                break  # back past the last run: what follows was seen or is too old to be new
+            if page_number + 1 == self.target.max_pages:
+                if newest_published is not None:
+                    log.warning("listing_truncated", pages=self.target.max_pages)
+                break
+            paging = ("page_cursor", next_page) if next_page else ("page", str(page_number + 2))
+        self.cursor["newest_id"] = top_id
+        if top_published is not None:
+            self.cursor["newest_published"] = top_published.isoformat(timespec="seconds")
+
+    def _document(self, view: dict[str, Any], root: str, published: datetime | None,
+                  body: bytes, url: str, fetched_at: str) -> Document:
+        post = view["post"]
+        ap_id = _string(post.get("ap_id"))
+        canonical = ap_id.startswith(("https://", "http://"))
+        doc_url = ap_id if canonical else f"{root}/post/{post['id']}"
+        text = _string(post.get("body"))
+        links = [_string(post.get("url"))] if _string(post.get("url")) else []
+        links += [link for link in _MARKDOWN_LINK.findall(text) if link not in links]
+        creator = view.get("creator") if isinstance(view.get("creator"), dict) else {}
+        community = view.get("community") if isinstance(view.get("community"), dict) else {}
+        extras: dict[str, Any] = {"community": _string(community.get("name"))}
+        return Document(
+            target=self.target.name, key=str(post["id"]), url=doc_url,
+            title=_string(post.get("name")), author=_string(creator.get("name")),
+            text=text, links=links,
+            posted_at=published.isoformat(timespec="seconds") if published else None,
+            extras=extras, snapshot=body, snapshot_url=url, fetched_at=fetched_at)
+
+
+def parse_post_list(body: bytes, url: str) -> tuple[list[dict[str, Any]], str | None]:
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise SourceError(f"{url}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise SourceError(f"{url}: JSON nested too deeply to read") from None
+    posts = data.get("posts") if isinstance(data, dict) else None
+    if not isinstance(posts, list):
+        error = data.get("error") if isinstance(data, dict) else None
+        detail = f" (the server says: {error[:200]!r})" if isinstance(error, str) else ""
+        raise SourceError(f"{url}: expected an object with a 'posts' array{detail}")
+    views = []
+    for view in posts:
+        post = view.get("post") if isinstance(view, dict) else None
+        if isinstance(post, dict) and isinstance(post.get("id"), int) \
+                and not isinstance(post.get("id"), bool) and post["id"] > 0:
+            views.append(view)
+    next_page = data.get("next_page")
+    return views, next_page if isinstance(next_page, str) and next_page else None
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """Lemmy 0.19 writes `2026-11-20T08:12:00.123456Z`; 0.18 the same without the `Z`."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        return None
+
+
+def _string(value: Any) -> str:
+    return value if isinstance(value, str) else ""
