@@ -54,7 +54,13 @@ _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 
 
 class FetchError(Exception):
-    """A request that failed; the message is one line, safe to log (URL redacted)."""
+    """A request that failed; the message is one line, safe to log (URL redacted).
+
+    `status` is the HTTP status when the server answered with an error, else None."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class BlockedAddress(FetchError):
@@ -98,6 +104,12 @@ class Response:
     def text(self) -> str:
         charset = httpx.Response(200, headers=self.headers).charset_encoding or "utf-8"
         return self.body.decode(charset, errors="replace")
+
+
+def _same_origin_key(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default
 
 
 def redact_url(url: str) -> str:
@@ -390,7 +402,8 @@ class Fetcher:
         if response.status == 304 or 200 <= response.status < 300:
             return response
         after = f" (after {attempts} attempts)" if attempts > 1 else ""
-        raise FetchError(f"HTTP {response.status} from {redact_url(response.url)}{after}")
+        raise FetchError(f"HTTP {response.status} from {redact_url(response.url)}{after}",
+                         status=response.status)
 
     async def check_url(self, url: str, target: Target) -> list[str]:
         """The SSRF check for one URL as `get` makes it (scheme, host, addresses, `.onion`
@@ -466,7 +479,13 @@ class Fetcher:
             status, response_headers, body, attempts = await self._with_retries(
                 client, current, request_headers, max_bytes, truncate, secrets)
             if status in REDIRECT_CODES and "location" in response_headers:
-                current = urljoin(current, response_headers["location"])
+                following = urljoin(current, response_headers["location"])
+                if _same_origin_key(following) != _same_origin_key(current):
+                    # Credentials (tokens, cookies, API headers) were meant for the target's
+                    # own origin; a hostile redirect must not collect them, as httpx and
+                    # requests also ensure.
+                    request_headers = httpx.Headers({"User-Agent": request_headers["user-agent"]})
+                current = following
                 continue
             return Response(current, status, response_headers, body), attempts
         raise FetchError(f"more than {self.settings.max_redirects} redirects from {redact_url(url)}")

@@ -934,3 +934,38 @@ def test_robots_fetch_is_guarded_like_any_request():
         run(lambda f: f.get("http://public.test/page", target("http://public.test/", allow_private=False)),
             transport=httpx.MockTransport(handler), resolver=resolver, crawl=settings(retries=0))
     assert requested == ["http://public.test/robots.txt"]
+
+
+def test_credentials_are_not_sent_across_origins_on_redirect():
+    """A redirect to another origin must not carry the target's tokens or cookies."""
+    seen: dict[str, dict[str, str]] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen[request.url.host] = dict(request.headers)
+        if request.url.host == "hub.test":
+            return httpx.Response(302, headers={"Location": "http://collector.test/steal"})
+        return httpx.Response(200, text="ok")
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["93.184.216.34"]
+
+    t = target("http://hub.test/api", allow_private=False, obey_robots=False,
+               headers={"Authorization": "Bearer SECRET-TOKEN", "X-Api-Key": "K"},
+               cookies={"session": "S3CR3T"})
+
+    async def go():
+        async with Fetcher(CrawlSettings(host_delay=0.001, retries=0),
+                           transport=httpx.MockTransport(handler), resolver=resolver) as f:
+            return await f.get("http://hub.test/api", t)
+
+    assert asyncio.run(go()).body == b"ok"
+    assert seen["hub.test"]["authorization"] == "Bearer SECRET-TOKEN"
+    leaked = seen["collector.test"]
+    assert "authorization" not in leaked and "cookie" not in leaked and "x-api-key" not in leaked
+    assert leaked["user-agent"] == seen["hub.test"]["user-agent"]
+
+
+def test_fetch_error_carries_the_status(server):
+    with pytest.raises(FetchError) as info:
+        fetch(server + "/missing")
+    assert info.value.status == 404
