@@ -49,7 +49,8 @@ ROBOTS_ERROR_TTL = 600.0  # 5xx / network error: assume disallow-all, ask again 
 MAX_CRAWL_DELAY = 60.0
 # Query parameters whose values are secrets in the wild (Torznab apikey, signed URLs...).
 SECRET_PARAMS = {"apikey", "api_key", "key", "token", "access_token", "auth", "password",
-                 "passkey", "secret", "signature", "sig", "x-amz-signature"}
+                 "passkey", "secret", "signature", "sig", "x-amz-signature", "jackett_apikey",
+                 "torrent_pass", "authkey", "rsskey"}
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 
 

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any
 
+VOLATILE_EXTRAS = "stats"
 KINDS = ("mention", "hash", "torrent", "weights", "watermark")
 SEVERITIES = ("critical", "high", "medium", "low")
 
@@ -27,7 +28,10 @@ class Document:
 
     `key` identifies the document within its target across crawls (a post number, a
     torrent URL); `text` is what detectors read; `extras` carries structured fields a
-    source knows (attachment md5, infohash, file sizes) so detectors need not re-parse.
+    source knows so detectors need not re-parse. By convention: `extras["digests"]` lists
+    digests read from fields (see monitor.detect.digests), and `extras["stats"]` holds
+    counts that change on every fetch (seeders, grabs), which do not make a document
+    "changed" and so are left out of its content hash.
     """
 
     target: str
@@ -48,7 +52,8 @@ class Document:
     def content_sha256(self) -> str:
         """Hash of what detectors see, so an unchanged document is not re-matched."""
         h = hashlib.sha256()
-        extras = json.dumps(self.extras, sort_keys=True, default=str)
+        stable = {k: v for k, v in self.extras.items() if k != VOLATILE_EXTRAS}
+        extras = json.dumps(stable, sort_keys=True, default=str)
         for part in (self.title, self.author, self.text, "\n".join(self.links), extras):
             h.update(part.encode("utf-8", "surrogatepass"))
             h.update(b"\0")
