@@ -30,10 +30,13 @@ def problems(tmp_path: Path, text: str) -> list[str]:
 
 
 def test_shipped_config_is_valid_and_points_at_real_places():
+    from monitor.sources import ADAPTERS
+
     config = load_config(ROOT / "config.toml")
-    kinds = {t.kind for t in config.targets if t.enabled}
-    assert {"imageboard", "forum", "torrent_index"} <= kinds
-    assert all(t.url.startswith("https://") and not t.allow_private for t in config.targets)
+    enabled = [t for t in config.targets if t.enabled]
+    assert {"imageboard", "forum", "torrent_index"} <= {t.kind for t in enabled}
+    assert {t.kind for t in config.targets} == set(ADAPTERS), "every kind has an example"
+    assert all(t.url.startswith("https://") and not t.allow_private for t in enabled)
     assert all(t.interval >= 600 for t in config.targets), "real sites get sane intervals"
     assert config.smtp is not None and config.smtp.password_env
     assert "password" not in (ROOT / "config.toml").read_text().replace("password_env", "")
