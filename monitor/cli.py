@@ -443,11 +443,17 @@ def alerts() -> None:
 
 @alerts.command("list")
 @click.option("--status", type=click.Choice(["pending", "sending", "sent", "failed"]))
+@click.option("--notices", is_flag=True, help="Target down/recovered notices instead of hit alerts.")
 @format_option
 @click.pass_obj
-def alerts_list(state: State, status: str | None, fmt: str) -> None:
-    """Alerts in the outbox with their delivery state."""
+def alerts_list(state: State, status: str | None, notices: bool, fmt: str) -> None:
+    """Alerts in the outbox with their delivery state (or, with --notices, target notices)."""
     with state.store() as store:
+        if notices:
+            emit(store.notices(status), fmt, empty="no target notices",
+                 table_columns=("id", "kind", "target", "status", "attempts", "created_at",
+                                "sent_at", "error", "last_error"))
+            return
         rows = store.outbox(status)
     emit(rows, fmt, table_columns=("id", "hit_id", "status", "attempts", "severity", "model",
                                    "created_at", "sent_at", "last_error"),

@@ -385,23 +385,20 @@ class Store:
         return count
 
     def notices(self, status: str | None = None) -> list[dict[str, Any]]:
-        sql = ("SELECT id, kind, target, created_at, failures, error, status, attempts, "
-               "next_attempt_at, sent_at, last_error, message_id FROM notices")
-        params: list[Any] = []
-        if status:
-            sql += " WHERE status = ?"
-            params.append(status)
-        return list(self.db.query(sql + " ORDER BY id", params))
+        return self._queue_rows(
+            "SELECT n.id, n.kind, n.target, n.created_at, n.failures, n.error, n.status, "
+            "n.attempts, n.next_attempt_at, n.sent_at, n.last_error, n.message_id "
+            "FROM notices n", "n", status)
 
     def outbox(self, status: str | None = None) -> list[dict[str, Any]]:
-        sql = ("SELECT o.id, o.hit_id, o.status, o.attempts, o.created_at, o.next_attempt_at, "
-               "o.sent_at, o.last_error, o.message_id, h.severity, h.kind, h.model, h.url "
-               "FROM outbox o JOIN hits h ON h.id = o.hit_id")
-        params: list[Any] = []
-        if status:
-            sql += " WHERE o.status = ?"
-            params.append(status)
-        return list(self.db.query(sql + " ORDER BY o.id", params))
+        return self._queue_rows(
+            "SELECT o.id, o.hit_id, o.status, o.attempts, o.created_at, o.next_attempt_at, "
+            "o.sent_at, o.last_error, o.message_id, h.severity, h.kind, h.model, h.url "
+            "FROM outbox o JOIN hits h ON h.id = o.hit_id", "o", status)
+
+    def _queue_rows(self, select: str, alias: str, status: str | None) -> list[dict[str, Any]]:
+        where, params = (f" WHERE {alias}.status = ?", [status]) if status else ("", [])
+        return list(self.db.query(f"{select}{where} ORDER BY {alias}.id", params))
 
     # --- registry ------------------------------------------------------------------------
 

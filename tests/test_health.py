@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 from email import message_from_bytes
 from email.policy import default as default_policy
 
@@ -105,3 +108,17 @@ def test_daemon_skips_a_target_in_backoff(tmp_path):
 
         asyncio.run(run_job())
         assert store.db["crawl_runs"].count == 1, "no run while backing off"
+
+
+def test_alerts_list_shows_notices(tmp_path):
+    db = tmp_path / "w.db"
+    with Store(db) as store:
+        for _ in range(3):
+            fail(store)
+    proc = subprocess.run([sys.executable, "-m", "monitor", "--db", str(db), "alerts", "list",
+                           "--notices", "--format", "json"], capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (notice,) = json.loads(proc.stdout)
+    assert notice["kind"] == "target_down" and notice["target"] == "board"
+    assert notice["status"] == "pending"
