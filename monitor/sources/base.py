@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import json
 import re
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable, ClassVar, TypeVar
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from bs4 import BeautifulSoup, NavigableString, PageElement, Tag
 
 from monitor.config import Target
-from monitor.fetch import Fetcher
+from monitor.fetch import FetchError, Fetcher
 from monitor.models import Document
 
 T = TypeVar("T")
@@ -71,11 +72,9 @@ class Source:
                 problems.append(("selectors", f"needs selector '{key}' (or a preset: "
                                               f"{', '.join(cls.presets) or 'none'})"))
         for key, css in resolved.items():
-            try:
-                BeautifulSoup("<p></p>", "lxml").select(css)
-            except Exception as exc:  # soupsieve raises its own SelectorSyntaxError
-                problems.append((f"selectors.{key}", f"invalid CSS selector {css!r}: "
-                                                     f"{str(exc).splitlines()[0]}"))
+            problem = css_problem(css)
+            if problem:
+                problems.append((f"selectors.{key}", problem))
         return problems
 
     def select(self, node: Tag, name: str) -> Tag | None:
@@ -85,6 +84,32 @@ class Source:
 
     def documents(self) -> AsyncIterator[Document]:
         raise NotImplementedError
+
+
+def css_problem(css: str) -> str | None:
+    """Why a CSS selector will not compile, as a config problem; None when it does.
+    Checked when the config loads, so a typo fails there and not on the first crawl."""
+    try:
+        BeautifulSoup("<p></p>", "lxml").select(css)
+    except Exception as exc:  # soupsieve raises its own SelectorSyntaxError
+        return f"invalid CSS selector {css!r}: {str(exc).splitlines()[0]}"
+    return None
+
+
+def template_problems(options: dict[str, Any], **sample: int) -> list[tuple[str, str]]:
+    """Problems with a target's `document_url` template, which may use only the fields in
+    `sample` (formatted with those values to prove it): a bad template would otherwise
+    fail every document of the run."""
+    template = options.get("document_url")
+    if not isinstance(template, str):
+        return []
+    try:
+        template.format(**sample)
+    except (KeyError, IndexError, ValueError, AttributeError) as exc:
+        fields = " and ".join(f"{{{name}}}" for name in sample)
+        return [("document_url", f"invalid template {template!r} "
+                                 f"({type(exc).__name__}: {exc}); it may use only {fields}")]
+    return []
 
 
 async def off_loop(fn: Callable[..., T], *args: Any) -> T:
@@ -158,3 +183,124 @@ def epoch_iso(ts: int) -> str | None:
         return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
     except (OverflowError, OSError, ValueError):
         return None
+
+
+def _as_utc(moment: datetime) -> datetime | None:
+    """An aware datetime in UTC, a naive one taken as UTC; None when the conversion leaves
+    the calendar (year 1 with a positive offset, year 9999 with a negative one)."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        return None
+
+
+def utc_iso(moment: datetime | None) -> str | None:
+    """A datetime (naive ones taken as UTC) as the store's ISO 8601 UTC text; None for None
+    or a moment UTC cannot hold."""
+    utc = _as_utc(moment) if moment is not None else None
+    return utc.isoformat(timespec="seconds") if utc is not None else None
+
+
+def parse_iso_time(value: Any) -> datetime | None:
+    """An ISO 8601 / RFC 3339 timestamp from a JSON API as an aware UTC datetime; None for
+    anything else. `Z` or `z` means UTC (RFC 3339 allows both; Python 3.11 reads only `Z`),
+    and a naive time (Lemmy 0.18) is taken as UTC."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return _as_utc(moment)
+
+
+def parse_json(body: bytes | str, url: str) -> Any:
+    """A JSON answer, or a one-line SourceError naming `url` (pass it redacted when it may
+    carry a secret): a JSON API that answers an HTML error page must fail the target, and
+    a hostile answer nested thousands deep must not surface as a RecursionError."""
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise SourceError(f"{url}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise SourceError(f"{url}: JSON nested too deeply to read") from None
+
+
+def json_array(data: Any, name: str, url: str,
+               reason: tuple[str, str] | None = None) -> list[Any]:
+    """`data[name]`, the array a JSON API's answer object must carry; otherwise a one-line
+    SourceError. `reason` = (field, who) quotes the field the API explains a refusal in,
+    e.g. ("error", "the server says"), so the operator sees why and not only that."""
+    items = data.get(name) if isinstance(data, dict) else None
+    if isinstance(items, list):
+        return items
+    detail = ""
+    if reason is not None:
+        field, who = reason
+        said = data.get(field) if isinstance(data, dict) else None
+        detail = f" ({who}: {said[:200]!r})" if isinstance(said, str) else ""
+    raise SourceError(f"{url}: expected an object with a '{name}' array{detail}")
+
+
+def is_int(value: Any) -> bool:
+    """A JSON integer: `true` decodes to a bool, which Python counts as an int."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def str_or_empty(value: Any) -> str:
+    """A JSON field that should be a string; anything else reads as empty."""
+    return value if isinstance(value, str) else ""
+
+
+# Bare links in Markdown (`[text](url "title")`, `<url>`, a plain URL): a post body that
+# comes as Markdown has no <a> elements for links_of to read.
+_MARKDOWN_LINK = re.compile(r"(?:https?://|magnet:\?)[^\s<>()\[\]\"'`]+")
+
+
+def markdown_links(text: str) -> list[str]:
+    return _MARKDOWN_LINK.findall(text)
+
+
+def http_url(base_url: str, href: Any) -> str | None:
+    """`href` made absolute against `base_url` when it is an http(s) URL; None for anything
+    else (javascript:, data:, junk, a non-string from JSON), so a hostile page cannot hand
+    the crawler a link it must not follow or show."""
+    if not isinstance(href, str) or not href.strip():
+        return None
+    absolute = safe_urljoin(base_url, href.strip())
+    if absolute and absolute.split(":", 1)[0].lower() in ("http", "https"):
+        return absolute
+    return None
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin(url: str) -> tuple[str, str | None, int | None] | None:
+    """(scheme, host, port) with the scheme's default port filled in, so `https://a/` and
+    `https://a:443/` compare equal; None for a URL that does not parse (a port that is not
+    a number, a broken IPv6 literal)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if port is None:
+        port = _DEFAULT_PORTS.get(parts.scheme.lower())
+    return parts.scheme.lower(), parts.hostname, port
+
+
+_HTTP_STATUS = re.compile(r"^HTTP (\d{3}) ")
+
+
+def http_status(exc: FetchError) -> int | None:
+    """The HTTP status a failed request got; None if it got none. Read from the message
+    too, because not every FetchError carries `status` (giving up on a long Retry-After
+    says only "HTTP 429 from ...")."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        return status
+    m = _HTTP_STATUS.match(str(exc))
+    return int(m.group(1)) if m else None

@@ -16,8 +16,6 @@ permalink, `{root}/t/{slug}/{topic_id}/{post_number}`.
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timezone
 from typing import Any, AsyncIterator
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
@@ -26,7 +24,9 @@ from bs4 import BeautifulSoup
 
 from monitor.fetch import FetchError
 from monitor.models import Document
-from monitor.sources.base import Source, SourceError, html_text, links_of, off_loop, safe_urljoin
+from monitor.sources.base import (Source, SourceError, html_text, is_int, links_of, off_loop,
+                                   parse_iso_time, parse_json, safe_urljoin, str_or_empty,
+                                   utc_iso)
 
 log = structlog.get_logger("weightwatch.sources.discourse")
 
@@ -144,9 +144,9 @@ class DiscourseSource(Source):
             soup = BeautifulSoup(cooked if isinstance(cooked, str) else "", "lxml")
             docs.append(Document(
                 target=self.target.name, key=f"{topic_id}#{number}", url=post_url,
-                title=title if number == 1 else "", author=_string(post.get("username")),
+                title=title if number == 1 else "", author=str_or_empty(post.get("username")),
                 text=html_text(soup), links=links_of(soup, post_url),
-                posted_at=iso_time(post.get("created_at")),
+                posted_at=utc_iso(parse_iso_time(post.get("created_at"))),
                 extras={"topic": {"id": topic_id, "title": title}, "post_id": post["id"]},
                 snapshot=body, snapshot_url=url, fetched_at=fetched_at))
         return docs
@@ -159,11 +159,12 @@ class ListedTopic:
 
     def __init__(self, item: dict[str, Any]):
         self.id: int = item["id"]
-        self.slug = _string(item.get("slug"))
-        self.title = _string(item.get("title"))
-        self.posts_count = _int(item.get("posts_count"))
-        self.last_posted_at = _string(item.get("last_posted_at")) or None
-        self.bumped_at = _string(item.get("bumped_at")) or None
+        self.slug = str_or_empty(item.get("slug"))
+        self.title = str_or_empty(item.get("title"))
+        posts_count = item.get("posts_count")
+        self.posts_count = posts_count if is_int(posts_count) else None
+        self.last_posted_at = str_or_empty(item.get("last_posted_at")) or None
+        self.bumped_at = str_or_empty(item.get("bumped_at")) or None
 
     @property
     def signature(self) -> list[Any]:
@@ -178,7 +179,7 @@ class ParsedTopic:
 
 
 def parse_latest(body: bytes, url: str) -> tuple[list[ListedTopic], str | None]:
-    data = _json(body, url)
+    data = parse_json(body, url)
     topic_list = data.get("topic_list") if isinstance(data, dict) else None
     topics = topic_list.get("topics") if isinstance(topic_list, dict) else None
     if not isinstance(topics, list):
@@ -190,19 +191,19 @@ def parse_latest(body: bytes, url: str) -> tuple[list[ListedTopic], str | None]:
 
 
 def parse_topic(body: bytes, url: str) -> ParsedTopic:
-    data = _json(body, url)
+    data = parse_json(body, url)
     stream_obj = data.get("post_stream") if isinstance(data, dict) else None
     if not isinstance(stream_obj, dict) or not isinstance(stream_obj.get("posts"), list):
         raise SourceError(f"{url}: expected an object with 'post_stream.posts' (a Discourse "
                           "topic)")
     stream = stream_obj.get("stream")
     ids = [i for i in stream if _is_id(i)] if isinstance(stream, list) else []
-    return ParsedTopic(_string(data.get("slug")), _string(data.get("title")),
+    return ParsedTopic(str_or_empty(data.get("slug")), str_or_empty(data.get("title")),
                        _valid_posts(stream_obj["posts"]), list(dict.fromkeys(ids)))
 
 
 def parse_posts(body: bytes, url: str) -> list[dict[str, Any]]:
-    data = _json(body, url)
+    data = parse_json(body, url)
     stream_obj = data.get("post_stream") if isinstance(data, dict) else None
     if not isinstance(stream_obj, dict) or not isinstance(stream_obj.get("posts"), list):
         raise SourceError(f"{url}: expected an object with 'post_stream.posts'")
@@ -214,43 +215,9 @@ def _valid_posts(posts: list[Any]) -> list[dict[str, Any]]:
             if isinstance(p, dict) and _is_id(p.get("id")) and _is_id(p.get("post_number"))]
 
 
-def iso_time(value: Any) -> str | None:
-    """An ISO 8601 timestamp as the store writes them (UTC, seconds); None if unreadable.
-    Naive times (older Lemmy) are taken as UTC."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    try:
-        return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
-    except (OverflowError, ValueError):
-        return None
-
-
 def _sort_time(value: str | None) -> str:
-    return iso_time(value) or ""
+    return utc_iso(parse_iso_time(value)) or ""
 
 
 def _is_id(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _string(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _json(body: bytes, url: str) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise SourceError(f"{url}: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise SourceError(f"{url}: JSON nested too deeply to read") from None
+    return is_int(value) and value > 0

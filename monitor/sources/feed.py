@@ -21,7 +21,7 @@ import email.utils
 import hashlib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, AsyncIterator
 
 import defusedxml
@@ -31,7 +31,8 @@ from bs4 import BeautifulSoup
 
 from monitor.fetch import redact_url
 from monitor.models import Document
-from monitor.sources.base import Source, SourceError, html_text, links_of, off_loop, safe_urljoin
+from monitor.sources.base import (Source, SourceError, html_text, http_url, links_of, off_loop,
+                                   safe_urljoin, utc_iso)
 
 log = structlog.get_logger("weightwatch.sources.feed")
 
@@ -175,11 +176,11 @@ def _parse_rss(root: ET.Element, url: str) -> Feed:
     base = safe_urljoin(url, _text(channel, "link")) or url
     entries = []
     for item in channel.iter("item"):
-        link = _http_url(base, _text(item, "link"))
+        link = http_url(base, _text(item, "link"))
         guid_node = item.find("guid")
         guid = _clean(guid_node.text) if guid_node is not None else ""
         if not link and guid and (guid_node.get("isPermaLink", "true").lower() != "false"):
-            link = _http_url(base, guid)
+            link = http_url(base, guid)
         html = _text(item, f"{CONTENT}encoded") or _text(item, "description")
         title = _clean(_text(item, "title"))
         posted = _date(_text(item, "pubDate")) or _date(_text(item, f"{DC}date"))
@@ -202,7 +203,7 @@ def _parse_rdf(root: ET.Element, url: str) -> Feed:
     channel = root.find(f"{RSS1}channel")
     entries = []
     for item in root.findall(f"{RSS1}item"):
-        link = _http_url(url, _text(item, f"{RSS1}link"))
+        link = http_url(url, _text(item, f"{RSS1}link"))
         title = _clean(_text(item, f"{RSS1}title"))
         html = _text(item, f"{CONTENT}encoded") or _text(item, f"{RSS1}description")
         posted = _date(_text(item, f"{DC}date"))
@@ -232,7 +233,7 @@ def _parse_atom(root: ET.Element, url: str) -> Feed:
                     enclosures.append({"url": enc_url, "length": _int(link.get("length")),
                                        "type": link.get("type") or None})
                 continue
-            absolute = _http_url(base, href)
+            absolute = http_url(base, href)
             if not absolute:
                 continue
             if rel == "alternate":
@@ -303,23 +304,12 @@ def _local(tag: Any) -> str:
     return str(tag).rsplit("}", 1)[-1]
 
 
-def _http_url(base: str, href: str | None) -> str | None:
-    """An absolute http(s) URL, or None for anything else (javascript:, data:, junk)."""
-    href = (href or "").strip()
-    if not href:
-        return None
-    absolute = safe_urljoin(base, href)
-    if absolute and absolute.split(":", 1)[0].lower() in ("http", "https"):
-        return absolute
-    return None
-
-
 def _enclosure_url(base: str, href: str | None) -> str | None:
     """Enclosures may be magnets (torrent feeds), besides http(s) URLs."""
     href = (href or "").strip()
     if href.lower().startswith("magnet:?"):
         return href
-    return _http_url(base, href)
+    return http_url(base, href)
 
 
 def _int(value: str | None) -> int | None:
@@ -342,12 +332,7 @@ def _date(value: str) -> str | None:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    try:
-        return parsed.astimezone(timezone.utc).isoformat(timespec="seconds")
-    except (OverflowError, ValueError):
-        return None
+    return utc_iso(parsed)
 
 
 def _fallback_key(title: str, posted: str | None, html: str) -> str:

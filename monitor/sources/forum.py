@@ -51,7 +51,7 @@ from __future__ import annotations
 import codecs
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, AsyncIterator
 from urllib.parse import urldefrag, urlsplit
 
@@ -60,8 +60,8 @@ from bs4 import BeautifulSoup, Tag
 
 from monitor.fetch import FetchError, Response, redact_url
 from monitor.models import Document
-from monitor.sources.base import (Source, SourceError, epoch_iso, html_text, links_of,
-                                   off_loop, safe_urljoin)
+from monitor.sources.base import (Source, SourceError, css_problem, epoch_iso, html_text,
+                                   links_of, off_loop, origin, safe_urljoin, utc_iso)
 
 log = structlog.get_logger("weightwatch.sources.forum")
 
@@ -157,17 +157,9 @@ def thread_url(url: str) -> str:
 
 
 def same_host(a: str, b: str) -> bool:
-    """Same host name and port (explicit or the scheme's default)."""
-    try:
-        pa, pb = urlsplit(a), urlsplit(b)
-        return (pa.hostname is not None and pa.hostname == pb.hostname
-                and _port(pa.scheme, pa.port) == _port(pb.scheme, pb.port))
-    except ValueError:  # a port that is not a number
-        return False
-
-
-def _port(scheme: str, port: int | None) -> int | None:
-    return port if port is not None else {"http": 80, "https": 443}.get(scheme.lower())
+    """Same host name and port (explicit or the scheme's default); the scheme may differ."""
+    oa, ob = origin(a), origin(b)
+    return oa is not None and ob is not None and oa[1] is not None and oa[1:] == ob[1:]
 
 
 def iso_time(raw: str | None) -> str | None:
@@ -184,7 +176,7 @@ def iso_time(raw: str | None) -> str | None:
         return raw
     if parsed.tzinfo is None:
         return raw
-    return parsed.astimezone(timezone.utc).isoformat(timespec="seconds")
+    return utc_iso(parsed) or raw
 
 
 def _charset(resp: Response) -> str | None:
@@ -253,12 +245,9 @@ class ForumSource(Source):
             if not attr or not _ATTR_NAME.fullmatch(attr):
                 problems.append((f"selectors.{name}", f"invalid attribute name {attr!r} in "
                                                       f"::attr(...)"))
-            if css:
-                try:
-                    BeautifulSoup("<p></p>", "lxml").select(css)
-                except Exception as exc:
-                    problems.append((f"selectors.{name}", f"invalid CSS selector {css!r}: "
-                                                          f"{str(exc).splitlines()[0]}"))
+            problem = css_problem(css) if css else None
+            if problem:
+                problems.append((f"selectors.{name}", problem))
         return problems
 
     # ------------------------------------------------------------------ crawling
@@ -289,19 +278,10 @@ class ForumSource(Source):
         seen: set[str] = set()
         pages = 0
         while url and pages < self.target.max_pages and len(found) < self.target.max_items:
-            if url in seen:
-                log.info("pagination_loop", url=redact_url(url), selector="listing_next")
-                break
-            seen.add(url)
-            try:
-                resp = await self.fetcher.get(url, self.target)
-            except FetchError as exc:
-                if pages == 0:
-                    raise
-                log.warning("listing_page_failed", url=redact_url(url), error=str(exc))
+            resp = await self._listing_page(url, seen, first=pages == 0)
+            if resp is None:
                 break
             pages += 1
-            seen.add(urldefrag(resp.url).url)
             page = await off_loop(self.parse_listing, resp.body, resp.url, _charset(resp))
             if pages == 1 and not page.threads:
                 raise SourceError(f"no thread links matched {self.selectors['thread_link']!r} "
@@ -366,19 +346,10 @@ class ForumSource(Source):
         key_base: str | None = None
         pages = 0
         while url and pages < self.target.max_pages:
-            if url in seen:
-                log.info("pagination_loop", url=redact_url(url), selector="listing_next")
-                break
-            seen.add(url)
-            try:
-                resp = await self.fetcher.get(url, self.target)
-            except FetchError as exc:
-                if pages == 0:
-                    raise
-                log.warning("listing_page_failed", url=redact_url(url), error=str(exc))
+            resp = await self._listing_page(url, seen, first=pages == 0)
+            if resp is None:
                 break
             pages += 1
-            seen.add(urldefrag(resp.url).url)
             key_base = key_base or thread_url(resp.url)
             page = await off_loop(self.parse_posts, resp.body, resp.url, resp.fetched_at,
                                   _charset(resp), key_base, False, "listing_next")
@@ -387,6 +358,24 @@ class ForumSource(Source):
                     keys.add(doc.key)
                     yield doc
             url = self._follow(page.next_url, resp.url, "listing_next")
+
+    async def _listing_page(self, url: str, seen: set[str], first: bool) -> Response | None:
+        """A listing page of a walk, or None where the walk ends: at a URL it has been at (a
+        pagination loop), or at a page after the first that fails to load. The first page
+        failing is the target failing, so that is raised."""
+        if url in seen:
+            log.info("pagination_loop", url=redact_url(url), selector="listing_next")
+            return None
+        seen.add(url)
+        try:
+            resp = await self.fetcher.get(url, self.target)
+        except FetchError as exc:
+            if first:
+                raise
+            log.warning("listing_page_failed", url=redact_url(url), error=str(exc))
+            return None
+        seen.add(urldefrag(resp.url).url)  # where a redirect landed counts as visited too
+        return resp
 
     def _follow(self, next_url: str | None, page_url: str, selector: str) -> str | None:
         if not next_url:
@@ -495,6 +484,8 @@ class ForumSource(Source):
         if not href or href.startswith("#"):
             return None
         absolute = safe_urljoin(base, href)
+        # Not base.http_url: this reads the scheme as urllib does (control characters and
+        # tabs dropped), and urldefrag below cleans the link the same way.
         if not absolute or urlsplit(absolute).scheme not in ("http", "https"):
             return None
         return urldefrag(absolute).url

@@ -15,7 +15,6 @@ and the story's `url` among the links. Its URL comes from `document_url`, a temp
 
 from __future__ import annotations
 
-import json
 from typing import Any, AsyncIterator
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
@@ -23,7 +22,8 @@ import structlog
 from bs4 import BeautifulSoup
 
 from monitor.models import Document
-from monitor.sources.base import Source, SourceError, epoch_iso, html_text, links_of, off_loop
+from monitor.sources.base import (Source, epoch_iso, html_text, is_int, json_array, links_of,
+                                   off_loop, parse_json, str_or_empty, template_problems)
 
 log = structlog.get_logger("weightwatch.sources.hackernews")
 
@@ -48,14 +48,7 @@ class HackerNewsSource(Source):
         if isinstance(query, str) and not query.strip() or query is None and not in_url:
             problems.append(("query", "required: what to search for (for example \"heron-7b\"); "
                                       "without it the search returns every story and comment"))
-        template = options.get("document_url")
-        if isinstance(template, str):
-            try:
-                template.format(id=1)
-            except (KeyError, IndexError, ValueError, AttributeError) as exc:
-                problems.append(("document_url", f"invalid template {template!r} "
-                                 f"({type(exc).__name__}: {exc}); it may use only {{id}}"))
-        return problems
+        return problems + template_problems(options, id=1)
 
     def search_url(self, page: int, since: int | None) -> str:
         parts = urlsplit(self.target.url)
@@ -82,7 +75,7 @@ class HackerNewsSource(Source):
 
     async def documents(self) -> AsyncIterator[Document]:
         newest = self.cursor.get("newest")
-        newest = newest if isinstance(newest, int) and not isinstance(newest, bool) else None
+        newest = newest if is_int(newest) else None
         recent_raw = self.cursor.get("recent")
         recent: dict[str, int] = {k: v for k, v in (recent_raw or {}).items()
                                   if isinstance(v, int)} if isinstance(recent_raw, dict) else {}
@@ -108,11 +101,11 @@ class HackerNewsSource(Source):
 
     def _document(self, hit: dict[str, Any], body: bytes, url: str, fetched_at: str) -> Document:
         item = hit["item"]
-        html = _string(item.get("comment_text")) or _string(item.get("story_text"))
+        html = str_or_empty(item.get("comment_text")) or str_or_empty(item.get("story_text"))
         soup = BeautifulSoup(html, "lxml")
         doc_url = self.item_url(hit["objectID"])
         links = links_of(soup, doc_url)
-        story_url = _string(item.get("url"))
+        story_url = str_or_empty(item.get("url"))
         if story_url.startswith(("http://", "https://")) and story_url not in links:
             links.insert(0, story_url)
         tags = item.get("_tags")
@@ -122,43 +115,29 @@ class HackerNewsSource(Source):
         for name in ("story_id", "parent_id"):
             if isinstance(item.get(name), int):
                 extras[name] = item[name]
-        if is_comment and _string(item.get("story_title")):
+        if is_comment and str_or_empty(item.get("story_title")):
             extras["story_title"] = item["story_title"]
         return Document(
             target=self.target.name, key=hit["objectID"], url=doc_url,
-            title="" if is_comment else _string(item.get("title")),
-            author=_string(item.get("author")), text=html_text(soup), links=links,
+            title="" if is_comment else str_or_empty(item.get("title")),
+            author=str_or_empty(item.get("author")), text=html_text(soup), links=links,
             posted_at=epoch_iso(hit["created_at_i"]), extras=extras,
             snapshot=body, snapshot_url=url, fetched_at=fetched_at)
 
 
 def parse_search(body: bytes, url: str) -> tuple[list[dict[str, Any]], int]:
     """The hits of one result page (objectID and created_at_i checked) and `nbPages`."""
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise SourceError(f"{url}: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise SourceError(f"{url}: JSON nested too deeply to read") from None
-    hits = data.get("hits") if isinstance(data, dict) else None
-    if not isinstance(hits, list):
-        message = data.get("message") if isinstance(data, dict) else None
-        detail = f" (the API says: {message[:200]!r})" if isinstance(message, str) else ""
-        raise SourceError(f"{url}: expected an object with a 'hits' array{detail}")
+    data = parse_json(body, url)
     out = []
-    for item in hits:
+    for item in json_array(data, "hits", url, reason=("message", "the API says")):
         if not isinstance(item, dict):
             continue
         object_id, created = item.get("objectID"), item.get("created_at_i")
-        if isinstance(object_id, int) and not isinstance(object_id, bool):
+        if is_int(object_id):
             object_id = str(object_id)
-        if not isinstance(object_id, str) or not object_id or not isinstance(created, int) \
-                or isinstance(created, bool) or epoch_iso(created) is None:
+        if not isinstance(object_id, str) or not object_id or not is_int(created) \
+                or epoch_iso(created) is None:
             continue
         out.append({"objectID": object_id, "created_at_i": created, "item": item})
     pages = data.get("nbPages")
-    return out, pages if isinstance(pages, int) and not isinstance(pages, bool) else 1
-
-
-def _string(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+    return out, pages if is_int(pages) else 1

@@ -26,18 +26,17 @@ again until it changes); the target does not fail.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, AsyncIterator
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 import structlog
 
 from monitor.fetch import FetchError, Response, redact_url
 from monitor.models import Document
-from monitor.sources.base import Source, SourceError, off_loop, safe_urljoin
+from monitor.sources.base import (Source, SourceError, http_status, is_int, off_loop, origin,
+                                   parse_iso_time, parse_json, safe_urljoin, utc_iso)
 
 log = structlog.get_logger("weightwatch.sources.hub")
 
@@ -55,7 +54,6 @@ _POINTER_VERSION = re.compile(r"version https://git-lfs\.github\.com/spec/v\d+")
 _POINTER_OID = re.compile(r"oid sha256:([0-9a-fA-F]{64})")
 _POINTER_SIZE = re.compile(r"size (\d{1,18})")
 _POINTER_KEY = re.compile(r"[a-z0-9.-]+ \S.*")
-_STATUS = re.compile(r"^HTTP (\d{3}) ")
 
 
 @dataclass
@@ -239,7 +237,7 @@ class HubSource(Source):
                                   f"({pointer[1]} bytes)")
 
     def _failed(self, model_id: str, exc: FetchError, what: str = "model info") -> str | None:
-        status = _status(exc)
+        status = http_status(exc)
         if status in (401, 403):
             log.warning("model_gated", model=model_id, status=status, what=what)
             return "gated"
@@ -278,7 +276,7 @@ class HubSource(Source):
 
 def parse_search(body: bytes, url: str) -> list[tuple[str, str | None]]:
     """(id, change marker) per search result; the marker is `lastModified`, else `sha`."""
-    data = _json(body, url)
+    data = parse_json(body, redact_url(url))
     if not isinstance(data, list):
         raise SourceError(f"{redact_url(url)}: expected a JSON array of models")
     out = []
@@ -295,7 +293,7 @@ def parse_search(body: bytes, url: str) -> list[tuple[str, str | None]]:
 
 
 def parse_model_info(body: bytes, url: str, model_id: str) -> ModelInfo:
-    data = _json(body, url)
+    data = parse_json(body, redact_url(url))
     if not isinstance(data, dict):
         raise SourceError(f"{redact_url(url)}: expected a JSON object for model {model_id}")
     real_id = data.get("id") if isinstance(data.get("id"), str) and _valid_id(data["id"]) \
@@ -331,14 +329,7 @@ def parse_model_info(body: bytes, url: str, model_id: str) -> ModelInfo:
     for sib in siblings if isinstance(siblings, list) else []:
         if not isinstance(sib, dict) or not isinstance(sib.get("rfilename"), str):
             continue
-        f = HubFile(sib["rfilename"], _size(sib.get("size")))
-        lfs = sib.get("lfs")
-        if isinstance(lfs, dict):
-            digest = _sha256(lfs.get("sha256")) or _sha256(lfs.get("oid"))
-            if digest:
-                f.sha256, f.encoding = digest, "hub lfs.sha256"
-                f.size = f.size if f.size is not None else _size(lfs.get("size"))
-        files.append(f)
+        files.append(_hub_file(sib["rfilename"], sib, ("sha256", "oid"), "hub lfs.sha256"))
     return ModelInfo(id=real_id, marker=_marker(data), last_modified=last_modified, sha=sha,
                      author=author, lines=lines, files=files)
 
@@ -346,7 +337,7 @@ def parse_model_info(body: bytes, url: str, model_id: str) -> ModelInfo:
 def parse_tree(body: bytes, url: str) -> list[HubFile]:
     """Files of a tree listing (`[{type, path, size, oid, lfs: {oid, size}}]`); `oid` of a
     file outside LFS is a git blob id, not a digest of the file, and is not kept."""
-    data = _json(body, url)
+    data = parse_json(body, redact_url(url))
     if not isinstance(data, list):
         raise SourceError(f"{redact_url(url)}: expected a JSON array of tree entries")
     out = []
@@ -355,14 +346,7 @@ def parse_tree(body: bytes, url: str) -> list[HubFile]:
             continue
         if not isinstance(entry.get("path"), str):
             continue
-        f = HubFile(entry["path"], _size(entry.get("size")))
-        lfs = entry.get("lfs")
-        if isinstance(lfs, dict):
-            digest = _sha256(lfs.get("oid")) or _sha256(lfs.get("sha256"))
-            if digest:
-                f.sha256, f.encoding = digest, "hub tree lfs.oid"
-                f.size = f.size if f.size is not None else _size(lfs.get("size"))
-        out.append(f)
+        out.append(_hub_file(entry["path"], entry, ("oid", "sha256"), "hub tree lfs.oid"))
     return out
 
 
@@ -429,6 +413,21 @@ def parse_link_header(values: list[str]) -> list[tuple[str, dict[str, str]]]:
 # ------------------------------------------------------------------------------ helpers
 
 
+def _hub_file(path: str, entry: dict[str, Any], digest_keys: tuple[str, str],
+              encoding: str) -> HubFile:
+    """A file of model info (`siblings[]`) or of a tree listing: both carry an LFS file's
+    SHA-256 in `lfs`, under `sha256` or `oid`; `digest_keys` says which the endpoint
+    documents, read first."""
+    f = HubFile(path, _size(entry.get("size")))
+    lfs = entry.get("lfs")
+    if isinstance(lfs, dict):
+        digest = _sha256(lfs.get(digest_keys[0])) or _sha256(lfs.get(digest_keys[1]))
+        if digest:
+            f.sha256, f.encoding = digest, encoding
+            f.size = f.size if f.size is not None else _size(lfs.get("size"))
+    return f
+
+
 def _merge(info: ModelInfo, tree: list[HubFile]) -> None:
     by_path = {f.path: f for f in info.files}
     for t in tree:
@@ -461,48 +460,17 @@ def _sha256(value: Any) -> str | None:
 
 
 def _size(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 \
-        else None
+    return value if is_int(value) and value >= 0 else None
 
 
 def _iso(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc).isoformat(timespec="seconds")
-
-
-def _status(exc: FetchError) -> int | None:
-    status = getattr(exc, "status", None)
-    if isinstance(status, int):
-        return status
-    m = _STATUS.match(str(exc))
-    return int(m.group(1)) if m else None
+    return utc_iso(parse_iso_time(value.strip())) if isinstance(value, str) else None
 
 
 def _same_origin(url: str, root: str) -> bool:
-    a, b = urlsplit(url), urlsplit(root)
-    try:
-        default = {"http": 80, "https": 443}
-        return (a.scheme.lower(), a.hostname, a.port or default.get(a.scheme.lower())) == \
-            (b.scheme.lower(), b.hostname, b.port or default.get(b.scheme.lower()))
-    except ValueError:
-        return False
+    here = origin(url)
+    return here is not None and here == origin(root)
 
 
 def _dict(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
-
-
-def _json(body: bytes, url: str) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise SourceError(f"{redact_url(url)}: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise SourceError(f"{redact_url(url)}: JSON nested too deeply to read") from None

@@ -7,7 +7,6 @@ extras so the digest detector can match a released file posted as an attachment.
 
 from __future__ import annotations
 
-import json
 from typing import Any, AsyncIterator
 from urllib.parse import urljoin
 
@@ -17,7 +16,8 @@ from fingerprints.indicators import md5_b64_to_hex
 
 from monitor.fetch import FetchError
 from monitor.models import Document
-from monitor.sources.base import Source, SourceError, epoch_iso, html_text, off_loop
+from monitor.sources.base import (Source, SourceError, epoch_iso, html_text, json_array,
+                                   off_loop, parse_json, template_problems)
 
 log = structlog.get_logger("weightwatch.sources.imageboard")
 
@@ -32,16 +32,7 @@ class ImageboardSource(Source):
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[tuple[str, str]]:
-        problems = super().check_options(options)
-        template = options.get("document_url")
-        if isinstance(template, str):
-            try:
-                template.format(thread=1, post=2)
-            except (KeyError, IndexError, ValueError, AttributeError) as exc:
-                problems.append(("document_url", f"invalid template {template!r} "
-                                 f"({type(exc).__name__}: {exc}); it may use only "
-                                 "{thread} and {post}"))
-        return problems
+        return super().check_options(options) + template_problems(options, thread=1, post=2)
 
     def post_url(self, thread: int, post: int) -> str:
         template = self.target.document_url or self.base + "thread/{thread}#p{post}"
@@ -69,12 +60,8 @@ class ImageboardSource(Source):
         self.cursor["threads"] = {no: lm for no, lm in seen.items() if no in current}
 
     def parse_thread(self, body: bytes, url: str, fetched_at: str, thread: int) -> list[Document]:
-        data = _json(body, url)
-        posts = data.get("posts") if isinstance(data, dict) else None
-        if not isinstance(posts, list):
-            raise SourceError(f"{url}: expected an object with a 'posts' array")
         docs = []
-        for post in posts:
+        for post in json_array(parse_json(body, url), "posts", url):
             if not isinstance(post, dict) or not isinstance(post.get("no"), int):
                 continue
             extras = _attachment_extras(post)
@@ -90,7 +77,7 @@ class ImageboardSource(Source):
 
 def parse_threads(body: bytes, url: str) -> list[tuple[int, int]]:
     """(thread number, last_modified) for every thread on every page of threads.json."""
-    data = _json(body, url)
+    data = parse_json(body, url)
     if not isinstance(data, list):
         raise SourceError(f"{url}: expected an array of pages")
     out = []
@@ -101,16 +88,6 @@ def parse_threads(body: bytes, url: str) -> list[tuple[int, int]]:
                 last_modified = thread.get("last_modified")
                 out.append((thread["no"], last_modified if isinstance(last_modified, int) else 0))
     return out
-
-
-def _json(body: bytes, url: str) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise SourceError(f"{url}: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise SourceError(f"{url}: JSON nested too deeply to read") from None
-
 
 
 def _attachment_extras(post: dict[str, Any]) -> dict[str, Any]:

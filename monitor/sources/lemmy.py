@@ -16,16 +16,16 @@ text, and the post's `url` and the body's links are its links.
 
 from __future__ import annotations
 
-import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, AsyncIterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
 
 from monitor.models import Document
-from monitor.sources.base import Source, SourceError, off_loop
+from monitor.sources.base import (Source, SourceError, is_int, json_array, markdown_links,
+                                   off_loop, parse_iso_time, parse_json, str_or_empty, utc_iso)
 
 log = structlog.get_logger("weightwatch.sources.lemmy")
 
@@ -33,8 +33,6 @@ PAGE_LIMIT = 50  # Lemmy's maximum `limit`
 LOOKBACK = timedelta(hours=1)
 API_PATH = "/api/v3/post/list"
 _COMMUNITY_PAGE = re.compile(r"^(?P<prefix>.*)/c/(?P<name>[^/]+)/?$")
-# Links in Markdown: `[text](url "title")`, `<url>` and bare URLs.
-_MARKDOWN_LINK = re.compile(r"(?:https?://|magnet:\?)[^\s<>()\[\]\"'`]+")
 
 
 class LemmySource(Source):
@@ -85,7 +83,7 @@ class LemmySource(Source):
         limit = int(dict(query)["limit"])
         newest_id = self.cursor.get("newest_id")
         newest_id = newest_id if isinstance(newest_id, int) else 0
-        newest_published = _parse_time(self.cursor.get("newest_published"))
+        newest_published = parse_iso_time(self.cursor.get("newest_published"))
         top_id, top_published = newest_id, newest_published
         paging: tuple[str, str] | None = None
         yielded: set[int] = set()
@@ -95,7 +93,7 @@ class LemmySource(Source):
             posts, next_page = await off_loop(parse_post_list, response.body, response.url)
             oldest = None
             for view in posts:
-                post, published = view["post"], _parse_time(view["post"].get("published"))
+                post, published = view["post"], parse_iso_time(view["post"].get("published"))
                 if published is not None:
                     oldest = published if oldest is None else min(oldest, published)
                     top_published = max(top_published or published, published)
@@ -117,65 +115,34 @@ class LemmySource(Source):
             paging = ("page_cursor", next_page) if next_page else ("page", str(page_number + 2))
         self.cursor["newest_id"] = top_id
         if top_published is not None:
-            self.cursor["newest_published"] = top_published.isoformat(timespec="seconds")
+            self.cursor["newest_published"] = utc_iso(top_published)
 
     def _document(self, view: dict[str, Any], root: str, published: datetime | None,
                   body: bytes, url: str, fetched_at: str) -> Document:
         post = view["post"]
-        ap_id = _string(post.get("ap_id"))
+        ap_id = str_or_empty(post.get("ap_id"))
         canonical = ap_id.startswith(("https://", "http://"))
         doc_url = ap_id if canonical else f"{root}/post/{post['id']}"
-        text = _string(post.get("body"))
-        links = [_string(post.get("url"))] if _string(post.get("url")) else []
-        links += [link for link in _MARKDOWN_LINK.findall(text) if link not in links]
+        text = str_or_empty(post.get("body"))
+        links = [str_or_empty(post.get("url"))] if str_or_empty(post.get("url")) else []
+        links += [link for link in markdown_links(text) if link not in links]
         creator = view.get("creator") if isinstance(view.get("creator"), dict) else {}
         community = view.get("community") if isinstance(view.get("community"), dict) else {}
-        extras: dict[str, Any] = {"community": _string(community.get("name"))}
+        extras: dict[str, Any] = {"community": str_or_empty(community.get("name"))}
         return Document(
             target=self.target.name, key=str(post["id"]), url=doc_url,
-            title=_string(post.get("name")), author=_string(creator.get("name")),
+            title=str_or_empty(post.get("name")), author=str_or_empty(creator.get("name")),
             text=text, links=links,
-            posted_at=published.isoformat(timespec="seconds") if published else None,
+            posted_at=utc_iso(published),
             extras=extras, snapshot=body, snapshot_url=url, fetched_at=fetched_at)
 
 
 def parse_post_list(body: bytes, url: str) -> tuple[list[dict[str, Any]], str | None]:
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise SourceError(f"{url}: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise SourceError(f"{url}: JSON nested too deeply to read") from None
-    posts = data.get("posts") if isinstance(data, dict) else None
-    if not isinstance(posts, list):
-        error = data.get("error") if isinstance(data, dict) else None
-        detail = f" (the server says: {error[:200]!r})" if isinstance(error, str) else ""
-        raise SourceError(f"{url}: expected an object with a 'posts' array{detail}")
+    data = parse_json(body, url)
     views = []
-    for view in posts:
+    for view in json_array(data, "posts", url, reason=("error", "the server says")):
         post = view.get("post") if isinstance(view, dict) else None
-        if isinstance(post, dict) and isinstance(post.get("id"), int) \
-                and not isinstance(post.get("id"), bool) and post["id"] > 0:
+        if isinstance(post, dict) and is_int(post.get("id")) and post["id"] > 0:
             views.append(view)
     next_page = data.get("next_page")
     return views, next_page if isinstance(next_page, str) and next_page else None
-
-
-def _parse_time(value: Any) -> datetime | None:
-    """Lemmy 0.19 writes `2026-11-20T08:12:00.123456Z`; 0.18 the same without the `Z`."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    try:
-        return moment.astimezone(timezone.utc)
-    except (OverflowError, ValueError):
-        return None
-
-
-def _string(value: Any) -> str:
-    return value if isinstance(value, str) else ""

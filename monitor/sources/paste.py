@@ -14,7 +14,6 @@ that silently returns nothing is a blind spot.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
@@ -24,7 +23,7 @@ import structlog
 
 from monitor.fetch import FetchError, redact_url
 from monitor.models import Document
-from monitor.sources.base import Source, SourceError, epoch_iso, off_loop, safe_urljoin
+from monitor.sources.base import Source, SourceError, epoch_iso, http_url, off_loop, parse_json
 
 log = structlog.get_logger("weightwatch.sources.paste")
 
@@ -112,12 +111,7 @@ def parse_listing(body: bytes, url: str) -> list[Paste]:
             raise SourceError(f"{safe_url}: empty answer instead of a paste listing")
         raise SourceError(f"{safe_url}: the paste site answered with an error instead of a "
                           f"listing: {_first_line(text)!r}")
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise SourceError(f"{safe_url}: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise SourceError(f"{safe_url}: JSON nested too deeply to read") from None
+    data = parse_json(text, safe_url)
     if not isinstance(data, list):
         raise SourceError(f"{safe_url}: expected a JSON array of pastes, got: "
                           f"{_first_line(text)!r}")
@@ -137,23 +131,14 @@ def _paste(raw: Any, listing_url: str) -> Paste | None:
     key = raw.get("key")
     if not isinstance(key, str) or not _KEY.fullmatch(key):
         return None
-    scrape_url = _url(listing_url, raw.get("scrape_url"))
+    scrape_url = http_url(listing_url, raw.get("scrape_url"))
     if scrape_url is None:
         return None
-    full_url = _url(listing_url, raw.get("full_url")) or scrape_url
+    full_url = http_url(listing_url, raw.get("full_url")) or scrape_url
     return Paste(key=key, scrape_url=scrape_url, full_url=full_url,
                  date=_number(raw.get("date")), size=_number(raw.get("size")),
                  expire=_str(raw.get("expire")), title=_str(raw.get("title")),
                  syntax=_str(raw.get("syntax")), user=_str(raw.get("user")))
-
-
-def _url(base: str, value: Any) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        return None
-    absolute = safe_urljoin(base, value.strip())
-    if absolute and absolute.split(":", 1)[0].lower() in ("http", "https"):
-        return absolute
-    return None
 
 
 def _number(value: Any) -> int | None:

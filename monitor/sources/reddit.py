@@ -17,8 +17,6 @@ Every post (`t3`, or `t1` in a comments listing) is a Document keyed by its full
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any, AsyncIterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -26,13 +24,12 @@ import structlog
 from bs4 import BeautifulSoup
 
 from monitor.models import Document
-from monitor.sources.base import Source, SourceError, epoch_iso, links_of, off_loop, safe_urljoin
+from monitor.sources.base import (Source, SourceError, epoch_iso, links_of, markdown_links,
+                                   off_loop, parse_json, safe_urljoin, str_or_empty)
 
 log = structlog.get_logger("weightwatch.sources.reddit")
 
 PAGE_LIMIT = 100  # the most Reddit returns per listing page
-# Bare links in Markdown text, for a listing that carries no `selftext_html`.
-_MARKDOWN_LINK = re.compile(r"(?:https?://|magnet:\?)[^\s<>()\[\]\"'`]+")
 
 
 class RedditSource(Source):
@@ -94,27 +91,27 @@ class RedditSource(Source):
 
     def _document(self, post: dict[str, Any], body: bytes, url: str, fetched_at: str) -> Document:
         data = post["data"]
-        permalink = _string(data.get("permalink"))
+        permalink = str_or_empty(data.get("permalink"))
         doc_url = _human_url(url, permalink or f"/comments/{post['id']}/")
         is_comment = post["kind"] == "t1"
-        text = _string(data.get("body" if is_comment else "selftext"))
-        html = _string(data.get("body_html" if is_comment else "selftext_html"))
+        text = str_or_empty(data.get("body" if is_comment else "selftext"))
+        html = str_or_empty(data.get("body_html" if is_comment else "selftext_html"))
         if html:
             links = links_of(BeautifulSoup(html, "lxml"), doc_url)
         else:
-            links = _MARKDOWN_LINK.findall(text)
-        target_url = _string(data.get("url_overridden_by_dest") or data.get("url"))
+            links = markdown_links(text)  # a listing without `selftext_html`
+        target_url = str_or_empty(data.get("url_overridden_by_dest") or data.get("url"))
         if target_url and not is_comment:
             absolute = _human_url(url, target_url)
             if absolute and absolute != doc_url and absolute not in links:
                 links.insert(0, absolute)
-        extras: dict[str, Any] = {"subreddit": _string(data.get("subreddit"))}
+        extras: dict[str, Any] = {"subreddit": str_or_empty(data.get("subreddit"))}
         if is_comment:
-            extras["link_title"] = _string(data.get("link_title"))
+            extras["link_title"] = str_or_empty(data.get("link_title"))
         return Document(
             target=self.target.name, key=post["name"], url=doc_url,
-            title="" if is_comment else _string(data.get("title")),
-            author=_string(data.get("author")), text=text, links=links,
+            title="" if is_comment else str_or_empty(data.get("title")),
+            author=str_or_empty(data.get("author")), text=text, links=links,
             posted_at=epoch_iso(int(post["created_utc"])), extras=extras,
             snapshot=body, snapshot_url=url, fetched_at=fetched_at)
 
@@ -122,12 +119,7 @@ class RedditSource(Source):
 def parse_listing(body: bytes, url: str) -> tuple[list[dict[str, Any]], str | None]:
     """The posts of one listing page (with their fullname and creation time checked), and
     the `after` cursor of the next page."""
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise SourceError(f"{url}: not valid JSON ({exc})") from None
-    except RecursionError:
-        raise SourceError(f"{url}: JSON nested too deeply to read") from None
+    data = parse_json(body, url)
     listing = data.get("data") if isinstance(data, dict) else None
     children = listing.get("children") if isinstance(listing, dict) else None
     if not isinstance(children, list):
@@ -168,7 +160,3 @@ def _rate_limit_exhausted(value: str | None) -> bool:
         return value is not None and float(value) < 1
     except ValueError:
         return False
-
-
-def _string(value: Any) -> str:
-    return value if isinstance(value, str) else ""

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, AsyncIterator
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
@@ -37,7 +36,7 @@ from fingerprints.indicators import Magnet, btih_to_hex, parse_magnet
 from fingerprints.torrent import MAX_TORRENT_BYTES, TorrentError, parse_torrent
 from monitor.fetch import SECRET_PARAMS, FetchError, Response, redact_url
 from monitor.models import Document
-from monitor.sources.base import Source, SourceError, html_text, off_loop
+from monitor.sources.base import Source, SourceError, html_text, http_status, off_loop, utc_iso
 
 log = structlog.get_logger("weightwatch.sources.torznab")
 
@@ -70,7 +69,6 @@ _USERINFO_BYTES = re.compile(rb"(//)[^/@\s\"'<>]+@")
 _HEX40 = re.compile(r"[0-9A-Fa-f]{40}")
 _HEX64 = re.compile(r"[0-9A-Fa-f]{64}")
 _B32 = re.compile(r"[A-Za-z2-7]{32}")
-_HTTP_STATUS = re.compile(r"^HTTP (\d{3}) ")
 
 
 class TorznabSource(Source):
@@ -175,9 +173,7 @@ class TorznabSource(Source):
             return await self.fetcher.get(url, self.target)
         except FetchError as exc:
             message = self._scrub(str(exc))
-            status = getattr(exc, "status", None)
-            if status is None and (m := _HTTP_STATUS.match(message)):
-                status = int(m.group(1))
+            status = http_status(exc)
             # The fetcher does not hand on a 4xx body, so a Jackett <error code="100"> under
             # 401 is known by its status only.
             if status in (400, 401, 403):
@@ -456,6 +452,19 @@ def _xml(body: bytes, url: str) -> Element:
                           f"{type(exc).__name__} (DTDs and entities are not accepted)") from None
 
 
+def _root(body: bytes, url: str, expected: str, complaint: str) -> Element:
+    """The root element of a Torznab answer, which must be <expected>: any request may be
+    answered with <error code= description=> instead (TorznabError), and anything else is
+    a SourceError worded by `complaint` (its {url} and {tag} filled in)."""
+    root = _xml(body, url)
+    tag = _local(root.tag)
+    if tag == "error":
+        raise _error(root)
+    if tag != expected:
+        raise SourceError(complaint.format(url=url, tag=tag[:40]))
+    return root
+
+
 def _error(node: Element) -> TorznabError:
     code = _int(node.get("code"))
     description = " ".join((node.get("description") or node.text or "").split())[:200]
@@ -467,12 +476,7 @@ def parse_feed(body: bytes, url: str) -> list[dict[str, Any]]:
     name, `attrs` (torznab:attr name -> value, first wins), `categories`, enclosure and
     indexer. Raises TorznabError for an `<error>` answer, SourceError for anything else
     that is not an RSS feed."""
-    root = _xml(body, url)
-    tag = _local(root.tag)
-    if tag == "error":
-        raise _error(root)
-    if tag != "rss":
-        raise SourceError(f"not a Torznab feed at {url}: the root element is <{tag[:40]}>")
+    root = _root(body, url, "rss", "not a Torznab feed at {url}: the root element is <{tag}>")
     channel = next((c for c in root if _local(c.tag) == "channel"), None)
     if channel is None:
         raise SourceError(f"not a Torznab feed at {url}: <rss> has no <channel>")
@@ -506,12 +510,7 @@ def parse_feed(body: bytes, url: str) -> list[dict[str, Any]]:
 
 def parse_caps(body: bytes, url: str) -> dict[str, Any]:
     """`t=caps`: {"max": int|None, "default": int|None, "categories": {"id": "name"}}."""
-    root = _xml(body, url)
-    tag = _local(root.tag)
-    if tag == "error":
-        raise _error(root)
-    if tag != "caps":
-        raise SourceError(f"not a Torznab caps document at {url}: the root is <{tag[:40]}>")
+    root = _root(body, url, "caps", "not a Torznab caps document at {url}: the root is <{tag}>")
     caps: dict[str, Any] = {"max": None, "default": None, "categories": {}}
     for node in root:
         name = _local(node.tag)
@@ -567,12 +566,9 @@ def _rfc822(value: str | None) -> str | None:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        return None
-    try:
-        return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
-    except (OverflowError, ValueError):
-        return None
+    # No zone, or -0000 ("zone unknown"), leaves the indexer's local time: no time beats a
+    # wrong one.
+    return utc_iso(moment) if moment.tzinfo is not None else None
 
 
 def human_size(size: int) -> str:
