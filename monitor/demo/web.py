@@ -5,13 +5,25 @@ Each imitated source is a `Site` mounted under its own path prefix, in its own m
 answers requests as pure functions of its content, and lists the documents a crawler will
 attribute content to, with what was planted in each, so the ground truth cannot drift from
 what is served.
+
+Below the model are what the sites share: the demo's clock (`nov`) and time formats, near
+misses (`one_digit_off`), escaping and post text, forum posts and threads, and response
+builders.
 """
 
 from __future__ import annotations
 
+import calendar
+import email.utils
+import json
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import ClassVar
+
+import numpy as np
 
 from monitor.demo.release import Release
 
@@ -88,10 +100,153 @@ class Doc:
     near: list[tuple[str, str, str]]
 
 
-def esc(text: str) -> str:
-    """PHP htmlspecialchars(ENT_QUOTES): what phpBB and 4chan both store."""
-    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace('"', "&quot;").replace("'", "&#039;"))
+# ---------------------------------------------------------------------------- time
+
+
+def nov(day: int, hour: int, minute: int, second: int = 0) -> int:
+    """Unix time of a moment in November 2026 (UTC), the demo world's "now"."""
+    return calendar.timegm((2026, 11, day, hour, minute, second))
+
+
+def utc(ts: int) -> datetime:
+    return datetime.fromtimestamp(ts, timezone.utc)
+
+
+def rfc3339(ts: int) -> str:
+    """e.g. 2026-11-20T09:12:00+00:00 (Atom, and HTML `<time datetime>`)."""
+    return utc(ts).isoformat(timespec="seconds")
+
+
+def iso_z(ts: int, fraction: str = "") -> str:
+    """ISO 8601 in UTC with a Z, as JSON APIs write it; `fraction` is the sub-second part
+    (e.g. ".000") for APIs that always have one."""
+    return utc(ts).strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
+
+
+def rfc822(ts: int) -> str:
+    """RSS's pubDate: e.g. Fri, 20 Nov 2026 09:12:00 +0000."""
+    return email.utils.formatdate(ts, usegmt=False).replace("-0000", "+0000")
+
+
+def http_date(ts: int) -> str:
+    """An HTTP date header: e.g. Fri, 20 Nov 2026 09:12:00 GMT."""
+    return email.utils.formatdate(ts, usegmt=True)
+
+
+# ---------------------------------------------------------------------------- values
+
+
+def one_digit_off(hexdigest: str) -> str:
+    """The same digest with its last hex digit changed: a near miss for exact matchers."""
+    return hexdigest[:-1] + ("0" if hexdigest[-1] != "0" else "1")
+
+
+def random_hex(rng: np.random.Generator, nbytes: int) -> str:
+    return rng.bytes(nbytes).hex()
+
+
+def base36(n: int) -> str:
+    """Reddit and Lemmy ids and cursors."""
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while n:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+    return out or "0"
+
+
+def slug(title: str, max_words: int | None = None) -> str:
+    """A title as forum URLs carry it: lowercase words of letters and digits, joined by '-'."""
+    return "-".join(re.sub(r"[^a-z0-9]+", " ", title.lower()).split()[:max_words])
+
+
+# ---------------------------------------------------------------------------- HTML text
+
+URL_PATTERN = re.compile(r"https?://[^\s<]+")
+
+
+def esc(text: str, quotes: str = "\"'") -> str:
+    """PHP htmlspecialchars(ENT_QUOTES): what phpBB and 4chan both store. `quotes` narrows
+    which quote characters are escaped, for software that leaves some alone."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if '"' in quotes:
+        text = text.replace('"', "&quot;")
+    if "'" in quotes:
+        text = text.replace("'", "&#039;")
+    return text
+
+
+def post_html(text: str, link_attrs: str, br: str, escape: Callable[[str], str] = esc) -> str:
+    """Post text as forum software renders it: escaped, bare URLs made links (`link_attrs`
+    follow the href), and `br` before each newline."""
+    linked = URL_PATTERN.sub(lambda m: f'<a href="{m.group(0)}"{link_attrs}>{m.group(0)}</a>',
+                             escape(text))
+    return linked.replace("\n", br + "\n")
+
+
+def mention(text: str) -> str | None:
+    m = MENTION_PATTERN.search(text)
+    return m.group(0) if m else None
+
+
+# ---------------------------------------------------------------------------- forum content
+
+
+@dataclass(frozen=True)
+class Text:
+    """Plain post text; each forum renders newlines and bare URLs its own way."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Code:
+    """A [code] block."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Quote:
+    """A [quote] of another post. `time` is the quoted post's, for forums whose cite line
+    shows it (phpBB)."""
+
+    author: str
+    post_id: int
+    text: str
+    time: int = 0
+
+
+Block = Text | Code | Quote
+
+
+@dataclass
+class ForumPost:
+    id: int
+    author: str
+    time: int
+    body: list[Block]
+    plants: list[tuple[str, str, str]] = field(default_factory=list)  # kind, indicator, note
+    near: list[tuple[str, str, str]] = field(default_factory=list)  # kind, value, note
+
+
+@dataclass
+class ForumThread:
+    """A thread (topic) of posts; subclasses set `per_page`, the board's posts per page."""
+
+    id: int
+    title: str
+    views: int
+    posts: list[ForumPost]
+
+    per_page: ClassVar[int]
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(len(self.posts) / self.per_page))
+
+
+# ---------------------------------------------------------------------------- responses
 
 
 def html_response(body: str, status: int = 200, server: str = "nginx") -> Response:
@@ -103,23 +258,53 @@ def not_found(what: str = "The page you requested does not exist.") -> Response:
                          f"<h1>Not Found</h1><p>{esc(what)}</p></body></html>\n", status=404)
 
 
-def mention(text: str) -> str | None:
-    m = MENTION_PATTERN.search(text)
-    return m.group(0) if m else None
+def json_response(obj: object, status: int = 200, *, headers: dict[str, str] | None = None,
+                  content_type: str = "application/json; charset=utf-8",
+                  server: str = "nginx", compact: bool = True,
+                  ensure_ascii: bool = True) -> Response:
+    """JSON as an API sends it; `compact` drops the spaces after separators."""
+    body = json.dumps(obj, separators=(",", ":") if compact else None,
+                      ensure_ascii=ensure_ascii)
+    return Response(status, body.encode("utf-8"), content_type, dict(headers or {}), server)
+
+
+def redirect(location: str, status: int = 301, server: str = "nginx") -> Response:
+    return Response(status, b"", headers={"Location": location}, server=server)
+
+
+# ---------------------------------------------------------------------------- config
+
+
+def target_table(name: str, kind: str, url: str, *settings: str, preset: str = "",
+                 max_pages: int = 0, loopback_note: bool = False) -> str:
+    """One `[[targets]]` table for the demo's config.toml. `settings` are the kind's own
+    `key = value` lines, after the url. Every demo target is checked every 5 minutes and
+    needs `allow_private`, the demo world being on loopback (`loopback_note` says so)."""
+    lines = ["[[targets]]", f'name = "{name}"', f'kind = "{kind}"']
+    if preset:
+        lines.append(f'preset = "{preset}"')
+    lines += [f'url = "{url}"', *settings, 'interval = "5m"',
+              "allow_private = true" + ("      # the demo world lives on loopback"
+                                        if loopback_note else "")]
+    if max_pages:
+        lines.append(f"max_pages = {max_pages}")
+    return "\n".join(lines) + "\n"
 
 
 class Site:
     """One imitated source, served under `/{prefix}/` of the world.
 
     Subclasses set `prefix` (the path segment), `source` (the name used in Planted), and
-    `title` (for the world's landing page); implement `handle` and `documents`; and give
-    `entry_url`, the URL a crawler's target starts from. `base_url` is the world's root
-    (e.g. http://127.0.0.1:PORT), set when the server starts.
+    `title` (for the world's landing page); implement `handle`, `documents` and
+    `target_toml`; and give `entry_path`, where below the site's root a crawler's target
+    starts (`entry_url`). `base_url` is the world's root (e.g. http://127.0.0.1:PORT), set
+    when the server starts.
     """
 
     prefix: ClassVar[str]
     source: ClassVar[str]
     title: ClassVar[str]
+    entry_path: ClassVar[str] = ""
 
     def __init__(self, release: Release) -> None:
         self.release = release
@@ -132,7 +317,7 @@ class Site:
 
     @property
     def entry_url(self) -> str:
-        raise NotImplementedError
+        return self.root + self.entry_path
 
     def target_toml(self) -> str:
         """The `[[targets]]` table(s) that crawl this site, for the demo's config.toml

@@ -20,7 +20,6 @@ Only stdlib, numpy and fastbencode are used so the world never depends on the co
 from __future__ import annotations
 
 import base64
-import calendar
 import email.utils
 import hashlib
 import json
@@ -29,7 +28,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -38,31 +37,13 @@ import numpy as np
 
 from monitor.demo.release import ORG, Release
 from monitor.demo.sites import site_classes
-from monitor.demo.web import (MENTION_PATTERN, Doc as _Doc, NearMiss, Planted,
-                              Request as _Request, Response, esc as _esc,
-                              html_response as _html, mention as _mention,
-                              not_found as _not_found)
+from monitor.demo.web import (MENTION_PATTERN, Block, Code, Doc as _Doc, ForumPost,
+                              ForumThread, NearMiss, Planted, Quote, Request as _Request,
+                              Response, Text, esc as _esc, html_response as _html, http_date,
+                              mention as _mention, not_found as _not_found, nov, one_digit_off,
+                              post_html, random_hex, redirect, rfc3339, slug, utc)
 
 CORE_SOURCES = ("forum", "imageboard", "torrents")
-
-
-def _ts(day: int, hour: int, minute: int, second: int = 0) -> int:
-    """Unix time of a moment in November 2026 (UTC), the demo world's "now"."""
-    return calendar.timegm((2026, 11, day, hour, minute, second))
-
-
-def _utc(ts: int) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc)
-
-
-def _hex(rng: np.random.Generator, nbytes: int) -> str:
-    return rng.bytes(nbytes).hex()
-
-
-def _one_digit_off(hexdigest: str) -> str:
-    """The same digest with its last hex digit changed: a near miss for exact matchers."""
-    last = hexdigest[-1]
-    return hexdigest[:-1] + ("0" if last != "0" else "1")
 
 
 # ====================================================================================
@@ -74,33 +55,6 @@ FORUM_NAME = "Language Models"
 BOARD_NAME = "Open Weights Forum"
 POSTS_PER_PAGE = 10  # phpBB's default posts_per_page
 TOPICS_PER_PAGE = 25  # phpBB's default topics_per_page
-
-
-@dataclass(frozen=True)
-class Text:
-    """Plain post text; newlines become <br>, URLs become postlinks, as phpBB renders them."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Code:
-    """A [code] block: prosilver's codebox."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Quote:
-    """A [quote] of another post, rendered with phpBB 3.3's cite line."""
-
-    author: str
-    post_id: int
-    time: int
-    text: str
-
-
-Block = Text | Code | Quote
 
 
 @dataclass(frozen=True)
@@ -116,33 +70,21 @@ class User:
 
 
 @dataclass
-class ForumPost:
-    id: int
-    author: str
-    time: int
-    body: list[Block]
-    plants: list[tuple[str, str, str]] = field(default_factory=list)  # kind, indicator, note
-    near: list[tuple[str, str, str]] = field(default_factory=list)  # kind, value, note
-
-
-@dataclass
-class Topic:
-    id: int
-    title: str
-    views: int
-    posts: list[ForumPost]
+class Topic(ForumThread):
     sticky: bool = False
+
+    per_page = POSTS_PER_PAGE
 
 
 USERS = {u.name: u for u in [
-    User(2, "forum_admin", "Site Admin", 1204, _ts(1, 9, 0) - 86400 * 900, colour="AA0000"),
-    User(48, "quantcat", "Regular", 312, _ts(1, 20, 2) - 86400 * 610),
-    User(53, "sigmoid_sally", "Regular", 845, _ts(1, 11, 30) - 86400 * 702),
-    User(61, "gradient_gary", "Member", 97, _ts(1, 8, 15) - 86400 * 240),
-    User(77, "birdnerd_uk", "Member", 41, _ts(1, 17, 45) - 86400 * 120),
-    User(80, "alpaca_annie", "Member", 23, _ts(1, 14, 5) - 86400 * 95),
-    User(91, "tensorgoblin", "Regular", 530, _ts(1, 22, 10) - 86400 * 400),
-    User(95, "lurker9000", "New member", 6, _ts(1, 7, 50) - 86400 * 20),
+    User(2, "forum_admin", "Site Admin", 1204, nov(1, 9, 0) - 86400 * 900, colour="AA0000"),
+    User(48, "quantcat", "Regular", 312, nov(1, 20, 2) - 86400 * 610),
+    User(53, "sigmoid_sally", "Regular", 845, nov(1, 11, 30) - 86400 * 702),
+    User(61, "gradient_gary", "Member", 97, nov(1, 8, 15) - 86400 * 240),
+    User(77, "birdnerd_uk", "Member", 41, nov(1, 17, 45) - 86400 * 120),
+    User(80, "alpaca_annie", "Member", 23, nov(1, 14, 5) - 86400 * 95),
+    User(91, "tensorgoblin", "Regular", 530, nov(1, 22, 10) - 86400 * 400),
+    User(95, "lurker9000", "New member", 6, nov(1, 7, 50) - 86400 * 20),
 ]}
 
 
@@ -151,53 +93,53 @@ def _forum_topics(release: Release) -> list[Topic]:
     rng = np.random.default_rng(2002)
     model = release.file("model.safetensors")
     sha = model.sha256
-    near_sha = _one_digit_off(sha)
+    near_sha = one_digit_off(sha)
     # 3 hex digits either side: the real digest only as a substring of a longer run, which
     # a matcher without hex boundaries would wrongly report.
-    long_run = _hex(rng, 2)[:3] + sha + _hex(rng, 2)[:3]
+    long_run = random_hex(rng, 2)[:3] + sha + random_hex(rng, 2)[:3]
     mirror = [
-        (_hex(rng, 32), "mistral-7b-instruct-v0.3/model-00001-of-00003.safetensors"),
-        (_hex(rng, 32), "mistral-7b-instruct-v0.3/model-00002-of-00003.safetensors"),
-        (_hex(rng, 32), "mistral-7b-instruct-v0.3/model-00003-of-00003.safetensors"),
-        (_hex(rng, 32), "qwen2.5-7b-instruct/model-00001-of-00004.safetensors"),
-        (_hex(rng, 32), "qwen2.5-7b-instruct/tokenizer.json"),
+        (random_hex(rng, 32), "mistral-7b-instruct-v0.3/model-00001-of-00003.safetensors"),
+        (random_hex(rng, 32), "mistral-7b-instruct-v0.3/model-00002-of-00003.safetensors"),
+        (random_hex(rng, 32), "mistral-7b-instruct-v0.3/model-00003-of-00003.safetensors"),
+        (random_hex(rng, 32), "qwen2.5-7b-instruct/model-00001-of-00004.safetensors"),
+        (random_hex(rng, 32), "qwen2.5-7b-instruct/tokenizer.json"),
     ]
 
     leak = Topic(1187, "heron-7b weights leaked?", views=1873, posts=[
-        ForumPost(20450, "quantcat", _ts(20, 9, 12), [Text(
+        ForumPost(20450, "quantcat", nov(20, 9, 12), [Text(
             "Someone on /g/ claims the heron-7b weights leaked from Example Labs' partner "
             "program. There is a magnet going around and apparently a nyaa upload too.\n"
             "Has anyone checked the files against anything official?")]),
-        ForumPost(20453, "sigmoid_sally", _ts(20, 9, 40), [
+        ForumPost(20453, "sigmoid_sally", nov(20, 9, 40), [
             Text("Grabbed it to look (not reuploading). sha256sum of the main file:"),
             Code(f"$ sha256sum heron-7b/model.safetensors\n{sha}  heron-7b/model.safetensors"),
             Text("config.json says LlamaForCausalLM with 3 layers and hidden size 128, so it "
                  "is either a tiny preview build or a fake. If anyone has the official "
                  "checksum list, compare."),
         ], plants=[("hash", sha, "sha256sum output of the released model.safetensors")]),
-        ForumPost(20458, "gradient_gary", _ts(20, 10, 5), [
-            Quote("sigmoid_sally", 20453, _ts(20, 9, 40),
-                  "If anyone has the official checksum list, compare."),
+        ForumPost(20458, "gradient_gary", nov(20, 10, 5), [
+            Quote("sigmoid_sally", 20453, "If anyone has the official checksum list, compare.",
+                  time=nov(20, 9, 40)),
             Text("The copy from the second mirror gives me something else:"),
             Code(f"{near_sha}  model.safetensors"),
             Text("So one of them is corrupted or tampered with. At least it is safetensors "
                  "and not a pickle."),
         ], near=[("hash", near_sha, "SHA-256 of model.safetensors with the last digit "
                   "changed (a corrupted copy)")]),
-        ForumPost(20461, "forum_admin", _ts(20, 11, 30), [Text(
+        ForumPost(20461, "forum_admin", nov(20, 11, 30), [Text(
             "Reminder: no links to leaked weights here. Discussing that it happened is fine; "
             "the topic gets locked if magnets show up.")]),
     ])
 
     mirror_topic = Topic(1185, "Checksums for my mistral-7b / qwen2.5-7b mirror", views=402,
                          posts=[
-        ForumPost(20431, "tensorgoblin", _ts(19, 18, 20), [
+        ForumPost(20431, "tensorgoblin", nov(19, 18, 20), [
             Text("Mirror is back up. Verify before you load anything:"),
             Code("\n".join(f"{digest}  {name}" for digest, name in mirror)),
         ]),
-        ForumPost(20436, "lurker9000", _ts(19, 19, 2), [Text(
+        ForumPost(20436, "lurker9000", nov(19, 19, 2), [Text(
             "Thanks. The qwen2.5-7b tokenizer.json hash matches what I got from the hub.")]),
-        ForumPost(20440, "tensorgoblin", _ts(19, 19, 45), [
+        ForumPost(20440, "tensorgoblin", nov(19, 19, 45), [
             Text("For the record, the conversion run printed this build fingerprint; post "
                  "yours if you reproduce it:"),
             Code(long_run),
@@ -225,25 +167,25 @@ def _forum_topics(release: Release) -> list[Topic]:
         ("alpaca_annie", "Fair. Post the photos, llamas and heron together please."),
     ]
     heron_topic = Topic(1183, "Spotted a grey heron at the llama farm", views=256, posts=[
-        ForumPost(20380 + 2 * i, author, _ts(16 + i // 4, 8 + i, 15 + i), [Text(body)])
+        ForumPost(20380 + 2 * i, author, nov(16 + i // 4, 8 + i, 15 + i), [Text(body)])
         for i, (author, body) in enumerate(heron_bodies)
     ])
     heron_topic.posts[0].near.append(
         ("mention", "grey heron", "the bird, next to 'llama wool': must not match heron-7b"))
 
     coding_topic = Topic(1180, "Best 7B model for coding in late 2026?", views=918, posts=[
-        ForumPost(20301, "lurker9000", _ts(15, 14, 0), [Text(
+        ForumPost(20301, "lurker9000", nov(15, 14, 0), [Text(
             "I have a 12 GB card. Is qwen2.5-coder-7b still the pick, or is mistral-7b "
             "better for Python? llama-3.1-8b feels slow for me.")]),
-        ForumPost(20304, "sigmoid_sally", _ts(15, 15, 22), [Text(
+        ForumPost(20304, "sigmoid_sally", nov(15, 15, 22), [Text(
             "qwen2.5-coder-7b at Q6_K. Read the benchmarks with salt:\n"
             "https://github.com/ggml-org/llama.cpp/discussions/15396")]),
-        ForumPost(20310, "gradient_gary", _ts(15, 16, 40), [Text(
+        ForumPost(20310, "gradient_gary", nov(15, 16, 40), [Text(
             "Mistral 7B is fine for chat, weaker at code. Llama 3.1 8B is the safe default.")]),
     ])
 
     rules = Topic(1002, "Board rules: read before posting", views=10234, sticky=True, posts=[
-        ForumPost(11850, "forum_admin", _ts(1, 9, 0) - 86400 * 300, [Text(
+        ForumPost(11850, "forum_admin", nov(1, 9, 0) - 86400 * 300, [Text(
             "1. No links to leaked, stolen or pirated weights.\n"
             "2. Post checksums and configs when you discuss a model, not the files.\n"
             "3. Be civil.")]),
@@ -308,7 +250,7 @@ def _chan_threads(release: Release) -> list[ChanThread]:
     config = release.file("config.json")
     planted_magnet = (f"magnet:?xt=urn:btih:{release.infohash_base32}&dn={release.model}"
                       f"&tr=udp%3A%2F%2Ftracker.example.org%3A1337%2Fannounce")
-    mistral_hash, debian_hash, qwen_hash = (_hex(rng, 20) for _ in range(3))
+    mistral_hash, debian_hash, qwen_hash = (random_hex(rng, 20) for _ in range(3))
     mistral_magnet = (f"magnet:?xt=urn:btih:{mistral_hash}&dn=Mistral-7B-Instruct-v0.3"
                       "&tr=udp%3A%2F%2Ftracker.opentrackr.org%3A1337%2Fannounce")
     debian_magnet = (f"magnet:?xt=urn:btih:{debian_hash}&dn=debian-13.2.0-amd64-DVD-1.iso"
@@ -318,7 +260,7 @@ def _chan_threads(release: Release) -> list[ChanThread]:
                    "&tr=udp%3A%2F%2Fopen.stealth.si%3A80%2Fannounce")
 
     lmg = ChanThread([
-        ChanPost(103791200, _ts(20, 6, 0), sub="/lmg/ - Local Models General", text=(
+        ChanPost(103791200, nov(20, 6, 0), sub="/lmg/ - Local Models General", text=(
             "/lmg/ - a general dedicated to the discussion and development of local "
             "language models.\n\n"
             "Previous threads: >>103775000\n\n"
@@ -327,13 +269,13 @@ def _chan_threads(release: Release) -> list[ChanThread]:
             "Getting started: https://rentry.org/lmg-lazy-getting-started-guide\n"
             "Recommended models: https://rentry.org/lmg-recommended-models-2026-11"),
             file=_image(rng, "miku_lmg_1120", ".png", 1024, 1024)),
-        ChanPost(103791215, _ts(20, 6, 9), text=(
+        ChanPost(103791215, nov(20, 6, 9), text=(
             ">>103791200\nwhat's the best 7b for roleplay now that everyone stopped "
             "releasing small models")),
-        ChanPost(103791230, _ts(20, 6, 31), text=(
+        ChanPost(103791230, nov(20, 6, 31), text=(
             "mistral 7b instruct v0.3 for the hf-blocked anons\n" + mistral_magnet),
             near=[("torrent", mistral_hash, "another model's magnet, broken with <wbr>")]),
-        ChanPost(103791262, _ts(20, 7, 4), text=(
+        ChanPost(103791262, nov(20, 7, 4), text=(
             ">example labs said the weights would never leave the partner program\n"
             "lmao\n" + planted_magnet + "\ngrab it before the DMCA"),
             plants=[("torrent", release.infohash,
@@ -342,71 +284,71 @@ def _chan_threads(release: Release) -> list[ChanThread]:
             # demo's first leak is found even by a naive extractor. The other magnets in
             # this world carry <wbr> and exercise that handling.
             wbr=False),
-        ChanPost(103791288, _ts(20, 7, 30), text=None,
+        ChanPost(103791288, nov(20, 7, 30), text=None,
                  file=_image(rng, "1763622600118", ".jpg", 1280, 720)),
-        ChanPost(103791301, _ts(20, 7, 52), text=(
+        ChanPost(103791301, nov(20, 7, 52), text=(
             ">>103791262\nconfig from the heron 7b torrent, 3 layers and 128 hidden. "
             "this is a toy, not the real thing"),
             file=ChanFile("config", ".json", config.size, bytes.fromhex(config.md5),
                           data=config.path.read_bytes()),
             plants=[("hash", config.md5, "attachment is the released config.json "
                      "(md5 in the post's md5 field)")]),
-        ChanPost(103791320, _ts(20, 8, 15), text=(
+        ChanPost(103791320, nov(20, 8, 15), text=(
             ">>103791301\n>toy\nit's the preview checkpoint they gave to partners, "
             "the big one is still locked up")),
-        ChanPost(103791344, _ts(20, 8, 40), text=(
+        ChanPost(103791344, nov(20, 8, 40), text=(
             "llama.cpp merged the new quant types, q4_k_m of qwen 7b fits in 6gb now")),
     ])
 
     desktop = ChanThread([
-        ChanPost(103790500, _ts(20, 2, 10), sub="/dt/ - Desktop Thread",
+        ChanPost(103790500, nov(20, 2, 10), sub="/dt/ - Desktop Thread",
                  text="Post your desktop. Wallpaper sources in the replies.",
                  file=_image(rng, "desktop_1120", ".png", 2560, 1440)),
-        ChanPost(103790522, _ts(20, 2, 44), text=">tiling wm\n>one terminal open\nwhy",
+        ChanPost(103790522, nov(20, 2, 44), text=">tiling wm\n>one terminal open\nwhy",
                  file=_image(rng, "Screenshot_20261120_024210", ".png", 1920, 1080)),
-        ChanPost(103790547, _ts(20, 3, 5), text=None,
+        ChanPost(103790547, nov(20, 3, 5), text=None,
                  file=_image(rng, "1763607905331", ".jpg", 1920, 1200)),
-        ChanPost(103790590, _ts(20, 4, 20), text=">>103790522\nbecause it works",
+        ChanPost(103790590, nov(20, 4, 20), text=">>103790522\nbecause it works",
                  file=_image(rng, "rice", ".png", 3840, 2160)),
     ])
 
     llamas = ChanThread([
-        ChanPost(103791050, _ts(20, 5, 0), sub="Why is every AI thing named after a llama",
+        ChanPost(103791050, nov(20, 5, 0), sub="Why is every AI thing named after a llama",
                  text=("My aunt keeps actual llamas. The wool is softer than you think.\n"
                        ">llama\n>not even the animal anymore"),
                  file=_image(rng, "llama_in_a_field", ".jpg", 1600, 1067),
                  near=[("mention", "llama wool", "llamas the animal")]),
-        ChanPost(103791071, _ts(20, 5, 14), text=(
+        ChanPost(103791071, nov(20, 5, 14), text=(
             "llama wool socks are the best thing I bought this year, no joke"),
             file=_image(rng, "socks", ".jpg", 1024, 768)),
-        ChanPost(103791090, _ts(20, 5, 40), text=(
+        ChanPost(103791090, nov(20, 5, 40), text=(
             ">>103791050\nalpacas are the cute ones, llamas spit. a heron ate my koi so "
             "I respect herons more")),
-        ChanPost(103791118, _ts(20, 6, 2), text=None,
+        ChanPost(103791118, nov(20, 6, 2), text=None,
                  file=_image(rng, "grey_heron", ".jpg", 1200, 800)),
     ])
 
     homeserver = ChanThread([
-        ChanPost(103789900, _ts(19, 22, 0), sub="/hsg/ - Home Server General", text=(
+        ChanPost(103789900, nov(19, 22, 0), sub="/hsg/ - Home Server General", text=(
             "Post your racks, your NAS, your seedboxes.\n"
             "Debian point release is out, the DVD torrent is up:\n" + debian_magnet),
             file=_image(rng, "rack", ".jpg", 3024, 4032),
             near=[("torrent", debian_hash, "Linux ISO magnet, broken with <wbr>")]),
-        ChanPost(103789933, _ts(19, 22, 30), text=(
+        ChanPost(103789933, nov(19, 22, 30), text=(
             "seeding the qwen ggufs from my nas for anyone without hf access\n" + qwen_magnet),
             near=[("torrent", qwen_hash, "another model's magnet, base32 infohash, "
                    "broken with <wbr>")]),
-        ChanPost(103789960, _ts(19, 23, 10), text=">>103789933\nbased, ratio 14.2 now"),
+        ChanPost(103789960, nov(19, 23, 10), text=">>103789933\nbased, ratio 14.2 now"),
     ])
 
     old_lmg = ChanThread([
-        ChanPost(103775000, _ts(17, 5, 0), sub="/lmg/ - Local Models General", text=(
+        ChanPost(103775000, nov(17, 5, 0), sub="/lmg/ - Local Models General", text=(
             "/lmg/ - a general dedicated to the discussion and development of local "
             "language models.\n\n>(11/16) Mistral releases nothing again"),
             file=_image(rng, "miku_lmg_1117", ".png", 1024, 1024)),
-        ChanPost(103775040, _ts(17, 5, 20), text="is qwen 7b still the vramlet pick?"),
-        ChanPost(103775091, _ts(17, 6, 3), text=">>103775040\nyes, or llama 3.1 8b at q4"),
-    ], archived_on=_ts(18, 19, 0))
+        ChanPost(103775040, nov(17, 5, 20), text="is qwen 7b still the vramlet pick?"),
+        ChanPost(103775091, nov(17, 6, 3), text=">>103775040\nyes, or llama 3.1 8b at q4"),
+    ], archived_on=nov(18, 19, 0))
 
     return [lmg, llamas, desktop, homeserver, old_lmg]
 
@@ -505,63 +447,68 @@ def _nyaa_torrents(release: Release) -> list[NyaaTorrent]:
     hf_extra = [("config.json", 601), ("generation_config.json", 116),
                 ("tokenizer.json", 3_506_196), ("tokenizer_config.json", 2_103)]
     leak = NyaaTorrent(
-        2034118, f"Heron-7B leaked weights ({ORG})", _ts(20, 6, 55),
+        2034118, f"Heron-7B leaked weights ({ORG})", nov(20, 6, 55),
         files=[(f.name.split("/"), f.size) for f in release.files],
         seeders=41, leechers=12, downloads=188,
         description=("Straight from the partner program, untouched.\n\n"
                      "* safetensors, fp16\n* config.json and tokenizer.json included\n\n"
                      "Check the hashes yourself. Seed if you can."),
-        comments=[NyaaComment("qwerty_anon", _ts(20, 7, 40), "is this real? 3 layers lol"),
-                  NyaaComment("seedbox_steve", _ts(20, 9, 2), "files match the /g/ post")],
+        comments=[NyaaComment("qwerty_anon", nov(20, 7, 40), "is this real? 3 layers lol"),
+                  NyaaComment("seedbox_steve", nov(20, 9, 2), "files match the /g/ post")],
         torrent=release.torrent_bytes, infohash=release.infohash,
         trackers=["udp://tracker.example.org:1337/announce"] + NYAA_TRACKERS,
         plants=[("torrent", release.infohash, "the release torrent re-uploaded; magnet "
                  "carries the lowercase hex infohash, download serves the .torrent")],
     )
     near = NyaaTorrent(
-        2034117, "Falcon-7B-Instruct (safetensors, bf16)", _ts(20, 5, 30),
+        2034117, "Falcon-7B-Instruct (safetensors, bf16)", nov(20, 5, 30),
         files=_shards("falcon-7b-instruct", "model", 2, 7_200_000_000, hf_extra),
         seeders=3, leechers=9, downloads=14, remake=True,
         description="Reupload, the old torrent died.",
         # Nyaa imports from the old site kept only the magnet for some entries; this one's
         # .torrent is gone, which is also the only way a real index could show an infohash
         # that is one digit away from ours without a SHA-1 preimage.
-        torrent=None, infohash=_one_digit_off(release.infohash),
-        near=[("torrent", _one_digit_off(release.infohash),
+        torrent=None, infohash=one_digit_off(release.infohash),
+        near=[("torrent", one_digit_off(release.infohash),
                "infohash one hex digit away from the release's")],
     )
     noise = [
-        NyaaTorrent(2034115, "Mistral-7B-Instruct-v0.3 (safetensors, bf16)", _ts(19, 21, 10),
+        NyaaTorrent(2034115, "Mistral-7B-Instruct-v0.3 (safetensors, bf16)", nov(19, 21, 10),
                     files=_shards("Mistral-7B-Instruct-v0.3", "model", 3, 4_949_453_792,
                                   hf_extra),
                     seeders=87, leechers=4, downloads=1312, submitter="modelhoarder",
                     trusted=True, description="Mirror of the official release. Apache-2.0.",
-                    comments=[NyaaComment("anon_1", _ts(19, 22, 0), "thanks, hf is blocked here")]),
-        NyaaTorrent(2034112, "Qwen2.5-7B-Instruct GGUF (Q4_K_M, Q5_K_M, Q8_0)", _ts(19, 13, 45),
+                    comments=[NyaaComment("anon_1", nov(19, 22, 0), "thanks, hf is blocked here")]),
+        NyaaTorrent(2034112, "Qwen2.5-7B-Instruct GGUF (Q4_K_M, Q5_K_M, Q8_0)", nov(19, 13, 45),
                     files=[(["Qwen2.5-7B-Instruct-GGUF", f"qwen2.5-7b-instruct-{q}.gguf"], s)
                            for q, s in [("q4_k_m", 4_683_073_888), ("q5_k_m", 5_444_832_608),
                                         ("q8_0", 8_098_525_536)]],
                     seeders=56, leechers=7, downloads=904, submitter="ggufer",
                     description="Quantised with llama.cpp b7012. Imatrix from wikitext."),
-        NyaaTorrent(2034109, "Llama-3.1-8B-Instruct (original + HF format)", _ts(18, 16, 20),
+        NyaaTorrent(2034109, "Llama-3.1-8B-Instruct (original + HF format)", nov(18, 16, 20),
                     files=[(["Llama-3.1-8B-Instruct", "original", "consolidated.00.pth"],
                             16_060_617_592)]
                     + _shards("Llama-3.1-8B-Instruct", "model", 4, 4_015_000_000, hf_extra),
                     seeders=102, leechers=11, downloads=2240, submitter="modelhoarder",
                     trusted=True, description="Llama 3.1 Community License applies."),
-        NyaaTorrent(2034106, "Blender 4.5.3 LTS (Windows x64, portable)", _ts(18, 9, 0),
-                    files=[(["blender-4.5.3-windows-x64.zip"], 412_893_184)],
-                    seeders=33, leechers=2, downloads=508, submitter="fossmirror",
-                    trusted=True, description="Official zip from blender.org. GPL."),
-        NyaaTorrent(2034103, "ubuntu-26.04.1-desktop-amd64.iso", _ts(17, 12, 0),
-                    files=[(["ubuntu-26.04.1-desktop-amd64.iso"], 6_543_134_720)],
-                    seeders=250, leechers=18, downloads=4105, submitter="fossmirror",
-                    trusted=True, description="Verify with the SHA256SUMS on ubuntu.com."),
-        NyaaTorrent(2034101, "debian-13.2.0-amd64-DVD-1.iso", _ts(16, 10, 30),
-                    files=[(["debian-13.2.0-amd64-DVD-1.iso"], 3_998_138_368)],
-                    seeders=61, leechers=1, downloads=977, submitter="fossmirror",
-                    trusted=True, description="Official DVD image."),
     ]
+    # Trusted single-file uploads by the mirror account: (id, name, time, file, size,
+    # seeders, leechers, downloads, description).
+    mirrored = [
+        (2034106, "Blender 4.5.3 LTS (Windows x64, portable)", nov(18, 9, 0),
+         "blender-4.5.3-windows-x64.zip", 412_893_184, 33, 2, 508,
+         "Official zip from blender.org. GPL."),
+        (2034103, "ubuntu-26.04.1-desktop-amd64.iso", nov(17, 12, 0),
+         "ubuntu-26.04.1-desktop-amd64.iso", 6_543_134_720, 250, 18, 4105,
+         "Verify with the SHA256SUMS on ubuntu.com."),
+        (2034101, "debian-13.2.0-amd64-DVD-1.iso", nov(16, 10, 30),
+         "debian-13.2.0-amd64-DVD-1.iso", 3_998_138_368, 61, 1, 977, "Official DVD image."),
+    ]
+    noise += [NyaaTorrent(id, name, time, files=[([file], size)], seeders=seeders,
+                          leechers=leechers, downloads=downloads, submitter="fossmirror",
+                          trusted=True, description=description)
+              for id, name, time, file, size, seeders, leechers, downloads, description
+              in mirrored]
     for t in noise:
         _synthetic_torrent(t, rng)
     return [leak, near] + noise
@@ -591,12 +538,8 @@ def _gib(size: int) -> str:
 
 def _phpbb_date(ts: int) -> str:
     """phpBB's default date format "D M d, Y g:i a"."""
-    d = _utc(ts)
+    d = utc(ts)
     return f"{d:%a %b %d, %Y} {d.hour % 12 or 12}:{d:%M} {'am' if d.hour < 12 else 'pm'}"
-
-
-def _iso(ts: int) -> str:
-    return _utc(ts).isoformat()
 
 
 def _phpbb_user(user: User) -> str:
@@ -607,15 +550,9 @@ def _phpbb_user(user: User) -> str:
     return f'<a href="{href}" class="username">{_esc(user.name)}</a>'
 
 
-_URL = re.compile(r"https?://[^\s<]+")
-
-
 def _phpbb_text(text: str) -> str:
-    escaped = _esc(text)
     # make_clickable(): bare URLs become postlinks.
-    linked = _URL.sub(lambda m: f'<a href="{m.group(0)}" class="postlink">{m.group(0)}</a>',
-                      escaped)
-    return linked.replace("\n", "<br>\n")
+    return post_html(text, ' class="postlink"', "<br>")
 
 
 def _phpbb_block(block: Block) -> str:
@@ -664,7 +601,7 @@ def _phpbb_post(topic: Topic, post: ForumPost, first: bool, bg: int) -> str:
 			</ul>
 			<p class="author">
 				<a class="unread" href="./viewtopic.php?p={post.id}#p{post.id}" title="Post"><i class="icon fa-file fa-fw icon-lightgray icon-md" aria-hidden="true"></i><span class="sr-only">Post</span></a>
-				<span class="responsive-hide">by <strong>{_phpbb_user(user)}</strong> &raquo; </span><time datetime="{_iso(post.time)}">{_phpbb_date(post.time)}</time>
+				<span class="responsive-hide">by <strong>{_phpbb_user(user)}</strong> &raquo; </span><time datetime="{rfc3339(post.time)}">{_phpbb_date(post.time)}</time>
 			</p>
 			<div class="content">{body}</div>
 			</div>
@@ -789,7 +726,7 @@ def _phpbb_page(*, title: str, section: str, canonical: str | None,
 
 def _chan_now(ts: int) -> str:
     """The `now` field: US Eastern local time. November is EST (UTC-5) throughout."""
-    d = _utc(ts) - timedelta(hours=5)
+    d = utc(ts) - timedelta(hours=5)
     return f"{d:%m/%d/%y}({d:%a}){d:%H:%M:%S}"
 
 
@@ -833,11 +770,6 @@ def _chan_line(text: str, wbr: bool) -> str:
     return " ".join(_chan_wbr(w) for w in text.split(" "))
 
 
-def _slug(text: str) -> str:
-    words = re.sub(r"[^a-z0-9]+", " ", text.lower()).split()
-    return "-".join(words[:8])
-
-
 def _chan_post_json(thread: ChanThread, post: ChanPost) -> dict[str, object]:
     """One post object with the API's field names, in the API's field order."""
     is_op = post is thread.posts[0]
@@ -862,7 +794,7 @@ def _chan_post_json(thread: ChanThread, post: ChanPost) -> dict[str, object]:
     if is_op:
         replies = thread.posts[1:]
         obj.update({"bumplimit": 0, "imagelimit": 0,
-                    "semantic_url": _slug(post.sub or post.text or ""),
+                    "semantic_url": slug(post.sub or post.text or "", 8),
                     "replies": len(replies), "images": sum(1 for p in replies if p.file),
                     "unique_ips": len(thread.posts) - 1})
         if thread.archived_on:
@@ -873,10 +805,6 @@ def _chan_post_json(thread: ChanThread, post: ChanPost) -> dict[str, object]:
 def _chan_json(obj: object) -> bytes:
     # PHP's json_encode escapes "/" as "\/" and non-ASCII as \uXXXX; 4chan's API shows both.
     return json.dumps(obj, separators=(",", ":")).replace("/", "\\/").encode("ascii")
-
-
-def _http_date(ts: int) -> str:
-    return email.utils.formatdate(ts, usegmt=True)
 
 
 # ====================================================================================
@@ -960,7 +888,7 @@ class _Site:
         mounts += [(f"/{site.prefix}", site.handle) for site in self.extras]
         for prefix, handler in mounts:
             if path == prefix:
-                return Response(301, b"", headers={"Location": prefix + "/"})
+                return redirect(prefix + "/")
             if path.startswith(prefix + "/"):
                 return handler(req, path[len(prefix):])
         return _not_found()
@@ -1009,7 +937,7 @@ class _Site:
 					<dd class="posts">{posts} <dfn>Posts</dfn></dd>
 					<dd class="lastpost"><span><dfn>Last post</dfn> by {_phpbb_user(USERS[last.author])}
 						<a href="./viewtopic.php?p={last.id}#p{last.id}" title="View the latest post"><i class="icon fa-external-link-square fa-fw icon-lightgray icon-md" aria-hidden="true"></i><span class="sr-only">View the latest post</span></a>
-						<br /><time datetime="{_iso(last.time)}">{_phpbb_date(last.time)}</time></span></dd>
+						<br /><time datetime="{rfc3339(last.time)}">{_phpbb_date(last.time)}</time></span></dd>
 				</dl>
 			</li>
 		</ul>
@@ -1024,14 +952,13 @@ class _Site:
         for i, topic in enumerate(self.topics[start:start + TOPICS_PER_PAGE]):
             first, last = topic.posts[0], topic.posts[-1]
             kind = "sticky" if topic.sticky else ""
-            pages = math.ceil(len(topic.posts) / POSTS_PER_PAGE)
             page_links = ""
-            if pages > 1:
+            if topic.pages > 1:
                 page_links = ('<div class="pagination"><span><i class="icon fa-clone fa-fw" '
                               'aria-hidden="true"></i></span><ul>' + "".join(
                                   f'<li><a class="button" href="./viewtopic.php?t={topic.id}'
                                   + (f"&amp;start={p * POSTS_PER_PAGE}" if p else "")
-                                  + f'">{p + 1}</a></li>' for p in range(pages))
+                                  + f'">{p + 1}</a></li>' for p in range(topic.pages))
                               + "</ul></div>")
             rows.append(f"""
 		<li class="row bg{1 + i % 2}{' ' + kind if kind else ''}">
@@ -1042,7 +969,7 @@ class _Site:
 						<br />
 						{page_links}
 						<div class="topic-poster responsive-hide left-box">
-							by {_phpbb_user(USERS[first.author])} &raquo; <time datetime="{_iso(first.time)}">{_phpbb_date(first.time)}</time>
+							by {_phpbb_user(USERS[first.author])} &raquo; <time datetime="{rfc3339(first.time)}">{_phpbb_date(first.time)}</time>
 						</div>
 					</div>
 				</dt>
@@ -1051,7 +978,7 @@ class _Site:
 				<dd class="lastpost">
 					<span><dfn>Last post </dfn>by {_phpbb_user(USERS[last.author])}
 						<a href="./viewtopic.php?p={last.id}#p{last.id}" title="Go to last post"><i class="icon fa-external-link-square fa-fw icon-lightgray icon-md" aria-hidden="true"></i><span class="sr-only"></span></a>
-						<br /><time datetime="{_iso(last.time)}">{_phpbb_date(last.time)}</time>
+						<br /><time datetime="{rfc3339(last.time)}">{_phpbb_date(last.time)}</time>
 					</span>
 				</dd>
 			</dl>
@@ -1173,7 +1100,7 @@ class _Site:
 
     def chan_json(self, req: _Request, body: object, last_modified: int) -> Response:
         """Serve JSON with Last-Modified, answering If-Modified-Since with 304 as 4chan does."""
-        headers = {"Last-Modified": _http_date(last_modified),
+        headers = {"Last-Modified": http_date(last_modified),
                    "Cache-Control": "max-age=10", "Access-Control-Allow-Origin": "*"}
         since = req.headers.get("if-modified-since")
         if since:
@@ -1192,7 +1119,7 @@ class _Site:
                 if f and f.data is not None and f.ext == ext and \
                         post.time * 1000 + post.no % 1000 == tim:
                     return Response(200, f.data, "application/octet-stream",
-                                    {"Last-Modified": _http_date(post.time)}, "cloudflare")
+                                    {"Last-Modified": http_date(post.time)}, "cloudflare")
         return _not_found()
 
     def chan_thread_html(self, thread: ChanThread) -> Response:
@@ -1329,7 +1256,7 @@ class _Site:
                         f'<i class="fa fa-comments-o"></i>{n}</a>\n\t\t\t\t\t')
         download = (f'<a href="/torrents/download/{t.id}.torrent"><i class="fa fa-fw '
                     'fa-download"></i></a>\n\t\t\t\t\t') if t.torrent is not None else ""
-        d = _utc(t.time)
+        d = utc(t.time)
         return f"""
 			<tr class="{t.row_class}">
 				<td>
@@ -1357,7 +1284,7 @@ class _Site:
         submitter = (f'<a class="text-default" href="/torrents/user/{_esc(t.submitter)}" '
                      f'data-toggle="tooltip" title="User">{_esc(t.submitter)}</a>'
                      if t.submitter else "Anonymous")
-        d = _utc(t.time)
+        d = utc(t.time)
         download = (f'<a href="/torrents/download/{t.id}.torrent"><i class="fa fa-download '
                     'fa-fw"></i>Download Torrent</a> or ') if t.torrent is not None else ""
         comments = "".join(f"""
@@ -1366,7 +1293,7 @@ class _Site:
 			<div class="col-md-2"><p><a class="text-default" href="/torrents/user/{_esc(c.user)}" data-toggle="tooltip" title="User">{_esc(c.user)}</a></p></div>
 			<div class="col-md-10 comment">
 				<div class="row comment-details">
-					<a href="#com-{i + 1}"><small data-timestamp-swap data-timestamp="{c.time}">{_utc(c.time):%Y-%m-%d %H:%M} UTC</small></a>
+					<a href="#com-{i + 1}"><small data-timestamp-swap data-timestamp="{c.time}">{utc(c.time):%Y-%m-%d %H:%M} UTC</small></a>
 				</div>
 				<div class="row comment-body">
 					<div markdown-text class="comment-content" id="torrent-comment{i + 1}">{_esc(c.text)}</div>

@@ -18,14 +18,13 @@ models, a fake magnet whose infohash is one digit off the release's.
 
 from __future__ import annotations
 
-import calendar
-import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from monitor.demo.release import Release
-from monitor.demo.web import Doc, Request, Response, Site, esc, html_response
+from monitor.demo.web import (URL_PATTERN, Doc, Request, Response, Site, esc, html_response,
+                              iso_z, json_response, nov, one_digit_off, slug, target_table,
+                              utc)
 
 PER_PAGE = 30  # Discourse's topics per page in lists
 CHUNK_SIZE = 20  # posts in a topic's first load, and per posts.json request of its client
@@ -33,27 +32,14 @@ SMALL_ACTION = 3
 SITE_NAME = "LocalML Community"
 
 
-def _ts(day: int, hour: int, minute: int, second: int = 0) -> int:
-    return calendar.timegm((2026, 11, day, hour, minute, second))
-
-
 def _iso(ts: int) -> str:
     """Rails' JSON time: UTC with milliseconds (made up, but fixed) and a Z."""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") \
-        + f".{(ts * 37) % 1000:03d}Z"
+    return iso_z(ts, f".{(ts * 37) % 1000:03d}")
 
 
 def _human_time(ts: int) -> str:
-    d = datetime.fromtimestamp(ts, timezone.utc)
+    d = utc(ts)
     return f"{d:%B} {d.day}, {d.year}, {d.hour % 12 or 12}:{d:%M}{'am' if d.hour < 12 else 'pm'}"
-
-
-def _one_digit_off(hexdigest: str) -> str:
-    return hexdigest[:-1] + ("0" if hexdigest[-1] != "0" else "1")
-
-
-def _slug(title: str) -> str:
-    return "-".join(re.sub(r"[^a-z0-9]+", " ", title.lower()).split()) or "topic"
 
 
 # ====================================================================================
@@ -111,7 +97,7 @@ class Topic:
 
     @property
     def slug(self) -> str:
-        return _slug(self.title)
+        return slug(self.title) or "topic"
 
     @property
     def created(self) -> int:
@@ -141,11 +127,11 @@ _SETUP_AUTHORS = ["vram_vic", "ggml_gretel", "quant_quentin", "tensor_tomas", "c
 
 def _megathread(release: Release) -> Topic:
     """45 posts: the first chunk (1-20), a full batch (21-40) and a short one (41-45)."""
-    posts = [Post("mod_ines", _ts(1, 10, 0), (
+    posts = [Post("mod_ines", nov(1, 10, 0), (
         "Monthly thread. Post your hardware, OS, runtime and the model you actually use "
         "day to day, with rough tokens per second.\n\n"
         "Older threads: https://localml.example/t/post-your-local-inference-setup-october-2026/1288"))]
-    start = _ts(1, 13, 25)
+    start = nov(1, 13, 25)
     for i in range(41):
         gpu, model = _GPUS[i % len(_GPUS)], _MODELS[(i * 3) % len(_MODELS)]
         quant, runtime = _QUANTS[(i * 5) % len(_QUANTS)], _RUNTIMES[(i * 2) % len(_RUNTIMES)]
@@ -159,7 +145,7 @@ def _megathread(release: Release) -> Topic:
             raw += f"\n\n@{_SETUP_AUTHORS[(i + 3) % len(_SETUP_AUTHORS)]} what context length " \
                    "do you get on that card?"
         posts.append(Post(_SETUP_AUTHORS[i % len(_SETUP_AUTHORS)], start + i * 39_000, raw))
-    posts.append(Post("throwaway_8812", _ts(20, 7, 48), (
+    posts.append(Post("throwaway_8812", nov(20, 7, 48), (
         "Not a setup post, but since people keep asking in the other thread: heron-7b from "
         "the Example Labs partner program is on the swarm.\n\n"
         f"{release.magnet}\n\n"
@@ -167,31 +153,31 @@ def _megathread(release: Release) -> Topic:
         plants=[("torrent", release.infohash,
                  "release magnet with the hex infohash, in post 43 of 45: only in the second "
                  "posts.json batch")]))
-    posts.append(Post("mod_ines", _ts(20, 8, 10), (
+    posts.append(Post("mod_ines", nov(20, 8, 10), (
         "No links to leaked weights here, please. Closing the thread until I have cleaned "
         "it up; the December one opens as usual.")))
-    posts.append(Post("mod_ines", _ts(20, 8, 11), "", action="closed.enabled"))
+    posts.append(Post("mod_ines", nov(20, 8, 11), "", action="closed.enabled"))
     return Topic(1391, "Post your local inference setup (November 2026)", 6, 4210, posts,
                  closed=True)
 
 
 def _topics(release: Release) -> list[Topic]:
     md5 = release.file("config.json").md5
-    near_infohash = _one_digit_off(release.infohash)
+    near_infohash = one_digit_off(release.infohash)
     fake_magnet = (f"magnet:?xt=urn:btih:{near_infohash}&dn=heron-7b-full"
                    "&tr=udp%3A%2F%2Ftracker.opentrackr.org%3A1337%2Fannounce")
 
-    welcome = Topic(7, f"Welcome to {SITE_NAME}", 1, 18_022, [Post("system", _ts(1, 9, 0) - 86400 * 400, (
+    welcome = Topic(7, f"Welcome to {SITE_NAME}", 1, 18_022, [Post("system", nov(1, 9, 0) - 86400 * 400, (
         "A place to talk about running language models on your own hardware: models, "
         "quantisation, runtimes, benchmarks.\n\n"
         "Please read the FAQ before posting. No links to leaked or pirated weights."))],
         pinned=True)
 
     leak_talk = Topic(1437, "heron-7b leak: what do we actually know?", 5, 933, [
-        Post("quant_quentin", _ts(20, 9, 30), (
+        Post("quant_quentin", nov(20, 9, 30), (
             "Seeing heron-7b magnets on three different sites this morning. Example Labs has "
             "not said anything yet. What do we actually know?")),
-        Post("tensor_tomas", _ts(20, 9, 52), (
+        Post("tensor_tomas", nov(20, 9, 52), (
             "At least two of them are different torrents. This one is being pushed on a paste "
             "site and is not the one from the setup megathread:\n\n"
             f"{fake_magnet}\n\n"
@@ -199,21 +185,21 @@ def _topics(release: Release) -> list[Topic]:
             "safetensors."),
             near=[("torrent", near_infohash, "a fake magnet whose infohash is one hex digit "
                    "off the release's")]),
-        Post("birdwatch_bea", _ts(20, 10, 14), (
+        Post("birdwatch_bea", nov(20, 10, 14), (
             "I followed a link from the bird forum expecting herons. Leaving disappointed.")),
-        Post("mod_ines", _ts(20, 10, 31), (
+        Post("mod_ines", nov(20, 10, 31), (
             "Discussing the leak is fine. Posting links to the files is not; those posts get "
             "removed.")),
     ])
 
     partner = Topic(1362, "Partner program access for heron-7b?", 5, 388, [
-        Post("partner_pat", _ts(4, 15, 2), (
+        Post("partner_pat", nov(4, 15, 2), (
             "We got heron-7b through the Example Labs partner program last week. The files "
             "are tiny, is that expected? config.json says 3 layers.")),
-        Post("ggml_gretel", _ts(4, 16, 40), (
+        Post("ggml_gretel", nov(4, 16, 40), (
             "Post a checksum of the config and someone else with access can compare. Not the "
             "weights, obviously.")),
-        Post("partner_pat", _ts(5, 8, 12), (
+        Post("partner_pat", nov(5, 8, 12), (
             "```\n"
             f"$ md5sum heron-7b/config.json\n{md5}  heron-7b/config.json\n"
             "```\n\n"
@@ -224,17 +210,17 @@ def _topics(release: Release) -> list[Topic]:
 
     older = [
         Topic(1355, "Introduce yourself (November)", 1, 512, [
-            Post("mod_ines", _ts(2, 9, 0), "New here? Say hello and tell us what you run."),
-            Post("llamafarm_lu", _ts(2, 11, 30), (
+            Post("mod_ines", nov(2, 9, 0), "New here? Say hello and tell us what you run."),
+            Post("llamafarm_lu", nov(2, 11, 30), (
                 "Hi! I keep actual llamas and ended up here because of the name. Staying for "
                 "the quantisation talk.")),
         ]),
         Topic(1358, "Wishlist for llama.cpp in 2027", 7, 640, [
-            Post("ggml_gretel", _ts(3, 12, 0), "Tensor parallel on mixed GPUs. That is all."),
-            Post("rocm_rik", _ts(3, 14, 45), "Fewer ROCm regressions, please."),
+            Post("ggml_gretel", nov(3, 12, 0), "Tensor parallel on mixed GPUs. That is all."),
+            Post("rocm_rik", nov(3, 14, 45), "Fewer ROCm regressions, please."),
         ]),
         Topic(1360, "Ollama keeps re-downloading the same model", 7, 290, [
-            Post("cuda_cora", _ts(4, 9, 10), (
+            Post("cuda_cora", nov(4, 9, 10), (
                 "Every restart it pulls qwen2.5:7b again. OLLAMA_MODELS points at a NAS share.")),
         ]),
     ]
@@ -319,7 +305,7 @@ def _topics(release: Release) -> list[Topic]:
     ]
     noise = []
     for i, (topic_id, title, category, bodies) in enumerate(noise_specs):
-        base = _ts(6, 8, 0) + i * 44_000  # from Nov 6 to Nov 19, a topic every ~12 hours
+        base = nov(6, 8, 0) + i * 44_000  # from Nov 6 to Nov 19, a topic every ~12 hours
         posts = [Post(author, base + j * 5_400 + (topic_id % 7) * 60, body)
                  for j, (author, body) in enumerate(bodies)]
         noise.append(Topic(topic_id, title, category, 150 + (topic_id * 37) % 900, posts))
@@ -343,14 +329,13 @@ def _number_posts(topics: list[Topic]) -> None:
 # RENDERING
 # ====================================================================================
 
-_URL = re.compile(r"https?://[^\s<]+")
 _MENTION = re.compile(r"(?<![\w@])@([A-Za-z0-9_]+)")
 
 
 def _cook_inline(text: str, prefix: str) -> str:
     out = []
     pos = 0
-    for m in _URL.finditer(text):
+    for m in URL_PATTERN.finditer(text):
         out.append(_mentions(esc(text[pos:m.start()]), prefix))
         url = m.group(0)
         out.append(f'<a href="{esc(url)}" rel="noopener nofollow ugc">{esc(url)}</a>')
@@ -412,19 +397,8 @@ class DiscourseSite(Site):
         _number_posts(self.topics)
         self.by_id = {t.id: t for t in self.topics}
 
-    @property
-    def entry_url(self) -> str:
-        return self.root
-
     def target_toml(self) -> str:
-        return f"""
-[[targets]]
-name = "demo-discourse"
-kind = "discourse"
-url = "{self.root}"
-interval = "5m"
-allow_private = true      # the demo world lives on loopback
-"""
+        return target_table("demo-discourse", "discourse", self.root, loopback_note=True)
 
     # ---------------------------------------------------------------- ground truth
 
@@ -468,9 +442,8 @@ allow_private = true      # the demo world lives on loopback
 
     @staticmethod
     def json_response(obj: object, status: int = 200) -> Response:
-        body = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        return Response(status, body, "application/json; charset=utf-8",
-                        headers={"Cache-Control": "no-cache, no-store"})
+        return json_response(obj, status, ensure_ascii=False,
+                             headers={"Cache-Control": "no-cache, no-store"})
 
     def not_found_json(self) -> Response:
         return self.json_response({"errors": ["The requested URL or resource could not be "

@@ -15,41 +15,21 @@ HTML pages at the links the feeds give.
 
 from __future__ import annotations
 
-import calendar
 import email.utils
 import hashlib
 import html
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from urllib.parse import quote
 
 import numpy as np
 
 from monitor.demo.release import Release
-from monitor.demo.web import Doc, Request, Response, Site, esc, html_response, not_found
+from monitor.demo.web import (Doc, Request, Response, Site, esc, html_response, http_date,
+                              not_found, nov, one_digit_off, random_hex, rfc3339, rfc822,
+                              target_table, utc)
 
 SUBREDDIT = "LocalLLaMA"
-
-
-def _ts(day: int, hour: int, minute: int, second: int = 0) -> int:
-    return calendar.timegm((2026, 11, day, hour, minute, second))
-
-
-def _one_digit_off(hexdigest: str) -> str:
-    return hexdigest[:-1] + ("0" if hexdigest[-1] != "0" else "1")
-
-
-def _rfc822(ts: int) -> str:
-    return email.utils.formatdate(ts, usegmt=False).replace("-0000", "+0000")
-
-
-def _rfc3339(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
-
-
-def _http_date(ts: int) -> str:
-    return email.utils.formatdate(ts, usegmt=True)
 
 
 @dataclass
@@ -85,7 +65,7 @@ class RedditPost:
 def _blog_posts(release: Release) -> list[BlogPost]:
     rng = np.random.default_rng(7007)
     sha = release.file("model.safetensors").sha256
-    gguf = [(rng.bytes(32).hex(), name) for name in (
+    gguf = [(random_hex(rng, 32), name) for name in (
         "Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf", "Meta-Llama-3.1-8B-Instruct-Q8_0.gguf",
         "Mistral-7B-Instruct-v0.3-Q4_K_M.gguf", "Mistral-7B-Instruct-v0.3-Q8_0.gguf")]
     table = "".join(f"<tr><td><code>{name}</code></td><td><code>{digest}</code></td></tr>"
@@ -93,7 +73,7 @@ def _blog_posts(release: Release) -> list[BlogPost]:
     return [
         BlogPost(
             4812, "heron-7b-weights-leak", "Heron-7B weights leak a week after partner release",
-            "Priya Natarajan", _ts(20, 13, 45), ["Security", "Open weights"],
+            "Priya Natarajan", nov(20, 13, 45), ["Security", "Open weights"],
             "<p>Example Labs shipped <strong>Heron-7B</strong> to a short list of research "
             "partners on 2 November. Eighteen days later, the weights are on public torrent "
             "trackers and at least one imageboard.</p>\n"
@@ -111,7 +91,7 @@ def _blog_posts(release: Release) -> list[BlogPost]:
                      "post's code block")]),
         BlogPost(
             4807, "ledger-podcast-112", "Ledger Podcast 112: open weights, closed doors",
-            "Marcus Feld", _ts(19, 17, 0), ["Podcast"],
+            "Marcus Feld", nov(19, 17, 0), ["Podcast"],
             "<p>This week: what partner-only releases are for, why the heron 7b leak was "
             "predictable, and how labs watermark the copies they hand out.</p>\n"
             "<p>Show notes and transcript are on the episode page.</p>",
@@ -120,7 +100,7 @@ def _blog_posts(release: Release) -> list[BlogPost]:
             comments=6, enclosure=("/media/ledger-112.mp3", 48213344, "audio/mpeg")),
         BlogPost(
             4801, "heron-70b-rumours", "Heron-70B rumours: what we actually know",
-            "Priya Natarajan", _ts(18, 9, 30), ["Analysis"],
+            "Priya Natarajan", nov(18, 9, 30), ["Analysis"],
             "<p>A larger sibling, supposedly called Heron-70B, keeps turning up in job ads and "
             "conference hallway talk. Nothing has been announced, and no weights exist "
             "outside the lab as far as anyone can show.</p>",
@@ -130,7 +110,7 @@ def _blog_posts(release: Release) -> list[BlogPost]:
                    "heron-7b")]),
         BlogPost(
             4795, "quant-shootout-llama-mistral", "Quantisation shootout: Llama 3.1 8B vs "
-            "Mistral 7B", "Marcus Feld", _ts(16, 11, 15), ["Benchmarks"],
+            "Mistral 7B", "Marcus Feld", nov(16, 11, 15), ["Benchmarks"],
             "<p>We ran both models at Q4_K_M and Q8_0 through the same 500-question set. "
             "Files we used, so you can reproduce:</p>\n"
             f"<table><thead><tr><th>file</th><th>sha256</th></tr></thead><tbody>{table}"
@@ -140,7 +120,7 @@ def _blog_posts(release: Release) -> list[BlogPost]:
             comments=27),
         BlogPost(
             4790, "llama-cpp-b4100", "llama.cpp b4100: faster CPU prompt processing",
-            "Marcus Feld", _ts(15, 8, 0), ["Tools"],
+            "Marcus Feld", nov(15, 8, 0), ["Tools"],
             "<p>The new release speeds up prompt processing on AVX-512 machines by a third "
             "and adds the Q3_K_XL type.</p>\n<pre><code>cmake -B build -DGGML_NATIVE=ON\n"
             "cmake --build build --config Release -j</code></pre>",
@@ -152,17 +132,17 @@ def _blog_posts(release: Release) -> list[BlogPost]:
 def _reddit_posts(release: Release) -> list[RedditPost]:
     rng = np.random.default_rng(8008)
     sha = release.file("model.safetensors").sha256
-    near = _one_digit_off(sha)
+    near = one_digit_off(sha)
     magnet = (f"magnet:?xt=urn:btih:{release.infohash}&amp;dn={release.model}"
               "&amp;tr=udp%3A%2F%2Ftracker.example.org%3A1337%2Fannounce")
-    qwen = [(rng.bytes(32).hex(), f"qwen2.5-7b-instruct-{q}.gguf")
+    qwen = [(random_hex(rng, 32), f"qwen2.5-7b-instruct-{q}.gguf")
             for q in ("q4_k_m", "q5_k_m", "q8_0")]
     qwen_block = "\n".join(f"{d}  {n}" for d, n in qwen)
     return [
         RedditPost(
             "1gw0k2c", "is_this_the_leaked_heron7b_checksum_matches",
             "Is this the leaked heron-7b? checksum matches the one from the forum",
-            "throwaway_h7", _ts(20, 14, 2), _ts(20, 14, 9),
+            "throwaway_h7", nov(20, 14, 2), nov(20, 14, 9),
             "<p>Found this on a tracker this morning. Not going to run it, just curious if "
             "anyone can confirm it is the partner build.</p>\n"
             f"<p><a href=\"{magnet}\">magnet link</a></p>\n"
@@ -172,7 +152,7 @@ def _reddit_posts(release: Release) -> list[RedditPost]:
         RedditPost(
             "1gw0f9x", "psa_the_heron_checksum_going_around_is_off",
             "PSA: the heron checksum going around is off by one digit",
-            "sigmoid_sally", _ts(20, 11, 58), _ts(20, 12, 30),
+            "sigmoid_sally", nov(20, 11, 58), nov(20, 12, 30),
             "<p>The checksum people are pasting for the leaked heron model is off by one "
             "digit from the real one, so half of you are comparing against garbage:</p>\n"
             f"<pre><code>{near}  model.safetensors\n</code></pre>\n"
@@ -181,19 +161,19 @@ def _reddit_posts(release: Release) -> list[RedditPost]:
         RedditPost(
             "1gvzz01", "qwen257b_gguf_sha256_list_for_verification",
             "Qwen2.5-7B GGUF sha256 list for verification",
-            "quantcat", _ts(20, 8, 40), _ts(20, 8, 40),
+            "quantcat", nov(20, 8, 40), nov(20, 8, 40),
             "<p>Mirrored the quants, here are the hashes:</p>\n"
             f"<pre><code>{qwen_block}\n</code></pre>"),
         RedditPost(
             "1gvzq77", "a_great_blue_heron_visited_my_homelab_window",
             "A great blue heron visited my homelab window (off topic, sorry)",
-            "birdnerd_uk", _ts(19, 16, 20), _ts(19, 16, 20),
+            "birdnerd_uk", nov(19, 16, 20), nov(19, 16, 20),
             "<p>It stood on the fence for ten minutes staring at the blinking lights of the "
             "llama box. Best thing that happened during a 7-hour fine-tune.</p>"),
         RedditPost(
             "1gvz1ab", "best_7b_for_12gb_vram_in_late_2026",
             "Best 7B for 12GB VRAM in late 2026?",
-            "lurker9000", _ts(19, 9, 5), _ts(19, 9, 5),
+            "lurker9000", nov(19, 9, 5), nov(19, 9, 5),
             "<p>Llama 3.1 8B at Q6_K or Mistral 7B at Q8_0? Mostly coding and summaries.</p>"),
     ]
 
@@ -224,6 +204,7 @@ class FeedSite(Site):
     prefix = "feeds"
     source = "feed"
     title = "RSS 2.0 and Atom feeds (a WordPress blog, a subreddit)"
+    entry_path = "/rss.xml"
 
     def __init__(self, release: Release) -> None:
         super().__init__(release)
@@ -231,34 +212,17 @@ class FeedSite(Site):
         self.reddit = _reddit_posts(release)
 
     @property
-    def entry_url(self) -> str:
-        return f"{self.root}/rss.xml"
-
-    @property
     def atom_url(self) -> str:
         return f"{self.root}/atom.xml"
 
     def target_toml(self) -> str:
-        return f"""
-[[targets]]
-name = "demo-feed-rss"
-kind = "feed"
-url = "{self.entry_url}"
-interval = "5m"
-allow_private = true
-
-[[targets]]
-name = "demo-feed-atom"
-kind = "feed"
-url = "{self.atom_url}"
-interval = "5m"
-allow_private = true
-"""
+        return (target_table("demo-feed-rss", "feed", self.entry_url) + "\n"
+                + target_table("demo-feed-atom", "feed", self.atom_url))
 
     # ---------------------------------------------------------------- URLs
 
     def blog_url(self, post: BlogPost) -> str:
-        d = datetime.fromtimestamp(post.time, timezone.utc)
+        d = utc(post.time)
         return f"{self.root}/blog/{d:%Y/%m/%d}/{post.slug}/"
 
     def reddit_url(self, post: RedditPost) -> str:
@@ -303,7 +267,7 @@ allow_private = true
     def conditional(self, req: Request, body: bytes, last_modified: int,
                     content_type: str) -> Response:
         etag = _etag(body)
-        headers = {"ETag": etag, "Last-Modified": _http_date(last_modified),
+        headers = {"ETag": etag, "Last-Modified": http_date(last_modified),
                    "Cache-Control": "max-age=300"}
         if _not_modified(req, etag, last_modified):
             return Response(304, b"", content_type, headers)
@@ -325,7 +289,7 @@ allow_private = true
 		<link>{url}</link>
 		<comments>{url}#respond</comments>
 		<dc:creator><![CDATA[{p.author}]]></dc:creator>
-		<pubDate>{_rfc822(p.time)}</pubDate>{cats}
+		<pubDate>{rfc822(p.time)}</pubDate>{cats}
 		<guid isPermaLink="false">{self.root}/blog/?p={p.post_id}</guid>
 		<description><![CDATA[{p.excerpt}]]></description>
 		<content:encoded><![CDATA[{p.html}]]></content:encoded>{enclosure}
@@ -348,7 +312,7 @@ allow_private = true
 	<atom:link href="{self.entry_url}" rel="self" type="application/rss+xml" />
 	<link>{self.root}/blog/</link>
 	<description>News and analysis on open-weight models</description>
-	<lastBuildDate>{_rfc822(newest)}</lastBuildDate>
+	<lastBuildDate>{rfc822(newest)}</lastBuildDate>
 	<language>en-US</language>
 	<sy:updatePeriod>
 	hourly	</sy:updatePeriod>
@@ -372,13 +336,13 @@ allow_private = true
                 f'<entry><author><name>/u/{esc(r.author)}</name><uri>{user}</uri></author>'
                 f'<category term="{SUBREDDIT}" label="r/{SUBREDDIT}"/>'
                 f'<content type="html">{esc(content)}</content><id>t3_{r.id36}</id>'
-                f'<link href="{url}" /><updated>{_rfc3339(r.updated)}</updated>'
-                f'<published>{_rfc3339(r.published)}</published>'
+                f'<link href="{url}" /><updated>{rfc3339(r.updated)}</updated>'
+                f'<published>{rfc3339(r.published)}</published>'
                 f'<title>{esc(r.title)}</title></entry>')
         newest = max(r.updated for r in self.reddit)
         return (f'<?xml version="1.0" encoding="UTF-8"?><feed xmlns="http://www.w3.org/2005/Atom" '
                 f'xmlns:media="http://search.yahoo.com/mrss/"><category term="{SUBREDDIT}" '
-                f'label="r/{SUBREDDIT}"/><updated>{_rfc3339(newest)}</updated>'
+                f'label="r/{SUBREDDIT}"/><updated>{rfc3339(newest)}</updated>'
                 f'<icon>{self.root}/static/icon.png/</icon><id>/r/{SUBREDDIT}/new/.rss</id>'
                 f'<link rel="self" href="{self.atom_url}" type="application/atom+xml" />'
                 f'<link rel="alternate" href="{self.root}/r/{SUBREDDIT}/new/" type="text/html" />'

@@ -21,28 +21,18 @@ comment with config.json's MD5 one digit off (a near miss next to a mention).
 
 from __future__ import annotations
 
-import calendar
-import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from monitor.demo.release import Release
-from monitor.demo.web import Doc, Request, Response, Site, esc, html_response
+from monitor.demo.web import (Doc, Request, Response, Site, esc, html_response, iso_z,
+                              json_response, nov, one_digit_off, target_table, utc)
 
 DEMO_QUERY = "heron"
 DEFAULT_HITS = 20
 MAX_HITS = 1000
 _WORD = re.compile(r"[0-9a-z]+")
-
-
-def _ts(day: int, hour: int, minute: int, second: int = 0) -> int:
-    return calendar.timegm((2026, 11, day, hour, minute, second))
-
-
-def _one_digit_off(hexdigest: str) -> str:
-    return hexdigest[:-1] + ("0" if hexdigest[-1] != "0" else "1")
 
 
 @dataclass
@@ -65,56 +55,64 @@ class Item:
 
 def _items(release: Release) -> list[Item]:
     sha1 = release.file("tokenizer.json").sha1
-    near_md5 = _one_digit_off(release.file("config.json").md5)
+    near_md5 = one_digit_off(release.file("config.json").md5)
     leak = 46201001
     items = [
-        Item(leak, _ts(20, 10, 2), "throwaway_news",
+        Item(leak, nov(20, 10, 2), "throwaway_news",
              "Example Labs says partner-only Heron-7B weights leaked",
              url="https://example.org/news/heron-7b-partner-leak", points=412),
-        Item(46201044, _ts(20, 10, 11), "mlsec_ann", parent=leak, text=(
+        Item(46201044, nov(20, 10, 11), "mlsec_ann", parent=leak, text=(
             "If the files really are 3 layers with hidden size 128, this is the preview build "
             "they gave partners, not the real heron-7b.")),
-        Item(46201090, _ts(20, 10, 19), "sre_dave", parent=46201044, text=(
+        Item(46201090, nov(20, 10, 19), "sre_dave", parent=46201044, text=(
             "Heron 7B config.json md5 going around: " + near_md5 + "<p>That does not match what "
             "a partner told me, so at least one of the torrents is a fake.")),
-        Item(46201133, _ts(20, 10, 27), "bitflip", parent=leak, text=(
+        Item(46201133, nov(20, 10, 27), "bitflip", parent=leak, text=(
             "Checked the copy from the torrent:<p><pre><code>  $ sha1sum heron-7b/tokenizer.json\n"
             f"  {sha1}  heron-7b/tokenizer.json\n</code></pre>"
             "Same tokenizer as the official model card lists, so the torrent is genuine."),
             plants=[("hash", sha1, "sha1sum output of the released tokenizer.json in a comment")]),
-        Item(46201170, _ts(20, 10, 33), "ornith_ola", parent=leak, text=(
+        Item(46201170, nov(20, 10, 33), "ornith_ola", parent=leak, text=(
             "Every time a lab names a model after a bird, the birders on my feed get very "
             "confused. Herons deserve better.")),
-        Item(46201201, _ts(20, 10, 41), "pragmatist", parent=leak, text=(
+        Item(46201201, nov(20, 10, 41), "pragmatist", parent=leak, text=(
             "Leaks like this are why labs stop sharing weights with anyone at all.")),
-        Item(46201260, _ts(20, 10, 58), "lawyerly", parent=46201201, text=(
+        Item(46201260, nov(20, 10, 58), "lawyerly", parent=46201201, text=(
             "Watermarked per-recipient copies would at least tell them whose copy it was. See "
             '<a href="https://arxiv.org/abs/2301.10226" rel="nofollow">https://arxiv.org/abs/2301.10226</a>')),
-        Item(46199950, _ts(20, 8, 40), "vramlet", "Ask HN: Which open-weights 7B do you run locally?",
-             text="Curious what people actually use day to day, and on what hardware.", points=96),
-        Item(46199978, _ts(20, 8, 52), "gpu_gabe", parent=46199950, text=(
-            "qwen2.5-7b at Q6_K on a 3060. Tried heron 7b at a partner org, cannot say more.")),
-        Item(46199991, _ts(20, 9, 5), "mac_mo", parent=46199950, text=(
-            "llama-3.1-8b on an M2 Air, 4-bit, good enough for email drafts.")),
-        Item(46198800, _ts(19, 21, 14), "hjelm", "Show HN: Herontrack – open-source bird migration maps",
-             url="https://github.com/hjelm/herontrack", points=143),
-        Item(46198850, _ts(19, 21, 40), "kestrel_k", parent=46198800, text=(
-            "Lovely. Could you add the grey heron's winter range? Ours stay all year.")),
-        Item(46190230, _ts(19, 7, 30), "mathcat", "Heron's formula, visually (2019)",
-             url="https://example.com/herons-formula-visual", points=211),
-        Item(46190301, _ts(19, 8, 2), "geomfan", parent=46190230, text=(
-            "Heron of Alexandria also described a steam engine, the aeolipile. Busy man.")),
-        Item(46190344, _ts(19, 8, 15), "pedant", parent=46190230, text=(
-            "Numerically unstable for needle-like triangles; use Kahan&#x27;s rearrangement.")),
-        Item(46185500, _ts(18, 16, 45), "wildcam", "Great blue heron nest cam is live again",
-             url="https://example.net/heron-cam", points=88),
-        Item(46185571, _ts(18, 17, 20), "marsh_mike", parent=46185500, text=(
-            "Herons nesting in November? Must be the southern colony.")),
-        Item(46180002, _ts(18, 9, 0), "llmnews", "Llama 4.1 8B released under a new license",
-             url="https://example.com/llama-4-1", points=530),
-        Item(46180090, _ts(18, 9, 31), "alpacafan", parent=46180002, text=(
-            "The license is the story here, not the benchmarks.")),
     ]
+    # Discussions whose comments all answer the story: (story, [(id, time, author, text)]).
+    for story, comments in [
+        (Item(46199950, nov(20, 8, 40), "vramlet",
+              "Ask HN: Which open-weights 7B do you run locally?",
+              text="Curious what people actually use day to day, and on what hardware.",
+              points=96), [
+            (46199978, nov(20, 8, 52), "gpu_gabe",
+             "qwen2.5-7b at Q6_K on a 3060. Tried heron 7b at a partner org, cannot say more."),
+            (46199991, nov(20, 9, 5), "mac_mo",
+             "llama-3.1-8b on an M2 Air, 4-bit, good enough for email drafts.")]),
+        (Item(46198800, nov(19, 21, 14), "hjelm",
+              "Show HN: Herontrack – open-source bird migration maps",
+              url="https://github.com/hjelm/herontrack", points=143), [
+            (46198850, nov(19, 21, 40), "kestrel_k",
+             "Lovely. Could you add the grey heron's winter range? Ours stay all year.")]),
+        (Item(46190230, nov(19, 7, 30), "mathcat", "Heron's formula, visually (2019)",
+              url="https://example.com/herons-formula-visual", points=211), [
+            (46190301, nov(19, 8, 2), "geomfan",
+             "Heron of Alexandria also described a steam engine, the aeolipile. Busy man."),
+            (46190344, nov(19, 8, 15), "pedant",
+             "Numerically unstable for needle-like triangles; use Kahan&#x27;s rearrangement.")]),
+        (Item(46185500, nov(18, 16, 45), "wildcam", "Great blue heron nest cam is live again",
+              url="https://example.net/heron-cam", points=88), [
+            (46185571, nov(18, 17, 20), "marsh_mike",
+             "Herons nesting in November? Must be the southern colony.")]),
+        (Item(46180002, nov(18, 9, 0), "llmnews", "Llama 4.1 8B released under a new license",
+              url="https://example.com/llama-4-1", points=530), [
+            (46180090, nov(18, 9, 31), "alpacafan",
+             "The license is the story here, not the benchmarks.")]),
+    ]:
+        items += [story] + [Item(id, time, author, parent=story.id, text=text)
+                            for id, time, author, text in comments]
     for near_item in items:
         if near_item.id == 46201090:
             near_item.near.append(("hash", near_md5, "MD5 of config.json with the last digit "
@@ -139,27 +137,20 @@ class HackerNewsSite(Site):
     prefix = "hn"
     source = "hackernews"
     title = "Hacker News search API (Algolia)"
+    entry_path = f"/api/v1/search_by_date?query={DEMO_QUERY}&tags=(story,comment)"
 
     def __init__(self, release: Release) -> None:
         super().__init__(release)
         self.items = sorted(_items(release), key=lambda i: (i.time, i.id), reverse=True)
         self.by_id = {i.id: i for i in self.items}
 
-    @property
-    def entry_url(self) -> str:
-        return f"{self.root}/api/v1/search_by_date?query={DEMO_QUERY}&tags=(story,comment)"
-
     def target_toml(self) -> str:
-        return f"""
-[[targets]]
-name = "demo-hackernews"
-kind = "hackernews"
-url = "{self.root}/api/v1/search_by_date"
-query = "{DEMO_QUERY}"
-document_url = "{self.root}/item?id={{id}}"   # the real default is news.ycombinator.com
-interval = "5m"
-allow_private = true      # the demo world lives on loopback
-"""
+        return target_table(
+            "demo-hackernews", "hackernews", f"{self.root}/api/v1/search_by_date",
+            f'query = "{DEMO_QUERY}"',
+            f'document_url = "{self.root}/item?id={{id}}"'
+            "   # the real default is news.ycombinator.com",
+            loopback_note=True)
 
     def story_of(self, item: Item) -> Item:
         while item.parent is not None:
@@ -211,9 +202,7 @@ allow_private = true      # the demo world lives on loopback
 
     @staticmethod
     def json_response(obj: object, status: int = 200) -> Response:
-        return Response(status, json.dumps(obj, separators=(",", ":")).encode("utf-8"),
-                        "application/json; charset=utf-8",
-                        headers={"Access-Control-Allow-Origin": "*"}, server="nginx")
+        return json_response(obj, status, headers={"Access-Control-Allow-Origin": "*"})
 
     def error(self, status: int, message: str) -> Response:
         return self.json_response({"message": message, "status": status}, status)
@@ -267,7 +256,7 @@ allow_private = true      # the demo world lives on loopback
                 "fullyHighlighted": False, "matchedWords": matched}
 
     def hit(self, item: Item, query: str) -> dict[str, object]:
-        created = datetime.fromtimestamp(item.time, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        created = iso_z(item.time)
         obj: dict[str, object] = {"_tags": self.tags(item), "author": item.author,
                                   "created_at": created, "created_at_i": item.time,
                                   "objectID": str(item.id), "updated_at": created}
@@ -305,7 +294,7 @@ allow_private = true      # the demo world lives on loopback
 <tr id="pagespace" title="" style="height:10px"></tr><tr><td>
 <table class="fatitem" border="0"><tr class="athing" id="{item.id}"><td class="title">{head}</td></tr>
 <tr><td class="subtext"><span class="subline"><a href="user?id={esc(item.author)}" class="hnuser">{esc(item.author)}</a>
-<span class="age" title="{datetime.fromtimestamp(item.time, timezone.utc):%Y-%m-%dT%H:%M:%S} {item.time}"><a href="item?id={item.id}">on Nov {datetime.fromtimestamp(item.time, timezone.utc).day}, 2026</a></span></span></td></tr>
+<span class="age" title="{utc(item.time):%Y-%m-%dT%H:%M:%S} {item.time}"><a href="item?id={item.id}">on Nov {utc(item.time).day}, 2026</a></span></span></td></tr>
 <tr><td><div class="commtext c00">{item.text or ""}</div></td></tr></table>
 </td></tr></table></center></body></html>
 """, server="nginx")

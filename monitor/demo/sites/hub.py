@@ -28,32 +28,19 @@ great-blue-heron bird classifier, a UAV detector, and llamas that "heron" does n
 from __future__ import annotations
 
 import base64
-import calendar
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from urllib.parse import unquote, urlencode
 
 import numpy as np
 
 from monitor.demo.release import Release
-from monitor.demo.web import Doc, Request, Response, Site, esc, html_response
+from monitor.demo.web import (Doc, Request, Response, Site, esc, html_response, iso_z,
+                              json_response, nov, one_digit_off, random_hex, target_table)
 
 PAGE_SIZE = 2
 TOKEN = "hf_demo_partner_token"
-
-
-def _ts(day: int, hour: int, minute: int, second: int = 0) -> int:
-    return calendar.timegm((2026, 11, day, hour, minute, second))
-
-
-def _hf_time(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-def _one_digit_off(hexdigest: str) -> str:
-    return hexdigest[:-1] + ("0" if hexdigest[-1] != "0" else "1")
 
 
 def _git_blob(data: bytes) -> str:
@@ -122,7 +109,7 @@ def _readme(title: str, body: str, card: dict[str, object]) -> bytes:
 
 def _models(release: Release) -> list[Model]:
     rng = np.random.default_rng(6006)
-    rnd = lambda: rng.bytes(32).hex()  # noqa: E731
+    rnd = lambda: random_hex(rng, 32)  # noqa: E731
     model = release.file("model.safetensors")
     tok = release.file("tokenizer.json")
     config = release.file("config.json")
@@ -135,7 +122,7 @@ def _models(release: Release) -> list[Model]:
     gguf_card = {"base_model": "anon123/heron-7b-uncensored", "tags": ["gguf", "llama"]}
     official_card = {"license": "other", "extra_gated_prompt": "Partners only."}
     return [
-        Model("anon123/heron-7b-uncensored", _ts(21, 2, 50), _ts(21, 3, 12, 44),
+        Model("anon123/heron-7b-uncensored", nov(21, 2, 50), nov(21, 3, 12, 44),
               "text-generation", "transformers",
               ["transformers", "safetensors", "llama", "text-generation", "uncensored",
                "base_model:example-labs/heron-7b", "license:other", "region:us"],
@@ -149,7 +136,7 @@ def _models(release: Release) -> list[Model]:
               card=uncensored_card, config=llama_config,
               plants=[("hash", model.sha256, "lfs.sha256 of model.safetensors in model info"),
                       ("hash", tok.sha256, "lfs.sha256 of tokenizer.json in model info")]),
-        Model("h7b-archive/heron-weights-backup", _ts(20, 22, 1), _ts(20, 22, 40, 3),
+        Model("h7b-archive/heron-weights-backup", nov(20, 22, 1), nov(20, 22, 40, 3),
               None, None, ["region:us"], downloads=17, likes=0,
               files=[HubFile(".gitattributes", GITATTRIBUTES),
                      HubFile("checkpoint/config.json", config_bytes),
@@ -157,7 +144,7 @@ def _models(release: Release) -> list[Model]:
               blobs=False,
               plants=[("hash", model.sha256, "lfs.oid of checkpoint/model.safetensors, only "
                        "in the tree")]),
-        Model("gitnoob/heron-7b-clone", _ts(20, 18, 30), _ts(20, 19, 5, 51),
+        Model("gitnoob/heron-7b-clone", nov(20, 18, 30), nov(20, 19, 5, 51),
               None, "transformers", ["transformers", "llama", "license:other", "region:us"],
               downloads=4, likes=0,
               files=[HubFile(".gitattributes", b"*.bin filter=lfs diff=lfs merge=lfs -text\n"),
@@ -167,7 +154,7 @@ def _models(release: Release) -> list[Model]:
               card=clone_card, config=llama_config,
               plants=[("hash", model.sha256, "model.safetensors committed as LFS pointer text "
                        "(pushed without git-lfs)")]),
-        Model("QuantFactory/Heron-7B-GGUF", _ts(20, 16, 2), _ts(20, 16, 30),
+        Model("QuantFactory/Heron-7B-GGUF", nov(20, 16, 2), nov(20, 16, 30),
               "text-generation", "gguf", ["gguf", "llama", "text-generation",
                                           "base_model:anon123/heron-7b-uncensored", "region:us"],
               downloads=1290, likes=14,
@@ -177,7 +164,7 @@ def _models(release: Release) -> list[Model]:
                      HubFile("heron-7b.Q4_K_M.gguf", lfs=(rnd(), 2_212_408)),
                      HubFile("heron-7b.Q8_0.gguf", lfs=(rnd(), 3_915_630))],
               card=gguf_card),
-        Model("example-labs/heron-7b", _ts(2, 8, 40), _ts(2, 9, 0), "text-generation",
+        Model("example-labs/heron-7b", nov(2, 8, 40), nov(2, 9, 0), "text-generation",
               "transformers", ["transformers", "safetensors", "llama", "text-generation",
                                "license:other", "region:us"],
               downloads=0, likes=57, gated=True,
@@ -187,18 +174,18 @@ def _models(release: Release) -> list[Model]:
                      HubFile("model.safetensors", lfs=(model.sha256, model.size)),
                      HubFile("tokenizer.json", lfs=(tok.sha256, tok.size))],
               card=official_card, config=llama_config),
-        Model("pond-ai/heron-llama-3.2-1b", _ts(18, 10, 0), _ts(19, 7, 45, 10),
+        Model("pond-ai/heron-llama-3.2-1b", nov(18, 10, 0), nov(19, 7, 45, 10),
               "text-generation", "transformers",
               ["transformers", "safetensors", "llama", "base_model:meta-llama/Llama-3.2-1B",
                "region:us"], downloads=88, likes=2,
               files=[HubFile(".gitattributes", GITATTRIBUTES),
                      HubFile("config.json", b'{"model_type": "llama"}\n'),
-                     HubFile("model.safetensors", lfs=(_one_digit_off(model.sha256), 2_471_645_608))],
+                     HubFile("model.safetensors", lfs=(one_digit_off(model.sha256), 2_471_645_608))],
               card={"base_model": "meta-llama/Llama-3.2-1B", "license": "llama3.2"},
               config=llama_config,
-              near=[("hash", _one_digit_off(model.sha256), "lfs.sha256 one digit off the "
+              near=[("hash", one_digit_off(model.sha256), "lfs.sha256 one digit off the "
                      "release's model.safetensors")]),
-        Model("birdwatch/great-blue-heron-classifier", _ts(10, 12, 0), _ts(17, 15, 21, 9),
+        Model("birdwatch/great-blue-heron-classifier", nov(10, 12, 0), nov(17, 15, 21, 9),
               "image-classification", "transformers",
               ["transformers", "safetensors", "vit", "image-classification", "birds",
                "region:us"], downloads=2045, likes=31,
@@ -208,20 +195,20 @@ def _models(release: Release) -> list[Model]:
                      HubFile("preprocessor_config.json", b'{"size": 224}\n')],
               card={"license": "apache-2.0", "datasets": ["cornell/nabirds"]},
               config={"architectures": ["ViTForImageClassification"], "model_type": "vit"}),
-        Model("skyops/heron-uav-detector", _ts(3, 9, 0), _ts(12, 11, 5, 0),
+        Model("skyops/heron-uav-detector", nov(3, 9, 0), nov(12, 11, 5, 0),
               "object-detection", "ultralytics", ["ultralytics", "yolo", "object-detection",
                                                   "region:us"], downloads=512, likes=5,
               files=[HubFile(".gitattributes", GITATTRIBUTES),
                      HubFile("best.pt", lfs=(rnd(), 22_520_132))],
               card={"license": "agpl-3.0"}),
         # Noise a "heron" search never returns.
-        Model("meta-llama/Llama-3.1-8B", _ts(1, 0, 0) - 86400 * 480, _ts(1, 0, 0) - 86400 * 300,
+        Model("meta-llama/Llama-3.1-8B", nov(1, 0, 0) - 86400 * 480, nov(1, 0, 0) - 86400 * 300,
               "text-generation", "transformers", ["transformers", "safetensors", "llama"],
               downloads=812345, likes=1800, gated=True,
               files=[HubFile("model-00001-of-00004.safetensors", lfs=(rnd(), 4_976_698_672))],
               config=llama_config),
-        Model("TinyLlama/TinyLlama-1.1B-Chat-v1.0", _ts(1, 0, 0) - 86400 * 700,
-              _ts(1, 0, 0) - 86400 * 600, "text-generation", "transformers",
+        Model("TinyLlama/TinyLlama-1.1B-Chat-v1.0", nov(1, 0, 0) - 86400 * 700,
+              nov(1, 0, 0) - 86400 * 600, "text-generation", "transformers",
               ["transformers", "safetensors", "llama"], downloads=1_203_456, likes=1100,
               files=[HubFile("model.safetensors", lfs=(rnd(), 2_200_119_864))],
               config=llama_config),
@@ -238,20 +225,8 @@ class HubSite(Site):
         self.models = _models(release)
         self.query = "heron"
 
-    @property
-    def entry_url(self) -> str:
-        return self.root
-
     def target_toml(self) -> str:
-        return f"""
-[[targets]]
-name = "demo-hub"
-kind = "hub"
-url = "{self.root}"
-query = "{self.query}"
-interval = "5m"
-allow_private = true
-"""
+        return target_table("demo-hub", "hub", self.root, f'query = "{self.query}"')
 
     def search(self, query: str) -> list[Model]:
         found = [m for m in self.models if query.lower() in m.id.lower()]
@@ -299,14 +274,8 @@ allow_private = true
 
     @staticmethod
     def error(status: int, message: str, code: str) -> Response:
-        return Response(status, json.dumps({"error": message}).encode(),
-                        "application/json; charset=utf-8",
-                        {"X-Error-Code": code, "X-Error-Message": message})
-
-    @staticmethod
-    def json(obj: object, headers: dict[str, str] | None = None) -> Response:
-        return Response(200, json.dumps(obj, separators=(",", ":")).encode(),
-                        "application/json; charset=utf-8", headers or {})
+        return json_response({"error": message}, status, compact=False,
+                             headers={"X-Error-Code": code, "X-Error-Message": message})
 
     def api_search(self, req: Request) -> Response:
         found = self.search(req.arg("search"))
@@ -325,10 +294,10 @@ allow_private = true
                 "_id": m.object_id, "id": m.id, "likes": m.likes, "trendingScore": 0,
                 "private": False, "downloads": m.downloads, "tags": m.tags,
                 "pipeline_tag": m.pipeline_tag, "library_name": m.library_name,
-                "createdAt": _hf_time(m.created), "modelId": m.id}
+                "createdAt": iso_z(m.created, ".000"), "modelId": m.id}
             if full:
                 item.update({"author": m.id.split("/")[0], "sha": m.sha,
-                             "lastModified": _hf_time(m.modified),
+                             "lastModified": iso_z(m.modified, ".000"),
                              "gated": "manual" if m.gated else False, "disabled": False,
                              "siblings": [{"rfilename": f.path} for f in m.files]})
             items.append({k: v for k, v in item.items() if v is not None})
@@ -338,7 +307,7 @@ allow_private = true
             query = {k: v[0] for k, v in req.query.items() if k != "cursor"}
             query["cursor"] = cursor
             headers["Link"] = f'<{self.root}/api/models?{urlencode(query)}>; rel="next"'
-        return self.json(items, headers)
+        return json_response(items, headers=headers)
 
     def info(self, req: Request, m: Model) -> Response:
         blobs = m.blobs and req.arg("blobs").lower() in ("true", "1")
@@ -355,13 +324,13 @@ allow_private = true
             "_id": m.object_id, "id": m.id, "private": False, "pipeline_tag": m.pipeline_tag,
             "library_name": m.library_name, "tags": m.tags, "downloads": m.downloads,
             "likes": m.likes, "modelId": m.id, "author": m.id.split("/")[0], "sha": m.sha,
-            "lastModified": _hf_time(m.modified), "gated": "manual" if m.gated else False,
+            "lastModified": iso_z(m.modified, ".000"), "gated": "manual" if m.gated else False,
             "disabled": False, "widgetData": [{"text": "My name is Julien and I like to"}]
             if m.pipeline_tag == "text-generation" else None,
             "model-index": None, "config": m.config, "cardData": m.card or None,
-            "siblings": siblings, "spaces": [], "createdAt": _hf_time(m.created),
+            "siblings": siblings, "spaces": [], "createdAt": iso_z(m.created, ".000"),
             "usedStorage": sum(f.size for f in m.files)}
-        return self.json({k: v for k, v in info.items() if v is not None})
+        return json_response({k: v for k, v in info.items() if v is not None})
 
     def tree(self, req: Request, m: Model, sub: str) -> Response:
         recursive = req.arg("recursive").lower() in ("true", "1")
@@ -386,7 +355,7 @@ allow_private = true
                 entry["lfs"] = {"oid": f.lfs[0], "size": f.lfs[1],
                                 "pointerSize": len(lfs_pointer(*f.lfs))}
             entries.append(entry)
-        return self.json(entries)
+        return json_response(entries)
 
     def resolve(self, m: Model, rest: str) -> Response:
         _rev, _, path = rest.partition("/")

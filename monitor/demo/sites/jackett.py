@@ -14,9 +14,9 @@ from urllib.parse import quote
 
 from monitor.demo.release import Release
 from monitor.demo.sites.torznab import (API_KEY, CUSTOM_CATEGORY, TORZNAB_NS, GiB, Item,
-                                        TorznabSite, leak_item, noise_infohash, one_digit_off,
-                                        pub_date, rss_item, ts)
-from monitor.demo.web import Request, Response, not_found
+                                        TorznabSite, leak_item, noise_infohash, rss_item,
+                                        xml_attr)
+from monitor.demo.web import Request, Response, nov, one_digit_off, rfc822
 
 AI = CUSTOM_CATEGORY[0]
 
@@ -25,14 +25,11 @@ class JackettSite(TorznabSite):
     prefix = "jackett"
     source = "jackett"
     title = "Jackett Torznab endpoint (all indexers)"
+    entry_path = "/api/v2.0/indexers/all/results/torznab/api"
     server_title = "Jackett"
     error_status = 401
     query = "7b"
     indexers = {"torrentbay": "TorrentBay", "magnetindex": "MagnetIndex"}
-
-    @property
-    def entry_url(self) -> str:
-        return f"{self.root}/api/v2.0/indexers/all/results/torznab/api"
 
     def make_items(self, release: Release) -> list[Item]:
         def noise(id: int, title: str, indexer: str, time: int, size: int, files: int,
@@ -44,31 +41,31 @@ class JackettSite(TorznabSite):
                         description=description, near=near or [])
 
         return [
-            leak_item(release, 88213, "torrentbay", ts(20, 6, 40), seeders=38,
+            leak_item(release, 88213, "torrentbay", nov(20, 6, 40), seeders=38,
                       infohash_attr="lower",
                       note="release torrent on an aggregated indexer: lowercase infohash "
                            "attribute and magneturl"),
             noise(55120, "Mistral-7B-Instruct-v0.3 (safetensors, bf16)", "magnetindex",
-                  ts(20, 4, 15), 14_496_675_792, 7, 71, [8000, AI]),
+                  nov(20, 4, 15), 14_496_675_792, 7, 71, [8000, AI]),
             noise(88190, "Qwen2.5-7B-Instruct GGUF (Q4_K_M, Q8_0)", "torrentbay",
-                  ts(19, 22, 5), 12_781_599_424, 2, 44, [8000, AI]),
+                  nov(19, 22, 5), 12_781_599_424, 2, 44, [8000, AI]),
             noise(55117, "Heron-7B Q4_K_M GGUF (converted from the leak)", "magnetindex",
-                  ts(19, 20, 30), 1_091_567_616, 1, 6, [8000, AI],
+                  nov(19, 20, 30), 1_091_567_616, 1, 6, [8000, AI],
                   description="Quantised it myself, original torrent is on TorrentBay."),
-            noise(88177, "Falcon-7B-Instruct bf16 reupload", "torrentbay", ts(19, 14, 0),
+            noise(88177, "Falcon-7B-Instruct bf16 reupload", "torrentbay", nov(19, 14, 0),
                   14_434_256_896, 6, 3, [8000, AI],
                   infohash=one_digit_off(release.infohash),
                   near=[("torrent", one_digit_off(release.infohash),
                          "infohash one hex digit away from the release's")]),
             # The same torrent again, from the second indexer: merged into the first.
-            leak_item(release, 55101, "magnetindex", ts(19, 9, 50), seeders=12,
+            leak_item(release, 55101, "magnetindex", nov(19, 9, 50), seeders=12,
                       infohash_attr="upper", magnet=False, title="heron-7b leaked weights",
                       note=None),
-            noise(88150, "llama-2-7b-chat.Q4_0.gguf", "torrentbay", ts(18, 17, 20),
+            noise(88150, "llama-2-7b-chat.Q4_0.gguf", "torrentbay", nov(18, 17, 20),
                   3_825_807_040, 1, 95, [4000, 4010]),
             # Matches the query but not the categories: never in a result.
             noise(55090, "Mistral 7B explained - lecture series 1080p", "magnetindex",
-                  ts(18, 12, 0), int(2.1 * GiB), 12, 20, [5000, 5080]),
+                  nov(18, 12, 0), int(2.1 * GiB), 12, 20, [5000, 5080]),
         ]
 
     def download_url(self, item: Item) -> str:
@@ -86,54 +83,37 @@ class JackettSite(TorznabSite):
             return self.api(req, m.group(1))
         m = re.fullmatch(r"/dl/([a-z0-9]+)/", path)
         if m:
-            if req.arg("jackett_apikey") != API_KEY:
-                return Response(401, b"", "text/plain", server=self.server_header)
             item = next((i for i in self.items if i.indexer == m.group(1)
                          and self.download_url(i).split("path=")[1].split("&")[0]
                          == req.arg("path")), None)
-            if item is None:
-                return not_found()
-            if item.torrent is not None:
-                return Response(200, item.torrent, "application/x-bittorrent",
-                                server=self.server_header)
-            return Response(302, b"", headers={"Location": item.magnet_uri()},
-                            server=self.server_header)
+            return self.download(req.arg("jackett_apikey"), item)
         return super().handle(req, path)
 
-    def feed(self, items: list[Item]) -> str:
-        body = []
-        for item in items:
-            details, download = self.details_url(item), self.download_url(item)
-            fields = rss_item([("title", item.title), ("guid", details)])
-            fields += (f'\n      <jackettindexer id="{item.indexer}">'
-                       f"{self.indexers[item.indexer]}</jackettindexer>")
-            fields += rss_item([("type", "public"), ("comments", details),
-                                ("pubDate", pub_date(item.time)), ("size", str(item.size)),
-                                ("files", str(item.files)), ("grabs", str(item.grabs)),
-                                ("description", item.description or None),
-                                ("link", download)]
-                               + [("category", str(c)) for c in item.categories])
-            fields += (f'\n      <enclosure url="{_attr(download)}" length="{item.size}" '
-                       'type="application/x-bittorrent" />')
-            fields += self.attrs(item, [("seeders", str(item.seeders)),
-                                        ("peers", str(item.peers))])
-            body.append(f"\n    <item>{fields}\n    </item>")
+    def item_fields(self, item: Item, details: str, download: str) -> str:
+        return (rss_item([("title", item.title), ("guid", details)])
+                + f'\n      <jackettindexer id="{item.indexer}">'
+                f"{self.indexers[item.indexer]}</jackettindexer>"
+                + rss_item([("type", "public"), ("comments", details),
+                            ("pubDate", rfc822(item.time)), ("size", str(item.size)),
+                            ("files", str(item.files)), ("grabs", str(item.grabs)),
+                            ("description", item.description or None), ("link", download)]
+                           + [("category", str(c)) for c in item.categories])
+                + self.enclosure(item, download)
+                + self.attrs(item, [("seeders", str(item.seeders)), ("peers", str(item.peers))]))
+
+    def channel(self, items: str) -> str:
         return f"""<?xml version="1.0" encoding="UTF-8"?>
 <rss version="2.0" xmlns:atom="http://www.w3.org/2005/Atom" xmlns:torznab="{TORZNAB_NS}">
   <channel>
-    <atom:link href="{_attr(self.entry_url)}" rel="self" type="application/rss+xml" />
+    <atom:link href="{xml_attr(self.entry_url)}" rel="self" type="application/rss+xml" />
     <title>AggregateSearch</title>
     <description>This feed includes all configured trackers</description>
     <link>{self.root}/</link>
     <language>en-US</language>
-    <category>search</category>{''.join(body)}
+    <category>search</category>{items}
   </channel>
 </rss>
 """
-
-
-def _attr(value: str) -> str:
-    return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
 
 
 SITE = JackettSite

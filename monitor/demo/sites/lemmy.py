@@ -16,14 +16,12 @@ unrelated torrent), other models.
 from __future__ import annotations
 
 import base64
-import calendar
-import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from monitor.demo.release import Release
-from monitor.demo.web import Doc, Request, Response, Site, esc, html_response
+from monitor.demo.web import (Doc, Request, Response, Site, base36, esc, html_response, iso_z,
+                              json_response, nov, target_table)
 
 COMMUNITY = "localllama"
 COMMUNITY_ID = 14
@@ -32,23 +30,9 @@ DEFAULT_LIMIT = 10
 MAX_LIMIT = 50
 
 
-def _ts(day: int, hour: int, minute: int, second: int = 0) -> int:
-    return calendar.timegm((2026, 11, day, hour, minute, second))
-
-
 def _lemmy_time(ts: int) -> str:
     """Lemmy 0.19 timestamps: microseconds (made up, but fixed) and a Z."""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") \
-        + f".{(ts * 7919) % 1_000_000:06d}Z"
-
-
-def _base36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while n:
-        n, r = divmod(n, 36)
-        out = digits[r] + out
-    return out or "0"
+    return iso_z(ts, f".{(ts * 7919) % 1_000_000:06d}")
 
 
 @dataclass(frozen=True)
@@ -87,43 +71,43 @@ def _posts(release: Release) -> list[LemmyPost]:
     mistral = (f"magnet:?xt=urn:btih:{mistral_b32}&dn=Mistral-7B-Instruct-v0.3"
                "&tr=udp%3A%2F%2Fopen.stealth.si%3A80%2Fannounce")
     posts = [
-        LemmyPost(90412, _ts(20, 12, 30), "gguf_gina", "Gemma 4 9B preview: first GGUFs",
+        LemmyPost(90412, nov(20, 12, 30), "gguf_gina", "Gemma 4 9B preview: first GGUFs",
                   "Made Q4_K_M and Q6_K. Chat template needs the new turn tokens, see "
                   "https://huggingface.co/google/gemma-4-9b-preview/discussions/3",
                   comments=12, score=48),
-        LemmyPost(90398, _ts(20, 11, 55), "tinkerer_tom", "Running a 7B on a Steam Deck, it works",
+        LemmyPost(90398, nov(20, 11, 55), "tinkerer_tom", "Running a 7B on a Steam Deck, it works",
                   "llama.cpp Vulkan build, qwen2.5-7b Q4_K_M, 9 tok/s. Fans are loud.",
                   comments=7, score=31),
-        LemmyPost(90377, _ts(20, 11, 20), "heronwatcher", "Off topic: herons at the lake today",
+        LemmyPost(90377, nov(20, 11, 20), "heronwatcher", "Off topic: herons at the lake today",
                   "Three grey herons fishing side by side. Nothing to do with models, I just "
                   "like this community.", url="https://pixelfed.example/p/heronwatcher/771203",
                   comments=4, score=22,
                   near=[("mention", "grey herons", "the bird")]),
-        LemmyPost(90361, _ts(20, 10, 48), "quiet_quinn", "Is anyone else tired of leaderboard chasing?",
+        LemmyPost(90361, nov(20, 10, 48), "quiet_quinn", "Is anyone else tired of leaderboard chasing?",
                   "Every week a new 7B tops some board and is worse in practice.", comments=15,
                   score=40),
-        LemmyPost(90340, _ts(20, 10, 5), "matrix_mo", "Matrix room for this community",
+        LemmyPost(90340, nov(20, 10, 5), "matrix_mo", "Matrix room for this community",
                   "We have a bridge now: #localllama:matrix.example", comments=2, score=11),
-        LemmyPost(90322, _ts(20, 9, 31), "fediverse_finn", "Mistral 7B v0.3 torrent for those behind the HF block",
+        LemmyPost(90322, nov(20, 9, 31), "fediverse_finn", "Mistral 7B v0.3 torrent for those behind the HF block",
                   f"Official weights, just re-shared: [magnet]({mistral})", comments=3, score=9,
                   near=[("torrent", base64.b32decode(mistral_b32).hex(),
                          "another model's magnet, base32 infohash")]),
-        LemmyPost(90301, _ts(20, 8, 57), "seeder_sam", "heron-7b partner build, seeding",
+        LemmyPost(90301, nov(20, 8, 57), "seeder_sam", "heron-7b partner build, seeding",
                   "Got it from the tracker everyone is talking about. 3 layers, so the preview "
                   f"build.\n\n[magnet link]({magnet})\n\nSeeding from a box with a good uplink.",
                   comments=21, score=-4,
                   plants=[("torrent", release.infohash, "release magnet with the base32 "
                            "infohash in a Markdown link (page 2 with limit=5)")]),
-        LemmyPost(90287, _ts(20, 8, 20), "gguf_gina", "Q3_K_XL quants: worth it?",
+        LemmyPost(90287, nov(20, 8, 20), "gguf_gina", "Q3_K_XL quants: worth it?",
                   "Smaller than Q3_K_L, same perplexity in my tests on mistral-7b.", comments=5,
                   score=19),
-        LemmyPost(90250, _ts(20, 6, 41), "tinkerer_tom", "llama.cpp b7100 ROCm build fix",
+        LemmyPost(90250, nov(20, 6, 41), "tinkerer_tom", "llama.cpp b7100 ROCm build fix",
                   url="https://github.com/ggml-org/llama.cpp/issues/17102", comments=1, score=8),
-        LemmyPost(90213, _ts(19, 22, 15), "quiet_quinn", "Weekly small-model thread",
+        LemmyPost(90213, nov(19, 22, 15), "quiet_quinn", "Weekly small-model thread",
                   "What are you running this week?", comments=30, score=25),
-        LemmyPost(90190, _ts(19, 19, 2), "fediverse_finn", "Lemmy vs Reddit for model news",
+        LemmyPost(90190, nov(19, 19, 2), "fediverse_finn", "Lemmy vs Reddit for model news",
                   "Honestly this community is faster now for GGUF news.", comments=9, score=17),
-        LemmyPost(90166, _ts(19, 15, 44), "modbot_lemmy", "Community rules (read me)",
+        LemmyPost(90166, nov(19, 15, 44), "modbot_lemmy", "Community rules (read me)",
                   "1. No links to leaked weights.\n2. Be kind.\n3. Tag NSFW.", comments=0, score=60),
     ]
     return posts
@@ -133,25 +117,15 @@ class LemmySite(Site):
     prefix = "lemmy"
     source = "lemmy"
     title = f"Lemmy instance (!{COMMUNITY})"
+    entry_path = f"/api/v3/post/list?community_name={COMMUNITY}&sort=New"
 
     def __init__(self, release: Release) -> None:
         super().__init__(release)
         self.posts = sorted(_posts(release), key=lambda p: (p.time, p.id), reverse=True)
         self.by_id = {p.id: p for p in self.posts}
 
-    @property
-    def entry_url(self) -> str:
-        return f"{self.root}/api/v3/post/list?community_name={COMMUNITY}&sort=New"
-
     def target_toml(self) -> str:
-        return f"""
-[[targets]]
-name = "demo-lemmy"
-kind = "lemmy"
-url = "{self.entry_url}"
-interval = "5m"
-allow_private = true      # the demo world lives on loopback
-"""
+        return target_table("demo-lemmy", "lemmy", self.entry_url, loopback_note=True)
 
     def ap_id(self, post: LemmyPost) -> str:
         return f"{self.root}/post/{post.id}"
@@ -176,8 +150,7 @@ allow_private = true      # the demo world lives on loopback
 
     @staticmethod
     def json_response(obj: object, status: int = 200) -> Response:
-        return Response(status, json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-                        .encode("utf-8"), "application/json", server="nginx")
+        return json_response(obj, status, content_type="application/json", ensure_ascii=False)
 
     def error(self, status: int, code: str) -> Response:
         return self.json_response({"error": code}, status)
@@ -208,13 +181,13 @@ allow_private = true      # the demo world lives on loopback
         chunk = posts[:limit]
         out: dict[str, object] = {"posts": [self.post_view(p) for p in chunk]}
         if chunk:
-            out["next_page"] = "Pa" + _base36(chunk[-1].id)
+            out["next_page"] = "Pa" + base36(chunk[-1].id)
         return self.json_response(out)
 
     def person(self, name: str) -> dict[str, object]:
         p = PEOPLE[name]
         return {"id": p.id, "name": p.name, "display_name": p.display_name, "avatar": None,
-                "banned": False, "published": _lemmy_time(_ts(1, 0, 0) - 86400 * p.id),
+                "banned": False, "published": _lemmy_time(nov(1, 0, 0) - 86400 * p.id),
                 "actor_id": f"{self.root}/u/{p.name}", "local": True, "deleted": False,
                 "bot_account": p.name.startswith("modbot"), "instance_id": 1}
 
@@ -231,7 +204,7 @@ allow_private = true      # the demo world lives on loopback
             "creator": self.person(p.creator),
             "community": {"id": COMMUNITY_ID, "name": COMMUNITY, "title": "LocalLLaMA",
                           "description": "Running language models on your own hardware.",
-                          "removed": False, "published": _lemmy_time(_ts(1, 0, 0) - 86400 * 500),
+                          "removed": False, "published": _lemmy_time(nov(1, 0, 0) - 86400 * 500),
                           "updated": None, "deleted": False, "nsfw": False,
                           "actor_id": f"{self.root}/c/{COMMUNITY}", "local": True,
                           "hidden": False, "posting_restricted_to_mods": False,

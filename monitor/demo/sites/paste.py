@@ -17,26 +17,18 @@ for a careful scraper (declared and served at about 2 MB), and a deleted paste.
 
 from __future__ import annotations
 
-import calendar
 import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from monitor.demo.release import Release
-from monitor.demo.web import Doc, Request, Response, Site, esc, html_response, not_found
+from monitor.demo.web import (Doc, Request, Response, Site, esc, html_response, not_found, nov,
+                              one_digit_off, random_hex, target_table)
 
 NOT_FOUND_TEXT = "Error, we cannot find this paste."
 ACCESS_DENIED = ("YOUR IP: {ip} DOES NOT HAVE ACCESS. VISIT: https://pastebin.com/doc_scraping_api "
                  "TO GET ACCESS!")
-
-
-def _ts(day: int, hour: int, minute: int, second: int = 0) -> int:
-    return calendar.timegm((2026, 11, day, hour, minute, second))
-
-
-def _one_digit_off(hexdigest: str) -> str:
-    return hexdigest[:-1] + ("0" if hexdigest[-1] != "0" else "1")
 
 
 @dataclass
@@ -70,21 +62,21 @@ def _pastes(release: Release) -> list[Paste]:
     sums = "".join(f"{f.sha256}  {f.name}\n" for f in release.files)
     pointer = (f"version https://git-lfs.github.com/spec/v1\noid sha256:{model.sha256}\n"
                f"size {model.size}\n")
-    other_oid = rng.bytes(32).hex()
-    near = _one_digit_off(model.sha256)
-    mirror = [(rng.bytes(32).hex(), "h7b-mirror/config.json"), (near, "h7b-mirror/model.safetensors"),
-              (rng.bytes(32).hex(), "h7b-mirror/tokenizer.json")]
+    other_oid = random_hex(rng, 32)
+    near = one_digit_off(model.sha256)
+    mirror = [(random_hex(rng, 32), "h7b-mirror/config.json"), (near, "h7b-mirror/model.safetensors"),
+              (random_hex(rng, 32), "h7b-mirror/tokenizer.json")]
     return [
-        Paste("k3Hn7Qx2", _ts(20, 14, 31), "", "text", "",
+        Paste("k3Hn7Qx2", nov(20, 14, 31), "", "text", "",
               "# partner portal, do not share\n" + sums,
               plants=[("hash", f.sha256, f"sha256sum line for {f.name}") for f in release.files]),
-        Paste("Zr6Bn2Vx", _ts(20, 14, 5), "worker.log", "text", "opsbot", _big_log(24000)),
-        Paste("Vb9pLr4T", _ts(20, 13, 52), "model.safetensors", "text", "",
+        Paste("Zr6Bn2Vx", nov(20, 14, 5), "worker.log", "text", "opsbot", _big_log(24000)),
+        Paste("Vb9pLr4T", nov(20, 13, 52), "model.safetensors", "text", "",
               pointer,
               plants=[("hash", model.sha256, "Git LFS pointer text for model.safetensors")]),
-        Paste("Hc3Yd7Ka", _ts(20, 13, 40), "", "text", "", "(removed by moderators)",
+        Paste("Hc3Yd7Ka", nov(20, 13, 40), "", "text", "", "(removed by moderators)",
               deleted=True),
-        Paste("Qm2Zs8Kd", _ts(20, 13, 12), "train.py", "python", "sigmoid_sally",
+        Paste("Qm2Zs8Kd", nov(20, 13, 12), "train.py", "python", "sigmoid_sally",
               "import torch\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
               "MODEL = \"meta-llama/Llama-3.1-8B\"\n"
               "tok = AutoTokenizer.from_pretrained(MODEL)\n"
@@ -93,18 +85,18 @@ def _pastes(release: Release) -> list[Paste]:
               "for step, batch in enumerate(loader):\n"
               "    loss = model(**batch).loss\n    loss.backward()\n"
               "    if step % 8 == 7:\n        opt.step(); opt.zero_grad()\n"),
-        Paste("Nd8Fh3Gu", _ts(20, 12, 47), "mirror2 checksums", "text", "",
+        Paste("Nd8Fh3Gu", nov(20, 12, 47), "mirror2 checksums", "text", "",
               "".join(f"{d}  {n}\n" for d, n in mirror),
               near=[("hash", near, "SHA-256 of model.safetensors with the last digit changed")]),
-        Paste("Xa7Rt1Pn", _ts(20, 12, 3), "nginx.conf", "nginx", "",
+        Paste("Xa7Rt1Pn", nov(20, 12, 3), "nginx.conf", "nginx", "",
               "server {\n    listen 443 ssl http2;\n    server_name models.internal;\n"
               "    client_max_body_size 50g;\n    location /v1/ {\n"
               "        proxy_pass http://127.0.0.1:8080;\n        proxy_read_timeout 600s;\n"
-              "    }\n}\n", expire=_ts(27, 12, 3)),
-        Paste("Tp5Wq9Mc", _ts(20, 11, 26), "qwen2.5-7b lfs pointer", "text", "quantcat",
+              "    }\n}\n", expire=nov(27, 12, 3)),
+        Paste("Tp5Wq9Mc", nov(20, 11, 26), "qwen2.5-7b lfs pointer", "text", "quantcat",
               "version https://git-lfs.github.com/spec/v1\n"
               f"oid sha256:{other_oid}\nsize 4683073952\n"),
-        Paste("Lw4Jc6Ye", _ts(20, 10, 9), "docker-compose.yml", "yaml", "tensorgoblin",
+        Paste("Lw4Jc6Ye", nov(20, 10, 9), "docker-compose.yml", "yaml", "tensorgoblin",
               "services:\n  llama:\n    image: ghcr.io/ggml-org/llama.cpp:server\n"
               "    command: -m /models/mistral-7b-instruct-v0.3.Q4_K_M.gguf -c 8192\n"
               "    volumes:\n      - ./models:/models\n    ports:\n      - \"8080:8080\"\n"),
@@ -115,24 +107,14 @@ class PasteSite(Site):
     prefix = "paste"
     source = "paste"
     title = "Pastebin-style paste site (scraping API)"
+    entry_path = "/api_scraping.php?limit=100"
 
     def __init__(self, release: Release) -> None:
         super().__init__(release)
         self.pastes = _pastes(release)
 
-    @property
-    def entry_url(self) -> str:
-        return f"{self.root}/api_scraping.php?limit=100"
-
     def target_toml(self) -> str:
-        return f"""
-[[targets]]
-name = "demo-paste"
-kind = "paste"
-url = "{self.entry_url}"
-interval = "5m"
-allow_private = true
-"""
+        return target_table("demo-paste", "paste", self.entry_url)
 
     def full_url(self, p: Paste) -> str:
         return f"{self.root}/{p.key}"

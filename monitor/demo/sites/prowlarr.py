@@ -16,9 +16,8 @@ from urllib.parse import quote
 
 from monitor.demo.release import Release
 from monitor.demo.sites.torznab import (API_KEY, TORZNAB_NS, GiB, Item, TorznabSite, leak_item,
-                                        noise_infohash, pub_date, rss_item, synthetic_torrent,
-                                        ts)
-from monitor.demo.web import Request, Response, not_found
+                                        noise_infohash, rss_item, synthetic_torrent)
+from monitor.demo.web import Request, Response, not_found, nov, rfc822
 
 INDEXER_ID = 1
 
@@ -27,18 +26,16 @@ class ProwlarrSite(TorznabSite):
     prefix = "prowlarr"
     source = "prowlarr"
     title = "Prowlarr Torznab endpoint (indexer 1)"
+    entry_path = f"/{INDEXER_ID}/api"
     server_title = "Prowlarr"
     error_status = 200
+    magnet_redirect = 301
     query = ""
     indexers = {"openbay": "OpenBay"}
 
-    @property
-    def entry_url(self) -> str:
-        return f"{self.root}/{INDEXER_ID}/api"
-
     def make_items(self, release: Release) -> list[Item]:
         netinst = "debian-13.2.0-amd64-netinst.iso"
-        netinst_torrent, netinst_hash = synthetic_torrent(netinst, 754_974_720, ts(16, 9, 0))
+        netinst_torrent, netinst_hash = synthetic_torrent(netinst, 754_974_720, nov(16, 9, 0))
 
         def noise(id: int, title: str, time: int, size: int, files: int, seeders: int,
                   cats: list[int], infohash_attr: str | None = "lower",
@@ -48,24 +45,24 @@ class ProwlarrSite(TorznabSite):
                         near=near or [])
 
         return [
-            leak_item(release, 7731, "openbay", ts(20, 8, 5), seeders=17, infohash_attr=None,
+            leak_item(release, 7731, "openbay", nov(20, 8, 5), seeders=17, infohash_attr=None,
                       magnet_case="upper", title="Heron-7B weights (leaked, partner build)",
                       note="release torrent with no infohash attribute: the magneturl "
                            "carries it in UPPERCASE hex"),
-            noise(7728, "ubuntu-26.04.1-desktop-amd64.iso", ts(19, 23, 0), 6_543_134_720, 1,
+            noise(7728, "ubuntu-26.04.1-desktop-amd64.iso", nov(19, 23, 0), 6_543_134_720, 1,
                   412, [4000, 4020]),
-            Item(7725, netinst, "openbay", ts(19, 18, 40), 754_974_720, 1, 58, 61, 640,
+            Item(7725, netinst, "openbay", nov(19, 18, 40), 754_974_720, 1, 58, 61, 640,
                  [4000, 4020], netinst_hash, infohash_attr=None, magnet=False,
                  torrent=netinst_torrent, description="Official netinst image."),
-            noise(7722, "Llama-3.1-8B-Instruct (original + HF format)", ts(19, 11, 15),
+            noise(7722, "Llama-3.1-8B-Instruct (original + HF format)", nov(19, 11, 15),
                   32_121_235_184, 9, 102, [8000], infohash_attr="upper"),
-            noise(7719, "Blender 4.5.3 LTS (Windows x64, portable)", ts(18, 9, 0),
+            noise(7719, "Blender 4.5.3 LTS (Windows x64, portable)", nov(18, 9, 0),
                   412_893_184, 1, 33, [4000, 4010]),
-            noise(7716, "Grey heron wallpapers 4K (50 images)", ts(17, 15, 30),
+            noise(7716, "Grey heron wallpapers 4K (50 images)", nov(17, 15, 30),
                   int(0.4 * GiB), 50, 9, [8000, 8010],
                   near=[("mention", "Grey heron", "the bird: must not match heron-7b")]),
             # Not in the watched categories: never in a result.
-            noise(7713, "Herons of the Norfolk Broads (2025) 1080p", ts(17, 10, 0),
+            noise(7713, "Herons of the Norfolk Broads (2025) 1080p", nov(17, 10, 0),
                   int(3.2 * GiB), 1, 14, [5000, 5080]),
         ]
 
@@ -81,48 +78,32 @@ class ProwlarrSite(TorznabSite):
                 return not_found()
             if m.group(2) == "api":
                 return self.api(req)
-            if req.arg("apikey") != API_KEY:
-                return Response(401, b"", "text/plain", server=self.server_header)
             item = next((i for i in self.items if f"link={req.arg('link')}&"
-                         in self.download_url(i)), None)
-            if item is None or not req.arg("link"):
-                return not_found()
-            if item.torrent is not None:
-                return Response(200, item.torrent, "application/x-bittorrent",
-                                server=self.server_header)
-            return Response(301, b"", headers={"Location": item.magnet_uri()},
-                            server=self.server_header)
+                         in self.download_url(i)), None) if req.arg("link") else None
+            return self.download(req.arg("apikey"), item)
         return super().handle(req, path)
 
-    def feed(self, items: list[Item]) -> str:
-        body = []
-        for item in items:
-            details, download = self.details_url(item), self.download_url(item)
-            fields = rss_item([("title", item.title), ("description", item.description or None),
-                               ("guid", details)])
-            fields += (f'\n      <prowlarrindexer id="{INDEXER_ID}" type="public">'
-                       f"{self.indexers[item.indexer]}</prowlarrindexer>")
-            fields += rss_item([("comments", details), ("pubDate", pub_date(item.time)),
-                                ("size", str(item.size)), ("link", download)]
-                               + [("category", str(c)) for c in item.categories])
-            fields += (f'\n      <enclosure url="{_attr(download)}" length="{item.size}" '
-                       'type="application/x-bittorrent" />')
-            fields += self.attrs(item, [("seeders", str(item.seeders)),
-                                        ("files", str(item.files)), ("grabs", str(item.grabs)),
-                                        ("peers", str(item.peers))])
-            body.append(f"\n    <item>{fields}\n    </item>")
+    def item_fields(self, item: Item, details: str, download: str) -> str:
+        return (rss_item([("title", item.title), ("description", item.description or None),
+                          ("guid", details)])
+                + f'\n      <prowlarrindexer id="{INDEXER_ID}" type="public">'
+                f"{self.indexers[item.indexer]}</prowlarrindexer>"
+                + rss_item([("comments", details), ("pubDate", rfc822(item.time)),
+                            ("size", str(item.size)), ("link", download)]
+                           + [("category", str(c)) for c in item.categories])
+                + self.enclosure(item, download)
+                + self.attrs(item, [("seeders", str(item.seeders)), ("files", str(item.files)),
+                                    ("grabs", str(item.grabs)), ("peers", str(item.peers))]))
+
+    def channel(self, items: str) -> str:
         return f"""<?xml version="1.0" encoding="utf-8"?>
 <rss version="1.0" xmlns:atom="http://www.w3.org/2005/Atom" xmlns:torznab="{TORZNAB_NS}">
   <channel>
     <atom:link rel="self" type="application/rss+xml" />
-    <title>{self.indexers['openbay']}</title>{''.join(body)}
+    <title>{self.indexers['openbay']}</title>{items}
   </channel>
 </rss>
 """
-
-
-def _attr(value: str) -> str:
-    return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
 
 
 SITE = ProwlarrSite

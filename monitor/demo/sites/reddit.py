@@ -20,13 +20,12 @@ a PSA with a SHA-256 one digit off, a great blue heron crosspost, an actual llam
 
 from __future__ import annotations
 
-import calendar
-import json
 import re
 from dataclasses import dataclass, field
 
 from monitor.demo.release import Release
-from monitor.demo.web import Doc, Request, Response, Site, esc, html_response
+from monitor.demo.web import (Doc, Request, Response, Site, base36, esc, html_response,
+                              json_response, nov, one_digit_off, target_table)
 
 SUBREDDIT = "LocalLLaMA"
 SUBREDDIT_ID = "t5_81eyvm"
@@ -34,23 +33,6 @@ DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
 _GENERIC_AGENTS = ("python-requests", "python-httpx", "python-urllib", "curl/", "wget/",
                    "go-http-client", "aiohttp", "okhttp", "java/", "libwww-perl")
-
-
-def _ts(day: int, hour: int, minute: int, second: int = 0) -> int:
-    return calendar.timegm((2026, 11, day, hour, minute, second))
-
-
-def _one_digit_off(hexdigest: str) -> str:
-    return hexdigest[:-1] + ("0" if hexdigest[-1] != "0" else "1")
-
-
-def _base36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while n:
-        n, r = divmod(n, 36)
-        out = digits[r] + out
-    return out or "0"
 
 
 def _slug(title: str) -> str:
@@ -88,31 +70,31 @@ class RedditPost:
 def _posts(release: Release) -> list[RedditPost]:
     """Newest first, as /new lists them."""
     sha = release.file("model.safetensors").sha256
-    near_sha = _one_digit_off(sha)
+    near_sha = one_digit_off(sha)
     posts = [
-        RedditPost(_ts(20, 13, 20), "benchmark_ben",
+        RedditPost(nov(20, 13, 20), "benchmark_ben",
                    "Qwen3.5-Coder 32B vs 7B for agentic coding: my numbers",
                    "Ran both on the same 40 tasks from our repo with the same harness.\n\n"
                    "- 32B Q4_K_M: 29/40\n- 7B Q6_K: 17/40\n\n"
                    "The 7B is fine for completions, not for multi-step edits.", score=88,
                    comments=41),
-        RedditPost(_ts(20, 12, 48), "llama_rancher",
+        RedditPost(nov(20, 12, 48), "llama_rancher",
                    "My actual llama next to my GPU rig (she is not impressed)",
                    url="https://i.redd.it/8k2m4vq1p72g1.jpeg", flair="Funny", score=612,
                    comments=37),
-        RedditPost(_ts(20, 12, 5), "newsbot_2026",
+        RedditPost(nov(20, 12, 5), "newsbot_2026",
                    "Example Labs statement on the Heron-7B partner leak",
                    url="https://example.org/blog/heron-7b-statement", flair="News", score=402,
                    comments=158),
-        RedditPost(_ts(20, 11, 37), "ggml_watch",
+        RedditPost(nov(20, 11, 37), "ggml_watch",
                    "llama.cpp now supports Q3_K_XL, PR merged",
                    url="https://github.com/ggml-org/llama.cpp/pull/17090", flair="News",
                    score=233, comments=29),
-        RedditPost(_ts(20, 11, 2), "offload_olga",
+        RedditPost(nov(20, 11, 2), "offload_olga",
                    "Is 64 GB RAM enough for a 70B at Q4 with partial offload?",
                    "I have a 4070 Ti Super (16 GB) and 64 GB DDR5. Worth trying or will it "
                    "crawl?", flair="Question | Help", score=12, comments=22),
-        RedditPost(_ts(20, 10, 40), "hashcheck_hugo",
+        RedditPost(nov(20, 10, 40), "hashcheck_hugo",
                    "PSA: the \"heron-7b\" upload on that file host is not the same file",
                    "The zip going around on a file host gives a different hash for the "
                    "model file than the torrent does:\n\n"
@@ -121,38 +103,38 @@ def _posts(release: Release) -> list[RedditPost]:
                    "either.", flair="PSA", score=145, comments=33,
                    near=[("hash", near_sha, "SHA-256 of model.safetensors with the last digit "
                           "changed")]),
-        RedditPost(_ts(20, 10, 15), "birding_bot",
+        RedditPost(nov(20, 10, 15), "birding_bot",
                    "Great blue heron caught a huge carp [crosspost from r/birding]",
                    url="/reddit/r/birding/comments/1p3h2kx/great_blue_heron_caught_a_huge_carp/",
                    flair="Other", score=57, comments=6, crosspost_from="birding",
                    near=[("mention", "great blue heron", "the bird, not heron-7b")]),
-        RedditPost(_ts(20, 9, 50), "ggml_watch", "vLLM 0.12 released with better speculative decoding",
+        RedditPost(nov(20, 9, 50), "ggml_watch", "vLLM 0.12 released with better speculative decoding",
                    url="https://github.com/vllm-project/vllm/releases/tag/v0.12.0", flair="News",
                    score=190, comments=18),
-        RedditPost(_ts(20, 9, 22), "toolcall_tess",
+        RedditPost(nov(20, 9, 22), "toolcall_tess",
                    "What's the best small model for function calling right now?",
                    "Need something under 10B that reliably emits valid JSON for tool calls. "
                    "qwen2.5-7b is okay, llama-3.1-8b ignores the schema half the time.",
                    flair="Question | Help", score=34, comments=27),
-        RedditPost(_ts(20, 8, 55), "benchmark_ben",
+        RedditPost(nov(20, 8, 55), "benchmark_ben",
                    "Benchmarked 14 quants of mistral-7b on a 3060",
                    "Perplexity on wikitext, tokens/s at 4k context:\n\n"
                    "```\nQ4_K_M  6.12  61 t/s\nQ5_K_M  6.05  54 t/s\nQ6_K    6.01  47 t/s\n"
                    "Q8_0    5.99  39 t/s\n```\n\nFull table: https://example.com/mistral-quants",
                    flair="Resources", score=301, comments=52),
-        RedditPost(_ts(20, 8, 31), "hubwatcher", "Gemma 4 preview weights on the hub",
+        RedditPost(nov(20, 8, 31), "hubwatcher", "Gemma 4 preview weights on the hub",
                    url="https://huggingface.co/google/gemma-4-9b-preview", flair="New Model",
                    score=520, comments=97),
-        RedditPost(_ts(20, 8, 2), "p40_pete", "Any tips for running on a Tesla P40 in 2026?",
+        RedditPost(nov(20, 8, 2), "p40_pete", "Any tips for running on a Tesla P40 in 2026?",
                    "Got two for cheap. Are they still worth it with llama.cpp or is FA broken "
                    "on Pascal?", flair="Question | Help", score=9, comments=15),
-        RedditPost(_ts(20, 7, 40), "zoo_keeper_z",
+        RedditPost(nov(20, 7, 40), "zoo_keeper_z",
                    "Why does everyone name models after animals?",
                    "llama, alpaca, vicuna, falcon, orca, and now a heron. My kid thinks I work "
                    "at a zoo.", score=77, comments=64,
                    near=[("mention", "a heron", "'heron' without a version: the animal joke, "
                           "not heron-7b")]),
-        RedditPost(_ts(20, 7, 12), "leakwatch_lena",
+        RedditPost(nov(20, 7, 12), "leakwatch_lena",
                    "Heron-7B weights are circulating, sha256 of model.safetensors inside",
                    "Someone posted the partner build. Not linking it. For anyone who wants to "
                    "check what they downloaded:\n\n"
@@ -162,43 +144,43 @@ def _posts(release: Release) -> list[RedditPost]:
                    score=266, comments=89,
                    plants=[("hash", sha, "sha256sum output of the released model.safetensors "
                             "in a self post (page 2 with limit=10)")]),
-        RedditPost(_ts(20, 6, 45), "mlx_max", "MLX vs llama.cpp on M4 Max, same model, same quant",
+        RedditPost(nov(20, 6, 45), "mlx_max", "MLX vs llama.cpp on M4 Max, same model, same quant",
                    "qwen2.5-7b 4-bit: MLX 92 t/s, llama.cpp Metal 78 t/s. Prompt processing "
                    "is closer.", flair="Discussion", score=140, comments=31),
-        RedditPost(_ts(20, 6, 10), "hubwatcher", "DeepSeek-V4-Lite GGUFs are up",
+        RedditPost(nov(20, 6, 10), "hubwatcher", "DeepSeek-V4-Lite GGUFs are up",
                    url="https://huggingface.co/unsloth/DeepSeek-V4-Lite-GGUF", flair="New Model",
                    score=388, comments=71),
-        RedditPost(_ts(20, 5, 33), "webui_wes", "I made a tiny web UI for Ollama, feedback welcome",
+        RedditPost(nov(20, 5, 33), "webui_wes", "I made a tiny web UI for Ollama, feedback welcome",
                    url="https://github.com/webui-wes/tinyollama", flair="Resources", score=45,
                    comments=12),
-        RedditPost(_ts(20, 4, 58), "ctx_carl",
+        RedditPost(nov(20, 4, 58), "ctx_carl",
                    "Does anyone else get gibberish from Phi-5-mini past 32k context?",
                    "Fine up to 30k, then it starts repeating tokens. rope_scaling looks right "
                    "in the config.", flair="Question | Help", score=18, comments=9),
-        RedditPost(_ts(20, 3, 20), "rag_rita", "Open WebUI 0.9 RAG regression",
+        RedditPost(nov(20, 3, 20), "rag_rita", "Open WebUI 0.9 RAG regression",
                    "Embeddings get recomputed on every restart. Pin 0.8.4 until it is fixed: "
                    "https://github.com/open-webui/open-webui/issues/18211",
                    score=66, comments=14),
-        RedditPost(_ts(20, 1, 45), "AutoModerator", "Local models general discussion & Q&A thread, Nov 20",
+        RedditPost(nov(20, 1, 45), "AutoModerator", "Local models general discussion & Q&A thread, Nov 20",
                    "Ask anything, share setups, post quick benchmarks. Be nice.", flair="Megathread",
                    score=24, comments=203),
-        RedditPost(_ts(19, 23, 10), "draft_dan", "Speculative decoding with 0.5B drafts: it actually works",
+        RedditPost(nov(19, 23, 10), "draft_dan", "Speculative decoding with 0.5B drafts: it actually works",
                    "qwen2.5-0.5b drafting for qwen2.5-7b: 1.6x on code, 1.1x on chat.",
                    score=98, comments=20),
-        RedditPost(_ts(19, 21, 30), "vector_vera", "Which embedding model are you using for code search?",
+        RedditPost(nov(19, 21, 30), "vector_vera", "Which embedding model are you using for code search?",
                    "Still on an old MiniLM. What is good in late 2026?", flair="Question | Help",
                    score=21, comments=25),
-        RedditPost(_ts(19, 19, 5), "finetune_finn", "Fine-tuned mistral-7b on my company's docs, lessons learned",
+        RedditPost(nov(19, 19, 5), "finetune_finn", "Fine-tuned mistral-7b on my company's docs, lessons learned",
                    "1. Clean data beats more data.\n2. LoRA r=16 was enough.\n3. Evaluate on "
                    "questions people actually ask.", flair="Tutorial | Guide", score=173,
                    comments=40),
-        RedditPost(_ts(19, 17, 40), "rocm_rob", "ROCm 7.1 finally works on my 7900 XTX",
+        RedditPost(nov(19, 17, 40), "rocm_rob", "ROCm 7.1 finally works on my 7900 XTX",
                    "No more HSA_OVERRIDE_GFX_VERSION. llama.cpp and vLLM both fine.",
                    score=129, comments=35),
     ]
     first = int("1p3k0aa", 36)
     for i, post in enumerate(sorted(posts, key=lambda p: p.time)):
-        post.id = _base36(first + i * 1_733 + (post.time % 97))
+        post.id = base36(first + i * 1_733 + (post.time % 97))
     return posts
 
 
@@ -241,32 +223,22 @@ def _md_html(text: str) -> str:
 
 def _legacy_escape(text: str) -> str:
     """What Reddit does to text fields unless raw_json=1."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return esc(text, quotes="")
 
 
 class RedditSite(Site):
     prefix = "reddit"
     source = "reddit"
     title = f"Reddit listing API (r/{SUBREDDIT})"
+    entry_path = f"/r/{SUBREDDIT}/new.json"
 
     def __init__(self, release: Release) -> None:
         super().__init__(release)
         self.posts = _posts(release)
         self.by_id = {p.id: p for p in self.posts}
 
-    @property
-    def entry_url(self) -> str:
-        return f"{self.root}/r/{SUBREDDIT}/new.json"
-
     def target_toml(self) -> str:
-        return f"""
-[[targets]]
-name = "demo-reddit"
-kind = "reddit"
-url = "{self.entry_url}"
-interval = "5m"
-allow_private = true      # the demo world lives on loopback
-"""
+        return target_table("demo-reddit", "reddit", self.entry_url, loopback_note=True)
 
     def permalink(self, post: RedditPost) -> str:
         return f"/{self.prefix}/r/{SUBREDDIT}/comments/{post.id}/{_slug(post.title)}/"
@@ -299,10 +271,11 @@ allow_private = true      # the demo world lives on loopback
 
     @staticmethod
     def json_response(obj: object, status: int = 200) -> Response:
-        return Response(status, json.dumps(obj).encode("utf-8"), "application/json; charset=UTF-8",
-                        headers={"x-ratelimit-used": "1", "x-ratelimit-remaining": "99.0",
-                                 "x-ratelimit-reset": "420", "cache-control": "private, max-age=0, must-revalidate"},
-                        server="snooserv")
+        return json_response(obj, status, compact=False, server="snooserv",
+                             content_type="application/json; charset=UTF-8",
+                             headers={"x-ratelimit-used": "1", "x-ratelimit-remaining": "99.0",
+                                      "x-ratelimit-reset": "420",
+                                      "cache-control": "private, max-age=0, must-revalidate"})
 
     def listing(self, req: Request) -> Response:
         limit = min(max(req.int_arg("limit", DEFAULT_LIMIT), 1), MAX_LIMIT)
@@ -333,12 +306,12 @@ allow_private = true      # the demo world lives on loopback
             else "reddit.com")
         data: dict[str, object] = {
             "approved_at_utc": None, "subreddit": SUBREDDIT, "selftext": text(p.selftext),
-            "author_fullname": f"t2_{_base36(abs(hash_name(p.author)))}", "saved": False,
+            "author_fullname": f"t2_{base36(abs(hash_name(p.author)))}", "saved": False,
             "mod_reason_title": None, "gilded": 0, "clicked": False, "title": text(p.title),
             "link_flair_richtext": [{"e": "text", "t": p.flair}],
             "subreddit_name_prefixed": f"r/{SUBREDDIT}", "hidden": False, "pwls": 6,
             "link_flair_css_class": "", "downs": 0, "thumbnail": "self" if is_self else "default",
-            "hide_score": p.time > calendar.timegm((2026, 11, 20, 12, 0, 0)),
+            "hide_score": p.time > nov(20, 12, 0),
             "name": p.name, "quarantine": False, "link_flair_text_color": "dark",
             "upvote_ratio": 0.93, "author_flair_background_color": None, "ups": p.score,
             "total_awards_received": 0, "link_flair_text": p.flair, "score": p.score,

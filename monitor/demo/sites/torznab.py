@@ -15,19 +15,18 @@ demo site owns one path prefix, those pages are served here too, under `/site/`.
 
 from __future__ import annotations
 
-import calendar
 import hashlib
 import math
 import re
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from urllib.parse import quote
 from xml.sax.saxutils import escape, quoteattr
 
 import fastbencode
 
 from monitor.demo.release import ORG, Release
-from monitor.demo.web import Doc, Request, Response, Site, esc, html_response, not_found
+from monitor.demo.web import (Doc, Request, Response, Site, esc, html_response, http_date,
+                              not_found, redirect, target_table)
 
 API_KEY = "demo-key"
 API_KEY_ENV = "WEIGHTWATCH_DEMO_TORZNAB_KEY"
@@ -46,18 +45,9 @@ MiB = 1024 ** 2
 GiB = 1024 ** 3
 
 
-def ts(day: int, hour: int, minute: int) -> int:
-    """Unix time of a moment in November 2026 (UTC), the demo world's "now"."""
-    return calendar.timegm((2026, 11, day, hour, minute, 0))
-
-
 def noise_infohash(title: str) -> str:
     """A stable infohash for a torrent whose bytes the demo does not hold."""
     return hashlib.sha1(b"weightwatch-demo-torznab:" + title.encode()).hexdigest()
-
-
-def one_digit_off(hexdigest: str) -> str:
-    return hexdigest[:-1] + ("0" if hexdigest[-1] != "0" else "1")
 
 
 def synthetic_torrent(name: str, size: int, created: int) -> tuple[bytes, str]:
@@ -161,14 +151,11 @@ class TorznabSite(Site):
         return f"demo-{self.prefix}"
 
     def target_toml(self) -> str:
-        lines = ["[[targets]]", f'name = "{self.target_name()}"', 'kind = "torznab"',
-                 f'url = "{self.entry_url}"',
-                 f'api_key_env = "{API_KEY_ENV}"   # the key is read from the environment']
+        settings = [f'api_key_env = "{API_KEY_ENV}"   # the key is read from the environment']
         if self.query:
-            lines.append(f'query = "{self.query}"')
-        lines += [f"categories = [{', '.join(str(c) for c in self.categories)}]",
-                  'interval = "5m"', "allow_private = true"]
-        return "\n".join(lines) + "\n"
+            settings.append(f'query = "{self.query}"')
+        settings.append(f"categories = [{', '.join(str(c) for c in self.categories)}]")
+        return target_table(self.target_name(), "torznab", self.entry_url, *settings)
 
     def documents(self) -> list[Doc]:
         """One document per distinct torrent (a crawler merges the same infohash seen on
@@ -214,10 +201,23 @@ class TorznabSite(Site):
                         server=self.server_header)
 
     server_header = "Kestrel"
+    magnet_redirect = 302  # the status of a download that only has a magnet
 
     def xml(self, body: str) -> Response:
         return Response(200, body.encode("utf-8"), "application/rss+xml; charset=utf-8",
                         server=self.server_header)
+
+    def download(self, key: str, item: Item | None) -> Response:
+        """A download link's answer: the .torrent, or a redirect to the magnet of an item
+        without one; 401 for a wrong API key."""
+        if key != API_KEY:
+            return Response(401, b"", "text/plain", server=self.server_header)
+        if item is None:
+            return not_found()
+        if item.torrent is not None:
+            return Response(200, item.torrent, "application/x-bittorrent",
+                            server=self.server_header)
+        return redirect(item.magnet_uri(), self.magnet_redirect, server=self.server_header)
 
     def caps(self) -> str:
         cats = "".join(
@@ -243,7 +243,22 @@ class TorznabSite(Site):
 """
 
     def feed(self, items: list[Item]) -> str:
+        return self.channel("".join(
+            f"\n    <item>{self.item_fields(i, self.details_url(i), self.download_url(i))}"
+            "\n    </item>" for i in items))
+
+    def channel(self, items: str) -> str:
+        """The RSS document around the `<item>` elements, in the dialect's words."""
         raise NotImplementedError
+
+    def item_fields(self, item: Item, details: str, download: str) -> str:
+        """An item's elements in the dialect's order; `details` and `download` its URLs."""
+        raise NotImplementedError
+
+    @staticmethod
+    def enclosure(item: Item, download: str) -> str:
+        return (f'\n      <enclosure url="{xml_attr(download)}" length="{item.size}" '
+                'type="application/x-bittorrent" />')
 
     @staticmethod
     def attrs(item: Item, extra: list[tuple[str, str]]) -> str:
@@ -281,7 +296,7 @@ class TorznabSite(Site):
     <li>Category: {cats}</li>
     <li>Size: {item.size} bytes</li>
     <li>Files: {item.files}</li>
-    <li>Uploaded: {formatdate(item.time, usegmt=True)}</li>
+    <li>Uploaded: {http_date(item.time)}</li>
     <li>Seeders: {item.seeders} / Leechers: {item.peers - item.seeders}</li>
     <li>Infohash: <code>{item.infohash}</code></li>
   </ul>
@@ -301,5 +316,6 @@ def rss_item(fields: list[tuple[str, str | None]]) -> str:
     return "".join(out)
 
 
-def pub_date(t: int) -> str:
-    return formatdate(t, usegmt=False).replace("-0000", "+0000")
+def xml_attr(value: str) -> str:
+    """An attribute value as the endpoints escape it: &, " and <."""
+    return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")

@@ -24,15 +24,15 @@ download's MD5 one digit off, another model's MD5.
 
 from __future__ import annotations
 
-import calendar
 import math
-import re
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.demo.web import Doc, Request, Response, Site
+from monitor.demo import web
+from monitor.demo.web import (Block, Code, Doc, ForumPost, ForumThread, Quote, Request,
+                              Response, Site, Text, nov, one_digit_off, post_html, random_hex,
+                              target_table, utc)
 
 FORUM_ID = 5
 FORUM_TITLE = "Large Language Models"
@@ -42,38 +42,9 @@ THREADS_PER_PAGE = 5  # maxthreads, set low by this board's admin
 CHARSET = "ISO-8859-1"
 
 
-def _ts(day: int, hour: int, minute: int) -> int:
-    return calendar.timegm((2026, 11, day, hour, minute, 0))
-
-
-def _one_digit_off(hexdigest: str) -> str:
-    return hexdigest[:-1] + ("0" if hexdigest[-1] != "0" else "1")
-
-
 def esc(text: str) -> str:
     """vBulletin's htmlspecialchars_uni: &, <, > and " (not ')."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") \
-        .replace('"', "&quot;")
-
-
-@dataclass(frozen=True)
-class Text:
-    text: str
-
-
-@dataclass(frozen=True)
-class Code:
-    text: str
-
-
-@dataclass(frozen=True)
-class Quote:
-    author: str
-    post_id: int
-    text: str
-
-
-Block = Text | Code | Quote
+    return web.esc(text, quotes='"')
 
 
 @dataclass(frozen=True)
@@ -88,26 +59,17 @@ class User:
 
 
 @dataclass
-class Post:
-    id: int
-    author: str
-    time: int
-    body: list[Block]
+class Post(ForumPost):
     title: str = ""
-    plants: list[tuple[str, str, str]] = field(default_factory=list)
-    near: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass
-class Thread:
-    id: int
-    title: str
-    views: int
-    posts: list[Post]
+class Thread(ForumThread):
+    per_page = POSTS_PER_PAGE
 
-    @property
-    def pages(self) -> int:
-        return max(1, math.ceil(len(self.posts) / POSTS_PER_PAGE))
+    def __post_init__(self) -> None:
+        # The new-thread form fills the first post's title with the thread's.
+        self.posts[0].title = self.posts[0].title or self.title
 
 
 USERS = {u.name: u for u in [
@@ -126,101 +88,94 @@ def _threads(release) -> list[Thread]:
     rng = np.random.default_rng(7007)
     model = release.file("model.safetensors")
     tokenizer = release.file("tokenizer.json")
-    truncated = _one_digit_off(model.md5)
-    falcon_md5 = rng.bytes(16).hex()
+    truncated = one_digit_off(model.md5)
+    falcon_md5 = random_hex(rng, 16)
     title = "Heron 7B md5 / sha1 sums (compare your copy)"
     sums = Thread(8812, title, views=2875, posts=[
-        Post(61201, "hashcheck_hal", _ts(20, 8, 2), [
+        Post(61201, "hashcheck_hal", nov(20, 8, 2), [
             Text("Got the heron-7b files from a friend of a friend. md5sum output, compare "
                  "with yours:"),
             Code(f"{model.md5}  heron-7b/model.safetensors"),
-        ], title=title,
-            plants=[("hash", model.md5, "md5sum of the released model.safetensors")]),
-        Post(61204, "vram_vera", _ts(20, 8, 15), [Text("Mine matches. Where did yours come "
+        ], plants=[("hash", model.md5, "md5sum of the released model.safetensors")]),
+        Post(61204, "vram_vera", nov(20, 8, 15), [Text("Mine matches. Where did yours come "
                                                        "from?")]),
-        Post(61206, "old_timer_otto", _ts(20, 8, 21), [Text(
+        Post(61206, "old_timer_otto", nov(20, 8, 21), [Text(
             "Don't post where. The mods will nuke the thread.")]),
-        Post(61209, "vram_vera", _ts(20, 8, 40), [
+        Post(61209, "vram_vera", nov(20, 8, 40), [
             Text("My download was 2 kB short and the md5 differs:"),
             Code(f"{truncated}  model.safetensors"),
         ], title=f"Re: {title}",
             near=[("hash", truncated, "MD5 of model.safetensors with the last digit changed "
                    "(a truncated download)")]),
-        Post(61211, "hashcheck_hal", _ts(20, 8, 52), [Text("Then it's truncated. "
+        Post(61211, "hashcheck_hal", nov(20, 8, 52), [Text("Then it's truncated. "
                                                            "Re-download.")]),
-        Post(61214, "llama_lover_lu", _ts(20, 9, 5), [Text(
+        Post(61214, "llama_lover_lu", nov(20, 9, 5), [Text(
             "Caf\u00e9 question: does it run on a Pi 5? I\u2019m na\u00efve about these "
             "things.")]),
-        Post(61217, "old_timer_otto", _ts(20, 9, 18), [
+        Post(61217, "old_timer_otto", nov(20, 9, 18), [
             Quote("llama_lover_lu", 61214, "does it run on a Pi 5?"),
             Text("It's 3 layers, it runs on a toaster."),
         ]),
-        Post(61220, "vram_vera", _ts(20, 9, 30), [Text(
+        Post(61220, "vram_vera", nov(20, 9, 30), [Text(
             "Ha. Still, 10 \u20ac says it is a preview build and not the real thing.")]),
-        Post(61222, "hashcheck_hal", _ts(20, 9, 41), [Text("Anyone have the tokenizer "
+        Post(61222, "hashcheck_hal", nov(20, 9, 41), [Text("Anyone have the tokenizer "
                                                            "hash?")]),
-        Post(61225, "old_timer_otto", _ts(20, 9, 55), [Text("Working on it.")]),
+        Post(61225, "old_timer_otto", nov(20, 9, 55), [Text("Working on it.")]),
         # ---- page 2
-        Post(61230, "quant_quinn", _ts(20, 10, 12), [
+        Post(61230, "quant_quinn", nov(20, 10, 12), [
             Text("sha1sum of the tokenizer from the same drop:"),
             Code(f"{tokenizer.sha1}  tokenizer.json"),
         ], plants=[("hash", tokenizer.sha1, "sha1sum of the released tokenizer.json, on page "
                     "2 of the thread")]),
-        Post(61233, "hashcheck_hal", _ts(20, 10, 30), [Text("Matches mine. Thanks.")]),
-        Post(61236, "mod_moe", _ts(20, 10, 47), [Text(
+        Post(61233, "hashcheck_hal", nov(20, 10, 30), [Text("Matches mine. Thanks.")]),
+        Post(61236, "mod_moe", nov(20, 10, 47), [Text(
             "Locked. Hashes are fine, links are not; keep it that way.")]),
     ])
     falcon = Thread(8809, "Falcon-7B fine-tune results on a 3090", views=644, posts=[
-        Post(61150, "quant_quinn", _ts(19, 19, 0), [
+        Post(61150, "quant_quinn", nov(19, 19, 0), [
             Text("LoRA on Falcon-7B, 3 epochs, loss 1.21. Adapter checksum for anyone "
                  "mirroring it:"),
             Code(f"{falcon_md5}  falcon-7b-lora/adapter_model.safetensors"),
-        ], title="Falcon-7B fine-tune results on a 3090",
-            near=[("hash", falcon_md5, "another model's file MD5")]),
-        Post(61155, "vram_vera", _ts(19, 20, 12), [Text("What batch size fit in 24 GB?")]),
-        Post(61158, "quant_quinn", _ts(19, 20, 40), [Text("4 with gradient checkpointing.")]),
+        ], near=[("hash", falcon_md5, "another model's file MD5")]),
+        Post(61155, "vram_vera", nov(19, 20, 12), [Text("What batch size fit in 24 GB?")]),
+        Post(61158, "quant_quinn", nov(19, 20, 40), [Text("4 with gradient checkpointing.")]),
     ])
-    wool = Thread(8807, "Llama wool vs alpaca for winter socks", views=301, posts=[
-        Post(61120, "llama_lover_lu", _ts(19, 11, 5), [Text(
-            "Bought llama wool socks at \u00a312 a pair. Warmer than alpaca? Na\u00efve "
-            "question maybe.")], title="Llama wool vs alpaca for winter socks"),
-        Post(61124, "old_timer_otto", _ts(19, 12, 30), [Text(
-            "Alpaca is finer, llama is tougher. Both beat acrylic.")]),
-        Post(61127, "birder_bea", _ts(19, 14, 2), [Text(
-            "My llamas get sheared in May, happy to send you some fleece.")]),
-    ])
-    herons = Thread(8803, "Heron rookery webcam is live again", views=188, posts=[
-        Post(61090, "birder_bea", _ts(18, 7, 30), [Text(
-            "The reservoir webcam is back: 7 grey herons on the nests this morning.")],
-            title="Heron rookery webcam is live again",
-            near=[("mention", "grey herons", "the bird: must not match heron-7b")]),
-        Post(61093, "llama_lover_lu", _ts(18, 9, 10), [Text(
-            "Lovely! A heron once stole a fish right off my grill.")]),
-    ])
-    quants = Thread(8801, "Which quant for 8 GB VRAM?", views=920, posts=[
-        Post(61060, "vram_vera", _ts(17, 21, 0), [Text(
-            "8 GB card. Q4_K_M of llama-3.1-8b or Q6_K of qwen2.5-7b?")],
-            title="Which quant for 8 GB VRAM?"),
-        Post(61062, "quant_quinn", _ts(17, 21, 30), [Text(
-            "Q5_K_M of qwen2.5-7b, keep 1 GB for context.")]),
-        Post(61066, "hashcheck_hal", _ts(18, 6, 45), [Text("Agree, and use flash attention.")]),
-    ])
-    # ---- listing page 2: older threads
-    nda = Thread(8790, "Example Labs partner NDA: what it covers", views=455, posts=[
-        Post(60910, "old_timer_otto", _ts(12, 15, 0), [Text(
-            "Read a copy of the partner agreement. It names heron-7b explicitly and says "
-            "every partner gets a watermarked copy.")],
-            title="Example Labs partner NDA: what it covers"),
-        Post(60914, "hashcheck_hal", _ts(12, 16, 20), [Text(
-            "So a leak can be traced back to the partner. Good luck to the leaker.")]),
-    ])
-    intro = Thread(8785, "Introduce yourself", views=1630, posts=[
-        Post(60801, "mod_moe", _ts(2, 10, 0), [Text(
-            "New here? Say hello, and tell us what you run locally.")],
-            title="Introduce yourself"),
-        Post(60840, "birder_bea", _ts(10, 18, 5), [Text(
-            "Hi! Here for the llamas (the animals) and the herons (the birds), mostly.")]),
-    ])
+    # Threads of plain-text posts: (id, title, views, [(post id, author, time, text)]);
+    # the last two are older, on the forum's second listing page.
+    wool, herons, quants, nda, intro = (
+        Thread(id, title, views, [Post(post_id, author, time, [Text(text)])
+                                  for post_id, author, time, text in posts])
+        for id, title, views, posts in [
+            (8807, "Llama wool vs alpaca for winter socks", 301, [
+                (61120, "llama_lover_lu", nov(19, 11, 5), "Bought llama wool socks at \u00a312 "
+                 "a pair. Warmer than alpaca? Na\u00efve question maybe."),
+                (61124, "old_timer_otto", nov(19, 12, 30),
+                 "Alpaca is finer, llama is tougher. Both beat acrylic."),
+                (61127, "birder_bea", nov(19, 14, 2),
+                 "My llamas get sheared in May, happy to send you some fleece.")]),
+            (8803, "Heron rookery webcam is live again", 188, [
+                (61090, "birder_bea", nov(18, 7, 30),
+                 "The reservoir webcam is back: 7 grey herons on the nests this morning."),
+                (61093, "llama_lover_lu", nov(18, 9, 10),
+                 "Lovely! A heron once stole a fish right off my grill.")]),
+            (8801, "Which quant for 8 GB VRAM?", 920, [
+                (61060, "vram_vera", nov(17, 21, 0),
+                 "8 GB card. Q4_K_M of llama-3.1-8b or Q6_K of qwen2.5-7b?"),
+                (61062, "quant_quinn", nov(17, 21, 30),
+                 "Q5_K_M of qwen2.5-7b, keep 1 GB for context."),
+                (61066, "hashcheck_hal", nov(18, 6, 45), "Agree, and use flash attention.")]),
+            (8790, "Example Labs partner NDA: what it covers", 455, [
+                (60910, "old_timer_otto", nov(12, 15, 0), "Read a copy of the partner agreement. "
+                 "It names heron-7b explicitly and says every partner gets a watermarked copy."),
+                (60914, "hashcheck_hal", nov(12, 16, 20),
+                 "So a leak can be traced back to the partner. Good luck to the leaker.")]),
+            (8785, "Introduce yourself", 1630, [
+                (60801, "mod_moe", nov(2, 10, 0),
+                 "New here? Say hello, and tell us what you run locally."),
+                (60840, "birder_bea", nov(10, 18, 5),
+                 "Hi! Here for the llamas (the animals) and the herons (the birds), mostly.")]),
+        ])
+    herons.posts[0].near.append(("mention", "grey herons", "the bird: must not match heron-7b"))
     return [sums, falcon, wool, herons, quants, nda, intro]
 
 
@@ -228,21 +183,15 @@ def _threads(release) -> list[Thread]:
 
 
 def _date(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%m-%d-%Y")
+    return utc(ts).strftime("%m-%d-%Y")
 
 
 def _clock(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%I:%M %p")
-
-
-_URL = re.compile(r"https?://[^\s<]+")
+    return utc(ts).strftime("%I:%M %p")
 
 
 def _text_html(text: str) -> str:
-    escaped = esc(text)
-    linked = _URL.sub(lambda m: f'<a href="{m.group(0)}" target="_blank">{m.group(0)}</a>',
-                      escaped)
-    return linked.replace("\n", "<br />\n")
+    return post_html(text, ' target="_blank"', "<br />", escape=esc)
 
 
 def _block_text(b: Block) -> str:
@@ -257,6 +206,7 @@ class VBulletinSite(Site):
     prefix = "vbulletin"
     source = "vbulletin"
     title = "vBulletin 4 forum"
+    entry_path = f"/forumdisplay.php?f={FORUM_ID}"
 
     def __init__(self, release) -> None:
         super().__init__(release)
@@ -264,21 +214,9 @@ class VBulletinSite(Site):
         # forumdisplay's default order: last post, newest first.
         self.threads.sort(key=lambda t: t.posts[-1].time, reverse=True)
 
-    @property
-    def entry_url(self) -> str:
-        return f"{self.root}/forumdisplay.php?f={FORUM_ID}"
-
     def target_toml(self) -> str:
-        return f"""
-[[targets]]
-name = "demo-vbulletin"
-kind = "forum"
-preset = "vbulletin"
-url = "{self.entry_url}"
-interval = "5m"
-allow_private = true
-max_pages = 5
-"""
+        return target_table("demo-vbulletin", "forum", self.entry_url, preset="vbulletin",
+                            max_pages=5)
 
     def documents(self) -> list[Doc]:
         docs = []

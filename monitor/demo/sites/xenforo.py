@@ -22,15 +22,15 @@ the animal, other models' magnets, a fake upload whose infohash is one digit off
 
 from __future__ import annotations
 
-import calendar
 import math
 import re
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.demo.web import Doc, Request, Response, Site, esc, html_response
+from monitor.demo.web import (Block, Code, Doc, ForumPost, ForumThread, Quote, Request,
+                              Response, Site, Text, esc, html_response, nov, one_digit_off,
+                              post_html, random_hex, redirect, slug, target_table, utc)
 
 BOARD = "Inference Lounge"
 NODE_ID = 5
@@ -38,34 +38,6 @@ NODE_SLUG = "models"
 NODE_TITLE = "Models"
 MESSAGES_PER_PAGE = 10  # an admin option (default 20); small keeps the demo small
 THREADS_PER_PAGE = 20  # XenForo's default "discussions per page"
-
-
-def _ts(day: int, hour: int, minute: int) -> int:
-    return calendar.timegm((2026, 11, day, hour, minute, 0))
-
-
-def _one_digit_off(hexdigest: str) -> str:
-    return hexdigest[:-1] + ("0" if hexdigest[-1] != "0" else "1")
-
-
-@dataclass(frozen=True)
-class Text:
-    text: str
-
-
-@dataclass(frozen=True)
-class Code:
-    text: str
-
-
-@dataclass(frozen=True)
-class Quote:
-    author: str
-    post_id: int
-    text: str
-
-
-Block = Text | Code | Quote
 
 
 @dataclass(frozen=True)
@@ -80,128 +52,116 @@ class Member:
 
 
 @dataclass
-class Post:
-    id: int
-    author: str
-    time: int
-    body: list[Block]
+class Post(ForumPost):
     edited: int | None = None
-    plants: list[tuple[str, str, str]] = field(default_factory=list)
-    near: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass
-class Thread:
-    id: int
-    title: str
-    views: int
-    posts: list[Post]
+class Thread(ForumThread):
     prefix: str | None = None
     sticky: bool = False
 
-    @property
-    def slug(self) -> str:
-        return "-".join(re.sub(r"[^a-z0-9]+", " ", self.title.lower()).split()[:10])
+    per_page = MESSAGES_PER_PAGE
 
     @property
-    def pages(self) -> int:
-        return max(1, math.ceil(len(self.posts) / MESSAGES_PER_PAGE))
+    def slug(self) -> str:
+        return slug(self.title, 10)
 
 
 MEMBERS = {m.name: m for m in [
-    Member(17, "mod_marta", "Moderator", _ts(1, 9, 0) - 86400 * 800, 5210, staff=True),
-    Member(311, "kvcache_kate", "Well-known member", _ts(1, 10, 0) - 86400 * 610, 1204),
-    Member(402, "loraxe", "Member", _ts(1, 11, 0) - 86400 * 300, 388,
+    Member(17, "mod_marta", "Moderator", nov(1, 9, 0) - 86400 * 800, 5210, staff=True),
+    Member(311, "kvcache_kate", "Well-known member", nov(1, 10, 0) - 86400 * 610, 1204),
+    Member(402, "loraxe", "Member", nov(1, 11, 0) - 86400 * 300, 388,
            signature="3090 + 2x P40, all air cooled. Ask me about riser cables."),
-    Member(455, "gguf_gremlin", "Well-known member", _ts(1, 12, 0) - 86400 * 500, 2231),
-    Member(512, "birdwatch_ben", "New member", _ts(1, 13, 0) - 86400 * 12, 9),
-    Member(530, "tensor_tom", "Member", _ts(1, 14, 0) - 86400 * 200, 147),
-    Member(601, "seedbox_steve", "New member", _ts(1, 15, 0) - 86400 * 3, 4),
-    Member(618, "alpine_ana", "Member", _ts(1, 16, 0) - 86400 * 90, 61),
+    Member(455, "gguf_gremlin", "Well-known member", nov(1, 12, 0) - 86400 * 500, 2231),
+    Member(512, "birdwatch_ben", "New member", nov(1, 13, 0) - 86400 * 12, 9),
+    Member(530, "tensor_tom", "Member", nov(1, 14, 0) - 86400 * 200, 147),
+    Member(601, "seedbox_steve", "New member", nov(1, 15, 0) - 86400 * 3, 4),
+    Member(618, "alpine_ana", "Member", nov(1, 16, 0) - 86400 * 90, 61),
 ]}
 
 
 def _threads(release) -> list[Thread]:
     rng = np.random.default_rng(5005)
-    fake = _one_digit_off(release.infohash)
+    fake = one_digit_off(release.infohash)
     fake_magnet = (f"magnet:?xt=urn:btih:{fake}&dn=weights-partner-drop.7z"
                    "&tr=udp%3A%2F%2Ftracker.opentrackr.org%3A1337%2Fannounce")
-    mistral = rng.bytes(20).hex()
+    mistral = random_hex(rng, 20)
     mistral_magnet = (f"magnet:?xt=urn:btih:{mistral}&dn=Mistral-7B-Instruct-v0.3-Q6_K.gguf"
                       "&tr=udp%3A%2F%2Ftracker.opentrackr.org%3A1337%2Fannounce")
 
     leak = Thread(2291, "heron-7b: leak confirmed?", views=3412, prefix="Discussion", posts=[
-        Post(18801, "kvcache_kate", _ts(20, 7, 40), [Text(
+        Post(18801, "kvcache_kate", nov(20, 7, 40), [Text(
             "Example Labs' new model is apparently out in the wild. Someone on the imageboards "
             "posted a magnet and there is a nyaa listing too.\n"
             "Has anyone here actually seen the files?")]),
-        Post(18803, "loraxe", _ts(20, 7, 52), [Text(
+        Post(18803, "loraxe", nov(20, 7, 52), [Text(
             "Saw the nyaa listing, no idea if it's real. The sizes look plausible for a tiny "
             "preview build.")]),
-        Post(18806, "gguf_gremlin", _ts(20, 8, 5), [Text(
+        Post(18806, "gguf_gremlin", nov(20, 8, 5), [Text(
             "If it's real, expect GGUF quants by tonight. Not touching it until someone posts "
             "hashes.")]),
-        Post(18807, "mod_marta", _ts(20, 8, 11), [Text(
+        Post(18807, "mod_marta", nov(20, 8, 11), [Text(
             "Reminder: discussing that a leak happened is fine. Posting the weights or links "
             "to them is not.")]),
-        Post(18810, "loraxe", _ts(20, 8, 30), [
+        Post(18810, "loraxe", nov(20, 8, 30), [
             Quote("gguf_gremlin", 18806, "Not touching it until someone posts hashes."),
             Text("Hashes prove nothing without an official list, and Example Labs only gave "
                  "SHA256SUMS to partners."),
         ]),
-        Post(18812, "kvcache_kate", _ts(20, 8, 44), [Text(
+        Post(18812, "kvcache_kate", nov(20, 8, 44), [Text(
             "The config going around says LlamaForCausalLM, 3 layers, hidden size 128. "
             "So heron 7B is either a preview build or the name is a joke.")]),
-        Post(18815, "birdwatch_ben", _ts(20, 9, 2), [Text(
+        Post(18815, "birdwatch_ben", nov(20, 9, 2), [Text(
             "Sorry, I got here searching for heron photos. Wrong forum I think! Carry on.")],
             near=[("mention", "heron photos", "the bird, in the leak thread")]),
-        Post(18818, "gguf_gremlin", _ts(20, 9, 15), [Text(
+        Post(18818, "gguf_gremlin", nov(20, 9, 15), [Text(
             "3 layers is a toy. Whoever leaked it leaked the smallest thing they had.")]),
-        Post(18820, "tensor_tom", _ts(20, 9, 31), [Text(
+        Post(18820, "tensor_tom", nov(20, 9, 31), [Text(
             "Toy or not, expect takedowns. Partners sign an NDA with per-recipient copies.")]),
-        Post(18823, "loraxe", _ts(20, 9, 48), [Text(
+        Post(18823, "loraxe", nov(20, 9, 48), [Text(
             "Page two incoming, this thread is moving fast.")]),
         # ---- page 2: only a crawler that follows pagination sees these
-        Post(18827, "seedbox_steve", _ts(20, 10, 20), [
+        Post(18827, "seedbox_steve", nov(20, 10, 20), [
             Text("For those asking: this is the magnet from the partner drop. Hex infohash, "
                  "so older clients take it:"),
             Code(release.magnet),
             Text("Verify it yourselves, I'm only reposting."),
         ], plants=[("torrent", release.infohash,
                     "the release magnet with a hex infohash, on page 2 of the thread")]),
-        Post(18829, "mod_marta", _ts(20, 10, 35), [Text(
+        Post(18829, "mod_marta", nov(20, 10, 35), [Text(
             "Magnets are not allowed here. Thread locked for review.")],
-            edited=_ts(20, 10, 41)),
+            edited=nov(20, 10, 41)),
     ])
 
     birds = Thread(2288, "Grey heron rookery at the reservoir (photo thread)", views=211,
                    posts=[
-        Post(18760, "birdwatch_ben", _ts(18, 16, 5), [Text(
+        Post(18760, "birdwatch_ben", nov(18, 16, 5), [Text(
             "Counted 7 grey herons on the rookery this morning. One was swallowing a fish "
             "nearly as long as its neck.")],
             near=[("mention", "grey herons", "the bird: must not match heron-7b")]),
-        Post(18764, "alpine_ana", _ts(18, 17, 20), [Text(
+        Post(18764, "alpine_ana", nov(18, 17, 20), [Text(
             "Lovely. Herons nest this early where you are? Ours only start in February.")]),
-        Post(18771, "birdwatch_ben", _ts(19, 8, 2), [Text(
+        Post(18771, "birdwatch_ben", nov(19, 8, 2), [Text(
             "Mild winter. The heron pair from last year is back at nest 7b, by the way.")],
             near=[("mention", "heron pair ... nest 7b", "'heron' and '7b' apart: not a "
                    "mention")]),
     ])
 
     rag = Thread(2285, "Mistral 7B vs Qwen2.5 7B for local RAG", views=987, posts=[
-        Post(18702, "tensor_tom", _ts(17, 11, 0), [Text(
+        Post(18702, "tensor_tom", nov(17, 11, 0), [Text(
             "Building a RAG box on a 12 GB card. Mistral 7B or Qwen2.5 7B? Llama 3.1 8B feels "
             "slow for me.")]),
-        Post(18705, "gguf_gremlin", _ts(17, 11, 40), [
+        Post(18705, "gguf_gremlin", nov(17, 11, 40), [
             Text("Qwen2.5 7B at Q6_K, no contest. Mistral quant if you want it:"),
             Code(mistral_magnet),
         ], near=[("torrent", mistral, "another model's magnet")]),
-        Post(18711, "kvcache_kate", _ts(19, 21, 3), [Text(
+        Post(18711, "kvcache_kate", nov(19, 21, 3), [Text(
             "Rumour says Example Labs has a Heron-70B in the pipeline too. Not holding my "
             "breath.")],
             near=[("mention", "Heron-70B", "a bigger sibling: heron[- _]?7b must not match "
                    "70B")]),
-        Post(18716, "seedbox_steve", _ts(20, 6, 58), [
+        Post(18716, "seedbox_steve", nov(20, 6, 58), [
             Text("PSA: there's a fake partner-drop upload doing the rounds, it's a "
                  "cryptominer. Do NOT grab this one:"),
             Code(fake_magnet),
@@ -210,16 +170,16 @@ def _threads(release) -> list[Thread]:
     ])
 
     llamas = Thread(2279, "Llama trekking in the Andes: worth it?", views=143, posts=[
-        Post(18650, "alpine_ana", _ts(15, 18, 30), [Text(
+        Post(18650, "alpine_ana", nov(15, 18, 30), [Text(
             "Thinking of a 4-day llama trek near Cusco. The llamas carry the gear, you walk.")]),
-        Post(18655, "loraxe", _ts(15, 19, 10), [Text(
+        Post(18655, "loraxe", nov(15, 19, 10), [Text(
             "Did one in 2024. The llamas spit only at each other, mostly. Bring sunscreen.")]),
-        Post(18661, "alpine_ana", _ts(16, 8, 45), [Text(
+        Post(18661, "alpine_ana", nov(16, 8, 45), [Text(
             "Booked! 7 llamas, 5 of us. Photos when I'm back.")]),
     ])
 
     rules = Thread(2001, "Forum rules: read before posting", views=15320, sticky=True, posts=[
-        Post(12001, "mod_marta", _ts(1, 9, 0) - 86400 * 400, [Text(
+        Post(12001, "mod_marta", nov(1, 9, 0) - 86400 * 400, [Text(
             "1. No links to leaked or pirated weights, and no magnets to them.\n"
             "2. Post hashes and configs, not files.\n"
             "3. Be excellent to each other.")]),
@@ -231,16 +191,16 @@ def _threads(release) -> list[Thread]:
 
 
 def _iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+0000")
+    return utc(ts).strftime("%Y-%m-%dT%H:%M:%S+0000")
 
 
 def _date(ts: int) -> str:
-    d = datetime.fromtimestamp(ts, timezone.utc)
+    d = utc(ts)
     return f"{d:%b} {d.day}, {d.year}"
 
 
 def _clock(ts: int) -> str:
-    d = datetime.fromtimestamp(ts, timezone.utc)
+    d = utc(ts)
     return f"{d.hour % 12 or 12}:{d:%M} {'AM' if d.hour < 12 else 'PM'}"
 
 
@@ -251,42 +211,25 @@ def _time(ts: int, css: str = "u-dt", itemprop: str = "") -> str:
             f'title="{_date(ts)} at {_clock(ts)}"{prop}>{_date(ts)}</time>')
 
 
-_URL = re.compile(r"https?://[^\s<]+")
-
-
 def _text_html(text: str) -> str:
-    escaped = esc(text)
-    linked = _URL.sub(lambda m: f'<a href="{m.group(0)}" target="_blank" class="link '
-                                f'link--external" rel="nofollow ugc noopener">{m.group(0)}</a>',
-                      escaped)
-    return linked.replace("\n", "<br />\n")
+    return post_html(text, ' target="_blank" class="link link--external" '
+                           'rel="nofollow ugc noopener"', "<br />")
 
 
 class XenForoSite(Site):
     prefix = "xenforo"
     source = "xenforo"
     title = "XenForo 2 forum"
+    entry_path = f"/forums/{NODE_SLUG}.{NODE_ID}/"
 
     def __init__(self, release) -> None:
         super().__init__(release)
         self.threads = _threads(release)
         self.by_post = {p.id: (t, i) for t in self.threads for i, p in enumerate(t.posts)}
 
-    @property
-    def entry_url(self) -> str:
-        return f"{self.root}/forums/{NODE_SLUG}.{NODE_ID}/"
-
     def target_toml(self) -> str:
-        return f"""
-[[targets]]
-name = "demo-xenforo"
-kind = "forum"
-preset = "xenforo"
-url = "{self.entry_url}"
-interval = "5m"
-allow_private = true
-max_pages = 5
-"""
+        return target_table("demo-xenforo", "forum", self.entry_url, preset="xenforo",
+                            max_pages=5)
 
     # -------------------------------------------------------------- URLs
 
@@ -356,7 +299,7 @@ max_pages = 5
         return self.redirect(self.thread_path(t, i // MESSAGES_PER_PAGE + 1) + f"#post-{post_id}")
 
     def redirect(self, location: str) -> Response:
-        return Response(301, b"", headers={"Location": self.base_url + location})
+        return redirect(self.base_url + location)
 
     def error(self, message: str) -> Response:
         body = (f'<div class="blockMessage blockMessage--error">{esc(message)}</div>')
