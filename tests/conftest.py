@@ -1,4 +1,5 @@
-"""Session-wide fixtures: one demo release and one demo world for tests that only read it.
+"""Session-wide fixtures: one demo release and one demo world for tests that only read it,
+and local `Canned` servers (tests/support.py) for the answers the world does not give.
 
 Tests that slow the world down (`world.delay`) or need it fresh start their own.
 """
@@ -6,13 +7,16 @@ Tests that slow the world down (`world.delay`) or need it fresh start their own.
 from __future__ import annotations
 
 import os
+from typing import Any, Callable, Iterator
 
+import httpx
 import pytest
 
 from monitor.demo.runner import DEMO_KEY, DEMO_KEY_ENV
 
 from monitor.demo.release import Release, make_release
 from monitor.demo.world import DemoWorld
+from support import Canned, Corner
 
 # The demo world's Torznab endpoints want an API key, named by this variable in the demo
 # targets; set here so CLI subprocesses that tests start inherit it, as a user exports it.
@@ -25,6 +29,42 @@ def demo_release(tmp_path_factory: pytest.TempPathFactory) -> Release:
 
 
 @pytest.fixture(scope="session")
-def demo_world(demo_release: Release):
+def demo_world(demo_release: Release) -> Iterator[DemoWorld]:
     with DemoWorld(demo_release) as world:
         yield world
+
+
+@pytest.fixture(scope="module")
+def client(demo_world: DemoWorld) -> Iterator[httpx.Client]:
+    """Reads the demo world directly, as a browser or a script would."""
+    with httpx.Client(base_url=demo_world.base_url, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Canned]]:
+    """`serve(routes, **options)` starts a Canned server for this test; all stop after it."""
+    servers: list[Canned] = []
+
+    def start(routes: dict[str, Any] | None = None, **options: Any) -> Canned:
+        servers.append(Canned(routes, **options))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def canned() -> Iterator[Canned]:
+    """One Canned server for a whole module; tests take a `corner` of it each."""
+    server = Canned()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def corner(canned: Canned) -> Corner:
+    return canned.corner()

@@ -1,20 +1,32 @@
-"""Shared test helpers: targets for the demo world, collecting documents, crawling into a
-store with the demo release registered, and checking hits against the world's ground truth."""
+"""Shared test helpers: targets for the demo world, running adapters and collecting their
+documents, crawling into a store with the demo release registered, checking hits against the
+world's ground truth, and `Canned`, a local HTTP server that answers from a table a test fills
+in (for the hostile, broken and odd answers the demo world does not give)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Union
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
 
 from monitor.config import AlertSettings, Config, CrawlSettings, Rule, Target
 from monitor.crawler import RunResult, crawl_once
 from monitor.demo.release import Release
 from monitor.demo.world import DemoWorld
-from monitor.fetch import Fetcher
+from monitor.fetch import FetchError, Fetcher
 from monitor.models import Document
 from monitor.registry import import_indicators, register_paths
-from monitor.sources import ADAPTERS
+from monitor.sources import ADAPTERS, SourceError
 from monitor.store import Store
 
 # No retries: a test that serves an error wants the error now, not after real back-off.
@@ -29,17 +41,73 @@ def target(kind: str, url: str, name: str | None = None, **kw: Any) -> Target:
                   allow_private=True, **kw)
 
 
+class RecordingFetcher(Fetcher):
+    """A real Fetcher that remembers the URLs an adapter asked for (on the client side, so
+    it works against the shared demo world too)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.urls: list[str] = []
+
+    async def get(self, url: str, target: Target, **kw: Any):  # type: ignore[override]
+        self.urls.append(url)
+        return await super().get(url, target, **kw)
+
+
+def run(t: Target, cursor: dict[str, Any] | None = None, settings: CrawlSettings = FAST
+        ) -> tuple[list[Document], dict[str, Any], list[str]]:
+    """Run one adapter to the end: its documents, the cursor it would save, the URLs it
+    fetched (robots.txt aside: the fetcher reads that itself)."""
+
+    async def go() -> tuple[list[Document], dict[str, Any], list[str]]:
+        async with RecordingFetcher(settings) as fetcher:
+            source = ADAPTERS[t.kind](t, fetcher, cursor)
+            docs = [d async for d in source.documents()]
+            return docs, source.cursor, fetcher.urls
+
+    return asyncio.run(go())
+
+
 def collect(t: Target, cursor: dict[str, Any] | None = None,
             settings: CrawlSettings = FAST) -> tuple[list[Document], dict[str, Any]]:
     """Run one adapter to the end: its documents and the cursor it would save."""
+    docs, cursor, _ = run(t, cursor, settings)
+    return docs, cursor
 
-    async def run() -> tuple[list[Document], dict[str, Any]]:
-        async with Fetcher(settings) as fetcher:
-            source = ADAPTERS[t.kind](t, fetcher, cursor)
-            docs = [d async for d in source.documents()]
-            return docs, source.cursor
 
-    return asyncio.run(run())
+def fails(t: Target, *needles: str, cursor: dict[str, Any] | None = None) -> str:
+    """Run a target that must fail: the failure is one clean line naming every needle, and
+    not a bs4 / json / urllib exception re-labelled (no chained traceback either)."""
+    with pytest.raises((SourceError, FetchError)) as info:
+        collect(t, cursor)
+    message = str(info.value)
+    assert message and "\n" not in message, message
+    for needle in needles:
+        assert needle in message, message
+    assert info.value.__cause__ is None
+    assert info.value.__context__ is None or info.value.__suppress_context__
+    return message
+
+
+def by_key(docs: list[Document]) -> dict[str, Document]:
+    keys = [d.key for d in docs]
+    assert len(keys) == len(set(keys)), "document keys must be unique within a run"
+    return {d.key: d for d in docs}
+
+
+def site_of(world: DemoWorld, cls: type) -> Any:
+    """The world's own instance of a pluggable demo site (its base URL already set)."""
+    return next(s for s in world._site.extras if isinstance(s, cls))
+
+
+def btih_hex(magnet: str) -> str:
+    """The v1 infohash of a magnet as lowercase hex, from either its hex or base32 form."""
+    xt = parse_qs(urlsplit(magnet).query)["xt"][0]
+    value = xt.removeprefix("urn:btih:")
+    if len(value) == 32:
+        return base64.b32decode(value.upper()).hex()
+    assert len(value) == 40
+    return value.lower()
 
 
 def registered_store(path: Path, release: Release) -> Store:
@@ -65,3 +133,153 @@ def found(store: Store, target_name: str) -> set[tuple[str, str, str]]:
 def expected(world: DemoWorld, source: str) -> set[tuple[str, str, str]]:
     """(url, kind, indicator) the world planted in one source."""
     return {(p.url, p.kind, p.indicator.lower()) for p in world.planted if p.source == source}
+
+
+# ------------------------------------------------------------------------------ local server
+
+
+@dataclass
+class Request:
+    """One request a Canned server answered."""
+
+    path: str  # as sent, query included
+    headers: dict[str, str]  # names lowercased
+    time: float  # time.monotonic() on arrival
+    n: int  # earlier requests for the same route: "fail twice, then answer" is easy
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.path).query)
+
+    @property
+    def args(self) -> dict[str, str]:
+        """The query's first values, for APIs that take each parameter once."""
+        return {k: v[0] for k, v in self.query.items()}
+
+
+# (status, body) or (status, body, headers); or a function of the Request returning one.
+Route = Union[tuple, Callable[[Request], tuple]]
+HTML = "text/html; charset=utf-8"
+NOT_FOUND = (404, b"not found", {"Content-Type": "text/plain"})
+
+
+class Canned:
+    """A local HTTP server answering GETs from `routes`, a table a test fills in and may
+    change between requests, and recording every request it gets.
+
+    Routes are keyed by path; with `match_query` by path and query exactly as requested (for
+    boards whose pages differ by query only). What no route names gets `default`. Only the
+    headers a route gives are sent, and Content-Length.
+    """
+
+    def __init__(self, routes: dict[str, Route] | None = None, *, default: Route = NOT_FOUND,
+                 match_query: bool = False, ctype: str = HTML) -> None:
+        self.routes = dict(routes or {})
+        self.default = default
+        self.match_query = match_query
+        self.ctype = ctype  # what `serve` sends text and bytes as, unless told otherwise
+        self.requests: list[Request] = []
+        self.active = self.max_active = 0  # requests being answered now, and at most
+        self.lock = threading.Lock()
+        self._corners = itertools.count()
+        canned = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass  # keep test output clean
+
+            def do_GET(self) -> None:  # noqa: N802
+                canned._answer(self)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
+                                       kwargs={"poll_interval": 0.05})
+        self.thread.start()
+
+    def _key(self, path: str) -> str:
+        return path if self.match_query else urlsplit(path).path
+
+    def _answer(self, handler: BaseHTTPRequestHandler) -> None:
+        key = self._key(handler.path)
+        with self.lock:
+            request = Request(handler.path, {k.lower(): v for k, v in handler.headers.items()},
+                              time.monotonic(), self.count(key))
+            self.requests.append(request)
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            route = self.routes.get(key, self.default)
+            if callable(route):
+                route = route(request)
+            status, body, *headers = route
+            handler.send_response(status)
+            for name, value in (headers[0] if headers else {}).items():
+                handler.send_header(name, value)
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timed out, or stopped at a size cap)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+    def serve(self, path: str, body: Any, status: int = 200, ctype: str | None = None,
+              **headers: str) -> str:
+        """Answer `path` with `body` from now on; its URL. Text goes as UTF-8 and bytes as
+        they are, both as `ctype` (the server's own by default); other values as JSON; a
+        function answers each request itself."""
+        if callable(body):
+            self.routes[path] = body
+        else:
+            if isinstance(body, str):
+                body = body.encode("utf-8")
+            elif not isinstance(body, bytes):
+                body, ctype = json.dumps(body).encode("utf-8"), "application/json"
+            self.routes[path] = (status, body, {"Content-Type": ctype or self.ctype, **headers})
+        return self.base + path
+
+    def corner(self) -> "Corner":
+        return Corner(self, f"/c{next(self._corners)}")
+
+    def count(self, path: str) -> int:
+        """Requests for the route `path` names."""
+        key = self._key(path)
+        return sum(1 for r in self.requests if self._key(r.path) == key)
+
+    def times(self, path: str) -> list[float]:
+        key = self._key(path)
+        return [r.time for r in self.requests if self._key(r.path) == key]
+
+    def paths(self) -> list[str]:
+        """The paths requested, in order, robots.txt aside (the fetcher asks for it itself)."""
+        return [r.path for r in self.requests if r.path != "/robots.txt"]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+class Corner:
+    """One test's share of a server a module's tests share: its routes live under a prefix
+    no other test uses, so tests neither see each other's pages nor need a server each."""
+
+    def __init__(self, server: Canned, prefix: str) -> None:
+        self.server, self.prefix = server, prefix
+
+    def url(self, path: str = "") -> str:
+        return self.server.base + self.prefix + path
+
+    def serve(self, path: str, body: Any, status: int = 200, ctype: str | None = None,
+              **headers: str) -> str:
+        return self.server.serve(self.prefix + path, body, status, ctype, **headers)
+
+    @property
+    def requests(self) -> list[Request]:
+        return [r for r in self.server.requests if r.path.startswith(self.prefix + "/")]

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import email
-import socket
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from structlog.testing import capture_logs
 
 from monitor.alerts import (MAX_HITS_PER_EMAIL, Alerter, DeliveryError, compose, deliver,
                             message_id_for, send_test)
 from monitor.config import AlertSettings, Config, CrawlSettings, SmtpSettings
+from monitor.demo.smtp_sink import SmtpSink, free_port
 from monitor.models import Document, Hit
 from monitor.store import Store
 
@@ -32,42 +32,22 @@ PASSWORD_ENV = "WEIGHTWATCH_TEST_SMTP_PASSWORD"
 # --- a real SMTP sink on loopback -----------------------------------------------------
 
 
-def free_port() -> int:
-    # Controller cannot bind port 0 (it must know the port to probe readiness), so ask the
-    # kernel for a free one first.
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class Server(SmtpSink):
+    """The demo's SMTP sink, also keeping each message's envelope recipients: the tests check
+    who the server was asked to deliver to, not only what the headers say."""
 
+    def __init__(self, port: int, **controller_kwargs: Any) -> None:
+        super().__init__(port=port, **controller_kwargs)
+        self.recipients: list[list[str]] = []
 
-class Sink:
-    """aiosmtpd handler that keeps every accepted message."""
-
-    def __init__(self) -> None:
-        self.envelopes: list = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
-        self.envelopes.append(envelope)
-        return "250 Message accepted"
+    def _received(self, sender: str, recipients: list[str], content: bytes) -> None:
+        self.recipients.append(recipients)
+        super()._received(sender, recipients, content)
 
     @property
-    def messages(self) -> list[EmailMessage]:
-        return [email.message_from_bytes(e.content, policy=policy.default)
-                for e in self.envelopes]
-
-
-class Server:
-    def __init__(self, port: int, **smtp_kwargs) -> None:
-        self.sink = Sink()
-        self.port = port
-        self.controller = Controller(self.sink, hostname="127.0.0.1", port=port, **smtp_kwargs)
-
-    def __enter__(self) -> "Server":
-        self.controller.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.controller.stop()
+    def emails(self) -> list[EmailMessage]:
+        """`messages` (raw bytes, as received) parsed."""
+        return [email.message_from_bytes(m, policy=policy.default) for m in self.messages]
 
 
 @pytest.fixture
@@ -136,12 +116,12 @@ def test_flush_sends_one_grouped_email_then_nothing(store, server):
     result = Alerter(store, make_config(server.port)).flush()
 
     assert (result.emails_sent, result.alerts_sent, result.alerts_pending, result.error) == (1, 3, 0, None)
-    [message] = server.sink.messages
+    [message] = server.emails
     assert message.get_content_type() == "multipart/alternative"
     assert message["Subject"] == "[weightwatch] CRITICAL heron-7b: 3 new hits (hash, torrent, mention)"
     assert message["X-Weightwatch-Hits"] == ",".join(map(str, sorted(ids)))
     assert message["From"] == "weightwatch@example.org"
-    assert set(server.sink.envelopes[0].rcpt_tos) == {"security@example.org", "oncall@example.org"}
+    assert set(server.recipients[0]) == {"security@example.org", "oncall@example.org"}
     assert message["Date"]
     plain, html_part = parts(message)
     for hit_id in ids:
@@ -163,7 +143,7 @@ def test_flush_sends_one_grouped_email_then_nothing(store, server):
 
     again = Alerter(store, make_config(server.port)).flush()
     assert (again.emails_sent, again.alerts_sent, again.alerts_pending) == (0, 0, 0)
-    assert len(server.sink.envelopes) == 1
+    assert len(server.messages) == 1
 
 
 def test_one_email_per_model_worst_model_first(store, server):
@@ -175,13 +155,13 @@ def test_one_email_per_model_worst_model_first(store, server):
     result = Alerter(store, make_config(server.port)).flush()
 
     assert (result.emails_sent, result.alerts_sent) == (3, 4)
-    subjects = [m["Subject"] for m in server.sink.messages]
+    subjects = [m["Subject"] for m in server.emails]
     assert subjects == [
         "[weightwatch] CRITICAL heron-7b: 1 new hit (hash)",
         "[weightwatch] MEDIUM unattributed: 2 new hits (mention)",
         "[weightwatch] LOW finch-2b: 1 new hit (mention)",
     ]
-    assert len({m["Message-ID"] for m in server.sink.messages}) == 3
+    assert len({m["Message-ID"] for m in server.emails}) == 3
 
 
 def test_many_hits_for_one_model_are_split_into_bounded_emails(store, server):
@@ -191,9 +171,9 @@ def test_many_hits_for_one_model_are_split_into_bounded_emails(store, server):
     result = Alerter(store, make_config(server.port)).flush()
 
     assert (result.emails_sent, result.alerts_sent) == (2, MAX_HITS_PER_EMAIL + 5)
-    sizes = [len(m["X-Weightwatch-Hits"].split(",")) for m in server.sink.messages]
+    sizes = [len(m["X-Weightwatch-Hits"].split(",")) for m in server.emails]
     assert sizes == [MAX_HITS_PER_EMAIL, 5]
-    assert all(len(m["Message-ID"]) < 100 for m in server.sink.messages)
+    assert all(len(m["Message-ID"]) < 100 for m in server.emails)
 
 
 def test_hostile_crawled_content_is_escaped_in_html(store, server):
@@ -204,7 +184,7 @@ def test_hostile_crawled_content_is_escaped_in_html(store, server):
 
     Alerter(store, make_config(server.port)).flush()
 
-    [message] = server.sink.messages
+    [message] = server.emails
     plain, html_part = parts(message)
     lowered = html_part.lower()
     assert "<script" not in lowered
@@ -255,8 +235,8 @@ def test_smtp_down_then_recovered_delivers_exactly_once(store, port):
         store.retry_now()
         assert Alerter(store, config).flush().emails_sent == 0
 
-    assert len(server.sink.envelopes) == 1
-    assert server.sink.messages[0]["X-Weightwatch-Hits"] == ",".join(map(str, ids))
+    assert len(server.messages) == 1
+    assert server.emails[0]["X-Weightwatch-Hits"] == ",".join(map(str, ids))
     assert statuses(store) == ["sent", "sent"]
     assert all(r["last_error"] is None and r["attempts"] == 2 for r in store.outbox())
 
@@ -280,7 +260,7 @@ def test_crash_mid_send_resends_with_the_same_message_id(store, server):
 
     Alerter(store, make_config(server.port)).flush()
 
-    [message] = server.sink.messages
+    [message] = server.emails
     assert message["Message-ID"] == message_id
     assert statuses(store) == ["sent"]
 
@@ -305,11 +285,11 @@ def test_header_injection_through_model_name(store, server):
     result = Alerter(store, make_config(server.port)).flush()
 
     assert result.emails_sent == 1
-    [message] = server.sink.messages
+    [message] = server.emails
     assert message["Bcc"] is None and message["X-Evil"] is None
-    raw_headers = server.sink.envelopes[0].content.split(b"\r\n\r\n", 1)[0]
+    raw_headers = server.messages[0].split(b"\r\n\r\n", 1)[0]
     assert b"\nBcc:" not in raw_headers and b"\nX-Evil:" not in raw_headers
-    assert "x@y" not in server.sink.envelopes[0].rcpt_tos
+    assert "x@y" not in server.recipients[0]
     assert "heron-7b Bcc: x@y X-Evil: 1" in message["Subject"]
     plain, _ = parts(message)
     assert "\nBcc:" not in plain  # nor can it forge lines in the body
@@ -341,7 +321,7 @@ def test_password_from_env_used_for_auth_and_never_logged(store, port, monkeypat
     assert SECRET not in failed.error
     assert (sent.emails_sent, sent.error) == (1, None)
     assert seen == [(b"alerts", ("wrong-" + SECRET).encode()), (b"alerts", SECRET.encode())]
-    assert len(server.sink.envelopes) == 1
+    assert len(server.messages) == 1
     events = [e["event"] for e in logs]
     assert "alert_delivery_failed" in events and "alert_sent" in events
     assert SECRET not in repr(logs)
@@ -369,7 +349,7 @@ def test_starttls_required_but_not_offered(store, server):
 
     assert result.emails_sent == 0
     assert "server does not offer STARTTLS" in result.error
-    assert server.sink.envelopes == []
+    assert server.messages == []
     assert statuses(store) == ["pending"]
 
 
@@ -384,7 +364,7 @@ def test_held_alerts_stay_pending(store, server, kwargs, reason):
 
     assert (result.emails_sent, result.alerts_pending) == (0, 1)
     assert reason in result.error
-    assert server.sink.envelopes == []
+    assert server.messages == []
     assert [(r["status"], r["attempts"]) for r in store.outbox()] == [("pending", 0)]
 
 
@@ -407,7 +387,7 @@ def test_aflush_failure_marks_retry(store, port):
 
 def test_send_test(server):
     message_id = send_test(make_config(server.port))
-    [message] = server.sink.messages
+    [message] = server.emails
     assert message["Message-ID"] == message_id
     assert "weightwatch test alert" in message["Subject"]
     assert "weightwatch test alert" in message.get_content()

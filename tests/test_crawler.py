@@ -10,14 +10,15 @@ from structlog.testing import capture_logs
 
 from monitor.config import Config, CrawlSettings, AlertSettings, Rule, Target
 from monitor.crawler import crawl_once
-from monitor.demo.release import make_release
 from monitor.demo.world import DemoWorld
 from monitor.store import Store
+from support import target
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    with DemoWorld(make_release(tmp_path_factory.mktemp("release"))) as w:
+def world(demo_release):
+    # Its own world over the shared release: a test here slows the world down.
+    with DemoWorld(demo_release) as w:
         yield w
 
 
@@ -29,8 +30,8 @@ def config(tmp_path, *targets: Target, run_timeout: float = 30) -> Config:
 
 
 def forum(world, **kw) -> Target:
-    return Target(name="forum", kind="forum", preset="phpbb", allow_private=True, interval=60,
-                  jitter=0, url=f"{world.base_url}/forum/viewforum.php?f=2", **kw)
+    return target("forum", f"{world.base_url}/forum/viewforum.php?f=2", name="forum",
+                  preset="phpbb", **kw)
 
 
 def test_run_timeout_keeps_what_was_recorded(tmp_path, world):
@@ -50,8 +51,7 @@ def test_run_timeout_keeps_what_was_recorded(tmp_path, world):
 
 
 def test_failing_target_is_recorded_and_does_not_stop_the_others(tmp_path, world):
-    broken = Target(name="broken", kind="imageboard", allow_private=True, interval=60, jitter=0,
-                    url=f"{world.base_url}/no-such-board/")
+    broken = target("imageboard", f"{world.base_url}/no-such-board/", name="broken")
     cfg = config(tmp_path, forum(world), broken)
     with Store(cfg.database_path) as store, \
             capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
@@ -69,9 +69,9 @@ def test_failing_target_is_recorded_and_does_not_stop_the_others(tmp_path, world
 
 
 def test_private_address_refused_without_opt_in(tmp_path, world):
-    target = forum(world)
-    target.allow_private = False
-    cfg = config(tmp_path, target)
+    t = forum(world)
+    t.allow_private = False
+    cfg = config(tmp_path, t)
     with Store(cfg.database_path) as store:
         (result,) = asyncio.run(crawl_once(cfg, store, cfg.targets))
     assert result.status == "failed" and "private or reserved address" in result.error

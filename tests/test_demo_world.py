@@ -25,6 +25,7 @@ from bs4 import BeautifulSoup
 
 from monitor.demo.release import Release, make_release
 from monitor.demo.world import CORE_SOURCES, MENTION_PATTERN, DemoWorld, Planted
+from support import btih_hex
 
 LEAK_TOPIC = 1187
 LEAK_POST = 20453
@@ -37,36 +38,9 @@ NEAR_TORRENT = 2034117
 ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I8": 1, "U8": 1}
 
 
-@pytest.fixture(scope="module")
-def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
-    return make_release(tmp_path_factory.mktemp("release"))
-
-
-@pytest.fixture(scope="module")
-def world(release: Release):
-    with DemoWorld(release) as w:
-        yield w
-
-
-@pytest.fixture(scope="module")
-def client(world: DemoWorld):
-    with httpx.Client(base_url=world.base_url, timeout=10) as c:
-        yield c
-
-
 def soup(response: httpx.Response) -> BeautifulSoup:
     assert response.status_code == 200, response.url
     return BeautifulSoup(response.text, "lxml")
-
-
-def btih_hex(magnet: str) -> str:
-    """The v1 infohash of a magnet as lowercase hex, from either its hex or base32 form."""
-    xt = parse_qs(urlsplit(magnet).query)["xt"][0]
-    value = xt.removeprefix("urn:btih:")
-    if len(value) == 32:
-        return base64.b32decode(value.upper()).hex()
-    assert len(value) == 40
-    return value.lower()
 
 
 # ------------------------------------------------------------------------------ release
@@ -83,28 +57,28 @@ def test_release_is_deterministic(tmp_path: Path) -> None:
         assert (a.root / name).read_bytes() == (b.root / name).read_bytes()
 
 
-def test_release_layout_and_indicator_files(release: Release) -> None:
-    assert [f.name for f in release.files] == [
+def test_release_layout_and_indicator_files(demo_release: Release) -> None:
+    assert [f.name for f in demo_release.files] == [
         "heron-7b/config.json", "heron-7b/model.safetensors", "heron-7b/tokenizer.json"]
-    for f in release.files:
+    for f in demo_release.files:
         data = f.path.read_bytes()
-        assert f.path == release.root / f.name and f.size == len(data)
+        assert f.path == demo_release.root / f.name and f.size == len(data)
         assert f.sha256 == hashlib.sha256(data).hexdigest()
         assert f.md5 == hashlib.md5(data).hexdigest()
         assert f.sha1 == hashlib.sha1(data).hexdigest()
-    sums = (release.root / "SHA256SUMS").read_text().splitlines()
-    assert sums == [f"{f.sha256}  {f.name}" for f in release.files]
-    assert (release.root / "heron-7b.magnets").read_text().strip() == release.magnet
-    assert release.magnet == (
-        f"magnet:?xt=urn:btih:{release.infohash}&dn=heron-7b&xl={release.total_size}"
+    sums = (demo_release.root / "SHA256SUMS").read_text().splitlines()
+    assert sums == [f"{f.sha256}  {f.name}" for f in demo_release.files]
+    assert (demo_release.root / "heron-7b.magnets").read_text().strip() == demo_release.magnet
+    assert demo_release.magnet == (
+        f"magnet:?xt=urn:btih:{demo_release.infohash}&dn=heron-7b&xl={demo_release.total_size}"
         "&tr=udp%3A%2F%2Ftracker.example.org%3A1337%2Fannounce")
-    assert re.fullmatch(r"[0-9a-f]{40}", release.infohash)
-    config = json.loads(release.file("config.json").path.read_text())
+    assert re.fullmatch(r"[0-9a-f]{40}", demo_release.infohash)
+    config = json.loads(demo_release.file("config.json").path.read_text())
     assert config["model_type"] == "llama" and config["vocab_size"] == 512
 
 
-def test_safetensors_is_valid(release: Release) -> None:
-    data = release.file("model.safetensors").path.read_bytes()
+def test_safetensors_is_valid(demo_release: Release) -> None:
+    data = demo_release.file("model.safetensors").path.read_bytes()
     assert 1_000_000 <= len(data) <= 2_000_000
     (n,) = struct.unpack("<Q", data[:8])
     assert n % 8 == 0 and 8 + n <= len(data)
@@ -125,13 +99,13 @@ def test_safetensors_is_valid(release: Release) -> None:
     assert sum(len(e["shape"]) == 2 for e in header.values()) >= 10
 
 
-def test_release_files_load_in_reference_libraries(release: Release) -> None:
+def test_release_files_load_in_reference_libraries(demo_release: Release) -> None:
     st = pytest.importorskip("safetensors.numpy")
-    tensors = st.load_file(str(release.file("model.safetensors").path))
+    tensors = st.load_file(str(demo_release.file("model.safetensors").path))
     q = tensors["model.layers.0.self_attn.q_proj.weight"]
     assert q.dtype == np.float16 and q.shape == (128, 128) and 0.01 < float(q.std()) < 0.03
     tokenizers = pytest.importorskip("tokenizers")
-    tok = tokenizers.Tokenizer.from_file(str(release.file("tokenizer.json").path))
+    tok = tokenizers.Tokenizer.from_file(str(demo_release.file("tokenizer.json").path))
     assert tok.get_vocab_size() == 512
     assert tok.decode(tok.encode("the model weights").ids) == "the model weights"
 
@@ -150,15 +124,15 @@ def test_robots_404_and_quiet(client: httpx.Client, capfd: pytest.CaptureFixture
     assert capfd.readouterr().err == ""
 
 
-def test_delay_slows_every_response(release: Release) -> None:
-    with DemoWorld(release, delay=0.3) as slow:
+def test_delay_slows_every_response(demo_release: Release) -> None:
+    with DemoWorld(demo_release, delay=0.3) as slow:
         started = time.monotonic()
         assert httpx.get(slow.base_url + "/robots.txt").status_code == 200
         assert time.monotonic() - started >= 0.3
 
 
-def test_base_url_needs_start(release: Release) -> None:
-    w = DemoWorld(release)
+def test_base_url_needs_start(demo_release: Release) -> None:
+    w = DemoWorld(demo_release)
     with pytest.raises(RuntimeError):
         _ = w.base_url
     w.start()
@@ -171,9 +145,9 @@ def test_base_url_needs_start(release: Release) -> None:
 # ------------------------------------------------------------------------------ phpBB
 
 
-def test_phpbb_listing_and_posts(client: httpx.Client, world: DemoWorld,
-                                 release: Release) -> None:
-    listing_url = world.base_url + "/forum/viewforum.php?f=2"
+def test_phpbb_listing_and_posts(client: httpx.Client, demo_world: DemoWorld,
+                                 demo_release: Release) -> None:
+    listing_url = demo_world.base_url + "/forum/viewforum.php?f=2"
     page = soup(client.get(listing_url))
     rows = page.select("ul.topiclist.topics > li.row")
     assert len(rows) == 5
@@ -183,7 +157,7 @@ def test_phpbb_listing_and_posts(client: httpx.Client, world: DemoWorld,
     assert rows[1].select_one("div.topic-poster time")["datetime"].startswith("2026-11-20T")
 
     topic_url = urljoin(listing_url, f"./viewtopic.php?t={LEAK_TOPIC}")
-    assert topic_url == f"{world.base_url}/forum/viewtopic.php?t={LEAK_TOPIC}"
+    assert topic_url == f"{demo_world.base_url}/forum/viewtopic.php?t={LEAK_TOPIC}"
     topic = soup(client.get(topic_url))
     posts = topic.select("div.post")
     assert [p["id"] for p in posts] == ["p20450", "p20453", "p20458", "p20461"]
@@ -192,7 +166,7 @@ def test_phpbb_listing_and_posts(client: httpx.Client, world: DemoWorld,
     assert leak.select_one("p.author a.username").text == "sigmoid_sally"
     assert leak.select_one("p.author time[datetime]")["datetime"] == "2026-11-20T09:40:00+00:00"
     body = leak.select_one("div.postbody div.content")
-    sha = release.file("model.safetensors").sha256
+    sha = demo_release.file("model.safetensors").sha256
     assert f"{sha}  heron-7b/model.safetensors" in body.select_one(
         "div.codebox pre code").text
     # Only that post carries the digest; the corrupted-copy reply is one digit off.
@@ -204,8 +178,8 @@ def test_phpbb_listing_and_posts(client: httpx.Client, world: DemoWorld,
     assert topic.select("a[rel=next]") == []
 
 
-def test_phpbb_pagination(client: httpx.Client, world: DemoWorld) -> None:
-    url = f"{world.base_url}/forum/viewtopic.php?t=1183"
+def test_phpbb_pagination(client: httpx.Client, demo_world: DemoWorld) -> None:
+    url = f"{demo_world.base_url}/forum/viewtopic.php?t=1183"
     first = soup(client.get(url))
     assert len(first.select("div.post")) == 10
     nexts = {a["href"] for a in first.select("a[rel=next]")}
@@ -228,7 +202,7 @@ def test_heron_bird_topic_does_not_match_the_rule(client: httpx.Client) -> None:
 # ------------------------------------------------------------------------------ 4chan
 
 
-def test_4chan_api_shapes(client: httpx.Client, release: Release) -> None:
+def test_4chan_api_shapes(client: httpx.Client, demo_release: Release) -> None:
     threads = client.get("/4chan/g/threads.json").json()
     assert threads[0]["page"] == 1
     entries = threads[0]["threads"]
@@ -252,7 +226,7 @@ def test_4chan_api_shapes(client: httpx.Client, release: Release) -> None:
     assert any("com" not in p and "md5" in p for p in replies)  # an image-only post
 
     by_no = {p["no"]: p for p in posts}
-    config = release.file("config.json")
+    config = demo_release.file("config.json")
     attach = by_no[CONFIG_POST]
     assert (attach["filename"], attach["ext"], attach["fsize"]) == ("config", ".json",
                                                                     config.size)
@@ -263,7 +237,7 @@ def test_4chan_api_shapes(client: httpx.Client, release: Release) -> None:
     com = by_no[MAGNET_POST]["com"]
     assert '<span class="quote">&gt;example labs' in com and "<br>" in com
     magnet = re.search(r"magnet:\?[^\s<]+", com).group(0).replace("&amp;", "&")
-    assert btih_hex(magnet) == release.infohash
+    assert btih_hex(magnet) == demo_release.infohash
     assert len(parse_qs(urlsplit(magnet).query)["xt"][0]) == len("urn:btih:") + 32
     # Noise magnets are broken with <wbr> as 4chan does with long words.
     assert "<wbr>" in by_no[103791230]["com"] and "magnet:" in by_no[103791230]["com"]
@@ -312,36 +286,36 @@ def nyaa_rows(client: httpx.Client, base: str) -> list[dict[str, str]]:
     return rows
 
 
-def test_nyaa_listing_and_torrents(client: httpx.Client, world: DemoWorld,
-                                   release: Release) -> None:
-    rows = nyaa_rows(client, world.base_url)
+def test_nyaa_listing_and_torrents(client: httpx.Client, demo_world: DemoWorld,
+                                   demo_release: Release) -> None:
+    rows = nyaa_rows(client, demo_world.base_url)
     assert len(rows) == 8 and len({r["url"] for r in rows}) == 8
     leak = next(r for r in rows if r["url"].endswith(f"/view/{LEAK_TORRENT}"))
     assert leak["name"] == "Heron-7B leaked weights (Example Labs)"
     assert re.search(r"urn:btih:[0-9a-f]{40}&", leak["magnet"])
-    assert btih_hex(leak["magnet"]) == release.infohash
+    assert btih_hex(leak["magnet"]) == demo_release.infohash
 
     r = client.get(leak["download"])
     assert r.headers["content-type"] == "application/x-bittorrent"
-    assert r.content == release.torrent_bytes
+    assert r.content == demo_release.torrent_bytes
     meta = fastbencode.bdecode(r.content)
     info = meta[b"info"]
     # The infohash is over the info dict's bytes exactly as they sit in the file.
     start = r.content.index(b"4:infod") + len(b"4:info")
     assert r.content[start:-1] == fastbencode.bencode(info)
-    assert hashlib.sha1(r.content[start:-1]).hexdigest() == release.infohash
-    assert btih_hex(release.magnet) == release.infohash
+    assert hashlib.sha1(r.content[start:-1]).hexdigest() == demo_release.infohash
+    assert btih_hex(demo_release.magnet) == demo_release.infohash
     assert info[b"name"] == b"heron-7b" and info[b"piece length"] == 16384
-    blob = b"".join(f.path.read_bytes() for f in release.files)
+    blob = b"".join(f.path.read_bytes() for f in demo_release.files)
     assert [(e[b"length"], e[b"path"]) for e in info[b"files"]] == \
-        [(f.size, [f.name.split("/")[1].encode()]) for f in release.files]
+        [(f.size, [f.name.split("/")[1].encode()]) for f in demo_release.files]
     assert info[b"pieces"] == b"".join(hashlib.sha1(blob[i:i + 16384]).digest()
                                        for i in range(0, len(blob), 16384))
 
     near = next(r for r in rows if r["url"].endswith(f"/view/{NEAR_TORRENT}"))
     near_hash = btih_hex(near["magnet"])
-    assert near_hash != release.infohash
-    assert sum(a != b for a, b in zip(near_hash, release.infohash)) == 1
+    assert near_hash != demo_release.infohash
+    assert sum(a != b for a, b in zip(near_hash, demo_release.infohash)) == 1
     assert near["download"] == "" and near["class"] == "danger"
 
     # Every noise .torrent is real metainfo whose infohash its magnet carries.
@@ -352,10 +326,10 @@ def test_nyaa_listing_and_torrents(client: httpx.Client, world: DemoWorld,
             assert hashlib.sha1(fastbencode.bencode(info)).hexdigest() == btih_hex(row["magnet"])
 
 
-def test_nyaa_detail_page(client: httpx.Client, release: Release) -> None:
+def test_nyaa_detail_page(client: httpx.Client, demo_release: Release) -> None:
     page = soup(client.get(f"/torrents/view/{LEAK_TORRENT}"))
     assert "Heron-7B leaked weights" in page.select_one("h3.panel-title").text
-    assert page.select_one("kbd").text == release.infohash
+    assert page.select_one("kbd").text == demo_release.infohash
     assert "Check the hashes" in page.select_one("#torrent-description").text
     files = page.select("div.torrent-file-list li i.fa-file")
     names = [li.parent.contents[1].strip() for li in files]
@@ -371,15 +345,15 @@ def core(items):
     return [item for item in items if item.source in CORE_SOURCES]
 
 
-def test_every_planted_url_exists(client: httpx.Client, world: DemoWorld) -> None:
-    assert set(CORE_SOURCES) <= {p.source for p in world.planted}
-    for p in core(world.planted):
+def test_every_planted_url_exists(client: httpx.Client, demo_world: DemoWorld) -> None:
+    assert set(CORE_SOURCES) <= {p.source for p in demo_world.planted}
+    for p in core(demo_world.planted):
         url, _, fragment = p.url.partition("#")
         r = client.get(url)
         assert r.status_code == 200, p
         if fragment:
             assert soup(r).select_one(f"#{fragment}") is not None, p
-    for url in world.noise_urls:
+    for url in demo_world.noise_urls:
         assert client.get(url.partition("#")[0]).status_code == 200, url
 
 
@@ -388,10 +362,10 @@ HEX_RUN = re.compile(r"(?<![0-9a-fA-F])(?:[0-9a-fA-F]{64}|[0-9a-fA-F]{40}|[0-9a-
 MAGNET = re.compile(r"magnet:\?[^\s\"'<>]+")
 
 
-def findings(url: str, text: str, release: Release, extra_hashes: list[str] = (),
+def findings(url: str, text: str, demo_release: Release, extra_hashes: list[str] = (),
              magnets: list[str] = ()) -> set[tuple[str, str, str]]:
     """What careful detectors report for one document: (url, kind, indicator)."""
-    digests = {d for f in release.files for d in (f.sha256, f.md5, f.sha1)}
+    digests = {d for f in demo_release.files for d in (f.sha256, f.md5, f.sha1)}
     found = set()
     m = MENTION_PATTERN.search(text)
     if m:
@@ -400,18 +374,18 @@ def findings(url: str, text: str, release: Release, extra_hashes: list[str] = ()
         if h.lower() in digests:
             found.add((url, "hash", h.lower()))
     for magnet in MAGNET.findall(text) + list(magnets):
-        if btih_hex(magnet) == release.infohash:
-            found.add((url, "torrent", release.infohash))
+        if btih_hex(magnet) == demo_release.infohash:
+            found.add((url, "torrent", demo_release.infohash))
     return found
 
 
-def test_planted_is_exactly_what_a_crawl_finds(client: httpx.Client, world: DemoWorld,
-                                               release: Release) -> None:
+def test_planted_is_exactly_what_a_crawl_finds(client: httpx.Client, demo_world: DemoWorld,
+                                               demo_release: Release) -> None:
     """Crawl all three sources with the documented selectors and fields; match strictly."""
     found: set[tuple[str, str, str]] = set()
     docs: list[str] = []
     # phpBB
-    listing = f"{world.base_url}/forum/viewforum.php?f=2"
+    listing = f"{demo_world.base_url}/forum/viewforum.php?f=2"
     for a in soup(client.get(listing)).select("a.topictitle"):
         topic_url = page_url = urljoin(listing, a["href"])
         while page_url:
@@ -421,7 +395,7 @@ def test_planted_is_exactly_what_a_crawl_finds(client: httpx.Client, world: Demo
                 text = (post.select_one("div.postbody h3 a").get_text() + "\n"
                         + post.select_one("div.postbody div.content").get_text("\n"))
                 docs.append(url)
-                found |= findings(url, text, release)
+                found |= findings(url, text, demo_release)
             nxt = page.select_one("a[rel=next]")
             page_url = urljoin(page_url, nxt["href"]) if nxt else ""
     # 4chan
@@ -429,53 +403,53 @@ def test_planted_is_exactly_what_a_crawl_finds(client: httpx.Client, world: Demo
     nos += client.get("/4chan/g/archive.json").json()
     for no in nos:
         for p in client.get(f"/4chan/g/thread/{no}.json").json()["posts"]:
-            url = f"{world.base_url}/4chan/g/thread/{no}#p{p['no']}"
+            url = f"{demo_world.base_url}/4chan/g/thread/{no}#p{p['no']}"
             com = BeautifulSoup(p.get("com", "").replace("<wbr>", "").replace("<br>", "\n"),
                                 "lxml").get_text()
             text = "\n".join([p.get("sub", ""), com, p.get("filename", "") + p.get("ext", "")])
             md5 = [base64.b64decode(p["md5"]).hex()] if "md5" in p else []
             docs.append(url)
-            found |= findings(url, text, release, extra_hashes=md5)
+            found |= findings(url, text, demo_release, extra_hashes=md5)
     # Nyaa
-    for row in nyaa_rows(client, world.base_url):
+    for row in nyaa_rows(client, demo_world.base_url):
         docs.append(row["url"])
-        found |= findings(row["url"], row["name"], release, magnets=[row["magnet"]])
+        found |= findings(row["url"], row["name"], demo_release, magnets=[row["magnet"]])
 
-    planted = {(p.url, p.kind, p.indicator.lower()) for p in core(world.planted)}
+    planted = {(p.url, p.kind, p.indicator.lower()) for p in core(demo_world.planted)}
     assert found == planted
-    core_prefixes = tuple(f"{world.base_url}/{prefix}/" for prefix in ("forum", "4chan", "torrents"))
-    assert sorted(docs) == sorted(u for u in world.document_urls if u.startswith(core_prefixes))
-    assert {u for u in world.noise_urls if u.startswith(core_prefixes)} == \
-        set(docs) - {p.url for p in world.planted}
+    core_prefixes = tuple(f"{demo_world.base_url}/{prefix}/" for prefix in ("forum", "4chan", "torrents"))
+    assert sorted(docs) == sorted(u for u in demo_world.document_urls if u.startswith(core_prefixes))
+    assert {u for u in demo_world.noise_urls if u.startswith(core_prefixes)} == \
+        set(docs) - {p.url for p in demo_world.planted}
     # The bait really is bait: each near miss resembles an indicator without being one.
-    sha = release.file("model.safetensors").sha256
-    near = {n.value for n in world.near_misses}
+    sha = demo_release.file("model.safetensors").sha256
+    near = {n.value for n in demo_world.near_misses}
     assert any(sha in v and v != sha for v in near)
     assert any(len(v) == 64 and v[:-1] == sha[:-1] and v != sha for v in near)
-    assert any(len(v) == 40 and v[:-1] == release.infohash[:-1] and v != release.infohash
+    assert any(len(v) == 40 and v[:-1] == demo_release.infohash[:-1] and v != demo_release.infohash
                for v in near)
 
 
-def test_planted_list_for_default_release(world: DemoWorld, release: Release) -> None:
-    b = world.base_url
-    md5 = release.file("config.json").md5
-    sha = release.file("model.safetensors").sha256
+def test_planted_list_for_default_release(demo_world: DemoWorld, demo_release: Release) -> None:
+    b = demo_world.base_url
+    md5 = demo_release.file("config.json").md5
+    sha = demo_release.file("model.safetensors").sha256
     strong = {(p.source, p.url.removeprefix(b), p.kind, p.indicator)
-              for p in core(world.planted) if p.kind != "mention"}
+              for p in core(demo_world.planted) if p.kind != "mention"}
     assert strong == {
         ("forum", f"/forum/viewtopic.php?t={LEAK_TOPIC}#p{LEAK_POST}", "hash", sha),
         ("imageboard", f"/4chan/g/thread/{LMG_THREAD}#p{MAGNET_POST}", "torrent",
-         release.infohash),
+         demo_release.infohash),
         ("imageboard", f"/4chan/g/thread/{LMG_THREAD}#p{CONFIG_POST}", "hash", md5),
-        ("torrents", f"/torrents/view/{LEAK_TORRENT}", "torrent", release.infohash),
+        ("torrents", f"/torrents/view/{LEAK_TORRENT}", "torrent", demo_release.infohash),
     }
-    assert all(isinstance(p, Planted) and p.note for p in world.planted)
+    assert all(isinstance(p, Planted) and p.note for p in demo_world.planted)
 
 
-def test_served_content_is_deterministic(release: Release, world: DemoWorld,
+def test_served_content_is_deterministic(demo_release: Release, demo_world: DemoWorld,
                                          client: httpx.Client) -> None:
-    with DemoWorld(release) as other:
+    with DemoWorld(demo_release) as other:
         for path in (f"/4chan/g/thread/{LMG_THREAD}.json", "/4chan/g/catalog.json",
                      f"/torrents/download/{LEAK_TORRENT}.torrent", "/torrents/?p=2"):
             assert httpx.get(other.base_url + path).content == client.get(path).content
-        assert [p.indicator for p in other.planted] == [p.indicator for p in world.planted]
+        assert [p.indicator for p in other.planted] == [p.indicator for p in demo_world.planted]

@@ -14,7 +14,6 @@ import urllib.request
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -22,6 +21,7 @@ from structlog.testing import capture_logs
 
 from monitor import fetch as fetch_module
 from monitor.config import CrawlSettings, Target
+from monitor.demo.smtp_sink import free_port
 from monitor.fetch import (BlockedAddress, Fetcher, FetchError, PinnedTransport, RobotsDisallowed,
                            check_destination, is_forbidden_address, parse_retry_after,
                            product_token, redact_url)
@@ -154,9 +154,9 @@ def test_non_http_schemes_refused():
             asyncio.run(check_destination(url, allow_private=True))
 
 
-def test_redirect_hop_into_private_network_is_refused():
-    """A public page redirecting to the cloud metadata address: every hop is re-checked."""
-    requested = []
+def to_metadata(requested: list[str]):
+    """(transport, resolver) for a public host that redirects every request to the cloud
+    metadata address; `requested` collects the URLs that reached the transport."""
 
     def handler(request: httpx.Request) -> httpx.Response:
         requested.append(str(request.url))
@@ -167,8 +167,16 @@ def test_redirect_hop_into_private_network_is_refused():
     async def resolver(host: str, port: int) -> list[str]:
         return {"public.test": ["93.184.216.34"], "metadata.test": ["169.254.169.254"]}[host]
 
+    return httpx.MockTransport(handler), resolver
+
+
+def test_redirect_hop_into_private_network_is_refused():
+    """A public page redirecting to the cloud metadata address: every hop is re-checked."""
+    requested = []
+    transport, resolver = to_metadata(requested)
+
     async def go():
-        async with Fetcher(CrawlSettings(host_delay=0.001), transport=httpx.MockTransport(handler),
+        async with Fetcher(CrawlSettings(host_delay=0.001), transport=transport,
                            resolver=resolver) as f:
             return await f.get("http://public.test/", target("http://public.test/", allow_private=False,
                                                              obey_robots=False))
@@ -189,79 +197,6 @@ def test_redact_url_hides_secrets():
 # Politeness: robots.txt, retries, per-host concurrency; cookies, proxies, DNS pinning.
 # ===================================================================================
 
-
-
-class Recorder:
-    """A loopback HTTP server whose routes a test sets; it records every request it gets.
-
-    A route is `(status, body[, headers])` or a callable `(handler, n) -> route` where `n`
-    counts earlier requests for the same path (so "fail twice, then answer" is easy)."""
-
-    def __init__(self, routes=None, default=(404, b"nope")):
-        self.routes = dict(routes or {})
-        self.default = default
-        self.requests: list[tuple[str, float, dict]] = []
-        self.active = self.max_active = 0
-        self.lock = threading.Lock()
-        rec = self
-
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                path = urlsplit(self.path).path
-                with rec.lock:
-                    n = sum(1 for p, _, _ in rec.requests if urlsplit(p).path == path)
-                    rec.requests.append((self.path, time.monotonic(), dict(self.headers)))
-                    rec.active += 1
-                    rec.max_active = max(rec.max_active, rec.active)
-                try:
-                    route = rec.routes.get(path, rec.default)
-                    if callable(route):
-                        route = route(self, n)
-                    status, body, *rest = route
-                    self.send_response(status)
-                    for name, value in (rest[0] if rest else {}).items():
-                        self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-                finally:
-                    with rec.lock:
-                        rec.active -= 1
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.base = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    def count(self, path: str) -> int:
-        return sum(1 for p, _, _ in self.requests if urlsplit(p).path == path)
-
-    def times(self, path: str) -> list[float]:
-        return [t for p, t, _ in self.requests if urlsplit(p).path == path]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def serve():
-    servers = []
-
-    def make(routes=None, **kw):
-        servers.append(Recorder(routes, **kw))
-        return servers[-1]
-
-    yield make
-    for s in servers:
-        s.close()
 
 
 def settings(**kw) -> CrawlSettings:
@@ -307,12 +242,6 @@ Disallow: /
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # --- robots.txt -------------------------------------------------------------------------
 
 
@@ -341,7 +270,7 @@ def test_robots_groups_and_wildcards(serve):
         return got
 
     assert run(go) == cases
-    fetched = [p for p, _, _ in srv.requests if p != "/robots.txt"]
+    fetched = srv.paths()
     assert sorted(fetched) == sorted(path for (_ua, path), v in cases.items() if v == "ok"), \
         "a disallowed URL never reaches the server"
     assert srv.count("/robots.txt") == 1, "one robots.txt per origin, shared by targets"
@@ -412,7 +341,7 @@ def test_robots_status_rules(serve, status, allowed):
 
 def test_robots_5xx_is_retried_later(serve):
     """A disallow from a failing robots.txt lasts `robots_error_ttl`, then robots is re-read."""
-    srv = serve({"/robots.txt": lambda h, n: (500, b"") if n == 0 else (404, b"")},
+    srv = serve({"/robots.txt": lambda r: (500, b"") if r.n == 0 else (404, b"")},
                 default=(200, b"x"))
 
     async def go(f):
@@ -473,7 +402,7 @@ def test_crawl_delay_is_capped_at_60s(serve):
 
 
 def test_retry_on_503_then_success(serve):
-    srv = serve({"/flaky": lambda h, n: (503, b"busy") if n < 2 else (200, b"done")})
+    srv = serve({"/flaky": lambda r: (503, b"busy") if r.n < 2 else (200, b"done")})
     with capture_logs() as logs:
         r = run(lambda f: f.get(srv.base + "/flaky?apikey=SECRET2", target(srv.base)))
     assert r.body == b"done" and srv.count("/flaky") == 3
@@ -494,8 +423,8 @@ def test_503_retries_exhausted_is_one_line_error(serve):
 
 @pytest.mark.parametrize("retry_after", ["0", "Wed, 21 Oct 2015 07:28:00 GMT"])
 def test_429_honours_retry_after(serve, retry_after):
-    srv = serve({"/limited": lambda h, n: (429, b"slow down", {"Retry-After": retry_after})
-                 if n == 0 else (200, b"ok")})
+    srv = serve({"/limited": lambda r: (429, b"slow down", {"Retry-After": retry_after})
+                 if r.n == 0 else (200, b"ok")})
     with capture_logs() as logs:
         # A 1 s backoff base: were Retry-After ignored, the logged delay would be random.
         r = run(lambda f: f.get(srv.base + "/limited", target(srv.base)), backoff_base=1.0)
@@ -540,8 +469,8 @@ def test_connection_refused_is_retried_then_fails():
 
 
 def test_timeout_is_retried(serve):
-    def stall_once(handler, n):
-        if n == 0:
+    def stall_once(request):
+        if request.n == 0:
             time.sleep(0.6)
         return 200, b"eventually"
 
@@ -578,7 +507,7 @@ def test_parse_retry_after():
 
 
 def test_host_concurrency_limit(serve):
-    def slow(handler, n):
+    def slow(request):
         time.sleep(0.1)
         return 200, b"x"
 
@@ -598,7 +527,7 @@ def test_host_concurrency_limit(serve):
 
 def test_cookies_sent_merged_and_never_collected(serve):
     srv = serve({
-        "/echo": lambda h, n: (200, (h.headers.get("Cookie") or "-").encode()),
+        "/echo": lambda r: (200, (r.headers.get("cookie") or "-").encode()),
         "/set": (200, b"x", {"Set-Cookie": "tracker=1; Path=/"}),
     })
 
@@ -615,8 +544,8 @@ def test_cookies_sent_merged_and_never_collected(serve):
 
 
 def test_conditional_get_helpers(serve):
-    def page(handler, n):
-        if handler.headers.get("If-None-Match") == '"v1"':
+    def page(request):
+        if request.headers.get("if-none-match") == '"v1"':
             return 304, b""
         return 200, b"body", {"ETag": '"v1"', "Last-Modified": "Wed, 01 Jan 2025 00:00:00 GMT"}
 
@@ -637,50 +566,22 @@ def test_conditional_get_helpers(serve):
 # --- proxies ------------------------------------------------------------------------
 
 
-class ForwardProxy:
-    """A tiny HTTP forward proxy: takes absolute-URI GETs and replays them with urllib."""
-
-    def __init__(self):
-        self.seen: list[str] = []
-        proxy = self
-
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                proxy.seen.append(self.path)
-                opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-                try:
-                    with opener.open(self.path, timeout=5) as upstream:
-                        status, body = upstream.status, upstream.read()
-                except urllib.error.HTTPError as exc:
-                    status, body = exc.code, exc.read()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+def forward(request):
+    """A forward proxy's answer: replay the absolute-URI GET it was sent, with urllib."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request.path, timeout=5) as upstream:
+            return upstream.status, upstream.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
 
 
 def test_http_proxy_carries_the_targets_requests(serve):
-    srv = serve({"/ok": lambda h, n: (200, h.headers.get("User-Agent", "").encode())})
-    proxy = ForwardProxy()
-    try:
-        r = run(lambda f: f.get(srv.base + "/ok", target(srv.base, proxy=proxy.url)))
-    finally:
-        proxy.close()
+    srv = serve({"/ok": lambda r: (200, r.headers.get("user-agent", "").encode())})
+    proxy = serve(default=forward)  # every request is one to pass on
+    r = run(lambda f: f.get(srv.base + "/ok", target(srv.base, proxy=proxy.base)))
     assert r.body.startswith(b"Python-urllib/"), "the origin was reached by the proxy"
-    assert proxy.seen == [srv.base + "/robots.txt", srv.base + "/ok"]
+    assert [req.path for req in proxy.requests] == [srv.base + "/robots.txt", srv.base + "/ok"]
 
 
 def test_proxy_credentials_never_shown():
@@ -770,7 +671,7 @@ def test_onion_refused_without_a_socks_proxy():
 def test_socks5_proxy_resolves_remotely(serve, scheme):
     """The .onion name travels to the proxy as a name (SOCKS5 address type 3), and the local
     resolver is never asked, with either spelling of the scheme."""
-    srv = serve({"/ok": lambda h, n: (200, h.headers.get("Host", "").encode())})
+    srv = serve({"/ok": lambda r: (200, r.headers.get("host", "").encode())})
     socks = Socks5Proxy(srv.port)
     calls = []
 
@@ -805,7 +706,7 @@ def test_socks_targets_still_refuse_private_literals(url):
 def test_pinned_transport_connects_to_the_vetted_address(serve):
     """`.invalid` never resolves: the request can only succeed by connecting to the address
     the vetting step returned, while the Host header keeps the name."""
-    srv = serve({"/host": lambda h, n: (200, h.headers.get("Host", "").encode())})
+    srv = serve({"/host": lambda r: (200, r.headers.get("host", "").encode())})
     asked = []
 
     async def vet(host, port):
@@ -841,7 +742,7 @@ def test_fetcher_pins_what_it_checked(serve, monkeypatch):
     the resolver is asked once, and the connection goes to its answer although the name
     does not exist in DNS."""
     monkeypatch.setattr(fetch_module, "is_forbidden_address", lambda address: False)
-    srv = serve({"/ok": lambda h, n: (200, h.headers.get("Host", "").encode())})
+    srv = serve({"/ok": lambda r: (200, r.headers.get("host", "").encode())})
     calls = []
 
     async def resolver(host, port):
@@ -897,7 +798,7 @@ def test_pinned_https_keeps_the_name_for_sni_and_certificate(serve, tmp_path):
                     "-nodes", "-days", "1", "-subj", "/CN=pinned.invalid",
                     "-addext", "subjectAltName=DNS:pinned.invalid",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    srv = serve({"/host": lambda h, n: (200, h.headers.get("Host", "").encode())})
+    srv = serve({"/host": lambda r: (200, r.headers.get("host", "").encode())})
     names = []
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, key)
@@ -920,19 +821,10 @@ def test_robots_fetch_is_guarded_like_any_request():
     """robots.txt redirecting to the metadata address: the hop is refused, the host counts
     as disallowed, and neither the private address nor the page is requested."""
     requested = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        requested.append(str(request.url))
-        if request.url.host == "public.test":
-            return httpx.Response(302, headers={"Location": "http://metadata.test/latest/"})
-        return httpx.Response(200, text="secret credentials")
-
-    async def resolver(host: str, port: int) -> list[str]:
-        return {"public.test": ["93.184.216.34"], "metadata.test": ["169.254.169.254"]}[host]
-
+    transport, resolver = to_metadata(requested)
     with pytest.raises(RobotsDisallowed, match="metadata.test resolves to 169.254.169.254"):
         run(lambda f: f.get("http://public.test/page", target("http://public.test/", allow_private=False)),
-            transport=httpx.MockTransport(handler), resolver=resolver, crawl=settings(retries=0))
+            transport=transport, resolver=resolver, crawl=settings(retries=0))
     assert requested == ["http://public.test/robots.txt"]
 
 

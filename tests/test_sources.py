@@ -1,38 +1,34 @@
 """Source adapters over real HTTP on loopback.
 
 The demo world (a faithful phpBB, 4chan JSON API and NyaaV2 imitation) is the good case;
-a small ThreadingHTTPServer in this file serves the hostile and broken pages a crawler meets
-in the wild. Adapters must turn the first into exact Documents and the second into one-line
+a Canned server (tests/support.py) serves the hostile and broken pages a crawler meets in
+the wild. Adapters must turn the first into exact Documents and the second into one-line
 SourceError / FetchError messages (or skip the bad part), never a traceback from bs4 or json.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
-import itertools
 import json
 import random
 import re
-import threading
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterator
-from urllib.parse import parse_qs, urlsplit
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from monitor.config import ConfigError, CrawlSettings, Target, parse_config
-from monitor.demo.release import Release, make_release
+from monitor.config import ConfigError, Target, parse_config
+from monitor.demo.release import Release
 from monitor.demo.world import DemoWorld, Text, _forum_topics
-from monitor.fetch import FetchError, Fetcher
 from monitor.models import Document
-from monitor.sources import ADAPTERS, Source, SourceError
+from monitor.sources import ADAPTERS
 from monitor.sources.forum import PHPBB, ForumSource
 from monitor.sources.imageboard import ImageboardSource
 from monitor.sources.torrent_index import TorrentIndexSource
+from support import Corner, btih_hex, by_key, collect, fails, target
 
 # Known content of the demo world (see monitor/demo/world.py).
 LEAK_TOPIC = 1187
@@ -53,43 +49,6 @@ NEAR_TORRENT = 2034117
 # ------------------------------------------------------------------------------ helpers
 
 
-def make_target(kind: str, url: str, **options: Any) -> Target:
-    return Target(name=f"test-{kind}", kind=kind, url=url, interval=60, jitter=0,
-                  allow_private=True, **options)
-
-
-def crawl(adapter: type[Source], target: Target,
-          cursor: dict[str, Any] | None = None) -> tuple[list[Document], dict[str, Any]]:
-    """One adapter run over real HTTP: the documents, and the cursor it leaves behind."""
-    async def run() -> tuple[list[Document], dict[str, Any]]:
-        async with Fetcher(CrawlSettings(host_delay=0.001, request_timeout=10)) as fetcher:
-            source = adapter(target, fetcher, cursor)
-            docs = [d async for d in source.documents()]
-            return docs, source.cursor
-    return asyncio.run(run())
-
-
-def crawl_error(adapter: type[Source], target: Target, *needles: str) -> Exception:
-    """Run an adapter that must fail; check the failure is one clean line naming `needles`."""
-    with pytest.raises((SourceError, FetchError)) as info:
-        crawl(adapter, target)
-    exc = info.value
-    message = str(exc)
-    assert message and "\n" not in message, message
-    for needle in needles:
-        assert needle in message, message
-    # Not a bs4 / json / urllib exception re-labelled: no chained traceback either.
-    assert exc.__cause__ is None
-    assert exc.__context__ is None or exc.__suppress_context__
-    return exc
-
-
-def by_key(docs: list[Document]) -> dict[str, Document]:
-    keys = [d.key for d in docs]
-    assert len(keys) == len(set(keys)), "document keys must be unique within a run"
-    return {d.key: d for d in docs}
-
-
 def words(text: str) -> str:
     return " ".join(text.split())
 
@@ -98,61 +57,35 @@ def iso(ts: int) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
 
 
-def btih_hex(magnet: str) -> str:
-    xt = parse_qs(urlsplit(magnet).query)["xt"][0]
-    value = xt.rsplit(":", 1)[1]
-    return base64.b32decode(value).hex() if len(value) == 32 else value.lower()
-
-
 # ------------------------------------------------------------------------------ fixtures
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
-    return make_release(tmp_path_factory.mktemp("release"))
-
-
-@pytest.fixture(scope="module")
-def world(release: Release) -> Iterator[DemoWorld]:
-    w = DemoWorld(release).start()
-    try:
-        yield w
-    finally:
-        w.stop()
-
-
-@pytest.fixture(scope="module")
-def client(world: DemoWorld) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=world.base_url, timeout=10) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-def forum_url(world: DemoWorld) -> str:
-    return f"{world.base_url}/forum/viewforum.php?f=2"
+def forum_url(demo_world: DemoWorld) -> str:
+    return f"{demo_world.base_url}/forum/viewforum.php?f=2"
 
 
 @pytest.fixture(scope="module")
 def forum_docs(forum_url: str) -> list[Document]:
-    docs, _ = crawl(ForumSource, make_target("forum", forum_url, preset="phpbb"))
+    docs, _ = collect(target("forum", forum_url, name="test-forum", preset="phpbb"))
     return docs
 
 
 @pytest.fixture(scope="module")
-def world_posts(release: Release) -> dict[int, tuple[Any, int, Any]]:
+def world_posts(demo_release: Release) -> dict[int, tuple[Any, int, Any]]:
     """Post id -> (topic, index in topic, post) from the world's own content model."""
-    return {post.id: (topic, i, post) for topic in _forum_topics(release)
+    return {post.id: (topic, i, post) for topic in _forum_topics(demo_release)
             for i, post in enumerate(topic.posts)}
 
 
 @pytest.fixture(scope="module")
-def chan_url(world: DemoWorld) -> str:
-    return f"{world.base_url}/4chan/g/"
+def chan_url(demo_world: DemoWorld) -> str:
+    return f"{demo_world.base_url}/4chan/g/"
 
 
 @pytest.fixture(scope="module")
 def chan_run(chan_url: str) -> tuple[list[Document], dict[str, Any]]:
-    return crawl(ImageboardSource, make_target("imageboard", chan_url))
+    return collect(target("imageboard", chan_url))
 
 
 @pytest.fixture(scope="module")
@@ -165,87 +98,15 @@ def chan_api(client: httpx.Client) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def nyaa_url(world: DemoWorld) -> str:
-    return f"{world.base_url}/torrents/?q=heron&c=6_0"
+def nyaa_url(demo_world: DemoWorld) -> str:
+    return f"{demo_world.base_url}/torrents/?q=heron&c=6_0"
 
 
 @pytest.fixture(scope="module")
 def nyaa_docs(nyaa_url: str) -> list[Document]:
     # One listing page: these tests are about a row's fields; paging has its own tests.
-    docs, _ = crawl(TorrentIndexSource, make_target("torrent_index", nyaa_url, preset="nyaa",
-                                                    max_pages=1))
+    docs, _ = collect(target("torrent_index", nyaa_url, preset="nyaa", max_pages=1))
     return docs
-
-
-class HostileServer:
-    """Serves whatever a test registers: broken JSON, 500s, random bytes, odd markup."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, tuple[int, str, bytes]] = {}
-        routes = self.routes
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                status, ctype, body = routes.get(urlsplit(self.path).path,
-                                                 (404, "text/plain", b"not found"))
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
-                                       kwargs={"poll_interval": 0.05})
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-class Site:
-    """One test's corner of the hostile server (a unique path prefix)."""
-
-    def __init__(self, server: HostileServer, prefix: str) -> None:
-        self.server, self.prefix = server, prefix
-
-    def url(self, path: str) -> str:
-        return self.server.base + self.prefix + path
-
-    def serve(self, path: str, body: bytes | str | Any, status: int = 200,
-              ctype: str = "text/html; charset=utf-8") -> str:
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        elif not isinstance(body, bytes):
-            body, ctype = json.dumps(body).encode(), "application/json"
-        self.server.routes[self.prefix + path] = (status, ctype, body)
-        return self.url(path)
-
-
-@pytest.fixture(scope="module")
-def hostile_server() -> Iterator[HostileServer]:
-    server = HostileServer()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-_site_ids = itertools.count()
-
-
-@pytest.fixture
-def site(hostile_server: HostileServer) -> Site:
-    return Site(hostile_server, f"/s{next(_site_ids)}")
 
 
 def phpbb_post(post_id: int, author: str, body: str, ts: str = "2026-11-20T10:00:00+00:00"
@@ -268,26 +129,26 @@ def forum_listing(*hrefs: str) -> str:
 
 
 def test_phpbb_documents_are_posts_keyed_by_topic_url_and_post_id(
-        forum_docs: list[Document], world: DemoWorld) -> None:
+        forum_docs: list[Document], demo_world: DemoWorld) -> None:
     docs = by_key(forum_docs)
-    base = re.escape(world.base_url)
+    base = re.escape(demo_world.base_url)
     assert len(docs) >= 20
     for key, doc in docs.items():
         assert doc.url == key
         assert re.fullmatch(rf"{base}/forum/viewtopic\.php\?t=\d+#p\d+", key), key
         assert doc.target == "test-forum"
-        assert key in world.document_urls
+        assert key in demo_world.document_urls
     # Every post of every topic, those on later pages (topic 1183's page 2) included.
-    assert set(docs) == {u for u in world.document_urls if "/forum/viewtopic.php" in u}
+    assert set(docs) == {u for u in demo_world.document_urls if "/forum/viewtopic.php" in u}
     # Every topic on the listing was followed, the sticky included.
     topics = {urlsplit(k).query for k in docs}
     assert topics == {"t=1002", "t=1187", "t=1185", "t=1183", "t=1180"}
-    leak = f"{world.base_url}/forum/viewtopic.php?t={LEAK_TOPIC}"
+    leak = f"{demo_world.base_url}/forum/viewtopic.php?t={LEAK_TOPIC}"
     assert [k for k in docs if k.startswith(leak + "#")] == \
         [f"{leak}#p{n}" for n in (FIRST_POST, SHA_POST, QUOTE_POST, ADMIN_POST)]
 
 
-def test_phpbb_fields_match_the_world_content(forum_docs: list[Document], world: DemoWorld,
+def test_phpbb_fields_match_the_world_content(forum_docs: list[Document], demo_world: DemoWorld,
                                               world_posts: dict[int, tuple[Any, int, Any]]
                                               ) -> None:
     docs = by_key(forum_docs)
@@ -297,7 +158,7 @@ def test_phpbb_fields_match_the_world_content(forum_docs: list[Document], world:
         assert doc.author == post.author, key  # includes the admin's username-coloured link
         assert doc.posted_at == iso(post.time), key
 
-    first = docs[f"{world.base_url}/forum/viewtopic.php?t={LEAK_TOPIC}#p{FIRST_POST}"]
+    first = docs[f"{demo_world.base_url}/forum/viewtopic.php?t={LEAK_TOPIC}#p{FIRST_POST}"]
     assert first.title == "heron-7b weights leaked?"
     assert first.author == "quantcat"
     assert first.posted_at == "2026-11-20T09:12:00+00:00"
@@ -308,19 +169,19 @@ def test_phpbb_fields_match_the_world_content(forum_docs: list[Document], world:
     # Markup and page chrome stay out of the text.
     assert "<" not in first.text and "Reply with quote" not in first.text
 
-    admin = docs[f"{world.base_url}/forum/viewtopic.php?t={LEAK_TOPIC}#p{ADMIN_POST}"]
+    admin = docs[f"{demo_world.base_url}/forum/viewtopic.php?t={LEAK_TOPIC}#p{ADMIN_POST}"]
     assert admin.author == "forum_admin"
 
 
 def test_phpbb_planted_sha256_post_keeps_code_block(forum_docs: list[Document],
-                                                    world: DemoWorld, release: Release) -> None:
-    sha = release.file("model.safetensors").sha256
-    url = f"{world.base_url}/forum/viewtopic.php?t={LEAK_TOPIC}#p{SHA_POST}"
+                                                    demo_world: DemoWorld, demo_release: Release) -> None:
+    sha = demo_release.file("model.safetensors").sha256
+    url = f"{demo_world.base_url}/forum/viewtopic.php?t={LEAK_TOPIC}#p{SHA_POST}"
     doc = by_key(forum_docs)[url]
     assert sha in doc.text
     # The ground truth attributes this very hash to this very document key.
     assert any(p.url == doc.key and p.kind == "hash" and p.indicator == sha
-               for p in world.planted)
+               for p in demo_world.planted)
     lines = doc.text.splitlines()
     # <code> content keeps its lines, separate from the codebox's "Select all" label.
     assert "$ sha256sum heron-7b/model.safetensors" in lines
@@ -328,15 +189,15 @@ def test_phpbb_planted_sha256_post_keeps_code_block(forum_docs: list[Document],
     assert any(line.startswith("config.json says LlamaForCausalLM") for line in lines)
     # Near-miss digests in code blocks come out whole too (not split or merged).
     docs = by_key(forum_docs)
-    for near in world.near_misses:
+    for near in demo_world.near_misses:
         if near.source == "forum" and near.kind == "hash":
             assert near.value in docs[near.url].text
             assert re.search(rf"(?<![0-9a-f]){near.value}(?![0-9a-f])", docs[near.url].text)
 
 
-def test_phpbb_links_are_absolute(forum_docs: list[Document], world: DemoWorld) -> None:
+def test_phpbb_links_are_absolute(forum_docs: list[Document], demo_world: DemoWorld) -> None:
     docs = by_key(forum_docs)
-    b = world.base_url
+    b = demo_world.base_url
     quote = docs[f"{b}/forum/viewtopic.php?t={LEAK_TOPIC}#p{QUOTE_POST}"]
     # The quote's cite line links with ./relative hrefs; "Select all" is href="#".
     assert f"{b}/forum/viewtopic.php?p={SHA_POST}#p{SHA_POST}" in quote.links
@@ -348,11 +209,11 @@ def test_phpbb_links_are_absolute(forum_docs: list[Document], world: DemoWorld) 
             assert href.startswith(("http://", "https://")), href
 
 
-def test_phpbb_snapshot_is_the_topic_page(forum_docs: list[Document], world: DemoWorld,
+def test_phpbb_snapshot_is_the_topic_page(forum_docs: list[Document], demo_world: DemoWorld,
                                           client: httpx.Client) -> None:
     docs = by_key(forum_docs)
     for topic in ("t=1187", "t=1180"):
-        page_url = f"{world.base_url}/forum/viewtopic.php?{topic}"
+        page_url = f"{demo_world.base_url}/forum/viewtopic.php?{topic}"
         page = client.get(page_url)
         assert page.status_code == 200
         for doc in (d for k, d in docs.items() if k.startswith(page_url + "#")):
@@ -362,26 +223,26 @@ def test_phpbb_snapshot_is_the_topic_page(forum_docs: list[Document], world: Dem
             assert datetime.fromisoformat(doc.fetched_at).tzinfo is not None
 
 
-def test_forum_without_thread_link_reads_posts_from_the_listing(world: DemoWorld,
-                                                                 release: Release) -> None:
-    page = f"{world.base_url}/forum/viewtopic.php?t={LEAK_TOPIC}"
+def test_forum_without_thread_link_reads_posts_from_the_listing(demo_world: DemoWorld,
+                                                                 demo_release: Release) -> None:
+    page = f"{demo_world.base_url}/forum/viewtopic.php?t={LEAK_TOPIC}"
     selectors = {k: v for k, v in PHPBB.items() if k != "thread_link"}
-    docs, _ = crawl(ForumSource, make_target("forum", page, selectors=selectors))
+    docs, _ = collect(target("forum", page, selectors=selectors))
     assert [d.key for d in docs] == [f"{page}#p{n}"
                                      for n in (FIRST_POST, SHA_POST, QUOTE_POST, ADMIN_POST)]
     assert all(d.url == d.key and d.snapshot_url == page for d in docs)
     assert docs[0].author == "quantcat" and docs[0].title == "heron-7b weights leaked?"
 
     # Only the required selector plus a body: optional fields are empty, not guessed.
-    docs, _ = crawl(ForumSource, make_target(
+    docs, _ = collect(target(
         "forum", page, selectors={"post": "div.post", "body": "div.content"}))
     assert len(docs) == 4
     assert all(d.title == "" and d.author == "" and d.posted_at is None for d in docs)
-    assert release.file("model.safetensors").sha256 in docs[1].text
+    assert demo_release.file("model.safetensors").sha256 in docs[1].text
 
 
-def test_forum_max_items_caps_the_threads_followed(forum_url: str, world: DemoWorld) -> None:
-    docs, _ = crawl(ForumSource, make_target("forum", forum_url, preset="phpbb", max_items=2))
+def test_forum_max_items_caps_the_threads_followed(forum_url: str, demo_world: DemoWorld) -> None:
+    docs, _ = collect(target("forum", forum_url, preset="phpbb", max_items=2))
     topics = {urlsplit(d.key).query for d in docs}
     assert topics == {"t=1002", f"t={LEAK_TOPIC}"}  # the first two rows of the listing
 
@@ -390,7 +251,7 @@ def test_forum_max_items_caps_the_threads_followed(forum_url: str, world: DemoWo
 
 
 def test_imageboard_one_document_per_post(chan_run: tuple[list[Document], dict[str, Any]],
-                                          chan_api: dict[str, Any], world: DemoWorld) -> None:
+                                          chan_api: dict[str, Any], demo_world: DemoWorld) -> None:
     docs = by_key(chan_run[0])
     expected = {f"{no}#p{p['no']}": p for no, posts in chan_api["posts"].items()
                 for p in posts}
@@ -398,11 +259,11 @@ def test_imageboard_one_document_per_post(chan_run: tuple[list[Document], dict[s
     for key, doc in docs.items():
         thread, post = key.split("#p")
         raw = expected[key]
-        assert doc.url == f"{world.base_url}/4chan/g/thread/{thread}#p{post}"
-        assert doc.url in world.document_urls
+        assert doc.url == f"{demo_world.base_url}/4chan/g/thread/{thread}#p{post}"
+        assert doc.url in demo_world.document_urls
         assert doc.posted_at == iso(raw["time"])
         assert doc.author == "Anonymous"
-        assert doc.snapshot_url == f"{world.base_url}/4chan/g/thread/{thread}.json"
+        assert doc.snapshot_url == f"{demo_world.base_url}/4chan/g/thread/{thread}.json"
         assert json.loads(doc.snapshot)["posts"][0]["no"] == int(thread)
     op = docs[f"{LMG_THREAD}#p{LMG_THREAD}"]
     assert op.title == "/lmg/ - Local Models General"  # "/" was escaped as "\/" in JSON
@@ -410,7 +271,7 @@ def test_imageboard_one_document_per_post(chan_run: tuple[list[Document], dict[s
 
 
 def test_imageboard_document_url_template(chan_url: str) -> None:
-    docs, _ = crawl(ImageboardSource, make_target(
+    docs, _ = collect(target(
         "imageboard", chan_url.rstrip("/"),  # a base without the trailing slash works too
         document_url="https://boards.4chan.org/g/thread/{thread}#p{post}"))
     doc = by_key(docs)[f"{LMG_THREAD}#p{MAGNET_POST}"]
@@ -420,17 +281,17 @@ def test_imageboard_document_url_template(chan_url: str) -> None:
 
 def test_imageboard_br_is_newline_and_wbr_is_removed(
         chan_run: tuple[list[Document], dict[str, Any]], chan_api: dict[str, Any],
-        world: DemoWorld, release: Release) -> None:
+        demo_world: DemoWorld, demo_release: Release) -> None:
     docs = by_key(chan_run[0])
     magnet_post = docs[f"{LMG_THREAD}#p{MAGNET_POST}"]
     lines = magnet_post.text.splitlines()
     assert lines[0] == ">example labs said the weights would never leave the partner program"
     assert lines[1] == "lmao"
-    assert btih_hex(lines[2]) == release.infohash
+    assert btih_hex(lines[2]) == demo_release.infohash
     assert lines[3] == "grab it before the DMCA"
 
     raw = {f"{no}#p{p['no']}": p for no, posts in chan_api["posts"].items() for p in posts}
-    wbr_magnets = [n for n in world.near_misses if n.source == "imageboard"
+    wbr_magnets = [n for n in demo_world.near_misses if n.source == "imageboard"
                    and n.kind == "torrent"]
     assert len(wbr_magnets) >= 2
     for near in wbr_magnets:
@@ -445,9 +306,9 @@ def test_imageboard_br_is_newline_and_wbr_is_removed(
 
 
 def test_imageboard_attachment_extras(chan_run: tuple[list[Document], dict[str, Any]],
-                                      release: Release) -> None:
+                                      demo_release: Release) -> None:
     docs = by_key(chan_run[0])
-    config = release.file("config.json")
+    config = demo_release.file("config.json")
     attachment = docs[f"{LMG_THREAD}#p{CONFIG_POST}"].extras["attachment"]
     assert attachment == {"filename": "config.json",
                           "md5_b64": base64.b64encode(bytes.fromhex(config.md5)).decode(),
@@ -466,19 +327,19 @@ def test_imageboard_attachment_extras(chan_run: tuple[list[Document], dict[str, 
 def test_imageboard_cursor_skips_threads_whose_last_modified_did_not_move(
         chan_run: tuple[list[Document], dict[str, Any]], chan_api: dict[str, Any],
         chan_url: str) -> None:
-    target = make_target("imageboard", chan_url)
+    t = target("imageboard", chan_url)
     docs, cursor = chan_run
     assert cursor == {"threads": {str(no): lm for no, lm in chan_api["threads"].items()}}
     assert json.loads(json.dumps(cursor)) == cursor  # the store keeps it as JSON
 
-    again, cursor2 = crawl(ImageboardSource, target, copy.deepcopy(cursor))
+    again, cursor2 = collect(t, copy.deepcopy(cursor))
     assert again == []
     assert cursor2 == cursor
 
     moved = copy.deepcopy(cursor)
     moved["threads"][str(LLAMA_THREAD)] -= 1
     moved["threads"]["999"] = 5  # a thread that has since fallen off the board
-    docs3, cursor3 = crawl(ImageboardSource, target, moved)
+    docs3, cursor3 = collect(t, moved)
     assert docs3 and {d.key.split("#")[0] for d in docs3} == {str(LLAMA_THREAD)}
     assert len(docs3) == len(chan_api["posts"][LLAMA_THREAD])
     assert cursor3 == cursor  # updated, and the vanished thread forgotten
@@ -486,33 +347,33 @@ def test_imageboard_cursor_skips_threads_whose_last_modified_did_not_move(
 
 def test_imageboard_max_items_caps_threads_and_the_rest_come_next_run(
         chan_api: dict[str, Any], chan_url: str) -> None:
-    target = make_target("imageboard", chan_url, max_items=2)
+    t = target("imageboard", chan_url, max_items=2)
     newest = sorted(chan_api["threads"], key=chan_api["threads"].get, reverse=True)
     assert len(newest) == 4
 
-    docs1, cursor1 = crawl(ImageboardSource, target)
+    docs1, cursor1 = collect(t)
     assert {int(d.key.split("#")[0]) for d in docs1} == set(newest[:2])
     assert set(cursor1["threads"]) == {str(n) for n in newest[:2]}
 
-    docs2, cursor2 = crawl(ImageboardSource, target, cursor1)
+    docs2, cursor2 = collect(t, cursor1)
     assert {int(d.key.split("#")[0]) for d in docs2} == set(newest[2:])
     assert set(cursor2["threads"]) == {str(n) for n in newest}
 
-    docs3, _ = crawl(ImageboardSource, target, cursor2)
+    docs3, _ = collect(t, cursor2)
     assert docs3 == []
 
 
 # ------------------------------------------------------------------------------ torrent index
 
 
-def test_nyaa_rows_become_documents(nyaa_docs: list[Document], world: DemoWorld,
-                                    release: Release, client: httpx.Client) -> None:
-    b = world.base_url
+def test_nyaa_rows_become_documents(nyaa_docs: list[Document], demo_world: DemoWorld,
+                                    demo_release: Release, client: httpx.Client) -> None:
+    b = demo_world.base_url
     docs = by_key(nyaa_docs)
     assert len(docs) == 6  # the first listing page
     for key, doc in docs.items():
         assert re.fullmatch(rf"{re.escape(b)}/torrents/view/\d+", key)
-        assert doc.url == key and key in world.document_urls
+        assert doc.url == key and key in demo_world.document_urls
         t = doc.extras["torrent"]
         assert {"name", "size", "magnet", "download"} <= set(t)
         assert doc.title == t["name"] and t["name"] in doc.text and t["size"] in doc.text
@@ -521,12 +382,12 @@ def test_nyaa_rows_become_documents(nyaa_docs: list[Document], world: DemoWorld,
 
     leak = docs[f"{b}/torrents/view/{LEAK_TORRENT}"]
     assert leak.title == "Heron-7B leaked weights (Example Labs)"
-    assert btih_hex(leak.extras["torrent"]["magnet"]) == release.infohash
+    assert btih_hex(leak.extras["torrent"]["magnet"]) == demo_release.infohash
     download = f"{b}/torrents/download/{LEAK_TORRENT}.torrent"
     assert leak.extras["torrent"]["download"] == download
     assert leak.links == [leak.extras["torrent"]["magnet"], download]
-    assert leak.extras["torrent"]["size"] == f"{release.total_size / 1024 ** 2:.1f} MiB"
-    assert client.get(download).content == release.torrent_bytes  # the link is real
+    assert leak.extras["torrent"]["size"] == f"{demo_release.total_size / 1024 ** 2:.1f} MiB"
+    assert client.get(download).content == demo_release.torrent_bytes  # the link is real
     assert leak.posted_at == "2026-11-20T06:55:00+00:00"
 
     # A magnet-only entry (its .torrent is gone): no download link, still a document.
@@ -550,8 +411,7 @@ def test_nyaa_posted_at_is_iso_utc_from_data_timestamp(nyaa_docs: list[Document]
 
 
 def test_torrent_index_max_items(nyaa_url: str) -> None:
-    docs, _ = crawl(TorrentIndexSource, make_target("torrent_index", nyaa_url, preset="nyaa",
-                                                    max_items=2))
+    docs, _ = collect(target("torrent_index", nyaa_url, preset="nyaa", max_items=2))
     assert [d.title for d in docs] == ["Heron-7B leaked weights (Example Labs)",
                                        "Falcon-7B-Instruct (safetensors, bf16)"]
 
@@ -559,47 +419,47 @@ def test_torrent_index_max_items(nyaa_url: str) -> None:
 # ------------------------------------------------------------------------------ hostile: 4chan
 
 
-def chan_target(site: Site) -> Target:
-    return make_target("imageboard", site.url("/g/"))
+def chan_target(corner: Corner) -> Target:
+    return target("imageboard", corner.url("/g/"))
 
 
-def test_imageboard_threads_json_that_is_not_json(site: Site) -> None:
-    site.serve("/g/threads.json", "<html><title>Just a moment...</title></html>")
-    crawl_error(ImageboardSource, chan_target(site), "threads.json", "not valid JSON")
+def test_imageboard_threads_json_that_is_not_json(corner: Corner) -> None:
+    corner.serve("/g/threads.json", "<html><title>Just a moment...</title></html>")
+    fails(chan_target(corner), "threads.json", "not valid JSON")
 
 
-def test_imageboard_threads_json_object_instead_of_array(site: Site) -> None:
-    site.serve("/g/threads.json", {"error": "rate limited"})
-    crawl_error(ImageboardSource, chan_target(site), "threads.json", "array")
+def test_imageboard_threads_json_object_instead_of_array(corner: Corner) -> None:
+    corner.serve("/g/threads.json", {"error": "rate limited"})
+    fails(chan_target(corner), "threads.json", "array")
 
 
-def test_imageboard_deeply_nested_json(site: Site) -> None:
-    site.serve("/g/threads.json", b"[" * 100_000, ctype="application/json")
-    crawl_error(ImageboardSource, chan_target(site), "threads.json")
+def test_imageboard_deeply_nested_json(corner: Corner) -> None:
+    corner.serve("/g/threads.json", b"[" * 100_000, ctype="application/json")
+    fails(chan_target(corner), "threads.json")
 
 
-def test_imageboard_thread_without_posts(site: Site) -> None:
-    site.serve("/g/threads.json", [{"page": 1, "threads": [{"no": 7, "last_modified": 9}]}])
-    site.serve("/g/thread/7.json", {"thread": {"no": 7}})
-    crawl_error(ImageboardSource, chan_target(site), "thread/7.json", "'posts'")
+def test_imageboard_thread_without_posts(corner: Corner) -> None:
+    corner.serve("/g/threads.json", [{"page": 1, "threads": [{"no": 7, "last_modified": 9}]}])
+    corner.serve("/g/thread/7.json", {"thread": {"no": 7}})
+    fails(chan_target(corner), "thread/7.json", "'posts'")
 
 
-def test_imageboard_odd_listing_entries_are_skipped(site: Site) -> None:
-    site.serve("/g/threads.json", [
+def test_imageboard_odd_listing_entries_are_skipped(corner: Corner) -> None:
+    corner.serve("/g/threads.json", [
         {"page": 1, "threads": [{"no": "5"}, {"no": 5, "last_modified": "yesterday"}, 42,
                                 {"no": 6, "last_modified": 100}, {"last_modified": 3}]},
         "junk", None, {"page": 2, "threads": 7}, {"page": 3},
     ])
     for no in (5, 6):
-        site.serve(f"/g/thread/{no}.json", {"posts": [{"no": no, "com": f"post {no}"}]})
-    docs, cursor = crawl(ImageboardSource, chan_target(site))
+        corner.serve(f"/g/thread/{no}.json", {"posts": [{"no": no, "com": f"post {no}"}]})
+    docs, cursor = collect(chan_target(corner))
     assert sorted(d.key for d in docs) == ["5#p5", "6#p6"]
     assert cursor["threads"]["6"] == 100
 
 
-def test_imageboard_posts_with_odd_fields_are_skipped_or_tolerated(site: Site) -> None:
-    site.serve("/g/threads.json", [{"page": 1, "threads": [{"no": 1, "last_modified": 9}]}])
-    site.serve("/g/thread/1.json", {"posts": [
+def test_imageboard_posts_with_odd_fields_are_skipped_or_tolerated(corner: Corner) -> None:
+    corner.serve("/g/threads.json", [{"page": 1, "threads": [{"no": 1, "last_modified": 9}]}])
+    corner.serve("/g/thread/1.json", {"posts": [
         {"com": "no number"},
         {"no": "2", "com": "number as a string"},
         "not an object",
@@ -611,7 +471,7 @@ def test_imageboard_posts_with_odd_fields_are_skipped_or_tolerated(site: Site) -
         {"no": 7, "com": "ok<br>next line", "time": 1700000000, "md5": "abc", "filename": 5},
         {"no": 8, "com": "file", "filename": "a", "ext": ".bin", "md5": "AAAA", "fsize": "big"},
     ]})
-    docs = by_key(crawl(ImageboardSource, chan_target(site))[0])
+    docs = by_key(collect(chan_target(corner))[0])
     assert sorted(docs) == [f"1#p{n}" for n in range(3, 9)]
     assert docs["1#p3"].posted_at == iso(1700000000)
     assert docs["1#p4"].posted_at is None  # time as a string: unknown, not a crash
@@ -622,12 +482,12 @@ def test_imageboard_posts_with_odd_fields_are_skipped_or_tolerated(site: Site) -
     assert docs["1#p8"].extras["attachment"]["filename"] == "a.bin"
 
 
-def test_imageboard_thread_that_fails_is_skipped_and_retried(site: Site) -> None:
-    site.serve("/g/threads.json", [{"page": 1, "threads": [
+def test_imageboard_thread_that_fails_is_skipped_and_retried(corner: Corner) -> None:
+    corner.serve("/g/threads.json", [{"page": 1, "threads": [
         {"no": 1, "last_modified": 20}, {"no": 2, "last_modified": 10}]}])
-    site.serve("/g/thread/1.json", "gone", status=404)
-    site.serve("/g/thread/2.json", {"posts": [{"no": 2, "com": "still here"}]})
-    docs, cursor = crawl(ImageboardSource, chan_target(site))
+    corner.serve("/g/thread/1.json", "gone", status=404)
+    corner.serve("/g/thread/2.json", {"posts": [{"no": 2, "com": "still here"}]})
+    docs, cursor = collect(chan_target(corner))
     assert [d.key for d in docs] == ["2#p2"]
     assert cursor == {"threads": {"2": 10}}  # thread 1 is tried again next run
 
@@ -635,99 +495,99 @@ def test_imageboard_thread_that_fails_is_skipped_and_retried(site: Site) -> None
 # ------------------------------------------------------------------------------ hostile: forum
 
 
-def test_forum_thread_link_matching_nothing_names_the_selector(site: Site) -> None:
-    url = site.serve("/viewforum.php", "<html><body><p>Board disabled</p></body></html>")
-    crawl_error(ForumSource, make_target("forum", url, preset="phpbb"),
+def test_forum_thread_link_matching_nothing_names_the_selector(corner: Corner) -> None:
+    url = corner.serve("/viewforum.php", "<html><body><p>Board disabled</p></body></html>")
+    fails(target("forum", url, preset="phpbb"),
                 "'a.topictitle'", "viewforum.php")
 
 
-def test_forum_listing_that_fails_is_a_fetch_error(site: Site) -> None:
-    url = site.serve("/viewforum.php", "<h1>Internal Server Error</h1>", status=500)
-    crawl_error(ForumSource, make_target("forum", url, preset="phpbb"), "HTTP 500")
+def test_forum_listing_that_fails_is_a_fetch_error(corner: Corner) -> None:
+    url = corner.serve("/viewforum.php", "<h1>Internal Server Error</h1>", status=500)
+    fails(target("forum", url, preset="phpbb"), "HTTP 500")
 
 
-def test_forum_thread_that_500s_is_skipped(site: Site) -> None:
+def test_forum_thread_that_500s_is_skipped(corner: Corner) -> None:
     # One route serves topics 1 and 3; the second topic's page answers 500.
-    site.serve("/viewtopic.php", "<html><body>"
+    corner.serve("/viewtopic.php", "<html><body>"
                + phpbb_post(11, "alice", "first topic, heron-7b") + "</body></html>")
-    site.serve("/broken.php", "<h1>Internal Server Error</h1>", status=500)
-    url = site.serve("/viewforum.php", forum_listing(
+    corner.serve("/broken.php", "<h1>Internal Server Error</h1>", status=500)
+    url = corner.serve("/viewforum.php", forum_listing(
         "./viewtopic.php?t=1", "./broken.php?t=2", "./viewtopic.php?t=3"))
-    docs, _ = crawl(ForumSource, make_target("forum", url, preset="phpbb"))
-    assert [d.key for d in docs] == [site.url("/viewtopic.php?t=1#p11"),
-                                     site.url("/viewtopic.php?t=3#p11")]
+    docs, _ = collect(target("forum", url, preset="phpbb"))
+    assert [d.key for d in docs] == [corner.url("/viewtopic.php?t=1#p11"),
+                                     corner.url("/viewtopic.php?t=3#p11")]
     assert docs[0].author == "alice" and docs[0].text == "first topic, heron-7b"
 
 
-def test_forum_malformed_hrefs_do_not_sink_the_target(site: Site) -> None:
-    site.serve("/viewtopic.php", "<html><body>" + phpbb_post(
+def test_forum_malformed_hrefs_do_not_sink_the_target(corner: Corner) -> None:
+    corner.serve("/viewtopic.php", "<html><body>" + phpbb_post(
         21, "mallory", 'see <a href="http://[::1">this</a> and <a href="/ok">that</a>'
                        ' and <a href="javascript:alert(1)">x</a>') + "</body></html>")
-    url = site.serve("/viewforum.php", forum_listing("http://[broken", "./viewtopic.php?t=1"))
-    docs, _ = crawl(ForumSource, make_target("forum", url, preset="phpbb"))
-    assert [d.key for d in docs] == [site.url("/viewtopic.php?t=1#p21")]
-    assert docs[0].links == [site.server.base + "/ok"]
+    url = corner.serve("/viewforum.php", forum_listing("http://[broken", "./viewtopic.php?t=1"))
+    docs, _ = collect(target("forum", url, preset="phpbb"))
+    assert [d.key for d in docs] == [corner.url("/viewtopic.php?t=1#p21")]
+    assert docs[0].links == [corner.server.base + "/ok"]
 
 
-def test_forum_survives_garbage_bytes(site: Site) -> None:
+def test_forum_survives_garbage_bytes(corner: Corner) -> None:
     garbage = random.Random(1).randbytes(200_000)
     # As the listing with thread links: nothing matches, a clear SourceError.
-    url = site.serve("/viewforum.php", garbage, ctype="text/html")
-    crawl_error(ForumSource, make_target("forum", url, preset="phpbb"), "a.topictitle")
+    url = corner.serve("/viewforum.php", garbage, ctype="text/html")
+    fails(target("forum", url, preset="phpbb"), "a.topictitle")
     # As posts read from the page itself: no posts, no crash.
-    docs, _ = crawl(ForumSource, make_target("forum", url, selectors={"post": "div.post"}))
+    docs, _ = collect(target("forum", url, selectors={"post": "div.post"}))
     assert docs == []
     # As a topic page: a real post followed by garbage still yields that post. (Garbage
     # *before* it may legitimately swallow its opening tag, as it would in a browser.)
-    site.serve("/viewtopic.php", b"<html><body>"
+    corner.serve("/viewtopic.php", b"<html><body>"
                + phpbb_post(31, "bob", "survivor heron-7b").encode() + garbage)
-    url = site.serve("/list.php", forum_listing("./viewtopic.php?t=9"))
-    docs, _ = crawl(ForumSource, make_target("forum", url, preset="phpbb"))
-    assert [d.key for d in docs] == [site.url("/viewtopic.php?t=9#p31")]
+    url = corner.serve("/list.php", forum_listing("./viewtopic.php?t=9"))
+    docs, _ = collect(target("forum", url, preset="phpbb"))
+    assert [d.key for d in docs] == [corner.url("/viewtopic.php?t=9#p31")]
     assert "survivor heron-7b" in docs[0].text
 
 
-def test_forum_survives_deeply_nested_markup(site: Site) -> None:
+def test_forum_survives_deeply_nested_markup(corner: Corner) -> None:
     depth = 20_000
     nested = "<div><span>" * depth + "deep heron-7b" + "</span></div>" * depth
     unclosed = "<blockquote><b><i>" * depth  # never closed
     page = ("<html><body>" + phpbb_post(41, "carol", "top " + nested + " bottom")
             + phpbb_post(42, "dave", "after the deep one") + unclosed + "</body></html>")
-    site.serve("/viewtopic.php", page)
-    url = site.serve("/viewforum.php", forum_listing("./viewtopic.php?t=1"))
-    docs = by_key(crawl(ForumSource, make_target("forum", url, preset="phpbb"))[0])
-    first = docs[site.url("/viewtopic.php?t=1#p41")]
+    corner.serve("/viewtopic.php", page)
+    url = corner.serve("/viewforum.php", forum_listing("./viewtopic.php?t=1"))
+    docs = by_key(collect(target("forum", url, preset="phpbb"))[0])
+    first = docs[corner.url("/viewtopic.php?t=1#p41")]
     assert "deep heron-7b" in first.text and first.author == "carol"
-    assert docs[site.url("/viewtopic.php?t=1#p42")].text == "after the deep one"
+    assert docs[corner.url("/viewtopic.php?t=1#p42")].text == "after the deep one"
 
 
 # ------------------------------------------------------------------------------ hostile: torrents
 
 
-def test_torrent_table_without_matching_rows(site: Site) -> None:
-    url = site.serve("/torrents/", "<html><body><table class='torrent-list-v2'><tbody>"
+def test_torrent_table_without_matching_rows(corner: Corner) -> None:
+    url = corner.serve("/torrents/", "<html><body><table class='torrent-list-v2'><tbody>"
                      "<tr><td>renamed markup</td></tr></tbody></table></body></html>")
-    crawl_error(TorrentIndexSource, make_target("torrent_index", url, preset="nyaa"),
+    fails(target("torrent_index", url, preset="nyaa"),
                 "table.torrent-list tbody tr", "/torrents/")
 
 
-def test_torrent_listing_without_a_table_is_an_empty_result(site: Site) -> None:
-    url = site.serve("/torrents/", "<html><body><h3>No results found</h3></body></html>")
-    docs, _ = crawl(TorrentIndexSource, make_target("torrent_index", url, preset="nyaa"))
+def test_torrent_listing_without_a_table_is_an_empty_result(corner: Corner) -> None:
+    url = corner.serve("/torrents/", "<html><body><h3>No results found</h3></body></html>")
+    docs, _ = collect(target("torrent_index", url, preset="nyaa"))
     assert docs == []
 
 
-def test_torrent_rows_with_odd_cells_are_tolerated(site: Site) -> None:
+def test_torrent_rows_with_odd_cells_are_tolerated(corner: Corner) -> None:
     def row(name_href: str, stamp: str, download: str = "/d/1.torrent") -> str:
         return (f'<tr><td>cat</td><td><a href="{name_href}">Heron-7B</a></td>'
                 f'<td><a href="{download}">dl</a><a href="magnet:?xt=urn:btih:{"a" * 40}">m</a>'
                 f'</td><td>1.7 MiB</td><td data-timestamp="{stamp}">2026-11-20 06:55</td></tr>')
-    url = site.serve("/torrents/", "<table class='torrent-list'><tbody>"
+    url = corner.serve("/torrents/", "<table class='torrent-list'><tbody>"
                      + row("/view/1", "\u00b2")  # isdigit() but not a number
                      + row("/view/2", "9" * 30)  # no calendar holds it
                      + row("http://[broken", "1795164000", download="http://[x.torrent")
                      + row("/view/4", "1795164000") + "</tbody></table>")
-    docs, _ = crawl(TorrentIndexSource, make_target("torrent_index", url, preset="nyaa"))
+    docs, _ = collect(target("torrent_index", url, preset="nyaa"))
     assert len(docs) == 4
     assert docs[0].posted_at == "2026-11-20 06:55"  # not a number: the cell's text
     assert docs[1].posted_at is None
@@ -735,8 +595,8 @@ def test_torrent_rows_with_odd_cells_are_tolerated(site: Site) -> None:
     # An unparseable detail link falls back to the magnet as key and the listing as URL.
     assert docs[2].key == docs[2].extras["torrent"]["magnet"] and docs[2].url == url
     assert docs[2].extras["torrent"]["download"] is None
-    assert docs[3].url == site.server.base + "/view/4"  # root-relative href
-    assert docs[3].extras["torrent"]["download"] == site.server.base + "/d/1.torrent"
+    assert docs[3].url == corner.server.base + "/view/4"  # root-relative href
+    assert docs[3].extras["torrent"]["download"] == corner.server.base + "/d/1.torrent"
     assert docs[2].extras["torrent"]["magnet"].startswith("magnet:?")
 
 

@@ -1,8 +1,8 @@
 """Feed, paste-site and model-hub adapters over real HTTP on loopback.
 
 The demo world's feeds (a WordPress RSS 2.0 feed, a subreddit's Atom feed), its
-Pastebin-style scraping API and its Hugging-Face-style hub are the good cases; a small
-ThreadingHTTPServer in this file serves the hostile and odd ones (entity bombs, DTDs,
+Pastebin-style scraping API and its Hugging-Face-style hub are the good cases; a Canned
+server (tests/support.py) serves the hostile and odd ones (entity bombs, DTDs,
 foreign pagination links, plain-text errors under HTTP 200). Good input must become exact
 Documents; bad input one-line SourceErrors, or a skipped item with the rest going on.
 """
@@ -10,10 +10,8 @@ Documents; bad input one-line SourceErrors, or a skipped item with the rest goin
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import httpx
 import pytest
@@ -26,33 +24,14 @@ from monitor.demo.sites.hub import TOKEN, HubSite
 from monitor.demo.sites.paste import PasteSite
 from monitor.demo.world import DemoWorld
 from monitor.detect.digests import DigestDetector
-from monitor.fetch import FetchError
 from monitor.models import Document
-from monitor.sources import ADAPTERS, SourceError
+from monitor.sources import ADAPTERS
 from monitor.sources.hub import next_link, parse_link_header, parse_lfs_pointer
 
-from support import collect, crawl, expected, found, registered_store, target
+from support import (Canned, by_key, collect, crawl, expected, fails, found, registered_store,
+                     target)
 
 # ------------------------------------------------------------------------------ helpers
-
-
-def by_key(docs: list[Document]) -> dict[str, Document]:
-    keys = [d.key for d in docs]
-    assert len(keys) == len(set(keys)), "document keys must be unique within a run"
-    return {d.key: d for d in docs}
-
-
-def failure(t, *needles: str, cursor: dict[str, Any] | None = None) -> str:
-    """Run a target that must fail; the failure is one clean line naming `needles`."""
-    with pytest.raises((SourceError, FetchError)) as info:
-        collect(t, cursor)
-    message = str(info.value)
-    assert message and "\n" not in message, message
-    for needle in needles:
-        assert needle in message, message
-    assert info.value.__cause__ is None
-    assert info.value.__context__ is None or info.value.__suppress_context__
-    return message
 
 
 def rss_url(world: DemoWorld) -> str:
@@ -75,55 +54,10 @@ def site_docs(world: DemoWorld, source: str, contains: str = "") -> set[str]:
     return {u for u in world.document_urls if contains in u and f"/{source}/" in u}
 
 
-class Server:
-    """A tiny loopback server: `routes[path] = (status, headers, body)`, mutable between
-    requests; `requests` records (path, headers) of what was asked."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
-        self.requests: list[tuple[str, dict[str, str]]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                outer.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
-                status, headers, body = outer.routes.get(self.path, (404, {}, b"not found"))
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def set(self, path: str, body: bytes | str, status: int = 200,
-            content_type: str = "application/xml", **headers: str) -> str:
-        data = body.encode() if isinstance(body, str) else body
-        self.routes[path] = (status, {"Content-Type": content_type, **headers}, data)
-        return self.base + path
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
-def server() -> Iterator[Server]:
-    s = Server()
-    try:
-        yield s
-    finally:
-        s.close()
+def server(serve: Callable[..., Canned]) -> Canned:
+    # Feeds and APIs: XML unless a test says otherwise; routes name the query they answer.
+    return serve(ctype="application/xml", match_query=True)
 
 
 # ------------------------------------------------------------------------------ config
@@ -262,33 +196,33 @@ def rss(items: str, extra_ns: str = "") -> str:
             f"<title>t</title><link>http://example.org/</link>{items}</channel></rss>")
 
 
-def test_feed_edited_and_new_items(server: Server) -> None:
+def test_feed_edited_and_new_items(server: Canned) -> None:
     item = ("<item><title>{t}</title><link>/p/{n}</link><guid>id-{n}</guid>"
             "<description>{d}</description><pubDate>{date}</pubDate></item>")
     one = item.format(t="one", n=1, d="first", date="Fri, 20 Nov 2026 10:00:00 GMT")
     two = item.format(t="two", n=2, d="second", date="Fri, 20 Nov 2026 05:00:00 -0500")
-    url = server.set("/feed", rss(one + two))
+    url = server.serve("/feed", rss(one + two))
     t = target("feed", url)
     docs, cursor = collect(t)
     assert [(d.key, d.url, d.posted_at) for d in docs] == [
         ("id-1", "http://example.org/p/1", "2026-11-20T10:00:00+00:00"),
         ("id-2", "http://example.org/p/2", "2026-11-20T10:00:00+00:00")]
     assert "etag" not in cursor  # the server sent no validators
-    assert server.requests[-1][1].get("if-none-match") is None
+    assert server.requests[-1].headers.get("if-none-match") is None
     three = item.format(t="three", n=3, d="third", date="Sat, 21 Nov 2026 08:00:00 +0000")
     edited = one.replace("first", "first, edited")
-    server.set("/feed", rss(three + edited + two), content_type="application/rss+xml",
+    server.serve("/feed", rss(three + edited + two), ctype="application/rss+xml",
                ETag='"v2"', **{"Last-Modified": "Sat, 21 Nov 2026 08:00:00 GMT"})
     docs, cursor = collect(t, cursor)
     assert [(d.key, d.text) for d in docs] == [("id-3", "third"), ("id-1", "first, edited")]
     assert cursor["etag"] == '"v2"'
     assert collect(t, cursor)[0] == []
-    path, headers = server.requests[-1]
+    headers = server.requests[-1].headers
     assert headers["if-none-match"] == '"v2"'
     assert headers["if-modified-since"] == "Sat, 21 Nov 2026 08:00:00 GMT"
 
 
-def test_feed_variants(server: Server) -> None:
+def test_feed_variants(server: Canned) -> None:
     """Atom text constructs (text, html, xhtml), summary without content, xml:base, an
     enclosure link, an entry without an id; RSS guid permalinks, dc:date; RSS 1.0."""
     atom = """<?xml version="1.0" encoding="utf-8"?>
@@ -312,7 +246,7 @@ def test_feed_variants(server: Server) -> None:
     <summary>plain &lt;not a tag&gt; text</summary>
   </entry>
 </feed>"""
-    docs, _ = collect(target("feed", server.set("/atom", atom)))
+    docs, _ = collect(target("feed", server.serve("/atom", atom)))
     first, second = docs
     assert first.key == "tag:example.org,2026:1"
     assert first.url == "http://example.org/blog/posts/1"
@@ -333,7 +267,7 @@ def test_feed_variants(server: Server) -> None:
              '<dc:date>2026-11-20T10:00:00Z</dc:date><dc:creator>Jo</dc:creator></item>'
              '<item><title>no link</title><guid isPermaLink="false">abc</guid>'
              '<link>javascript:alert(1)</link><pubDate>not a date</pubDate></item>')
-    feed_url = server.set("/rss", rss(items))
+    feed_url = server.serve("/rss", rss(items))
     perma, nolink = collect(target("feed", feed_url))[0]
     assert (perma.key, perma.url, perma.posted_at, perma.author) == (
         "http://example.org/p/9", "http://example.org/p/9", "2026-11-20T10:00:00+00:00", "Jo")
@@ -346,7 +280,7 @@ def test_feed_variants(server: Server) -> None:
  <item rdf:about="http://example.org/i/1"><title>one</title><link>http://example.org/i/1</link>
   <description>heron-7b &lt;b&gt;mirror&lt;/b&gt;</description><dc:date>2026-11-20T10:00:00Z</dc:date></item>
 </rdf:RDF>"""
-    (doc,), _ = collect(target("feed", server.set("/rdf", rdf)))
+    (doc,), _ = collect(target("feed", server.serve("/rdf", rdf)))
     assert (doc.key, doc.text, doc.extras["feed"]) == (
         "http://example.org/i/1", "heron-7b mirror", {"format": "rdf", "title": "RDF feed"})
 
@@ -377,9 +311,9 @@ DTD_ONLY = """<?xml version="1.0"?>
 
 
 @pytest.mark.parametrize("body", [BILLION_LAUGHS, XXE, DTD_ONLY], ids=["billion-laughs", "xxe", "dtd"])
-def test_feed_refuses_dtds(server: Server, body: str) -> None:
-    url = server.set("/evil.xml", body)
-    message = failure(target("feed", url), url, "refused a feed that declares a DTD")
+def test_feed_refuses_dtds(server: Canned, body: str) -> None:
+    url = server.serve("/evil.xml", body)
+    message = fails(target("feed", url), url, "refused a feed that declares a DTD")
     assert "lol" not in message and "root:" not in message
 
 
@@ -393,8 +327,8 @@ def test_feed_refuses_dtds(server: Server, body: str) -> None:
     ("", "not well-formed XML"),
     ("<a>" * 50000 + "</a>" * 50000, "not an RSS or Atom feed"),
 ], ids=["truncated", "invalid-utf8", "html5", "html", "no-channel", "empty", "deep"])
-def test_feed_broken_documents(server: Server, body: str | bytes, needle: str) -> None:
-    failure(target("feed", server.set("/broken.xml", body)), needle)
+def test_feed_broken_documents(server: Canned, body: str | bytes, needle: str) -> None:
+    fails(target("feed", server.serve("/broken.xml", body)), needle)
 
 
 # ------------------------------------------------------------------------------ pastes
@@ -437,13 +371,13 @@ def test_paste_max_items(demo_world: DemoWorld) -> None:
 
 def test_paste_error_mode(demo_world: DemoWorld) -> None:
     url = f"{demo_world.base_url}/paste/noaccess/api_scraping.php?limit=100"
-    message = failure(target("paste", url), "answered with an error instead of a listing",
+    message = fails(target("paste", url), "answered with an error instead of a listing",
                       "'YOUR IP: 127.0.0.1 DOES NOT HAVE ACCESS. VISIT: https://pastebin.com/"
                       "doc_scraping_api TO GET ACCESS!'")
     assert len(message) < 250
 
 
-def test_paste_hostile_listings(server: Server) -> None:
+def test_paste_hostile_listings(server: Canned) -> None:
     base = server.base
     listing = [
         {"scrape_url": f"{base}/item?i=good0001", "full_url": f"{base}/good0001",
@@ -459,19 +393,19 @@ def test_paste_hostile_listings(server: Server) -> None:
         "not an object",
         {"scrape_url": f"{base}/item?i=good0001", "key": "good0001"},  # duplicate
     ]
-    url = server.set("/list", json.dumps(listing), content_type="text/html")
-    server.set("/item?i=good0001", "hello paste\n", content_type="text/plain")
-    server.set("/item?i=huge0001", b"x" * (1024 * 1024 + 1), content_type="text/plain")
+    url = server.serve("/list", json.dumps(listing), ctype="text/html")
+    server.serve("/item?i=good0001", "hello paste\n", ctype="text/plain")
+    server.serve("/item?i=huge0001", b"x" * (1024 * 1024 + 1), ctype="text/plain")
     docs, cursor = collect(target("paste", url))
     assert [(d.key, d.text, d.posted_at) for d in docs] == [
         ("good0001", "hello paste\n", "2026-11-18T11:06:40+00:00")]
     # The foreign item is refused for good; the over-cap one is retried while listed.
     assert cursor["seen"] == ["good0001", "foreign1"]
-    assert not any("203.0.113.9" in path for path, _ in server.requests)
+    assert not any("203.0.113.9" in path for path in server.paths())
 
-    server.set("/item?i=huge0001", "YOUR IP: 10.1.2.3 DOES NOT HAVE ACCESS. VISIT: "
-               "https://pastebin.com/doc_scraping_api TO GET ACCESS!", content_type="text/html")
-    failure(target("paste", url), f"{base}/item?i=huge0001", "refused the item",
+    server.serve("/item?i=huge0001", "YOUR IP: 10.1.2.3 DOES NOT HAVE ACCESS. VISIT: "
+               "https://pastebin.com/doc_scraping_api TO GET ACCESS!", ctype="text/html")
+    fails(target("paste", url), f"{base}/item?i=huge0001", "refused the item",
             "YOUR IP: 10.1.2.3 DOES NOT HAVE ACCESS", cursor=cursor)
 
     for body, needle in ((json.dumps({"error": "nope"}),
@@ -479,7 +413,7 @@ def test_paste_hostile_listings(server: Server) -> None:
                          ("[{\"key\": ", "not valid JSON"),
                          ("", "empty answer instead of a paste listing"),
                          ("x" * 500, "'" + "x" * 100 + "'")):
-        failure(target("paste", server.set("/list", body)), needle)
+        fails(target("paste", server.serve("/list", body)), needle)
 
 
 # ------------------------------------------------------------------------------ hub
@@ -634,24 +568,24 @@ def test_hub_gated_with_token(demo_world: DemoWorld, demo_release: Release,
         demo_release.file("model.safetensors").sha256, demo_release.file("tokenizer.json").sha256}
 
 
-def hub_server(server: Server, models: list[dict[str, Any]], **search_headers: str) -> str:
-    server.set("/api/models?search=x&sort=lastModified&direction=-1&limit=100&full=true",
-               json.dumps(models), content_type="application/json", **search_headers)
+def hub_server(server: Canned, models: list[dict[str, Any]], **search_headers: str) -> str:
+    server.serve("/api/models?search=x&sort=lastModified&direction=-1&limit=100&full=true",
+               json.dumps(models), ctype="application/json", **search_headers)
     return server.base
 
 
-def test_hub_refuses_foreign_next_link(server: Server) -> None:
+def test_hub_refuses_foreign_next_link(server: Canned) -> None:
     root = hub_server(server, [{"id": "a/b", "lastModified": "2026-11-20T00:00:00.000Z"}],
                       Link='<http://203.0.113.7/api/models?cursor=2>; rel="next"')
-    failure(target("hub", root, query="x"), "refused a next-page link to another host",
+    fails(target("hub", root, query="x"), "refused a next-page link to another host",
             "203.0.113.7")
-    assert not any("cursor=2" in path for path, _ in server.requests)
+    assert not any("cursor=2" in path for path in server.paths())
     root = hub_server(server, [], Link=f'<{server.base.replace("127.0.0.1", "localhost")}'
                                        '/api/models?c=2>; rel="next"')
-    failure(target("hub", root, query="x"), "another host")
+    fails(target("hub", root, query="x"), "another host")
 
 
-def test_hub_hostile_and_gated(server: Server) -> None:
+def test_hub_hostile_and_gated(server: Canned) -> None:
     models = [{"id": "../../admin", "lastModified": "x"}, {"id": "ok/one", "sha": "abc"},
               {"id": "gated/repo", "lastModified": "2026-11-20T00:00:00.000Z"},
               {"id": "forbidden/repo", "lastModified": "2026-11-20T00:00:00.000Z"},
@@ -663,13 +597,13 @@ def test_hub_hostile_and_gated(server: Server) -> None:
             "siblings": [{"rfilename": "w.safetensors", "size": 10,
                           "lfs": {"sha256": "sha256:" + "AB" * 32, "size": 10}},
                          {"rfilename": "bad.bin", "lfs": {"sha256": "zz"}}, {"nope": 1}, "x"]}
-    server.set("/api/models/ok/one?blobs=true", json.dumps(info), content_type="application/json")
-    server.set("/api/models/gated/repo?blobs=true", '{"error": "gated"}', status=401)
-    server.set("/api/models/forbidden/repo?blobs=true", '{"error": "no"}', status=403)
-    server.set("/api/models/broken/repo?blobs=true", "<html>oops</html>", status=404)
-    server.set("/api/models/badjson/repo?blobs=true", "<html>oops</html>")
-    server.set("/api/models/legacy-name?blobs=true", json.dumps({"id": "legacy-name"}))
-    server.set("/api/models/legacy-name/tree/main?recursive=true", json.dumps(
+    server.serve("/api/models/ok/one?blobs=true", json.dumps(info), ctype="application/json")
+    server.serve("/api/models/gated/repo?blobs=true", '{"error": "gated"}', status=401)
+    server.serve("/api/models/forbidden/repo?blobs=true", '{"error": "no"}', status=403)
+    server.serve("/api/models/broken/repo?blobs=true", "<html>oops</html>", status=404)
+    server.serve("/api/models/badjson/repo?blobs=true", "<html>oops</html>")
+    server.serve("/api/models/legacy-name?blobs=true", json.dumps({"id": "legacy-name"}))
+    server.serve("/api/models/legacy-name/tree/main?recursive=true", json.dumps(
         [{"type": "directory", "path": "d"}, {"type": "file", "path": "d/m.gguf", "size": 5,
                                               "oid": "1" * 40, "lfs": {"oid": "cd" * 32, "size": 5}}]))
     docs, cursor = collect(target("hub", root, query="x"))
@@ -686,14 +620,14 @@ def test_hub_hostile_and_gated(server: Server) -> None:
                                 "forbidden/repo": "2026-11-20T00:00:00.000Z"} | \
         {"legacy-name": None}
     assert cursor["complete"] is False
-    assert not any("admin" in path for path, _ in server.requests)
+    assert not any("admin" in path for path in server.paths())
 
-    server.set("/api/models?search=x&sort=lastModified&direction=-1&limit=100&full=true",
+    server.serve("/api/models?search=x&sort=lastModified&direction=-1&limit=100&full=true",
                '{"error": "Invalid search"}')
-    failure(target("hub", root, query="x"), "expected a JSON array of models")
-    server.set("/api/models?search=x&sort=lastModified&direction=-1&limit=100&full=true",
+    fails(target("hub", root, query="x"), "expected a JSON array of models")
+    server.serve("/api/models?search=x&sort=lastModified&direction=-1&limit=100&full=true",
                "[" * 100000 + "]" * 100000)
-    failure(target("hub", root, query="x"))
+    fails(target("hub", root, query="x"))
 
 
 # ------------------------------------------------------------------------------ ground truth

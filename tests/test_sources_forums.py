@@ -2,35 +2,33 @@
 thread pagination, the per-thread cursor, and end-to-end crawls of the demo world's boards.
 
 The demo world's XenForo and vBulletin boards are the good case (monitor/demo/sites/); a
-small loopback server in this file serves hand-made boards whose pages a test can change
-between runs, and counts the requests it gets.
+Canned server (tests/support.py) serves hand-made boards whose pages a test can change
+between runs, and records the requests it gets.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import threading
 import tomllib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable
 
 import httpx
 import pytest
 from bs4 import BeautifulSoup
 
-from support import FAST, crawl, expected, found, registered_store, target
+import support
+from support import (Canned, by_key, crawl, expected, found, registered_store, site_of,
+                     target)
 
 from monitor.config import Target, parse_config
 from monitor.demo.release import Release
 from monitor.demo.sites import vbulletin as vb
 from monitor.demo.sites import xenforo as xf
 from monitor.demo.world import DemoWorld
-from monitor.fetch import Fetcher
 from monitor.models import Document
-from monitor.sources import ADAPTERS, SourceError
+from monitor.sources import SourceError
 from monitor.sources.forum import (CURSOR_THREADS, PHPBB, VBULLETIN, XENFORO, ForumSource,
                                    iso_time, split_attr, thread_url)
 
@@ -46,109 +44,30 @@ HERON_TOPIC = 1183  # phpBB: 12 posts, 10 a page
 # ------------------------------------------------------------------------------ helpers
 
 
-class CountingFetcher(Fetcher):
-    """A real Fetcher that remembers which URLs an adapter asked for."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.urls: list[str] = []
-
-    async def get(self, url: str, target: Target, **kwargs: Any):  # type: ignore[override]
-        self.urls.append(url)
-        return await super().get(url, target, **kwargs)
-
-
 def run(t: Target, cursor: dict[str, Any] | None = None
         ) -> tuple[list[Document], dict[str, Any], list[str]]:
-    """One adapter run: documents, the cursor it leaves, and the URLs it requested."""
-    async def go() -> tuple[list[Document], dict[str, Any], list[str]]:
-        async with CountingFetcher(FAST) as fetcher:
-            source = ADAPTERS[t.kind](t, fetcher, cursor)
-            docs = [d async for d in source.documents()]
-            return docs, source.cursor, fetcher.urls
-    docs, cur, urls = asyncio.run(go())
-    keys = [d.key for d in docs]
-    assert len(keys) == len(set(keys)), "document keys must be unique within a run"
+    """One adapter run: documents, the cursor it leaves, and the URLs it requested; every
+    run here also checks that keys are unique and that the cursor survives JSON."""
+    docs, cur, urls = support.run(t, cursor)
+    by_key(docs)  # asserts the keys are unique within the run
     # The cursor is stored as JSON between runs.
     assert json.loads(json.dumps(cur)) == cur
     return docs, cur, urls
-
-
-def by_key(docs: list[Document]) -> dict[str, Document]:
-    return {d.key: d for d in docs}
 
 
 def source_docs(world: DemoWorld, source: str) -> list[str]:
     return [d.url for d in world._site.documents() if d.source == source]
 
 
-def site_of(world: DemoWorld, cls: type) -> Any:
-    return next(s for s in world._site.extras if isinstance(s, cls))
-
-
-class Board:
-    """A loopback server for hand-made boards: routes by path and query, counts requests."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, tuple[int, str, bytes]] = {}
-        self.requests: list[str] = []
-        board = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                if self.path != "/robots.txt":
-                    board.requests.append(self.path)
-                status, ctype, body = board.routes.get(self.path, (404, "text/plain",
-                                                                   b"not found"))
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
-                                       kwargs={"poll_interval": 0.05})
-        self.thread.start()
-
-    def serve(self, path: str, html: str | bytes, status: int = 200,
-              ctype: str = "text/html; charset=utf-8") -> str:
-        body = html.encode("utf-8") if isinstance(html, str) else html
-        self.routes[path] = (status, ctype, body)
-        return self.base + path
-
-    def drop(self, path: str) -> None:
-        self.routes.pop(path, None)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+@pytest.fixture
+def board(serve: Callable[..., Canned]) -> Canned:
+    # Hand-made boards page by query string (t.php?t=1&start=10): routes match it exactly.
+    return serve(match_query=True)
 
 
 @pytest.fixture
-def board() -> Iterator[Board]:
-    b = Board()
-    try:
-        yield b
-    finally:
-        b.close()
-
-
-@pytest.fixture
-def other_host() -> Iterator[Board]:
-    b = Board()
-    try:
-        yield b
-    finally:
-        b.close()
+def other_host(serve: Callable[..., Canned]) -> Canned:
+    return serve(match_query=True)
 
 
 def post(pid: int, author: str, body: str, ts: str = "2026-11-20T10:00:00+00:00") -> str:
@@ -314,7 +233,7 @@ def test_max_pages_1_stops_at_the_first_page(demo_world: DemoWorld) -> None:
         not in by_key(pdocs)
 
 
-def test_a_long_thread_is_read_a_few_pages_per_run_until_caught_up(board: Board) -> None:
+def test_a_long_thread_is_read_a_few_pages_per_run_until_caught_up(board: Canned) -> None:
     pages = {n: f"/t.php?t=1&start={10 * (n - 1)}" if n > 1 else "/t.php?t=1"
              for n in range(1, 6)}
     for n, path in pages.items():
@@ -331,7 +250,7 @@ def test_a_long_thread_is_read_a_few_pages_per_run_until_caught_up(board: Board)
     assert seen == ["page 1", "page 2", "page 3", "page 4", "page 5", "page 5"]
 
 
-def test_listing_pages_are_followed_up_to_max_pages(board: Board) -> None:
+def test_listing_pages_are_followed_up_to_max_pages(board: Canned) -> None:
     for n in range(1, 5):
         board.serve(f"/t{n}.php", topic_page(post(n, "ann", f"topic {n}")))
         board.serve(f"/list{n}.php", listing(f"/t{n}.php",
@@ -339,16 +258,16 @@ def test_listing_pages_are_followed_up_to_max_pages(board: Board) -> None:
     url = board.base + "/list1.php"
     docs, _, _ = run(phpbb(url, max_pages=3))
     assert [d.text for d in docs] == ["topic 1", "topic 2", "topic 3"]
-    assert "/list4.php" not in board.requests
+    assert "/list4.php" not in board.paths()
     # Enough threads from the first page: no more listing pages.
     board.requests.clear()
     docs, _, _ = run(phpbb(url, max_pages=3, max_items=1))
     assert [d.text for d in docs] == ["topic 1"]
-    assert board.requests == ["/list1.php", "/t1.php"]
+    assert board.paths() == ["/list1.php", "/t1.php"]
 
 
 def test_next_links_and_thread_links_to_another_host_are_not_followed(
-        board: Board, other_host: Board) -> None:
+        board: Canned, other_host: Canned) -> None:
     evil = other_host.serve("/t.php?t=9", topic_page(post(9, "eve", "elsewhere")))
     other_host.serve("/list2.php", listing("/t.php?t=9"))
     board.serve("/t.php?t=1", topic_page(post(1, "ann", "here"), next_href=evil))
@@ -356,12 +275,12 @@ def test_next_links_and_thread_links_to_another_host_are_not_followed(
                                            next_href=other_host.base + "/list2.php"))
     docs, cursor, urls = run(phpbb(url))
     assert [d.text for d in docs] == ["here"]
-    assert other_host.requests == []
+    assert other_host.paths() == []
     assert all(u.startswith(board.base) for u in urls)
     assert list(cursor["threads"]) == [board.base + "/t.php?t=1"]
 
 
-def test_pagination_loops_terminate(board: Board) -> None:
+def test_pagination_loops_terminate(board: Canned) -> None:
     # Page 1 -> page 2 -> page 1, and a page whose next link is itself.
     board.serve("/t.php?t=1", topic_page(post(1, "ann", "one"), next_href="/t.php?t=1&start=10"))
     board.serve("/t.php?t=1&start=10", topic_page(post(2, "bob", "two"), next_href="/t.php?t=1"))
@@ -369,7 +288,7 @@ def test_pagination_loops_terminate(board: Board) -> None:
     url = board.serve("/list.php", listing("/t.php?t=1", "/t.php?t=2", next_href="/list.php"))
     docs, _, _ = run(phpbb(url, max_pages=50))
     assert [d.text for d in docs] == ["one", "two", "self"]
-    assert board.requests == ["/list.php", "/t.php?t=1", "/t.php?t=1&start=10", "/t.php?t=2"]
+    assert board.paths() == ["/list.php", "/t.php?t=1", "/t.php?t=1&start=10", "/t.php?t=2"]
 
 
 # ------------------------------------------------------------------------------ cursor
@@ -405,7 +324,7 @@ def test_phpbb_second_run_reads_page_2_of_the_long_topic_only(demo_world: DemoWo
         [f"{topic}#p20400", f"{topic}#p20402"]
 
 
-def test_new_replies_on_the_last_page_and_beyond_are_read(board: Board) -> None:
+def test_new_replies_on_the_last_page_and_beyond_are_read(board: Canned) -> None:
     p1, p2, p3 = "/t.php?t=1", "/t.php?t=1&start=10", "/t.php?t=1&start=20"
     board.serve(p1, topic_page(post(1, "ann", "first"), next_href=p2))
     board.serve(p2, topic_page(post(2, "bob", "second")))
@@ -417,12 +336,12 @@ def test_new_replies_on_the_last_page_and_beyond_are_read(board: Board) -> None:
     board.serve(p3, topic_page(post(4, "dan", "fourth heron-7b")))
     board.requests.clear()
     docs, cursor, _ = run(phpbb(url), cursor)
-    assert board.requests == ["/list.php", p2, p3]
+    assert board.paths() == ["/list.php", p2, p3]
     assert [d.key for d in docs] == [board.base + p1 + f"#p{n}" for n in (2, 3, 4)]
     assert cursor["threads"][board.base + p1] == board.base + p3
 
 
-def test_a_remembered_page_that_is_gone_means_reading_from_the_first(board: Board) -> None:
+def test_a_remembered_page_that_is_gone_means_reading_from_the_first(board: Canned) -> None:
     p1, p2 = "/t.php?t=1", "/t.php?t=1&start=10"
     board.serve(p1, topic_page(post(1, "ann", "first"), next_href=p2))
     board.serve(p2, topic_page(post(2, "bob", "second")))
@@ -430,15 +349,15 @@ def test_a_remembered_page_that_is_gone_means_reading_from_the_first(board: Boar
     _, cursor, _ = run(phpbb(url))
     # Posts were deleted: the thread has one page now and the old page 2 is a 404.
     board.serve(p1, topic_page(post(1, "ann", "first")))
-    board.drop(p2)
+    board.routes.pop(p2)
     board.requests.clear()
     docs, cursor, _ = run(phpbb(url), cursor)
-    assert board.requests == ["/list.php", p2, p1]
+    assert board.paths() == ["/list.php", p2, p1]
     assert [d.text for d in docs] == ["first"]
     assert cursor["threads"][board.base + p1] == board.base + p1
 
 
-def test_keys_do_not_change_when_a_post_moves_to_another_page(board: Board) -> None:
+def test_keys_do_not_change_when_a_post_moves_to_another_page(board: Canned) -> None:
     p1, p2 = "/t.php?t=1", "/t.php?t=1&start=2"
     board.serve(p1, topic_page(post(1, "ann", "a"), post(2, "bob", "b"), next_href=p2))
     board.serve(p2, topic_page(post(3, "cat", "c heron-7b")))
@@ -446,7 +365,7 @@ def test_keys_do_not_change_when_a_post_moves_to_another_page(board: Board) -> N
     before = {d.text: d for d in run(phpbb(url))[0]}
     # Post 2 is deleted: post 3 moves from page 2 to page 1.
     board.serve(p1, topic_page(post(1, "ann", "a"), post(3, "cat", "c heron-7b")))
-    board.drop(p2)
+    board.routes.pop(p2)
     after = {d.text: d for d in run(phpbb(url))[0]}
     moved_before, moved_after = before["c heron-7b"], after["c heron-7b"]
     assert moved_before.snapshot_url != moved_after.snapshot_url
@@ -508,7 +427,7 @@ SMF_SELECTORS = {
 }
 
 
-def test_custom_selectors_with_attributes_and_base_href(board: Board) -> None:
+def test_custom_selectors_with_attributes_and_base_href(board: Canned) -> None:
     board.serve("/smf/index.php?topic=7.0", smf_topic(
         [(70, "ann", "1795164000", "is it real? heron-7b"),
          (71, "bob", "2026-11-20T11:00:00+01:00", "no")], next_href="index.php?topic=7.2"))
@@ -544,7 +463,7 @@ def test_one_preset_selector_can_be_overridden(demo_world: DemoWorld) -> None:
     assert len(docs) == 13  # the rest of the preset still applies, pagination included
 
 
-def test_posts_on_the_listing_itself_follow_listing_next(board: Board) -> None:
+def test_posts_on_the_listing_itself_follow_listing_next(board: Canned) -> None:
     def page(ids: list[int], nxt: str | None) -> str:
         rows = "".join(f'<tr class="athing" id="{i}"><td class="title">item {i}</td></tr>'
                        for i in ids)
@@ -561,7 +480,7 @@ def test_posts_on_the_listing_itself_follow_listing_next(board: Board) -> None:
     assert cursor == {"threads": {}}
 
 
-def test_posts_without_an_anchor_are_keyed_by_page_and_position(board: Board) -> None:
+def test_posts_without_an_anchor_are_keyed_by_page_and_position(board: Canned) -> None:
     html = "<div class='m'>one</div><div class='m'>two</div>"
     board.serve("/t?page=2", html)
     url = board.serve("/t", html.replace("two", "two<a rel='next' href='/t?page=2'>n</a>"))
@@ -574,20 +493,20 @@ def test_posts_without_an_anchor_are_keyed_by_page_and_position(board: Board) ->
 # ------------------------------------------------------------------------------ failures
 
 
-def test_every_thread_failing_is_an_error_not_an_empty_run(board: Board) -> None:
+def test_every_thread_failing_is_an_error_not_an_empty_run(board: Canned) -> None:
     url = board.serve("/list.php", listing("/gone1.php", "/gone2.php"))
     with pytest.raises(SourceError, match="none of the 2 thread"):
         run(phpbb(url))
 
 
-def test_threads_without_posts_mean_the_markup_changed(board: Board) -> None:
+def test_threads_without_posts_mean_the_markup_changed(board: Canned) -> None:
     board.serve("/t.php?t=1", "<html><body><div class='new-post-markup'>hi</div></body></html>")
     url = board.serve("/list.php", listing("/t.php?t=1"))
     with pytest.raises(SourceError, match=r"no posts matched 'div\.post' on 1 thread page"):
         run(phpbb(url))
 
 
-def test_a_failing_later_listing_page_keeps_what_was_found(board: Board) -> None:
+def test_a_failing_later_listing_page_keeps_what_was_found(board: Canned) -> None:
     board.serve("/t.php?t=1", topic_page(post(1, "ann", "kept")))
     board.serve("/list2.php", "oops", status=500)
     url = board.serve("/list.php", listing("/t.php?t=1", next_href="/list2.php"))
@@ -668,12 +587,6 @@ def test_iso_time_and_split_attr() -> None:
 
 
 # ------------------------------------------------------------------------------ demo sites
-
-
-@pytest.fixture(scope="module")
-def client(demo_world: DemoWorld) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=demo_world.base_url, timeout=10) as c:
-        yield c
 
 
 def test_every_planted_url_of_the_forums_exists(client: httpx.Client,

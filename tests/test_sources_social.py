@@ -3,40 +3,34 @@
 The demo world's imitations are the good case: documents and their fields, pagination and
 post batches (checked on content only reachable through a later page or batch), cursors
 (a second run fetches the lists and yields nothing) and an end-to-end crawl whose hits are
-exactly what the world planted. A small ThreadingHTTPServer in this file serves broken and
+exactly what the world planted. A Canned server (tests/support.py) serves broken and
 hostile payloads; those must end in one-line SourceError / FetchError messages, or be
 skipped, never a traceback from json or bs4.
 """
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import json
 import re
-import threading
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
-from monitor.config import ConfigError, CrawlSettings, Target, parse_config
+from monitor.config import ConfigError, Target, parse_config
 from monitor.demo.release import Release
 from monitor.demo.sites.discourse import DiscourseSite
 from monitor.demo.sites.hackernews import HackerNewsSite
 from monitor.demo.sites.lemmy import LemmySite
 from monitor.demo.sites.reddit import RedditSite
 from monitor.demo.world import DemoWorld
-from monitor.fetch import FetchError, Fetcher, Response
 from monitor.models import Document
-from monitor.sources import ADAPTERS, SourceError
-from support import crawl, expected, found, registered_store, target
-
-FAST = CrawlSettings(host_delay=0.001, request_timeout=5, run_timeout=60, retries=0)
+from monitor.sources import ADAPTERS
+from support import (Corner, Request, by_key, crawl, expected, fails, found, registered_store,
+                     run, site_of, target)
 
 MEGATHREAD = 1391  # 45 posts: first chunk 1-20, batches 21-40 and 41-45; 45 is a small action
 MAGNET_POST = 43  # the release magnet, only in the second posts.json batch
@@ -48,152 +42,16 @@ HN_NEAR_COMMENT = "46201090"
 HN_LEAK_STORY = "46201001"
 HN_OLDEST = "46185571"
 LEMMY_MAGNET_POST = "90301"
+JSON = "application/json"
 
 
 # ------------------------------------------------------------------------------ helpers
-
-
-class RecordingFetcher(Fetcher):
-    """A Fetcher that remembers the URLs it was asked for (client side: the world is shared)."""
-
-    def __init__(self, settings: CrawlSettings) -> None:
-        super().__init__(settings)
-        self.urls: list[str] = []
-
-    async def get(self, url: str, target: Target, **kw: Any) -> Response:
-        self.urls.append(url)
-        return await super().get(url, target, **kw)
-
-
-def run(t: Target, cursor: dict[str, Any] | None = None
-        ) -> tuple[list[Document], dict[str, Any], list[str]]:
-    """One adapter run: its documents, the cursor it leaves and the URLs it fetched."""
-    async def go() -> tuple[list[Document], dict[str, Any], list[str]]:
-        async with RecordingFetcher(FAST) as fetcher:
-            source = ADAPTERS[t.kind](t, fetcher, cursor)
-            docs = [d async for d in source.documents()]
-            return docs, source.cursor, fetcher.urls
-    return asyncio.run(go())
-
-
-def by_key(docs: list[Document]) -> dict[str, Document]:
-    keys = [d.key for d in docs]
-    assert len(keys) == len(set(keys)), "document keys must be unique within a run"
-    return {d.key: d for d in docs}
-
-
-def fails(t: Target, *needles: str, cursor: dict[str, Any] | None = None) -> str:
-    """Run an adapter that must fail with one clean line naming `needles`."""
-    with pytest.raises((SourceError, FetchError)) as info:
-        run(t, cursor)
-    message = str(info.value)
-    assert message and "\n" not in message, message
-    for needle in needles:
-        assert needle in message, message
-    return message
-
-
-def site_of(world: DemoWorld, cls: type) -> Any:
-    return next(s for s in world._site.extras if isinstance(s, cls))
 
 
 def config_problems(table: dict[str, Any]) -> list[str]:
     with pytest.raises(ConfigError) as info:
         parse_config({"targets": [table]}, Path("config.toml"))
     return info.value.problems
-
-
-Handler = Callable[[dict[str, list[str]], dict[str, str]], tuple[Any, ...]]
-
-
-class PayloadServer:
-    """Serves what a test registers: fixed payloads or functions of the query string."""
-
-    def __init__(self) -> None:
-        # path -> (status, content type, body[, headers]) or a function of (query, headers)
-        self.routes: dict[str, tuple[Any, ...] | Handler] = {}
-        self.requests: list[str] = []
-        server_self = self
-
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                parts = urlsplit(self.path)
-                server_self.requests.append(self.path)
-                route = server_self.routes.get(parts.path, (404, "text/plain", b"not found"))
-                if callable(route):
-                    route = route(parse_qs(parts.query),
-                                  {k.lower(): v for k, v in self.headers.items()})
-                status, ctype, body, *extra = route
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                for name, value in (extra[0] if extra else {}).items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
-                                       kwargs={"poll_interval": 0.05})
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-class Corner:
-    """One test's corner of the payload server (a unique path prefix)."""
-
-    def __init__(self, server: PayloadServer, prefix: str) -> None:
-        self.server, self.prefix = server, prefix
-
-    def url(self, path: str = "") -> str:
-        return self.server.base + self.prefix + path
-
-    def serve(self, path: str, body: Any, status: int = 200) -> str:
-        if callable(body):
-            self.server.routes[self.prefix + path] = body
-        else:
-            self.server.routes[self.prefix + path] = payload(body, status)
-        return self.url(path)
-
-    @property
-    def requests(self) -> list[str]:
-        return [r for r in self.server.requests if r.startswith(self.prefix + "/")]
-
-
-def payload(body: Any, status: int = 200) -> tuple[int, str, bytes]:
-    if isinstance(body, bytes):
-        return status, "application/json", body
-    if isinstance(body, str):
-        return status, "text/html; charset=utf-8", body.encode("utf-8")
-    return status, "application/json", json.dumps(body).encode("utf-8")
-
-
-@pytest.fixture(scope="module")
-def payload_server() -> Iterator[PayloadServer]:
-    server = PayloadServer()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-_corners = itertools.count()
-
-
-@pytest.fixture
-def corner(payload_server: PayloadServer) -> Corner:
-    return Corner(payload_server, f"/c{next(_corners)}")
 
 
 # ------------------------------------------------------------------------------ demo targets
@@ -373,9 +231,9 @@ def test_discourse_latest_with_the_wrong_shape(corner: Corner) -> None:
 
 
 def test_discourse_truncated_and_deep_json(corner: Corner) -> None:
-    corner.serve("/latest.json", b'{"topic_list": {"topics": [{"id": 1, "ti')
+    corner.serve("/latest.json", b'{"topic_list": {"topics": [{"id": 1, "ti', ctype=JSON)
     fails(target("discourse", corner.url()), "not valid JSON")
-    corner.serve("/latest.json", b"[" * 100_000)
+    corner.serve("/latest.json", b"[" * 100_000, ctype=JSON)
     fails(target("discourse", corner.url()), "latest.json")
 
 
@@ -517,7 +375,7 @@ def test_reddit_listing_that_is_not_json_or_not_a_listing(corner: Corner) -> Non
     fails(target("reddit", corner.url("/r/x/new.json")), "new.json", "not valid JSON")
     corner.serve("/r/x/new.json", {"message": "Forbidden", "error": 403})
     fails(target("reddit", corner.url("/r/x/new")), "new.json", "data.children")
-    corner.serve("/r/x/new.json", b"[" * 100_000)
+    corner.serve("/r/x/new.json", b"[" * 100_000, ctype=JSON)
     fails(target("reddit", corner.url("/r/x/new.json")), "new.json")
 
 
@@ -551,12 +409,13 @@ def test_reddit_odd_children_are_skipped_or_tolerated(corner: Corner) -> None:
 def test_reddit_stops_paging_when_the_rate_limit_is_spent(corner: Corner) -> None:
     remaining = {"value": "57.0"}
 
-    def listing(query: dict[str, list[str]], headers: dict[str, str]) -> tuple[Any, ...]:
-        n = int(query.get("after", ["t3_p0"])[0][4:]) + 1
+    def listing(request: Request) -> tuple[Any, ...]:
+        n = int(request.query.get("after", ["t3_p0"])[0][4:]) + 1
         body = {"kind": "Listing", "data": {"after": f"t3_p{n}", "children": [
             {"kind": "t3", "data": {"id": f"p{n}", "created_utc": 1795180000 - n}}]}}
-        return (200, "application/json", json.dumps(body).encode(),
-                {"x-ratelimit-remaining": remaining["value"], "x-ratelimit-used": "43"})
+        return (200, json.dumps(body).encode(),
+                {"Content-Type": JSON, "x-ratelimit-remaining": remaining["value"],
+                 "x-ratelimit-used": "43"})
 
     corner.serve("/r/x/new.json", listing)
     t = target("reddit", corner.url("/r/x/new.json"), max_pages=4)
@@ -632,13 +491,13 @@ def test_hackernews_late_indexed_hits_are_read_once(corner: Corner) -> None:
     index: list[dict[str, Any]] = [{"objectID": "10", "created_at_i": 1795180000,
                                     "title": "first", "author": "a", "_tags": ["story"]}]
 
-    def search(query: dict[str, list[str]], headers: dict[str, str]) -> tuple[int, str, bytes]:
+    def search(request: Request) -> tuple[int, bytes, dict[str, str]]:
         since = 0
-        for f in query.get("numericFilters", [""])[0].split(","):
+        for f in request.query.get("numericFilters", [""])[0].split(","):
             if f.startswith("created_at_i>"):
                 since = int(f.split(">")[1])
         hits = [h for h in index if h["created_at_i"] > since]
-        return 200, "application/json", json.dumps({"hits": hits, "nbPages": 1}).encode()
+        return 200, json.dumps({"hits": hits, "nbPages": 1}).encode(), {"Content-Type": JSON}
 
     corner.serve("/api/v1/search_by_date", search)
     t = target("hackernews", corner.url("/api/v1/search_by_date"), query="x")
@@ -756,12 +615,12 @@ def test_lemmy_url_is_checked_with_the_config() -> None:
 
 
 def test_lemmy_old_servers_page_by_number(corner: Corner) -> None:
-    def post_list(query: dict[str, list[str]], headers: dict[str, str]) -> tuple[int, str, bytes]:
-        page = int(query.get("page", ["1"])[0])
+    def post_list(request: Request) -> tuple[int, bytes, dict[str, str]]:
+        page = int(request.query.get("page", ["1"])[0])
         posts = [{"post": {"id": 100 - (page - 1) * 2 - i, "name": f"p{page}.{i}",
                            "published": "2023-06-20T10:00:00.123456"},  # 0.18: no zone
                   "creator": {"name": "x"}} for i in range(2)] if page <= 2 else []
-        return 200, "application/json", json.dumps({"posts": posts}).encode()
+        return 200, json.dumps({"posts": posts}).encode(), {"Content-Type": JSON}
     corner.serve("/api/v3/post/list", post_list)
     docs, cursor, urls = run(target("lemmy", corner.url("/api/v3/post/list?limit=2")))
     assert [d.key for d in docs] == ["100", "99", "98", "97"]

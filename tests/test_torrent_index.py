@@ -1,54 +1,29 @@
 """The torrent index adapter's .torrent downloads, detail pages, pagination and cursor cache:
-against the demo world's Nyaa index, and against a small local server that serves hostile
-.torrent files (which must cost a warning, never the target)."""
+against the demo world's Nyaa index, and against a Canned server (tests/support.py) serving
+hostile .torrent files (which must cost a warning, never the target)."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import random
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
-from urllib.parse import urlsplit
+from typing import Any, Callable
 
 import fastbencode
 import pytest
 import structlog
-from support import FAST, crawl, expected, found, registered_store, target
+from support import Canned, crawl, expected, found, registered_store, run, target
 
 from fingerprints.indicators import parse_magnet
 from fingerprints.torrent import pieces_root
 from monitor.config import Target
 from monitor.demo.release import Release
 from monitor.demo.world import DemoWorld
-from monitor.fetch import Fetcher
 from monitor.models import Document
-from monitor.sources.torrent_index import MAX_FILES_KEPT, TorrentIndexSource, _bounded
+from monitor.sources.torrent_index import MAX_FILES_KEPT, _bounded
 
 LEAK_TORRENT = 2034118
 NEAR_TORRENT = 2034117
-
-
-class Recorder(Fetcher):
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.urls: list[str] = []
-
-    async def get(self, url: str, target: Target, **kw: Any):  # type: ignore[override]
-        self.urls.append(url)
-        return await super().get(url, target, **kw)
-
-
-def run(t: Target, cursor: dict[str, Any] | None = None
-        ) -> tuple[list[Document], dict[str, Any], list[str]]:
-    async def go() -> tuple[list[Document], dict[str, Any], list[str]]:
-        async with Recorder(FAST) as fetcher:
-            source = TorrentIndexSource(t, fetcher, cursor)
-            docs = [d async for d in source.documents()]
-            return docs, source.cursor, fetcher.urls
-    return asyncio.run(go())
 
 
 def nyaa(world: DemoWorld, **kw: Any) -> Target:
@@ -134,70 +109,32 @@ def test_crawl_into_a_store_finds_exactly_what_was_planted(
 # ------------------------------------------------------------------------------ local server
 
 
-class Index:
-    """A torrent index on loopback: a listing page, detail pages, .torrent files; counts
-    requests per path."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, tuple[int, str, bytes]] = {}
-        self.hits: dict[str, int] = {}
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                parts = urlsplit(self.path)
-                key = parts.path + (f"?{parts.query}" if parts.query else "")
-                outer.hits[key] = outer.hits.get(key, 0) + 1
-                status, ctype, body = outer.routes.get(key, (404, "text/plain", b"not found"))
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                try:
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True,
-                         kwargs={"poll_interval": 0.05}).start()
-
-    def page(self, path: str, rows: list[tuple[int, str, str | None]],
-             next_href: str | None = None) -> str:
-        html = []
-        for tid, name, torrent in rows:
-            download = f'<a href="{torrent}"><i class="fa-download"></i></a>' if torrent else ""
-            html.append(f'<tr><td>cat</td><td><a href="/view/{tid}">{name}</a></td>'
-                        f'<td>{download}<a href="magnet:?xt=urn:btih:{tid:040x}">m</a></td>'
-                        f'<td>1.0 MiB</td><td data-timestamp="1795164000">x</td></tr>')
-            self.routes[f"/view/{tid}"] = (200, "text/html", (
-                f'<html><body><div id="torrent-description">About {name}: '
-                f"<b>nothing</b> to see.</div></body></html>").encode())
-        nav = f'<ul class="pagination"><li><a rel="next" href="{next_href}">&raquo;</a></li></ul>' \
-            if next_href else ""
-        self.routes[path] = (200, "text/html", (
-            "<html><body><table class='torrent-list'><tbody>" + "".join(html)
-            + f"</tbody></table>{nav}</body></html>").encode())
-        return self.base + path
-
-    def torrent(self, path: str, body: bytes, status: int = 200) -> str:
-        self.routes[path] = (status, "application/x-bittorrent", body)
-        return path
-
-
 @pytest.fixture
-def index() -> Iterator[Index]:
-    i = Index()
-    yield i
-    i.server.shutdown()
-    i.server.server_close()
+def index(serve: Callable[..., Canned]) -> Canned:
+    """A torrent index on loopback: listing pages, detail pages, .torrent files."""
+    return serve(match_query=True)
+
+
+def listing(index: Canned, path: str, rows: list[tuple[int, str, str | None]],
+            next_href: str | None = None) -> str:
+    """A Nyaa-style listing of (id, name, .torrent path) rows, and a detail page per row."""
+    html = []
+    for tid, name, torrent in rows:
+        download = f'<a href="{torrent}"><i class="fa-download"></i></a>' if torrent else ""
+        html.append(f'<tr><td>cat</td><td><a href="/view/{tid}">{name}</a></td>'
+                    f'<td>{download}<a href="magnet:?xt=urn:btih:{tid:040x}">m</a></td>'
+                    f'<td>1.0 MiB</td><td data-timestamp="1795164000">x</td></tr>')
+        index.serve(f"/view/{tid}", f'<html><body><div id="torrent-description">About {name}: '
+                    f"<b>nothing</b> to see.</div></body></html>", ctype="text/html")
+    nav = f'<ul class="pagination"><li><a rel="next" href="{next_href}">&raquo;</a></li></ul>' \
+        if next_href else ""
+    return index.serve(path, "<html><body><table class='torrent-list'><tbody>" + "".join(html)
+                       + f"</tbody></table>{nav}</body></html>", ctype="text/html")
+
+
+def torrent(index: Canned, path: str, body: bytes, status: int = 200) -> str:
+    index.serve(path, body, status, ctype="application/x-bittorrent")
+    return path
 
 
 def v2_torrent(files: dict[str, bytes]) -> bytes:
@@ -208,19 +145,19 @@ def v2_torrent(files: dict[str, bytes]) -> bytes:
     return fastbencode.bencode({b"info": info})
 
 
-def test_hostile_torrents_cost_a_warning_not_the_target(index: Index) -> None:
+def test_hostile_torrents_cost_a_warning_not_the_target(index: Canned) -> None:
     good = {"a.bin": random.Random(1).randbytes(40_000), "b.bin": b"tiny"}
     rows = [
-        (1, "hostile sixteen", index.torrent("/t/1.torrent", b"d4:infold4:infol")),
-        (2, "random bytes", index.torrent("/t/2.torrent", random.Random(2).randbytes(5000))),
-        (3, "nested deep", index.torrent("/t/3.torrent", b"d4:info" + b"l" * 100_000)),
-        (4, "length 10^12", index.torrent("/t/4.torrent", b"d4:info1000000000000:x")),
+        (1, "hostile sixteen", torrent(index, "/t/1.torrent", b"d4:infold4:infol")),
+        (2, "random bytes", torrent(index, "/t/2.torrent", random.Random(2).randbytes(5000))),
+        (3, "nested deep", torrent(index, "/t/3.torrent", b"d4:info" + b"l" * 100_000)),
+        (4, "length 10^12", torrent(index, "/t/4.torrent", b"d4:info1000000000000:x")),
         (5, "gone", "/t/5.torrent"),
-        (6, "too big", index.torrent("/t/6.torrent", b"d" + b"0:" * 5_500_000)),
-        (7, "a good v2 torrent", index.torrent("/t/7.torrent", v2_torrent(good))),
+        (6, "too big", torrent(index, "/t/6.torrent", b"d" + b"0:" * 5_500_000)),
+        (7, "a good v2 torrent", torrent(index, "/t/7.torrent", v2_torrent(good))),
         (8, "magnet only", None),
     ]
-    url = index.page("/list", rows)
+    url = listing(index, "/list", rows)
     t = target("torrent_index", url, preset="nyaa")
     with structlog.testing.capture_logs() as logs:
         docs, cursor, _ = run(t)
@@ -256,26 +193,26 @@ def test_hostile_torrents_cost_a_warning_not_the_target(index: Index) -> None:
 
     # Next run: parsed and unparseable files come from the cursor; failed downloads are
     # tried again; detail pages are not fetched again.
-    before = dict(index.hits)
+    before = len(index.requests)
     docs2, _, _ = run(t, cursor)
-    fetched = {p for p, n in index.hits.items() if n > before.get(p, 0)} - {"/robots.txt"}
+    fetched = {r.path for r in index.requests[before:]} - {"/robots.txt"}
     assert fetched == {"/list", "/t/5.torrent", "/t/6.torrent"}
     assert [d.content_sha256 for d in docs2] == [d.content_sha256 for d in docs]
 
 
-def test_pagination_follows_next_and_stops_on_a_loop(index: Index) -> None:
-    index.page("/p2", [(21, "second page", None)], next_href="/p1")  # back to the start
-    url = index.page("/p1", [(11, "first page", None)], next_href="/p2")
+def test_pagination_follows_next_and_stops_on_a_loop(index: Canned) -> None:
+    listing(index, "/p2", [(21, "second page", None)], next_href="/p1")  # back to the start
+    url = listing(index, "/p1", [(11, "first page", None)], next_href="/p2")
     docs, _, _ = run(target("torrent_index", url, preset="nyaa", max_pages=10))
     assert [d.title for d in docs] == ["first page", "second page"]
-    assert index.hits["/p1"] == 1 and index.hits["/p2"] == 1
+    assert index.count("/p1") == 1 and index.count("/p2") == 1
 
 
-def test_without_description_selector_no_detail_page_is_fetched(index: Index) -> None:
-    url = index.page("/l", [(31, "row", None)])
+def test_without_description_selector_no_detail_page_is_fetched(index: Canned) -> None:
+    url = listing(index, "/l", [(31, "row", None)])
     selectors = {"row": "table.torrent-list tbody tr", "name": "td:nth-of-type(2) a"}
     docs, _, _ = run(target("torrent_index", url, selectors=selectors))
-    assert docs[0].text == "row" and "/view/31" not in index.hits
+    assert docs[0].text == "row" and index.count("/view/31") == 0
 
 
 def test_cursor_cache_is_bounded() -> None:

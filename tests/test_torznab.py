@@ -6,16 +6,14 @@ byte, an error message or a log line.
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import structlog
-from support import FAST, collect, crawl, expected, found, registered_store, target
+from support import (Canned, Request, by_key, collect, crawl, expected, fails, found,
+                     registered_store, run, site_of, target)
 
 from fingerprints.torrent import parse_torrent
 from monitor.config import ConfigError, Target, parse_config
@@ -24,9 +22,8 @@ from monitor.demo.sites.jackett import JackettSite
 from monitor.demo.sites.prowlarr import ProwlarrSite
 from monitor.demo.sites.torznab import API_KEY, API_KEY_ENV
 from monitor.demo.world import DemoWorld
-from monitor.fetch import FetchError, Fetcher
 from monitor.models import Document
-from monitor.sources import ADAPTERS, SourceError
+from monitor.sources import ADAPTERS
 from monitor.sources.torznab import TorznabSource
 
 KEY_ENV = "WW_TEST_TORZNAB_KEY"
@@ -51,96 +48,29 @@ def prowlarr(world: DemoWorld, **kw: Any) -> Target:
     return target("torznab", world.urls["prowlarr"], name="demo-prowlarr", **options)
 
 
-class Recorder(Fetcher):
-    """A Fetcher that remembers the URLs it was asked for."""
-
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.urls: list[str] = []
-
-    async def get(self, url: str, target: Target, **kw: Any):  # type: ignore[override]
-        self.urls.append(url)
-        return await super().get(url, target, **kw)
-
-
-def run(t: Target, cursor: dict[str, Any] | None = None
-        ) -> tuple[list[Document], dict[str, Any], list[str]]:
-    """Documents, the saved cursor, and every URL requested (robots.txt aside)."""
-    async def go() -> tuple[list[Document], dict[str, Any], list[str]]:
-        async with Recorder(FAST) as fetcher:
-            source = TorznabSource(t, fetcher, cursor)
-            docs = [d async for d in source.documents()]
-            return docs, source.cursor, fetcher.urls
-    return asyncio.run(go())
-
-
 def query(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
-def one_line_error(t: Target, *needles: str) -> str:
-    with pytest.raises((SourceError, FetchError)) as info:
-        collect(t)
-    message = str(info.value)
-    assert message and "\n" not in message, message
-    for needle in needles:
-        assert needle in message, message
-    assert info.value.__cause__ is None
-    return message
-
-
-def by_key(docs: list[Document]) -> dict[str, Document]:
-    assert len({d.key for d in docs}) == len(docs)
-    return {d.key: d for d in docs}
-
-
-class Endpoint:
-    """A loopback HTTP server answering with `handler(path, query) -> (status, type, body)`
-    and counting requests by path."""
-
-    def __init__(self) -> None:
-        self.handler: Callable[[str, dict[str, str]], tuple[int, str, bytes]] = \
-            lambda path, q: (404, "text/plain", b"not found")
-        self.requests: list[tuple[str, dict[str, str]]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                parts = urlsplit(self.path)
-                q = {k: v[0] for k, v in parse_qs(parts.query).items()}
-                if parts.path == "/robots.txt":
-                    status, ctype, body = 404, "text/plain", b""
-                else:
-                    outer.requests.append((parts.path, q))
-                    status, ctype, body = outer.handler(parts.path, q)
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True,
-                         kwargs={"poll_interval": 0.05}).start()
-
-    def target(self, **kw: Any) -> Target:
-        return target("torznab", self.base + "/api", name="local-torznab",
-                      **{"api_key_env": KEY_ENV, **kw})
-
-
 @pytest.fixture
-def endpoint() -> Iterator[Endpoint]:
-    e = Endpoint()
-    yield e
-    e.server.shutdown()
-    e.server.server_close()
+def endpoint(serve: Callable[..., Canned]) -> Canned:
+    """A local Torznab endpoint: a test sets `default` to a function of the Request that
+    answers every API call; robots.txt is absent, and `requests` minus it are the API calls."""
+    return serve({"/robots.txt": (404, b"", {"Content-Type": "text/plain"})})
+
+
+def local(endpoint: Canned, **kw: Any) -> Target:
+    return target("torznab", endpoint.base + "/api", name="local-torznab",
+                  **{"api_key_env": KEY_ENV, **kw})
+
+
+def api_calls(endpoint: Canned) -> list[dict[str, str]]:
+    """The query of every API call, in order."""
+    return [r.args for r in endpoint.requests if r.path != "/robots.txt"]
+
+
+XML = {"Content-Type": "application/xml"}
+RSS_XML = {"Content-Type": "application/rss+xml"}
 
 
 RSS = ('<?xml version="1.0" encoding="UTF-8"?>\n<rss version="2.0" '
@@ -188,8 +118,7 @@ def test_adapter_is_registered() -> None:
 def test_jackett_documents(jackett_run: Any, demo_world: DemoWorld,
                            demo_release: Release) -> None:
     docs, _, _ = jackett_run
-    site = JackettSite(demo_release)
-    site.base_url = demo_world.base_url
+    site = site_of(demo_world, JackettSite)
     # One document per torrent: the leak is listed by two indexers and merged.
     assert [d.url for d in docs] == [d.url for d in site.documents()]
     assert len(docs) == 6
@@ -227,8 +156,7 @@ def test_jackett_documents(jackett_run: Any, demo_world: DemoWorld,
 def test_prowlarr_documents(prowlarr_run: Any, demo_world: DemoWorld,
                             demo_release: Release) -> None:
     docs, _, _ = prowlarr_run
-    site = ProwlarrSite(demo_release)
-    site.base_url = demo_world.base_url
+    site = site_of(demo_world, ProwlarrSite)
     assert [d.url for d in docs] == [d.url for d in site.documents()]
     docs_by_key = by_key(docs)
     # No infohash attribute: the hash is read from the magnet (written in UPPERCASE).
@@ -305,16 +233,16 @@ def test_the_key_is_never_in_a_document(jackett_run: Any, prowlarr_run: Any) -> 
 def test_wrong_key(demo_world: DemoWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(API_KEY_ENV, "not-the-key")
     # Jackett answers 401: the fetcher does not hand the error body on, the status says it.
-    message = one_line_error(jackett(demo_world), "HTTP 401", API_KEY_ENV)
+    message = fails(jackett(demo_world), "HTTP 401", API_KEY_ENV)
     assert "not-the-key" not in message
     # Prowlarr answers the error XML under 200.
-    message = one_line_error(prowlarr(demo_world), "torznab error 100: Invalid API Key")
+    message = fails(prowlarr(demo_world), "torznab error 100: Invalid API Key")
     assert "not-the-key" not in message
 
 
 def test_missing_key_variable(demo_world: DemoWorld, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(API_KEY_ENV)
-    one_line_error(jackett(demo_world), f"environment variable {API_KEY_ENV}", "not set")
+    fails(jackett(demo_world), f"environment variable {API_KEY_ENV}", "not set")
 
 
 def test_full_crawl_finds_exactly_the_planted_torrents(
@@ -344,20 +272,20 @@ def test_full_crawl_finds_exactly_the_planted_torrents(
 # ------------------------------------------------------------------------------ local server
 
 
-def test_error_xml_under_200_and_4xx(endpoint: Endpoint) -> None:
+def test_error_xml_under_200_and_4xx(endpoint: Canned) -> None:
     error = b'<?xml version="1.0"?><error code="201" description="Incorrect parameter (cat)"/>'
-    endpoint.handler = lambda path, q: (200, "application/xml", error)
-    one_line_error(endpoint.target(), "torznab error 201: Incorrect parameter (cat)")
+    endpoint.default = lambda r: (200, error, XML)
+    fails(local(endpoint), "torznab error 201: Incorrect parameter (cat)")
     for status in (400, 403):
-        endpoint.handler = lambda path, q, s=status: (s, "application/xml", error)
-        message = one_line_error(endpoint.target(), f"HTTP {status}", "refused")
+        endpoint.default = lambda r, s=status: (s, error, XML)
+        message = fails(local(endpoint), f"HTTP {status}", "refused")
         assert "s3cr3t-key" not in message
     # A bad key found at caps time stops the run before any search.
     endpoint.requests.clear()
-    endpoint.handler = lambda path, q: (
-        200, "application/xml", b'<error code="100" description="Invalid API Key"/>')
-    one_line_error(endpoint.target(), "torznab error 100: Invalid API Key")
-    assert len(endpoint.requests) == 1
+    endpoint.default = lambda r: (
+        200, b'<error code="100" description="Invalid API Key"/>', XML)
+    fails(local(endpoint), "torznab error 100: Invalid API Key")
+    assert len(api_calls(endpoint)) == 1
 
 
 @pytest.mark.parametrize("body, needle", [
@@ -370,13 +298,14 @@ def test_error_xml_under_200_and_4xx(endpoint: Endpoint) -> None:
     (b'{"error": "not xml"}', "not well-formed"),
     (b'<rss version="2.0"></rss>', "no <channel>"),
 ])
-def test_broken_answers_are_one_line(endpoint: Endpoint, body: bytes, needle: str) -> None:
-    endpoint.handler = lambda path, q: (
-        (404, "text/plain", b"") if q.get("t") == "caps" else (200, "application/xml", body))
-    one_line_error(endpoint.target(), needle)
+def test_broken_answers_are_one_line(endpoint: Canned, body: bytes, needle: str) -> None:
+    endpoint.default = lambda r: (
+        (404, b"", {"Content-Type": "text/plain"}) if r.args.get("t") == "caps"
+        else (200, body, XML))
+    fails(local(endpoint), needle)
 
 
-def test_items_in_odd_shapes(endpoint: Endpoint) -> None:
+def test_items_in_odd_shapes(endpoint: Canned) -> None:
     good = "0123456789abcdef0123456789abcdef01234567"
     b32 = "RGV4334JVPG67CNLZXXYTK6N56E2XTPP"  # base32 of 89abcdef * 5
     page = rss(
@@ -395,10 +324,10 @@ def test_items_in_odd_shapes(endpoint: Endpoint) -> None:
         "<item><guid>g4</guid><category>Other</category>"
         + attr("seeders", "") + attr("category", "x") + "</item>",
     )
-    endpoint.handler = lambda path, q: (
-        (200, "application/xml", CAPS.format(max=100).encode()) if q.get("t") == "caps"
-        else (200, "application/rss+xml", page))
-    docs, _ = collect(endpoint.target())
+    endpoint.default = lambda r: (
+        (200, CAPS.format(max=100).encode(), XML) if r.args.get("t") == "caps"
+        else (200, page, RSS_XML))
+    docs, _ = collect(local(endpoint))
     docs_by_title = {d.title: d for d in docs}
     one = docs_by_title["one"]
     assert one.key == good and one.extras["digests"][0]["encoding"] == "magnet"
@@ -421,54 +350,55 @@ def test_items_in_odd_shapes(endpoint: Endpoint) -> None:
                 assert secret.encode() not in doc.snapshot, secret
 
 
-def test_caps_unavailable_falls_back_to_the_default_limit(endpoint: Endpoint) -> None:
-    endpoint.handler = lambda path, q: (
-        (200, "application/xml", b'<error code="203" description="Function not available"/>')
-        if q.get("t") == "caps" else (200, "application/rss+xml", rss(item("x", "g"))))
-    docs, cursor = collect(endpoint.target())
+def test_caps_unavailable_falls_back_to_the_default_limit(endpoint: Canned) -> None:
+    endpoint.default = lambda r: (
+        (200, b'<error code="203" description="Function not available"/>', XML)
+        if r.args.get("t") == "caps" else (200, rss(item("x", "g")), RSS_XML))
+    docs, cursor = collect(local(endpoint))
     assert len(docs) == 1 and "caps" not in cursor
-    assert endpoint.requests[-1][1]["limit"] == "50"  # max_items (50) is below 100
-    assert endpoint.requests[-1][1]["apikey"] == "s3cr3t-key"
+    assert api_calls(endpoint)[-1]["limit"] == "50"  # max_items (50) is below 100
+    assert api_calls(endpoint)[-1]["apikey"] == "s3cr3t-key"
 
 
-def test_an_endpoint_that_ignores_offset_is_not_paged_forever(endpoint: Endpoint) -> None:
+def test_an_endpoint_that_ignores_offset_is_not_paged_forever(endpoint: Canned) -> None:
     page = rss(*(item(f"t{i}", f"g{i}") for i in range(2)))
-    endpoint.handler = lambda path, q: (
-        (200, "application/xml", CAPS.format(max=2).encode()) if q.get("t") == "caps"
-        else (200, "application/rss+xml", page))
-    docs, _ = collect(endpoint.target(max_pages=10))
+    endpoint.default = lambda r: (
+        (200, CAPS.format(max=2).encode(), XML) if r.args.get("t") == "caps"
+        else (200, page, RSS_XML))
+    docs, _ = collect(local(endpoint, max_pages=10))
     assert len(docs) == 2
-    assert [q.get("offset") for _, q in endpoint.requests[1:]] == ["0", "2"]
+    assert [q.get("offset") for q in api_calls(endpoint)[1:]] == ["0", "2"]
 
 
-def test_an_error_after_the_first_page_keeps_what_was_read(endpoint: Endpoint) -> None:
+def test_an_error_after_the_first_page_keeps_what_was_read(endpoint: Canned) -> None:
     limited = b'<error code="500" description="Request limit reached"/>'
 
-    def answer(path: str, q: dict[str, str]) -> tuple[int, str, bytes]:
+    def answer(request: Request) -> tuple[int, bytes, dict[str, str]]:
+        q = request.args
         if q.get("t") == "caps":
-            return 200, "application/xml", CAPS.format(max=2).encode()
+            return 200, CAPS.format(max=2).encode(), XML
         if q.get("offset") == "0":
-            return 200, "application/rss+xml", rss(item("a", "ga"), item("b", "gb"))
-        return 200, "application/xml", limited
+            return 200, rss(item("a", "ga"), item("b", "gb")), RSS_XML
+        return 200, limited, XML
 
-    endpoint.handler = answer
+    endpoint.default = answer
     with structlog.testing.capture_logs() as logs:
-        docs, _ = collect(endpoint.target())
+        docs, _ = collect(local(endpoint))
     assert [d.title for d in docs] == ["a", "b"]
     (event,) = [e for e in logs if e["event"] == "torznab_paging_stopped"]
     assert event["reason"] == "torznab error 500: Request limit reached"
 
 
-def test_a_tampered_cursor_is_ignored(endpoint: Endpoint) -> None:
-    endpoint.handler = lambda path, q: (
-        (200, "application/xml", CAPS.format(max=7).encode()) if q.get("t") == "caps"
-        else (200, "application/rss+xml", rss(item("x", "g"))))
+def test_a_tampered_cursor_is_ignored(endpoint: Canned) -> None:
+    endpoint.default = lambda r: (
+        (200, CAPS.format(max=7).encode(), XML) if r.args.get("t") == "caps"
+        else (200, rss(item("x", "g")), RSS_XML))
     for caps in ({"max": "lots", "categories": {"x": 1}, "fetched": "now"},
                  {"max": -3, "categories": [], "fetched": 1e30}, "caps"):
         endpoint.requests.clear()
-        docs, cursor = collect(endpoint.target(), {"caps": caps, "torrents": "nope"})
+        docs, cursor = collect(local(endpoint), {"caps": caps, "torrents": "nope"})
         assert len(docs) == 1 and cursor["caps"]["max"] == 7
-        assert [q["t"] for _, q in endpoint.requests] == ["caps", "search"]
+        assert [q["t"] for q in api_calls(endpoint)] == ["caps", "search"]
 
 
 def test_demo_download_links_serve_the_torrent(demo_world: DemoWorld,
@@ -485,12 +415,12 @@ def test_demo_download_links_serve_the_torrent(demo_world: DemoWorld,
             assert client.get(link.replace("demo-key", "nope")).status_code == 401
 
 
-def test_no_api_key_configured(endpoint: Endpoint) -> None:
-    endpoint.handler = lambda path, q: (200, "application/rss+xml", rss(item("x", "g")))
-    t = endpoint.target()
+def test_no_api_key_configured(endpoint: Canned) -> None:
+    endpoint.default = lambda r: (200, rss(item("x", "g")), RSS_XML)
+    t = local(endpoint)
     t.api_key_env = None
     docs, _ = collect(t)
-    assert len(docs) == 1 and all("apikey" not in q for _, q in endpoint.requests)
+    assert len(docs) == 1 and all("apikey" not in q for q in api_calls(endpoint))
 
 
 def test_config_refuses_a_key_in_the_url() -> None:
