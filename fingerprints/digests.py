@@ -1,12 +1,13 @@
-"""File digests (SHA-256, SHA-1, MD5) of weight files, computed in one read pass.
+"""File digests of weight files, computed in one read pass.
 
 Leaks are matched on whichever digest the leaker's venue publishes: model hubs show SHA-256
-(LFS oids), checksum lists use any of the three, imageboards show MD5. Weight files are tens
-of gigabytes, so reading them three times is not an option. Here the file is read once, into
-a small ring of reusable buffers, and each chunk is fed to one worker thread per algorithm
-while the next chunks are read. hashlib releases the GIL on large buffers, so all three digests
-cost about as much as the slowest (MD5) alone, and peak memory is a few chunks whatever the
-file size.
+(LFS oids), checksum lists use SHA-256, SHA-1 or MD5, imageboards show MD5, BitTorrent v2
+torrents carry each file's pieces root (BEP 52), and sigstore model signing hashes 1 GB
+shards. Weight files are tens of gigabytes, so reading them once per digest is not an
+option. Here the file is read once, into a small ring of reusable buffers, and each chunk is
+fed to one worker thread per digest while the next chunks are read. hashlib releases the GIL
+on large buffers, so the digests run on every core at once, and peak memory is a few chunks
+whatever the file size.
 """
 
 from __future__ import annotations
@@ -21,14 +22,50 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from hashlib import _Hash as Hash
+from fingerprints.torrent import PiecesRootHasher
 
 __all__ = ["DigestError", "FileDigests", "digest_file", "iter_files"]
 
 _ALGOS = ("sha256", "sha1", "md5")
+# sigstore model-signing's shard size: files above it also get a SHA-256 per shard.
+SHARD_SIZE = 1_000_000_000
+
+
+class Hash(Protocol):
+    """What a worker feeds: hashlib objects, the pieces root and the shard hasher."""
+
+    name: str
+
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+
+class ShardHasher:
+    """SHA-256 of each `shard_size` slice of a file (the last one shorter)."""
+
+    name = "shards"
+
+    def __init__(self, shard_size: int = SHARD_SIZE) -> None:
+        self.shard_size = shard_size
+        self._done: list[str] = []
+        self._current = hashlib.sha256()
+        self._filled = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            take = min(self.shard_size - self._filled, len(view))
+            self._current.update(view[:take])
+            self._filled += take
+            view = view[take:]
+            if self._filled == self.shard_size:
+                self._done.append(self._current.hexdigest())
+                self._current, self._filled = hashlib.sha256(), 0
+
+    def hexdigests(self) -> tuple[str, ...]:
+        tail = (self._current.hexdigest(),) if self._filled or not self._done else ()
+        return tuple(self._done) + tail
 # Chunks in flight between the reader and the slowest hasher; see _hash_threaded.
 _BUFFERS = 4
 
@@ -43,13 +80,19 @@ class DigestError(OSError):
 
 @dataclass(frozen=True)
 class FileDigests:
-    """The digests of one file, lowercase hex, and the number of bytes hashed."""
+    """The digests of one file, lowercase hex, and the number of bytes hashed.
+
+    `pieces_root` is the BEP 52 Merkle root (None for an empty file); `shards` the SHA-256
+    of each SHARD_SIZE slice, one entry (the file's SHA-256) for a file up to that size.
+    """
 
     path: str
     size: int
     sha256: str
     sha1: str
     md5: str
+    pieces_root: str | None = None
+    shards: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, str | int]:
         """Plain dict, for JSON output and database rows."""
@@ -62,7 +105,8 @@ def digest_file(
     chunk_size: int = 4 << 20,
     progress: Callable[[int], None] | None = None,
 ) -> FileDigests:
-    """Compute SHA-256, SHA-1 and MD5 of a regular file in a single streaming read.
+    """Compute SHA-256, SHA-1, MD5, the BEP 52 pieces root and the 1 GB shard SHA-256s
+    of a regular file in a single streaming read.
 
     ``progress(n)`` is called from the calling thread with the number of bytes fully hashed so
     far, at least once and last with the file size; an exception it raises aborts hashing (use
@@ -72,7 +116,8 @@ def digest_file(
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     name = os.fspath(path)
-    hashers = [hashlib.new(a) for a in _ALGOS]
+    hashers: list[Hash] = [hashlib.new(a) for a in _ALGOS]
+    hashers.append(PiecesRootHasher())
     try:
         # O_NONBLOCK so that opening a FIFO returns instead of hanging before we can refuse it;
         # it has no effect on regular files.
@@ -88,6 +133,9 @@ def digest_file(
             # Fresh buffers cost page faults (about 0.5 ms per MiB), so they are sized to the
             # file: no more bytes, and no more buffers than chunks. The file may still change
             # size while we read; both loops read to EOF regardless.
+            shards = ShardHasher(SHARD_SIZE) if st.st_size > SHARD_SIZE else None
+            if shards is not None:
+                hashers.append(shards)
             if st.st_size <= chunk_size:
                 # One chunk: nothing to overlap with reading, and thread start-up and extra
                 # buffers cost more than the parallel hashing saves.
@@ -99,8 +147,14 @@ def digest_file(
         raise
     except OSError as e:
         raise DigestError(e.errno, f"cannot read: {e.strerror or e}", name) from e
-    sha256, sha1, md5 = (h.hexdigest() for h in hashers)
-    return FileDigests(path=name, size=size, sha256=sha256, sha1=sha1, md5=md5)
+    if size != st.st_size:
+        # Digests of a file being written describe no file that exists.
+        raise DigestError(errno.EAGAIN, f"changed size while being read ({st.st_size} -> "
+                                        f"{size} bytes); register it once it is complete", name)
+    sha256, sha1, md5 = (h.hexdigest() for h in hashers[:3])
+    pieces = hashers[3].hexdigest()
+    return FileDigests(path=name, size=size, sha256=sha256, sha1=sha1, md5=md5,
+                       pieces_root=pieces, shards=shards.hexdigests() if shards else (sha256,))
 
 
 def _hash_inline(

@@ -27,6 +27,7 @@ import fastbencode
 
 __all__ = [
     "BLOCK_SIZE",
+    "PiecesRootHasher",
     "MAX_TORRENT_BYTES",
     "TorrentError",
     "TorrentFile",
@@ -418,35 +419,89 @@ def magnet_for(info: TorrentInfo) -> str:
     return "magnet:?" + "&".join(parts)
 
 
-def _merkle_root(leaves: list[bytes]) -> bytes:
-    width = 1 << max(0, (len(leaves) - 1).bit_length())
-    layer = leaves + [bytes(32)] * (width - len(leaves))
-    while len(layer) > 1:
-        layer = [hashlib.sha256(layer[i] + layer[i + 1]).digest()
-                 for i in range(0, len(layer), 2)]
-    return layer[0]
+class PiecesRootHasher:
+    """The BEP 52 pieces root of a file fed in chunks of any size, in O(log n) memory.
+
+    Leaves are the SHA-256 of each 16 KiB block (the last at its length); the leaf layer
+    is padded with zero hashes (32 zero bytes) to a power of two, and each parent is
+    SHA-256(left || right). Full subtrees are merged as soon as they are complete, so a
+    stack of at most log2(blocks) hashes is kept instead of every leaf: the same root for a
+    4 GB file in a few KB. `name` and `update` make it a drop-in hasher for digests.py.
+    """
+
+    name = "pieces_root"
+
+    def __init__(self) -> None:
+        self._partial = bytearray()
+        self._stack: list[tuple[int, bytes]] = []  # (level, hash), levels strictly falling
+        self._leaves = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        if self._partial:
+            take = min(BLOCK_SIZE - len(self._partial), len(view))
+            self._partial += view[:take]
+            view = view[take:]
+            if len(self._partial) < BLOCK_SIZE:
+                return
+            self._leaf(hashlib.sha256(self._partial).digest())
+            self._partial = bytearray()
+        whole = len(view) - len(view) % BLOCK_SIZE
+        for i in range(0, whole, BLOCK_SIZE):
+            self._leaf(hashlib.sha256(view[i:i + BLOCK_SIZE]).digest())
+        if whole < len(view):
+            self._partial += view[whole:]
+
+    def _leaf(self, digest: bytes) -> None:
+        self._leaves += 1
+        self._stack = _pushed(self._stack, 0, digest)
+
+    def hexdigest(self) -> str | None:
+        """The root as 64 hex, or None for an empty file (a v2 torrent lists no root)."""
+        stack, leaves = list(self._stack), self._leaves
+        if self._partial:
+            leaves += 1
+            stack = _pushed(stack, 0, hashlib.sha256(self._partial).digest())
+        if not leaves:
+            return None
+        # Pad with zero subtrees until one full tree of 2^k leaves remains: the smallest
+        # subtree on top gets a zero sibling of its own size, and merges upwards.
+        while len(stack) > 1:
+            level, digest = stack.pop()
+            stack = _pushed(stack, level + 1,
+                            hashlib.sha256(digest + _zero_subtree(level)).digest())
+        return stack[0][1].hex()
+
+
+def _pushed(stack: list[tuple[int, bytes]], level: int, digest: bytes) -> list[tuple[int, bytes]]:
+    """`stack` with a subtree of `level` added and complete pairs merged (a copy)."""
+    stack = list(stack)
+    while stack and stack[-1][0] == level:
+        _, left = stack.pop()
+        digest = hashlib.sha256(left + digest).digest()
+        level += 1
+    stack.append((level, digest))
+    return stack
+
+
+def _zero_subtree(level: int) -> bytes:
+    """The root of a subtree of 2^level zero leaves."""
+    digest = bytes(32)
+    for _ in range(level):
+        digest = hashlib.sha256(digest + digest).digest()
+    return digest
 
 
 def pieces_root_of_stream(stream: BinaryIO) -> str | None:
-    """The BEP 52 pieces root of a file read from a binary stream (None if it is empty):
-    SHA-256 of each 16 KiB block (the last at its length), leaves padded with zero hashes
-    to a power of two, parents SHA-256(left || right). One leaf per 16 KiB is kept: 2 MB of
-    hashes for a 1 GB file."""
-    leaves = []
-    while block := stream.read(BLOCK_SIZE):
-        while len(block) < BLOCK_SIZE:  # a short read in the middle of a pipe
-            more = stream.read(BLOCK_SIZE - len(block))
-            if not more:
-                break
-            block += more
-        leaves.append(hashlib.sha256(block).digest())
-    return _merkle_root(leaves).hex() if leaves else None
+    """The BEP 52 pieces root of a file read from a binary stream (None if it is empty)."""
+    hasher = PiecesRootHasher()
+    while chunk := stream.read(1 << 20):
+        hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 def pieces_root(data: bytes) -> str | None:
     """The BEP 52 pieces root of a file's bytes, 64 hex; None for an empty file."""
-    if not data:
-        return None
-    leaves = [hashlib.sha256(data[i:i + BLOCK_SIZE]).digest()
-              for i in range(0, len(data), BLOCK_SIZE)]
-    return _merkle_root(leaves).hex()
+    hasher = PiecesRootHasher()
+    hasher.update(data)
+    return hasher.hexdigest()

@@ -165,4 +165,30 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX notices_status ON notices(status, next_attempt_at);
     """,
+    # 3: every digest of a released file: BEP 52 pieces roots and 1 GB shard SHA-256s.
+    # SQLite cannot widen a CHECK constraint in place, so indicators is rebuilt.
+    """
+    ALTER TABLE artifacts ADD COLUMN pieces_root TEXT;
+    ALTER TABLE artifacts ADD COLUMN shards TEXT NOT NULL DEFAULT '[]';
+    CREATE TABLE indicators_v3 (
+        id INTEGER PRIMARY KEY,
+        algo TEXT NOT NULL
+            CHECK (algo IN ('md5', 'sha1', 'sha256', 'btih', 'btmh', 'pieces_root', 'shard')),
+        value TEXT NOT NULL,
+        model TEXT NOT NULL REFERENCES models(name),
+        artifact_id INTEGER REFERENCES artifacts(id),
+        recipient TEXT,
+        name TEXT,
+        size INTEGER,
+        source TEXT NOT NULL,
+        added_at TEXT NOT NULL,
+        UNIQUE (algo, value, model)
+    );
+    INSERT INTO indicators_v3 SELECT id, algo, value, model, artifact_id, recipient, name, size,
+        source, added_at FROM indicators;
+    DROP TABLE indicators;
+    ALTER TABLE indicators_v3 RENAME TO indicators;
+    CREATE INDEX indicators_value ON indicators(value);
+    CREATE INDEX artifacts_size ON artifacts(size);
+    """,
 ]

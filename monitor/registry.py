@@ -64,7 +64,8 @@ def register_paths(store: Store, paths: Iterable[str | Path], *, model: str,
         name = artifact_name(path, roots)
         artifact_id, added = store.add_artifact(
             model=model, name=name, path=str(path.resolve()), size=digests.size,
-            sha256=digests.sha256, sha1=digests.sha1, md5=digests.md5, release=release,
+            sha256=digests.sha256, sha1=digests.sha1, md5=digests.md5,
+            pieces_root=digests.pieces_root, shards=digests.shards, release=release,
             recipient=recipient)
         out.append(RegisteredFile(name, digests, artifact_id, sum(added)))
     return out

@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import sqlite_utils
 
@@ -407,11 +407,17 @@ class Store:
                         "ON CONFLICT(name) DO NOTHING", [name, utcnow()])
 
     def add_artifact(self, *, model: str, name: str, path: str | None, size: int, sha256: str,
-                     sha1: str, md5: str, release: str | None = None,
+                     sha1: str, md5: str, pieces_root: str | None = None,
+                     shards: Sequence[str] = (), release: str | None = None,
                      recipient: str | None = None) -> tuple[int, list[bool]]:
         """Register one released file and its digests; returns its id and, per digest,
         whether it was new to the registry."""
         now = utcnow()
+        digests = [("sha256", sha256), ("sha1", sha1), ("md5", md5)]
+        if pieces_root:
+            digests.append(("pieces_root", pieces_root))
+        if len(shards) > 1:  # a single shard is the file's SHA-256, already listed
+            digests += [("shard", shard) for shard in shards]
         with self.db.atomic():
             self.add_model(model)
             row = self.db.execute(
@@ -419,16 +425,30 @@ class Store:
                 [model, sha256, recipient]).fetchone()
             if row:
                 artifact_id = row[0]
+                # Registered before these digests existed: fill them in.
+                self.db["artifacts"].update(artifact_id, {"pieces_root": pieces_root,
+                                                          "shards": json.dumps(list(shards))})
             else:
                 artifact_id = self.db["artifacts"].insert({
                     "model": model, "name": name, "path": path, "size": size, "sha256": sha256,
-                    "sha1": sha1, "md5": md5, "release": release, "recipient": recipient,
-                    "registered_at": now}).last_pk
+                    "sha1": sha1, "md5": md5, "pieces_root": pieces_root,
+                    "shards": json.dumps(list(shards)), "release": release,
+                    "recipient": recipient, "registered_at": now}).last_pk
             added = [self.add_indicator(algo=algo, value=value, model=model, name=name, size=size,
                                         source=f"register:{path or name}", artifact_id=artifact_id,
                                         recipient=recipient)
-                     for algo, value in (("sha256", sha256), ("sha1", sha1), ("md5", md5))]
+                     for algo, value in digests]
         return artifact_id, added
+
+    def artifacts(self, model: str | None = None) -> list[dict[str, Any]]:
+        """Registered files (name, size, digests, release, recipient), for manifest matching
+        and bundles."""
+        sql = "SELECT * FROM artifacts"
+        params: list[Any] = []
+        if model:
+            sql += " WHERE model = ?"
+            params.append(model)
+        return list(self.db.query(sql + " ORDER BY id", params))
 
     def add_indicator(self, *, algo: str, value: str, model: str, source: str,
                       name: str | None = None, size: int | None = None,

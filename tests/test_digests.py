@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fingerprints import digests
 from fingerprints.digests import DigestError, FileDigests, digest_file, iter_files
 
 MIB = 1 << 20
@@ -21,13 +22,31 @@ def _write_random(path: Path, size: int, seed: int = 1234) -> bytes:
     return data
 
 
+def _merkle_root(data: bytes) -> str | None:
+    """BEP 52 pieces root, computed the plain way (every leaf in memory) to check the
+    streaming one: SHA-256 of each 16 KiB block, zero leaves up to a power of two."""
+    if not data:
+        return None
+    layer = [hashlib.sha256(data[i:i + 16384]).digest() for i in range(0, len(data), 16384)]
+    width = 1
+    while width < len(layer):
+        width *= 2
+    layer += [bytes(32)] * (width - len(layer))
+    while len(layer) > 1:
+        layer = [hashlib.sha256(layer[i] + layer[i + 1]).digest() for i in range(0, len(layer), 2)]
+    return layer[0].hex()
+
+
 def _expected(path: Path, data: bytes) -> FileDigests:
+    sha256 = hashlib.sha256(data).hexdigest()
     return FileDigests(
         path=str(path),
         size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256,
         sha1=hashlib.sha1(data).hexdigest(),
         md5=hashlib.md5(data).hexdigest(),
+        pieces_root=_merkle_root(data),
+        shards=(sha256,),
     )
 
 
@@ -79,6 +98,9 @@ def test_digests_are_lowercase_hex_and_as_dict_round_trips(tmp_path: Path) -> No
         "sha256": hashlib.sha256(data).hexdigest(),
         "sha1": hashlib.sha1(data).hexdigest(),
         "md5": hashlib.md5(data).hexdigest(),
+        # One 16 KiB block or less: the pieces root is that block's SHA-256.
+        "pieces_root": hashlib.sha256(data).hexdigest(),
+        "shards": (hashlib.sha256(data).hexdigest(),),
     }
     assert FileDigests(**d.as_dict()) == d
 
@@ -223,3 +245,53 @@ def test_iter_files_raises_on_missing_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError) as info:
         next(it)
     assert str(missing) in str(info.value)
+
+
+@pytest.mark.parametrize("size", [250_003, 300_000, 100_001])
+def test_shards_above_the_shard_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     size: int) -> None:
+    """Files larger than a shard get the SHA-256 of each shard (the last one shorter), as
+    sigstore model signing lays them out; a small shard size stands in for 1 GB here."""
+    monkeypatch.setattr(digests, "SHARD_SIZE", 100_000)
+    path = tmp_path / "big.bin"
+    data = _write_random(path, size)
+    d = digest_file(path, chunk_size=7_777)
+    assert d.shards == tuple(hashlib.sha256(data[i:i + 100_000]).hexdigest()
+                             for i in range(0, size, 100_000))
+    assert d.sha256 == hashlib.sha256(data).hexdigest()
+    assert d.pieces_root == _merkle_root(data)
+
+
+def test_pieces_root_matches_a_v2_torrent_built_independently(tmp_path: Path) -> None:
+    """A v2 torrent made here with fastbencode carries each file's pieces root; the one
+    register computes must be the one in the torrent."""
+    import fastbencode
+
+    from fingerprints.torrent import parse_torrent
+
+    files = {"a.bin": _write_random(tmp_path / "a.bin", 3 * 16384 + 5),
+             "b.bin": _write_random(tmp_path / "b.bin", 16384)}
+    tree = {name.encode(): {b"": {b"length": len(data),
+                                  b"pieces root": bytes.fromhex(_merkle_root(data))}}
+            for name, data in files.items()}
+    info = {b"file tree": tree, b"meta version": 2, b"name": b"pack", b"piece length": 16384}
+    layers = {bytes.fromhex(_merkle_root(files["a.bin"])):
+              b"".join(hashlib.sha256(files["a.bin"][i:i + 16384]).digest()
+                       for i in range(0, len(files["a.bin"]), 16384))}
+    torrent = parse_torrent(fastbencode.bencode({b"info": info, b"piece layers": layers}))
+    roots = {f.path: f.pieces_root for f in torrent.files}
+    for name in files:
+        assert digest_file(tmp_path / name).pieces_root == roots[f"pack/{name}"]
+
+
+def test_file_growing_while_read_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "growing.bin"
+    _write_random(path, 3 * 16384)
+
+    def grow(done: int) -> None:
+        if done and done < 10 * 16384:
+            with open(path, "ab") as f:
+                f.write(b"x" * 16384)
+
+    with pytest.raises(DigestError, match="changed size while being read"):
+        digest_file(path, chunk_size=16384, progress=grow)

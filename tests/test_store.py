@@ -126,3 +126,30 @@ def test_outbox_retry_backoff(tmp_path):
         assert row["last_error"] == "connection refused"
         store.retry_now()
         assert len(store.due_alerts()) == 1
+
+
+def test_upgrade_keeps_registry_and_widens_digest_kinds(tmp_path):
+    """A database made by an older weightwatch (schema 2) migrates with its data intact."""
+    from monitor.store import _statements
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    for number, sql in enumerate(MIGRATIONS[:2], start=1):
+        for statement in _statements(sql):
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {number}")
+    conn.execute("INSERT INTO models VALUES ('m', '2026-01-01T00:00:00+00:00')")
+    conn.execute("INSERT INTO indicators (algo, value, model, source, added_at) "
+                 "VALUES ('sha256', ?, 'm', 'import:x:1', '2026-01-01T00:00:00+00:00')", ["a" * 64])
+    conn.commit()
+    conn.close()
+    with Store(path) as store:
+        assert store.schema_version == len(MIGRATIONS)
+        assert [k.source for k in store.known_digests()["a" * 64]] == ["import:x:1"]
+        assert store.add_indicator(algo="pieces_root", value="b" * 64, model="m", source="t")
+        artifact, added = store.add_artifact(
+            model="m", name="f", path=None, size=1, sha256="c" * 64, sha1="d" * 40,
+            md5="e" * 32, pieces_root="f" * 64, shards=["1" * 64, "2" * 64])
+        assert added == [True] * 6
+        assert store.artifacts("m")[0]["pieces_root"] == "f" * 64
+        assert store.integrity_check() == "ok"
