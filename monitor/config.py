@@ -354,7 +354,7 @@ def load_config(path: str | os.PathLike | None = None, *, required: bool = True)
     With `required=False` a missing file yields the defaults, so read-only commands such as
     `hits --db X` work where there is no config.
     """
-    if path is None:
+    if not path:  # None or an empty WEIGHTWATCH_CONFIG: the default
         path = os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
     p = Path(path)
     try:

@@ -1,0 +1,109 @@
+"""How fast and how lean is `weightwatch register` on a large weight file?
+
+Generates a file of --size-gb gigabytes (random bytes, so nothing compresses or shortcuts),
+reads it once so it is in the page cache, then times in the same run, on the same cached
+file: `md5sum`, `sha256sum`, and `weightwatch register` (one read computing size, SHA-256,
+SHA-1, MD5, the BEP 52 pieces root and the 1 GB shard SHA-256s). Prints each wall time, the
+ratios against md5sum (the slowest single digest) and sha256sum, and register's peak RSS.
+
+    python benchmarks/register.py --size-gb 4
+
+Goal (issue 4): register at most 1.2x md5sum alone; peak RSS at most 150 MB on 4 GB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+GNU_TIME = "/usr/bin/time"
+
+
+def make_file(path: Path, size: int) -> None:
+    rng = np.random.default_rng(20261127)
+    block = 64 << 20
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(block, left)
+            f.write(rng.bytes(n))
+            left -= n
+
+
+def warm(path: Path) -> None:
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(16 << 20)
+        while f.readinto(buf):
+            pass
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KB) of a command, measured by GNU time."""
+    out = subprocess.run([GNU_TIME, "-f", "%e %M", *cmd], capture_output=True, text=True,
+                         env=env, check=True)
+    wall, rss = re.findall(r"([\d.]+) (\d+)\s*$", out.stderr)[-1]
+    return float(wall), int(rss)
+
+
+def best_of(runs: int, cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    results = [timed(cmd, env) for _ in range(runs)]
+    return min(r[0] for r in results), max(r[1] for r in results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-gb", type=float, default=4.0)
+    parser.add_argument("--runs", type=int, default=2, help="best of N for each command")
+    parser.add_argument("--dir", default=None, help="where to write the file (default: a temp dir)")
+    args = parser.parse_args()
+    if not Path(GNU_TIME).exists() or not shutil.which("md5sum"):
+        sys.exit("needs GNU time (/usr/bin/time) and coreutils md5sum/sha256sum")
+
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        path = Path(tmp) / "weights.bin"
+        size = int(args.size_gb * 1e9)
+        print(f"writing {size / 1e9:.1f} GB of random bytes to {path} ...", flush=True)
+        make_file(path, size)
+        warm(path)
+
+        md5, _ = best_of(args.runs, ["md5sum", str(path)])
+        sha, _ = best_of(args.runs, ["sha256sum", str(path)])
+        db = Path(tmp) / "bench.db"
+        # No config: the benchmark measures register, not whatever config.toml is nearby.
+        env = {k: v for k, v in os.environ.items() if k != "WEIGHTWATCH_CONFIG"}
+        config = Path(tmp) / "bench.toml"
+        config.write_text("# defaults only\n")
+        register_cmd = [sys.executable, "-m", "monitor", "--config", str(config),
+                        "--db", str(db), "--log-level",
+                        "error", "register", str(path), "--model", "bench", "--format", "json"]
+        reg_times = []
+        peak = 0
+        for _ in range(args.runs):
+            db.unlink(missing_ok=True)
+            wall, rss = timed(register_cmd, env)
+            reg_times.append(wall)
+            peak = max(peak, rss)
+        reg = min(reg_times)
+
+    gbps = lambda s: size / s / 1e9  # noqa: E731
+    print(f"file            {size / 1e9:.2f} GB, page-cached, {os.cpu_count()} cores")
+    print(f"md5sum          {md5:7.2f} s  ({gbps(md5):.2f} GB/s)")
+    print(f"sha256sum       {sha:7.2f} s  ({gbps(sha):.2f} GB/s)")
+    print(f"register        {reg:7.2f} s  ({gbps(reg):.2f} GB/s): sha256, sha1, md5, pieces root, "
+          f"{max(1, -(-size // 1_000_000_000))} shard sha256s")
+    print(f"ratio register / md5sum     {reg / md5:.2f}  (goal <= 1.2)")
+    print(f"ratio register / sha256sum  {reg / sha:.2f}")
+    print(f"register peak RSS           {peak / 1024:.0f} MB  (goal <= 150 MB)")
+
+
+if __name__ == "__main__":
+    main()
