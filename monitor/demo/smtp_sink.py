@@ -36,6 +36,9 @@ class SmtpSink:
         self.directory = directory
         self.port = port or free_port()
         self.messages: list[bytes] = []
+        # Each message's envelope recipients: who the server was asked to deliver to,
+        # which need not be what the To header says.
+        self.recipients: list[list[str]] = []
         self.paths: list[Path] = []
         self._cond = threading.Condition()
         self.controller = Controller(_SaveHandler(self), hostname="127.0.0.1", port=self.port,
@@ -44,6 +47,7 @@ class SmtpSink:
     def _received(self, sender: str, recipients: list[str], content: bytes) -> None:
         with self._cond:
             self.messages.append(content)
+            self.recipients.append(recipients)
             if self.directory is not None:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 path = self.directory / f"{len(self.messages):04d}.eml"
