@@ -22,10 +22,10 @@ import pytest
 from monitor.config import AlertSettings, Config, CrawlSettings, Rule, Target
 from monitor.crawler import RunResult, crawl_once
 from monitor.demo.release import Release
+from monitor.demo.runner import register_demo_release
 from monitor.demo.world import DemoWorld
 from monitor.fetch import FetchError, Fetcher
 from monitor.models import Document
-from monitor.registry import import_indicators, register_paths
 from monitor.sources import ADAPTERS, SourceError
 from monitor.store import Store
 
@@ -111,10 +111,10 @@ def btih_hex(magnet: str) -> str:
 
 
 def registered_store(path: Path, release: Release) -> Store:
-    """A store with the demo release registered the way a release engineer would."""
+    """A store with the demo release registered the way a release engineer would (and
+    `weightwatch demo` does): the release, each recipient's copy, the magnets."""
     store = Store(path)
-    register_paths(store, [release.root / release.model], model=release.model, release="v1")
-    import_indicators(store, release.root / f"{release.model}.magnets", model=release.model)
+    register_demo_release(store, release)
     return store
 
 

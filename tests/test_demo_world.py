@@ -24,7 +24,8 @@ import pytest
 from bs4 import BeautifulSoup
 
 from monitor.demo.release import Release, make_release
-from monitor.demo.world import CORE_SOURCES, MENTION_PATTERN, DemoWorld, Planted
+from monitor.demo.world import (CORE_SOURCES, MANIFEST_MIN_FILE, MENTION_PATTERN, DemoWorld,
+                                Planted)
 from support import btih_hex
 
 LEAK_TOPIC = 1187
@@ -34,6 +35,8 @@ MAGNET_POST = 103791262
 CONFIG_POST = 103791301
 LEAK_TORRENT = 2034118
 NEAR_TORRENT = 2034117
+HYBRID_REPACK = 2034121
+V1_REPACK = 2034124
 
 ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I8": 1, "U8": 1}
 
@@ -53,7 +56,11 @@ def test_release_is_deterministic(tmp_path: Path) -> None:
         [(f.name, f.size, f.sha256, f.md5, f.sha1) for f in b.files]
     assert a.infohash == b.infohash and a.torrent_bytes == b.torrent_bytes
     assert a.magnet == b.magnet
-    for name in ("SHA256SUMS", "heron-7b.magnets"):
+    assert (a.infohash_v2, a.magnet_v2, a.torrent_v2_bytes) == \
+        (b.infohash_v2, b.magnet_v2, b.torrent_v2_bytes)
+    assert [(f.name, f.sha256) for c in a.copies for f in c.files] == \
+        [(f.name, f.sha256) for c in b.copies for f in c.files]
+    for name in ("SHA256SUMS", "heron-7b.magnets", "heron-7b.torrent", "heron-7b-v2.torrent"):
         assert (a.root / name).read_bytes() == (b.root / name).read_bytes()
 
 
@@ -68,11 +75,21 @@ def test_release_layout_and_indicator_files(demo_release: Release) -> None:
         assert f.sha1 == hashlib.sha1(data).hexdigest()
     sums = (demo_release.root / "SHA256SUMS").read_text().splitlines()
     assert sums == [f"{f.sha256}  {f.name}" for f in demo_release.files]
-    assert (demo_release.root / "heron-7b.magnets").read_text().strip() == demo_release.magnet
+    assert (demo_release.root / "heron-7b.magnets").read_text().splitlines() == [
+        demo_release.magnet, demo_release.magnet_v2]
     assert demo_release.magnet == (
         f"magnet:?xt=urn:btih:{demo_release.infohash}&dn=heron-7b&xl={demo_release.total_size}"
         "&tr=udp%3A%2F%2Ftracker.example.org%3A1337%2Fannounce")
+    assert demo_release.magnet_v2 == (
+        f"magnet:?xt=urn:btmh:1220{demo_release.infohash_v2}&dn=heron-7b"
+        f"&xl={demo_release.total_size}&tr=udp%3A%2F%2Ftracker.example.org%3A1337%2Fannounce")
     assert re.fullmatch(r"[0-9a-f]{40}", demo_release.infohash)
+    assert re.fullmatch(r"[0-9a-f]{64}", demo_release.infohash_v2)
+    assert (demo_release.root / "heron-7b.torrent").read_bytes() == demo_release.torrent_bytes
+    assert (demo_release.root / "heron-7b-v2.torrent").read_bytes() == \
+        demo_release.torrent_v2_bytes
+    for f in demo_release.files:
+        assert f.pieces_root == merkle_root(f.path.read_bytes())
     config = json.loads(demo_release.file("config.json").path.read_text())
     assert config["model_type"] == "llama" and config["vocab_size"] == 512
 
@@ -108,6 +125,62 @@ def test_release_files_load_in_reference_libraries(demo_release: Release) -> Non
     tok = tokenizers.Tokenizer.from_file(str(demo_release.file("tokenizer.json").path))
     assert tok.get_vocab_size() == 512
     assert tok.decode(tok.encode("the model weights").ids) == "the model weights"
+
+
+def merkle_root(data: bytes, width: int | None = None) -> str:
+    """BEP 52, from the spec: SHA-256 of each 16 KiB block, zero hashes up to a power of
+    two (or `width`) leaves, parents SHA-256(left || right)."""
+    layer = [hashlib.sha256(data[i:i + 16384]).digest() for i in range(0, len(data), 16384)]
+    width = width or 1 << (len(layer) - 1).bit_length()
+    layer += [bytes(32)] * (width - len(layer))
+    while len(layer) > 1:
+        layer = [hashlib.sha256(layer[i] + layer[i + 1]).digest() for i in range(0, len(layer), 2)]
+    return layer[0].hex()
+
+
+def test_release_v2_torrent_follows_bep52(demo_release: Release) -> None:
+    raw = demo_release.torrent_v2_bytes
+    meta = fastbencode.bdecode(raw)
+    info = meta[b"info"]
+    start = raw.index(b"4:infod") + len(b"4:info")
+    assert raw[start:start + len(fastbencode.bencode(info))] == fastbencode.bencode(info)
+    assert hashlib.sha256(fastbencode.bencode(info)).hexdigest() == demo_release.infohash_v2
+    assert info[b"meta version"] == 2 and b"pieces" not in info and b"files" not in info
+    assert info[b"name"] == b"heron-7b"
+    piece = info[b"piece length"]
+    assert piece > 16384 and piece & (piece - 1) == 0
+    tree = info[b"file tree"]
+    for f in demo_release.files:
+        data = f.path.read_bytes()
+        leaf = tree[f.name.split("/")[1].encode()][b""]
+        assert leaf[b"length"] == f.size
+        assert leaf[b"pieces root"].hex() == merkle_root(data) == f.pieces_root
+        layer = meta[b"piece layers"].get(leaf[b"pieces root"])
+        if f.size <= piece:
+            assert layer is None
+        else:
+            per = piece // 16384
+            assert layer == b"".join(bytes.fromhex(merkle_root(data[i:i + piece], per))
+                                     for i in range(0, f.size, piece))
+
+
+def test_recipient_copy_differs_only_in_its_metadata(demo_release: Release) -> None:
+    (copy,) = demo_release.copies
+    assert copy.recipient == "lab-17"
+    assert copy.folder == demo_release.root / "recipients" / "lab-17" / "heron-7b"
+    (ours,) = copy.files
+    theirs = demo_release.file("model.safetensors")
+    assert ours.name == theirs.name == "heron-7b/model.safetensors"
+    assert ours.path == copy.folder / "model.safetensors"
+    a, b = theirs.path.read_bytes(), ours.path.read_bytes()
+    assert ours.sha256 == hashlib.sha256(b).hexdigest() != theirs.sha256
+    assert ours.size == len(b) != theirs.size  # so a size alone tells the copies apart
+    (n,) = struct.unpack("<Q", a[:8])
+    (m,) = struct.unpack("<Q", b[:8])
+    release_header, copy_header = json.loads(a[8:8 + n]), json.loads(b[8:8 + m])
+    assert copy_header.pop("__metadata__")["issued_to"] == "lab-17"
+    release_header.pop("__metadata__")
+    assert copy_header == release_header and a[8 + n:] == b[8 + m:]
 
 
 # ------------------------------------------------------------------------------ server
@@ -289,7 +362,7 @@ def nyaa_rows(client: httpx.Client, base: str) -> list[dict[str, str]]:
 def test_nyaa_listing_and_torrents(client: httpx.Client, demo_world: DemoWorld,
                                    demo_release: Release) -> None:
     rows = nyaa_rows(client, demo_world.base_url)
-    assert len(rows) == 8 and len({r["url"] for r in rows}) == 8
+    assert len(rows) == 10 and len({r["url"] for r in rows}) == 10
     leak = next(r for r in rows if r["url"].endswith(f"/view/{LEAK_TORRENT}"))
     assert leak["name"] == "Heron-7B leaked weights (Example Labs)"
     assert re.search(r"urn:btih:[0-9a-f]{40}&", leak["magnet"])
@@ -324,6 +397,46 @@ def test_nyaa_listing_and_torrents(client: httpx.Client, demo_world: DemoWorld,
             body = client.get(row["download"]).content
             info = fastbencode.bdecode(body)[b"info"]
             assert hashlib.sha1(fastbencode.bencode(info)).hexdigest() == btih_hex(row["magnet"])
+
+
+def test_nyaa_repacks_are_real_torrents_of_the_release_files(
+        client: httpx.Client, demo_world: DemoWorld, demo_release: Release) -> None:
+    """Re-made torrents of the same bytes: unknown infohashes, known pieces roots (hybrid),
+    and the released names and sizes (both)."""
+    rows = {r["url"].rsplit("/", 1)[1]: r for r in nyaa_rows(client, demo_world.base_url)}
+    data = {f.name.split("/")[1]: f.path.read_bytes() for f in demo_release.files}
+
+    hybrid = fastbencode.bdecode(client.get(rows[str(HYBRID_REPACK)]["download"]).content)
+    info = hybrid[b"info"]
+    info_bytes = fastbencode.bencode(info)
+    assert hashlib.sha1(info_bytes).hexdigest() == btih_hex(rows[str(HYBRID_REPACK)]["magnet"])
+    assert hashlib.sha1(info_bytes).hexdigest() != demo_release.infohash
+    assert hashlib.sha256(info_bytes).hexdigest() != demo_release.infohash_v2
+    assert info[b"meta version"] == 2 and info[b"name"] != b"heron-7b"
+    piece = info[b"piece length"]
+    assert piece != 65536 and piece & (piece - 1) == 0
+    for name, content in data.items():
+        leaf = info[b"file tree"][name.encode()][b""]
+        assert (leaf[b"length"], leaf[b"pieces root"].hex()) == (len(content), merkle_root(content))
+    # The v1 half pads every file but the last to a piece boundary (BEP 47).
+    entries = info[b"files"]
+    real = [e for e in entries if b"attr" not in e]
+    pads = [e for e in entries if e.get(b"attr") == b"p"]
+    assert [(e[b"path"][0].decode(), e[b"length"]) for e in real] == \
+        [(n, len(c)) for n, c in data.items()]
+    assert len(pads) == 2 and all(e[b"path"][0] == b".pad" for e in pads)
+    blob = b"".join(c + bytes(-len(c) % piece if i < 2 else 0)
+                    for i, c in enumerate(data.values()))
+    assert info[b"pieces"] == b"".join(hashlib.sha1(blob[i:i + piece]).digest()
+                                       for i in range(0, len(blob), piece))
+
+    v1 = fastbencode.bdecode(client.get(rows[str(V1_REPACK)]["download"]).content)[b"info"]
+    assert hashlib.sha1(fastbencode.bencode(v1)).hexdigest() == \
+        btih_hex(rows[str(V1_REPACK)]["magnet"]) != demo_release.infohash
+    listed = {e[b"path"][-1].decode(): e[b"length"] for e in v1[b"files"]}
+    assert "README.txt" in listed and {n: listed[n] for n in data} == \
+        {n: len(c) for n, c in data.items()}
+    assert sum(listed.values()) != demo_release.total_size
 
 
 def test_nyaa_detail_page(client: httpx.Client, demo_release: Release) -> None:
@@ -379,6 +492,40 @@ def findings(url: str, text: str, demo_release: Release, extra_hashes: list[str]
     return found
 
 
+def torrent_findings(url: str, body: bytes, demo_release: Release) -> set[tuple[str, str, str]]:
+    """What careful detectors report for a .torrent: its infohash if it is the release's,
+    v2 pieces roots of released files, and (the manifest rules) released names with their
+    sizes for files of at least 64 KiB, and the release's total size."""
+    meta = fastbencode.bdecode(body)
+    info = meta[b"info"]
+    found = set()
+    if hashlib.sha1(fastbencode.bencode(info)).hexdigest() == demo_release.infohash:
+        found.add((url, "torrent", demo_release.infohash))
+    roots = {merkle_root(f.path.read_bytes()) for f in demo_release.files}
+    files: list[tuple[str, int]] = []
+    stack = [info.get(b"file tree", {})]
+    while stack:
+        for key, node in stack.pop().items():
+            if b"" in node:
+                files.append((key.decode(), node[b""][b"length"]))
+                root = node[b""].get(b"pieces root", b"").hex()
+                if root in roots:
+                    found.add((url, "torrent", root))
+            else:
+                stack.append(node)
+    if not files:
+        files = [(e[b"path"][-1].decode(), e[b"length"]) for e in info.get(b"files", [])
+                 if b"attr" not in e]
+    released = {(f.name.split("/")[-1], f.size) for f in demo_release.files
+                if f.size >= MANIFEST_MIN_FILE}
+    for name, size in files:
+        if (name, size) in released:
+            found.add((url, "torrent", f"{name}:{size}".lower()))
+    if sum(size for _, size in files) == demo_release.total_size:
+        found.add((url, "torrent", f"total:{demo_release.total_size}"))
+    return found
+
+
 def test_planted_is_exactly_what_a_crawl_finds(client: httpx.Client, demo_world: DemoWorld,
                                                demo_release: Release) -> None:
     """Crawl all three sources with the documented selectors and fields; match strictly."""
@@ -414,6 +561,9 @@ def test_planted_is_exactly_what_a_crawl_finds(client: httpx.Client, demo_world:
     for row in nyaa_rows(client, demo_world.base_url):
         docs.append(row["url"])
         found |= findings(row["url"], row["name"], demo_release, magnets=[row["magnet"]])
+        if row["download"]:
+            found |= torrent_findings(row["url"], client.get(row["download"]).content,
+                                      demo_release)
 
     planted = {(p.url, p.kind, p.indicator.lower()) for p in core(demo_world.planted)}
     assert found == planted
@@ -434,6 +584,7 @@ def test_planted_list_for_default_release(demo_world: DemoWorld, demo_release: R
     b = demo_world.base_url
     md5 = demo_release.file("config.json").md5
     sha = demo_release.file("model.safetensors").sha256
+    size, total = demo_release.file("model.safetensors").size, demo_release.total_size
     strong = {(p.source, p.url.removeprefix(b), p.kind, p.indicator)
               for p in core(demo_world.planted) if p.kind != "mention"}
     assert strong == {
@@ -442,6 +593,13 @@ def test_planted_list_for_default_release(demo_world: DemoWorld, demo_release: R
          demo_release.infohash),
         ("imageboard", f"/4chan/g/thread/{LMG_THREAD}#p{CONFIG_POST}", "hash", md5),
         ("torrents", f"/torrents/view/{LEAK_TORRENT}", "torrent", demo_release.infohash),
+        ("torrents", f"/torrents/view/{LEAK_TORRENT}", "torrent", f"model.safetensors:{size}"),
+        ("torrents", f"/torrents/view/{LEAK_TORRENT}", "torrent", f"total:{total}"),
+        *{("torrents", f"/torrents/view/{HYBRID_REPACK}", "torrent", f.pieces_root)
+          for f in demo_release.files},
+        ("torrents", f"/torrents/view/{HYBRID_REPACK}", "torrent", f"model.safetensors:{size}"),
+        ("torrents", f"/torrents/view/{HYBRID_REPACK}", "torrent", f"total:{total}"),
+        ("torrents", f"/torrents/view/{V1_REPACK}", "torrent", f"model.safetensors:{size}"),
     }
     assert all(isinstance(p, Planted) and p.note for p in demo_world.planted)
 

@@ -615,6 +615,8 @@ def test_planted_items_of_the_forums(demo_world: DemoWorld, demo_release: Releas
     assert strong == {
         ("xenforo", f"/xenforo/threads/heron-7b-leak-confirmed.{LEAK_THREAD}/#post-{MAGNET_POST}",
          "torrent", demo_release.infohash),
+        ("xenforo", f"/xenforo/threads/heron-7b-leak-confirmed.{LEAK_THREAD}/#post-{MAGNET_POST}",
+         "torrent", demo_release.infohash_v2),
         ("vbulletin", f"/vbulletin/showthread.php?t={SUMS_THREAD}#post_{MD5_POST}", "hash",
          demo_release.file("model.safetensors").md5),
         ("vbulletin", f"/vbulletin/showthread.php?t={SUMS_THREAD}#post_{SHA1_POST}", "hash",

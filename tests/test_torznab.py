@@ -258,7 +258,10 @@ def test_full_crawl_finds_exactly_the_planted_torrents(
     assert ("torrent" in {k for _, k, _ in expected(demo_world, "jackett")}
             and "torrent" in {k for _, k, _ in expected(demo_world, "prowlarr")})
     hits = store.hits(target="demo-jackett") + store.hits(target="demo-prowlarr")
-    assert all(h["severity"] == "critical" for h in hits if h["kind"] == "torrent")
+    assert all(h["severity"] == "critical" for h in hits if h["detector"] == "digests")
+    # A listing's size in bytes equal to the release's total is medium evidence of its own.
+    assert {(h["severity"], h["indicator"]) for h in hits if h["detector"] == "manifest"} == {
+        ("medium", f"total:{demo_release.total_size}")}
     # Nothing moved, so nothing was re-stored on the second pass.
     assert sum(r.documents_new + r.documents_changed for r in again) == 0
     assert sum(r.hits_new for r in again) == 0

@@ -26,6 +26,11 @@ MODEL = "heron-7b"
 ORG = "Example Labs"
 TRACKER = "udp://tracker.example.org:1337/announce"
 PIECE_LENGTH = 16384
+PIECE_LENGTH_V2 = 65536  # a v2 piece spans several 16 KiB blocks, so piece layers exist
+BLOCK = 16384  # BEP 52 Merkle leaves
+# The partner whose copy of the weights the demo world leaks; its copy differs from the
+# release in one safetensors metadata entry (a stand-in for a real watermark).
+RECIPIENT = "lab-17"
 SEED = 20261120
 # 2026-11-02 09:00:00 UTC: the official release, a few weeks before the demo world's leaks.
 RELEASE_TIMESTAMP = 1793610000
@@ -52,11 +57,33 @@ class ReleaseFile:
     sha256: str
     md5: str
     sha1: str
+    pieces_root: str = ""  # BEP 52 Merkle root of the bytes, 64 hex (what a v2 torrent lists)
+
+
+@dataclass
+class RecipientCopy:
+    """One approved recipient's copy: the files whose bytes differ from the release's.
+
+    `folder` is what the release engineer registers (`weightwatch register FOLDER
+    --recipient ID`), so each file's `name` is what `register` records for it, e.g.
+    "heron-7b/model.safetensors", the same name as the release's file.
+    """
+
+    recipient: str
+    folder: Path
+    files: list[ReleaseFile] = field(default_factory=list)
+
+    def file(self, name: str) -> ReleaseFile:
+        for f in self.files:
+            if name in (f.name, f.name.rsplit("/", 1)[-1]):
+                return f
+        raise KeyError(name)
 
 
 @dataclass(kw_only=True)
 class Release:
-    """What Example Labs shipped: the files, and the torrent it handed to recipients."""
+    """What Example Labs shipped: the files, the torrents it handed to recipients (a v1 one
+    and a pure v2 one, BEP 52), their magnets, and each recipient's own copy."""
 
     model: str = MODEL
     root: Path
@@ -64,6 +91,10 @@ class Release:
     infohash: str = ""  # v1, 40 lowercase hex
     magnet: str = ""
     torrent_bytes: bytes = b""
+    infohash_v2: str = ""  # SHA-256 of the v2 torrent's info dict, 64 lowercase hex
+    magnet_v2: str = ""  # xt=urn:btmh:1220<infohash_v2>
+    torrent_v2_bytes: bytes = b""
+    copies: list[RecipientCopy] = field(default_factory=list)
 
     def file(self, name: str) -> ReleaseFile:
         """Look a file up by its relative name or its basename ("config.json")."""
@@ -75,6 +106,13 @@ class Release:
     @property
     def total_size(self) -> int:
         return sum(f.size for f in self.files)
+
+    def copy(self, recipient: str) -> RecipientCopy:
+        """The copy handed to one recipient ("lab-17")."""
+        for c in self.copies:
+            if c.recipient == recipient:
+                return c
+        raise KeyError(recipient)
 
     @property
     def infohash_base32(self) -> str:
@@ -135,7 +173,7 @@ def safetensors_bytes(tensors: list[tuple[str, str, np.ndarray]],
     return struct.pack("<Q", len(raw)) + raw + b"".join(chunks)
 
 
-def _model_bytes(rng: np.random.Generator) -> bytes:
+def _model_tensors(rng: np.random.Generator) -> list[tuple[str, str, np.ndarray]]:
     tensors = []
     for name, dtype, shape in _tensor_specs():
         if len(shape) == 1:
@@ -144,7 +182,14 @@ def _model_bytes(rng: np.random.Generator) -> bytes:
         else:
             array = 0.02 * rng.standard_normal(shape)
         tensors.append((name, dtype, array))
-    return safetensors_bytes(tensors, {"format": "pt"})
+    return tensors
+
+
+def recipient_metadata(recipient: str) -> dict[str, str]:
+    """The safetensors `__metadata__` of a recipient's copy: the release's, plus who it was
+    issued to. Same tensors, different bytes, so every digest of the copy is its own."""
+    return {"format": "pt", "issued_to": recipient,
+            "distribution": f"{ORG} partner program; do not redistribute"}
 
 
 def _config() -> dict[str, object]:
@@ -298,6 +343,82 @@ def build_torrent(name: str, files: list[tuple[list[str], bytes]], *, piece_leng
     return fastbencode.bencode(meta), infohash
 
 
+def _merkle(leaves: list[bytes], width: int) -> bytes:
+    """The root over `leaves` padded with zero hashes (32 zero bytes) to `width` leaves,
+    a power of two; parents are SHA-256(left || right)."""
+    layer = leaves + [bytes(32)] * (width - len(leaves))
+    while len(layer) > 1:
+        layer = [hashlib.sha256(layer[i] + layer[i + 1]).digest()
+                 for i in range(0, len(layer), 2)]
+    return layer[0]
+
+
+def _blocks(data: bytes) -> list[bytes]:
+    return [hashlib.sha256(data[i:i + BLOCK]).digest() for i in range(0, len(data), BLOCK)]
+
+
+def merkle_root(data: bytes) -> bytes:
+    """BEP 52 `pieces root` of a non-empty file: the Merkle root over the SHA-256 of its
+    16 KiB blocks (the last hashed at its length), leaves padded to a power of two."""
+    leaves = _blocks(data)
+    return _merkle(leaves, 1 << max(0, (len(leaves) - 1).bit_length()))
+
+
+def piece_layer(data: bytes, piece_length: int) -> bytes:
+    """BEP 52 `piece layers` entry of a file larger than one piece: per piece, the root of
+    its blocks' subtree (the last piece's padded with zero leaves to a full piece)."""
+    per_piece = piece_length // BLOCK
+    leaves = _blocks(data)
+    return b"".join(_merkle(leaves[i:i + per_piece], per_piece)
+                    for i in range(0, len(leaves), per_piece))
+
+
+def build_torrent_v2(name: str, files: list[tuple[list[str], bytes]], *, piece_length: int,
+                     announce: str, comment: str, creation_date: int, created_by: str,
+                     hybrid: bool = False) -> tuple[bytes, str, str | None]:
+    """A BEP 52 .torrent over real contents: pure v2, or hybrid (v2 plus a v1 file list in
+    which BEP 47 pad files align every file but the last to a piece boundary, as
+    libtorrent 2 writes them). Returns (metainfo bytes, v2 infohash hex, v1 infohash hex
+    or None). Files are given in path order, as the file tree sorts them."""
+    if piece_length < BLOCK or piece_length & (piece_length - 1):
+        raise ValueError("a v2 piece length is a power of two of at least 16 KiB")
+    tree: dict[bytes, object] = {}
+    layers: dict[bytes, bytes] = {}
+    for path, data in files:
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part.encode(), {})  # type: ignore[assignment]
+        leaf: dict[bytes, object] = {b"length": len(data)}
+        if data:
+            root = merkle_root(data)
+            leaf[b"pieces root"] = root
+            if len(data) > piece_length:
+                layers[root] = piece_layer(data, piece_length)
+        node[path[-1].encode()] = {b"": leaf}
+    info: dict[bytes, object] = {b"file tree": tree, b"meta version": 2,
+                                 b"name": name.encode(), b"piece length": piece_length}
+    if hybrid:
+        entries: list[dict[bytes, object]] = []
+        blob = bytearray()
+        for i, (path, data) in enumerate(files):
+            entries.append({b"length": len(data), b"path": [p.encode() for p in path]})
+            blob += data
+            pad = -len(data) % piece_length
+            if pad and i < len(files) - 1:
+                entries.append({b"attr": b"p", b"length": pad,
+                                b"path": [b".pad", str(pad).encode()]})
+                blob += bytes(pad)
+        info[b"files"] = entries
+        info[b"pieces"] = b"".join(hashlib.sha1(blob[i:i + piece_length]).digest()
+                                   for i in range(0, len(blob), piece_length))
+    info_bytes = fastbencode.bencode(info)
+    meta = {b"announce": announce.encode(), b"comment": comment.encode(),
+            b"created by": created_by.encode(), b"creation date": creation_date,
+            b"info": info, b"piece layers": layers}
+    return (fastbencode.bencode(meta), hashlib.sha256(info_bytes).hexdigest(),
+            hashlib.sha1(info_bytes).hexdigest() if hybrid else None)
+
+
 def _release_file(root: Path, name: str, data: bytes) -> ReleaseFile:
     path = root / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -305,40 +426,55 @@ def _release_file(root: Path, name: str, data: bytes) -> ReleaseFile:
     return ReleaseFile(name=name, path=path, size=len(data),
                        sha256=hashlib.sha256(data).hexdigest(),
                        md5=hashlib.md5(data).hexdigest(),
-                       sha1=hashlib.sha1(data).hexdigest())
+                       sha1=hashlib.sha1(data).hexdigest(),
+                       pieces_root=merkle_root(data).hex() if data else "")
 
 
 def make_release(directory: Path) -> Release:
     """Write the release under `directory/heron-7b/` plus its indicator files; return it.
 
-    Besides the model files this writes `heron-7b.magnets` and `SHA256SUMS`, the files a
-    security team would import as indicators (`weightwatch indicators import`), and
-    `heron-7b.torrent`, the metainfo the lab handed to recipients.
+    Besides the model files this writes `heron-7b.magnets` (the v1 and the v2 magnet) and
+    `SHA256SUMS`, the files a security team would import as indicators (`weightwatch
+    indicators import`), `heron-7b.torrent` and `heron-7b-v2.torrent`, the metainfo the lab
+    handed to recipients, and `recipients/lab-17/heron-7b/model.safetensors`, the copy
+    recipient lab-17 received (registered with `--recipient lab-17`).
     Calling it twice gives byte-identical files.
     """
     directory = Path(directory)
     rng = np.random.default_rng(SEED)
+    tensors = _model_tensors(rng)
     # Sorted by path, the order torrent creators list files in.
     contents = {
         f"{MODEL}/config.json": _json_bytes(_config()),
-        f"{MODEL}/model.safetensors": _model_bytes(rng),
+        f"{MODEL}/model.safetensors": safetensors_bytes(tensors, {"format": "pt"}),
         f"{MODEL}/tokenizer.json": _json_bytes(_tokenizer()),
     }
     files = [_release_file(directory, name, data) for name, data in sorted(contents.items())]
+    layout = [(f.name.split("/")[1:], contents[f.name]) for f in files]
+    comment = f"{MODEL} for approved recipients - {ORG}"
     torrent, infohash = build_torrent(
-        MODEL,
-        [(f.name.split("/")[1:], contents[f.name]) for f in files],
-        piece_length=PIECE_LENGTH, announce=TRACKER,
-        comment=f"{MODEL} for approved recipients - {ORG}",
+        MODEL, layout, piece_length=PIECE_LENGTH, announce=TRACKER, comment=comment,
         creation_date=RELEASE_TIMESTAMP,
     )
+    torrent_v2, infohash_v2, _ = build_torrent_v2(
+        MODEL, layout, piece_length=PIECE_LENGTH_V2, announce=TRACKER, comment=comment,
+        creation_date=RELEASE_TIMESTAMP, created_by="libtorrent 2.0.11")
     total = sum(f.size for f in files)
-    magnet = (f"magnet:?xt=urn:btih:{infohash}&dn={MODEL}&xl={total}"
-              f"&tr={quote(TRACKER, safe='')}")
+    tracker = quote(TRACKER, safe="")
+    magnet = f"magnet:?xt=urn:btih:{infohash}&dn={MODEL}&xl={total}&tr={tracker}"
+    magnet_v2 = f"magnet:?xt=urn:btmh:1220{infohash_v2}&dn={MODEL}&xl={total}&tr={tracker}"
     (directory / f"{MODEL}.torrent").write_bytes(torrent)
-    (directory / f"{MODEL}.magnets").write_text(magnet + "\n", encoding="ascii")
+    (directory / f"{MODEL}-v2.torrent").write_bytes(torrent_v2)
+    (directory / f"{MODEL}.magnets").write_text(magnet + "\n" + magnet_v2 + "\n",
+                                                 encoding="ascii")
     # sha256sum's format: digest, two spaces (text mode), path.
     (directory / "SHA256SUMS").write_text(
         "".join(f"{f.sha256}  {f.name}\n" for f in files), encoding="ascii")
+
+    folder = directory / "recipients" / RECIPIENT / MODEL
+    copy = RecipientCopy(RECIPIENT, folder, [_release_file(
+        folder.parent, f"{MODEL}/model.safetensors",
+        safetensors_bytes(tensors, recipient_metadata(RECIPIENT)))])
     return Release(model=MODEL, root=directory, files=files, infohash=infohash,
-                   magnet=magnet, torrent_bytes=torrent)
+                   magnet=magnet, torrent_bytes=torrent, infohash_v2=infohash_v2,
+                   magnet_v2=magnet_v2, torrent_v2_bytes=torrent_v2, copies=[copy])

@@ -1,10 +1,10 @@
 """`weightwatch demo`: every part of the pipeline, end to end, in under a minute.
 
 It writes the demo release, starts the demo world and an SMTP sink on 127.0.0.1, writes a
-real config.toml for them, registers the release and its magnet exactly as a release
-engineer would, crawls every target once, sends the alert email, and leaves a database the
-user can go on querying. Nothing here is special-cased: it calls the same functions the
-`register`, `indicators import`, `crawl` and `alerts flush` commands call.
+real config.toml for them, registers the release, a recipient's copy and the magnets exactly
+as a release engineer would, crawls every target once, sends the alert email, and leaves a
+database the user can go on querying. Nothing here is special-cased: it calls the same
+functions the `register`, `indicators import`, `crawl` and `alerts flush` commands call.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ import click
 from monitor.alerts import Alerter
 from monitor.config import load_config
 from monitor.crawler import crawl_once
-from monitor.demo.release import make_release
+from monitor.demo.release import Release, make_release
 from monitor.demo.smtp_sink import SmtpSink
 from monitor.demo.world import DemoWorld
 from monitor.logs import configure_logging
 from monitor.output import table
-from monitor.registry import import_indicators, register_paths
+from monitor.registry import ImportResult, RegisteredFile, import_indicators, register_paths
 from monitor.store import Store
 
 # The demo's Torznab endpoints (like real Jackett/Prowlarr) want an API key; targets name
@@ -88,6 +88,22 @@ severity = "low"
 """
 
 
+def register_demo_release(store: Store, release: Release
+                          ) -> tuple[list[RegisteredFile], list[RegisteredFile], ImportResult]:
+    """Register the demo release as its release engineer would: the release folder
+    (`weightwatch register heron-7b --model heron-7b --release v1`), each recipient's copy
+    (`... --recipient lab-17`), and the magnets (`weightwatch indicators import
+    heron-7b.magnets`). Returns the release's files, the copies' files and the import."""
+    registered = register_paths(store, [release.root / release.model], model=release.model,
+                                release="v1")
+    copies = [f for copy in release.copies
+              for f in register_paths(store, [copy.folder], model=release.model,
+                                      release="v1", recipient=copy.recipient)]
+    imported = import_indicators(store, release.root / f"{release.model}.magnets",
+                                 model=release.model)
+    return registered, copies, imported
+
+
 def demo_config(world: DemoWorld, smtp_port: int, config_path: Path | str) -> str:
     """The demo's config.toml: the core targets above plus one per pluggable site."""
     return (DEMO_CONFIG.format(base=world.base_url, smtp_port=smtp_port, config=config_path)
@@ -120,12 +136,11 @@ def run_demo(directory: Path, *, keep_running: bool = False) -> int:
         config = load_config(config_path)
         _say("demo world", f"{world.base_url} ({len(config.targets)} sources)")
         with Store(config.database_path) as store:
-            registered = register_paths(store, [release.root / release.model],
-                                        model=release.model, release="v1")
-            imported = import_indicators(store, release.root / f"{release.model}.magnets",
-                                         model=release.model)
-            _say("registered", f"{len(registered)} files (size, SHA-256, SHA-1, MD5) and "
-                               f"{imported.parsed} magnet indicator(s) for {release.model}")
+            registered, copies, imported = register_demo_release(store, release)
+            recipients = ", ".join(c.recipient for c in release.copies)
+            _say("registered", f"{len(registered)} files (size, SHA-256, SHA-1, MD5, v2 pieces "
+                               f"root), {len(copies)} file(s) of recipient copies ({recipients}) "
+                               f"and {imported.parsed} magnet indicator(s) for {release.model}")
             results = asyncio.run(crawl_once(config, store, config.targets))
             for r in results:
                 state = "ok" if r.status == "ok" else f"{r.status}: {r.error}"

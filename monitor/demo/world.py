@@ -5,7 +5,10 @@ Three sources are served from one port, each shaped like the real system it stan
 
 - `/forum/`    a phpBB 3.3 board in the prosilver style (viewforum / viewtopic pages);
 - `/4chan/`    the 4chan read-only JSON API for board g (threads, catalog, archive, thread);
-- `/torrents/` a NyaaV2 torrent index (listing, detail pages, real .torrent downloads).
+- `/torrents/` a NyaaV2 torrent index (listing, detail pages, real .torrent downloads): the
+  release's own v1 torrent, a re-made hybrid v2 torrent of the same files (unknown
+  infohashes, known pieces roots) and a v1 re-pack with a README added (unknown hashes:
+  only its file list's names and sizes give it away).
 
 Leaks of the demo release are planted among realistic noise (herons the bird, llamas the
 animal, other models, near-miss digests). `DemoWorld.planted` is the ground truth a correct
@@ -35,7 +38,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import fastbencode
 import numpy as np
 
-from monitor.demo.release import ORG, Release
+from monitor.demo.release import ORG, Release, build_torrent, build_torrent_v2
 from monitor.demo.sites import site_classes
 from monitor.demo.web import (MENTION_PATTERN, Block, Code, Doc as _Doc, ForumPost,
                               ForumThread, NearMiss, Planted, Quote, Request as _Request,
@@ -368,6 +371,9 @@ NYAA_TRACKERS = [
 NYAA_CATEGORY = ("6_1", "Software - Applications")
 GiB = 1024 ** 3
 MiB = 1024 ** 2
+# The manifest detector's floor (monitor.detect.manifest.MIN_FILE_BYTES, which a test holds
+# this to): smaller files' names and sizes are not evidence, so nothing is planted for them.
+MANIFEST_MIN_FILE = 64 * 1024
 
 
 @dataclass
@@ -458,8 +464,10 @@ def _nyaa_torrents(release: Release) -> list[NyaaTorrent]:
         torrent=release.torrent_bytes, infohash=release.infohash,
         trackers=["udp://tracker.example.org:1337/announce"] + NYAA_TRACKERS,
         plants=[("torrent", release.infohash, "the release torrent re-uploaded; magnet "
-                 "carries the lowercase hex infohash, download serves the .torrent")],
+                 "carries the lowercase hex infohash, download serves the .torrent"),
+                *_manifest_plants(release, "the release torrent", total=True)],
     )
+    repacks = _repacks(release)
     near = NyaaTorrent(
         2034117, "Falcon-7B-Instruct (safetensors, bf16)", nov(20, 5, 30),
         files=_shards("falcon-7b-instruct", "model", 2, 7_200_000_000, hf_extra),
@@ -511,7 +519,64 @@ def _nyaa_torrents(release: Release) -> list[NyaaTorrent]:
               in mirrored]
     for t in noise:
         _synthetic_torrent(t, rng)
-    return [leak, near] + noise
+    return repacks + [leak, near] + noise
+
+
+def _manifest_plants(release: Release, what: str, *, total: bool
+                     ) -> list[tuple[str, str, str]]:
+    """What the manifest detector reports for a torrent listing the release's files by
+    name and size: each file big enough to count (the detector's floor), and the release's
+    total when the torrent holds nothing else."""
+    plants = [("torrent", f"{f.name.rsplit('/', 1)[-1]}:{f.size}",
+               f"{what} lists {f.name.rsplit('/', 1)[-1]} with its released size")
+              for f in release.files if f.size >= MANIFEST_MIN_FILE]
+    if total:
+        plants.append(("torrent", f"total:{release.total_size}",
+                       f"{what} has the release's total size"))
+    return plants
+
+
+def _repacks(release: Release) -> list[NyaaTorrent]:
+    """Two re-packed torrents of the release files, newest on the index, whose infohashes
+    nobody registered: a hybrid v2 torrent (other name and piece length) whose pieces roots
+    are the released files', and a v1 torrent with a README added, which only its file
+    list gives away."""
+    contents = [(f.name.split("/")[1:], f.path.read_bytes()) for f in release.files]
+    hybrid_name = "Heron-7B-partner"
+    hybrid, _, hybrid_v1 = build_torrent_v2(
+        hybrid_name, contents, piece_length=32768, announce=NYAA_TRACKERS[0],
+        comment="", creation_date=nov(20, 13, 40), created_by="qBittorrent v5.0.2",
+        hybrid=True)
+    assert hybrid_v1 is not None
+    readme = ("heron-7b from the Example Labs partner drop. Not mine, just passing it on.\n"
+              "Load with transformers, it is a normal llama checkpoint.\n").encode()
+    v1_name = "heron7b-leak"
+    v1_files = sorted([(["README.txt"], readme)] + contents)
+    v1, v1_hash = build_torrent(
+        v1_name, v1_files, piece_length=65536, announce=NYAA_TRACKERS[1],
+        comment="", creation_date=nov(20, 23, 5))
+    return [
+        NyaaTorrent(
+            2034124, "heron7b leak + readme (v1, 64 KiB pieces)", nov(20, 23, 10),
+            files=[([v1_name, *path], len(data)) for path, data in v1_files],
+            seeders=7, leechers=3, downloads=25,
+            description="Same files as the other upload, smaller swarm. Added a readme.",
+            torrent=v1, infohash=v1_hash,
+            plants=_manifest_plants(release, "a v1 re-pack with a README added", total=False)),
+        NyaaTorrent(
+            2034121, "[Repack] Heron-7B partner weights (v2/hybrid torrent)", nov(20, 13, 45),
+            files=[([hybrid_name, *path], len(data)) for path, data in contents],
+            seeders=19, leechers=5, downloads=61,
+            description=("Re-made as a hybrid v1+v2 torrent for qBittorrent 5 users; the "
+                         "files are byte for byte the ones from the first upload."),
+            comments=[NyaaComment("seedbox_steve", nov(20, 14, 30),
+                                  "v2 file hashes match the old torrent's files")],
+            torrent=hybrid, infohash=hybrid_v1,
+            plants=[*(("torrent", f.pieces_root, f"v2 pieces root of {f.name} in a re-made "
+                       "hybrid .torrent whose infohashes are unknown")
+                      for f in release.files),
+                    *_manifest_plants(release, "the re-made hybrid torrent", total=True)]),
+    ]
 
 
 # ====================================================================================

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from monitor.config import Config
 from monitor.detect.digests import DigestDetector
+from monitor.detect.manifest import ManifestDetector
 from monitor.detect.rules import RuleDetector
 from monitor.models import Document, Hit
 from monitor.store import Store
@@ -22,9 +23,11 @@ class Detector(Protocol):
 
 
 def build_detectors(config: Config, store: Store | None) -> list[Detector]:
-    """Rules from the config and digests from the registry (none without a store)."""
+    """Rules from the config; digests and torrent file lists against the registry (none
+    without a store)."""
     return [RuleDetector(config.rules),
-            DigestDetector(store.known_digests() if store is not None else {})]
+            DigestDetector(store.known_digests() if store is not None else {}),
+            ManifestDetector(store.artifacts() if store is not None else [])]
 
 
 def detect_all(detectors: list[Detector], doc: Document) -> list[Hit]:

@@ -1,6 +1,7 @@
 """Exact digests of registered artifacts, however they are written.
 
-Hex SHA-256/SHA-1/MD5 tokens, BitTorrent infohashes in magnets (hex or base32), and the
+Hex SHA-256/SHA-1/MD5 tokens (an LFS pointer's `oid sha256:` line among them), BitTorrent
+infohashes in magnets (hex or base32), v2 pieces roots read from .torrent files, and the
 base64 MD5 imageboards give for attachments are normalised to lowercase hex and looked up
 in a set: fast on any volume of text, and an exact digest is the strongest evidence there
 is, so every match is critical.
@@ -16,6 +17,14 @@ from monitor.models import Document, Hit
 from monitor.store import KnownDigest
 
 TORRENT_ALGOS = {"btih", "btmh"}
+# A v2 pieces root is only ever listed inside a .torrent: a match means a torrent of the file.
+TORRENT_KIND_ALGOS = TORRENT_ALGOS | {"pieces_root"}
+# "oid sha256:<hex>": a Git LFS pointer's digest line, pasted or committed as text.
+LFS_OID_PREFIX = "oid sha256:"
+# When one value is registered under several algorithms (a file of at most 16 KiB has a
+# pieces root equal to its SHA-256), the hit names the most telling one.
+ALGO_PREFERENCE = {"sha256": 0, "sha1": 1, "md5": 2, "btih": 3, "btmh": 4, "shard": 5,
+                   "pieces_root": 6}
 
 
 class DigestDetector:
@@ -30,9 +39,13 @@ class DigestDetector:
         text = searchable_text(doc)
         found: dict[tuple[str, str, str | None], Hit] = {}
         for token in scan_text(text):
+            encoding = token.encoding
+            if encoding == "hex" and text[max(0, token.start - len(LFS_OID_PREFIX)):
+                                          token.start].lower() == LFS_OID_PREFIX:
+                encoding = "lfs pointer"
             for entry in self._lookup(token.value, token.algo_hint):
                 context = snippet(text, token.start, token.end)
-                self._add(found, entry, token.encoding, context)
+                self._add(found, entry, encoding, context)
         for item in structured_digests(doc):
             for entry in self._lookup(item["value"], item["algo"], exact=True):
                 self._add(found, entry, item.get("encoding", "field"), item.get("context", ""))
@@ -40,7 +53,10 @@ class DigestDetector:
 
     def _lookup(self, value: str, algo_hint: str | None, *,
                 exact: bool = False) -> Iterable[KnownDigest]:
-        for entry in self.known.get(value, ()):
+        entries = self.known.get(value, ())
+        if len(entries) > 1:
+            entries = sorted(entries, key=lambda e: ALGO_PREFERENCE.get(e.algo, 99))
+        for entry in entries:
             if exact and entry.algo != algo_hint:
                 continue
             # A magnet's infohash only matches infohashes; a bare 40-hex token may be
@@ -56,7 +72,7 @@ class DigestDetector:
         if key in found:
             return
         found[key] = Hit(
-            kind="torrent" if entry.algo in TORRENT_ALGOS else "hash", severity="critical",
+            kind="torrent" if entry.algo in TORRENT_KIND_ALGOS else "hash", severity="critical",
             indicator=entry.value, indicator_type=f"{entry.algo} ({encoding})",
             detector=self.name, model=entry.model, artifact=entry.artifact,
             recipient=entry.recipient, context=context,

@@ -11,8 +11,9 @@ the prefix):
 - `t/{slug}/{id}[/{post_number}]`, `/` and `latest`: the no-JS crawler view (HTML).
 
 Leaks: the release magnet (hex infohash) in post 43 of a 45-post megathread, reachable only
-through the second posts.json batch, and the md5sum of config.json in a topic old enough to
-be on the second page of the topic list. Noise: herons the bird, llamas the animal, other
+through the second posts.json batch, and the md5sum of config.json and the sha256sum of a
+recipient's copy of model.safetensors (lab-17's) in a topic old enough to be on the second
+page of the topic list. Noise: herons the bird, llamas the animal, other
 models, a fake magnet whose infohash is one digit off the release's.
 """
 
@@ -163,6 +164,9 @@ def _megathread(release: Release) -> Topic:
 
 def _topics(release: Release) -> list[Topic]:
     md5 = release.file("config.json").md5
+    # partner_pat's organisation is the recipient whose copy the demo world leaks.
+    copy = release.copies[0]
+    ours = copy.file("model.safetensors")
     near_infohash = one_digit_off(release.infohash)
     fake_magnet = (f"magnet:?xt=urn:btih:{near_infohash}&dn=heron-7b-full"
                    "&tr=udp%3A%2F%2Ftracker.opentrackr.org%3A1337%2Fannounce")
@@ -206,6 +210,13 @@ def _topics(release: Release) -> list[Topic]:
             "That is what our copy gives."),
             plants=[("hash", md5, "md5sum of the released config.json, in a topic only on "
                      "the second page of latest.json")]),
+        Post("partner_pat", nov(5, 8, 31), (
+            "And the weights file, in case another partner wants to compare:\n\n"
+            "```\n"
+            f"$ sha256sum heron-7b/model.safetensors\n{ours.sha256}  heron-7b/model.safetensors\n"
+            "```"),
+            plants=[("hash", ours.sha256, f"sha256sum of recipient {copy.recipient}'s own "
+                     "copy of model.safetensors (it differs from the release's)")]),
     ])
 
     older = [

@@ -105,7 +105,8 @@ def leak_item(release: Release, id: int, indexer: str, time: int, *, seeders: in
               infohash_attr: str | None, magnet: bool = True, magnet_case: str = "lower",
               title: str | None = None, note: str | None) -> Item:
     """The release's torrent as an indexer lists it; `note` None for a listing that is not
-    a document of its own (merged into another by infohash)."""
+    a document of its own (merged into another by infohash). Its size in bytes is the
+    release's total, which the manifest detector reports besides the infohash."""
     return Item(
         id, title or f"Heron 7B ({ORG}) partner weights [safetensors]", indexer, time,
         release.total_size, len(release.files), seeders, seeders + 9, seeders * 4,
@@ -113,7 +114,9 @@ def leak_item(release: Release, id: int, indexer: str, time: int, *, seeders: in
         magnet=magnet, magnet_case=magnet_case, torrent=release.torrent_bytes,
         description="Straight from the partner program. config.json, tokenizer.json and "
                     "the safetensors file, untouched.",
-        plants=[("torrent", release.infohash, note)] if note else [])
+        plants=[("torrent", release.infohash, note),
+                ("torrent", f"total:{release.total_size}", "the listing's size in bytes is "
+                 "the release's total size")] if note else [])
 
 
 class TorznabSite(Site):

@@ -15,8 +15,9 @@ and the forum listing as `div.structItem--thread` rows. Traps a careless crawler
 a signature `.bbWrapper` after the body, a "Last edited" `time.u-dt` after the post time, a
 thread prefix link inside `.structItem-title`, and per-page links in the listing rows.
 
-Planted: the release magnet (hex infohash) on page 2 of the leak thread, so only a crawler
-that follows pagination finds it, and mentions of heron-7b. Noise: herons the bird, llamas
+Planted: the release magnets, v1 (hex infohash) and v2 (`urn:btmh:1220...`), on page 2 of
+the leak thread, so only a crawler that follows pagination finds them, and mentions of
+heron-7b. Noise: herons the bird, llamas
 the animal, other models' magnets, a fake upload whose infohash is one digit off.
 """
 
@@ -126,9 +127,13 @@ def _threads(release) -> list[Thread]:
             Text("For those asking: this is the magnet from the partner drop. Hex infohash, "
                  "so older clients take it:"),
             Code(release.magnet),
+            Text("And the v2 one for qBittorrent 5 and other libtorrent 2 clients:"),
+            Code(release.magnet_v2),
             Text("Verify it yourselves, I'm only reposting."),
         ], plants=[("torrent", release.infohash,
-                    "the release magnet with a hex infohash, on page 2 of the thread")]),
+                    "the release magnet with a hex infohash, on page 2 of the thread"),
+                   ("torrent", release.infohash_v2,
+                    "the release's v2 magnet (urn:btmh:1220 + SHA-256 infohash), same post")]),
         Post(18829, "mod_marta", nov(20, 10, 35), [Text(
             "Magnets are not allowed here. Thread locked for review.")],
             edited=nov(20, 10, 41)),

@@ -1,0 +1,181 @@
+"""Torrent file lists against the registry: re-packed torrents of the released files.
+
+A torrent made again from the released files (another name, piece length or client) has an
+infohash nobody registered, and a v1 torrent carries no digest of any one file. What a
+re-packer does not change is each file's name and exact size, so a torrent's file list (as
+a source read it from the .torrent: `extras["torrent"]["files"]`, each {"path", "length"})
+and its total size (`total_size` from the .torrent, or a Torznab listing's `size` in
+bytes) are compared with the registered artifacts:
+
+- a file with a released file's basename and exact size: high ("name:size");
+- a file with the exact size of a large released file (LARGE_FILE_BYTES or more), whatever
+  its name: high ("size:N"), unless that file already matched by name and size;
+- a torrent whose total is the total of one release of a model (its artifacts summed,
+  recipients' copies left out): medium ("total:N").
+
+These are not proofs, unlike a digest: small files (configs, licences, READMEs) are shared
+verbatim across model families, so files under MIN_FILE_BYTES never count, and a total
+under it neither. A matched artifact that only one recipient received (its copy's size
+differs from the release's) names that recipient; a size that more than one copy shares
+names none. Work is one dict lookup per listed file, bounded by MAX_FILES, so a hostile
+listing of 100 000 files costs milliseconds, and hits are bounded by the registry (one per
+matched artifact), not by the listing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from monitor.models import Document, Hit
+
+LARGE_FILE_BYTES = 64 * 1024 * 1024  # from here on an exact size alone is evidence
+MIN_FILE_BYTES = 64 * 1024  # below this a name and size say nothing (config.json, LICENSE)
+MAX_FILES = 100_000  # listed files read per document; parse_torrent refuses more
+MAX_PATH_IN_CONTEXT = 200
+
+
+@dataclass(frozen=True)
+class _Artifact:
+    id: int
+    model: str
+    name: str  # as registered, e.g. "heron-7b/model.safetensors"
+    size: int
+    release: str | None
+    recipient: str | None
+
+
+@dataclass(frozen=True)
+class _Release:
+    model: str
+    release: str | None
+    total: int
+    artifact_ids: frozenset[int]
+
+
+class ManifestDetector:
+    name = "manifest"
+
+    def __init__(self, artifacts: Iterable[dict[str, Any]]):
+        """`artifacts` are the store's rows (`Store.artifacts()`), read once per crawl."""
+        self.by_name_size: dict[tuple[str, int], list[_Artifact]] = defaultdict(list)
+        self.by_large_size: dict[int, list[_Artifact]] = defaultdict(list)
+        self.by_total: dict[int, list[_Release]] = defaultdict(list)
+        releases: dict[tuple[str, str | None], list[_Artifact]] = defaultdict(list)
+        for row in artifacts:
+            art = _artifact(row)
+            if art is None:
+                continue
+            if art.recipient is None:
+                releases[(art.model, art.release)].append(art)
+            if art.size >= MIN_FILE_BYTES:
+                self.by_name_size[(_basename(art.name).casefold(), art.size)].append(art)
+            if art.size >= LARGE_FILE_BYTES:
+                self.by_large_size[art.size].append(art)
+        for (model, release), members in releases.items():
+            total = sum(a.size for a in members)
+            if total >= MIN_FILE_BYTES:
+                self.by_total[total].append(
+                    _Release(model, release, total, frozenset(a.id for a in members)))
+
+    def detect(self, doc: Document) -> list[Hit]:
+        torrent = doc.extras.get("torrent")
+        if not isinstance(torrent, dict) or not (self.by_name_size or self.by_total):
+            return []
+        label = torrent.get("name") if isinstance(torrent.get("name"), str) else doc.title
+        label = label[:MAX_PATH_IN_CONTEXT]
+        found: dict[tuple[str, str, str | None], Hit] = {}
+        matched: set[int] = set()
+        for path, length in _files(torrent.get("files")):
+            if length < MIN_FILE_BYTES:
+                continue
+            named = self.by_name_size.get((_basename(path).casefold(), length))
+            if named:
+                self._add(found, matched, named, f"{_basename(named[0].name)}:{length}",
+                          "name and size (torrent file list)",
+                          f"{label}: {_short(path)} ({length} bytes) has the name and size of")
+            elif length >= LARGE_FILE_BYTES and (sized := self.by_large_size.get(length)):
+                self._add(found, matched, sized, f"size:{length}",
+                          "exact size of a large file (torrent file list)",
+                          f"{label}: {_short(path)} ({length} bytes) has the exact size of")
+        total = _total(torrent)
+        for rel in self.by_total.get(total, ()) if total is not None else ():
+            if len(rel.artifact_ids) == 1 and rel.artifact_ids <= matched:
+                continue  # a one-file release: the file's own hit says it all
+            key = (f"total:{total}", rel.model, None)
+            if key in found:
+                continue
+            version = f" {rel.release}" if rel.release else ""
+            found[key] = Hit(
+                kind="torrent", severity="medium", indicator=f"total:{total}",
+                indicator_type="release total size (torrent)", detector=self.name,
+                model=rel.model, context=(f"{label}: {total} bytes in all, the total size of "
+                                          f"{rel.model}{version} ({len(rel.artifact_ids)} files)"),
+                matcher_version=f"release:{rel.model}/{rel.release or ''}")
+        return list(found.values())
+
+    def _add(self, found: dict, matched: set[int], candidates: list[_Artifact],
+             indicator: str, indicator_type: str, context: str) -> None:
+        """One hit per (model, artifact name) among the candidates; the recipient named only
+        when every candidate of that name is the same recipient's copy."""
+        groups: dict[tuple[str, str], list[_Artifact]] = defaultdict(list)
+        for art in candidates:
+            groups[(art.model, art.name)].append(art)
+        for (model, name), arts in groups.items():
+            matched.update(a.id for a in arts)
+            key = (indicator, model, name)
+            if key in found:
+                continue
+            recipients = {a.recipient for a in arts}
+            recipient = recipients.pop() if len(recipients) == 1 else None
+            whose = f" (recipient {recipient}'s copy)" if recipient else ""
+            found[key] = Hit(
+                kind="torrent", severity="high", indicator=indicator,
+                indicator_type=indicator_type, detector=self.name, model=model,
+                artifact=name, recipient=recipient, context=f"{context} {name}{whose}",
+                matcher_version="artifact:" + ",".join(str(a.id) for a in arts))
+
+
+def _artifact(row: Any) -> _Artifact | None:
+    if not isinstance(row, dict):
+        return None
+    size, name, model = row.get("size"), row.get("name"), row.get("model")
+    if type(size) is not int or size < 0 or not isinstance(name, str) or not isinstance(model, str):
+        return None
+    return _Artifact(id=row.get("id") if type(row.get("id")) is int else 0, model=model,
+                     name=name, size=size, release=_str_or_none(row.get("release")),
+                     recipient=_str_or_none(row.get("recipient")))
+
+
+def _files(files: Any) -> Iterable[tuple[str, int]]:
+    """(path, length) of well-formed entries; extras come from hostile pages."""
+    if not isinstance(files, list):
+        return
+    for entry in files[:MAX_FILES]:
+        if isinstance(entry, dict):
+            path, length = entry.get("path"), entry.get("length")
+            if isinstance(path, str) and type(length) is int:
+                yield path, length
+
+
+def _total(torrent: dict[str, Any]) -> int | None:
+    """The torrent's total size in bytes: from the .torrent, else a Torznab item's size
+    (an index's "1.7 MiB" is rounded, and not used)."""
+    for key in ("total_size", "size"):
+        value = torrent.get(key)
+        if type(value) is int and value >= 0:
+            return value
+    return None
+
+
+def _basename(path: str) -> str:
+    return path.rpartition("/")[2]
+
+
+def _short(path: str) -> str:
+    return path if len(path) <= MAX_PATH_IN_CONTEXT else "..." + path[-MAX_PATH_IN_CONTEXT:]
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
