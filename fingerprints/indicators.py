@@ -3,8 +3,9 @@
 Two jobs, both pure text work:
 
 - ``parse_indicator_text`` reads a file an operator imports (a release's ``SHA256SUMS``, a
-  list of known magnets) strictly: every line must be understood, and an error names the
-  line, because a silently skipped line is a leak that will never be matched.
+  list of known magnets, a model hub's model-info or tree JSON) strictly: every line (or
+  JSON entry) must be understood, and an error names the line (or entry), because a
+  silently skipped line is a leak that will never be matched.
 - ``scan_text`` finds candidate digests in crawled documents leniently and fast; the
   detector decides which candidates matter by looking them up.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import json
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
@@ -29,6 +31,7 @@ __all__ = [
     "btih_to_hex",
     "magnet_indicators",
     "md5_b64_to_hex",
+    "parse_hub_json",
     "parse_indicator_text",
     "parse_magnet",
     "scan_text",
@@ -51,14 +54,18 @@ class Indicator:
     name: str | None = None  # file name or torrent dn
     size: int | None = None
     line: int | None = None
+    # Where in a JSON file it was read, e.g. "siblings[3]" or "[3]" (None for text lines).
+    origin: str | None = None
 
 
 class IndicatorError(ValueError):
-    """An indicator file line that cannot be understood; the message names the line."""
+    """An indicator file line (or JSON entry) that cannot be understood; the message names
+    the line (``line N: ...``) or the entry (``siblings[3].lfs.sha256: ...``)."""
 
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(f"line {line}: {message}")
+    def __init__(self, line: int | None, message: str, *, where: str | None = None) -> None:
+        super().__init__(f"{where if where is not None else f'line {line}'}: {message}")
         self.line = line
+        self.where = where
 
 
 def btih_to_hex(s: str) -> str:
@@ -190,15 +197,20 @@ def _hex_indicator(
 
 
 def parse_indicator_text(text: str) -> list[Indicator]:
-    """Parse a checksum list / magnet list strictly into indicators, in file order.
+    """Parse a checksum list / magnet list / hub JSON strictly into indicators, in file order.
 
-    Accepted lines: GNU ``md5sum``/``sha1sum``/``sha256sum`` output (algorithm by length),
-    BSD / ``shasum --tag`` / ``openssl dgst`` tagged lines, magnet links, ``btih:``/``urn:btih:``
-    (and ``btmh:``/``urn:btmh:1220``) prefixed infohashes with an optional name, lone hex
-    digests (by length; a lone 40-hex is a SHA-1, since it cannot be told from an infohash
-    without a prefix) and Git LFS pointers. Blank lines and ``#`` comments are skipped.
-    Anything else raises :class:`IndicatorError` naming the line, so nothing is silently lost.
+    Accepted lines: GNU ``md5sum``/``sha1sum``/``sha256sum`` output (algorithm by length; a
+    Meta-style ``checklist.chk`` is ``md5sum`` output), BSD / ``shasum --tag`` / ``openssl
+    dgst`` tagged lines, magnet links, ``btih:``/``urn:btih:`` (and ``btmh:``/
+    ``urn:btmh:1220``) prefixed infohashes with an optional name, lone hex digests (by
+    length; a lone 40-hex is both a SHA-1 and a v1 infohash, since without a prefix it cannot
+    be told which was meant), a lone 32-character base32 infohash, and Git LFS pointers.
+    Blank lines and ``#`` comments are skipped. A text whose first non-space character is
+    ``{`` or ``[`` is model-hub JSON (see :func:`parse_hub_json`). Anything else raises
+    :class:`IndicatorError` naming the line, so nothing is silently lost.
     """
+    if text.lstrip("\ufeff \t\r\n")[:1] in ("{", "["):
+        return parse_hub_json(text)
     out: list[Indicator] = []
     lfs_oid_at: int | None = None  # index in `out` of an LFS oid still waiting for its size
     for lineno, raw in enumerate(text.splitlines(), 1):
@@ -241,7 +253,18 @@ def parse_indicator_text(text: str) -> list[Indicator]:
             out.append(_hex_indicator(m["hex"], m["name"], lineno, algo))
             continue
         if m := _LONE_HEX.fullmatch(line):
-            out.append(_hex_indicator(m[0], None, lineno))
+            ind = _hex_indicator(m[0], None, lineno)
+            out.append(ind)
+            if ind.algo == "sha1":
+                # A bare 40-hex value is a SHA-1 or a v1 infohash and whoever pasted it may
+                # mean either; registering both costs nothing, since a SHA-1 cannot equal
+                # an infohash by accident.
+                out.append(dataclasses.replace(ind, algo="btih"))
+            continue
+        if _B32_32.fullmatch(line):
+            # 32 base32 characters alone: a v1 infohash as old magnets spell it (an all-hex
+            # line of 32 characters was read as an MD5 just above).
+            out.append(Indicator("btih", btih_to_hex(line), None, None, lineno))
             continue
         if m := _GNU.fullmatch(line):
             name = _unescape_gnu(m["name"]) if m["esc"] else m["name"]
@@ -249,6 +272,91 @@ def parse_indicator_text(text: str) -> list[Indicator]:
             continue
         raise IndicatorError(lineno, f"not a checksum line or magnet link: {line[:60]}")
     return out
+
+
+_SHA256_FIELD = re.compile(r"(?:sha256:)?([0-9A-Fa-f]{64})")
+
+
+def parse_hub_json(text: str) -> list[Indicator]:
+    """Read a model hub's model info or tree listing strictly into SHA-256 indicators.
+
+    - model info (``GET /api/models/{id}?blobs=true``): ``{"id": ..., "siblings": [{"rfilename",
+      "size", "lfs": {"sha256", "size"}}]}``; each sibling in LFS gives an indicator named by
+      its ``rfilename``, with origin ``siblings[i]``.
+    - tree listing (``GET /api/models/{id}/tree/{rev}``): ``[{"type", "path", "size", "oid",
+      "lfs": {"oid", "size"}}]``; each file in LFS gives an indicator named by its ``path``,
+      with origin ``[i]``.
+
+    A file outside LFS carries only a git blob id (a SHA-1 of a header and the bytes, not a
+    digest of the file), so it gives nothing. Model info fetched without ``?blobs=true`` lists
+    file names only, which is refused, since importing it would silently register nothing.
+    Malformed JSON or a malformed entry raises :class:`IndicatorError` naming the line or the
+    entry.
+    """
+    try:
+        data = json.loads(text.lstrip("\ufeff"))
+    except RecursionError:
+        raise IndicatorError(None, "JSON nested too deeply", where="JSON") from None
+    except ValueError as e:
+        if isinstance(e, json.JSONDecodeError):
+            raise IndicatorError(e.lineno, f"not valid JSON: {e.msg} (column {e.colno})") from None
+        raise IndicatorError(None, f"not valid JSON: {e}", where="JSON") from None
+    if isinstance(data, dict):
+        entries = data.get("siblings")
+        if not isinstance(entries, list):
+            raise IndicatorError(None, "a JSON object must be model-hub model info with a "
+                                 "'siblings' list", where="siblings")
+        prefix, name_key, digest_keys = "siblings", "rfilename", ("sha256", "oid")
+    elif isinstance(data, list):
+        entries, prefix, name_key, digest_keys = data, "", "path", ("oid", "sha256")
+    else:  # pragma: no cover - a text starting with { or [ parses to one of the above
+        raise IndicatorError(None, "expected model info or a tree listing", where="JSON")
+    out: list[Indicator] = []
+    names_only = bool(entries)
+    for i, entry in enumerate(entries):
+        where = f"{prefix}[{i}]"
+        if not isinstance(entry, dict):
+            raise IndicatorError(None, "expected an object", where=where)
+        kind = entry.get("type", "file")
+        if prefix == "" and kind != "file":
+            if kind == "directory":
+                continue
+            raise IndicatorError(None, f"unknown entry type {str(kind)[:40]!r}",
+                                 where=f"{where}.type")
+        name = entry.get(name_key)
+        if not isinstance(name, str) or not name:
+            raise IndicatorError(None, "missing or not a string", where=f"{where}.{name_key}")
+        if set(entry) - {name_key, "type"}:
+            names_only = False
+        size = _json_size(entry.get("size"), f"{where}.size")
+        lfs = entry.get("lfs")
+        if lfs is None:
+            continue  # not in LFS: no digest of the file is given
+        if not isinstance(lfs, dict):
+            raise IndicatorError(None, "expected an object", where=f"{where}.lfs")
+        key = next((k for k in digest_keys if k in lfs), digest_keys[0])
+        raw = lfs.get(key)
+        m = _SHA256_FIELD.fullmatch(raw.strip()) if isinstance(raw, str) else None
+        if m is None:
+            shown = repr(raw)[:70] if raw is not None else "missing"
+            raise IndicatorError(None, f"expected a SHA-256 (64 hex characters), got {shown}",
+                                 where=f"{where}.lfs.{key}")
+        lfs_size = _json_size(lfs.get("size"), f"{where}.lfs.size")
+        out.append(Indicator("sha256", m[1].lower(), name,
+                             lfs_size if lfs_size is not None else size, None, where))
+    if names_only:
+        raise IndicatorError(None, "model info lists file names only, no digests; fetch it "
+                             "with ?blobs=true (or import the tree listing)", where="siblings")
+    return out
+
+
+def _json_size(value: object, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise IndicatorError(None, f"expected a size in bytes, got {repr(value)[:40]}",
+                             where=where)
+    return value
 
 
 @dataclass(frozen=True)

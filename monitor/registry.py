@@ -1,7 +1,9 @@
 """Recording what was released: file digests from `register`, indicators from `import`.
 
 This is the release engineer's side. It reads the released files once each (all digests in
-one pass) and stores only digests and names, never the weights themselves.
+one pass) and stores only digests and names, never the weights themselves. Whatever adds to
+the registry here should be followed by a rematch of the stored documents
+(`monitor.rematch`), which the CLI does.
 """
 
 from __future__ import annotations
@@ -72,7 +74,12 @@ def register_paths(store: Store, paths: Iterable[str | Path], *, model: str,
 
 
 def import_indicators(store: Store, path: str | Path, *, model: str) -> ImportResult:
-    """Read a checksum list or magnet file; raise IndicatorFileError/OSError naming the file."""
+    """Read a checksum list, magnet file, LFS pointer or model-hub JSON and add its digests
+    for `model`, all or none; raise IndicatorFileError/OSError naming the file.
+
+    Each indicator's source is `import:FILE:LINE` (text) or `import:FILE:ENTRY` (JSON, e.g.
+    `import:model-info.json:siblings[3]`), FILE being the file's name without its folder.
+    """
     path = Path(path)
     if path.stat().st_size > MAX_INDICATOR_FILE:
         raise IndicatorFileError(f"{path}: larger than {MAX_INDICATOR_FILE // 2**20} MiB; "
@@ -86,8 +93,10 @@ def import_indicators(store: Store, path: str | Path, *, model: str) -> ImportRe
     except IndicatorError as exc:
         raise IndicatorFileError(f"{path}: {exc}") from None
     added = 0
-    for ind in indicators:
-        added += store.add_indicator(
-            algo=ind.algo, value=ind.value, model=model, name=ind.name, size=ind.size,
-            source=f"import:{path.name}" + (f":{ind.line}" if ind.line else ""))
+    with store.db.atomic():
+        for ind in indicators:
+            where = ind.origin or (str(ind.line) if ind.line else None)
+            added += store.add_indicator(
+                algo=ind.algo, value=ind.value, model=model, name=ind.name, size=ind.size,
+                source=f"import:{path.name}" + (f":{where}" if where else ""))
     return ImportResult(source=str(path), parsed=len(indicators), added=added)

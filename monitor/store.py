@@ -12,10 +12,11 @@ import hashlib
 import json
 import sqlite3
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import sqlite_utils
 
@@ -254,10 +255,14 @@ class Store:
         return SavedDocument(row[0], is_new=False, changed=row[1] != content_sha)
 
     def _record_hit(self, hit: Hit, doc: Document, document_id: int, run_id: int | None,
-                    now: str, alert: bool) -> int | None:
+                    now: str, alert: bool, touch: bool = True) -> int | None:
+        """Insert a new hit and queue its alert; an existing one (same dedup key) only has
+        `last_seen` and `seen_count` moved, and not even that unless `touch`."""
         key = hit.dedup_key(doc.key)
         existing = self.db.execute("SELECT id FROM hits WHERE dedup_key = ?", [key]).fetchone()
         if existing:
+            if not touch:
+                return None
             self.db.execute(
                 "UPDATE hits SET last_seen = ?, seen_count = seen_count + 1, document_id = ? "
                 "WHERE id = ?", [now, document_id, existing[0]])
@@ -273,6 +278,41 @@ class Store:
         if alert:
             self.db["outbox"].insert({"hit_id": hit_id, "created_at": now, "next_attempt_at": now})
         return hit_id
+
+    def record_hits(self, document_id: int, doc: Document, hits: Iterable[Hit], *,
+                    alert: bool = True) -> list[int]:
+        """Record hits found later in an already stored document (a rematch), atomically
+        with their outbox rows; returns the ids of the new ones.
+
+        The document row is not rewritten, and hits already recorded (same dedup key) are
+        left exactly as they are: nobody saw them again, the registry merely grew.
+        """
+        now = utcnow()
+        with self._write_transaction():
+            return [hit_id for hit in hits
+                    if (hit_id := self._record_hit(hit, doc, document_id, None, now, alert,
+                                                   touch=False))]
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[None]:
+        """A transaction that takes the write lock at once (BEGIN IMMEDIATE), waiting for
+        it up to the busy timeout. One that reads first (a dedup lookup) and writes after
+        would instead fail outright if another process (the daemon) wrote in between."""
+        if self.db.conn.in_transaction:
+            with self.db.atomic():
+                yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.conn.rollback()
+            raise
+        try:
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.conn.rollback()
+            raise
 
     def snapshot(self, sha256: str) -> bytes | None:
         row = self.db.execute("SELECT body FROM snapshots WHERE sha256 = ?", [sha256]).fetchone()
@@ -319,6 +359,46 @@ class Store:
             "last_seen, content_sha256, snapshot_sha256, extras FROM documents WHERE id = ?",
             [document_id]))
         return rows[0] if rows else None
+
+    DOCUMENT_COLUMNS = ("id, target, key, url, title, author, posted_at, fetched_at, text, "
+                        "links, extras")
+
+    def _document_filter(self, targets: Sequence[str], since: str | None
+                         ) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if targets:
+            where.append(f"target IN ({', '.join('?' * len(targets))})")
+            params.extend(targets)
+        if since:
+            where.append("last_seen >= ?")
+            params.append(since)
+        return where, params
+
+    def count_documents(self, *, targets: Sequence[str] = (), since: str | None = None) -> int:
+        """How many stored documents `iter_documents` with the same filter would yield."""
+        where, params = self._document_filter(targets, since)
+        sql = "SELECT COUNT(*) FROM documents" + (" WHERE " + " AND ".join(where) if where else "")
+        return self.db.execute(sql, params).fetchone()[0]
+
+    def iter_documents(self, *, targets: Sequence[str] = (), since: str | None = None,
+                       batch_size: int = 500) -> Iterator[dict[str, Any]]:
+        """Stored documents (with text, links and extras, as JSON text) in id order, read
+        `batch_size` at a time, so any number can be walked in little memory; documents last
+        seen before `since` (ISO time) or of other `targets` are left out.
+
+        Each batch is its own query (keyset pagination), so no read stays open while the
+        caller writes between batches."""
+        where, params = self._document_filter(targets, since)
+        last = 0
+        while True:
+            sql = (f"SELECT {self.DOCUMENT_COLUMNS} FROM documents WHERE "
+                   + " AND ".join([*where, "id > ?"]) + f" ORDER BY id LIMIT {int(batch_size)}")
+            rows = list(self.db.query(sql, [*params, last]))
+            yield from rows
+            if len(rows) < batch_size:
+                return
+            last = rows[-1]["id"]
 
     # --- outbox --------------------------------------------------------------------------
 
@@ -425,9 +505,15 @@ class Store:
                 [model, sha256, recipient]).fetchone()
             if row:
                 artifact_id = row[0]
-                # Registered before these digests existed: fill them in.
-                self.db["artifacts"].update(artifact_id, {"pieces_root": pieces_root,
-                                                          "shards": json.dumps(list(shards))})
+                # Registered before these digests existed: fill them in (but never blank
+                # them, e.g. from a bundle written before they were computed).
+                fill: dict[str, Any] = {}
+                if pieces_root:
+                    fill["pieces_root"] = pieces_root
+                if shards:
+                    fill["shards"] = json.dumps(list(shards))
+                if fill:
+                    self.db["artifacts"].update(artifact_id, fill)
             else:
                 artifact_id = self.db["artifacts"].insert({
                     "model": model, "name": name, "path": path, "size": size, "sha256": sha256,
@@ -462,6 +548,29 @@ class Store:
                 "ON CONFLICT(algo, value, model) DO NOTHING",
                 [algo, value.lower(), model, artifact_id, recipient, name, size, source, utcnow()])
             return cur.rowcount == 1
+
+    def models(self) -> list[str]:
+        """Names of the registered models, sorted."""
+        return [row[0] for row in self.db.execute("SELECT name FROM models ORDER BY name")]
+
+    def indicators(self, *, models: Sequence[str] = (),
+                   standalone: bool = False) -> list[dict[str, Any]]:
+        """Indicator rows in the order they were added; `standalone` keeps only those not
+        derived from a registered artifact (imported lists, magnets, bundles)."""
+        where, params = [], []
+        if models:
+            where.append(f"model IN ({', '.join('?' * len(models))})")
+            params.extend(models)
+        if standalone:
+            where.append("artifact_id IS NULL")
+        sql = "SELECT * FROM indicators" + (" WHERE " + " AND ".join(where) if where else "")
+        return list(self.db.query(sql + " ORDER BY id", params))
+
+    def registry_counts(self) -> dict[str, int]:
+        """Rows in each registry table; the registry only grows, so a change in these
+        counts means something new was registered."""
+        return {table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                for table in ("models", "artifacts", "indicators")}
 
     def known_digests(self) -> dict[str, list[KnownDigest]]:
         """Every registered digest value (lowercase hex) to what it identifies."""

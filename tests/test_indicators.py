@@ -182,13 +182,127 @@ def test_magnet_lines_comments_blank_lines_and_prefixed_infohashes() -> None:
     ]
 
 
-def test_lone_hex_lines_are_typed_by_length_never_guessed_as_infohash() -> None:
+def test_lone_hex_lines_are_typed_by_length_and_a_lone_40_hex_is_sha1_and_btih() -> None:
     text = f"{MD5}\r\n{BTIH.upper()}\r\n{SHA256}\r\n"
     assert [(i.algo, i.value, i.name, i.line) for i in parse_indicator_text(text)] == [
         ("md5", MD5, None, 1),
         ("sha1", BTIH, None, 2),
+        ("btih", BTIH, None, 2),
         ("sha256", SHA256, None, 3),
     ]
+
+
+def test_a_named_40_hex_line_is_sha1sum_output_only() -> None:
+    assert parse_indicator_text(f"{SHA1}  params.json\n") == [
+        Indicator("sha1", SHA1, "params.json", None, 1)]
+
+
+def test_bare_base32_infohash_line() -> None:
+    text = f"{BTIH_B32}\n  {BTIH_B32.lower()}  \n"
+    assert parse_indicator_text(text) == [
+        Indicator("btih", BTIH, None, None, 1),
+        Indicator("btih", BTIH, None, None, 2),
+    ]
+
+
+def test_a_32_character_line_of_hex_is_an_md5_not_base32() -> None:
+    # "abcdef234567..." is valid base32 too; hex is what checksum lists hold.
+    hexlike = ("abcdef234567" * 3)[:32]
+    assert parse_indicator_text(hexlike) == [Indicator("md5", hexlike, None, None, 1)]
+
+
+@pytest.mark.parametrize("bad", [BTIH_B32[:-1], BTIH_B32 + "A", BTIH_B32[:-1] + "1"])
+def test_near_base32_lines_are_errors(bad: str) -> None:
+    with pytest.raises(IndicatorError, match="line 1: not a checksum line"):
+        parse_indicator_text(bad)
+
+
+def test_meta_checklist_chk() -> None:
+    # The shape of the checklist.chk Meta shipped in each LLaMA folder: md5sum output.
+    files = {"consolidated.00.pth": b"shard zero", "consolidated.01.pth": b"shard one",
+             "params.json": b'{"dim": 4096}'}
+    text = "".join(f"{hashlib.md5(data).hexdigest()}  {name}\n" for name, data in files.items())
+    assert parse_indicator_text(text) == [
+        Indicator("md5", hashlib.md5(data).hexdigest(), name, None, n)
+        for n, (name, data) in enumerate(files.items(), 1)]
+
+
+# --- model-hub JSON --------------------------------------------------------------------
+
+
+def hub_model_info(**extra: object) -> dict:
+    return {
+        "id": "acme/heron-7b", "sha": "0" * 40, **extra,
+        "siblings": [
+            {"rfilename": ".gitattributes", "blobId": "1" * 40, "size": 1519},
+            {"rfilename": "config.json", "blobId": "2" * 40, "size": 600},
+            {"rfilename": "model-00001-of-00002.safetensors", "blobId": "3" * 40,
+             "size": 4_976_698_672,
+             "lfs": {"sha256": SHA256, "size": 4_976_698_672, "pointerSize": 135}},
+            {"rfilename": "model-00002-of-00002.safetensors", "blobId": "4" * 40,
+             "size": 9000, "lfs": {"sha256": BTMH.upper(), "size": 9000, "pointerSize": 134}},
+        ],
+    }
+
+
+def test_hub_model_info_json_gives_lfs_sha256_named_and_sized() -> None:
+    import json
+
+    text = json.dumps(hub_model_info(), indent=2)
+    assert parse_indicator_text(text) == [
+        Indicator("sha256", SHA256, "model-00001-of-00002.safetensors", 4_976_698_672, None,
+                  "siblings[2]"),
+        Indicator("sha256", BTMH, "model-00002-of-00002.safetensors", 9000, None,
+                  "siblings[3]"),
+    ]
+
+
+def test_hub_tree_json_gives_lfs_oids_and_skips_directories_and_git_blobs() -> None:
+    import json
+
+    tree = [
+        {"type": "directory", "oid": "5" * 40, "size": 0, "path": "onnx"},
+        {"type": "file", "oid": "6" * 40, "size": 600, "path": "config.json"},
+        {"type": "file", "oid": "7" * 40, "size": 12, "path": "onnx/model.onnx",
+         "lfs": {"oid": SHA256, "size": 90_000_000, "pointerSize": 133}},
+    ]
+    assert parse_indicator_text("\ufeff\n  " + json.dumps(tree)) == [
+        Indicator("sha256", SHA256, "onnx/model.onnx", 90_000_000, None, "[2]")]
+
+
+def test_hub_model_info_without_blobs_is_refused_not_silently_empty() -> None:
+    import json
+
+    text = json.dumps({"id": "acme/heron-7b", "siblings": [{"rfilename": "config.json"},
+                                                           {"rfilename": "model.bin"}]})
+    with pytest.raises(IndicatorError, match=r"^siblings: .*blobs=true"):
+        parse_indicator_text(text)
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ('{"id": "x", "siblings": [', r"^line 1: not valid JSON: .*column"),
+        ('{\n"id": "x",\n"siblings": [}\n', r"^line 3: not valid JSON"),
+        ('{"id": "x"}', r"^siblings: .*'siblings' list"),
+        ('{"siblings": [7]}', r"^siblings\[0\]: expected an object"),
+        ('{"siblings": [{"size": 1}]}', r"^siblings\[0\]\.rfilename: missing"),
+        ('{"siblings": [{"rfilename": "a", "lfs": {"sha256": "abc"}}]}',
+         r"^siblings\[0\]\.lfs\.sha256: expected a SHA-256 \(64 hex characters\), got 'abc'"),
+        ('{"siblings": [{"rfilename": "a", "lfs": {"size": 3}}]}',
+         r"^siblings\[0\]\.lfs\.sha256: .*got missing"),
+        ('{"siblings": [{"rfilename": "a", "size": -1}]}', r"^siblings\[0\]\.size: "),
+        ('{"siblings": [{"rfilename": "a", "lfs": {"sha256": "%s", "size": true}}]}' % SHA256,
+         r"^siblings\[0\]\.lfs\.size: expected a size"),
+        ('[{"type": "file", "path": "a", "lfs": {"oid": "%s"}}]' % SHA256[:-1],
+         r"^\[0\]\.lfs\.oid: "),
+        ('[{"type": "symlink", "path": "a"}]', r"^\[0\]\.type: unknown entry type"),
+        ("[" * 100_000, r"(nested too deeply|not valid JSON)"),
+    ],
+)
+def test_bad_hub_json_names_the_line_or_entry(doc: str, message: str) -> None:
+    with pytest.raises(IndicatorError, match=message):
+        parse_indicator_text(doc)
 
 
 def test_git_lfs_pointer() -> None:
@@ -307,3 +421,58 @@ def test_scan_ignores_bare_base32_and_malformed_magnets() -> None:
     assert scan_text(f"magnet:?xt=urn:btih:{BTIH}0&dn=x") == []  # 41 chars
     assert scan_text(f"magnet:?xt=urn:btmh:1220{BTMH[:-1]}") == []
     assert scan_text("the llama (an animal) ate 42 leaves") == []
+
+
+# --- importing into the registry (monitor.registry, a real SQLite file) ------------------
+
+
+def _imported(tmp_path, name: str, text: str, duplicates: int = 0) -> list[tuple]:
+    from monitor.registry import import_indicators
+    from monitor.store import Store
+
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with Store(tmp_path / "w.db") as store:
+        result = import_indicators(store, path, model="heron-7b")
+        rows = store.db.execute(
+            "SELECT algo, value, name, size, source FROM indicators ORDER BY id").fetchall()
+    assert result.parsed - duplicates == len(rows) == result.added
+    return rows
+
+
+def test_import_checklist_chk_keeps_file_and_line(tmp_path) -> None:
+    rows = _imported(tmp_path, "checklist.chk", f"{MD5}  consolidated.00.pth\n")
+    assert rows == [("md5", MD5, "consolidated.00.pth", None, "import:checklist.chk:1")]
+
+
+def test_import_bare_infohashes_as_registry_rows(tmp_path) -> None:
+    # The base32 line 3 is the same infohash as line 2: read, but nothing new.
+    rows = _imported(tmp_path, "hashes.txt", f"# pasted from a chat\n{BTIH}\n{BTIH_B32}\n",
+                     duplicates=1)
+    assert rows == [("sha1", BTIH, None, None, "import:hashes.txt:2"),
+                    ("btih", BTIH, None, None, "import:hashes.txt:2")]
+
+
+def test_import_hub_json_source_names_the_entry(tmp_path) -> None:
+    import json
+
+    rows = _imported(tmp_path, "model-info.json", json.dumps(hub_model_info()))
+    assert rows == [
+        ("sha256", SHA256, "model-00001-of-00002.safetensors", 4_976_698_672,
+         "import:model-info.json:siblings[2]"),
+        ("sha256", BTMH, "model-00002-of-00002.safetensors", 9000,
+         "import:model-info.json:siblings[3]"),
+    ]
+
+
+def test_import_malformed_json_is_one_line_naming_the_file(tmp_path) -> None:
+    from monitor.registry import IndicatorFileError, import_indicators
+    from monitor.store import Store
+
+    path = tmp_path / "tree.json"
+    path.write_text('[\n  {"type": "file", "path": "a",\n  "lfs": {"oid": }}\n]\n')
+    with Store(tmp_path / "w.db") as store, pytest.raises(IndicatorFileError) as info:
+        import_indicators(store, path, model="heron-7b")
+    message = str(info.value)
+    assert message.startswith(f"{path}: line 3: not valid JSON")
+    assert "\n" not in message
