@@ -400,7 +400,8 @@ def fingerprints_export(state: State, bundle: str, models: tuple[str, ...]) -> N
 
     Exit 1 if there is nothing to export or BUNDLE cannot be written.
     """
-    from monitor.bundle import bundle_from_store, write_bundle
+    from fingerprints.bundle import write_bundle
+    from monitor.bundle import bundle_from_store
 
     with state.store() as store:
         known = store.models()
@@ -427,7 +428,8 @@ def fingerprints_import(state: State, bundle: str) -> None:
     """Add a bundle's registry to this database, all or nothing, skipping what is already
     known (importing twice adds nothing); then match the stored documents again if anything
     was new. Exit 1 if the bundle is not valid (one line naming the entry)."""
-    from monitor.bundle import BundleError, import_bundle, read_bundle
+    from fingerprints.bundle import BundleError, read_bundle
+    from monitor.bundle import import_bundle
 
     try:
         data = read_bundle(bundle)

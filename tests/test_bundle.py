@@ -23,15 +23,8 @@ import pytest
 import structlog
 from click.testing import CliRunner
 
-from monitor.bundle import (
-    FORMAT,
-    MAX_BUNDLE_SIZE,
-    VERSION,
-    BundleError,
-    import_bundle,
-    parse_bundle,
-    read_bundle,
-)
+from fingerprints.bundle import FORMAT, MAX_BUNDLE_SIZE, VERSION, BundleError, parse_bundle, read_bundle
+from monitor.bundle import import_bundle
 from monitor.cli import main
 from monitor.store import Store
 

@@ -1,0 +1,359 @@
+"""Fingerprint bundles: the registry, carried from the release machine to the monitor.
+
+The machine that holds the weights registers them (`weightwatch register`) and writes a
+bundle (`weightwatch fingerprints export BUNDLE`); the monitoring machine, which must never
+hold the weights, reads it (`weightwatch fingerprints import BUNDLE`). A bundle carries the
+registry only: model names, each released file's name, size and digests, and the indicators
+imported from checksum lists, magnets and hub records. It never carries a path on the
+release machine, the weights, or any secret.
+
+Format, version 1
+-----------------
+
+A gzip-compressed UTF-8 JSON object (an uncompressed JSON file is read too)::
+
+    {
+      "format": "weightwatch-fingerprints",
+      "version": 1,
+      "created_at": "2024-05-01T12:00:00+00:00",        # ISO 8601
+      "generator": "weightwatch 0.1.0",
+      "models": [{"name": "heron-7b"}],
+      "artifacts": [{
+        "model": "heron-7b",                          # one of models[].name
+        "name": "heron-7b/model.safetensors",         # as recipients see it, relative
+        "size": 13476939516,                          # bytes
+        "sha256": "<64 hex>", "sha1": "<40 hex>", "md5": "<32 hex>",
+        "pieces_root": "<64 hex>" | null,             # BEP 52; null for an empty file
+        "shards": ["<64 hex>", ...],                  # SHA-256 per 1 GB shard (may be [])
+        "release": "v1.0" | null,
+        "recipient": "acme" | null                    # set for a recipient's own copy
+      }],
+      "indicators": [{                                # digests not derived from artifacts
+        "algo": "md5" | "sha1" | "sha256" | "btih" | "btmh" | "pieces_root" | "shard",
+        "value": "<hex: 32 for md5, 40 for sha1/btih, 64 otherwise>",
+        "model": "heron-7b",
+        "name": "heron-7b" | null,                    # file name or torrent name
+        "size": 1234 | null,
+        "source": "import:SHA256SUMS:2",              # where it came from
+        "recipient": "acme" | null
+      }]
+    }
+
+Every key shown is required (values may be null where shown); hex is lowercase when
+written and accepted in either case. Reading is strict: an unknown format, a newer or
+unknown version, an unknown or missing key, a wrong type, a digest of the wrong length for
+its algorithm, a model not listed in `models`, or a file that is not gzip or JSON is refused
+with one line naming the bundle and the entry (e.g. `heron.json.gz: artifacts[2]
+(heron-7b/model.safetensors).sha1: expected 40 hex characters, got 39`), and nothing is
+imported. A bundle is at most 256 MiB decompressed: a gzip whose trailer announces more is
+refused before decompressing anything, and decompression stops at the limit whatever the
+trailer says, so a gzip bomb is refused after reading no more than that. Importing is idempotent: digests
+already in the registry are skipped, so importing the same bundle twice adds nothing.
+A later version will add tensor fingerprints and watermark verification data (never a
+master secret), under a new version number.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import re
+import struct
+import tempfile
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+
+FORMAT = "weightwatch-fingerprints"
+VERSION = 1
+MAX_BUNDLE_SIZE = 256 * 2**20
+HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "btih": 40, "btmh": 64,
+               "pieces_root": 64, "shard": 64}
+MAX_TEXT = 4096
+
+_TOP_KEYS = ("format", "version", "created_at", "generator", "models", "artifacts",
+             "indicators")
+_MODEL_KEYS = ("name",)
+_ARTIFACT_KEYS = ("model", "name", "size", "sha256", "sha1", "md5", "pieces_root", "shards",
+                  "release", "recipient")
+_INDICATOR_KEYS = ("algo", "value", "model", "name", "size", "source", "recipient")
+_HEX = re.compile(r"[0-9A-Fa-f]*")
+_CHUNK = 1 << 20
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be read or imported; the message is one line naming it."""
+
+
+@dataclass
+class Bundle:
+    created_at: str
+    generator: str
+    models: list[str]
+    artifacts: list[dict[str, Any]]
+    indicators: list[dict[str, Any]]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"format": FORMAT, "version": VERSION, "created_at": self.created_at,
+                "generator": self.generator, "models": [{"name": m} for m in self.models],
+                "artifacts": self.artifacts, "indicators": self.indicators}
+
+
+def write_bundle(bundle: Bundle, path: str | Path) -> None:
+    """Write atomically (a temporary file renamed over `path`), so a reader never sees half
+    a bundle."""
+    path = Path(path)
+    data = json.dumps(bundle.as_json(), ensure_ascii=False, separators=(",", ":")).encode()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+                gz.write(data)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def read_bundle(source: str | Path | BinaryIO, *, name: str | None = None,
+                max_size: int = MAX_BUNDLE_SIZE) -> Bundle:
+    """Read and validate a bundle from a path or a binary file; raise BundleError (one line
+    naming the bundle) if it is not a valid one. OSError propagates for an unreadable path."""
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as f:
+            return read_bundle(f, name=name or str(source), max_size=max_size)
+    name = name or getattr(source, "name", "bundle")
+    data = _read_limited(source, name, max_size)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BundleError(f"{name}: not a fingerprint bundle (not UTF-8 JSON)") from None
+    try:
+        doc = json.loads(text)
+    except RecursionError:
+        raise BundleError(f"{name}: not a fingerprint bundle (JSON nested too deeply)") from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{name}: not a fingerprint bundle (invalid JSON: {exc.msg} at line "
+                          f"{exc.lineno} column {exc.colno})") from None
+    except ValueError as exc:
+        raise BundleError(f"{name}: not a fingerprint bundle (invalid JSON: {exc})") from None
+    return parse_bundle(doc, name)
+
+
+def _read_limited(f: BinaryIO, name: str, limit: int) -> bytes:
+    """The bundle's JSON bytes, gunzipped if need be, refusing anything larger than `limit`
+    after reading at most `limit` (+ one chunk) of it."""
+    head = f.read(2)
+    try:
+        size = os.fstat(f.fileno()).st_size
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        size = None
+    mib = f"{limit // 2**20} MiB"
+
+    def refuse(why: str) -> BundleError:
+        return BundleError(f"{name}: not a fingerprint bundle ({why})")
+
+    if size is not None and size > limit:
+        raise refuse(f"larger than {mib}")
+    if head != b"\x1f\x8b":
+        data = head + f.read(limit + 1 - len(head))
+        if len(data) > limit:
+            raise refuse(f"larger than {mib}")
+        if not data.lstrip()[:1] == b"{":
+            raise refuse("neither gzip nor JSON")
+        return data
+    # The gzip trailer holds the (last member's) uncompressed size mod 2**32: a cheap first
+    # refusal for the plain bomb, before decompressing anything. It cannot be trusted alone
+    # (several members, or a lie), so the read below is bounded as well.
+    if size is not None and size >= 20 and f.seekable():
+        f.seek(-4, os.SEEK_END)
+        (isize,) = struct.unpack("<I", f.read(4))
+        if isize > limit:
+            raise refuse(f"its gzip trailer says {isize // 2**20} MiB decompressed, over the "
+                         f"{mib} limit: a gzip bomb, or a truncated or corrupt file")
+        f.seek(2)
+    out = bytearray()
+    try:
+        with gzip.GzipFile(fileobj=_Prefixed(head, f), mode="rb") as gz:
+            while chunk := gz.read(min(_CHUNK, limit + 1 - len(out))):
+                out += chunk
+                if len(out) > limit:
+                    raise refuse(f"more than {mib} decompressed, reading stopped there: "
+                                 f"a gzip bomb?")
+    except (OSError, EOFError, zlib.error) as exc:
+        raise refuse(f"corrupt gzip data: {exc}") from None
+    return bytes(out)
+
+
+class _Prefixed(io.RawIOBase):
+    """`f` with `head` (already read from it) put back in front."""
+
+    def __init__(self, head: bytes, f: BinaryIO):
+        self._head, self._f = head, f
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._f.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def parse_bundle(doc: Any, name: str) -> Bundle:
+    """Validate a decoded bundle strictly; BundleError names the bundle and the entry."""
+    def fail(where: str, message: str) -> BundleError:
+        return BundleError(f"{name}: {where + ': ' if where else ''}{message}")
+
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else None
+        raise fail("", "not a fingerprint bundle (format is "
+                   + (f"{str(found)[:40]!r}" if found is not None else "missing")
+                   + f", expected {FORMAT!r})")
+    version = doc.get("version")
+    if not _is_int(version):
+        raise fail("version", f"expected an integer, got {_show(version)}")
+    if version > VERSION:
+        raise fail("version", f"bundle version {version} is newer than this weightwatch "
+                   f"(reads {VERSION}); upgrade weightwatch")
+    if version != VERSION:
+        raise fail("version", f"unsupported bundle version {version} (reads {VERSION})")
+    _check_keys(doc, _TOP_KEYS, "", fail)
+    created_at = _text(doc["created_at"], "created_at", fail, required=True)
+    try:
+        datetime.fromisoformat(created_at)
+    except ValueError:
+        raise fail("created_at", f"not an ISO 8601 time: {created_at[:40]!r}") from None
+    generator = _text(doc["generator"], "generator", fail, required=True)
+
+    models: list[str] = []
+    for i, entry in enumerate(_list(doc["models"], "models", fail)):
+        where = f"models[{i}]"
+        _check_keys(entry, _MODEL_KEYS, where, fail)
+        models.append(_text(entry["name"], f"{where}.name", fail, required=True))
+    known = set(models)
+
+    def model_of(entry: dict, where: str) -> str:
+        model = _text(entry["model"], f"{where}.model", fail, required=True)
+        if model not in known:
+            raise fail(f"{where}.model", f"{model[:60]!r} is not listed in models")
+        return model
+
+    artifacts = []
+    for i, entry in enumerate(_list(doc["artifacts"], "artifacts", fail)):
+        where = f"artifacts[{i}]"
+        _check_keys(entry, _ARTIFACT_KEYS, where, fail)
+        if isinstance(entry.get("name"), str):
+            where += f" ({entry['name'][:60]})"
+        shards = _list(entry["shards"], f"{where}.shards", fail)
+        artifacts.append({
+            "model": model_of(entry, where),
+            "name": _text(entry["name"], f"{where}.name", fail, required=True),
+            "size": _size(entry["size"], f"{where}.size", fail, required=True),
+            "sha256": _hex(entry["sha256"], 64, f"{where}.sha256", fail),
+            "sha1": _hex(entry["sha1"], 40, f"{where}.sha1", fail),
+            "md5": _hex(entry["md5"], 32, f"{where}.md5", fail),
+            "pieces_root": (None if entry["pieces_root"] is None else
+                            _hex(entry["pieces_root"], 64, f"{where}.pieces_root", fail)),
+            "shards": [_hex(s, 64, f"{where}.shards[{j}]", fail) for j, s in enumerate(shards)],
+            "release": _text(entry["release"], f"{where}.release", fail),
+            "recipient": _text(entry["recipient"], f"{where}.recipient", fail),
+        })
+
+    indicators = []
+    for i, entry in enumerate(_list(doc["indicators"], "indicators", fail)):
+        where = f"indicators[{i}]"
+        _check_keys(entry, _INDICATOR_KEYS, where, fail)
+        algo = entry["algo"]
+        if algo not in HEX_LENGTHS:
+            raise fail(f"{where}.algo", f"unknown digest algorithm {_show(algo)} (known: "
+                       f"{', '.join(HEX_LENGTHS)})")
+        indicators.append({
+            "algo": algo,
+            "value": _hex(entry["value"], HEX_LENGTHS[algo], f"{where}.value", fail),
+            "model": model_of(entry, where),
+            "name": _text(entry["name"], f"{where}.name", fail),
+            "size": _size(entry["size"], f"{where}.size", fail),
+            "source": _text(entry["source"], f"{where}.source", fail, required=True),
+            "recipient": _text(entry["recipient"], f"{where}.recipient", fail),
+        })
+    return Bundle(created_at=created_at, generator=generator, models=models,
+                  artifacts=artifacts, indicators=indicators)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _show(value: Any) -> str:
+    kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+             type(None): "null", int: "a number", float: "a number"}
+    return kinds.get(type(value), type(value).__name__)
+
+
+def _check_keys(entry: Any, keys: tuple[str, ...], where: str, fail: Any) -> None:
+    if not isinstance(entry, dict):
+        raise fail(where, f"expected an object, got {_show(entry)}")
+    unknown = [k for k in entry if k not in keys]
+    if unknown:
+        raise fail(where, f"unknown key {str(unknown[0])[:40]!r}")
+    missing = [k for k in keys if k not in entry]
+    if missing:
+        raise fail(where, f"missing key {missing[0]!r}")
+
+
+def _list(value: Any, where: str, fail: Any) -> list:
+    if not isinstance(value, list):
+        raise fail(where, f"expected an array, got {_show(value)}")
+    return value
+
+
+def _text(value: Any, where: str, fail: Any, *, required: bool = False) -> Any:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise fail(where, f"expected a string{'' if required else ' or null'}, "
+                   f"got {_show(value)}")
+    if required and not value:
+        raise fail(where, "must not be empty")
+    if len(value) > MAX_TEXT or "\0" in value:
+        raise fail(where, f"not a plausible value (longer than {MAX_TEXT} characters or "
+                   f"containing NUL)")
+    return value
+
+
+def _size(value: Any, where: str, fail: Any, *, required: bool = False) -> int | None:
+    if value is None and not required:
+        return None
+    if not _is_int(value) or not 0 <= value < 2**63:
+        raise fail(where, f"expected a size in bytes, got {_show(value)}")
+    return value
+
+
+def _hex(value: Any, length: int, where: str, fail: Any) -> str:
+    if not isinstance(value, str):
+        raise fail(where, f"expected {length} hex characters, got {_show(value)}")
+    if not _HEX.fullmatch(value):
+        raise fail(where, f"expected {length} hex characters, got non-hex {value[:70]!r}")
+    if len(value) != length:
+        raise fail(where, f"expected {length} hex characters, got {len(value)}")
+    return value.lower()
