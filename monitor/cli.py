@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Iterator, NoReturn, TypeVar
 
@@ -35,6 +36,17 @@ HIT_JSON_COLUMNS = ("id", "kind", "severity", "model", "artifact", "recipient", 
                     "document_id")
 HIT_TABLE_COLUMNS = ("id", "severity", "kind", "model", "indicator", "target", "first_seen", "url")
 STATUSES = ("new", "acknowledged", "resolved", "false_positive")
+
+
+def _since(duration: str | None) -> str | None:
+    """`--since 7d` as the ISO time that many seconds ago, or exit 2 on a bad duration."""
+    if not duration:
+        return None
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as exc:
+        fail(f"--since: {exc}", 2)
+    return (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat(timespec="seconds")
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -482,15 +494,7 @@ def rematch_cmd(state: State, names: tuple[str, ...], since: str | None, fmt: st
 
     Prints the new hits (as `hits` does) and, in a table, `rematch: N documents, M new hits`.
     """
-    since_iso = None
-    if since:
-        from datetime import datetime, timedelta, timezone
-
-        try:
-            seconds = parse_duration(since)
-        except ValueError as exc:
-            fail(f"--since: {exc}", 2)
-        since_iso = (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat(timespec="seconds")
+    since_iso = _since(since)
     configured = {t.name for t in state.config.targets}
     with state.store() as store:
         for name in names:
@@ -527,15 +531,7 @@ def hits(ctx: click.Context, since: str | None, severity: tuple[str, ...], kind:
     if ctx.invoked_subcommand is not None:
         return
     state: State = ctx.obj
-    since_iso = None
-    if since:
-        from datetime import datetime, timedelta, timezone
-
-        try:
-            seconds = parse_duration(since)
-        except ValueError as exc:
-            fail(f"--since: {exc}", 2)
-        since_iso = (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat(timespec="seconds")
+    since_iso = _since(since)
     with state.store() as store:
         rows = store.hits(since=since_iso, severity=severity, kind=kind, model=model,
                           status=status, target=target, limit=limit)

@@ -6,14 +6,15 @@ Tests that slow the world down (`world.delay`) or need it fresh start their own.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
+import structlog
 
 from monitor.demo.runner import DEMO_KEY, DEMO_KEY_ENV
-
 from monitor.demo.release import Release, make_release
 from monitor.demo.world import DemoWorld
 from support import Canned, Corner
@@ -68,3 +69,16 @@ def canned() -> Iterator[Canned]:
 @pytest.fixture
 def corner(canned: Canned) -> Corner:
     return canned.corner()
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """The CLI points the root logger at the stream it was given (a CliRunner buffer in
+    tests); put it back afterwards so later tests do not log into a closed buffer."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    config = structlog.get_config()
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.configure(**config)

@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import io
 import json
-import logging
 import os
 import random
 import zlib
@@ -20,7 +19,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import structlog
 from click.testing import CliRunner
 
 from fingerprints.bundle import FORMAT, MAX_BUNDLE_SIZE, VERSION, BundleError, parse_bundle, read_bundle
@@ -42,15 +40,6 @@ INFOHASH = hashlib.sha1(b"heron-7b torrent info").hexdigest()
 OTHER_SHA = hashlib.sha256(b"a file seen on a hub").hexdigest()
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    config = structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**config)
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import csv
 import hashlib
 import io
 import json
-import logging
 import os
 import sqlite3
 import subprocess
@@ -22,7 +21,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import structlog
 from click.testing import CliRunner
 
 from monitor.cli import HIT_JSON_COLUMNS, main
@@ -58,17 +56,6 @@ HIT_KEYS = {"id", "kind", "severity", "model", "indicator", "target", "url", "fi
             "last_seen", "status", "context"}
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """The CLI points the root logger at the stream it was given; put it back afterwards so
-    later tests do not log into a CliRunner buffer that no longer exists."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    config = structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**config)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import sqlite3
 from datetime import datetime, timedelta, timezone
@@ -16,7 +15,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import structlog
 from click.testing import CliRunner
 
 from monitor.cli import HIT_JSON_COLUMNS, main
@@ -58,15 +56,6 @@ HUB_SHA = hashlib.sha256(b"a re-upload on a hub").hexdigest()
 INFOHASH = hashlib.sha1(b"heron-7b torrent info").hexdigest()
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    config = structlog.get_config()
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**config)
 
 
 @pytest.fixture
