@@ -329,14 +329,19 @@ def test_imageboard_cursor_skips_threads_whose_last_modified_did_not_move(
         chan_url: str) -> None:
     t = target("imageboard", chan_url)
     docs, cursor = chan_run
-    assert cursor == {"threads": {str(no): lm for no, lm in chan_api["threads"].items()}}
+    assert cursor["threads"] == {str(no): lm for no, lm in chan_api["threads"].items()}
+    # The board's Last-Modified, sent back as If-Modified-Since next run.
+    assert cursor["listing_last_modified"].endswith(" GMT")
     assert json.loads(json.dumps(cursor)) == cursor  # the store keeps it as JSON
 
     again, cursor2 = collect(t, copy.deepcopy(cursor))
     assert again == []
     assert cursor2 == cursor
 
+    # The board changed (no validator to send): only threads whose last_modified moved
+    # are fetched again.
     moved = copy.deepcopy(cursor)
+    del moved["listing_last_modified"]
     moved["threads"][str(LLAMA_THREAD)] -= 1
     moved["threads"]["999"] = 5  # a thread that has since fallen off the board
     docs3, cursor3 = collect(t, moved)

@@ -39,25 +39,39 @@ class ImageboardSource(Source):
         return template.format(thread=thread, post=post)
 
     async def documents(self) -> AsyncIterator[Document]:
-        listing = await self.fetcher.get(urljoin(self.base, "threads.json"), self.target)
+        # The API asks clients to use If-Modified-Since: an unchanged board costs one 304.
+        validator = self.cursor.get("listing_last_modified")
+        listing = await self.fetcher.get(
+            urljoin(self.base, "threads.json"), self.target,
+            headers={"If-Modified-Since": validator} if isinstance(validator, str) else None)
+        if listing.not_modified:
+            return
         threads = await off_loop(parse_threads, listing.body, listing.url)
         seen: dict[str, int] = self.cursor.get("threads", {})
         moved = [(no, lm) for no, lm in threads if seen.get(str(no)) != lm]
         # Newest activity first, so a cap on items keeps what is most likely a fresh leak.
         moved.sort(key=lambda item: item[1], reverse=True)
         current = {str(no): lm for no, lm in threads}
+        complete = len(moved) <= self.target.max_items
         for no, last_modified in moved[: self.target.max_items]:
             try:
                 page = await self.fetcher.get(urljoin(self.base, f"thread/{no}.json"), self.target)
             except FetchError as exc:
                 log.warning("thread_failed", thread=no, error=str(exc))
                 current.pop(str(no), None)  # try again next run
+                complete = False
                 continue
             for doc in await off_loop(self.parse_thread, page.body, page.url, page.fetched_at, no):
                 yield doc
             seen[str(no)] = last_modified
         # Forget threads that fell off the board; keep the ones skipped by the cap unseen.
         self.cursor["threads"] = {no: lm for no, lm in seen.items() if no in current}
+        # Only a run that read every moved thread may let the next one stop at a 304:
+        # otherwise the threads it left would wait until the board changes again.
+        if complete and listing.last_modified:
+            self.cursor["listing_last_modified"] = listing.last_modified
+        else:
+            self.cursor.pop("listing_last_modified", None)
 
     def parse_thread(self, body: bytes, url: str, fetched_at: str, thread: int) -> list[Document]:
         docs = []
