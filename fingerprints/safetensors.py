@@ -1,0 +1,402 @@
+"""safetensors files and sharded checkpoints, read without torch and without loading them.
+
+Layout: a little-endian u64 N, then N bytes of UTF-8 JSON (starting with `{`, possibly
+padded with spaces), then the data section. Each JSON entry but `__metadata__` (string to
+string) is `{"dtype", "shape", "data_offsets": [begin, end]}` with offsets relative to the
+data section. The header is checked whole before anything else is read: known dtype,
+non-negative integer shape, `end - begin == numel * itemsize`, every range inside the data
+section and no two ranges overlapping. Rows are then read on demand, one read per
+contiguous run of requested rows, and decoded to float32 (BF16 and the float8 formats are
+widened here; the `safetensors` package's numpy loader cannot read BF16).
+
+A sharded checkpoint is a `model.safetensors.index.json` whose `weight_map` names the shard
+holding each tensor; `open_sharded` opens each shard through a callable, so the shards may
+be local files or remote ones read by ranges.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
+
+from fingerprints.dequant import bf16_to_f32, f8_e4m3_to_f32, f8_e5m2_to_f32
+from fingerprints.tensors import ByteSource, FileSource, TensorInfo, WeightFileError
+
+__all__ = ["DTYPES", "MAX_HEADER", "SafetensorsReader", "ShardedSafetensorsReader",
+           "open_safetensors", "open_sharded", "quote", "read_row_runs"]
+
+# The reference implementation refuses headers above 100 MB.
+MAX_HEADER = 100_000_000
+MAX_INDEX = 64 * 1024 * 1024
+
+# dtype -> (itemsize, numpy dtype of the stored values, or None when decoded specially)
+DTYPES: dict[str, tuple[int, str | None]] = {
+    "F64": (8, "<f8"), "F32": (4, "<f4"), "F16": (2, "<f2"), "BF16": (2, None),
+    "I64": (8, "<i8"), "I32": (4, "<i4"), "I16": (2, "<i2"), "I8": (1, "i1"),
+    "U64": (8, "<u8"), "U32": (4, "<u4"), "U16": (2, "<u2"), "U8": (1, "u1"),
+    "BOOL": (1, "u1"), "F8_E4M3": (1, None), "F8_E5M2": (1, None),
+}
+
+
+def quote(value: object, limit: int = 80) -> str:
+    """A value from the file, cut short and escaped, safe inside a one-line message.
+
+    Strings are shown with repr (quotes, escaped newlines); lists, numbers and the like as
+    Python prints them, which escapes any strings inside.
+    """
+    if isinstance(value, (list, dict)) and len(value) > 8:
+        value = list(value)[:8]
+        text = str(value)[:-1] + ", ...]"
+    else:
+        text = str(value)
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return repr(text) if isinstance(value, str) else text
+
+
+# More dimensions than any real tensor has; keeps hostile shapes cheap to check.
+MAX_DIMS = 64
+
+
+def _numel(shape: list[int], cap: int) -> int:
+    """The product of `shape`, or cap + 1 as soon as it is known to exceed `cap`."""
+    if 0 in shape:
+        return 0
+    numel = 1
+    for dim in shape:
+        numel *= dim
+        if numel > cap:
+            return cap + 1
+    return numel
+
+
+def _decode(raw: bytes, dtype: str) -> np.ndarray:
+    if dtype == "BF16":
+        return bf16_to_f32(raw)
+    if dtype == "F8_E4M3":
+        return f8_e4m3_to_f32(raw)
+    if dtype == "F8_E5M2":
+        return f8_e5m2_to_f32(raw)
+    values = np.frombuffer(raw, dtype=DTYPES[dtype][1])
+    return values if values.dtype == np.float32 else values.astype(np.float32)
+
+
+def _row_indices(rows: Iterable[int] | np.ndarray, count: int, name: str) -> np.ndarray:
+    index = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows)
+    if index.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
+        raise TypeError(f"{name}: rows must be a flat sequence of integers")
+    index = index.astype(np.int64)
+    if index.min() < 0 or index.max() >= count:
+        raise IndexError(f"{name}: rows must lie in 0..{count - 1}")
+    return index
+
+
+def read_row_runs(source: ByteSource, tensor: TensorInfo, rows: Iterable[int] | np.ndarray,
+                  decode: Callable[[bytes], np.ndarray]) -> np.ndarray:
+    """Rows of a tensor stored row after row: one read per contiguous run of wanted rows.
+
+    `decode` turns the bytes of whole rows into a flat float32 array. Returns
+    (len(rows), columns) float32 in the order asked, repeats included.
+    """
+    index = _row_indices(rows, tensor.rows, tensor.name)
+    columns = math.prod(tensor.shape[1:]) if len(tensor.shape) > 1 else 1
+    out_shape = (index.size, columns)
+    if index.size == 0:
+        return np.zeros(out_shape, dtype=np.float32)
+    wanted = np.unique(index)
+    breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [wanted.size]])
+    out = np.empty((wanted.size, columns), dtype=np.float32)
+    for lo, hi in zip(starts.tolist(), ends.tolist()):
+        first, n = int(wanted[lo]), hi - lo
+        raw = source.read(tensor.offset + first * tensor.row_nbytes, n * tensor.row_nbytes)
+        out[lo:hi] = decode(raw).reshape(n, columns)
+    if wanted.size == index.size and np.array_equal(wanted, index):
+        return out
+    return out[np.searchsorted(wanted, index)]
+
+
+class SafetensorsReader:
+    """A parsed safetensors file: `tensors` in header order, `metadata`, rows on demand."""
+
+    def __init__(self, source: ByteSource, tensors: list[TensorInfo],
+                 metadata: dict[str, str], header_size: int):
+        self.source = source
+        self.tensors = tensors
+        self.by_name = {t.name: t for t in tensors}
+        self._metadata = metadata
+        self.header_size = header_size  # 8 + N: where the data section starts
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self._metadata)
+
+    def tensor(self, name: str) -> TensorInfo:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise KeyError(f"{self.source.name}: no tensor {quote(name)}") from None
+
+    def read_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The given rows (first axis; later axes flattened) as float32 (len(rows), columns)."""
+        if self.by_name.get(tensor.name) != tensor:
+            raise KeyError(f"{self.source.name}: tensor {quote(tensor.name)} is not from this file")
+        return read_row_runs(self.source, tensor, rows, lambda raw: _decode(raw, tensor.dtype))
+
+    def read_tensor(self, tensor: TensorInfo) -> np.ndarray:
+        """The whole tensor as float32 in its own shape (for small tensors and tests)."""
+        return self.read_rows(tensor, range(tensor.rows)).reshape(tensor.shape)
+
+
+def _fail(source: ByteSource, message: str) -> WeightFileError:
+    return WeightFileError(f"{source.name}: {message}")
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {quote(key)}")
+        result[key] = value
+    return result
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def open_safetensors(source: ByteSource) -> SafetensorsReader:
+    """Parse and validate a safetensors header; WeightFileError (one line) if malformed."""
+    if source.size < 8:
+        raise _fail(source, f"not a safetensors file: {source.size} bytes, shorter than the "
+                            "8-byte header length")
+    (length,) = struct.unpack("<Q", source.read(0, 8))
+    if length > MAX_HEADER:
+        raise _fail(source, f"safetensors header length {length} exceeds the "
+                            f"{MAX_HEADER}-byte limit")
+    if length > source.size - 8:
+        raise _fail(source, f"safetensors header length {length} is larger than the file "
+                            f"({source.size} bytes)")
+    raw = source.read(8, length)
+    if not raw.startswith(b"{"):
+        raise _fail(source, "not a safetensors file: the header does not start with '{'")
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError as exc:
+        raise _fail(source, f"safetensors header is not UTF-8 (byte {8 + exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise _fail(source, f"safetensors header is not JSON: {exc.msg} at byte "
+                            f"{8 + exc.pos}") from None
+    except (ValueError, RecursionError) as exc:
+        raise _fail(source, f"safetensors header is not usable JSON: "
+                            f"{str(exc).splitlines()[0][:200]}") from None
+    if not isinstance(header, dict):
+        raise _fail(source, "safetensors header is not a JSON object")
+
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise _fail(source, "safetensors __metadata__ must map strings to strings")
+
+    data_start = 8 + length
+    data_size = source.size - data_start
+    tensors: list[TensorInfo] = []
+    for name, entry in header.items():
+        where = f"tensor {quote(name)}"
+        if not isinstance(entry, dict):
+            raise _fail(source, f"{where}: entry is not an object")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(dtype, str) or dtype not in DTYPES:
+            raise _fail(source, f"{where}: unknown dtype {quote(dtype)}")
+        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+            raise _fail(source, f"{where}: shape {quote(shape)} is not a list of non-negative "
+                                "integers")
+        if len(shape) > MAX_DIMS:
+            raise _fail(source, f"{where}: shape has {len(shape)} dimensions (at most "
+                                f"{MAX_DIMS})")
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(_is_count(o) for o in offsets) or offsets[0] > offsets[1]):
+            raise _fail(source, f"{where}: data_offsets {quote(offsets)} is not [begin, end] with "
+                                "0 <= begin <= end")
+        begin, end = offsets
+        itemsize = DTYPES[dtype][0]
+        numel = _numel(shape, source.size)
+        if end - begin != numel * itemsize:
+            needs = f"{numel * itemsize}" if numel <= source.size else "more than the file holds"
+            raise _fail(source, f"{where}: data_offsets span {end - begin} bytes but shape "
+                                f"{quote(shape)} of {dtype} needs {needs}")
+        if end > data_size:
+            raise _fail(source, f"{where}: data_offsets [{begin}, {end}] run past the data "
+                                f"section ({data_size} bytes)")
+        row_nbytes = itemsize * math.prod(shape[1:]) if shape else end - begin
+        tensors.append(TensorInfo(name=name, shape=tuple(shape), dtype=dtype,
+                                  offset=data_start + begin, nbytes=end - begin,
+                                  row_nbytes=row_nbytes))
+
+    previous: TensorInfo | None = None
+    for tensor in sorted((t for t in tensors if t.nbytes), key=lambda t: t.offset):
+        if previous is not None and tensor.offset < previous.offset + previous.nbytes:
+            raise _fail(source, f"tensors {quote(previous.name)} and {quote(tensor.name)} overlap")
+        previous = tensor
+    return SafetensorsReader(source, tensors, metadata, data_start)
+
+
+# --- sharded checkpoints -------------------------------------------------------------------
+
+def _check_shard_name(index_name: str, shard: object) -> str:
+    if not isinstance(shard, str) or not shard or "\x00" in shard:
+        raise WeightFileError(f"{index_name}: shard name {quote(shard)} is not a file name")
+    posix, windows = PurePosixPath(shard), PureWindowsPath(shard)
+    if posix.is_absolute() or windows.is_absolute() or windows.drive or shard.startswith(("/", "\\")):
+        raise WeightFileError(f"{index_name}: shard name {quote(shard)} is an absolute path")
+    if ".." in posix.parts or ".." in windows.parts:
+        raise WeightFileError(f"{index_name}: shard name {quote(shard)} leaves the checkpoint's "
+                              "folder")
+    return shard
+
+
+class ShardedSafetensorsReader:
+    """Several safetensors shards read as one checkpoint.
+
+    `tensors` holds every shard's tensors (shard order, then header order); each tensor's
+    `extra["shard"]` names its shard, and `shards` maps shard name to its reader. `source`
+    is the first shard's source (the protocol wants one); use `sources` for all of them.
+    """
+
+    def __init__(self, name: str, shards: dict[str, SafetensorsReader],
+                 index_metadata: dict[str, object], owned: list[FileSource]):
+        self.name = name
+        self.shards = shards
+        self.index_metadata = index_metadata
+        self.tensors: list[TensorInfo] = []
+        self._shard_of: dict[str, SafetensorsReader] = {}
+        for shard_name, reader in shards.items():
+            for tensor in reader.tensors:
+                self.tensors.append(TensorInfo(tensor.name, tensor.shape, tensor.dtype,
+                                               tensor.offset, tensor.nbytes, tensor.row_nbytes,
+                                               extra={"shard": shard_name}))
+                self._shard_of[tensor.name] = reader
+        self.by_name = {t.name: t for t in self.tensors}
+        self._owned = owned
+
+    @property
+    def source(self) -> ByteSource:
+        return next(iter(self.shards.values())).source
+
+    @property
+    def sources(self) -> list[ByteSource]:
+        return [reader.source for reader in self.shards.values()]
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """Every shard's `__metadata__`, the first shard's value winning on a clash."""
+        merged: dict[str, str] = {}
+        for reader in reversed(list(self.shards.values())):
+            merged.update(reader.metadata)
+        return merged
+
+    def tensor(self, name: str) -> TensorInfo:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise KeyError(f"{self.name}: no tensor {quote(name)}") from None
+
+    def read_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        reader = self._shard_of.get(tensor.name)
+        if reader is None:
+            raise KeyError(f"{self.name}: no tensor {quote(tensor.name)}")
+        return reader.read_rows(reader.by_name[tensor.name], rows)
+
+    def read_tensor(self, tensor: TensorInfo) -> np.ndarray:
+        return self.read_rows(tensor, range(tensor.rows)).reshape(tensor.shape)
+
+    def close(self) -> None:
+        """Close the shard files this reader opened itself (the default opener)."""
+        for source in self._owned:
+            source.close()
+        self._owned = []
+
+
+def open_sharded(index: str | os.PathLike[str] | bytes,
+                 open_shard: Callable[[str], ByteSource] | None = None,
+                 ) -> ShardedSafetensorsReader:
+    """Open a sharded checkpoint from its `model.safetensors.index.json`.
+
+    `index` is the index file's path or its bytes. `open_shard(name)` returns a ByteSource
+    for a shard named in the `weight_map` (names are checked first: no absolute paths, no
+    `..`). Without it, shards are opened as files next to the index (a path is then needed)
+    and `close()` closes them. Every tensor the weight_map names must be in its shard, and no
+    tensor may be in two shards.
+    """
+    owned: list[FileSource] = []
+    if isinstance(index, (bytes, bytearray, memoryview)):
+        index_name, raw = "<index>", bytes(index)
+        if open_shard is None:
+            raise TypeError("open_sharded needs open_shard when the index is given as bytes")
+    else:
+        path = Path(index)
+        index_name = str(path)
+        try:
+            size = path.stat().st_size
+            if size > MAX_INDEX:
+                raise WeightFileError(f"{index_name}: index is {size} bytes, over the "
+                                      f"{MAX_INDEX}-byte limit")
+            raw = path.read_bytes()[:MAX_INDEX + 1]
+        except OSError as exc:
+            raise WeightFileError(f"{index_name}: cannot read: {exc.strerror}") from None
+        if open_shard is None:
+            folder = path.parent
+
+            def open_shard(shard: str) -> ByteSource:
+                source = FileSource(folder / shard)
+                owned.append(source)
+                return source
+
+    if len(raw) > MAX_INDEX:
+        raise WeightFileError(f"{index_name}: index is over the {MAX_INDEX}-byte limit")
+    try:
+        document = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+    except UnicodeDecodeError:
+        raise WeightFileError(f"{index_name}: index is not UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc).splitlines()[0]
+        raise WeightFileError(f"{index_name}: index is not JSON: {message[:200]}") from None
+    weight_map = document.get("weight_map") if isinstance(document, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise WeightFileError(f"{index_name}: index has no weight_map object")
+    index_metadata = document.get("metadata") or {}
+    if not isinstance(index_metadata, dict):
+        raise WeightFileError(f"{index_name}: index metadata is not an object")
+
+    by_shard: dict[str, list[str]] = {}
+    for tensor_name, shard in weight_map.items():
+        by_shard.setdefault(_check_shard_name(index_name, shard), []).append(tensor_name)
+
+    shards: dict[str, SafetensorsReader] = {}
+    seen: dict[str, str] = {}
+    try:
+        for shard, names in by_shard.items():
+            reader = open_safetensors(open_shard(shard))
+            for tensor_name in names:
+                if tensor_name not in reader.by_name:
+                    raise WeightFileError(f"{index_name}: tensor {quote(tensor_name)} is mapped to "
+                                          f"{quote(shard)} but that shard does not hold it")
+            for tensor in reader.tensors:
+                if tensor.name in seen:
+                    raise WeightFileError(f"{index_name}: tensor {quote(tensor.name)} is in both "
+                                          f"{quote(seen[tensor.name])} and {quote(shard)}")
+                seen[tensor.name] = shard
+            shards[shard] = reader
+    except BaseException:
+        for source in owned:
+            source.close()
+        raise
+    return ShardedSafetensorsReader(index_name, shards, index_metadata, owned)
