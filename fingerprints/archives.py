@@ -1,0 +1,755 @@
+"""Zip and tar archives holding weight files, and telling formats apart by their first bytes.
+
+Leakers wrap weights in archives; PyTorch checkpoints and .npz files are zips themselves.
+Nothing here extracts to disk: a member is opened as a `ByteSource`, so a member named
+`../../etc/passwd` is only a name (shown normalised by `safe_member_name`).
+
+Zip: the central directory is parsed by hand (zip64 too, and zips with data prepended, such
+as a zip appended to an image) with bounds on the member count and the directory size. A
+stored member is a range of the archive (`SliceSource`), read by range like any file. A
+deflated member is inflated in memory, and only after its declared size passed a cap and a
+compression-ratio check; inflating past the declared size, members whose data overlap (the
+"overlapping files" zip bomb), lying sizes and bad CRCs are refused.
+
+Tar (plain, .gz, .bz2, .xz): parsed with `tarfile`, whose reads go through a capped file
+object over the source. A plain tar's regular members are ranges of it; a compressed tar is
+streamed through a decompressor whose output is capped in total and in ratio, and a member
+is read by streaming to it. Links, devices and sparse members are listed as skipped.
+
+`sniff(source)` names a format from the first bytes (and the zip directory), for the
+dispatcher that opens the right reader.
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+import lzma
+import re
+import struct
+import tarfile
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fingerprints.tensors import ByteSource, BytesSource, WeightFileError, check_range
+
+__all__ = ["ArchiveMember", "SliceSource", "TarArchive", "WEIGHT_EXTENSIONS", "ZipArchive",
+           "is_weight_name", "open_archive", "safe_member_name", "sniff", "weight_members"]
+
+WEIGHT_EXTENSIONS = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".onnx", ".npy", ".npz",
+                     ".ckpt")
+
+DEFAULT_MAX_MEMBERS = 200_000
+DEFAULT_MAX_DIRECTORY_BYTES = 64 << 20
+DEFAULT_MAX_INFLATE = 1 << 30
+# Weights barely compress (about 1.1x); deflate's own ceiling is about 1032x.
+DEFAULT_MAX_RATIO = 100
+# Below this size a high ratio is harmless (small text members compress well).
+RATIO_FLOOR = 1 << 20
+# tarfile reads pax and GNU long-name headers whole; no single read may exceed this.
+MAX_TAR_READ = 64 << 20
+CHUNK = 1 << 20
+
+_EOCD = b"PK\x05\x06"
+_EOCD64 = b"PK\x06\x06"
+_LOCATOR64 = b"PK\x06\x07"
+_CENTRAL = b"PK\x01\x02"
+_LOCAL = b"PK\x03\x04"
+_METHODS = {0: "stored", 8: "deflated", 12: "bzip2", 14: "lzma", 93: "zstd"}
+
+
+class SliceSource:
+    """A range of another source, seen as a whole file (a stored archive member)."""
+
+    def __init__(self, parent: ByteSource, offset: int, length: int, name: str):
+        check_range(parent, offset, length)
+        self.parent = parent
+        self.offset = offset
+        self._size = length
+        self._name = name
+        self.bytes_read = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def read(self, offset: int, length: int) -> bytes:
+        check_range(self, offset, length)
+        self.bytes_read += length
+        return self.parent.read(self.offset + offset, length)
+
+
+def safe_member_name(raw: str) -> str:
+    """A member name made harmless to show: no absolute paths, drive letters, `..`, control
+    characters. It is never used as a path; this is for display and extension checks."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in raw.replace("\\", "/"))
+    parts = [p for p in text.split("/") if p not in ("", ".", "..")]
+    if parts and re.fullmatch(r"[A-Za-z]:", parts[0]):
+        parts.pop(0)
+    return "/".join(parts) or "<unnamed>"
+
+
+def is_weight_name(name: str) -> bool:
+    return name.lower().endswith(WEIGHT_EXTENSIONS)
+
+
+@dataclass(frozen=True)
+class ArchiveMember:
+    """One member of a zip or tar archive.
+
+    `name` is `safe_member_name(raw_name)`. `method` is `stored`, `deflated` (zip methods by
+    name) or `tar`. `header_offset` is where the member's header starts in the archive;
+    `data_offset` is where its data starts, when known without reading (tar), else -1 (zip:
+    ask `ZipArchive.data_offset`).
+    """
+
+    name: str
+    raw_name: str
+    size: int
+    compressed_size: int
+    method: str
+    index: int
+    header_offset: int
+    data_offset: int = -1
+    encrypted: bool = False
+    is_dir: bool = False
+
+    @property
+    def is_weight(self) -> bool:
+        return not self.is_dir and is_weight_name(self.name)
+
+
+def _fail(source: ByteSource, what: str) -> WeightFileError:
+    return WeightFileError(f"{source.name}: {what}")
+
+
+class _Inflated:
+    """A small LRU of inflated members, bounded in total bytes."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.items: OrderedDict[int, BytesSource] = OrderedDict()
+
+    def get(self, index: int) -> BytesSource | None:
+        item = self.items.get(index)
+        if item is not None:
+            self.items.move_to_end(index)
+        return item
+
+    def put(self, index: int, source: BytesSource) -> None:
+        self.items[index] = source
+        while len(self.items) > 1 and sum(s.size for s in self.items.values()) > self.budget:
+            self.items.popitem(last=False)
+
+
+def _decompressor(method: str) -> Callable[[], object]:
+    if method == "deflated":
+        return lambda: zlib.decompressobj(-15)
+    if method == "bzip2":
+        return bz2.BZ2Decompressor
+    raise KeyError(method)
+
+
+class ZipArchive:
+    """A zip read through a ByteSource: its central directory, and its members on demand."""
+
+    kind = "zip"
+
+    def __init__(self, source: ByteSource, *, max_members: int = DEFAULT_MAX_MEMBERS,
+                 max_directory_bytes: int = DEFAULT_MAX_DIRECTORY_BYTES,
+                 max_inflate: int = DEFAULT_MAX_INFLATE, max_ratio: float = DEFAULT_MAX_RATIO):
+        self.source = source
+        self.max_members = max_members
+        self.max_directory_bytes = max_directory_bytes
+        self.max_inflate = max_inflate
+        self.max_ratio = max_ratio
+        self.members: list[ArchiveMember] = []
+        self.skipped: list[tuple[str, str]] = []
+        self._name_bytes: list[bytes] = []
+        self._crc: list[int] = []
+        self._limit: list[int] = []  # where the next member's header (or the directory) starts
+        self._data_offset: dict[int, int] = {}
+        self._cache = _Inflated(max_inflate)
+        self._parse()
+
+    # -- central directory -------------------------------------------------------------
+    def _parse(self) -> None:
+        src = self.source
+        size = src.size
+        if size < 22:
+            raise _fail(src, "not a zip file (too short for an end-of-directory record)")
+        tail_len = min(size, 22 + 65535)
+        tail_start = size - tail_len
+        tail = src.read(tail_start, tail_len)
+        pos = tail.rfind(_EOCD)
+        while pos >= 0 and pos + 22 > len(tail):
+            pos = tail.rfind(_EOCD, 0, pos)
+        if pos < 0:
+            raise _fail(src, "not a zip file (no end-of-central-directory record)")
+        eocd = tail_start + pos
+        disk, cd_disk, _, count, cd_size, cd_offset, _ = struct.unpack_from("<HHHHIIH", tail, pos + 4)
+        directory_end = eocd
+        zip64 = count == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF
+        loc = src.read(eocd - 20, 20) if eocd >= 20 else b""
+        if loc[:4] == _LOCATOR64:  # zip64 end record and locator sit between directory and EOCD
+            (record,) = struct.unpack_from("<Q", loc, 8)
+            # the record's offset is shifted like every other when data is prepended
+            for at in (record, eocd - 20 - 56):
+                if 0 <= at <= eocd - 20 - 56 and src.read(at, 4) == _EOCD64:
+                    rec = src.read(at, 56)
+                    disk, cd_disk, _, count, cd_size, cd_offset = struct.unpack_from("<IIQQQQ", rec, 16)
+                    directory_end = at
+                    break
+            else:
+                raise _fail(src, "zip64 end record is missing or lies outside the file")
+        elif zip64:
+            raise _fail(src, "zip64 sizes without a zip64 locator")
+        if disk != 0 or cd_disk != 0:
+            raise _fail(src, "multi-volume zip archives are not supported")
+        if count > self.max_members:
+            raise _fail(src, f"zip declares {count} members, over the limit of {self.max_members}")
+        if cd_size > self.max_directory_bytes:
+            raise _fail(src, f"zip central directory is {cd_size} bytes, over the limit of "
+                             f"{self.max_directory_bytes}")
+        if cd_size < 46 * count:
+            raise _fail(src, f"zip central directory of {cd_size} bytes cannot hold {count} members")
+        # Data before the archive (a self-extractor, an image) shifts every offset.
+        shift = directory_end - cd_size - cd_offset
+        if shift < 0:
+            raise _fail(src, "zip central directory lies outside the file")
+        cd_start = cd_offset + shift
+        directory = src.read(cd_start, cd_size)
+        self._parse_directory(directory, count, shift, cd_start)
+
+    def _parse_directory(self, cd: bytes, count: int, shift: int, cd_start: int) -> None:
+        src = self.source
+        pos = 0
+        spans: list[tuple[int, int, int]] = []  # (header offset, minimal end, index)
+        for index in range(count):
+            if pos + 46 > len(cd) or cd[pos:pos + 4] != _CENTRAL:
+                raise _fail(src, f"zip central directory entry {index} is malformed")
+            (flags, method, crc, csize, usize, nlen, xlen, clen, disk, offset) = struct.unpack_from(
+                "<4xHH4xIIIHHHH6xI", cd, pos + 4)
+            end = pos + 46 + nlen + xlen + clen
+            if end > len(cd):
+                raise _fail(src, f"zip central directory entry {index} runs past the directory")
+            raw = cd[pos + 46:pos + 46 + nlen]
+            extra = cd[pos + 46 + nlen:pos + 46 + nlen + xlen]
+            pos = end
+            if usize == 0xFFFFFFFF or csize == 0xFFFFFFFF or offset == 0xFFFFFFFF:
+                usize, csize, offset = self._zip64_extra(extra, usize, csize, offset, index)
+            name = raw.decode("utf-8" if flags & 0x800 else "cp437", errors="replace")
+            offset += shift
+            method_name = _METHODS.get(method, f"method {method}")
+            if offset + 30 + nlen + csize > cd_start:
+                raise _fail(src, f"zip member {safe_member_name(name)!r} runs into the central directory")
+            if method == 0 and csize != usize and not flags & 1:
+                raise _fail(src, f"zip member {safe_member_name(name)!r} is stored but declares "
+                                 f"{usize} bytes uncompressed and {csize} compressed")
+            member = ArchiveMember(name=safe_member_name(name), raw_name=name, size=usize,
+                                   compressed_size=csize, method=method_name, index=index,
+                                   header_offset=offset, encrypted=bool(flags & 1),
+                                   is_dir=name.endswith("/") and usize == 0)
+            self.members.append(member)
+            self._name_bytes.append(raw)
+            self._crc.append(crc)
+            self._limit.append(cd_start)
+            spans.append((offset, offset + 30 + nlen + csize, index))
+        spans.sort()
+        for (start, end, index), (next_start, _, next_index) in zip(spans, spans[1:]):
+            if end > next_start:
+                raise _fail(src, f"zip members {self.members[index].name!r} and "
+                                 f"{self.members[next_index].name!r} overlap (a zip bomb "
+                                 "shape); refusing")
+            self._limit[index] = next_start
+
+    def _zip64_extra(self, extra: bytes, usize: int, csize: int, offset: int,
+                     index: int) -> tuple[int, int, int]:
+        pos = 0
+        while pos + 4 <= len(extra):
+            tag, length = struct.unpack_from("<HH", extra, pos)
+            body = extra[pos + 4:pos + 4 + length]
+            pos += 4 + length
+            if tag != 1:
+                continue
+            values = []
+            for at in range(0, len(body) - 7, 8):
+                values.append(struct.unpack_from("<Q", body, at)[0])
+            it = iter(values)
+            try:
+                if usize == 0xFFFFFFFF:
+                    usize = next(it)
+                if csize == 0xFFFFFFFF:
+                    csize = next(it)
+                if offset == 0xFFFFFFFF:
+                    offset = next(it)
+            except StopIteration:
+                break
+            return usize, csize, offset
+        raise _fail(self.source, f"zip member {index} needs zip64 sizes but has no zip64 field")
+
+    # -- members ----------------------------------------------------------------------
+    def member(self, name: str) -> ArchiveMember:
+        """The member whose raw (or else normalised) name is `name`; refused if ambiguous."""
+        found = [m for m in self.members if m.raw_name == name] or \
+                [m for m in self.members if m.name == name]
+        if not found:
+            raise _fail(self.source, f"no member named {safe_member_name(name)!r}")
+        if len(found) > 1:
+            raise _fail(self.source, f"{len(found)} members are named {safe_member_name(name)!r}")
+        return found[0]
+
+    def data_offset(self, member: ArchiveMember) -> int:
+        """Where the member's (possibly compressed) data starts: read from its local header."""
+        cached = self._data_offset.get(member.index)
+        if cached is not None:
+            return cached
+        raw = self._name_bytes[member.index]
+        header = self.source.read(member.header_offset, 30 + len(raw))
+        if header[:4] != _LOCAL:
+            raise _fail(self.source, f"zip member {member.name!r}: local header signature missing")
+        nlen, xlen = struct.unpack_from("<HH", header, 26)
+        if header[30:30 + nlen] != raw:
+            raise _fail(self.source, f"zip member {member.name!r}: local header names a different file")
+        start = member.header_offset + 30 + nlen + xlen
+        if start + member.compressed_size > self._limit[member.index]:
+            raise _fail(self.source, f"zip member {member.name!r}: data overlaps the next member")
+        self._data_offset[member.index] = start
+        return start
+
+    def _check_openable(self, member: ArchiveMember) -> None:
+        if member.encrypted:
+            raise _fail(self.source, f"zip member {member.name!r} is encrypted")
+        if member.method not in ("stored", "deflated", "bzip2"):
+            raise _fail(self.source, f"zip member {member.name!r} uses {member.method} "
+                                     "compression, which is not supported")
+
+    def _check_bomb(self, member: ArchiveMember) -> None:
+        if member.size > self.max_inflate:
+            raise _fail(self.source, f"zip member {member.name!r} declares {member.size} bytes "
+                                     f"uncompressed, over the limit of {self.max_inflate}")
+        if member.size > RATIO_FLOOR and member.size > self.max_ratio * max(1, member.compressed_size):
+            raise _fail(self.source, f"zip member {member.name!r} would inflate "
+                                     f"{member.compressed_size} bytes to {member.size} (ratio over "
+                                     f"{self.max_ratio:g}); refusing a likely zip bomb")
+
+    def _inflate(self, member: ArchiveMember, want: int | None = None) -> bytes:
+        """Inflate a member, or only its first `want` bytes; every cap checked on the way."""
+        self._check_openable(member)
+        self._check_bomb(member)
+        start = self.data_offset(member)
+        decomp = _decompressor(member.method)()
+        limit = member.size + 1 if want is None else min(want, member.size + 1)
+        out = bytearray()
+        done = 0
+        while len(out) < limit and not decomp.eof:  # type: ignore[attr-defined]
+            if member.method == "deflated":
+                data = decomp.unconsumed_tail  # type: ignore[attr-defined]
+                need = not data
+            else:
+                data, need = b"", decomp.needs_input  # type: ignore[attr-defined]
+            if need:
+                if done >= member.compressed_size:
+                    break
+                data = self.source.read(start + done, min(CHUNK, member.compressed_size - done))
+                done += len(data)
+            try:
+                out += decomp.decompress(data, limit - len(out))  # type: ignore[attr-defined]
+            except (zlib.error, OSError, EOFError, ValueError) as exc:
+                raise _fail(self.source, f"zip member {member.name!r} is corrupt ({_one_line(exc)})") from None
+        eof = decomp.eof  # type: ignore[attr-defined]
+        if len(out) > member.size:
+            raise _fail(self.source, f"zip member {member.name!r} inflates past its declared size "
+                                     f"of {member.size} bytes; refusing a likely zip bomb")
+        if want is not None and len(out) >= min(want, member.size):
+            return bytes(out[:want])
+        if len(out) != member.size or not eof:
+            raise _fail(self.source, f"zip member {member.name!r} inflates to {len(out)} bytes but "
+                                     f"declares {member.size}")
+        if zlib.crc32(out) != self._crc[member.index]:
+            raise _fail(self.source, f"zip member {member.name!r} fails its CRC check")
+        return bytes(out)
+
+    def open(self, member: ArchiveMember) -> ByteSource:
+        """The member as a ByteSource: a range of the archive if stored, else inflated."""
+        self._check_openable(member)
+        label = f"{self.source.name}!{member.name}"
+        if member.method == "stored":
+            return SliceSource(self.source, self.data_offset(member), member.size, label)
+        cached = self._cache.get(member.index)
+        if cached is None:
+            cached = BytesSource(self._inflate(member), label)
+            self._cache.put(member.index, cached)
+        return cached
+
+    def read(self, member: ArchiveMember, max_bytes: int | None = None) -> bytes:
+        """A member's whole content (small members: pickles, headers, text)."""
+        if max_bytes is not None and member.size > max_bytes:
+            raise _fail(self.source, f"zip member {member.name!r} is {member.size} bytes, over the "
+                                     f"limit of {max_bytes}")
+        source = self.open(member)
+        return source.read(0, source.size)
+
+    def read_prefix(self, member: ArchiveMember, length: int) -> bytes:
+        """The first `length` bytes of a member (or all of it if shorter), inflating no more."""
+        self._check_openable(member)
+        length = min(length, member.size)
+        if member.method == "stored":
+            return self.source.read(self.data_offset(member), length)
+        return self._inflate(member, length)
+
+
+# -- tar -------------------------------------------------------------------------------
+class _SourceFile(io.RawIOBase):
+    """A seekable read-only file object over a ByteSource, for tarfile."""
+
+    def __init__(self, source: ByteSource):
+        self.source = source
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.pos, 2: self.source.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        n = min(len(buffer), max(0, self.source.size - self.pos))
+        if n > MAX_TAR_READ:
+            raise _fail(self.source, f"tar header asks to read {n} bytes at once; refusing")
+        data = self.source.read(self.pos, n) if n else b""
+        buffer[:n] = data
+        self.pos += n
+        return n
+
+
+def _compression(head: bytes) -> str | None:
+    if head.startswith(b"\x1f\x8b"):
+        return "gz"
+    if head.startswith(b"BZh"):
+        return "bz2"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    return None
+
+
+def _new_decompressor(kind: str):  # type: ignore[no-untyped-def]
+    if kind == "gz":
+        return zlib.decompressobj(31)
+    if kind == "bz2":
+        return bz2.BZ2Decompressor()
+    return lzma.LZMADecompressor()
+
+
+class _Decompressed(io.RawIOBase):
+    """A compressed source as a forward-only stream, capped in output and in ratio."""
+
+    def __init__(self, source: ByteSource, kind: str, max_output: int, max_ratio: float):
+        self.source = source
+        self.kind = kind
+        self.max_output = max_output
+        self.max_ratio = max_ratio
+        self.decomp = _new_decompressor(kind)
+        self.consumed = 0
+        self.produced = 0
+        self.tail = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def _more_input(self) -> bytes:
+        n = min(CHUNK, self.source.size - self.consumed)
+        data = self.source.read(self.consumed, n) if n > 0 else b""
+        self.consumed += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        want = len(buffer)
+        if want == 0:
+            return 0
+        while True:
+            if self.decomp.eof:
+                rest = self.decomp.unused_data + self.tail
+                self.tail = b""
+                while not rest.strip(b"\x00"):  # end of input, or padding after a stream
+                    rest = self._more_input()
+                    if not rest:
+                        return 0
+                self.decomp = _new_decompressor(self.kind)  # concatenated streams
+                self.tail = rest.lstrip(b"\x00")
+            if self.kind == "gz":
+                data = self.decomp.unconsumed_tail or self.tail
+                need = not data
+            else:
+                data, need = b"", self.decomp.needs_input
+                if need and self.tail:
+                    data, need = self.tail, False
+            self.tail = b""
+            if need:
+                data = self._more_input()
+                if not data:
+                    raise _fail(self.source, "compressed tar ends in the middle of a stream")
+            try:
+                out = self.decomp.decompress(data, want)
+            except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
+                raise _fail(self.source, f"compressed tar is corrupt ({_one_line(exc)})") from None
+            if not out:
+                continue
+            self.produced += len(out)
+            if self.produced > self.max_output:
+                raise _fail(self.source, f"compressed tar expands past {self.max_output} bytes; "
+                                         "refusing")
+            if self.produced > RATIO_FLOOR and self.produced > self.max_ratio * max(1, self.consumed):
+                raise _fail(self.source, f"compressed tar expands over {self.max_ratio:g} times "
+                                         "its size; refusing a likely decompression bomb")
+            buffer[:len(out)] = out
+            return len(out)
+
+
+class TarArchive:
+    """A tar (optionally gz, bz2 or xz compressed) read through a ByteSource."""
+
+    kind = "tar"
+
+    def __init__(self, source: ByteSource, *, max_members: int = DEFAULT_MAX_MEMBERS,
+                 max_inflate: int = DEFAULT_MAX_INFLATE, max_ratio: float = DEFAULT_MAX_RATIO,
+                 max_stream: int = 1 << 40):
+        self.source = source
+        self.max_members = max_members
+        self.max_inflate = max_inflate
+        self.max_ratio = max_ratio
+        self.max_stream = max_stream
+        self.compression = _compression(source.read(0, min(6, source.size)))
+        self.members: list[ArchiveMember] = []
+        self.skipped: list[tuple[str, str]] = []
+        tar = self._open()
+        try:
+            for index, info in enumerate(self._iterate(tar)):
+                self._add(index, info)
+        finally:
+            tar.close()
+
+    def _open(self) -> tarfile.TarFile:
+        try:
+            if self.compression is None:
+                return tarfile.open(fileobj=_SourceFile(self.source), mode="r:")
+            stream = _Decompressed(self.source, self.compression, self.max_stream, self.max_ratio)
+            return tarfile.open(fileobj=io.BufferedReader(stream, CHUNK), mode="r|")
+        except WeightFileError:
+            raise
+        except Exception as exc:
+            raise _fail(self.source, f"not a readable tar archive ({_one_line(exc)})") from None
+
+    def _iterate(self, tar: tarfile.TarFile):  # type: ignore[no-untyped-def]
+        count = 0
+        while True:
+            try:
+                info = tar.next()
+            except WeightFileError:
+                raise
+            except Exception as exc:
+                raise _fail(self.source, f"malformed tar archive ({_one_line(exc)})") from None
+            if info is None:
+                return
+            count += 1
+            if count > self.max_members:
+                raise _fail(self.source, f"tar has more than {self.max_members} members")
+            yield info
+
+    def _add(self, index: int, info: tarfile.TarInfo) -> None:
+        name = safe_member_name(info.name)
+        if info.isdir():
+            return
+        if not info.isreg() or info.issparse():
+            kind = ("link to " + safe_member_name(info.linkname)) if info.issym() or info.islnk() \
+                else "not a regular file"
+            self.skipped.append((name, kind))
+            return
+        if self.compression is None:
+            check_range(self.source, info.offset_data, info.size)
+        self.members.append(ArchiveMember(
+            name=name, raw_name=info.name, size=info.size, compressed_size=info.size,
+            method="tar" if self.compression is None else f"tar.{self.compression}", index=index,
+            header_offset=info.offset, data_offset=info.offset_data))
+
+    def member(self, name: str) -> ArchiveMember:
+        found = [m for m in self.members if m.raw_name == name] or \
+                [m for m in self.members if m.name == name]
+        if len(found) != 1:
+            raise _fail(self.source, f"{len(found) or 'no'} members named {safe_member_name(name)!r}")
+        return found[0]
+
+    def open(self, member: ArchiveMember) -> ByteSource:
+        label = f"{self.source.name}!{member.name}"
+        if self.compression is None:
+            return SliceSource(self.source, member.data_offset, member.size, label)
+        if member.size > self.max_inflate:
+            raise _fail(self.source, f"tar member {member.name!r} is {member.size} bytes, over the "
+                                     f"limit of {self.max_inflate} for compressed archives")
+        tar = self._open()
+        try:
+            for index, info in enumerate(self._iterate(tar)):
+                if index == member.index:
+                    handle = tar.extractfile(info)
+                    data = handle.read(member.size) if handle is not None else b""
+                    if len(data) != member.size:
+                        raise _fail(self.source, f"tar member {member.name!r} is truncated")
+                    return BytesSource(data, label)
+        except WeightFileError:
+            raise
+        except Exception as exc:
+            raise _fail(self.source, f"malformed tar archive ({_one_line(exc)})") from None
+        finally:
+            tar.close()
+        raise _fail(self.source, f"tar member {member.name!r} vanished on a second pass")
+
+    def read(self, member: ArchiveMember, max_bytes: int | None = None) -> bytes:
+        if max_bytes is not None and member.size > max_bytes:
+            raise _fail(self.source, f"tar member {member.name!r} is {member.size} bytes, over the "
+                                     f"limit of {max_bytes}")
+        source = self.open(member)
+        return source.read(0, source.size)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+def open_archive(source: ByteSource, **limits: int) -> ZipArchive | TarArchive:
+    """A zip (also .npz, .pth) or a tar (plain or compressed), by content."""
+    head = source.read(0, min(source.size, 512 + 8))
+    if head.startswith((_LOCAL, _EOCD)):
+        return ZipArchive(source, **limits)
+    if _compression(head) or _is_tar_header(head):
+        return TarArchive(source, **limits)
+    if _has_zip_directory(source):
+        return ZipArchive(source, **limits)
+    raise _fail(source, "not a zip or tar archive")
+
+
+def weight_members(archive: ZipArchive | TarArchive) -> list[ArchiveMember]:
+    """Members whose names end in a weight-file extension."""
+    return [m for m in archive.members if m.is_weight]
+
+
+# -- sniffing ----------------------------------------------------------------------------
+def _is_tar_header(block: bytes) -> bool:
+    if len(block) < 512:
+        return False
+    if block[257:262] == b"ustar":
+        return True
+    field = block[148:156].split(b"\x00", 1)[0].strip()
+    try:
+        stored = int(field, 8)
+    except ValueError:
+        return False
+    if not block[:100].strip(b"\x00"):
+        return False
+    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:512])
+    return stored == unsigned
+
+
+def _decompressed_head(head: bytes, kind: str) -> bytes:
+    try:
+        decomp = _new_decompressor(kind)
+        return decomp.decompress(head, 1024)
+    except Exception:
+        return b""
+
+
+def _has_zip_directory(source: ByteSource) -> bool:
+    if source.size < 22:
+        return False
+    tail_len = min(source.size, 22 + 65535)
+    return _EOCD in source.read(source.size - tail_len, tail_len)
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < len(data) and shift < 70:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+    raise ValueError("bad varint")
+
+
+# ModelProto fields that may follow ir_version (field number, wire type).
+_ONNX_FIELDS = {(2, 2), (3, 2), (4, 2), (5, 0), (6, 2), (7, 2), (8, 2), (14, 2), (20, 2), (25, 2)}
+
+
+def _looks_like_onnx(head: bytes, size: int) -> bool:
+    if not head.startswith(b"\x08"):
+        return False
+    try:
+        version, pos = _varint(head, 1)
+        if not 1 <= version <= 64:
+            return False
+        tag, pos = _varint(head, pos)
+        if (tag >> 3, tag & 7) not in _ONNX_FIELDS:
+            return False
+        if tag & 7 == 2:
+            length, pos = _varint(head, pos)
+            return pos + length <= size
+        return True
+    except ValueError:
+        return False
+
+
+def sniff(source: ByteSource) -> str:
+    """The format of a file from its first bytes: 'safetensors', 'gguf', 'pytorch-zip',
+    'pickle-legacy', 'onnx', 'npy', 'npz', 'zip', 'tar' or 'unknown'. Never raises for
+    content (only if the source cannot be read)."""
+    size = source.size
+    head = source.read(0, min(size, 4096))
+    if head.startswith(b"GGUF"):
+        return "gguf"
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head.startswith((_LOCAL, _EOCD)):
+        return _zip_kind(source)
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle-legacy"
+    if len(head) >= 9:
+        (length,) = struct.unpack_from("<Q", head, 0)
+        if 2 <= length <= min(size - 8, 100 << 20) and head[8:9] == b"{":
+            return "safetensors"
+    if _is_tar_header(head[:512]):
+        return "tar"
+    kind = _compression(head)
+    if kind and _is_tar_header(_decompressed_head(head, kind)[:512]):
+        return "tar"
+    if _looks_like_onnx(head, size):
+        return "onnx"
+    if _has_zip_directory(source):
+        return _zip_kind(source)
+    return "unknown"
+
+
+def _zip_kind(source: ByteSource) -> str:
+    try:
+        archive = ZipArchive(source)
+    except WeightFileError:
+        return "zip"
+    names = [m.raw_name for m in archive.members if not m.is_dir]
+    if any(n.endswith("/data.pkl") for n in names):
+        return "pytorch-zip"
+    if names and all(n.endswith(".npy") for n in names):
+        return "npz"
+    return "zip"
