@@ -6,9 +6,10 @@ Nothing here extracts to disk: a member is opened as a `ByteSource`, so a member
 
 Zip: the central directory is parsed by hand (zip64 too, and zips with data prepended, such
 as a zip appended to an image) with bounds on the member count and the directory size. A
-stored member is a range of the archive (`SliceSource`), read by range like any file. A
-deflated member is inflated in memory, and only after its declared size passed a cap and a
-compression-ratio check; inflating past the declared size, members whose data overlap (the
+stored member is a range of the archive (a `SliceSource`, kept in `fingerprints.tensors` with
+the other sources and re-exported here), read by range like any file. A deflated member is
+inflated in memory, and only after its declared size passed a cap and a compression-ratio
+check; inflating past the declared size, members whose data overlap (the
 "overlapping files" zip bomb), lying sizes and bad CRCs are refused.
 
 Tar (plain, .gz, .bz2, .xz): parsed with `tarfile`, whose reads go through a capped file
@@ -33,7 +34,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fingerprints.tensors import ByteSource, BytesSource, WeightFileError, check_range
+from fingerprints.tensors import ByteSource, BytesSource, SliceSource, WeightFileError, check_range
 
 __all__ = ["ArchiveMember", "SliceSource", "TarArchive", "WEIGHT_EXTENSIONS", "ZipArchive",
            "is_weight_name", "open_archive", "safe_member_name", "sniff", "weight_members"]
@@ -58,31 +59,6 @@ _LOCATOR64 = b"PK\x06\x07"
 _CENTRAL = b"PK\x01\x02"
 _LOCAL = b"PK\x03\x04"
 _METHODS = {0: "stored", 8: "deflated", 12: "bzip2", 14: "lzma", 93: "zstd"}
-
-
-class SliceSource:
-    """A range of another source, seen as a whole file (a stored archive member)."""
-
-    def __init__(self, parent: ByteSource, offset: int, length: int, name: str):
-        check_range(parent, offset, length)
-        self.parent = parent
-        self.offset = offset
-        self._size = length
-        self._name = name
-        self.bytes_read = 0
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def read(self, offset: int, length: int) -> bytes:
-        check_range(self, offset, length)
-        self.bytes_read += length
-        return self.parent.read(self.offset + offset, length)
 
 
 def safe_member_name(raw: str) -> str:
@@ -156,7 +132,25 @@ def _decompressor(method: str) -> Callable[[], object]:
     raise KeyError(method)
 
 
-class ZipArchive:
+class _Archive:
+    """What zip and tar archives share once a member can be opened as a ByteSource."""
+
+    kind: str
+    source: ByteSource
+
+    def open(self, member: ArchiveMember) -> ByteSource:
+        raise NotImplementedError
+
+    def read(self, member: ArchiveMember, max_bytes: int | None = None) -> bytes:
+        """A member's whole content (small members: pickles, headers, text)."""
+        if max_bytes is not None and member.size > max_bytes:
+            raise _fail(self.source, f"{self.kind} member {member.name!r} is {member.size} bytes, "
+                                     f"over the limit of {max_bytes}")
+        source = self.open(member)
+        return source.read(0, source.size)
+
+
+class ZipArchive(_Archive):
     """A zip read through a ByteSource: its central directory, and its members on demand."""
 
     kind = "zip"
@@ -388,14 +382,6 @@ class ZipArchive:
             self._cache.put(member.index, cached)
         return cached
 
-    def read(self, member: ArchiveMember, max_bytes: int | None = None) -> bytes:
-        """A member's whole content (small members: pickles, headers, text)."""
-        if max_bytes is not None and member.size > max_bytes:
-            raise _fail(self.source, f"zip member {member.name!r} is {member.size} bytes, over the "
-                                     f"limit of {max_bytes}")
-        source = self.open(member)
-        return source.read(0, source.size)
-
     def read_prefix(self, member: ArchiveMember, length: int) -> bytes:
         """The first `length` bytes of a member (or all of it if shorter), inflating no more."""
         self._check_openable(member)
@@ -520,7 +506,7 @@ class _Decompressed(io.RawIOBase):
             return len(out)
 
 
-class TarArchive:
+class TarArchive(_Archive):
     """A tar (optionally gz, bz2 or xz compressed) read through a ByteSource."""
 
     kind = "tar"
@@ -616,13 +602,6 @@ class TarArchive:
         finally:
             tar.close()
         raise _fail(self.source, f"tar member {member.name!r} vanished on a second pass")
-
-    def read(self, member: ArchiveMember, max_bytes: int | None = None) -> bytes:
-        if max_bytes is not None and member.size > max_bytes:
-            raise _fail(self.source, f"tar member {member.name!r} is {member.size} bytes, over the "
-                                     f"limit of {max_bytes}")
-        source = self.open(member)
-        return source.read(0, source.size)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,4 +1,7 @@
-"""Decoding stored weights to float32: bfloat16, float8, and ggml's quantised blocks.
+"""Decoding stored weights to float32: plain dtypes, bfloat16, float8, ggml's quantised blocks.
+
+This is the one place values are decoded: every reader turns its format's type names into
+the `PLAIN_DTYPES` names and calls `decode_plain` (or `dequantize` for ggml types).
 
 Every kernel is vectorised numpy over whole blocks and follows ggml's reference layout
 (ggml-quants.c, `dequantize_row_*`) byte for byte, so a GGUF row decodes to what llama.cpp
@@ -29,8 +32,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["GGML_TYPES", "KERNELS", "QK_K", "bf16_to_f32", "dequantize", "f8_e4m3_to_f32",
-           "f8_e5m2_to_f32", "ggml_type_name"]
+__all__ = ["GGML_TYPES", "ITEMSIZE", "KERNELS", "PLAIN_DTYPES", "QK_K", "bf16_to_f32",
+           "decode_plain", "dequantize", "f8_e4m3_to_f32", "f8_e5m2_to_f32", "ggml_type_name"]
 
 QK_K = 256
 
@@ -79,13 +82,30 @@ def ggml_type_name(type_id: int) -> str:
     return entry[0] if entry else f"type {type_id}"
 
 
-# --- plain floating formats --------------------------------------------------------------
+# --- plain formats: one value per element ----------------------------------------------
 
-def bf16_to_f32(raw: np.ndarray | bytes) -> np.ndarray:
-    """bfloat16 (little-endian u16) to float32: the 16 bits become the top half."""
-    u16 = np.frombuffer(raw, dtype="<u2") if isinstance(raw, (bytes, bytearray, memoryview)) \
-        else np.asarray(raw).view("<u2")
-    return (u16.astype(np.uint32) << 16).view(np.float32)
+# Every plain dtype a reader meets, by the safetensors names all readers use: name ->
+# (bytes per value, numpy type of the stored bits, without byte order). bfloat16 and the
+# float8s have no numpy type; their bits are decoded below.
+PLAIN_DTYPES: dict[str, tuple[int, str]] = {
+    "F64": (8, "f8"), "F32": (4, "f4"), "F16": (2, "f2"), "BF16": (2, "u2"),
+    "I64": (8, "i8"), "I32": (4, "i4"), "I16": (2, "i2"), "I8": (1, "i1"),
+    "U64": (8, "u8"), "U32": (4, "u4"), "U16": (2, "u2"), "U8": (1, "u1"),
+    "BOOL": (1, "u1"), "F8_E4M3": (1, "u1"), "F8_E5M2": (1, "u1"),
+}
+ITEMSIZE: dict[str, int] = {name: size for name, (size, _) in PLAIN_DTYPES.items()}
+
+
+def _bits(raw: np.ndarray | bytes | bytearray | memoryview, dtype: str) -> np.ndarray:
+    """Raw bytes, or an array reinterpreted, as a flat array of `dtype`."""
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        return np.frombuffer(raw, dtype=dtype)
+    return np.asarray(raw).view(dtype)
+
+
+def bf16_to_f32(raw: np.ndarray | bytes, big_endian: bool = False) -> np.ndarray:
+    """bfloat16 (u16, little-endian unless told) to float32: the 16 bits become the top half."""
+    return (_bits(raw, ">u2" if big_endian else "<u2").astype(np.uint32) << 16).view(np.float32)
 
 
 def _f8_table(exp_bits: int, man_bits: int, bias: int, ieee_specials: bool) -> np.ndarray:
@@ -113,13 +133,31 @@ _F8_E5M2 = _f8_table(5, 2, 15, ieee_specials=True)   # the top byte of a float16
 
 
 def f8_e4m3_to_f32(raw: np.ndarray | bytes) -> np.ndarray:
-    return _F8_E4M3[np.frombuffer(raw, dtype=np.uint8) if not isinstance(raw, np.ndarray)
-                    else raw.view(np.uint8)]
+    return _F8_E4M3[_bits(raw, "u1")]
 
 
 def f8_e5m2_to_f32(raw: np.ndarray | bytes) -> np.ndarray:
-    return _F8_E5M2[np.frombuffer(raw, dtype=np.uint8) if not isinstance(raw, np.ndarray)
-                    else raw.view(np.uint8)]
+    return _F8_E5M2[_bits(raw, "u1")]
+
+
+def decode_plain(raw: np.ndarray | bytes | memoryview, dtype: str,
+                 big_endian: bool = False) -> np.ndarray:
+    """Values of a plain dtype (a `PLAIN_DTYPES` name) widened to a flat float32 array.
+
+    The one decoder of unquantised data, for every reader: little-endian unless
+    `big_endian` (numpy and PyTorch files may be big-endian; float8 has no byte order).
+    ValueError for a dtype that is not plain.
+    """
+    if dtype == "BF16":
+        return bf16_to_f32(raw, big_endian)
+    if dtype == "F8_E4M3":
+        return f8_e4m3_to_f32(raw)
+    if dtype == "F8_E5M2":
+        return f8_e5m2_to_f32(raw)
+    if dtype not in PLAIN_DTYPES:
+        raise ValueError(f"cannot decode dtype {dtype}")
+    order = ">" if big_endian else "<"
+    return _bits(raw, order + PLAIN_DTYPES[dtype][1]).astype(np.float32)
 
 
 # --- ggml block kernels: (n_blocks, type_size) uint8 -> (n_blocks, block_size) float32 ---
@@ -254,11 +292,11 @@ KERNELS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k,
 }
 
-_PLAIN: dict[str, str] = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I8": "i1", "I16": "<i2",
-                          "I32": "<i4", "I64": "<i8"}
+# The ggml types that are plain dtypes, decoded by decode_plain.
+_GGML_PLAIN = frozenset({"F32", "F16", "F64", "I8", "I16", "I32", "I64", "BF16"})
 
 _SIZES = {name: (block, size) for name, block, size in GGML_TYPES.values()}
-SUPPORTED = frozenset(KERNELS) | frozenset(_PLAIN) | {"BF16"}
+SUPPORTED = frozenset(KERNELS) | _GGML_PLAIN
 
 
 def dequantize(raw: bytes | memoryview | np.ndarray, type_name: str) -> np.ndarray:
@@ -270,15 +308,10 @@ def dequantize(raw: bytes | memoryview | np.ndarray, type_name: str) -> np.ndarr
         raise ValueError(f"unsupported type {type_name}")
     data = raw.view(np.uint8).reshape(-1) if isinstance(raw, np.ndarray) \
         else np.frombuffer(raw, dtype=np.uint8)
-    if type_name == "BF16":
-        if data.size % 2:
-            raise ValueError("BF16 data is not a whole number of values")
-        return bf16_to_f32(data)
-    if type_name in _PLAIN:
-        dtype = np.dtype(_PLAIN[type_name])
-        if data.size % dtype.itemsize:
+    if type_name in _GGML_PLAIN:
+        if data.size % ITEMSIZE[type_name]:
             raise ValueError(f"{type_name} data is not a whole number of values")
-        return data.view(dtype).astype(np.float32)
+        return decode_plain(data, type_name)
     block, size = _SIZES[type_name]
     if data.size % size:
         raise ValueError(f"{type_name} data is not a whole number of {size}-byte blocks")

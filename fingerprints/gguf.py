@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from fingerprints.dequant import GGML_TYPES, SUPPORTED, dequantize
-from fingerprints.safetensors import quote, read_row_runs
-from fingerprints.tensors import ByteSource, TensorInfo, WeightFileError
+from fingerprints.tensors import (ByteSource, TensorInfo, TensorLookup, WeightFileError, quote,
+                                  read_row_runs)
 
 __all__ = ["GgufFile", "MAX_ARRAY_ELEMENTS", "MAX_DIMS", "open_gguf"]
 
@@ -157,7 +157,7 @@ class _Cursor:
         return [self.value(etype, what, depth) for _ in range(count)]
 
 
-class GgufFile:
+class GgufFile(TensorLookup):
     """A parsed GGUF file: `metadata` (key -> value), `tensors` in file order, rows on demand.
 
     Each TensorInfo's `dtype` is the ggml type name (`Q4_K`, `BF16`, ...), `shape` is numpy
@@ -172,7 +172,6 @@ class GgufFile:
         self.metadata = metadata
         self.value_types = value_types
         self.tensors = tensors
-        self.by_name = {t.name: t for t in tensors}
         self.alignment = alignment
         self.data_start = data_start
 
@@ -198,16 +197,9 @@ class GgufFile:
         as_int = lambda v: v if isinstance(v, int) and not isinstance(v, bool) else None  # noqa: E731
         return as_int(heads), as_int(kv)
 
-    def tensor(self, name: str) -> TensorInfo:
-        try:
-            return self.by_name[name]
-        except KeyError:
-            raise KeyError(f"{self.source.name}: no tensor {quote(name)}") from None
-
     def read_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """The given rows (first numpy axis, later axes flattened) dequantised to float32."""
-        if self.by_name.get(tensor.name) != tensor:
-            raise KeyError(f"{self.source.name}: tensor {quote(tensor.name)} is not from this file")
+        self.check_own(tensor)
         if tensor.dtype not in SUPPORTED:
             raise WeightFileError(f"{self.source.name}: tensor {quote(tensor.name)}: unsupported "
                                   f"type {tensor.dtype}")
@@ -216,10 +208,6 @@ class GgufFile:
                                   f"shape {list(tensor.shape)} is not a whole number of "
                                   f"{tensor.dtype} blocks")
         return read_row_runs(self.source, tensor, rows, lambda raw: dequantize(raw, tensor.dtype))
-
-    def read_tensor(self, tensor: TensorInfo) -> np.ndarray:
-        """The whole tensor as float32 in its numpy shape (for small tensors and tests)."""
-        return self.read_rows(tensor, range(tensor.rows)).reshape(tensor.shape)
 
 
 def open_gguf(source: ByteSource) -> GgufFile:

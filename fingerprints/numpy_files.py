@@ -1,4 +1,4 @@
-"""numpy .npy and .npz files, read without pickle, and the row decoding other readers share.
+"""numpy .npy and .npz files, read without pickle.
 
 A `.npy` file is a magic string, a version, a header length and a Python-literal header
 dict (`{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }`), then the raw array.
@@ -13,9 +13,8 @@ Tensors are named as numpy names them: an `.npz` member `emb.npy` is tensor `emb
 points into the `.npz` itself, so rows are read by range; when it is deflated, `offset` is
 inside the inflated member and `extra["member"]` names it.
 
-`decode_float32`, `ITEMSIZE` and `read_rows_at` decode rows of plain dtypes (the
-safetensors names: F64 F32 F16 BF16 I64 I32 I16 I8 U64 U32 U16 U8 BOOL F8_E4M3 F8_E5M2) for
-the PyTorch and ONNX readers too.
+Rows are read by `fingerprints.tensors.read_plain_rows`, as for the PyTorch and ONNX readers;
+dtypes are the safetensors names (F16, F32, ..., BOOL), as `fingerprints.dequant` decodes them.
 """
 
 from __future__ import annotations
@@ -24,116 +23,28 @@ import ast
 import math
 import re
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from fingerprints.archives import ArchiveMember, ZipArchive
-from fingerprints.tensors import ByteSource, TensorInfo, WeightFileError, check_range
+from fingerprints.dequant import ITEMSIZE
+from fingerprints.tensors import (ByteSource, TensorInfo, TensorLookup, WeightFileError,
+                                  read_plain_rows)
 
-__all__ = ["ITEMSIZE", "NPY_MAGIC", "NpyHeader", "NpyReader", "NpzReader", "decode_float32",
-           "open_npy", "open_npz", "parse_npy_header", "read_rows_at", "row_indices"]
+__all__ = ["NPY_MAGIC", "NpyHeader", "NpyReader", "NpzReader", "open_npy", "open_npz",
+           "parse_npy_header"]
 
 NPY_MAGIC = b"\x93NUMPY"
 # numpy's own np.load refuses headers over 10,000 bytes unless told otherwise.
 MAX_HEADER_BYTES = 65536
 MAX_NDIM = 32
 MAX_NUMEL = 1 << 48
-# Adjacent row runs closer than this are fetched in one read (fewer range requests).
-MERGE_GAP = 4096
 
-ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
-            "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
-_PLAIN = {"F64": "f8", "F32": "f4", "F16": "f2", "I64": "i8", "I32": "i4", "I16": "i2",
-          "I8": "i1", "U64": "u8", "U32": "u4", "U16": "u2", "U8": "u1", "BOOL": "u1"}
 _NUMPY_NAMES = {"f2": "F16", "f4": "F32", "f8": "F64", "i1": "I8", "i2": "I16", "i4": "I32",
                 "i8": "I64", "u1": "U8", "u2": "U16", "u4": "U32", "u8": "U64", "b1": "BOOL"}
 _DESCR = re.compile(r"^([<>|=]?)(f2|f4|f8|i1|i2|i4|i8|u1|u2|u4|u8|b1)$")
-
-
-def _e4m3fn_table() -> np.ndarray:
-    """float8_e4m3fn: bias 7, no infinities, 0x7f/0xff are NaN."""
-    b = np.arange(256, dtype=np.uint32)
-    sign = np.where(b & 0x80, -1.0, 1.0)
-    exp = (b >> 3) & 0xF
-    man = (b & 7).astype(np.float64)
-    value = np.where(exp == 0, man / 8 * 2.0 ** -6, (1 + man / 8) * 2.0 ** (exp.astype(np.float64) - 7))
-    value = sign * value
-    value[(b & 0x7F) == 0x7F] = np.nan
-    return value.astype(np.float32)
-
-
-_E4M3 = _e4m3fn_table()
-
-
-def decode_float32(raw: bytes | memoryview, dtype: str, big_endian: bool = False) -> np.ndarray:
-    """Raw little- (or big-) endian elements of a plain dtype, widened to float32 (1-D)."""
-    order = ">" if big_endian else "<"
-    if dtype == "BF16":
-        bits = np.frombuffer(raw, dtype=order + "u2").astype(np.uint32) << 16
-        return bits.view(np.float32)
-    if dtype == "F8_E4M3":
-        return _E4M3[np.frombuffer(raw, dtype=np.uint8)]
-    if dtype == "F8_E5M2":  # the high byte of an IEEE half
-        return (np.frombuffer(raw, dtype=np.uint8).astype(np.uint16) << 8).view(np.float16).astype(np.float32)
-    plain = _PLAIN.get(dtype)
-    if plain is None:
-        raise WeightFileError(f"cannot decode dtype {dtype}")
-    return np.frombuffer(raw, dtype=order + plain).astype(np.float32)
-
-
-def row_indices(rows: Iterable[int] | np.ndarray, count: int, name: str) -> np.ndarray:
-    """Row numbers as int64, each checked to lie in 0..count-1."""
-    try:
-        index = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows)
-    except TypeError:
-        raise WeightFileError(f"{name}: rows must be a list of integers") from None
-    if index.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if index.ndim != 1 or index.dtype.kind not in "iu":
-        raise WeightFileError(f"{name}: rows must be a list of integers")
-    index = index.astype(np.int64)
-    bad = index[(index < 0) | (index >= count)]
-    if bad.size:
-        raise WeightFileError(f"{name}: row {int(bad[0])} is outside 0..{count - 1}")
-    return index
-
-
-def read_rows_at(source: ByteSource, offset: int, tensor: TensorInfo, rows: Iterable[int] | np.ndarray,
-                 *, big_endian: bool = False) -> np.ndarray:
-    """Rows of a row-major tensor whose data starts at `offset` in `source`, as float32.
-
-    The result has shape (len(rows), elements per row). Adjacent rows are read in one
-    range, so a sample of rows costs one read per run, not per row.
-    """
-    itemsize = ITEMSIZE.get(tensor.dtype)
-    if itemsize is None:
-        raise WeightFileError(f"{source.name}: {tensor.name}: cannot decode dtype {tensor.dtype}")
-    width = math.prod(tensor.shape[1:]) if tensor.shape else 1
-    row_nbytes = width * itemsize
-    index = row_indices(rows, tensor.rows, f"{source.name}: {tensor.name}")
-    out = np.empty((len(index), width), dtype=np.float32)
-    if len(index) == 0 or width == 0:
-        return out
-    check_range(source, offset, tensor.rows * row_nbytes)
-    order = np.unique(index)
-    runs: list[tuple[int, int]] = []  # (first row, last row) inclusive
-    for row in order.tolist():
-        if runs and (row - runs[-1][1] - 1) * row_nbytes <= MERGE_GAP:
-            runs[-1] = (runs[-1][0], row)
-        else:
-            runs.append((row, row))
-    decoded: dict[int, np.ndarray] = {}
-    for first, last in runs:
-        raw = source.read(offset + first * row_nbytes, (last - first + 1) * row_nbytes)
-        block = decode_float32(raw, tensor.dtype, big_endian).reshape(last - first + 1, width)
-        decoded[first] = block
-        for row in order[(order >= first) & (order <= last)].tolist():
-            decoded[row] = block[row - first]
-    for i, row in enumerate(index.tolist()):
-        out[i] = decoded[row]
-    return out
 
 
 @dataclass(frozen=True)
@@ -251,7 +162,7 @@ def _stem(name: str) -> str:
     return base[:-4] if base.lower().endswith(".npy") else base
 
 
-class NpyReader:
+class NpyReader(TensorLookup):
     """One .npy file: a single tensor, named after the file unless `name` is given."""
 
     def __init__(self, source: ByteSource, name: str | None = None):
@@ -261,22 +172,12 @@ class NpyReader:
         self.tensors = [_tensor(name if name is not None else _stem(source.name), header,
                                 header.data_offset)]
 
-    def tensor(self, name: str) -> TensorInfo:
-        for tensor in self.tensors:
-            if tensor.name == name:
-                return tensor
-        raise WeightFileError(f"{self.source.name}: no tensor named {name!r}")
-
     def read_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         _check_readable(self.source, tensor)
-        return read_rows_at(self.source, tensor.offset, tensor, rows,
-                            big_endian=bool(tensor.extra.get("big_endian")))
-
-    def read_tensor(self, tensor: TensorInfo) -> np.ndarray:
-        return self.read_rows(tensor, range(tensor.rows)).reshape(tensor.shape)
+        return read_plain_rows(self.source, tensor, rows)
 
 
-class NpzReader:
+class NpzReader(TensorLookup):
     """An .npz: a zip whose `<key>.npy` members are the tensors (stored or deflated)."""
 
     def __init__(self, source: ByteSource, archive: ZipArchive | None = None):
@@ -307,21 +208,11 @@ class NpzReader:
         header = parse_npy_header(head, member.size, label)
         return _tensor(key, header, header.data_offset, member=member.raw_name)
 
-    def tensor(self, name: str) -> TensorInfo:
-        for tensor in self.tensors:
-            if tensor.name == name:
-                return tensor
-        raise WeightFileError(f"{self.source.name}: no tensor named {name!r}")
-
     def read_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         _check_readable(self.source, tensor)
         member = tensor.extra.get("member")
         source = self.archive.open(self.archive.member(str(member))) if member else self.source
-        return read_rows_at(source, tensor.offset, tensor, rows,
-                            big_endian=bool(tensor.extra.get("big_endian")))
-
-    def read_tensor(self, tensor: TensorInfo) -> np.ndarray:
-        return self.read_rows(tensor, range(tensor.rows)).reshape(tensor.shape)
+        return read_plain_rows(source, tensor, rows)
 
 
 def open_npy(source: ByteSource) -> NpyReader:

@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fingerprints.numpy_files import ITEMSIZE, decode_float32, read_rows_at, row_indices
-from fingerprints.tensors import ByteSource, TensorInfo, WeightFileError
+from fingerprints.dequant import ITEMSIZE, decode_plain
+from fingerprints.tensors import (ByteSource, TensorInfo, TensorLookup, WeightFileError,
+                                  read_plain_rows, row_indices)
 
 __all__ = ["ONNX_TYPES", "OnnxReader", "decode_varints", "open_onnx"]
 
@@ -124,7 +125,7 @@ class _Node:
     value: _Tensor | None = None
 
 
-class OnnxReader:
+class OnnxReader(TensorLookup):
     """An ONNX model's initializers (and Constant node tensors), rows read by range."""
 
     def __init__(self, source: ByteSource):
@@ -469,23 +470,13 @@ class OnnxReader:
             self._decoded.popitem(last=False)
         return result
 
-    def _plain_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray | range) -> np.ndarray:
+    def _plain_rows(self, tensor: TensorInfo, index: np.ndarray) -> np.ndarray:
+        """Rows `index` (already checked) of the values as stored, before any dequantising."""
         if "segments" in tensor.extra:
-            index = row_indices(rows, tensor.rows, f"{self.source.name}: {tensor.name}")
-            width = math.prod(tensor.shape[1:]) if tensor.shape else 1
-            values = self._varint_values(tensor).reshape(tensor.rows if tensor.shape else 1, width)
-            return values[index]
+            return self._varint_values(tensor).reshape(tensor.rows, tensor.columns)[index]
         if tensor.nbytes == 0:
-            width = math.prod(tensor.shape[1:]) if tensor.shape else 1
-            index = row_indices(rows, tensor.rows, f"{self.source.name}: {tensor.name}")
-            return np.zeros((len(index), width), dtype=np.float32)
-        return read_rows_at(self.source, tensor.offset, tensor, rows)
-
-    def tensor(self, name: str) -> TensorInfo:
-        for tensor in self.tensors:
-            if tensor.name == name:
-                return tensor
-        raise WeightFileError(f"{self.source.name}: no tensor named {name!r}")
+            return np.zeros((len(index), tensor.columns), dtype=np.float32)
+        return read_plain_rows(self.source, tensor, index)
 
     def read_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         index = row_indices(rows, tensor.rows, f"{self.source.name}: {tensor.name}")
@@ -506,9 +497,6 @@ class OnnxReader:
         out = (blocks - zero.reshape(shape)) * scale.reshape(shape)  # type: ignore[union-attr]
         return out.reshape(len(index), -1).astype(np.float32)
 
-    def read_tensor(self, tensor: TensorInfo) -> np.ndarray:
-        return self.read_rows(tensor, range(tensor.rows)).reshape(tensor.shape)
-
 
 def _typed_to_float32(values: np.ndarray, dtype: str) -> np.ndarray:
     """Values from a typed field (varints as uint64, or floats) to float32."""
@@ -516,9 +504,9 @@ def _typed_to_float32(values: np.ndarray, dtype: str) -> np.ndarray:
         return values.astype(np.float32)
     signed = values.view(np.int64)
     if dtype in ("F16", "BF16"):
-        return decode_float32(values.astype("<u2").tobytes(), dtype)
+        return decode_plain(values.astype("<u2").tobytes(), dtype)
     if dtype in ("F8_E4M3", "F8_E5M2"):
-        return decode_float32(values.astype(np.uint8).tobytes(), dtype)
+        return decode_plain(values.astype(np.uint8).tobytes(), dtype)
     if dtype in ("U64", "U32"):
         return values.astype(np.float32)
     if dtype in ("U8", "U16", "BOOL"):

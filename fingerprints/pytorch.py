@@ -39,12 +39,14 @@ import re
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from fingerprints.archives import ArchiveMember, ZipArchive
-from fingerprints.numpy_files import ITEMSIZE, read_rows_at
-from fingerprints.tensors import ByteSource, TensorInfo, WeightFileError
+from fingerprints.dequant import ITEMSIZE
+from fingerprints.tensors import (ByteSource, TensorInfo, TensorLookup, WeightFileError,
+                                  read_plain_rows)
 
 __all__ = ["ALLOWED_GLOBALS", "PyTorchReader", "StorageRef", "TensorRef", "load_pickle",
            "open_pytorch"]
@@ -279,6 +281,13 @@ class _Machine:
             raise self.fail("pickle stack underflow")
         return self.stack[-1]
 
+    def top_of(self, kind: type, what: str) -> Any:
+        """The top of the stack, which `what` (an opcode's message) needs to be a `kind`."""
+        target = self.top()
+        if not isinstance(target, kind):
+            raise self.fail(f"{what} a {type(target).__name__}")
+        return target
+
     def find_class(self, module: object, name: object) -> _Global:
         if not isinstance(module, str) or not isinstance(name, str):
             raise self.fail("a pickle global must be named by two strings")
@@ -507,38 +516,28 @@ class _Machine:
 
     def op_append(self) -> None:
         value = self.pop()
-        target = self.top()
-        if not isinstance(target, list):
-            raise self.fail(f"APPEND to a {type(target).__name__}")
+        target = self.top_of(list, "APPEND to")
         target.append(value)
 
     def op_appends(self) -> None:
         items = self.pop_mark()
-        target = self.top()
-        if not isinstance(target, list):
-            raise self.fail(f"APPENDS to a {type(target).__name__}")
+        target = self.top_of(list, "APPENDS to")
         target.extend(items)
 
     def op_setitem(self) -> None:
         value = self.pop()
         key = self.pop()
-        target = self.top()
-        if not isinstance(target, dict):
-            raise self.fail(f"SETITEM on a {type(target).__name__}")
+        target = self.top_of(dict, "SETITEM on")
         self.pairs(target, [key, value])
 
     def op_setitems(self) -> None:
         items = self.pop_mark()
-        target = self.top()
-        if not isinstance(target, dict):
-            raise self.fail(f"SETITEMS on a {type(target).__name__}")
+        target = self.top_of(dict, "SETITEMS on")
         self.pairs(target, items)
 
     def op_additems(self) -> None:
         items = self.pop_mark()
-        target = self.top()
-        if not isinstance(target, set):
-            raise self.fail(f"ADDITEMS on a {type(target).__name__}")
+        target = self.top_of(set, "ADDITEMS on")
         target.update(self.hashable(items))
 
     def op_put(self) -> None:
@@ -718,7 +717,7 @@ def _flatten(obj: object, label: str) -> list[tuple[str, TensorRef]]:
     return found
 
 
-class PyTorchReader:
+class PyTorchReader(TensorLookup):
     """A torch.save zip checkpoint: its tensors listed, their rows read by range."""
 
     def __init__(self, source: ByteSource, *, max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BYTES,
@@ -800,12 +799,6 @@ class PyTorchReader:
         return TensorInfo(name=name, shape=ref.size, dtype=ref.dtype, offset=offset,
                           nbytes=nbytes, row_nbytes=row_nbytes, extra=extra)
 
-    def tensor(self, name: str) -> TensorInfo:
-        for tensor in self.tensors:
-            if tensor.name == name:
-                return tensor
-        raise WeightFileError(f"{self.source.name}: no tensor named {name!r}")
-
     def read_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         if not tensor.extra.get("contiguous", True):
             raise WeightFileError(f"{self.source.name}: tensor {tensor.name} is a non-contiguous "
@@ -813,11 +806,7 @@ class PyTorchReader:
                                   "refusing to read its rows")
         member = tensor.extra.get("member")
         source = self.archive.open(self.archive.member(str(member))) if member else self.source
-        return read_rows_at(source, tensor.offset, tensor, rows,
-                            big_endian=bool(tensor.extra.get("big_endian")))
-
-    def read_tensor(self, tensor: TensorInfo) -> np.ndarray:
-        return self.read_rows(tensor, range(tensor.rows)).reshape(tensor.shape)
+        return read_plain_rows(source, tensor, rows)
 
 
 def open_pytorch(source: ByteSource, **limits: int) -> PyTorchReader:

@@ -6,8 +6,9 @@ string) is `{"dtype", "shape", "data_offsets": [begin, end]}` with offsets relat
 data section. The header is checked whole before anything else is read: known dtype,
 non-negative integer shape, `end - begin == numel * itemsize`, every range inside the data
 section and no two ranges overlapping. Rows are then read on demand, one read per
-contiguous run of requested rows, and decoded to float32 (BF16 and the float8 formats are
-widened here; the `safetensors` package's numpy loader cannot read BF16).
+contiguous run of requested rows (`fingerprints.tensors.read_row_runs`), and decoded to
+float32 by `fingerprints.dequant.decode_plain` (which widens BF16 and the float8 formats; the
+`safetensors` package's numpy loader cannot read BF16).
 
 A sharded checkpoint is a `model.safetensors.index.json` whose `weight_map` names the shard
 holding each tensor; `open_sharded` opens each shard through a callable, so the shards may
@@ -20,45 +21,21 @@ import json
 import math
 import os
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
-from fingerprints.dequant import bf16_to_f32, f8_e4m3_to_f32, f8_e5m2_to_f32
-from fingerprints.tensors import ByteSource, FileSource, TensorInfo, WeightFileError
+from fingerprints.dequant import ITEMSIZE, decode_plain
+from fingerprints.tensors import (ByteSource, FileSource, TensorInfo, TensorLookup, WeightFileError,
+                                  quote, read_row_runs)
 
-__all__ = ["DTYPES", "MAX_HEADER", "SafetensorsReader", "ShardedSafetensorsReader",
-           "open_safetensors", "open_sharded", "quote", "read_row_runs"]
+__all__ = ["MAX_HEADER", "SafetensorsReader", "ShardedSafetensorsReader", "open_safetensors",
+           "open_sharded"]
 
 # The reference implementation refuses headers above 100 MB.
 MAX_HEADER = 100_000_000
 MAX_INDEX = 64 * 1024 * 1024
-
-# dtype -> (itemsize, numpy dtype of the stored values, or None when decoded specially)
-DTYPES: dict[str, tuple[int, str | None]] = {
-    "F64": (8, "<f8"), "F32": (4, "<f4"), "F16": (2, "<f2"), "BF16": (2, None),
-    "I64": (8, "<i8"), "I32": (4, "<i4"), "I16": (2, "<i2"), "I8": (1, "i1"),
-    "U64": (8, "<u8"), "U32": (4, "<u4"), "U16": (2, "<u2"), "U8": (1, "u1"),
-    "BOOL": (1, "u1"), "F8_E4M3": (1, None), "F8_E5M2": (1, None),
-}
-
-
-def quote(value: object, limit: int = 80) -> str:
-    """A value from the file, cut short and escaped, safe inside a one-line message.
-
-    Strings are shown with repr (quotes, escaped newlines); lists, numbers and the like as
-    Python prints them, which escapes any strings inside.
-    """
-    if isinstance(value, (list, dict)) and len(value) > 8:
-        value = list(value)[:8]
-        text = str(value)[:-1] + ", ...]"
-    else:
-        text = str(value)
-    if len(text) > limit:
-        text = text[:limit] + "..."
-    return repr(text) if isinstance(value, str) else text
-
 
 # More dimensions than any real tensor has; keeps hostile shapes cheap to check.
 MAX_DIMS = 64
@@ -76,63 +53,13 @@ def _numel(shape: list[int], cap: int) -> int:
     return numel
 
 
-def _decode(raw: bytes, dtype: str) -> np.ndarray:
-    if dtype == "BF16":
-        return bf16_to_f32(raw)
-    if dtype == "F8_E4M3":
-        return f8_e4m3_to_f32(raw)
-    if dtype == "F8_E5M2":
-        return f8_e5m2_to_f32(raw)
-    values = np.frombuffer(raw, dtype=DTYPES[dtype][1])
-    return values if values.dtype == np.float32 else values.astype(np.float32)
-
-
-def _row_indices(rows: Iterable[int] | np.ndarray, count: int, name: str) -> np.ndarray:
-    index = np.asarray(list(rows) if not isinstance(rows, np.ndarray) else rows)
-    if index.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
-        raise TypeError(f"{name}: rows must be a flat sequence of integers")
-    index = index.astype(np.int64)
-    if index.min() < 0 or index.max() >= count:
-        raise IndexError(f"{name}: rows must lie in 0..{count - 1}")
-    return index
-
-
-def read_row_runs(source: ByteSource, tensor: TensorInfo, rows: Iterable[int] | np.ndarray,
-                  decode: Callable[[bytes], np.ndarray]) -> np.ndarray:
-    """Rows of a tensor stored row after row: one read per contiguous run of wanted rows.
-
-    `decode` turns the bytes of whole rows into a flat float32 array. Returns
-    (len(rows), columns) float32 in the order asked, repeats included.
-    """
-    index = _row_indices(rows, tensor.rows, tensor.name)
-    columns = math.prod(tensor.shape[1:]) if len(tensor.shape) > 1 else 1
-    out_shape = (index.size, columns)
-    if index.size == 0:
-        return np.zeros(out_shape, dtype=np.float32)
-    wanted = np.unique(index)
-    breaks = np.flatnonzero(np.diff(wanted) != 1) + 1
-    starts = np.concatenate([[0], breaks])
-    ends = np.concatenate([breaks, [wanted.size]])
-    out = np.empty((wanted.size, columns), dtype=np.float32)
-    for lo, hi in zip(starts.tolist(), ends.tolist()):
-        first, n = int(wanted[lo]), hi - lo
-        raw = source.read(tensor.offset + first * tensor.row_nbytes, n * tensor.row_nbytes)
-        out[lo:hi] = decode(raw).reshape(n, columns)
-    if wanted.size == index.size and np.array_equal(wanted, index):
-        return out
-    return out[np.searchsorted(wanted, index)]
-
-
-class SafetensorsReader:
+class SafetensorsReader(TensorLookup):
     """A parsed safetensors file: `tensors` in header order, `metadata`, rows on demand."""
 
     def __init__(self, source: ByteSource, tensors: list[TensorInfo],
                  metadata: dict[str, str], header_size: int):
         self.source = source
         self.tensors = tensors
-        self.by_name = {t.name: t for t in tensors}
         self._metadata = metadata
         self.header_size = header_size  # 8 + N: where the data section starts
 
@@ -140,21 +67,10 @@ class SafetensorsReader:
     def metadata(self) -> dict[str, str]:
         return dict(self._metadata)
 
-    def tensor(self, name: str) -> TensorInfo:
-        try:
-            return self.by_name[name]
-        except KeyError:
-            raise KeyError(f"{self.source.name}: no tensor {quote(name)}") from None
-
     def read_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         """The given rows (first axis; later axes flattened) as float32 (len(rows), columns)."""
-        if self.by_name.get(tensor.name) != tensor:
-            raise KeyError(f"{self.source.name}: tensor {quote(tensor.name)} is not from this file")
-        return read_row_runs(self.source, tensor, rows, lambda raw: _decode(raw, tensor.dtype))
-
-    def read_tensor(self, tensor: TensorInfo) -> np.ndarray:
-        """The whole tensor as float32 in its own shape (for small tensors and tests)."""
-        return self.read_rows(tensor, range(tensor.rows)).reshape(tensor.shape)
+        self.check_own(tensor)
+        return read_row_runs(self.source, tensor, rows, lambda raw: decode_plain(raw, tensor.dtype))
 
 
 def _fail(source: ByteSource, message: str) -> WeightFileError:
@@ -214,7 +130,7 @@ def open_safetensors(source: ByteSource) -> SafetensorsReader:
         if not isinstance(entry, dict):
             raise _fail(source, f"{where}: entry is not an object")
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-        if not isinstance(dtype, str) or dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in ITEMSIZE:
             raise _fail(source, f"{where}: unknown dtype {quote(dtype)}")
         if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
             raise _fail(source, f"{where}: shape {quote(shape)} is not a list of non-negative "
@@ -227,7 +143,7 @@ def open_safetensors(source: ByteSource) -> SafetensorsReader:
             raise _fail(source, f"{where}: data_offsets {quote(offsets)} is not [begin, end] with "
                                 "0 <= begin <= end")
         begin, end = offsets
-        itemsize = DTYPES[dtype][0]
+        itemsize = ITEMSIZE[dtype]
         numel = _numel(shape, source.size)
         if end - begin != numel * itemsize:
             needs = f"{numel * itemsize}" if numel <= source.size else "more than the file holds"
@@ -263,7 +179,7 @@ def _check_shard_name(index_name: str, shard: object) -> str:
     return shard
 
 
-class ShardedSafetensorsReader:
+class ShardedSafetensorsReader(TensorLookup):
     """Several safetensors shards read as one checkpoint.
 
     `tensors` holds every shard's tensors (shard order, then header order); each tensor's
@@ -284,7 +200,6 @@ class ShardedSafetensorsReader:
                                                tensor.offset, tensor.nbytes, tensor.row_nbytes,
                                                extra={"shard": shard_name}))
                 self._shard_of[tensor.name] = reader
-        self.by_name = {t.name: t for t in self.tensors}
         self._owned = owned
 
     @property
@@ -303,20 +218,15 @@ class ShardedSafetensorsReader:
             merged.update(reader.metadata)
         return merged
 
-    def tensor(self, name: str) -> TensorInfo:
-        try:
-            return self.by_name[name]
-        except KeyError:
-            raise KeyError(f"{self.name}: no tensor {quote(name)}") from None
+    @property
+    def label(self) -> str:
+        return self.name
 
     def read_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         reader = self._shard_of.get(tensor.name)
         if reader is None:
             raise KeyError(f"{self.name}: no tensor {quote(tensor.name)}")
         return reader.read_rows(reader.by_name[tensor.name], rows)
-
-    def read_tensor(self, tensor: TensorInfo) -> np.ndarray:
-        return self.read_rows(tensor, range(tensor.rows)).reshape(tensor.shape)
 
     def close(self) -> None:
         """Close the shard files this reader opened itself (the default opener)."""
