@@ -18,6 +18,7 @@ import email.utils
 import json
 import math
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -291,7 +292,7 @@ def target_table(name: str, kind: str, url: str, *settings: str, preset: str = "
     return "\n".join(lines) + "\n"
 
 
-class Site:
+class Site(ABC):
     """One imitated source, served under `/{prefix}/` of the world.
 
     Subclasses set `prefix` (the path segment), `source` (the name used in Planted), and
@@ -319,14 +320,15 @@ class Site:
     def entry_url(self) -> str:
         return self.root + self.entry_path
 
+    @abstractmethod
     def target_toml(self) -> str:
         """The `[[targets]]` table(s) that crawl this site, for the demo's config.toml
         (with `allow_private = true`: the demo world lives on loopback)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def handle(self, req: Request, path: str) -> Response:
         """Answer a request; `path` is what follows the prefix (starts with '/')."""
-        raise NotImplementedError
 
+    @abstractmethod
     def documents(self) -> list[Doc]:
-        raise NotImplementedError
+        """Every document a crawler attributes content to, with what was planted in it."""

@@ -9,6 +9,7 @@ the next run can skip what has not moved.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 import difflib
 import json
 import re
@@ -29,7 +30,7 @@ class SourceError(Exception):
     """A page that does not have the shape the target's selectors expect."""
 
 
-class Source:
+class Source(ABC):
     kind: ClassVar[str]
     # Preset name -> selectors; an operator's `selectors` table overrides single entries.
     presets: ClassVar[dict[str, dict[str, str]]] = {}
@@ -82,8 +83,9 @@ class Source:
         css = self.selectors.get(name)
         return node.select_one(css) if css else None
 
+    @abstractmethod
     def documents(self) -> AsyncIterator[Document]:
-        raise NotImplementedError
+        """The target's documents, fetched and parsed now (an async generator)."""
 
 
 def css_problem(css: str) -> str | None:

@@ -15,6 +15,7 @@ demo site owns one path prefix, those pages are served here too, under `/site/`.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 import hashlib
 import math
 import re
@@ -135,8 +136,9 @@ class TorznabSite(Site):
 
     # ---------------------------------------------------------------- content
 
+    @abstractmethod
     def make_items(self, release: Release) -> list[Item]:
-        raise NotImplementedError
+        """The dialect's items: the planted leaks among noise."""
 
     def visible(self, indexer: str | None = None) -> list[Item]:
         """What the demo target's search returns, in order (newest first)."""
@@ -147,8 +149,9 @@ class TorznabSite(Site):
     def details_url(self, item: Item) -> str:
         return f"{self.root}/site/{item.indexer}/torrent/{item.id}/"
 
+    @abstractmethod
     def download_url(self, item: Item) -> str:
-        raise NotImplementedError
+        """Where the dialect serves an item's .torrent (Jackett and Prowlarr differ)."""
 
     def target_name(self) -> str:
         return f"demo-{self.prefix}"
