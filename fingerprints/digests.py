@@ -2,9 +2,9 @@
 
 Leaks are matched on whichever digest the leaker's venue publishes: model hubs show SHA-256
 (LFS oids), checksum lists use SHA-256, SHA-1 or MD5, imageboards show MD5, BitTorrent v2
-torrents carry each file's pieces root (BEP 52), and sigstore model signing hashes 1 GB
-shards. Weight files are tens of gigabytes, so reading them once per digest is not an
-option. Here the file is read once, into a small ring of reusable buffers, and each chunk is
+torrents carry each file's pieces root (BEP 52), and sigstore model signing can hash 1 GB
+shards (its default is one SHA-256 per file, which every file gets here). Weight files are
+tens of gigabytes, so reading them once per digest is not an option. Here the file is read once, into a small ring of reusable buffers, and each chunk is
 fed to one worker thread per digest while the next chunks are read. hashlib releases the GIL
 on large buffers, so the digests run on every core at once, and peak memory is a few chunks
 whatever the file size.
@@ -29,7 +29,9 @@ from fingerprints.torrent import PiecesRootHasher
 __all__ = ["DigestError", "FileDigests", "digest_file", "iter_files"]
 
 _ALGOS = ("sha256", "sha1", "md5")
-# sigstore model-signing's shard size: files above it also get a SHA-256 per shard.
+# sigstore model-signing's shard size: with `shards=True`, files above it also get a
+# SHA-256 per shard. Off by default: it is a second full SHA-256 pass over every large file
+# (about a third more CPU on two cores) for a layout model-signing uses only when asked to.
 SHARD_SIZE = 1_000_000_000
 
 
@@ -83,7 +85,9 @@ class FileDigests:
     """The digests of one file, lowercase hex, and the number of bytes hashed.
 
     `pieces_root` is the BEP 52 Merkle root (None for an empty file); `shards` the SHA-256
-    of each SHARD_SIZE slice, one entry (the file's SHA-256) for a file up to that size.
+    of each SHARD_SIZE slice: one entry (the file's SHA-256) for a file up to that size,
+    and for a larger one every shard's when asked for (`digest_file(shards=True)`), else
+    none.
     """
 
     path: str
@@ -104,9 +108,10 @@ def digest_file(
     *,
     chunk_size: int = 4 << 20,
     progress: Callable[[int], None] | None = None,
+    shards: bool = False,
 ) -> FileDigests:
-    """Compute SHA-256, SHA-1, MD5, the BEP 52 pieces root and the 1 GB shard SHA-256s
-    of a regular file in a single streaming read.
+    """Compute SHA-256, SHA-1, MD5 and the BEP 52 pieces root of a regular file in a single
+    streaming read, and with `shards` the SHA-256 of each 1 GB shard too.
 
     ``progress(n)`` is called from the calling thread with the number of bytes fully hashed so
     far, at least once and last with the file size; an exception it raises aborts hashing (use
@@ -133,9 +138,10 @@ def digest_file(
             # Fresh buffers cost page faults (about 0.5 ms per MiB), so they are sized to the
             # file: no more bytes, and no more buffers than chunks. The file may still change
             # size while we read; both loops read to EOF regardless.
-            shards = ShardHasher(SHARD_SIZE) if st.st_size > SHARD_SIZE else None
-            if shards is not None:
-                hashers.append(shards)
+            large = st.st_size > SHARD_SIZE
+            sharder = ShardHasher(SHARD_SIZE) if shards and large else None
+            if sharder is not None:
+                hashers.append(sharder)
             if st.st_size <= chunk_size:
                 # One chunk: nothing to overlap with reading, and thread start-up and extra
                 # buffers cost more than the parallel hashing saves.
@@ -153,8 +159,9 @@ def digest_file(
                                         f"{size} bytes); register it once it is complete", name)
     sha256, sha1, md5 = (h.hexdigest() for h in hashers[:3])
     pieces = hashers[3].hexdigest()
+    shard_list = sharder.hexdigests() if sharder else () if large else (sha256,)
     return FileDigests(path=name, size=size, sha256=sha256, sha1=sha1, md5=md5,
-                       pieces_root=pieces, shards=shards.hexdigests() if shards else (sha256,))
+                       pieces_root=pieces, shards=shard_list)
 
 
 def _hash_inline(

@@ -320,11 +320,15 @@ def run(state: State) -> None:
 @click.option("--model", required=True, help="Model name the files belong to.")
 @click.option("--release", help="Release label, e.g. v1.0.")
 @click.option("--recipient", help="Recipient id when registering one recipient's copy.")
+@click.option("--shards", is_flag=True,
+              help="Also the SHA-256 of each 1 GB shard of larger files (sigstore "
+                   "model-signing's sharded layout); a second SHA-256 pass over them.")
 @format_option
 @click.pass_obj
 def register(state: State, paths: tuple[str, ...], model: str, release: str | None,
-             recipient: str | None, fmt: str) -> None:
-    """Record released files' digests (size, SHA-256, SHA-1, MD5); folders recursively."""
+             recipient: str | None, shards: bool, fmt: str) -> None:
+    """Record released files' digests (size, SHA-256, SHA-1, MD5, BitTorrent v2 pieces
+    root); folders recursively."""
     from monitor.registry import register_paths
 
     show_progress = fmt == "table" and sys.stderr.isatty()
@@ -349,7 +353,7 @@ def register(state: State, paths: tuple[str, ...], model: str, release: str | No
         before = store.registry_counts()
         try:
             files = register_paths(store, paths, model=model, release=release,
-                                   recipient=recipient, on_file=on_file)
+                                   recipient=recipient, on_file=on_file, shards=shards)
         except OSError as exc:
             fail(f"{exc.filename or ''}: {exc.strerror or exc}", 1)
         rematched = (_run_rematch(state, store, fmt=fmt)

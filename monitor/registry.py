@@ -52,17 +52,18 @@ def artifact_name(path: Path, roots: list[Path]) -> str:
 def register_paths(store: Store, paths: Iterable[str | Path], *, model: str,
                    release: str | None = None, recipient: str | None = None,
                    on_file: Callable[[Path, int], Callable[[int], None] | None] | None = None,
-                   ) -> list[RegisteredFile]:
+                   shards: bool = False) -> list[RegisteredFile]:
     """Digest every file under `paths` and record it as an artifact of `model`.
 
-    `on_file(path, size)` may return a progress callback for that file's bytes.
+    `on_file(path, size)` may return a progress callback for that file's bytes; `shards`
+    adds the SHA-256 of each 1 GB shard of files larger than that.
     """
     roots = [Path(p) for p in paths]
     out = []
     for path in iter_files(roots):
         size = path.stat().st_size
         progress = on_file(path, size) if on_file else None
-        digests = digest_file(path, progress=progress)
+        digests = digest_file(path, progress=progress, shards=shards)
         name = artifact_name(path, roots)
         artifact_id, added = store.add_artifact(
             model=model, name=name, path=str(path.resolve()), size=digests.size,

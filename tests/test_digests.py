@@ -255,11 +255,29 @@ def test_shards_above_the_shard_size(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(digests, "SHARD_SIZE", 100_000)
     path = tmp_path / "big.bin"
     data = _write_random(path, size)
-    d = digest_file(path, chunk_size=7_777)
+    d = digest_file(path, chunk_size=7_777, shards=True)
     assert d.shards == tuple(hashlib.sha256(data[i:i + 100_000]).hexdigest()
                              for i in range(0, size, 100_000))
     assert d.sha256 == hashlib.sha256(data).hexdigest()
     assert d.pieces_root == _merkle_root(data)
+
+
+def test_shards_of_large_files_only_when_asked(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without `shards`, a file above the shard size gets no shard list (not a wrong one),
+    and its other digests are the same; a file within one shard always has its SHA-256."""
+    monkeypatch.setattr(digests, "SHARD_SIZE", 100_000)
+    big = tmp_path / "big.bin"
+    data = _write_random(big, 250_003)
+    plain, sharded = digest_file(big, chunk_size=7_777), digest_file(big, chunk_size=7_777,
+                                                                     shards=True)
+    assert plain.shards == () and len(sharded.shards) == 3
+    assert (plain.sha256, plain.sha1, plain.md5, plain.pieces_root) == (
+        sharded.sha256, sharded.sha1, sharded.md5, sharded.pieces_root)
+    assert plain.sha256 == hashlib.sha256(data).hexdigest()
+    small = tmp_path / "small.bin"
+    _write_random(small, 100_000)
+    assert digest_file(small).shards == (digest_file(small).sha256,)
 
 
 def test_pieces_root_matches_a_v2_torrent_built_independently(tmp_path: Path) -> None:
