@@ -323,21 +323,27 @@ def run(state: State) -> None:
 @click.option("--shards", is_flag=True,
               help="Also the SHA-256 of each 1 GB shard of larger files (sigstore "
                    "model-signing's sharded layout); a second SHA-256 pass over them.")
+@click.option("--no-tensors", is_flag=True,
+              help="Skip the tensor fingerprints of weight files (digests only).")
 @format_option
 @click.pass_obj
 def register(state: State, paths: tuple[str, ...], model: str, release: str | None,
-             recipient: str | None, shards: bool, fmt: str) -> None:
+             recipient: str | None, shards: bool, no_tensors: bool, fmt: str) -> None:
     """Record released files' digests (size, SHA-256, SHA-1, MD5, BitTorrent v2 pieces
-    root); folders recursively."""
+    root), folders recursively, and the tensor fingerprints of weight files (recognised
+    by content: safetensors, GGUF, PyTorch, ONNX, numpy, and archives of them)."""
     from monitor.registry import register_paths
 
     show_progress = fmt == "table" and sys.stderr.isatty()
     bars: list[Any] = []
+    seen: set[Path] = set()
 
     def on_file(path: Path, size: int):
+        label = f"{path.name} (tensors)" if path in seen else path.name
+        seen.add(path)
         if not show_progress or size < 64 * 2**20:
             return None
-        bar = click.progressbar(length=size, label=path.name, file=sys.stderr)
+        bar = click.progressbar(length=size, label=label, file=sys.stderr)
         bar.__enter__()
         bars.append(bar)
         done = [0]
@@ -353,16 +359,21 @@ def register(state: State, paths: tuple[str, ...], model: str, release: str | No
         before = store.registry_counts()
         try:
             files = register_paths(store, paths, model=model, release=release,
-                                   recipient=recipient, on_file=on_file, shards=shards)
+                                   recipient=recipient, on_file=on_file, shards=shards,
+                                   tensors=not no_tensors)
         except OSError as exc:
             fail(f"{exc.filename or ''}: {exc.strerror or exc}", 1)
         rematched = (_run_rematch(state, store, fmt=fmt)
                      if store.registry_counts() != before else None)
     rows = [{"name": f.name, "size": f.digests.size, "sha256": f.digests.sha256,
              "sha1": f.digests.sha1, "md5": f.digests.md5, "artifact_id": f.artifact_id,
-             "new_digests": f.new_digests, "model": model, "recipient": recipient} for f in files]
-    emit(rows, fmt, table_columns=("name", "size", "sha256", "new_digests"),
+             "new_digests": f.new_digests, "tensors": f.tensors, "model": model,
+             "recipient": recipient} for f in files]
+    emit(rows, fmt, table_columns=("name", "size", "sha256", "new_digests", "tensors"),
          empty="no files found")
+    for f in files:
+        if f.note:
+            click.echo(f"{f.name}: {f.note}", err=True)
     if rematched is not None and fmt == "table":
         click.echo(rematched.summary(), err=True)
 
@@ -482,6 +493,74 @@ def _run_rematch(state: State, store: Store, *, targets: tuple[str, ...] = (),
         with click.progressbar(length=total, label="rematch", file=sys.stderr) as bar:
             return rematch(store, detectors, targets=targets, since=since, progress=bar.update)
     return rematch(store, detectors, targets=targets, since=since)
+
+
+@main.command("scan")
+@click.argument("locations", nargs=-1, required=True)
+@click.option("--model", "models", multiple=True,
+              help="Compare with this registered model only (repeatable).")
+@click.option("--max-bytes", type=click.IntRange(min=4096),
+              help="Bytes one file may cost, header included [default: the config's "
+                   "[scan] max_bytes].")
+@click.option("--max-false-match", type=click.FloatRange(min=0, max=1, min_open=True),
+              help="A match needs a false-match probability at most this [default: the "
+                   "config's, 1e-6].")
+@click.option("--allow-private", is_flag=True,
+              help="Let a URL reach loopback and private addresses (a file served locally).")
+@format_option
+@click.pass_obj
+def scan(state: State, locations: tuple[str, ...], models: tuple[str, ...],
+         max_bytes: int | None, max_false_match: float | None, allow_private: bool,
+         fmt: str) -> None:
+    """Is this file our model? Compare weight files (PATH, or an http(s) URL read by Range
+    requests through the crawler's safe fetcher) with the registered tensor fingerprints,
+    whatever their format, names, dtype or quantisation.
+
+    Prints per file the verdict (match, no_match, unknown_format, error), the model, the
+    score (fraction of sampled rows that matched), the false-match probability, the
+    tensors compared and the bytes read. A sharded checkpoint is scanned through its
+    `*.safetensors.index.json`. Exit 1 if a file could not be scanned.
+    """
+    import dataclasses
+
+    from monitor.config import Target
+    from monitor.fetch import Fetcher
+    from monitor.scan import load_prints, scan_path, scan_url
+
+    settings = dataclasses.replace(
+        state.config.scan, **{k: v for k, v in (("max_bytes", max_bytes),
+                                                ("max_false_match", max_false_match))
+                              if v is not None})
+    with state.store() as store:
+        prints = load_prints(store, models)
+    if not prints:
+        fail("no tensor fingerprints registered" + (f" for {', '.join(models)}" if models else "")
+             + "; run `weightwatch register` on the released weights or import a bundle", 1)
+
+    async def remote(url: str):
+        target = Target(name="scan", kind="scan", url=url, interval=0, jitter=0,
+                        allow_private=allow_private)
+        async with Fetcher(state.config.crawl) as fetcher:
+            return await scan_url(url, prints, settings, fetcher, target)
+
+    reports = []
+    for location in locations:
+        if location.startswith(("http://", "https://")):
+            reports.append(run_interruptible(remote(location)))
+        else:
+            reports.append(scan_path(location, prints, settings))
+    rows = [r.as_dict() for r in reports]
+    for row in rows:
+        if row["false_match_probability"] is not None:
+            row["false_match_probability"] = float(f"{row['false_match_probability']:.3g}")
+    emit(rows, fmt, table_columns=("location", "verdict", "model", "score",
+                                   "false_match_probability", "tensors_compared", "bytes_read"))
+    if fmt == "table":
+        for report in reports:
+            if report.error:  # the readers' messages start with the file's name
+                click.echo(report.error, err=True)
+    if any(r.verdict == "error" for r in reports):
+        sys.exit(1)
 
 
 @main.command("rematch")

@@ -110,7 +110,7 @@ def _k(*types: type, required: bool = False, check: Callable[[Any], Any] | None 
 DURATION = _k(str, int, float, check=parse_duration)
 STRING_TABLE = _k(dict, items=str)
 
-TOP_KEYS = {"database", "crawl", "smtp", "alerts", "targets", "rules"}
+TOP_KEYS = {"database", "crawl", "scan", "smtp", "alerts", "targets", "rules"}
 
 DATABASE_KEYS = {"path": _k(str)}
 
@@ -127,6 +127,14 @@ CRAWL_KEYS = {
     "retries": _k(int),
     "retry_after_cap": DURATION,
     "host_concurrency": _k(int),
+}
+
+SCAN_KEYS = {
+    "enabled": _k(bool),
+    "max_bytes": _k(int),
+    "max_links": _k(int),
+    "max_tensors": _k(int),
+    "max_false_match": _k(float),
 }
 
 SMTP_KEYS = {
@@ -211,6 +219,17 @@ class CrawlSettings:
 
 
 @dataclass
+class ScanSettings:
+    """Remote scans of weight files against the tensor fingerprints (`[scan]`)."""
+
+    enabled: bool = True
+    max_bytes: int = 32_000_000       # per file: its header and the rows sampled
+    max_links: int = 4                # weight links scanned per document
+    max_tensors: int = 48             # suspect tensors sampled at most
+    max_false_match: float = 1e-6     # a match needs a false-match probability this low
+
+
+@dataclass
 class SmtpSettings:
     host: str
     port: int = 587
@@ -279,6 +298,7 @@ class Config:
     smtp: SmtpSettings | None
     targets: list[Target]
     rules: list[Rule]
+    scan: ScanSettings = field(default_factory=ScanSettings)
 
     def target(self, name: str) -> Target:
         for t in self.targets:
@@ -398,6 +418,15 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
         if name in crawl_raw and crawl_raw[name] < least:
             c.problem(f"crawl.{name}", f"must be at least {least}, got {crawl_raw[name]}")
 
+    scan_raw = c.table(data.get("scan", {}), SCAN_KEYS, "scan")
+    scan = ScanSettings(**scan_raw)
+    for name, least in (("max_bytes", 4096), ("max_links", 0), ("max_tensors", 1)):
+        if name in scan_raw and scan_raw[name] < least:
+            c.problem(f"scan.{name}", f"must be at least {least}, got {scan_raw[name]}")
+    if "max_false_match" in scan_raw and not 0 < scan_raw["max_false_match"] < 1:
+        c.problem("scan.max_false_match", f"must be between 0 and 1, got "
+                  f"{scan_raw['max_false_match']}")
+
     smtp = None
     if "smtp" in data:
         s = c.table(data["smtp"], SMTP_KEYS, "smtp")
@@ -506,7 +535,7 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
     if c.problems:
         raise ConfigError(c.problems)
     return Config(path=path, database_path=db_path, crawl=crawl, alerts=alerts, smtp=smtp,
-                  targets=targets, rules=rules)
+                  targets=targets, rules=rules, scan=scan)
 
 
 def _item_path(array: str, index: int, raw: Any) -> str:

@@ -19,6 +19,7 @@ from monitor.detect import Detector, build_detectors, detect_all
 from monitor.fetch import Fetcher, FetchError, redact_url
 from monitor.sources import ADAPTERS, SourceError
 from monitor.models import Document, Hit
+from monitor.scan import LinkScanner
 from monitor.store import Store
 
 log = structlog.get_logger("weightwatch.crawler")
@@ -37,15 +38,18 @@ class RunResult:
 
 
 async def crawl_target(target: Target, config: Config, store: Store, fetcher: Fetcher,
-                       detectors: list[Detector] | None = None) -> RunResult:
+                       detectors: list[Detector] | None = None,
+                       scanner: LinkScanner | None = None) -> RunResult:
     """Crawl one target within the run timeout and record the run, whatever happens."""
     detectors = detectors if detectors is not None else build_detectors(config, store)
+    scanner = scanner if scanner is not None else LinkScanner(store, config.scan, fetcher)
     run_id = store.start_run(target.name)
     result = RunResult(target=target.name, run_id=run_id, status="running")
     with structlog.contextvars.bound_contextvars(target=target.name, run_id=run_id):
         log.info("crawl_started", url=redact_url(target.url))
         try:
-            await asyncio.wait_for(_crawl(target, store, fetcher, detectors, run_id, result),
+            await asyncio.wait_for(_crawl(target, store, fetcher, detectors, scanner, run_id,
+                                          result),
                                    timeout=config.crawl.run_timeout)
             result.status = "ok"
         except asyncio.TimeoutError:
@@ -64,7 +68,7 @@ async def crawl_target(target: Target, config: Config, store: Store, fetcher: Fe
 
 
 async def _crawl(target: Target, store: Store, fetcher: Fetcher, detectors: list[Detector],
-                 run_id: int, result: RunResult) -> None:
+                 scanner: LinkScanner, run_id: int, result: RunResult) -> None:
     source = ADAPTERS[target.kind](target, fetcher, store.cursor(target.name))
     async for doc in source.documents():
         result.documents_seen += 1
@@ -73,6 +77,9 @@ async def _crawl(target: Target, store: Store, fetcher: Fetcher, detectors: list
             store.touch_document(doc.target, doc.key)
             continue
         hits = detect_all(detectors, doc)
+        # Weight links are read by range and compared with the tensor fingerprints; the
+        # verdict is stored before the document, so a crash in between rescans nothing.
+        hits += await scanner.scan_document(doc, target)
         saved, new_hits = store.save_document(doc, hits, run_id)
         result.documents_new += saved.is_new
         result.documents_changed += not saved.is_new
@@ -104,7 +111,8 @@ async def crawl_once(config: Config, store: Store, targets: list[Target],
     fetcher = fetcher or Fetcher(config.crawl)
     try:
         detectors = build_detectors(config, store)
-        tasks = [crawl_target(t, config, store, fetcher, detectors) for t in targets]
+        scanner = LinkScanner(store, config.scan, fetcher)
+        tasks = [crawl_target(t, config, store, fetcher, detectors, scanner) for t in targets]
         return list(await asyncio.gather(*tasks))
     finally:
         if own:

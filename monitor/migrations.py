@@ -191,4 +191,45 @@ MIGRATIONS: list[str] = [
     CREATE INDEX indicators_value ON indicators(value);
     CREATE INDEX artifacts_size ON artifacts(size);
     """,
+    # 4: tensor fingerprints of registered weight files (fingerprints.weightprint), and
+    # remote scans of weight links already made, so a crawl does not scan the same file twice.
+    """
+    CREATE TABLE weight_prints (
+        id INTEGER PRIMARY KEY,
+        model TEXT NOT NULL REFERENCES models(name),
+        artifact_id INTEGER REFERENCES artifacts(id),
+        name TEXT NOT NULL,
+        key BLOB NOT NULL,
+        null_dims REAL NOT NULL,
+        version INTEGER NOT NULL,
+        tensors INTEGER NOT NULL,
+        added_at TEXT NOT NULL,
+        UNIQUE (model, name, key)
+    );
+    CREATE TABLE tensor_prints (
+        print_id INTEGER NOT NULL REFERENCES weight_prints(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        canonical TEXT NOT NULL,
+        rows INTEGER NOT NULL,
+        columns INTEGER NOT NULL,
+        dtype TEXT NOT NULL,
+        stats TEXT NOT NULL DEFAULT '{}',
+        sketch BLOB NOT NULL,
+        sample_index BLOB NOT NULL,
+        samples BLOB NOT NULL,
+        PRIMARY KEY (print_id, position)
+    );
+    CREATE TABLE weight_scans (
+        url TEXT PRIMARY KEY,
+        scanned_at TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        model TEXT,
+        score REAL,
+        bytes_read INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        details TEXT NOT NULL DEFAULT '{}',
+        registry_version INTEGER NOT NULL DEFAULT 0
+    );
+    """,
 ]

@@ -14,6 +14,9 @@ from typing import Callable, Iterable
 
 from fingerprints.digests import FileDigests, digest_file, iter_files
 from fingerprints.indicators import IndicatorError, parse_indicator_text
+from fingerprints.tensors import FileSource, WeightFileError
+from fingerprints.weightprint import WeightPrint, fingerprint_weights, new_key
+from fingerprints.weights import UnknownFormat, open_weights
 from monitor.store import Store
 
 MAX_INDICATOR_FILE = 64 * 1024 * 1024
@@ -29,6 +32,8 @@ class RegisteredFile:
     digests: FileDigests
     artifact_id: int
     new_digests: int
+    tensors: int = 0              # tensors fingerprinted (0: not a weight file, or skipped)
+    note: str | None = None       # why a weight file got no tensor fingerprint
 
 
 @dataclass
@@ -52,11 +57,14 @@ def artifact_name(path: Path, roots: list[Path]) -> str:
 def register_paths(store: Store, paths: Iterable[str | Path], *, model: str,
                    release: str | None = None, recipient: str | None = None,
                    on_file: Callable[[Path, int], Callable[[int], None] | None] | None = None,
-                   shards: bool = False) -> list[RegisteredFile]:
-    """Digest every file under `paths` and record it as an artifact of `model`.
+                   shards: bool = False, tensors: bool = True) -> list[RegisteredFile]:
+    """Digest every file under `paths` and record it as an artifact of `model`; with
+    `tensors` (the default), also fingerprint the tensors of every weight file, whatever
+    its name, so converted and quantised copies are recognised too.
 
-    `on_file(path, size)` may return a progress callback for that file's bytes; `shards`
-    adds the SHA-256 of each 1 GB shard of files larger than that.
+    `on_file(path, size)` may return a progress callback for that file's bytes (called for
+    the digest pass, then for the fingerprint pass of a weight file); `shards` adds the
+    SHA-256 of each 1 GB shard of files larger than that.
     """
     roots = [Path(p) for p in paths]
     out = []
@@ -70,8 +78,47 @@ def register_paths(store: Store, paths: Iterable[str | Path], *, model: str,
             sha256=digests.sha256, sha1=digests.sha1, md5=digests.md5,
             pieces_root=digests.pieces_root, shards=digests.shards, release=release,
             recipient=recipient)
-        out.append(RegisteredFile(name, digests, artifact_id, sum(added)))
+        registered = RegisteredFile(name, digests, artifact_id, sum(added))
+        if tensors:
+            fingerprint_file(store, path, registered, model=model, on_file=on_file)
+        out.append(registered)
     return out
+
+
+def fingerprint_file(store: Store, path: Path, registered: RegisteredFile, *, model: str,
+                     on_file: Callable[[Path, int], Callable[[int], None] | None] | None = None
+                     ) -> WeightPrint | None:
+    """Fingerprint one registered file's tensors if it is a weight file (by content, not
+    name) and store the print; a malformed weight file keeps its digests and gets a note."""
+    already = store.printed_tensors(registered.artifact_id)
+    if already is not None:
+        registered.tensors = already
+        return None
+    with FileSource(path) as source:
+        try:
+            reader = open_weights(source)
+        except UnknownFormat:
+            return None
+        except WeightFileError as exc:
+            registered.note = f"no tensor fingerprint: {exc}"
+            return None
+        weight_bytes = sum(t.nbytes for t in reader.tensors if t.is_matrix)
+        progress = on_file(path, weight_bytes) if on_file else None
+        try:
+            print_ = fingerprint_weights(reader, new_key(), progress=progress)
+        except WeightFileError as exc:
+            registered.note = f"no tensor fingerprint: {exc}"
+            return None
+        finally:
+            if progress is not None:
+                progress(weight_bytes)
+    if not print_.tensors:
+        registered.note = "no 2-D tensor to fingerprint"
+        return None
+    store.add_weight_print(model=model, name=registered.name, print_=print_,
+                           artifact_id=registered.artifact_id)
+    registered.tensors = len(print_.tensors)
+    return print_
 
 
 def import_indicators(store: Store, path: str | Path, *, model: str) -> ImportResult:

@@ -18,8 +18,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+import numpy as np
 import sqlite_utils
 
+from fingerprints.weightprint import TensorPrint, WeightPrint
 from monitor.migrations import MIGRATIONS
 from monitor.models import Document, Hit, utcnow
 
@@ -571,6 +573,78 @@ class Store:
         counts means something new was registered."""
         return {table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
                 for table in ("models", "artifacts", "indicators")}
+
+    # --- tensor fingerprints ------------------------------------------------------------
+
+    def add_weight_print(self, *, model: str, name: str, print_: WeightPrint,
+                         artifact_id: int | None = None) -> tuple[int, bool]:
+        """Store one weight file's tensor fingerprint; returns its id and whether it was
+        new (the same file fingerprinted with the same key is stored once)."""
+        with self.db.atomic():
+            self.add_model(model)
+            row = self.db.execute(
+                "SELECT id FROM weight_prints WHERE model = ? AND name = ? AND key = ?",
+                [model, name, print_.key]).fetchone()
+            if row:
+                return row[0], False
+            print_id = self.db["weight_prints"].insert({
+                "model": model, "artifact_id": artifact_id, "name": name, "key": print_.key,
+                "null_dims": print_.null_dims, "version": print_.version,
+                "tensors": len(print_.tensors), "added_at": utcnow()}).last_pk
+            self.db["tensor_prints"].insert_all(({
+                "print_id": print_id, "position": i, "name": t.name, "canonical": t.canonical,
+                "rows": t.shape[0], "columns": t.shape[1], "dtype": t.dtype,
+                "stats": json.dumps(t.stats),
+                "sketch": t.sketch.astype("<f2").tobytes(),
+                "sample_index": t.sample_index.astype("<i8").tobytes(),
+                "samples": t.samples.astype("<f4").tobytes()}
+                for i, t in enumerate(print_.tensors)))
+        return print_id, True
+
+    def weight_prints(self, models: Sequence[str] = ()) -> list[tuple[str, str, WeightPrint]]:
+        """Every stored tensor fingerprint as (model, file name, print), oldest first."""
+        where, params = "", list(models)
+        if models:
+            where = f" WHERE model IN ({', '.join('?' * len(models))})"
+        out = []
+        for row in list(self.db.query(f"SELECT * FROM weight_prints{where} ORDER BY id", params)):
+            tensors = [TensorPrint(
+                name=t["name"], canonical=t["canonical"], shape=(t["rows"], t["columns"]),
+                dtype=t["dtype"], stats=json.loads(t["stats"]),
+                sketch=np.frombuffer(t["sketch"], "<f2").reshape(t["rows"], -1),
+                sample_index=np.frombuffer(t["sample_index"], "<i8").astype(np.int64),
+                samples=np.frombuffer(t["samples"], "<f4").reshape(-1, t["columns"]))
+                for t in self.db.query("SELECT * FROM tensor_prints WHERE print_id = ? "
+                                       "ORDER BY position", [row["id"]])]
+            out.append((row["model"], row["name"], WeightPrint(
+                key=bytes(row["key"]), tensors=tensors, null_dims=row["null_dims"],
+                version=row["version"])))
+        return out
+
+    def printed_tensors(self, artifact_id: int) -> int | None:
+        """How many tensors the stored fingerprint of this artifact has; None if it has none
+        (re-registering a file does not fingerprint it again)."""
+        row = self.db.execute("SELECT tensors FROM weight_prints WHERE artifact_id = ?",
+                              [artifact_id]).fetchone()
+        return row[0] if row else None
+
+    def weight_print_version(self) -> int:
+        """Grows whenever a fingerprint is added: remote scans made before are stale."""
+        return self.db.execute("SELECT COALESCE(MAX(id), 0) FROM weight_prints").fetchone()[0]
+
+    def weight_scan(self, url: str) -> dict[str, Any] | None:
+        """The last remote scan of `url` (redacted), if any."""
+        rows = list(self.db.query("SELECT * FROM weight_scans WHERE url = ?", [url]))
+        return rows[0] if rows else None
+
+    def record_weight_scan(self, url: str, *, verdict: str, model: str | None = None,
+                           score: float | None = None, bytes_read: int = 0,
+                           error: str | None = None, details: str = "{}") -> None:
+        """Remember a remote scan's verdict (the URL redacted) for this registry version."""
+        self.db["weight_scans"].upsert({
+            "url": url, "scanned_at": utcnow(), "verdict": verdict, "model": model,
+            "score": score, "bytes_read": bytes_read, "error": error, "details": details,
+            "registry_version": self.weight_print_version()}, pk="url")
 
     def known_digests(self) -> dict[str, list[KnownDigest]]:
         """Every registered digest value (lowercase hex) to what it identifies."""
