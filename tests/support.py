@@ -9,6 +9,7 @@ import asyncio
 import base64
 import itertools
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -283,3 +284,131 @@ class Corner:
     @property
     def requests(self) -> list[Request]:
         return [r for r in self.server.requests if r.path.startswith(self.prefix + "/")]
+
+
+# ------------------------------------------------------------------------------ range server
+
+
+@dataclass
+class Served:
+    """One file a `RangeServer` serves, and how; a test may change any field mid-scan.
+
+    By default it answers as a CDN does: a single `Range: bytes=a-b` gets 206 with
+    `Content-Range: bytes a-b/size`, a range past the end 416 with `bytes */size`, an
+    `If-Range` that no longer matches the ETag (or Last-Modified) the whole file with 200.
+    """
+
+    data: bytes
+    etag: str | None = '"v1"'
+    last_modified: str | None = None
+    ranges: bool = True  # False: ignore Range and send the whole file with 200
+    if_range: bool = True  # False: ignore If-Range (serve a range of whatever is there now)
+    # Rewrites a 206 answer: (first, last, body) -> (Content-Range value, body).
+    tamper: Callable[[int, int, bytes], tuple[str, bytes]] | None = None
+    redirect: str | None = None  # answer 302 to this Location instead
+
+
+class RangeServer:
+    """A local HTTP server for files read by range, recording every request (robots.txt
+    gets 404, so the fetcher may read everything) and the body bytes it managed to send,
+    so a test can tell a refused download from a completed one."""
+
+    CHUNK = 64 * 1024
+
+    def __init__(self) -> None:
+        self.files: dict[str, Served] = {}
+        self.requests: list[Request] = []
+        self.sent: dict[str, int] = {}
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                # A small fixed send buffer (no autotuning up to megabytes), so what `sent`
+                # counts is close to what the client read, not what the kernel buffered.
+                self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+                super().setup()
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                server._answer(self)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
+                                       kwargs={"poll_interval": 0.05})
+        self.thread.start()
+
+    def put(self, path: str, data: bytes, **options: Any) -> Served:
+        self.files[path] = Served(data, **options)
+        return self.files[path]
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def hits(self, path: str) -> list[Request]:
+        """Requests for `path` (any query), in order."""
+        return [r for r in self.requests if urlsplit(r.path).path == path]
+
+    def _answer(self, handler: BaseHTTPRequestHandler) -> None:
+        path = urlsplit(handler.path).path
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        with self.lock:
+            self.requests.append(Request(handler.path, headers, time.monotonic(),
+                                         len(self.hits(path))))
+        served = self.files.get(path)
+        if served is None:
+            return self._send(handler, path, 404, b"not found", {})
+        if served.redirect:
+            return self._send(handler, path, 302, b"", {"Location": served.redirect})
+        data = served.data
+        validators = {"ETag": served.etag, "Last-Modified": served.last_modified}
+        validators = {k: v for k, v in validators.items() if v}
+        wanted = headers.get("range", "")
+        if_range = headers.get("if-range")
+        if (not served.ranges or not wanted.startswith("bytes=") or "," in wanted
+                or (served.if_range and if_range is not None
+                    and if_range not in validators.values())):
+            return self._send(handler, path, 200, data, validators)
+        first_text, _, last_text = wanted.removeprefix("bytes=").partition("-")
+        if not first_text:  # suffix range: the last N bytes
+            first, last = max(0, len(data) - int(last_text)), len(data) - 1
+        else:
+            first = int(first_text)
+            last = min(int(last_text), len(data) - 1) if last_text else len(data) - 1
+        if first >= len(data):
+            return self._send(handler, path, 416, b"",
+                              {"Content-Range": f"bytes */{len(data)}", **validators})
+        body = data[first:last + 1]
+        content_range = f"bytes {first}-{last}/{len(data)}"
+        if served.tamper:
+            content_range, body = served.tamper(first, last, body)
+        self._send(handler, path, 206, body, {"Content-Range": content_range, **validators})
+
+    def _send(self, handler: BaseHTTPRequestHandler, path: str, status: int, body: bytes,
+              headers: dict[str, str]) -> None:
+        try:
+            handler.send_response(status)
+            for name, value in headers.items():
+                handler.send_header(name, value)
+            handler.send_header("Content-Type", "application/octet-stream")
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            view = memoryview(body)
+            for at in range(0, len(body), self.CHUNK):
+                handler.wfile.write(view[at:at + self.CHUNK])
+                with self.lock:
+                    self.sent[path] = self.sent.get(path, 0) + len(view[at:at + self.CHUNK])
+        except (BrokenPipeError, ConnectionResetError):
+            handler.close_connection = True  # the client stopped reading (a size cap)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
