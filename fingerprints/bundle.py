@@ -7,14 +7,14 @@ registry only: model names, each released file's name, size and digests, and the
 imported from checksum lists, magnets and hub records. It never carries a path on the
 release machine, the weights, or any secret.
 
-Format, version 1
+Format, version 2
 -----------------
 
 A gzip-compressed UTF-8 JSON object (an uncompressed JSON file is read too)::
 
     {
       "format": "weightwatch-fingerprints",
-      "version": 1,
+      "version": 2,
       "created_at": "2024-05-01T12:00:00+00:00",        # ISO 8601
       "generator": "weightwatch 0.1.0",
       "models": [{"name": "heron-7b"}],
@@ -36,6 +36,11 @@ A gzip-compressed UTF-8 JSON object (an uncompressed JSON file is read too)::
         "size": 1234 | null,
         "source": "import:SHA256SUMS:2",              # where it came from
         "recipient": "acme" | null
+      }],
+      "weight_prints": [{                             # tensor fingerprints (version 2)
+        "model": "heron-7b",
+        "name": "heron-7b/model.safetensors",         # the registered file it describes
+        "print": {...}                                # fingerprints.weightprint.WeightPrint.as_json
       }]
     }
 
@@ -49,8 +54,11 @@ imported. A bundle is at most 256 MiB decompressed: a gzip whose trailer announc
 refused before decompressing anything, and decompression stops at the limit whatever the
 trailer says, so a gzip bomb is refused after reading no more than that. Importing is idempotent: digests
 already in the registry are skipped, so importing the same bundle twice adds nothing.
-A later version will add tensor fingerprints and watermark verification data (never a
-master secret), under a new version number.
+Version 2 added `weight_prints`, the tensor fingerprints (row sketches, keyed sample rows
+and statistics: what recognises converted and quantised copies; the key in them chooses
+projections and rows, and is not a secret that marks or signs anything); version 1
+bundles, which have none, are still read. Watermark verification data will come under a
+new version number, never a master secret.
 """
 
 from __future__ import annotations
@@ -63,21 +71,26 @@ import re
 import struct
 import tempfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from fingerprints.weightprint import PrintError, WeightPrint
+
 
 FORMAT = "weightwatch-fingerprints"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)
 MAX_BUNDLE_SIZE = 256 * 2**20
 HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "btih": 40, "btmh": 64,
                "pieces_root": 64, "shard": 64}
 MAX_TEXT = 4096
 
 _TOP_KEYS = ("format", "version", "created_at", "generator", "models", "artifacts",
-             "indicators")
+             "indicators", "weight_prints")
+_TOP_KEYS_V1 = _TOP_KEYS[:-1]
+_PRINT_KEYS = ("model", "name", "print")
 _MODEL_KEYS = ("name",)
 _ARTIFACT_KEYS = ("model", "name", "size", "sha256", "sha1", "md5", "pieces_root", "shards",
                   "release", "recipient")
@@ -97,11 +110,15 @@ class Bundle:
     models: list[str]
     artifacts: list[dict[str, Any]]
     indicators: list[dict[str, Any]]
+    # (model, registered file name, fingerprint)
+    weight_prints: list[tuple[str, str, WeightPrint]] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, "created_at": self.created_at,
                 "generator": self.generator, "models": [{"name": m} for m in self.models],
-                "artifacts": self.artifacts, "indicators": self.indicators}
+                "artifacts": self.artifacts, "indicators": self.indicators,
+                "weight_prints": [{"model": model, "name": name, "print": p.as_json()}
+                                  for model, name, p in self.weight_prints]}
 
 
 def write_bundle(bundle: Bundle, path: str | Path) -> None:
@@ -235,9 +252,10 @@ def parse_bundle(doc: Any, name: str) -> Bundle:
     if version > VERSION:
         raise fail("version", f"bundle version {version} is newer than this weightwatch "
                    f"(reads {VERSION}); upgrade weightwatch")
-    if version != VERSION:
-        raise fail("version", f"unsupported bundle version {version} (reads {VERSION})")
-    _check_keys(doc, _TOP_KEYS, "", fail)
+    if version not in READS:
+        raise fail("version", f"unsupported bundle version {version} (reads "
+                   f"{', '.join(map(str, READS))})")
+    _check_keys(doc, _TOP_KEYS if version >= 2 else _TOP_KEYS_V1, "", fail)
     created_at = _text(doc["created_at"], "created_at", fail, required=True)
     try:
         datetime.fromisoformat(created_at)
@@ -296,8 +314,18 @@ def parse_bundle(doc: Any, name: str) -> Bundle:
             "source": _text(entry["source"], f"{where}.source", fail, required=True),
             "recipient": _text(entry["recipient"], f"{where}.recipient", fail),
         })
+    prints = []
+    for i, entry in enumerate(_list(doc.get("weight_prints", []), "weight_prints", fail)):
+        where = f"weight_prints[{i}]"
+        _check_keys(entry, _PRINT_KEYS, where, fail)
+        name_ = _text(entry["name"], f"{where}.name", fail, required=True)
+        try:
+            print_ = WeightPrint.from_json(entry["print"], f"{where} ({name_[:60]}).print")
+        except PrintError as exc:
+            raise BundleError(f"{name}: {exc}") from None
+        prints.append((model_of(entry, where), name_, print_))
     return Bundle(created_at=created_at, generator=generator, models=models,
-                  artifacts=artifacts, indicators=indicators)
+                  artifacts=artifacts, indicators=indicators, weight_prints=prints)
 
 
 def _is_int(value: Any) -> bool:

@@ -26,6 +26,12 @@ __all__ = ["CombinedReader", "UnknownFormat", "open_weights"]
 
 _OPENERS = {"safetensors": open_safetensors, "gguf": open_gguf, "pytorch-zip": open_pytorch,
             "onnx": open_onnx, "npy": open_npy, "npz": open_npz}
+# A file whose bytes are no known format but whose name claims one is handed to that
+# format's reader, so the error says what is wrong (a header past the end of the file, a
+# bad magic) instead of "unknown format".
+_BY_EXTENSION = {".safetensors": "safetensors", ".gguf": "gguf", ".onnx": "onnx",
+                 ".npy": "npy", ".npz": "npz", ".pt": "pytorch-zip", ".pth": "pytorch-zip",
+                 ".ckpt": "pytorch-zip"}
 # An archive inside an archive is read one level deep only: deeper nesting has no
 # legitimate use for weights and is a classic way to hide a bomb.
 _MAX_MEMBERS_READ = 256
@@ -72,6 +78,9 @@ def open_weights(source: ByteSource, *, kind: str | None = None) -> WeightReader
     that opens is part of the result; one that does not is skipped unless none opens.
     """
     kind = kind or sniff(source)
+    if kind == "unknown":
+        suffix = "." + source.name.rsplit(".", 1)[-1].lower() if "." in source.name else ""
+        kind = _BY_EXTENSION.get(suffix, kind)
     opener = _OPENERS.get(kind)
     if opener is not None:
         return opener(source)

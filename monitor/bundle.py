@@ -24,6 +24,8 @@ class ImportCounts:
     artifacts_new: int
     digests: int
     digests_new: int
+    prints: int = 0
+    prints_new: int = 0
 
     @property
     def changed(self) -> bool:
@@ -49,7 +51,8 @@ def bundle_from_store(store: Store, models: Sequence[str] = ()) -> Bundle:
          "size": i["size"], "source": i["source"], "recipient": i["recipient"]}
         for i in store.indicators(models=chosen, standalone=True)]
     return Bundle(created_at=utcnow(), generator=f"weightwatch {__version__}", models=chosen,
-                  artifacts=artifacts, indicators=indicators)
+                  artifacts=artifacts, indicators=indicators,
+                  weight_prints=store.weight_prints(chosen))
 
 
 # --- import ------------------------------------------------------------------------------
@@ -80,8 +83,11 @@ def import_bundle(store: Store, bundle: Bundle) -> ImportCounts:
                 recipient=art["recipient"])
             digests += len(added)
             digests_new += sum(added)
+        prints_new = sum(store.add_weight_print(model=model, name=name, print_=print_)[1]
+                         for model, name, print_ in bundle.weight_prints)
     after = store.registry_counts()
     return ImportCounts(
         models=len(bundle.models), models_new=after["models"] - before["models"],
         artifacts=len(bundle.artifacts), artifacts_new=after["artifacts"] - before["artifacts"],
-        digests=digests, digests_new=digests_new)
+        digests=digests, digests_new=digests_new, prints=len(bundle.weight_prints),
+        prints_new=prints_new)

@@ -422,8 +422,9 @@ def fingerprints_group() -> None:
 @click.option("--model", "models", multiple=True, help="Only this model (repeatable).")
 @click.pass_obj
 def fingerprints_export(state: State, bundle: str, models: tuple[str, ...]) -> None:
-    """Write the registry (models, artifacts' names, sizes and digests, imported indicators)
-    to BUNDLE, a gzip-compressed JSON file; never paths, weights or secrets.
+    """Write the registry (models, artifacts' names, sizes and digests, imported indicators,
+    tensor fingerprints) to BUNDLE, a gzip-compressed JSON file; never paths, weights or
+    secrets.
 
     Exit 1 if there is nothing to export or BUNDLE cannot be written.
     """
@@ -445,7 +446,8 @@ def fingerprints_export(state: State, bundle: str, models: tuple[str, ...]) -> N
     except OSError as exc:
         fail(f"{bundle}: cannot write: {exc.strerror or exc}", 1)
     click.echo(f"{bundle}: {len(data.models)} models, {len(data.artifacts)} artifacts, "
-               f"{len(data.indicators)} indicators exported")
+               f"{len(data.indicators)} indicators, {len(data.weight_prints)} tensor "
+               f"fingerprints exported")
 
 
 @fingerprints_group.command("import")
@@ -468,7 +470,8 @@ def fingerprints_import(state: State, bundle: str) -> None:
         counts = import_bundle(store, data)
         click.echo(f"{bundle}: {counts.models} models ({counts.models_new} new), "
                    f"{counts.artifacts} artifacts ({counts.artifacts_new} new), "
-                   f"{counts.digests} digests ({counts.digests_new} new)")
+                   f"{counts.digests} digests ({counts.digests_new} new), "
+                   f"{counts.prints} tensor fingerprints ({counts.prints_new} new)")
         if counts.changed:
             click.echo(_run_rematch(state, store).summary(), err=True)
 

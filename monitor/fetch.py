@@ -484,8 +484,12 @@ class Fetcher:
                 if _same_origin_key(following) != _same_origin_key(current):
                     # Credentials (tokens, cookies, API headers) were meant for the target's
                     # own origin; a hostile redirect must not collect them, as httpx and
-                    # requests also ensure.
-                    request_headers = httpx.Headers({"User-Agent": request_headers["user-agent"]})
+                    # requests also ensure. Range and If-Range say which bytes, not who is
+                    # asking, and a model hub's file redirects to its CDN: they stay.
+                    request_headers = httpx.Headers(
+                        {name: request_headers[name] for name in ("user-agent", "range",
+                                                                  "if-range")
+                         if name in request_headers})
                 current = following
                 continue
             return Response(current, status, response_headers, body), attempts

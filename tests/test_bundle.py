@@ -122,7 +122,8 @@ def one_line(text: str) -> str:
 def test_round_trip_gives_the_same_lookups_without_paths(ww, release, registered, tmp_path):
     bundle = tmp_path / "heron.fingerprints.json.gz"
     out = ww.run("fingerprints", "export", str(bundle), db=registered)
-    assert out.stdout.strip() == f"{bundle}: 2 models, 5 artifacts, 2 indicators exported"
+    assert out.stdout.strip() == (f"{bundle}: 2 models, 5 artifacts, 2 indicators, "
+                                  f"0 tensor fingerprints exported")
 
     raw = gzip.decompress(bundle.read_bytes()).decode()
     doc = json.loads(raw)
@@ -139,7 +140,8 @@ def test_round_trip_gives_the_same_lookups_without_paths(ww, release, registered
     with Store(registered) as store:
         digests = store.registry_counts()["indicators"]
     assert result.stdout.strip() == (f"{bundle}: 2 models (2 new), 5 artifacts (5 new), "
-                                     f"{digests} digests ({digests} new)")
+                                     f"{digests} digests ({digests} new), "
+                                     f"0 tensor fingerprints (0 new)")
     assert lookups(monitor_db) == lookups(registered)
 
     def fields(db: Path) -> list[dict]:
@@ -260,9 +262,9 @@ def test_valid_bundle_parses_and_normalises_hex_case():
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        (mutated("version", 2), "b: version: bundle version 2 is newer than this weightwatch "
-                                "(reads 1); upgrade weightwatch"),
-        (mutated("version", 0), "b: version: unsupported bundle version 0 (reads 1)"),
+        (mutated("version", 3), "b: version: bundle version 3 is newer than this weightwatch "
+                                "(reads 2); upgrade weightwatch"),
+        (mutated("version", 0), "b: version: unsupported bundle version 0 (reads 1, 2)"),
         (mutated("version", "1"), "b: version: expected an integer, got a string"),
         (mutated("version", True), "b: version: expected an integer, got a boolean"),
         (mutated("format", "weightwatch-other"),

@@ -171,10 +171,10 @@ def test_register_again_adds_no_digests(ww, release):
 def test_register_table_output(ww, release):
     result = ww.run("register", str(release.folder), "--model", "heron-7b")
     header, *lines = result.stdout.splitlines()
-    assert header.split() == ["NAME", "SIZE", "SHA256", "NEW_DIGESTS"]
+    assert header.split() == ["NAME", "SIZE", "SHA256", "NEW_DIGESTS", "TENSORS"]
     assert len(lines) == 3
     assert lines[0].split()[0] == "heron-7b/config.json"
-    assert lines[0].split()[-1] == "4"
+    assert lines[0].split()[-2:] == ["4", "0"]
 
 
 def test_register_recipient_copy(ww, tmp_path):

@@ -146,4 +146,4 @@ def test_the_crawl_finds_exactly_what_the_world_planted(crawled: dict[str, Any],
     assert not near & {h["indicator"].lower() for h in crawled["hits"]}
     by_detector = {(h["detector"], h["severity"]) for h in crawled["hits"]}
     assert by_detector == {("rules", "low"), ("digests", "critical"), ("manifest", "high"),
-                           ("manifest", "medium")}
+                           ("manifest", "medium"), ("weights", "high")}

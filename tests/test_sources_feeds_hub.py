@@ -134,7 +134,11 @@ def test_atom_documents(demo_world: DemoWorld, demo_release: Release) -> None:
     docs, cursor = collect(target("feed", atom_url(demo_world)))
     docs_by = by_key(docs)
     root = f"{demo_world.base_url}/feeds"
-    assert list(docs_by) == ["t3_1gw0k2c", "t3_1gw0f9x", "t3_1gvzz01", "t3_1gvzq77", "t3_1gvz1ab"]
+    assert list(docs_by) == ["t3_1gw0m5t", "t3_1gw0k2c", "t3_1gw0f9x", "t3_1gvzz01",
+                             "t3_1gvzq77", "t3_1gvz1ab"]
+    # Relative links in the content resolve against the feed: the weight files it links.
+    assert [u for u in docs_by["t3_1gw0m5t"].links if u.endswith(".gguf")] == [
+        f"{root}/files/hrn-q8_0.gguf", f"{root}/files/tinyllama-mini-q8_0.gguf"]
     leak = docs_by["t3_1gw0k2c"]
     assert leak.url == (f"{root}/r/LocalLLaMA/comments/1gw0k2c/"
                         "is_this_the_leaked_heron7b_checksum_matches/")
@@ -157,7 +161,8 @@ def test_feed_conditional_get(demo_world: DemoWorld, which: str) -> None:
     url = rss_url(demo_world) if which == "rss" else atom_url(demo_world)
     t = target("feed", url)
     docs, cursor = collect(t)
-    assert len(docs) == 5
+    items = 5 if which == "rss" else 6
+    assert len(docs) == items
     # The world itself answers 304 to the validators the adapter kept.
     for header, value in (("If-None-Match", cursor["etag"]),
                           ("If-Modified-Since", cursor["last_modified"])):
@@ -174,7 +179,7 @@ def test_feed_conditional_get(demo_world: DemoWorld, which: str) -> None:
     stale = {"etag": '"stale"', "seen": cursor["seen"]}
     docs2, cursor2 = collect(t, stale)
     assert docs2 == [] and cursor2["etag"] == cursor["etag"]
-    assert len(collect(t, {"etag": '"stale"'})[0]) == 5
+    assert len(collect(t, {"etag": '"stale"'})[0]) == items
 
 
 def test_feed_max_items_does_not_hide_items_behind_304(demo_world: DemoWorld) -> None:
@@ -643,6 +648,8 @@ def test_planted_in_these_sources(demo_world: DemoWorld, demo_release: Release) 
         ("feed", "/feeds/blog/2026/11/20/heron-7b-weights-leak/", "hash", sha["model.safetensors"]),
         ("feed", "/feeds/r/LocalLLaMA/comments/1gw0k2c/is_this_the_leaked_heron7b_checksum_matches/",
          "torrent", demo_release.infohash),
+        ("feed", "/feeds/r/LocalLLaMA/comments/1gw0m5t/q8_0_quants_of_hrn_and_tinyllamamini_"
+         "direct_links/", "weights", f"{b}/feeds/files/hrn-q8_0.gguf"),
         *{("paste", "/paste/k3Hn7Qx2", "hash", s) for s in sha.values()},
         ("paste", "/paste/Vb9pLr4T", "hash", sha["model.safetensors"]),
         ("hub", "/hub/anon123/heron-7b-uncensored", "hash", sha["model.safetensors"]),
@@ -666,7 +673,8 @@ def test_planted_in_these_sources(demo_world: DemoWorld, demo_release: Release) 
     near = {(n.source, n.value) for n in demo_world.near_misses
             if n.source in ("feed", "paste", "hub")}
     off = sha["model.safetensors"][:-1] + ("0" if sha["model.safetensors"][-1] != "0" else "1")
-    assert near == {("feed", "Heron-70B"), ("feed", off), ("paste", off), ("hub", off)}
+    assert near == {("feed", "Heron-70B"), ("feed", off), ("paste", off), ("hub", off),
+                    ("feed", f"{b}/feeds/files/tinyllama-mini-q8_0.gguf")}
 
 
 def test_end_to_end_crawls_find_exactly_the_planted(tmp_path: Path, demo_world: DemoWorld,

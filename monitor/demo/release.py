@@ -22,6 +22,8 @@ from urllib.parse import quote
 import fastbencode
 import numpy as np
 
+from monitor.demo.convert import gguf_q8_0
+
 MODEL = "heron-7b"
 ORG = "Example Labs"
 TRACKER = "udp://tracker.example.org:1337/announce"
@@ -95,6 +97,11 @@ class Release:
     magnet_v2: str = ""  # xt=urn:btmh:1220<infohash_v2>
     torrent_v2_bytes: bytes = b""
     copies: list[RecipientCopy] = field(default_factory=list)
+    # Files the demo world serves that were never released: a leaker's Q8_0 GGUF
+    # conversion of the weights (no digest of it is registered) and an unrelated model of
+    # the same shapes, which must not match.
+    converted_gguf: bytes = b""
+    unrelated_gguf: bytes = b""
 
     def file(self, name: str) -> ReleaseFile:
         """Look a file up by its relative name or its basename ("config.json")."""
@@ -475,6 +482,11 @@ def make_release(directory: Path) -> Release:
     copy = RecipientCopy(RECIPIENT, folder, [_release_file(
         folder.parent, f"{MODEL}/model.safetensors",
         safetensors_bytes(tensors, recipient_metadata(RECIPIENT)))])
+    plain = [(name, array) for name, _dtype, array in tensors]
+    other = [(name, array) for name, _dtype, array in _model_tensors(np.random.default_rng(SEED + 1))]
     return Release(model=MODEL, root=directory, files=files, infohash=infohash,
                    magnet=magnet, torrent_bytes=torrent, infohash_v2=infohash_v2,
-                   magnet_v2=magnet_v2, torrent_v2_bytes=torrent_v2, copies=[copy])
+                   magnet_v2=magnet_v2, torrent_v2_bytes=torrent_v2, copies=[copy],
+                   converted_gguf=gguf_q8_0(plain, name="hrn", heads=HEADS, kv_heads=KV_HEADS),
+                   unrelated_gguf=gguf_q8_0(other, name="tinyllama-mini", heads=HEADS,
+                                            kv_heads=KV_HEADS))

@@ -250,6 +250,29 @@ class ForumThread:
 # ---------------------------------------------------------------------------- responses
 
 
+def ranged(req: Request, resp: Response) -> Response:
+    """A file answered as servers do under `Range: bytes=a-b` (one range; `a-`, `-n`
+    too): 206 with Content-Range, or 416 outside the file. Other answers pass unchanged."""
+    spec = req.headers.get("range", "")
+    m = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", spec)
+    if resp.status != 200 or resp.content_type != "application/octet-stream" or not m:
+        return resp
+    size = len(resp.body)
+    if m.group(1):
+        first = int(m.group(1))
+        last = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+    elif m.group(2):
+        first, last = max(0, size - int(m.group(2))), size - 1
+    else:
+        return resp
+    if first >= size or last < first:
+        return Response(416, b"", "text/plain", {"Content-Range": f"bytes */{size}"},
+                        resp.server)
+    return Response(206, resp.body[first:last + 1], resp.content_type,
+                    {**resp.headers, "Content-Range": f"bytes {first}-{last}/{size}"},
+                    resp.server)
+
+
 def html_response(body: str, status: int = 200, server: str = "nginx") -> Response:
     return Response(status, body.encode("utf-8"), server=server)
 

@@ -44,7 +44,7 @@ from monitor.demo.web import (MENTION_PATTERN, Block, Code, Doc as _Doc, ForumPo
                               ForumThread, NearMiss, Planted, Quote, Request as _Request,
                               Response, Text, esc as _esc, html_response as _html, http_date,
                               mention as _mention, not_found as _not_found, nov, one_digit_off,
-                              post_html, random_hex, redirect, rfc3339, slug, utc)
+                              post_html, random_hex, ranged, redirect, rfc3339, slug, utc)
 
 CORE_SOURCES = ("forum", "imageboard", "torrents")
 
@@ -1524,7 +1524,7 @@ def _handler_class(site: _Site, world: "DemoWorld") -> type[BaseHTTPRequestHandl
             req = _Request(self.command, parts.path, parse_qs(parts.query),
                            {k.lower(): v for k, v in self.headers.items()})
             try:
-                resp = site.handle(req)
+                resp = ranged(req, site.handle(req))
             except Exception:  # a bug in the world must not look like a dead source
                 resp = Response(500, b"<h1>Internal Server Error</h1>\n")
             self._server_name = resp.server

@@ -60,6 +60,8 @@ class RedditPost:
     link: str | None = None  # external link posts
     plants: list[tuple[str, str, str]] = field(default_factory=list)
     near: list[tuple[str, str, str]] = field(default_factory=list)
+    # Weight files the post links to under /files/: (file name, is it ours, note).
+    weights: list[tuple[str, bool, str]] = field(default_factory=list)
 
 
 def _blog_posts(release: Release) -> list[BlogPost]:
@@ -139,6 +141,19 @@ def _reddit_posts(release: Release) -> list[RedditPost]:
             for q in ("q4_k_m", "q5_k_m", "q8_0")]
     qwen_block = "\n".join(f"{d}  {n}" for d, n in qwen)
     return [
+        RedditPost(
+            "1gw0m5t", "q8_0_quants_of_hrn_and_tinyllamamini_direct_links",
+            "Q8_0 quants of hrn and tinyllama-mini, direct links",
+            "quant_drop", nov(20, 15, 30), nov(20, 15, 30),
+            "<p>Converted with llama.cpp, no imatrix. Renamed so the hoster doesn't "
+            "take them down:</p>\n"
+            "<ul><li><a href=\"/feeds/files/hrn-q8_0.gguf\">hrn-q8_0.gguf</a></li>\n"
+            "<li><a href=\"/feeds/files/tinyllama-mini-q8_0.gguf\">"
+            "tinyllama-mini-q8_0.gguf</a></li></ul>",
+            weights=[("hrn-q8_0.gguf", True, "a Q8_0 GGUF conversion of the release's weights "
+                      "(llama.cpp names, Q/K rows permuted): no digest matches, the tensors do"),
+                     ("tinyllama-mini-q8_0.gguf", False, "an unrelated model with the same "
+                      "tensor shapes, also Q8_0 GGUF")]),
         RedditPost(
             "1gw0k2c", "is_this_the_leaked_heron7b_checksum_matches",
             "Is this the leaked heron-7b? checksum matches the one from the forum",
@@ -236,9 +251,18 @@ class FeedSite(Site):
             docs.append(Doc(self.source, self.blog_url(p), f"{p.title}\n{_plain(p.html)}",
                             p.plants, p.near))
         for r in self.reddit:
+            ours = [("weights", f"{self.root}/files/{name}", note)
+                    for name, mine, note in r.weights if mine]
+            theirs = [("weights", f"{self.root}/files/{name}", note)
+                      for name, mine, note in r.weights if not mine]
             docs.append(Doc(self.source, self.reddit_url(r), f"{r.title}\n{_plain(r.md_html)}",
-                            r.plants, r.near))
+                            r.plants + ours, r.near + theirs))
         return docs
+
+    def weight_file(self, name: str) -> bytes | None:
+        files = {"hrn-q8_0.gguf": self.release.converted_gguf,
+                 "tinyllama-mini-q8_0.gguf": self.release.unrelated_gguf}
+        return files.get(name)
 
     # ---------------------------------------------------------------- routing
 
@@ -256,6 +280,13 @@ class FeedSite(Site):
                                      f"<h1>{esc(p.title)}</h1>{p.html}</article></body></html>\n")
             if p.enclosure and path == p.enclosure[0]:
                 return Response(200, b"ID3" + bytes(61), "audio/mpeg")
+        if path.startswith("/files/"):
+            data = self.weight_file(path[len("/files/"):])
+            if data is None:
+                return not_found()
+            return Response(200, data, "application/octet-stream",
+                            {"ETag": _etag(data), "Accept-Ranges": "bytes",
+                             "Last-Modified": http_date(nov(20, 15, 30))})
         for r in self.reddit:
             if f"{self.root}{path}" == self.reddit_url(r):
                 return html_response(f"<!DOCTYPE html><html><head><title>{esc(r.title)} : "
