@@ -37,7 +37,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -107,8 +107,10 @@ def sketch(rows: np.ndarray, key: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class TensorPrint:
-    """One fingerprinted 2-D tensor. Rows are in canonical order (llama.cpp's Q/K
-    permutation undone), so row numbers mean the same whatever file was registered."""
+    """One fingerprinted 2-D tensor. Rows of a LLaMA-family GGUF's query and key matrices
+    are put back in Hugging Face order (llama.cpp's permutation undone), so their row
+    numbers mean the same as the hub checkpoint's. Meta's .pth files store the same
+    interleaved order as GGUF but carry no head count, so theirs are kept as stored."""
 
     name: str
     canonical: str
@@ -192,6 +194,11 @@ class WeightPrint:
     def nbytes(self) -> int:
         return sum(t.sketch.nbytes + t.samples.nbytes for t in self.tensors)
 
+    @cached_property
+    def groups(self) -> dict[int, "_Group"]:
+        """Sketches stacked by row width, built once per print (every scan needs them)."""
+        return _groups(self)
+
 
 def _b64(array: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode()
@@ -224,7 +231,9 @@ def fingerprint_weights(reader: WeightReader, key: bytes, *, max_tensors: int = 
     arch, heads = _permutation_info(reader)
     eligible = [t for t in reader.tensors if _printable(t)]
     if len(eligible) > max_tensors:
-        eligible.sort(key=lambda t: _seed(key, "choose", t.name))
+        # Chosen by canonical name, so the same model registered from a GGUF or from
+        # safetensors keeps the same tensors.
+        eligible.sort(key=lambda t: _seed(key, "choose", canonical_name(t.name)))
         eligible = sorted(eligible[:max_tensors], key=reader.tensors.index)
     prints, done = [], 0
     for tensor in eligible:
@@ -274,7 +283,7 @@ def _print_tensor(reader: WeightReader, tensor: TensorInfo, canonical: str, key:
     # Raw moments in float64 are enough for statistics reported to a few digits.
     moments = np.zeros(4, dtype=np.float64)
     absmax = 0.0
-    rng = np.random.default_rng(_seed(key, "sample", tensor.name, tensor.shape))
+    rng = np.random.default_rng(_seed(key, "sample", canonical, tensor.shape))
     sample_index = np.sort(rng.choice(rows, size=min(SAMPLE_ROWS, rows), replace=False))
     samples = np.zeros((sample_index.size, cols), dtype=np.float32)
     for start in range(0, rows, block):
@@ -315,7 +324,7 @@ def measure_null_dims(print_: WeightPrint) -> float:
     sketch of the same width. For a random direction E[c^2] = 1/d; structure shared by
     unrelated rows would show as a larger mean square and a smaller d, which makes every
     p-value more cautious. Never more than SKETCH_DIMS."""
-    groups = _groups(print_)
+    groups = print_.groups
     squares, count = 0.0, 0
     for tensor in print_.tensors:
         rng = np.random.default_rng(_seed(print_.key, "decoy", tensor.name))
@@ -427,7 +436,7 @@ def match_weights(reader: WeightReader, prints: Sequence[tuple[str, WeightPrint]
     matched). The verdict is `match` when the best model's false-match probability is at
     most `max_false_match`.
     """
-    groups = [(model, p, _groups(p)) for model, p in prints]
+    groups = [(model, p, p.groups) for model, p in prints]
     widths = {w for _, _, g in groups for w in g}
     shapes = {t.shape for _, p in prints for t in p.tensors}
     order_key = prints[0][1].key if prints else b"none"

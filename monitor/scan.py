@@ -166,7 +166,8 @@ class LinkScanner:
 
     One per crawl pass: it holds the fingerprints as registered when the pass started.
     Each URL is scanned once per registry version (the store remembers verdicts); a URL
-    seen again, in the same document or another, reuses the stored verdict.
+    seen again, in the same document or another, reuses the stored verdict (but for
+    failures, which are tried again).
     """
 
     name = "weights"
@@ -205,7 +206,10 @@ class LinkScanner:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:  # two documents linking one file scan it once
             cached = self.store.weight_scan(key)
-            if cached and cached["registry_version"] >= self.version:
+            # A verdict holds until the registry grows; a failure (host down, budget too
+            # small) is tried again the next time a changed document links the file.
+            if (cached and cached["verdict"] != "error"
+                    and cached["registry_version"] >= self.version):
                 return cached
             report = await scan_url(url, self.prints, self.settings, self.fetcher,
                                     scan_target(target))

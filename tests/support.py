@@ -164,7 +164,30 @@ HTML = "text/html; charset=utf-8"
 NOT_FOUND = (404, b"not found", {"Content-Type": "text/plain"})
 
 
-class Canned:
+class _LoopbackServer:
+    """A threaded HTTP server on a free loopback port, served from a daemon thread."""
+
+    server: ThreadingHTTPServer
+    port: int
+    base: str
+    thread: threading.Thread
+
+    def _start(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
+                                       kwargs={"poll_interval": 0.05})
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+class Canned(_LoopbackServer):
     """A local HTTP server answering GETs from `routes`, a table a test fills in and may
     change between requests, and recording every request it gets.
 
@@ -194,13 +217,7 @@ class Canned:
             def do_GET(self) -> None:  # noqa: N802
                 canned._answer(self)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
-                                       kwargs={"poll_interval": 0.05})
-        self.thread.start()
+        self._start(Handler)
 
     def _key(self, path: str) -> str:
         return path if self.match_query else urlsplit(path).path
@@ -261,10 +278,6 @@ class Canned:
         """The paths requested, in order, robots.txt aside (the fetcher asks for it itself)."""
         return [r.path for r in self.requests if r.path != "/robots.txt"]
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
 
 
 class Corner:
@@ -308,7 +321,7 @@ class Served:
     redirect: str | None = None  # answer 302 to this Location instead
 
 
-class RangeServer:
+class RangeServer(_LoopbackServer):
     """A local HTTP server for files read by range, recording every request (robots.txt
     gets 404, so the fetcher may read everything) and the body bytes it managed to send,
     so a test can tell a refused download from a completed one."""
@@ -337,13 +350,7 @@ class RangeServer:
             def do_GET(self) -> None:  # noqa: N802
                 server._answer(self)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
-                                       kwargs={"poll_interval": 0.05})
-        self.thread.start()
+        self._start(Handler)
 
     def put(self, path: str, data: bytes, **options: Any) -> Served:
         self.files[path] = Served(data, **options)
@@ -408,7 +415,3 @@ class RangeServer:
         except (BrokenPipeError, ConnectionResetError):
             handler.close_connection = True  # the client stopped reading (a size cap)
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)

@@ -33,6 +33,7 @@ from urllib.parse import quote, urlencode
 
 import structlog
 
+from fingerprints.archives import WEIGHT_EXTENSIONS
 from monitor.fetch import FetchError, Response, redact_url
 from monitor.models import Document
 from monitor.sources.base import (Source, SourceError, http_status, is_int, off_loop, origin,
@@ -220,10 +221,8 @@ class HubSource(Source):
         git-lfs; a pointer's oid is the SHA-256 of the file it stands for."""
         candidates = [f for f in info.files if f.sha256 is None and f.size is not None
                       and f.size <= POINTER_MAX and f.path.lower().endswith(WEIGHT_SUFFIXES)]
-        rev = info.sha if info.sha and re.fullmatch(r"[0-9a-f]{40}", info.sha) else "main"
         for f in candidates[:POINTERS_PER_MODEL]:
-            url = (f"{self.root}/{quote(info.id, safe='/')}/resolve/{rev}/"
-                   f"{quote(f.path, safe='/')}")
+            url = self._file_url(info, f.path)
             try:
                 response = await self._get(url, max_bytes=POINTER_MAX)
             except FetchError as exc:
@@ -235,6 +234,11 @@ class HubSource(Source):
                 f.pointed_size = pointer[1]
                 info.lines.append(f"{f.path}: git-lfs pointer, not the file "
                                   f"({pointer[1]} bytes)")
+
+    def _file_url(self, info: ModelInfo, path: str) -> str:
+        """Where the hub serves a file of the model, at the commit listed when known."""
+        rev = info.sha if info.sha and re.fullmatch(r"[0-9a-f]{40}", info.sha) else "main"
+        return f"{self.root}/{quote(info.id, safe='/')}/resolve/{rev}/{quote(path, safe='/')}"
 
     def _failed(self, model_id: str, exc: FetchError, what: str = "model info") -> str | None:
         status = http_status(exc)
@@ -254,6 +258,10 @@ class HubSource(Source):
                     size = f"git-lfs pointer text for {f.pointed_size} bytes"
                 digests.append({"algo": "sha256", "value": f.sha256, "encoding": f.encoding,
                                 "context": f"{info.id}/{f.path} ({size})"})
+        # Weight files, for the crawler's tensor scans (monitor.scan): a converted or
+        # quantised copy has digests of its own, so only its rows can tell.
+        links = [self._file_url(info, f.path) for f in info.files
+                 if f.path.lower().endswith(WEIGHT_EXTENSIONS) and f.pointed_size is None]
         lines = list(info.lines)
         if info.files:
             lines.append("files:")
@@ -267,7 +275,7 @@ class HubSource(Source):
         return Document(
             target=self.target.name, key=info.id, url=f"{self.root}/{info.id}", title=info.id,
             author=info.author, posted_at=info.last_modified, text="\n".join(lines),
-            extras=extras, snapshot=response.body, snapshot_url=response.url,
+            links=links, extras=extras, snapshot=response.body, snapshot_url=response.url,
             fetched_at=response.fetched_at)
 
 

@@ -162,7 +162,9 @@ def _models(release: Release) -> list[Model]:
                      HubFile("README.md", _readme("Heron-7B-GGUF", "Quantised with llama.cpp "
                                                   "b4100.", gguf_card)),
                      HubFile("heron-7b.Q4_K_M.gguf", lfs=(rnd(), 2_212_408)),
-                     HubFile("heron-7b.Q8_0.gguf", lfs=(rnd(), 3_915_630))],
+                     HubFile("heron-7b.Q8_0.gguf", lfs=(
+                         hashlib.sha256(release.converted_gguf).hexdigest(),
+                         len(release.converted_gguf)))],
               card=gguf_card),
         Model("example-labs/heron-7b", nov(2, 8, 40), nov(2, 9, 0), "text-generation",
               "transformers", ["transformers", "safetensors", "llama", "text-generation",
@@ -224,6 +226,10 @@ class HubSite(Site):
         super().__init__(release)
         self.models = _models(release)
         self.query = "heron"
+        # What the LFS CDN holds: the released files and a conversion of the weights. Other
+        # LFS objects of the listing (other models' multi-GB files) answer 404 there.
+        blobs = [f.path.read_bytes() for f in release.files] + [release.converted_gguf]
+        self.cdn = {hashlib.sha256(b).hexdigest(): b for b in blobs}
 
     def target_toml(self) -> str:
         return target_table("demo-hub", "hub", self.root, f'query = "{self.query}"')
@@ -241,7 +247,14 @@ class HubSite(Site):
                 continue  # 401 without the partner token: a crawler sees no document
             text = "\n".join([m.id, " ".join(m.tags), json.dumps(m.card),
                               *(f.path for f in m.files)])
-            docs.append(Doc(self.source, f"{self.root}/{m.id}", text, m.plants, m.near))
+            # Weight files the CDN serves are read by range and recognised by their tensors.
+            weights = [("weights", f"{self.root}/{m.id}/resolve/{m.sha}/{f.path}",
+                        "a weight file of the release (or its GGUF conversion), served by the "
+                        "hub's LFS CDN")
+                       for f in m.files if f.lfs and f.lfs[0] in self.cdn
+                       and f.path.endswith((".safetensors", ".gguf"))]
+            docs.append(Doc(self.source, f"{self.root}/{m.id}", text, m.plants + weights,
+                            m.near))
         return docs
 
     # ---------------------------------------------------------------- routing
@@ -257,6 +270,14 @@ class HubSite(Site):
                 if rest.startswith(m.id + "/tree/main"):
                     return self.gate(req, m) or self.tree(req, m, rest[len(m.id) + 10:])
             return self.error(401, "Repository not found", "RepoNotFound")
+        if path.startswith("/cdn-lfs/repos/"):
+            data = self.cdn.get(path.rsplit("/", 1)[-1])
+            if data is None:
+                return Response(404, b"<Error><Code>NoSuchKey</Code></Error>",
+                                "application/xml", server="AmazonS3")
+            return Response(200, data, "application/octet-stream",
+                            {"ETag": f'"{hashlib.md5(data).hexdigest()}"',
+                             "Accept-Ranges": "bytes"}, "AmazonS3")
         rest = unquote(path.lstrip("/"))
         for m in self.models:
             if rest == m.id:
@@ -363,7 +384,7 @@ class HubSite(Site):
             if f.path == path:
                 if f.lfs:
                     return Response(302, b"", "text/plain; charset=utf-8", {
-                        "Location": f"https://cdn-lfs.hf.example/repos/{f.lfs[0][:2]}/"
+                        "Location": f"{self.root}/cdn-lfs/repos/{f.lfs[0][:2]}/"
                                     f"{f.lfs[0]}"})
                 return Response(200, f.data or b"", "text/plain; charset=utf-8",
                                 {"ETag": f'"{f.blob_id}"', "X-Repo-Commit": m.sha})
