@@ -8,9 +8,10 @@ fingerprint is built from rows, and matching relies on neither names nor order:
 
 - At register time every row of each fingerprinted 2-D tensor is centred (its mean taken
   out, so an offset does not count as likeness), projected on SKETCH_DIMS keyed random
-  directions and normalised: the row *sketch*, 64 bytes per row. A keyed sample of whole
-  rows is kept too (for watermark detection, issue 6), with permutation-invariant statistics
-  (moments, row-norm quantiles) that describe the tensor whatever order its rows are in.
+  directions and normalised: the row *sketch*, 64 bytes per row. A keyed run of whole rows
+  is kept too (the originals watermark detection compares with), with permutation-invariant
+  statistics (moments, row-norm quantiles) that describe the tensor whatever order its rows
+  are in.
 - A scan reads a short run of consecutive rows from each of a few suspect tensors (one
   range request each), sketches them the same way and finds each row's nearest counterpart
   among *all* sketched rows of the same width, whatever tensor or position it is in. So
@@ -283,8 +284,10 @@ def _print_tensor(reader: WeightReader, tensor: TensorInfo, canonical: str, key:
     # Raw moments in float64 are enough for statistics reported to a few digits.
     moments = np.zeros(4, dtype=np.float64)
     absmax = 0.0
+    # A keyed run of consecutive rows: a remote reader fetches it in one range request.
     rng = np.random.default_rng(_seed(key, "sample", canonical, tensor.shape))
-    sample_index = np.sort(rng.choice(rows, size=min(SAMPLE_ROWS, rows), replace=False))
+    count = min(SAMPLE_ROWS, rows)
+    sample_index = int(rng.integers(0, rows - count + 1)) + np.arange(count)
     samples = np.zeros((sample_index.size, cols), dtype=np.float32)
     for start in range(0, rows, block):
         stop = min(rows, start + block)
