@@ -260,6 +260,13 @@ def _permutation_info(reader: WeightReader) -> tuple[str | None, tuple[int | Non
     return (arch if arch in _PERMUTED_ARCHS else None), heads
 
 
+def canonical_order(reader: WeightReader, tensor: TensorInfo) -> np.ndarray | None:
+    """The file's row for each canonical row of `tensor` (`rows[order]` is canonical), or
+    None when the file stores rows in canonical order already."""
+    arch, heads = _permutation_info(reader)
+    return _canonical_order(tensor, canonical_name(tensor.name), arch, heads)
+
+
 def _canonical_order(tensor: TensorInfo, canonical: str, arch: str | None,
                      heads: tuple[int | None, int | None]) -> np.ndarray | None:
     """For a GGUF query/key matrix of a LLaMA-family model: file rows in Hugging Face order

@@ -135,6 +135,7 @@ SCAN_KEYS = {
     "max_links": _k(int),
     "max_tensors": _k(int),
     "max_false_match": _k(float),
+    "max_false_attribution": _k(float),
 }
 
 SMTP_KEYS = {
@@ -227,6 +228,7 @@ class ScanSettings:
     max_links: int = 4                # weight links scanned per document
     max_tensors: int = 48             # suspect tensors sampled at most
     max_false_match: float = 1e-6     # a match needs a false-match probability this low
+    max_false_attribution: float = 1e-6  # naming a recipient needs a bound this low
 
 
 @dataclass
@@ -423,9 +425,9 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
     for name, least in (("max_bytes", 4096), ("max_links", 0), ("max_tensors", 1)):
         if name in scan_raw and scan_raw[name] < least:
             c.problem(f"scan.{name}", f"must be at least {least}, got {scan_raw[name]}")
-    if "max_false_match" in scan_raw and not 0 < scan_raw["max_false_match"] < 1:
-        c.problem("scan.max_false_match", f"must be between 0 and 1, got "
-                  f"{scan_raw['max_false_match']}")
+    for name in ("max_false_match", "max_false_attribution"):
+        if name in scan_raw and not 0 < scan_raw[name] < 1:
+            c.problem(f"scan.{name}", f"must be between 0 and 1, got {scan_raw[name]}")
 
     smtp = None
     if "smtp" in data:

@@ -232,4 +232,20 @@ MIGRATIONS: list[str] = [
         registry_version INTEGER NOT NULL DEFAULT 0
     );
     """,
+    # 5: per-recipient watermark keys (derived from the master secret, which is never
+    # stored) and how densely each tensor of that recipient's copy was marked.
+    """
+    CREATE TABLE watermarks (
+        id INTEGER PRIMARY KEY,
+        model TEXT NOT NULL REFERENCES models(name),
+        recipient TEXT NOT NULL,
+        key BLOB NOT NULL,
+        key_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        densities TEXT NOT NULL DEFAULT '{}',
+        artifact_id INTEGER REFERENCES artifacts(id),
+        issued_at TEXT NOT NULL,
+        UNIQUE (model, recipient)
+    );
+    """,
 ]

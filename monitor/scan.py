@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,8 @@ import structlog
 
 from fingerprints.archives import WEIGHT_EXTENSIONS, sniff
 from fingerprints.safetensors import open_sharded
-from fingerprints.tensors import ByteSource, FileSource, WeightFileError
+from fingerprints.tensors import ByteSource, FileSource, WeightFileError, WeightReader
+from fingerprints.watermark import MARK_VERSION, Attribution, Candidate
 from fingerprints.weightprint import MatchResult, WeightPrint, describe, match_weights
 from fingerprints.weights import UnknownFormat, open_weights
 from monitor.config import ScanSettings, Target
@@ -32,10 +33,10 @@ from monitor.fetch import Fetcher, redact_url
 from monitor.models import Document, Hit
 from monitor.remote import MIN_READ, scan_remote
 from monitor.store import Store
+from monitor.watermark import attribute, candidates
 
 log = structlog.get_logger("weightwatch.scan")
 
-Prints = Sequence[tuple[str, WeightPrint]]
 VERDICTS = ("match", "no_match", "unknown_format", "error")
 MATCHER = "weightprint-v1"
 
@@ -50,6 +51,7 @@ class ScanReport:
     size: int | None = None
     bytes_read: int = 0
     result: MatchResult | None = None
+    attribution: Attribution | None = None   # the watermark test, for a match
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -63,6 +65,7 @@ class ScanReport:
         else:
             out.update({"model": None, "score": None, "false_match_probability": None,
                         "tensors_compared": 0})
+        out["watermark"] = self.attribution.as_dict() if self.attribution else None
         out["error"] = self.error
         return out
 
@@ -72,23 +75,55 @@ class ScanReport:
         return self.error or self.verdict
 
 
-def load_prints(store: Store, models: Sequence[str] = ()) -> list[tuple[str, WeightPrint]]:
-    """The registered tensor fingerprints as `(model, print)` pairs."""
-    return [(model, print_) for model, _name, print_ in store.weight_prints(models)]
+@dataclass
+class Registry:
+    """What a scan compares with: every tensor fingerprint (to recognise the model), the
+    originals' fingerprints per model (whose kept rows the watermark test compares with)
+    and the recipients with marked copies per model."""
+
+    prints: list[tuple[str, WeightPrint]]
+    originals: dict[str, list[WeightPrint]]
+    marks: dict[str, list[Candidate]]
 
 
-def scan_source(source: ByteSource, prints: Prints, settings: ScanSettings, *,
+def load_registry(store: Store, models: Sequence[str] = ()) -> Registry:
+    """The registry as scans need it (all models, or those named)."""
+    prints, originals = [], {}
+    for model, _name, print_, recipient in store.weight_prints(models, with_recipient=True):
+        prints.append((model, print_))
+        if recipient is None:
+            originals.setdefault(model, []).append(print_)
+    return Registry(prints=prints, originals=originals,
+                    marks={model: candidates(store, model) for model in originals})
+
+
+def _compare(reader: WeightReader, registry: Registry, settings: ScanSettings,
+             spent: Callable[[], int], max_bytes: int) -> tuple[MatchResult, Attribution | None]:
+    """Recognise the model; if it is one with marked copies, run the watermark test on
+    what is left of the byte budget."""
+    result = match_weights(reader, registry.prints, spent=spent, max_bytes=max_bytes,
+                           max_tensors=settings.max_tensors,
+                           max_false_match=settings.max_false_match)
+    marks = registry.marks.get(result.model or "", [])
+    if result.verdict != "match" or not marks:
+        return result, None
+    evidence_prints = registry.originals.get(result.model or "", [])
+    found = [attribute(reader, p, result, marks, spent=spent, max_bytes=max_bytes,
+                       max_bound=settings.max_false_attribution) for p in evidence_prints]
+    return result, max(found, key=lambda a: a.elements) if found else None
+
+
+def scan_source(source: ByteSource, registry: Registry, settings: ScanSettings, *,
                 read_floor: int = 0) -> ScanReport:
-    """Open `source` as weights and compare it with `prints`, within `settings.max_bytes`
-    (what the source has read so far counts, its header included)."""
+    """Open `source` as weights and compare it with the registry, within
+    `settings.max_bytes` (what the source has read so far counts, its header included)."""
     report = ScanReport(location=source.name, verdict="error", size=source.size)
     try:
         report.format = sniff(source)
         reader = open_weights(source, kind=report.format)
         spent = lambda: source.bytes_read  # noqa: E731  (RemoteSource and FileSource count)
-        report.result = match_weights(
-            reader, prints, spent=spent, max_bytes=settings.max_bytes - read_floor,
-            max_tensors=settings.max_tensors, max_false_match=settings.max_false_match)
+        report.result, report.attribution = _compare(reader, registry, settings, spent,
+                                                     settings.max_bytes - read_floor)
         report.verdict = report.result.verdict
     except UnknownFormat as exc:
         report.verdict, report.error = "unknown_format", str(exc)
@@ -98,22 +133,22 @@ def scan_source(source: ByteSource, prints: Prints, settings: ScanSettings, *,
     return report
 
 
-def scan_path(path: str | os.PathLike[str], prints: Prints,
+def scan_path(path: str | os.PathLike[str], registry: Registry,
               settings: ScanSettings) -> ScanReport:
     """Scan a local file; a `*.safetensors.index.json` is read as the sharded checkpoint it
     describes (each shard opened beside it)."""
     path = Path(path)
     if path.name.endswith(".index.json"):
-        return _scan_sharded(path, prints, settings)
+        return _scan_sharded(path, registry, settings)
     try:
         source = FileSource(path)
     except WeightFileError as exc:
         return ScanReport(location=str(path), verdict="error", error=str(exc))
     with source:
-        return scan_source(source, prints, settings)
+        return scan_source(source, registry, settings)
 
 
-def _scan_sharded(index: Path, prints: Prints, settings: ScanSettings) -> ScanReport:
+def _scan_sharded(index: Path, registry: Registry, settings: ScanSettings) -> ScanReport:
     report = ScanReport(location=str(index), verdict="error", format="safetensors-sharded")
     try:
         reader = open_sharded(index)
@@ -123,9 +158,8 @@ def _scan_sharded(index: Path, prints: Prints, settings: ScanSettings) -> ScanRe
     try:
         spent = lambda: sum(s.bytes_read for s in reader.sources)  # noqa: E731
         report.size = sum(s.size for s in reader.sources)
-        report.result = match_weights(reader, prints, spent=spent, max_bytes=settings.max_bytes,
-                                      max_tensors=settings.max_tensors,
-                                      max_false_match=settings.max_false_match)
+        report.result, report.attribution = _compare(reader, registry, settings, spent,
+                                                     settings.max_bytes)
         report.verdict = report.result.verdict
         report.bytes_read = spent()
     except WeightFileError as exc:
@@ -135,14 +169,14 @@ def _scan_sharded(index: Path, prints: Prints, settings: ScanSettings) -> ScanRe
     return report
 
 
-async def scan_url(url: str, prints: Prints, settings: ScanSettings, fetcher: Fetcher,
+async def scan_url(url: str, registry: Registry, settings: ScanSettings, fetcher: Fetcher,
                    target: Target) -> ScanReport:
     """Scan a remote file by HTTP Range requests through `fetcher` (SSRF checks, robots,
     politeness) within `settings.max_bytes`; never reads the whole file unless it fits."""
     try:
         return await scan_remote(
             url, fetcher, target,
-            lambda source: scan_source(source, prints, settings, read_floor=MIN_READ),
+            lambda source: scan_source(source, registry, settings, read_floor=MIN_READ),
             budget=settings.max_bytes)
     except WeightFileError as exc:
         return ScanReport(location=redact_url(url), verdict="error", error=str(exc))
@@ -177,18 +211,19 @@ class LinkScanner:
         self.settings = settings
         self.fetcher = fetcher
         self.version = store.weight_print_version() if settings.enabled else 0
-        self._prints: list[tuple[str, WeightPrint]] | None = None
+        self._registry: Registry | None = None
         self._locks: dict[str, asyncio.Lock] = {}
 
     @property
-    def prints(self) -> list[tuple[str, WeightPrint]]:
+    def registry(self) -> Registry:
         """Loaded on first use: most runs find no weight link at all."""
-        if self._prints is None:
-            self._prints = load_prints(self.store)
-        return self._prints
+        if self._registry is None:
+            self._registry = load_registry(self.store)
+        return self._registry
 
     async def scan_document(self, doc: Document, target: Target) -> list[Hit]:
-        """`weights` hits for the document's weight-file links that match a fingerprint."""
+        """`weights` hits for the document's weight-file links that match a fingerprint, and a
+        `watermark` hit naming the recipient when the match carries a recipient's mark."""
         if not self.version:
             return []
         links = [u for u in dict.fromkeys(doc.links) if is_weight_link(u)]
@@ -196,9 +231,13 @@ class LinkScanner:
         for url in links[:self.settings.max_links]:
             verdict = await self._verdict(url, target)
             if verdict and verdict["verdict"] == "match":
-                hit = self._hit(url, verdict)
-                hit.target, hit.url = doc.target, doc.url
-                hits.append(hit)
+                found = [self._hit(url, verdict)]
+                mark = json.loads(verdict.get("details") or "{}").get("watermark")
+                if mark and mark.get("outcome") == "marked":
+                    found.append(self._mark_hit(url, verdict["model"], mark))
+                for hit in found:
+                    hit.target, hit.url = doc.target, doc.url
+                hits += found
         return hits
 
     async def _verdict(self, url: str, target: Target) -> dict[str, Any] | None:
@@ -211,7 +250,7 @@ class LinkScanner:
             if (cached and cached["verdict"] != "error"
                     and cached["registry_version"] >= self.version):
                 return cached
-            report = await scan_url(url, self.prints, self.settings, self.fetcher,
+            report = await scan_url(url, self.registry, self.settings, self.fetcher,
                                     scan_target(target))
             log.info("weights_scanned", url=key, verdict=report.verdict,
                      bytes_read=report.bytes_read, error=report.error)
@@ -221,7 +260,8 @@ class LinkScanner:
                 score=details.get("score"), bytes_read=report.bytes_read, error=report.error,
                 details=json.dumps({k: details.get(k) for k in (
                     "false_match_probability", "similarity", "tensors_compared",
-                    "tensors_matched", "rows_compared", "rows_matched", "size", "format")}))
+                    "tensors_matched", "rows_compared", "rows_matched", "size", "format",
+                    "watermark")}))
             return self.store.weight_scan(key)
 
     def _hit(self, url: str, verdict: dict[str, Any]) -> Hit:
@@ -238,3 +278,15 @@ class LinkScanner:
                    detector=self.name, context=context, model=verdict["model"],
                    indicator_type="tensor_fingerprint", score=float(verdict["score"] or 0),
                    matcher_version=f"{MATCHER}/registry-{verdict['registry_version']}")
+
+    def _mark_hit(self, url: str, model: str, mark: dict[str, Any]) -> Hit:
+        runner = (f"; runner-up {mark['runner_up']} at z {mark['runner_up_z']}"
+                  if mark.get("runner_up") else "")
+        context = (f"{redact_url(url)}: {model} copy marked for {mark['recipient']}: z "
+                   f"{mark['z']} over {mark['elements']} elements of {mark['tensors']} tensors, "
+                   f"false-attribution bound {mark['bound']:.1e} among {mark['recipients']} "
+                   f"recipients{runner}")
+        return Hit(kind="watermark", severity="critical", indicator=redact_url(url),
+                   detector="watermark", context=context, model=model,
+                   recipient=mark["recipient"], indicator_type="watermark",
+                   score=float(mark["z"]), matcher_version=f"watermark-v{MARK_VERSION}")

@@ -601,13 +601,17 @@ class Store:
                 for i, t in enumerate(print_.tensors)))
         return print_id, True
 
-    def weight_prints(self, models: Sequence[str] = ()) -> list[tuple[str, str, WeightPrint]]:
-        """Every stored tensor fingerprint as (model, file name, print), oldest first."""
+    def weight_prints(self, models: Sequence[str] = (), *, with_recipient: bool = False
+                      ) -> list[Any]:
+        """Every stored tensor fingerprint as (model, file name, print), oldest first; with
+        `with_recipient`, (model, file name, print, recipient of its artifact or None)."""
         where, params = "", list(models)
         if models:
-            where = f" WHERE model IN ({', '.join('?' * len(models))})"
-        out = []
-        for row in list(self.db.query(f"SELECT * FROM weight_prints{where} ORDER BY id", params)):
+            where = f" WHERE p.model IN ({', '.join('?' * len(models))})"
+        out: list[Any] = []
+        for row in list(self.db.query(
+                "SELECT p.*, a.recipient AS recipient FROM weight_prints p LEFT JOIN artifacts a "
+                f"ON a.id = p.artifact_id{where} ORDER BY p.id", params)):
             tensors = [TensorPrint(
                 name=t["name"], canonical=t["canonical"], shape=(t["rows"], t["columns"]),
                 dtype=t["dtype"], stats=json.loads(t["stats"]),
@@ -616,9 +620,10 @@ class Store:
                 samples=np.frombuffer(t["samples"], "<f4").reshape(-1, t["columns"]))
                 for t in self.db.query("SELECT * FROM tensor_prints WHERE print_id = ? "
                                        "ORDER BY position", [row["id"]])]
-            out.append((row["model"], row["name"], WeightPrint(
+            entry = (row["model"], row["name"], WeightPrint(
                 key=bytes(row["key"]), tensors=tensors, null_dims=row["null_dims"],
-                version=row["version"])))
+                version=row["version"]))
+            out.append((*entry, row["recipient"]) if with_recipient else entry)
         return out
 
     def printed_tensors(self, artifact_id: int) -> int | None:
@@ -645,6 +650,40 @@ class Store:
             "url": url, "scanned_at": utcnow(), "verdict": verdict, "model": model,
             "score": score, "bytes_read": bytes_read, "error": error, "details": details,
             "registry_version": self.weight_print_version()}, pk="url")
+
+    # --- watermarks ----------------------------------------------------------------------
+
+    def add_watermark(self, *, model: str, recipient: str, key: bytes, key_id: str,
+                      version: int, densities: dict[str, float],
+                      artifact_id: int | None = None) -> bool:
+        """Record a recipient's marking key; True if new. Issuing the same recipient again
+        with the same key keeps the record; a different key is refused (ValueError): two
+        copies with different marks for one recipient would make attribution ambiguous."""
+        with self.db.atomic():
+            self.add_model(model)
+            row = self.db.execute("SELECT key_id FROM watermarks WHERE model = ? AND "
+                                  "recipient = ?", [model, recipient]).fetchone()
+            if row:
+                if row[0] != key_id:
+                    raise ValueError(f"{recipient} already has a {model} copy marked with "
+                                     f"another key (key id {row[0]})")
+                return False
+            self.db["watermarks"].insert({
+                "model": model, "recipient": recipient, "key": key, "key_id": key_id,
+                "version": version, "densities": json.dumps(densities, sort_keys=True),
+                "artifact_id": artifact_id, "issued_at": utcnow()})
+            return True
+
+    def watermarks(self, model: str | None = None) -> list[dict[str, Any]]:
+        """Recipients with marked copies: model, recipient, key, key_id, densities (dict)."""
+        sql, params = "SELECT * FROM watermarks", []
+        if model:
+            sql, params = sql + " WHERE model = ?", [model]
+        rows = list(self.db.query(sql + " ORDER BY id", params))
+        for row in rows:
+            row["key"] = bytes(row["key"])
+            row["densities"] = json.loads(row["densities"])
+        return rows
 
     def known_digests(self) -> dict[str, list[KnownDigest]]:
         """Every registered digest value (lowercase hex) to what it identifies."""

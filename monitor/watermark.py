@@ -1,0 +1,255 @@
+"""Issuing marked copies to recipients, and naming the recipient of a leaked copy.
+
+The marks themselves are `fingerprints.watermark`; this module holds the master secret for
+the length of one command, writes recipients' copies, keeps what detection needs in the
+registry (each recipient's derived key and how densely each tensor was marked), and finds
+in a suspect file the rows the fingerprint kept the originals of.
+
+The master secret comes from the environment (WEIGHTWATCH_WATERMARK_KEY) or a key file
+that only its owner can read. It is never written anywhere: not to the config, the
+database, the logs, bundles or exports. Anyone with the registry can check marks (and
+could, for one recipient, compute that recipient's pattern); only the master secret can
+mark a copy for a recipient not yet issued.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+from fingerprints.names import canonical_name
+from fingerprints.tensors import FileSource, TensorInfo, WeightFileError, WeightReader
+from fingerprints.watermark import (MARK_DTYPES, MARK_VERSION, Attribution, Candidate, Evidence,
+                                    WatermarkError, detect_marks, key_id, mark_rows,
+                                    plan_density, q8_0_roundtrip, recipient_key)
+from fingerprints.weightprint import (MIN_COLUMNS, MIN_ROWS, MatchResult, WeightPrint,
+                                      canonical_order)
+from fingerprints.weights import open_weights
+from monitor.registry import register_paths
+from monitor.store import Store
+
+log = structlog.get_logger("weightwatch.watermark")
+
+MASTER_ENV = "WEIGHTWATCH_WATERMARK_KEY"
+# Rows decoded and marked at a time while writing a copy: bounds memory on big tensors.
+_BLOCK_BYTES = 32 << 20
+# The suspect's rows must look like the originals before their difference is evidence.
+MIN_ROW_COSINE = 0.9
+# Elements compared before the test stops reading: on all-MiniLM-L6-v2 a Q4_0 conversion
+# of a marked copy scores z of about 10 on this many (bound ~1e-19 among 1,000 recipients),
+# and every tensor read is one more range request of a remote file.
+EVIDENCE_ELEMENTS = 131_072
+
+
+def master_secret(key_file: str | os.PathLike[str] | None = None) -> bytes:
+    """The master secret from `key_file` (owned by this user, readable by nobody else) or
+    else from $WEIGHTWATCH_WATERMARK_KEY. WatermarkError saying which, without the value."""
+    if key_file is not None:
+        path = Path(key_file)
+        try:
+            info = path.stat()
+        except OSError as exc:
+            raise WatermarkError(f"{path}: cannot read the key file: {exc.strerror}") from None
+        if not stat.S_ISREG(info.st_mode):
+            raise WatermarkError(f"{path}: the key file is not a regular file")
+        if info.st_mode & 0o077:
+            raise WatermarkError(f"{path}: the key file is readable by others (mode "
+                                 f"{stat.S_IMODE(info.st_mode):o}); chmod 600 it")
+        if hasattr(os, "getuid") and info.st_uid != os.getuid():
+            raise WatermarkError(f"{path}: the key file belongs to another user")
+        secret = path.read_bytes().strip()
+    else:
+        value = os.environ.get(MASTER_ENV)
+        if not value:
+            raise WatermarkError(f"no watermark master secret: set {MASTER_ENV} or pass "
+                                 f"--key-file")
+        secret = value.strip().encode()
+    if len(secret) < 16:
+        raise WatermarkError("the watermark master secret must be at least 16 bytes")
+    return secret
+
+
+# -- issuing ----------------------------------------------------------------------------------
+
+
+@dataclass
+class TensorMark:
+    name: str
+    canonical: str
+    dtype: str
+    density: float
+    mark_rms: float        # relative RMS of (marked - original)
+    q8_0_rms: float | None  # the same for Q8_0 quantisation (None: rows not in 32-blocks)
+
+
+@dataclass
+class Issued:
+    model: str
+    recipient: str
+    path: Path
+    key_id: str
+    tensors: list[TensorMark] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    artifact_id: int | None = None
+
+
+def _markable(tensor: TensorInfo) -> bool:
+    return (tensor.is_matrix and tensor.rows >= MIN_ROWS and tensor.columns >= MIN_COLUMNS
+            and tensor.dtype in MARK_DTYPES)
+
+
+def _encode(values: np.ndarray, dtype: str) -> bytes:
+    if dtype == "F32":
+        return values.astype("<f4").tobytes()
+    if dtype == "F16":
+        return values.astype("<f2").tobytes()
+    # Marked values are representable in BF16 already: the top half of their bits.
+    return (np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) >> 16).astype(
+        "<u2").tobytes()
+
+
+def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.PathLike[str],
+               out: str | os.PathLike[str], master: bytes) -> Issued:
+    """Write `recipient`'s marked copy of `source` to `out` (same format, dtypes, names
+    and layout: the marked tensors' bytes are rewritten in place of a copy), register its
+    digests as that recipient's artifact and record the verification data."""
+    src, dst = Path(source), Path(out)
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise WatermarkError(f"{dst}: the copy must not overwrite the original")
+    key = recipient_key(master, model, recipient)
+    issued = Issued(model=model, recipient=recipient, path=dst, key_id=key_id(key))
+    tmp = dst.with_name(f".{dst.name}.partial")
+    shutil.copyfile(src, tmp)
+    try:
+        with FileSource(src) as original:
+            reader = open_weights(original)
+            if getattr(reader, "source", original) is not original or len(
+                    getattr(reader, "sources", [original])) != 1:
+                raise WatermarkError(f"{src}: mark each file of a checkpoint on its own "
+                                     f"(archives and sharded indexes are not rewritten)")
+            fd = os.open(tmp, os.O_WRONLY)
+            try:
+                for tensor in reader.tensors:
+                    if tensor.extra.get("big_endian") or tensor.extra.get("member"):
+                        issued.skipped.append(f"{tensor.name}: stored in a way not rewritten")
+                    elif _markable(tensor):
+                        issued.tensors.append(_mark_tensor(reader, tensor, key, fd))
+                    elif tensor.is_matrix and tensor.rows >= MIN_ROWS:
+                        issued.skipped.append(f"{tensor.name}: {tensor.dtype} is not marked "
+                                              f"(only {', '.join(MARK_DTYPES)})")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if not issued.tensors:
+            raise WatermarkError(f"{src}: no 2-D F32, F16 or BF16 tensor to mark")
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    registered = register_paths(store, [dst], model=model, recipient=recipient, tensors=False)
+    issued.artifact_id = registered[0].artifact_id
+    store.add_watermark(model=model, recipient=recipient, key=key, key_id=issued.key_id,
+                        version=MARK_VERSION,
+                        densities={t.canonical: t.density for t in issued.tensors},
+                        artifact_id=issued.artifact_id)
+    log.info("watermark_issued", model=model, recipient=recipient, key_id=issued.key_id,
+             tensors=len(issued.tensors))
+    return issued
+
+
+def _mark_tensor(reader: WeightReader, tensor: TensorInfo, key: bytes, fd: int) -> TensorMark:
+    canonical = canonical_name(tensor.name)
+    order = canonical_order(reader, tensor)
+    # The file's row j is canonical row to_canonical[j] (llama.cpp's Q/K permutation).
+    to_canonical = np.arange(tensor.rows) if order is None else np.argsort(order)
+    block = max(1, _BLOCK_BYTES // max(1, tensor.columns * 4))
+    density = plan_density(_density_sample(reader, tensor), tensor.dtype)
+    sums = np.zeros(3)  # original energy, mark energy, Q8_0 error energy
+    blocks_of_32 = tensor.columns % 32 == 0
+    for start in range(0, tensor.rows, block):
+        stop = min(tensor.rows, start + block)
+        rows = reader.read_rows(tensor, range(start, stop))
+        marked = mark_rows(rows, tensor.dtype, key, canonical, to_canonical[start:stop], density)
+        os.pwrite(fd, _encode(marked, tensor.dtype), tensor.offset + start * tensor.row_nbytes)
+        sums[0] += float(np.sum(rows.astype(np.float64) ** 2))
+        sums[1] += float(np.sum((marked - rows).astype(np.float64) ** 2))
+        if blocks_of_32:
+            sums[2] += float(np.sum((q8_0_roundtrip(rows) - rows).astype(np.float64) ** 2))
+    scale = sums[0] if sums[0] > 0 else 1.0
+    return TensorMark(name=tensor.name, canonical=canonical, dtype=tensor.dtype,
+                      density=density, mark_rms=float(np.sqrt(sums[1] / scale)),
+                      q8_0_rms=float(np.sqrt(sums[2] / scale)) if blocks_of_32 else None)
+
+
+def _density_sample(reader: WeightReader, tensor: TensorInfo) -> np.ndarray:
+    """Up to 4096 evenly spread rows: enough to plan a tensor's density."""
+    rows = np.unique(np.linspace(0, tensor.rows - 1, min(tensor.rows, 4096)).astype(np.int64))
+    return reader.read_rows(tensor, rows)
+
+
+# -- detecting --------------------------------------------------------------------------------
+
+
+def candidates(store: Store, model: str) -> list[Candidate]:
+    return [Candidate(w["recipient"], w["key"], w["densities"]) for w in store.watermarks(model)]
+
+
+def gather_evidence(reader: WeightReader, print_: WeightPrint, match: MatchResult, *,
+                    spent=lambda: 0, max_bytes: int | None = None,  # type: ignore[no-untyped-def]
+                    max_elements: int = EVIDENCE_ELEMENTS) -> list[Evidence]:
+    """The suspect's rows at the fingerprint's kept originals, tensor by tensor: the
+    suspect tensor the match paired with ours, else one with our canonical name and shape;
+    rows that do not look like the originals are left out. Stops at `max_bytes`, or once
+    `max_elements` are in hand."""
+    paired: dict[str, list[str]] = {}
+    for pair in match.pairs:
+        if pair.ours:
+            paired.setdefault(pair.ours, []).append(pair.suspect)
+    by_name = {t.name: t for t in reader.tensors}
+    by_canonical: dict[str, list[TensorInfo]] = {}
+    for t in reader.tensors:
+        by_canonical.setdefault(canonical_name(t.name), []).append(t)
+    evidence: list[Evidence] = []
+    for ours in print_.tensors:
+        if sum(e.original.size for e in evidence) >= max_elements:
+            break
+        options = [by_name[n] for n in paired.get(ours.canonical, []) if n in by_name]
+        options += by_canonical.get(ours.canonical, [])
+        for suspect in options:
+            if suspect.shape != ours.shape:
+                continue
+            order = canonical_order(reader, suspect)
+            rows = ours.sample_index if order is None else order[ours.sample_index]
+            if max_bytes is not None and spent() + len(rows) * suspect.row_nbytes > max_bytes:
+                return evidence
+            try:
+                found = reader.read_rows(suspect, rows)
+            except WeightFileError:
+                continue
+            if _similar(found, ours.samples):
+                evidence.append(Evidence(ours.canonical, ours.dtype, ours.sample_index,
+                                         ours.samples, found))
+                break
+    return evidence
+
+
+def _similar(found: np.ndarray, original: np.ndarray) -> bool:
+    a = found - found.mean(axis=1, keepdims=True)
+    b = original - original.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    cos = np.where(norms > 0, (a * b).sum(axis=1) / np.where(norms > 0, norms, 1), 0)
+    return bool(np.median(cos) >= MIN_ROW_COSINE)
+
+
+def attribute(reader: WeightReader, print_: WeightPrint, match: MatchResult,
+              marks: list[Candidate], *, spent=lambda: 0, max_bytes: int | None = None,  # type: ignore[no-untyped-def]
+              max_bound: float = 1e-6) -> Attribution:
+    """Whose copy is this? The watermark test on a suspect the fingerprint matched."""
+    evidence = gather_evidence(reader, print_, match, spent=spent, max_bytes=max_bytes)
+    return detect_marks(evidence, marks, max_bound=max_bound)
