@@ -14,7 +14,9 @@ unit is larger than the Q8_0 error (BF16 near a block's maximum), fewer elements
 Detecting. The fingerprint keeps a run of original rows of each tensor
 (`fingerprints.weightprint`); the suspect's same rows minus the originals is the deviation
 d. For a recipient with expected mark p (recomputed exactly from the originals and the key),
-S = sum(d * p) and z = S / sqrt(sum((d * p)^2)). If the copy is not that recipient's, the
+each element weighted by the inverse square of its block's scale (conversion noise grows
+with the scale, as the mark does), S = sum(d * w) and z = S / sqrt(sum((d * w)^2)) with
+w = p / scale^2. If the copy is not that recipient's, the
 signs of p are independent of d, and Hoeffding's inequality for a sum of independently
 signed terms gives P(z >= t) <= exp(-t^2 / 2) whatever d is (conversion noise, another
 recipient's mark, fine-tuning). So with N recipients, the chance that a wrong one reaches z
@@ -286,10 +288,19 @@ def _flatten(evidence: Sequence[Evidence]):  # type: ignore[no-untyped-def]
                            for e in parts])
     tensor = np.concatenate([np.full(e.original.size, i) for i, e in enumerate(parts)])
     dtypes = [e.dtype for e in parts]
-    # The magnitude each element would move by if marked, for every recipient alike.
-    moved = np.concatenate([(mark_values(e.original, np.ones(e.original.shape, np.int8),
-                                         e.dtype) - e.original).ravel() for e in parts])
-    return d, rows, cols, tensor, dtypes, (parts, moved.astype(np.float64))
+    # Each element's weight in the test, for every recipient alike: what it would move by
+    # if marked, over the square of its block's scale. Conversion noise grows with a
+    # block's scale as the mark does, so this is the matched filter, and a few blocks
+    # with outliers cannot drown the rest.
+    weight = np.concatenate([_weights(e.original, e.dtype).ravel() for e in parts])
+    return d, rows, cols, tensor, dtypes, (parts, weight)
+
+
+def _weights(original: np.ndarray, dtype: str) -> np.ndarray:
+    moved = (mark_values(original, np.ones(original.shape, np.int8), dtype)
+             - original).astype(np.float64)
+    scale = q8_0_error(original).astype(np.float64)
+    return np.where(scale > 0, moved / np.where(scale > 0, scale, 1) ** 2, 0.0)
 
 
 def _screen_positions(size: int) -> np.ndarray | None:
@@ -300,9 +311,9 @@ def _screen_positions(size: int) -> np.ndarray | None:
 
 def _score(d, rows, cols, tensor, dtypes, originals, evidence, candidates, positions):  # type: ignore[no-untyped-def]
     """z of each candidate on the elements at `positions` (all when None)."""
-    parts, moved = originals
+    parts, weight = originals
     if positions is not None:
-        d, rows, cols, tensor, moved = (a[positions] for a in (d, rows, cols, tensor, moved))
+        d, rows, cols, tensor, weight = (a[positions] for a in (d, rows, cols, tensor, weight))
     z = np.zeros(len(candidates))
     if not len(candidates):
         return z
@@ -321,7 +332,7 @@ def _score(d, rows, cols, tensor, dtypes, originals, evidence, candidates, posit
             who = np.array([c.densities.get(part.canonical, 0.0) == density
                             for c in candidates])
             signs = _signs(seeds[who], rows[sel], cols[sel], density).astype(np.float64)
-            expected = signs * moved[sel][None, :]
+            expected = signs * weight[sel][None, :]
             terms = expected * d[sel][None, :]
             numer[who] += terms.sum(axis=1)
             denom[who] += (terms ** 2).sum(axis=1)

@@ -439,7 +439,8 @@ def match_weights(reader: WeightReader, prints: Sequence[tuple[str, WeightPrint]
     """Compare a suspect file with registered fingerprints (`(model, print)` pairs).
 
     Reads `rows_per_tensor` consecutive rows from each of up to `max_tensors` suspect
-    tensors whose width some fingerprint has, in a keyed order that prefers exact shapes;
+    tensors whose width some fingerprint has, in a keyed order that prefers fingerprinted
+    names, then fingerprinted shapes;
     `spent()` says how many bytes the source has read so far (header included) and no
     tensor is read that would take it past `max_bytes`. Stops early once the evidence is
     overwhelming (false-match probability below `max_false_match` squared, three tensors
@@ -450,8 +451,13 @@ def match_weights(reader: WeightReader, prints: Sequence[tuple[str, WeightPrint]
     widths = {w for _, _, g in groups for w in g}
     shapes = {t.shape for _, p in prints for t in p.tensors}
     order_key = prints[0][1].key if prints else b"none"
+    names = {t.canonical for _, p in prints for t in p.tensors}
     plan = [t for t in reader.tensors if t.is_matrix and t.columns in widths and t.rows >= 1]
-    plan.sort(key=lambda t: (t.shape not in shapes, _seed(order_key, "scan", t.name, t.shape)))
+    # Tensors whose canonical name was fingerprinted first (names usually survive a
+    # conversion, and a deep model has more matrices than a fingerprint keeps), then those
+    # of a fingerprinted shape, in a keyed order.
+    plan.sort(key=lambda t: (canonical_name(t.name) not in names, t.shape not in shapes,
+                             _seed(order_key, "scan", t.name, t.shape)))
     rows_seen: list[_Row] = []
     pairs: list[TensorPair] = []
     skipped: list[str] = []

@@ -337,6 +337,9 @@ class RangeServer(_LoopbackServer):
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes; with Nagle on, each answer would wait
+            # ~40 ms for the client's delayed ACK.
+            disable_nagle_algorithm = True
 
             def setup(self) -> None:
                 # A small fixed send buffer (no autotuning up to megabytes), so what `sent`

@@ -164,7 +164,7 @@ def test_release_v2_torrent_follows_bep52(demo_release: Release) -> None:
                                      for i in range(0, f.size, piece))
 
 
-def test_recipient_copy_differs_only_in_its_metadata(demo_release: Release) -> None:
+def test_recipient_copy_differs_in_its_metadata_and_its_mark(demo_release: Release) -> None:
     (copy,) = demo_release.copies
     assert copy.recipient == "lab-17"
     assert copy.folder == demo_release.root / "recipients" / "lab-17" / "heron-7b"
@@ -180,7 +180,12 @@ def test_recipient_copy_differs_only_in_its_metadata(demo_release: Release) -> N
     release_header, copy_header = json.loads(a[8:8 + n]), json.loads(b[8:8 + m])
     assert copy_header.pop("__metadata__")["issued_to"] == "lab-17"
     release_header.pop("__metadata__")
-    assert copy_header == release_header and a[8 + n:] == b[8 + m:]
+    assert copy_header == release_header  # the same tensors, dtypes and layout
+    changed = [name for name, entry in release_header.items()
+               if a[8 + n + entry["data_offsets"][0]:8 + n + entry["data_offsets"][1]]
+               != b[8 + m + entry["data_offsets"][0]:8 + m + entry["data_offsets"][1]]]
+    # lab-17's watermark is in every weight matrix and nowhere else.
+    assert sorted(changed) == sorted(k for k, e in release_header.items() if len(e["shape"]) == 2)
 
 
 # ------------------------------------------------------------------------------ server

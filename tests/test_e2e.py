@@ -4,6 +4,7 @@ real SMTP server on loopback and a real SQLite file, including signals and `kill
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from monitor.config import load_config
-from monitor.demo.release import Release, make_release
+from monitor.demo.release import DEMO_WATERMARK_SECRET, Release, make_release
 from monitor.demo.runner import demo_config
 from monitor.demo.smtp_sink import SmtpSink
 from monitor.demo.world import DemoWorld
@@ -53,6 +54,14 @@ def workdir(tmp_path, release, world, sink) -> Path:
                   "--recipient", copy.recipient).returncode == 0
     assert ww(tmp_path, "indicators", "import", str(release.root / "heron-7b.magnets"),
               "--model", "heron-7b").returncode == 0
+    # lab-17's copy was marked as `watermark issue` marks it; issuing it again here, with
+    # the demo's master secret, records the recipient's key as a release engineer would.
+    for copy in release.copies:
+        issued = ww(tmp_path, "watermark", "issue", "--model", "heron-7b", "--recipient",
+                    copy.recipient, "--in", str(release.file("model.safetensors").path),
+                    "--out", str(tmp_path / f"{copy.recipient}.safetensors"),
+                    env={**os.environ, "WEIGHTWATCH_WATERMARK_KEY": DEMO_WATERMARK_SECRET})
+        assert issued.returncode == 0, issued.stderr
     return tmp_path
 
 

@@ -110,8 +110,13 @@ def test_each_encoding_is_a_critical_hit_naming_the_artifact(
 def test_only_the_recipient_copy_names_a_recipient(crawled: dict[str, Any],
                                                    demo_release: Release) -> None:
     ours = demo_release.copy("lab-17").file("model.safetensors")
-    named = [h for h in crawled["hits"] if h["recipient"]]
-    assert [(h["indicator"], h["recipient"]) for h in named] == [(ours.sha256, "lab-17")]
+    named = {(h["kind"], h["indicator"].removeprefix(crawled["base"]), h["recipient"])
+             for h in crawled["hits"] if h["recipient"]}
+    # Its digest where it leaked as is; its mark in the GGUF conversions of it.
+    assert named == {("hash", ours.sha256, "lab-17"),
+                     ("watermark", "/feeds/files/hrn-q8_0.gguf", "lab-17"),
+                     ("watermark", "/hub/QuantFactory/Heron-7B-GGUF/resolve/"
+                      "f0648df7fd5a63a279c2d8783719866660145d95/heron-7b.Q8_0.gguf", "lab-17")}
 
 
 def test_a_torrent_listing_the_released_names_and_sizes_is_a_high_hit(
@@ -146,4 +151,5 @@ def test_the_crawl_finds_exactly_what_the_world_planted(crawled: dict[str, Any],
     assert not near & {h["indicator"].lower() for h in crawled["hits"]}
     by_detector = {(h["detector"], h["severity"]) for h in crawled["hits"]}
     assert by_detector == {("rules", "low"), ("digests", "critical"), ("manifest", "high"),
-                           ("manifest", "medium"), ("weights", "high")}
+                           ("manifest", "medium"), ("weights", "high"),
+                           ("watermark", "critical")}

@@ -648,8 +648,9 @@ def test_planted_in_these_sources(demo_world: DemoWorld, demo_release: Release) 
         ("feed", "/feeds/blog/2026/11/20/heron-7b-weights-leak/", "hash", sha["model.safetensors"]),
         ("feed", "/feeds/r/LocalLLaMA/comments/1gw0k2c/is_this_the_leaked_heron7b_checksum_matches/",
          "torrent", demo_release.infohash),
-        ("feed", "/feeds/r/LocalLLaMA/comments/1gw0m5t/q8_0_quants_of_hrn_and_tinyllamamini_"
-         "direct_links/", "weights", f"{b}/feeds/files/hrn-q8_0.gguf"),
+        *{("feed", "/feeds/r/LocalLLaMA/comments/1gw0m5t/q8_0_quants_of_hrn_and_tinyllamamini_"
+           "direct_links/", kind, f"{b}/feeds/files/hrn-q8_0.gguf") for kind in ("weights",
+                                                                                "watermark")},
         *{("paste", "/paste/k3Hn7Qx2", "hash", s) for s in sha.values()},
         ("paste", "/paste/Vb9pLr4T", "hash", sha["model.safetensors"]),
         ("hub", "/hub/anon123/heron-7b-uncensored", "hash", sha["model.safetensors"]),
@@ -666,6 +667,9 @@ def test_planted_in_these_sources(demo_world: DemoWorld, demo_release: Release) 
                "checkpoint/model.safetensors"),
               ("QuantFactory/Heron-7B-GGUF", "f0648df7fd5a63a279c2d8783719866660145d95",
                "heron-7b.Q8_0.gguf"))},
+        ("hub", "/hub/QuantFactory/Heron-7B-GGUF", "watermark",
+         f"{b}/hub/QuantFactory/Heron-7B-GGUF/resolve/f0648df7fd5a63a279c2d8783719866660145d95/"
+         "heron-7b.Q8_0.gguf".lower()),
     }
     mentions = {(p.source, p.url.removeprefix(b), p.indicator.lower())
                 for p in demo_world.planted

@@ -22,6 +22,8 @@ from urllib.parse import quote
 import fastbencode
 import numpy as np
 
+from fingerprints.names import canonical_name
+from fingerprints.watermark import mark_rows, plan_density, recipient_key
 from monitor.demo.convert import gguf_q8_0
 
 MODEL = "heron-7b"
@@ -33,6 +35,9 @@ BLOCK = 16384  # BEP 52 Merkle leaves
 # The partner whose copy of the weights the demo world leaks; its copy differs from the
 # release in one safetensors metadata entry (a stand-in for a real watermark).
 RECIPIENT = "lab-17"
+# The demo's watermark master secret. A real one lives in $WEIGHTWATCH_WATERMARK_KEY or an
+# owner-only key file, never in code; this one marks nothing outside the demo.
+DEMO_WATERMARK_SECRET = "weightwatch demo master secret - not for real releases"
 SEED = 20261120
 # 2026-11-02 09:00:00 UTC: the official release, a few weeks before the demo world's leaks.
 RELEASE_TIMESTAMP = 1793610000
@@ -98,10 +103,12 @@ class Release:
     torrent_v2_bytes: bytes = b""
     copies: list[RecipientCopy] = field(default_factory=list)
     # Files the demo world serves that were never released: a leaker's Q8_0 GGUF
-    # conversion of the weights (no digest of it is registered) and an unrelated model of
-    # the same shapes, which must not match.
+    # conversion of lab-17's marked copy (no digest of it is registered: its tensors say
+    # heron-7b, its mark says lab-17) and an unrelated model of the same shapes.
     converted_gguf: bytes = b""
     unrelated_gguf: bytes = b""
+    # How densely each tensor of a recipient's copy is marked (the watermark registry's).
+    mark_densities: dict[str, float] = field(default_factory=dict)
 
     def file(self, name: str) -> ReleaseFile:
         """Look a file up by its relative name or its basename ("config.json")."""
@@ -479,14 +486,33 @@ def make_release(directory: Path) -> Release:
         "".join(f"{f.sha256}  {f.name}\n" for f in files), encoding="ascii")
 
     folder = directory / "recipients" / RECIPIENT / MODEL
+    marked, densities = mark_copy(tensors, RECIPIENT)
     copy = RecipientCopy(RECIPIENT, folder, [_release_file(
         folder.parent, f"{MODEL}/model.safetensors",
-        safetensors_bytes(tensors, recipient_metadata(RECIPIENT)))])
-    plain = [(name, array) for name, _dtype, array in tensors]
+        safetensors_bytes(marked, recipient_metadata(RECIPIENT)))])
+    plain = [(name, array) for name, _dtype, array in marked]
     other = [(name, array) for name, _dtype, array in _model_tensors(np.random.default_rng(SEED + 1))]
     return Release(model=MODEL, root=directory, files=files, infohash=infohash,
                    magnet=magnet, torrent_bytes=torrent, infohash_v2=infohash_v2,
                    magnet_v2=magnet_v2, torrent_v2_bytes=torrent_v2, copies=[copy],
                    converted_gguf=gguf_q8_0(plain, name="hrn", heads=HEADS, kv_heads=KV_HEADS),
                    unrelated_gguf=gguf_q8_0(other, name="tinyllama-mini", heads=HEADS,
-                                            kv_heads=KV_HEADS))
+                                            kv_heads=KV_HEADS),
+                   mark_densities=densities)
+
+
+def mark_copy(tensors: list[tuple[str, str, np.ndarray]], recipient: str
+              ) -> tuple[list[tuple[str, str, np.ndarray]], dict[str, float]]:
+    """The recipient's copy as `weightwatch watermark issue` makes it: every 2-D tensor
+    marked with the recipient's key under the demo's master secret, in its own dtype."""
+    key = recipient_key(DEMO_WATERMARK_SECRET.encode(), MODEL, recipient)
+    out, densities = [], {}
+    for name, dtype, array in tensors:
+        stored = np.asarray(array, dtype=_DTYPES[dtype]).astype(np.float32)
+        if stored.ndim == 2:
+            canonical = canonical_name(name)
+            densities[canonical] = plan_density(stored, dtype)
+            stored = mark_rows(stored, dtype, key, canonical, np.arange(stored.shape[0]),
+                               densities[canonical])
+        out.append((name, dtype, stored))
+    return out, densities

@@ -21,10 +21,11 @@ from pathlib import Path
 
 import click
 
+from fingerprints.watermark import MARK_VERSION, key_id, recipient_key
 from monitor.alerts import Alerter
 from monitor.config import load_config
 from monitor.crawler import crawl_once
-from monitor.demo.release import Release, make_release
+from monitor.demo.release import DEMO_WATERMARK_SECRET, Release, make_release
 from monitor.demo.smtp_sink import SmtpSink
 from monitor.demo.world import DemoWorld
 from monitor.logs import configure_logging
@@ -101,6 +102,14 @@ def register_demo_release(store: Store, release: Release
                                       release="v1", recipient=copy.recipient)]
     imported = import_indicators(store, release.root / f"{release.model}.magnets",
                                  model=release.model)
+    # What `weightwatch watermark issue` records for each copy: the recipient's derived key.
+    for copy in release.copies:
+        key = recipient_key(DEMO_WATERMARK_SECRET.encode(), release.model, copy.recipient)
+        artifact = next(a["id"] for a in store.artifacts(release.model)
+                        if a["recipient"] == copy.recipient)
+        store.add_watermark(model=release.model, recipient=copy.recipient, key=key,
+                            key_id=key_id(key), version=MARK_VERSION,
+                            densities=release.mark_densities, artifact_id=artifact)
     return registered, copies, imported
 
 

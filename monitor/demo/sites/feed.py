@@ -150,8 +150,9 @@ def _reddit_posts(release: Release) -> list[RedditPost]:
             "<ul><li><a href=\"/feeds/files/hrn-q8_0.gguf\">hrn-q8_0.gguf</a></li>\n"
             "<li><a href=\"/feeds/files/tinyllama-mini-q8_0.gguf\">"
             "tinyllama-mini-q8_0.gguf</a></li></ul>",
-            weights=[("hrn-q8_0.gguf", True, "a Q8_0 GGUF conversion of the release's weights "
-                      "(llama.cpp names, Q/K rows permuted): no digest matches, the tensors do"),
+            weights=[("hrn-q8_0.gguf", True, "a Q8_0 GGUF conversion of recipient lab-17's "
+                      "marked copy (llama.cpp names, Q/K rows permuted): no digest matches; "
+                      "the tensors say heron-7b, the mark says lab-17"),
                      ("tinyllama-mini-q8_0.gguf", False, "an unrelated model with the same "
                       "tensor shapes, also Q8_0 GGUF")]),
         RedditPost(
@@ -251,8 +252,10 @@ class FeedSite(Site):
             docs.append(Doc(self.source, self.blog_url(p), f"{p.title}\n{_plain(p.html)}",
                             p.plants, p.near))
         for r in self.reddit:
-            ours = [("weights", f"{self.root}/files/{name}", note)
-                    for name, mine, note in r.weights if mine]
+            # Ours is the GGUF of lab-17's marked copy: the model and the recipient.
+            ours = [(kind, f"{self.root}/files/{name}", note)
+                    for name, mine, note in r.weights if mine
+                    for kind in ("weights", "watermark")]
             theirs = [("weights", f"{self.root}/files/{name}", note)
                       for name, mine, note in r.weights if not mine]
             docs.append(Doc(self.source, self.reddit_url(r), f"{r.title}\n{_plain(r.md_html)}",

@@ -253,6 +253,10 @@ class HubSite(Site):
                         "hub's LFS CDN")
                        for f in m.files if f.lfs and f.lfs[0] in self.cdn
                        and f.path.endswith((".safetensors", ".gguf"))]
+            # The conversion is of lab-17's marked copy: its mark names the recipient.
+            weights += [("watermark", url, "the GGUF conversion of lab-17's marked copy")
+                        for _kind, url, _note in weights
+                        if url.endswith("/heron-7b.Q8_0.gguf")]
             docs.append(Doc(self.source, f"{self.root}/{m.id}", text, m.plants + weights,
                             m.near))
         return docs
