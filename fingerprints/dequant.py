@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["GGML_TYPES", "ITEMSIZE", "KERNELS", "PLAIN_DTYPES", "QK_K", "bf16_to_f32",
+__all__ = ["GGML_TYPES", "ITEMSIZE", "KERNELS", "PLAIN_DTYPES", "QK_K", "bf16_to_f32", "quantize_q8_0",
            "decode_plain", "dequantize", "f8_e4m3_to_f32", "f8_e5m2_to_f32", "ggml_type_name"]
 
 QK_K = 256
@@ -317,3 +317,19 @@ def dequantize(raw: bytes | memoryview | np.ndarray, type_name: str) -> np.ndarr
         raise ValueError(f"{type_name} data is not a whole number of {size}-byte blocks")
     with np.errstate(all="ignore"):
         return KERNELS[type_name](data.reshape(-1, size)).reshape(-1)
+
+
+def quantize_q8_0(values: np.ndarray) -> bytes:
+    """Q8_0 blocks of `values` (a multiple of 32 of them) as ggml-quants.c writes them:
+    per block d = max|x| / 127 as f16, then round(x / d) as int8. The inverse of the Q8_0
+    kernel above; the demo's conversions and the watermark's strength use it."""
+    blocks = np.asarray(values, dtype=np.float32).reshape(-1, 32)
+    # As quantize_row_q8_0_ref: q from the unrounded scale, rounded half away from zero;
+    # only the stored scale is f16.
+    d = np.abs(blocks).max(axis=1) / np.float32(127)
+    inverse = np.where(d == 0, np.float32(0), np.float32(1) / np.where(d == 0, 1, d))
+    scaled = blocks * inverse[:, None]
+    q = np.sign(scaled) * np.floor(np.abs(scaled) + np.float32(0.5))
+    out = np.empty(len(blocks), dtype=[("d", "<f2"), ("q", "i1", 32)])
+    out["d"], out["q"] = d.astype(np.float16), q.astype(np.int8)
+    return out.tobytes()

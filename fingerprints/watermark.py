@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fingerprints.dequant import dequantize, quantize_q8_0
+
 __all__ = ["Attribution", "MARK_DTYPES", "WatermarkError", "detect_marks", "key_id",
            "mark_rows", "mark_values", "plan_density", "recipient_key"]
 
@@ -114,13 +116,9 @@ def q8_0_error(rows: np.ndarray) -> np.ndarray:
 
 
 def q8_0_roundtrip(rows: np.ndarray) -> np.ndarray:
-    """What Q8_0 quantisation (ggml-quants.c) makes of rows whose length is a multiple of
-    32: per block, d = max|x| / 127 stored as f16, values round(x / d) as int8."""
-    blocks = np.asarray(rows, dtype=np.float32).reshape(-1, BLOCK)
-    d = (np.abs(blocks).max(axis=1) / 127).astype(np.float16).astype(np.float32)
-    safe = np.where(d == 0, 1, d)
-    q = np.clip(np.round(blocks / safe[:, None]), -127, 127)
-    return (q * d[:, None]).reshape(np.shape(rows)).astype(np.float32)
+    """What Q8_0 quantisation makes of rows whose length is a multiple of 32."""
+    rows = np.asarray(rows, dtype=np.float32)
+    return dequantize(quantize_q8_0(rows), "Q8_0").reshape(rows.shape)
 
 
 def _bf16_round(values: np.ndarray) -> np.ndarray:

@@ -324,3 +324,16 @@ def test_rows_of_a_quantised_vector_are_refused():
     assert vector.nbytes == 68 and vector.rows == 64
     with pytest.raises(WeightFileError, match="not a whole number of Q8_0 blocks"):
         ours.read_rows(vector, [0])
+
+
+def test_q8_0_quantiser_writes_what_gguf_py_writes() -> None:
+    """The demo's GGUF conversions and the watermark's strength use our Q8_0 quantiser:
+    byte for byte what llama.cpp's reference (as gguf-py ports it) writes."""
+    from fingerprints.dequant import quantize_q8_0
+
+    rng = np.random.default_rng(8)
+    values = np.concatenate([rng.standard_normal(32 * 40).astype(np.float32) * 0.02,
+                             np.zeros(32, np.float32), np.full(32, 0.5, np.float32)])
+    values[5] = 3.0  # an outlier block
+    assert quantize_q8_0(values) == gguf.quants.quantize(
+        values.reshape(-1, 32), gguf.GGMLQuantizationType.Q8_0).tobytes()

@@ -2,9 +2,6 @@
 converter writes it (GGUF names, the query and key rows permuted, weight matrices quantised
 to Q8_0, vectors kept F32), written here by hand with numpy so the demo needs no gguf
 package. Its bytes share no digest with the release; only the tensor fingerprints know it.
-
-Q8_0 (ggml-quants.c): blocks of 32 values, each an f16 scale d = max|x| / 127 and 32 int8
-values round(x / d).
 """
 
 from __future__ import annotations
@@ -13,6 +10,7 @@ import struct
 
 import numpy as np
 
+from fingerprints.dequant import quantize_q8_0
 from fingerprints.names import canonical_name, is_query_or_key, qk_permutation
 
 GGUF_VERSION = 3
@@ -24,18 +22,6 @@ _KV_UINT32, _KV_STRING = 4, 8
 def _string(text: str) -> bytes:
     raw = text.encode("utf-8")
     return struct.pack("<Q", len(raw)) + raw
-
-
-def _q8_0(matrix: np.ndarray) -> bytes:
-    blocks = matrix.astype(np.float32).reshape(-1, 32)
-    amax = np.abs(blocks).max(axis=1)
-    d = (amax / 127).astype(np.float16)
-    scale = d.astype(np.float32)
-    safe = np.where(scale == 0, 1, scale)
-    q = np.clip(np.round(blocks / safe[:, None]), -127, 127).astype(np.int8)
-    out = np.empty(len(blocks), dtype=[("d", "<f2"), ("q", "i1", 32)])
-    out["d"], out["q"] = d, q
-    return out.tobytes()
 
 
 def gguf_q8_0(tensors: list[tuple[str, np.ndarray]], *, name: str, heads: int,
@@ -50,7 +36,7 @@ def gguf_q8_0(tensors: list[tuple[str, np.ndarray]], *, name: str, heads: int,
             n = heads if ".attn_q." in gguf_name else kv_heads
             array = array[qk_permutation(array.shape[0], n)]
         quantise = array.ndim == 2 and array.shape[1] % 32 == 0
-        data = _q8_0(array) if quantise else array.astype("<f4").tobytes()
+        data = quantize_q8_0(array) if quantise else array.astype("<f4").tobytes()
         infos.append(_string(gguf_name) + struct.pack("<I", array.ndim)
                      + struct.pack(f"<{array.ndim}Q", *reversed(array.shape))
                      + struct.pack("<IQ", _Q8_0 if quantise else _F32, offset))
