@@ -6,8 +6,8 @@ Marking. Each recipient has a key derived from the organisation's master secret
 keys and never the master. The key drives a pseudo-random pattern over every element of
 every marked 2-D tensor: a sign, and whether the element is marked at all (a keyed choice
 with probability `density`). A marked element moves by its *magnitude*: the RMS error Q8_0
-quantisation would make in its block of 32 (max|x| / 127 / sqrt(12)), and never less than
-one unit of the stored dtype, so the mark survives being written as F16 or BF16. Where one
+quantisation makes in its block of 32 (times 0.9, measured on the block), and never less
+than one unit of the stored dtype, so the mark survives being written as F16 or BF16. Where one
 unit is larger than the Q8_0 error (BF16 near a block's maximum), fewer elements are marked
 (`plan_density`), so each tensor changes by no more RMS than Q8_0 quantisation would.
 
@@ -22,8 +22,9 @@ signed terms gives P(z >= t) <= exp(-t^2 / 2) whatever d is (conversion noise, a
 recipient's mark, fine-tuning). So with N recipients, the chance that a wrong one reaches z
 is at most N * exp(-z^2 / 2): the false-attribution bound an analyst can put in a report.
 
-The pattern is splitmix64 over (per-tensor seed, row, column), seeded from the recipient's
-key: random access to any element, vectorised over thousands of recipients at once.
+The pattern is splitmix64 over (per-tensor seed, row, column // 8), seeded from the
+recipient's key, one byte per element: random access to any element, vectorised over
+thousands of recipients at once.
 """
 
 from __future__ import annotations
@@ -44,12 +45,10 @@ __all__ = ["Attribution", "MARK_DTYPES", "WatermarkError", "detect_marks", "key_
 MARK_VERSION = 1
 BLOCK = 32
 MARK_DTYPES = ("F32", "F16", "BF16")
-SCREEN_ELEMENTS = 16384   # elements every recipient is scored on before the full test
-FINALISTS = 4             # recipients scored on every element
+FINALISTS = 16            # recipients scored on all the evidence after the screen
 _MASK64 = (1 << 64) - 1
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _ROW_MIX = np.uint64(0xD1B54A32D192ED03)
-_DENSITY_BITS = 24
 
 
 class WatermarkError(ValueError):
@@ -86,33 +85,55 @@ def _tensor_seed(key: bytes, canonical: str) -> np.uint64:
     return np.uint64(int.from_bytes(digest[:8], "little"))
 
 
-def _signs(seeds: np.ndarray, rows: np.ndarray, cols: np.ndarray, density: float) -> np.ndarray:
-    """The pattern (-1, 0, +1) at elements (rows[i], cols[i]) for each seed (one per
-    recipient): shape (len(seeds), len(rows))."""
+def density_steps(density: float) -> int:
+    """A density as the pattern applies it: a whole number of 128ths, rounded down (so
+    the mark is never denser, and never stronger, than planned)."""
+    return int(min(128, max(0, math.floor(density * 128 + 1e-9))))
+
+
+def _lanes(seeds: np.ndarray, rows: np.ndarray, columns: int) -> np.ndarray:
+    """A pattern byte per element of whole rows `rows` (canonical row numbers) for each
+    seed (one per recipient): shape (len(seeds), len(rows), columns). One hash gives 8
+    elements a byte each: bit 0 the sign, bits 1-7 whether it is marked."""
+    blocks = -(-columns // 8)
     with np.errstate(over="ignore"):
-        where = rows.astype(np.uint64) * _ROW_MIX + cols.astype(np.uint64)
-        h = _splitmix(seeds[:, None] ^ where[None, :])
-    threshold = np.uint64(int(density * (1 << _DENSITY_BITS)))
-    marked = (h >> np.uint64(64 - _DENSITY_BITS)) < threshold
-    sign = np.where(h & np.uint64(1), 1, -1).astype(np.int8)
-    return np.where(marked, sign, 0).astype(np.int8)
+        grid = (np.asarray(rows, dtype=np.uint64)[:, None] * _ROW_MIX
+                + np.arange(blocks, dtype=np.uint64)[None, :])
+        h = _splitmix(np.asarray(seeds, dtype=np.uint64)[:, None, None] ^ grid[None])
+    lanes = h.astype("<u8").view(np.uint8).reshape(len(seeds), len(rows), blocks * 8)
+    return lanes[:, :, :columns]
+
+
+def _sign_table(density: float, dtype: type = np.int8) -> np.ndarray:
+    """Pattern byte -> -1, 0 or +1."""
+    byte = np.arange(256)
+    sign = np.where(byte & 1, 1, -1)
+    return np.where((byte >> 1) < density_steps(density), sign, 0).astype(dtype)
+
+
+def _signs(seeds: np.ndarray, rows: np.ndarray, columns: int, density: float) -> np.ndarray:
+    """The pattern (-1, 0, +1) of whole rows for each seed: (len(seeds), len(rows), columns)."""
+    return _sign_table(density)[_lanes(seeds, rows, columns)]
 
 
 # -- magnitudes and dtypes ------------------------------------------------------------------
 
 
 def q8_0_error(rows: np.ndarray) -> np.ndarray:
-    """Per element, the RMS error Q8_0 quantisation makes in its block of 32 along the
-    row (the last block may be shorter)."""
+    """Per element, 0.9 times the RMS error Q8_0 quantisation makes in its block of 32
+    along the row: the strength of the mark there. Measured on the block itself, so a
+    block whose one large weight leaves the others at 0 gets the (small) error Q8_0
+    really makes, not one guessed from its maximum."""
     rows = np.asarray(rows, dtype=np.float32)
     n, cols = rows.shape
-    padded = np.zeros((n, -(-cols // BLOCK) * BLOCK), dtype=np.float32)
-    padded[:, :cols] = np.abs(rows)
-    blockmax = padded.reshape(n, -1, BLOCK).max(axis=2)
-    # 0.9: the block maximum itself quantises exactly, so Q8_0 errs a little less than
-    # a uniform rounding error would; the mark stays below what Q8_0 does.
-    per_block = 0.9 * blockmax / 127 / math.sqrt(12)
-    return np.repeat(per_block, BLOCK, axis=1)[:, :cols]
+    width = -(-cols // BLOCK) * BLOCK
+    padded = np.zeros((n, width), dtype=np.float32)
+    padded[:, :cols] = rows
+    error = (q8_0_roundtrip(padded) - padded).astype(np.float64) ** 2
+    counts = np.full(width // BLOCK, BLOCK, dtype=np.float64)
+    counts[-1] = cols - (width - BLOCK)  # the padding of a short last block errs by 0
+    per_block = 0.9 * np.sqrt(error.reshape(n, -1, BLOCK).sum(axis=2) / counts)
+    return np.repeat(per_block, BLOCK, axis=1)[:, :cols].astype(np.float32)
 
 
 def q8_0_roundtrip(rows: np.ndarray) -> np.ndarray:
@@ -179,11 +200,8 @@ def plan_density(rows: np.ndarray, dtype: str) -> float:
 def mark_rows(rows: np.ndarray, dtype: str, key: bytes, canonical: str,
               row_index: np.ndarray, density: float) -> np.ndarray:
     """Rows `row_index` of tensor `canonical` as the recipient with `key` receives them."""
-    n, cols = rows.shape
-    r = np.repeat(np.asarray(row_index, dtype=np.int64), cols)
-    c = np.tile(np.arange(cols, dtype=np.int64), n)
     seed = np.array([_tensor_seed(key, canonical)], dtype=np.uint64)
-    signs = _signs(seed, r, c, density)[0].reshape(n, cols)
+    signs = _signs(seed, np.asarray(row_index), rows.shape[1], density)[0]
     return mark_values(rows, signs, dtype)
 
 
@@ -244,97 +262,94 @@ def detect_marks(evidence: Sequence[Evidence], candidates: Sequence[Candidate], 
     """Score every candidate recipient on the deviation of the suspect's rows from the
     originals; the best is attributed if its bound is at most `max_bound`.
 
-    All candidates are first scored on a fixed sample of SCREEN_ELEMENTS elements, then
-    the FINALISTS best on every element; the bound covers every candidate either way
-    (a wrong recipient's full score is what the bound is about, screened or not)."""
-    flat = _flatten(evidence)
+    Every candidate is scored on the first SCREEN_ROWS rows of each tensor, the
+    FINALISTS best on everything; if none of them is attributed, everyone is scored on
+    everything, so a recipient the whole evidence proves is never screened out. The bound
+    covers every candidate either way."""
+    parts = [_Part.of(e) for e in evidence if e.original.size and e.original.shape == e.suspect.shape]
     n = len(candidates)
-    if not n or flat is None:
-        return Attribution("unmarked_original", None, 0.0, 1.0, recipients=n)
-    d, rows, cols, tensor, dtypes, originals = flat
-    screen = _screen_positions(d.size)
-    screened = [_score(d, rows, cols, tensor, dtypes, originals, evidence, candidates[i:i + 256],
-                       screen) for i in range(0, n, 256)]
-    screen_z = np.concatenate(screened) if screened else np.zeros(0)
-    finalists = np.argsort(-screen_z)[:FINALISTS]
-    full = _score(d, rows, cols, tensor, dtypes, originals, evidence,
-                  [candidates[i] for i in finalists], None)
+    if not n or not parts or not any(part.wd.any() for part in parts):
+        # Nothing to score, or the suspect's rows are the originals bit for bit.
+        return Attribution("unmarked_original", None, 0.0, 1.0, recipients=n,
+                           elements=sum(p.wd.size for p in parts), tensors=len(parts))
+    seeds = np.array([[_tensor_seed(c.key, part.canonical) for part in parts]
+                      for c in candidates], dtype=np.uint64)
+    everyone = np.arange(n)
+    screen = _score([part.head(SCREEN_ROWS) for part in parts], candidates, seeds, everyone)
+    chosen = np.argsort(-screen)[:FINALISTS]
+    full = _score(parts, candidates, seeds, chosen)
+    if bound(float(full.max()), n) > max_bound and n > len(chosen):
+        chosen, full = everyone, _score(parts, candidates, seeds, everyone)
     order = np.argsort(-full)
-    best = int(finalists[order[0]])
     z = float(full[order[0]])
+    attributed = bound(z, n) <= max_bound
     result = Attribution(
-        outcome="marked" if bound(z, n) <= max_bound else "unmarked_original",
-        recipient=candidates[best].recipient if bound(z, n) <= max_bound else None,
-        z=z, bound=bound(z, n), recipients=n, elements=int(d.size), tensors=len(evidence),
-        scores={candidates[int(finalists[i])].recipient: float(full[i])
-                for i in range(len(finalists))})
+        outcome="marked" if attributed else "unmarked_original",
+        recipient=candidates[int(chosen[order[0]])].recipient if attributed else None,
+        z=z, bound=bound(z, n), recipients=n, elements=sum(p.wd.size for p in parts),
+        tensors=len(parts),
+        scores={candidates[int(chosen[i])].recipient: float(full[i]) for i in order[:FINALISTS]})
     if len(order) > 1:
-        second = int(finalists[order[1]])
+        second = int(chosen[order[1]])
         result.runner_up = candidates[second].recipient
         result.runner_up_z = float(full[order[1]])
         result.runner_up_bound = bound(result.runner_up_z, n)
     return result
 
 
-def _flatten(evidence: Sequence[Evidence]):  # type: ignore[no-untyped-def]
-    parts = [e for e in evidence if e.original.size and e.original.shape == e.suspect.shape]
-    if not parts:
-        return None
-    d = np.concatenate([(e.suspect - e.original).ravel() for e in parts]).astype(np.float64)
-    rows = np.concatenate([np.repeat(e.row_index, e.original.shape[1]) for e in parts])
-    cols = np.concatenate([np.tile(np.arange(e.original.shape[1]), e.original.shape[0])
-                           for e in parts])
-    tensor = np.concatenate([np.full(e.original.size, i) for i, e in enumerate(parts)])
-    dtypes = [e.dtype for e in parts]
-    # Each element's weight in the test, for every recipient alike: what it would move by
-    # if marked, over the square of its block's scale. Conversion noise grows with a
-    # block's scale as the mark does, so this is the matched filter, and a few blocks
-    # with outliers cannot drown the rest.
-    weight = np.concatenate([_weights(e.original, e.dtype).ravel() for e in parts])
-    return d, rows, cols, tensor, dtypes, (parts, weight)
+SCREEN_ROWS = 4           # rows of each tensor every recipient is scored on first
+_CHUNK_ELEMENTS = 1 << 22  # pattern elements generated at once (bounds memory)
 
 
-def _weights(original: np.ndarray, dtype: str) -> np.ndarray:
-    moved = (mark_values(original, np.ones(original.shape, np.int8), dtype)
-             - original).astype(np.float64)
-    scale = q8_0_error(original).astype(np.float64)
-    return np.where(scale > 0, moved / np.where(scale > 0, scale, 1) ** 2, 0.0)
+@dataclass
+class _Part:
+    """One tensor's evidence, ready to score: the deviation times each element's weight
+    (what it would move by if marked, over the square of its block's scale: conversion
+    noise grows with the scale as the mark does, so this is the matched filter, and a few
+    outlier blocks cannot drown the rest)."""
+
+    index: int
+    canonical: str
+    rows: np.ndarray          # canonical row numbers
+    wd: np.ndarray            # (rows, columns) float32
+    density: float
+
+    @classmethod
+    def of(cls, e: Evidence) -> "_Part":
+        moved = (mark_values(e.original, np.ones(e.original.shape, np.int8), e.dtype)
+                 - e.original).astype(np.float64)
+        scale = q8_0_error(e.original).astype(np.float64)
+        weight = np.where(scale > 0, moved / np.where(scale > 0, scale, 1) ** 2, 0.0)
+        deviation = e.suspect.astype(np.float64) - e.original
+        return cls(-1, e.canonical, np.asarray(e.row_index), (weight * deviation).astype(np.float32),
+                   0.0)
+
+    def head(self, rows: int) -> "_Part":
+        return _Part(self.index, self.canonical, self.rows[:rows], self.wd[:rows], self.density)
 
 
-def _screen_positions(size: int) -> np.ndarray | None:
-    if size <= SCREEN_ELEMENTS:
-        return None
-    return np.linspace(0, size - 1, SCREEN_ELEMENTS).astype(np.int64)
-
-
-def _score(d, rows, cols, tensor, dtypes, originals, evidence, candidates, positions):  # type: ignore[no-untyped-def]
-    """z of each candidate on the elements at `positions` (all when None)."""
-    parts, weight = originals
-    if positions is not None:
-        d, rows, cols, tensor, weight = (a[positions] for a in (d, rows, cols, tensor, weight))
-    z = np.zeros(len(candidates))
-    if not len(candidates):
-        return z
-    numer = np.zeros(len(candidates))
-    denom = np.zeros(len(candidates))
+def _score(parts: Sequence[_Part], candidates: Sequence[Candidate], seeds: np.ndarray,
+           which: np.ndarray) -> np.ndarray:
+    """z of the candidates `which` (indices) on `parts`."""
+    numer = np.zeros(len(which))
+    denom = np.zeros(len(which))
     for t, part in enumerate(parts):
-        sel = np.flatnonzero(tensor == t)
-        if not sel.size:
-            continue
-        seeds = np.array([_tensor_seed(c.key, part.canonical) for c in candidates],
-                         dtype=np.uint64)
-        # Densities differ per recipient only if their copies came from different plans.
-        for density in sorted({c.densities.get(part.canonical, 0.0) for c in candidates}):
-            if density <= 0:
+        wd = part.wd
+        wd2 = wd * wd
+        densities = np.array([candidates[i].densities.get(part.canonical, 0.0) for i in which])
+        chunk = max(1, _CHUNK_ELEMENTS // max(1, wd.size))
+        for density in np.unique(densities):
+            if density_steps(float(density)) == 0:
                 continue
-            who = np.array([c.densities.get(part.canonical, 0.0) == density
-                            for c in candidates])
-            signs = _signs(seeds[who], rows[sel], cols[sel], density).astype(np.float64)
-            expected = signs * weight[sel][None, :]
-            terms = expected * d[sel][None, :]
-            numer[who] += terms.sum(axis=1)
-            denom[who] += (terms ** 2).sum(axis=1)
+            group = np.flatnonzero(densities == density)
+            signs, marked = (_sign_table(float(density), np.float32),
+                             np.abs(_sign_table(float(density), np.float32)))
+            for start in range(0, group.size, chunk):
+                sel = group[start:start + chunk]
+                lanes = _lanes(seeds[which[sel], t], part.rows, wd.shape[1]).reshape(len(sel), -1)
+                numer[sel] += signs[lanes] @ wd.ravel()
+                denom[sel] += marked[lanes] @ wd2.ravel()
+    z = np.zeros(len(which))
     ok = denom > 0
     z[ok] = numer[ok] / np.sqrt(denom[ok])
     return z
-
