@@ -240,14 +240,16 @@ class Attribution:
     recipients: int = 0
     elements: int = 0
     tensors: int = 0
-    scores: dict[str, float] = field(default_factory=dict)  # z of the finalists
+    # z of the best-scoring recipients (all of them scored in full), best first
+    scores: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return {"outcome": self.outcome, "recipient": self.recipient, "z": round(self.z, 3),
                 "bound": self.bound, "runner_up": self.runner_up,
                 "runner_up_z": None if self.runner_up_z is None else round(self.runner_up_z, 3),
                 "runner_up_bound": self.runner_up_bound, "recipients": self.recipients,
-                "elements": self.elements, "tensors": self.tensors}
+                "elements": self.elements, "tensors": self.tensors,
+                "scores": {r: round(z, 3) for r, z in self.scores.items()}}
 
 
 def bound(z: float, recipients: int) -> float:

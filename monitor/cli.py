@@ -665,7 +665,8 @@ def watermark_detect(state: State, locations: tuple[str, ...], models: tuple[str
                      "model": report.result.model if report.result else None,
                      **{k: mark.get(k) for k in ("recipient", "z", "bound", "runner_up",
                                                  "runner_up_z", "runner_up_bound",
-                                                 "recipients", "tensors", "elements")},
+                                                 "recipients", "tensors", "elements",
+                                                 "scores")},
                      "bytes_read": report.bytes_read, "error": report.error})
     for row in rows:
         for k in ("bound", "runner_up_bound"):
