@@ -21,7 +21,6 @@ from typing import Any, Awaitable, Callable, Iterator, NoReturn, TypeVar
 import click
 
 from monitor import __version__
-from monitor.fetch import redact_url
 from monitor.config import CONFIG_ENV, DEFAULT_CONFIG, Config, ConfigError, load_config, parse_duration
 from monitor.logs import configure_logging
 from monitor.models import KINDS, SEVERITIES
@@ -161,6 +160,8 @@ def targets(ctx: click.Context, fmt: str) -> None:
 @click.pass_obj
 def targets_list(state: State, fmt: str) -> None:
     """Show every target with its state from the database."""
+    from monitor.fetch import redact_url
+
     with state.store() as store:
         states = store.all_target_states()
     rows = []
@@ -486,8 +487,12 @@ def _run_rematch(state: State, store: Store, *, targets: tuple[str, ...] = (),
                  since: str | None = None, fmt: str = "table") -> Any:
     """Run every detector over the stored documents again; a progress bar on stderr when
     it is a terminal, the output is a table and there are many documents."""
+    from monitor.rematch import RematchResult, rematch
+
+    if not store.count_documents(targets=targets, since=since):
+        # Nothing stored yet (a release machine): skip loading the detectors.
+        return RematchResult()
     from monitor.detect import build_detectors
-    from monitor.rematch import rematch
 
     detectors = build_detectors(state.config, store)
     total = (store.count_documents(targets=targets, since=since)

@@ -398,8 +398,6 @@ def load_config(path: str | os.PathLike | None = None, *, required: bool = True)
 
 def parse_config(data: dict[str, Any], path: Path | None) -> Config:
     """Validate already-parsed TOML data and build the typed Config."""
-    from monitor.sources import ADAPTERS  # sources know their own presets and selectors
-
     c = _Checker(str(path) if path else "<defaults>")
     for name in data:
         if name not in TOP_KEYS:
@@ -454,6 +452,10 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
     if not isinstance(raw_targets, list):
         c.problem("targets", "must be an array of tables ([[targets]])")
         raw_targets = []
+    if raw_targets:
+        # Sources know their own presets and selectors. Loaded only for targets: a release
+        # machine's config has none, and `register` should not pay for every parser.
+        from monitor.sources import ADAPTERS
     for i, raw in enumerate(raw_targets):
         keypath = _item_path("targets", i, raw)
         t = c.table(raw, TARGET_COMMON_KEYS, keypath)

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import structlog
 
-from monitor.detect import Detector, detect_all
-from monitor.fetch import redact_url
 from monitor.models import Document
 from monitor.store import Store
+
+if TYPE_CHECKING:
+    from monitor.detect import Detector
 
 log = structlog.get_logger("weightwatch.rematch")
 
@@ -52,6 +53,9 @@ def rematch(store: Store, detectors: list[Detector], *, targets: Sequence[str] =
             progress: Callable[[int], None] | None = None) -> RematchResult:
     """Run `detectors` over the stored documents (of `targets`, last seen since `since`)
     and record the hits that are new; `progress(n)` is called after each document."""
+    from monitor.detect import detect_all
+    from monitor.fetch import redact_url
+
     result = RematchResult()
     for row in store.iter_documents(targets=targets, since=since, batch_size=batch_size):
         doc = stored_document(row)
