@@ -76,15 +76,6 @@ def best_of(repeat: int, fn: Callable[[], Any]) -> tuple[float, Any]:
     return best, result
 
 
-def table(headers: list[str], rows: list[list[object]]) -> str:
-    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
-                       enumerate(zip(r, widths))) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 class Subject:
     """A model file, its fingerprint, its stored values and the planned densities."""
 
@@ -174,7 +165,7 @@ def detection(subjects: list[Subject], counts: list[int], repeat: int, forward: 
                          result.outcome if result.recipient in (None, truth.recipient)
                          else f"WRONG {result.recipient}",
                          f"{result.z:.2f}", f"{result.bound:.1e}"])
-    print(table(["model", "step", "keys s", "elements", "tensors", "ms", "x read",
+    print(lab.text_table(["model", "step", "keys s", "elements", "tensors", "ms", "x read",
                  "x forward", "outcome", "z", "bound"], rows))
     print(f"reference: one numpy MiniLM forward pass over {len(minilm_numpy.SENTENCES)} "
           f"sentences = {forward * 1e3:.0f} ms; 'keys s' = deriving the N HMAC keys")
@@ -222,7 +213,7 @@ def outputs(minilm: Tensors, repeat: int) -> tuple[float, dict[str, Tensors]]:
     results = [(label, minilm_numpy.cosines(reference, minilm_numpy.encode(tensors)))
                for label, tensors, reference in variants]
     q8_loss = 1 - float(results[2][1].mean())
-    print(table(["model", "min cosine", "mean cosine", "1-mean vs Q8_0's"],
+    print(lab.text_table(["model", "min cosine", "mean cosine", "1-mean vs Q8_0's"],
                 [[label, f"{c.min():.6f}", f"{c.mean():.6f}",
                   f"{(1 - c.mean()) / q8_loss:.2f}"] for label, c in results]))
     print(f"marking a whole MiniLM copy (22.6M values, F32): {mark_time:.2f} s; writing it "
@@ -245,7 +236,7 @@ def rms(label: str, original: Tensors, marked: Tensors, verbose: bool) -> None:
     print(f"\n(c) {label}: relative RMS of the mark vs Q8_0's, {len(rows)} tensors, ratio "
           f"min {min(ratios):.3f} median {float(np.median(ratios)):.3f} max {max(ratios):.3f}")
     if verbose:
-        print(table(["tensor", "shape", "mark", "Q8_0", "mark/Q8_0"], rows))
+        print(lab.text_table(["tensor", "shape", "mark", "Q8_0", "mark/Q8_0"], rows))
 
 
 def main() -> int:

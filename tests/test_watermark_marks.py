@@ -184,15 +184,6 @@ def _trials(model: Model) -> list[Trial]:
 
 # --- printing ------------------------------------------------------------------------------
 
-def _table(headers: list[str], rows: list[list[object]]) -> str:
-    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
-                       enumerate(zip(r, widths))) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def _show(title: str, text: str) -> str:
     out = f"\n== {title} ==\n{text}\n"
     print(out)
@@ -211,7 +202,7 @@ def _trial_table(trials: list[Trial]) -> str:
         rows.append([t.truth or "(unmarked original)", t.transform, r.outcome,
                      r.recipient or "-", f"{r.z:.2f}", _fmt_bound(r.bound),
                      f"{worst:.2f}", _fmt_bound(bound(worst, r.recipients)), r.elements])
-    return _table(["copy of", "transform", "outcome", "attributed to", "z", "bound",
+    return lab.text_table(["copy of", "transform", "outcome", "attributed to", "z", "bound",
                    "best wrong z", "its bound", "elements"], rows)
 
 
@@ -253,7 +244,7 @@ def test_a_copy_the_true_key_proves_is_attributed(minilm: Model) -> None:
         result = detect_marks(evidence, minilm.registry, max_bound=MAX_BOUND)
         rows.append([truth.recipient, result.outcome, result.recipient or "-",
                      f"{result.z:.2f}", f"{alone.z:.2f}", f"{bound(alone.z, RECIPIENTS):.1e}"])
-    text = _show(f"{minilm.name}: copies with 30% noise", _table(
+    text = _show(f"{minilm.name}: copies with 30% noise", lab.text_table(
         ["copy of", "outcome", "attributed to", "z", "true recipient's full z",
          "its bound"], rows))
     for r in rows:
@@ -314,7 +305,7 @@ def test_null_distribution_of_every_wrong_key(minilm: Model) -> None:
         f"mean={z.mean():+.3f} std={z.std():.3f} min={z.min():.2f} max={z.max():.2f} "
         f"bound(max)={bound(float(z.max()), len(wrong)):.2e} over "
         f"{evidence[0].original.shape[0]}-row runs of {len(evidence)} tensors\n"
-        + _table(["z bin", "count", "N(0,1) expects"],
+        + lab.text_table(["z bin", "count", "N(0,1) expects"],
                  [[f"[{a:+.1f}, {b:+.1f})", h, f"{e:.0f}"]
                   for a, b, h, e in zip(edges[:-1], edges[1:], hist, normal)])
         + f"\nwithout the true recipient: {without.outcome}, best z={without.z:.2f}, "
@@ -416,7 +407,7 @@ def test_mark_moves_each_tensor_less_than_q8_0(whole, dtype: str) -> None:
     ratios = [float(r[-1]) for r in rows]
     text = _show(f"all-MiniLM-L6-v2 stored {dtype}: relative RMS of the mark vs Q8_0, per "
                  f"tensor (ratio range {min(ratios):.3f}..{max(ratios):.3f})",
-                 _table(["tensor", "shape", "density", "mark", "Q8_0", "Q8_0 gguf-py",
+                 lab.text_table(["tensor", "shape", "density", "mark", "Q8_0", "Q8_0 gguf-py",
                          "mark/Q8_0"], rows))
     assert len(rows) == 40
     assert not failures, f"mark larger than Q8_0 in {failures}{text}"
@@ -505,6 +496,6 @@ def test_marked_minilm_embeds_as_the_original(whole, original_embeddings: np.nda
     rows.append(["Q8_0-quantised original vs original (F32)", f"{c.min():.6f}",
                  f"{c.mean():.6f}", int(c.argmin())])
     text = _show(f"embedding cosine over {len(minilm_numpy.SENTENCES)} sentences",
-                 _table(["model", "min", "mean", "worst sentence"], rows))
+                 lab.text_table(["model", "min", "mean", "worst sentence"], rows))
     for r in rows[:2]:
         assert float(r[1]) >= MIN_COSINE, text

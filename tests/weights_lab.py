@@ -810,3 +810,14 @@ def stream_gguf(path: str | Path, config: LlamaConfig, seed: int, qtype: str = "
         writer.write_tensor_data(_quantised_tensor(name, shape, seed, ggml_type, heads))
     writer.close()
     return Path(path)
+
+
+def text_table(headers: list[str], rows: list[list[object]]) -> str:
+    """A plain-text table (first column left, the rest right aligned), as the tests and
+    benchmarks print their distributions."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
+                       enumerate(zip(r, widths))) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
