@@ -205,3 +205,17 @@ def test_scan_model_filter(registered: Path, files: dict[str, Path]) -> None:
     assert row["verdict"] == "match"
     result = cli(registered, "scan", str(files["converted"]), "--model", "other-3b", code=1)
     assert "no tensor fingerprints registered for other-3b" in result.stderr
+
+
+def test_scan_of_a_sharded_checkpoint_through_its_index(tmp_path: Path) -> None:
+    """A hub-style sharded copy (index + 3 shards, fp16) of a registered model: scanned
+    through its index, every shard opened beside it."""
+    import weights_lab as lab
+
+    db = tmp_path / "m.db"
+    cli(db, "register", str(lab.minilm_path()), "--model", "minilm")
+    index = lab.write_sharded(tmp_path / "shards", lab.minilm_tensors(), 3, "F16")
+    row, = scan_json(db, str(index))
+    assert (row["verdict"], row["model"], row["format"]) == ("match", "minilm",
+                                                             "safetensors-sharded")
+    assert row["bytes_read"] < row["size"] / 20
