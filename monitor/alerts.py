@@ -31,7 +31,8 @@ from urllib.parse import urlsplit
 import structlog
 
 from monitor.config import AlertSettings, Config, SmtpSettings
-from monitor.models import SEVERITIES
+from monitor.models import SEVERITIES, utcnow
+from monitor.silences import Silence, silencing
 
 __all__ = ["Alerter", "DeliveryError", "FlushResult", "compose", "deliver", "message_id_for",
            "send_test", "batches"]
@@ -69,6 +70,7 @@ class FlushResult:
     alerts_pending: int
     error: str | None = None
     notices_sent: int = 0
+    alerts_silenced: int = 0    # held back by a silence until it ends
 
 
 # --- cleaning hostile text -----------------------------------------------------------
@@ -485,7 +487,8 @@ class Alerter:
         SMTP server answers. If cancelled mid-send, the batch stays 'sending' and the next
         flush resends it under the same Message-ID."""
         rows, notices = self.store.due_alerts(), self.store.due_notices()
-        progress = FlushResult(0, 0, len(rows))
+        rows, silenced = self._hold_silenced(rows)
+        progress = FlushResult(0, 0, len(rows), alerts_silenced=silenced)
         if not rows and not notices:
             return progress
         reason = self._held_reason()
@@ -514,6 +517,26 @@ class Alerter:
             _log().info("alert_sent", items=len(ids), message_id=message["Message-ID"],
                         subject=message["Subject"])
         return progress
+
+    def _hold_silenced(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        """The alerts no silence holds back; the others are deferred to their silence's
+        end (their hits stay recorded), so they are emailed once when it ends."""
+        now = utcnow()
+        active = [s for s in map(Silence.from_row, self.store.silences(now=now)) if s.active(now)]
+        if not active or not rows:
+            return rows, 0
+        keep, held = [], {}
+        for row in rows:
+            silence = silencing(active, row)
+            if silence is None:
+                keep.append(row)
+            else:
+                held.setdefault(silence.id, (silence, []))[1].append(int(row["outbox_id"]))
+        for silence, ids in held.values():
+            self.store.hold_alerts(ids, silence.id, silence.ends_at)
+            _log().info("alerts_silenced", silence=silence.id, alerts=len(ids),
+                        until=silence.ends_at)
+        return keep, len(rows) - len(keep)
 
     def _emails(self, rows: list[dict[str, Any]], notices: list[dict[str, Any]]
                 ) -> Iterator[tuple[str, list[int], EmailMessage]]:

@@ -248,4 +248,18 @@ MIGRATIONS: list[str] = [
         UNIQUE (model, recipient)
     );
     """,
+    # 6: silences (issue 7): alerts they hold back wait in the outbox until they end.
+    """
+    CREATE TABLE silences (
+        id INTEGER PRIMARY KEY,
+        matchers TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        starts_at TEXT NOT NULL,
+        ends_at TEXT NOT NULL,
+        expired_at TEXT
+    );
+    ALTER TABLE outbox ADD COLUMN silenced_by INTEGER REFERENCES silences(id);
+    """,
 ]

@@ -475,12 +475,54 @@ class Store:
     def outbox(self, status: str | None = None) -> list[dict[str, Any]]:
         return self._queue_rows(
             "SELECT o.id, o.hit_id, o.status, o.attempts, o.created_at, o.next_attempt_at, "
-            "o.sent_at, o.last_error, o.message_id, h.severity, h.kind, h.model, h.url "
+            "o.sent_at, o.last_error, o.message_id, o.silenced_by, h.severity, h.kind, h.model, "
+            "h.url "
             "FROM outbox o JOIN hits h ON h.id = o.hit_id", "o", status)
 
     def _queue_rows(self, select: str, alias: str, status: str | None) -> list[dict[str, Any]]:
         where, params = (f" WHERE {alias}.status = ?", [status]) if status else ("", [])
         return list(self.db.query(f"{select}{where} ORDER BY {alias}.id", params))
+
+    # --- silences ------------------------------------------------------------------------
+
+    def add_silence(self, *, matchers: Sequence[str], reason: str, created_by: str,
+                    ends_at: str, starts_at: str | None = None) -> int:
+        now = utcnow()
+        return int(self.db["silences"].insert({
+            "matchers": json.dumps(list(matchers)), "reason": reason, "created_by": created_by,
+            "created_at": now, "starts_at": starts_at or now, "ends_at": ends_at}).last_pk)
+
+    def silences(self, *, include_ended: bool = False, now: str | None = None
+                 ) -> list[dict[str, Any]]:
+        """Silences, newest first: active and future ones, or all with `include_ended`."""
+        sql = "SELECT * FROM silences"
+        params: list[Any] = []
+        if not include_ended:
+            sql += " WHERE expired_at IS NULL AND ends_at > ?"
+            params.append(now or utcnow())
+        return list(self.db.query(sql + " ORDER BY id DESC", params))
+
+    def expire_silence(self, silence_id: int) -> bool:
+        """End a silence now; what it held back becomes due at once. False if it had
+        already ended or does not exist."""
+        now = utcnow()
+        with self._write_transaction():
+            cur = self.db.execute("UPDATE silences SET expired_at = ? WHERE id = ? AND "
+                                  "expired_at IS NULL AND ends_at > ?", [now, silence_id, now])
+            if cur.rowcount != 1:
+                return False
+            self.db.execute("UPDATE outbox SET next_attempt_at = ? WHERE silenced_by = ? AND "
+                            "status = 'pending' AND next_attempt_at > ?",
+                            [now, silence_id, now])
+        return True
+
+    def hold_alerts(self, ids: list[int], silence_id: int, until: str) -> None:
+        """Defer alerts to the end of the silence that holds them back."""
+        if not ids:
+            return
+        with self._write_transaction():
+            self.db.execute(f"UPDATE outbox SET next_attempt_at = ?, silenced_by = ? "
+                            f"WHERE id IN ({', '.join('?' * len(ids))})", [until, silence_id, *ids])
 
     # --- registry ------------------------------------------------------------------------
 
