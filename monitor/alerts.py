@@ -22,7 +22,7 @@ import ssl
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
@@ -351,6 +351,11 @@ def message_id_for(rows: Sequence[dict[str, Any]]) -> str:
     return f"<weightwatch-ob-{spelled}.{tag}@{MESSAGE_ID_DOMAIN}>"
 
 
+def group_key(row: dict[str, Any]) -> str:
+    """The alert group a hit belongs to: its model (one leak's mirrors are one incident)."""
+    return f"model:{row.get('model') or ''}"
+
+
 def batches(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """One batch per model (unattributed hits together), worst model first, each capped at
     MAX_HITS_PER_EMAIL so that a flood of hits still yields bounded emails."""
@@ -488,6 +493,7 @@ class Alerter:
         flush resends it under the same Message-ID."""
         rows, notices = self.store.due_alerts(), self.store.due_notices()
         rows, silenced = self._hold_silenced(rows)
+        rows = self._hold_for_groups(rows)
         progress = FlushResult(0, 0, len(rows), alerts_silenced=silenced)
         if not rows and not notices:
             return progress
@@ -496,7 +502,7 @@ class Alerter:
             _log().info("alerts_held", pending=len(rows), notices=len(notices), reason=reason)
             progress.error = reason
             return progress
-        for table, ids, message in self._emails(rows, notices):
+        for table, ids, message, group in self._emails(rows, notices):
             self.store.mark_sending(ids, message["Message-ID"], table=table)
             try:
                 await asyncio.to_thread(deliver, message, self.config.smtp)
@@ -508,6 +514,8 @@ class Alerter:
                 _log().warning("alert_delivery_failed", error=str(exc), items=len(ids))
                 return progress
             self.store.mark_sent(ids, table=table)
+            if group is not None:
+                self.store.mark_group_sent(group)
             progress.emails_sent += 1
             if table == "outbox":
                 progress.alerts_sent += len(ids)
@@ -533,20 +541,49 @@ class Alerter:
             else:
                 held.setdefault(silence.id, (silence, []))[1].append(int(row["outbox_id"]))
         for silence, ids in held.values():
-            self.store.hold_alerts(ids, silence.id, silence.ends_at)
+            self.store.hold_alerts(ids, silence.ends_at, silence.id)
             _log().info("alerts_silenced", silence=silence.id, alerts=len(ids),
                         until=silence.ends_at)
         return keep, len(rows) - len(keep)
 
+    def _hold_for_groups(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The alerts whose group may send now; the others are deferred to that time. A
+        group never emailed waits `group_wait` from its first alert (so the mirrors one
+        crawl finds go out together); after an email, it waits `group_interval`."""
+        settings = self.config.alerts
+        if not rows or (settings.group_wait <= 0 and settings.group_interval <= 0):
+            return rows
+        now = datetime.now(timezone.utc)
+        by_group: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_group.setdefault(group_key(row), []).append(row)
+        keep = []
+        for key, group in by_group.items():
+            last = self.store.group_sent_at(key)
+            if last is None:
+                first = min(datetime.fromisoformat(r["queued_at"]) for r in group)
+                ready = first + timedelta(seconds=settings.group_wait)
+            else:
+                ready = datetime.fromisoformat(last) + timedelta(seconds=settings.group_interval)
+            if ready <= now:
+                keep += group
+            else:
+                until = ready.isoformat(timespec="seconds")
+                self.store.hold_alerts([int(r["outbox_id"]) for r in group], until)
+                _log().debug("alerts_grouping", group=key, alerts=len(group), until=until)
+        return keep
+
     def _emails(self, rows: list[dict[str, Any]], notices: list[dict[str, Any]]
-                ) -> Iterator[tuple[str, list[int], EmailMessage]]:
-        """(queue table, ids, message) for each email to send; each is composed before it
-        is marked sending, so a composing bug cannot burn retry attempts."""
+                ) -> Iterator[tuple[str, list[int], EmailMessage, str | None]]:
+        """(queue table, ids, message, alert group) for each email to send; each is composed
+        before it is marked sending, so a composing bug cannot burn retry attempts."""
         for batch in batches(rows):
             message = compose(batch, self.config.alerts, message_id=message_id_for(batch))
-            yield "outbox", sorted(int(r["outbox_id"]) for r in batch), message
+            yield ("outbox", sorted(int(r["outbox_id"]) for r in batch), message,
+                   group_key(batch[0]))
         for notice in notices:
-            yield "notices", [int(notice["id"])], compose_notice(notice, self.config.alerts)
+            yield ("notices", [int(notice["id"])], compose_notice(notice, self.config.alerts),
+                   None)
 
     def _held_reason(self) -> str | None:
         if not self.config.alerts.enabled:

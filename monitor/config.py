@@ -37,8 +37,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
 
 
-def parse_duration(value: Any) -> float:
-    """Seconds from `90`, `"90s"`, `"15m"`, `"1h"`, `"7d"`; ValueError otherwise."""
+def parse_duration(value: Any, *, zero: bool = False) -> float:
+    """Seconds from `90`, `"90s"`, `"15m"`, `"1h"`, `"7d"` (and 0 when `zero` allows it);
+    ValueError otherwise."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as \"15m\", got a boolean")
     if isinstance(value, (int, float)):
@@ -47,9 +48,14 @@ def parse_duration(value: Any) -> float:
         seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
     else:
         raise ValueError(f"expected a duration such as \"15m\" or \"1h\", got {value!r}")
-    if seconds <= 0:
+    if seconds < 0 or (seconds == 0 and not zero):
         raise ValueError(f"duration must be positive, got {value!r}")
     return seconds
+
+
+def parse_wait(value: Any) -> float:
+    """A duration that may be 0 (no waiting)."""
+    return parse_duration(value, zero=True)
 
 
 def check_url(value: str) -> str:
@@ -153,6 +159,8 @@ ALERTS_KEYS = {
     "to": _k(list, items=str),
     "subject_prefix": _k(str),
     "target_down_after": _k(int),
+    "group_wait": _k(str, int, float, check=parse_wait),
+    "group_interval": _k(str, int, float, check=parse_wait),
 }
 
 TARGET_COMMON_KEYS = {
@@ -252,6 +260,11 @@ class AlertSettings:
     to: list[str] = field(default_factory=list)
     subject_prefix: str = "[weightwatch]"
     target_down_after: int = 3
+    # As Alertmanager: a model's first alerts wait `group_wait` for others of the same leak
+    # (mirrors found in the same crawl); after an email, new alerts of that model wait
+    # until `group_interval` has passed and go out as one follow-up. 0: send at once.
+    group_wait: float = 0.0
+    group_interval: float = 0.0
 
 
 @dataclass
@@ -440,7 +453,9 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
     a = c.table(data.get("alerts", {}), ALERTS_KEYS, "alerts")
     alerts = AlertSettings(enabled=a.get("enabled", True), sender=a.get("from", "weightwatch@localhost"),
                            to=list(a.get("to", [])), subject_prefix=a.get("subject_prefix", "[weightwatch]"),
-                           target_down_after=a.get("target_down_after", 3))
+                           target_down_after=a.get("target_down_after", 3),
+                           group_wait=parse_wait(a.get("group_wait", 0)),
+                           group_interval=parse_wait(a.get("group_interval", 0)))
     if alerts.target_down_after < 1:
         c.problem("alerts.target_down_after", "must be at least 1")
     if alerts.enabled and smtp is not None and not alerts.to:

@@ -262,4 +262,11 @@ MIGRATIONS: list[str] = [
     );
     ALTER TABLE outbox ADD COLUMN silenced_by INTEGER REFERENCES silences(id);
     """,
+    # 7: alert groups (one per model): when each last emailed, for group_interval.
+    """
+    CREATE TABLE alert_groups (
+        key TEXT PRIMARY KEY,
+        last_sent_at TEXT NOT NULL
+    );
+    """,
 ]

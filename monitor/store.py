@@ -408,7 +408,8 @@ class Store:
         """Pending alerts whose retry time has come, with their hits, worst first."""
         now = now or utcnow()
         return list(self.db.query(
-            "SELECT o.id AS outbox_id, o.attempts, h.*, d.snapshot_sha256, d.title AS doc_title, "
+            "SELECT o.id AS outbox_id, o.attempts, o.created_at AS queued_at, h.*, "
+            "d.snapshot_sha256, d.title AS doc_title, "
             "d.author AS doc_author, d.posted_at AS doc_posted_at "
             "FROM outbox o JOIN hits h ON h.id = o.hit_id "
             "LEFT JOIN documents d ON d.id = h.document_id "
@@ -516,13 +517,29 @@ class Store:
                             [now, silence_id, now])
         return True
 
-    def hold_alerts(self, ids: list[int], silence_id: int, until: str) -> None:
-        """Defer alerts to the end of the silence that holds them back."""
+    def hold_alerts(self, ids: list[int], until: str, silence_id: int | None = None) -> None:
+        """Defer alerts: to the end of the silence that holds them back, or to when their
+        group may send (group_wait, group_interval)."""
         if not ids:
             return
         with self._write_transaction():
-            self.db.execute(f"UPDATE outbox SET next_attempt_at = ?, silenced_by = ? "
-                            f"WHERE id IN ({', '.join('?' * len(ids))})", [until, silence_id, *ids])
+            if silence_id is None:
+                self.db.execute(f"UPDATE outbox SET next_attempt_at = ? "
+                                f"WHERE id IN ({', '.join('?' * len(ids))})", [until, *ids])
+            else:
+                self.db.execute(f"UPDATE outbox SET next_attempt_at = ?, silenced_by = ? "
+                                f"WHERE id IN ({', '.join('?' * len(ids))})",
+                                [until, silence_id, *ids])
+
+    def group_sent_at(self, key: str) -> str | None:
+        row = self.db.execute("SELECT last_sent_at FROM alert_groups WHERE key = ?",
+                              [key]).fetchone()
+        return row[0] if row else None
+
+    def mark_group_sent(self, key: str, when: str | None = None) -> None:
+        self.db.execute("INSERT INTO alert_groups (key, last_sent_at) VALUES (?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET last_sent_at = excluded.last_sent_at",
+                        [key, when or utcnow()])
 
     # --- registry ------------------------------------------------------------------------
 

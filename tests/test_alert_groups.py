@@ -1,0 +1,91 @@
+"""Alert grouping windows, with a real SMTP server on loopback: twenty mirrors of one leak
+found within the group window are one email listing the twenty places; a new mirror after
+the group interval is one follow-up (issue 7)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import pytest
+
+from monitor.alerts import Alerter
+from monitor.config import Config, load_config
+from monitor.store import Store
+from test_alerts import Server, hit, make_config, parts, save
+
+SHA = "ab" * 32
+
+
+@pytest.fixture
+def server():
+    from monitor.demo.smtp_sink import free_port
+
+    with Server(free_port()) as srv:
+        yield srv
+
+
+def grouped(port: int, wait: float, interval: float) -> Config:
+    config = make_config(port)
+    return dataclasses.replace(config, alerts=dataclasses.replace(
+        config.alerts, group_wait=wait, group_interval=interval))
+
+
+def mirror(store: Store, n: int, model: str = "heron-7b") -> list[int]:
+    return save(store, [hit(indicator=SHA, model=model)], key=f"mirror-{model}-{n}",
+                url=f"https://mirror{n}.example/{model}/weights")
+
+
+def test_twenty_mirrors_are_one_email_and_a_late_one_a_single_follow_up(
+        tmp_path: Path, server: Server) -> None:
+    config = grouped(server.port, wait=1.0, interval=2.0)
+    with Store(tmp_path / "w.db") as store:
+        alerter = Alerter(store, config)
+        ids = [i for n in range(20) for i in mirror(store, n)]
+        assert alerter.flush().emails_sent == 0  # the group waits for the rest of the leak
+        time.sleep(1.1)
+        first = alerter.flush()
+        assert (first.emails_sent, first.alerts_sent) == (1, 20)
+        (email,) = server.emails
+        plain, html_part = parts(email)
+        assert all(f"https://mirror{n}.example/heron-7b/weights" in plain for n in range(20))
+        assert set(email["X-Weightwatch-Hits"].split(",")) == {str(i) for i in ids}
+        assert "20 new hits" in email["Subject"] and "heron-7b" in email["Subject"]
+
+        late = mirror(store, 20)
+        assert alerter.flush().emails_sent == 0  # within group_interval of the last email
+        time.sleep(2.1)
+        follow_up = alerter.flush()
+        assert (follow_up.emails_sent, follow_up.alerts_sent) == (1, 1)
+        assert server.emails[1]["X-Weightwatch-Hits"] == str(late[0])
+        assert alerter.flush().emails_sent == 0
+        assert {row["status"] for row in store.outbox()} == {"sent"}
+
+
+def test_groups_are_per_model(tmp_path: Path, server: Server) -> None:
+    config = grouped(server.port, wait=0.0, interval=60.0)
+    with Store(tmp_path / "w.db") as store:
+        alerter = Alerter(store, config)
+        mirror(store, 1)
+        assert alerter.flush().emails_sent == 1
+        # heron-7b has just been emailed; other-3b never was, so it goes out at once.
+        mirror(store, 2)
+        mirror(store, 1, model="other-3b")
+        result = alerter.flush()
+        assert (result.emails_sent, result.alerts_sent) == (1, 1)
+        assert "other-3b" in server.emails[1]["Subject"]
+        # The held heron-7b alert is pending, due when the interval ends.
+        pending = store.outbox("pending")
+        assert len(pending) == 1 and pending[0]["next_attempt_at"] > pending[0]["created_at"]
+
+
+def test_group_settings_in_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[alerts]\ngroup_wait = "30s"\ngroup_interval = "0"\n')
+    alerts = load_config(path).alerts
+    assert (alerts.group_wait, alerts.group_interval) == (30.0, 0.0)
+    path.write_text('[alerts]\ngroup_wait = "-5s"\n')
+    with pytest.raises(Exception) as info:
+        load_config(path)
+    assert "alerts.group_wait" in str(info.value)
