@@ -268,12 +268,13 @@ def _html_body(rows: list[dict[str, Any]]) -> str:
 
 
 def compose(rows: list[dict[str, Any]], settings: AlertSettings, *,
-            message_id: str) -> EmailMessage:
-    """One multipart/alternative email for a batch of due outbox rows (`Store.due_alerts`)."""
+            message_id: str, to: Sequence[str] | None = None) -> EmailMessage:
+    """One multipart/alternative email for a batch of due outbox rows (`Store.due_alerts`),
+    to `to` (default: the recipients its route names)."""
     if not rows:
         raise ValueError("compose needs at least one alert row")
     message = _envelope(settings, _subject(rows, clean_line(settings.subject_prefix, 60)),
-                        message_id)
+                        message_id, settings.recipients(rows[0]) if to is None else to)
     message["X-Weightwatch-Hits"] = ",".join(str(int(r["id"])) for r in sorted(rows, key=lambda r: r["id"]))
     # Quoted-printable keeps every line under SMTP's limit whatever the crawled text holds,
     # and needs no 8BITMIME from the relay.
@@ -282,11 +283,12 @@ def compose(rows: list[dict[str, Any]], settings: AlertSettings, *,
     return message
 
 
-def _envelope(settings: AlertSettings, subject: str, message_id: str) -> EmailMessage:
+def _envelope(settings: AlertSettings, subject: str, message_id: str,
+              to: Sequence[str]) -> EmailMessage:
     message = EmailMessage()
     message["Subject"] = subject
     message["From"] = clean_line(settings.sender)
-    message["To"] = ", ".join(clean_line(addr) for addr in settings.to)
+    message["To"] = ", ".join(clean_line(addr) for addr in to)
     message["Date"] = format_datetime(datetime.now(timezone.utc))
     message["Message-ID"] = clean_line(message_id)
     # RFC 3834: keeps vacation responders from answering the alert address.
@@ -319,7 +321,8 @@ def compose_notice(notice: dict[str, Any], settings: AlertSettings) -> EmailMess
     message_id = (f"<weightwatch-notice-{int(notice['id'])}."
                   f"{hashlib.sha256(repr((notice['kind'], notice['target'], notice['created_at'])).encode()).hexdigest()[:16]}"
                   f"@{MESSAGE_ID_DOMAIN}>")
-    message = _envelope(settings, subject, message_id)
+    message = _envelope(settings, subject, message_id,
+                        settings.recipients({"kind": notice["kind"], "target": notice["target"]}))
     text = "\n".join(lines) + "\n"
     message.set_content(text, subtype="plain", charset="utf-8", cte="quoted-printable")
     html_lines = "".join(f"<p>{_esc(line)}</p>" for line in lines if line)
@@ -356,12 +359,14 @@ def group_key(row: dict[str, Any]) -> str:
     return f"model:{row.get('model') or ''}"
 
 
-def batches(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """One batch per model (unattributed hits together), worst model first, each capped at
-    MAX_HITS_PER_EMAIL so that a flood of hits still yields bounded emails."""
+def batches(rows: list[dict[str, Any]], settings: AlertSettings | None = None
+            ) -> list[list[dict[str, Any]]]:
+    """One batch per model (unattributed hits together) and route, worst model first, each
+    capped at MAX_HITS_PER_EMAIL so that a flood of hits still yields bounded emails."""
     by_model: dict[Any, list[dict[str, Any]]] = {}
     for row in _worst_first(rows):
-        by_model.setdefault(row.get("model"), []).append(row)
+        route = settings.recipients(row) if settings is not None else ()
+        by_model.setdefault((row.get("model"), route), []).append(row)
     out = []
     for model_rows in by_model.values():
         for start in range(0, len(model_rows), MAX_HITS_PER_EMAIL):
@@ -577,7 +582,7 @@ class Alerter:
                 ) -> Iterator[tuple[str, list[int], EmailMessage, str | None]]:
         """(queue table, ids, message, alert group) for each email to send; each is composed
         before it is marked sending, so a composing bug cannot burn retry attempts."""
-        for batch in batches(rows):
+        for batch in batches(rows, self.config.alerts):
             message = compose(batch, self.config.alerts, message_id=message_id_for(batch))
             yield ("outbox", sorted(int(r["outbox_id"]) for r in batch), message,
                    group_key(batch[0]))
@@ -590,7 +595,7 @@ class Alerter:
             return "alerts are disabled (alerts.enabled = false); alerts stay pending"
         if self.config.smtp is None:
             return "no [smtp] section in the config; alerts stay pending"
-        if not self.config.alerts.to:
+        if not self.config.alerts.to and not self.config.alerts.routes:
             return "alerts.to is empty; alerts stay pending"
         return None
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from monitor.models import SEVERITIES
+from monitor.models import KINDS, SEVERITIES
 
 DEFAULT_CONFIG = "config.toml"
 CONFIG_ENV = "WEIGHTWATCH_CONFIG"
@@ -161,6 +161,14 @@ ALERTS_KEYS = {
     "target_down_after": _k(int),
     "group_wait": _k(str, int, float, check=parse_wait),
     "group_interval": _k(str, int, float, check=parse_wait),
+    "routes": _k(list, items=dict),
+}
+
+ROUTE_KEYS = {
+    "to": _k(list, required=True, items=str),
+    "severity": _k(list, items=str),
+    "model": _k(list, items=str),
+    "kind": _k(list, items=str),
 }
 
 TARGET_COMMON_KEYS = {
@@ -254,6 +262,22 @@ class SmtpSettings:
 
 
 @dataclass
+class Route:
+    """Who hears of which alerts: the first route whose lists all hold (an empty list
+    holds for anything) names the recipients; alerts no route takes go to `alerts.to`."""
+
+    to: list[str]
+    severity: list[str] = field(default_factory=list)
+    model: list[str] = field(default_factory=list)
+    kind: list[str] = field(default_factory=list)
+
+    def takes(self, labels: dict[str, Any]) -> bool:
+        return all(not allowed or labels.get(name) in allowed
+                   for name, allowed in (("severity", self.severity), ("model", self.model),
+                                         ("kind", self.kind)))
+
+
+@dataclass
 class AlertSettings:
     enabled: bool = True
     sender: str = "weightwatch@localhost"
@@ -265,6 +289,14 @@ class AlertSettings:
     # until `group_interval` has passed and go out as one follow-up. 0: send at once.
     group_wait: float = 0.0
     group_interval: float = 0.0
+    routes: list[Route] = field(default_factory=list)
+
+    def recipients(self, labels: dict[str, Any]) -> tuple[str, ...]:
+        """Where an alert (or a target notice, by its kind) goes."""
+        for route in self.routes:
+            if route.takes(labels):
+                return tuple(route.to)
+        return tuple(self.to)
 
 
 @dataclass
@@ -456,6 +488,20 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
                            target_down_after=a.get("target_down_after", 3),
                            group_wait=parse_wait(a.get("group_wait", 0)),
                            group_interval=parse_wait(a.get("group_interval", 0)))
+    for i, raw in enumerate(a.get("routes", [])):
+        where = f"alerts.routes[{i}]"
+        r = c.table(raw, ROUTE_KEYS, where)
+        if "to" not in r:
+            continue
+        if not r["to"]:
+            c.problem(f"{where}.to", "must name at least one address")
+        for bad in set(r.get("severity", [])) - set(SEVERITIES):
+            c.problem(f"{where}.severity", f"unknown severity {bad!r} (one of "
+                                           f"{', '.join(SEVERITIES)})")
+        for bad in set(r.get("kind", [])) - set(KINDS) - {"target_down", "target_recovered"}:
+            c.problem(f"{where}.kind", f"unknown kind {bad!r}")
+        alerts.routes.append(Route(to=list(r["to"]), severity=list(r.get("severity", [])),
+                                   model=list(r.get("model", [])), kind=list(r.get("kind", []))))
     if alerts.target_down_after < 1:
         c.problem("alerts.target_down_after", "must be at least 1")
     if alerts.enabled and smtp is not None and not alerts.to:

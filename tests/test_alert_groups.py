@@ -89,3 +89,50 @@ def test_group_settings_in_the_config(tmp_path: Path) -> None:
     with pytest.raises(Exception) as info:
         load_config(path)
     assert "alerts.group_wait" in str(info.value)
+
+
+def test_routes_send_each_alert_to_its_recipients(tmp_path: Path, server: Server) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'''
+[smtp]
+host = "127.0.0.1"
+port = {server.port}
+security = "none"
+
+[alerts]
+from = "weightwatch@example.org"
+to = ["security@example.org"]
+
+[[alerts.routes]]
+severity = ["critical"]
+kind = ["watermark", "hash"]
+to = ["ciso@example.org", "security@example.org"]
+
+[[alerts.routes]]
+kind = ["mention"]
+to = ["analysts@example.org"]
+''')
+    config = load_config(path)
+    with Store(tmp_path / "w.db") as store:
+        critical = save(store, [hit(indicator=SHA)], key="a", url="https://a.example/1")
+        mention = save(store, [hit(kind="mention", severity="low", indicator="heron-7b")],
+                       key="b", url="https://b.example/1")
+        torrent = save(store, [hit(kind="torrent", severity="high", indicator="cd" * 20)],
+                       key="c", url="https://c.example/1")
+        assert Alerter(store, config).flush().emails_sent == 3
+    by_hits = {m["X-Weightwatch-Hits"]: m["To"] for m in server.emails}
+    assert by_hits == {str(critical[0]): "ciso@example.org, security@example.org",
+                       str(mention[0]): "analysts@example.org",
+                       str(torrent[0]): "security@example.org"}
+
+
+def test_bad_routes_are_config_errors(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[[alerts.routes]]\nseverity = ["urgent"]\nto = []\n'
+                    '[[alerts.routes]]\nkind = ["hash"]\n')
+    with pytest.raises(Exception) as info:
+        load_config(path)
+    message = str(info.value)
+    assert "alerts.routes[0].to: must name at least one address" in message
+    assert "alerts.routes[0].severity: unknown severity 'urgent'" in message
+    assert "alerts.routes[1]" in message and "to" in message
