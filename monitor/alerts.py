@@ -354,8 +354,11 @@ def message_id_for(rows: Sequence[dict[str, Any]]) -> str:
     return f"<weightwatch-ob-{spelled}.{tag}@{MESSAGE_ID_DOMAIN}>"
 
 
-def group_key(row: dict[str, Any]) -> str:
-    """The alert group a hit belongs to: its model (one leak's mirrors are one incident)."""
+def group_key(row: dict[str, Any], settings: AlertSettings | None = None) -> str:
+    """The alert group a hit belongs to: its model (one leak's mirrors are one incident),
+    or the digest for the severities `alerts.digest` names (all models together)."""
+    if settings is not None and row.get("severity") in settings.digest:
+        return "digest"
     return f"model:{row.get('model') or ''}"
 
 
@@ -366,7 +369,9 @@ def batches(rows: list[dict[str, Any]], settings: AlertSettings | None = None
     by_model: dict[Any, list[dict[str, Any]]] = {}
     for row in _worst_first(rows):
         route = settings.recipients(row) if settings is not None else ()
-        by_model.setdefault((row.get("model"), route), []).append(row)
+        group = group_key(row, settings)
+        by_model.setdefault((row.get("model") if group != "digest" else group, route),
+                            []).append(row)
     out = []
     for model_rows in by_model.values():
         for start in range(0, len(model_rows), MAX_HITS_PER_EMAIL):
@@ -556,20 +561,25 @@ class Alerter:
         group never emailed waits `group_wait` from its first alert (so the mirrors one
         crawl finds go out together); after an email, it waits `group_interval`."""
         settings = self.config.alerts
-        if not rows or (settings.group_wait <= 0 and settings.group_interval <= 0):
+        if not rows or (settings.group_wait <= 0 and settings.group_interval <= 0
+                        and not settings.digest):
             return rows
         now = datetime.now(timezone.utc)
         by_group: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
-            by_group.setdefault(group_key(row), []).append(row)
+            by_group.setdefault(group_key(row, settings), []).append(row)
         keep = []
         for key, group in by_group.items():
             last = self.store.group_sent_at(key)
+            # The digest waits its interval from its first alert, then between digests.
+            wait, interval = ((settings.digest_interval, settings.digest_interval)
+                              if key == "digest" else
+                              (settings.group_wait, settings.group_interval))
             if last is None:
                 first = min(datetime.fromisoformat(r["queued_at"]) for r in group)
-                ready = first + timedelta(seconds=settings.group_wait)
+                ready = first + timedelta(seconds=wait)
             else:
-                ready = datetime.fromisoformat(last) + timedelta(seconds=settings.group_interval)
+                ready = datetime.fromisoformat(last) + timedelta(seconds=interval)
             if ready <= now:
                 keep += group
             else:
@@ -585,7 +595,7 @@ class Alerter:
         for batch in batches(rows, self.config.alerts):
             message = compose(batch, self.config.alerts, message_id=message_id_for(batch))
             yield ("outbox", sorted(int(r["outbox_id"]) for r in batch), message,
-                   group_key(batch[0]))
+                   group_key(batch[0], self.config.alerts))
         for notice in notices:
             yield ("notices", [int(notice["id"])], compose_notice(notice, self.config.alerts),
                    None)

@@ -162,6 +162,8 @@ ALERTS_KEYS = {
     "group_wait": _k(str, int, float, check=parse_wait),
     "group_interval": _k(str, int, float, check=parse_wait),
     "routes": _k(list, items=dict),
+    "digest": _k(list, items=str),
+    "digest_interval": DURATION,
 }
 
 ROUTE_KEYS = {
@@ -290,6 +292,10 @@ class AlertSettings:
     group_wait: float = 0.0
     group_interval: float = 0.0
     routes: list[Route] = field(default_factory=list)
+    # Severities gathered into one digest email every `digest_interval` instead of
+    # alerting one by one (e.g. ["low"] for mentions by name).
+    digest: list[str] = field(default_factory=list)
+    digest_interval: float = 86400.0
 
     def recipients(self, labels: dict[str, Any]) -> tuple[str, ...]:
         """Where an alert (or a target notice, by its kind) goes."""
@@ -487,7 +493,11 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
                            to=list(a.get("to", [])), subject_prefix=a.get("subject_prefix", "[weightwatch]"),
                            target_down_after=a.get("target_down_after", 3),
                            group_wait=parse_wait(a.get("group_wait", 0)),
-                           group_interval=parse_wait(a.get("group_interval", 0)))
+                           group_interval=parse_wait(a.get("group_interval", 0)),
+                           digest=list(a.get("digest", [])),
+                           digest_interval=parse_duration(a.get("digest_interval", "1d")))
+    for bad in set(alerts.digest) - set(SEVERITIES):
+        c.problem("alerts.digest", f"unknown severity {bad!r} (one of {', '.join(SEVERITIES)})")
     for i, raw in enumerate(a.get("routes", [])):
         where = f"alerts.routes[{i}]"
         r = c.table(raw, ROUTE_KEYS, where)

@@ -136,3 +136,25 @@ def test_bad_routes_are_config_errors(tmp_path: Path) -> None:
     assert "alerts.routes[0].to: must name at least one address" in message
     assert "alerts.routes[0].severity: unknown severity 'urgent'" in message
     assert "alerts.routes[1]" in message and "to" in message
+
+
+def test_low_severity_hits_wait_for_the_digest(tmp_path: Path, server: Server) -> None:
+    config = grouped(server.port, wait=0.0, interval=0.0)
+    config = dataclasses.replace(config, alerts=dataclasses.replace(
+        config.alerts, digest=["low"], digest_interval=1.0))
+    with Store(tmp_path / "w.db") as store:
+        alerter = Alerter(store, config)
+        critical = mirror(store, 1)
+        mentions = [i for n, model in enumerate(("heron-7b", "other-3b", "heron-7b"))
+                    for i in save(store, [hit(kind="mention", severity="low",
+                                              indicator=model, model=model)],
+                                  key=f"m{n}", url=f"https://forum.example/t/{n}")]
+        first = alerter.flush()
+        # The critical hit at once; the mentions wait for the digest.
+        assert (first.emails_sent, first.alerts_sent) == (1, 1)
+        assert server.emails[0]["X-Weightwatch-Hits"] == str(critical[0])
+        time.sleep(1.1)
+        digest = alerter.flush()
+        assert (digest.emails_sent, digest.alerts_sent) == (1, 3)  # one email, both models
+        assert set(server.emails[1]["X-Weightwatch-Hits"].split(",")) == {str(i) for i in mentions}
+        assert alerter.flush().emails_sent == 0
