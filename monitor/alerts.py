@@ -28,9 +28,10 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import structlog
 
-from monitor.config import AlertSettings, Config, SmtpSettings
+from monitor.config import AlertSettings, Config, SmtpSettings, WebhookSettings
 from monitor.models import SEVERITIES, utcnow
 from monitor.silences import Silence, silencing
 
@@ -71,6 +72,8 @@ class FlushResult:
     error: str | None = None
     notices_sent: int = 0
     alerts_silenced: int = 0    # held back by a silence until it ends
+    webhook_posts: int = 0
+    webhook_error: str | None = None
 
 
 # --- cleaning hostile text -----------------------------------------------------------
@@ -379,6 +382,41 @@ def batches(rows: list[dict[str, Any]], settings: AlertSettings | None = None
     return out
 
 
+# --- the webhook -------------------------------------------------------------------------
+
+
+def webhook_payload(rows: list[dict[str, Any]], settings: AlertSettings) -> dict[str, Any]:
+    """The JSON an alert group is POSTed as: the email's subject and each hit's evidence
+    (values as stored; JSON escaping keeps crawled text inert)."""
+    keys = ("id", "kind", "severity", "model", "artifact", "recipient", "indicator",
+            "indicator_type", "detector", "matcher_version", "score", "target", "url",
+            "first_seen", "context", "snapshot_sha256")
+    return {"source": "weightwatch", "group": group_key(rows[0], settings),
+            "subject": _subject(rows, clean_line(settings.subject_prefix, 60)),
+            "count": len(rows),
+            "hits": [{**{k: row.get(k) for k in keys},
+                      "show": f"weightwatch hits show {int(row['id'])}"}
+                     for row in _worst_first(rows)]}
+
+
+def post_webhook(payload: dict[str, Any], hook: WebhookSettings) -> None:
+    """POST one group; DeliveryError (one line, naming only the webhook's origin: its path
+    is often the secret) unless it answers 2xx."""
+    parts = urlsplit(hook.url)
+    origin = f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
+    headers = {"User-Agent": "weightwatch", "Content-Type": "application/json"}
+    token = hook.token()
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        response = httpx.post(hook.url, json=payload, headers=headers, timeout=hook.timeout,
+                              follow_redirects=False)
+    except httpx.HTTPError as exc:
+        raise DeliveryError(f"webhook {origin}: {type(exc).__name__}") from None
+    if not 200 <= response.status_code < 300:
+        raise DeliveryError(f"webhook {origin} answered HTTP {response.status_code}")
+
+
 # --- delivering ----------------------------------------------------------------------
 
 
@@ -505,6 +543,8 @@ class Alerter:
         rows, silenced = self._hold_silenced(rows)
         rows = self._hold_for_groups(rows)
         progress = FlushResult(0, 0, len(rows), alerts_silenced=silenced)
+        # The webhook does not depend on the mail server, nor the mail on the webhook.
+        await self._flush_webhook(progress)
         if not rows and not notices:
             return progress
         reason = self._held_reason()
@@ -556,7 +596,32 @@ class Alerter:
                         until=silence.ends_at)
         return keep, len(rows) - len(keep)
 
-    def _hold_for_groups(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def _flush_webhook(self, progress: FlushResult) -> None:
+        """POST each due alert group to the webhook, as emails are grouped; a failure
+        leaves the group pending for the next flush, with back-off."""
+        settings = self.config.alerts
+        if settings.webhook is None or not settings.enabled:
+            return
+        rows, _ = self._hold_silenced(self.store.due_alerts(channel="webhook"))
+        rows = self._hold_for_groups(rows, channel="webhook")
+        for batch in batches(rows, settings):
+            ids = sorted(int(r["outbox_id"]) for r in batch)
+            self.store.mark_sending(ids, "webhook:" + message_id_for(batch))
+            try:
+                await asyncio.to_thread(post_webhook, webhook_payload(batch, settings),
+                                        settings.webhook)
+            except DeliveryError as exc:
+                self.store.mark_retry(ids, str(exc))
+                progress.webhook_error = str(exc)
+                _log().warning("webhook_delivery_failed", error=str(exc), items=len(ids))
+                return
+            self.store.mark_sent(ids)
+            self.store.mark_group_sent("webhook:" + group_key(batch[0], settings))
+            progress.webhook_posts += 1
+            _log().info("webhook_sent", items=len(ids))
+
+    def _hold_for_groups(self, rows: list[dict[str, Any]], channel: str = "email"
+                         ) -> list[dict[str, Any]]:
         """The alerts whose group may send now; the others are deferred to that time. A
         group never emailed waits `group_wait` from its first alert (so the mirrors one
         crawl finds go out together); after an email, it waits `group_interval`."""
@@ -570,7 +635,7 @@ class Alerter:
             by_group.setdefault(group_key(row, settings), []).append(row)
         keep = []
         for key, group in by_group.items():
-            last = self.store.group_sent_at(key)
+            last = self.store.group_sent_at(key if channel == "email" else f"{channel}:{key}")
             # The digest waits its interval from its first alert, then between digests.
             wait, interval = ((settings.digest_interval, settings.digest_interval)
                               if key == "digest" else

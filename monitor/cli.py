@@ -96,6 +96,7 @@ class State:
             store = Store(self.db_path)
         except StoreError as exc:
             fail(str(exc), 2)
+        store.channels = self.config.alerts.channels
         try:
             yield store
         finally:

@@ -164,6 +164,13 @@ ALERTS_KEYS = {
     "routes": _k(list, items=dict),
     "digest": _k(list, items=str),
     "digest_interval": DURATION,
+    "webhook": _k(dict),
+}
+
+WEBHOOK_KEYS = {
+    "url": _k(str, required=True, check=check_url),
+    "token_env": _k(str),
+    "timeout": DURATION,
 }
 
 ROUTE_KEYS = {
@@ -280,6 +287,18 @@ class Route:
 
 
 @dataclass
+class WebhookSettings:
+    """A JSON POST per alert group, beside the emails (`[alerts.webhook]`)."""
+
+    url: str
+    token_env: str | None = None   # sent as `Authorization: Bearer ...`, read at send time
+    timeout: float = 10.0
+
+    def token(self) -> str | None:
+        return os.environ.get(self.token_env) if self.token_env else None
+
+
+@dataclass
 class AlertSettings:
     enabled: bool = True
     sender: str = "weightwatch@localhost"
@@ -296,6 +315,11 @@ class AlertSettings:
     # alerting one by one (e.g. ["low"] for mentions by name).
     digest: list[str] = field(default_factory=list)
     digest_interval: float = 86400.0
+    webhook: WebhookSettings | None = None
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return ("email", "webhook") if self.webhook is not None else ("email",)
 
     def recipients(self, labels: dict[str, Any]) -> tuple[str, ...]:
         """Where an alert (or a target notice, by its kind) goes."""
@@ -496,6 +520,11 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
                            group_interval=parse_wait(a.get("group_interval", 0)),
                            digest=list(a.get("digest", [])),
                            digest_interval=parse_duration(a.get("digest_interval", "1d")))
+    if "webhook" in a:
+        w = c.table(a["webhook"], WEBHOOK_KEYS, "alerts.webhook")
+        if "url" in w:
+            alerts.webhook = WebhookSettings(url=w["url"], token_env=w.get("token_env"),
+                                             timeout=parse_duration(w.get("timeout", 10)))
     for bad in set(alerts.digest) - set(SEVERITIES):
         c.problem("alerts.digest", f"unknown severity {bad!r} (one of {', '.join(SEVERITIES)})")
     for i, raw in enumerate(a.get("routes", [])):

@@ -269,4 +269,29 @@ MIGRATIONS: list[str] = [
         last_sent_at TEXT NOT NULL
     );
     """,
+    # 8: a webhook channel beside email: one outbox row per hit and channel.
+    """
+    CREATE TABLE outbox_v8 (
+        id INTEGER PRIMARY KEY,
+        hit_id INTEGER NOT NULL REFERENCES hits(id),
+        channel TEXT NOT NULL DEFAULT 'email' CHECK (channel IN ('email', 'webhook')),
+        created_at TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_attempt_at TEXT,
+        last_error TEXT,
+        sent_at TEXT,
+        message_id TEXT,
+        silenced_by INTEGER REFERENCES silences(id),
+        UNIQUE (hit_id, channel)
+    );
+    INSERT INTO outbox_v8 SELECT id, hit_id, channel, created_at, status, attempts,
+        next_attempt_at, last_attempt_at, last_error, sent_at, message_id, silenced_by
+        FROM outbox;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_v8 RENAME TO outbox;
+    CREATE INDEX outbox_status ON outbox(status, next_attempt_at);
+    """,
 ]

@@ -58,6 +58,9 @@ class Store:
         for reading only, so a dry run provably writes nothing."""
         self.path = Path(path)
         self.readonly = readonly
+        # Where each new hit is alerted: one outbox row per channel (the CLI adds
+        # "webhook" when [alerts.webhook] is configured).
+        self.channels: tuple[str, ...] = ("email",)
         if readonly:
             self.db = sqlite_utils.Database(self._connect_readonly())
             if self.schema_version != len(MIGRATIONS):
@@ -278,7 +281,9 @@ class Store:
             "first_seen": now, "last_seen": now,
         }).last_pk
         if alert:
-            self.db["outbox"].insert({"hit_id": hit_id, "created_at": now, "next_attempt_at": now})
+            for channel in self.channels:
+                self.db["outbox"].insert({"hit_id": hit_id, "channel": channel,
+                                          "created_at": now, "next_attempt_at": now})
         return hit_id
 
     def record_hits(self, document_id: int, doc: Document, hits: Iterable[Hit], *,
@@ -404,8 +409,9 @@ class Store:
 
     # --- outbox --------------------------------------------------------------------------
 
-    def due_alerts(self, now: str | None = None) -> list[dict[str, Any]]:
-        """Pending alerts whose retry time has come, with their hits, worst first."""
+    def due_alerts(self, now: str | None = None, *, channel: str = "email"
+                   ) -> list[dict[str, Any]]:
+        """Pending alerts of a channel whose retry time has come, with their hits."""
         now = now or utcnow()
         return list(self.db.query(
             "SELECT o.id AS outbox_id, o.attempts, o.created_at AS queued_at, h.*, "
@@ -414,7 +420,7 @@ class Store:
             "FROM outbox o JOIN hits h ON h.id = o.hit_id "
             "LEFT JOIN documents d ON d.id = h.document_id "
             "WHERE o.status IN ('pending', 'sending') AND o.next_attempt_at <= ? "
-            "ORDER BY o.id", [now]))
+            "AND o.channel = ? ORDER BY o.id", [now, channel]))
 
     def due_notices(self, now: str | None = None) -> list[dict[str, Any]]:
         """Pending target health notices whose retry time has come, with the target's state."""
@@ -475,7 +481,8 @@ class Store:
 
     def outbox(self, status: str | None = None) -> list[dict[str, Any]]:
         return self._queue_rows(
-            "SELECT o.id, o.hit_id, o.status, o.attempts, o.created_at, o.next_attempt_at, "
+            "SELECT o.id, o.hit_id, o.channel, o.status, o.attempts, o.created_at, "
+            "o.next_attempt_at, "
             "o.sent_at, o.last_error, o.message_id, o.silenced_by, h.severity, h.kind, h.model, "
             "h.url "
             "FROM outbox o JOIN hits h ON h.id = o.hit_id", "o", status)
