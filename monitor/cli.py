@@ -755,7 +755,8 @@ def hits_show(state: State, hit_id: int, fmt: str) -> None:
         if hit is None:
             fail(f"no hit with id {hit_id} in {state.db_path}", 1)
         doc = store.document(hit["document_id"]) if hit["document_id"] else None
-    evidence = {**hit, "document": doc}
+        history = store.triage_history(hit_id)
+    evidence = {**hit, "document": doc, "triage": history}
     if fmt != "table":
         if doc:
             doc["extras"] = json.loads(doc["extras"])
@@ -769,6 +770,33 @@ def hits_show(state: State, hit_id: int, fmt: str) -> None:
         for key in ("url", "title", "author", "posted_at", "fetched_at", "content_sha256",
                     "snapshot_sha256"):
             click.echo(f"{key.rjust(width)}  {cell(doc.get(key))}")
+    if history:
+        click.echo("\ntriage")
+        for entry in history:
+            note = f": {cell(entry['note'])}" if entry["note"] else ""
+            click.echo(f"{cell(entry['at'])}  {entry['status']} by {cell(entry['by'])}{note}")
+
+
+def _triage_command(status: str, name: str, summary: str) -> None:
+    @hits.command(name, help=summary)
+    @click.argument("hit_ids", nargs=-1, required=True, type=int)
+    @click.option("--note", help="Why (kept with who and when).")
+    @click.pass_obj
+    def command(state: State, hit_ids: tuple[int, ...], note: str | None) -> None:
+        who = os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+        with state.store() as store:
+            missing = store.triage(list(hit_ids), status, by=who, note=note)
+        if missing:
+            fail(f"no hit with id {', '.join(map(str, missing))} in {state.db_path}; nothing "
+                 f"changed", 1)
+        click.echo(f"{len(hit_ids)} hit(s) marked {status.replace('_', ' ')}")
+
+
+_triage_command("acknowledged", "ack", "Mark hits as seen and being handled.")
+_triage_command("resolved", "resolve", "Mark hits as dealt with (taken down, reported).")
+_triage_command("false_positive", "false-positive",
+                "Mark hits as false positives: their unsent alerts are dropped and the same "
+                "indicator at the same URL is never alerted again.")
 
 
 # --- alerts --------------------------------------------------------------------------

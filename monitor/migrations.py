@@ -294,4 +294,18 @@ MIGRATIONS: list[str] = [
     ALTER TABLE outbox_v8 RENAME TO outbox;
     CREATE INDEX outbox_status ON outbox(status, next_attempt_at);
     """,
+    # 9: triage: who set a hit's status, when, and why.
+    """
+    CREATE TABLE triage (
+        id INTEGER PRIMARY KEY,
+        hit_id INTEGER NOT NULL REFERENCES hits(id),
+        status TEXT NOT NULL
+            CHECK (status IN ('new', 'acknowledged', 'resolved', 'false_positive')),
+        note TEXT,
+        by TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX triage_hit ON triage(hit_id, id);
+    CREATE INDEX hits_url_indicator ON hits(url, indicator);
+    """,
 ]

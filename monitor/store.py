@@ -272,7 +272,13 @@ class Store:
                 "UPDATE hits SET last_seen = ?, seen_count = seen_count + 1, document_id = ? "
                 "WHERE id = ?", [now, document_id, existing[0]])
             return None
+        # An analyst said this indicator at this URL is a false positive: record what is
+        # found again, never alert it.
+        dismissed = self.db.execute(
+            "SELECT 1 FROM hits WHERE url = ? AND indicator = ? AND status = 'false_positive' "
+            "LIMIT 1", [doc.url, hit.indicator]).fetchone() is not None
         hit_id = self.db["hits"].insert({
+            "status": "false_positive" if dismissed else "new",
             "dedup_key": key, "kind": hit.kind, "severity": hit.severity, "model": hit.model,
             "artifact": hit.artifact, "recipient": hit.recipient, "indicator": hit.indicator,
             "indicator_type": hit.indicator_type, "rule": hit.rule, "detector": hit.detector,
@@ -280,7 +286,7 @@ class Store:
             "target": doc.target, "url": doc.url, "document_id": document_id, "run_id": run_id,
             "first_seen": now, "last_seen": now,
         }).last_pk
-        if alert:
+        if alert and not dismissed:
             for channel in self.channels:
                 self.db["outbox"].insert({"hit_id": hit_id, "channel": channel,
                                           "created_at": now, "next_attempt_at": now})
@@ -490,6 +496,34 @@ class Store:
     def _queue_rows(self, select: str, alias: str, status: str | None) -> list[dict[str, Any]]:
         where, params = (f" WHERE {alias}.status = ?", [status]) if status else ("", [])
         return list(self.db.query(f"{select}{where} ORDER BY {alias}.id", params))
+
+    # --- triage --------------------------------------------------------------------------
+
+    def triage(self, hit_ids: Sequence[int], status: str, *, by: str,
+               note: str | None = None) -> list[int]:
+        """Set hits' status, keeping who, when and why; returns the ids that do not exist
+        (and then changes nothing). A false positive's alerts not yet sent are dropped,
+        and its indicator at its URL is never alerted again."""
+        now = utcnow()
+        with self._write_transaction():
+            marks = ", ".join("?" * len(hit_ids))
+            found = {row[0] for row in self.db.execute(
+                f"SELECT id FROM hits WHERE id IN ({marks})", list(hit_ids))}
+            missing = [i for i in hit_ids if i not in found]
+            if missing:
+                return missing
+            self.db.execute(f"UPDATE hits SET status = ? WHERE id IN ({marks})",
+                            [status, *hit_ids])
+            self.db["triage"].insert_all({"hit_id": i, "status": status, "note": note,
+                                          "by": by, "at": now} for i in hit_ids)
+            if status == "false_positive":
+                self.db.execute(f"DELETE FROM outbox WHERE status = 'pending' AND hit_id IN "
+                                f"({marks})", list(hit_ids))
+        return []
+
+    def triage_history(self, hit_id: int) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT status, note, by, at FROM triage WHERE hit_id = ? "
+                                  "ORDER BY id", [hit_id]))
 
     # --- silences ------------------------------------------------------------------------
 
