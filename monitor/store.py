@@ -502,8 +502,9 @@ class Store:
     def triage(self, hit_ids: Sequence[int], status: str, *, by: str,
                note: str | None = None) -> list[int]:
         """Set hits' status, keeping who, when and why; returns the ids that do not exist
-        (and then changes nothing). A false positive's alerts not yet sent are dropped,
-        and its indicator at its URL is never alerted again."""
+        (and then changes nothing). Alerts not yet sent for resolved hits and false
+        positives are dropped, and a false positive's indicator at its URL is never
+        alerted again."""
         now = utcnow()
         with self._write_transaction():
             marks = ", ".join("?" * len(hit_ids))
@@ -516,7 +517,8 @@ class Store:
                             [status, *hit_ids])
             self.db["triage"].insert_all({"hit_id": i, "status": status, "note": note,
                                           "by": by, "at": now} for i in hit_ids)
-            if status == "false_positive":
+            if status in ("resolved", "false_positive"):
+                # Nothing left to tell anyone: a silence that ends sends only what is open.
                 self.db.execute(f"DELETE FROM outbox WHERE status = 'pending' AND hit_id IN "
                                 f"({marks})", list(hit_ids))
         return []

@@ -121,3 +121,16 @@ def test_expiring_twice_or_an_unknown_silence_fails(tmp_path: Path) -> None:
     cli(db, "silence", "expire", "1")
     assert "no active silence 1" in cli(db, "silence", "expire", "1", code=1).stderr
     assert "no active silence 9" in cli(db, "silence", "expire", "9", code=1).stderr
+
+
+def test_when_a_silence_ends_only_what_is_still_open_is_emailed(tmp_path: Path,
+                                                                server: Server) -> None:
+    db, heron, other = seeded(tmp_path)
+    cli(db, "silence", "add", "--match", "severity=~critical|high", "--for", "1h",
+        "--reason", "maintenance window")
+    assert flush(db, server.port).alerts_silenced == 3
+    cli(db, "hits", "resolve", str(heron[0]), "--note", "taken down during the silence")
+    cli(db, "silence", "expire", "1")
+    result = flush(db, server.port)
+    assert result.alerts_sent == 2
+    assert set().union(*indicators_in(server)) == {str(heron[1]), str(other[0])}
