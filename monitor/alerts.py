@@ -74,6 +74,7 @@ class FlushResult:
     alerts_silenced: int = 0    # held back by a silence until it ends
     webhook_posts: int = 0
     webhook_error: str | None = None
+    reminders_sent: int = 0
 
 
 # --- cleaning hostile text -----------------------------------------------------------
@@ -146,14 +147,14 @@ def _unique(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(v for v in values if v))
 
 
-def _subject(rows: list[dict[str, Any]], prefix: str) -> str:
+def _subject(rows: list[dict[str, Any]], prefix: str, state: str = "new") -> str:
     ordered = _worst_first(rows)
     worst = clean_line(ordered[0]["severity"], 20).upper()
     models = _unique(_model_label(r["model"]) for r in ordered)
     shown = ", ".join(models[:3]) + (f" +{len(models) - 3} more" if len(models) > 3 else "")
     kinds = ", ".join(_unique(clean_line(r["kind"], 20) for r in ordered))
     noun = "hit" if len(rows) == 1 else "hits"
-    return clean_line(f"{prefix} {worst} {shown}: {len(rows)} new {noun} ({kinds})", 250)
+    return clean_line(f"{prefix} {worst} {shown}: {len(rows)} {state} {noun} ({kinds})", 250)
 
 
 def _grouped(rows: list[dict[str, Any]]) -> list[tuple[str, list[tuple[str, list[dict]]]]]:
@@ -271,12 +272,14 @@ def _html_body(rows: list[dict[str, Any]]) -> str:
 
 
 def compose(rows: list[dict[str, Any]], settings: AlertSettings, *,
-            message_id: str, to: Sequence[str] | None = None) -> EmailMessage:
+            message_id: str, to: Sequence[str] | None = None,
+            reminder: bool = False) -> EmailMessage:
     """One multipart/alternative email for a batch of due outbox rows (`Store.due_alerts`),
-    to `to` (default: the recipients its route names)."""
+    to `to` (default: the recipients its route names); a `reminder` of hits still open."""
     if not rows:
         raise ValueError("compose needs at least one alert row")
-    message = _envelope(settings, _subject(rows, clean_line(settings.subject_prefix, 60)),
+    prefix = clean_line(settings.subject_prefix, 60) + (" reminder:" if reminder else "")
+    message = _envelope(settings, _subject(rows, prefix, "open" if reminder else "new"),
                         message_id, settings.recipients(rows[0]) if to is None else to)
     message["X-Weightwatch-Hits"] = ",".join(str(int(r["id"])) for r in sorted(rows, key=lambda r: r["id"]))
     # Quoted-printable keeps every line under SMTP's limit whatever the crawled text holds,
@@ -545,36 +548,64 @@ class Alerter:
         progress = FlushResult(0, 0, len(rows), alerts_silenced=silenced)
         # The webhook does not depend on the mail server, nor the mail on the webhook.
         await self._flush_webhook(progress)
-        if not rows and not notices:
+        busy = {group_key(r, self.config.alerts) for r in rows}
+        reminders = list(self._reminders(busy)) if self._held_reason() is None else []
+        if not rows and not notices and not reminders:
             return progress
         reason = self._held_reason()
         if reason is not None:
             _log().info("alerts_held", pending=len(rows), notices=len(notices), reason=reason)
             progress.error = reason
             return progress
-        for table, ids, message, group in self._emails(rows, notices):
-            self.store.mark_sending(ids, message["Message-ID"], table=table)
+        for table, ids, message, group in [*self._emails(rows, notices), *reminders]:
+            if ids:
+                self.store.mark_sending(ids, message["Message-ID"], table=table)
             try:
                 await asyncio.to_thread(deliver, message, self.config.smtp)
             except DeliveryError as exc:
                 # The remaining emails are not tried: the server is most likely down for
                 # them too, and they are still due at the next flush.
-                self.store.mark_retry(ids, str(exc), table=table)
+                if ids:
+                    self.store.mark_retry(ids, str(exc), table=table)
                 progress.error = str(exc)
                 _log().warning("alert_delivery_failed", error=str(exc), items=len(ids))
                 return progress
-            self.store.mark_sent(ids, table=table)
+            if ids:
+                self.store.mark_sent(ids, table=table)
             if group is not None:
                 self.store.mark_group_sent(group)
             progress.emails_sent += 1
             if table == "outbox":
                 progress.alerts_sent += len(ids)
                 progress.alerts_pending -= len(ids)
-            else:
+            elif table == "notices":
                 progress.notices_sent += 1
+            else:
+                progress.reminders_sent += 1
             _log().info("alert_sent", items=len(ids), message_id=message["Message-ID"],
                         subject=message["Subject"])
         return progress
+
+    def _reminders(self, busy: set[str]) -> Iterator[tuple[str, list[int], EmailMessage,
+                                                           str | None]]:
+        """A reminder per alert group emailed more than `repeat_interval` ago whose hits
+        are still new (not acknowledged, resolved or false positives): nothing is lost in
+        a busy inbox. Its outbox rows are already sent, so the reminder marks none."""
+        interval = self.config.alerts.repeat_interval
+        if interval <= 0:
+            return
+        cutoff = (datetime.now(timezone.utc) - timedelta(seconds=interval)).isoformat(
+            timespec="seconds")
+        for key, model in self.store.groups_to_remind(cutoff):
+            if key in busy:  # it is being emailed anyway
+                continue
+            rows = self.store.open_alerted_hits(model)[:MAX_HITS_PER_EMAIL]
+            if not rows:
+                continue
+            stamp = hashlib.sha256(f"{key}\x1f{utcnow()}".encode()).hexdigest()[:16]
+            message = compose(rows, self.config.alerts, reminder=True,
+                              message_id=f"<weightwatch-reminder.{stamp}@{MESSAGE_ID_DOMAIN}>")
+            yield "reminders", [], message, key
 
     def _hold_silenced(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
         """The alerts no silence holds back; the others are deferred to their silence's

@@ -161,6 +161,7 @@ ALERTS_KEYS = {
     "target_down_after": _k(int),
     "group_wait": _k(str, int, float, check=parse_wait),
     "group_interval": _k(str, int, float, check=parse_wait),
+    "repeat_interval": _k(str, int, float, check=parse_wait),
     "routes": _k(list, items=dict),
     "digest": _k(list, items=str),
     "digest_interval": DURATION,
@@ -310,6 +311,8 @@ class AlertSettings:
     # until `group_interval` has passed and go out as one follow-up. 0: send at once.
     group_wait: float = 0.0
     group_interval: float = 0.0
+    # A reminder of a model's hits still new, this long after its last email (0: never).
+    repeat_interval: float = 0.0
     routes: list[Route] = field(default_factory=list)
     # Severities gathered into one digest email every `digest_interval` instead of
     # alerting one by one (e.g. ["low"] for mentions by name).
@@ -518,6 +521,7 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
                            target_down_after=a.get("target_down_after", 3),
                            group_wait=parse_wait(a.get("group_wait", 0)),
                            group_interval=parse_wait(a.get("group_interval", 0)),
+                           repeat_interval=parse_wait(a.get("repeat_interval", 0)),
                            digest=list(a.get("digest", [])),
                            digest_interval=parse_duration(a.get("digest_interval", "1d")))
     if "webhook" in a:

@@ -579,6 +579,24 @@ class Store:
                               [key]).fetchone()
         return row[0] if row else None
 
+    def groups_to_remind(self, cutoff: str) -> list[tuple[str, str | None]]:
+        """Model groups (key, model) last emailed at or before `cutoff`."""
+        return [(key, key.removeprefix("model:") or None) for (key,) in self.db.execute(
+            "SELECT key FROM alert_groups WHERE key LIKE 'model:%' AND last_sent_at <= ? "
+            "ORDER BY key", [cutoff])]
+
+    def open_alerted_hits(self, model: str | None) -> list[dict[str, Any]]:
+        """Hits of a model already emailed and still new (nobody acknowledged, resolved or
+        dismissed them), as `due_alerts` rows, worst and oldest first."""
+        return list(self.db.query(
+            "SELECT o.id AS outbox_id, o.attempts, o.created_at AS queued_at, h.*, "
+            "d.snapshot_sha256, d.title AS doc_title, d.author AS doc_author, "
+            "d.posted_at AS doc_posted_at "
+            "FROM outbox o JOIN hits h ON h.id = o.hit_id "
+            "LEFT JOIN documents d ON d.id = h.document_id "
+            "WHERE o.channel = 'email' AND o.status = 'sent' AND h.status = 'new' "
+            "AND COALESCE(h.model, '') = ? ORDER BY h.id", [model or ""]))
+
     def mark_group_sent(self, key: str, when: str | None = None) -> None:
         self.db.execute("INSERT INTO alert_groups (key, last_sent_at) VALUES (?, ?) "
                         "ON CONFLICT(key) DO UPDATE SET last_sent_at = excluded.last_sent_at",

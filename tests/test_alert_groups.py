@@ -158,3 +158,26 @@ def test_low_severity_hits_wait_for_the_digest(tmp_path: Path, server: Server) -
         assert (digest.emails_sent, digest.alerts_sent) == (1, 3)  # one email, both models
         assert set(server.emails[1]["X-Weightwatch-Hits"].split(",")) == {str(i) for i in mentions}
         assert alerter.flush().emails_sent == 0
+
+
+def test_a_reminder_repeats_what_is_still_new(tmp_path: Path, server: Server) -> None:
+    config = grouped(server.port, wait=0.0, interval=0.0)
+    config = dataclasses.replace(config, alerts=dataclasses.replace(
+        config.alerts, repeat_interval=1.0))
+    with Store(tmp_path / "w.db") as store:
+        alerter = Alerter(store, config)
+        first, second = mirror(store, 1), mirror(store, 2)
+        assert alerter.flush().emails_sent == 1
+        assert alerter.flush().emails_sent == 0  # not yet
+        time.sleep(1.1)
+        reminded = alerter.flush()
+        assert (reminded.reminders_sent, reminded.alerts_sent) == (1, 0)
+        reminder = server.emails[1]
+        assert "reminder" in reminder["Subject"] and "2 open hits" in reminder["Subject"]
+        assert set(reminder["X-Weightwatch-Hits"].split(",")) == {str(first[0]), str(second[0])}
+        assert reminder["Message-ID"] != server.emails[0]["Message-ID"]
+        # Once someone acknowledges a hit, it is no longer repeated; resolved, neither.
+        store.triage(first, "acknowledged", by="t")
+        store.triage(second, "resolved", by="t")
+        time.sleep(1.1)
+        assert alerter.flush().emails_sent == 0
