@@ -720,26 +720,38 @@ def rematch_cmd(state: State, names: tuple[str, ...], since: str | None, fmt: st
 
 @main.group("hits", invoke_without_command=True)
 @click.option("--since", help="Only hits first seen within this duration, e.g. 24h, 7d.")
+@click.option("--until", "until", help="Only hits first seen more than this long ago.")
 @click.option("--severity", multiple=True, type=click.Choice(SEVERITIES))
 @click.option("--kind", multiple=True, type=click.Choice(KINDS))
 @click.option("--model")
 @click.option("--target")
+@click.option("--recipient")
 @click.option("--status", multiple=True, type=click.Choice(STATUSES))
+@click.option("--text", help="Only hits whose indicator, context or URL contains this.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many hits.")
+@click.option("--after", "cursor", help="The next page: the cursor the previous page printed.")
 @format_option
 @click.pass_context
-def hits(ctx: click.Context, since: str | None, severity: tuple[str, ...], kind: tuple[str, ...],
-         model: str | None, target: str | None, status: tuple[str, ...], limit: int | None,
+def hits(ctx: click.Context, since: str | None, until: str | None, severity: tuple[str, ...],
+         kind: tuple[str, ...], model: str | None, target: str | None, recipient: str | None,
+         status: tuple[str, ...], text: str | None, limit: int | None, cursor: str | None,
          fmt: str) -> None:
-    """List hits, worst and newest first."""
+    """List hits, worst and newest first. With --limit, a full page ends with the cursor of
+    the next one on stderr (`--after CURSOR`), so stdout stays the data."""
     if ctx.invoked_subcommand is not None:
         return
     state: State = ctx.obj
-    since_iso = _since(since)
+    try:
+        after = Store.parse_cursor(cursor) if cursor else None
+    except ValueError as exc:
+        fail(f"--after: {exc}", 2)
     with state.store() as store:
-        rows = store.hits(since=since_iso, severity=severity, kind=kind, model=model,
-                          status=status, target=target, limit=limit)
+        rows = store.hits(since=_since(since), until=_since(until), severity=severity,
+                          kind=kind, model=model, status=status, target=target,
+                          recipient=recipient, text=text, after=after, limit=limit)
     emit(rows, fmt, columns=HIT_JSON_COLUMNS, table_columns=HIT_TABLE_COLUMNS, empty="no hits")
+    if limit and len(rows) == limit:
+        click.echo(f"next page: --after {Store.hit_cursor(rows[-1])}", err=True)
 
 
 @hits.command("show")

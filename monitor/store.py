@@ -337,30 +337,64 @@ class Store:
                    "rule, detector, matcher_version, score, target, url, first_seen, last_seen, "
                    "seen_count, status, context, document_id")
 
-    def hits(self, *, since: str | None = None, severity: Iterable[str] = (),
-             kind: Iterable[str] = (), model: str | None = None, status: Iterable[str] = (),
-             target: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    SEVERITY_RANK = ("CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 "
+                     "WHEN 'medium' THEN 2 ELSE 3 END")
+
+    def hits(self, *, since: str | None = None, until: str | None = None,
+             severity: Iterable[str] = (), kind: Iterable[str] = (), model: str | None = None,
+             status: Iterable[str] = (), target: str | None = None,
+             recipient: str | None = None, text: str | None = None,
+             after: tuple[int, str, int] | None = None,
+             limit: int | None = None) -> list[dict[str, Any]]:
+        """Hits, worst and newest first. `text` is a case-insensitive substring of the
+        indicator, context or URL; `after` is the keyset cursor (`hit_cursor` of the last
+        row of the previous page), so deep pages cost what the first one does."""
         where, params = [], []
-        if since:
-            where.append("first_seen >= ?")
-            params.append(since)
+        for clause, value in (("first_seen >= ?", since), ("first_seen < ?", until)):
+            if value:
+                where.append(clause)
+                params.append(value)
         for column, values in (("severity", severity), ("kind", kind), ("status", status)):
             values = list(values)
             if values:
                 where.append(f"{column} IN ({', '.join('?' * len(values))})")
                 params.extend(values)
-        for column, value in (("model", model), ("target", target)):
+        for column, value in (("model", model), ("target", target), ("recipient", recipient)):
             if value:
                 where.append(f"{column} = ?")
                 params.append(value)
+        if text:
+            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(indicator LIKE ? ESCAPE '\\' OR context LIKE ? ESCAPE '\\' "
+                         "OR url LIKE ? ESCAPE '\\')")
+            params += [like, like, like]
+        if after is not None:
+            rank, first_seen, hit_id = after
+            where.append(f"({self.SEVERITY_RANK} > ? OR ({self.SEVERITY_RANK} = ? AND "
+                         f"(first_seen < ? OR (first_seen = ? AND id < ?))))")
+            params += [rank, rank, first_seen, first_seen, hit_id]
         sql = f"SELECT {self.HIT_COLUMNS} FROM hits"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += (" ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 "
-                "WHEN 'medium' THEN 2 ELSE 3 END, first_seen DESC, id DESC")
+        sql += f" ORDER BY {self.SEVERITY_RANK}, first_seen DESC, id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
         return list(self.db.query(sql, params))
+
+    @staticmethod
+    def hit_cursor(row: dict[str, Any]) -> str:
+        """The keyset cursor after `row`, for `hits(after=...)`: rank:first_seen:id."""
+        rank = {"critical": 0, "high": 1, "medium": 2}.get(row["severity"], 3)
+        return f"{rank}:{row['first_seen']}:{row['id']}"
+
+    @staticmethod
+    def parse_cursor(cursor: str) -> tuple[int, str, int]:
+        """ValueError unless `cursor` is one `hit_cursor` made."""
+        rank, _, rest = cursor.partition(":")
+        first_seen, _, hit_id = rest.rpartition(":")
+        if not (rank.isdigit() and hit_id.isdigit() and first_seen):
+            raise ValueError(f"not a hits cursor: {cursor!r}")
+        return int(rank), first_seen, int(hit_id)
 
     def hit(self, hit_id: int) -> dict[str, Any] | None:
         rows = list(self.db.query(f"SELECT {self.HIT_COLUMNS} FROM hits WHERE id = ?", [hit_id]))

@@ -70,3 +70,32 @@ def test_a_false_positive_is_not_emailed_now_or_when_found_again(tmp_path: Path)
                          key="p3", url="https://forum.example/t/9")
         assert Alerter(store, make_config(server.port)).flush().alerts_sent == 1
         assert server.emails[1]["X-Weightwatch-Hits"] == str(elsewhere[0])
+
+
+def test_hits_filters_and_keyset_pages(tmp_path: Path) -> None:
+    db = tmp_path / "w.db"
+    with Store(db) as store:
+        ids = [i for n in range(7) for i in save(
+            store, [hit(indicator=f"{n:02x}" * 32, recipient="lab-17" if n % 2 else None,
+                        severity="critical" if n < 3 else "high")],
+            key=f"k{n}", url=f"https://m{n}.example/x_{n}")]
+    every = json.loads(cli(db, "hits", "--format", "json").stdout)
+    pages, cursor = [], None
+    while True:
+        args = ["hits", "--limit", "3", "--format", "json"] + (["--after", cursor] if cursor else [])
+        out = CliRunner().invoke(main, ["--config", "/dev/null", "--db", str(db), *args])
+        page = json.loads(out.stdout)
+        pages.append([h["id"] for h in page])
+        if "next page: --after " not in out.stderr:
+            break
+        cursor = out.stderr.split("next page: --after ")[1].split()[0]
+    assert [i for page in pages for i in page] == [h["id"] for h in every]
+    assert [len(p) for p in pages] == [3, 3, 1]
+    labs = json.loads(cli(db, "hits", "--recipient", "lab-17", "--format", "json").stdout)
+    assert {h["id"] for h in labs} == {ids[1], ids[3], ids[5]}
+    # --text is a substring, not a pattern: "_" matches only an underscore.
+    found = json.loads(cli(db, "hits", "--text", "x_4", "--format", "json").stdout)
+    assert [h["id"] for h in found] == [ids[4]]
+    assert json.loads(cli(db, "hits", "--text", "%", "--format", "json").stdout) == []
+    assert json.loads(cli(db, "hits", "--until", "1h", "--format", "json").stdout) == []
+    assert "--after" in cli(db, "hits", "--after", "bogus", code=2).stderr
