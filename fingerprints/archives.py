@@ -30,6 +30,7 @@ import re
 import struct
 import tarfile
 import zlib
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,14 +133,15 @@ def _decompressor(method: str) -> Callable[[], object]:
     raise KeyError(method)
 
 
-class _Archive:
+class _Archive(ABC):
     """What zip and tar archives share once a member can be opened as a ByteSource."""
 
     kind: str
     source: ByteSource
 
+    @abstractmethod
     def open(self, member: ArchiveMember) -> ByteSource:
-        raise NotImplementedError
+        """The member's bytes as a source (by range where it is stored as is)."""
 
     def read(self, member: ArchiveMember, max_bytes: int | None = None) -> bytes:
         """A member's whole content (small members: pickles, headers, text)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -66,14 +67,10 @@ def check_range(source: ByteSource, offset: int, length: int) -> None:
                               f"file has {source.size}")
 
 
-class _CountedSource:
-    """The part every concrete source shares: a fixed size and name, every read checked
-    against the size first, and `bytes_read` counting what was read (tests and the
-    crawler use it to see that a reader fetched rows, not the file).
-
-    A subclass sets `_name` and `_size` and implements `_read`, which may assume the range
-    lies inside the source.
-    """
+class _NamedSource:
+    """A source's fixed size and name (set as `_size` and `_name` by the subclass), and
+    `bytes_read`, what it has read so far (tests and the crawler use it to see that a
+    reader fetched rows, not the file)."""
 
     _name: str
     _size: int
@@ -87,14 +84,21 @@ class _CountedSource:
     def name(self) -> str:
         return self._name
 
+
+class _CountedSource(_NamedSource, ABC):
+    """The part local sources share: every read checked against the size first and
+    counted. A subclass implements `_read`, which may assume the range lies inside the
+    source."""
+
     def read(self, offset: int, length: int) -> bytes:
         check_range(self, offset, length)
         data = self._read(offset, length)
         self.bytes_read += length
         return data
 
+    @abstractmethod
     def _read(self, offset: int, length: int) -> bytes:
-        raise NotImplementedError
+        """Exactly the bytes [offset, offset + length), already checked to exist."""
 
 
 class FileSource(_CountedSource):
@@ -277,7 +281,7 @@ class WeightReader(Protocol):
         ...
 
 
-class TensorLookup:
+class TensorLookup(ABC):
     """`tensor(name)` and `read_tensor` for a reader, written once.
 
     A reader sets `tensors` (complete once its constructor returns) and implements
@@ -310,8 +314,9 @@ class TensorLookup:
         if self.by_name.get(tensor.name) != tensor:
             raise KeyError(f"{self.label}: tensor {quote(tensor.name)} is not from this file")
 
+    @abstractmethod
     def read_rows(self, tensor: TensorInfo, rows: Iterable[int] | np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The given rows of a tensor as float32, shape (len(rows), columns)."""
 
     def read_tensor(self, tensor: TensorInfo) -> np.ndarray:
         """The whole tensor as float32 in its own shape (for small tensors and tests)."""

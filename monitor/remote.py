@@ -45,7 +45,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from fingerprints.tensors import WeightFileError, _CountedSource, check_range, quote
+from fingerprints.tensors import WeightFileError, _NamedSource, check_range, quote
 from monitor.config import Target
 from monitor.fetch import Fetcher, FetchError, Response, redact_url
 
@@ -87,7 +87,7 @@ class _Unsatisfiable(RemoteError):
     """HTTP 416: no byte of the range asked for is in the file."""
 
 
-class RemoteSource(_CountedSource):
+class RemoteSource(_NamedSource):
     """A `ByteSource` over HTTP Range requests; make one with `open_remote`.
 
     `bytes_read` counts bytes actually transferred (cache hits are free, read-ahead is

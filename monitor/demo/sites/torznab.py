@@ -253,13 +253,13 @@ class TorznabSite(Site):
             f"\n    <item>{self.item_fields(i, self.details_url(i), self.download_url(i))}"
             "\n    </item>" for i in items))
 
+    @abstractmethod
     def channel(self, items: str) -> str:
         """The RSS document around the `<item>` elements, in the dialect's words."""
-        raise NotImplementedError
 
+    @abstractmethod
     def item_fields(self, item: Item, details: str, download: str) -> str:
         """An item's elements in the dialect's order; `details` and `download` its URLs."""
-        raise NotImplementedError
 
     @staticmethod
     def enclosure(item: Item, download: str) -> str:
