@@ -795,9 +795,8 @@ def _triage_command(status: str, name: str, summary: str) -> None:
     @click.option("--note", help="Why (kept with who and when).")
     @click.pass_obj
     def command(state: State, hit_ids: tuple[int, ...], note: str | None) -> None:
-        who = os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
         with state.store() as store:
-            missing = store.triage(list(hit_ids), status, by=who, note=note)
+            missing = store.triage(list(hit_ids), status, by=_operator(), note=note)
         if missing:
             fail(f"no hit with id {', '.join(map(str, missing))} in {state.db_path}; nothing "
                  f"changed", 1)
@@ -886,12 +885,16 @@ def silence_add(state: State, matchers: tuple[str, ...], duration: str, reason: 
         fail("--reason: say why (it is the audit trail)", 2)
     ends_at = (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat(
         timespec="seconds")
-    who = os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
     with state.store() as store:
         silence_id = store.add_silence(matchers=[str(m) for m in parsed], reason=reason.strip(),
-                                       created_by=who, ends_at=ends_at)
+                                       created_by=_operator(), ends_at=ends_at)
         row = next(r for r in store.silences(include_ended=True) if r["id"] == silence_id)
     emit([_silence_row(row)], fmt, table_columns=SILENCE_COLUMNS)
+
+
+def _operator() -> str:
+    """Who runs this command, for the audit trail of silences and triage."""
+    return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
 
 
 SILENCE_COLUMNS = ("id", "matchers", "reason", "created_by", "starts_at", "ends_at", "state")

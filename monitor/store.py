@@ -23,7 +23,7 @@ import sqlite_utils
 
 from fingerprints.weightprint import TensorPrint, WeightPrint
 from monitor.migrations import MIGRATIONS
-from monitor.models import Document, Hit, utcnow
+from monitor.models import SEVERITIES, Document, Hit, utcnow
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -337,8 +337,10 @@ class Store:
                    "rule, detector, matcher_version, score, target, url, first_seen, last_seen, "
                    "seen_count, status, context, document_id")
 
-    SEVERITY_RANK = ("CASE severity WHEN 'critical' THEN 0 WHEN 'high' THEN 1 "
-                     "WHEN 'medium' THEN 2 ELSE 3 END")
+    # SEVERITIES' order, in SQL: worst first, anything unknown last.
+    SEVERITY_RANK = ("CASE severity " + " ".join(
+        f"WHEN '{name}' THEN {rank}" for rank, name in enumerate(SEVERITIES))
+        + f" ELSE {len(SEVERITIES)} END")
 
     def hits(self, *, since: str | None = None, until: str | None = None,
              severity: Iterable[str] = (), kind: Iterable[str] = (), model: str | None = None,
@@ -384,7 +386,8 @@ class Store:
     @staticmethod
     def hit_cursor(row: dict[str, Any]) -> str:
         """The keyset cursor after `row`, for `hits(after=...)`: rank:first_seen:id."""
-        rank = {"critical": 0, "high": 1, "medium": 2}.get(row["severity"], 3)
+        severity = row["severity"]
+        rank = SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
         return f"{rank}:{row['first_seen']}:{row['id']}"
 
     @staticmethod
