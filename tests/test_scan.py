@@ -219,3 +219,28 @@ def test_scan_of_a_sharded_checkpoint_through_its_index(tmp_path: Path) -> None:
     assert (row["verdict"], row["model"], row["format"]) == ("match", "minilm",
                                                              "safetensors-sharded")
     assert row["bytes_read"] < row["size"] / 20
+
+
+@pytest.mark.parametrize("tamper, needle", [
+    (lambda p: p["tensors"][0].update(sketch=p["tensors"][0]["sketch"][:-8]),
+     "array of"),
+    (lambda p: p["tensors"][0].update(shape=[1 << 40, 128]), "needs"),
+    (lambda p: p.update(null_dims=1e9), "null_dims"),
+    (lambda p: p["tensors"][0].update(
+        sample_index=[10 ** 9] * len(p["tensors"][0]["sample_index"])), "sample row"),
+    (lambda p: p.update(version=99), "not a version-1 tensor fingerprint"),
+])
+def test_a_tampered_fingerprint_in_a_bundle_is_refused_whole(
+        registered: Path, tmp_path: Path, tamper, needle: str) -> None:
+    import gzip
+
+    bundle = tmp_path / "b.json.gz"
+    cli(registered, "fingerprints", "export", str(bundle))
+    doc = json.loads(gzip.decompress(bundle.read_bytes()))
+    tamper(doc["weight_prints"][0]["print"])
+    bundle.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    out = cli(tmp_path / "m.db", "fingerprints", "import", str(bundle), code=1)
+    line, = out.stderr.strip().splitlines()
+    assert "weight_prints[0]" in line and needle in line, line
+    with Store(tmp_path / "m.db") as store:
+        assert store.weight_prints() == [] and store.models() == []
