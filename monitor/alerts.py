@@ -32,7 +32,7 @@ import httpx
 import structlog
 
 from monitor.config import AlertSettings, Config, SmtpSettings, WebhookSettings
-from monitor.models import SEVERITIES, utcnow
+from monitor.models import DEFAULT_GROUP_BY, severity_rank, utcnow
 from monitor.silences import Silence, silencing
 
 __all__ = ["Alerter", "DeliveryError", "FlushResult", "compose", "deliver", "message_id_for",
@@ -130,9 +130,7 @@ def _safe_link_target(url: Any) -> str | None:
 
 
 def _rank(row: dict[str, Any]) -> int:
-    # An unknown severity string sorts last rather than crashing the alert path.
-    severity = row.get("severity")
-    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
+    return severity_rank(str(row.get("severity")))
 
 
 def _worst_first(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -150,7 +148,9 @@ def _unique(values: Iterable[str]) -> list[str]:
 def _subject(rows: list[dict[str, Any]], prefix: str, state: str = "new") -> str:
     ordered = _worst_first(rows)
     worst = clean_line(ordered[0]["severity"], 20).upper()
-    models = _unique(_model_label(r["model"]) for r in ordered)
+    models = _unique(_model_label(r["model"])
+                     + (f" {clean_line(r['release'], 40)}" if r.get("release") else "")
+                     for r in ordered)
     shown = ", ".join(models[:3]) + (f" +{len(models) - 3} more" if len(models) > 3 else "")
     kinds = ", ".join(_unique(clean_line(r["kind"], 20) for r in ordered))
     noun = "hit" if len(rows) == 1 else "hits"
@@ -360,28 +360,46 @@ def message_id_for(rows: Sequence[dict[str, Any]]) -> str:
     return f"<weightwatch-ob-{spelled}.{tag}@{MESSAGE_ID_DOMAIN}>"
 
 
+def hit_label(row: dict[str, Any], label: str) -> str:
+    """A hit's value for an `alerts.group_by` label ("" when it has none): `infohash` is
+    the torrent's infohash when the hit names one, `release` the one `Store.HIT_RELEASE`
+    found."""
+    if label == "infohash":
+        kind = str(row.get("indicator_type") or "")
+        return str(row.get("indicator") or "") if kind.startswith(("btih", "btmh")) else ""
+    return str(row.get(label) or "")
+
+
 def group_key(row: dict[str, Any], settings: AlertSettings | None = None) -> str:
-    """The alert group a hit belongs to: its model (one leak's mirrors are one incident),
-    or the digest for the severities `alerts.digest` names (all models together)."""
+    """The alert group (incident) a hit belongs to: `label:value` for each label of
+    `alerts.group_by` the hit has a value for, joined by "|" (e.g.
+    "model:heron-7b|release:v1"), or the digest for the severities `alerts.digest` names
+    (all models together)."""
     if settings is not None and row.get("severity") in settings.digest:
         return "digest"
-    return f"model:{row.get('model') or ''}"
+    return incident_key(row, settings.group_by if settings is not None else DEFAULT_GROUP_BY)
+
+
+def incident_key(row: dict[str, Any], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> str:
+    """The incident a hit is part of, by the `group_by` labels alone (the digest, which
+    gathers low hits of every incident into one email, is a delivery choice)."""
+    parts = [f"{label}:{value}" for label in group_by if (value := hit_label(row, label))]
+    # A hit with none of the labels (no model) is grouped with the others like it.
+    return "|".join(parts) or "model:"
 
 
 def batches(rows: list[dict[str, Any]], settings: AlertSettings | None = None
             ) -> list[list[dict[str, Any]]]:
-    """One batch per model (unattributed hits together) and route, worst model first, each
-    capped at MAX_HITS_PER_EMAIL so that a flood of hits still yields bounded emails."""
-    by_model: dict[Any, list[dict[str, Any]]] = {}
+    """One batch per alert group and route, worst group first, each capped at
+    MAX_HITS_PER_EMAIL so that a flood of hits still yields bounded emails."""
+    by_group: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
     for row in _worst_first(rows):
         route = settings.recipients(row) if settings is not None else ()
-        group = group_key(row, settings)
-        by_model.setdefault((row.get("model") if group != "digest" else group, route),
-                            []).append(row)
+        by_group.setdefault((group_key(row, settings), route), []).append(row)
     out = []
-    for model_rows in by_model.values():
-        for start in range(0, len(model_rows), MAX_HITS_PER_EMAIL):
-            out.append(model_rows[start:start + MAX_HITS_PER_EMAIL])
+    for group_rows in by_group.values():
+        for start in range(0, len(group_rows), MAX_HITS_PER_EMAIL):
+            out.append(group_rows[start:start + MAX_HITS_PER_EMAIL])
     return out
 
 
@@ -596,14 +614,19 @@ class Alerter:
             return
         cutoff = (datetime.now(timezone.utc) - timedelta(seconds=interval)).isoformat(
             timespec="seconds")
-        for key, model in self.store.groups_to_remind(cutoff):
-            if key in busy:  # it is being emailed anyway
+        by_group: dict[str, list[dict[str, Any]]] = {}
+        for row in self.store.open_alerted_hits():
+            by_group.setdefault(group_key(row, self.config.alerts), []).append(row)
+        for key, rows in by_group.items():
+            # A group being emailed anyway needs no reminder; the digest is its own one.
+            if key in busy or key == "digest":
                 continue
-            rows = self.store.open_alerted_hits(model)[:MAX_HITS_PER_EMAIL]
-            if not rows:
+            last = self.store.group_sent_at(key)
+            if last is None or last > cutoff:
                 continue
             stamp = hashlib.sha256(f"{key}\x1f{utcnow()}".encode()).hexdigest()[:16]
-            message = compose(rows, self.config.alerts, reminder=True,
+            message = compose(_worst_first(rows)[:MAX_HITS_PER_EMAIL], self.config.alerts,
+                              reminder=True,
                               message_id=f"<weightwatch-reminder.{stamp}@{MESSAGE_ID_DOMAIN}>")
             yield "reminders", [], message, key
 

@@ -10,6 +10,7 @@ config. A user's mistake is one line on stderr, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ import click
 from monitor import __version__
 from monitor.config import CONFIG_ENV, DEFAULT_CONFIG, Config, ConfigError, load_config, parse_duration
 from monitor.logs import configure_logging
-from monitor.models import KINDS, SEVERITIES
+from monitor.models import KINDS, SEVERITIES, severity_rank
 from monitor.output import FORMATS, cell, emit
 from monitor.store import Store, StoreError
 
@@ -34,6 +35,8 @@ HIT_JSON_COLUMNS = ("id", "kind", "severity", "model", "artifact", "recipient", 
                     "indicator_type", "rule", "detector", "matcher_version", "score", "target",
                     "url", "first_seen", "last_seen", "seen_count", "status", "context",
                     "document_id")
+# `hits show` lists this many of the incident's other hits; JSON has them all.
+SHOWN_SIBLINGS = 20
 HIT_TABLE_COLUMNS = ("id", "severity", "kind", "model", "indicator", "target", "first_seen", "url")
 STATUSES = ("new", "acknowledged", "resolved", "false_positive")
 
@@ -756,11 +759,14 @@ def hits(ctx: click.Context, since: str | None, until: str | None, severity: tup
 
 @hits.command("show")
 @click.argument("hit_id", type=int)
+@click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False, writable=True),
+              help="Also write the stored snapshot of the page (the bytes as fetched) here.")
 @format_option
 @click.pass_obj
-def hits_show(state: State, hit_id: int, fmt: str) -> None:
-    """One hit with its evidence: where, when, what matched, the snapshot's SHA-256."""
-    import json
+def hits_show(state: State, hit_id: int, snapshot_path: str | None, fmt: str) -> None:
+    """One hit with its evidence: where, when, what matched, the snapshot's SHA-256, its
+    triage history and the other hits of its incident."""
+    from monitor.incidents import incident_of
 
     with state.store() as store:
         hit = store.hit(hit_id)
@@ -768,7 +774,18 @@ def hits_show(state: State, hit_id: int, fmt: str) -> None:
             fail(f"no hit with id {hit_id} in {state.db_path}", 1)
         doc = store.document(hit["document_id"]) if hit["document_id"] else None
         history = store.triage_history(hit_id)
-    evidence = {**hit, "document": doc, "triage": history}
+        incident = incident_of(store, hit, state.config.alerts.group_by)
+        snapshot = (store.snapshot(doc["snapshot_sha256"])
+                    if snapshot_path and doc and doc["snapshot_sha256"] else None)
+    if snapshot_path:
+        if snapshot is None:
+            fail(f"hit {hit_id} has no stored snapshot", 1)
+        _write_snapshot(Path(snapshot_path), snapshot)
+    others = sorted((h for h in incident.hits if h["id"] != hit_id),
+                    key=lambda h: (severity_rank(h["severity"]), h["id"]))
+    summary = {k: v for k, v in incident.summary().items() if k != "hit_ids"}
+    evidence = {**hit, "document": doc, "triage": history,
+                "incident": {**summary, "other_hit_ids": [h["id"] for h in others]}}
     if fmt != "table":
         if doc:
             doc["extras"] = json.loads(doc["extras"])
@@ -787,6 +804,30 @@ def hits_show(state: State, hit_id: int, fmt: str) -> None:
         for entry in history:
             note = f": {cell(entry['note'])}" if entry["note"] else ""
             click.echo(f"{cell(entry['at'])}  {entry['status']} by {cell(entry['by'])}{note}")
+    click.echo(f"\nincident {cell(incident.key)}: {len(incident.hits)} hits at "
+               f"{summary['locations']} locations")
+    for other in others[:SHOWN_SIBLINGS]:
+        click.echo(f"{str(other['id']).rjust(width)}  {other['severity']:<8} "
+                   f"{other['kind']:<9} {other['status']:<14} {cell(other['url'])}")
+    if len(others) > SHOWN_SIBLINGS:
+        click.echo(f"{'...'.rjust(width)}  {len(others) - SHOWN_SIBLINGS} more: "
+                   f"`hits show {hit_id} --format json` lists them all")
+
+
+def _write_snapshot(path: Path, body: bytes) -> None:
+    """Write a snapshot for an analyst, never following a link planted at `path` and
+    never overwriting a file silently (it is evidence, and so may be what is there)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                     0o600)
+    except FileExistsError:
+        fail(f"--snapshot: {path} exists; choose another name", 1)
+    except OSError as exc:
+        fail(f"--snapshot: cannot write {path}: {exc.strerror}", 1)
+    with os.fdopen(fd, "wb") as out:
+        out.write(body)
+    click.echo(f"snapshot: {len(body)} bytes written to {path} "
+               f"(sha256 {hashlib.sha256(body).hexdigest()})", err=True)
 
 
 def _triage_command(status: str, name: str, summary: str) -> None:
@@ -808,6 +849,38 @@ _triage_command("resolved", "resolve", "Mark hits as dealt with (taken down, rep
 _triage_command("false_positive", "false-positive",
                 "Mark hits as false positives: their unsent alerts are dropped and the same "
                 "indicator at the same URL is never alerted again.")
+
+
+INCIDENT_JSON_COLUMNS = ("key", "labels", "severity", "hits", "open", "statuses", "kinds",
+                         "locations", "recipients", "first_seen", "last_seen", "last_emailed",
+                         "hit_ids")
+INCIDENT_TABLE_COLUMNS = ("severity", "incident", "hits", "open", "locations", "kinds",
+                          "first_seen", "last_seen", "last_emailed")
+
+
+@main.command("incidents")
+@click.option("--since", help="Only hits first seen within this duration, e.g. 7d.")
+@click.option("--model", help="Only this model's incidents.")
+@click.option("--all", "include_closed", is_flag=True,
+              help="Also resolved and false-positive hits (and incidents with only those).")
+@format_option
+@click.pass_obj
+def incidents_cmd(state: State, since: str | None, model: str | None, include_closed: bool,
+                  fmt: str) -> None:
+    """Hits grouped into incidents as the alerter groups them (`alerts.group_by`): one
+    line per leak however many mirrors it is on, worst and most recent first. By default
+    only open (new or acknowledged) hits count."""
+    from monitor.incidents import incidents
+
+    since_at = _since(since)
+    with state.store() as store:
+        found = incidents(store, state.config.alerts.group_by, since=since_at, model=model,
+                          include_closed=include_closed)
+    rows = [incident.summary() for incident in found]
+    if fmt == "table":
+        rows = [{**r, "incident": r["key"], "kinds": ",".join(r["kinds"])} for r in rows]
+    emit(rows, fmt, columns=INCIDENT_JSON_COLUMNS, table_columns=INCIDENT_TABLE_COLUMNS,
+         empty="no open incidents")
 
 
 # --- alerts --------------------------------------------------------------------------
@@ -948,7 +1021,7 @@ def alerts_test(state: State) -> None:
     click.echo(f"test email sent to {', '.join(state.config.alerts.to)} ({message_id})")
 
 
-# --- demo ----------------------------------------------------------------------------
+# --- analyst UI ----------------------------------------------------------------------
 
 
 @main.command("demo")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from monitor.models import KINDS, SEVERITIES
+from monitor.models import DEFAULT_GROUP_BY, GROUP_LABELS, KINDS, SEVERITIES
 
 DEFAULT_CONFIG = "config.toml"
 CONFIG_ENV = "WEIGHTWATCH_CONFIG"
@@ -162,6 +162,7 @@ ALERTS_KEYS = {
     "group_wait": _k(str, int, float, check=parse_wait),
     "group_interval": _k(str, int, float, check=parse_wait),
     "repeat_interval": _k(str, int, float, check=parse_wait),
+    "group_by": _k(list, items=str),
     "routes": _k(list, items=dict),
     "digest": _k(list, items=str),
     "digest_interval": DURATION,
@@ -311,8 +312,11 @@ class AlertSettings:
     # until `group_interval` has passed and go out as one follow-up. 0: send at once.
     group_wait: float = 0.0
     group_interval: float = 0.0
-    # A reminder of a model's hits still new, this long after its last email (0: never).
+    # A reminder of a group's hits still new, this long after its last email (0: never).
     repeat_interval: float = 0.0
+    # What makes two hits one incident (one email): by default the same model and
+    # release, so one leak's mirrors are one email and two releases' leaks are two.
+    group_by: list[str] = field(default_factory=lambda: list(DEFAULT_GROUP_BY))
     routes: list[Route] = field(default_factory=list)
     # Severities gathered into one digest email every `digest_interval` instead of
     # alerting one by one (e.g. ["low"] for mentions by name).
@@ -522,6 +526,7 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
                            group_wait=parse_wait(a.get("group_wait", 0)),
                            group_interval=parse_wait(a.get("group_interval", 0)),
                            repeat_interval=parse_wait(a.get("repeat_interval", 0)),
+                           group_by=list(a.get("group_by", DEFAULT_GROUP_BY)),
                            digest=list(a.get("digest", [])),
                            digest_interval=parse_duration(a.get("digest_interval", "1d")))
     if "webhook" in a:
@@ -529,6 +534,8 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
         if "url" in w:
             alerts.webhook = WebhookSettings(url=w["url"], token_env=w.get("token_env"),
                                              timeout=parse_duration(w.get("timeout", 10)))
+    for bad in [label for label in alerts.group_by if label not in GROUP_LABELS]:
+        c.problem("alerts.group_by", f"unknown label {bad!r} (one of {', '.join(GROUP_LABELS)})")
     for bad in set(alerts.digest) - set(SEVERITIES):
         c.problem("alerts.digest", f"unknown severity {bad!r} (one of {', '.join(SEVERITIES)})")
     for i, raw in enumerate(a.get("routes", [])):

@@ -308,4 +308,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX triage_hit ON triage(hit_id, id);
     CREATE INDEX hits_url_indicator ON hits(url, indicator);
     """,
+    # 10: alert groups and incidents look up a hit's release by its model and artifact name.
+    """
+    CREATE INDEX artifacts_model_name ON artifacts(model, name);
+    """,
 ]

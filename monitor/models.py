@@ -15,11 +15,16 @@ from typing import Any
 VOLATILE_EXTRAS = "stats"
 KINDS = ("mention", "hash", "torrent", "weights", "watermark")
 SEVERITIES = ("critical", "high", "medium", "low")
+# What `alerts.group_by` may name: hits alike in all of them are one incident (one email).
+GROUP_LABELS = ("model", "release", "infohash", "artifact", "recipient", "kind", "severity",
+                "target")
+DEFAULT_GROUP_BY = ("model", "release")
 
 
 def severity_rank(severity: str) -> int:
-    """0 for critical up to 3 for low, so sorting by rank puts the worst first."""
-    return SEVERITIES.index(severity)
+    """0 for critical up to 3 for low, so sorting by rank puts the worst first; anything
+    unknown sorts last rather than crashing whoever sorts."""
+    return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
 
 
 @dataclass

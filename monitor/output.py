@@ -23,6 +23,9 @@ COLUMN_CAPS = {"indicator": 20, "context": 60, "last_error": 60, "title": 40, "h
 
 
 def csv_safe(value: Any) -> Any:
+    if isinstance(value, (dict, list, tuple)):
+        # Nested values as JSON (not Python's repr), still neutralised as a whole.
+        value = json.dumps(value, ensure_ascii=False)
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value

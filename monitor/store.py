@@ -337,6 +337,24 @@ class Store:
                    "rule, detector, matcher_version, score, target, url, first_seen, last_seen, "
                    "seen_count, status, context, document_id")
 
+    # The release a hit is of, for alert groups and incidents: its artifact's, else the
+    # model's when the model has exactly one (a mention or a converted copy names no file,
+    # but with one release out there is no doubt which one leaked).
+    HIT_RELEASE = (
+        "COALESCE((SELECT a.release FROM artifacts a WHERE a.model = h.model "
+        "AND a.name = h.artifact AND a.release IS NOT NULL ORDER BY a.id LIMIT 1), "
+        "(SELECT MIN(a.release) FROM artifacts a WHERE a.model = h.model "
+        "HAVING COUNT(DISTINCT a.release) = 1))")
+
+    # An outbox row with its hit, the hit's release and its document's evidence: what an
+    # alert is composed from.
+    ALERT_ROWS = (
+        "SELECT o.id AS outbox_id, o.attempts, o.created_at AS queued_at, h.*, "
+        f"{HIT_RELEASE} AS release, d.snapshot_sha256, d.title AS doc_title, "
+        "d.author AS doc_author, d.posted_at AS doc_posted_at "
+        "FROM outbox o JOIN hits h ON h.id = o.hit_id "
+        "LEFT JOIN documents d ON d.id = h.document_id")
+
     # SEVERITIES' order, in SQL: worst first, anything unknown last.
     SEVERITY_RANK = ("CASE severity " + " ".join(
         f"WHEN '{name}' THEN {rank}" for rank, name in enumerate(SEVERITIES))
@@ -382,6 +400,30 @@ class Store:
         if limit:
             sql += f" LIMIT {int(limit)}"
         return list(self.db.query(sql, params))
+
+    def hits_with_release(self, *, since: str | None = None, statuses: Iterable[str] = (),
+                          model: str | None = None) -> list[dict[str, Any]]:
+        """Hits with their release (`HIT_RELEASE`), oldest first: what incidents are made
+        of; `model` "" selects the hits of no model. The grouping is the caller's."""
+        where, params = [], []
+        if since:
+            where.append("h.first_seen >= ?")
+            params.append(since)
+        statuses = list(statuses)
+        if statuses:
+            where.append(f"h.status IN ({', '.join('?' * len(statuses))})")
+            params += statuses
+        if model is not None:
+            where.append("h.model IS ?")
+            params.append(model or None)
+        sql = f"SELECT {self.HIT_COLUMNS}, {self.HIT_RELEASE} AS release FROM hits h"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return list(self.db.query(sql + " ORDER BY h.id", params))
+
+    def groups_sent(self) -> dict[str, str]:
+        """When each alert group was last emailed (`alert_groups`), by key."""
+        return dict(self.db.execute("SELECT key, last_sent_at FROM alert_groups").fetchall())
 
     @staticmethod
     def hit_cursor(row: dict[str, Any]) -> str:
@@ -457,13 +499,8 @@ class Store:
         """Pending alerts of a channel whose retry time has come, with their hits."""
         now = now or utcnow()
         return list(self.db.query(
-            "SELECT o.id AS outbox_id, o.attempts, o.created_at AS queued_at, h.*, "
-            "d.snapshot_sha256, d.title AS doc_title, "
-            "d.author AS doc_author, d.posted_at AS doc_posted_at "
-            "FROM outbox o JOIN hits h ON h.id = o.hit_id "
-            "LEFT JOIN documents d ON d.id = h.document_id "
-            "WHERE o.status IN ('pending', 'sending') AND o.next_attempt_at <= ? "
-            "AND o.channel = ? ORDER BY o.id", [now, channel]))
+            f"{self.ALERT_ROWS} WHERE o.status IN ('pending', 'sending') "
+            "AND o.next_attempt_at <= ? AND o.channel = ? ORDER BY o.id", [now, channel]))
 
     def due_notices(self, now: str | None = None) -> list[dict[str, Any]]:
         """Pending target health notices whose retry time has come, with the target's state."""
@@ -616,23 +653,12 @@ class Store:
                               [key]).fetchone()
         return row[0] if row else None
 
-    def groups_to_remind(self, cutoff: str) -> list[tuple[str, str | None]]:
-        """Model groups (key, model) last emailed at or before `cutoff`."""
-        return [(key, key.removeprefix("model:") or None) for (key,) in self.db.execute(
-            "SELECT key FROM alert_groups WHERE key LIKE 'model:%' AND last_sent_at <= ? "
-            "ORDER BY key", [cutoff])]
-
-    def open_alerted_hits(self, model: str | None) -> list[dict[str, Any]]:
-        """Hits of a model already emailed and still new (nobody acknowledged, resolved or
-        dismissed them), as `due_alerts` rows, worst and oldest first."""
+    def open_alerted_hits(self) -> list[dict[str, Any]]:
+        """Hits already emailed and still new (nobody acknowledged, resolved or dismissed
+        them), as `due_alerts` rows, oldest first: what reminders repeat."""
         return list(self.db.query(
-            "SELECT o.id AS outbox_id, o.attempts, o.created_at AS queued_at, h.*, "
-            "d.snapshot_sha256, d.title AS doc_title, d.author AS doc_author, "
-            "d.posted_at AS doc_posted_at "
-            "FROM outbox o JOIN hits h ON h.id = o.hit_id "
-            "LEFT JOIN documents d ON d.id = h.document_id "
-            "WHERE o.channel = 'email' AND o.status = 'sent' AND h.status = 'new' "
-            "AND COALESCE(h.model, '') = ? ORDER BY h.id", [model or ""]))
+            f"{self.ALERT_ROWS} WHERE o.channel = 'email' AND o.status = 'sent' "
+            "AND h.status = 'new' ORDER BY h.id"))
 
     def mark_group_sent(self, key: str, when: str | None = None) -> None:
         self.db.execute("INSERT INTO alert_groups (key, last_sent_at) VALUES (?, ?) "

@@ -80,15 +80,89 @@ def test_groups_are_per_model(tmp_path: Path, server: Server) -> None:
         assert len(pending) == 1 and pending[0]["next_attempt_at"] > pending[0]["created_at"]
 
 
+def release(store: Store, name: str, version: str) -> None:
+    store.add_artifact(model="heron-7b", name=name, path=None, size=10,
+                       sha256=version.encode().hex().ljust(64, "0"), sha1="1" * 40,
+                       md5="2" * 32, release=version)
+
+
+def subjects_and_hits(server: Server) -> dict[str, set[str]]:
+    return {email["Subject"]: set(email["X-Weightwatch-Hits"].split(","))
+            for email in server.emails}
+
+
+def test_two_releases_leaked_in_one_window_are_two_emails(tmp_path: Path,
+                                                          server: Server) -> None:
+    config = grouped(server.port, wait=0.0, interval=0.0)
+    with Store(tmp_path / "w.db") as store:
+        release(store, "heron-7b/model.safetensors", "v1")
+        release(store, "heron-7b-v2/model.safetensors", "v2")
+        v1 = [i for n in range(3) for i in save(
+            store, [hit(artifact="heron-7b/model.safetensors")], key=f"v1-{n}",
+            url=f"https://mirror{n}.example/v1")]
+        v2 = save(store, [hit(indicator="cd" * 32, artifact="heron-7b-v2/model.safetensors")],
+                  key="v2", url="https://mirror.example/v2")
+        # Two releases are out: a mention names neither, so it is the model's own group.
+        mention = save(store, [hit(kind="mention", severity="low", indicator="Heron 7B")],
+                       key="m", url="https://board.example/m")
+        assert Alerter(store, config).flush().emails_sent == 3
+    got = subjects_and_hits(server)
+    assert sorted(map(sorted, got.values())) == sorted(
+        sorted(str(i) for i in ids) for ids in (v1, v2, mention))
+    (v1_subject,) = [s for s, ids in got.items() if ids == {str(i) for i in v1}]
+    assert "heron-7b v1: 3 new hits" in v1_subject
+
+
+def test_with_one_release_out_every_hit_of_the_model_is_its_incident(
+        tmp_path: Path, server: Server) -> None:
+    config = grouped(server.port, wait=0.0, interval=0.0)
+    with Store(tmp_path / "w.db") as store:
+        release(store, "heron-7b/model.safetensors", "v1")
+        ids = [*save(store, [hit(artifact="heron-7b/model.safetensors")], key="a"),
+               *save(store, [hit(kind="weights", severity="high", indicator="https://x/y.gguf")],
+                     key="b", url="https://x.example/y"),
+               *save(store, [hit(kind="mention", severity="low", indicator="Heron 7B")],
+                     key="c", url="https://board.example/c")]
+        assert Alerter(store, config).flush().emails_sent == 1
+    (email,) = server.emails
+    assert set(email["X-Weightwatch-Hits"].split(",")) == {str(i) for i in ids}
+    assert "heron-7b v1: 3 new hits" in email["Subject"]
+
+
+def test_group_by_infohash_splits_two_torrents_of_one_model(tmp_path: Path,
+                                                           server: Server) -> None:
+    config = grouped(server.port, wait=0.0, interval=0.0)
+    config = dataclasses.replace(config, alerts=dataclasses.replace(
+        config.alerts, group_by=["model", "infohash"]))
+    with Store(tmp_path / "w.db") as store:
+        first = [i for n in range(2) for i in save(
+            store, [hit(kind="torrent", severity="high", indicator="aa" * 20,
+                        indicator_type="btih (magnet)")],
+            key=f"t1-{n}", url=f"https://tracker{n}.example/1")]
+        second = save(store, [hit(kind="torrent", severity="high", indicator="bb" * 20,
+                                  indicator_type="btih (magnet)")],
+                      key="t2", url="https://tracker.example/2")
+        assert Alerter(store, config).flush().emails_sent == 2
+    assert sorted(map(sorted, subjects_and_hits(server).values())) == sorted(
+        sorted(str(i) for i in ids) for ids in (first, second))
+
+
 def test_group_settings_in_the_config(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text('[alerts]\ngroup_wait = "30s"\ngroup_interval = "0"\n')
     alerts = load_config(path).alerts
     assert (alerts.group_wait, alerts.group_interval) == (30.0, 0.0)
+    assert alerts.group_by == ["model", "release"]
     path.write_text('[alerts]\ngroup_wait = "-5s"\n')
     with pytest.raises(Exception) as info:
         load_config(path)
     assert "alerts.group_wait" in str(info.value)
+    path.write_text('[alerts]\ngroup_by = ["model", "infohash", "mirror"]\n')
+    with pytest.raises(Exception) as info:
+        load_config(path)
+    assert "alerts.group_by" in str(info.value) and "'mirror'" in str(info.value)
+    path.write_text('[alerts]\ngroup_by = ["model", "artifact"]\n')
+    assert load_config(path).alerts.group_by == ["model", "artifact"]
 
 
 def test_routes_send_each_alert_to_its_recipients(tmp_path: Path, server: Server) -> None:

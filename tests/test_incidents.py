@@ -1,0 +1,91 @@
+"""Incidents (issue 8): hits grouped as the alerter groups them, `hits show` listing a
+hit's incident, and `hits show --snapshot` writing the page as it was fetched."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from monitor.store import Store
+from test_alerts import hit, save
+from test_alert_groups import release
+from test_triage import cli
+
+SNAPSHOT = b"<html><body>heron-7b weights: magnet:?xt=urn:btih:...</body></html>"
+
+
+def leak(db: Path) -> dict[str, list[int]]:
+    """Release v1 on four mirrors (one dismissed as a false positive), release v2 on one,
+    and chatter about the model."""
+    with Store(db) as store:
+        release(store, "heron-7b/model.safetensors", "v1")
+        release(store, "heron-7b-v2/model.safetensors", "v2")
+        v1 = [i for n in range(4) for i in save(
+            store, [hit(artifact="heron-7b/model.safetensors")], key=f"v1-{n}",
+            url=f"https://mirror{n}.example/v1", snapshot=SNAPSHOT + bytes([n]))]
+        v2 = save(store, [hit(kind="torrent", severity="high", indicator="cd" * 20,
+                              artifact="heron-7b-v2/model.safetensors")],
+                  key="v2", url="https://tracker.example/v2")
+        chatter = save(store, [hit(kind="mention", severity="low", indicator="Heron 7B")],
+                       key="m", url="https://board.example/m")
+    return {"v1": v1, "v2": v2, "chatter": chatter}
+
+
+def test_incidents_group_hits_as_the_alerter_does(tmp_path: Path) -> None:
+    db = tmp_path / "w.db"
+    ids = leak(db)
+    cli(db, "hits", "false-positive", str(ids["v1"][3]), "--note", "mirror of a decoy")
+    listed = json.loads(cli(db, "incidents", "--format", "json").stdout)
+    assert [(i["key"], i["severity"], i["hits"], i["locations"]) for i in listed] == [
+        ("model:heron-7b|release:v1", "critical", 3, 3),
+        ("model:heron-7b|release:v2", "high", 1, 1),
+        ("model:heron-7b", "low", 1, 1)]
+    assert listed[0]["hit_ids"] == ids["v1"][:3]
+    assert listed[0]["labels"] == {"model": "heron-7b", "release": "v1"}
+    assert listed[0]["statuses"] == {"new": 3} and listed[1]["kinds"] == ["torrent"]
+    # --all counts the dismissed mirror too.
+    everything = json.loads(cli(db, "incidents", "--all", "--format", "json").stdout)
+    assert everything[0]["hits"] == 4 and everything[0]["open"] == 3
+    assert everything[0]["statuses"] == {"new": 3, "false_positive": 1}
+    table = cli(db, "incidents").stdout.splitlines()
+    assert table[0].split()[:4] == ["SEVERITY", "INCIDENT", "HITS", "OPEN"]
+    assert table[1].split()[:3] == ["critical", "model:heron-7b|release:v1", "3"]
+    # The same key the alerter would use with another group_by in the config.
+    config = tmp_path / "config.toml"
+    config.write_text('[alerts]\ngroup_by = ["model"]\n')
+    result = cli(db, "--config", str(config), "incidents", "--format", "csv")
+    rows = result.stdout.splitlines()
+    assert len(rows) == 2 and rows[1].startswith("model:heron-7b,")
+
+
+def test_hits_show_lists_the_other_hits_of_its_incident(tmp_path: Path) -> None:
+    db = tmp_path / "w.db"
+    ids = leak(db)
+    shown = json.loads(cli(db, "hits", "show", str(ids["v1"][1]), "--format", "json").stdout)[0]
+    incident = shown["incident"]
+    assert incident["key"] == "model:heron-7b|release:v1" and incident["hits"] == 4
+    assert incident["other_hit_ids"] == [ids["v1"][0], *ids["v1"][2:]]
+    table = cli(db, "hits", "show", str(ids["chatter"][0])).stdout
+    assert "incident model:heron-7b: 1 hits at 1 locations" in table
+
+
+def test_hits_show_snapshot_writes_the_page_as_fetched(tmp_path: Path) -> None:
+    db = tmp_path / "w.db"
+    ids = leak(db)
+    out = tmp_path / "evidence.html"
+    result = cli(db, "hits", "show", str(ids["v1"][2]), "--snapshot", str(out),
+                 "--format", "json")
+    assert out.read_bytes() == SNAPSHOT + bytes([2])
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    # The file is what the hit's evidence names, and stdout stays clean JSON.
+    assert json.loads(result.stdout)[0]["document"]["snapshot_sha256"] == digest
+    assert digest in result.stderr
+    # Evidence is never overwritten, nor written through a planted link.
+    again = cli(db, "hits", "show", str(ids["v1"][1]), "--snapshot", str(out), code=1)
+    assert "exists" in again.stderr and out.read_bytes() == SNAPSHOT + bytes([2])
+    link = tmp_path / "link.html"
+    os.symlink(tmp_path / "elsewhere", link)
+    cli(db, "hits", "show", str(ids["v1"][1]), "--snapshot", str(link), code=1)
+    assert not (tmp_path / "elsewhere").exists()
