@@ -27,7 +27,8 @@ from monitor.config import CONFIG_ENV, DEFAULT_CONFIG, Config, ConfigError, load
 from monitor.logs import configure_logging
 from monitor.models import KINDS, SEVERITIES, severity_rank
 from monitor.output import FORMATS, cell, emit
-from monitor.store import Store, StoreError
+from monitor.search import SCOPES
+from monitor.store import HIT_SORTS, Store, StoreError
 
 T = TypeVar("T")
 
@@ -41,15 +42,20 @@ HIT_TABLE_COLUMNS = ("id", "severity", "kind", "model", "indicator", "target", "
 STATUSES = ("new", "acknowledged", "resolved", "false_positive")
 
 
-def _since(duration: str | None) -> str | None:
-    """`--since 7d` as the ISO time that many seconds ago, or exit 2 on a bad duration."""
+def _since(duration: str | None, option: str = "--since") -> str | None:
+    """`--since 7d` (or `--until 1d`) as the ISO time that many seconds ago, or exit 2 on a
+    bad duration, naming the `option` it came from."""
     if not duration:
         return None
     try:
         seconds = parse_duration(duration)
     except ValueError as exc:
-        fail(f"--since: {exc}", 2)
+        fail(f"{option}: {exc}", 2)
     return (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat(timespec="seconds")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -730,31 +736,38 @@ def rematch_cmd(state: State, names: tuple[str, ...], since: str | None, fmt: st
 @click.option("--target")
 @click.option("--recipient")
 @click.option("--status", multiple=True, type=click.Choice(STATUSES))
-@click.option("--text", help="Only hits whose indicator, context or URL contains this.")
+@click.option("--text", help="Only hits whose indicator, context or URL holds these words "
+                                "(the last may be the start of one, e.g. of a digest).")
+@click.option("--sort", type=click.Choice(list(HIT_SORTS)), default="severity",
+              show_default=True,
+              help="severity: worst, then newest; newest or oldest first seen; score: "
+                   "highest first; last-seen: most recently seen again.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many hits.")
-@click.option("--after", "cursor", help="The next page: the cursor the previous page printed.")
+@click.option("--after", "cursor", help="The next page: the cursor the previous page printed "
+                                        "(with the same --sort).")
 @format_option
 @click.pass_context
 def hits(ctx: click.Context, since: str | None, until: str | None, severity: tuple[str, ...],
          kind: tuple[str, ...], model: str | None, target: str | None, recipient: str | None,
-         status: tuple[str, ...], text: str | None, limit: int | None, cursor: str | None,
-         fmt: str) -> None:
-    """List hits, worst and newest first. With --limit, a full page ends with the cursor of
-    the next one on stderr (`--after CURSOR`), so stdout stays the data."""
+         status: tuple[str, ...], text: str | None, sort: str, limit: int | None,
+         cursor: str | None, fmt: str) -> None:
+    """List hits, worst and newest first (or in --sort order). With --limit, a full page
+    ends with the cursor of the next one on stderr (`--after CURSOR`), so stdout stays
+    the data."""
     if ctx.invoked_subcommand is not None:
         return
     state: State = ctx.obj
     try:
-        after = Store.parse_cursor(cursor) if cursor else None
+        after = Store.parse_cursor(cursor, sort) if cursor else None
     except ValueError as exc:
         fail(f"--after: {exc}", 2)
     with state.store() as store:
-        rows = store.hits(since=_since(since), until=_since(until), severity=severity,
+        rows = store.hits(since=_since(since), until=_since(until, "--until"), severity=severity,
                           kind=kind, model=model, status=status, target=target,
-                          recipient=recipient, text=text, after=after, limit=limit)
+                          recipient=recipient, text=text, sort=sort, after=after, limit=limit)
     emit(rows, fmt, columns=HIT_JSON_COLUMNS, table_columns=HIT_TABLE_COLUMNS, empty="no hits")
     if limit and len(rows) == limit:
-        click.echo(f"next page: --after {Store.hit_cursor(rows[-1])}", err=True)
+        click.echo(f"next page: --after {Store.hit_cursor(rows[-1], sort)}", err=True)
 
 
 @hits.command("show")
@@ -1021,7 +1034,56 @@ def alerts_test(state: State) -> None:
     click.echo(f"test email sent to {', '.join(state.config.alerts.to)} ({message_id})")
 
 
-# --- analyst UI ----------------------------------------------------------------------
+# --- search --------------------------------------------------------------------------
+
+SEARCH_JSON_COLUMNS = ("kind", "id", "target", "url", "title", "indicator", "severity",
+                       "document_id", "hits", "first_seen", "last_seen", "fetched_at", "rank",
+                       "snippet", "highlights")
+
+
+@main.command("search")
+@click.argument("query", nargs=-1, required=True, metavar="QUERY")
+@click.option("--in", "scope", type=click.Choice(SCOPES), default="all", show_default=True,
+              help="Search the documents, the hits or both.")
+@click.option("--since", help="Only documents last seen and hits first seen within this "
+                              "duration, e.g. 7d.")
+@click.option("--target", help="Only this target's documents and hits.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
+              help="At most this many results.")
+@format_option
+@click.pass_obj
+def search_command(state: State, query: tuple[str, ...], scope: str, since: str | None,
+                   target: str | None, limit: int, fmt: str) -> None:
+    """Full-text search over stored documents and hits, best match (bm25) first, each
+    with a snippet around the match ([marked] in a table).
+
+    \b
+    QUERY is FTS5 syntax: words, "a phrase", prefix*, AND / OR / NOT, NEAR(a b, 10),
+    column:word (title, author, text, url; indicator, context, model, artifact,
+    recipient). Pasted text with punctuation (heron-7b, a URL, a magnet link) is searched
+    as the phrase of its words. A malformed query exits 2 with one line saying why.
+    """
+    from monitor.search import WINDOW, SearchError, search
+
+    with state.store() as store:
+        try:
+            found = search(store, " ".join(query), scope=scope, since=_since(since),
+                           target=target, limit=limit)
+        except SearchError as exc:
+            fail(f"search: {exc}", 2)
+    if fmt != "table":
+        emit([r.as_dict() for r in found.results], fmt, columns=SEARCH_JSON_COLUMNS)
+    else:
+        emit([{"kind": r.kind, "id": r.id, "target": r.target, "first_seen": r.first_seen,
+               "title": r.title if r.kind == "document" else r.indicator,
+               "snippet": r.marked_snippet()} for r in found.results], fmt,
+             empty="no matches")
+    for table in found.windowed:
+        click.echo(f"search: more than {WINDOW:,} {table} match; only the newest {WINDOW:,} "
+                   f"were ranked (add words or a \"phrase\" to narrow the query)", err=True)
+
+
+# --- demo ----------------------------------------------------------------------------
 
 
 @main.command("demo")

@@ -312,4 +312,84 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX artifacts_model_name ON artifacts(model, name);
     """,
+    # 11: analysts' full-text search (FTS5 over documents and hits, kept in step by
+    # triggers) and an index for each `hits --sort` order, so any page is a seek.
+    """
+    -- unicode61 folds case and accents; '-', '_', '.', ':' and '/' separate tokens, so
+    -- heron-7b, a URL or a magnet is found as a phrase of its parts, and a hex digest
+    -- (letters and digits only) is one token whatever surrounds it.
+    CREATE VIRTUAL TABLE documents_fts USING fts5(
+        title, author, text, url,
+        content='documents', content_rowid='id',
+        tokenize='unicode61 remove_diacritics 2');
+    -- A word in a title says more about a post than the same word in its body.
+    INSERT INTO documents_fts(documents_fts, rank) VALUES ('rank', 'bm25(3.0, 1.0, 1.0, 1.0)');
+    CREATE TRIGGER documents_fts_insert AFTER INSERT ON documents BEGIN
+        INSERT INTO documents_fts(rowid, title, author, text, url)
+            VALUES (new.id, new.title, new.author, new.text, new.url);
+    END;
+    CREATE TRIGGER documents_fts_delete AFTER DELETE ON documents BEGIN
+        INSERT INTO documents_fts(documents_fts, rowid, title, author, text, url)
+            VALUES ('delete', old.id, old.title, old.author, old.text, old.url);
+    END;
+    -- A re-saved document whose indexed text did not change is not re-indexed.
+    CREATE TRIGGER documents_fts_update AFTER UPDATE OF id, title, author, text, url ON documents
+    WHEN old.id IS NOT new.id OR old.title IS NOT new.title OR old.author IS NOT new.author
+        OR old.text IS NOT new.text OR old.url IS NOT new.url
+    BEGIN
+        INSERT INTO documents_fts(documents_fts, rowid, title, author, text, url)
+            VALUES ('delete', old.id, old.title, old.author, old.text, old.url);
+        INSERT INTO documents_fts(rowid, title, author, text, url)
+            VALUES (new.id, new.title, new.author, new.text, new.url);
+    END;
+    CREATE VIRTUAL TABLE hits_fts USING fts5(
+        indicator, context, url, model, artifact, recipient,
+        content='hits', content_rowid='id',
+        tokenize='unicode61 remove_diacritics 2');
+    INSERT INTO hits_fts(hits_fts, rank) VALUES ('rank', 'bm25(3.0, 1.0, 1.0, 1.0, 1.0, 1.0)');
+    CREATE TRIGGER hits_fts_insert AFTER INSERT ON hits BEGIN
+        INSERT INTO hits_fts(rowid, indicator, context, url, model, artifact, recipient)
+            VALUES (new.id, new.indicator, new.context, new.url, new.model, new.artifact,
+                    new.recipient);
+    END;
+    CREATE TRIGGER hits_fts_delete AFTER DELETE ON hits BEGIN
+        INSERT INTO hits_fts(hits_fts, rowid, indicator, context, url, model, artifact, recipient)
+            VALUES ('delete', old.id, old.indicator, old.context, old.url, old.model,
+                    old.artifact, old.recipient);
+    END;
+    -- Seeing a hit again or triaging it changes no indexed column, so this never fires
+    -- on the daemon's hot path.
+    CREATE TRIGGER hits_fts_update
+    AFTER UPDATE OF id, indicator, context, url, model, artifact, recipient ON hits
+    WHEN old.id IS NOT new.id OR old.indicator IS NOT new.indicator
+        OR old.context IS NOT new.context OR old.url IS NOT new.url
+        OR old.model IS NOT new.model OR old.artifact IS NOT new.artifact
+        OR old.recipient IS NOT new.recipient
+    BEGIN
+        INSERT INTO hits_fts(hits_fts, rowid, indicator, context, url, model, artifact, recipient)
+            VALUES ('delete', old.id, old.indicator, old.context, old.url, old.model,
+                    old.artifact, old.recipient);
+        INSERT INTO hits_fts(rowid, indicator, context, url, model, artifact, recipient)
+            VALUES (new.id, new.indicator, new.context, new.url, new.model, new.artifact,
+                    new.recipient);
+    END;
+    INSERT INTO documents_fts(documents_fts) VALUES ('rebuild');
+    INSERT INTO hits_fts(hits_fts) VALUES ('rebuild');
+    -- Higher is worse (critical 4 ... low 1), so "worst, then newest" is one descending
+    -- key (severity_level, first_seen, id) that a keyset page seeks into, where the CASE
+    -- expression this replaces could only be sorted.
+    ALTER TABLE hits ADD COLUMN severity_level INTEGER GENERATED ALWAYS AS (
+        CASE severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2
+        WHEN 'low' THEN 1 ELSE 0 END) VIRTUAL;
+    CREATE INDEX hits_worst ON hits(severity_level, first_seen);
+    CREATE INDEX hits_last_seen ON hits(last_seen);
+    CREATE INDEX hits_score ON hits(score, first_seen);
+    CREATE INDEX hits_target ON hits(target, first_seen);
+    -- The usual filters in the default order: a page is read in order and stops at its
+    -- limit, instead of sorting every hit of a model (a quarter of them, say) first.
+    CREATE INDEX hits_model_worst ON hits(model, severity_level, first_seen);
+    CREATE INDEX hits_kind_worst ON hits(kind, severity_level, first_seen);
+    CREATE INDEX hits_target_worst ON hits(target, severity_level, first_seen);
+    CREATE INDEX hits_recipient_worst ON hits(recipient, severity_level, first_seen);
+    """,
 ]

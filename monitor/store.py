@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 import zlib
 from contextlib import contextmanager
@@ -50,6 +51,49 @@ class SavedDocument:
     id: int
     is_new: bool
     changed: bool
+
+
+@dataclass(frozen=True)
+class HitSort:
+    """An order `Store.hits` lists hits in. Its key ends with the id, so the order is
+    total, and runs all one way, so "after this row" is one row-value comparison that an
+    index of migration 11 seeks to: a deep page costs what the first one does."""
+
+    key: tuple[str, ...]
+    descending: bool
+
+
+# `hits --sort`; "severity" (worst, then newest) is the default and was the only order.
+HIT_SORTS: dict[str, HitSort] = {
+    "severity": HitSort(("severity_level", "first_seen", "id"), descending=True),
+    "newest": HitSort(("first_seen", "id"), descending=True),
+    "oldest": HitSort(("first_seen", "id"), descending=False),
+    "score": HitSort(("score", "first_seen", "id"), descending=True),
+    "last-seen": HitSort(("last_seen", "id"), descending=True),
+}
+
+
+def _words_query(text: str) -> str | None:
+    """`hits --text` as an FTS5 query on the indicator, context and URL: the words of
+    `text` as one phrase whose last word may be cut short (the start of a digest, as the
+    table shows it, is found); None if `text` has no letters or digits to look up."""
+    if not any(ch.isalnum() for ch in text):
+        return None
+    return '{indicator context url} : "' + text.replace('"', '""') + '"*'
+
+
+def _cursor_value(column: str, text: str) -> Any:
+    """One leading key value of a cursor; ValueError if it is not one `hit_cursor` wrote.
+    A severity cursor holds the rank (0 critical) as before --sort existed; the key
+    column holds the level (4 critical), so higher is worse in one descending key."""
+    if column == "severity_level":
+        if not (text.isdigit() and int(text) <= len(SEVERITIES)):
+            raise ValueError(text)
+        return len(SEVERITIES) - int(text)
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
 
 
 class Store:
@@ -355,26 +399,26 @@ class Store:
         "FROM outbox o JOIN hits h ON h.id = o.hit_id "
         "LEFT JOIN documents d ON d.id = h.document_id")
 
-    # SEVERITIES' order, in SQL: worst first, anything unknown last.
-    SEVERITY_RANK = ("CASE severity " + " ".join(
-        f"WHEN '{name}' THEN {rank}" for rank, name in enumerate(SEVERITIES))
-        + f" ELSE {len(SEVERITIES)} END")
-
     def hits(self, *, since: str | None = None, until: str | None = None,
              severity: Iterable[str] = (), kind: Iterable[str] = (), model: str | None = None,
              status: Iterable[str] = (), target: str | None = None,
-             recipient: str | None = None, text: str | None = None,
-             after: tuple[int, str, int] | None = None,
+             recipient: str | None = None, text: str | None = None, sort: str = "severity",
+             after: tuple[Any, ...] | None = None,
              limit: int | None = None) -> list[dict[str, Any]]:
-        """Hits, worst and newest first. `text` is a case-insensitive substring of the
-        indicator, context or URL; `after` is the keyset cursor (`hit_cursor` of the last
-        row of the previous page), so deep pages cost what the first one does."""
+        """Hits in `sort` order (`HIT_SORTS`; by default worst, then newest). `text`
+        finds words of the indicator, context or URL through the full-text index, so it
+        costs no scan of the hits (`_words_query`; text without letters or digits is
+        matched as a plain substring); `after` is the keyset cursor (`parse_cursor` of
+        the previous page's last `hit_cursor`), so deep pages cost what the first one does."""
+        order = HIT_SORTS[sort]
         where, params = [], []
         for clause, value in (("first_seen >= ?", since), ("first_seen < ?", until)):
             if value:
                 where.append(clause)
                 params.append(value)
-        for column, values in (("severity", severity), ("kind", kind), ("status", status)):
+        # By level rather than by name, so the indexes that hold the default order serve.
+        levels = [len(SEVERITIES) - SEVERITIES.index(s) for s in severity]
+        for column, values in (("severity_level", levels), ("kind", kind), ("status", status)):
             values = list(values)
             if values:
                 where.append(f"{column} IN ({', '.join('?' * len(values))})")
@@ -384,19 +428,29 @@ class Store:
                 where.append(f"{column} = ?")
                 params.append(value)
         if text:
-            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where.append("(indicator LIKE ? ESCAPE '\\' OR context LIKE ? ESCAPE '\\' "
-                         "OR url LIKE ? ESCAPE '\\')")
-            params += [like, like, like]
+            words = _words_query(text)
+            if words:
+                # The unary + stops SQLite from fetching every match by id and sorting
+                # them all (0.6 s for a word in 40% of a million hits): it walks the
+                # order's index instead, testing ids against the matches, and stops at
+                # the end of the page.
+                where.append("+id IN (SELECT rowid FROM hits_fts WHERE hits_fts MATCH ?)")
+                params.append(words)
+            else:
+                like = "%" + (text.replace("\\", "\\\\").replace("%", "\\%")
+                              .replace("_", "\\_")) + "%"
+                where.append("(indicator LIKE ? ESCAPE '\\' OR context LIKE ? ESCAPE '\\' "
+                             "OR url LIKE ? ESCAPE '\\')")
+                params += [like, like, like]
         if after is not None:
-            rank, first_seen, hit_id = after
-            where.append(f"({self.SEVERITY_RANK} > ? OR ({self.SEVERITY_RANK} = ? AND "
-                         f"(first_seen < ? OR (first_seen = ? AND id < ?))))")
-            params += [rank, rank, first_seen, first_seen, hit_id]
+            where.append(f"({', '.join(order.key)}) {'<' if order.descending else '>'} "
+                         f"({', '.join('?' * len(order.key))})")
+            params.extend(after)
         sql = f"SELECT {self.HIT_COLUMNS} FROM hits"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += f" ORDER BY {self.SEVERITY_RANK}, first_seen DESC, id DESC"
+        direction = " DESC" if order.descending else ""
+        sql += " ORDER BY " + ", ".join(column + direction for column in order.key)
         if limit:
             sql += f" LIMIT {int(limit)}"
         return list(self.db.query(sql, params))
@@ -426,20 +480,91 @@ class Store:
         return dict(self.db.execute("SELECT key, last_sent_at FROM alert_groups").fetchall())
 
     @staticmethod
-    def hit_cursor(row: dict[str, Any]) -> str:
-        """The keyset cursor after `row`, for `hits(after=...)`: rank:first_seen:id."""
-        severity = row["severity"]
-        rank = SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
-        return f"{rank}:{row['first_seen']}:{row['id']}"
+    def hit_cursor(row: dict[str, Any], sort: str = "severity") -> str:
+        """The keyset cursor after `row` in `sort` order, for `parse_cursor`. A severity
+        cursor is rank:first_seen:id, as before --sort existed; the others start with
+        their sort's name (newest:first_seen:id, score:score:first_seen:id), so a cursor
+        is never read in an order it was not made for."""
+        if sort == "severity":
+            severity = row["severity"]
+            rank = SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
+            return f"{rank}:{row['first_seen']}:{row['id']}"
+        return ":".join([sort, *(repr(float(row[column])) if column == "score"
+                                 else str(row[column]) for column in HIT_SORTS[sort].key)])
 
     @staticmethod
-    def parse_cursor(cursor: str) -> tuple[int, str, int]:
-        """ValueError unless `cursor` is one `hit_cursor` made."""
-        rank, _, rest = cursor.partition(":")
-        first_seen, _, hit_id = rest.rpartition(":")
-        if not (rank.isdigit() and hit_id.isdigit() and first_seen):
+    def parse_cursor(cursor: str, sort: str = "severity") -> tuple[Any, ...]:
+        """The key after which `hits(sort=sort, after=...)` goes on (`HIT_SORTS[sort].key`
+        values); ValueError naming the problem unless `hit_cursor` made `cursor` for the
+        same `sort`."""
+        head, _, rest = cursor.partition(":")
+        made_for = "severity" if head.isdigit() else head
+        if made_for not in HIT_SORTS or head == "severity":
             raise ValueError(f"not a hits cursor: {cursor!r}")
-        return int(rank), first_seen, int(hit_id)
+        if made_for != sort:
+            raise ValueError(f"that cursor pages --sort {made_for}, not --sort {sort}; use "
+                             f"it with --sort {made_for}, or start again without --after")
+        key = HIT_SORTS[sort].key
+        rest = cursor if sort == "severity" else rest
+        leading = []
+        for _ in key[:-2]:
+            value, _, rest = rest.partition(":")
+            leading.append(value)
+        moment, _, hit_id = rest.rpartition(":")
+        try:
+            if not (moment and hit_id.isdigit()):
+                raise ValueError(cursor)
+            values = [_cursor_value(column, value) for column, value in zip(key, leading)]
+        except ValueError:
+            raise ValueError(f"not a hits cursor: {cursor!r}") from None
+        return (*values, moment, int(hit_id))
+
+    # What `search` reads of each table with a full-text index (migration 11), and the
+    # time its `since` applies to: a document's last sighting (as `rematch --since`), a
+    # hit's first (as `hits --since`).
+    SEARCHED = {
+        "documents": (("id", "target", "url", "title", "first_seen", "last_seen",
+                       "fetched_at"), "last_seen"),
+        "hits": (("id", "target", "url", "indicator", "severity", "kind", "model",
+                  "first_seen", "last_seen", "document_id"), "first_seen"),
+    }
+
+    def search(self, table: str, match: str, *, marks: tuple[str, str, str], tokens: int,
+               window: int, since: str | None = None, target: str | None = None,
+               limit: int = 20) -> tuple[list[dict[str, Any]], bool]:
+        """Rows of `table` ("documents" or "hits") that the FTS5 query `match` finds, best
+        (lowest bm25 `rank`) first, each with a `snippet` of about `tokens` tokens from
+        its best column, the matches between `marks[0]` and `marks[1]` and cuts shown
+        as `marks[2]`; and whether the query matched more than `window` rows, of which
+        only the newest `window` were ranked (then filtered by `target` and `since`), so
+        that a query matching most rows costs no more than one matching `window` (see
+        `monitor.search`). sqlite3.OperationalError if FTS5 cannot parse `match`."""
+        columns, seen = self.SEARCHED[table]
+        fts = f"{table}_fts"
+        past = self.db.execute(f"SELECT rowid FROM {fts} WHERE {fts} MATCH ? "
+                               f"ORDER BY rowid DESC LIMIT 1 OFFSET ?",
+                               [match, int(window)]).fetchone()
+        where, params = [f"{fts} MATCH ?"], [match]
+        for clause, value in (("t.target = ?", target), (f"t.{seen} >= ?", since),
+                              (f"{fts}.rowid > ?", past[0] if past else None)):
+            if value:
+                where.append(clause)
+                params.append(value)
+        sql = (f"SELECT {', '.join('t.' + c for c in columns)}, {fts}.rank AS rank, "
+               f"snippet({fts}, -1, ?, ?, ?, ?) AS snippet "
+               f"FROM {fts} JOIN {table} t ON t.id = {fts}.rowid "
+               f"WHERE {' AND '.join(where)} ORDER BY {fts}.rank LIMIT ?")
+        return list(self.db.query(sql, [*marks, tokens, *params, int(limit)])), past is not None
+
+    def hit_ids_by_document(self, document_ids: Sequence[int]) -> dict[int, list[int]]:
+        """The ids of each document's hits, oldest first (documents without hits left out)."""
+        found: dict[int, list[int]] = {}
+        if document_ids:
+            for document_id, hit_id in self.db.execute(
+                    f"SELECT document_id, id FROM hits WHERE document_id IN "
+                    f"({', '.join('?' * len(document_ids))}) ORDER BY id", list(document_ids)):
+                found.setdefault(document_id, []).append(hit_id)
+        return found
 
     def hit(self, hit_id: int) -> dict[str, Any] | None:
         rows = list(self.db.query(f"SELECT {self.HIT_COLUMNS} FROM hits WHERE id = ?", [hit_id]))
