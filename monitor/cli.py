@@ -1034,6 +1034,44 @@ def alerts_test(state: State) -> None:
     click.echo(f"test email sent to {', '.join(state.config.alerts.to)} ({message_id})")
 
 
+# --- analyst UI ----------------------------------------------------------------------
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; only a loopback one without --public.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8001, show_default=True,
+              help="Port to listen on; 0 picks a free one (the URL is printed).")
+@click.option("--public", is_flag=True,
+              help="Allow a non-loopback --host: there is no login, so everyone who can "
+                   "reach it reads every hit.")
+@click.pass_obj
+def serve_command(state: State, host: str, port: int, public: bool) -> None:
+    """Browse the hits in Datasette (the `ui` extra), read-only, until Ctrl-C.
+
+    Arbitrary SQL is off and key material is refused. Exit 1 if the port cannot be bound.
+    """
+    try:
+        from monitor.serve import is_loopback, listen, serve, url
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in ("datasette", "uvicorn"):
+            raise
+        fail("weightwatch serve needs the ui extra: pip install 'weightwatch[ui]'", 1)
+    if not public and not is_loopback(host):
+        fail(f"--host {host} is not a loopback address and the UI has no login; add "
+             f"--public to serve every hit to whoever can reach it", 2)
+    # Opening the store creates and migrates the database, so Datasette reads the schema
+    # this weightwatch describes; from here on nothing writes to it.
+    with state.store():
+        pass
+    try:
+        sock = listen(host, port)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1)
+    click.echo(f"serving {state.db_path} read-only at {url(sock)} (Ctrl-C to stop)", err=True)
+    serve(state.db_path, sock)
+
+
 # --- search --------------------------------------------------------------------------
 
 SEARCH_JSON_COLUMNS = ("kind", "id", "target", "url", "title", "indicator", "severity",
