@@ -204,7 +204,8 @@ def _hit_heading(row: dict[str, Any]) -> str:
             f"hit #{int(row['id'])}")
 
 
-def _show_command(row: dict[str, Any]) -> str:
+def show_command(row: dict[str, Any]) -> str:
+    """How to see a hit's whole evidence: emails, webhooks and reports all point there."""
     return f"weightwatch hits show {int(row['id'])}"
 
 
@@ -215,7 +216,7 @@ def _plain_hit(row: dict[str, Any]) -> list[str]:
     if context:
         lines.append("  Context:")
         lines += [f"    > {line}" for line in context.split("\n")]
-    lines.append(f"  {'See more:':<13} {_show_command(row)}")
+    lines.append(f"  {'See more:':<13} {show_command(row)}")
     return lines
 
 
@@ -236,7 +237,8 @@ def _esc(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-def _html_url(url: Any) -> str:
+def html_url(url: Any) -> str:
+    """A crawled URL for HTML: escaped text, a link only when it is plain http(s)."""
     shown = _esc(clean_line(url, URL_LIMIT))
     target = _safe_link_target(url)
     if target is None:
@@ -246,14 +248,14 @@ def _html_url(url: Any) -> str:
 
 def _html_hit(row: dict[str, Any]) -> str:
     # The URL cell is the one place a crawled value may become markup (a link).
-    facts = [(label, _html_url(row.get("url")) if label == "URL" else _esc(value))
+    facts = [(label, html_url(row.get("url")) if label == "URL" else _esc(value))
              for label, value in _facts(row)]
     cells = "".join(f'<tr><th align="left" valign="top">{_esc(label)}</th><td>{value}</td></tr>'
                     for label, value in facts)
     context = clean_block(row.get("context"))
     quoted = (f'<tr><th align="left" valign="top">Context</th><td><pre style="white-space:'
               f'pre-wrap">{_esc(context)}</pre></td></tr>') if context else ""
-    more = (f'<tr><th align="left">See more</th><td><code>{_esc(_show_command(row))}</code>'
+    more = (f'<tr><th align="left">See more</th><td><code>{_esc(show_command(row))}</code>'
             f'</td></tr>')
     return f"<h4>{_esc(_hit_heading(row))}</h4><table>{cells}{quoted}{more}</table>"
 
@@ -416,7 +418,7 @@ def webhook_payload(rows: list[dict[str, Any]], settings: AlertSettings) -> dict
             "subject": _subject(rows, clean_line(settings.subject_prefix, 60)),
             "count": len(rows),
             "hits": [{**{k: row.get(k) for k in keys},
-                      "show": f"weightwatch hits show {int(row['id'])}"}
+                      "show": show_command(row)}
                      for row in _worst_first(rows)]}
 
 

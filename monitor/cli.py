@@ -1121,6 +1121,50 @@ def search_command(state: State, query: tuple[str, ...], scope: str, since: str 
                    f"were ranked (add words or a \"phrase\" to narrow the query)", err=True)
 
 
+# --- report --------------------------------------------------------------------------
+
+
+@main.command("report")
+@click.option("--since", default="7d", show_default=True,
+              help="Hits first seen within this duration, e.g. 24h, 30d.")
+@click.option("--until", help="Only hits first seen more than this long ago.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="The HTML file to write (replaced atomically; never through a symlink).")
+@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True,
+              help="How many incidents to show in full.")
+@click.option("--all", "include_closed", is_flag=True,
+              help="Incidents count resolved and false-positive hits too.")
+@click.pass_obj
+def report_command(state: State, since: str, until: str | None, out: str, top: int,
+                   include_closed: bool) -> None:
+    """Write a self-contained HTML report for people away from the terminal: hits over
+    time by severity (an SVG chart), the top incidents with whose copy leaked and where,
+    and the failing targets. It opens offline in any browser, prints, and runs nothing
+    (no script; a Content-Security-Policy forbids any request). Exit 1 if it cannot be
+    written."""
+    from monitor.report import ReportError, build_report, write_report
+
+    since_at, until_at = _since(since), _since(until, "--until")
+    if since_at and until_at and until_at <= since_at:
+        fail(f"--until {until} ends the period before --since {since} starts it", 2)
+    # Failing targets as `weightwatch targets` shows them (the config's enabled ones);
+    # with a config that names none (a copy of the database read elsewhere), all of them.
+    enabled = ({t.name for t in state.config.targets if t.enabled}
+               if state.config.targets else None)
+    with state.store() as store:
+        report = build_report(store, state.config.alerts.group_by, since_at, until_at,
+                              top=top, include_closed=include_closed, targets=enabled)
+    try:
+        write_report(Path(out), report.html)
+    except ReportError as exc:
+        fail(f"--out: {exc}", 1)
+    except OSError as exc:
+        fail(f"--out: cannot write {out}: {exc.strerror or exc}", 1)
+    click.echo(f"report: {_count(report.hits, 'hit')}, {_count(report.incidents, 'incident')} "
+               f"written to {out}",
+               err=True)
+
+
 # --- demo ----------------------------------------------------------------------------
 
 

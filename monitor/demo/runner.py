@@ -185,6 +185,9 @@ def _report(hits: list[dict], sink: SmtpSink, received: bool, error: str | None,
     click.echo(f"  weightwatch --db {db} hits")
     click.echo(f"  weightwatch --db {db} hits show {hits[0]['id'] if hits else 1}")
     click.echo(f"  weightwatch --db {db} hits --severity critical --format json")
+    click.echo(f"  weightwatch --db {db} incidents")
+    click.echo(f"  weightwatch --db {db} search heron-7b")
+    click.echo(f"  weightwatch --db {db} report --out {db.parent / 'report.html'}")
     click.echo(f"  weightwatch --config {config_path} targets")
     return received and {"mention", "hash"} <= kinds
 
