@@ -867,8 +867,9 @@ _triage_command("false_positive", "false-positive",
 INCIDENT_JSON_COLUMNS = ("key", "labels", "severity", "hits", "open", "statuses", "kinds",
                          "locations", "recipients", "first_seen", "last_seen", "last_emailed",
                          "hit_ids")
-INCIDENT_TABLE_COLUMNS = ("severity", "incident", "hits", "open", "locations", "kinds",
-                          "first_seen", "last_seen", "last_emailed")
+# The table shows the incident's labels (model, release...) as columns in place of its key.
+INCIDENT_TABLE_COLUMNS = ("hits", "open", "locations", "kinds", "first_seen", "last_seen",
+                          "last_emailed")
 
 
 @main.command("incidents")
@@ -890,9 +891,11 @@ def incidents_cmd(state: State, since: str | None, model: str | None, include_cl
         found = incidents(store, state.config.alerts.group_by, since=since_at, model=model,
                           include_closed=include_closed)
     rows = [incident.summary() for incident in found]
+    group_by = tuple(state.config.alerts.group_by)
     if fmt == "table":
-        rows = [{**r, "incident": r["key"], "kinds": ",".join(r["kinds"])} for r in rows]
-    emit(rows, fmt, columns=INCIDENT_JSON_COLUMNS, table_columns=INCIDENT_TABLE_COLUMNS,
+        rows = [{**r, **r["labels"], "kinds": ",".join(r["kinds"])} for r in rows]
+    emit(rows, fmt, columns=INCIDENT_JSON_COLUMNS,
+         table_columns=("severity", *group_by, *INCIDENT_TABLE_COLUMNS),
          empty="no open incidents")
 
 

@@ -50,8 +50,9 @@ def test_incidents_group_hits_as_the_alerter_does(tmp_path: Path) -> None:
     assert everything[0]["hits"] == 4 and everything[0]["open"] == 3
     assert everything[0]["statuses"] == {"new": 3, "false_positive": 1}
     table = cli(db, "incidents").stdout.splitlines()
-    assert table[0].split()[:4] == ["SEVERITY", "INCIDENT", "HITS", "OPEN"]
-    assert table[1].split()[:3] == ["critical", "model:heron-7b|release:v1", "3"]
+    assert table[0].split()[:5] == ["SEVERITY", "MODEL", "RELEASE", "HITS", "OPEN"]
+    assert table[1].split()[:5] == ["critical", "heron-7b", "v1", "3", "3"]
+    assert table[3].split()[:4] == ["low", "heron-7b", "1", "1"]  # no release: blank
     # The same key the alerter would use with another group_by in the config.
     config = tmp_path / "config.toml"
     config.write_text('[alerts]\ngroup_by = ["model"]\n')
