@@ -385,8 +385,14 @@ def group_key(row: dict[str, Any], settings: AlertSettings | None = None) -> str
 def incident_key(row: dict[str, Any], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> str:
     """The incident a hit is part of, by the `group_by` labels alone (the digest, which
     gathers low hits of every incident into one email, is a delivery choice)."""
-    parts = [f"{label}:{value}" for label in group_by if (value := hit_label(row, label))]
-    # A hit with none of the labels (no model) is grouped with the others like it.
+    return labels_key({label: hit_label(row, label) for label in group_by})
+
+
+def labels_key(labels: dict[str, str]) -> str:
+    """An incident's key from its label values, in `group_by` order ("" values left out),
+    e.g. "model:heron-7b|release:v1"."""
+    parts = [f"{label}:{value}" for label, value in labels.items() if value]
+    # Hits with none of the labels (no model) are one group, like the others.
     return "|".join(parts) or "model:"
 
 

@@ -25,7 +25,7 @@ import click
 from monitor import __version__
 from monitor.config import CONFIG_ENV, DEFAULT_CONFIG, Config, ConfigError, load_config, parse_duration
 from monitor.logs import configure_logging
-from monitor.models import KINDS, SEVERITIES, severity_rank
+from monitor.models import HIT_STATUSES, KINDS, SEVERITIES, severity_rank
 from monitor.output import FORMATS, cell, emit
 from monitor.search import SCOPES
 from monitor.store import HIT_SORTS, Store, StoreError
@@ -39,7 +39,6 @@ HIT_JSON_COLUMNS = ("id", "kind", "severity", "model", "artifact", "recipient", 
 # `hits show` lists this many of the incident's other hits; JSON has them all.
 SHOWN_SIBLINGS = 20
 HIT_TABLE_COLUMNS = ("id", "severity", "kind", "model", "indicator", "target", "first_seen", "url")
-STATUSES = ("new", "acknowledged", "resolved", "false_positive")
 
 
 def _since(duration: str | None, option: str = "--since") -> str | None:
@@ -735,7 +734,7 @@ def rematch_cmd(state: State, names: tuple[str, ...], since: str | None, fmt: st
 @click.option("--model")
 @click.option("--target")
 @click.option("--recipient")
-@click.option("--status", multiple=True, type=click.Choice(STATUSES))
+@click.option("--status", multiple=True, type=click.Choice(HIT_STATUSES))
 @click.option("--text", help="Only hits whose indicator, context or URL holds these words "
                                 "(the last may be the start of one, e.g. of a digest).")
 @click.option("--sort", type=click.Choice(list(HIT_SORTS)), default="severity",
@@ -787,18 +786,17 @@ def hits_show(state: State, hit_id: int, snapshot_path: str | None, fmt: str) ->
             fail(f"no hit with id {hit_id} in {state.db_path}", 1)
         doc = store.document(hit["document_id"]) if hit["document_id"] else None
         history = store.triage_history(hit_id)
-        incident = incident_of(store, hit, state.config.alerts.group_by)
+        incident, worst = incident_of(store, hit, state.config.alerts.group_by,
+                                      shown=SHOWN_SIBLINGS)
         snapshot = (store.snapshot(doc["snapshot_sha256"])
                     if snapshot_path and doc and doc["snapshot_sha256"] else None)
     if snapshot_path:
         if snapshot is None:
             fail(f"hit {hit_id} has no stored snapshot", 1)
         _write_snapshot(Path(snapshot_path), snapshot)
-    others = sorted((h for h in incident.hits if h["id"] != hit_id),
-                    key=lambda h: (severity_rank(h["severity"]), h["id"]))
-    summary = {k: v for k, v in incident.summary().items() if k != "hit_ids"}
+    others = [i for i in incident.pop("hit_ids") if i != hit_id]
     evidence = {**hit, "document": doc, "triage": history,
-                "incident": {**summary, "other_hit_ids": [h["id"] for h in others]}}
+                "incident": {**incident, "other_hit_ids": others}}
     if fmt != "table":
         if doc:
             doc["extras"] = json.loads(doc["extras"])
@@ -817,13 +815,13 @@ def hits_show(state: State, hit_id: int, snapshot_path: str | None, fmt: str) ->
         for entry in history:
             note = f": {cell(entry['note'])}" if entry["note"] else ""
             click.echo(f"{cell(entry['at'])}  {entry['status']} by {cell(entry['by'])}{note}")
-    click.echo(f"\nincident {cell(incident.key)}: {len(incident.hits)} hits at "
-               f"{summary['locations']} locations")
-    for other in others[:SHOWN_SIBLINGS]:
+    click.echo(f"\nincident {cell(incident['key'])}: {_count(incident['hits'], 'hit')} at "
+               f"{_count(incident['locations'], 'location')}")
+    for other in worst:
         click.echo(f"{str(other['id']).rjust(width)}  {other['severity']:<8} "
                    f"{other['kind']:<9} {other['status']:<14} {cell(other['url'])}")
-    if len(others) > SHOWN_SIBLINGS:
-        click.echo(f"{'...'.rjust(width)}  {len(others) - SHOWN_SIBLINGS} more: "
+    if len(others) > len(worst):
+        click.echo(f"{'...'.rjust(width)}  {len(others) - len(worst)} more: "
                    f"`hits show {hit_id} --format json` lists them all")
 
 
@@ -888,9 +886,8 @@ def incidents_cmd(state: State, since: str | None, model: str | None, include_cl
 
     since_at = _since(since)
     with state.store() as store:
-        found = incidents(store, state.config.alerts.group_by, since=since_at, model=model,
-                          include_closed=include_closed)
-    rows = [incident.summary() for incident in found]
+        rows = incidents(store, state.config.alerts.group_by, since=since_at, model=model,
+                         include_closed=include_closed)
     group_by = tuple(state.config.alerts.group_by)
     if fmt == "table":
         rows = [{**r, **r["labels"], "kinds": ",".join(r["kinds"])} for r in rows]

@@ -3,7 +3,11 @@
 An incident is one leak as the security team hears of it: the hits that share the
 `alerts.group_by` labels (by default the model and release), wherever they were found.
 Listing them is how an analyst sees twenty mirrors as one thing to triage, and `hits show`
-uses the same key to list a hit's siblings.
+uses the same labels to list a hit's siblings.
+
+The store groups the whole table in SQL (`Store.incident_rows`, a million hits in a few
+seconds); `group_incidents` groups rows already in memory (a report's period) by
+`monitor.alerts.incident_key`, the alerter's own key. Both give the same summaries.
 """
 
 from __future__ import annotations
@@ -11,15 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from monitor.alerts import hit_label, incident_key
-from monitor.models import severity_rank
-
-OPEN_STATUSES = ("new", "acknowledged")
+from monitor.alerts import hit_label, incident_key, labels_key
+from monitor.models import HIT_STATUSES, OPEN_STATUSES, SEVERITIES, severity_rank
 
 
 @dataclass
 class Incident:
-    """The hits of one incident and what an analyst reads first about them."""
+    """The hits of one incident, in memory, and what an analyst reads first about them."""
 
     key: str
     labels: dict[str, str]
@@ -48,13 +50,14 @@ class Incident:
             "first_seen": min(h["first_seen"] for h in self.hits),
             "last_seen": max(h["last_seen"] for h in self.hits),
             "last_emailed": self.last_emailed,
-            "hit_ids": [h["id"] for h in self.hits],
+            "hit_ids": sorted(h["id"] for h in self.hits),
         }
 
 
 def group_incidents(rows: Iterable[dict[str, Any]], group_by: Sequence[str],
                     emailed: dict[str, str] | None = None) -> list[Incident]:
-    """Hits (with their `release`) grouped into incidents, worst and most recent first."""
+    """Hits in memory (with their `release`) grouped into incidents, worst and most
+    recent first."""
     incidents: dict[str, Incident] = {}
     for row in rows:
         key = incident_key(row, group_by)
@@ -62,26 +65,59 @@ def group_incidents(rows: Iterable[dict[str, Any]], group_by: Sequence[str],
             labels = {label: hit_label(row, label) for label in group_by}
             incidents[key] = Incident(key, labels, last_emailed=(emailed or {}).get(key))
         incidents[key].hits.append(row)
-    newest_first = sorted(incidents.values(), reverse=True,
-                          key=lambda i: max(h["last_seen"] for h in i.hits))
-    return sorted(newest_first, key=lambda i: severity_rank(i.severity))
+    return _worst_and_newest_first(list(incidents.values()), lambda i: (
+        i.severity, max(h["last_seen"] for h in i.hits), i.key))
+
+
+def _worst_and_newest_first(items: list[Any], facts: Any) -> list[Any]:
+    """Sorted by the (severity, last_seen, key) `facts` gives: worst, then most recently
+    seen, then by key, so ties come out the same from SQL and from memory."""
+    by_key = sorted(items, key=lambda i: facts(i)[2])
+    newest_first = sorted(by_key, key=lambda i: facts(i)[1], reverse=True)
+    return sorted(newest_first, key=lambda i: severity_rank(facts(i)[0]))
 
 
 def incidents(store: Any, group_by: Sequence[str], *, since: str | None = None,
-              include_closed: bool = False, model: str | None = None) -> list[Incident]:
-    """The incidents in the store: by default those with a hit still open (new or
-    acknowledged), counting only their open hits; `include_closed` counts every hit."""
-    rows = store.hits_with_release(since=since, model=model,
-                                   statuses=() if include_closed else OPEN_STATUSES)
-    return group_incidents(rows, group_by, store.groups_sent())
+              include_closed: bool = False, model: str | None = None,
+              labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The store's incidents as `Incident.summary()` dicts, worst and most recent first:
+    by default those with a hit still open (new or acknowledged), counting only their
+    open hits; `include_closed` counts every hit. `labels` narrows to one incident."""
+    emailed = store.groups_sent()
+    found = []
+    for row in store.incident_rows(group_by, since=since, model=model, labels=labels,
+                                   statuses=() if include_closed else OPEN_STATUSES):
+        values = {label: row[f"label_{label}"] for label in group_by}
+        key = labels_key(values)
+        level = int(row["severity_level"] or 0)  # critical 4 ... low 1 (migration 11)
+        found.append({
+            "key": key,
+            "labels": values,
+            "severity": SEVERITIES[len(SEVERITIES) - level] if level else "unknown",
+            "hits": row["hits"],
+            "open": row["open"],
+            "statuses": {s: row[f"n_{s}"] for s in HIT_STATUSES if row[f"n_{s}"]},
+            "kinds": sorted(_split(row["kinds"])),
+            "locations": row["locations"],
+            "recipients": sorted(_split(row["recipients"])),
+            "first_seen": row["first_seen"],
+            "last_seen": row["last_seen"],
+            "last_emailed": emailed.get(key),
+            "hit_ids": sorted(int(i) for i in _split(row["hit_ids"])),
+        })
+    return _worst_and_newest_first(found, lambda i: (i["severity"], i["last_seen"], i["key"]))
 
 
-def incident_of(store: Any, hit: dict[str, Any], group_by: Sequence[str]) -> Incident:
-    """The incident `hit` belongs to, with every hit of it (any status). Incidents never
-    span models unless `group_by` leaves the model out, so only the hit's model is read."""
-    rows = store.hits_with_release(model=hit.get("model") or "" if "model" in group_by
-                                   else None)
-    key = next(incident_key(r, group_by) for r in rows if r["id"] == hit["id"])
-    (incident,) = group_incidents([r for r in rows if incident_key(r, group_by) == key],
-                                  group_by, store.groups_sent())
-    return incident
+def _split(joined: str | None) -> list[str]:
+    return joined.split(",") if joined else []
+
+
+def incident_of(store: Any, hit: dict[str, Any], group_by: Sequence[str], *,
+                shown: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The incident `hit` (with its release, as `Store.hit` gives it) belongs to, counting
+    hits of any status, and up to `shown` of its other hits, worst first."""
+    labels = {label: hit_label(hit, label) for label in group_by}
+    (summary,) = incidents(store, group_by, include_closed=True, labels=labels)
+    others = [h for h in store.incident_hits(group_by, labels, limit=shown + 1)
+              if h["id"] != hit["id"]][:shown]
+    return summary, others

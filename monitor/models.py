@@ -15,6 +15,9 @@ from typing import Any
 VOLATILE_EXTRAS = "stats"
 KINDS = ("mention", "hash", "torrent", "weights", "watermark")
 SEVERITIES = ("critical", "high", "medium", "low")
+HIT_STATUSES = ("new", "acknowledged", "resolved", "false_positive")
+# Still to be dealt with: what incidents count and reminders repeat.
+OPEN_STATUSES = ("new", "acknowledged")
 # What `alerts.group_by` may name: hits alike in all of them are one incident (one email).
 GROUP_LABELS = ("model", "release", "infohash", "artifact", "recipient", "kind", "severity",
                 "target")

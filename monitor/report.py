@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, Collection, Iterable, Sequence
 
 from monitor.alerts import html_url, show_command, clean_line
-from monitor.incidents import OPEN_STATUSES, Incident, group_incidents
-from monitor.models import SEVERITIES, severity_rank
+from monitor.incidents import Incident, group_incidents
+from monitor.models import OPEN_STATUSES, SEVERITIES, severity_rank
 from monitor.output import SEVERITY_COLOURS
 from monitor.store import Store
 

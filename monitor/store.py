@@ -24,7 +24,7 @@ import sqlite_utils
 
 from fingerprints.weightprint import TensorPrint, WeightPrint
 from monitor.migrations import MIGRATIONS
-from monitor.models import SEVERITIES, Document, Hit, utcnow
+from monitor.models import HIT_STATUSES, OPEN_STATUSES, SEVERITIES, Document, Hit, utcnow
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -390,6 +390,21 @@ class Store:
         "(SELECT MIN(a.release) FROM artifacts a WHERE a.model = h.model "
         "HAVING COUNT(DISTINCT a.release) = 1))")
 
+    # Each `alerts.group_by` label of a hit in SQL, "" when it has none, as
+    # monitor.alerts.hit_label reads it from a row: the alerter groups the rows it sends,
+    # analysts' incidents are grouped here over the whole table, and both agree.
+    LABEL_SQL = {
+        "model": "COALESCE(h.model, '')",
+        "release": f"COALESCE({HIT_RELEASE}, '')",
+        "infohash": "CASE WHEN substr(h.indicator_type, 1, 4) IN ('btih', 'btmh') "
+                    "THEN h.indicator ELSE '' END",
+        "artifact": "COALESCE(h.artifact, '')",
+        "recipient": "COALESCE(h.recipient, '')",
+        "kind": "h.kind",
+        "severity": "h.severity",
+        "target": "h.target",
+    }
+
     # An outbox row with its hit, the hit's release and its document's evidence: what an
     # alert is composed from.
     ALERT_ROWS = (
@@ -459,6 +474,15 @@ class Store:
                           model: str | None = None) -> list[dict[str, Any]]:
         """Hits with their release (`HIT_RELEASE`), oldest first: what incidents are made
         of; `model` "" selects the hits of no model. The grouping is the caller's."""
+        where, params = self._incident_filter(since=since, statuses=statuses, model=model)
+        return list(self.db.query(
+            f"SELECT {self.HIT_COLUMNS}, {self.HIT_RELEASE} AS release FROM hits h{where} "
+            "ORDER BY h.id", params))
+
+    def _incident_filter(self, *, since: str | None = None, statuses: Iterable[str] = (),
+                         model: str | None = None, labels: dict[str, str] | None = None
+                         ) -> tuple[str, list[Any]]:
+        """The WHERE clause (with its parameters) that picks hits for incidents."""
         where, params = [], []
         if since:
             where.append("h.first_seen >= ?")
@@ -470,10 +494,46 @@ class Store:
         if model is not None:
             where.append("h.model IS ?")
             params.append(model or None)
-        sql = f"SELECT {self.HIT_COLUMNS}, {self.HIT_RELEASE} AS release FROM hits h"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return list(self.db.query(sql + " ORDER BY h.id", params))
+        for label, value in (labels or {}).items():
+            if label == "model":  # as the column, so the model index serves it
+                where.append("h.model IS ?")
+                params.append(value or None)
+            else:
+                where.append(f"{self.LABEL_SQL[label]} = ?")
+                params.append(value)
+        return (" WHERE " + " AND ".join(where)) if where else "", params
+
+    def incident_rows(self, group_by: Sequence[str], *, since: str | None = None,
+                      statuses: Iterable[str] = (), model: str | None = None,
+                      labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """One row per incident (hits alike in every `group_by` label), aggregated in SQL
+        so a million hits are summed without reading them into Python: `label_<name>` per
+        label, hits, open, status counts `n_<status>`, locations, kinds and recipients
+        (comma-joined), first_seen, last_seen, severity_level (the worst) and hit_ids
+        (comma-joined). `labels` narrows to one incident."""
+        where, params = self._incident_filter(since=since, statuses=statuses, model=model,
+                                              labels=labels)
+        keys = [f"{self.LABEL_SQL[label]} AS label_{label}" for label in group_by]
+        counts = [f"SUM(h.status = '{status}') AS n_{status}" for status in HIT_STATUSES]
+        sql = (f"SELECT {', '.join([*keys, *counts])}, COUNT(*) AS hits, "
+               f"SUM(h.status IN ({', '.join(map(repr, OPEN_STATUSES))})) AS open, "
+               "COUNT(DISTINCT h.url) AS locations, group_concat(DISTINCT h.kind) AS kinds, "
+               "group_concat(DISTINCT h.recipient) AS recipients, "
+               "MIN(h.first_seen) AS first_seen, MAX(h.last_seen) AS last_seen, "
+               "MAX(h.severity_level) AS severity_level, group_concat(h.id) AS hit_ids "
+               f"FROM hits h{where}")
+        if group_by:
+            sql += " GROUP BY " + ", ".join(f"label_{label}" for label in group_by)
+        # Without GROUP BY an empty table still yields one row, of no hits.
+        return [row for row in self.db.query(sql, params) if row["hits"]]
+
+    def incident_hits(self, group_by: Sequence[str], labels: dict[str, str], *,
+                      limit: int) -> list[dict[str, Any]]:
+        """The worst hits of one incident (the one whose `group_by` labels are `labels`)."""
+        where, params = self._incident_filter(labels={k: labels[k] for k in group_by})
+        return list(self.db.query(
+            f"SELECT {self.HIT_COLUMNS} FROM hits h{where} "
+            f"ORDER BY h.severity_level DESC, h.id LIMIT {int(limit)}", params))
 
     def groups_sent(self) -> dict[str, str]:
         """When each alert group was last emailed (`alert_groups`), by key."""
@@ -567,7 +627,9 @@ class Store:
         return found
 
     def hit(self, hit_id: int) -> dict[str, Any] | None:
-        rows = list(self.db.query(f"SELECT {self.HIT_COLUMNS} FROM hits WHERE id = ?", [hit_id]))
+        """One hit, with its release (`HIT_RELEASE`)."""
+        rows = list(self.db.query(f"SELECT {self.HIT_COLUMNS}, {self.HIT_RELEASE} AS release "
+                                  "FROM hits h WHERE id = ?", [hit_id]))
         return rows[0] if rows else None
 
     def document(self, document_id: int) -> dict[str, Any] | None:

@@ -8,6 +8,8 @@ import json
 import os
 from pathlib import Path
 
+from monitor.incidents import group_incidents, incidents
+from monitor.models import GROUP_LABELS
 from monitor.store import Store
 from test_alerts import hit, save
 from test_alert_groups import release
@@ -68,8 +70,39 @@ def test_hits_show_lists_the_other_hits_of_its_incident(tmp_path: Path) -> None:
     incident = shown["incident"]
     assert incident["key"] == "model:heron-7b|release:v1" and incident["hits"] == 4
     assert incident["other_hit_ids"] == [ids["v1"][0], *ids["v1"][2:]]
+    assert shown["release"] == "v1"
     table = cli(db, "hits", "show", str(ids["chatter"][0])).stdout
-    assert "incident model:heron-7b: 1 hits at 1 locations" in table
+    assert "incident model:heron-7b: 1 hit at 1 location" in table
+    # The table lists the worst siblings first, and says how many it left out.
+    with Store(db) as store:
+        more = [i for n in range(25) for i in save(
+            store, [hit(kind="mention", severity="low", indicator="Heron 7B",
+                        artifact="heron-7b/model.safetensors")],
+            key=f"more-{n}", url=f"https://board.example/{n}")]
+    lines = cli(db, "hits", "show", str(more[0])).stdout.splitlines()
+    listed = lines[lines.index(next(l for l in lines if l.startswith("incident "))) + 1:]
+    assert [l.split()[0] for l in listed[:4]] == [str(i) for i in ids["v1"]]
+    assert len(listed) == 21 and "8 more" in listed[-1]
+
+
+def test_the_store_groups_as_the_alerter_does(tmp_path: Path) -> None:
+    """Incidents summed in SQL over the table equal the alerter's grouping in Python of
+    the same hits, for every label `alerts.group_by` may name."""
+    db = tmp_path / "w.db"
+    leak(db)
+    with Store(db) as store:
+        save(store, [hit(kind="torrent", severity="high", indicator="ef" * 20,
+                         indicator_type="btih (magnet)", recipient="lab-17")],
+             key="t", url="https://tracker.example/t")
+        save(store, [hit(model=None, kind="mention", severity="medium", indicator="x")],
+             key="n", url="https://board.example/n")
+        for group_by in ([], ["model"], ["model", "release"], list(GROUP_LABELS)):
+            in_python = [i.summary() for i in group_incidents(
+                store.hits_with_release(), group_by, store.groups_sent())]
+            assert incidents(store, group_by, include_closed=True) == in_python, group_by
+        # By infohash: the magnet apart, the model's other hits together, the unattributed one.
+        assert [i["key"] for i in incidents(store, ["model", "infohash"])] == [
+            "model:heron-7b", "model:heron-7b|infohash:" + "ef" * 20, "model:"]
 
 
 def test_hits_show_snapshot_writes_the_page_as_fetched(tmp_path: Path) -> None:
