@@ -26,7 +26,7 @@ from monitor import __version__
 from monitor.config import CONFIG_ENV, DEFAULT_CONFIG, Config, ConfigError, load_config, parse_duration
 from monitor.logs import configure_logging
 from monitor.models import HIT_STATUSES, KINDS, SEVERITIES, severity_rank
-from monitor.output import FORMATS, cell, emit
+from monitor.output import FORMATS, cell, emit, plural
 from monitor.search import SCOPES
 from monitor.store import HIT_SORTS, Store, StoreError
 
@@ -51,10 +51,6 @@ def _since(duration: str | None, option: str = "--since") -> str | None:
     except ValueError as exc:
         fail(f"{option}: {exc}", 2)
     return (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat(timespec="seconds")
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -815,8 +811,9 @@ def hits_show(state: State, hit_id: int, snapshot_path: str | None, fmt: str) ->
         for entry in history:
             note = f": {cell(entry['note'])}" if entry["note"] else ""
             click.echo(f"{cell(entry['at'])}  {entry['status']} by {cell(entry['by'])}{note}")
-    click.echo(f"\nincident {cell(incident['key'])}: {_count(incident['hits'], 'hit')} at "
-               f"{_count(incident['locations'], 'location')}")
+    hits_n, places = incident["hits"], incident["locations"]
+    click.echo(f"\nincident {cell(incident['key'])}: {hits_n} {plural(hits_n, 'hit')} at "
+               f"{places} {plural(places, 'location')}")
     for other in worst:
         click.echo(f"{str(other['id']).rjust(width)}  {other['severity']:<8} "
                    f"{other['kind']:<9} {other['status']:<14} {cell(other['url'])}")
@@ -1160,7 +1157,8 @@ def report_command(state: State, since: str, until: str | None, out: str, top: i
         fail(f"--out: {exc}", 1)
     except OSError as exc:
         fail(f"--out: cannot write {out}: {exc.strerror or exc}", 1)
-    click.echo(f"report: {_count(report.hits, 'hit')}, {_count(report.incidents, 'incident')} "
+    click.echo(f"report: {report.hits} {plural(report.hits, 'hit')}, {report.incidents} "
+               f"{plural(report.incidents, 'incident')} "
                f"written to {out}",
                err=True)
 

@@ -22,6 +22,11 @@ COLUMN_CAPS = {"indicator": 20, "context": 60, "last_error": 60, "title": 40, "h
                "text": 60}
 
 
+def plural(n: int, noun: str) -> str:
+    """`noun` as it reads after the number `n`: "1 hit", "2 hits"."""
+    return noun if n == 1 else noun + "s"
+
+
 def csv_safe(value: Any) -> Any:
     if isinstance(value, (dict, list, tuple)):
         # Nested values as JSON (not Python's repr), still neutralised as a whole.

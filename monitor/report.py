@@ -27,7 +27,7 @@ from typing import Any, Collection, Iterable, Sequence
 from monitor.alerts import html_url, show_command, clean_line
 from monitor.incidents import Incident, group_incidents
 from monitor.models import OPEN_STATUSES, SEVERITIES, severity_rank
-from monitor.output import SEVERITY_COLOURS
+from monitor.output import SEVERITY_COLOURS, plural
 from monitor.store import Store
 
 # The page may load nothing and run nothing; only its own <style> and inline styles apply.
@@ -167,8 +167,8 @@ def _summary(rows: list[dict[str, Any]], found: list[dict[str, Any]],
     dismissed = len(rows) - len(found)
     note = f" (and {dismissed} dismissed as false positives)" if dismissed else ""
     return (f'<section id="summary"><h2>Summary</h2>\n'
-            f"<p><strong>{len(found)}</strong> {_plural(len(found), 'hit')}{_esc(note)} in "
-            f"<strong>{len(grouped)}</strong> {_plural(len(grouped), 'incident')}.</p>\n"
+            f"<p><strong>{len(found)}</strong> {plural(len(found), 'hit')}{_esc(note)} in "
+            f"<strong>{len(grouped)}</strong> {plural(len(grouped), 'incident')}.</p>\n"
             f'<div class="counts"><table><caption>Hits by severity</caption>{by_severity}'
             f"</table>\n<table><caption>Hits by status</caption>{by_status}</table></div>"
             f"</section>")
@@ -234,7 +234,7 @@ def hits_chart(rows: Iterable[dict[str, Any]], start: datetime, end: datetime) -
     per = {HOUR: "hour", DAY: "day", WEEK: "week"}[step]
     title = f"Hits first seen per {per}, by severity"
     desc = (f"Stacked bars, one per {per} (UTC) from {_when(buckets[0])} to "
-            f"{_when(buckets[-1] + step)}: {len(rows)} {_plural(len(rows), 'hit')}, "
+            f"{_when(buckets[-1] + step)}: {len(rows)} {plural(len(rows), 'hit')}, "
             + ", ".join(f"{totals[s]} {s}" for s in present)
             + f"; the busiest {per} had {peak}.")
     return (f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
@@ -364,7 +364,7 @@ def _targets_section(failing: list[dict[str, Any]]) -> str:
                  else "never", clean_line(s.get("last_error"), 200)]
         rows.append("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
     return ('<section id="targets"><h2>Failing targets</h2>\n'
-            f"<p>{len(failing)} {_plural(len(failing), 'target')} could not be read at "
+            f"<p>{len(failing)} {plural(len(failing), 'target')} could not be read at "
             f"{'its' if len(failing) == 1 else 'their'} last crawl; while a target fails, "
             f"leaks posted there go unseen.</p>\n"
             '<table class="grid"><tr><th>target</th><th>health</th><th>failures in a row'
@@ -419,10 +419,6 @@ def _status_order(status: str) -> tuple[int, str]:
     # Open statuses first, in their own order (new before acknowledged), then the rest.
     return ((OPEN_STATUSES.index(status), "") if status in OPEN_STATUSES
             else (len(OPEN_STATUSES), status))
-
-
-def _plural(n: int, word: str) -> str:
-    return word if n == 1 else word + "s"
 
 
 def _parse_time(value: str) -> datetime:
