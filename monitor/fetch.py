@@ -170,7 +170,7 @@ def address_class(address: str) -> tuple[str, str]:
     if any(ip in net for net in METADATA_NETWORKS):
         return "never", "a cloud metadata address"
     if any(ip in net for net in PRIVATE_NETWORKS):
-        return "private", "a private or loopback address"
+        return "private", "loopback or private"
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = (ip.sixtofour or (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
                                      if ip in _NAT64 else None)
@@ -181,9 +181,9 @@ def address_class(address: str) -> tuple[str, str]:
                 return kind, what
             return "never", f"an IPv6 relay address embedding {embedded}"
     if ip.is_link_local:
-        return "never", "a link-local address (where cloud metadata lives)"
+        return "never", "link-local, where cloud metadata lives"
     if ip.is_unspecified or ip.is_multicast or ip.is_reserved or not ip.is_global:
-        return "never", "a reserved, multicast or otherwise non-public address"
+        return "never", "unspecified, multicast, broadcast, reserved or special-purpose"
     return "public", ""
 
 
@@ -270,8 +270,9 @@ def _refuse_unless_reachable(url: str, host: str, address: str, allow_private: b
     """BlockedAddress unless a target with this `allow_private` may connect to `address`."""
     kind, what = address_class(address)
     if kind == "never":
-        raise BlockedAddress(f"refused {redact_url(url)}: {host} resolves to {address}, "
-                             f"{what}, which no target may reach")
+        raise BlockedAddress(f"refused {redact_url(url)}: {host} resolves to {address}, a "
+                             f"private or reserved address that no target may reach, "
+                             f"allow_private or not ({what})")
     if not allow_private and is_forbidden_address(address):
         raise BlockedAddress(f"refused {redact_url(url)}: {host} resolves to {address}, a "
                              f"private or reserved address {_PRIVATE_HINT}")
