@@ -234,7 +234,7 @@ def _one_of(value: str, choices: tuple[str, ...]) -> str:
 @dataclass
 class CrawlSettings:
     user_agent: str = "weightwatch/0.1 (+https://example.org/weightwatch; leak monitoring)"
-    request_timeout: float = 30.0     # longest silence while connecting aside (read, write)
+    request_timeout: float = 30.0     # longest wait for the next bytes (read, write)
     # Longest one request attempt may take, headers and body: a host trickling a byte
     # every few seconds never trips request_timeout.
     request_deadline: float = 120.0

@@ -67,6 +67,7 @@ PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
 METADATA_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
     "100.100.100.200/32",      # Alibaba Cloud metadata (inside CGNAT)
     "168.63.129.16/32",        # Azure WireServer (public space)
+    "192.0.0.192/32",          # Oracle Cloud Classic metadata (which Python counts global)
     "fd00:ec2::/32",           # AWS IPv6 services: IMDS ::254, DNS ::253, NTP ::123, EKS ::23
     "fd20:ce::254/128",        # Google Cloud metadata on IPv6
     "fd00:c1::a9fe:a9fe/128",  # Oracle Cloud metadata on IPv6
@@ -353,7 +354,7 @@ class _Inflater:
 
     def __init__(self, coding: str, cap: int | None):
         self.coding = coding
-        self._cap = cap            # this layer's whole output may not exceed it (None: no cap)
+        self._cap = cap            # output stops once this much is out (None: no cap)
         self._produced = 0
         self._z: "zlib._Decompress | None" = None
         self._head = b""           # deflate: first bytes kept until the format is known
@@ -397,9 +398,11 @@ class _Inflater:
             except zlib.error as exc:
                 raise DecodingError(f"corrupt {self.coding} stream ({exc})") from None
             if out:
-                self._produced += len(out)
-                if self._cap is not None and self._produced > self._cap:
+                # The piece that reaches the cap still goes on (the next layer may need it
+                # to finish its own, truncated, output); anything after it is too much.
+                if self._cap is not None and self._produced >= self._cap:
                     raise OverCap()
+                self._produced += len(out)
                 yield out
             if self._z.eof:
                 # The rest of this input belongs to whatever follows the stream.
