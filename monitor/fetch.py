@@ -2,10 +2,12 @@
 
 Crawled pages are hostile. A page can redirect into the private network, answer forever,
 or send gigabytes; a URL can carry an API key. So every request here: resolves its host and
-refuses private, loopback, link-local and metadata addresses (unless the target opted in),
-on every redirect hop, and then connects to the very address it checked (no second DNS
-lookup for a rebinding server to answer differently); streams the body and stops at a size
-cap; honours connect and read timeouts; obeys robots.txt; keeps at most
+refuses link-local, metadata and other never-legitimate addresses always, and private and
+loopback ones unless the target opted in, on every redirect hop, and then connects to the
+very address it checked (no second DNS lookup for a rebinding server to answer
+differently); streams the body raw and decodes it itself, stopping at a size cap on the
+bytes as sent and as decoded (a compression bomb never expands past it); honours connect
+and read timeouts and a deadline for the whole request; obeys robots.txt; keeps at most
 `host_concurrency` requests in flight per host and spaces their starts by `host_delay` (or
 the site's Crawl-delay); retries transient failures with jittered exponential backoff,
 honouring Retry-After; and logs URLs with their secrets redacted.
@@ -76,6 +78,7 @@ METADATA_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
 ))
 # IPv6 prefixes that carry an IPv4 address in their low 32 bits to a translator (NAT64).
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
 
 class FetchError(Exception):
     """A request that failed; the message is one line, safe to log (URL redacted).
@@ -278,6 +281,7 @@ def _refuse_unless_reachable(url: str, host: str, address: str, allow_private: b
         raise BlockedAddress(f"refused {redact_url(url)}: {host} resolves to {address}, a "
                              f"private or reserved address {_PRIVATE_HINT}")
 
+
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a Retry-After value (delta-seconds or an HTTP date); None if
     absent or unreadable. A date in the past means 0."""
@@ -329,8 +333,8 @@ def _scrub(text: str, secrets: Iterable[str]) -> str:
 
 # --- content codings -----------------------------------------------------------------
 
-# Codings we undo, and how zlib reads each (wbits). `deflate` is sniffed: RFC 9110 means the
-# zlib format, but servers have long sent raw deflate too, and httpx accepts both.
+# Content-Encoding names we undo -> the format behind them. `deflate` is sniffed: RFC 9110
+# means the zlib format, but servers have long sent raw deflate too, and httpx takes both.
 _CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
 ACCEPT_ENCODING = "gzip, deflate"
 # Real servers send one coding; a proxy that compresses again makes two. More is an attack.

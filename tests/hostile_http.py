@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import resource
 import struct
 import subprocess
 import sys
@@ -155,29 +154,36 @@ class HostileServer(_LoopbackServer):
 
 # ---------------------------------------------------------------- a child's peak memory
 
+# Runs the command, and kills it if its resident memory passes `limit` MB: a regression
+# must fail the test, not take the (shared) machine's memory with it. (Not an address-space
+# rlimit: what a process reserves but never touches grows with the core count.)
 _WRAPPER = """
-import resource, subprocess, sys
-code = subprocess.call(sys.argv[2:])
-with open(sys.argv[1], "w") as out:
+import resource, subprocess, sys, time
+peak_file, limit_kb, argv = sys.argv[1], int(sys.argv[2]) * 1024, sys.argv[3:]
+child = subprocess.Popen(argv)
+while child.poll() is None:
+    try:
+        with open(f"/proc/{child.pid}/status") as status:
+            rss_kb = int(status.read().split("VmRSS:")[1].split()[0])
+    except (OSError, IndexError, ValueError):
+        rss_kb = 0
+    if rss_kb > limit_kb:
+        child.kill()
+    time.sleep(0.05)
+with open(peak_file, "w") as out:
     out.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
-sys.exit(code)
+sys.exit(child.returncode)
 """
-# A regression must fail the test, not take the (shared) machine's memory with it.
-ADDRESS_SPACE_LIMIT = 4 << 30
+KILL_ABOVE_MB = 1024
 
 
-def _limit_memory() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
-
-
-def run_measured(argv: list[str], cwd: Path, timeout: float,
-                 env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, float]:
+def run_measured(argv: list[str], cwd: Path,
+                 timeout: float) -> tuple[subprocess.CompletedProcess, float]:
     """Run `argv` to the end; (its result, its peak resident memory in MB). A fresh wrapper
     process waits for it, so getrusage(RUSAGE_CHILDREN) there sees this child alone."""
     peak_file = cwd / f".peak-{os.getpid()}-{time.monotonic_ns()}"
-    result = subprocess.run([sys.executable, "-c", _WRAPPER, str(peak_file), *argv], cwd=cwd,
-                            capture_output=True, text=True, timeout=timeout,
-                            env=env, preexec_fn=_limit_memory)
+    result = subprocess.run([sys.executable, "-c", _WRAPPER, str(peak_file), str(KILL_ABOVE_MB),
+                             *argv], cwd=cwd, capture_output=True, text=True, timeout=timeout)
     peak_kb = int(peak_file.read_text())
     peak_file.unlink()
     return result, peak_kb / 1024
