@@ -554,7 +554,8 @@ class Fetcher:
     the proxy (what curl calls `socks5h://`), which Tor needs for `.onion` names; httpx
     0.28 also accepts the `socks5h` scheme and treats it the same. For any SOCKS target we
     therefore skip the local DNS check (the proxy's answer is the one that counts) and
-    refuse only IP literals in private ranges and `localhost`.
+    can refuse only IP literals (never-allowed ones always, private ones and `localhost`
+    unless the target has `allow_private`).
     """
 
     def __init__(self, settings: CrawlSettings, *, transport: httpx.AsyncBaseTransport | None = None,

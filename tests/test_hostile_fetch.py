@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import httpcore
 import pytest
 
-from hostile_http import (MIB, HostileServer, Reply, deflate_zeros, encode, gzip_zeros,
+from hostile_http import (MIB, HostileServer, Reply, encode, gzip_zeros,
                           run_measured, stacked_bomb)
 from monitor.config import ConfigError, CrawlSettings, Target, load_config
-from monitor.fetch import (MAX_CODINGS, BlockedAddress, Fetcher, FetchError, RobotsDisallowed,
-                           address_class, check_destination)
+from monitor.fetch import (MAX_CODINGS, BlockedAddress, BoundedDecoder, Fetcher, FetchError,
+                           RobotsDisallowed, address_class, check_destination)
 from support import registered_store
 
 BOMB_MIB = 4096          # what each bomb expands to: 4 GiB
@@ -165,7 +165,6 @@ def test_bomb_through_scan_url(stack, bombs, registry, tmp_path):
 
 
 def raw_deflate(data: bytes) -> bytes:
-    import zlib
     compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     return compressor.compress(data) + compressor.flush()
 
@@ -191,6 +190,20 @@ def test_codings_we_read(header, body, host):
     assert get(url).body == PAGE
     path, headers = host.requests[-1]
     assert headers["accept-encoding"] == "gzip, deflate"
+
+
+@pytest.mark.parametrize("header, body, expected", [
+    ("gzip", encode(PAGE, ["gzip"]) + b"\0" + encode(b"more", ["gzip"]), PAGE + b"more"),
+    ("deflate", encode(PAGE, ["deflate"]), PAGE),
+    ("deflate", raw_deflate(PAGE), PAGE),
+    ("deflate, gzip", encode(PAGE, ["deflate", "gzip"]), PAGE),
+])
+def test_decoding_does_not_depend_on_where_chunks_break(header, body, expected):
+    """The network may hand over a body in any slices (a deflate header split after its
+    first byte, a gzip member boundary mid-chunk): one byte at a time decodes the same."""
+    decoder = BoundedDecoder(header.split(","), cap=10 * len(PAGE))
+    out = b"".join(b"".join(decoder.decode(body[i:i + 1])) for i in range(len(body)))
+    assert out + b"".join(decoder.finish()) == expected
 
 
 @pytest.mark.parametrize("stack", [["gzip"], ["gzip", "gzip"], ["deflate", "gzip"]])
