@@ -161,6 +161,21 @@ def test_bomb_through_scan_url(stack, bombs, registry, tmp_path):
     assert peak < PEAK_MB, f"peak {peak:.0f} MB"
 
 
+def test_bomb_as_a_range_answer(host, registry, tmp_path):
+    """The remote reader asks for `Accept-Encoding: identity`; a 206 that claims the range
+    asked for but comes coded twice is still decoded within the cap, and refused."""
+    url = host.serve("/ranged.safetensors", Reply(
+        stacked_bomb(["gzip", "gzip"], BOMB_MIB), 206,
+        {"Content-Encoding": "gzip, gzip", "Content-Range": "bytes 0-65535/10000000"}))
+    write_config(tmp_path)
+    result, peak = ww(tmp_path, "--db", str(registry), "scan", "--allow-private", url)
+    assert result.returncode == 1, result.stderr[-2000:]
+    check_one_line(result.stderr, "-byte cap")
+    assert peak < PEAK_MB, f"peak {peak:.0f} MB"
+    path, headers = host.requests[-1]
+    assert path == "/ranged.safetensors" and headers["accept-encoding"] == "identity"
+
+
 # ------------------------------------------------------------------------ content codings
 
 
