@@ -123,6 +123,7 @@ DATABASE_KEYS = {"path": _k(str)}
 CRAWL_KEYS = {
     "user_agent": _k(str),
     "request_timeout": DURATION,
+    "request_deadline": DURATION,
     "connect_timeout": DURATION,
     "run_timeout": DURATION,
     "max_response_bytes": _k(int),
@@ -233,7 +234,10 @@ def _one_of(value: str, choices: tuple[str, ...]) -> str:
 @dataclass
 class CrawlSettings:
     user_agent: str = "weightwatch/0.1 (+https://example.org/weightwatch; leak monitoring)"
-    request_timeout: float = 30.0
+    request_timeout: float = 30.0     # longest wait for the next bytes (read, write)
+    # Longest one request attempt may take, headers and body: a host trickling a byte
+    # every few seconds never trips request_timeout.
+    request_deadline: float = 120.0
     connect_timeout: float = 10.0
     run_timeout: float = 600.0
     max_response_bytes: int = 20_000_000

@@ -2,10 +2,12 @@
 
 Crawled pages are hostile. A page can redirect into the private network, answer forever,
 or send gigabytes; a URL can carry an API key. So every request here: resolves its host and
-refuses private, loopback, link-local and metadata addresses (unless the target opted in),
-on every redirect hop, and then connects to the very address it checked (no second DNS
-lookup for a rebinding server to answer differently); streams the body and stops at a size
-cap; honours connect and read timeouts; obeys robots.txt; keeps at most
+refuses link-local, metadata and other never-legitimate addresses always, and private and
+loopback ones unless the target opted in, on every redirect hop, and then connects to the
+very address it checked (no second DNS lookup for a rebinding server to answer
+differently); streams the body raw and decodes it itself, stopping at a size cap on the
+bytes as sent and as decoded (a compression bomb never expands past it); honours connect
+and read timeouts and a deadline for the whole request; obeys robots.txt; keeps at most
 `host_concurrency` requests in flight per host and spaces their starts by `host_delay` (or
 the site's Crawl-delay); retries transient failures with jittered exponential backoff,
 honouring Retry-After; and logs URLs with their secrets redacted.
@@ -21,10 +23,11 @@ import re
 import socket
 import ssl
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.cookiejar import DefaultCookiePolicy
-from typing import Awaitable, Callable, Iterable
+from typing import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpcore
@@ -51,7 +54,30 @@ MAX_CRAWL_DELAY = 60.0
 SECRET_PARAMS = {"apikey", "api_key", "key", "token", "access_token", "auth", "password",
                  "passkey", "secret", "signature", "sig", "x-amz-signature", "jackett_apikey",
                  "torrent_pass", "authkey", "rsskey"}
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+# What `allow_private = true` opens, and nothing else: networks a local service (a demo
+# world, a Jackett on the LAN or a tailnet) legitimately sits on.
+PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "127.0.0.0/8", "::1/128",                              # loopback
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",       # RFC 1918
+    "fc00::/7",                                            # unique local (RFC 4193)
+    "100.64.0.0/10",                                       # CGNAT, where tailnets live
+))
+# Cloud metadata and platform endpoints that a default-deny of link-local does not catch
+# because they sit in the ranges above or in public space. 169.254.169.254 and the rest
+# of 169.254/16 (AWS, GCP, Azure, Oracle, OpenStack, ECS 169.254.170.2, Tencent
+# 169.254.0.23...) are link-local and never open anyway.
+METADATA_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "100.100.100.200/32",      # Alibaba Cloud metadata (inside CGNAT)
+    "168.63.129.16/32",        # Azure WireServer (public space)
+    "192.0.0.192/32",          # Oracle Cloud Classic metadata (which Python counts global)
+    "fd00:ec2::/32",           # AWS IPv6 services: IMDS ::254, DNS ::253, NTP ::123, EKS ::23
+    "fd20:ce::254/128",        # Google Cloud metadata on IPv6
+    "fd00:c1::a9fe:a9fe/128",  # Oracle Cloud metadata on IPv6
+    "fd00:42::42/128",         # Scaleway metadata on IPv6
+    "fd00:a9fe:a9fe::1/128",   # Akamai (Linode) metadata on IPv6
+))
+# IPv6 prefixes that carry an IPv4 address in their low 32 bits to a translator (NAT64).
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class FetchError(Exception):
@@ -130,15 +156,44 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def is_forbidden_address(address: str) -> bool:
-    """True for any address a crawler must not be steered to (SSRF)."""
+def address_class(address: str) -> tuple[str, str]:
+    """Where an address may be reached from: `("public", "")` for any target,
+    `("private", what)` only for a target with `allow_private`, `("never", what)` for no
+    target at all. This is the one place the never-allowed rule lives.
+
+    Never: cloud metadata endpoints (METADATA_NETWORKS, and link-local, which holds
+    169.254.169.254), unspecified, multicast, broadcast, reserved and documentation ranges,
+    and everything else that is neither public nor in PRIVATE_NETWORKS. An IPv4-mapped
+    address (::ffff:a.b.c.d) is the IPv4 address it maps to, as the socket connects to
+    that; 6to4, NAT64 and Teredo addresses hand the IPv4 address they embed to a relay,
+    so they are public when that address is, and never otherwise.
+    """
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-            or ip.is_reserved or ip.is_unspecified or ip in _CGNAT
-            or (isinstance(ip, ipaddress.IPv6Address) and ip.sixtofour is not None
-                and is_forbidden_address(str(ip.sixtofour))))
+    if any(ip in net for net in METADATA_NETWORKS):
+        return "never", "a cloud metadata address"
+    if any(ip in net for net in PRIVATE_NETWORKS):
+        return "private", "loopback or private"
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = (ip.sixtofour or (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+                                     if ip in _NAT64 else None)
+                    or (ip.teredo[1] if ip.teredo else None))
+        if embedded is not None:
+            kind, what = address_class(str(embedded))
+            if kind == "public":
+                return kind, what
+            return "never", f"an IPv6 relay address embedding {embedded}"
+    if ip.is_link_local:
+        return "never", "link-local, where cloud metadata lives"
+    if ip.is_unspecified or ip.is_multicast or ip.is_reserved or not ip.is_global:
+        return "never", "unspecified, multicast, broadcast, reserved or special-purpose"
+    return "public", ""
+
+
+def is_forbidden_address(address: str) -> bool:
+    """True for any address a target without `allow_private` must not be steered to."""
+    return address_class(address)[0] != "public"
 
 
 def _ip_literal(host: str) -> str | None:
@@ -173,10 +228,12 @@ async def check_destination(url: str, *, allow_private: bool,
                             remote_dns: bool = False) -> list[str]:
     """Refuse non-HTTP schemes and hosts that resolve to forbidden addresses.
 
-    Returns the addresses that were checked (empty when nothing was resolved locally:
-    `allow_private`, or `remote_dns` where a SOCKS proxy resolves the name). With
-    `remote_dns` the name is not looked up here (the proxy's answer may differ and a
-    `.onion` name has none), but IP literals and `localhost` are still refused.
+    Never-allowed addresses (`address_class`) are refused whatever `allow_private` says;
+    private ones only when it is false. Returns the addresses that were checked, which the
+    connection is then pinned to (empty only with `remote_dns`, where a SOCKS proxy
+    resolves the name: the name is not looked up here, since the proxy's answer may differ
+    and a `.onion` name has none, so only IP literals, and `localhost` unless
+    `allow_private`, can be refused).
     `.onion` hosts are refused unless `remote_dns`: they exist only behind Tor, and looking
     them up locally would leak the name to the local resolver.
     """
@@ -196,14 +253,12 @@ async def check_destination(url: str, *, allow_private: bool,
                              f"a socks5:// or socks5h:// proxy set on the target")
     literal = _ip_literal(host)
     if literal is not None:
-        if not allow_private and is_forbidden_address(literal):
-            raise BlockedAddress(f"refused {redact_url(url)}: {host} resolves to {literal}, a "
-                                 f"private or reserved address {_PRIVATE_HINT}")
+        _refuse_unless_reachable(url, host, literal, allow_private)
         return [literal]
-    if allow_private:
-        return []
     if remote_dns:
-        if host.rstrip(".") == "localhost" or host.rstrip(".").endswith(".localhost"):
+        # The proxy resolves the name, so only IP literals (above) can be checked here.
+        if not allow_private and (host.rstrip(".") == "localhost"
+                                  or host.rstrip(".").endswith(".localhost")):
             raise BlockedAddress(f"refused {redact_url(url)}: {host} names the proxy's own "
                                  f"loopback {_PRIVATE_HINT}")
         return []
@@ -211,10 +266,20 @@ async def check_destination(url: str, *, allow_private: bool,
     if not addresses:
         raise BlockedAddress(f"refused {redact_url(url)}: {host} resolves to no address")
     for address in addresses:
-        if is_forbidden_address(address):
-            raise BlockedAddress(f"refused {redact_url(url)}: {host} resolves to {address}, a "
-                                 f"private or reserved address {_PRIVATE_HINT}")
+        _refuse_unless_reachable(url, host, address, allow_private)
     return addresses
+
+
+def _refuse_unless_reachable(url: str, host: str, address: str, allow_private: bool) -> None:
+    """BlockedAddress unless a target with this `allow_private` may connect to `address`."""
+    kind, what = address_class(address)
+    if kind == "never":
+        raise BlockedAddress(f"refused {redact_url(url)}: {host} resolves to {address}, a "
+                             f"private or reserved address that no target may reach, "
+                             f"allow_private or not ({what})")
+    if not allow_private and is_forbidden_address(address):
+        raise BlockedAddress(f"refused {redact_url(url)}: {host} resolves to {address}, a "
+                             f"private or reserved address {_PRIVATE_HINT}")
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -266,6 +331,140 @@ def _scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
+# --- content codings -----------------------------------------------------------------
+
+# Content-Encoding names we undo -> the format behind them. `deflate` is sniffed: RFC 9110
+# means the zlib format, but servers have long sent raw deflate too, and httpx takes both.
+_CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
+ACCEPT_ENCODING = "gzip, deflate"
+# Real servers send one coding; a proxy that compresses again makes two. More is an attack.
+MAX_CODINGS = 2
+# Output of one inflate call: what each layer of the chain holds at a time.
+DECODE_CHUNK = 64 * 1024
+
+
+class DecodingError(ValueError):
+    """A coding we do not undo, too many of them, or a stream that does not inflate."""
+
+
+class OverCap(Exception):
+    """A stage of the decoder chain produced more than the cap allows."""
+
+
+class _Inflater:
+    """One gzip or deflate layer, inflating DECODE_CHUNK bytes at a time (zlib's
+    `max_length` and `unconsumed_tail`), so what a small input expands to is produced
+    piece by piece as the next stage asks for it, never all at once."""
+
+    def __init__(self, coding: str, cap: int | None):
+        self.coding = coding
+        self._cap = cap            # output stops once this much is out (None: no cap)
+        self._produced = 0
+        self._z: "zlib._Decompress | None" = None
+        self._head = b""           # deflate: first bytes kept until the format is known
+        self._started = False      # a gzip member or deflate stream has begun
+        self._ended = False        # deflate: its stream is complete
+
+    def feed(self, pieces: Iterable[bytes]) -> Iterator[bytes]:
+        for data in pieces:
+            yield from self._inflate(data)
+
+    def _open(self, data: bytes) -> bytes | None:
+        """Start a stream on `data`; the bytes to inflate, or None to wait for more."""
+        if self.coding == "gzip":
+            # Between members: zero padding after a member is skipped, as gzip(1) does.
+            data = data.lstrip(b"\0") if self._started else data
+            if not data:
+                return None
+            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        else:
+            if self._ended:
+                raise DecodingError("data after the end of the deflate stream")
+            data = self._head + data
+            if len(data) < 2:
+                self._head = data
+                return None
+            self._head = b""
+            cmf, flg = data[0], data[1]
+            wrapped = cmf & 0x0F == 8 and cmf >> 4 <= 7 and (cmf << 8 | flg) % 31 == 0
+            self._z = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        self._started = True
+        return data
+
+    def _inflate(self, data: bytes) -> Iterator[bytes]:
+        while data or self._z is not None:
+            if self._z is None:
+                data = self._open(data)
+                if data is None:
+                    return
+            try:
+                out = self._z.decompress(data, DECODE_CHUNK)
+            except zlib.error as exc:
+                raise DecodingError(f"corrupt {self.coding} stream ({exc})") from None
+            if out:
+                # The piece that reaches the cap still goes on (the next layer may need it
+                # to finish its own, truncated, output); anything after it is too much.
+                if self._cap is not None and self._produced >= self._cap:
+                    raise OverCap()
+                self._produced += len(out)
+                yield out
+            if self._z.eof:
+                # The rest of this input belongs to whatever follows the stream.
+                data, self._z = self._z.unused_data, None
+                self._ended = self.coding == "deflate"
+                continue
+            data = self._z.unconsumed_tail
+            if not data and len(out) < DECODE_CHUNK:
+                return  # zlib wants more input (a full chunk may hide pending output)
+
+    def finish(self) -> Iterator[bytes]:
+        """What the layer still holds; DecodingError if its stream stopped short."""
+        if self._z is not None:
+            yield from self._inflate(b"")
+        if self._z is not None or self._head:
+            raise DecodingError(f"{self.coding} stream ends early")
+
+
+class BoundedDecoder:
+    """Undoes a response's Content-Encoding chain with every stage bounded.
+
+    httpx's own decoders inflate each network chunk whole, so a few KB coded twice
+    (`gzip, gzip`) become gigabytes before any size cap sees a byte. Here every layer
+    inflates at most DECODE_CHUNK bytes per step and only when the next stage asks, so
+    memory stays at a few chunks per layer; and each layer's total output is held to `cap`
+    too, so a chain whose inner layers expand to nothing cannot burn CPU unseen. The
+    decoded output itself is the caller's to count (it may want to keep exactly `cap`).
+    `decode` and `finish` raise DecodingError (a one-line reason) or OverCap.
+    """
+
+    def __init__(self, content_encoding: list[str], cap: int):
+        codings = [c.strip().lower() for c in content_encoding]
+        codings = [c for c in codings if c and c != "identity"]
+        unknown = [c for c in codings if c not in _CODINGS]
+        if unknown:
+            raise DecodingError(f"unsupported Content-Encoding {unknown[0][:40]!r} "
+                                f"(only {ACCEPT_ENCODING} and identity are read)")
+        if len(codings) > MAX_CODINGS:
+            raise DecodingError(f"{len(codings)} stacked content codings, more than the "
+                                f"{MAX_CODINGS} accepted")
+        # The header lists codings in the order they were applied: undo the last first.
+        order = list(reversed(codings))
+        self._layers = [_Inflater(_CODINGS[c], cap if i < len(order) - 1 else None)
+                        for i, c in enumerate(order)]
+
+    def _through(self, pieces: Iterable[bytes], first: int) -> Iterator[bytes]:
+        for layer in self._layers[first:]:
+            pieces = layer.feed(pieces)
+        return iter(pieces)
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        return self._through((data,), 0)
+
+    def finish(self) -> Iterator[bytes]:
+        for i, layer in enumerate(self._layers):
+            yield from self._through(layer.finish(), i + 1)
+
+
 # --- DNS pinning ---------------------------------------------------------------------
 
 Vetter = Callable[[str, int], Awaitable[list[str]]]
@@ -314,14 +513,15 @@ class PinnedTransport(httpx.AsyncHTTPTransport):
 
     def __init__(self, vet: Vetter, *, ssl_context: ssl.SSLContext | None = None,
                  limits: httpx.Limits = httpx.Limits(max_connections=100, max_keepalive_connections=20,
-                                                     keepalive_expiry=5.0)):
+                                                     keepalive_expiry=5.0),
+                 backend: httpcore.AsyncNetworkBackend | None = None):
         # Deliberately not calling super().__init__: it would build a pool without our backend.
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
-            network_backend=PinnedBackend(vet))
+            network_backend=PinnedBackend(vet, backend))
 
 
 # --- robots.txt ----------------------------------------------------------------------
@@ -340,9 +540,11 @@ class _Robots:
 class Fetcher:
     """Shared by all targets of a process, so per-host spacing holds across targets.
 
-    Clients: one `httpx.AsyncClient` per distinct proxy (`None` = direct). Direct requests
-    of targets that do not `allow_private` go through a `PinnedTransport`, so the
-    connection is made to the address the SSRF check approved.
+    Clients: one `httpx.AsyncClient` per distinct proxy. Direct requests go through a
+    `PinnedTransport`, so the connection is made to the address the SSRF check approved;
+    targets with `allow_private` have a pinned client (and pins) of their own, so neither
+    a pin nor a pooled connection vetted under the looser rule ever serves a target
+    without it.
 
     SOCKS and DNS: httpcore's SOCKS5 code (httpcore/_async/socks_proxy.py,
     `_init_socks5_connection`) builds the CONNECT request with
@@ -352,12 +554,16 @@ class Fetcher:
     the proxy (what curl calls `socks5h://`), which Tor needs for `.onion` names; httpx
     0.28 also accepts the `socks5h` scheme and treats it the same. For any SOCKS target we
     therefore skip the local DNS check (the proxy's answer is the one that counts) and
-    refuse only IP literals in private ranges and `localhost`.
+    can refuse only IP literals (never-allowed ones always, private ones and `localhost`
+    unless the target has `allow_private`).
     """
 
     def __init__(self, settings: CrawlSettings, *, transport: httpx.AsyncBaseTransport | None = None,
                  resolver: Resolver = system_resolver, backoff_base: float = 1.0,
-                 robots_ttl: float = ROBOTS_TTL, robots_error_ttl: float = ROBOTS_ERROR_TTL):
+                 robots_ttl: float = ROBOTS_TTL, robots_error_ttl: float = ROBOTS_ERROR_TTL,
+                 network_backend: httpcore.AsyncNetworkBackend | None = None):
+        """`transport` replaces the network entirely (no pinning); `network_backend` is
+        what pinned connections are finally opened with (tests record them)."""
         self.settings = settings
         self.resolver = resolver
         self.backoff_base = backoff_base
@@ -365,11 +571,12 @@ class Fetcher:
         self.robots_error_ttl = robots_error_ttl
         self._timeout = httpx.Timeout(settings.request_timeout, connect=settings.connect_timeout)
         self._transport = transport
-        # (proxy or None, pinned) -> client. Redirects are followed by hand so that every
-        # hop is checked.
+        self._network_backend = network_backend
+        # (proxy, allow_private) -> client; proxy None means direct and pinned. Redirects
+        # are followed by hand so that every hop is checked.
         self._clients: dict[tuple[str | None, bool], httpx.AsyncClient] = {}
-        self.client = self._client(None, pinned=False)  # the plain direct client
-        self._pins: dict[str, list[str]] = {}
+        # allow_private -> host -> the addresses its last check approved.
+        self._pins: dict[bool, dict[str, list[str]]] = {False: {}, True: {}}
         self._host_sems: dict[str, asyncio.Semaphore] = {}
         self._host_next_start: dict[str, float] = {}
         self._host_paused_until: dict[str, float] = {}
@@ -412,19 +619,20 @@ class Fetcher:
         proxy = target.proxy
         addresses = await check_destination(url, allow_private=target.allow_private,
                                             resolver=self.resolver, remote_dns=_is_socks(proxy))
-        if addresses and not target.allow_private and not proxy:
-            self._pins[_pin_key(url)] = addresses
+        if addresses and not proxy:
+            self._pins[target.allow_private][_pin_key(url)] = addresses
         return addresses
 
-    async def vetted_addresses(self, host: str, port: int) -> list[str]:
-        """Addresses a pinned connection to `host` may use: those the last check approved;
-        failing that (never expected), resolve and check now."""
+    async def vetted_addresses(self, host: str, port: int, *,
+                               allow_private: bool = False) -> list[str]:
+        """Addresses a pinned connection to `host` may use: those the last check under the
+        same `allow_private` approved; failing that (never expected), resolve and check now."""
         host = host.lower()
-        pinned = self._pins.get(host)
+        pinned = self._pins[allow_private].get(host)
         if pinned:
             return pinned
-        return await check_destination(_origin("http", host, port) + "/", allow_private=False,
-                                       resolver=self.resolver)
+        return await check_destination(_origin("http", host, port) + "/",
+                                       allow_private=allow_private, resolver=self.resolver)
 
     def host_spacing(self, host: str) -> float:
         """Minimum seconds between request starts to `host`: host_delay or Crawl-delay."""
@@ -432,16 +640,18 @@ class Fetcher:
 
     # --- one fetch: hops, robots, retries ----------------------------------------------
 
-    def _client(self, proxy: str | None, *, pinned: bool) -> httpx.AsyncClient:
-        key = ("<injected>", False) if self._transport is not None else (proxy, pinned)
+    def _client(self, proxy: str | None, *, allow_private: bool) -> httpx.AsyncClient:
+        key = ("<injected>", False) if self._transport is not None else (proxy, allow_private)
         client = self._clients.get(key)
         if client is None:
             kwargs: dict = {"timeout": self._timeout, "follow_redirects": False, "trust_env": False}
             if self._transport is not None:
                 kwargs["transport"] = self._transport
-            elif pinned:
-                kwargs["transport"] = PinnedTransport(self.vetted_addresses)
-            elif proxy:
+            elif not proxy:
+                async def vet(host: str, port: int) -> list[str]:
+                    return await self.vetted_addresses(host, port, allow_private=allow_private)
+                kwargs["transport"] = PinnedTransport(vet, backend=self._network_backend)
+            else:
                 kwargs["proxy"] = normalise_proxy(proxy)
                 log.debug("proxy_client", proxy=redact_url(proxy))
             client = httpx.AsyncClient(**kwargs)
@@ -452,7 +662,10 @@ class Fetcher:
         return client
 
     def _headers(self, target: Target, extra: dict[str, str] | None) -> httpx.Headers:
-        headers = httpx.Headers({"User-Agent": target.user_agent or self.settings.user_agent})
+        # Accept-Encoding said outright: a polite server then sends only what we decode
+        # (httpx would add br and zstd whenever their packages happen to be installed).
+        headers = httpx.Headers({"User-Agent": target.user_agent or self.settings.user_agent,
+                                 "Accept-Encoding": ACCEPT_ENCODING})
         headers.update(target.headers)
         headers.update(extra or {})
         if target.cookies:
@@ -469,8 +682,7 @@ class Fetcher:
                      max_bytes: int, robots: bool, truncate: bool = False) -> tuple[Response, int]:
         request_headers = self._headers(target, headers)
         proxy = target.proxy
-        pinned = not proxy and not target.allow_private
-        client = self._client(proxy, pinned=pinned)
+        client = self._client(proxy, allow_private=target.allow_private)
         secrets = _secrets_of(proxy)
         current = url
         for _hop in range(self.settings.max_redirects + 1):
@@ -484,11 +696,12 @@ class Fetcher:
                 if _same_origin_key(following) != _same_origin_key(current):
                     # Credentials (tokens, cookies, API headers) were meant for the target's
                     # own origin; a hostile redirect must not collect them, as httpx and
-                    # requests also ensure. Range and If-Range say which bytes, not who is
-                    # asking, and a model hub's file redirects to its CDN: they stay.
+                    # requests also ensure. Range, If-Range and Accept-Encoding say which
+                    # bytes and in what form, not who is asking, and a model hub's file
+                    # redirects to its CDN: they stay (a range must stay uncompressed).
                     request_headers = httpx.Headers(
                         {name: request_headers[name] for name in ("user-agent", "range",
-                                                                  "if-range")
+                                                                  "if-range", "accept-encoding")
                          if name in request_headers})
                 current = following
                 continue
@@ -542,7 +755,17 @@ class Fetcher:
             sem = self._host_sems[host] = asyncio.Semaphore(max(1, self.settings.host_concurrency))
         async with sem:
             await self._wait_turn(host)
-            return await self._stream(client, url, headers, max_bytes, truncate, secrets)
+            # The deadline starts after the politeness wait: the host's slot is ours to
+            # wait for, the deadline is for the host to answer in.
+            deadline = self.settings.request_deadline
+            try:
+                async with asyncio.timeout(deadline):
+                    return await self._stream(client, url, headers, max_bytes, truncate, secrets)
+            except TimeoutError:
+                # Not a _Transient: a host that trickles its answer would do so again, and
+                # each retry would stall the target for another whole deadline.
+                raise FetchError(f"gave up on {redact_url(url)}: no complete answer within the "
+                                 f"request_deadline of {deadline:g}s") from None
 
     async def _wait_turn(self, host: str) -> None:
         """Reserve the next start slot for `host` (no await between read and write, so the
@@ -556,24 +779,60 @@ class Fetcher:
     async def _stream(self, client: httpx.AsyncClient, url: str, headers: httpx.Headers,
                       max_bytes: int, truncate: bool,
                       secrets: list[str]) -> tuple[int, httpx.Headers, bytes]:
+        """One GET with its body read raw and decoded by a `BoundedDecoder`: `max_bytes`
+        holds for the bytes on the wire, each stage of decoding and the decoded body. With
+        `truncate` the body stops at `max_bytes` decoded bytes instead of failing."""
         safe_url = redact_url(url)
+        over_cap = f"response from {safe_url} exceeded the {max_bytes}-byte cap"
         try:
             async with client.stream("GET", url, headers=headers) as response:
                 declared = response.headers.get("content-length")
                 if not truncate and declared and declared.isdigit() and int(declared) > max_bytes:
                     raise FetchError(f"response from {safe_url} is {int(declared)} bytes, "
                                      f"over the {max_bytes}-byte cap")
-                chunks, size = [], 0
-                async for chunk in response.aiter_bytes():
-                    if size + len(chunk) > max_bytes:
-                        if truncate:
-                            chunks.append(chunk[:max_bytes - size])
+                chunks: list[bytes] = []
+                size = raw = 0
+                decoder: BoundedDecoder | None = None
+
+                def take(pieces: Iterable[bytes]) -> bool:
+                    """Keep decoded pieces; True once a truncated body is full."""
+                    nonlocal size
+                    for piece in pieces:
+                        if size + len(piece) > max_bytes:
+                            if not truncate:
+                                raise FetchError(over_cap)
+                            chunks.append(piece[:max_bytes - size])
                             size = max_bytes
+                            return True
+                        size += len(piece)
+                        chunks.append(piece)
+                    return False
+
+                try:
+                    complete = True
+                    async for data in _raw_body(response):
+                        if raw + len(data) > max_bytes:
+                            if not truncate:
+                                raise OverCap()
+                            data, complete = data[:max_bytes - raw], False
+                        raw += len(data)
+                        if data and decoder is None:
+                            decoder = BoundedDecoder(
+                                response.headers.get_list("content-encoding", split_commas=True),
+                                max_bytes)
+                        if decoder is not None and take(decoder.decode(data)):
+                            complete = False
+                        if not complete:
                             break
-                        raise FetchError(f"response from {safe_url} exceeded the {max_bytes}-byte cap")
-                    size += len(chunk)
-                    chunks.append(chunk)
-                log.debug("fetched", url=safe_url, status=response.status_code, bytes=size)
+                    if complete and decoder is not None:
+                        take(decoder.finish())
+                except OverCap:
+                    if not truncate:
+                        raise FetchError(over_cap) from None
+                except DecodingError as exc:
+                    raise FetchError(f"cannot read the response from {safe_url}: {exc}") from None
+                log.debug("fetched", url=safe_url, status=response.status_code, bytes=size,
+                          wire_bytes=raw)
                 return response.status_code, response.headers, b"".join(chunks)
         except httpx.TimeoutException:
             raise _Transient(f"timed out fetching {safe_url}", "timeout") from None
@@ -646,6 +905,15 @@ def _pin_key(url: str) -> str:
         return httpx.URL(url).raw_host.decode("ascii").lower()
     except (httpx.InvalidURL, UnicodeError):
         return (urlsplit(url).hostname or "").lower()
+
+
+def _raw_body(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as sent, content codings intact. A response an in-memory transport built
+    from bytes (httpx.MockTransport in tests) arrives already read, and decoded by httpx;
+    its stream still holds the bytes as given, so those are what we decode."""
+    if response.is_stream_consumed:
+        return response.stream.__aiter__()
+    return response.aiter_raw()
 
 
 def _first_line(exc: BaseException) -> str:
