@@ -732,8 +732,24 @@ class Alerter:
     def _emails(self, rows: list[dict[str, Any]], notices: list[dict[str, Any]]
                 ) -> Iterator[tuple[str, list[int], EmailMessage, str | None]]:
         """(queue table, ids, message, alert group) for each email to send; each is composed
-        before it is marked sending, so a composing bug cannot burn retry attempts."""
-        for batch in batches(rows, self.config.alerts):
+        before it is marked sending, so a composing bug cannot burn retry attempts.
+
+        A batch a flush marked 'sending' and then died on (perhaps after the server had
+        accepted it) goes again as it was, under the Message-ID it was marked with, so the
+        mailbox sees one message; batched afresh, with alerts queued since, it would go
+        under a new Message-ID and be read twice. Only the other rows are batched anew."""
+        unsent: list[dict[str, Any]] = []
+        resend: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            if row.get("outbox_status") == "sending" and row.get("outbox_message_id"):
+                resend.setdefault(row["outbox_message_id"], []).append(row)
+            else:
+                unsent.append(row)
+        for message_id, batch in resend.items():
+            message = compose(_worst_first(batch), self.config.alerts, message_id=message_id)
+            yield ("outbox", sorted(int(r["outbox_id"]) for r in batch), message,
+                   group_key(batch[0], self.config.alerts))
+        for batch in batches(unsent, self.config.alerts):
             message = compose(batch, self.config.alerts, message_id=message_id_for(batch))
             yield ("outbox", sorted(int(r["outbox_id"]) for r in batch), message,
                    group_key(batch[0], self.config.alerts))
