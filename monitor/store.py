@@ -68,10 +68,32 @@ def storage_error(path: Path, exc: sqlite3.Error) -> StorageFailure | None:
     if primary == SQLITE_READONLY:
         return StorageFailure(f"{path}: cannot write ({exc}); check the permissions of the "
                               f"file, its -wal and -shm files and its folder")
+    if primary == SQLITE_IOERR and _nearly_full(path):
+        # Growing the -shm or -wal on a full disk is reported as an I/O error.
+        return StorageFailure(f"{path}: disk full ({exc}, {_free(path)} bytes free); what "
+                              f"was committed before is kept: free space on the filesystem "
+                              f"holding it and run the command again")
     if primary == SQLITE_IOERR:
         return StorageFailure(f"{path}: I/O error ({exc}); check the disk holding it, then run "
                           f"the command again")
     return None
+
+
+# Less free space than this, and an I/O error is taken for the disk being full.
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def _free(path: Path) -> int | None:
+    try:
+        stat = os.statvfs(path.parent)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
+def _nearly_full(path: Path) -> bool:
+    free = _free(path)
+    return free is not None and free < NEARLY_FULL_BYTES
 
 
 def on_readonly_media(path: Path) -> bool:
@@ -142,38 +164,43 @@ def connect_readonly(path: Path, **kwargs: Any) -> tuple[sqlite3.Connection, str
     opened when that is not the usual way (None when it is).
 
     `mode=ro` reads a database the daemon is writing, WAL included, but needs the
-    shared-memory file (-shm), which it cannot create on read-only media. There the file
-    is opened `immutable=1` (SQLite then neither locks nor looks at the WAL), which is
-    exact only while there is no write-ahead log to miss: a non-empty -wal is refused.
+    shared-memory file (-shm), which it can neither create nor grow on read-only media or
+    a full disk. There the file is opened `immutable=1` (SQLite then neither locks nor
+    looks at the WAL), which is exact only while there is no write-ahead log to miss: a
+    non-empty -wal is refused. (A writer could start a log while it is read, but neither
+    medium lets one write.)
     """
     if not path.exists():
         raise StoreError(f"{path}: no such database")
     # A URI built from the resolved path, so a `?` or `#` in the name stays in the name.
     base = path.resolve().as_uri()
+    readonly_media = on_readonly_media(path)
     conn = _connect(path, f"{base}?mode=ro", **kwargs)
     try:
         conn.execute("PRAGMA user_version")  # the file is opened lazily, here
     except (sqlite3.Error, StoreError) as exc:
         conn.close()
-        if not on_readonly_media(path):
-            raise StoreError(f"{path}: cannot open database: {exc}") from None
+        failed: BaseException = exc
     else:
-        note = ("database on read-only media: opened read-only"
-                if on_readonly_media(path) else None)
-        return conn, note
+        return conn, "database on read-only media: opened read-only" if readonly_media else None
     wal = path.with_name(path.name + "-wal")
+    if not (readonly_media or isinstance(failed, StorageFailure)):
+        if isinstance(failed, StoreError):
+            raise failed
+        raise StoreError(f"{path}: cannot open database: {failed}") from None
+    why = "database on read-only media" if readonly_media else "no space for its -shm file"
     pending = wal.stat().st_size if wal.exists() else 0
     if pending:
-        raise StorageFailure(f"{path}: on read-only media with {pending} bytes of writes still in "
-                         f"{wal.name} and no {path.name}-shm to read them through; copy the "
-                         f"database with its -wal file to writable storage and read it there")
+        raise StorageFailure(f"{path}: {why}, and {pending} bytes of writes are still in "
+                             f"{wal.name}, which cannot be read without it; copy the database "
+                             f"with its -wal file to writable storage and read it there")
     conn = _connect(path, f"{base}?mode=ro&immutable=1", **kwargs)
     try:
         conn.execute("PRAGMA user_version")
     except (sqlite3.Error, StoreError) as exc:
         conn.close()
         raise StoreError(f"{path}: cannot open database: {exc}") from None
-    return conn, "database on read-only media: opened read-only (immutable)"
+    return conn, f"{why}: opened read-only (immutable)"
 
 
 @dataclass(frozen=True)

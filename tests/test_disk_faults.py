@@ -62,9 +62,12 @@ def _fill(directory: Path, keep: int) -> int:
     """Fill the filesystem holding `directory` until `keep` bytes are left; bytes left."""
     stat = os.statvfs(directory)
     size = stat.f_bavail * stat.f_frsize - keep
-    with open(directory / "filler", "wb") as f:
-        while size > 0:
-            size -= f.write(b"\0" * min(size, 1 << 20))
+    try:
+        with open(directory / "filler", "ab") as f:
+            while size > 0:
+                size -= f.write(b"\0" * min(size, 1 << 20))
+    except OSError:
+        pass  # full a block early: that is the point
     stat = os.statvfs(directory)
     return stat.f_bavail * stat.f_frsize
 
@@ -243,12 +246,17 @@ def test_crawl_on_a_full_disk_exits_1_in_one_line_and_loses_nothing(tmp_path, mo
     out = in_namespace(tmp_path, f"mount -t tmpfs -o size=4m tmpfs {shlex.quote(str(disk))}", {
         "first": {"argv": [*base, "crawl", "--target", "demo-forum"]},
         "before": count,
+        # A second database, closed cleanly (no -shm) before the disk fills up.
+        "other": {"argv": ["--config", str(config), "--db", str(disk / "other.db"), "hits"]},
         "fill": {"fill": [str(disk), 48 * 1024]},
         "full": {"argv": [*base, "crawl", "--target", "demo-imageboard", "--target",
                           "demo-feed-rss"], "process": True},
         "after": count,
         "hits": {"argv": [*base, "hits", "--format", "json"]},
         "integrity": {"sql": [str(db), "PRAGMA integrity_check"]},
+        "brim": {"fill": [str(disk), 0]},
+        "other-hits": {"argv": ["--config", str(config), "--db", str(disk / "other.db"),
+                                "hits", "--format", "json"]},
     })
     assert out["first"]["rc"] == 0, out["first"]["stderr"]
     assert out["before"][0][0] > 0
@@ -258,6 +266,11 @@ def test_crawl_on_a_full_disk_exits_1_in_one_line_and_loses_nothing(tmp_path, mo
     assert out["after"][0][0] >= out["before"][0][0]
     assert out["hits"]["rc"] == 0 and json.loads(out["hits"]["stdout"])
     assert out["integrity"] == [["ok"]]
+    # Not even room for the shared-memory file a reader needs: still read, and said so.
+    assert out["brim"] == 0
+    assert (out["other-hits"]["rc"], out["other-hits"]["stdout"]) == (0, "[]\n"), out
+    assert out["other-hits"]["stderr"] == (f"weightwatch: {disk / 'other.db'}: no space for "
+                                           f"its -shm file: opened read-only (immutable)\n")
 
 
 @pytest.fixture
