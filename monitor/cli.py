@@ -85,7 +85,8 @@ class OneLineErrors(click.Group):
         except OSError as exc:
             if exc.errno not in OUTPUT_ERRNOS:
                 raise
-            fail(f"{exc.filename or 'output'}: cannot write: {exc.strerror}", 1)
+            fail(f"{exc.filename}: cannot write: {exc.strerror}" if exc.filename
+                 else f"cannot write the output: {exc.strerror}", 1)
 
 
 # Writing output (stdout redirected to a file) can fail for these; each is one line.

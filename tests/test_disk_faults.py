@@ -43,11 +43,16 @@ def _run_steps(spec: dict[str, Any]) -> dict[str, Any]:
             conn = sqlite3.connect(f"file:{step['sql'][0]}?mode=ro", uri=True)
             out[name] = conn.execute(step["sql"][1]).fetchall()
             conn.close()
+        elif step.get("ls"):
+            out[name] = sorted(os.listdir(step["ls"]))
         elif step.get("fill"):
             out[name] = _fill(Path(step["fill"][0]), step["fill"][1])
         elif step.get("process"):
-            done = subprocess.run([sys.executable, "-m", "monitor", *step["argv"]],
-                                  capture_output=True, text=True, timeout=120)
+            # stdout to a file when the step names one (an export), else captured.
+            with open(step.get("stdout", os.devnull), "wb") as file:
+                done = subprocess.run([sys.executable, "-m", "monitor", *step["argv"]],
+                                      stdout=file if step.get("stdout") else subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, timeout=120)
             out[name] = {"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
         else:
             result = CliRunner().invoke(main, step["argv"])
@@ -123,14 +128,20 @@ def in_namespace(tmp_path: Path, mount: str, steps: dict[str, Any]) -> dict[str,
     return json.loads(done.stdout)
 
 
-def one_error_line(result: dict[str, Any] | Any, db: Path | str) -> str:
-    """The failure is one line on stderr, naming the database; no traceback anywhere."""
+def only_error_line(result: dict[str, Any] | Any) -> str:
+    """The failure is one line on stderr; no traceback anywhere."""
     stderr = result["stderr"] if isinstance(result, dict) else result.stderr
     assert "Traceback" not in stderr and '"exception"' not in stderr, stderr
     errors = [line for line in stderr.splitlines() if line.startswith("weightwatch: ")]
     assert len(errors) == 1, stderr
-    assert errors[0].startswith(f"weightwatch: {db}: "), errors
     return errors[0]
+
+
+def one_error_line(result: dict[str, Any] | Any, db: Path | str) -> str:
+    """The failure is one line on stderr naming the database; no traceback anywhere."""
+    line = only_error_line(result)
+    assert line.startswith(f"weightwatch: {db}: "), line
+    return line
 
 
 def page(n: int) -> Document:
@@ -357,3 +368,33 @@ def test_read_only_media_with_a_pending_wal_or_an_old_schema_is_refused_in_one_l
     assert out["old"]["rc"] == 1
     line = one_error_line(out["old"], tmp_path / "ro2" / "w.db")
     assert "schema" in line and "read-only media" in line
+
+
+def test_an_export_or_a_snapshot_to_a_full_disk_is_one_line_and_leaves_no_part(tmp_path,
+                                                                              mounts):
+    """Python's text layer drops what a short write did not take (4 KiB of a 20 KiB
+    export landed, exit 0); the export must fail instead, and a partial snapshot (it is
+    evidence) must not be left behind."""
+    db = tmp_path / "w.db"
+    with Store(db) as store:
+        ids = save(store, [hit(indicator=f"{n:064x}", context="x" * 2000) for n in range(12)])
+    full = tmp_path / "full"
+    full.mkdir()
+    base = ["--config", "/dev/null", "--db", str(db)]
+    out = in_namespace(tmp_path, f"mount -t tmpfs -o size=64k tmpfs {shlex.quote(str(full))}", {
+        "fill": {"fill": [str(full), 4096]},
+        "export": {"argv": [*base, "hits", "--format", "json"], "process": True,
+                   "stdout": str(full / "hits.json")},
+        "snapshot": {"argv": [*base, "hits", "show", str(ids[0]), "--snapshot",
+                              str(full / "page.html")], "process": True},
+        "left": {"sql": [str(db), "SELECT count(*) FROM hits"]},
+        "files": {"ls": str(full)},
+    })
+    assert out["export"]["rc"] == 1
+    assert only_error_line(out["export"]) == ("weightwatch: cannot write the output: No space "
+                                              "left on device")
+    assert out["snapshot"]["rc"] == 1
+    assert only_error_line(out["snapshot"]).startswith(
+        f"weightwatch: --snapshot: cannot write {full / 'page.html'}: No space left on device")
+    assert out["files"] == ["filler", "hits.json"]
+    assert out["left"] == [[12]]
