@@ -43,6 +43,8 @@ def _run_steps(spec: dict[str, Any]) -> dict[str, Any]:
             conn = sqlite3.connect(f"file:{step['sql'][0]}?mode=ro", uri=True)
             out[name] = conn.execute(step["sql"][1]).fetchall()
             conn.close()
+        elif step.get("serve"):
+            out[name] = _serve_page(Path(step["serve"][0]), step["serve"][1])
         elif step.get("ls"):
             out[name] = sorted(os.listdir(step["ls"]))
         elif step.get("fill"):
@@ -61,6 +63,19 @@ def _run_steps(spec: dict[str, Any]) -> dict[str, Any]:
                          "exception": None if result.exit_code in (0, 1, 2)
                          else repr(result.exception)}
     return out
+
+
+def _serve_page(db: Path, path: str) -> list[Any]:
+    """`weightwatch serve`'s Datasette over `db`: the status and JSON of one page."""
+    import asyncio
+
+    from monitor.serve import make_datasette
+
+    async def get() -> Any:
+        return await make_datasette(db).client.get(path)
+
+    response = asyncio.run(get())
+    return [response.status_code, response.json()]
 
 
 def _fill(directory: Path, keep: int) -> int:
@@ -318,6 +333,10 @@ def test_reading_commands_work_on_read_only_media_and_writes_are_one_line(
         "ack": {"argv": [*base, "hits", "ack", str(ids[0])], "process": True},
         "silence": {"argv": [*base, "silence", "add", "--match", "model=x", "--for", "1h",
                              "--reason", "r"]},
+        "serve": {"serve": [str(db), "/weightwatch/hits.json?_shape=objects"]},
+        # The registry is read (and found empty: these say so, exit 1).
+        "scan": {"argv": [*base, "scan", str(report)]},
+        "export": {"argv": [*base, "fingerprints", "export", str(tmp_path / "b.json.gz")]},
     })
     note = f"weightwatch: {db}: database on read-only media: opened read-only (immutable)"
     for name in ("hits", "show", "search", "report", "incidents", "targets", "alerts",
@@ -330,6 +349,12 @@ def test_reading_commands_work_on_read_only_media_and_writes_are_one_line(
     assert json.loads(out["incidents"]["stdout"])
     assert len(json.loads(out["alerts"]["stdout"])) == len(ids)
     assert report.read_text().startswith("<!DOCTYPE html>")
+    assert "no tensor fingerprints registered" in out["scan"]["stderr"]
+    assert "the registry is empty" in out["export"]["stderr"]
+    for name in ("scan", "export"):
+        assert out[name]["rc"] == 1 and out[name]["stderr"].count(note) == 1, out[name]
+    status, page = out["serve"]
+    assert status == 200 and sorted(row["id"] for row in page["rows"]) == sorted(ids)
     for name in ("ack", "silence"):
         assert out[name]["rc"] == 1, (name, out[name])
         assert "read-only media" in one_error_line(out[name], db)
