@@ -29,7 +29,8 @@ from monitor.logs import configure_logging
 from monitor.models import HIT_STATUSES, KINDS, SEVERITIES, severity_rank
 from monitor.output import FORMATS, cell, emit, plural
 from monitor.search import SCOPES
-from monitor.store import HIT_SORTS, NeedsMigration, StorageFailure, Store, StoreError, on_readonly_media
+from monitor.store import (HIT_SORTS, NeedsMigration, StorageFailure, Store, StoreError,
+                           on_readonly_media)
 
 T = TypeVar("T")
 
@@ -111,6 +112,7 @@ class State:
     def __init__(self, config: Config, db_path: Path):
         self.config = config
         self.db_path = db_path
+        self._told_how_opened = False
 
     @contextmanager
     def store(self, *, write: bool = True) -> Iterator[Store]:
@@ -123,13 +125,19 @@ class State:
             fail(str(exc), 1)
         except StoreError as exc:
             fail(str(exc), 2)
-        if store.media_note:
-            click.echo(f"weightwatch: {store.path}: {store.media_note}", err=True)
+        self.tell_how_opened(store)
         store.channels = self.config.alerts.channels
         try:
             yield store
         finally:
             store.close()
+
+    def tell_how_opened(self, store: Store) -> None:
+        """Say once per command, on stderr, that the database was opened in an unusual
+        way (read-only media: immutable), so a reader knows why it cannot be written."""
+        if store.media_note and not self._told_how_opened:
+            click.echo(f"weightwatch: {store.path}: {store.media_note}", err=True)
+            self._told_how_opened = True
 
     def _open(self, write: bool) -> Store:
         # A reading command on a database that does not exist yet creates it (the answer
@@ -249,8 +257,7 @@ def targets_test(state: State, name: str, fmt: str) -> None:
             store = Store(state.db_path, readonly=True)
         except StoreError as exc:
             fail(str(exc), 2)
-        if store.media_note:
-            click.echo(f"weightwatch: {store.path}: {store.media_note}", err=True)
+        state.tell_how_opened(store)
     else:
         click.echo(f"weightwatch: no database at {state.db_path}: digests are not matched, "
                    f"only rules", err=True)

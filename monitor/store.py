@@ -58,9 +58,11 @@ def storage_error(path: Path, exc: sqlite3.Error) -> StorageFailure | None:
     that logs unexpected exceptions with their traceback never sees one for it."""
     code = getattr(exc, "sqlite_errorcode", None)
     primary = None if code is None else code & 0xFF
-    if primary == SQLITE_FULL:
-        return StorageFailure(f"{path}: disk full ({exc}); what was committed before is kept: "
-                          f"free space on the filesystem holding it and run the command again")
+    # Growing the -shm or -wal on a full disk is reported as an I/O error.
+    if primary == SQLITE_FULL or (primary == SQLITE_IOERR and _nearly_full(path)):
+        return StorageFailure(f"{path}: disk full ({exc}); what was committed before is "
+                              f"kept: free space on the filesystem holding it and run the "
+                              f"command again")
     if primary in (SQLITE_READONLY, SQLITE_CANTOPEN) and on_readonly_media(path):
         return StorageFailure(f"{path}: cannot write: the database is on read-only media "
                               f"({exc}); run this command where it is writable (hits, search, "
@@ -68,14 +70,9 @@ def storage_error(path: Path, exc: sqlite3.Error) -> StorageFailure | None:
     if primary == SQLITE_READONLY:
         return StorageFailure(f"{path}: cannot write ({exc}); check the permissions of the "
                               f"file, its -wal and -shm files and its folder")
-    if primary == SQLITE_IOERR and _nearly_full(path):
-        # Growing the -shm or -wal on a full disk is reported as an I/O error.
-        return StorageFailure(f"{path}: disk full ({exc}, {_free(path)} bytes free); what "
-                              f"was committed before is kept: free space on the filesystem "
-                              f"holding it and run the command again")
     if primary == SQLITE_IOERR:
-        return StorageFailure(f"{path}: I/O error ({exc}); check the disk holding it, then run "
-                          f"the command again")
+        return StorageFailure(f"{path}: I/O error ({exc}); check the disk holding it, then "
+                              f"run the command again")
     return None
 
 
@@ -83,17 +80,12 @@ def storage_error(path: Path, exc: sqlite3.Error) -> StorageFailure | None:
 NEARLY_FULL_BYTES = 1 << 20
 
 
-def _free(path: Path) -> int | None:
+def _nearly_full(path: Path) -> bool:
     try:
         stat = os.statvfs(path.parent)
     except OSError:
-        return None
-    return stat.f_bavail * stat.f_frsize
-
-
-def _nearly_full(path: Path) -> bool:
-    free = _free(path)
-    return free is not None and free < NEARLY_FULL_BYTES
+        return False
+    return stat.f_bavail * stat.f_frsize < NEARLY_FULL_BYTES
 
 
 def on_readonly_media(path: Path) -> bool:
@@ -106,48 +98,35 @@ def on_readonly_media(path: Path) -> bool:
         return False
 
 
+def _translating(method: Any) -> Any:
+    """`method` with its storage failures raised as StorageFailure (`storage_error`)."""
+
+    def call(self: "_Connection", *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except sqlite3.Error as exc:
+            error = storage_error(self.store_path, exc)
+            if error is None:
+                raise
+            self.failure = error
+            raise error from None
+
+    return call
+
+
 class _Connection(sqlite3.Connection):
-    """A connection whose storage failures are StoreError (see `storage_error`).
+    """A connection whose storage failures are StorageFailure (see `storage_error`).
     sqlite-utils runs every statement, BEGIN and COMMIT included, through `execute`."""
 
     store_path: Path
     # The last storage failure raised here: a caller that records a failed run and goes
     # on (the crawler) still lets the command end with the one line saying why.
-    failure: "StorageFailure | None" = None
+    failure: StorageFailure | None = None
 
-    def execute(self, *args: Any) -> sqlite3.Cursor:
-        try:
-            return super().execute(*args)
-        except sqlite3.Error as exc:
-            self._storage_error(exc)
-            raise
-
-    def executemany(self, *args: Any) -> sqlite3.Cursor:
-        try:
-            return super().executemany(*args)
-        except sqlite3.Error as exc:
-            self._storage_error(exc)
-            raise
-
-    def executescript(self, *args: Any) -> sqlite3.Cursor:
-        try:
-            return super().executescript(*args)
-        except sqlite3.Error as exc:
-            self._storage_error(exc)
-            raise
-
-    def commit(self) -> None:
-        try:
-            super().commit()
-        except sqlite3.Error as exc:
-            self._storage_error(exc)
-            raise
-
-    def _storage_error(self, exc: sqlite3.Error) -> None:
-        error = storage_error(self.store_path, exc)
-        if error is not None:
-            self.failure = error
-            raise error from None
+    execute = _translating(sqlite3.Connection.execute)
+    executemany = _translating(sqlite3.Connection.executemany)
+    executescript = _translating(sqlite3.Connection.executescript)
+    commit = _translating(sqlite3.Connection.commit)
 
 
 def _connect(path: Path, uri: str | None = None, *,
@@ -296,8 +275,6 @@ class Store:
             # the daemon must survive; FULL would only add power-loss durability.
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
-        except StoreError:
-            raise
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{self.path}: cannot open database: {exc}") from None
         self.db = sqlite_utils.Database(conn)
