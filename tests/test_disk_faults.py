@@ -105,9 +105,9 @@ from structlog.testing import capture_logs  # noqa: E402
 from monitor.alerts import Alerter  # noqa: E402
 from monitor.cli import main  # noqa: E402
 from monitor.migrations import MIGRATIONS  # noqa: E402
-from monitor.models import Document, Hit  # noqa: E402
+from monitor.models import Document  # noqa: E402
 from monitor.store import StorageFailure, Store  # noqa: E402
-from test_alerts import hit, make_config, save  # noqa: E402
+from test_alerts import hit, save  # noqa: E402
 
 
 def _mounts_permitted(probe: Path) -> str | None:
@@ -227,7 +227,8 @@ def test_a_crawl_that_fills_the_disk_records_the_run_failed_in_one_line(tmp_path
 
 
 def test_cli_on_a_full_database_is_one_line_and_exit_1(tmp_path, monkeypatch):
-    """`indicators import`, `register` and the triage commands through the same path."""
+    """`indicators import` here; `register`, `fingerprints import` and the triage commands
+    write through the same connection and the same CLI handler."""
     import monitor.store as store_module
 
     db = tmp_path / "w.db"
