@@ -34,6 +34,7 @@ import structlog
 from monitor.config import AlertSettings, Config, SmtpSettings, WebhookSettings
 from monitor.models import DEFAULT_GROUP_BY, severity_rank, utcnow
 from monitor.silences import Silence, silencing
+from monitor.store import StorageFailure
 
 __all__ = ["Alerter", "DeliveryError", "FlushResult", "compose", "deliver", "message_id_for",
            "send_test", "batches"]
@@ -567,22 +568,36 @@ class Alerter:
         Store work stays in the caller's thread (the connection is not shareable); only
         `deliver` runs in a worker thread so the event loop keeps crawling while a slow
         SMTP server answers. If cancelled mid-send, the batch stays 'sending' and the next
-        flush resends it under the same Message-ID."""
+        flush resends it under the same Message-ID.
+
+        A store that cannot record the outcome (disk full, read-only media) ends the flush
+        with one logged line and the error in the result, never an exception through the
+        daemon: an email sent but not marked sent is still 'sending' with its Message-ID,
+        so the next flush resends the same message."""
+        progress = FlushResult(0, 0, 0)
+        try:
+            await self._flush(progress)
+        except StorageFailure as exc:
+            _log().error("alerts_store_failed", error=str(exc))
+            progress.error = str(exc)
+        return progress
+
+    async def _flush(self, progress: FlushResult) -> None:
         rows, notices = self.store.due_alerts(), self.store.due_notices()
         rows, silenced = self._hold_silenced(rows)
         rows = self._hold_for_groups(rows)
-        progress = FlushResult(0, 0, len(rows), alerts_silenced=silenced)
+        progress.alerts_pending, progress.alerts_silenced = len(rows), silenced
         # The webhook does not depend on the mail server, nor the mail on the webhook.
         await self._flush_webhook(progress)
         busy = {group_key(r, self.config.alerts) for r in rows}
         reminders = list(self._reminders(busy)) if self._held_reason() is None else []
         if not rows and not notices and not reminders:
-            return progress
+            return
         reason = self._held_reason()
         if reason is not None:
             _log().info("alerts_held", pending=len(rows), notices=len(notices), reason=reason)
             progress.error = reason
-            return progress
+            return
         for table, ids, message, group in [*self._emails(rows, notices), *reminders]:
             if ids:
                 self.store.mark_sending(ids, message["Message-ID"], table=table)
@@ -595,7 +610,7 @@ class Alerter:
                     self.store.mark_retry(ids, str(exc), table=table)
                 progress.error = str(exc)
                 _log().warning("alert_delivery_failed", error=str(exc), items=len(ids))
-                return progress
+                return
             if ids:
                 self.store.mark_sent(ids, table=table)
             if group is not None:
@@ -610,7 +625,6 @@ class Alerter:
                 progress.reminders_sent += 1
             _log().info("alert_sent", items=len(ids), message_id=message["Message-ID"],
                         subject=message["Subject"])
-        return progress
 
     def _reminders(self, busy: set[str]) -> Iterator[tuple[str, list[int], EmailMessage,
                                                            str | None]]:
@@ -718,8 +732,24 @@ class Alerter:
     def _emails(self, rows: list[dict[str, Any]], notices: list[dict[str, Any]]
                 ) -> Iterator[tuple[str, list[int], EmailMessage, str | None]]:
         """(queue table, ids, message, alert group) for each email to send; each is composed
-        before it is marked sending, so a composing bug cannot burn retry attempts."""
-        for batch in batches(rows, self.config.alerts):
+        before it is marked sending, so a composing bug cannot burn retry attempts.
+
+        A batch a flush marked 'sending' and then died on (perhaps after the server had
+        accepted it) goes again as it was, under the Message-ID it was marked with, so the
+        mailbox sees one message; batched afresh, with alerts queued since, it would go
+        under a new Message-ID and be read twice. Only the other rows are batched anew."""
+        unsent: list[dict[str, Any]] = []
+        resend: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            if row.get("outbox_status") == "sending" and row.get("outbox_message_id"):
+                resend.setdefault(row["outbox_message_id"], []).append(row)
+            else:
+                unsent.append(row)
+        for message_id, batch in resend.items():
+            message = compose(_worst_first(batch), self.config.alerts, message_id=message_id)
+            yield ("outbox", sorted(int(r["outbox_id"]) for r in batch), message,
+                   group_key(batch[0], self.config.alerts))
+        for batch in batches(unsent, self.config.alerts):
             message = compose(batch, self.config.alerts, message_id=message_id_for(batch))
             yield ("outbox", sorted(int(r["outbox_id"]) for r in batch), message,
                    group_key(batch[0], self.config.alerts))

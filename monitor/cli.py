@@ -10,6 +10,7 @@ config. A user's mistake is one line on stderr, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import os
@@ -28,7 +29,8 @@ from monitor.logs import configure_logging
 from monitor.models import HIT_STATUSES, KINDS, SEVERITIES, severity_rank
 from monitor.output import FORMATS, cell, emit, plural
 from monitor.search import SCOPES
-from monitor.store import HIT_SORTS, Store, StoreError
+from monitor.store import (HIT_SORTS, NeedsMigration, StorageFailure, Store, StoreError,
+                           on_readonly_media)
 
 T = TypeVar("T")
 
@@ -70,9 +72,26 @@ class OneLineErrors(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            # Output to a full disk fails here, not at exit where Python would print a
+            # traceback and exit 120.
+            sys.stdout.flush()
+            return result
         except click.UsageError as exc:
             _usage_error(exc)
+        except StoreError as exc:
+            # Storage that failed mid-command (disk full, read-only media): everything
+            # committed before is kept, so this is one line, not a traceback.
+            fail(str(exc), 1)
+        except OSError as exc:
+            if exc.errno not in OUTPUT_ERRNOS:
+                raise
+            fail(f"{exc.filename}: cannot write: {exc.strerror}" if exc.filename
+                 else f"cannot write the output: {exc.strerror}", 1)
+
+
+# Writing output (stdout redirected to a file) can fail for these; each is one line.
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG})
 
 
 def _usage_error(exc: click.UsageError) -> NoReturn:
@@ -93,18 +112,45 @@ class State:
     def __init__(self, config: Config, db_path: Path):
         self.config = config
         self.db_path = db_path
+        self._told_how_opened = False
 
     @contextmanager
-    def store(self) -> Iterator[Store]:
+    def store(self, *, write: bool = True) -> Iterator[Store]:
+        """The database, for a command that writes, or (`write=False`) for one that only
+        reads: opened read-only, so it works on read-only media (saying so on stderr)
+        and can never change what the daemon writes."""
         try:
-            store = Store(self.db_path)
+            store = self._open(write)
+        except (StorageFailure, NeedsMigration) as exc:
+            fail(str(exc), 1)
         except StoreError as exc:
             fail(str(exc), 2)
+        self.tell_how_opened(store)
         store.channels = self.config.alerts.channels
         try:
             yield store
         finally:
             store.close()
+
+    def tell_how_opened(self, store: Store) -> None:
+        """Say once per command, on stderr, that the database was opened in an unusual
+        way (read-only media: immutable), so a reader knows why it cannot be written."""
+        if store.media_note and not self._told_how_opened:
+            click.echo(f"weightwatch: {store.path}: {store.media_note}", err=True)
+            self._told_how_opened = True
+
+    def _open(self, write: bool) -> Store:
+        # A reading command on a database that does not exist yet creates it (the answer
+        # is "no hits", not an error), and one an older weightwatch wrote is migrated
+        # where it is writable, as reading commands always did.
+        if write or not self.db_path.exists():
+            return Store(self.db_path)
+        try:
+            return Store(self.db_path, readonly=True)
+        except NeedsMigration:
+            if on_readonly_media(self.db_path):
+                raise
+            return Store(self.db_path)
 
 
 format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
@@ -168,7 +214,7 @@ def targets_list(state: State, fmt: str) -> None:
     """Show every target with its state from the database."""
     from monitor.fetch import redact_url
 
-    with state.store() as store:
+    with state.store(write=False) as store:
         states = store.all_target_states()
     rows = []
     for t in state.config.targets:
@@ -211,6 +257,7 @@ def targets_test(state: State, name: str, fmt: str) -> None:
             store = Store(state.db_path, readonly=True)
         except StoreError as exc:
             fail(str(exc), 2)
+        state.tell_how_opened(store)
     else:
         click.echo(f"weightwatch: no database at {state.db_path}: digests are not matched, "
                    f"only rules", err=True)
@@ -281,6 +328,7 @@ def crawl(state: State, names: tuple[str, ...], fmt: str) -> None:
         except asyncio.CancelledError:
             fail("interrupted; everything recorded so far is kept", 130)
         flush = Alerter(store, state.config).flush()
+        failure = store.storage_failure
     rows = [{"target": r.target, "run_id": r.run_id, "status": r.status,
              "documents": r.documents_seen, "new_documents": r.documents_new,
              "changed_documents": r.documents_changed, "new_hits": r.hits_new,
@@ -290,6 +338,8 @@ def crawl(state: State, names: tuple[str, ...], fmt: str) -> None:
         click.echo(f"alerts: {flush.emails_sent} email(s) sent for {flush.alerts_sent} hit(s), "
                    f"{flush.alerts_pending} pending" + (f" ({flush.error})" if flush.error else ""),
                    err=True)
+    if failure is not None:
+        fail(str(failure), 1)
     if any(r.status != "ok" for r in results):
         sys.exit(1)
 
@@ -438,7 +488,7 @@ def fingerprints_export(state: State, bundle: str, models: tuple[str, ...]) -> N
     from fingerprints.bundle import write_bundle
     from monitor.bundle import bundle_from_store
 
-    with state.store() as store:
+    with state.store(write=False) as store:
         known = store.models()
         for model in models:
             if model not in known:
@@ -541,7 +591,7 @@ def _scan_all(state: State, locations: tuple[str, ...], models: tuple[str, ...],
 
     settings = dataclasses.replace(
         state.config.scan, **{k: v for k, v in overrides.items() if v is not None})
-    with state.store() as store:
+    with state.store(write=False) as store:
         registry = load_registry(store, models)
     if not registry.prints:
         fail("no tensor fingerprints registered" + (f" for {', '.join(models)}" if models else "")
@@ -663,7 +713,7 @@ def watermark_detect(state: State, locations: tuple[str, ...], models: tuple[str
     z-score, the runner-up and the false-attribution bound N*exp(-z^2/2); or
     `unmarked_original` (our model, no recipient's mark); or `not_our_model`. Exit 1 if a
     file could not be read."""
-    with state.store() as store:
+    with state.store(write=False) as store:
         if not store.watermarks():
             fail("no marked copies registered; issue them with `weightwatch watermark issue`", 1)
     reports = _scan_all(state, locations, models, allow_private, max_bytes=max_bytes)
@@ -756,7 +806,7 @@ def hits(ctx: click.Context, since: str | None, until: str | None, severity: tup
         after = Store.parse_cursor(cursor, sort) if cursor else None
     except ValueError as exc:
         fail(f"--after: {exc}", 2)
-    with state.store() as store:
+    with state.store(write=False) as store:
         rows = store.hits(since=_since(since), until=_since(until, "--until"), severity=severity,
                           kind=kind, model=model, status=status, target=target,
                           recipient=recipient, text=text, sort=sort, after=after, limit=limit)
@@ -776,7 +826,7 @@ def hits_show(state: State, hit_id: int, snapshot_path: str | None, fmt: str) ->
     triage history and the other hits of its incident."""
     from monitor.incidents import incident_of
 
-    with state.store() as store:
+    with state.store(write=False) as store:
         hit = store.hit(hit_id)
         if hit is None:
             fail(f"no hit with id {hit_id} in {state.db_path}", 1)
@@ -832,8 +882,13 @@ def _write_snapshot(path: Path, body: bytes) -> None:
         fail(f"--snapshot: {path} exists; choose another name", 1)
     except OSError as exc:
         fail(f"--snapshot: cannot write {path}: {exc.strerror}", 1)
-    with os.fdopen(fd, "wb") as out:
-        out.write(body)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(body)
+    except OSError as exc:
+        # A part of the evidence is worse than none: it would pass for the page.
+        path.unlink(missing_ok=True)
+        fail(f"--snapshot: cannot write {path}: {exc.strerror}; nothing was kept", 1)
     click.echo(f"snapshot: {len(body)} bytes written to {path} "
                f"(sha256 {hashlib.sha256(body).hexdigest()})", err=True)
 
@@ -882,7 +937,7 @@ def incidents_cmd(state: State, since: str | None, model: str | None, include_cl
     from monitor.incidents import incidents
 
     since_at = _since(since)
-    with state.store() as store:
+    with state.store(write=False) as store:
         rows = incidents(store, state.config.alerts.group_by, since=since_at, model=model,
                          include_closed=include_closed)
     group_by = tuple(state.config.alerts.group_by)
@@ -908,7 +963,7 @@ def alerts() -> None:
 @click.pass_obj
 def alerts_list(state: State, status: str | None, notices: bool, fmt: str) -> None:
     """Alerts in the outbox with their delivery state (or, with --notices, target notices)."""
-    with state.store() as store:
+    with state.store(write=False) as store:
         if notices:
             emit(store.notices(status), fmt, empty="no target notices",
                  table_columns=("id", "kind", "target", "status", "attempts", "created_at",
@@ -999,7 +1054,7 @@ def _silence_row(row: dict[str, Any]) -> dict[str, Any]:
 @click.pass_obj
 def silence_list(state: State, include_ended: bool, fmt: str) -> None:
     """Active silences (with --all, ended and expired ones too), newest first."""
-    with state.store() as store:
+    with state.store(write=False) as store:
         rows = [_silence_row(r) for r in store.silences(include_ended=include_ended)]
     emit(rows, fmt, table_columns=SILENCE_COLUMNS, empty="no active silences")
 
@@ -1057,9 +1112,9 @@ def serve_command(state: State, host: str, port: int, public: bool) -> None:
     if not public and not is_loopback(host):
         fail(f"--host {host} is not a loopback address and the UI has no login; add "
              f"--public to serve every hit to whoever can reach it", 2)
-    # Opening the store creates and migrates the database, so Datasette reads the schema
-    # this weightwatch describes; from here on nothing writes to it.
-    with state.store():
+    # Opening the store creates or migrates the database where that is needed, so
+    # Datasette reads the schema this weightwatch describes; from here on nothing writes.
+    with state.store(write=False):
         pass
     try:
         sock = listen(host, port)
@@ -1100,7 +1155,7 @@ def search_command(state: State, query: tuple[str, ...], scope: str, since: str 
     """
     from monitor.search import WINDOW, SearchError, search
 
-    with state.store() as store:
+    with state.store(write=False) as store:
         try:
             found = search(store, " ".join(query), scope=scope, since=_since(since),
                            target=target, limit=limit)
@@ -1148,7 +1203,7 @@ def report_command(state: State, since: str, until: str | None, out: str, top: i
     # with a config that names none (a copy of the database read elsewhere), all of them.
     enabled = ({t.name for t in state.config.targets if t.enabled}
                if state.config.targets else None)
-    with state.store() as store:
+    with state.store(write=False) as store:
         report = build_report(store, state.config.alerts.group_by, since_at, until_at,
                               top=top, include_closed=include_closed, targets=enabled)
     try:

@@ -20,7 +20,7 @@ from monitor.fetch import Fetcher, FetchError, redact_url
 from monitor.sources import ADAPTERS, SourceError
 from monitor.models import Document, Hit
 from monitor.scan import LinkScanner
-from monitor.store import Store
+from monitor.store import Store, StoreError
 
 log = structlog.get_logger("weightwatch.crawler")
 
@@ -56,6 +56,9 @@ async def crawl_target(target: Target, config: Config, store: Store, fetcher: Fe
             result.status, result.error = "failed", f"run exceeded {config.crawl.run_timeout:.0f}s timeout"
         except (FetchError, SourceError) as exc:
             result.status, result.error = "failed", str(exc)
+        except StoreError as exc:  # disk full, read-only media: one line, not a traceback
+            log.error("crawl_store_failed", error=str(exc))
+            result.status, result.error = "failed", str(exc)
         except asyncio.CancelledError:
             result.status, result.error = "interrupted", "cancelled (shutdown)"
             _finish(store, result, config)
@@ -90,11 +93,15 @@ async def _crawl(target: Target, store: Store, fetcher: Fetcher, detectors: list
 
 
 def _finish(store: Store, result: RunResult, config: Config) -> None:
-    transition = store.finish_run(
-        result.run_id, status=result.status, documents_seen=result.documents_seen,
-        documents_new=result.documents_new, documents_changed=result.documents_changed,
-        hits_new=result.hits_new, error=result.error,
-        down_after=config.alerts.target_down_after)
+    try:
+        transition = store.finish_run(
+            result.run_id, status=result.status, documents_seen=result.documents_seen,
+            documents_new=result.documents_new, documents_changed=result.documents_changed,
+            hits_new=result.hits_new, error=result.error,
+            down_after=config.alerts.target_down_after)
+    except StoreError as exc:  # the disk that failed the run may fail its record too
+        log.error("run_not_recorded", status=result.status, error=str(exc))
+        return
     if transition == "target_down":
         log.error("target_down", failures=config.alerts.target_down_after, error=result.error)
     elif transition == "target_recovered":

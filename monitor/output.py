@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import shutil
+import sys
 from typing import Any, Iterable, Sequence
 
 import click
@@ -112,4 +113,22 @@ def cell(value: Any) -> str:
 def emit(rows: Iterable[dict[str, Any]], fmt: str, **kwargs: Any) -> None:
     text = render(list(rows), fmt, **kwargs)
     if text:
-        click.echo(text)
+        # An export (json, csv, ndjson) must arrive whole or fail; a table is for a
+        # terminal, where click's echo also strips the colours a file should not get.
+        click.echo(text) if fmt == "table" else write_all(text + "\n")
+
+
+def write_all(text: str) -> None:
+    """Write `text` to stdout, all of it or an OSError. Python's text layer ignores a
+    short write (a disk that fills up mid-write takes 4 KiB of a 20 KiB export, and the
+    command exits 0), so the bytes go to the binary layer until none is left."""
+    stream = sys.stdout
+    buffer = getattr(stream, "buffer", None)
+    if buffer is None:
+        stream.write(text)
+        return
+    stream.flush()
+    data = memoryview(text.encode(stream.encoding or "utf-8", stream.errors or "strict"))
+    while data:
+        data = data[buffer.write(data):]
+    buffer.flush()

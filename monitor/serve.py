@@ -6,7 +6,8 @@ stop it cleanly. What it may do is narrowed on every path, not only in the UI:
 
 - Read-only: the daemon keeps writing the same file in WAL mode, so it is opened as a
   *mutable* database (`immutable=1` would ignore the WAL and cache counts of a file that
-  changes), through `mode=ro` connections, and the write connection Datasette would open
+  changes), through `mode=ro` connections (`immutable=1` only on read-only media, where
+  nothing can change it and `mode=ro` cannot open it), and the write connection Datasette would open
   for writable canned queries or plugins is refused outright (`ReadOnlyDatabase`). There
   are no writable canned queries, and third-party Datasette plugins are not loaded.
 - Arbitrary SQL is off for everyone (`allow_sql: false`), which also turns off the table
@@ -23,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import signal
 import socket
+import sqlite3 as stdlib_sqlite3
 from pathlib import Path
 from types import FrameType
 from typing import Any, Awaitable, Callable, Collection
@@ -33,6 +35,8 @@ from datasette.app import Datasette
 from datasette.database import Database
 from datasette.plugins import DEFAULT_PLUGINS, pm
 from datasette.utils.sqlite import sqlite3
+
+from monitor.store import connect_readonly
 
 __all__ = ["DATABASE", "FTS_TABLES", "QUERIES", "SECRET_TABLES", "TABLES", "ReadOnlyDatabase",
            "Refusals", "build_metadata", "is_loopback", "listen", "make_datasette", "serve",
@@ -440,10 +444,11 @@ class ReadOnlyDatabase(Database):
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:
-    # A URI built from the path itself, so a `?` or `#` in it cannot become part of the
-    # query string (Datasette pastes the path in as it is).
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                           check_same_thread=False)
+    # The store's read-only connection: a URI built from the path itself (Datasette pastes
+    # the path in as it is, `?` and `#` included), `mode=ro`, or `immutable=1` on
+    # read-only media where `mode=ro` cannot open a WAL database.
+    # A plain sqlite3 connection: Datasette renders SQLite's own errors.
+    return connect_readonly(path, factory=stdlib_sqlite3.Connection, check_same_thread=False)[0]
 
 
 class Refusals:
