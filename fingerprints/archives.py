@@ -35,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fingerprints.limits import MAX_TENSORS_PER_FILE
 from fingerprints.tensors import ByteSource, BytesSource, SliceSource, WeightFileError, check_range
 
 __all__ = ["ArchiveMember", "SliceSource", "TarArchive", "WEIGHT_EXTENSIONS", "ZipArchive",
@@ -43,7 +44,9 @@ __all__ = ["ArchiveMember", "SliceSource", "TarArchive", "WEIGHT_EXTENSIONS", "Z
 WEIGHT_EXTENSIONS = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".onnx", ".npy", ".npz",
                      ".ckpt")
 
-DEFAULT_MAX_MEMBERS = 200_000
+# A PyTorch zip stores one member per storage (about one per tensor) plus a few; an .npz one
+# per array; a release archive a few hundred files.
+DEFAULT_MAX_MEMBERS = MAX_TENSORS_PER_FILE + 1024
 DEFAULT_MAX_DIRECTORY_BYTES = 64 << 20
 DEFAULT_MAX_INFLATE = 1 << 30
 # Weights barely compress (about 1.1x); deflate's own ceiling is about 1032x.
@@ -142,6 +145,19 @@ class _Archive(ABC):
     @abstractmethod
     def open(self, member: ArchiveMember) -> ByteSource:
         """The member's bytes as a source (by range where it is stored as is)."""
+
+    def _named(self, name: str) -> list[ArchiveMember]:
+        """Members whose raw (or else normalised) name is `name`, through an index built
+        once: a checkpoint looks up one member per tensor, and a scan per lookup would be
+        quadratic in a hostile archive's member count."""
+        index = self.__dict__.get("_by_name")
+        if index is None:
+            index = ({}, {})
+            for m in self.members:
+                index[0].setdefault(m.raw_name, []).append(m)
+                index[1].setdefault(m.name, []).append(m)
+            self.__dict__["_by_name"] = index
+        return index[0].get(name) or index[1].get(name, [])
 
     def read(self, member: ArchiveMember, max_bytes: int | None = None) -> bytes:
         """A member's whole content (small members: pickles, headers, text)."""
@@ -293,8 +309,7 @@ class ZipArchive(_Archive):
     # -- members ----------------------------------------------------------------------
     def member(self, name: str) -> ArchiveMember:
         """The member whose raw (or else normalised) name is `name`; refused if ambiguous."""
-        found = [m for m in self.members if m.raw_name == name] or \
-                [m for m in self.members if m.name == name]
+        found = self._named(name)
         if not found:
             raise _fail(self.source, f"no member named {safe_member_name(name)!r}")
         if len(found) > 1:
@@ -575,8 +590,7 @@ class TarArchive(_Archive):
             header_offset=info.offset, data_offset=info.offset_data))
 
     def member(self, name: str) -> ArchiveMember:
-        found = [m for m in self.members if m.raw_name == name] or \
-                [m for m in self.members if m.name == name]
+        found = self._named(name)
         if len(found) != 1:
             raise _fail(self.source, f"{len(found) or 'no'} members named {safe_member_name(name)!r}")
         return found[0]

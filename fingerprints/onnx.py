@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fingerprints.dequant import ITEMSIZE, decode_plain
+from fingerprints.limits import MAX_TENSORS_PER_FILE
 from fingerprints.tensors import (ByteSource, TensorInfo, TensorLookup, WeightFileError,
                                   read_plain_rows, row_indices)
 
@@ -50,8 +51,14 @@ _TYPED_FIELD = {"F32": 4, "F64": 10, "I64": 7, "U32": 11, "U64": 11}
 _FIELD_NAMES = {4: "float_data", 5: "int32_data", 7: "int64_data", 10: "double_data",
                 11: "uint64_data"}
 
-MAX_TENSORS = 1_000_000
-MAX_NODES = 10_000_000
+MAX_TENSORS = MAX_TENSORS_PER_FILE  # initializers and Constant node values together
+# Exported LLM graphs have tens of thousands of nodes; 2^18 leaves a wide margin while a
+# hostile graph of empty nodes stays a few seconds of parsing.
+MAX_NODES = 1 << 18
+# Protobuf fields visited in the whole model: a real node has ~5-10 (inputs, outputs, op,
+# attributes), an initializer ~5, so a graph at the two limits above needs ~3 M. Bounds the
+# time of a model made of millions of tiny fields the reader skips.
+MAX_FIELDS = 1 << 22
 MAX_NAME = 65536
 MAX_DIMS = 64
 MAX_NUMEL = 1 << 48
@@ -139,6 +146,8 @@ class OnnxReader(TensorLookup):
         initializers: list[_Tensor] = []
         nodes: list[_Node] = []
         graphs = 0
+        self._node_count = 0
+        self._fields_left = MAX_FIELDS
         for num, wire, a, b in self._fields(0, source.size, "model"):
             if num == 1 and wire == 0:
                 self.ir_version = a
@@ -167,6 +176,9 @@ class OnnxReader(TensorLookup):
         length-delimited (offset, length). Every length checked against `end`."""
         pos = start
         while pos < end:
+            self._fields_left -= 1
+            if self._fields_left < 0:
+                raise self._fail(f"more than {MAX_FIELDS} protobuf fields: too many for a model")
             tag, pos = self._varint(pos, end, what)
             num, wire = tag >> 3, tag & 7
             if num == 0:
@@ -197,20 +209,21 @@ class OnnxReader(TensorLookup):
 
     # -- messages ------------------------------------------------------------------------
     def _graph(self, start: int, end: int, initializers: list[_Tensor], nodes: list[_Node]) -> None:
-        node_count = 0
         for num, wire, a, b in self._fields(start, end, "graph"):
             if wire != 2:
                 continue
             if num == 5:
-                if len(initializers) >= MAX_TENSORS:
-                    raise self._fail(f"more than {MAX_TENSORS} initializers")
+                if len(initializers) + len(nodes) >= MAX_TENSORS:
+                    raise self._fail(f"more than {MAX_TENSORS} initializers and constants")
                 initializers.append(self._tensor(a, a + b))
             elif num == 1:
-                node_count += 1
-                if node_count > MAX_NODES:
+                self._node_count += 1
+                if self._node_count > MAX_NODES:
                     raise self._fail(f"more than {MAX_NODES} nodes")
                 node = self._node(a, a + b)
                 if node is not None:
+                    if len(initializers) + len(nodes) >= MAX_TENSORS:
+                        raise self._fail(f"more than {MAX_TENSORS} initializers and constants")
                     nodes.append(node)
             elif num == 15:
                 self.skipped.append(("<sparse initializer>", "sparse initializers are not read"))

@@ -20,22 +20,37 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from json.decoder import scanstring
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
 from fingerprints.dequant import ITEMSIZE, decode_plain
+from fingerprints.limits import MAX_TENSORS_PER_FILE, json_values_bound
 from fingerprints.tensors import (ByteSource, FileSource, TensorInfo, TensorLookup, WeightFileError,
                                   quote, read_row_runs)
 
-__all__ = ["MAX_HEADER", "SafetensorsReader", "ShardedSafetensorsReader", "open_safetensors",
-           "open_sharded"]
+__all__ = ["MAX_HEADER", "MAX_TENSORS", "SafetensorsReader", "ShardedSafetensorsReader",
+           "open_safetensors", "open_sharded"]
 
-# The reference implementation refuses headers above 100 MB.
-MAX_HEADER = 100_000_000
-MAX_INDEX = 64 * 1024 * 1024
+# A real entry is ~150 bytes (a 50-character name, dtype, shape, offsets), so MAX_TENSORS of
+# them take ~20 MB; 32 MiB leaves room for __metadata__. (The reference implementation
+# allows 100 MB, but reading and decoding that much already costs 200 MB before parsing.)
+MAX_HEADER = 32 << 20
+MAX_TENSORS = MAX_TENSORS_PER_FILE
+# A tensor entry is ~10 JSON values (the entry, dtype, shape and its dims, the offsets list
+# and both offsets) and ~12 by `json_values_bound`'s count; 16 per tensor plus room for
+# __metadata__ admits every real header and keeps the objects json builds under ~100 MB.
+MAX_HEADER_VALUES = 16 * MAX_TENSORS + (1 << 16)
+# The largest real indexes (1T-parameter MoE checkpoints) map a few hundred thousand
+# tensors at ~90 bytes each: 32 MiB and 2^19 entries hold them with room to spare.
+MAX_INDEX = 32 << 20
+MAX_INDEX_ENTRIES = 1 << 19
+# An index entry is one JSON value after a comma; its metadata adds a handful.
+MAX_INDEX_EXTRA_VALUES = 1 << 16
 
 # More dimensions than any real tensor has; keeps hostile shapes cheap to check.
 MAX_DIMS = 64
@@ -90,6 +105,49 @@ def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
+def _header_entries(text: str) -> Iterator[tuple[str, object]]:
+    """The top-level members of the JSON object `text`, one at a time, as json would parse
+    them (its C scanner parses each value; JSONDecodeError where the text is not JSON).
+
+    One at a time so the caller checks and counts each entry as it comes: a header of a
+    million entries is refused at the first bad one or at the limit, never built whole.
+    """
+    def skip(at: int) -> int:
+        return _WHITESPACE.match(text, at).end()  # type: ignore[union-attr]
+
+    def expect(at: int, char: str, what: str) -> int:
+        if text[at:at + 1] != char:
+            raise json.JSONDecodeError(f"Expecting {what}", text, at)
+        return skip(at + 1)
+
+    at = expect(skip(0), "{", "'{'")
+    if text[at:at + 1] == "}":
+        at += 1
+    else:
+        while True:
+            if text[at:at + 1] != '"':
+                raise json.JSONDecodeError("Expecting property name enclosed in double quotes",
+                                           text, at)
+            key, at = scanstring(text, at + 1)
+            at = expect(skip(at), ":", "':' delimiter")
+            try:
+                value, at = _DECODER.raw_decode(text, at)
+            except StopIteration:  # raw_decode's way of saying "no value here"
+                raise json.JSONDecodeError("Expecting value", text, at) from None
+            yield key, value
+            at = skip(at)
+            if text[at:at + 1] == "}":
+                at += 1
+                break
+            at = expect(at, ",", "',' delimiter")
+    if skip(at) != len(text):
+        raise json.JSONDecodeError("Extra data", text, skip(at))
+
+
 def open_safetensors(source: ByteSource) -> SafetensorsReader:
     """Parse and validate a safetensors header; WeightFileError (one line) if malformed."""
     if source.size < 8:
@@ -105,27 +163,47 @@ def open_safetensors(source: ByteSource) -> SafetensorsReader:
     raw = source.read(8, length)
     if not raw.startswith(b"{"):
         raise _fail(source, "not a safetensors file: the header does not start with '{'")
+    values = json_values_bound(raw)
+    if values > MAX_HEADER_VALUES:
+        raise _fail(source, f"safetensors header holds up to {values} JSON values, over the "
+                            f"limit of {MAX_HEADER_VALUES} (at most {MAX_TENSORS} tensors)")
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _fail(source, f"safetensors header is not UTF-8 (byte {8 + exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise _fail(source, f"safetensors header is not JSON: {exc.msg} at byte "
-                            f"{8 + exc.pos}") from None
-    except (ValueError, RecursionError) as exc:
-        raise _fail(source, f"safetensors header is not usable JSON: "
-                            f"{str(exc).splitlines()[0][:200]}") from None
-    if not isinstance(header, dict):
-        raise _fail(source, "safetensors header is not a JSON object")
+    del raw  # only the text is needed from here: one copy of the header, not two
 
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise _fail(source, "safetensors __metadata__ must map strings to strings")
-
+    metadata: dict[str, str] = {}
     data_start = 8 + length
     data_size = source.size - data_start
     tensors: list[TensorInfo] = []
-    for name, entry in header.items():
+    seen: set[str] = set()
+    entries = _header_entries(text)
+    while True:
+        try:
+            item = next(entries, None)
+        except json.JSONDecodeError as exc:
+            raise _fail(source, f"safetensors header is not JSON: {exc.msg} at byte "
+                                f"{8 + exc.pos}") from None
+        except (ValueError, RecursionError) as exc:
+            raise _fail(source, f"safetensors header is not usable JSON: "
+                                f"{str(exc).splitlines()[0][:200]}") from None
+        if item is None:
+            break
+        name, entry = item
+        if name in seen:
+            raise _fail(source, f"safetensors header is not usable JSON: duplicate key "
+                                f"{quote(name)}")
+        seen.add(name)
+        if name == "__metadata__":
+            if entry is None:
+                continue
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+                raise _fail(source, "safetensors __metadata__ must map strings to strings")
+            metadata = entry
+            continue
+        if len(tensors) >= MAX_TENSORS:
+            raise _fail(source, f"safetensors header has more than {MAX_TENSORS} tensors")
         where = f"tensor {quote(name)}"
         if not isinstance(entry, dict):
             raise _fail(source, f"{where}: entry is not an object")
@@ -272,6 +350,11 @@ def open_sharded(index: str | os.PathLike[str] | bytes,
 
     if len(raw) > MAX_INDEX:
         raise WeightFileError(f"{index_name}: index is over the {MAX_INDEX}-byte limit")
+    values = json_values_bound(raw)
+    if values > MAX_INDEX_ENTRIES + MAX_INDEX_EXTRA_VALUES:
+        raise WeightFileError(f"{index_name}: index holds up to {values} JSON values, over the "
+                              f"limit of {MAX_INDEX_ENTRIES + MAX_INDEX_EXTRA_VALUES} (at most "
+                              f"{MAX_INDEX_ENTRIES} tensors)")
     try:
         document = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
     except UnicodeDecodeError:
@@ -282,6 +365,9 @@ def open_sharded(index: str | os.PathLike[str] | bytes,
     weight_map = document.get("weight_map") if isinstance(document, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise WeightFileError(f"{index_name}: index has no weight_map object")
+    if len(weight_map) > MAX_INDEX_ENTRIES:
+        raise WeightFileError(f"{index_name}: index maps {len(weight_map)} tensors, over the "
+                              f"limit of {MAX_INDEX_ENTRIES}")
     index_metadata = document.get("metadata") or {}
     if not isinstance(index_metadata, dict):
         raise WeightFileError(f"{index_name}: index metadata is not an object")
@@ -304,6 +390,9 @@ def open_sharded(index: str | os.PathLike[str] | bytes,
                     raise WeightFileError(f"{index_name}: tensor {quote(tensor.name)} is in both "
                                           f"{quote(seen[tensor.name])} and {quote(shard)}")
                 seen[tensor.name] = shard
+            if len(seen) > MAX_INDEX_ENTRIES:
+                raise WeightFileError(f"{index_name}: the shards hold more than "
+                                      f"{MAX_INDEX_ENTRIES} tensors")
             shards[shard] = reader
     except BaseException:
         for source in owned:
