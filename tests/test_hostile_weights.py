@@ -104,6 +104,25 @@ def safetensors_million_small(path: Path) -> Path:
     return path
 
 
+def safetensors_entries_under_byte_limit(path: Path) -> Path:
+    """500k valid empty tensors in 28 MB: under the header's byte limit, over its tensor limit."""
+    write_safetensors_header(
+        path, lambda i: f'"{i:06x}":{{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}', 500_000)
+    return path
+
+
+def gguf_strings_spread(path: Path, arrays: int = 20, count: int = 200_000) -> Path:
+    """Many string arrays, each well under any per-array limit, together millions of strings."""
+    with open(path, "wb") as f:
+        f.write(b"GGUF" + struct.pack("<IQQ", 3, 0, arrays))
+        for i in range(arrays):
+            key = f"tokenizer.ggml.tokens{i}".encode()
+            f.write(struct.pack("<Q", len(key)) + key + struct.pack("<IIQ", 9, 8, count))
+            f.seek(8 * count, 1)  # zeros: empty strings, left as a hole in the file
+        f.truncate(f.tell() + 64)
+    return path
+
+
 def gguf_strings(path: Path, count: int = 1 << 24) -> Path:
     """A GGUF whose one key is an array of `count` empty strings: 8 zero bytes each, so the
     file is written sparse."""
@@ -213,7 +232,10 @@ CASES = {
     # name: (builder, child kind, words the one-line error must contain)
     "safetensors-million-entries": (safetensors_million, "weights", ("safetensors",)),
     "safetensors-million-tiny-values": (safetensors_million_small, "weights", ("not an object",)),
+    "safetensors-500k-entries-in-28MB": (safetensors_entries_under_byte_limit, "weights",
+                                         ("tensors",)),
     "gguf-16.7M-empty-strings": (gguf_strings, "weights", ("tokenizer.ggml.tokens",)),
+    "gguf-4M-strings-in-20-arrays": (gguf_strings_spread, "weights", ("strings",)),
     "npz-million-members": (lambda p: zip_of_members(p, 1_000_000), "weights", ("members",)),
     "onnx-5M-initializers": (onnx_initializers, "weights", ("initializers",)),
     "pickle-60M-empty-lists": (lambda p: pytorch_pickle(p, b"]", 60_000_000), "weights",
