@@ -51,15 +51,16 @@ from fingerprints.tensors import (ByteSource, TensorInfo, TensorLookup, WeightFi
 __all__ = ["ALLOWED_GLOBALS", "PyTorchReader", "StorageRef", "TensorRef", "load_pickle",
            "open_pytorch"]
 
-DEFAULT_MAX_PICKLE_BYTES = 64 << 20
+# torch's data.pkl spends ~100-350 bytes a tensor: 32 MiB is ~100k tensors or more.
+DEFAULT_MAX_PICKLE_BYTES = 32 << 20
 # torch's pickle spends ~30 opcodes per tensor, so 2^22 covers MAX_TENSORS_PER_FILE tensors;
 # the interpreter runs ~2 M opcodes a second, so this bounds a hostile pickle's time.
 DEFAULT_MAX_OPS = 1 << 22
 # What the objects an opcode builds cost in memory, estimated as it runs (a list or dict
-# 64-72 bytes with its stack slot, a set ~230, a string its length plus ~50; memo entries
-# ~100) and never credited back. A torch state dict costs ~1.5 KB a tensor, so 96 MiB
-# covers ~65k tensors, above the largest real per-expert checkpoints (~47k), and keeps a
-# pickle of millions of empty containers to about that much real memory.
+# 64-72 bytes with its stack slot, a set ~230, a string its length; memo entries ~100) and
+# never credited back. A state dict that memoises every object costs ~3 KB a tensor (4 KB
+# estimated), so 96 MiB covers ~25k tensors in one pickle (torch .bin releases shard at a
+# few thousand a file) and keeps a pickle of millions of empty containers under ~100 MB.
 DEFAULT_MAX_MEMORY = 96 << 20
 MAX_DEPTH = 64
 MAX_VISITS = 5_000_000
@@ -666,8 +667,9 @@ _OPCODES = {
 }
 
 # Estimated bytes each opcode's objects cost (see DEFAULT_MAX_MEMORY): by default what a
-# small object and its stack slot take; sets are larger, memo entries add a dict slot and
-# an int key, and opcodes that build nothing cost nothing.
+# small object and its stack slot take; sets are larger; memo entries add a dict slot and
+# an int key; pushing an existing object (GET, DUP) or filling a container costs a slot;
+# opcodes that build nothing cost nothing.
 _COST = [72] * 256
 for _code in (0x80, 0x95, 0x2E, 0x30, 0x31):  # PROTO FRAME STOP POP POP_MARK
     _COST[_code] = 0
@@ -675,6 +677,8 @@ for _code in (0x8F, 0x91):  # EMPTY_SET FROZENSET
     _COST[_code] = 232
 for _code in (0x70, 0x71, 0x72, 0x94):  # PUT BINPUT LONG_BINPUT MEMOIZE
     _COST[_code] = 104
+for _code in (0x67, 0x68, 0x6A, 0x32, 0x61, 0x65, 0x73, 0x75, 0x90):
+    _COST[_code] = 16  # GET BINGET LONG_BINGET DUP APPEND APPENDS SETITEM SETITEMS ADDITEMS
 del _code
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")

@@ -258,9 +258,33 @@ def test_fuzz_pytorch_zip(data):
     open_and_read(open_pytorch, data, "fuzz.pt")
 
 
+@functools.cache
+def archive_seeds() -> list[bytes]:
+    """Release archives: a tar, a gzipped tar and a zip of weight files."""
+    import tarfile
+    import zipfile
+    members = {"release/model.safetensors": safetensors_seeds()[0],
+               "release/emb.npy": npy_seeds()[0]}
+    out = []
+    for mode in ("w", "w:gz"):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode=mode) as tar:
+            for name, blob in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(blob)
+                tar.addfile(info, io.BytesIO(blob))
+        out.append(buf.getvalue())
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, blob in members.items():
+            z.writestr(name, blob)
+    out.append(buf.getvalue())
+    return out
+
+
 @FUZZ
 @given(data=fuzz_input(safetensors_seeds() + gguf_seeds() + npz_seeds() + onnx_seeds()
-                       + pytorch_seeds() + npy_seeds()))
+                       + pytorch_seeds() + npy_seeds() + archive_seeds()))
 def test_fuzz_any_weight_file_by_content(data):
     """The dispatcher sniffs the format from the bytes, whatever the mutation made them."""
     open_and_read(open_weights, data, "fuzz.bin")
@@ -275,6 +299,8 @@ def test_fuzz_seeds_are_valid():
             reader = opener(BytesSource(seed, "seed"))
             assert reader.tensors
             read_some_rows(reader)
+    for seed in archive_seeds():
+        assert len(open_weights(BytesSource(seed, "seed")).tensors) == 4
     for seed in torrent_seeds():
         assert parse_torrent(seed).files
 

@@ -176,9 +176,10 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
-def onnx_initializers(path: Path, count: int = 5_000_000) -> Path:
-    """A ModelProto (ir_version 7) whose graph holds `count` empty initializers (2 bytes each)."""
-    graph = b"\x2a\x00" * count
+def onnx_graph_of(path: Path, field: bytes, count: int = 5_000_000) -> Path:
+    """A ModelProto (ir_version 7) whose graph holds `count` copies of a 2-byte field: empty
+    initializers (0x2a 0), empty nodes (0x0a 0), or inputs the reader skips (0x5a 0)."""
+    graph = field * count
     path.write_bytes(b"\x08\x07" + b"\x3a" + varint(len(graph)) + graph)
     return path
 
@@ -236,12 +237,18 @@ CASES = {
                                          ("tensors",)),
     "gguf-16.7M-empty-strings": (gguf_strings, "weights", ("tokenizer.ggml.tokens",)),
     "gguf-4M-strings-in-20-arrays": (gguf_strings_spread, "weights", ("strings",)),
-    "npz-million-members": (lambda p: zip_of_members(p, 1_000_000), "weights", ("members",)),
-    "onnx-5M-initializers": (onnx_initializers, "weights", ("initializers",)),
-    "pickle-60M-empty-lists": (lambda p: pytorch_pickle(p, b"]", 60_000_000), "weights",
+    "npz-300k-members": (lambda p: zip_of_members(p, 300_000), "weights", ("members",)),
+    "onnx-5M-initializers": (lambda p: onnx_graph_of(p, b"\x2a\x00"), "weights",
+                             ("initializers",)),
+    "onnx-5M-nodes": (lambda p: onnx_graph_of(p, b"\x0a\x00"), "weights", ("nodes",)),
+    "onnx-5M-skipped-fields": (lambda p: onnx_graph_of(p, b"\x5a\x00"), "weights",
+                               ("fields",)),
+    "pickle-30M-empty-lists": (lambda p: pytorch_pickle(p, b"]", 30_000_000), "weights",
                                ("pickle",)),
-    "pickle-memoised-30M": (lambda p: pytorch_pickle(p, b"N\x94", 30_000_000), "weights",
+    "pickle-15M-memoised": (lambda p: pytorch_pickle(p, b"N\x94", 15_000_000), "weights",
                             ("pickle",)),
+    "pickle-1M-empty-sets": (lambda p: pytorch_pickle(p, b"\x8f", 1_000_000), "weights",
+                             ("pickle",)),
     "torrent-5M-list-items": (lambda p: torrent_items(p, 5_000_000), "torrent", ()),
     "torrent-deep-nesting": (lambda p: torrent_nested(p, 5_000_000), "torrent", ("nesting",)),
     "index-million-entries": (index_million, "index", ("index",)),
