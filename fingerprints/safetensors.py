@@ -92,6 +92,11 @@ def _fail(source: ByteSource, message: str) -> WeightFileError:
     return WeightFileError(f"{source.name}: {message}")
 
 
+def _bad(source: ByteSource, name: str, message: str) -> WeightFileError:
+    """An entry's error, its name quoted only when there is one to report."""
+    return _fail(source, f"tensor {quote(name)}: {message}")
+
+
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     result: dict[str, object] = {}
     for key, value in pairs:
@@ -106,6 +111,8 @@ def _is_count(value: object) -> bool:
 
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
+_COLON = re.compile(r"[ \t\n\r]*:[ \t\n\r]*")
+_NEXT = re.compile(r'[ \t\n\r]*(?:,[ \t\n\r]*(")|\})')
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
 
 
@@ -116,36 +123,33 @@ def _header_entries(text: str) -> Iterator[tuple[str, object]]:
     One at a time so the caller checks and counts each entry as it comes: a header of a
     million entries is refused at the first bad one or at the limit, never built whole.
     """
-    def skip(at: int) -> int:
-        return _WHITESPACE.match(text, at).end()  # type: ignore[union-attr]
-
-    def expect(at: int, char: str, what: str) -> int:
-        if text[at:at + 1] != char:
-            raise json.JSONDecodeError(f"Expecting {what}", text, at)
-        return skip(at + 1)
-
-    at = expect(skip(0), "{", "'{'")
+    at = _WHITESPACE.match(text).end()  # type: ignore[union-attr]
+    if text[at:at + 1] != "{":
+        raise json.JSONDecodeError("Expecting '{'", text, at)
+    at = _WHITESPACE.match(text, at + 1).end()  # type: ignore[union-attr]
     if text[at:at + 1] == "}":
         at += 1
+    elif text[at:at + 1] != '"':
+        raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, at)
     else:
+        raw_decode = _DECODER.raw_decode
         while True:
-            if text[at:at + 1] != '"':
-                raise json.JSONDecodeError("Expecting property name enclosed in double quotes",
-                                           text, at)
             key, at = scanstring(text, at + 1)
-            at = expect(skip(at), ":", "':' delimiter")
-            try:
-                value, at = _DECODER.raw_decode(text, at)
-            except StopIteration:  # raw_decode's way of saying "no value here"
-                raise json.JSONDecodeError("Expecting value", text, at) from None
+            colon = _COLON.match(text, at)
+            if colon is None:
+                raise json.JSONDecodeError("Expecting ':' delimiter", text, at)
+            value, at = raw_decode(text, colon.end())
             yield key, value
-            at = skip(at)
-            if text[at:at + 1] == "}":
-                at += 1
+            following = _NEXT.match(text, at)
+            if following is None:
+                raise json.JSONDecodeError("Expecting ',' delimiter or '}'", text, at)
+            at = following.end()
+            if following.group(1) is None:
                 break
-            at = expect(at, ",", "',' delimiter")
-    if skip(at) != len(text):
-        raise json.JSONDecodeError("Extra data", text, skip(at))
+            at -= 1  # at the key's opening quote
+    end = _WHITESPACE.match(text, at).end()  # type: ignore[union-attr]
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
 
 
 def open_safetensors(source: ByteSource) -> SafetensorsReader:
@@ -204,32 +208,29 @@ def open_safetensors(source: ByteSource) -> SafetensorsReader:
             continue
         if len(tensors) >= MAX_TENSORS:
             raise _fail(source, f"safetensors header has more than {MAX_TENSORS} tensors")
-        where = f"tensor {quote(name)}"
         if not isinstance(entry, dict):
-            raise _fail(source, f"{where}: entry is not an object")
+            raise _bad(source, name, "entry is not an object")
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
         if not isinstance(dtype, str) or dtype not in ITEMSIZE:
-            raise _fail(source, f"{where}: unknown dtype {quote(dtype)}")
+            raise _bad(source, name, f"unknown dtype {quote(dtype)}")
         if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-            raise _fail(source, f"{where}: shape {quote(shape)} is not a list of non-negative "
-                                "integers")
+            raise _bad(source, name, f"shape {quote(shape)} is not a list of non-negative integers")
         if len(shape) > MAX_DIMS:
-            raise _fail(source, f"{where}: shape has {len(shape)} dimensions (at most "
-                                f"{MAX_DIMS})")
+            raise _bad(source, name, f"shape has {len(shape)} dimensions (at most {MAX_DIMS})")
         if (not isinstance(offsets, list) or len(offsets) != 2
                 or not all(_is_count(o) for o in offsets) or offsets[0] > offsets[1]):
-            raise _fail(source, f"{where}: data_offsets {quote(offsets)} is not [begin, end] with "
-                                "0 <= begin <= end")
+            raise _bad(source, name, f"data_offsets {quote(offsets)} is not [begin, end] with "
+                                     "0 <= begin <= end")
         begin, end = offsets
         itemsize = ITEMSIZE[dtype]
         numel = _numel(shape, source.size)
         if end - begin != numel * itemsize:
             needs = f"{numel * itemsize}" if numel <= source.size else "more than the file holds"
-            raise _fail(source, f"{where}: data_offsets span {end - begin} bytes but shape "
-                                f"{quote(shape)} of {dtype} needs {needs}")
+            raise _bad(source, name, f"data_offsets span {end - begin} bytes but shape "
+                                     f"{quote(shape)} of {dtype} needs {needs}")
         if end > data_size:
-            raise _fail(source, f"{where}: data_offsets [{begin}, {end}] run past the data "
-                                f"section ({data_size} bytes)")
+            raise _bad(source, name, f"data_offsets [{begin}, {end}] run past the data section "
+                                     f"({data_size} bytes)")
         row_nbytes = itemsize * math.prod(shape[1:]) if shape else end - begin
         tensors.append(TensorInfo(name=name, shape=tuple(shape), dtype=dtype,
                                   offset=data_start + begin, nbytes=end - begin,
