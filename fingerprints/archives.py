@@ -47,6 +47,9 @@ WEIGHT_EXTENSIONS = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".onnx", ".
 # A PyTorch zip stores one member per storage (about one per tensor) plus a few; an .npz one
 # per array; a release archive a few hundred files.
 DEFAULT_MAX_MEMBERS = MAX_TENSORS_PER_FILE + 1024
+# No checkpoint format stores a tar member per tensor; a tar is a release of a few hundred
+# files. tarfile takes 20-50 us a header, so this bounds a hostile tar to about a second.
+DEFAULT_MAX_TAR_MEMBERS = 1 << 14
 DEFAULT_MAX_DIRECTORY_BYTES = 64 << 20
 DEFAULT_MAX_INFLATE = 1 << 30
 # Weights barely compress (about 1.1x); deflate's own ceiling is about 1032x.
@@ -528,7 +531,7 @@ class TarArchive(_Archive):
 
     kind = "tar"
 
-    def __init__(self, source: ByteSource, *, max_members: int = DEFAULT_MAX_MEMBERS,
+    def __init__(self, source: ByteSource, *, max_members: int = DEFAULT_MAX_TAR_MEMBERS,
                  max_inflate: int = DEFAULT_MAX_INFLATE, max_ratio: float = DEFAULT_MAX_RATIO,
                  max_stream: int = 1 << 40):
         self.source = source
@@ -568,6 +571,7 @@ class TarArchive(_Archive):
                 raise _fail(self.source, f"malformed tar archive ({_one_line(exc)})") from None
             if info is None:
                 return
+            tar.members.clear()  # tarfile keeps every TarInfo; ArchiveMember is all we keep
             count += 1
             if count > self.max_members:
                 raise _fail(self.source, f"tar has more than {self.max_members} members")

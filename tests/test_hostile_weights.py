@@ -179,6 +179,28 @@ def zip_of_safetensors(path: Path, members: int = 3, count: int = 100_000) -> Pa
     return path
 
 
+def tar_of_members(path: Path, count: int = 100_000) -> Path:
+    """A ustar archive of `count` empty regular files, headers laid out with numpy."""
+    template = bytearray(512)
+    for offset, value in ((0, b"00000000.npy"), (100, b"0000644\0"), (108, b"0000000\0"),
+                          (116, b"0000000\0"), (124, b"00000000000\0"), (136, b"00000000000\0"),
+                          (156, b"0"), (257, b"ustar\0"), (263, b"00")):
+        template[offset:offset + len(value)] = value
+    template[148:156] = b" " * 8
+    headers = np.tile(np.frombuffer(bytes(template), np.uint8), (count, 1))
+    numbers = np.arange(count)
+    for k in range(8):  # the name's eight decimal digits
+        headers[:, 7 - k] = ord("0") + (numbers // 10 ** k) % 10
+    checksum = headers.sum(axis=1, dtype=np.int64)
+    for k in range(6):
+        headers[:, 148 + k] = ord("0") + ((checksum >> (3 * (5 - k))) & 7)
+    headers[:, 154], headers[:, 155] = 0, ord(" ")
+    with open(path, "wb") as f:
+        f.write(headers.tobytes())
+        f.write(bytes(1024))
+    return path
+
+
 def varint(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -250,6 +272,7 @@ CASES = {
     "gguf-16.7M-empty-strings": (gguf_strings, "weights", ("tokenizer.ggml.tokens",)),
     "gguf-4M-strings-in-20-arrays": (gguf_strings_spread, "weights", ("strings",)),
     "zip-of-3-safetensors-100k-each": (zip_of_safetensors, "weights", ("tensors together",)),
+    "tar-100k-members": (tar_of_members, "weights", ("members",)),
     "npz-300k-members": (lambda p: zip_of_members(p, 300_000), "weights", ("members",)),
     "onnx-5M-initializers": (lambda p: onnx_graph_of(p, b"\x2a\x00"), "weights",
                              ("initializers",)),
