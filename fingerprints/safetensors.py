@@ -45,9 +45,9 @@ MAX_TENSORS = MAX_TENSORS_PER_FILE
 # and both offsets) and ~12 by `json_values_bound`'s count; 16 per tensor plus room for
 # __metadata__ admits every real header and keeps the objects json builds under ~100 MB.
 MAX_HEADER_VALUES = 16 * MAX_TENSORS + (1 << 16)
-# The largest real indexes (1T-parameter MoE checkpoints) map a few hundred thousand
-# tensors at ~90 bytes each: 32 MiB and 2^19 entries hold them with room to spare.
-MAX_INDEX = 32 << 20
+# The largest real indexes (1T-parameter MoE checkpoints) map ~200k tensors at ~90 bytes
+# each, ~20 MB. 24 MiB holds them; parsing one that size costs ~150 MB, so no more.
+MAX_INDEX = 24 << 20
 MAX_INDEX_ENTRIES = 1 << 19
 # An index entry is one JSON value after a comma; its metadata adds a handful.
 MAX_INDEX_EXTRA_VALUES = 1 << 16
@@ -338,7 +338,8 @@ def open_sharded(index: str | os.PathLike[str] | bytes,
             if size > MAX_INDEX:
                 raise WeightFileError(f"{index_name}: index is {size} bytes, over the "
                                       f"{MAX_INDEX}-byte limit")
-            raw = path.read_bytes()[:MAX_INDEX + 1]
+            with open(path, "rb") as f:
+                raw = f.read(MAX_INDEX + 1)
         except OSError as exc:
             raise WeightFileError(f"{index_name}: cannot read: {exc.strerror}") from None
         if open_shard is None:
@@ -357,9 +358,12 @@ def open_sharded(index: str | os.PathLike[str] | bytes,
                               f"limit of {MAX_INDEX_ENTRIES + MAX_INDEX_EXTRA_VALUES} (at most "
                               f"{MAX_INDEX_ENTRIES} tensors)")
     try:
-        document = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise WeightFileError(f"{index_name}: index is not UTF-8") from None
+    del raw  # one copy of the index while json builds its objects, not two
+    try:
+        document = json.loads(text, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as exc:
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc).splitlines()[0]
         raise WeightFileError(f"{index_name}: index is not JSON: {message[:200]}") from None
