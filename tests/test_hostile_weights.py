@@ -245,9 +245,9 @@ def index_million(path: Path) -> Path:
     return path
 
 
-def bundle_values(path: Path, count: int = 5_000_000) -> Path:
-    """A gzipped fingerprint bundle whose indicators list holds `count` zeros: 10 MB of
-    JSON, 10 KB on disk; json would build the list before any entry could be checked."""
+def bundle_values(path: Path, count: int = 20_000_000) -> Path:
+    """A gzipped fingerprint bundle whose indicators list holds `count` zeros: 40 MB of
+    JSON, 40 KB on disk; json would build the list before any entry could be checked."""
     head = (b'{"format":"weightwatch-fingerprints","version":2,"created_at":"2024-01-01",'
             b'"generator":"g","models":[{"name":"m"}],"artifacts":[],"weight_prints":[],'
             b'"indicators":[')
@@ -288,7 +288,7 @@ CASES = {
     "torrent-5M-list-items": (lambda p: torrent_items(p, 5_000_000), "torrent", ()),
     "torrent-deep-nesting": (lambda p: torrent_nested(p, 5_000_000), "torrent", ("nesting",)),
     "index-million-entries": (index_million, "index", ("index",)),
-    "bundle-5M-values": (bundle_values, "bundle", ("JSON values",)),
+    "bundle-20M-values": (bundle_values, "bundle", ("JSON values",)),
 }
 SUFFIX = {"weights": ".bin", "torrent": ".torrent", "index": ".index.json", "bundle": ".json.gz"}
 
