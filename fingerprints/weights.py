@@ -16,6 +16,7 @@ import numpy as np
 
 from fingerprints.archives import open_archive, safe_member_name, sniff, weight_members
 from fingerprints.gguf import open_gguf
+from fingerprints.limits import MAX_TENSORS_PER_FILE
 from fingerprints.numpy_files import open_npy, open_npz
 from fingerprints.onnx import open_onnx
 from fingerprints.pytorch import open_pytorch
@@ -95,6 +96,7 @@ def _open_archive(source: ByteSource) -> WeightReader:
     archive = open_archive(source)
     parts: list[tuple[str, WeightReader]] = []
     errors: list[str] = []
+    total = 0
     for member in weight_members(archive)[:_MAX_MEMBERS_READ]:
         member_source = archive.open(member)
         member_kind = sniff(member_source)
@@ -102,10 +104,17 @@ def _open_archive(source: ByteSource) -> WeightReader:
             errors.append(f"{safe_member_name(member.raw_name)}: {member_kind}")
             continue
         try:
-            parts.append((safe_member_name(member.raw_name),
-                          _OPENERS[member_kind](member_source)))
+            reader = _OPENERS[member_kind](member_source)
         except WeightFileError as exc:
             errors.append(str(exc))
+            continue
+        parts.append((safe_member_name(member.raw_name), reader))
+        # Each member is bounded by its reader's limits; the archive as a whole is too, or
+        # 256 members at the limit would cost 256 times what one file may.
+        total += len(reader.tensors)
+        if total > MAX_TENSORS_PER_FILE:
+            raise WeightFileError(f"{source.name}: its weight files hold more than "
+                                  f"{MAX_TENSORS_PER_FILE} tensors together")
     if not parts:
         if errors:
             raise WeightFileError(f"{source.name}: no readable weight file inside ({errors[0]})")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from fingerprints.safetensors import open_safetensors, open_sharded
+from fingerprints.safetensors import MAX_HEADER, open_safetensors, open_sharded
 from fingerprints.tensors import BytesSource, FileSource, TensorInfo, WeightFileError
 
 
@@ -262,7 +262,7 @@ def entry(dtype: str = "F32", shape: list = (2, 2), offsets: list = (0, 16)) -> 
 
 @pytest.mark.parametrize("data, message", [
     (struct.pack("<Q", 10**6) + b"{}", "larger than the file"),
-    (struct.pack("<Q", 2**63) + b"{}", "exceeds the 100000000-byte limit"),
+    (struct.pack("<Q", 2**63) + b"{}", f"exceeds the {MAX_HEADER}-byte limit"),
     (struct.pack("<Q", 2**64 - 1) + b"{}", "exceeds"),
     (b"\x02\0\0", "shorter than the 8-byte header length"),
     (struct.pack("<Q", 9) + b"not json!", "does not start with '{'"),
