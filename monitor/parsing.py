@@ -1,0 +1,277 @@
+"""The one place crawled HTML and XML are parsed, and the one way parsing leaves the loop.
+
+Crawled pages come from hosts that may be hostile. A tree parser builds objects for every
+element it sees, so a 20 MB page of tiny elements would cost gigabytes, and a page nested
+thousands deep makes BeautifulSoup's tree building (and every CSS selector that walks
+ancestors) superlinear. So both parsers count what they build:
+
+- HTML keeps at most MAX_HTML_ELEMENTS elements, nested at most MAX_HTML_DEPTH deep. Past
+  either cap the tree stops growing but the text keeps flowing into the element that is
+  open, so a digest or a mention placed after the cap still reaches the detectors; the page
+  is logged once (`html_truncated`).
+- XML (feeds, Torznab) is refused with a one-line SourceError past MAX_XML_ELEMENTS or
+  MAX_XML_DEPTH: a feed that large is not a feed, and half a feed would be read as all of it.
+
+Parsing runs in a thread of its own (`off_loop`) so the event loop keeps serving fetches
+and signals. When the awaiting task is cancelled (the run timeout, SIGTERM), the thread is
+interrupted too: ParseCancelled is raised inside it at its next Python instruction, and the
+tree builder and the extraction loops run Python for every element, so it stops within
+milliseconds instead of running on, abandoned, for minutes and holding the process open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import ctypes
+import threading
+import weakref
+from typing import Any, Callable, Iterable, TypeVar
+from xml.etree.ElementTree import Element, TreeBuilder
+
+import structlog
+from bs4 import BeautifulSoup, Tag
+from bs4.builder._lxml import LXMLTreeBuilder
+from defusedxml.ElementTree import DefusedXMLParser
+
+log = structlog.get_logger("weightwatch.parsing")
+
+T = TypeVar("T")
+
+# Real forum and index pages hold a few thousand elements (a XenForo thread page of 20
+# posts about 5,000) and nest under 40 deep; ten times that leaves room for odd boards
+# while a page at the cap costs ~60 MB of tree (about 1.2 KB an element; see README).
+MAX_HTML_ELEMENTS = 50_000
+MAX_HTML_DEPTH = 256
+# A Torznab answer of 100 results has ~3,000 elements, a feed of 500 entries ~10,000.
+MAX_XML_ELEMENTS = 200_000
+MAX_XML_DEPTH = 64
+# Parses at once, process-wide: each may hold a tree of the caps' size.
+PARSE_SLOTS = 2
+# How long a cancelled task waits for its parse thread to stop before giving up on it.
+STOP_WAIT = 3.0
+
+
+class ParseCancelled(BaseException):
+    """Raised inside a parse thread whose task was cancelled. A BaseException, so no
+    `except Exception` in a parser or an adapter can swallow it."""
+
+
+class XMLTooLarge(ValueError):
+    """An XML document past the element or depth cap (the callers word it as SourceError)."""
+
+
+# ------------------------------------------------------------------------------ HTML
+
+
+class _BoundedLXMLBuilder(LXMLTreeBuilder):
+    """bs4's lxml builder, keeping elements only while under the caps. lxml reports start
+    and end events properly nested, so every event after the first refused start until
+    its end is inside it: a counter of open refused elements tells which ends to drop."""
+
+    def __init__(self, max_elements: int, max_depth: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_elements, self.max_depth = max_elements, max_depth
+        self._reset()
+
+    def _reset(self) -> None:
+        self.elements = self.depth = self.dropped = self.open_dropped = 0
+        self.max_seen_depth = 0
+        self.hidden = 0  # open refused <script>/<style>: their text is not page text
+
+    def feed(self, markup: Any) -> None:
+        self._reset()  # BeautifulSoup retries with other encodings on the same builder
+        super().feed(markup)
+
+    def start(self, tag: Any, attrib: Any, nsmap: Any = {}) -> None:  # noqa: B006 (bs4's)
+        if self.open_dropped or self.elements >= self.max_elements \
+                or self.depth >= self.max_depth:
+            self.open_dropped += 1
+            self.dropped += 1
+            self.max_seen_depth = max(self.max_seen_depth, self.depth + self.open_dropped)
+            if tag in ("script", "style", "template"):
+                self.hidden += 1
+            return
+        self.elements += 1
+        self.depth += 1
+        super().start(tag, attrib, nsmap)
+
+    def end(self, tag: Any) -> None:
+        if self.open_dropped:
+            self.open_dropped -= 1
+            if tag in ("script", "style", "template") and self.hidden:
+                self.hidden -= 1
+            return
+        self.depth -= 1
+        super().end(tag)
+
+    def data(self, data: Any) -> None:
+        if not self.hidden:
+            super().data(data)
+
+    def comment(self, text: Any) -> None:
+        if not self.open_dropped and self.elements < self.max_elements:
+            self.elements += 1
+            super().comment(text)
+
+    def pi(self, target: Any, data: Any) -> None:
+        if not self.open_dropped and self.elements < self.max_elements:
+            self.elements += 1
+            super().pi(target, data)
+
+
+def parse_html(markup: bytes | str, url: str = "", charset: str | None = None, *,
+               max_elements: int | None = None, max_depth: int | None = None) -> BeautifulSoup:
+    """Crawled HTML as a BeautifulSoup tree bounded by the caps (module docstring); `url`
+    names the page in the once-per-page warning when the caps cut the tree."""
+    builder = _BoundedLXMLBuilder(max_elements or MAX_HTML_ELEMENTS, max_depth or MAX_HTML_DEPTH)
+    soup = BeautifulSoup(markup, builder=builder, from_encoding=charset)
+    if builder.dropped:
+        log.warning("html_truncated", url=url or None, kept_elements=builder.elements,
+                    dropped_elements=builder.dropped, depth=builder.max_seen_depth,
+                    max_elements=builder.max_elements, max_depth=builder.max_depth,
+                    note="text past the caps is kept in the enclosing element")
+    return soup
+
+
+def detach_nested(nodes: Iterable[Tag]) -> list[Tag]:
+    """`nodes` (a selector's matches, in document order), each cut out of any other match
+    that contains it: a post nested in a post (an unclosed <div> nests every later post)
+    is then read once, as itself, instead of again as part of every post around it, so
+    extraction over all matches stays linear in the page. Costs the depth per match."""
+    nodes = list(nodes)
+    chosen = {id(node) for node in nodes}
+    for node in reversed(nodes):  # innermost first; the outer ones are cut out later
+        if any(id(parent) in chosen for parent in node.parents):
+            node.extract()
+    return nodes
+
+
+# ------------------------------------------------------------------------------ XML
+
+
+class _CountingTreeBuilder(TreeBuilder):
+    def __init__(self, max_elements: int, max_depth: int) -> None:
+        super().__init__()
+        self.max_elements, self.max_depth = max_elements, max_depth
+        self.elements = self.depth = 0
+
+    def start(self, tag: Any, attrs: Any) -> Element:
+        self.elements += 1
+        self.depth += 1
+        if self.elements > self.max_elements:
+            raise XMLTooLarge(f"more than {self.max_elements:,} XML elements")
+        if self.depth > self.max_depth:
+            raise XMLTooLarge(f"XML nested more than {self.max_depth} deep")
+        return super().start(tag, attrs)
+
+    def end(self, tag: Any) -> Element:
+        self.depth -= 1
+        return super().end(tag)
+
+
+def parse_xml(body: bytes | str, *, max_elements: int | None = None,
+              max_depth: int | None = None) -> Element:
+    """defusedxml's `fromstring` (no DTD, no entities, no external references; it raises
+    what that raises) with the element and depth caps: XMLTooLarge past them."""
+    target = _CountingTreeBuilder(max_elements or MAX_XML_ELEMENTS, max_depth or MAX_XML_DEPTH)
+    parser = DefusedXMLParser(target=target, forbid_dtd=True, forbid_entities=True,
+                              forbid_external=True)
+    parser.feed(body)
+    return parser.close()
+
+
+# ------------------------------------------------------------------------------ off the loop
+
+
+def _async_exc(ident: int, exc: type[BaseException] | None) -> int:
+    """Raise `exc` in thread `ident` at its next Python instruction (None clears a pending
+    one); how many threads it reached."""
+    return ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(ident), ctypes.py_object(exc) if exc is not None else None)
+
+
+class _Job:
+    """One call in its own (daemon) thread, interruptible. The lock orders interrupt()
+    against the thread's start and end, so ParseCancelled is raised only inside the call
+    and never in a thread that has moved on; a pending one is cleared at the end."""
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.fn, self.args, self.loop = fn, args, loop
+        self.context = contextvars.copy_context()  # the target and run id for the log
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self.lock = threading.Lock()
+        self.ident: int | None = None
+        self.cancelled = self.injected = self.finished = False
+        self.thread = threading.Thread(target=self._run, name="weightwatch-parse", daemon=True)
+
+    def _begin(self) -> None:
+        with self.lock:
+            if self.cancelled:
+                raise ParseCancelled
+            self.ident = threading.get_ident()
+
+    def _end(self) -> None:
+        with self.lock:
+            self.finished = True
+            if self.injected:
+                _async_exc(self.ident or 0, None)
+
+    def _run(self) -> None:
+        ok, value = False, None
+        try:
+            try:
+                self._begin()
+                value, ok = self.context.run(self.fn, *self.args), True
+            finally:
+                self._end()
+        except BaseException as exc:  # delivered to the awaiting task, or dropped if gone
+            value = exc
+        try:
+            self.loop.call_soon_threadsafe(self._settle, ok, value)
+        except RuntimeError:
+            pass  # the loop is closed: nobody waits for this any more
+
+    def _settle(self, ok: bool, value: Any) -> None:
+        if self.future.done():
+            return
+        if ok:
+            self.future.set_result(value)
+        else:
+            self.future.set_exception(value)
+
+    def interrupt(self) -> bool:
+        """Stop the call; True if an exception was raised into a running thread."""
+        with self.lock:
+            self.cancelled = True
+            if self.finished or self.injected or self.ident is None:
+                return False
+            self.injected = True
+            return _async_exc(self.ident, ParseCancelled) == 1
+
+
+_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = \
+    weakref.WeakKeyDictionary()
+
+
+async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in a thread of its own, at most PARSE_SLOTS at once; cancelling the
+    awaiting task stops the thread (ParseCancelled inside it) before CancelledError goes
+    on, so a run timeout or a shutdown leaves no parse behind."""
+    loop = asyncio.get_running_loop()
+    slots = _slots.setdefault(loop, asyncio.Semaphore(PARSE_SLOTS))
+    async with slots:
+        job = _Job(fn, args, loop)
+        job.thread.start()
+        try:
+            return await asyncio.shield(job.future)
+        except asyncio.CancelledError:
+            job.interrupt()
+            done, _ = await asyncio.wait([job.future], timeout=STOP_WAIT)
+            if not done:
+                log.warning("parse_not_stopped", waited=STOP_WAIT,
+                            note="the parse thread is left to finish on its own")
+            elif not job.future.cancelled():
+                job.future.exception()  # retrieved: ParseCancelled is the expected end
+            raise
