@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import ctypes
+import itertools
 import threading
 import weakref
 from typing import Any, Callable, Iterable, TypeVar
@@ -43,6 +44,9 @@ T = TypeVar("T")
 # while a page at the cap costs ~60 MB of tree (about 1.2 KB an element; see README).
 MAX_HTML_ELEMENTS = 50_000
 MAX_HTML_DEPTH = 256
+# Real elements carry a handful of attributes; a hostile one carries a million (10 MB,
+# 400 MB as bs4's dicts). The first ones are kept.
+MAX_HTML_ATTRIBUTES = 100
 # A Torznab answer of 100 results has ~3,000 elements, a feed of 500 entries ~10,000.
 MAX_XML_ELEMENTS = 200_000
 MAX_XML_DEPTH = 64
@@ -76,6 +80,7 @@ class _BoundedLXMLBuilder(LXMLTreeBuilder):
 
     def _reset(self) -> None:
         self.elements = self.depth = self.dropped = self.open_dropped = 0
+        self.dropped_attributes = 0
         self.max_seen_depth = 0
         self.hidden = 0  # open refused <script>/<style>: their text is not page text
 
@@ -94,6 +99,9 @@ class _BoundedLXMLBuilder(LXMLTreeBuilder):
             return
         self.elements += 1
         self.depth += 1
+        if len(attrib) > MAX_HTML_ATTRIBUTES:
+            self.dropped_attributes += len(attrib) - MAX_HTML_ATTRIBUTES
+            attrib = dict(itertools.islice(attrib.items(), MAX_HTML_ATTRIBUTES))
         super().start(tag, attrib, nsmap)
 
     def end(self, tag: Any) -> None:
@@ -126,9 +134,10 @@ def parse_html(markup: bytes | str, url: str = "", charset: str | None = None, *
     names the page in the once-per-page warning when the caps cut the tree."""
     builder = _BoundedLXMLBuilder(max_elements or MAX_HTML_ELEMENTS, max_depth or MAX_HTML_DEPTH)
     soup = BeautifulSoup(markup, builder=builder, from_encoding=charset)
-    if builder.dropped:
+    if builder.dropped or builder.dropped_attributes:
         log.warning("html_truncated", url=url or None, kept_elements=builder.elements,
-                    dropped_elements=builder.dropped, depth=builder.max_seen_depth,
+                    dropped_elements=builder.dropped, deepest=builder.max_seen_depth,
+                    dropped_attributes=builder.dropped_attributes,
                     max_elements=builder.max_elements, max_depth=builder.max_depth,
                     note="text past the caps is kept in the enclosing element")
     return soup
@@ -138,12 +147,31 @@ def detach_nested(nodes: Iterable[Tag]) -> list[Tag]:
     """`nodes` (a selector's matches, in document order), each cut out of any other match
     that contains it: a post nested in a post (an unclosed <div> nests every later post)
     is then read once, as itself, instead of again as part of every post around it, so
-    extraction over all matches stays linear in the page. Costs the depth per match."""
+    extraction over all matches stays linear in the page. Linear itself: each ancestor's
+    verdict is looked up once, and siblings are cut by index, last first."""
     nodes = list(nodes)
     chosen = {id(node) for node in nodes}
-    for node in reversed(nodes):  # innermost first; the outer ones are cut out later
-        if any(id(parent) in chosen for parent in node.parents):
-            node.extract()
+    inside: dict[int, bool] = {}  # id of an unchosen element -> is it within a match?
+    by_parent: dict[int, tuple[Tag, list[Tag]]] = {}
+    for node in nodes:
+        walked: list[Tag] = []
+        parent, verdict = node.parent, False
+        while parent is not None:
+            known = inside.get(id(parent))
+            if known is not None or id(parent) in chosen:
+                verdict = known if known is not None else True
+                break
+            walked.append(parent)
+            parent = parent.parent
+        for element in walked:
+            inside[id(element)] = verdict
+        if verdict and node.parent is not None:
+            by_parent.setdefault(id(node.parent), (node.parent, []))[1].append(node)
+    for parent, children in by_parent.values():
+        cut = {id(child) for child in children}
+        positions = [i for i, child in enumerate(parent.contents) if id(child) in cut]
+        for index in reversed(positions):
+            parent.contents[index].extract(_self_index=index)
     return nodes
 
 
