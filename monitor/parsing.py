@@ -22,9 +22,11 @@ milliseconds instead of running on, abandoned, for minutes and holding the proce
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextvars
 import ctypes
 import itertools
+import re
 import threading
 import weakref
 from typing import Any, Callable, Iterable, TypeVar
@@ -47,6 +49,15 @@ MAX_HTML_DEPTH = 256
 # Real elements carry a handful of attributes; a hostile one carries a million (10 MB,
 # 400 MB as bs4's dicts). The first ones are kept.
 MAX_HTML_ATTRIBUTES = 100
+# lxml hands the tree builder every attribute of a start tag in one dict before any cap can
+# act (2 M attributes in a 20 MB tag: 500 MB), so a start tag longer than this keeps only
+# its name. Real tags are shorter except inline data: URIs, which nothing here reads; lxml
+# itself reads a "<x" that is never closed as a tag, so no page text is lost.
+MAX_TAG_BYTES = 65_536
+_LONG_TAG = re.compile(r"<([A-Za-z][^\s/<>]*+)[^<>]{%d,}" % MAX_TAG_BYTES)
+_LONG_TAG_BYTES = re.compile(_LONG_TAG.pattern.encode())
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+              (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 # A Torznab answer of 100 results has ~3,000 elements, a feed of 500 entries ~10,000.
 MAX_XML_ELEMENTS = 200_000
 MAX_XML_DEPTH = 64
@@ -133,7 +144,9 @@ def parse_html(markup: bytes | str, url: str = "", charset: str | None = None, *
     """Crawled HTML as a BeautifulSoup tree bounded by the caps (module docstring); `url`
     names the page in the once-per-page warning when the caps cut the tree."""
     builder = _BoundedLXMLBuilder(max_elements or MAX_HTML_ELEMENTS, max_depth or MAX_HTML_DEPTH)
-    soup = BeautifulSoup(markup, builder=builder, from_encoding=charset)
+    markup = _short_tags(markup, charset)
+    soup = BeautifulSoup(markup, builder=builder,
+                         from_encoding=charset if isinstance(markup, bytes) else None)
     if builder.dropped or builder.dropped_attributes:
         log.warning("html_truncated", url=url or None, kept_elements=builder.elements,
                     dropped_elements=builder.dropped, deepest=builder.max_seen_depth,
@@ -141,6 +154,24 @@ def parse_html(markup: bytes | str, url: str = "", charset: str | None = None, *
                     max_elements=builder.max_elements, max_depth=builder.max_depth,
                     note="text past the caps is kept in the enclosing element")
     return soup
+
+
+def _short_tags(markup: bytes | str, charset: str | None) -> bytes | str:
+    """`markup` with every start tag longer than MAX_TAG_BYTES cut to its name. Bytes in
+    an ASCII-compatible encoding are cut as bytes; UTF-16 and UTF-32 (a BOM, or the HTTP
+    charset) are decoded first, since their "<" is not the byte b"<"."""
+    if isinstance(markup, bytes):
+        wide = next((name for bom, name in _WIDE_BOMS if markup.startswith(bom)), None)
+        if wide is None and charset:
+            try:
+                name = codecs.lookup(charset).name
+            except LookupError:
+                name = ""
+            wide = name if name.startswith(("utf-16", "utf-32")) else None
+        if wide is None:
+            return _LONG_TAG_BYTES.sub(rb"<\1", markup)
+        markup = markup.decode(wide, errors="replace")
+    return _LONG_TAG.sub(r"<\1", markup)
 
 
 def detach_nested(nodes: Iterable[Tag]) -> list[Tag]:
@@ -295,7 +326,8 @@ async def off_loop(fn: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.shield(job.future)
         except asyncio.CancelledError:
-            job.interrupt()
+            if job.interrupt():
+                log.info("parse_interrupted", call=getattr(fn, "__qualname__", repr(fn)))
             done, _ = await asyncio.wait([job.future], timeout=STOP_WAIT)
             if not done:
                 log.warning("parse_not_stopped", waited=STOP_WAIT,
