@@ -67,6 +67,14 @@ PARSE_SLOTS = 2
 STOP_WAIT = 3.0
 
 
+# Elements a browser puts on their own lines; without a break their text fuses with the
+# neighbours' ("Select all" + a code block's first line), hiding words from boundary rules.
+BLOCKS = frozenset({
+    "address", "article", "aside", "blockquote", "dd", "div", "dl", "dt", "figcaption",
+    "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "ol", "p",
+    "pre", "section", "table", "td", "th", "tr", "ul"})
+
+
 class ParseCancelled(BaseException):
     """Raised inside a parse thread whose task was cancelled. A BaseException, so no
     `except Exception` in a parser or an adapter can swallow it."""
@@ -107,6 +115,7 @@ class _BoundedLXMLBuilder(LXMLTreeBuilder):
             self.max_seen_depth = max(self.max_seen_depth, self.depth + self.open_dropped)
             if tag in ("script", "style", "template"):
                 self.hidden += 1
+            self._break(tag)
             return
         self.elements += 1
         self.depth += 1
@@ -120,9 +129,16 @@ class _BoundedLXMLBuilder(LXMLTreeBuilder):
             self.open_dropped -= 1
             if tag in ("script", "style", "template") and self.hidden:
                 self.hidden -= 1
+            self._break(tag)
             return
         self.depth -= 1
         super().end(tag)
+
+    def _break(self, tag: Any) -> None:
+        """A refused block element still ends a line, so its words do not fuse with the
+        next ones (the text past a cap is read by detectors with word-boundary rules)."""
+        if tag in BLOCKS or tag == "br":
+            self.data("\n")
 
     def data(self, data: Any) -> None:
         if not self.hidden:
@@ -183,7 +199,7 @@ def detach_nested(nodes: Iterable[Tag]) -> list[Tag]:
     nodes = list(nodes)
     chosen = {id(node) for node in nodes}
     inside: dict[int, bool] = {}  # id of an unchosen element -> is it within a match?
-    by_parent: dict[int, tuple[Tag, list[Tag]]] = {}
+    nested: list[Tag] = []
     for node in nodes:
         walked: list[Tag] = []
         parent, verdict = node.parent, False
@@ -196,14 +212,30 @@ def detach_nested(nodes: Iterable[Tag]) -> list[Tag]:
             parent = parent.parent
         for element in walked:
             inside[id(element)] = verdict
-        if verdict and node.parent is not None:
+        if verdict:
+            nested.append(node)
+    cut_out(nested)
+    return nodes
+
+
+def truncated(soup: BeautifulSoup) -> bool:
+    """Whether parse_html cut this page's tree at a cap."""
+    builder = soup.builder
+    return isinstance(builder, _BoundedLXMLBuilder) and builder.dropped > 0
+
+
+def cut_out(nodes: Iterable[Tag]) -> None:
+    """Remove `nodes` from their tree in time linear in the tree (Tag.extract alone looks
+    its index up among its siblings: quadratic for thousands of sibling posts)."""
+    by_parent: dict[int, tuple[Tag, list[Tag]]] = {}
+    for node in nodes:
+        if node.parent is not None:
             by_parent.setdefault(id(node.parent), (node.parent, []))[1].append(node)
     for parent, children in by_parent.values():
         cut = {id(child) for child in children}
         positions = [i for i, child in enumerate(parent.contents) if id(child) in cut]
         for index in reversed(positions):
             parent.contents[index].extract(_self_index=index)
-    return nodes
 
 
 # ------------------------------------------------------------------------------ XML

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -21,9 +22,9 @@ from typing import Callable
 import pytest
 from structlog.testing import capture_logs
 
-from support import Canned, FAST, crawl, fails, target
+from support import DEMO_RULE, Canned, crawl, fails, target
 
-from monitor.parsing import (MAX_HTML_DEPTH, MAX_XML_DEPTH, MAX_XML_ELEMENTS, ParseCancelled,
+from monitor.parsing import (MAX_HTML_DEPTH, MAX_HTML_ELEMENTS, MAX_XML_DEPTH, MAX_XML_ELEMENTS, ParseCancelled,
                              XMLTooLarge, off_loop, parse_html, parse_xml)
 from monitor.sources import SourceError
 from monitor.sources.base import html_text
@@ -94,7 +95,7 @@ def test_html_depth_cap_keeps_the_deepest_text_in_the_last_kept_element(extra: i
         soup = parse_html(markup, max_depth=cap)
     assert kept(soup) == min(depth, cap)
     innermost = soup.find_all("div")[-1]
-    assert innermost.get_text() == "deepest words"
+    assert innermost.get_text().strip() == "deepest words"
     assert html_text(soup).endswith("after")
     assert len(truncations(logs)) == (1 if extra > 0 else 0)
 
@@ -141,13 +142,27 @@ def test_nested_posts_each_read_once_and_the_mention_past_the_cap_is_a_hit(
     assert [h["url"] for h in hits] == [parsed.docs[-1].url]
 
 
+def test_a_mention_past_the_element_cap_outside_every_post_is_still_read() -> None:
+    """Past the element cap a later post keeps only its text, which lands outside every
+    post (in <body>): the forum reads it as one more document of the page."""
+    junk = "<i>x</i>" * MAX_HTML_ELEMENTS
+    page = (f"<html><body>{phpbb_post(1, junk)}{phpbb_post(2, f'<p>the</p><p>{MENTION}</p>')}"
+            "</body></html>").encode()
+    url = "http://127.0.0.1:9/t.php?t=1"
+    src = ForumSource(target("forum", url, name="b", preset="phpbb"), None, {})
+    parsed = src.parse_posts(page, url, "2026-11-20T10:00:00+00:00")
+    assert [d.key for d in parsed.docs] == [f"{url}#p1", f"{url}#past-parse-caps"]
+    rest = parsed.docs[1].text
+    assert re.search(DEMO_RULE.pattern, rest) and "post 2" in rest and "xxx" not in rest
+
+
 def test_posts_inside_one_unclosed_post_are_separate_documents() -> None:
     page = ("<html><body>" + phpbb_post(0, "first", close=False)
-            + "".join(phpbb_post(i, f"body{i}") for i in range(1, 2000)) + "</body></html>")
+            + "".join(phpbb_post(i, f"body{i}") for i in range(1, 1000)) + "</body></html>")
     src = ForumSource(target("forum", "http://127.0.0.1:9/t.php", name="b", preset="phpbb"),
                       None, {})
     parsed = src.parse_posts(page.encode(), "http://127.0.0.1:9/t.php", "2026-11-20T10:00:00+00:00")
-    assert len(parsed.docs) == 2000
+    assert len(parsed.docs) == 1000
     assert parsed.docs[0].text == "post 0 first"
     assert [d.text for d in parsed.docs[1:3]] == ["post 1 body1", "post 2 body2"]
 

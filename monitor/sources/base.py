@@ -22,7 +22,7 @@ from monitor.config import Target
 from monitor.fetch import FetchError, Fetcher
 from monitor.models import Document
 # off_loop lives with the parsers it runs; adapters import it from here with the rest.
-from monitor.parsing import off_loop, parse_html  # noqa: F401
+from monitor.parsing import BLOCKS, off_loop, parse_html  # noqa: F401
 
 
 class SourceError(Exception):
@@ -114,11 +114,6 @@ def template_problems(options: dict[str, Any], **sample: int) -> list[tuple[str,
 
 
 _SPACE = re.compile(r"[ \t\r\f\v]+")
-# Elements a browser puts on their own lines; without a break their text fuses with the
-# neighbours' ("Select all" + a code block's first line), hiding words from boundary rules.
-_BLOCKS = {"address", "article", "aside", "blockquote", "dd", "div", "dl", "dt", "figcaption",
-           "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "ol",
-           "p", "pre", "section", "table", "td", "th", "tr", "ul"}
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 
 
@@ -143,7 +138,7 @@ def html_text(node: Tag | str) -> str:
             if item.name == "br":
                 parts.append("\n")
                 continue
-            if item.name in _BLOCKS:
+            if item.name in BLOCKS:
                 parts.append("\n")
                 stack.append(None)
             stack.extend(reversed(item.contents))

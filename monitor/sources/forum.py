@@ -60,7 +60,7 @@ from bs4 import BeautifulSoup, Tag
 
 from monitor.fetch import FetchError, Response, redact_url
 from monitor.models import Document
-from monitor.parsing import detach_nested
+from monitor.parsing import cut_out, detach_nested, truncated
 from monitor.sources.base import (Source, SourceError, css_problem, epoch_iso, html_text,
                                    links_of, off_loop, origin, parse_html, safe_urljoin,
                                    utc_iso)
@@ -433,6 +433,18 @@ class ForumSource(Source):
                 posted_at=iso_time(self.value(post, "time", ("datetime", "data-time", "title"))),
                 text=html_text(body_node), links=links_of(body_node, base), snapshot=body,
                 snapshot_url=url, fetched_at=fetched_at))
+        if truncated(soup):
+            # Past the parse caps the posts' elements are gone but their text is not: it
+            # sits in whatever element was open, maybe outside every post. What the posts
+            # did not take is one more document, so a digest a page pushes past the caps
+            # is still read.
+            cut_out(posts)
+            rest = html_text(soup)
+            if rest:
+                docs.append(Document(
+                    target=self.target.name, key=f"{page_url}#past-parse-caps", url=page_url,
+                    text=rest, links=links_of(soup, base), snapshot=body, snapshot_url=url,
+                    fetched_at=fetched_at))
         return _Page(docs, [], next_url, posts=len(posts))
 
     def select_node(self, node: Tag, name: str) -> Tag | None:
