@@ -24,8 +24,9 @@ from structlog.testing import capture_logs
 
 from support import DEMO_RULE, Canned, crawl, fails, target
 
-from monitor.parsing import (MAX_HTML_DEPTH, MAX_HTML_ELEMENTS, MAX_XML_DEPTH, MAX_XML_ELEMENTS, ParseCancelled,
-                             XMLTooLarge, off_loop, parse_html, parse_xml)
+from monitor.parsing import (MAX_HTML_DEPTH, MAX_HTML_ELEMENTS, MAX_XML_DEPTH,
+                             MAX_XML_ELEMENTS, ParseCancelled, XMLTooLarge, off_loop,
+                             parse_html, parse_xml)
 from monitor.sources import SourceError
 from monitor.sources.base import html_text
 from monitor.sources.forum import ForumSource

@@ -26,6 +26,7 @@ from typing import Any, AsyncIterator
 
 import defusedxml
 import structlog
+
 from monitor.fetch import redact_url
 from monitor.models import Document
 from monitor.parsing import XMLTooLarge, parse_xml

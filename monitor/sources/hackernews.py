@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import structlog
+
 from monitor.models import Document
 from monitor.sources.base import (Source, epoch_iso, html_text, is_int, json_array, links_of,
                                    off_loop, parse_html, parse_json, str_or_empty,

@@ -21,6 +21,7 @@ from typing import Any, AsyncIterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
+
 from monitor.models import Document
 from monitor.sources.base import (Source, SourceError, epoch_iso, links_of, markdown_links,
                                    off_loop, parse_html, parse_json, safe_urljoin,
