@@ -41,9 +41,9 @@ log = structlog.get_logger("weightwatch.parsing")
 
 T = TypeVar("T")
 
-# Real forum and index pages hold a few thousand elements (a XenForo thread page of 20
-# posts about 5,000) and nest under 40 deep; ten times that leaves room for odd boards
-# while a page at the cap costs ~60 MB of tree (about 1.2 KB an element; see README).
+# Real forum and index pages hold a few thousand elements and nest a few dozen deep (the
+# demo world's boards: at most 241 elements, 20 deep); ten times that leaves room for odd
+# boards, while a tree at the cap costs ~45 MB (870 bytes an element, measured).
 MAX_HTML_ELEMENTS = 50_000
 MAX_HTML_DEPTH = 256
 # Real elements carry a handful of attributes; a hostile one carries a million (10 MB,
