@@ -6,8 +6,9 @@ each target on its interval with jitter, never two runs of one target at once
 timeout. A failing target is skipped until its escalating back-off has passed (`crawl`
 ignores back-off: an operator running it by hand wants the attempt). On a signal the
 scheduler stops taking work, running crawls are cancelled (each records itself as
-interrupted; documents and hits already committed stay), pending alerts get one last
-flush, and the database is closed cleanly.
+interrupted; documents and hits already committed stay; a parse in progress is stopped,
+see monitor.parsing), pending alerts get one last flush, and the database is closed
+cleanly.
 """
 
 from __future__ import annotations

@@ -8,13 +8,12 @@ the next run can skip what has not moved.
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 import difflib
 import json
 import re
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Callable, ClassVar, TypeVar
+from typing import Any, AsyncIterator, ClassVar
 from urllib.parse import urljoin, urlsplit
 
 from bs4 import BeautifulSoup, NavigableString, PageElement, Tag
@@ -22,8 +21,8 @@ from bs4 import BeautifulSoup, NavigableString, PageElement, Tag
 from monitor.config import Target
 from monitor.fetch import FetchError, Fetcher
 from monitor.models import Document
-
-T = TypeVar("T")
+# off_loop lives with the parsers it runs; adapters import it from here with the rest.
+from monitor.parsing import BLOCKS, off_loop, parse_html  # noqa: F401
 
 
 class SourceError(Exception):
@@ -114,17 +113,7 @@ def template_problems(options: dict[str, Any], **sample: int) -> list[tuple[str,
     return []
 
 
-async def off_loop(fn: Callable[..., T], *args: Any) -> T:
-    """Parsing costs tens of milliseconds a page; keep it off the event loop."""
-    return await asyncio.to_thread(fn, *args)
-
-
 _SPACE = re.compile(r"[ \t\r\f\v]+")
-# Elements a browser puts on their own lines; without a break their text fuses with the
-# neighbours' ("Select all" + a code block's first line), hiding words from boundary rules.
-_BLOCKS = {"address", "article", "aside", "blockquote", "dd", "div", "dl", "dt", "figcaption",
-           "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "ol",
-           "p", "pre", "section", "table", "td", "th", "tr", "ul"}
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 
 
@@ -132,7 +121,7 @@ def html_text(node: Tag | str) -> str:
     """Readable text of an HTML fragment: line breaks kept, <wbr> joined (4chan splits long
     words such as magnet links with it), runs of spaces collapsed."""
     if isinstance(node, str):
-        node = BeautifulSoup(node, "lxml")
+        node = parse_html(node)
     # One iterative walk, linear in the tree however deep it is, leaving the tree intact.
     # A <wbr> contributes only its children: lxml does not know it is void and nests the
     # rest of the post inside it, so dropping the tag must not drop what follows.
@@ -149,7 +138,7 @@ def html_text(node: Tag | str) -> str:
             if item.name == "br":
                 parts.append("\n")
                 continue
-            if item.name in _BLOCKS:
+            if item.name in BLOCKS:
                 parts.append("\n")
                 stack.append(None)
             stack.extend(reversed(item.contents))

@@ -20,13 +20,12 @@ from typing import Any, AsyncIterator
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import structlog
-from bs4 import BeautifulSoup
 
 from monitor.fetch import FetchError
 from monitor.models import Document
 from monitor.sources.base import (Source, SourceError, html_text, is_int, links_of, off_loop,
-                                   parse_iso_time, parse_json, safe_urljoin, str_or_empty,
-                                   utc_iso)
+                                   parse_html, parse_iso_time, parse_json, safe_urljoin,
+                                   str_or_empty, utc_iso)
 
 log = structlog.get_logger("weightwatch.sources.discourse")
 
@@ -141,7 +140,7 @@ class DiscourseSource(Source):
             number = post["post_number"]
             post_url = f"{self.root}/t/{quote(slug, safe='-_.~%')}/{topic_id}/{number}"
             cooked = post.get("cooked")
-            soup = BeautifulSoup(cooked if isinstance(cooked, str) else "", "lxml")
+            soup = parse_html(cooked if isinstance(cooked, str) else "", post_url)
             docs.append(Document(
                 target=self.target.name, key=f"{topic_id}#{number}", url=post_url,
                 title=title if number == 1 else "", author=str_or_empty(post.get("username")),

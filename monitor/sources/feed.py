@@ -25,14 +25,13 @@ from datetime import datetime
 from typing import Any, AsyncIterator
 
 import defusedxml
-import defusedxml.ElementTree as SafeET
 import structlog
-from bs4 import BeautifulSoup
 
 from monitor.fetch import redact_url
 from monitor.models import Document
+from monitor.parsing import XMLTooLarge, parse_xml
 from monitor.sources.base import (Source, SourceError, html_text, http_url, links_of, off_loop,
-                                   safe_urljoin, utc_iso)
+                                   parse_html, safe_urljoin, utc_iso)
 
 log = structlog.get_logger("weightwatch.sources.feed")
 
@@ -91,7 +90,9 @@ class FeedSource(Source):
         capped = False
         yielded = 0
         for entry in feed.entries:
-            doc = self._document(entry, feed, response.body, response.url, response.fetched_at)
+            # Off the loop: the entry's HTML is parsed, and a hostile one may be large.
+            doc = await off_loop(self._document, entry, feed, response.body, response.url,
+                                 response.fetched_at)
             marker = _marker(doc)
             if remembered.get(entry.key) == marker:
                 current.append((entry.key, marker))
@@ -119,7 +120,7 @@ class FeedSource(Source):
                   fetched_at: str) -> Document:
         base = entry.url or url
         if entry.is_html:
-            soup = BeautifulSoup(entry.html, "lxml")
+            soup = parse_html(entry.html, base)
             text = html_text(soup)
             links = links_of(soup, base)
         else:
@@ -146,8 +147,7 @@ def parse_feed(body: bytes, url: str) -> Feed:
     including any DTD."""
     safe_url = redact_url(url)
     try:
-        root = SafeET.fromstring(body, forbid_dtd=True, forbid_entities=True,
-                                 forbid_external=True)
+        root = parse_xml(body)
     except defusedxml.DTDForbidden:
         raise SourceError(f"{safe_url}: refused a feed that declares a DTD (<!DOCTYPE>): feeds "
                           "need none, and entity bombs and external entities hide there") from None
@@ -155,6 +155,8 @@ def parse_feed(body: bytes, url: str) -> Feed:
         raise SourceError(f"{safe_url}: refused a feed that declares entities") from None
     except ET.ParseError as exc:
         raise SourceError(f"{safe_url}: not well-formed XML ({exc})") from None
+    except XMLTooLarge as exc:
+        raise SourceError(f"{safe_url}: refused a feed of {exc}") from None
     except RecursionError:
         raise SourceError(f"{safe_url}: XML nested too deeply to read") from None
     try:

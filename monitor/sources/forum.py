@@ -60,8 +60,10 @@ from bs4 import BeautifulSoup, Tag
 
 from monitor.fetch import FetchError, Response, redact_url
 from monitor.models import Document
+from monitor.parsing import cut_out, detach_nested, truncated
 from monitor.sources.base import (Source, SourceError, css_problem, epoch_iso, html_text,
-                                   links_of, off_loop, origin, safe_urljoin, utc_iso)
+                                   links_of, off_loop, origin, parse_html, safe_urljoin,
+                                   utc_iso)
 
 log = structlog.get_logger("weightwatch.sources.forum")
 
@@ -396,7 +398,7 @@ class ForumSource(Source):
     # ------------------------------------------------------------------ parsing
 
     def parse_listing(self, body: bytes, url: str, charset: str | None = None) -> _Page:
-        soup = BeautifulSoup(body, "lxml", from_encoding=charset)
+        soup = parse_html(body, url, charset)
         base = _base_url(soup, url)
         found: dict[str, None] = {}
         css, attr = self.specs["thread_link"]
@@ -410,13 +412,14 @@ class ForumSource(Source):
                     key_base: str | None = None, first_page: bool = False,
                     next_selector: str = "next_page") -> _Page:
         """The posts of one page, keyed `<key_base>#<anchor>`, and the next page's URL."""
-        soup = BeautifulSoup(body, "lxml", from_encoding=charset)
+        soup = parse_html(body, url, charset)
         base = _base_url(soup, url)
         key_base = key_base or thread_url(url)
         page_url = urldefrag(url).url
         thread_title = self.value(soup, "thread_title") if first_page else None
+        next_url = self._next(soup, next_selector, base)  # before posts are cut apart
         docs = []
-        posts = soup.select(self.selectors["post"])
+        posts = detach_nested(soup.select(self.selectors["post"]))
         for index, post in enumerate(posts):
             anchor = self._anchor(post)
             post_url = f"{key_base}#{anchor}" if anchor else f"{page_url}#post-{index + 1}"
@@ -430,7 +433,19 @@ class ForumSource(Source):
                 posted_at=iso_time(self.value(post, "time", ("datetime", "data-time", "title"))),
                 text=html_text(body_node), links=links_of(body_node, base), snapshot=body,
                 snapshot_url=url, fetched_at=fetched_at))
-        return _Page(docs, [], self._next(soup, next_selector, base), posts=len(posts))
+        if truncated(soup):
+            # Past the parse caps the posts' elements are gone but their text is not: it
+            # sits in whatever element was open, maybe outside every post. What the posts
+            # did not take is one more document, so a digest a page pushes past the caps
+            # is still read.
+            cut_out(posts)
+            rest = html_text(soup)
+            if rest:
+                docs.append(Document(
+                    target=self.target.name, key=f"{page_url}#past-parse-caps", url=page_url,
+                    text=rest, links=links_of(soup, base), snapshot=body, snapshot_url=url,
+                    fetched_at=fetched_at))
+        return _Page(docs, [], next_url, posts=len(posts))
 
     def select_node(self, node: Tag, name: str) -> Tag | None:
         """The element a named selector picks within `node` (the node itself for a bare

@@ -19,11 +19,11 @@ from typing import Any, AsyncIterator
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import structlog
-from bs4 import BeautifulSoup
 
 from monitor.models import Document
 from monitor.sources.base import (Source, epoch_iso, html_text, is_int, json_array, links_of,
-                                   off_loop, parse_json, str_or_empty, template_problems)
+                                   off_loop, parse_html, parse_json, str_or_empty,
+                                   template_problems)
 
 log = structlog.get_logger("weightwatch.sources.hackernews")
 
@@ -87,7 +87,9 @@ class HackerNewsSource(Source):
                 if hit["objectID"] in recent:
                     continue  # seen last run (the look-back overlaps it) or on an earlier page
                 recent[hit["objectID"]] = hit["created_at_i"]
-                yield self._document(hit, response.body, response.url, response.fetched_at)
+                # Off the loop: the comment's HTML is parsed, and a hostile one may be large.
+                yield await off_loop(self._document, hit, response.body, response.url,
+                                     response.fetched_at)
             if not hits or page + 1 >= pages:
                 break
             if page + 1 == self.target.max_pages and newest is not None:
@@ -102,8 +104,8 @@ class HackerNewsSource(Source):
     def _document(self, hit: dict[str, Any], body: bytes, url: str, fetched_at: str) -> Document:
         item = hit["item"]
         html = str_or_empty(item.get("comment_text")) or str_or_empty(item.get("story_text"))
-        soup = BeautifulSoup(html, "lxml")
         doc_url = self.item_url(hit["objectID"])
+        soup = parse_html(html, doc_url)
         links = links_of(soup, doc_url)
         story_url = str_or_empty(item.get("url"))
         if story_url.startswith(("http://", "https://")) and story_url not in links:

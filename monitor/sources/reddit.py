@@ -21,11 +21,11 @@ from typing import Any, AsyncIterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
-from bs4 import BeautifulSoup
 
 from monitor.models import Document
 from monitor.sources.base import (Source, SourceError, epoch_iso, links_of, markdown_links,
-                                   off_loop, parse_json, safe_urljoin, str_or_empty)
+                                   off_loop, parse_html, parse_json, safe_urljoin,
+                                   str_or_empty)
 
 log = structlog.get_logger("weightwatch.sources.reddit")
 
@@ -71,7 +71,9 @@ class RedditSource(Source):
                     reached_known = True  # everything further down is older still
                     continue
                 seen[name] = created
-                yield self._document(post, response.body, response.url, response.fetched_at)
+                # Off the loop: an HTML body is parsed, and a hostile one may be large.
+                yield await off_loop(self._document, post, response.body, response.url,
+                                     response.fetched_at)
             if reached_known or not after or not posts:
                 break
             if _rate_limit_exhausted(response.headers.get("x-ratelimit-remaining")):
@@ -97,7 +99,7 @@ class RedditSource(Source):
         text = str_or_empty(data.get("body" if is_comment else "selftext"))
         html = str_or_empty(data.get("body_html" if is_comment else "selftext_html"))
         if html:
-            links = links_of(BeautifulSoup(html, "lxml"), doc_url)
+            links = links_of(parse_html(html, doc_url), doc_url)
         else:
             links = markdown_links(text)  # a listing without `selftext_html`
         target_url = str_or_empty(data.get("url_overridden_by_dest") or data.get("url"))

@@ -15,13 +15,14 @@ from __future__ import annotations
 from typing import Any, AsyncIterator
 
 import structlog
-from bs4 import BeautifulSoup, Tag
+from bs4 import Tag
 
 from fingerprints.torrent import MAX_TORRENT_BYTES, TorrentError, TorrentInfo, parse_torrent
 from monitor.fetch import FetchError, redact_url
 from monitor.models import Document
+from monitor.parsing import detach_nested
 from monitor.sources.base import (Source, SourceError, epoch_iso, html_text, off_loop,
-                                  safe_urljoin)
+                                  parse_html, safe_urljoin)
 
 log = structlog.get_logger("weightwatch.sources.torrent_index")
 
@@ -97,8 +98,9 @@ class TorrentIndexSource(Source):
     def parse_page(self, body: bytes, url: str, fetched_at: str
                    ) -> tuple[list[tuple[Document, str | None]], str | None]:
         """The rows of one listing page (with their detail URLs) and the next page's URL."""
-        soup = BeautifulSoup(body, "lxml")
-        rows = soup.select(self.selectors["row"])
+        soup = parse_html(body, url)
+        next_node = self.select(soup, "next")  # before rows are cut apart
+        rows = detach_nested(soup.select(self.selectors["row"]))
         if not rows and soup.select_one("table"):
             raise SourceError(f"no rows matched {self.selectors['row']!r} on {url}: "
                               f"has the index's markup changed?")
@@ -123,7 +125,6 @@ class TorrentIndexSource(Source):
                 extras={"torrent": {"name": name, "size": size, "magnet": magnet,
                                     "download": torrent}},
                 fetched_at=fetched_at), detail))
-        next_node = self.select(soup, "next")
         next_href = str(next_node.get("href", "")).strip() if next_node else ""
         next_url = safe_urljoin(url, next_href) if next_href and next_href != "#" else None
         if next_url and not next_url.startswith(("http://", "https://")):
@@ -180,13 +181,13 @@ class TorrentIndexSource(Source):
             except FetchError as exc:
                 log.warning("torrent_detail_failed", url=redact_url(url), reason=str(exc))
                 return
-            text = await off_loop(self._description, page.body)
+            text = await off_loop(self._description, page.body, page.url)
         cache[url] = text
         if text:
             doc.text += "\n" + text
 
-    def _description(self, body: bytes) -> str:
-        node = self.select(BeautifulSoup(body, "lxml"), "description")
+    def _description(self, body: bytes, url: str = "") -> str:
+        node = self.select(parse_html(body, url), "description")
         return html_text(node)[:MAX_DESCRIPTION] if node is not None else ""
 
 

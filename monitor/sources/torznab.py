@@ -30,12 +30,12 @@ from xml.etree.ElementTree import Element, ParseError
 
 import structlog
 from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import fromstring
 
 from fingerprints.indicators import Magnet, btih_to_hex, parse_magnet
 from fingerprints.torrent import MAX_TORRENT_BYTES, TorrentError, parse_torrent
 from monitor.fetch import SECRET_PARAMS, FetchError, Response, redact_url
 from monitor.models import Document
+from monitor.parsing import XMLTooLarge, parse_xml
 from monitor.sources.base import Source, SourceError, html_text, http_status, off_loop, utc_iso
 
 log = structlog.get_logger("weightwatch.sources.torznab")
@@ -443,10 +443,12 @@ def _local(tag: Any) -> str:
 
 def _xml(body: bytes, url: str) -> Element:
     try:
-        return fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        return parse_xml(body)
     except ParseError as exc:
         raise SourceError(f"torznab response from {url} is not well-formed XML: "
                           f"{str(exc).splitlines()[0]}") from None
+    except XMLTooLarge as exc:
+        raise SourceError(f"torznab response from {url} was refused: {exc}") from None
     except DefusedXmlException as exc:
         raise SourceError(f"torznab response from {url} was refused: "
                           f"{type(exc).__name__} (DTDs and entities are not accepted)") from None
