@@ -27,7 +27,7 @@ from monitor.config import Config, Target
 from monitor.crawler import crawl_target
 from monitor.fetch import Fetcher
 from monitor.models import utcnow
-from monitor.store import Store
+from monitor.store import Store, StoreError
 
 log = structlog.get_logger("weightwatch.daemon")
 
@@ -56,6 +56,10 @@ class Daemon:
                 return
             await crawl_target(target, self.config, self.store, self.fetcher)
             await self.alerter.aflush()
+        except StoreError as exc:
+            # A full disk fails the run's first write (start_run) before the crawler can
+            # record anything; one line per attempt, and the next interval tries again.
+            log.error("crawl_job_store_failed", target=target.name, error=str(exc))
         finally:
             self.running.discard(task)
 

@@ -226,6 +226,44 @@ def test_a_crawl_that_fills_the_disk_records_the_run_failed_in_one_line(tmp_path
         assert store.count_documents() == 1 + result.documents_new
 
 
+def test_the_daemon_job_survives_a_disk_too_full_to_start_a_run(tmp_path, demo_world):
+    """Under `run`, the run's first write (start_run) fails before the crawler can record
+    anything: the job logs one line, raises nothing into the scheduler, and the database
+    keeps what it had."""
+    import asyncio
+
+    from monitor.config import load_config
+    from monitor.daemon import Daemon
+    from monitor.demo.runner import demo_config
+    from monitor.demo.smtp_sink import free_port
+
+    path = tmp_path / "config.toml"
+    path.write_text(demo_config(demo_world, free_port(), path))
+    config = load_config(path)
+    db = tmp_path / "w.db"
+    with Store(db) as store:
+        store.save_document(page(0), [hit()], run_id=None)
+        cap_pages(store, 2)
+        with pytest.raises(StorageFailure):  # fill the last pages: start_run fails now
+            for _ in range(100_000):
+                store.start_run("demo-imageboard")
+
+        async def job() -> None:
+            daemon = Daemon(config, store)
+            try:
+                await daemon.crawl_job(config.target("demo-imageboard"))
+            finally:
+                await daemon.fetcher.aclose()
+
+        with capture_logs() as logs:
+            asyncio.run(job())
+    failed = [e for e in logs if e["event"] == "crawl_job_store_failed"]
+    assert len(failed) == 1 and str(db) in failed[0]["error"], logs
+    assert not any(e.get("exc_info") for e in logs), logs
+    with Store(db, readonly=True) as store:
+        assert store.count_documents() == 1 and len(store.hits()) == 1
+
+
 def test_cli_on_a_full_database_is_one_line_and_exit_1(tmp_path, monkeypatch):
     """`indicators import` here; `register`, `fingerprints import` and the triage commands
     write through the same connection and the same CLI handler."""
