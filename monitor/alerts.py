@@ -439,12 +439,15 @@ def post_webhook(payload: dict[str, Any], hook: WebhookSettings) -> None:
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
-        response = httpx.post(hook.url, json=payload, headers=headers, timeout=hook.timeout,
-                              follow_redirects=False)
+        # Only the status counts: the body is never read, so an answer of any size or
+        # content coding (a compression bomb) costs nothing.
+        with httpx.stream("POST", hook.url, json=payload, headers=headers,
+                          timeout=hook.timeout, follow_redirects=False) as response:
+            status = response.status_code
     except httpx.HTTPError as exc:
         raise DeliveryError(f"webhook {origin}: {type(exc).__name__}") from None
-    if not 200 <= response.status_code < 300:
-        raise DeliveryError(f"webhook {origin} answered HTTP {response.status_code}")
+    if not 200 <= status < 300:
+        raise DeliveryError(f"webhook {origin} answered HTTP {status}")
 
 
 # --- delivering ----------------------------------------------------------------------

@@ -170,3 +170,40 @@ def test_a_database_from_before_the_webhook_keeps_its_outbox(tmp_path: Path) -> 
         (row,) = store.outbox()
         assert (row["hit_id"], row["channel"], row["status"], row["attempts"]) == (
             1, "email", "sent", 1)
+
+
+def test_the_webhook_answer_body_is_never_read(tmp_path: Path) -> None:
+    """A receiver that answers 200 and then an endless, doubly gzipped body: delivery
+    counts the status and closes the connection, instead of inflating what follows."""
+    import gzip
+
+    from monitor.alerts import post_webhook
+
+    chunk = gzip.compress(gzip.compress(b"\0" * (8 << 20)))
+    sent: list[int] = []
+
+    class Endless(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip, gzip")
+            self.end_headers()
+            try:
+                while True:  # until the client hangs up
+                    self.wfile.write(chunk)
+                    sent.append(len(chunk))
+            except OSError:
+                pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        post_webhook({"subject": "x"}, WebhookSettings(url=url, timeout=5))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sent, "the receiver never got to send its body"
