@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from support import DEMO_RULE, Canned, crawl, fails, target
+from test_e2e import query
 
 from monitor.parsing import (MAX_HTML_DEPTH, MAX_HTML_ELEMENTS, MAX_XML_DEPTH,
                              MAX_XML_ELEMENTS, ParseCancelled, XMLTooLarge, off_loop,
@@ -296,14 +296,6 @@ def cli_env() -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.pop("WEIGHTWATCH_CONFIG", None)
     return env
-
-
-def query(db: Path, sql: str) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 def test_crawl_of_hostile_threads_ends_within_its_run_timeout(
