@@ -46,6 +46,11 @@ from fingerprints.watermark import (FINALISTS, Attribution, Candidate, Evidence,
 from fingerprints.weightprint import WeightPrint, fingerprint_weights
 from fingerprints.weights import open_weights
 
+# CPU-heavy acceptance tests (1,000 recipients through five conversions of two models):
+# minutes on a loaded 2-core machine, so a longer timeout than the suite's 120 s;
+# `-m 'not slow'` leaves them out of the inner loop.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
 MASTER = b"weightwatch test_watermark_marks master secret 01"
 PRINT_KEY = b"weightwatch test_watermark_marks print key 0001"  # fixes the sampled rows
 RECIPIENTS = 1000

@@ -27,6 +27,11 @@ from fingerprints.weightprint import (ROW_ALPHA, MatchResult, TensorPair, Weight
                                       sketch)
 from fingerprints.weights import open_weights
 
+# CPU-heavy acceptance tests (the real MiniLM registered and scanned in every form):
+# minutes on a loaded 2-core machine, so a longer timeout than the suite's 120 s;
+# `-m 'not slow'` leaves them out of the inner loop.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
 KEY = b"weightwatch test_weight_match 01"  # fixed, so which rows are read never changes
 MODEL = "minilm"
 MAX_FALSE_MATCH = 1e-6
