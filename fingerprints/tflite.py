@@ -57,7 +57,11 @@ MAX_BUFFERS = MAX_TENSORS_PER_FILE
 MAX_DIMS = 64
 MAX_NAME = 65536
 MAX_NUMEL = 1 << 48
-MAX_SCALES = 1 << 24  # one per channel at most
+# Tables, vectors and strings may be shared by any number of tensors (legal in a
+# FlatBuffer), so what each tensor costs is also capped for the file as a whole: names, and
+# quantisation parameters (one per channel: an int8 LLM has a few million).
+MAX_NAME_BYTES = 64 << 20
+MAX_SCALES = 1 << 24
 _PAGE = 16384
 _MAX_PAGES = 1024  # 16 MiB of header cached at most
 
@@ -108,6 +112,8 @@ class TfliteReader(TensorLookup):
         self.pages = _Pages(source)
         self.tensors: list[TensorInfo] = []
         self.skipped: list[tuple[str, str]] = []
+        self._name_bytes_left = MAX_NAME_BYTES
+        self._scales_left = MAX_SCALES
         if self.size < 8:
             raise self._fail(f"{self.size} bytes is too short for a TFLite model")
         head = self.pages.get(0, 8)
@@ -200,6 +206,9 @@ class TfliteReader(TensorLookup):
         vec = self._vector(table, field, 1, what, MAX_NAME)
         if vec is None:
             return ""
+        self._name_bytes_left -= vec[1]
+        if self._name_bytes_left < 0:
+            raise self._fail(f"names of more than {MAX_NAME_BYTES} bytes in all")
         return self.pages.get(*vec).decode("utf-8", "replace")
 
     def _array(self, vec: tuple[int, int] | None, fmt: str) -> np.ndarray:
@@ -212,12 +221,12 @@ class TfliteReader(TensorLookup):
     def _tensor(self, table: tuple[int, bytes, int], prefix: str, number: int,
                 buffers: tuple[int, int] | None, listed: dict[int, str]) -> None:
         what = f"{prefix}tensor {number}"
-        name = prefix + (self._string(table, 3, what) or f"tensor{number}")
         buffer = self._scalar(table, 2, "<I", 0, what)
         if buffer == 0:
             return  # buffer 0 is the schema's empty sentinel: an activation or an input
+        name = prefix + (self._string(table, 3, what) or f"tensor{number}")
         if buffers is None or buffer >= buffers[1]:
-            raise self._fail(f"tensor {quote(name)}: buffer {buffer} of "
+            raise self._fail(f"tensor {quote(name)}: names buffer {buffer} but the model has "
                              f"{buffers[1] if buffers else 0}")
         if buffer in listed:
             self.skipped.append((name, f"shares buffer {buffer} with {quote(listed[buffer])}"))
@@ -225,7 +234,7 @@ class TfliteReader(TensorLookup):
         data = self._buffer(buffers[0], buffer, name)
         if data is None:
             return  # an empty buffer: not a constant
-        shape_vec = self._vector(table, 0, 4, what, MAX_DIMS)
+        shape_vec = self._vector(table, 0, 4, f"{what}.shape", MAX_DIMS)
         shape = tuple(int(d) for d in self._array(shape_vec, "<i4"))
         if any(d < 0 for d in shape):
             raise self._fail(f"tensor {quote(name)}: negative dimension in {list(shape)}")
@@ -276,20 +285,25 @@ class TfliteReader(TensorLookup):
         if at is None:
             return {}
         quant = self._table(self._indirect(at), f"{what}.quantization")
-        scale = self._array(self._vector(quant, 2, 4, f"{what}.scale", MAX_SCALES), "<f4")
-        zero = self._array(self._vector(quant, 3, 8, f"{what}.zero_point", MAX_SCALES), "<i8")
-        if scale.size == 0:
+        scale_vec = self._vector(quant, 2, 4, f"{what}.scale", MAX_SCALES)
+        zero_vec = self._vector(quant, 3, 8, f"{what}.zero_point", MAX_SCALES)
+        count = scale_vec[1] if scale_vec else 0
+        if count == 0:
             return {}
-        if zero.size == 0:
-            zero = np.zeros(scale.size, dtype=np.int64)
-        if zero.size != scale.size:
-            raise self._fail(f"tensor {quote(name)}: {scale.size} scales but {zero.size} zero points")
+        zeros = zero_vec[1] if zero_vec else 0
+        if zeros not in (0, count):
+            raise self._fail(f"tensor {quote(name)}: {count} scales but {zeros} zero points")
         axis: int | None = self._scalar(quant, 6, "<i", 0, f"{what}.quantization")
-        if scale.size == 1:
+        if count == 1:
             axis = None
-        elif not (0 <= axis < len(shape) and shape[axis] == scale.size):  # type: ignore[operator]
-            raise self._fail(f"tensor {quote(name)}: {scale.size} scales do not fit dimension "
+        elif not (0 <= axis < len(shape) and shape[axis] == count):  # type: ignore[operator]
+            raise self._fail(f"tensor {quote(name)}: {count} scales do not fit dimension "
                              f"{axis} of shape {list(shape)}")
+        self._scales_left -= count
+        if self._scales_left < 0:
+            raise self._fail(f"more than {MAX_SCALES} quantisation scales in all")
+        scale = self._array(scale_vec, "<f4")
+        zero = self._array(zero_vec, "<i8") if zeros else np.zeros(count, dtype=np.int64)
         return {"quantized": True, "scale": scale.astype(np.float32),
                 "zero_point": zero.astype(np.float32), "axis": axis}
 
