@@ -274,12 +274,15 @@ def test_fp32_fp16_bf16_and_quantised_tensors() -> None:
     q3 = RNG.integers(0, 256, (1, 3, 3, 5), dtype=np.uint8)    # depthwise [1, h, w, c], axis 3
     s3, z3 = [0.1, 0.2, 0.3, 0.4, 0.5], [128, 127, 0, 255, 3]
     qt = RNG.integers(-128, 128, (7, 8), dtype=np.int8)        # per tensor, with zero point
+    qm = RNG.integers(-128, 128, (2, 3, 4), dtype=np.int8)     # a middle axis
+    sm = [1.0, 10.0, 100.0]
     specs = [Spec("fc/w", w32.shape, FLOAT32, w32.tobytes()),
              Spec("conv/h", w16.shape, FLOAT16, w16.tobytes()),
              Spec("emb/bf", bf.shape, BFLOAT16, bf_bits.tobytes()),
              Spec("conv/q", q0.shape, INT8, q0.tobytes(), s0, [0, 0, 0, 0], axis=0),
              Spec("dw/q", q3.shape, UINT8, q3.tobytes(), s3, z3, axis=3),
              Spec("fc/q", qt.shape, INT8, qt.tobytes(), [0.05], [-3]),
+             Spec("mid/q", qm.shape, INT8, qm.tobytes(), sm, [1, 2, 3], axis=1),
              Spec("raw/i8", (2, 2), INT8, bytes([1, 2, 255, 4]))]
     data = build(specs)
     reader = open_weights(BytesSource(data, "model.tflite"))
@@ -292,6 +295,7 @@ def test_fp32_fp16_bf16_and_quantised_tensors() -> None:
     np.testing.assert_allclose(got["dw/q"], (q3.astype(np.float32) - z3) * np.array(s3, np.float32),
                                rtol=1e-6)
     np.testing.assert_allclose(got["fc/q"], (qt.astype(np.float32) + 3) * np.float32(0.05), rtol=1e-6)
+    np.testing.assert_allclose(got["mid/q"], (qm - np.array([1, 2, 3])[:, None]) * np.array(sm)[:, None])
     np.testing.assert_array_equal(got["raw/i8"], [[1, 2], [-1, 4]])  # no scale: the integers
     assert check_against_reference(reader, data) == len(specs)
     # rows of a per-channel tensor asked out of order come back in that order
