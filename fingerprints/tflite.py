@@ -62,37 +62,45 @@ MAX_NUMEL = 1 << 48
 # quantisation parameters (one per channel: an int8 LLM has a few million).
 MAX_NAME_BYTES = 64 << 20
 MAX_SCALES = 1 << 24
-_PAGE = 16384
-_MAX_PAGES = 1024  # 16 MiB of header cached at most
+_PAGE = 4096
+_MAX_PAGES = 4096  # 16 MiB of header cached at most
+_MAX_RUN = 64      # pages fetched at once while a walk moves forward
 
 
 class _Pages:
-    """Reads of a source through an LRU of fixed pages: FlatBuffer tables sit close to
-    each other, so a walk of thousands of small fields costs a few reads, and a remote
-    source is asked only for the pages the tables are on."""
+    """Reads of a source through an LRU of 4 KiB pages. FlatBuffer tables sit close to each
+    other, so a walk of thousands of small fields costs a few reads; a miss right after the
+    previous one fetches twice as many pages as that one did (up to 256 KiB), so a long run
+    of tables is a few large reads, while a jump (to the small table next to each buffer's
+    data) fetches one page: a remote source is asked for little more than the tables."""
 
     def __init__(self, source: ByteSource):
         self.source = source
         self.size = source.size
         self.pages: OrderedDict[int, bytes] = OrderedDict()
+        self._next_miss = -1
+        self._run = 1
 
     def _page(self, number: int) -> bytes:
         page = self.pages.get(number)
         if page is not None:
             self.pages.move_to_end(number)
             return page
+        self._run = min(self._run * 2, _MAX_RUN) if number == self._next_miss else 1
         start = number * _PAGE
-        page = self.source.read(start, min(_PAGE, self.size - start))
-        self.pages[number] = page
-        if len(self.pages) > _MAX_PAGES:
+        block = self.source.read(start, min(self._run * _PAGE, self.size - start))
+        for i in range(0, len(block), _PAGE):
+            self.pages[number + i // _PAGE] = block[i:i + _PAGE]
+        self._next_miss = number + -(-len(block) // _PAGE)
+        while len(self.pages) > _MAX_PAGES:
             self.pages.popitem(last=False)
-        return page
+        return self.pages[number]
 
     def get(self, pos: int, n: int) -> bytes:
         """Exactly n bytes at pos; the caller has checked the range lies in the file."""
-        first, last = pos // _PAGE, (pos + n - 1) // _PAGE
         if n <= 0:
             return b""
+        first, last = pos // _PAGE, (pos + n - 1) // _PAGE
         if first == last:
             off = pos - first * _PAGE
             return self._page(first)[off:off + n]

@@ -339,6 +339,18 @@ def test_large_model_data_after_the_flatbuffer_is_read_by_rows_only() -> None:
     assert check_against_reference(reader, data) == 2
 
 
+def test_opening_a_model_with_inline_data_reads_the_tables_not_the_data() -> None:
+    """Each buffer's small table lies beside its data; opening reads those tables (a page
+    each) and the tensor tables, so a remote scan stays cheap."""
+    layers = [RNG.standard_normal((512, 512)).astype(np.float32) for _ in range(8)]
+    data = build([Spec(f"l{i}", w.shape, FLOAT32, w.tobytes()) for i, w in enumerate(layers)])
+    source = BytesSource(data, "inline.tflite")
+    reader = TfliteReader(source)
+    assert len(reader.tensors) == 8
+    assert source.bytes_read < len(data) // 100, (source.bytes_read, len(data))
+    np.testing.assert_array_equal(reader.read_rows(reader.tensor("l5"), [511]), layers[5][[511]])
+
+
 # -- hostile files ----------------------------------------------------------------------------
 def _valid() -> bytes:
     w = RNG.standard_normal((8, 4)).astype(np.float32)
