@@ -270,7 +270,7 @@ def npm_member(tarball: str, member: str) -> bytes:
     path = Path(os.environ.get("WEIGHTWATCH_NPM_DIR", Path(__file__).parent / ".npm")) / tarball
     name, version = tarball[:-4].rsplit("-", 1)
     assert path.is_file(), (f"{path} is missing: the README's test command fetches it with "
-                            f"`npm pack {name}@{version} --pack-destination tests/.npm`")
+                            f"`mkdir -p tests/.npm && npm pack {name}@{version} --pack-destination tests/.npm`")
     with tarfile.open(path, "r:gz") as tar:
         package = json.load(tar.extractfile("package/package.json"))  # type: ignore[arg-type]
         assert package["version"] == version
