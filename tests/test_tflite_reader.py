@@ -430,35 +430,43 @@ def _locate(data: bytes) -> dict[str, int]:
             "data_len": vec_len_pos(m.Buffers(1), 4)}
 
 
-def hostile_variants() -> dict[str, bytes]:
+def hostile_variants() -> dict[str, tuple[bytes, str]]:
+    """Name -> (file, what the one-line error must say)."""
     data = _valid()
     at = _locate(data)
+    model_vtable = at["model"] - struct.unpack_from("<i", data, at["model"])[0]
+    tensor_vtable = at["tensor0"] - struct.unpack_from("<i", data, at["tensor0"])[0]
     return {
-        "empty": b"",
-        "no identifier": b"\x10\0\0\0TFL2" + data[8:],
-        "truncated header": data[:24],
-        "truncated in the tables": data[:at["tensor0"] + 2],
-        "truncated in the data": data[:-40],
-        "root past the end": _patch(data, 0, "<I", 0xFFFFFF00),
-        "vtable outside the file": _patch(data, at["model"], "<i", -(1 << 30)),
-        "vtable of odd size": _patch(data, at["model"] - struct.unpack_from("<i", data, at["model"])[0],
-                                     "<H", 7),
-        "table is its own vtable": _patch(data, at["tensor0"], "<i", 0),
-        "a billion buffers": _patch(data, at["buffers_len"], "<I", 1 << 30),
-        "a billion tensors": _patch(data, at["tensors_len"], "<I", 1 << 30),
-        "tensors past the end": _patch(data, at["tensors_len"], "<I", 5000),
-        "shape of 10^6 dims": _patch(data, at["shape_len"], "<I", 1 << 20),
-        "negative dimension": _patch(data, at["shape0"], "<i", -8),
-        "shape disagrees with data": _patch(data, at["shape0"], "<i", 9),
-        "buffer index out of range": _patch(data, at["buffer_field"], "<I", 77),
-        "data vector past the end": _patch(data, at["data_len"], "<I", 0x7FFFFFFF),
-        "scales and zero points disagree": _patch(data, at["scale_len"], "<I", 3),
+        "empty": (b"", "too short"),
+        "no identifier": (data[:4] + b"TFL2" + data[8:], "no TFL3 identifier"),
+        "truncated header": (data[:24], "outside the file"),
+        "truncated in the tables": (data[:at["tensor0"] + 2], "outside the file"),
+        "truncated in the data": (data[:-40], "outside the file"),
+        "root past the end": (_patch(data, 0, "<I", 0xFFFFFF00), "outside the file"),
+        "vtable outside the file": (_patch(data, at["model"], "<i", -(1 << 30)),
+                                    "vtable: bytes 1073"),
+        "vtable of odd size": (_patch(data, model_vtable, "<H", 7), "malformed vtable"),
+        "table is its own vtable": (_patch(data, at["tensor0"], "<i", 0), "malformed vtable"),
+        "vtable entry past its table": (_patch(data, tensor_vtable + 4 + 2 * 2, "<H", 0xFFF0),
+                                        "field runs past its table"),
+        "a billion buffers": (_patch(data, at["buffers_len"], "<I", 1 << 30), "over the limit"),
+        "a billion tensors": (_patch(data, at["tensors_len"], "<I", 1 << 30), "over the limit"),
+        "tensors past the end": (_patch(data, at["tensors_len"], "<I", 5000), "outside the file"),
+        "shape of 10^6 dims": (_patch(data, at["shape_len"], "<I", 1 << 20), "shape: 1048576"),
+        "negative dimension": (_patch(data, at["shape0"], "<i", -8), "negative dimension"),
+        "shape disagrees with data": (_patch(data, at["shape0"], "<i", 9), "needs 144"),
+        "buffer index out of range": (_patch(data, at["buffer_field"], "<I", 77),
+                                      "names buffer 77 but the model has 3"),
+        "data vector past the end": (_patch(data, at["data_len"], "<I", 0x7FFFFFFF),
+                                     "buffer 1.data"),
+        "scales and zero points disagree": (_patch(data, at["scale_len"], "<I", 3),
+                                            "3 scales but 4 zero points"),
     }
 
 
 @pytest.mark.parametrize("case", list(hostile_variants()))
 def test_hostile_files_fail_with_one_line(case: str) -> None:
-    data = hostile_variants()[case]
+    data, says = hostile_variants()[case]
     tracemalloc.start()
     try:
         with pytest.raises(WeightFileError) as err:
@@ -468,6 +476,7 @@ def test_hostile_files_fail_with_one_line(case: str) -> None:
         tracemalloc.stop()
     message = str(err.value)
     assert "\n" not in message and message.startswith("evil.tflite: "), message
+    assert says in message, message
     assert peak < 8 << 20, (case, peak)
 
 
@@ -506,6 +515,17 @@ def test_many_tensors_sharing_one_table_cost_one_pass_each(monkeypatch: pytest.M
     with pytest.raises(WeightFileError, match="names of more than 1048576 bytes"):
         TfliteReader(BytesSource(with_tensors(500, b"n" * 4000), "evil.tflite"))
     assert len(TfliteReader(BytesSource(with_tensors(200, b"n" * 4000), "ok.tflite")).skipped) == 199
+
+
+def test_quantisation_scales_are_capped_for_the_whole_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scale vectors may be shared by every tensor too; their total is capped (16 M, a few
+    times what an int8 LLM needs), shown here at a cap of 100."""
+    q = np.zeros((40, 4), dtype=np.int8)
+    specs = [Spec(f"q{i}", q.shape, INT8, q.tobytes(), [0.1] * 40, axis=0) for i in range(3)]
+    monkeypatch.setattr(tflite_module, "MAX_SCALES", 100)
+    with pytest.raises(WeightFileError, match="more than 100 quantisation scales"):
+        TfliteReader(BytesSource(build(specs), "evil.tflite"))
+    assert len(TfliteReader(BytesSource(build(specs[:2]), "ok.tflite")).tensors) == 2
 
 
 def test_random_corruption_is_always_a_weight_file_error() -> None:
