@@ -159,9 +159,9 @@ def build(specs: list[Spec], *, external: bool = False, subgraph_name: str = "")
     return bytes(model)
 
 
-def reference(path_or_bytes: bytes) -> dict[str, tuple[np.ndarray, object]]:
+def reference(data: bytes) -> dict[str, tuple[np.ndarray, object]]:
     """Each tensor with data, read and dequantised by the `tflite` package and numpy."""
-    m = tflite.Model.GetRootAsModel(path_or_bytes, 0)
+    m = tflite.Model.GetRootAsModel(data, 0)
     out: dict[str, tuple[np.ndarray, object]] = {}
     kinds = {FLOAT32: "<f4", FLOAT16: "<f2", INT8: "i1", UINT8: "u1", BFLOAT16: "<u2"}
     for s in range(m.SubgraphsLength()):
@@ -172,7 +172,7 @@ def reference(path_or_bytes: bytes) -> dict[str, tuple[np.ndarray, object]]:
             t = graph.Tensors(i)
             buf = m.Buffers(t.Buffer())
             raw = buf.DataAsNumpy().tobytes() if buf.DataLength() else \
-                path_or_bytes[buf.Offset():buf.Offset() + buf.Size()]
+                data[buf.Offset():buf.Offset() + buf.Size()]
             if not raw or t.Type() not in kinds or t.Sparsity() or t.IsVariable():
                 continue
             values = np.frombuffer(raw, kinds[t.Type()])
