@@ -42,7 +42,7 @@ __all__ = ["ArchiveMember", "SliceSource", "TarArchive", "WEIGHT_EXTENSIONS", "Z
            "is_weight_name", "open_archive", "safe_member_name", "sniff", "weight_members"]
 
 WEIGHT_EXTENSIONS = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".onnx", ".npy", ".npz",
-                     ".ckpt")
+                     ".ckpt", ".tflite")
 
 # A PyTorch zip stores one member per storage (about one per tensor) plus a few; an .npz one
 # per array; a release archive a few hundred files.
@@ -735,7 +735,7 @@ def _looks_like_onnx(head: bytes, size: int) -> bool:
 
 def sniff(source: ByteSource) -> str:
     """The format of a file from its first bytes: 'safetensors', 'gguf', 'pytorch-zip',
-    'pickle-legacy', 'onnx', 'npy', 'npz', 'zip', 'tar' or 'unknown'. Never raises for
+    'pickle-legacy', 'onnx', 'npy', 'npz', 'tflite', 'zip', 'tar' or 'unknown'. Never raises for
     content (only if the source cannot be read)."""
     size = source.size
     head = source.read(0, min(size, 4096))
@@ -743,6 +743,8 @@ def sniff(source: ByteSource) -> str:
         return "gguf"
     if head.startswith(b"\x93NUMPY"):
         return "npy"
+    if head[4:8] == b"TFL3":  # the FlatBuffer file identifier TFLite writes
+        return "tflite"
     if head.startswith((_LOCAL, _EOCD)):
         return _zip_kind(source)
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:

@@ -21,18 +21,19 @@ from fingerprints.numpy_files import open_npy, open_npz
 from fingerprints.onnx import open_onnx
 from fingerprints.pytorch import open_pytorch
 from fingerprints.safetensors import open_safetensors
+from fingerprints.tflite import open_tflite
 from fingerprints.tensors import ByteSource, TensorInfo, TensorLookup, WeightFileError, WeightReader
 
 __all__ = ["CombinedReader", "UnknownFormat", "open_weights"]
 
 _OPENERS = {"safetensors": open_safetensors, "gguf": open_gguf, "pytorch-zip": open_pytorch,
-            "onnx": open_onnx, "npy": open_npy, "npz": open_npz}
+            "onnx": open_onnx, "npy": open_npy, "npz": open_npz, "tflite": open_tflite}
 # A file whose bytes are no known format but whose name claims one is handed to that
 # format's reader, so the error says what is wrong (a header past the end of the file, a
 # bad magic) instead of "unknown format".
 _BY_EXTENSION = {".safetensors": "safetensors", ".gguf": "gguf", ".onnx": "onnx",
                  ".npy": "npy", ".npz": "npz", ".pt": "pytorch-zip", ".pth": "pytorch-zip",
-                 ".ckpt": "pytorch-zip"}
+                 ".ckpt": "pytorch-zip", ".tflite": "tflite"}
 # An archive inside an archive is read one level deep only: deeper nesting has no
 # legitimate use for weights and is a classic way to hide a bomb.
 _MAX_MEMBERS_READ = 256
