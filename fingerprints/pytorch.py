@@ -16,15 +16,21 @@ stand-ins (`find_class`):
 - the `torch.*Storage` types, `torch.UntypedStorage` and the `torch.<dtype>` names -> dtype
   descriptions,
 
+- `torch.jit._pickle.build_*list` / `restore_type_tag` -> their argument, as it is,
+- `__torch__.<module>.<Class>` (TorchScript's compiled classes) -> a `Placeholder` that
+  only records the state BUILD gives it, once; constructing one with arguments is refused,
+
 and `persistent_load(('storage', type, key, location, numel))` gives a `StorageRef` naming
-`<prefix>/data/<key>`. Any other global is refused, naming it, when the opcode that names it
+`<prefix>/data/<key>` (`<prefix>/constants/<key>` for a TorchScript archive's
+`constants.pkl`). Any other global is refused, naming it, when the opcode that names it
 is read, before anything could call it; so are the copyreg extension opcodes and BUILD on
-anything but a dict. The interpreter only builds numbers, strings, tuples, lists, dicts and
+anything but a dict or a placeholder. A TorchScript archive's `code/` folder (the
+compiled program) is never opened. The interpreter only builds numbers, strings, tuples, lists, dicts and
 sets; nothing it does can reach a function outside this module. Legacy (pre-zip) checkpoints
 are a bare pickle stream and are refused outright.
 
-Tensors anywhere in the loaded object (nested under "model", "state_dict", in lists) are
-listed under their dotted path. A tensor's `offset` points into the checkpoint itself when
+Tensors anywhere in the loaded object (nested under "model", "state_dict", in lists, in a
+placeholder's attributes) are listed under their dotted path. A tensor's `offset` points into the checkpoint itself when
 its storage is stored uncompressed (as torch writes it), so rows are read by range; when a
 re-zipped checkpoint deflated its storages, `offset` is inside the inflated member and
 `extra["member"]` names it. Rows are read only from row-major contiguous tensors; a
