@@ -13,9 +13,13 @@ check; inflating past the declared size, members whose data overlap (the
 "overlapping files" zip bomb), lying sizes and bad CRCs are refused.
 
 Tar (plain, .gz, .bz2, .xz): parsed with `tarfile`, whose reads go through a capped file
-object over the source. A plain tar's regular members are ranges of it; a compressed tar is
-streamed through a decompressor whose output is capped in total and in ratio, and a member
-is read by streaming to it. Links, devices and sparse members are listed as skipped.
+object over the source. A plain tar's regular members are ranges of it. A compressed tar
+cannot be read by range (a gzip stream has no index), so it is streamed once through a
+decompressor whose output is capped in total and in ratio, and while it streams, the
+members worth reading (weight files and archives, `is_wanted_name`) are copied to an
+anonymous temporary file, at most `max_inflate` bytes for the whole tar: memory stays at
+one chunk whatever the member's size, and a member is then read by range from the disk.
+Links, devices and sparse members are listed as skipped.
 
 `sniff(source)` names a format from the first bytes (and the zip directory), for the
 dispatcher that opens the right reader.
@@ -26,9 +30,11 @@ from __future__ import annotations
 import bz2
 import io
 import lzma
+import os
 import re
 import struct
 import tarfile
+import tempfile
 import zlib
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -36,13 +42,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fingerprints.limits import MAX_TENSORS_PER_FILE
-from fingerprints.tensors import ByteSource, BytesSource, SliceSource, WeightFileError, check_range
+from fingerprints.tensors import (ByteSource, BytesSource, SliceSource, WeightFileError,
+                                  _CountedSource, check_range)
 
-__all__ = ["ArchiveMember", "SliceSource", "TarArchive", "WEIGHT_EXTENSIONS", "ZipArchive",
+__all__ = ["ARCHIVE_EXTENSIONS", "ArchiveMember", "SliceSource", "TarArchive",
+           "WEIGHT_EXTENSIONS", "ZipArchive", "is_archive_name", "is_wanted_name",
            "is_weight_name", "open_archive", "safe_member_name", "sniff", "weight_members"]
 
 WEIGHT_EXTENSIONS = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".onnx", ".npy", ".npz",
-                     ".ckpt", ".tflite")
+                     ".ckpt", ".jit", ".torchscript", ".ptl", ".tflite")
+# What weights get wrapped in: wheels and eggs (zips), npm tarballs (.tgz), release tars.
+ARCHIVE_EXTENSIONS = (".zip", ".whl", ".egg", ".jar", ".tar", ".tgz", ".tar.gz", ".tbz2",
+                      ".tar.bz2", ".txz", ".tar.xz")
 
 # A PyTorch zip stores one member per storage (about one per tensor) plus a few; an .npz one
 # per array; a release archive a few hundred files.
@@ -59,6 +70,9 @@ RATIO_FLOOR = 1 << 20
 # tarfile reads pax and GNU long-name headers whole; no single read may exceed this.
 MAX_TAR_READ = 64 << 20
 CHUNK = 1 << 20
+# An inflated member larger than this goes to a temporary file, not memory: a wheel's
+# deflated inner zip of weights is tens or hundreds of MB.
+SPOOL_ABOVE = 16 << 20
 
 _EOCD = b"PK\x05\x06"
 _EOCD64 = b"PK\x06\x06"
@@ -82,6 +96,15 @@ def safe_member_name(raw: str) -> str:
 
 def is_weight_name(name: str) -> bool:
     return name.lower().endswith(WEIGHT_EXTENSIONS)
+
+
+def is_archive_name(name: str) -> bool:
+    return name.lower().endswith(ARCHIVE_EXTENSIONS)
+
+
+def is_wanted_name(name: str) -> bool:
+    """A member worth opening when looking for weights: a weight file or another archive."""
+    return is_weight_name(name) or is_archive_name(name)
 
 
 @dataclass(frozen=True)
@@ -109,25 +132,46 @@ class ArchiveMember:
     def is_weight(self) -> bool:
         return not self.is_dir and is_weight_name(self.name)
 
+    @property
+    def is_wanted(self) -> bool:
+        return not self.is_dir and is_wanted_name(self.name)
+
 
 def _fail(source: ByteSource, what: str) -> WeightFileError:
     return WeightFileError(f"{source.name}: {what}")
 
+
+class SpooledSource(_CountedSource):
+    """A range of an anonymous temporary file (deleted by the system when closed): where a
+    compressed tar's members are copied as the stream passes them."""
+
+    def __init__(self, spool: "io.BufferedRandom", offset: int, size: int, name: str):
+        self._spool = spool
+        self._offset = offset
+        self._size = size
+        self._name = name
+        self.bytes_read = 0
+
+    def _read(self, offset: int, length: int) -> bytes:
+        data = os.pread(self._spool.fileno(), length, self._offset + offset)
+        if len(data) != length:
+            raise WeightFileError(f"{self._name}: temporary copy is short")
+        return data
 
 class _Inflated:
     """A small LRU of inflated members, bounded in total bytes."""
 
     def __init__(self, budget: int):
         self.budget = budget
-        self.items: OrderedDict[int, BytesSource] = OrderedDict()
+        self.items: OrderedDict[int, BytesSource | SpooledSource] = OrderedDict()
 
-    def get(self, index: int) -> BytesSource | None:
+    def get(self, index: int) -> BytesSource | SpooledSource | None:
         item = self.items.get(index)
         if item is not None:
             self.items.move_to_end(index)
         return item
 
-    def put(self, index: int, source: BytesSource) -> None:
+    def put(self, index: int, source: BytesSource | SpooledSource) -> None:
         self.items[index] = source
         while len(self.items) > 1 and sum(s.size for s in self.items.values()) > self.budget:
             self.items.popitem(last=False)
@@ -375,16 +419,18 @@ class ZipArchive(_Archive):
                                      f"{member.compressed_size} bytes to {member.size} (ratio over "
                                      f"{self.max_ratio:g}); refusing a likely zip bomb")
 
-    def _inflate(self, member: ArchiveMember, want: int | None = None) -> bytes:
-        """Inflate a member, or only its first `want` bytes; every cap checked on the way."""
+    def _inflate(self, member: ArchiveMember, want: int | None = None,
+                 sink: io.BufferedRandom | None = None) -> bytes:
+        """Inflate a member, or only its first `want` bytes; every cap checked on the way.
+        With a `sink` the output goes there, a chunk at a time, and b"" is returned."""
         self._check_openable(member)
         self._check_bomb(member)
         start = self.data_offset(member)
         decomp = _decompressor(member.method)()
         limit = member.size + 1 if want is None else min(want, member.size + 1)
         out = bytearray()
-        done = 0
-        while len(out) < limit and not decomp.eof:  # type: ignore[attr-defined]
+        produced = crc = done = 0
+        while produced < limit and not decomp.eof:  # type: ignore[attr-defined]
             if member.method == "deflated":
                 data = decomp.unconsumed_tail  # type: ignore[attr-defined]
                 need = not data
@@ -396,31 +442,48 @@ class ZipArchive(_Archive):
                 data = self.source.read(start + done, min(CHUNK, member.compressed_size - done))
                 done += len(data)
             try:
-                out += decomp.decompress(data, limit - len(out))  # type: ignore[attr-defined]
+                chunk = decomp.decompress(data, min(limit - produced, 4 * CHUNK))  # type: ignore[attr-defined]
             except (zlib.error, OSError, EOFError, ValueError) as exc:
                 raise _fail(self.source, f"zip member {member.name!r} is corrupt ({_one_line(exc)})") from None
+            produced += len(chunk)
+            crc = zlib.crc32(chunk, crc)
+            if sink is None:
+                out += chunk
+            else:
+                sink.write(chunk)
         eof = decomp.eof  # type: ignore[attr-defined]
-        if len(out) > member.size:
+        if produced > member.size:
             raise _fail(self.source, f"zip member {member.name!r} inflates past its declared size "
                                      f"of {member.size} bytes; refusing a likely zip bomb")
-        if want is not None and len(out) >= min(want, member.size):
+        if want is not None and produced >= min(want, member.size):
             return bytes(out[:want])
-        if len(out) != member.size or not eof:
-            raise _fail(self.source, f"zip member {member.name!r} inflates to {len(out)} bytes but "
+        if produced != member.size or not eof:
+            raise _fail(self.source, f"zip member {member.name!r} inflates to {produced} bytes but "
                                      f"declares {member.size}")
-        if zlib.crc32(out) != self._crc[member.index]:
+        if crc != self._crc[member.index]:
             raise _fail(self.source, f"zip member {member.name!r} fails its CRC check")
         return bytes(out)
 
     def open(self, member: ArchiveMember) -> ByteSource:
-        """The member as a ByteSource: a range of the archive if stored, else inflated."""
+        """The member as a ByteSource: a range of the archive if stored, else inflated (in
+        memory when small, else to an anonymous temporary file, read back by range)."""
         self._check_openable(member)
         label = f"{self.source.name}!{member.name}"
         if member.method == "stored":
             return SliceSource(self.source, self.data_offset(member), member.size, label)
         cached = self._cache.get(member.index)
         if cached is None:
-            cached = BytesSource(self._inflate(member), label)
+            if member.size <= SPOOL_ABOVE:
+                cached = BytesSource(self._inflate(member), label)
+            else:
+                spool = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as its source)
+                try:
+                    self._inflate(member, sink=spool)
+                    spool.flush()
+                except BaseException:
+                    spool.close()
+                    raise
+                cached = SpooledSource(spool, 0, member.size, label)
             self._cache.put(member.index, cached)
         return cached
 
@@ -564,12 +627,55 @@ class TarArchive(_Archive):
         self.compression = _compression(source.read(0, min(6, source.size)))
         self.members: list[ArchiveMember] = []
         self.skipped: list[tuple[str, str]] = []
+        self._spool: io.BufferedRandom | None = None
+        self._spooled: dict[int, SpooledSource] = {}
+        self._spool_end = 0
         tar = self._open()
         try:
             for index, info in enumerate(self._iterate(tar)):
-                self._add(index, info)
+                if self._add(index, info) and self.compression is not None:
+                    self._copy(tar, info, self.members[-1])
+        except BaseException:
+            self.close()
+            raise
         finally:
             tar.close()
+
+    def _copy(self, tar: tarfile.TarFile, info: tarfile.TarInfo, member: ArchiveMember) -> None:
+        """Copy a wanted member of a compressed tar to the spool while the stream is at it
+        (a stream cannot come back); the rest is skipped over unread."""
+        if not member.is_wanted:
+            return
+        if self._spool_end + member.size > self.max_inflate:
+            raise _fail(self.source, f"compressed tar's weight and archive members exceed "
+                                     f"{self.max_inflate} bytes together; refusing")
+        if self._spool is None:
+            self._spool = tempfile.TemporaryFile()  # noqa: SIM115 (kept open with the archive)
+        handle = tar.extractfile(info)
+        start, left = self._spool_end, member.size
+        self._spool.seek(start)
+        while handle is not None and left > 0:
+            chunk = handle.read(min(CHUNK, left))
+            if not chunk:
+                break
+            self._spool.write(chunk)
+            left -= len(chunk)
+        if left:
+            raise _fail(self.source, f"tar member {member.name!r} is truncated")
+        self._spool.flush()
+        self._spool_end += member.size
+        self._spooled[member.index] = SpooledSource(
+            self._spool, start, member.size, f"{self.source.name}!{member.name}")
+
+    @property
+    def spooled_bytes(self) -> int:
+        """Bytes decompressed and copied to the temporary file (0 for a plain tar)."""
+        return self._spool_end
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
 
     def _open(self) -> tarfile.TarFile:
         try:
@@ -599,21 +705,22 @@ class TarArchive(_Archive):
                 raise _fail(self.source, f"tar has more than {self.max_members} members")
             yield info
 
-    def _add(self, index: int, info: tarfile.TarInfo) -> None:
+    def _add(self, index: int, info: tarfile.TarInfo) -> bool:
         name = safe_member_name(info.name)
         if info.isdir():
-            return
+            return False
         if not info.isreg() or info.issparse():
             kind = ("link to " + safe_member_name(info.linkname)) if info.issym() or info.islnk() \
                 else "not a regular file"
             self.skipped.append((name, kind))
-            return
+            return False
         if self.compression is None:
             check_range(self.source, info.offset_data, info.size)
         self.members.append(ArchiveMember(
             name=name, raw_name=info.name, size=info.size, compressed_size=info.size,
             method="tar" if self.compression is None else f"tar.{self.compression}", index=index,
             header_offset=info.offset, data_offset=info.offset_data))
+        return True
 
     def member(self, name: str) -> ArchiveMember:
         found = self._named(name)
@@ -625,25 +732,11 @@ class TarArchive(_Archive):
         label = f"{self.source.name}!{member.name}"
         if self.compression is None:
             return SliceSource(self.source, member.data_offset, member.size, label)
-        if member.size > self.max_inflate:
-            raise _fail(self.source, f"tar member {member.name!r} is {member.size} bytes, over the "
-                                     f"limit of {self.max_inflate} for compressed archives")
-        tar = self._open()
-        try:
-            for index, info in enumerate(self._iterate(tar)):
-                if index == member.index:
-                    handle = tar.extractfile(info)
-                    data = handle.read(member.size) if handle is not None else b""
-                    if len(data) != member.size:
-                        raise _fail(self.source, f"tar member {member.name!r} is truncated")
-                    return BytesSource(data, label)
-        except WeightFileError:
-            raise
-        except Exception as exc:
-            raise _fail(self.source, f"malformed tar archive ({_one_line(exc)})") from None
-        finally:
-            tar.close()
-        raise _fail(self.source, f"tar member {member.name!r} vanished on a second pass")
+        spooled = self._spooled.get(member.index)
+        if spooled is None:
+            raise _fail(self.source, f"tar member {member.name!r} is neither a weight file nor an "
+                                     "archive, so it was not kept from the compressed stream")
+        return spooled
 
 
 def _one_line(exc: BaseException) -> str:

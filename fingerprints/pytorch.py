@@ -16,15 +16,21 @@ stand-ins (`find_class`):
 - the `torch.*Storage` types, `torch.UntypedStorage` and the `torch.<dtype>` names -> dtype
   descriptions,
 
+- `torch.jit._pickle.build_*list` / `restore_type_tag` -> their argument, as it is,
+- `__torch__.<module>.<Class>` (TorchScript's compiled classes) -> a `Placeholder` that
+  only records the state BUILD gives it, once; constructing one with arguments is refused,
+
 and `persistent_load(('storage', type, key, location, numel))` gives a `StorageRef` naming
-`<prefix>/data/<key>`. Any other global is refused, naming it, when the opcode that names it
+`<prefix>/data/<key>` (`<prefix>/constants/<key>` for a TorchScript archive's
+`constants.pkl`). Any other global is refused, naming it, when the opcode that names it
 is read, before anything could call it; so are the copyreg extension opcodes and BUILD on
-anything but a dict. The interpreter only builds numbers, strings, tuples, lists, dicts and
+anything but a dict or a placeholder. A TorchScript archive's `code/` folder (the
+compiled program) is never opened. The interpreter only builds numbers, strings, tuples, lists, dicts and
 sets; nothing it does can reach a function outside this module. Legacy (pre-zip) checkpoints
 are a bare pickle stream and are refused outright.
 
-Tensors anywhere in the loaded object (nested under "model", "state_dict", in lists) are
-listed under their dotted path. A tensor's `offset` points into the checkpoint itself when
+Tensors anywhere in the loaded object (nested under "model", "state_dict", in lists, in a
+placeholder's attributes) are listed under their dotted path. A tensor's `offset` points into the checkpoint itself when
 its storage is stored uncompressed (as torch writes it), so rows are read by range; when a
 re-zipped checkpoint deflated its storages, `offset` is inside the inflated member and
 `extra["member"]` names it. Rows are read only from row-major contiguous tensors; a
@@ -45,6 +51,7 @@ import numpy as np
 
 from fingerprints.archives import ArchiveMember, ZipArchive
 from fingerprints.dequant import ITEMSIZE
+from fingerprints.limits import MAX_TENSORS_PER_FILE
 from fingerprints.tensors import (ByteSource, TensorInfo, TensorLookup, WeightFileError,
                                   read_plain_rows)
 
@@ -132,6 +139,28 @@ class _StateDict(dict):  # type: ignore[type-arg]
         return None
 
 
+class Placeholder:
+    """An instance of a TorchScript class (`__torch__.<module>.<Class>`), kept as data.
+
+    TorchScript pickles a module as `NEWOBJ` of its compiled class with no arguments, then
+    `BUILD` with a dict of its attributes (parameters, buffers, submodules, plain values).
+    Here the class is only its name: nothing is imported, no method exists to call, and the
+    one thing that can happen to a placeholder is receiving its state, once. The state's
+    tensors are then found under the attribute path, as torch's `named_parameters` names them.
+    """
+
+    __slots__ = ("cls", "state")
+
+    def __init__(self, cls: str):
+        self.cls = cls
+        self.state: object = None
+
+    def _build(self, state: object) -> None:
+        if self.state is not None:
+            raise WeightFileError(f"{_q(self.cls)} receives its state twice")
+        self.state = state
+
+
 def _is_int(value: object) -> bool:
     return type(value) is int
 
@@ -204,6 +233,37 @@ _DTYPES = {"float32": "F32", "float": "F32", "float16": "F16", "half": "F16",
            "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2"}
 
 
+def _build_list(items: object) -> list[object]:
+    if not isinstance(items, list):
+        raise WeightFileError("expects a list")
+    return items
+
+
+def _restore_type_tag(value: object, type_str: object = None) -> object:
+    return value
+
+
+# TorchScript's own data builders: each returns its argument as it is (a list, or a value
+# whose type annotation is dropped), so they call nothing either.
+_JIT_BUILDERS = {f"torch.jit._pickle.{name}": _build_list
+                 for name in ("build_intlist", "build_floatlist", "build_boollist",
+                              "build_doublelist", "build_tensorlist", "build_complexlist")}
+_JIT_BUILDERS["torch.jit._pickle.restore_type_tag"] = _restore_type_tag  # type: ignore[assignment]
+
+# `__torch__` is the namespace TorchScript compiles every scripted class into; a mangled
+# copy is `___torch_mangle_N`. Names are checked so that a placeholder's name is plain text.
+_SCRIPT_MODULE = re.compile(r"^__torch__(\.[A-Za-z_][A-Za-z0-9_]{0,127}){0,32}$")
+_SCRIPT_CLASS = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def _script_class(full: str) -> Callable[..., object]:
+    def make(*args: object) -> Placeholder:
+        if args:
+            raise WeightFileError(f"TorchScript class {_q(full)} constructed with arguments")
+        return Placeholder(full)
+    return make
+
+
 def _allowed() -> dict[str, _Global]:
     table: dict[str, _Global] = {
         "collections.OrderedDict": _Global("collections.OrderedDict", call=_ordered_dict),
@@ -222,6 +282,8 @@ def _allowed() -> dict[str, _Global]:
         table[name] = _Global(name, dtype="U8", untyped=True)
     for name, dtype in _DTYPES.items():
         table[f"torch.{name}"] = _Global(f"torch.{name}", dtype=dtype)
+    for name, builder in _JIT_BUILDERS.items():
+        table[name] = _Global(name, call=builder)
     return table
 
 
@@ -248,6 +310,7 @@ class _Machine:
         self.stack: list[object] = []
         self.metastack: list[list[object]] = []
         self.memo: dict[int, object] = {}
+        self.script_classes: dict[str, _Global] = {}
         self.dispatch: dict[int, Callable[[], None]] = {}
         for code, method in _OPCODES.items():
             self.dispatch[code] = getattr(self, method)
@@ -307,6 +370,10 @@ class _Machine:
             raise self.fail("a pickle global must be named by two strings")
         full = f"{module}.{name}"
         found = ALLOWED_GLOBALS.get(full)
+        if found is None and _SCRIPT_MODULE.match(module) and _SCRIPT_CLASS.match(name):
+            found = self.script_classes.get(full)
+            if found is None:
+                found = self.script_classes[full] = _Global(full, call=_script_class(full))
         if found is None:
             raise self.fail(f"refusing to load global {_q(full)}: a weights checkpoint needs only "
                             "tensors, storages and dicts (this pickle would run code)")
@@ -629,9 +696,12 @@ class _Machine:
     def op_build(self) -> None:
         state = self.pop()
         target = self.top()
-        if not isinstance(target, _StateDict):
+        if not isinstance(target, (_StateDict, Placeholder)):
             raise self.fail(f"refusing to BUILD (set the state of) a {type(target).__name__}")
-        target._build(state)
+        try:
+            target._build(state)
+        except WeightFileError as exc:
+            raise self.fail(str(exc)) from None
 
     def op_persid(self) -> None:
         self.stack.append(self.persistent_load(self.line().decode("ascii", "replace")))
@@ -727,6 +797,11 @@ def _flatten(obj: object, label: str) -> list[tuple[str, TensorRef]]:
         if isinstance(value, TensorRef):
             found.append((".".join(path) or "tensor", value))
             return
+        if isinstance(value, Placeholder):
+            if id(value) in seen:
+                return
+            seen.add(id(value))
+            value = value.state
         if isinstance(value, dict):
             items = list(value.items())
         elif isinstance(value, (list, tuple)):
@@ -751,8 +826,14 @@ def _flatten(obj: object, label: str) -> list[tuple[str, TensorRef]]:
     return found
 
 
+def _has_placeholder(root: object) -> bool:
+    return isinstance(root, Placeholder)
+
+
 class PyTorchReader(TensorLookup):
-    """A torch.save zip checkpoint: its tensors listed, their rows read by range."""
+    """A torch.save zip checkpoint or a TorchScript archive (`torch.jit.save`): its tensors
+    listed, their rows read by range. A TorchScript archive's `code/` (the compiled
+    program) is never read."""
 
     def __init__(self, source: ByteSource, *, max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BYTES,
                  max_ops: int = DEFAULT_MAX_OPS, archive: ZipArchive | None = None):
@@ -773,20 +854,38 @@ class PyTorchReader(TensorLookup):
                                   f"({', '.join(m.name for m in pickles[:3])}); expected one")
         self.prefix = pickles[0].raw_name[:-len("data.pkl")]
         self.byteorder = self._byteorder()
-        label = f"{source.name}: {pickles[0].name}"
-        data = self.archive.read(pickles[0], max_bytes=max_pickle_bytes)
-        self.root = load_pickle(data, label, max_ops=max_ops)
         self.tensors: list[TensorInfo] = []
         self.skipped: list[tuple[str, str]] = []
         self._members: dict[str, ArchiveMember] = {}
         names: set[str] = set()
-        for name, ref in _flatten(self.root, label):
+        self.root = self._load(pickles[0], "data", "", names, max_pickle_bytes, max_ops)
+        # A TorchScript archive keeps the tensors its code uses as constants in a second
+        # pickle, with storages under `constants/`; listed as `constants.<index>`.
+        try:
+            constants = self.archive.member(self.prefix + "constants.pkl")
+        except WeightFileError:
+            constants = None
+        if constants is not None:
+            self._load(constants, "constants", "constants", names, max_pickle_bytes, max_ops)
+        self.torchscript = _has_placeholder(self.root) or constants is not None
+
+    def _load(self, member: ArchiveMember, folder: str, prefix: str, names: set[str],
+              max_pickle_bytes: int, max_ops: int) -> object:
+        label = f"{self.source.name}: {member.name}"
+        data = self.archive.read(member, max_bytes=max_pickle_bytes)
+        root = load_pickle(data, label, max_ops=max_ops)
+        for name, ref in _flatten(root, label):
+            name = f"{prefix}.{name}" if prefix else name
             unique, n = name, 1
             while unique in names:
                 n += 1
                 unique = f"{name}#{n}"
             names.add(unique)
-            self.tensors.append(self._tensor(unique, ref))
+            if len(self.tensors) >= MAX_TENSORS_PER_FILE:
+                raise WeightFileError(f"{self.source.name}: more than {MAX_TENSORS_PER_FILE} "
+                                      "tensors")
+            self.tensors.append(self._tensor(unique, ref, folder))
+        return root
 
     def _byteorder(self) -> str:
         try:
@@ -798,19 +897,19 @@ class PyTorchReader(TensorLookup):
             raise WeightFileError(f"{self.source.name}: byteorder says {_q(text)}, not little or big")
         return text
 
-    def _storage_member(self, key: str) -> ArchiveMember:
-        member = self._members.get(key)
+    def _storage_member(self, key: str, folder: str) -> ArchiveMember:
+        path = f"{self.prefix}{folder}/{key}"
+        member = self._members.get(path)
         if member is None:
             try:
-                member = self.archive.member(f"{self.prefix}data/{key}")
+                member = self.archive.member(path)
             except WeightFileError:
-                raise WeightFileError(f"{self.source.name}: storage {self.prefix}data/{key} is "
-                                      "missing") from None
-            self._members[key] = member
+                raise WeightFileError(f"{self.source.name}: storage {path} is missing") from None
+            self._members[path] = member
         return member
 
-    def _tensor(self, name: str, ref: TensorRef) -> TensorInfo:
-        member = self._storage_member(ref.storage.key)
+    def _tensor(self, name: str, ref: TensorRef, folder: str = "data") -> TensorInfo:
+        member = self._storage_member(ref.storage.key, folder)
         itemsize = ITEMSIZE[ref.dtype]
         if ref.storage.nbytes > member.size:
             raise WeightFileError(f"{self.source.name}: storage {member.name} declares "

@@ -4,6 +4,9 @@ One entry point for register, scan and the daemon: `open_weights(source)` sniffs
 (`fingerprints.archives.sniff`) and returns a reader with `tensors` and `read_rows`, whatever
 the file's name claims. An archive holding several weight files (a zip of shards, a tar of a
 release) is read as one checkpoint whose tensor names are prefixed with the member's name.
+Archives inside archives (a wheel holding a zip holding the safetensors, a zip in an npm
+tarball) are opened the same way, `MAX_NESTING` levels deep, within one budget of members
+and of bytes decompressed for the whole file (`_Walk`).
 A file that is no weight format is `UnknownFormat`, which callers report as the verdict
 `unknown_format` rather than as an error.
 """
@@ -14,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from fingerprints.archives import open_archive, safe_member_name, sniff, weight_members
+from fingerprints.archives import TarArchive, ZipArchive, open_archive, safe_member_name, sniff
 from fingerprints.gguf import open_gguf
 from fingerprints.limits import MAX_TENSORS_PER_FILE
 from fingerprints.numpy_files import open_npy, open_npz
@@ -33,10 +36,19 @@ _OPENERS = {"safetensors": open_safetensors, "gguf": open_gguf, "pytorch-zip": o
 # bad magic) instead of "unknown format".
 _BY_EXTENSION = {".safetensors": "safetensors", ".gguf": "gguf", ".onnx": "onnx",
                  ".npy": "npy", ".npz": "npz", ".pt": "pytorch-zip", ".pth": "pytorch-zip",
-                 ".ckpt": "pytorch-zip", ".tflite": "tflite"}
-# An archive inside an archive is read one level deep only: deeper nesting has no
-# legitimate use for weights and is a classic way to hide a bomb.
+                 ".ckpt": "pytorch-zip", ".jit": "pytorch-zip", ".torchscript": "pytorch-zip",
+                 ".ptl": "pytorch-zip", ".tflite": "tflite"}
+# Archives inside the file, counted below it: a wheel (1) holding a zip (2) holding the
+# weights is the deepest wrapping met in the wild; 3 leaves a level to spare, and stops a
+# self-containing zip (a quine such as r.zip) or a 42.zip-style tower at once.
+MAX_NESTING = 3
+# Members opened (weights and archives, every level together): a release ships tens.
 _MAX_MEMBERS_READ = 256
+# Bytes decompressed for the whole file, every level together (zip members inflated in
+# memory, compressed tars' members copied to a temporary file): each archive caps its own
+# members at 1 GiB; this stops 256 of them, or three levels of them, from costing 256 times
+# or three times that.
+MAX_INFLATE_TOTAL = 1 << 30
 
 
 class UnknownFormat(WeightFileError):
@@ -93,29 +105,44 @@ def open_weights(source: ByteSource, *, kind: str | None = None) -> WeightReader
     raise UnknownFormat(f"{source.name}: not a weight format this reader knows")
 
 
-def _open_archive(source: ByteSource) -> WeightReader:
-    archive = open_archive(source)
-    parts: list[tuple[str, WeightReader]] = []
-    errors: list[str] = []
-    total = 0
-    for member in weight_members(archive)[:_MAX_MEMBERS_READ]:
-        member_source = archive.open(member)
-        member_kind = sniff(member_source)
-        if member_kind not in _OPENERS:
-            errors.append(f"{safe_member_name(member.raw_name)}: {member_kind}")
-            continue
-        try:
-            reader = _OPENERS[member_kind](member_source)
-        except WeightFileError as exc:
-            errors.append(str(exc))
-            continue
-        parts.append((safe_member_name(member.raw_name), reader))
+class _Overrun(WeightFileError):
+    """A bound of the whole walk was passed: the scan of this file ends here."""
+
+
+class _Walk:
+    """What one file's archives may still cost, shared by every level of nesting."""
+
+    def __init__(self, root: ByteSource):
+        self.root = root
+        self.members = _MAX_MEMBERS_READ
+        self.inflate = MAX_INFLATE_TOTAL
+        self.tensors = 0
+
+    def spend(self, members: int = 0, inflated: int = 0, tensors: int = 0) -> None:
+        self.members -= members
+        self.inflate -= inflated
+        self.tensors += tensors
+        if self.members < 0:
+            raise _Overrun(f"{self.root.name}: more than {_MAX_MEMBERS_READ} weight and archive "
+                           "members inside; refusing")
+        if self.inflate < 0:
+            raise _Overrun(f"{self.root.name}: its archives decompress to more than "
+                           f"{MAX_INFLATE_TOTAL} bytes together; refusing")
         # Each member is bounded by its reader's limits; the archive as a whole is too, or
         # 256 members at the limit would cost 256 times what one file may.
-        total += len(reader.tensors)
-        if total > MAX_TENSORS_PER_FILE:
-            raise WeightFileError(f"{source.name}: its weight files hold more than "
-                                  f"{MAX_TENSORS_PER_FILE} tensors together")
+        if self.tensors > MAX_TENSORS_PER_FILE:
+            raise _Overrun(f"{self.root.name}: its weight files hold more than "
+                           f"{MAX_TENSORS_PER_FILE} tensors together")
+
+
+def _open_archive(source: ByteSource) -> WeightReader:
+    walk = _Walk(source)
+    parts: list[tuple[str, WeightReader]] = []
+    errors: list[str] = []
+    try:
+        _collect(source, "", 0, walk, parts, errors)
+    except _Overrun as exc:
+        raise WeightFileError(str(exc)) from None
     if not parts:
         if errors:
             raise WeightFileError(f"{source.name}: no readable weight file inside ({errors[0]})")
@@ -123,3 +150,40 @@ def _open_archive(source: ByteSource) -> WeightReader:
     if len(parts) == 1:
         return parts[0][1]
     return CombinedReader(source.name, parts, source)
+
+
+def _collect(source: ByteSource, prefix: str, depth: int, walk: _Walk,
+             parts: list[tuple[str, WeightReader]], errors: list[str]) -> None:
+    """Every weight file in the archive `source` (at nesting `depth`) and in the archives
+    inside it, appended to `parts` named by their path through the archives (`a.whl` holding
+    `m.zip` holding `w.safetensors`: `m.zip!w.safetensors`). A member that does not open is
+    an entry in `errors`; `_Overrun` ends the whole walk."""
+    archive = open_archive(source, max_inflate=max(1, walk.inflate))
+    if isinstance(archive, TarArchive):  # a compressed tar's members are already copied out
+        walk.spend(inflated=archive.spooled_bytes)
+    for member in archive.members:
+        if not member.is_wanted:
+            continue
+        name = f"{prefix}{safe_member_name(member.raw_name)}"
+        inflating = isinstance(archive, ZipArchive) and member.method != "stored"
+        walk.spend(members=1, inflated=member.size if inflating else 0)
+        try:
+            member_source = archive.open(member)
+            member_kind = sniff(member_source)
+            if member_kind in ("zip", "tar"):
+                if depth + 1 >= MAX_NESTING:
+                    raise WeightFileError(f"{name}: archives nest deeper than {MAX_NESTING} "
+                                          "levels; refusing")
+                _collect(member_source, name + "!", depth + 1, walk, parts, errors)
+                continue
+            if member_kind not in _OPENERS:
+                errors.append(f"{name}: {member_kind}")
+                continue
+            reader = _OPENERS[member_kind](member_source)
+        except _Overrun:
+            raise
+        except WeightFileError as exc:
+            errors.append(str(exc))
+            continue
+        parts.append((name, reader))
+        walk.spend(tensors=len(reader.tensors))
