@@ -194,6 +194,8 @@ MAX_LABEL = 128
 MAX_EXTERNAL_FILES = 4096  # one file per tensor is the most an exporter writes
 MAX_LOCATION = 1024
 _FLOAT_CASTS = {1, 10, 11, 16}  # Cast(to=FLOAT / FLOAT16 / DOUBLE / BFLOAT16)
+# Users that tell a weight's role (its layout, or a kernel whose layout is fixed).
+_LAYOUT_OPS = ("MatMul", "Gemm", "Gather", "Conv", "ConvTranspose", "LSTM", "GRU", "RNN")
 _INTEGER_TYPES = ("I8", "U8", "I16", "U16", "I32")
 _FLOAT_TYPES = ("F32", "F16", "BF16", "F64")
 
@@ -523,8 +525,6 @@ class OnnxReader(TensorLookup):
         hidden: set[tuple[int, str]] = set()
         replaced: dict[tuple[int, str], TensorInfo] = {}
         for key, info in infos.items():
-            if key in hidden:
-                continue
             scope, raw = key
             if info.dtype in _INTEGER_TYPES:
                 found = self._dequantizer(scope, raw, info, shown)
@@ -536,7 +536,7 @@ class OnnxReader(TensorLookup):
             if len(info.shape) == 2:
                 replaced[key] = self._with_use(info, self._use(scope, raw))
         self.tensors = [replaced.get(key, info) for key, info in infos.items()
-                        if key not in hidden or key in replaced]
+                        if key not in hidden]
 
     def _lookup(self, scope: int, name: str) -> tuple[tuple[int, str], TensorInfo] | None:
         """The initializer `name` as seen from `scope`: its own, or an enclosing graph's."""
@@ -568,8 +568,8 @@ class OnnxReader(TensorLookup):
     def _dequantizer(self, scope: int, raw: str, q: TensorInfo, shown: set[str]
                      ) -> tuple[TensorInfo, set[tuple[int, str]]] | None:
         """The dequantised view of integer initializer `raw`, found by following the graph
-        from it to its scale (module docstring), and the keys it hides; None if none."""
-        key = (scope, raw)
+        from it to its scale (module docstring), and the keys of the scale and zero point
+        it folds in; None if none."""
 
         def aux(name: str | None) -> tuple[tuple[int, str], TensorInfo] | None:
             return self._lookup(scope, name) if name else None
@@ -625,7 +625,7 @@ class OnnxReader(TensorLookup):
                 continue
             info = self._quantized(q, name, scale[1], zero[1] if zero else None, axis, method)
             info = self._with_use(info, use)
-            return info, {key, scale[0]} | ({zero[0]} if zero else set())
+            return info, {scale[0]} | ({zero[0]} if zero else set())
         # onnxruntime's names, when no node says more (a model cut out of its graph)
         base = raw[:-10] if raw.endswith("_quantized") else None
         if base:
@@ -634,7 +634,7 @@ class OnnxReader(TensorLookup):
             if scale is not None and scale[1].dtype in _FLOAT_TYPES:
                 name = self._scopes[scope][1] + base if self._lookup(scope, base) is None else q.name
                 info = self._quantized(q, name, scale[1], zero[1] if zero else None, None, "names")
-                return info, {key, scale[0]} | ({zero[0]} if zero else set())
+                return info, {scale[0]} | ({zero[0]} if zero else set())
         return None
 
     def _float_or_int_operand(self, scope: int, node: _Node, index: int):
@@ -669,11 +669,18 @@ class OnnxReader(TensorLookup):
         return [n for n in self._made_by.get(name, ()) if self._within(scope, n.scope)]
 
     def _use(self, scope: int, value: str, depth: int = 0) -> tuple[str, bool | None] | None:
-        """How the graph uses weight `value`, and whether it is stored [in, out]."""
-        users = self._users(scope, value)
-        if not users:
-            return None
-        node, i = users[0]
+        """How the graph uses weight `value`, and whether it is stored [in, out]: the first
+        user that says (a MatMul, Gemm, Gather ... before a Shape or an Add)."""
+        fallback = None
+        for node, i in self._users(scope, value):
+            use = self._use_by(node, i, depth)
+            if use is not None and (use[1] is not None or "." in use[0] and
+                                    use[0].split("+")[-1].split(".")[0] in _LAYOUT_OPS):
+                return use
+            fallback = fallback or use
+        return fallback
+
+    def _use_by(self, node: _Node, i: int, depth: int) -> tuple[str, bool | None] | None:
         op = node.op_type
         if op == "MatMul":
             return f"MatMul.{'AB'[min(i, 1)]}", i == 1

@@ -306,14 +306,16 @@ def test_cast_sub_mul_with_broadcast_scale_and_a_scale_that_fits_nothing():
     zero = np.full((1, 6), 3, dtype=np.int8)
     chain = [node("Cast", ["w_q"], ["w_f"], [attribute_int("to", FLOAT)]),
              node("Sub", ["w_f", "w_z"], ["w_c"]), node("Mul", ["w_s", "w_c"], ["emb"]),
-             node("Gather", ["emb", "ids"], ["h"])]
-    blob = model([tensor("w_q", (4, 6), INT8, raw=q.tobytes()),
-                  tensor("w_z", (1, 6), INT8, raw=zero.tobytes()),
+             node("Shape", ["emb"], ["n"]), node("Gather", ["emb", "ids"], ["h"])]
+    # the integer zero point comes first: it must be folded in, not listed as a weight
+    blob = model([tensor("w_z", (1, 6), INT8, raw=zero.tobytes()),
+                  tensor("w_q", (4, 6), INT8, raw=q.tobytes()),
                   tensor("w_s", (4, 1), FLOAT, raw=rows.tobytes())], chain)
     reader = OnnxReader(BytesSource(blob))
     assert [t.name for t in reader.tensors] == ["emb"]
     emb = reader.tensor("emb")
-    assert emb.extra["dequantized"] == "Cast+Sub+Mul, per axis 0" and emb.extra["transposed"] is False
+    assert emb.extra["dequantized"] == "Cast+Sub+Mul, per axis 0"
+    assert emb.extra["onnx_use"] == "Gather.data" and emb.extra["transposed"] is False
     np.testing.assert_allclose(reader.read_rows(emb, [3, 1]), ((q.astype(np.float32) - 3) * rows)[[3, 1]],
                                rtol=1e-6)
     bad = model([tensor("w_q", (4, 6), INT8, raw=q.tobytes()),
