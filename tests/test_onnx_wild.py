@@ -200,11 +200,17 @@ def test_initializers_inside_if_and_loop_subgraphs_are_read_with_unique_stable_n
         attribute_graph("else_branch", graph([], [constant]))])
     loop = node("Loop", ["n", "cond"], ["out"], [
         attribute_graph("body", graph([tensor("W", (4, 6), FLOAT, raw=b.tobytes())], [inner_if]))])
-    blob = model([tensor("W", (4, 6), FLOAT, raw=a.tobytes())], [node("Identity", ["x"], ["x2"]), loop])
+    e = rng.standard_normal((2, 3)).astype(np.float32)
+    scan = named_node("Scan", "s", ["x"], ["z"], [  # a GRAPHS attribute: one name per graph
+        f_bytes(1, "bodies") + b"".join(f_bytes(11, graph([tensor("W", (2, 3), FLOAT, raw=(e * k).tobytes())]))
+                                       for k in (1, 2)) + f_varint(20, 10)])
+    blob = model([tensor("W", (4, 6), FLOAT, raw=a.tobytes())], [node("Identity", ["x"], ["x2"]), loop, scan])
     reader = OnnxReader(BytesSource(blob, "loop.onnx"))
     names = [t.name for t in reader.tensors]
     assert sorted(names) == sorted(["W", "Loop_0.body::W", "Loop_0.body::inner.then_branch::W",
-                                    "Loop_0.body::inner.else_branch::k"])
+                                    "Loop_0.body::inner.else_branch::k", "s.bodies[0]::W",
+                                    "s.bodies[1]::W"])
+    np.testing.assert_array_equal(reader.read_tensor(reader.tensor("s.bodies[1]::W")), e * 2)
     assert names == [t.name for t in OnnxReader(BytesSource(blob)).tensors]  # stable
     for name, expected in [("W", a), ("Loop_0.body::W", b), ("Loop_0.body::inner.then_branch::W", c),
                            ("Loop_0.body::inner.else_branch::k", d)]:
@@ -307,21 +313,32 @@ def test_dynamic_quantised_matmulinteger_and_qlinear_weights_are_dequantised():
     scale = rng.uniform(0.01, 0.1, 5).astype(np.float32)
     zero = rng.integers(100, 150, 5).astype(np.uint8)
     q2 = rng.integers(-128, 128, size=(5, 3)).astype(np.int8)
+    kernel = rng.integers(-128, 128, size=(4, 2, 3, 3)).astype(np.int8)
+    per_out = rng.uniform(0.01, 0.1, 4).astype(np.float32)
     blob = model(
         [tensor("onnx::MatMul_9_quantized", (6, 5), UINT8, raw=q.tobytes()),
          tensor("onnx::MatMul_9_scale", (5,), FLOAT, raw=scale.tobytes()),
          tensor("onnx::MatMul_9_zero_point", (5,), UINT8, raw=zero.tobytes()),
          tensor("b_q", (5, 3), INT8, raw=q2.tobytes()),
          tensor("b_s", (), FLOAT, raw=struct.pack("<f", 0.5)),
-         tensor("b_z", (), INT8, raw=b"\x02")],
+         tensor("b_z", (), INT8, raw=b"\x02"),
+         tensor("k_q", (4, 2, 3, 3), INT8, raw=kernel.tobytes()),
+         tensor("k_s", (4,), FLOAT, raw=per_out.tobytes()),
+         tensor("k_z", (4,), INT8, raw=bytes(4))],
         [node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
          node("MatMulInteger", ["xq", "onnx::MatMul_9_quantized", "xz", "onnx::MatMul_9_zero_point"], ["p"]),
          node("Cast", ["p"], ["pf"], [attribute_int("to", FLOAT)]),
          node("Mul", ["xs", "onnx::MatMul_9_scale"], ["s"]),
          node("Mul", ["pf", "s"], ["y"]),
-         node("QLinearMatMul", ["y8", "ys", "yz", "b_q", "b_s", "b_z", "os", "oz"], ["o"])])
+         node("QLinearMatMul", ["y8", "ys", "yz", "b_q", "b_s", "b_z", "os", "oz"], ["o"]),
+         node("QLinearConv", ["o8", "os", "oz", "k_q", "k_s", "k_z", "cs", "cz"], ["c"])])
     reader = OnnxReader(BytesSource(blob))
-    assert sorted(t.name for t in reader.tensors) == ["b_q", "onnx::MatMul_9"]
+    assert sorted(t.name for t in reader.tensors) == ["b_q", "k_q", "onnx::MatMul_9"]
+    k = reader.tensor("k_q")
+    assert k.extra["dequantized"] == "QLinearConv, per axis 0" and k.extra["onnx_use"] == "Conv.W"
+    np.testing.assert_allclose(reader.read_rows(k, [3, 1]),
+                               (kernel.astype(np.float32) * per_out[:, None, None, None])[[3, 1]].reshape(2, -1),
+                               rtol=1e-6)
     w = reader.tensor("onnx::MatMul_9")
     assert w.extra["transposed"] is True and w.extra["dequantized"] == "MatMulInteger, per axis 1"
     np.testing.assert_allclose(reader.read_rows(w, [4, 0]),
