@@ -32,7 +32,8 @@ names are often anonymised (`val_49_q`, `onnx::MatMul_470`):
     `QLinearConv` (the weight's scale and zero point are inputs 4 and 5), `Gather(q)` ->
     `DequantizeLinear` (a quantised embedding table);
   - `Cast(q)` [-> `Sub(zero_point)`] -> `Mul(scale)` with numpy broadcasting (torch.onnx
-    exports of hand-quantised models: a [1, out] or [rows, 1] scale);
+    exports of hand-quantised models: a [1, out] or [rows, 1] scale), or `Cast(q)` as a
+    MatMul's right operand whose product a `Mul` scales per output column;
   - `MatMulInteger(a, q, a_zero, q_zero)` / `ConvInteger` -> `Cast` -> `Mul(s)`, where `s`
     is the weight's scale initializer or `Mul(activation scale, weight scale)`
     (onnxruntime's quantize_dynamic);
@@ -623,15 +624,26 @@ class OnnxReader(TensorLookup):
                     zero = self._float_or_int_operand(node.scope, *step)
                     if zero is not None and step[0].outputs:
                         value, method = step[0].outputs[0], "Cast+Sub"
-                step = self._only_user(node.scope, value, ("Mul",))
+                step = self._only_user(node.scope, value, ("Mul", "MatMul"))
                 if step is None or not step[0].outputs:
                     continue
-                scale = self._float_operand(node.scope, *step)
-                method += "+Mul"
-                value = step[0].outputs[0]
-                if self._lookup(scope, value) is None and self._scopes[scope][1] + value not in shown:
-                    name = self._scopes[scope][1] + value
-                use = self._use(step[0].scope, value)
+                if step[0].op_type == "MatMul":
+                    # the scale applied to the product instead: per output column of W
+                    if step[1] != 1:
+                        continue
+                    after = self._only_user(node.scope, step[0].outputs[0], ("Mul",))
+                    if after is None:
+                        continue
+                    scale = self._float_operand(node.scope, *after)
+                    method, axis, use = method + "+MatMul+Mul", -1, ("MatMul.B", True)
+                else:
+                    scale = self._float_operand(node.scope, *step)
+                    method += "+Mul"
+                    value = step[0].outputs[0]
+                    if self._lookup(scope, value) is None and \
+                            self._scopes[scope][1] + value not in shown:
+                        name = self._scopes[scope][1] + value
+                    use = self._use(step[0].scope, value)
             else:
                 continue
             if scale is None:
@@ -708,7 +720,7 @@ class OnnxReader(TensorLookup):
             return f"{op}.W", None
         if op in ("LSTM", "GRU", "RNN") and i in (1, 2):
             return f"{op}.{'WR'[i - 1]}", None
-        if op in ("Transpose", "Identity") and node.outputs and depth < 4:
+        if op in ("Transpose", "Identity", "Cast") and node.outputs and depth < 4:
             inner = self._use(node.scope, node.outputs[0], depth + 1)
             if inner is None:
                 return None

@@ -367,6 +367,19 @@ def test_cast_sub_mul_with_broadcast_scale_and_a_scale_that_fits_nothing():
     assert emb.extra["onnx_use"] == "Gather.data" and emb.extra["transposed"] is False
     np.testing.assert_allclose(reader.read_rows(emb, [3, 1]), ((q.astype(np.float32) - 3) * rows)[[3, 1]],
                                rtol=1e-6)
+    # the scale applied to the product, and an fp16 weight cast up before its MatMul
+    cols = rng.uniform(0.01, 0.1, 6).astype(np.float32)
+    half = rng.standard_normal((6, 2)).astype(np.float16)
+    after = model([tensor("m_q", (4, 6), INT8, raw=q.tobytes()), tensor("m_s", (6,), FLOAT, raw=cols.tobytes()),
+                   tensor("h", (6, 2), 10, raw=half.tobytes())],
+                  [node("Cast", ["m_q"], ["m_f"], [attribute_int("to", FLOAT)]),
+                   node("MatMul", ["x", "m_f"], ["p"]), node("Mul", ["p", "m_s"], ["y"]),
+                   node("Cast", ["h"], ["h32"], [attribute_int("to", FLOAT)]), node("MatMul", ["y", "h32"], ["z"])])
+    reader = OnnxReader(BytesSource(after))
+    m = reader.tensor("m_q")
+    assert m.extra["dequantized"] == "Cast+MatMul+Mul, per axis 1" and m.extra["transposed"] is True
+    np.testing.assert_allclose(reader.read_tensor(m), q.astype(np.float32) * cols, rtol=1e-6)
+    assert reader.tensor("h").extra["onnx_use"] == "Cast+MatMul.B" and reader.tensor("h").extra["transposed"]
     bad = model([tensor("w_q", (4, 6), INT8, raw=q.tobytes()),
                  tensor("w_z", (1, 6), INT8, raw=zero.tobytes()),
                  tensor("w_s", (5, 1), FLOAT, raw=b"\0" * 20)], chain)
