@@ -65,7 +65,8 @@ from fingerprints.tensors import (ByteSource, FileSource, TensorInfo, TensorLook
                                   WeightFileError, _CountedSource, quote, read_plain_rows,
                                   row_indices)
 
-__all__ = ["ONNX_TYPES", "OnnxReader", "decode_varints", "local_siblings", "open_onnx"]
+__all__ = ["ONNX_TYPES", "OnnxReader", "OutsideFolder", "decode_varints", "local_siblings",
+           "open_onnx"]
 
 ONNX_TYPES = {1: "F32", 2: "U8", 3: "I8", 4: "U16", 5: "I16", 6: "I32", 7: "I64", 9: "BOOL",
               10: "F16", 11: "F64", 12: "U32", 13: "U64", 16: "BF16", 17: "F8_E4M3",
@@ -202,11 +203,16 @@ _INTEGER_TYPES = ("I8", "U8", "I16", "U16", "I32")
 _FLOAT_TYPES = ("F32", "F16", "BF16", "F64")
 
 
+class OutsideFolder(WeightFileError):
+    """A side file that resolves outside the model's folder: hostile, never just missing."""
+
+
 def local_siblings(folder: str | os.PathLike[str]) -> Callable[[str], ByteSource]:
     """An `open_sibling` for a model on disk: files inside `folder` only.
 
     The location is a name from a file we do not trust: absolute paths, `..` and
-    symlinks resolving outside the folder are refused. Each read opens the file afresh
+    symlinks resolving outside the folder are refused (OutsideFolder; an opener for an
+    archive or a remote folder raises it too for a name it will not open). Each read opens the file afresh
     (a model may have one side file per tensor; holding them open would spend descriptors).
     """
     root = os.path.realpath(folder)
@@ -214,7 +220,7 @@ def local_siblings(folder: str | os.PathLike[str]) -> Callable[[str], ByteSource
     def open_sibling(location: str) -> ByteSource:
         path = os.path.realpath(os.path.join(root, location))
         if os.path.commonpath([root, path]) != root or path == root:
-            raise WeightFileError(f"external data {quote(location)} resolves outside "
+            raise OutsideFolder(f"external data {quote(location)} resolves outside "
                                   f"the model's folder")
         return _SiblingFile(path, location)
 
@@ -837,7 +843,9 @@ class OnnxReader(TensorLookup):
                 raise self._fail(f"more than {MAX_EXTERNAL_FILES} external data files")
             try:
                 sibling = self._open_sibling(location)
-            except (WeightFileError, OSError) as exc:
+            except OutsideFolder as exc:
+                raise self._fail(f"initializer {label!r}: {exc}") from None
+            except (WeightFileError, OSError) as exc:  # missing: the rest is still readable
                 self.skipped.append((label, f"data kept outside the model, in {quote(location)}: "
                                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"))
                 return None

@@ -33,7 +33,6 @@ from fingerprints.tensors import BytesSource, FileSource, WeightFileError
 from fingerprints.weights import open_weights
 from test_onnx_reader import FLOAT, INT8, UINT8, attribute_int, f_bytes, f_varint, model, node, tensor
 
-INT32 = 6
 
 
 def corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -298,10 +297,15 @@ def test_external_data_outside_the_folder_or_out_of_range_is_refused(tmp_path):
             open_onnx(source)
         assert "\n" not in str(caught.value)
     path.write_bytes(model([external_tensor("w", (4, 4), "link.bin", 0)]))
+    with FileSource(path) as source, pytest.raises(WeightFileError, match="resolves outside"):
+        open_onnx(source)
+    # a side file that is merely missing leaves the rest of the model readable
+    path.write_bytes(model([external_tensor("w", (4, 4), "gone.bin", 0),
+                            tensor("b", (4,), FLOAT, raw=bytes(16))]))
     with FileSource(path) as source:
         reader = open_onnx(source)
-        assert reader.tensors == [] and "outside the model's folder" in dict(reader.skipped)["w"]
-        assert reader.sources == [source]
+        assert [t.name for t in reader.tensors] == ["b"] and reader.sources == [source]
+        assert "'gone.bin'" in dict(reader.skipped)["w"]
 
 
 # -- int8 in the graph's other forms ------------------------------------------------------------------
