@@ -293,7 +293,7 @@ class OnnxReader(TensorLookup):
         initializers: list[_Tensor] = []
         nodes: list[_Node] = []
         graphs = 0
-        self._node_count = 0
+        self._node_count = self._tensor_count = 0
         self._fields_left = MAX_FIELDS
         for num, wire, a, b in self._fields(0, source.size, "model"):
             if num == 1 and wire == 0:
@@ -375,8 +375,7 @@ class OnnxReader(TensorLookup):
             if wire != 2:
                 continue
             if num == 5:
-                if len(initializers) + len(nodes) >= MAX_TENSORS:
-                    raise self._fail(f"more than {MAX_TENSORS} initializers and constants")
+                self._count_tensor()
                 t = self._tensor(a, a + b)
                 t.scope = scope
                 initializers.append(t)
@@ -388,6 +387,12 @@ class OnnxReader(TensorLookup):
                 index += 1
             elif num == 15:
                 self.skipped.append(("<sparse initializer>", "sparse initializers are not read"))
+
+    def _count_tensor(self) -> None:
+        # initializers and Constant values, in every subgraph; other nodes count as nodes
+        self._tensor_count += 1
+        if self._tensor_count > MAX_TENSORS:
+            raise self._fail(f"more than {MAX_TENSORS} initializers and constants")
 
     def _tensor(self, start: int, end: int) -> _Tensor:
         t = _Tensor()
@@ -475,6 +480,7 @@ class OnnxReader(TensorLookup):
         if name in _INT_ATTRIBUTES and integer is not None:
             node.ints[name] = integer
         elif name == "value" and tensor is not None and node.op_type == "Constant":
+            self._count_tensor()
             node.value = self._tensor(*tensor)
         for k, (g_start, g_end) in enumerate(graphs):
             depth, parent = 1, node.scope

@@ -389,3 +389,20 @@ def test_cast_sub_mul_with_broadcast_scale_and_a_scale_that_fits_nothing():
                  tensor("w_s", (5, 1), FLOAT, raw=b"\0" * 20)], chain)
     with pytest.raises(WeightFileError, match=r"scales of shape \(5, 1\) do not broadcast to \(4, 6\)"):
         OnnxReader(BytesSource(bad, "bad.onnx"))
+
+
+def test_a_graph_of_many_nodes_and_many_initializers_is_not_mistaken_for_a_bomb(monkeypatch):
+    """Nodes and tensors have limits of their own: a large real graph has both by the
+    tens of thousands, and their sum must not trip either (limits scaled down here)."""
+    import fingerprints.onnx as onnx_module
+    monkeypatch.setattr(onnx_module, "MAX_NODES", 1000)
+    monkeypatch.setattr(onnx_module, "MAX_TENSORS", 1000)
+    g = b"".join(f_bytes(1, node("Relu", ["a"], ["b"])) for _ in range(800)) + \
+        b"".join(f_bytes(5, tensor(f"w{i}", (1,), FLOAT, raw=bytes(4))) for i in range(800))
+    assert len(OnnxReader(BytesSource(f_varint(1, 8) + f_bytes(7, g))).tensors) == 800
+    for more_nodes, more_tensors, message in [(201, 0, "more than 1000 nodes"),
+                                              (0, 201, "more than 1000 initializers")]:
+        g2 = g + b"".join(f_bytes(1, node("Relu", ["a"], ["b"])) for _ in range(more_nodes)) + \
+            b"".join(f_bytes(5, tensor(f"x{i}", (1,), FLOAT, raw=bytes(4))) for i in range(more_tensors))
+        with pytest.raises(WeightFileError, match=message):
+            OnnxReader(BytesSource(f_varint(1, 8) + f_bytes(7, g2)))
