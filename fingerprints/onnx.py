@@ -570,12 +570,13 @@ class OnnxReader(TensorLookup):
             return users[0]
         return None
 
-    def _float_operand(self, scope: int, node: _Node, index: int) -> tuple[tuple[int, str], TensorInfo] | None:
-        """The float initializer that is `node`'s other operand (not input `index`)."""
+    def _float_operand(self, scope: int, node: _Node, index: int, floats_only: bool = True
+                       ) -> tuple[tuple[int, str], TensorInfo] | None:
+        """The (float) initializer that is binary `node`'s other operand (not input `index`)."""
         if len(node.inputs) != 2:
             return None
         found = self._lookup(scope, node.inputs[1 - index])
-        if found is not None and found[1].dtype in _FLOAT_TYPES:
+        if found is not None and (not floats_only or found[1].dtype in _FLOAT_TYPES):
             return found
         return None
 
@@ -599,9 +600,7 @@ class OnnxReader(TensorLookup):
                 scale = aux(node.inputs[1])
                 zero = aux(node.inputs[2] if len(node.inputs) > 2 else None)
                 axis = node.ints.get("axis", 1)
-                if raw.endswith("_quantized") and raw[:-10] and \
-                        self._lookup(scope, raw[:-10]) is None:
-                    name = self._scopes[scope][1] + raw[:-10]
+                name = self._base_name(scope, raw, name)
                 use = self._use(node.scope, node.outputs[0]) if node.outputs else None
             elif op == "Gather" and i == 0 and node.ints.get("axis", 0) == 0 and node.outputs:
                 # onnxruntime's quantised embedding: the rows are gathered, then dequantised
@@ -611,12 +610,11 @@ class OnnxReader(TensorLookup):
                 scale = aux(step[0].inputs[1])
                 zero = aux(step[0].inputs[2] if len(step[0].inputs) > 2 else None)
                 axis = step[0].ints.get("axis", 1)
-                if scale is not None and scale[1].rows * scale[1].columns != 1 and axis % max(len(q.shape), 1) == 0:
+                if scale is not None and math.prod(scale[1].shape) != 1 and \
+                        axis % max(len(q.shape), 1) == 0:
                     continue  # a scale per gathered row says nothing about the table's rows
                 method, use = "Gather+DequantizeLinear", ("Gather.data", False)
-                if raw.endswith("_quantized") and raw[:-10] and \
-                        self._lookup(scope, raw[:-10]) is None:
-                    name = self._scopes[scope][1] + raw[:-10]
+                name = self._base_name(scope, raw, name)
             elif op in ("QLinearMatMul", "QLinearConv") and i == 3 and len(node.inputs) >= 6:
                 scale, zero = aux(node.inputs[4]), aux(node.inputs[5])
                 axis = 0 if op == "QLinearConv" else -1
@@ -626,14 +624,12 @@ class OnnxReader(TensorLookup):
                 scale = self._output_scale(node)
                 axis = -1 if op == "MatMulInteger" else 0
                 use = ("MatMul.B", True) if op == "MatMulInteger" else ("Conv.W", False)
-                if raw.endswith("_quantized") and raw[:-10] and \
-                        self._lookup(scope, raw[:-10]) is None:
-                    name = self._scopes[scope][1] + raw[:-10]
+                name = self._base_name(scope, raw, name)
             elif op == "Cast" and i == 0 and node.ints.get("to") in _FLOAT_CASTS and node.outputs:
                 value, method = node.outputs[0], "Cast"
                 step = self._only_user(node.scope, value, ("Sub",))
                 if step is not None and step[1] == 0:
-                    zero = self._float_or_int_operand(node.scope, *step)
+                    zero = self._float_operand(node.scope, *step, floats_only=False)
                     if zero is not None and step[0].outputs:
                         value, method = step[0].outputs[0], "Cast+Sub"
                 step = self._only_user(node.scope, value, ("Mul", "MatMul"))
@@ -666,20 +662,22 @@ class OnnxReader(TensorLookup):
             info = self._with_use(info, use)
             return info, {scale[0]} | ({zero[0]} if zero else set())
         # onnxruntime's names, when no node says more (a model cut out of its graph)
-        base = raw[:-10] if raw.endswith("_quantized") else None
-        if base:
+        base = raw.removesuffix("_quantized")
+        if base and base != raw:
             scale = self._lookup(scope, base + "_scale")
             zero = self._lookup(scope, base + "_zero_point")
             if scale is not None and scale[1].dtype in _FLOAT_TYPES:
-                name = self._scopes[scope][1] + base if self._lookup(scope, base) is None else q.name
+                name = self._base_name(scope, raw, q.name)
                 info = self._quantized(q, name, scale[1], zero[1] if zero else None, None, "names")
                 return info, {scale[0]} | ({zero[0]} if zero else set())
         return None
 
-    def _float_or_int_operand(self, scope: int, node: _Node, index: int):
-        if len(node.inputs) != 2:
-            return None
-        return self._lookup(scope, node.inputs[1 - index])
+    def _base_name(self, scope: int, raw: str, default: str) -> str:
+        """onnxruntime's `W_quantized` is shown as `W` unless an initializer has that name."""
+        base = raw.removesuffix("_quantized")
+        if base and base != raw and self._lookup(scope, base) is None:
+            return self._scopes[scope][1] + base
+        return default
 
     def _output_scale(self, node: _Node) -> tuple[tuple[int, str], TensorInfo] | None:
         """The weight scale applied after an integer MatMul/Conv: its output goes through a
