@@ -593,9 +593,9 @@ def _scan_all(state: State, locations: tuple[str, ...], models: tuple[str, ...],
         state.config.scan, **{k: v for k, v in overrides.items() if v is not None})
     with state.store(write=False) as store:
         registry = load_registry(store, models)
-    if not registry.prints:
+    if registry.empty:
         fail("no tensor fingerprints registered" + (f" for {', '.join(models)}" if models else "")
-             + "; run `weightwatch register` on the released weights or import a bundle", 1)
+             + ", nor any file digest; run `weightwatch register` on the released weights or import a bundle", 1)
 
     async def remote(url: str) -> Any:
         target = Target(name="scan", kind="scan", url=url, interval=0, jitter=0,
