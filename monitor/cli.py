@@ -633,9 +633,13 @@ def scan(state: State, locations: tuple[str, ...], models: tuple[str, ...],
     requests through the crawler's safe fetcher) with the registered tensor fingerprints,
     whatever their format, names, dtype or quantisation.
 
-    Prints per file the verdict (match, no_match, unknown_format, error), the model, the
-    score (fraction of sampled rows that matched), the false-match probability, the
-    tensors compared and the bytes read; for a model with marked copies, the watermark
+    Digests first: a file byte-identical to a registered one (or a URL whose server states
+    a registered SHA-256, e.g. a hub's X-Linked-Etag) is `match` at once, naming the
+    artifact and, for a recipient's copy, the recipient.
+
+    Prints per file the verdict (match, no_match, inconclusive, unknown_format, error), the
+    model, the score (fraction of sampled rows that matched), the false-match probability,
+    the tensors compared and the bytes read; for a model with marked copies, the watermark
     test too. A sharded checkpoint is scanned through its `*.safetensors.index.json`.
     Exit 1 if a file could not be scanned.
     """
