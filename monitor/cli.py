@@ -596,7 +596,7 @@ def _scan_all(state: State, locations: tuple[str, ...], models: tuple[str, ...],
     with state.store(write=False) as store:
         registry = load_registry(store, models)
     if not digests:
-        registry.digests = {}
+        registry = dataclasses.replace(registry, digests={})
     if registry.empty:
         fail("no tensor fingerprints registered" + (f" for {', '.join(models)}" if models else "")
              + ", nor any file digest; run `weightwatch register` on the released weights or import a bundle", 1)

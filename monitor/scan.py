@@ -106,6 +106,11 @@ class Registry:
     # detector has them; looked up before any tensor work.
     digests: dict[str, list[KnownDigest]] = dataclasses.field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Sizes of the registered files (None for a digest imported without one), asked
+        # once per file and archive member scanned.
+        self._sizes = {e.size for entries in self.digests.values() for e in entries}
+
     def known(self, algo: str, value: str | None) -> KnownDigest | None:
         """The registry entry for a digest of this algorithm, if registered (an original's
         before a recipient's copy, which cannot share a digest with it anyway)."""
@@ -119,8 +124,7 @@ class Registry:
         """Whether a file of `size` bytes can be byte-identical to a registered one: a
         registered file's size is known, so most files need no hashing at all; a digest
         imported without a size (a checksum list) makes every file worth it."""
-        return any(e.algo in FILE_ALGOS and e.size in (None, size)
-                   for entries in self.digests.values() for e in entries)
+        return None in self._sizes or size in self._sizes
 
     @property
     def empty(self) -> bool:
@@ -207,7 +211,10 @@ def _member_digest(source: ByteSource, registry: Registry) -> dict[str, Any] | N
             start, length, inflate = member.data_offset, member.size, None
         else:
             continue
-        sha256 = _stream_sha256(source, start, length, member.size, inflate)
+        try:
+            sha256 = _stream_sha256(source, start, length, member.size, inflate)
+        except zlib.error:
+            continue  # corrupt data: the tensor scan says what is wrong with it
         if sha256 and (entry := registry.known("sha256", sha256)):
             return identical(entry, source="file", encoding="the member's bytes",
                              member=member.name)
@@ -363,7 +370,7 @@ def scan_path(path: str | os.PathLike[str], registry: Registry,
     with source:
         try:
             digest = _file_digest(path, source.size, registry)
-            if digest is None and sniff(source) in ("zip", "tar"):
+            if digest is None and registry.digests and sniff(source) in ("zip", "tar"):
                 digest = _member_digest(source, registry)
         except DigestError as exc:
             return ScanReport(location=str(path), verdict="error", size=source.size,
@@ -404,6 +411,7 @@ async def scan_url(url: str, registry: Registry, settings: ScanSettings, fetcher
     `fetcher` (SSRF checks, robots, politeness) within `settings.max_bytes`; never reads
     the whole file unless it fits."""
     location = redact_url(url)
+    probe = None
     if lfs_sha256 is not None:
         if entry := registry.known("sha256", lfs_sha256):
             return _digest_report(location, identical(entry, source="lfs",
@@ -418,6 +426,7 @@ async def scan_url(url: str, registry: Registry, settings: ScanSettings, fetcher
             probe = None  # the range scan below reports what is wrong with the URL
         if probe is not None and (digest := stated_digest(probe, registry)):
             return _digest_report(location, digest, bytes_read=len(probe.body))
+    probed = len(probe.body) if probe is not None else 0
 
     def scan(source: Any) -> ScanReport:
         digest = stated_digest(_SourceAnswer(source), registry)
@@ -427,7 +436,9 @@ async def scan_url(url: str, registry: Registry, settings: ScanSettings, fetcher
         return scan_source(source, registry, settings, read_floor=MIN_READ)
 
     try:
-        return await scan_remote(url, fetcher, target, scan, budget=settings.max_bytes)
+        report = await scan_remote(url, fetcher, target, scan, budget=settings.max_bytes)
+        report.bytes_read += probed
+        return report
     except WeightFileError as exc:
         return ScanReport(location=location, verdict="error", error=str(exc))
 

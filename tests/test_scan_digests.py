@@ -16,6 +16,7 @@ import hashlib
 import importlib.resources
 import json
 import shutil
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -130,6 +131,32 @@ def test_a_zip_member_that_differs_goes_on_to_the_tensors(tmp_path: Path, demo_r
     report = scan_path(archive, registry, SETTINGS)
     assert report.digest is None
     assert report.result is not None and report.result.tensors_compared > 0
+
+
+@pytest.mark.parametrize("damage", ["garbled", "bad block"])
+def test_a_corrupt_member_of_a_registered_size_is_one_line(tmp_path: Path,
+                                                           demo_release: Release,
+                                                           registry: Registry,
+                                                           damage: str) -> None:
+    """Deflated data garbled in the middle (it inflates to the wrong length) or starting
+    with a reserved block type (zlib refuses it): the member's hash fails, nothing is taken
+    for a copy, no traceback, and the tensor scan reports the archive in one line."""
+    path = demo_release.file("model.safetensors").path
+    archive = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.write(path, "model.safetensors")
+        info = z.getinfo("model.safetensors")
+    data = bytearray(archive.read_bytes())
+    if damage == "garbled":
+        middle = len(data) // 2
+        data[middle:middle + 64] = b"\xff" * 64
+    else:
+        name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)
+        data[info.header_offset + 30 + name_len + extra_len] = 0b111  # final, type 3
+    archive.write_bytes(bytes(data))
+    report = scan_path(archive, registry, SETTINGS)
+    assert report.digest is None and report.verdict == "error"
+    assert report.error and "\n" not in report.error and str(archive) in report.error
 
 
 def test_cli_json_reports_the_digest(tmp_path: Path, store: Store,
