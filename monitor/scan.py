@@ -445,13 +445,16 @@ async def scan_url(url: str, registry: Registry, settings: ScanSettings, fetcher
 
 @dataclass
 class _SourceAnswer:
-    """The first answer of a remote source as `stated_digest` reads one: its ETag."""
+    """The first answer of a remote source as `stated_digest` reads one: its ETag, and the
+    file size it gave (which must be the registered file's)."""
 
     source: Any
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"etag": self.source.etag or ""}
+        size = self.source.size
+        return {"etag": self.source.etag or "",
+                "content-range": f"bytes 0-{max(size - 1, 0)}/{size}"}
 
 
 def scan_target(target: Target) -> Target:

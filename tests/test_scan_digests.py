@@ -248,6 +248,11 @@ def test_a_sha256_etag_is_a_digest_but_an_s3_etag_is_not(
     report, urls = remote(cdn.url("/plain/model.safetensors"), registry)
     assert report.verdict == "match" and report.digest is not None
     assert report.digest["encoding"] == "the server's ETag header" and len(urls) == 1
+    # The same ETag on a file of another size is not believed.
+    cdn.put("/plain/longer.safetensors", released.path.read_bytes() + b"\0",
+            etag=f'"{released.sha256}"')
+    report, _ = remote(cdn.url("/plain/longer.safetensors"), registry)
+    assert report.digest is None and report.verdict == "match" and report.result is not None
     # S3's ETags: a multipart upload's "<md5 of part md5s>-<parts>" and a 32-hex one are
     # no content digest, even when the hex is a registered MD5: an unrelated file stays
     # what its tensors say.
