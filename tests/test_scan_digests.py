@@ -17,6 +17,7 @@ import importlib.resources
 import json
 import shutil
 import struct
+import tarfile
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -117,6 +118,18 @@ def test_a_zip_member_that_is_a_copy(tmp_path: Path, demo_release: Release,
     assert report.digest is not None
     assert report.digest["member"] == "stuff/weights.safetensors"
     assert report.digest["recipient"] == recipient
+
+
+def test_a_tar_member_that_is_a_copy(tmp_path: Path, demo_release: Release,
+                                     registry: Registry, no_tensor_work: None) -> None:
+    recipient, path = recipient_file(demo_release)
+    archive = tmp_path / "leak.tar"
+    with tarfile.open(archive, "w") as t:
+        t.add(path, "heron/model.safetensors")
+    report = scan_path(archive, registry, SETTINGS)
+    assert report.verdict == "match" and report.digest is not None
+    assert (report.digest["member"], report.digest["recipient"]) == (
+        "heron/model.safetensors", recipient)
 
 
 def test_a_zip_member_that_differs_goes_on_to_the_tensors(tmp_path: Path, demo_release: Release,
