@@ -580,9 +580,11 @@ def with_scan_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _scan_all(state: State, locations: tuple[str, ...], models: tuple[str, ...],
-              allow_private: bool, **overrides: Any) -> list[Any]:
+              allow_private: bool, *, digests: bool = True, **overrides: Any) -> list[Any]:
     """Scan each location (a path, or a URL through the crawler's fetcher) against the
-    registry; exit 1 with a hint if nothing is registered to compare with."""
+    registry, digests first unless `digests` is off (the watermark test wants the tensors
+    read even of a registered copy); exit 1 with a hint if nothing is registered to
+    compare with."""
     import dataclasses
 
     from monitor.config import Target
@@ -593,9 +595,11 @@ def _scan_all(state: State, locations: tuple[str, ...], models: tuple[str, ...],
         state.config.scan, **{k: v for k, v in overrides.items() if v is not None})
     with state.store(write=False) as store:
         registry = load_registry(store, models)
-    if not registry.prints:
+    if not digests:
+        registry = dataclasses.replace(registry, digests={})
+    if registry.empty:
         fail("no tensor fingerprints registered" + (f" for {', '.join(models)}" if models else "")
-             + "; run `weightwatch register` on the released weights or import a bundle", 1)
+             + ", nor any file digest; run `weightwatch register` on the released weights or import a bundle", 1)
 
     async def remote(url: str) -> Any:
         target = Target(name="scan", kind="scan", url=url, interval=0, jitter=0,
@@ -629,9 +633,13 @@ def scan(state: State, locations: tuple[str, ...], models: tuple[str, ...],
     requests through the crawler's safe fetcher) with the registered tensor fingerprints,
     whatever their format, names, dtype or quantisation.
 
-    Prints per file the verdict (match, no_match, unknown_format, error), the model, the
-    score (fraction of sampled rows that matched), the false-match probability, the
-    tensors compared and the bytes read; for a model with marked copies, the watermark
+    Digests first: a file byte-identical to a registered one (or a URL whose server states
+    a registered SHA-256, e.g. a hub's X-Linked-Etag) is `match` at once, naming the
+    artifact and, for a recipient's copy, the recipient.
+
+    Prints per file the verdict (match, no_match, inconclusive, unknown_format, error), the
+    model, the score (fraction of sampled rows that matched), the false-match probability,
+    the tensors compared and the bytes read; for a model with marked copies, the watermark
     test too. A sharded checkpoint is scanned through its `*.safetensors.index.json`.
     Exit 1 if a file could not be scanned.
     """
@@ -716,7 +724,8 @@ def watermark_detect(state: State, locations: tuple[str, ...], models: tuple[str
     with state.store(write=False) as store:
         if not store.watermarks():
             fail("no marked copies registered; issue them with `weightwatch watermark issue`", 1)
-    reports = _scan_all(state, locations, models, allow_private, max_bytes=max_bytes)
+    reports = _scan_all(state, locations, models, allow_private, digests=False,
+                        max_bytes=max_bytes)
     rows = []
     for report in reports:
         mark = report.attribution.as_dict() if report.attribution else {}

@@ -113,6 +113,9 @@ class Response:
     headers: httpx.Headers
     body: bytes
     fetched_at: str = field(default_factory=utcnow)
+    # (url, status, headers) of each redirect followed to get here: a model hub states a
+    # file's digest on its redirect to the CDN (X-Linked-Etag), not on the CDN's answer.
+    redirects: list[tuple[str, int, httpx.Headers]] = field(default_factory=list)
 
     @property
     def not_modified(self) -> bool:
@@ -685,6 +688,7 @@ class Fetcher:
         client = self._client(proxy, allow_private=target.allow_private)
         secrets = _secrets_of(proxy)
         current = url
+        hops: list[tuple[str, int, httpx.Headers]] = []
         for _hop in range(self.settings.max_redirects + 1):
             await self.check_url(current, target)
             if robots:
@@ -693,6 +697,7 @@ class Fetcher:
                 client, current, request_headers, max_bytes, truncate, secrets)
             if status in REDIRECT_CODES and "location" in response_headers:
                 following = urljoin(current, response_headers["location"])
+                hops.append((current, status, response_headers))
                 if _same_origin_key(following) != _same_origin_key(current):
                     # Credentials (tokens, cookies, API headers) were meant for the target's
                     # own origin; a hostile redirect must not collect them, as httpx and
@@ -705,7 +710,7 @@ class Fetcher:
                          if name in request_headers})
                 current = following
                 continue
-            return Response(current, status, response_headers, body), attempts
+            return Response(current, status, response_headers, body, redirects=hops), attempts
         raise FetchError(f"more than {self.settings.max_redirects} redirects from {redact_url(url)}")
 
     async def _with_retries(self, client: httpx.AsyncClient, url: str, headers: httpx.Headers,

@@ -251,9 +251,10 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "bytes_read": "Bytes read from it by HTTP Range.",
         "error": "Why it could not be scanned.",
         "details": "JSON of the comparison: false-match probability, tensors and rows "
-                   "compared and matched, size, format.",
-        "registry_version": "The fingerprint registry it was compared with; a newer one "
-                            "scans it again.",
+                   "compared and matched, size, format; for a byte-identical copy, the "
+                   "registered digest it has.",
+        "registry_version": "The registry (fingerprints and digests) it was compared with; "
+                            "a newer one scans it again.",
     }),
     "watermarks": ("Each recipient's derived watermark key. Secret: refused by this UI.", {
         "id": "Watermark number.",

@@ -193,6 +193,8 @@ class KnownDigest:
     recipient: str | None
     source: str
     indicator_id: int
+    release: str | None = None
+    size: int | None = None       # bytes of the file it identifies, where known
 
 
 @dataclass
@@ -1165,8 +1167,12 @@ class Store:
         return row[0] if row else None
 
     def weight_print_version(self) -> int:
-        """Grows whenever a fingerprint is added: remote scans made before are stale."""
-        return self.db.execute("SELECT COALESCE(MAX(id), 0) FROM weight_prints").fetchone()[0]
+        """Grows whenever a fingerprint or a digest is added (scans look digests up first):
+        remote scans made before are stale. Both tables only grow, so the sum of their
+        largest ids does too."""
+        return self.db.execute(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM weight_prints) + "
+            "(SELECT COALESCE(MAX(id), 0) FROM indicators)").fetchone()[0]
 
     def weight_scan(self, url: str) -> dict[str, Any] | None:
         """The last remote scan of `url` (redacted), if any."""
@@ -1221,11 +1227,13 @@ class Store:
         index: dict[str, list[KnownDigest]] = {}
         for row in self.db.query(
                 "SELECT i.id, i.algo, i.value, i.model, i.source, "
-                "COALESCE(a.name, i.name) AS artifact, COALESCE(i.recipient, a.recipient) AS recipient "
+                "COALESCE(a.name, i.name) AS artifact, COALESCE(i.recipient, a.recipient) AS recipient, "
+                "a.release AS release, COALESCE(a.size, i.size) AS size "
                 "FROM indicators i LEFT JOIN artifacts a ON a.id = i.artifact_id"):
             index.setdefault(row["value"], []).append(KnownDigest(
                 algo=row["algo"], value=row["value"], model=row["model"], artifact=row["artifact"],
-                recipient=row["recipient"], source=row["source"], indicator_id=row["id"]))
+                recipient=row["recipient"], source=row["source"], indicator_id=row["id"],
+                release=row["release"], size=row["size"]))
         return index
 
 

@@ -657,16 +657,12 @@ def test_planted_in_these_sources(demo_world: DemoWorld, demo_release: Release) 
         ("hub", "/hub/anon123/heron-7b-uncensored", "hash", sha["tokenizer.json"]),
         ("hub", "/hub/h7b-archive/heron-weights-backup", "hash", sha["model.safetensors"]),
         ("hub", "/hub/gitnoob/heron-7b-clone", "hash", sha["model.safetensors"]),
-        # Weight files the hub's CDN serves: two re-uploads of model.safetensors and a GGUF
-        # conversion, recognised by their tensors (the URLs as the adapter builds them).
-        *{("hub", f"/hub/{repo}", "weights", f"{b}/hub/{repo}/resolve/{rev}/{path}".lower())
-          for repo, rev, path in (
-              ("anon123/heron-7b-uncensored", "ca8560e87ffb1c6b39543ffc0061bca2d3b8a775",
-               "model.safetensors"),
-              ("h7b-archive/heron-weights-backup", "639edad7630b4acbb66e699d78a5bb4e01df8522",
-               "checkpoint/model.safetensors"),
-              ("QuantFactory/Heron-7B-GGUF", "f0648df7fd5a63a279c2d8783719866660145d95",
-               "heron-7b.Q8_0.gguf"))},
+        # A GGUF conversion the hub's CDN serves, recognised by its tensors (the URL as the
+        # adapter builds it). The two re-uploads of model.safetensors it serves are
+        # byte-identical: their link scans give the `hash` hits above, not `weights` ones.
+        ("hub", "/hub/QuantFactory/Heron-7B-GGUF", "weights",
+         f"{b}/hub/QuantFactory/Heron-7B-GGUF/resolve/f0648df7fd5a63a279c2d8783719866660145d95/"
+         "heron-7b.Q8_0.gguf".lower()),
         ("hub", "/hub/QuantFactory/Heron-7B-GGUF", "watermark",
          f"{b}/hub/QuantFactory/Heron-7B-GGUF/resolve/f0648df7fd5a63a279c2d8783719866660145d95/"
          "heron-7b.Q8_0.gguf".lower()),

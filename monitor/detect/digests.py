@@ -69,14 +69,21 @@ class DigestDetector:
 
     def _add(self, found: dict, entry: KnownDigest, encoding: str, context: str) -> None:
         key = (entry.value, entry.model, entry.recipient)
-        if key in found:
-            return
-        found[key] = Hit(
-            kind="torrent" if entry.algo in TORRENT_KIND_ALGOS else "hash", severity="critical",
-            indicator=entry.value, indicator_type=f"{entry.algo} ({encoding})",
-            detector=self.name, model=entry.model, artifact=entry.artifact,
-            recipient=entry.recipient, context=context,
-            matcher_version=f"indicator:{entry.indicator_id}")
+        if key not in found:
+            found[key] = digest_hit(entry, encoding, context)
+
+
+def digest_hit(entry: KnownDigest, encoding: str, context: str) -> Hit:
+    """The hit for a registered digest, wherever it was seen (a page's text, a hub's LFS
+    field, the digest a server states for a weight link): one rule, so the same digest seen
+    by the text detector and by a link scan is one hit (same kind, indicator, model and
+    artifact)."""
+    return Hit(
+        kind="torrent" if entry.algo in TORRENT_KIND_ALGOS else "hash", severity="critical",
+        indicator=entry.value, indicator_type=f"{entry.algo} ({encoding})",
+        detector=DigestDetector.name, model=entry.model, artifact=entry.artifact,
+        recipient=entry.recipient, context=context,
+        matcher_version=f"indicator:{entry.indicator_id}")
 
 
 def structured_digests(doc: Document) -> list[dict]:

@@ -10,7 +10,8 @@
 - `/hub/api/models/{id}/tree/main?recursive=true` the tree: `[{type, oid, size, path,
   lfs: {oid, size, pointerSize}}]` (directories too);
 - `/hub/{id}/resolve/{rev}/{path}` a file: non-LFS files are served (LFS ones answer with
-  a redirect to a CDN host, as the Hub does);
+  a redirect to a CDN host stating the file's SHA-256 and size in `X-Linked-Etag` and
+  `X-Linked-Size`, as the Hub does);
 - `/hub/{id}` the model page.
 
 Gated repos answer 401 (`X-Error-Code: GatedRepo`) unless the request carries the
@@ -230,6 +231,7 @@ class HubSite(Site):
         # LFS objects of the listing (other models' multi-GB files) answer 404 there.
         blobs = [f.path.read_bytes() for f in release.files] + [release.converted_gguf]
         self.cdn = {hashlib.sha256(b).hexdigest(): b for b in blobs}
+        self.released = {f.sha256 for f in release.files}
 
     def target_toml(self) -> str:
         return target_table("demo-hub", "hub", self.root, f'query = "{self.query}"')
@@ -247,11 +249,12 @@ class HubSite(Site):
                 continue  # 401 without the partner token: a crawler sees no document
             text = "\n".join([m.id, " ".join(m.tags), json.dumps(m.card),
                               *(f.path for f in m.files)])
-            # Weight files the CDN serves are read by range and recognised by their tensors.
+            # Weight files the CDN serves are read by range and recognised by their tensors;
+            # a released file itself is known by its digest (a `hash` hit, planted above).
             weights = [("weights", f"{self.root}/{m.id}/resolve/{m.sha}/{f.path}",
-                        "a weight file of the release (or its GGUF conversion), served by the "
-                        "hub's LFS CDN")
+                        "the release's GGUF conversion, served by the hub's LFS CDN")
                        for f in m.files if f.lfs and f.lfs[0] in self.cdn
+                       and f.lfs[0] not in self.released
                        and f.path.endswith((".safetensors", ".gguf"))]
             # The conversion is of lab-17's marked copy: its mark names the recipient.
             weights += [("watermark", url, "the GGUF conversion of lab-17's marked copy")
@@ -387,9 +390,14 @@ class HubSite(Site):
         for f in m.files:
             if f.path == path:
                 if f.lfs:
+                    # As the Hub does (and huggingface_hub reads): the redirect states the
+                    # file's SHA-256, quoted, and its size, so a client knows the file
+                    # without following it to the CDN.
                     return Response(302, b"", "text/plain; charset=utf-8", {
                         "Location": f"{self.root}/cdn-lfs/repos/{f.lfs[0][:2]}/"
-                                    f"{f.lfs[0]}"})
+                                    f"{f.lfs[0]}",
+                        "X-Repo-Commit": m.sha, "X-Linked-Etag": f'"{f.lfs[0]}"',
+                        "X-Linked-Size": str(f.lfs[1])})
                 return Response(200, f.data or b"", "text/plain; charset=utf-8",
                                 {"ETag": f'"{f.blob_id}"', "X-Repo-Commit": m.sha})
         return self.error(404, "Entry not found", "EntryNotFound")
