@@ -82,12 +82,24 @@ def tar_bytes(members: dict[str, bytes], mode: str = "w", level: int = FAST_DEFL
 
 @pytest.fixture(scope="module")
 def minilm(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """The registry with MiniLM, and the bare file's scan to compare every wrapping with."""
-    db = tmp_path_factory.mktemp("nested") / "m.db"
+    """The registry with MiniLM, and the bare suspect's scan to compare every wrapping with.
+    The suspect differs from the registered file in its last byte (the low byte of one
+    float), so no wrapping is recognised by its digest: the tensors must be read through it."""
+    folder = tmp_path_factory.mktemp("nested")
+    db = folder / "m.db"
     cli(db, "register", str(lab.minilm_path()), "--model", "minilm")
-    bare = scan(db, str(lab.minilm_path()))
+    suspect = folder / "suspect.safetensors"
+    suspect.write_bytes(suspect_bytes())
+    bare = scan(db, str(suspect))
     assert (bare["verdict"], bare["model"]) == ("match", "minilm")
+    assert bare["tensors_compared"] > 0 and not bare.get("digest"), bare
     return db, bare
+
+
+def suspect_bytes() -> bytes:
+    data = bytearray(lab.minilm_path().read_bytes())
+    data[-1] ^= 1
+    return bytes(data)
 
 
 WRAPPINGS = {
@@ -112,13 +124,22 @@ def test_wrapped_minilm_scans_like_the_bare_file(minilm, tmp_path: Path, name: s
     db, bare = minilm
     wrap, budget, by_range = WRAPPINGS[name]
     path = tmp_path / name
-    path.write_bytes(wrap(lab.minilm_path().read_bytes()))
+    path.write_bytes(wrap(suspect_bytes()))
     row = scan(db, str(path), *(["--max-bytes", budget] if budget else []))
     assert (row["verdict"], row["model"], row["score"]) == (bare["verdict"], bare["model"],
                                                             bare["score"]), row
     assert row["tensors_compared"] == bare["tensors_compared"]
     if by_range:  # stored all the way down: rows read by range, not the file
         assert row["bytes_read"] < row["size"] / 100
+
+
+def test_a_byte_identical_copy_inside_a_wrapping_is_a_match(minilm, tmp_path: Path):
+    """The registered file itself in a zip: its member's digest, or else its tensors."""
+    db, _ = minilm
+    path = tmp_path / "release.zip"
+    path.write_bytes(zip_bytes({"minilm/model.safetensors": lab.minilm_path().read_bytes()}))
+    row = scan(db, str(path))
+    assert (row["verdict"], row["model"]) == ("match", "minilm"), row
 
 
 def test_wrapped_tensors_read_exactly_as_the_bare_file():
