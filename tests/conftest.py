@@ -71,14 +71,22 @@ def corner(canned: Canned) -> Corner:
     return canned.corner()
 
 
+# Logging as the session starts. Restored after every test, not a per-test snapshot: a
+# module-scoped fixture that runs the CLI in-process (registering a model once for a module)
+# configures logging before any per-test snapshot is taken, and would otherwise leave its
+# level filter in place for the rest of the session, hiding debug events from later tests'
+# capture_logs.
+_PRISTINE_HANDLERS = logging.getLogger().handlers[:]
+_PRISTINE_LEVEL = logging.getLogger().level
+_PRISTINE_STRUCTLOG = structlog.get_config()
+
+
 @pytest.fixture(autouse=True)
 def restore_logging():
     """The CLI points the root logger at the stream it was given (a CliRunner buffer in
     tests); put it back afterwards so later tests do not log into a closed buffer."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    config = structlog.get_config()
     yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.configure(**config)
+    root = logging.getLogger()
+    root.handlers[:] = _PRISTINE_HANDLERS
+    root.setLevel(_PRISTINE_LEVEL)
+    structlog.configure(**_PRISTINE_STRUCTLOG)

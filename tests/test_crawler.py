@@ -35,9 +35,12 @@ def forum(world, **kw) -> Target:
 
 
 def test_run_timeout_keeps_what_was_recorded(tmp_path, world):
-    world.delay = 0.4  # six requests: listing and topics
+    # Six requests (robots.txt, the listing, four topics) of 1 s each: the run times out
+    # after the first topic, with 1.5 s to spare for parsing and storing it even on a
+    # loaded machine (0.4 s and 1.5 s left too little: the first topic's parse was cut).
+    world.delay = 1.0
     try:
-        cfg = config(tmp_path, forum(world), run_timeout=1.5)
+        cfg = config(tmp_path, forum(world), run_timeout=4.5)
         with Store(cfg.database_path) as store:
             (result,) = asyncio.run(crawl_once(cfg, store, cfg.targets))
             assert result.status == "failed" and "timeout" in result.error
