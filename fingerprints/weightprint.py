@@ -89,6 +89,10 @@ _READ_BLOCK_BYTES = 32 << 20
 MAX_SLICE_BYTES = 8 << 20
 MIN_BODY_TENSORS = 2        # suspect tensors that must hit our body for a `match`
 
+# Integer and boolean tensors of these types are indices, shapes and masks, never weights
+# (quantised weights come as 8-bit types, which readers dequantise).
+_NOT_WEIGHTS = frozenset({"I64", "INT64", "I32", "INT32", "U64", "UINT64", "BOOL"})
+
 ROLE_BODY = "body"
 ROLE_EMBEDDING = "embedding"
 ROLE_TIED_HEAD = "tied_head"
@@ -448,7 +452,8 @@ def fingerprint_weights(reader: WeightReader, key: bytes, *, max_tensors: int = 
 
 def _printable(tensor: TensorInfo) -> bool:
     view = matrix_shape(tensor)
-    return (view is not None and MIN_ROWS <= view[0] <= MAX_SKETCH_ROWS
+    return (view is not None and tensor.dtype.upper() not in _NOT_WEIGHTS
+            and MIN_ROWS <= view[0] <= MAX_SKETCH_ROWS
             and view[1] >= MIN_COLUMNS)
 
 
@@ -727,7 +732,7 @@ def match_weights(reader: WeightReader, prints: Sequence[tuple[str, WeightPrint]
     names = {t.canonical for _, p in prints for t in p.tensors}
     views = {t.name: matrix_shape(t) for t in reader.tensors}
     matrices = [t for t in reader.tensors if views[t.name] is not None
-                and views[t.name][0] >= 1]  # type: ignore[index]
+                and t.dtype.upper() not in _NOT_WEIGHTS]
     plan = [t for t in matrices if views[t.name][1] in widths]  # type: ignore[index]
     # Tensors whose canonical name was fingerprinted first (names usually survive a
     # conversion, and a deep model has more matrices than a fingerprint keeps), then those
