@@ -629,9 +629,11 @@ def scan(state: State, locations: tuple[str, ...], models: tuple[str, ...],
     requests through the crawler's safe fetcher) with the registered tensor fingerprints,
     whatever their format, names, dtype or quantisation.
 
-    Prints per file the verdict (match, no_match, unknown_format, error), the model, the
-    score (fraction of sampled rows that matched), the false-match probability, the
-    tensors compared and the bytes read; for a model with marked copies, the watermark
+    Prints per file the verdict (match: our layer matrices found; related: only tensors
+    relatives share, such as embeddings; no_match; inconclusive: nothing could be
+    compared; unknown_format; error), the model, the score (share of the compared
+    matrices that are our layer matrices), the false-match probability, the tensors
+    compared and the bytes read; for a model with marked copies, the watermark
     test too. A sharded checkpoint is scanned through its `*.safetensors.index.json`.
     Exit 1 if a file could not be scanned.
     """
