@@ -751,7 +751,7 @@ def match_weights(reader: WeightReader, prints: Sequence[tuple[str, WeightPrint]
         rows, _, per = views[tensor.name]  # type: ignore[misc]
         run = min(rows_per_tensor, rows)
         cost = matrix_read_cost(tensor, run)
-        if per > 1 and cost > MAX_SLICE_BYTES * 2:
+        if per > 1 and tensor.row_nbytes > MAX_SLICE_BYTES:
             skipped.append(f"{tensor.name}: slices of {tensor.row_nbytes} bytes too large "
                            "to read for a few rows")
             continue
