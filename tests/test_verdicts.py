@@ -30,7 +30,7 @@ import weights_lab as lab
 from fingerprints.names import canonical_name
 from fingerprints.tensors import FileSource
 from fingerprints.weightprint import (ROLE_BODY, ROLE_EMBEDDING, ROLE_TIED_HEAD, MatchResult,
-                                      WeightPrint, describe, fingerprint_weights,
+                                      PrintError, WeightPrint, describe, fingerprint_weights,
                                       match_weights)
 from fingerprints.weights import open_weights
 from monitor.config import ScanSettings
@@ -116,6 +116,20 @@ def test_prints_of_version_1_get_roles_derived(registered: WeightPrint) -> None:
     old = WeightPrint.from_json(json.loads(json.dumps(doc)))
     assert [t.role for t in old.tensors] == [t.role for t in registered.tensors]
     assert all(t.column_sketch is None for t in old.tensors)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda t: t.update(role="owner"), "tensors[0]: unknown role 'owner'"),
+    (lambda t: t.update(column_sketch="AAAA"), "tensors[0]: array of 3 bytes"),
+    (lambda t: t.update(column_sketch=7), "tensors[0]: array is not base64 text"),
+])
+def test_a_tampered_role_or_column_sketch_is_one_line(registered: WeightPrint, change,
+                                                       message: str) -> None:
+    doc = json.loads(json.dumps(registered.as_json()))
+    change(doc["tensors"][0])
+    with pytest.raises(PrintError) as info:
+        WeightPrint.from_json(doc, "b.json")
+    assert str(info.value).startswith("b.json: " + message) and "\n" not in str(info.value)
 
 
 def test_store_keeps_roles_and_column_sketches(registered: WeightPrint, tmp_path: Path) -> None:
