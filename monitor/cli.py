@@ -723,7 +723,9 @@ def watermark_detect(state: State, locations: tuple[str, ...], models: tuple[str
     for report in reports:
         mark = report.attribution.as_dict() if report.attribution else {}
         outcome = (mark.get("outcome") or "unmarked_original" if report.verdict == "match"
-                   else "not_our_model" if report.verdict == "no_match" else report.verdict)
+                   # A relative shares embeddings, not our layers: not our model either.
+                   else "not_our_model" if report.verdict in ("no_match", "related")
+                   else report.verdict)
         rows.append({"location": report.location, "outcome": outcome,
                      "model": report.result.model if report.result else None,
                      **{k: mark.get(k) for k in ("recipient", "z", "bound", "runner_up",
