@@ -317,6 +317,28 @@ def _same_rows(a: TensorPrint, b: TensorPrint) -> bool:
     return float(cos.mean()) >= _SAME_ROWS
 
 
+def _fixed_basis(t: TensorPrint) -> bool:
+    """Whether a tensor's kept rows look like a fixed signal-processing basis rather than
+    learnt weights: windowed sinusoids (an STFT or DFT basis: each row's spectrum is a peak
+    a few bins wide) or mel-style filterbanks (non-negative rows, zero almost everywhere).
+    Rows must be long enough for a spectrum to say something (a learnt 5-tap kernel is
+    trivially concentrated)."""
+    rows = t.samples.astype(np.float64)
+    if rows.shape[0] < 4 or rows.shape[1] < 64:
+        return False
+    live = np.abs(rows).max(axis=1) > _EPS
+    if live.sum() < 4:
+        return False
+    rows = rows[live]
+    if (rows >= 0).all() and ((rows > 0).mean(axis=1) <= 0.25).all():
+        return True
+    power = np.abs(np.fft.rfft(rows - rows.mean(axis=1, keepdims=True), axis=1)) ** 2
+    peak = power.argmax(axis=1)
+    near = np.stack([np.take_along_axis(power, np.clip(peak + d, 0, power.shape[1] - 1)[:, None],
+                                        axis=1)[:, 0] for d in (-1, 0, 1)]).sum(axis=0)
+    return bool(np.mean(near / np.maximum(power.sum(axis=1), _EPS) >= 0.8) >= 0.75)
+
+
 def assign_roles(tensors: Sequence[TensorPrint]) -> None:
     """Give each tensor without a role one of ROLES, from its name, shape, position and
     content; names are often anonymised (`val_49_q`, `onnx::MatMul_470`), so they decide
@@ -328,7 +350,8 @@ def assign_roles(tensors: Sequence[TensorPrint]) -> None:
       names are heads.
     - A tensor holding the same rows as another (a tied output head) is a tied head (or,
       when neither is named, both are embeddings).
-    - A vocabulary-sized table (many more rows than columns) is an embedding.
+    - A vocabulary-sized table (many more rows than columns) is an embedding; one whose
+      rows are windowed sinusoids or sparse non-negative filters is a fixed basis.
     - Of the rest, matrices whose shape (either way round) repeats, as per-layer matrices
       do, and tensors stored with more than two dimensions (conv, recurrent) are body;
       a lone shape (a position table, a projection head) is a head. If that leaves no body
@@ -358,6 +381,8 @@ def assign_roles(tensors: Sequence[TensorPrint]) -> None:
     for t in tensors:
         if not t.role and _vocabulary_sized(t.shape):
             t.role = ROLE_EMBEDDING
+        elif not t.role and _fixed_basis(t):
+            t.role = ROLE_BASIS
     unnamed = [t for t in tensors if not t.role]
     shapes = Counter(tuple(sorted(t.shape)) for t in tensors
                      if t.role in ("", ROLE_BODY))

@@ -29,9 +29,9 @@ import pytest
 import weights_lab as lab
 from fingerprints.names import canonical_name
 from fingerprints.tensors import FileSource
-from fingerprints.weightprint import (ROLE_BODY, ROLE_EMBEDDING, ROLE_TIED_HEAD, MatchResult,
-                                      PrintError, WeightPrint, describe, fingerprint_weights,
-                                      match_weights)
+from fingerprints.weightprint import (ROLE_BASIS, ROLE_BODY, ROLE_EMBEDDING, ROLE_TIED_HEAD,
+                                      MatchResult, PrintError, WeightPrint, describe,
+                                      fingerprint_weights, match_weights)
 from fingerprints.weights import open_weights
 from monitor.config import ScanSettings
 from monitor.fetch import Fetcher
@@ -183,6 +183,36 @@ def test_generated_sibling_is_related_not_a_match(minilm: Tensors, registered: W
     assert all(f["role"] != ROLE_BODY for f in result.found())
     line = describe(result)
     assert "shares" in line and "token_embd" in line and "36 layer matrices" in line
+
+
+def test_audio_sibling_sharing_only_fixed_bases_is_related(tmp_path: Path) -> None:
+    """Audio models share fixed bases (an STFT basis as a conv1d kernel, a mel filterbank),
+    identical across unrelated models. Nameless, they are told from learnt layers by their
+    content, and a file that shares only them is `related`, not a copy."""
+    n_fft, rng = 256, np.random.default_rng(51)
+    k, f = np.arange(n_fft), np.arange(n_fft // 2 + 1)[:, None]
+    window = np.hanning(n_fft)
+    stft = np.concatenate([np.cos(2 * np.pi * f * k / n_fft) * window,
+                           np.sin(2 * np.pi * f * k / n_fft) * window])[:, None, :]
+    mel = np.zeros((64, n_fft // 2 + 1))
+    for i in range(64):
+        mel[i, i:i + 5] = [0.25, 0.5, 1.0, 0.5, 0.25]
+    ours = {"t0": stft.astype(np.float32), "t1": mel.astype(np.float32)}
+    for i in range(3):
+        ours[f"t{2 + i}"] = rng.standard_normal((256, 128)).astype(np.float32)
+        ours[f"t{5 + i}"] = rng.standard_normal((128, 256)).astype(np.float32)
+    path = lab.write_safetensors(tmp_path / "ours.safetensors", ours)
+    with FileSource(path) as source:
+        print_ = fingerprint_weights(open_weights(source), KEY)
+    roles = {t.name: t.role for t in print_.tensors}
+    assert roles == {"t0": ROLE_BASIS, "t1": ROLE_BASIS,
+                     **{f"t{i}": ROLE_BODY for i in range(2, 8)}}
+    theirs = {n: (a if n in ("t0", "t1") else rng.standard_normal(a.shape).astype(np.float32))
+              for n, a in ours.items()}
+    result, _ = scan(lab.write_safetensors(tmp_path / "theirs.safetensors", theirs), print_)
+    assert (result.verdict, result.shared_found) == ("related", ["t0", "t1"]), result.as_dict()
+    copy, _ = scan(path, print_)
+    assert copy.verdict == "match"
 
 
 def real_sibling_path() -> Path:
