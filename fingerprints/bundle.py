@@ -7,14 +7,14 @@ registry only: model names, each released file's name, size and digests, and the
 imported from checksum lists, magnets and hub records. It never carries a path on the
 release machine, the weights, or any secret.
 
-Format, version 2
+Format, version 3
 -----------------
 
 A gzip-compressed UTF-8 JSON object (an uncompressed JSON file is read too)::
 
     {
       "format": "weightwatch-fingerprints",
-      "version": 2,
+      "version": 3,
       "created_at": "2024-05-01T12:00:00+00:00",        # ISO 8601
       "generator": "weightwatch 0.1.0",
       "models": [{"name": "heron-7b"}],
@@ -57,7 +57,9 @@ already in the registry are skipped, so importing the same bundle twice adds not
 Version 2 added `weight_prints`, the tensor fingerprints (row sketches, keyed sample rows
 and statistics: what recognises converted and quantised copies; the key in them chooses
 projections and rows, and is not a secret that marks or signs anything); version 1
-bundles, which have none, are still read. Watermark verification data will come under a
+bundles, which have none, are still read. Version 3 carries version-2 tensor fingerprints
+(each tensor's role and a sketch of its columns, for copies stored transposed); version 2
+bundles' prints are still read, their roles derived on import. Watermark verification data will come under a
 new version number, never a master secret.
 """
 
@@ -81,8 +83,8 @@ from fingerprints.weightprint import PrintError, WeightPrint
 
 
 FORMAT = "weightwatch-fingerprints"
-VERSION = 2
-READS = (1, 2)
+VERSION = 3
+READS = (1, 2, 3)
 MAX_BUNDLE_SIZE = 256 * 2**20
 # JSON values in a bundle: an indicator is ~10, a fingerprinted file ~2,000 (64 tensors of
 # ~35), so 2^22 holds hundreds of thousands of indicators or thousands of files, and a

@@ -26,8 +26,27 @@ fingerprint is built from rows, and matching relies on neither names nor order:
   P(Bin(M, ROW_ALPHA) >= k), times the number of models tried.
 
 Exact copies give cosines of 1, Q4_0 about 0.99, noise of 5% of a tensor's spread about
-0.999; an unrelated row about 0.2 at most. The score is the fraction of sampled rows that
-hit; matched copies sit near 1, unrelated models at 0.
+0.999; an unrelated row about 0.2 at most.
+
+Verdicts mean what they say (issue 14). Models that share an ancestor keep its token,
+position and type embeddings while every layer matrix differs, so each fingerprinted
+tensor has a *role* (`assign_roles`): `body` for the per-layer matrices (attention, MLP,
+convolution, recurrent) and a shared role for what relatives share (embeddings, tied
+output heads, fixed signal-processing bases, other heads). `match` needs the body: hits on
+our body matrices alone must reach the false-match bound, in at least two suspect tensors.
+A suspect whose hits fall only on shared tensors is `related`; a scan that could compare
+nothing is `inconclusive` with the reason, never `no_match`. The score is the share of the
+compared suspect matrices (those explained by a shared tensor left out) that are our body
+matrices.
+
+Layout does not matter either: besides the sketch of its rows, each tensor keeps a sketch
+of its *columns* (centred over rows, projected the same way), so a suspect matrix stored
+transposed ([in, out], as ONNX and TF exports store linear weights) is read by row runs
+like any other and its rows, our columns, find their counterparts. Tensors of more than
+two dimensions are seen as matrices (`matrix_shape`): conv kernels [out, in, k...] as
+[out, in*k...], stacked ones whose first axis is short (recurrent [directions, gates*hidden,
+in]) as [directions*gates*hidden, in]; rows are compared one by one, so gate blocks in
+another order (ONNX GRU z,r,h against PyTorch r,z,n) match all the same.
 """
 
 from __future__ import annotations
@@ -35,6 +54,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +69,8 @@ from fingerprints.tensors import TensorInfo, WeightFileError, WeightReader
 __all__ = ["DEFAULT_MAX_FALSE_MATCH", "MatchResult", "PrintError", "TensorPrint",
            "WeightPrint", "fingerprint_weights", "match_weights", "new_key"]
 
-PRINT_VERSION = 1
+PRINT_VERSION = 2           # 2: roles and column sketches; version 1 is still read
+READS_VERSIONS = (1, 2)
 SKETCH_DIMS = 32
 SAMPLE_ROWS = 16            # whole rows kept per tensor
 MAX_TENSORS = 64            # tensors fingerprinted per file
@@ -63,6 +84,21 @@ DECOYS_PER_TENSOR = 4
 # GGUF architectures whose query and key rows llama.cpp permutes (LlamaModel.permute).
 _PERMUTED_ARCHS = {"llama", "mistral", "granite", "granitemoe", "deci"}
 _READ_BLOCK_BYTES = 32 << 20
+# A stacked tensor (short first axis) is read a whole slice at a time at scan time; a slice
+# larger than this is left out rather than fetched for 8 of its rows.
+MAX_SLICE_BYTES = 8 << 20
+MIN_BODY_TENSORS = 2        # suspect tensors that must hit our body for a `match`
+
+# Integer and boolean tensors of these types are indices, shapes and masks, never weights
+# (quantised weights come as 8-bit types, which readers dequantise).
+_NOT_WEIGHTS = frozenset({"I64", "INT64", "I32", "INT32", "U64", "UINT64", "BOOL"})
+
+ROLE_BODY = "body"
+ROLE_EMBEDDING = "embedding"
+ROLE_TIED_HEAD = "tied_head"
+ROLE_BASIS = "basis"
+ROLE_HEAD = "head"
+ROLES = (ROLE_BODY, ROLE_EMBEDDING, ROLE_TIED_HEAD, ROLE_BASIS, ROLE_HEAD)
 _EPS = 1e-12
 
 
@@ -108,10 +144,15 @@ def sketch(rows: np.ndarray, key: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class TensorPrint:
-    """One fingerprinted 2-D tensor. Rows of a LLaMA-family GGUF's query and key matrices
-    are put back in Hugging Face order (llama.cpp's permutation undone), so their row
-    numbers mean the same as the hub checkpoint's. Meta's .pth files store the same
-    interleaved order as GGUF but carry no head count, so theirs are kept as stored."""
+    """One fingerprinted tensor, seen as a matrix (`matrix_shape`). Rows of a LLaMA-family
+    GGUF's query and key matrices are put back in Hugging Face order (llama.cpp's
+    permutation undone), so their row numbers mean the same as the hub checkpoint's. Meta's
+    .pth files store the same interleaved order as GGUF but carry no head count, so theirs
+    are kept as stored.
+
+    `column_sketch` (columns, SKETCH_DIMS) sketches the columns the way rows are sketched,
+    for suspects that store the matrix transposed; None in version-1 prints and for
+    matrices too short or too wide for it. `role` is one of ROLES (`assign_roles`)."""
 
     name: str
     canonical: str
@@ -121,10 +162,16 @@ class TensorPrint:
     sample_index: np.ndarray        # (k,) int64 row numbers
     samples: np.ndarray             # (k, columns) float32: those rows
     stats: dict[str, Any] = field(default_factory=dict)
+    role: str = ""
+    column_sketch: np.ndarray | None = None
 
     @property
     def columns(self) -> int:
         return self.shape[1]
+
+    @property
+    def is_body(self) -> bool:
+        return self.role == ROLE_BODY
 
 
 @dataclass
@@ -136,24 +183,33 @@ class WeightPrint:
     null_dims: float = float(SKETCH_DIMS)
     version: int = PRINT_VERSION
 
+    def __post_init__(self) -> None:
+        # Prints stored before roles existed (or a role lost on the way) get them derived.
+        if any(t.role not in ROLES for t in self.tensors):
+            assign_roles(self.tensors)
+
     def as_json(self) -> dict[str, Any]:
         """A JSON-safe dict (arrays base64, little-endian), for bundles."""
         return {"version": self.version, "key": self.key.hex(), "null_dims": self.null_dims,
                 "tensors": [{
                     "name": t.name, "canonical": t.canonical, "shape": list(t.shape),
-                    "dtype": t.dtype, "stats": t.stats,
+                    "dtype": t.dtype, "stats": t.stats, "role": t.role,
                     "sketch": _b64(t.sketch.astype("<f2")),
+                    "column_sketch": (None if t.column_sketch is None
+                                      else _b64(t.column_sketch.astype("<f2"))),
                     "sample_index": [int(i) for i in t.sample_index],
                     "samples": _b64(t.samples.astype("<f4"))} for t in self.tensors]}
 
     @classmethod
     def from_json(cls, doc: Any, where: str = "fingerprint") -> "WeightPrint":
-        """Parse and check `as_json` output; PrintError naming the place otherwise."""
+        """Parse and check `as_json` output (version 1 or 2); PrintError naming the place
+        otherwise."""
         def fail(message: str) -> PrintError:
             return PrintError(f"{where}: {message}")
 
-        if not isinstance(doc, dict) or doc.get("version") != PRINT_VERSION:
-            raise fail(f"not a version-{PRINT_VERSION} tensor fingerprint")
+        if not isinstance(doc, dict) or doc.get("version") not in READS_VERSIONS:
+            raise fail("not a version-" + " or ".join(map(str, READS_VERSIONS))
+                       + " tensor fingerprint")
         try:
             key = bytes.fromhex(doc["key"])
             null_dims = float(doc["null_dims"])
@@ -161,17 +217,24 @@ class WeightPrint:
             for i, t in enumerate(doc["tensors"]):
                 rows, cols = (int(v) for v in t["shape"])
                 index = np.asarray(t["sample_index"], dtype=np.int64)
+                role = t.get("role", "")
+                if role not in ("", *ROLES):
+                    raise fail(f"tensors[{i}]: unknown role {str(role)[:40]!r}")
+                columns = t.get("column_sketch")
                 tensors.append(TensorPrint(
                     name=str(t["name"]), canonical=str(t["canonical"]), shape=(rows, cols),
-                    dtype=str(t["dtype"]), stats=dict(t["stats"]),
+                    dtype=str(t["dtype"]), stats=dict(t["stats"]), role=role,
                     sketch=_unb64(t["sketch"], "<f2", (rows, SKETCH_DIMS), fail, f"tensors[{i}]"),
+                    column_sketch=None if columns is None else _unb64(
+                        columns, "<f2", (cols, SKETCH_DIMS), fail, f"tensors[{i}]"),
                     sample_index=index,
                     samples=_unb64(t["samples"], "<f4", (index.size, cols), fail, f"tensors[{i}]")))
         except PrintError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise fail(f"malformed ({type(exc).__name__}: {exc})") from None
-        return cls(key=key, tensors=tensors, null_dims=null_dims).checked(where)
+        return cls(key=key, tensors=tensors, null_dims=null_dims,
+                   version=int(doc["version"])).checked(where)
 
     def checked(self, where: str = "fingerprint") -> "WeightPrint":
         """Self after checking that sizes and numbers hold together (PrintError if not)."""
@@ -185,15 +248,25 @@ class WeightPrint:
                 raise PrintError(f"{where}: {t.name}: shape {list(t.shape)} out of range")
             if t.sketch.shape != (rows, SKETCH_DIMS) or t.samples.shape[1:] != (cols,):
                 raise PrintError(f"{where}: {t.name}: arrays do not fit shape {list(t.shape)}")
+            if t.column_sketch is not None and t.column_sketch.shape != (cols, SKETCH_DIMS):
+                raise PrintError(f"{where}: {t.name}: column sketch does not fit shape "
+                                 f"{list(t.shape)}")
             if t.sample_index.size and (t.sample_index.min() < 0 or t.sample_index.max() >= rows):
                 raise PrintError(f"{where}: {t.name}: sample row outside 0..{rows - 1}")
-            if not (np.isfinite(t.sketch).all() and np.isfinite(t.samples).all()):
+            if not (np.isfinite(t.sketch).all() and np.isfinite(t.samples).all()
+                    and (t.column_sketch is None or np.isfinite(t.column_sketch).all())):
                 raise PrintError(f"{where}: {t.name}: non-finite values")
         return self
 
     @property
     def nbytes(self) -> int:
-        return sum(t.sketch.nbytes + t.samples.nbytes for t in self.tensors)
+        return sum(t.sketch.nbytes + t.samples.nbytes
+                   + (0 if t.column_sketch is None else t.column_sketch.nbytes)
+                   for t in self.tensors)
+
+    @property
+    def body(self) -> list[TensorPrint]:
+        return [t for t in self.tensors if t.is_body]
 
     @cached_property
     def groups(self) -> dict[int, "_Group"]:
@@ -215,6 +288,158 @@ def _unb64(text: Any, dtype: str, shape: tuple[int, int], fail: Callable[[str], 
         raise fail(f"{where}: array of {len(raw)} bytes, shape {list(shape)} needs {want}")
     return np.frombuffer(raw, dtype=dtype).reshape(shape).astype(
         np.float16 if dtype == "<f2" else np.float32)
+
+
+# -- roles ----------------------------------------------------------------------------------
+
+_LAYER_NAME = re.compile(r"^blk\.\d+\.")
+_EMBEDDING_NAME = re.compile(r"(^|[._/])(token_embd|position_embd|token_types|wte|wpe|"
+                             r"[a-z_]*embed[a-z_]*)([._/]|$)", re.I)
+_BASIS_NAME = re.compile(r"stft|istft|mel|filterbank|fbank|window|dft|fourier|basis", re.I)
+_HEAD_NAME = re.compile(r"(^|[._/])(output|lm_head|pooler|classifier|cls|head|score)"
+                        r"([._/]|$)", re.I)
+_SAME_ROWS = 0.999          # mean cosine of sketches above which two tensors hold one matrix
+
+
+def _vocabulary_sized(shape: tuple[int, int]) -> bool:
+    """A lookup table's shape: far more rows than columns, and many of them."""
+    rows, cols = shape
+    return rows >= 4096 and rows >= 6 * cols
+
+
+def _same_rows(a: TensorPrint, b: TensorPrint) -> bool:
+    """Whether two tensors hold the same rows (a tied output head and its embedding):
+    their sketches, row by row, nearly equal."""
+    if a.shape != b.shape:
+        return False
+    n = min(a.shape[0], 256)
+    cos = np.einsum("ij,ij->i", a.sketch[:n].astype(np.float32), b.sketch[:n].astype(np.float32))
+    return float(cos.mean()) >= _SAME_ROWS
+
+
+def _fixed_basis(t: TensorPrint) -> bool:
+    """Whether a tensor's kept rows look like a fixed signal-processing basis rather than
+    learnt weights: windowed sinusoids (an STFT or DFT basis: each row's spectrum is a peak
+    a few bins wide) or mel-style filterbanks (non-negative rows, zero almost everywhere).
+    Rows must be long enough for a spectrum to say something (a learnt 5-tap kernel is
+    trivially concentrated)."""
+    rows = t.samples.astype(np.float64)
+    if rows.shape[0] < 4 or rows.shape[1] < 64:
+        return False
+    live = np.abs(rows).max(axis=1) > _EPS
+    if live.sum() < 4:
+        return False
+    rows = rows[live]
+    if (rows >= 0).all() and ((rows > 0).mean(axis=1) <= 0.25).all():
+        return True
+    power = np.abs(np.fft.rfft(rows - rows.mean(axis=1, keepdims=True), axis=1)) ** 2
+    peak = power.argmax(axis=1)
+    near = np.stack([np.take_along_axis(power, np.clip(peak + d, 0, power.shape[1] - 1)[:, None],
+                                        axis=1)[:, 0] for d in (-1, 0, 1)]).sum(axis=0)
+    return bool(np.mean(near / np.maximum(power.sum(axis=1), _EPS) >= 0.8) >= 0.75)
+
+
+def assign_roles(tensors: Sequence[TensorPrint]) -> None:
+    """Give each tensor without a role one of ROLES, from its name, shape, position and
+    content; names are often anonymised (`val_49_q`, `onnx::MatMul_470`), so they decide
+    only when they are explicit:
+
+    - llama.cpp-canonical per-layer names (`blk.N.*`) are body; embedding names
+      (token/position/type embeddings) are embeddings; names of fixed signal-processing
+      bases (STFT, mel filterbanks, windows) are bases; output, pooler and classifier
+      names are heads.
+    - A tensor holding the same rows as another (a tied output head) is a tied head (or,
+      when neither is named, both are embeddings).
+    - A vocabulary-sized table (many more rows than columns) is an embedding; one whose
+      rows are windowed sinusoids or sparse non-negative filters is a fixed basis.
+    - Of the rest, matrices whose shape (either way round) repeats, as per-layer matrices
+      do, and tensors stored with more than two dimensions (conv, recurrent) are body;
+      a lone shape (a position table, a projection head) is a head. If that leaves no body
+      at all (a one-layer model), every unnamed matrix is body.
+    """
+    pending = [t for t in tensors if t.role not in ROLES]
+    for t in pending:
+        base = t.canonical.rsplit(".", 1)[0] if t.canonical.endswith((".weight", ".bias")) \
+            else t.canonical
+        if _BASIS_NAME.search(t.name):
+            t.role = ROLE_BASIS
+        elif _LAYER_NAME.match(t.canonical):
+            t.role = ROLE_BODY
+        elif _EMBEDDING_NAME.search(base):
+            t.role = ROLE_EMBEDDING
+        elif _HEAD_NAME.search(base):
+            t.role = ROLE_HEAD
+    for i, t in enumerate(tensors):
+        for other in tensors[:i]:
+            if ROLE_BODY in (t.role, other.role) or not _same_rows(t, other):
+                continue
+            # The named head (or the later one) is the tie; the table stays an embedding.
+            table, tied = (t, other) if other.role == ROLE_HEAD else (other, t)
+            table.role = table.role if table.role in (ROLE_EMBEDDING, ROLE_BASIS) \
+                else ROLE_EMBEDDING
+            tied.role = ROLE_TIED_HEAD if tied.role != ROLE_BASIS else tied.role
+    for t in tensors:
+        if not t.role and _vocabulary_sized(t.shape):
+            t.role = ROLE_EMBEDDING
+        elif not t.role and _fixed_basis(t):
+            t.role = ROLE_BASIS
+    unnamed = [t for t in tensors if not t.role]
+    shapes = Counter(tuple(sorted(t.shape)) for t in tensors
+                     if t.role in ("", ROLE_BODY))
+    for t in unnamed:
+        stacked = len(t.stats.get("stored_shape", t.shape)) > 2
+        t.role = ROLE_BODY if stacked or shapes[tuple(sorted(t.shape))] >= 2 else ROLE_HEAD
+    if unnamed and not any(t.is_body for t in tensors):
+        for t in unnamed:
+            t.role = ROLE_BODY
+
+
+# -- tensors as matrices --------------------------------------------------------------------
+
+
+def matrix_shape(tensor: TensorInfo) -> tuple[int, int, int] | None:
+    """How a tensor is seen as a matrix: (rows, columns, rows per stored slice), or None
+    for a vector or a scalar. A 2-D tensor is itself (one row per slice). A tensor of more
+    dimensions whose first axis is long enough is a bank of kernels, [out, in, k...] seen
+    as [out, in*k...] (one row per slice, read as it is stored). One whose first axis is
+    short (recurrent [directions, gates*hidden, in], stacked layers) is its matrices
+    stacked, [directions*gates*hidden, in]: the reader hands out whole slices along the
+    first axis, so rows are cut out of those."""
+    shape = tensor.shape
+    if len(shape) < 2:
+        return None
+    if len(shape) == 2 or shape[0] >= MIN_ROWS:
+        return shape[0], tensor.columns, 1
+    per = math.prod(shape[1:-1])
+    return shape[0] * per, shape[-1], per
+
+
+def read_matrix_rows(reader: WeightReader, tensor: TensorInfo, rows: np.ndarray | range
+                     ) -> np.ndarray:
+    """Rows of `tensor` seen as `matrix_shape` says, as float32 (len(rows), columns)."""
+    view = matrix_shape(tensor)
+    if view is None:
+        raise WeightFileError(f"{tensor.name}: not a matrix")
+    _, columns, per = view
+    index = np.asarray(rows, dtype=np.int64)
+    if per == 1:
+        return reader.read_rows(tensor, index)
+    slices = np.unique(index // per)
+    data = reader.read_rows(tensor, slices).reshape(slices.size * per, columns)
+    place = np.searchsorted(slices, index // per) * per + index % per
+    return data[place]
+
+
+def matrix_read_cost(tensor: TensorInfo, rows: int) -> int:
+    """Bytes a run of `rows` consecutive matrix rows costs at most (whole slices for a
+    stacked tensor, and a run may straddle two)."""
+    view = matrix_shape(tensor)
+    if view is None:
+        return 0
+    per = view[2]
+    if per == 1:
+        return rows * tensor.row_nbytes
+    return min(tensor.shape[0], -(-rows // per) + 1) * tensor.row_nbytes
 
 
 # -- register time --------------------------------------------------------------------------
@@ -239,19 +464,22 @@ def fingerprint_weights(reader: WeightReader, key: bytes, *, max_tensors: int = 
     prints, done = [], 0
     for tensor in eligible:
         canonical = canonical_name(tensor.name)
-        order = _canonical_order(tensor, canonical, arch, heads)
+        order = _canonical_order(tensor, canonical, arch, heads) if tensor.is_matrix else None
         prints.append(_print_tensor(reader, tensor, canonical, key, order))
         done += tensor.nbytes
         if progress is not None:
             progress(done)
+    assign_roles(prints)
     result = WeightPrint(key=key, tensors=prints)
     result.null_dims = measure_null_dims(result)
     return result
 
 
 def _printable(tensor: TensorInfo) -> bool:
-    return (tensor.is_matrix and MIN_ROWS <= tensor.rows <= MAX_SKETCH_ROWS
-            and tensor.columns >= MIN_COLUMNS)
+    view = matrix_shape(tensor)
+    return (view is not None and tensor.dtype.upper() not in _NOT_WEIGHTS
+            and MIN_ROWS <= view[0] <= MAX_SKETCH_ROWS
+            and view[1] >= MIN_COLUMNS)
 
 
 def _permutation_info(reader: WeightReader) -> tuple[str | None, tuple[int | None, int | None]]:
@@ -284,36 +512,55 @@ def _canonical_order(tensor: TensorInfo, canonical: str, arch: str | None,
 
 def _print_tensor(reader: WeightReader, tensor: TensorInfo, canonical: str, key: bytes,
                   order: np.ndarray | None) -> TensorPrint:
-    rows, cols = tensor.shape
-    block = max(1, _READ_BLOCK_BYTES // (cols * 4))
+    rows, cols, per = matrix_shape(tensor)  # type: ignore[misc]  (_printable checked it)
+    block = max(per, (_READ_BLOCK_BYTES // (cols * 4)) // per * per)
     sketches = np.zeros((rows, SKETCH_DIMS), dtype=np.float32)
     norms = np.zeros(rows, dtype=np.float64)
+    # Columns are sketched like rows, in the basis of `rows` dimensions: their projections
+    # add up block by block, and centring (the column means) is taken out at the end.
+    with_columns = MIN_COLUMNS <= rows and cols <= MAX_SKETCH_ROWS
+    down = projection(key, rows) if with_columns else None
+    column_proj = np.zeros((cols, SKETCH_DIMS), dtype=np.float64)
+    column_sums = np.zeros(cols, dtype=np.float64)
     # Raw moments in float64 are enough for statistics reported to a few digits.
     moments = np.zeros(4, dtype=np.float64)
     absmax = 0.0
     # A keyed run of consecutive rows: a remote reader fetches it in one range request.
-    rng = np.random.default_rng(_seed(key, "sample", canonical, tensor.shape))
+    rng = np.random.default_rng(_seed(key, "sample", canonical, (rows, cols)))
     count = min(SAMPLE_ROWS, rows)
     sample_index = int(rng.integers(0, rows - count + 1)) + np.arange(count)
     samples = np.zeros((sample_index.size, cols), dtype=np.float32)
     for start in range(0, rows, block):
         stop = min(rows, start + block)
         wanted = np.arange(start, stop) if order is None else order[start:stop]
-        data = reader.read_rows(tensor, wanted)
+        data = read_matrix_rows(reader, tensor, wanted)
         if not np.isfinite(data).all():
             raise WeightFileError(f"{tensor.name}: non-finite values in rows {start}..{stop - 1}")
         sketches[start:stop] = sketch(data, key)[0]
         norms[start:stop] = np.linalg.norm(data, axis=1)
+        if down is not None:
+            column_proj += data.T.astype(np.float64) @ down[start:stop]
+            column_sums += data.sum(axis=0, dtype=np.float64)
         flat = data.astype(np.float64).ravel()
         squares = flat * flat
         moments += [flat.sum(), squares.sum(), np.dot(squares, flat), np.dot(squares, squares)]
         absmax = max(absmax, float(np.abs(flat).max(initial=0.0)))
         inside = (sample_index >= start) & (sample_index < stop)
         samples[inside] = data[sample_index[inside] - start]
+    stats = _stats(moments, rows * cols, absmax, norms)
+    if len(tensor.shape) != 2:
+        stats["stored_shape"] = list(tensor.shape)
     return TensorPrint(name=tensor.name, canonical=canonical, shape=(rows, cols),
                        dtype=tensor.dtype, sketch=sketches.astype(np.float16),
-                       sample_index=sample_index, samples=samples,
-                       stats=_stats(moments, rows * cols, absmax, norms))
+                       sample_index=sample_index, samples=samples, stats=stats,
+                       column_sketch=None if down is None else _unit_rows(
+                           column_proj - np.outer(column_sums / rows, down.sum(axis=0))))
+
+
+def _unit_rows(projected: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(projected, axis=1, keepdims=True)
+    out = np.where(norms > _EPS, projected / np.maximum(norms, _EPS), 0.0)
+    return out.astype(np.float16)
 
 
 def _stats(moments: np.ndarray, n: int, absmax: float, norms: np.ndarray) -> dict[str, Any]:
@@ -354,23 +601,29 @@ def measure_null_dims(print_: WeightPrint) -> float:
 
 @dataclass
 class _Group:
-    """Every sketched row of one width in one fingerprint, stacked: candidates for a row."""
+    """Every sketched vector of one width in one fingerprint, stacked: candidates for a
+    suspect row. Our rows, and our columns (`transposed`) of tensors whose row count is
+    this width."""
 
     sketch: np.ndarray                 # (n, SKETCH_DIMS) float32
     owner: np.ndarray                  # (n,) index into the tensor list
+    transposed: np.ndarray             # (n,) bool: a column of ours, not a row
     tensors: list[TensorPrint]
 
 
 def _groups(print_: WeightPrint) -> dict[int, _Group]:
-    by_width: dict[int, list[TensorPrint]] = {}
-    for tensor in print_.tensors:
-        by_width.setdefault(tensor.columns, []).append(tensor)
+    parts: dict[int, list[tuple[np.ndarray, int, bool]]] = {}
+    for i, tensor in enumerate(print_.tensors):
+        parts.setdefault(tensor.columns, []).append((tensor.sketch, i, False))
+        if tensor.column_sketch is not None:
+            parts.setdefault(tensor.shape[0], []).append((tensor.column_sketch, i, True))
     out = {}
-    for width, tensors in by_width.items():
+    for width, items in parts.items():
         out[width] = _Group(
-            sketch=np.concatenate([t.sketch for t in tensors]).astype(np.float32),
-            owner=np.concatenate([np.full(t.shape[0], i) for i, t in enumerate(tensors)]),
-            tensors=tensors)
+            sketch=np.concatenate([a for a, _, _ in items]).astype(np.float32),
+            owner=np.concatenate([np.full(a.shape[0], i) for a, i, _ in items]),
+            transposed=np.concatenate([np.full(a.shape[0], t) for a, _, t in items]),
+            tensors=print_.tensors)
     return out
 
 
@@ -386,12 +639,32 @@ class TensorPair:
     model: str | None = None
     ours: str | None = None            # canonical name of our tensor
     similarity: float | None = None    # median cosine of its matched rows
+    role: str | None = None            # our tensor's role
+    transposed: bool = False           # their rows are our columns
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"suspect": self.suspect, "shape": list(self.shape), "dtype": self.dtype,
+                "rows_compared": self.rows_compared, "rows_matched": self.rows_matched,
+                "model": self.model, "ours": self.ours, "role": self.role,
+                "transposed": self.transposed,
+                "similarity": None if self.similarity is None else round(self.similarity, 4)}
+
+
+VERDICT_MATCH, VERDICT_RELATED, VERDICT_NO_MATCH, VERDICT_INCONCLUSIVE = (
+    "match", "related", "no_match", "inconclusive")
 
 
 @dataclass
 class MatchResult:
-    """A scan's verdict: `match` or `no_match` (`unknown_format` is the caller's, when the
-    file cannot be opened as weights at all)."""
+    """A scan's verdict: `match` (our body matrices found), `related` (only tensors that
+    relatives share found), `no_match` (tensors compared, none ours) or `inconclusive`
+    (nothing could be compared; `reason` says why). `unknown_format` is the caller's, when
+    the file cannot be opened as weights at all.
+
+    `score` is the share of compared suspect matrices, those explained by one of our
+    shared tensors left out, that are our body matrices. The false-match probability is
+    the one the verdict rests on: of the body hits for `match`, of the shared hits for
+    `related`, of all hits otherwise."""
 
     verdict: str
     model: str | None
@@ -406,21 +679,45 @@ class MatchResult:
     pairs: list[TensorPair] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     budget_exhausted: bool = False
+    reason: str | None = None
+    related_to: str | None = None       # the model a `related` suspect shares tensors with
+    body_total: int = 0                 # our body matrices (of `model` or `related_to`)
+    body_found: list[str] = field(default_factory=list)
+    shared_found: list[str] = field(default_factory=list)
+    body_not_found: list[str] = field(default_factory=list)
+    log10_body: float = 0.0
+    log10_shared: float = 0.0
+
+    @property
+    def evidence_model(self) -> str | None:
+        return self.model or self.related_to
+
+    def found(self) -> list[dict[str, Any]]:
+        """Which of our tensors were found: by role, transposed or not, in which tensor."""
+        return [{"ours": p.ours, "role": p.role, "suspect": p.suspect,
+                 "transposed": p.transposed, "rows": f"{p.rows_matched}/{p.rows_compared}",
+                 "similarity": None if p.similarity is None else round(p.similarity, 4)}
+                for p in self.pairs
+                if p.rows_matched and p.model == self.evidence_model and p.ours]
 
     def as_dict(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "model": self.model, "score": round(self.score, 4),
                 "false_match_probability": self.false_match_probability,
                 "log10_false_match": round(self.log10_false_match, 2),
+                "reason": self.reason, "related_to": self.related_to,
                 "rows_compared": self.rows_compared, "rows_matched": self.rows_matched,
                 "tensors_compared": self.tensors_compared,
                 "tensors_matched": self.tensors_matched,
                 "similarity": None if self.similarity is None else round(self.similarity, 4),
                 "budget_exhausted": self.budget_exhausted,
-                "pairs": [{"suspect": p.suspect, "shape": list(p.shape), "dtype": p.dtype,
-                           "rows_compared": p.rows_compared, "rows_matched": p.rows_matched,
-                           "model": p.model, "ours": p.ours,
-                           "similarity": None if p.similarity is None else round(p.similarity, 4)}
-                          for p in self.pairs],
+                "body_total": self.body_total,
+                "found": self.found(),
+                "body_found": self.body_found, "shared_found": self.shared_found,
+                "body_not_found": self.body_not_found,
+                "compared_not_found": [p.suspect for p in self.pairs if not p.rows_matched],
+                "log10_false_match_body": round(self.log10_body, 2),
+                "log10_false_match_shared": round(self.log10_shared, 2),
+                "pairs": [p.as_dict() for p in self.pairs],
                 "skipped": self.skipped}
 
 
@@ -430,6 +727,12 @@ class _Row:
     model: str | None
     cosine: float
     ours: str | None
+    role: str | None = None
+    transposed: bool = False
+
+    @property
+    def hit(self) -> bool:
+        return self.model is not None and self.log_p <= math.log(ROW_ALPHA)
 
 
 def match_weights(reader: WeightReader, prints: Sequence[tuple[str, WeightPrint]], *,
@@ -439,24 +742,28 @@ def match_weights(reader: WeightReader, prints: Sequence[tuple[str, WeightPrint]
     """Compare a suspect file with registered fingerprints (`(model, print)` pairs).
 
     Reads `rows_per_tensor` consecutive rows from each of up to `max_tensors` suspect
-    tensors whose width some fingerprint has, in a keyed order that prefers fingerprinted
-    names, then fingerprinted shapes;
+    tensors (seen as matrices, `matrix_shape`) whose width some fingerprint has, as a row
+    width or, for a transposed copy, as a column length; in a keyed order that prefers
+    fingerprinted names, then fingerprinted shapes (either way round).
     `spent()` says how many bytes the source has read so far (header included) and no
-    tensor is read that would take it past `max_bytes`. Stops early once the evidence is
-    overwhelming (false-match probability below `max_false_match` squared, three tensors
-    matched). The verdict is `match` when the best model's false-match probability is at
-    most `max_false_match`.
+    tensor is read that would take it past `max_bytes`. Stops early once the evidence on
+    our body is overwhelming (false-match probability below `max_false_match` squared,
+    three tensors matched). See MatchResult for the verdicts.
     """
     groups = [(model, p, p.groups) for model, p in prints]
     widths = {w for _, _, g in groups for w in g}
-    shapes = {t.shape for _, p in prints for t in p.tensors}
+    shapes = {s for _, p in prints for t in p.tensors for s in (t.shape, t.shape[::-1])}
     order_key = prints[0][1].key if prints else b"none"
     names = {t.canonical for _, p in prints for t in p.tensors}
-    plan = [t for t in reader.tensors if t.is_matrix and t.columns in widths and t.rows >= 1]
+    views = {t.name: matrix_shape(t) for t in reader.tensors}
+    matrices = [t for t in reader.tensors if views[t.name] is not None
+                and t.dtype.upper() not in _NOT_WEIGHTS]
+    plan = [t for t in matrices if views[t.name][1] in widths]  # type: ignore[index]
     # Tensors whose canonical name was fingerprinted first (names usually survive a
     # conversion, and a deep model has more matrices than a fingerprint keeps), then those
     # of a fingerprinted shape, in a keyed order.
-    plan.sort(key=lambda t: (canonical_name(t.name) not in names, t.shape not in shapes,
+    plan.sort(key=lambda t: (canonical_name(t.name) not in names,
+                             views[t.name][:2] not in shapes,  # type: ignore[index]
                              _seed(order_key, "scan", t.name, t.shape)))
     rows_seen: list[_Row] = []
     pairs: list[TensorPair] = []
@@ -466,32 +773,55 @@ def match_weights(reader: WeightReader, prints: Sequence[tuple[str, WeightPrint]
     for tensor in plan:
         if len(pairs) >= max_tensors:
             break
-        run = min(rows_per_tensor, tensor.rows)
-        if max_bytes is not None and spent() + run * tensor.row_nbytes > max_bytes:
+        rows, _, per = views[tensor.name]  # type: ignore[misc]
+        run = min(rows_per_tensor, rows)
+        cost = matrix_read_cost(tensor, run)
+        if per > 1 and tensor.row_nbytes > MAX_SLICE_BYTES:
+            skipped.append(f"{tensor.name}: slices of {tensor.row_nbytes} bytes too large "
+                           "to read for a few rows")
+            continue
+        if max_bytes is not None and spent() + cost > max_bytes:
             exhausted = True
             continue
         rng = np.random.default_rng(_seed(order_key, "offset", tensor.name, tensor.shape))
-        first = int(rng.integers(0, tensor.rows - run + 1))
+        first = int(rng.integers(0, rows - run + 1))
         try:
-            data = reader.read_rows(tensor, range(first, first + run))
+            data = read_matrix_rows(reader, tensor, np.arange(first, first + run))
         except WeightFileError as exc:
             skipped.append(str(exc))
             continue
         found = _compare_rows(data, groups)
         rows_seen += found
         pairs.append(_pair(tensor, found))
-        verdict = _verdict(rows_seen, pairs, n_models, max_false_match)
-        if (verdict.log10_false_match <= 2 * math.log10(max_false_match)
-                and verdict.tensors_matched >= 3):
+        verdict = _verdict(rows_seen, pairs, prints, n_models, max_false_match)
+        if (verdict.verdict == VERDICT_MATCH
+                and verdict.log10_body <= 2 * math.log10(max_false_match)
+                and len(verdict.body_found) >= 3):
             break
-    result = _verdict(rows_seen, pairs, n_models, max_false_match)
+    result = _verdict(rows_seen, pairs, prints, n_models, max_false_match)
     result.skipped, result.budget_exhausted = skipped, exhausted
+    if not pairs:
+        result.verdict = VERDICT_INCONCLUSIVE
+        result.reason = _why_nothing(reader.tensors, matrices, plan, skipped, exhausted)
     return result
+
+
+def _why_nothing(tensors: Sequence[TensorInfo], matrices: Sequence[TensorInfo],
+                 plan: Sequence[TensorInfo], skipped: Sequence[str], exhausted: bool) -> str:
+    if not tensors or not matrices:
+        return "no readable tensor: the file holds no matrix"
+    if not plan:
+        return (f"none of a comparable shape: none of its {len(matrices)} matrices has a "
+                "width or column length of ours")
+    if exhausted:
+        return "budget spent before any tensor could be compared"
+    return f"no readable tensor: {len(skipped)} could not be read ({skipped[0]})"
 
 
 def _compare_rows(data: np.ndarray, groups: list[tuple[str, WeightPrint, dict[int, _Group]]]
                   ) -> list[_Row]:
-    """Each suspect row's best counterpart over every fingerprint, with its p-value."""
+    """Each suspect row's best counterpart over every fingerprint (our rows and columns),
+    with its p-value."""
     best: list[_Row] = [_Row(0.0, None, 0.0, None) for _ in range(len(data))]
     tries = sum(1 for _, _, g in groups if data.shape[1] in g)
     for model, print_, by_width in groups:
@@ -503,44 +833,84 @@ def _compare_rows(data: np.ndarray, groups: list[tuple[str, WeightPrint, dict[in
         top = cos.argmax(axis=1)
         for i in np.flatnonzero(valid):
             c = float(cos[i, top[i]])
-            # Union bound over every candidate row and every fingerprint of this width.
+            # Union bound over every candidate vector and every fingerprint of this width.
             log_p = min(0.0, math.log(group.sketch.shape[0] * tries)
                         + log_cosine_tail(c, print_.null_dims))
             if log_p < best[i].log_p or best[i].model is None:
                 owner = group.tensors[int(group.owner[top[i]])]
-                best[i] = _Row(log_p, model, c, owner.canonical)
+                best[i] = _Row(log_p, model, c, owner.canonical, owner.role,
+                               bool(group.transposed[top[i]]))
     return [row for row in best if row.model is not None]
 
 
 def _pair(tensor: TensorInfo, rows: list[_Row]) -> TensorPair:
-    hits = [r for r in rows if r.log_p <= math.log(ROW_ALPHA)]
+    hits = [r for r in rows if r.hit]
     pair = TensorPair(suspect=tensor.name, shape=tensor.shape, dtype=tensor.dtype,
                       rows_compared=len(rows), rows_matched=len(hits))
     if hits:
-        (model, ours), _ = Counter((r.model, r.ours) for r in hits).most_common(1)[0]
-        pair.model, pair.ours = model, ours
+        (model, ours, role, transposed), _ = Counter(
+            (r.model, r.ours, r.role, r.transposed) for r in hits).most_common(1)[0]
+        pair.model, pair.ours, pair.role, pair.transposed = model, ours, role, transposed
         pair.similarity = float(np.median([r.cosine for r in hits]))
     return pair
 
 
-def _verdict(rows: list[_Row], pairs: list[TensorPair], n_models: int,
+def _log10_tail(m: int, k: int, n_models: int) -> float:
+    return min(0.0, (log_binomial_tail(m, k, ROW_ALPHA) + math.log(n_models)) / math.log(10))
+
+
+def _verdict(rows: list[_Row], pairs: list[TensorPair],
+             prints: Sequence[tuple[str, WeightPrint]], n_models: int,
              max_false_match: float) -> MatchResult:
-    hits = [r for r in rows if r.log_p <= math.log(ROW_ALPHA)]
-    per_model = Counter(r.model for r in hits)
-    model, k = per_model.most_common(1)[0] if per_model else (None, 0)
+    """The verdict from the rows compared so far. Every compared row, whatever it hit, is
+    a trial: any row could have hit a body row by chance, so the binomial tail of body hits
+    among all rows is the body's false-match probability (and the same for shared hits)."""
     m = len(rows)
-    log10_fmp = min(0.0, (log_binomial_tail(m, k, ROW_ALPHA) + math.log(n_models))
-                    / math.log(10))
-    matched = [r.cosine for r in hits if r.model == model]
-    verdict = "match" if model is not None and log10_fmp <= math.log10(max_false_match) else "no_match"
+    hits = [r for r in rows if r.hit]
+    body = Counter(r.model for r in hits if r.role == ROLE_BODY)
+    shared = Counter(r.model for r in hits if r.role != ROLE_BODY)
+    every = Counter(r.model for r in hits)
+    bound = math.log10(max_false_match)
+
+    def tensors_hit(model: str | None, body_role: bool | None) -> list[TensorPair]:
+        return [p for p in pairs if p.rows_matched and p.model == model and p.ours
+                and (body_role is None or (p.role == ROLE_BODY) == body_role)]
+
+    body_model, k_body = body.most_common(1)[0] if body else (None, 0)
+    shared_model, k_shared = shared.most_common(1)[0] if shared else (None, 0)
+    log10_body = _log10_tail(m, k_body, n_models)
+    log10_shared = _log10_tail(m, k_shared, n_models)
+    body_pairs = tensors_hit(body_model, True)
+    ours_body = {model: [t.canonical for t in p.body] for model, p in prints}
+    needed = min(MIN_BODY_TENSORS, max(1, len(ours_body.get(body_model or "", []))))
+    if body_model is not None and log10_body <= bound and len(body_pairs) >= needed:
+        verdict, model, log10_fmp = VERDICT_MATCH, body_model, log10_body
+    elif shared_model is not None and log10_shared <= bound:
+        verdict, model, log10_fmp = VERDICT_RELATED, shared_model, log10_shared
+    else:
+        any_model, k_any = every.most_common(1)[0] if every else (None, 0)
+        verdict, model, log10_fmp = VERDICT_NO_MATCH, any_model, _log10_tail(m, k_any, n_models)
+    evidence = model if verdict != VERDICT_NO_MATCH else None
+    body_found = sorted({p.ours for p in tensors_hit(evidence, True)})  # type: ignore[misc]
+    shared_pairs = tensors_hit(evidence, False)
+    explained = {p.suspect for p in shared_pairs}
+    considered = [p for p in pairs if p.suspect not in explained]
+    found_body = tensors_hit(evidence, True)
+    matched = [r.cosine for r in hits if r.model == evidence]
     return MatchResult(
-        verdict=verdict, model=model if verdict == "match" else None,
-        score=k / m if m else 0.0,
+        verdict=verdict, model=model if verdict == VERDICT_MATCH else None,
+        related_to=model if verdict == VERDICT_RELATED else None,
+        score=len(found_body) / len(considered) if considered else 0.0,
         false_match_probability=10 ** max(log10_fmp, -300.0),
-        log10_false_match=log10_fmp, rows_compared=m, rows_matched=k,
+        log10_false_match=log10_fmp, rows_compared=m,
+        rows_matched=sum(1 for r in hits if r.model == (evidence or model)),
         tensors_compared=len(pairs),
-        tensors_matched=sum(1 for p in pairs if p.model == model and p.rows_matched),
-        similarity=float(np.median(matched)) if matched else None, pairs=pairs)
+        tensors_matched=len(tensors_hit(evidence, None)) if evidence else 0,
+        similarity=float(np.median(matched)) if matched else None, pairs=pairs,
+        body_total=len(ours_body.get(evidence or "", [])), body_found=body_found,
+        shared_found=sorted({p.ours for p in shared_pairs}),  # type: ignore[misc]
+        body_not_found=[n for n in ours_body.get(evidence or "", []) if n not in body_found],
+        log10_body=log10_body, log10_shared=log10_shared)
 
 
 # -- the statistics -------------------------------------------------------------------------
@@ -608,13 +978,29 @@ def log_binomial_tail(n: int, k: int, p: float) -> float:
     return min(0.0, top + math.log(sum(math.exp(t - top) for t in terms)))
 
 
+def _short(name: str) -> str:
+    return name[:-len(".weight")] if name.endswith(".weight") else name
+
+
 def describe(result: MatchResult) -> str:
-    """One line for logs and tables."""
-    if result.verdict != "match":
+    """One line for logs, tables and hits."""
+    if result.verdict == VERDICT_INCONCLUSIVE:
+        return f"inconclusive: {result.reason}"
+    if result.verdict == VERDICT_RELATED:
+        shared = ", ".join(_short(n) for n in result.shared_found[:4]) + (
+            f" and {len(result.shared_found) - 4} more" if len(result.shared_found) > 4 else "")
+        compared = result.tensors_compared - result.tensors_matched
+        return (f"related: shares {shared} with {result.related_to}; none of its {compared} "
+                f"other matrices compared is one of our {result.body_total} layer matrices "
+                f"(false-match probability of the shared tensors "
+                f"{result.false_match_probability:.1e})")
+    if result.verdict != VERDICT_MATCH:
         return (f"no match ({result.rows_matched}/{result.rows_compared} rows, "
                 f"{result.tensors_compared} tensors compared)")
-    return (f"match {result.model}: {result.rows_matched}/{result.rows_compared} rows in "
+    transposed = sum(1 for f in result.found() if f["transposed"] and f["role"] == ROLE_BODY)
+    return (f"match {result.model}: {len(result.body_found)} of our {result.body_total} layer "
+            f"matrices found" + (f" ({transposed} stored transposed)" if transposed else "")
+            + f", {result.rows_matched}/{result.rows_compared} rows in "
             f"{result.tensors_matched}/{result.tensors_compared} tensors, similarity "
             f"{result.similarity:.4f}, false-match probability "
             f"{result.false_match_probability:.1e}")
-

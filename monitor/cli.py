@@ -637,9 +637,11 @@ def scan(state: State, locations: tuple[str, ...], models: tuple[str, ...],
     a registered SHA-256, e.g. a hub's X-Linked-Etag) is `match` at once, naming the
     artifact and, for a recipient's copy, the recipient.
 
-    Prints per file the verdict (match, no_match, inconclusive, unknown_format, error), the
-    model, the score (fraction of sampled rows that matched), the false-match probability,
-    the tensors compared and the bytes read; for a model with marked copies, the watermark
+    Prints per file the verdict (match: our layer matrices found; related: only tensors
+    relatives share, such as embeddings; no_match; inconclusive: nothing could be
+    compared; unknown_format; error), the model, the score (share of the compared
+    matrices that are our layer matrices), the false-match probability, the tensors
+    compared and the bytes read; for a model with marked copies, the watermark
     test too. A sharded checkpoint is scanned through its `*.safetensors.index.json`.
     Exit 1 if a file could not be scanned.
     """
@@ -730,7 +732,9 @@ def watermark_detect(state: State, locations: tuple[str, ...], models: tuple[str
     for report in reports:
         mark = report.attribution.as_dict() if report.attribution else {}
         outcome = (mark.get("outcome") or "unmarked_original" if report.verdict == "match"
-                   else "not_our_model" if report.verdict == "no_match" else report.verdict)
+                   # A relative shares embeddings, not our layers: not our model either.
+                   else "not_our_model" if report.verdict in ("no_match", "related")
+                   else report.verdict)
         rows.append({"location": report.location, "outcome": outcome,
                      "model": report.result.model if report.result else None,
                      **{k: mark.get(k) for k in ("recipient", "z", "bound", "runner_up",

@@ -392,4 +392,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX hits_target_worst ON hits(target, severity_level, first_seen);
     CREATE INDEX hits_recipient_worst ON hits(recipient, severity_level, first_seen);
     """,
+    # 12: tensor fingerprints version 2 (issue 14): each tensor's role (body or shared by
+    # relatives) and the sketch of its columns, for copies stored transposed. Rows of
+    # version-1 prints keep NULLs: their roles are derived when they are loaded.
+    """
+    ALTER TABLE tensor_prints ADD COLUMN role TEXT;
+    ALTER TABLE tensor_prints ADD COLUMN column_sketch BLOB;
+    """,
 ]

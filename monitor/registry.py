@@ -102,7 +102,7 @@ def fingerprint_file(store: Store, path: Path, registered: RegisteredFile, *, mo
         except WeightFileError as exc:
             registered.note = f"no tensor fingerprint: {exc}"
             return None
-        weight_bytes = sum(t.nbytes for t in reader.tensors if t.is_matrix)
+        weight_bytes = sum(t.nbytes for t in reader.tensors if len(t.shape) >= 2)
         progress = on_file(path, weight_bytes) if on_file else None
         try:
             print_ = fingerprint_weights(reader, new_key(), progress=progress)
@@ -113,7 +113,7 @@ def fingerprint_file(store: Store, path: Path, registered: RegisteredFile, *, mo
             if progress is not None:
                 progress(weight_bytes)
     if not print_.tensors:
-        registered.note = "no 2-D tensor to fingerprint"
+        registered.note = "no matrix (a tensor of two or more dimensions) to fingerprint"
         return None
     store.add_weight_print(model=model, name=registered.name, print_=print_,
                            artifact_id=registered.artifact_id)

@@ -48,8 +48,15 @@ from monitor.watermark import attribute, candidates
 
 log = structlog.get_logger("weightwatch.scan")
 
-VERDICTS = ("match", "no_match", "inconclusive", "unknown_format", "error")
-MATCHER = "weightprint-v1"
+# `related`: only tensors relatives share (embeddings, tied heads, fixed bases) are ours;
+# `inconclusive`: nothing could be compared (MatchResult.reason says why).
+VERDICTS = ("match", "related", "no_match", "inconclusive", "unknown_format", "error")
+MATCHER = "weightprint-v2"
+# Kept from a scan's report with its stored verdict: what a hit's context is written from.
+_DETAILS = ("false_match_probability", "similarity", "tensors_compared", "tensors_matched",
+            "rows_compared", "rows_matched", "size", "format", "watermark", "reason",
+            "related_to", "body_total", "body_found", "shared_found", "found",
+            "digest")
 
 
 @dataclass
@@ -76,7 +83,7 @@ class ScanReport:
             out.update(found)
         else:
             out.update({"model": None, "score": None, "false_match_probability": None,
-                        "tensors_compared": 0})
+                        "tensors_compared": 0, "reason": None})
         if self.digest is not None:
             # A byte-identical copy: every tensor is ours, none was compared.
             out.update({"model": self.digest["model"], "score": 1.0})
@@ -498,7 +505,9 @@ class LinkScanner:
 
     async def scan_document(self, doc: Document, target: Target) -> list[Hit]:
         """`weights` hits for the document's weight-file links that match a fingerprint, and a
-        `watermark` hit naming the recipient when the match carries a recipient's mark."""
+        `watermark` hit naming the recipient when the match carries a recipient's mark; a
+        link that is only `related` (shares embeddings or other tensors relatives share, none
+        of our layer matrices) gets a low `weights` hit that says so."""
         if not self.version:
             return []
         links = [u for u in dict.fromkeys(doc.links) if is_weight_link(u)]
@@ -506,6 +515,10 @@ class LinkScanner:
         hits = []
         for url in links[:self.settings.max_links]:
             verdict = await self._verdict(url, target, lfs.get(url))
+            if verdict and verdict["verdict"] == "related":
+                hit = self._related_hit(url, verdict)
+                hit.target, hit.url = doc.target, doc.url
+                hits.append(hit)
             if verdict and verdict["verdict"] == "match":
                 details = json.loads(verdict.get("details") or "{}")
                 if details.get("digest"):
@@ -539,17 +552,16 @@ class LinkScanner:
             self.store.record_weight_scan(
                 key, verdict=report.verdict, model=details.get("model"),
                 score=details.get("score"), bytes_read=report.bytes_read, error=report.error,
-                details=json.dumps({k: details.get(k) for k in (
-                    "false_match_probability", "similarity", "tensors_compared",
-                    "tensors_matched", "rows_compared", "rows_matched", "size", "format",
-                    "watermark", "digest")}))
+                details=json.dumps({k: details.get(k) for k in _DETAILS}))
             return self.store.weight_scan(key)
 
     def _hit(self, url: str, verdict: dict[str, Any]) -> Hit:
         details = json.loads(verdict.get("details") or "{}")
         size = details.get("size")
+        body = (f"{len(details['body_found'])} of our {details.get('body_total')} layer "
+                "matrices found, " if details.get("body_found") is not None else "")
         context = (f"{redact_url(url)}: tensors match {verdict['model']} "
-                   f"({details.get('rows_matched')}/{details.get('rows_compared')} sampled rows "
+                   f"({body}{details.get('rows_matched')}/{details.get('rows_compared')} sampled rows "
                    f"in {details.get('tensors_matched')}/{details.get('tensors_compared')} "
                    f"tensors, similarity {details.get('similarity')}, false-match probability "
                    f"{details.get('false_match_probability'):.1e}; {details.get('format')} file"
@@ -570,6 +582,22 @@ class LinkScanner:
                             indicator_id=digest.get("indicator_id") or 0)
         return digest_hit(entry, f"{digest['encoding']} for a weight link",
                           f"{redact_url(url)}: {identical_summary(digest)}")
+
+    def _related_hit(self, url: str, verdict: dict[str, Any]) -> Hit:
+        """A low hit of its own for a relative: never evidence of a copy, worth a look."""
+        details = json.loads(verdict.get("details") or "{}")
+        model = details.get("related_to")
+        shared = ", ".join(n.removesuffix(".weight") for n in details.get("shared_found") or [])
+        others = (details.get("tensors_compared") or 0) - (details.get("tensors_matched") or 0)
+        context = (f"{redact_url(url)}: related to {model}, not a copy: shares {shared} with "
+                   f"{model}; none of its {others} other matrices compared is one of our "
+                   f"{details.get('body_total')} layer matrices (false-match probability of "
+                   f"the shared tensors {details.get('false_match_probability'):.1e}; "
+                   f"{details.get('format')} file, {verdict['bytes_read']} bytes read)")
+        return Hit(kind="weights", severity="low", indicator=redact_url(url),
+                   detector=self.name, context=context, model=model,
+                   indicator_type="shared_tensors", score=float(verdict["score"] or 0),
+                   matcher_version=f"{MATCHER}/registry-{verdict['registry_version']}")
 
     def _mark_hit(self, url: str, model: str, mark: dict[str, Any]) -> Hit:
         runner = (f"; runner-up {mark['runner_up']} at z {mark['runner_up_z']}"

@@ -1130,7 +1130,9 @@ class Store:
                 "stats": json.dumps(t.stats),
                 "sketch": t.sketch.astype("<f2").tobytes(),
                 "sample_index": t.sample_index.astype("<i8").tobytes(),
-                "samples": t.samples.astype("<f4").tobytes()}
+                "samples": t.samples.astype("<f4").tobytes(), "role": t.role or None,
+                "column_sketch": (None if t.column_sketch is None
+                                  else t.column_sketch.astype("<f2").tobytes())}
                 for i, t in enumerate(print_.tensors)))
         return print_id, True
 
@@ -1150,7 +1152,10 @@ class Store:
                 dtype=t["dtype"], stats=json.loads(t["stats"]),
                 sketch=np.frombuffer(t["sketch"], "<f2").reshape(t["rows"], -1),
                 sample_index=np.frombuffer(t["sample_index"], "<i8").astype(np.int64),
-                samples=np.frombuffer(t["samples"], "<f4").reshape(-1, t["columns"]))
+                samples=np.frombuffer(t["samples"], "<f4").reshape(-1, t["columns"]),
+                role=t["role"] or "",
+                column_sketch=None if t["column_sketch"] is None else np.frombuffer(
+                    t["column_sketch"], "<f2").reshape(t["columns"], -1))
                 for t in self.db.query("SELECT * FROM tensor_prints WHERE print_id = ? "
                                        "ORDER BY position", [row["id"]])]
             entry = (row["model"], row["name"], WeightPrint(

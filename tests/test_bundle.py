@@ -262,9 +262,9 @@ def test_valid_bundle_parses_and_normalises_hex_case():
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        (mutated("version", 3), "b: version: bundle version 3 is newer than this weightwatch "
-                                "(reads 2); upgrade weightwatch"),
-        (mutated("version", 0), "b: version: unsupported bundle version 0 (reads 1, 2)"),
+        (mutated("version", 4), "b: version: bundle version 4 is newer than this weightwatch "
+                                "(reads 3); upgrade weightwatch"),
+        (mutated("version", 0), "b: version: unsupported bundle version 0 (reads 1, 2, 3)"),
         (mutated("version", "1"), "b: version: expected an integer, got a string"),
         (mutated("version", True), "b: version: expected an integer, got a boolean"),
         (mutated("format", "weightwatch-other"),

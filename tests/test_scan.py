@@ -228,7 +228,7 @@ def test_scan_of_a_sharded_checkpoint_through_its_index(tmp_path: Path) -> None:
     (lambda p: p.update(null_dims=1e9), "null_dims"),
     (lambda p: p["tensors"][0].update(
         sample_index=[10 ** 9] * len(p["tensors"][0]["sample_index"])), "sample row"),
-    (lambda p: p.update(version=99), "not a version-1 tensor fingerprint"),
+    (lambda p: p.update(version=99), "not a version-1 or 2 tensor fingerprint"),
 ])
 def test_a_tampered_fingerprint_in_a_bundle_is_refused_whole(
         registered: Path, tmp_path: Path, tamper, needle: str) -> None:
