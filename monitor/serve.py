@@ -292,6 +292,10 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "sketch": "Every row's 32-dimension keyed projection (secret).",
         "sample_index": "Positions of the sampled rows (secret).",
         "samples": "The sampled original rows (secret).",
+        "role": "body (a per-layer matrix) or what relatives share: embedding, tied_head, "
+                "basis, head; only body matrices make a match.",
+        "column_sketch": "Every column's keyed projection, so a copy stored transposed "
+                         "matches (secret).",
     }),
 }
 
