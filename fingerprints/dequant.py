@@ -33,7 +33,7 @@ from collections.abc import Callable
 import numpy as np
 
 __all__ = ["GGML_TYPES", "ITEMSIZE", "KERNELS", "PLAIN_DTYPES", "QK_K", "bf16_to_f32", "quantize_q8_0",
-           "decode_plain", "dequantize", "f8_e4m3_to_f32", "f8_e5m2_to_f32", "ggml_type_name"]
+           "affine_rows", "decode_plain", "dequantize", "f8_e4m3_to_f32", "f8_e5m2_to_f32", "ggml_type_name"]
 
 QK_K = 256
 
@@ -333,3 +333,24 @@ def quantize_q8_0(values: np.ndarray) -> bytes:
     out = np.empty(len(blocks), dtype=[("d", "<f2"), ("q", "i1", 32)])
     out["d"], out["q"] = d.astype(np.float16), q.astype(np.int8)
     return out.tobytes()
+
+
+def affine_rows(values: np.ndarray, index: np.ndarray, shape: tuple[int, ...],
+                scale: np.ndarray, scale_shape: tuple[int, ...],
+                zero: np.ndarray, zero_shape: tuple[int, ...]) -> np.ndarray:
+    """(q - zero) * scale for rows `index` of an integer tensor of `shape`, the rows given
+    flattened as (len(index), columns): the affine dequantisation of ONNX and TFLite alike.
+    `scale` and `zero` broadcast against the tensor in `scale_shape` / `zero_shape` (all 1s
+    per tensor; the channel count on one axis per channel), so one rule serves a
+    per-tensor, a per-row or a per-column scale on any axis."""
+    if not shape:  # a quantised scalar
+        return ((values.reshape(-1) - zero.reshape(-1)[0]) * scale.reshape(-1)[0]
+                ).astype(np.float32).reshape(len(index), 1)
+    blocks = values.reshape(len(index), *shape[1:])
+
+    def rows_of(v: np.ndarray, v_shape: tuple[int, ...]) -> np.ndarray:
+        full = np.asarray(v).reshape(v_shape)
+        return full[index] if full.ndim and full.shape[0] != 1 else full
+
+    out = (blocks - rows_of(zero, zero_shape)) * rows_of(scale, scale_shape)
+    return out.reshape(len(index), -1).astype(np.float32)

@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fingerprints.dequant import ITEMSIZE, decode_plain
+from fingerprints.dequant import ITEMSIZE, affine_rows, decode_plain
 from fingerprints.limits import MAX_TENSORS_PER_FILE
 from fingerprints.tensors import (ByteSource, FileSource, TensorInfo, TensorLookup,
                                   WeightFileError, _CountedSource, quote, read_plain_rows,
@@ -955,19 +955,11 @@ class OnnxReader(TensorLookup):
         values = self._plain_rows(tensor, index)
         if not tensor.extra.get("quantized"):
             return values
-        blocks = values.reshape(len(index), *tensor.shape[1:])
-
-        def rows_of(v: object, shape: object) -> np.ndarray:
-            full = np.asarray(v).reshape(shape)  # type: ignore[call-overload]
-            return full[index] if full.ndim and full.shape[0] != 1 else full
-
-        if not tensor.shape:  # a quantised scalar
-            blocks = values.reshape(-1)
-            return ((blocks - tensor.extra["zero_point"][0]) * tensor.extra["scale"][0]  # type: ignore[index]
-                    ).astype(np.float32).reshape(len(index), 1)
-        scale = rows_of(tensor.extra["scale"], tensor.extra["scale_shape"])
-        zero = rows_of(tensor.extra["zero_point"], tensor.extra["zero_shape"])
-        return ((blocks - zero) * scale).reshape(len(index), -1).astype(np.float32)
+        extra = tensor.extra
+        return affine_rows(values, index, tuple(tensor.shape), np.asarray(extra["scale"]),
+                           tuple(extra.get("scale_shape") or (1,)),  # type: ignore[arg-type]
+                           np.asarray(extra["zero_point"]),
+                           tuple(extra.get("zero_shape") or (1,)))  # type: ignore[arg-type]
 
 
 def _typed_to_float32(values: np.ndarray, dtype: str) -> np.ndarray:

@@ -35,6 +35,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from fingerprints.dequant import affine_rows
 from fingerprints.limits import MAX_TENSORS_PER_FILE
 from fingerprints.tensors import (ByteSource, TensorInfo, TensorLookup, WeightFileError, quote,
                                   read_plain_rows, row_indices)
@@ -329,18 +330,13 @@ class TfliteReader(TensorLookup):
 
 def dequantize_rows(values: np.ndarray, index: np.ndarray, shape: tuple[int, ...],
                     scale: np.ndarray, zero: np.ndarray, axis: int | None) -> np.ndarray:
-    """(q - zero) * scale for rows `index` of a tensor of `shape`, the rows given flattened
-    as (len(index), columns); per tensor (`axis` None) or per channel along `axis`."""
-    if axis is None:
-        return ((values - zero[0]) * scale[0]).astype(np.float32)
-    if axis == 0:
-        return ((values - zero[index][:, None]) * scale[index][:, None]).astype(np.float32)
-    inner = list(shape[1:])
-    broadcast = [1] * len(inner)
-    broadcast[axis - 1] = inner[axis - 1]
-    blocks = values.reshape(len(index), *inner)
-    out = (blocks - zero.reshape(broadcast)) * scale.reshape(broadcast)
-    return out.reshape(len(index), -1).astype(np.float32)
+    """(q - zero) * scale for rows `index`; per tensor (`axis` None) or per channel along
+    `axis` (TFLite's quantized_dimension), through the one affine rule (dequant)."""
+    channels = [1] * len(shape)
+    if axis is not None:
+        channels[axis] = shape[axis]
+    return affine_rows(values, index, tuple(shape), scale, tuple(channels), zero,
+                       tuple(channels))
 
 
 def open_tflite(source: ByteSource) -> TfliteReader:
