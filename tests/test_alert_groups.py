@@ -236,14 +236,17 @@ def test_low_severity_hits_wait_for_the_digest(tmp_path: Path, server: Server) -
 
 def test_a_reminder_repeats_what_is_still_new(tmp_path: Path, server: Server) -> None:
     config = grouped(server.port, wait=0.0, interval=0.0)
+    # The alerter reads the wall clock, so the interval must outlast two flushes on a
+    # loaded machine (1 s did not: the second flush already sent the reminder).
+    repeat = 4.0
     config = dataclasses.replace(config, alerts=dataclasses.replace(
-        config.alerts, repeat_interval=1.0))
+        config.alerts, repeat_interval=repeat))
     with Store(tmp_path / "w.db") as store:
         alerter = Alerter(store, config)
         first, second = mirror(store, 1), mirror(store, 2)
         assert alerter.flush().emails_sent == 1
         assert alerter.flush().emails_sent == 0  # not yet
-        time.sleep(1.1)
+        time.sleep(repeat + 0.1)
         reminded = alerter.flush()
         assert (reminded.reminders_sent, reminded.alerts_sent) == (1, 0)
         reminder = server.emails[1]
@@ -253,5 +256,5 @@ def test_a_reminder_repeats_what_is_still_new(tmp_path: Path, server: Server) ->
         # Once someone acknowledges a hit, it is no longer repeated; resolved, neither.
         store.triage(first, "acknowledged", by="t")
         store.triage(second, "resolved", by="t")
-        time.sleep(1.1)
+        time.sleep(repeat + 0.1)
         assert alerter.flush().emails_sent == 0
