@@ -136,6 +136,16 @@ def test_an_archived_model_missing_its_side_file_notes_it_and_reads_the_rest(lay
     assert reader.tensors == [] and "model.onnx.data" in dict(reader.skipped)["onnx::Gemm_100"]
 
 
+def test_side_files_count_against_the_archive_walk_members_budget(layers, monkeypatch) -> None:
+    import fingerprints.weights as weights
+
+    monkeypatch.setattr(weights, "_MAX_MEMBERS_READ", 1)
+    blob, data = onnx_pair(layers[:1])
+    with pytest.raises(WeightFileError, match="more than 1 weight and archive members") as caught:
+        open_weights(BytesSource(zipped({"model.onnx": blob, "model.onnx.data": data}), "r.zip"))
+    assert "\n" not in str(caught.value)
+
+
 # -- remote ------------------------------------------------------------------------------------------
 def scan_remote_url(server: RangeServer, path: str, registry: Registry,
                     settings: ScanSettings = ScanSettings()) -> ScanReport:
