@@ -102,6 +102,15 @@ def is_archive_name(name: str) -> bool:
     return name.lower().endswith(ARCHIVE_EXTENSIONS)
 
 
+# Names ONNX exporters give external data (`model.onnx.data`, `model.onnx_data`): a
+# compressed tar keeps them from its stream too, so a model inside can read its tensors.
+SIDE_FILE_SUFFIXES = (".data", "_data")
+
+
+def is_side_file_name(name: str) -> bool:
+    return name.lower().endswith(SIDE_FILE_SUFFIXES)
+
+
 def is_wanted_name(name: str) -> bool:
     """A member worth opening when looking for weights: a weight file or another archive."""
     return is_weight_name(name) or is_archive_name(name)
@@ -644,7 +653,7 @@ class TarArchive(_Archive):
     def _copy(self, tar: tarfile.TarFile, info: tarfile.TarInfo, member: ArchiveMember) -> None:
         """Copy a wanted member of a compressed tar to the spool while the stream is at it
         (a stream cannot come back); the rest is skipped over unread."""
-        if not member.is_wanted:
+        if not (member.is_wanted or (not member.is_dir and is_side_file_name(member.name))):
             return
         if self._spool_end + member.size > self.max_inflate:
             raise _fail(self.source, f"compressed tar's weight and archive members exceed "

@@ -13,15 +13,17 @@ A file that is no weight format is `UnknownFormat`, which callers report as the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import posixpath
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from fingerprints.archives import TarArchive, ZipArchive, open_archive, safe_member_name, sniff
+from fingerprints.archives import (ArchiveMember, TarArchive, ZipArchive, open_archive,
+                                   safe_member_name, sniff)
 from fingerprints.gguf import open_gguf
 from fingerprints.limits import MAX_TENSORS_PER_FILE
 from fingerprints.numpy_files import open_npy, open_npz
-from fingerprints.onnx import open_onnx
+from fingerprints.onnx import OutsideFolder, open_onnx
 from fingerprints.pytorch import open_pytorch
 from fingerprints.safetensors import open_safetensors
 from fingerprints.tflite import open_tflite
@@ -84,17 +86,22 @@ class CombinedReader(TensorLookup):
         return reader.read_rows(inner, rows)
 
 
-def open_weights(source: ByteSource, *, kind: str | None = None) -> WeightReader:
+def open_weights(source: ByteSource, *, kind: str | None = None,
+                 open_sibling: Callable[[str], ByteSource] | None = None) -> WeightReader:
     """A reader for `source` chosen by its content (or by `kind`, a `sniff` name).
 
     UnknownFormat if it is no weight format; WeightFileError (one line) if it claims to be
     one and is malformed. A zip or tar is read member by member: every weight-named member
     that opens is part of the result; one that does not is skipped unless none opens.
+    `open_sibling` opens an ONNX model's external data beside it (a remote folder); an
+    ONNX member of an archive reads its side files from its own archive folder.
     """
     kind = kind or sniff(source)
     if kind == "unknown":
         suffix = "." + source.name.rsplit(".", 1)[-1].lower() if "." in source.name else ""
         kind = _BY_EXTENSION.get(suffix, kind)
+    if kind == "onnx" and open_sibling is not None:
+        return open_onnx(source, open_sibling)
     opener = _OPENERS.get(kind)
     if opener is not None:
         return opener(source)
@@ -179,7 +186,10 @@ def _collect(source: ByteSource, prefix: str, depth: int, walk: _Walk,
             if member_kind not in _OPENERS:
                 errors.append(f"{name}: {member_kind}")
                 continue
-            reader = _OPENERS[member_kind](member_source)
+            if member_kind == "onnx":
+                reader = open_onnx(member_source, _archive_siblings(archive, member, walk))
+            else:
+                reader = _OPENERS[member_kind](member_source)
         except _Overrun:
             raise
         except WeightFileError as exc:
@@ -187,3 +197,33 @@ def _collect(source: ByteSource, prefix: str, depth: int, walk: _Walk,
             continue
         parts.append((name, reader))
         walk.spend(tensors=len(reader.tensors))
+
+
+def _archive_siblings(archive: ZipArchive | TarArchive, model: ArchiveMember,
+                      walk: _Walk) -> Callable[[str], ByteSource]:
+    """An `open_sibling` for an ONNX member: members of the same archive, in the model's
+    folder or below it. The location comes from the untrusted model, so a name that would
+    leave that folder is OutsideFolder; one the archive lacks is a plain WeightFileError
+    (the reader notes it and reads the rest). Inflating a side file spends the walk's
+    budget like any member."""
+    folder = posixpath.dirname(model.raw_name.replace("\\", "/"))
+
+    def open_sibling(location: str) -> ByteSource:
+        wanted = posixpath.normpath(posixpath.join(folder, location.replace("\\", "/")))
+        inside = (not location.startswith(("/", "\\")) and not wanted.startswith(("/", "../"))
+                  and wanted != ".." and (not folder or wanted.startswith(folder + "/")))
+        if not inside:
+            raise OutsideFolder(f"external data {location!r} resolves outside the model's "
+                                "folder in the archive")
+        try:
+            member = archive.member(wanted)
+        except WeightFileError:
+            raise WeightFileError(f"no member {safe_member_name(wanted)!r} in "
+                                  f"{archive.source.name}") from None
+        if member.is_dir:
+            raise WeightFileError(f"{safe_member_name(wanted)!r} is a folder")
+        inflating = isinstance(archive, ZipArchive) and member.method != "stored"
+        walk.spend(members=1, inflated=member.size if inflating else 0)
+        return archive.open(member)
+
+    return open_sibling

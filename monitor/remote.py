@@ -44,6 +44,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+from urllib.parse import quote as quote_path
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 from fingerprints.tensors import WeightFileError, _NamedSource, check_range, quote
 from monitor.config import Target
@@ -96,17 +98,22 @@ class RemoteSource(_NamedSource):
     """
 
     def __init__(self, url: str, fetcher: Fetcher, target: Target,
-                 loop: asyncio.AbstractEventLoop, *, budget: int):
+                 loop: asyncio.AbstractEventLoop, *, budget: int,
+                 sharing: "RemoteSource | None" = None):
         if budget < 1:
             raise ValueError(f"budget must be at least 1 byte, got {budget}")
         self._name = redact_url(url)
         self._size = 0
         self._url = url
+        self._requested = url  # (`_url` follows the first answer's redirects)
         self._fetcher = fetcher
         self._target = target
         self._loop = loop
         self.budget = budget
         self.bytes_read = 0
+        # Sources opened for one scan (a model and its side files) pay from one budget.
+        self._party: list[RemoteSource] = sharing._party if sharing is not None else []
+        self._party.append(self)
         self.requests = 0
         self.etag: str | None = None
         self._last_modified: str | None = None
@@ -140,8 +147,10 @@ class RemoteSource(_NamedSource):
             return data[offset - start:offset - start + length]
 
     def close(self) -> None:
-        """Refuse further reads (a reader thread still running stops at its next read)."""
-        self._closed = True
+        """Refuse further reads (a reader thread still running stops at its next read); a
+        model's side files close with it."""
+        for source in self._party:
+            source._closed = True
 
     # --- cache and budget --------------------------------------------------------------
 
@@ -157,10 +166,10 @@ class RemoteSource(_NamedSource):
     def _plan(self, offset: int, length: int) -> tuple[int, int]:
         """The bytes [start, end) to fetch for a read: exactly the read, or for a short one
         up to MIN_READ around it, inside the file and never paid for beyond the budget."""
-        left = self.budget - self.bytes_read
+        left = self._left()
         if length > left:
             raise BudgetExceeded(f"{self.name}: reading {length} more bytes would exceed the "
-                                 f"{self.budget}-byte budget ({self.bytes_read} bytes read)")
+                                 f"{self.budget}-byte budget ({self.budget - left} bytes read)")
         if length >= MIN_READ:
             return offset, offset + length
         span = min(MIN_READ, left, self._size)
@@ -168,6 +177,9 @@ class RemoteSource(_NamedSource):
         # directory from the tail, backwards.
         start = min(offset, self._size - span)
         return start, start + span
+
+    def _left(self) -> int:
+        return self.budget - sum(s.bytes_read for s in self._party)
 
     # --- requests (on the loop) ----------------------------------------------------------
 
@@ -223,7 +235,10 @@ class RemoteSource(_NamedSource):
         return f"{self.name}: server stopped honouring Range requests at bytes {start}-{end}"
 
     async def _open(self) -> None:
-        head = min(HEAD_CHUNK, self.budget)
+        head = min(HEAD_CHUNK, self._left())
+        if head < 1:
+            raise BudgetExceeded(f"{self.name}: the {self.budget}-byte budget is spent")
+        self._whole_cap = min(self._whole_cap, self._left())
         try:
             # A server ignoring Range sends the whole file: acceptable if the budget pays for
             # it and it is no bigger than any other response may be (it is kept in memory).
@@ -306,6 +321,35 @@ class RemoteSource(_NamedSource):
                               f"{want_last - start + 1} bytes but the body has "
                               f"{len(response.body)}")
         return total_n
+
+
+def remote_siblings(model: RemoteSource) -> Callable[[str], RemoteSource]:
+    """An `open_sibling` for a remote ONNX model: its external data read by range from the
+    same folder of the same server, through the same fetcher and target (SSRF checks,
+    robots, politeness) and out of the model's own byte budget. The location comes from the
+    untrusted model: one that resolves to another origin or outside the model's URL folder
+    (absolute, `..`, percent-encoded or not) is OutsideFolder, never requested. Called from
+    the reader's worker thread; the side file's first request runs on the model's loop."""
+    from fingerprints.onnx import OutsideFolder
+
+    base = urlsplit(model._requested)
+    folder = base.path[:base.path.rfind("/") + 1]
+
+    def open_sibling(location: str) -> RemoteSource:
+        plain = unquote(location).replace("\\", "/")
+        target = urlsplit(urljoin(model._requested, quote_path(location, safe="/")))
+        parts = plain.split("/")
+        if (plain.startswith("/") or ":" in parts[0] or any(p in ("..", ".") for p in parts)
+                or (target.scheme, target.netloc) != (base.scheme, base.netloc)
+                or not target.path.startswith(folder) or target.query or target.fragment):
+            raise OutsideFolder(f"external data {quote(location)} resolves outside the "
+                                "model's URL folder")
+        sibling = RemoteSource(urlunsplit(target), model._fetcher, model._target, model._loop,
+                               budget=model.budget, sharing=model)
+        model._on_loop(sibling._open())
+        return sibling
+
+    return open_sibling
 
 
 async def open_remote(url: str, fetcher: Fetcher, target: Target, *,

@@ -42,7 +42,7 @@ from monitor.config import ScanSettings, Target
 from monitor.detect.digests import digest_hit
 from monitor.fetch import Fetcher, FetchError, redact_url
 from monitor.models import Document, Hit
-from monitor.remote import MIN_READ, scan_remote
+from monitor.remote import MIN_READ, remote_siblings, scan_remote
 from monitor.store import KnownDigest, Store
 from monitor.watermark import attribute, candidates
 
@@ -334,11 +334,24 @@ def _compare(reader: WeightReader, registry: Registry, settings: ScanSettings,
     return result, max(found, key=lambda a: a.elements) if found else None
 
 
+def _bytes_read(source: ByteSource, reader: WeightReader | None) -> int:
+    """What a scan of `source` has read: every source its reader used (an ONNX model's
+    side files, read beside it) when the reader read `source` itself; a reader of an
+    archive member reads through `source`, whose count already holds its side files."""
+    sources = getattr(reader, "sources", None)
+    if reader is not None and sources and getattr(reader, "source", None) is source:
+        return sum(getattr(s, "bytes_read", 0) for s in sources)
+    return getattr(source, "bytes_read", 0)
+
+
 def scan_source(source: ByteSource, registry: Registry, settings: ScanSettings, *,
-                read_floor: int = 0) -> ScanReport:
+                read_floor: int = 0,
+                open_sibling: Callable[[str], ByteSource] | None = None) -> ScanReport:
     """Open `source` as weights and compare it with the registry, within
-    `settings.max_bytes` (what the source has read so far counts, its header included)."""
+    `settings.max_bytes` (what the source has read so far counts, its header included).
+    `open_sibling` opens an ONNX model's external data beside it (see `open_weights`)."""
     report = ScanReport(location=source.name, verdict="error", size=source.size)
+    reader = None
     try:
         report.format = sniff(source)
         if not registry.prints:
@@ -349,8 +362,8 @@ def scan_source(source: ByteSource, registry: Registry, settings: ScanSettings, 
                             f"{len(registry.digests)} registered digests, and no tensor "
                             f"fingerprint is registered to compare its tensors with")
         else:
-            reader = open_weights(source, kind=report.format)
-            spent = lambda: source.bytes_read  # noqa: E731  (RemoteSource and FileSource count)
+            reader = open_weights(source, kind=report.format, open_sibling=open_sibling)
+            spent = lambda: _bytes_read(source, reader)  # noqa: E731
             report.result, report.attribution = _compare(reader, registry, settings, spent,
                                                          settings.max_bytes - read_floor)
             report.verdict = report.result.verdict
@@ -358,7 +371,7 @@ def scan_source(source: ByteSource, registry: Registry, settings: ScanSettings, 
         report.verdict, report.error = "unknown_format", str(exc)
     except WeightFileError as exc:
         report.error = str(exc)
-    report.bytes_read = getattr(source, "bytes_read", 0)
+    report.bytes_read = _bytes_read(source, reader)
     return report
 
 
@@ -440,7 +453,8 @@ async def scan_url(url: str, registry: Registry, settings: ScanSettings, fetcher
         if digest is not None:
             return _digest_report(source.name, digest, size=source.size,
                                   bytes_read=source.bytes_read)
-        return scan_source(source, registry, settings, read_floor=MIN_READ)
+        return scan_source(source, registry, settings, read_floor=MIN_READ,
+                           open_sibling=remote_siblings(source))
 
     try:
         report = await scan_remote(url, fetcher, target, scan, budget=settings.max_bytes)
