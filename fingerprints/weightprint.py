@@ -65,6 +65,7 @@ import numpy as np
 
 from fingerprints.names import canonical_name, is_query_or_key, qk_permutation
 from fingerprints.tensors import TensorInfo, WeightFileError, WeightReader
+from fingerprints.tflite import LAYOUT_DEPTHWISE, LAYOUT_OHWI
 
 __all__ = ["DEFAULT_MAX_FALSE_MATCH", "MatchResult", "PrintError", "TensorPrint",
            "WeightPrint", "fingerprint_weights", "match_weights", "new_key"]
@@ -404,14 +405,39 @@ def matrix_shape(tensor: TensorInfo) -> tuple[int, int, int] | None:
     as [out, in*k...] (one row per slice, read as it is stored). One whose first axis is
     short (recurrent [directions, gates*hidden, in], stacked layers) is its matrices
     stacked, [directions*gates*hidden, in]: the reader hands out whole slices along the
-    first axis, so rows are cut out of those."""
+    first axis, so rows are cut out of those.
+
+    Kernels a format stores in another layout (TFLite's [out, h, w, in] and depthwise [1,
+    h, w, channels], `extra["layout"]`) are seen as PyTorch and ONNX store them, [out,
+    in*h*w] and [channels, h*w], so the same kernel has the same rows in every format:
+    `read_matrix_rows` reads the stored rows (or the one depthwise slice) by range and
+    reorders their values after reading."""
     shape = tensor.shape
     if len(shape) < 2:
         return None
+    if _kernel_layout(tensor) == LAYOUT_DEPTHWISE:
+        return shape[3], shape[1] * shape[2], shape[3]
     if len(shape) == 2 or shape[0] >= MIN_ROWS:
         return shape[0], tensor.columns, 1
     per = math.prod(shape[1:-1])
     return shape[0] * per, shape[-1], per
+
+
+def _kernel_layout(tensor: TensorInfo) -> str | None:
+    """The stored layout to undo for a 4-D kernel (`matrix_shape`), or None: none said, or
+    one that does not fit the shape (a short bank of kernels is seen stacked, as stored).
+    A depthwise kernel whose h*w is under MIN_COLUMNS (3x3) would not be fingerprinted as
+    [channels, h*w] in any format, so it keeps its stored view [h*w, channels], which at
+    least another TFLite file of the model shares."""
+    layout = tensor.extra.get("layout")
+    if len(tensor.shape) != 4:
+        return None
+    if (layout == LAYOUT_DEPTHWISE and tensor.shape[0] == 1
+            and tensor.shape[1] * tensor.shape[2] >= MIN_COLUMNS):
+        return layout
+    if layout == LAYOUT_OHWI and tensor.shape[0] >= MIN_ROWS:
+        return layout
+    return None
 
 
 def read_matrix_rows(reader: WeightReader, tensor: TensorInfo, rows: np.ndarray | range
@@ -422,10 +448,18 @@ def read_matrix_rows(reader: WeightReader, tensor: TensorInfo, rows: np.ndarray 
         raise WeightFileError(f"{tensor.name}: not a matrix")
     _, columns, per = view
     index = np.asarray(rows, dtype=np.int64)
+    layout = _kernel_layout(tensor)
     if per == 1:
-        return reader.read_rows(tensor, index)
+        data = reader.read_rows(tensor, index)
+        if layout == LAYOUT_OHWI:
+            _, h, w, c = tensor.shape
+            data = data.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(len(index), columns)
+        return data
     slices = np.unique(index // per)
-    data = reader.read_rows(tensor, slices).reshape(slices.size * per, columns)
+    data = reader.read_rows(tensor, slices)
+    if layout == LAYOUT_DEPTHWISE:
+        data = data.reshape(columns, per).T  # [h*w, channels] -> [channels, h*w]
+    data = np.ascontiguousarray(data).reshape(slices.size * per, columns)
     place = np.searchsorted(slices, index // per) * per + index % per
     return data[place]
 
