@@ -103,9 +103,9 @@ def test_blazeface_tflite_and_its_onnx_conversion_match_both_ways(
     for f in found:
         assert _same_kernel(files["front.tflite"], files["front.onnx"], f["suspect"],
                             f["ours"], tflite_is_ours=ours == "tflite"), f
-    # The rear-camera model is another network (kernel correlations with ours <= 0.2); its
-    # verdict depends on the key today (see test_the_rear_camera_model_is_never_a_copy).
-    assert back["verdict"] in ("match", "no_match", "related"), back
+    # The rear-camera model (another network) is printed, not asserted: the CLI's key is
+    # random, and a fixed set of keys is tested below
+    # (test_the_rear_camera_model_is_never_a_copy_of_the_front_one).
 
 
 class _Only:
