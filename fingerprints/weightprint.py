@@ -34,7 +34,7 @@ tensor has a *role* (`assign_roles`): `body` for the per-layer matrices (attenti
 convolution, recurrent) and a shared role for what relatives share (embeddings, tied
 output heads, fixed signal-processing bases, other heads). `match` needs the body: hits on
 our body matrices alone must reach the false-match bound, in at least two suspect tensors
-(each with two rows of its run hitting: one stray row is no evidence of a tensor).
+(each with half the rows read from it hitting: a stray row or two is no evidence).
 A suspect whose hits fall only on shared tensors is `related`; a scan that could compare
 nothing is `inconclusive` with the reason, never `no_match`. The score is the share of the
 compared suspect matrices (those explained by a shared tensor left out) that are our body
@@ -90,10 +90,11 @@ _READ_BLOCK_BYTES = 32 << 20
 # larger than this is left out rather than fetched for 8 of its rows.
 MAX_SLICE_BYTES = 8 << 20
 MIN_BODY_TENSORS = 2        # suspect tensors that must hit our body for a `match`
-# Rows of a suspect tensor's run that must hit for it to count as one of our body matrices
-# (fewer when fewer were read). A copy hits most rows of a run; unrelated narrow rows
-# (BlazeFace's 24-wide kernels against another BlazeFace's) hit one now and then, and
-# one such row in each of a few tensors was enough to call an independent model a copy.
+# A suspect tensor counts as one of our body matrices when at least half the rows compared
+# from its run hit, and two at least (all when fewer were read). A copy hits most rows of
+# a run; unrelated narrow rows (BlazeFace's 24-wide kernels against another BlazeFace's)
+# hit one or two now and then, and that, in a few tensors, called an independent model a
+# copy.
 MIN_ROWS_PER_BODY_TENSOR = 2
 
 # Integer and boolean tensors of these types are indices, shapes and masks, never weights
@@ -921,7 +922,8 @@ def _verdict(rows: list[_Row], pairs: list[TensorPair],
     log10_body = _log10_tail(m, k_body, n_models)
     log10_shared = _log10_tail(m, k_shared, n_models)
     body_pairs = [p for p in tensors_hit(body_model, True)
-                  if p.rows_matched >= min(MIN_ROWS_PER_BODY_TENSOR, p.rows_compared)]
+                  if p.rows_matched >= min(p.rows_compared, max(
+                      MIN_ROWS_PER_BODY_TENSOR, -(-p.rows_compared // 2)))]
     ours_body = {model: [t.canonical for t in p.body] for model, p in prints}
     needed = min(MIN_BODY_TENSORS, max(1, len(ours_body.get(body_model or "", []))))
     if body_model is not None and log10_body <= bound and len(body_pairs) >= needed:
