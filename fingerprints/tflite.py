@@ -18,8 +18,9 @@ Fields used (schema field order):
   data after the FlatBuffer, at `offset` from the start of the file (0 or 1: not used).
 
 A weight is a tensor with a non-empty buffer (activations have buffer 0 or an empty one).
-FLOAT32, FLOAT16 and BFLOAT16 tensors are read as they are; INT8 and UINT8 ones are
-dequantised, (q - zero_point) * scale, per tensor or per channel along
+FLOAT32, FLOAT16 and BFLOAT16 tensors are read as they are, in the file's layout (a 4-D
+kernel's `extra["layout"]` names it: `OHWI`, or `1HWC` for a depthwise one); INT8 and
+UINT8 ones are dequantised, (q - zero_point) * scale, per tensor or per channel along
 `quantized_dimension`. Other types (INT32 biases and shapes, strings, ...), sparse and
 variable tensors, and a second tensor naming an already listed buffer are listed in
 `skipped` with the reason. The header is read through a small page cache, so a remote scan
@@ -43,6 +44,9 @@ from fingerprints.tensors import (ByteSource, TensorInfo, TensorLookup, WeightFi
 __all__ = ["TFLITE_TYPES", "TfliteReader", "dequantize_rows", "open_tflite"]
 
 IDENTIFIER = b"TFL3"
+# TensorInfo.extra["layout"] of a 4-D tensor (see fingerprints.weightprint.matrix_shape).
+LAYOUT_OHWI = "OHWI"
+LAYOUT_DEPTHWISE = "1HWC"
 # TensorType -> our dtype names (None: listed as skipped, by the schema's name).
 TFLITE_TYPES: dict[int, str] = {0: "F32", 1: "F16", 3: "U8", 9: "I8", 18: "BF16"}
 _TYPE_NAMES = {2: "INT32", 4: "INT64", 5: "STRING", 6: "BOOL", 7: "INT16", 8: "COMPLEX64",
@@ -267,6 +271,11 @@ class TfliteReader(TensorLookup):
                              f"{list(shape)} of {dtype} needs {numel * _ITEMSIZE[dtype]}")
         columns = math.prod(shape[1:]) if len(shape) > 1 else 1
         extra: dict[str, object] = {"buffer": buffer}
+        if len(shape) == 4:
+            # TFLite's convolution kernels are [out, h, w, in] and depthwise ones [1, h, w,
+            # channels], where PyTorch and ONNX store [out, in, h, w] and [channels, 1, h,
+            # w]: said here, so a fingerprint can see every format's kernels alike.
+            extra["layout"] = LAYOUT_DEPTHWISE if shape[0] == 1 else LAYOUT_OHWI
         if dtype in ("I8", "U8"):
             extra.update(self._quantization(table, name, shape, what))
         listed[buffer] = name

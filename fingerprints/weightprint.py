@@ -33,7 +33,8 @@ position and type embeddings while every layer matrix differs, so each fingerpri
 tensor has a *role* (`assign_roles`): `body` for the per-layer matrices (attention, MLP,
 convolution, recurrent) and a shared role for what relatives share (embeddings, tied
 output heads, fixed signal-processing bases, other heads). `match` needs the body: hits on
-our body matrices alone must reach the false-match bound, in at least two suspect tensors.
+our body matrices alone must reach the false-match bound, in at least two suspect tensors
+(each with half the rows read from it hitting: a stray row or two is no evidence).
 A suspect whose hits fall only on shared tensors is `related`; a scan that could compare
 nothing is `inconclusive` with the reason, never `no_match`. The score is the share of the
 compared suspect matrices (those explained by a shared tensor left out) that are our body
@@ -65,6 +66,7 @@ import numpy as np
 
 from fingerprints.names import canonical_name, is_query_or_key, qk_permutation
 from fingerprints.tensors import TensorInfo, WeightFileError, WeightReader
+from fingerprints.tflite import LAYOUT_DEPTHWISE, LAYOUT_OHWI
 
 __all__ = ["DEFAULT_MAX_FALSE_MATCH", "MatchResult", "PrintError", "TensorPrint",
            "WeightPrint", "fingerprint_weights", "match_weights", "new_key"]
@@ -88,6 +90,12 @@ _READ_BLOCK_BYTES = 32 << 20
 # larger than this is left out rather than fetched for 8 of its rows.
 MAX_SLICE_BYTES = 8 << 20
 MIN_BODY_TENSORS = 2        # suspect tensors that must hit our body for a `match`
+# A suspect tensor counts as one of our body matrices when at least half the rows compared
+# from its run hit, and two at least (all when fewer were read). A copy hits most rows of
+# a run; unrelated narrow rows (BlazeFace's 24-wide kernels against another BlazeFace's)
+# hit one or two now and then, and that, in a few tensors, called an independent model a
+# copy.
+MIN_ROWS_PER_BODY_TENSOR = 2
 
 # Integer and boolean tensors of these types are indices, shapes and masks, never weights
 # (quantised weights come as 8-bit types, which readers dequantise).
@@ -404,14 +412,39 @@ def matrix_shape(tensor: TensorInfo) -> tuple[int, int, int] | None:
     as [out, in*k...] (one row per slice, read as it is stored). One whose first axis is
     short (recurrent [directions, gates*hidden, in], stacked layers) is its matrices
     stacked, [directions*gates*hidden, in]: the reader hands out whole slices along the
-    first axis, so rows are cut out of those."""
+    first axis, so rows are cut out of those.
+
+    Kernels a format stores in another layout (TFLite's [out, h, w, in] and depthwise [1,
+    h, w, channels], `extra["layout"]`) are seen as PyTorch and ONNX store them, [out,
+    in*h*w] and [channels, h*w], so the same kernel has the same rows in every format:
+    `read_matrix_rows` reads the stored rows (or the one depthwise slice) by range and
+    reorders their values after reading."""
     shape = tensor.shape
     if len(shape) < 2:
         return None
+    if _kernel_layout(tensor) == LAYOUT_DEPTHWISE:
+        return shape[3], shape[1] * shape[2], shape[3]
     if len(shape) == 2 or shape[0] >= MIN_ROWS:
         return shape[0], tensor.columns, 1
     per = math.prod(shape[1:-1])
     return shape[0] * per, shape[-1], per
+
+
+def _kernel_layout(tensor: TensorInfo) -> str | None:
+    """The stored layout to undo for a 4-D kernel (`matrix_shape`), or None: none said, or
+    one that does not fit the shape (a short bank of kernels is seen stacked, as stored).
+    A depthwise kernel whose h*w is under MIN_COLUMNS (3x3) would not be fingerprinted as
+    [channels, h*w] in any format, so it keeps its stored view [h*w, channels], which at
+    least another TFLite file of the model shares."""
+    layout = tensor.extra.get("layout")
+    if len(tensor.shape) != 4:
+        return None
+    if (layout == LAYOUT_DEPTHWISE and tensor.shape[0] == 1
+            and tensor.shape[1] * tensor.shape[2] >= MIN_COLUMNS):
+        return layout
+    if layout == LAYOUT_OHWI and tensor.shape[0] >= MIN_ROWS:
+        return layout
+    return None
 
 
 def read_matrix_rows(reader: WeightReader, tensor: TensorInfo, rows: np.ndarray | range
@@ -422,10 +455,18 @@ def read_matrix_rows(reader: WeightReader, tensor: TensorInfo, rows: np.ndarray 
         raise WeightFileError(f"{tensor.name}: not a matrix")
     _, columns, per = view
     index = np.asarray(rows, dtype=np.int64)
+    layout = _kernel_layout(tensor)
     if per == 1:
-        return reader.read_rows(tensor, index)
+        data = reader.read_rows(tensor, index)
+        if layout == LAYOUT_OHWI:
+            _, h, w, c = tensor.shape
+            data = data.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(len(index), columns)
+        return data
     slices = np.unique(index // per)
-    data = reader.read_rows(tensor, slices).reshape(slices.size * per, columns)
+    data = reader.read_rows(tensor, slices)
+    if layout == LAYOUT_DEPTHWISE:
+        data = data.reshape(columns, per).T  # [h*w, channels] -> [channels, h*w]
+    data = np.ascontiguousarray(data).reshape(slices.size * per, columns)
     place = np.searchsorted(slices, index // per) * per + index % per
     return data[place]
 
@@ -880,7 +921,9 @@ def _verdict(rows: list[_Row], pairs: list[TensorPair],
     shared_model, k_shared = shared.most_common(1)[0] if shared else (None, 0)
     log10_body = _log10_tail(m, k_body, n_models)
     log10_shared = _log10_tail(m, k_shared, n_models)
-    body_pairs = tensors_hit(body_model, True)
+    body_pairs = [p for p in tensors_hit(body_model, True)
+                  if p.rows_matched >= min(p.rows_compared, max(
+                      MIN_ROWS_PER_BODY_TENSOR, -(-p.rows_compared // 2)))]
     ours_body = {model: [t.canonical for t in p.body] for model, p in prints}
     needed = min(MIN_BODY_TENSORS, max(1, len(ours_body.get(body_model or "", []))))
     if body_model is not None and log10_body <= bound and len(body_pairs) >= needed:
