@@ -35,7 +35,7 @@ import tempfile
 import time
 import timeit
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +100,7 @@ def iso(moment: datetime) -> str:
 def generate(store: Store, n_hits: int, n_documents: int, rng: random.Random,
              world: World) -> None:
     """Fill the store; documents and their hits in time order, as crawls add them."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     start = now - timedelta(days=365)
     span = (now - start).total_seconds()
     targets = weighted(rng, TARGETS, n_documents)
@@ -258,7 +258,7 @@ def main() -> int:
 
     reference = best_of(args.repeat, lambda: store.db.execute(
         "SELECT count(*) FROM hits WHERE context LIKE '%zzz%'").fetchone())
-    week = iso(datetime.now(timezone.utc) - timedelta(days=7))
+    week = iso(datetime.now(UTC) - timedelta(days=7))
     digest = world.digests[3]
     # The smallest model's newest hit: `hits show` sums its whole incident (8% of hits).
     stork = store.db.execute("SELECT max(id) FROM hits WHERE model = 'stork-1b'").fetchone()[0]
@@ -281,7 +281,7 @@ def main() -> int:
         ]
     queries += [
         ("hits --model egret-3b --sort newest --after <90%>",
-         lambda a=deep_cursor(store, "newest", 0.9): store.hits(
+         lambda a=deep_cursor(store, "newest", 0.9): store.hits(  # noqa: B008 (bound once, on purpose)
              model="egret-3b", sort="newest", after=a, limit=PAGE)),
         ("hits --text heron-7b", lambda: store.hits(text="heron-7b", limit=PAGE)),
         ("hits --text zzzz (no match)", lambda: store.hits(text="zzzz", limit=PAGE)),

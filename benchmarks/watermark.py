@@ -53,8 +53,16 @@ import weights_lab as lab  # noqa: E402
 
 from fingerprints.names import canonical_name  # noqa: E402
 from fingerprints.tensors import FileSource  # noqa: E402
-from fingerprints.watermark import (FINALISTS, Candidate, Evidence, detect_marks,  # noqa: E402
-                                    mark_rows, plan_density, q8_0_roundtrip, recipient_key)
+from fingerprints.watermark import (  # noqa: E402
+    FINALISTS,
+    Candidate,
+    Evidence,
+    detect_marks,
+    mark_rows,
+    plan_density,
+    q8_0_roundtrip,
+    recipient_key,
+)
 from fingerprints.weightprint import WeightPrint, fingerprint_weights  # noqa: E402
 from fingerprints.weights import open_weights  # noqa: E402
 

@@ -159,7 +159,7 @@ def main() -> int:
     print(f"{'case':<44}{'expected':<13}{'verdict':<13}{'ok':<4}{'score':>6}  "
           f"{'found (ours, by role)':<34}{'log10 FMP':>10}{'bytes read':>12}{'of file':>9}")
     bad = 0
-    for kind, label, expected, verdict, report in rows:
+    for _kind, label, expected, verdict, report in rows:
         ok = verdict in ALLOWED[expected]
         bad += verdict != "missing" and not ok
         if report is None:

@@ -42,8 +42,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fingerprints.limits import MAX_TENSORS_PER_FILE
-from fingerprints.tensors import (ByteSource, BytesSource, SliceSource, WeightFileError,
-                                  _CountedSource, check_range)
+from fingerprints.tensors import (
+    ByteSource,
+    BytesSource,
+    SliceSource,
+    WeightFileError,
+    _CountedSource,
+    check_range,
+)
 
 __all__ = ["ARCHIVE_EXTENSIONS", "ArchiveMember", "SliceSource", "TarArchive",
            "WEIGHT_EXTENSIONS", "ZipArchive", "is_archive_name", "is_wanted_name",
@@ -154,7 +160,7 @@ class SpooledSource(_CountedSource):
     """A range of an anonymous temporary file (deleted by the system when closed): where a
     compressed tar's members are copied as the stream passes them."""
 
-    def __init__(self, spool: "io.BufferedRandom", offset: int, size: int, name: str):
+    def __init__(self, spool: io.BufferedRandom, offset: int, size: int, name: str):
         self._spool = spool
         self._offset = offset
         self._size = size
@@ -352,7 +358,7 @@ class ZipArchive(_Archive):
             self._limit.append(cd_start)
             spans.append((offset, offset + 30 + nlen + csize, index))
         spans.sort()
-        for (start, end, index), (next_start, _, next_index) in zip(spans, spans[1:]):
+        for (_start, end, index), (next_start, _, next_index) in zip(spans, spans[1:]):
             if end > next_start:
                 raise _fail(src, f"zip members {self.members[index].name!r} and "
                                  f"{self.members[next_index].name!r} overlap (a zip bomb "

@@ -81,7 +81,6 @@ from typing import Any, BinaryIO
 from fingerprints.limits import json_values_bound
 from fingerprints.weightprint import PrintError, WeightPrint
 
-
 FORMAT = "weightwatch-fingerprints"
 VERSION = 3
 READS = (1, 2, 3)

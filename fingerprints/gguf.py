@@ -29,8 +29,14 @@ import numpy as np
 
 from fingerprints.dequant import GGML_TYPES, SUPPORTED, dequantize
 from fingerprints.limits import MAX_TENSORS_PER_FILE
-from fingerprints.tensors import (ByteSource, TensorInfo, TensorLookup, WeightFileError, quote,
-                                  read_row_runs)
+from fingerprints.tensors import (
+    ByteSource,
+    TensorInfo,
+    TensorLookup,
+    WeightFileError,
+    quote,
+    read_row_runs,
+)
 
 __all__ = ["GgufFile", "MAX_ARRAY_ELEMENTS", "MAX_DIMS", "MAX_STRINGS", "open_gguf"]
 

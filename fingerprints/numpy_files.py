@@ -30,8 +30,13 @@ import numpy as np
 
 from fingerprints.archives import ArchiveMember, ZipArchive
 from fingerprints.dequant import ITEMSIZE
-from fingerprints.tensors import (ByteSource, TensorInfo, TensorLookup, WeightFileError,
-                                  read_plain_rows)
+from fingerprints.tensors import (
+    ByteSource,
+    TensorInfo,
+    TensorLookup,
+    WeightFileError,
+    read_plain_rows,
+)
 
 __all__ = ["NPY_MAGIC", "NpyHeader", "NpyReader", "NpzReader", "open_npy", "open_npz",
            "parse_npy_header"]

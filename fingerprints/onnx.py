@@ -61,9 +61,17 @@ import numpy as np
 
 from fingerprints.dequant import ITEMSIZE, affine_rows, decode_plain
 from fingerprints.limits import MAX_TENSORS_PER_FILE
-from fingerprints.tensors import (ByteSource, FileSource, TensorInfo, TensorLookup,
-                                  WeightFileError, _CountedSource, quote, read_plain_rows,
-                                  row_indices)
+from fingerprints.tensors import (
+    ByteSource,
+    FileSource,
+    TensorInfo,
+    TensorLookup,
+    WeightFileError,
+    _CountedSource,
+    quote,
+    read_plain_rows,
+    row_indices,
+)
 
 __all__ = ["ONNX_TYPES", "OnnxReader", "OutsideFolder", "decode_varints", "local_siblings",
            "open_onnx"]

@@ -52,8 +52,13 @@ import numpy as np
 from fingerprints.archives import ArchiveMember, ZipArchive
 from fingerprints.dequant import ITEMSIZE
 from fingerprints.limits import MAX_TENSORS_PER_FILE
-from fingerprints.tensors import (ByteSource, TensorInfo, TensorLookup, WeightFileError,
-                                  read_plain_rows)
+from fingerprints.tensors import (
+    ByteSource,
+    TensorInfo,
+    TensorLookup,
+    WeightFileError,
+    read_plain_rows,
+)
 
 __all__ = ["ALLOWED_GLOBALS", "PyTorchReader", "StorageRef", "TensorRef", "load_pickle",
            "open_pytorch"]

@@ -30,8 +30,15 @@ import numpy as np
 
 from fingerprints.dequant import ITEMSIZE, decode_plain
 from fingerprints.limits import MAX_TENSORS_PER_FILE, json_values_bound
-from fingerprints.tensors import (ByteSource, FileSource, TensorInfo, TensorLookup, WeightFileError,
-                                  quote, read_row_runs)
+from fingerprints.tensors import (
+    ByteSource,
+    FileSource,
+    TensorInfo,
+    TensorLookup,
+    WeightFileError,
+    quote,
+    read_row_runs,
+)
 
 __all__ = ["MAX_HEADER", "MAX_TENSORS", "SafetensorsReader", "ShardedSafetensorsReader",
            "open_safetensors", "open_sharded"]

@@ -122,7 +122,7 @@ class FileSource(_CountedSource):
     def close(self) -> None:
         os.close(self._fd)
 
-    def __enter__(self) -> "FileSource":
+    def __enter__(self) -> FileSource:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -38,8 +38,15 @@ import numpy as np
 
 from fingerprints.dequant import affine_rows
 from fingerprints.limits import MAX_TENSORS_PER_FILE
-from fingerprints.tensors import (ByteSource, TensorInfo, TensorLookup, WeightFileError, quote,
-                                  read_plain_rows, row_indices)
+from fingerprints.tensors import (
+    ByteSource,
+    TensorInfo,
+    TensorLookup,
+    WeightFileError,
+    quote,
+    read_plain_rows,
+    row_indices,
+)
 
 __all__ = ["TFLITE_TYPES", "TfliteReader", "dequantize_rows", "open_tflite"]
 

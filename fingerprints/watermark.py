@@ -317,7 +317,7 @@ class _Part:
     density: float
 
     @classmethod
-    def of(cls, e: Evidence) -> "_Part":
+    def of(cls, e: Evidence) -> _Part:
         moved = (mark_values(e.original, np.ones(e.original.shape, np.int8), e.dtype)
                  - e.original).astype(np.float64)
         scale = q8_0_error(e.original).astype(np.float64)
@@ -326,7 +326,7 @@ class _Part:
         return cls(-1, e.canonical, np.asarray(e.row_index), (weight * deviation).astype(np.float32),
                    0.0)
 
-    def head(self, rows: int) -> "_Part":
+    def head(self, rows: int) -> _Part:
         return _Part(self.index, self.canonical, self.rows[:rows], self.wd[:rows], self.density)
 
 

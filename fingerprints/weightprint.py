@@ -209,7 +209,7 @@ class WeightPrint:
                     "samples": _b64(t.samples.astype("<f4"))} for t in self.tensors]}
 
     @classmethod
-    def from_json(cls, doc: Any, where: str = "fingerprint") -> "WeightPrint":
+    def from_json(cls, doc: Any, where: str = "fingerprint") -> WeightPrint:
         """Parse and check `as_json` output (version 1 or 2); PrintError naming the place
         otherwise."""
         def fail(message: str) -> PrintError:
@@ -244,7 +244,7 @@ class WeightPrint:
         return cls(key=key, tensors=tensors, null_dims=null_dims,
                    version=int(doc["version"])).checked(where)
 
-    def checked(self, where: str = "fingerprint") -> "WeightPrint":
+    def checked(self, where: str = "fingerprint") -> WeightPrint:
         """Self after checking that sizes and numbers hold together (PrintError if not)."""
         if len(self.key) < 16:
             raise PrintError(f"{where}: key shorter than 16 bytes")
@@ -277,7 +277,7 @@ class WeightPrint:
         return [t for t in self.tensors if t.is_body]
 
     @cached_property
-    def groups(self) -> dict[int, "_Group"]:
+    def groups(self) -> dict[int, _Group]:
         """Sketches stacked by row width, built once per print (every scan needs them)."""
         return _groups(self)
 

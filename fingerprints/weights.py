@@ -18,16 +18,22 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from fingerprints.archives import (ArchiveMember, TarArchive, ZipArchive, open_archive,
-                                   safe_member_name, sniff)
+from fingerprints.archives import (
+    ArchiveMember,
+    TarArchive,
+    ZipArchive,
+    open_archive,
+    safe_member_name,
+    sniff,
+)
 from fingerprints.gguf import open_gguf
 from fingerprints.limits import MAX_TENSORS_PER_FILE
 from fingerprints.numpy_files import open_npy, open_npz
 from fingerprints.onnx import OutsideFolder, open_onnx
 from fingerprints.pytorch import open_pytorch
 from fingerprints.safetensors import open_safetensors
-from fingerprints.tflite import open_tflite
 from fingerprints.tensors import ByteSource, TensorInfo, TensorLookup, WeightFileError, WeightReader
+from fingerprints.tflite import open_tflite
 
 __all__ = ["CombinedReader", "UnknownFormat", "open_weights"]
 

@@ -22,7 +22,7 @@ import ssl
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any
@@ -298,7 +298,7 @@ def _envelope(settings: AlertSettings, subject: str, message_id: str,
     message["Subject"] = subject
     message["From"] = clean_line(settings.sender)
     message["To"] = ", ".join(clean_line(addr) for addr in to)
-    message["Date"] = format_datetime(datetime.now(timezone.utc))
+    message["Date"] = format_datetime(datetime.now(UTC))
     message["Message-ID"] = clean_line(message_id)
     # RFC 3834: keeps vacation responders from answering the alert address.
     message["Auto-Submitted"] = "auto-generated"
@@ -637,7 +637,7 @@ class Alerter:
         interval = self.config.alerts.repeat_interval
         if interval <= 0:
             return
-        cutoff = (datetime.now(timezone.utc) - timedelta(seconds=interval)).isoformat(
+        cutoff = (datetime.now(UTC) - timedelta(seconds=interval)).isoformat(
             timespec="seconds")
         by_group: dict[str, list[dict[str, Any]]] = {}
         for row in self.store.open_alerted_hits():
@@ -708,7 +708,7 @@ class Alerter:
         if not rows or (settings.group_wait <= 0 and settings.group_interval <= 0
                         and not settings.digest):
             return rows
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         by_group: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             by_group.setdefault(group_key(row, settings), []).append(row)
@@ -785,7 +785,7 @@ def send_test(config: Config) -> str:
     message["Subject"] = f"{clean_line(config.alerts.subject_prefix, 60)} weightwatch test alert"
     message["From"] = clean_line(config.alerts.sender)
     message["To"] = ", ".join(clean_line(addr) for addr in config.alerts.to)
-    message["Date"] = format_datetime(datetime.now(timezone.utc))
+    message["Date"] = format_datetime(datetime.now(UTC))
     message["Message-ID"] = message_id
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(

@@ -7,8 +7,8 @@ library; this module is the part that knows the database.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from fingerprints.bundle import Bundle
 from monitor import __version__

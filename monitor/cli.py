@@ -16,21 +16,35 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from monitor import __version__
-from monitor.config import CONFIG_ENV, DEFAULT_CONFIG, Config, ConfigError, load_config, parse_duration
+from monitor.config import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG,
+    Config,
+    ConfigError,
+    load_config,
+    parse_duration,
+)
 from monitor.logs import configure_logging
-from monitor.models import HIT_STATUSES, KINDS, SEVERITIES, severity_rank
+from monitor.models import HIT_STATUSES, KINDS, SEVERITIES
 from monitor.output import FORMATS, cell, emit, plural
 from monitor.search import SCOPES
-from monitor.store import (HIT_SORTS, NeedsMigration, StorageFailure, Store, StoreError,
-                           on_readonly_media)
+from monitor.store import (
+    HIT_SORTS,
+    NeedsMigration,
+    StorageFailure,
+    Store,
+    StoreError,
+    on_readonly_media,
+)
 
 T = TypeVar("T")
 
@@ -52,7 +66,7 @@ def _since(duration: str | None, option: str = "--since") -> str | None:
         seconds = parse_duration(duration)
     except ValueError as exc:
         fail(f"{option}: {exc}", 2)
-    return (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat(timespec="seconds")
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat(timespec="seconds")
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -1034,7 +1048,7 @@ def silence_add(state: State, matchers: tuple[str, ...], duration: str, reason: 
         fail(str(exc), 2)
     if not reason.strip():
         fail("--reason: say why (it is the audit trail)", 2)
-    ends_at = (datetime.now(timezone.utc) + timedelta(seconds=seconds)).isoformat(
+    ends_at = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(
         timespec="seconds")
     with state.store() as store:
         silence_id = store.add_silence(matchers=[str(m) for m in parsed], reason=reason.strip(),
@@ -1052,7 +1066,7 @@ SILENCE_COLUMNS = ("id", "matchers", "reason", "created_by", "starts_at", "ends_
 
 
 def _silence_row(row: dict[str, Any]) -> dict[str, Any]:
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     state = ("expired" if row["expired_at"] else "ended" if row["ends_at"] <= now
              else "active" if row["starts_at"] <= now else "pending")
     return {"id": row["id"], "matchers": " ".join(json.loads(row["matchers"])),

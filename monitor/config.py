@@ -12,9 +12,10 @@ import difflib
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from monitor.models import DEFAULT_GROUP_BY, GROUP_LABELS, KINDS, SEVERITIES

@@ -17,9 +17,9 @@ import structlog
 from monitor.config import Config, Target
 from monitor.detect import Detector, build_detectors, detect_all
 from monitor.fetch import Fetcher, FetchError, redact_url
-from monitor.sources import ADAPTERS, SourceError
 from monitor.models import Document, Hit
 from monitor.scan import LinkScanner
+from monitor.sources import ADAPTERS, SourceError
 from monitor.store import Store, StoreError
 
 log = structlog.get_logger("weightwatch.crawler")
@@ -52,7 +52,7 @@ async def crawl_target(target: Target, config: Config, store: Store, fetcher: Fe
                                           result),
                                    timeout=config.crawl.run_timeout)
             result.status = "ok"
-        except asyncio.TimeoutError:
+        except TimeoutError:
             result.status, result.error = "failed", f"run exceeded {config.crawl.run_timeout:.0f}s timeout"
         except (FetchError, SourceError) as exc:
             result.status, result.error = "failed", str(exc)
@@ -148,7 +148,7 @@ async def dry_run(target: Target, config: Config, detectors: list[Detector],
 
         try:
             return await asyncio.wait_for(collect(), timeout=config.crawl.run_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise FetchError(f"run exceeded {config.crawl.run_timeout:.0f}s timeout") from None
     finally:
         if own:

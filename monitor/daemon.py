@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import structlog
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
@@ -43,7 +43,7 @@ class Daemon:
         self.alerter = Alerter(store, config)
         self.stopping = asyncio.Event()
         self.running: set[asyncio.Task] = set()
-        self.scheduler = AsyncIOScheduler(timezone=timezone.utc)
+        self.scheduler = AsyncIOScheduler(timezone=UTC)
 
     async def crawl_job(self, target: Target) -> None:
         task = asyncio.current_task()
@@ -67,7 +67,7 @@ class Daemon:
         await self.alerter.aflush()
 
     def schedule(self) -> None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for target in self.config.targets:
             if not target.enabled:
                 log.info("target_disabled", target=target.name)
@@ -122,7 +122,7 @@ class Daemon:
             await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
         try:
             await asyncio.wait_for(self.alerter.aflush(), timeout=SHUTDOWN_GRACE)
-        except (asyncio.TimeoutError, Exception) as exc:  # never block a shutdown on SMTP
+        except (TimeoutError, Exception) as exc:  # never block a shutdown on SMTP
             log.warning("final_flush_skipped", error=str(exc) or type(exc).__name__)
         await self.fetcher.aclose()
         log.info("daemon_stopped")

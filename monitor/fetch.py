@@ -24,10 +24,10 @@ import socket
 import ssl
 import time
 import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.cookiejar import DefaultCookiePolicy
-from typing import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import httpcore
@@ -298,8 +298,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 def product_token(user_agent: str) -> str:
@@ -363,7 +363,7 @@ class _Inflater:
         self.coding = coding
         self._cap = cap            # output stops once this much is out (None: no cap)
         self._produced = 0
-        self._z: "zlib._Decompress | None" = None
+        self._z: zlib._Decompress | None = None
         self._head = b""           # deflate: first bytes kept until the format is known
         self._started = False      # a gzip member or deflate stream has begun
         self._ended = False        # deflate: its stream is complete
@@ -509,14 +509,17 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+# httpx's own defaults, as its transport would build them.
+POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+
+
 class PinnedTransport(httpx.AsyncHTTPTransport):
     """httpx's own transport (request and error mapping unchanged) over a connection pool
     whose network backend is a `PinnedBackend`. httpx 0.28 takes no backend argument, so
     we build the httpcore pool ourselves with the same defaults httpx uses."""
 
     def __init__(self, vet: Vetter, *, ssl_context: ssl.SSLContext | None = None,
-                 limits: httpx.Limits = httpx.Limits(max_connections=100, max_keepalive_connections=20,
-                                                     keepalive_expiry=5.0),
+                 limits: httpx.Limits = POOL_LIMITS,
                  backend: httpcore.AsyncNetworkBackend | None = None):
         # Deliberately not calling super().__init__: it would build a pool without our backend.
         self._pool = httpcore.AsyncConnectionPool(
@@ -592,7 +595,7 @@ class Fetcher:
         for client in {id(c): c for c in self._clients.values()}.values():
             await client.aclose()
 
-    async def __aenter__(self) -> "Fetcher":
+    async def __aenter__(self) -> Fetcher:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

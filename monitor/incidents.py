@@ -12,8 +12,9 @@ seconds); `group_incidents` groups rows already in memory (a report's period) by
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from monitor.alerts import hit_label, incident_key, labels_key
 from monitor.models import HIT_STATUSES, OPEN_STATUSES, SEVERITIES, severity_rank

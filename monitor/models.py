@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 VOLATILE_EXTRAS = "stats"
@@ -101,4 +101,4 @@ class Hit:
 
 def utcnow() -> str:
     """ISO 8601 in UTC to the second: sorts as text and reads well in SQL and JSON."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

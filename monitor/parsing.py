@@ -29,7 +29,8 @@ import itertools
 import re
 import threading
 import weakref
-from typing import Any, Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 from xml.etree.ElementTree import Element, TreeBuilder
 
 import structlog
@@ -54,7 +55,7 @@ MAX_HTML_ATTRIBUTES = 100
 # its name. Real tags are shorter except inline data: URIs, which nothing here reads; lxml
 # itself reads a "<x" that is never closed as a tag, so no page text is lost.
 MAX_TAG_BYTES = 65_536
-_LONG_TAG = re.compile(r"<([A-Za-z][^\s/<>]*+)[^<>]{%d,}" % MAX_TAG_BYTES)
+_LONG_TAG = re.compile(rf"<([A-Za-z][^\s/<>]*+)[^<>]{{{MAX_TAG_BYTES},}}")
 _LONG_TAG_BYTES = re.compile(_LONG_TAG.pattern.encode())
 _WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
               (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
@@ -342,7 +343,7 @@ class _Job:
             return _async_exc(self.ident, ParseCancelled) == 1
 
 
-_slots: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]" = \
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
     weakref.WeakKeyDictionary()
 
 

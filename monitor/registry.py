@@ -8,9 +8,9 @@ the registry here should be followed by a rematch of the stored documents
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 from fingerprints.digests import FileDigests, digest_file, iter_files
 from fingerprints.indicators import IndicatorError, parse_indicator_text

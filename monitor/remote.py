@@ -99,7 +99,7 @@ class RemoteSource(_NamedSource):
 
     def __init__(self, url: str, fetcher: Fetcher, target: Target,
                  loop: asyncio.AbstractEventLoop, *, budget: int,
-                 sharing: "RemoteSource | None" = None):
+                 sharing: RemoteSource | None = None):
         if budget < 1:
             raise ValueError(f"budget must be at least 1 byte, got {budget}")
         self._name = redact_url(url)

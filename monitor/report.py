@@ -18,13 +18,14 @@ import html
 import os
 import secrets
 from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from math import ceil
 from pathlib import Path
-from typing import Any, Collection, Iterable, Sequence
+from typing import Any
 
-from monitor.alerts import html_url, show_command, clean_line
+from monitor.alerts import clean_line, html_url, show_command
 from monitor.incidents import Incident, group_incidents
 from monitor.models import OPEN_STATUSES, SEVERITIES, severity_rank
 from monitor.output import SEVERITY_COLOURS, plural
@@ -78,7 +79,7 @@ def build_report(store: Store, group_by: Sequence[str], since: str | None,
     and of the severity counts, which say what was found; incidents, as in `weightwatch
     incidents`, count open hits only unless `include_closed`.
     """
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    now = (now or datetime.now(UTC)).astimezone(UTC)
     # One read serves the chart, the counts and the incidents, so they cannot disagree.
     rows = [r for r in store.hits_with_release(since=since)
             if until is None or r["first_seen"] < until]
@@ -426,8 +427,8 @@ def _parse_time(value: str) -> datetime:
     which is what the store writes)."""
     moment = datetime.fromisoformat(value)
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def _when(moment: datetime) -> str:

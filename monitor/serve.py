@@ -25,9 +25,10 @@ import ipaddress
 import signal
 import socket
 import sqlite3 as stdlib_sqlite3
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from types import FrameType
-from typing import Any, Awaitable, Callable, Collection
+from typing import Any
 
 import uvicorn
 from datasette import hookimpl

@@ -71,7 +71,7 @@ class Silence:
     expired_at: str | None = None
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "Silence":
+    def from_row(cls, row: dict[str, Any]) -> Silence:
         return cls(id=row["id"], reason=row["reason"], created_by=row["created_by"],
                    starts_at=row["starts_at"], ends_at=row["ends_at"],
                    expired_at=row["expired_at"],

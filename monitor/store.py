@@ -14,11 +14,12 @@ import math
 import os
 import sqlite3
 import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import sqlite_utils
@@ -101,7 +102,7 @@ def on_readonly_media(path: Path) -> bool:
 def _translating(method: Any) -> Any:
     """`method` with its storage failures raised as StorageFailure (`storage_error`)."""
 
-    def call(self: "_Connection", *args: Any) -> Any:
+    def call(self: _Connection, *args: Any) -> Any:
         try:
             return method(self, *args)
         except sqlite3.Error as exc:
@@ -303,7 +304,7 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -887,7 +888,7 @@ class Store:
                 attempts = self.db.execute(f"SELECT attempts FROM {_queue(table)} WHERE id = ?",
                                            [oid]).fetchone()[0]
                 delay = min(60 * 2 ** max(attempts - 1, 0), 6 * 3600)
-                next_at = (datetime.now(timezone.utc) + timedelta(seconds=delay)).isoformat(timespec="seconds")
+                next_at = (datetime.now(UTC) + timedelta(seconds=delay)).isoformat(timespec="seconds")
                 status = "failed" if attempts >= max_attempts else "pending"
                 self.db.execute(
                     f"UPDATE {_queue(table)} SET status = ?, last_error = ?, next_attempt_at = ? "

@@ -25,11 +25,27 @@ import structlog
 
 from fingerprints.names import canonical_name
 from fingerprints.tensors import FileSource, TensorInfo, WeightFileError, WeightReader
-from fingerprints.watermark import (MARK_DTYPES, MARK_VERSION, Attribution, Candidate, Evidence,
-                                    WatermarkError, detect_marks, key_id, mark_rows,
-                                    plan_density, q8_0_roundtrip, recipient_key)
-from fingerprints.weightprint import (MIN_COLUMNS, MIN_ROWS, MatchResult, WeightPrint,
-                                      canonical_order)
+from fingerprints.watermark import (
+    MARK_DTYPES,
+    MARK_VERSION,
+    Attribution,
+    Candidate,
+    Evidence,
+    WatermarkError,
+    detect_marks,
+    key_id,
+    mark_rows,
+    plan_density,
+    q8_0_roundtrip,
+    recipient_key,
+)
+from fingerprints.weightprint import (
+    MIN_COLUMNS,
+    MIN_ROWS,
+    MatchResult,
+    WeightPrint,
+    canonical_order,
+)
 from fingerprints.weights import open_weights
 from monitor.registry import register_paths
 from monitor.store import Store

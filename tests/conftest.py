@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
 import structlog
-
-from monitor.demo.runner import DEMO_KEY, DEMO_KEY_ENV
-from monitor.demo.release import Release, make_release
-from monitor.demo.world import DemoWorld
 from support import Canned, Corner
+
+from monitor.demo.release import Release, make_release
+from monitor.demo.runner import DEMO_KEY, DEMO_KEY_ENV
+from monitor.demo.world import DemoWorld
 
 # The demo world's Torznab endpoints want an API key, named by this variable in the demo
 # targets; set here so CLI subprocesses that tests start inherit it, as a user exports it.

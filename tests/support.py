@@ -12,10 +12,11 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -25,7 +26,7 @@ from monitor.crawler import RunResult, crawl_once
 from monitor.demo.release import Release
 from monitor.demo.runner import register_demo_release
 from monitor.demo.world import DemoWorld
-from monitor.fetch import FetchError, Fetcher
+from monitor.fetch import Fetcher, FetchError
 from monitor.models import Document
 from monitor.sources import ADAPTERS, SourceError
 from monitor.store import Store
@@ -159,7 +160,7 @@ class Request:
 
 
 # (status, body) or (status, body, headers); or a function of the Request returning one.
-Route = Union[tuple, Callable[[Request], tuple]]
+Route = tuple | Callable[[Request], tuple]
 HTML = "text/html; charset=utf-8"
 NOT_FOUND = (404, b"not found", {"Content-Type": "text/plain"})
 
@@ -262,7 +263,7 @@ class Canned(_LoopbackServer):
             self.routes[path] = (status, body, {"Content-Type": ctype or self.ctype, **headers})
         return self.base + path
 
-    def corner(self) -> "Corner":
+    def corner(self) -> Corner:
         return Corner(self, f"/c{next(self._corners)}")
 
     def count(self, path: str) -> int:

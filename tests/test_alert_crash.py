@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from test_alerts import hit, save
 
 from monitor.demo.smtp_sink import free_port
 from monitor.store import Store
-from test_alerts import hit, save
 
 
 class KillingServer:
@@ -54,7 +54,7 @@ class KillingServer:
                 await asyncio.sleep(0.01)
         return "221 Bye"
 
-    def __enter__(self) -> "KillingServer":
+    def __enter__(self) -> KillingServer:
         self.controller.start()
         return self
 

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from test_alerts import Server, hit, make_config, parts, save
 
 from monitor.alerts import Alerter
 from monitor.config import Config, load_config
 from monitor.store import Store
-from test_alerts import Server, hit, make_config, parts, save
 
 SHA = "ab" * 32
 

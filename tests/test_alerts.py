@@ -18,8 +18,15 @@ import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from structlog.testing import capture_logs
 
-from monitor.alerts import (MAX_HITS_PER_EMAIL, Alerter, DeliveryError, compose, deliver,
-                            message_id_for, send_test)
+from monitor.alerts import (
+    MAX_HITS_PER_EMAIL,
+    Alerter,
+    DeliveryError,
+    compose,
+    deliver,
+    message_id_for,
+    send_test,
+)
 from monitor.config import AlertSettings, Config, CrawlSettings, SmtpSettings
 from monitor.demo.smtp_sink import SmtpSink, free_port
 from monitor.models import Document, Hit

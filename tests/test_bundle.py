@@ -21,7 +21,14 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from fingerprints.bundle import FORMAT, MAX_BUNDLE_SIZE, VERSION, BundleError, parse_bundle, read_bundle
+from fingerprints.bundle import (
+    FORMAT,
+    MAX_BUNDLE_SIZE,
+    VERSION,
+    BundleError,
+    parse_bundle,
+    read_bundle,
+)
 from monitor.bundle import import_bundle
 from monitor.cli import main
 from monitor.store import Store

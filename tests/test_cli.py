@@ -16,7 +16,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -417,7 +417,7 @@ def test_hits_filters(ww, args, expected):
 
 def test_hits_since_excludes_older_hits(ww):
     ids = seed_hits(ww.db)
-    old = (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat(timespec="seconds")
+    old = (datetime.now(UTC) - timedelta(hours=2)).isoformat(timespec="seconds")
     conn = sqlite3.connect(ww.db)
     with conn:
         conn.execute("UPDATE hits SET first_seen = ? WHERE id = ?", [old, ids["critical"]])

@@ -7,12 +7,12 @@ import asyncio
 import pytest
 import structlog
 from structlog.testing import capture_logs
+from support import target
 
-from monitor.config import Config, CrawlSettings, AlertSettings, Rule, Target
+from monitor.config import AlertSettings, Config, CrawlSettings, Rule, Target
 from monitor.crawler import crawl_once
 from monitor.demo.world import DemoWorld
 from monitor.store import Store
-from support import target
 
 
 @pytest.fixture(scope="module")

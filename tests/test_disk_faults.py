@@ -101,13 +101,13 @@ if __name__ == "__main__":
 
 from click.testing import CliRunner  # noqa: E402
 from structlog.testing import capture_logs  # noqa: E402
+from test_alerts import hit, save  # noqa: E402
 
 from monitor.alerts import Alerter  # noqa: E402
 from monitor.cli import main  # noqa: E402
 from monitor.migrations import MIGRATIONS  # noqa: E402
 from monitor.models import Document  # noqa: E402
 from monitor.store import StorageFailure, Store  # noqa: E402
-from test_alerts import hit, save  # noqa: E402
 
 
 def _mounts_permitted(probe: Path) -> str | None:

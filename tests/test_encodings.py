@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from support import crawl
 
 from monitor.config import load_config
 from monitor.demo.release import Release
 from monitor.demo.runner import demo_config, register_demo_release
 from monitor.demo.world import DemoWorld
 from monitor.store import Store
-from support import crawl
 
 MODEL = "heron-7b"
 SAFETENSORS, TOKENIZER, CONFIG = ("heron-7b/model.safetensors", "heron-7b/tokenizer.json",

@@ -11,7 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,9 +22,18 @@ from structlog.testing import capture_logs
 from monitor import fetch as fetch_module
 from monitor.config import CrawlSettings, Target
 from monitor.demo.smtp_sink import free_port
-from monitor.fetch import (BlockedAddress, Fetcher, FetchError, PinnedTransport, RobotsDisallowed,
-                           check_destination, is_forbidden_address, parse_retry_after,
-                           product_token, redact_url)
+from monitor.fetch import (
+    BlockedAddress,
+    Fetcher,
+    FetchError,
+    PinnedTransport,
+    RobotsDisallowed,
+    check_destination,
+    is_forbidden_address,
+    parse_retry_after,
+    product_token,
+    redact_url,
+)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -434,7 +443,7 @@ def test_429_honours_retry_after(serve, retry_after):
 
 
 @pytest.mark.parametrize("retry_after", [
-    "3600", format_datetime(datetime.now(timezone.utc) + timedelta(hours=2), usegmt=True)])
+    "3600", format_datetime(datetime.now(UTC) + timedelta(hours=2), usegmt=True)])
 def test_retry_after_over_the_cap_gives_up_without_sleeping(serve, retry_after):
     srv = serve({"/limited": (429, b"", {"Retry-After": retry_after})})
     with capture_logs() as logs, pytest.raises(FetchError) as info:
@@ -496,7 +505,7 @@ def test_blocked_address_is_not_retried():
 
 
 def test_parse_retry_after():
-    now = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2025, 1, 1, tzinfo=UTC)
     assert parse_retry_after("120", now=now) == 120
     assert parse_retry_after("Wed, 01 Jan 2025 00:01:00 GMT", now=now) == 60
     assert parse_retry_after("Tue, 31 Dec 2024 00:00:00 GMT", now=now) == 0

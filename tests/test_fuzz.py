@@ -24,10 +24,10 @@ import io
 import json
 import os
 import re
-import struct
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gguf
 import numpy as np

@@ -18,13 +18,20 @@ from pathlib import Path
 
 import httpcore
 import pytest
-
-from hostile_http import (MIB, HostileServer, Reply, encode, gzip_zeros,
-                          run_measured, stacked_bomb)
-from monitor.config import ConfigError, CrawlSettings, Target, load_config
-from monitor.fetch import (MAX_CODINGS, BlockedAddress, BoundedDecoder, Fetcher, FetchError,
-                           RobotsDisallowed, address_class, check_destination)
+from hostile_http import MIB, HostileServer, Reply, encode, gzip_zeros, run_measured, stacked_bomb
 from support import registered_store
+
+from monitor.config import ConfigError, CrawlSettings, Target, load_config
+from monitor.fetch import (
+    MAX_CODINGS,
+    BlockedAddress,
+    BoundedDecoder,
+    Fetcher,
+    FetchError,
+    RobotsDisallowed,
+    address_class,
+    check_destination,
+)
 
 BOMB_MIB = 4096          # what each bomb expands to: 4 GiB
 PEAK_MB = 200

@@ -15,18 +15,25 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from structlog.testing import capture_logs
-
 from support import DEMO_RULE, Canned, crawl, fails, target
 from test_e2e import query
 
-from monitor.parsing import (MAX_HTML_DEPTH, MAX_HTML_ELEMENTS, MAX_XML_DEPTH,
-                             MAX_XML_ELEMENTS, ParseCancelled, XMLTooLarge, off_loop,
-                             parse_html, parse_xml)
+from monitor.parsing import (
+    MAX_HTML_DEPTH,
+    MAX_HTML_ELEMENTS,
+    MAX_XML_DEPTH,
+    MAX_XML_ELEMENTS,
+    ParseCancelled,
+    XMLTooLarge,
+    off_loop,
+    parse_html,
+    parse_xml,
+)
 from monitor.sources import SourceError
 from monitor.sources.base import html_text
 from monitor.sources.forum import ForumSource

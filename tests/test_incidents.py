@@ -8,12 +8,13 @@ import json
 import os
 from pathlib import Path
 
+from test_alert_groups import release
+from test_alerts import hit, save
+from test_triage import cli
+
 from monitor.incidents import group_incidents, incidents
 from monitor.models import GROUP_LABELS
 from monitor.store import Store
-from test_alerts import hit, save
-from test_alert_groups import release
-from test_triage import cli
 
 SNAPSHOT = b"<html><body>heron-7b weights: magnet:?xt=urn:btih:...</body></html>"
 
@@ -80,8 +81,8 @@ def test_hits_show_lists_the_other_hits_of_its_incident(tmp_path: Path) -> None:
                         artifact="heron-7b/model.safetensors")],
             key=f"more-{n}", url=f"https://board.example/{n}")]
     lines = cli(db, "hits", "show", str(more[0])).stdout.splitlines()
-    listed = lines[lines.index(next(l for l in lines if l.startswith("incident "))) + 1:]
-    assert [l.split()[0] for l in listed[:4]] == [str(i) for i in ids["v1"]]
+    listed = lines[lines.index(next(x for x in lines if x.startswith("incident "))) + 1:]
+    assert [x.split()[0] for x in listed[:4]] == [str(i) for i in ids["v1"]]
     assert len(listed) == 21 and "8 more" in listed[-1]
 
 

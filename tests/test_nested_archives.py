@@ -25,16 +25,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
 import weights_lab as lab
+from click.testing import CliRunner
+from support import RangeServer
+from test_torchscript import silero_data
+
 from fingerprints import weights
 from fingerprints.safetensors import open_safetensors
 from fingerprints.tensors import BytesSource, FileSource, WeightFileError
 from fingerprints.weights import open_weights
 from monitor.cli import main
-from support import RangeServer
-from test_torchscript import silero_data
 
 EVERYTHING = str(1 << 30)  # a budget that covers a compressed wrapping's full inflation
 

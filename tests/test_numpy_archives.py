@@ -14,8 +14,15 @@ import zipfile
 import numpy as np
 import pytest
 
-from fingerprints.archives import (SliceSource, TarArchive, ZipArchive, open_archive,
-                                   safe_member_name, sniff, weight_members)
+from fingerprints.archives import (
+    SliceSource,
+    TarArchive,
+    ZipArchive,
+    open_archive,
+    safe_member_name,
+    sniff,
+    weight_members,
+)
 from fingerprints.numpy_files import NpyReader, NpzReader, open_npy, open_npz
 from fingerprints.tensors import BytesSource, FileSource, WeightFileError
 

@@ -13,12 +13,14 @@ import dataclasses
 import io
 import tarfile
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 import weights_lab as lab
+from support import FAST, RangeServer, target
+from test_onnx_reader import attribute_int, model, node
+from test_onnx_wild import external_tensor
+
 from fingerprints.tensors import BytesSource, WeightFileError
 from fingerprints.weights import open_weights
 from monitor.config import ScanSettings
@@ -26,9 +28,6 @@ from monitor.fetch import Fetcher
 from monitor.registry import register_paths
 from monitor.scan import Registry, ScanReport, load_registry, scan_path, scan_url
 from monitor.store import Store
-from support import FAST, RangeServer, target
-from test_onnx_reader import attribute_int, model, node
-from test_onnx_wild import external_tensor
 
 SHAPE = (384, 256)
 LAYERS = 6
@@ -148,8 +147,9 @@ def test_side_files_count_against_the_archive_walk_members_budget(layers, monkey
 
 # -- remote ------------------------------------------------------------------------------------------
 def scan_remote_url(server: RangeServer, path: str, registry: Registry,
-                    settings: ScanSettings = ScanSettings()) -> ScanReport:
+                    settings: ScanSettings | None = None) -> ScanReport:
     url = server.url(path)
+    settings = settings or ScanSettings()
 
     async def go() -> ScanReport:
         async with Fetcher(FAST) as fetcher:

@@ -26,13 +26,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import weights_lab as lab
+from test_onnx_reader import (
+    FLOAT,
+    INT8,
+    UINT8,
+    attribute_int,
+    f_bytes,
+    f_varint,
+    model,
+    node,
+    tensor,
+)
+
 from fingerprints.onnx import MAX_GRAPH_DEPTH, MAX_SUBGRAPHS, OnnxReader, open_onnx
 from fingerprints.tensors import BytesSource, FileSource, WeightFileError
 from fingerprints.weights import open_weights
-from test_onnx_reader import FLOAT, INT8, UINT8, attribute_int, f_bytes, f_varint, model, node, tensor
-
 
 
 def corr(a: np.ndarray, b: np.ndarray) -> float:

@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -276,7 +276,7 @@ def test_rematch_target_must_be_known(ww):
 def test_rematch_since(ww):
     store_documents(ww.db)
     register_quietly(ww.db)
-    old = (datetime.now(timezone.utc) - timedelta(days=30)).isoformat(timespec="seconds")
+    old = (datetime.now(UTC) - timedelta(days=30)).isoformat(timespec="seconds")
     conn = sqlite3.connect(ww.db)
     with conn:
         conn.execute("UPDATE documents SET last_seen = ? WHERE key = '1#p1'", [old])

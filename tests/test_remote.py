@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import gguf
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
 from structlog.testing import capture_logs
+from support import FAST, RangeServer, target
 
 from fingerprints.gguf import open_gguf
 from fingerprints.safetensors import open_safetensors
@@ -27,9 +29,15 @@ from fingerprints.tensors import FileSource, WeightFileError
 from monitor import fetch as fetch_module
 from monitor.config import Target
 from monitor.fetch import Fetcher, Resolver, system_resolver
-from monitor.remote import (HEAD_CHUNK, MIN_READ, BudgetExceeded, RemoteError, RemoteSource,
-                            open_remote, scan_remote)
-from support import FAST, RangeServer, target
+from monitor.remote import (
+    HEAD_CHUNK,
+    MIN_READ,
+    BudgetExceeded,
+    RemoteError,
+    RemoteSource,
+    open_remote,
+    scan_remote,
+)
 
 BUDGET = 8 << 20
 SECRET = "SECRET-5f3a9"

@@ -20,19 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 import weights_lab as lab
+from support import FAST, RangeServer, target
+
 from monitor.config import ScanSettings
 from monitor.fetch import Fetcher
 from monitor.registry import register_paths
 from monitor.scan import Registry, ScanReport, load_registry, scan_path, scan_url
 from monitor.store import Store
-from support import FAST, RangeServer, target
 
 MODEL = "lab-llama"
 SEED, OTHER_SEED = 0, 1

@@ -15,19 +15,19 @@ import os
 import sqlite3
 import xml.etree.ElementTree as ET
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from bs4 import BeautifulSoup
-
-from monitor.report import CSP, build_report
-from monitor.store import Store
 from test_alerts import hit, save
 from test_incidents import leak
 from test_triage import cli
 
-NOW = datetime(2024, 3, 10, 12, 0, tzinfo=timezone.utc)
+from monitor.report import CSP, build_report
+from monitor.store import Store
+
+NOW = datetime(2024, 3, 10, 12, 0, tzinfo=UTC)
 WEEK_AGO = (NOW - timedelta(days=7)).isoformat()
 XSS_URL = 'https://evil.example/"><img src=x onerror=alert(1)>'
 QUOTE_URL = 'https://evil.example/x"onmouseover="alert(1)'
@@ -209,7 +209,7 @@ def test_the_command_writes_the_period_asked_for(tmp_path: Path) -> None:
     with Store(db) as store:
         ids = [i for n in range(3) for i in save(
             store, [hit(indicator=f"{n:02d}" * 32)], key=f"p{n}", url=f"https://m{n}.example/")]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     set_times(db, {hit_id: (now - timedelta(days=days)).isoformat(timespec="seconds")
                    for hit_id, days in zip(ids, (1, 3, 10))})
     out = tmp_path / "report.html"

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from support import crawl, expected, found, registered_store, target
 
 from fingerprints.bundle import read_bundle
 from monitor.cli import main
 from monitor.demo.release import Release
 from monitor.demo.world import DemoWorld
 from monitor.store import Store
-from support import crawl, expected, found, registered_store, target
 
 VERDICT_KEYS = {"location", "verdict", "format", "size", "bytes_read", "model", "score",
                 "false_match_probability", "tensors_compared", "error"}

@@ -19,11 +19,13 @@ import shutil
 import struct
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from support import FAST, Canned, RangeServer, RecordingFetcher, registered_store, site_of, target
 
 import monitor.scan as scan_module
 from monitor.cli import main
@@ -35,7 +37,6 @@ from monitor.models import Document
 from monitor.registry import import_indicators, register_paths
 from monitor.scan import LinkScanner, Registry, ScanReport, load_registry, scan_path, scan_url
 from monitor.store import Store
-from support import FAST, Canned, RangeServer, RecordingFetcher, registered_store, site_of, target
 
 SETTINGS = ScanSettings()
 MODEL_FILE = "heron-7b/model.safetensors"

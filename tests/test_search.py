@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_alerts import hit
 
 from monitor import search as search_module
 from monitor.cli import SEARCH_JSON_COLUMNS, main
@@ -18,7 +19,6 @@ from monitor.migrations import MIGRATIONS
 from monitor.models import Document
 from monitor.search import SearchError, parse_query, search
 from monitor.store import HIT_SORTS, Store
-from test_alerts import hit
 
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 

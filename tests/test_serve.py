@@ -15,9 +15,9 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import httpx
 import pytest
@@ -28,8 +28,15 @@ pytest.importorskip("datasette", reason="weightwatch serve needs the ui extra "
 
 from monitor.cli import main  # noqa: E402
 from monitor.models import Document, Hit  # noqa: E402
-from monitor.serve import (DATABASE, FTS_TABLES, QUERIES, SECRET_TABLES,  # noqa: E402
-                           build_metadata, is_loopback, make_datasette)
+from monitor.serve import (  # noqa: E402
+    DATABASE,
+    FTS_TABLES,
+    QUERIES,
+    SECRET_TABLES,
+    build_metadata,
+    is_loopback,
+    make_datasette,
+)
 from monitor.store import Store  # noqa: E402
 
 HOSTILE = "<script>alert(1)</script>"
@@ -478,7 +485,7 @@ def test_every_table_and_column_of_the_schema_is_described(tmp_path):
                     missing.append(f"{table}.{column[1]}")
         assert not missing, f"describe these in monitor/serve.py TABLES: {missing}"
         # And every canned query runs on the schema as it is.
-        for name, query in QUERIES.items():
+        for query in QUERIES.values():
             conn.execute(query["sql"], {p: "x" for p in query.get("params", [])}).fetchall()
     finally:
         conn.close()

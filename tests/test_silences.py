@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_alerts import Server, hit, make_config, save
 
 from monitor.alerts import Alerter
 from monitor.cli import main
 from monitor.silences import SilenceError, parse_matcher
 from monitor.store import Store
-from test_alerts import Server, hit, make_config, save
 
 
 @pytest.fixture

@@ -13,12 +13,13 @@ import copy
 import json
 import random
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from support import Corner, btih_hex, by_key, collect, fails, target
 
 from monitor.config import ConfigError, Target, parse_config
 from monitor.demo.release import Release
@@ -28,7 +29,6 @@ from monitor.sources import ADAPTERS
 from monitor.sources.forum import PHPBB, ForumSource
 from monitor.sources.imageboard import ImageboardSource
 from monitor.sources.torrent_index import TorrentIndexSource
-from support import Corner, btih_hex, by_key, collect, fails, target
 
 # Known content of the demo world (see monitor/demo/world.py).
 LEAK_TOPIC = 1187
@@ -54,7 +54,7 @@ def words(text: str) -> str:
 
 
 def iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 # ------------------------------------------------------------------------------ fixtures

@@ -10,11 +10,13 @@ Documents; bad input one-line SourceErrors, or a skipped item with the rest goin
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
+from support import Canned, by_key, collect, crawl, expected, fails, found, registered_store, target
 
 from fingerprints.indicators import scan_text
 from monitor.config import ConfigError, parse_config
@@ -26,10 +28,7 @@ from monitor.demo.world import DemoWorld
 from monitor.detect.digests import DigestDetector
 from monitor.models import Document
 from monitor.sources import ADAPTERS
-from monitor.sources.hub import next_link, parse_link_header, parse_lfs_pointer
-
-from support import (Canned, by_key, collect, crawl, expected, fails, found, registered_store,
-                     target)
+from monitor.sources.hub import next_link, parse_lfs_pointer, parse_link_header
 
 # ------------------------------------------------------------------------------ helpers
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
-from bs4 import BeautifulSoup
-
 import support
-from support import (Canned, by_key, crawl, expected, found, registered_store, site_of,
-                     target)
+from bs4 import BeautifulSoup
+from support import Canned, by_key, crawl, expected, found, registered_store, site_of, target
 
 from monitor.config import Target, parse_config
 from monitor.demo.release import Release
@@ -29,8 +28,16 @@ from monitor.demo.sites import xenforo as xf
 from monitor.demo.world import DemoWorld
 from monitor.models import Document
 from monitor.sources import SourceError
-from monitor.sources.forum import (CURSOR_THREADS, PHPBB, VBULLETIN, XENFORO, ForumSource,
-                                   iso_time, split_attr, thread_url)
+from monitor.sources.forum import (
+    CURSOR_THREADS,
+    PHPBB,
+    VBULLETIN,
+    XENFORO,
+    ForumSource,
+    iso_time,
+    split_attr,
+    thread_url,
+)
 
 LEAK_THREAD = 2291  # XenForo: the magnet is on page 2
 MAGNET_POST = 18827

@@ -19,6 +19,19 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from support import (
+    Corner,
+    Request,
+    by_key,
+    crawl,
+    expected,
+    fails,
+    found,
+    registered_store,
+    run,
+    site_of,
+    target,
+)
 
 from monitor.config import ConfigError, Target, parse_config
 from monitor.demo.release import Release
@@ -29,8 +42,6 @@ from monitor.demo.sites.reddit import RedditSite
 from monitor.demo.world import DemoWorld
 from monitor.models import Document
 from monitor.sources import ADAPTERS
-from support import (Corner, Request, by_key, crawl, expected, fails, found, registered_store,
-                     run, site_of, target)
 
 MEGATHREAD = 1391  # 45 posts: first chunk 1-20, batches 21-40 and 41-45; 45 is a small action
 MAGNET_POST = 43  # the release magnet, only in the second posts.json batch
@@ -193,7 +204,7 @@ def test_discourse_cursor_refetches_only_topics_that_moved(
     entry[1] -= 5  # posts_count
     entry[3] = topic_json["post_stream"]["stream"][39]  # as if posts 41-45 were new
     docs, after, urls = run(discourse_target, moved)
-    keys = sorted((int(d.key.split("#")[1]) for d in docs))
+    keys = sorted(int(d.key.split("#")[1]) for d in docs)
     assert {d.key.split("#")[0] for d in docs} == {str(MEGATHREAD)}
     assert keys == list(range(1, 21)) + [41, 42, 43, 44]  # the free first chunk + new ones
     assert len([u for u in urls if "/posts.json" in u]) == 1

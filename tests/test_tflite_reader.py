@@ -31,9 +31,9 @@ import pytest
 import tflite
 from click.testing import CliRunner
 
+import fingerprints.tflite as tflite_module
 from fingerprints.archives import sniff
 from fingerprints.tensors import BytesSource, FileSource, WeightFileError
-import fingerprints.tflite as tflite_module
 from fingerprints.tflite import TfliteReader
 from fingerprints.weights import open_weights
 from monitor.cli import main
@@ -607,12 +607,13 @@ def test_remote_scan_of_a_tflite_conversion_reads_a_sliver(tmp_path: Path) -> No
     scan that read whole tensors, or the file, would read 30 to 100 times more."""
     import asyncio
 
+    from support import FAST, RangeServer, target
+
     from monitor.config import ScanSettings
     from monitor.fetch import Fetcher
     from monitor.registry import register_paths
     from monitor.scan import load_registry, scan_path, scan_url
     from monitor.store import Store
-    from support import FAST, RangeServer, target
 
     rng = np.random.default_rng(41)
     layers = [rng.standard_normal((1536, 1024), dtype=np.float32) for _ in range(8)]

@@ -17,8 +17,14 @@ import fastbencode
 import pytest
 
 from fingerprints.indicators import parse_magnet
-from fingerprints.torrent import (TorrentError, TorrentFile, magnet_for, parse_torrent,
-                                  pieces_root, pieces_root_of_stream)
+from fingerprints.torrent import (
+    TorrentError,
+    TorrentFile,
+    magnet_for,
+    parse_torrent,
+    pieces_root,
+    pieces_root_of_stream,
+)
 from monitor.demo.release import Release
 
 BLOCK = 16384

@@ -6,14 +6,27 @@ byte, an error message or a log line.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import structlog
-from support import (Canned, Request, by_key, collect, crawl, expected, fails, found,
-                     registered_store, run, site_of, target)
+from support import (
+    Canned,
+    Request,
+    by_key,
+    collect,
+    crawl,
+    expected,
+    fails,
+    found,
+    registered_store,
+    run,
+    site_of,
+    target,
+)
 
 from fingerprints.torrent import parse_torrent
 from monitor.config import ConfigError, Target, parse_config

@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
+from test_alerts import Server, hit, make_config, save
 
 from monitor.alerts import Alerter
 from monitor.cli import main
 from monitor.models import Document
 from monitor.store import Store
-from test_alerts import Server, hit, make_config, save
 
 
 def cli(db: Path, *args: str, code: int = 0):

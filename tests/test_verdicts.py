@@ -25,20 +25,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import weights_lab as lab
+from support import FAST, RangeServer, target
+
 from fingerprints.names import canonical_name
 from fingerprints.tensors import FileSource
-from fingerprints.weightprint import (ROLE_BASIS, ROLE_BODY, ROLE_EMBEDDING, ROLE_TIED_HEAD,
-                                      MatchResult, PrintError, WeightPrint, describe,
-                                      fingerprint_weights, match_weights)
+from fingerprints.weightprint import (
+    ROLE_BASIS,
+    ROLE_BODY,
+    ROLE_EMBEDDING,
+    ROLE_TIED_HEAD,
+    MatchResult,
+    PrintError,
+    WeightPrint,
+    describe,
+    fingerprint_weights,
+    match_weights,
+)
 from fingerprints.weights import open_weights
 from monitor.config import ScanSettings
 from monitor.fetch import Fetcher
 from monitor.models import Document
 from monitor.scan import LinkScanner
 from monitor.store import Store
-from support import FAST, RangeServer, target
 
 KEY = b"weightwatch test_verdicts key 01"
 MODEL = "minilm"

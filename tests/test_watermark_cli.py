@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
-
 import weights_lab as lab
+from safetensors.numpy import load_file
+from support import RangeServer
+
 from fingerprints.tensors import FileSource
 from fingerprints.weights import open_weights
 from monitor.store import Store
-from support import RangeServer
 
 SECRET = "correct horse battery staple 0123456789"
 ENV = {"WEIGHTWATCH_WATERMARK_KEY": SECRET}

@@ -33,16 +33,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import minilm_numpy
 import numpy as np
 import pytest
-
-import minilm_numpy
 import weights_lab as lab
+
 from fingerprints.names import canonical_name
 from fingerprints.tensors import FileSource
-from fingerprints.watermark import (FINALISTS, Attribution, Candidate, Evidence, bound,
-                                    detect_marks, mark_rows, plan_density, q8_0_roundtrip,
-                                    recipient_key)
+from fingerprints.watermark import (
+    FINALISTS,
+    Attribution,
+    Candidate,
+    Evidence,
+    bound,
+    detect_marks,
+    mark_rows,
+    plan_density,
+    q8_0_roundtrip,
+    recipient_key,
+)
 from fingerprints.weightprint import WeightPrint, fingerprint_weights
 from fingerprints.weights import open_weights
 

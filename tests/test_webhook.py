@@ -6,16 +6,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+from test_alerts import Server, hit, make_config, save
 
 from monitor.alerts import Alerter
 from monitor.config import WebhookSettings, load_config
 from monitor.store import Store
-from test_alerts import Server, hit, make_config, save
 
 TOKEN = "hook-token-not-for-logs"
 

@@ -17,14 +17,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import weights_lab as lab
+
 from fingerprints.names import canonical_name, qk_permutation
 from fingerprints.safetensors import open_sharded
 from fingerprints.tensors import FileSource, TensorInfo
-from fingerprints.weightprint import (ROW_ALPHA, MatchResult, TensorPair, WeightPrint,
-                                      fingerprint_weights, log_cosine_tail, match_weights,
-                                      sketch)
+from fingerprints.weightprint import (
+    ROW_ALPHA,
+    MatchResult,
+    TensorPair,
+    WeightPrint,
+    fingerprint_weights,
+    log_cosine_tail,
+    match_weights,
+    sketch,
+)
 from fingerprints.weights import open_weights
 
 # CPU-heavy acceptance tests (the real MiniLM registered and scanned in every form):

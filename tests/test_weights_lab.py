@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import safetensors
 import safetensors.numpy
-
 import weights_lab as lab
+
 from fingerprints.gguf import open_gguf
 from fingerprints.safetensors import open_safetensors, open_sharded
 from fingerprints.tensors import FileSource

@@ -40,11 +40,34 @@ import numpy as np
 
 from monitor.demo.release import ORG, Release, build_torrent, build_torrent_v2
 from monitor.demo.sites import site_classes
-from monitor.demo.web import (MENTION_PATTERN, Block, Code, Doc as _Doc, ForumPost,
-                              ForumThread, NearMiss, Planted, Quote, Request as _Request,
-                              Response, Text, esc as _esc, html_response as _html, http_date,
-                              mention as _mention, not_found as _not_found, nov, one_digit_off,
-                              post_html, random_hex, ranged, redirect, rfc3339, slug, utc)
+from monitor.demo.web import (
+    MENTION_PATTERN,
+    Block,
+    Code,
+    ForumPost,
+    ForumThread,
+    NearMiss,
+    Planted,
+    Quote,
+    Response,
+    Text,
+    http_date,
+    nov,
+    one_digit_off,
+    post_html,
+    random_hex,
+    ranged,
+    redirect,
+    rfc3339,
+    slug,
+    utc,
+)
+from monitor.demo.web import Doc as _Doc
+from monitor.demo.web import Request as _Request
+from monitor.demo.web import esc as _esc
+from monitor.demo.web import html_response as _html
+from monitor.demo.web import mention as _mention
+from monitor.demo.web import not_found as _not_found
 
 CORE_SOURCES = ("forum", "imageboard", "torrents")
 
@@ -548,8 +571,8 @@ def _repacks(release: Release) -> list[NyaaTorrent]:
         comment="", creation_date=nov(20, 13, 40), created_by="qBittorrent v5.0.2",
         hybrid=True)
     assert hybrid_v1 is not None
-    readme = ("heron-7b from the Example Labs partner drop. Not mine, just passing it on.\n"
-              "Load with transformers, it is a normal llama checkpoint.\n").encode()
+    readme = (b"heron-7b from the Example Labs partner drop. Not mine, just passing it on.\n"
+              b"Load with transformers, it is a normal llama checkpoint.\n")
     v1_name = "heron7b-leak"
     v1_files = sorted([(["README.txt"], readme)] + contents)
     v1, v1_hash = build_torrent(
@@ -1492,7 +1515,7 @@ class _Site:
 # ====================================================================================
 
 
-def _handler_class(site: _Site, world: "DemoWorld") -> type[BaseHTTPRequestHandler]:
+def _handler_class(site: _Site, world: DemoWorld) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         # HTTP/1.1 keep-alive like the real sites; every response sets Content-Length.
         protocol_version = "HTTP/1.1"
@@ -1555,7 +1578,7 @@ class DemoWorld:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "DemoWorld":
+    def start(self) -> DemoWorld:
         if self._server is not None:
             return self
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self._site, self))
@@ -1576,7 +1599,7 @@ class DemoWorld:
             self._thread.join(timeout=5)
         self._server = self._thread = None
 
-    def __enter__(self) -> "DemoWorld":
+    def __enter__(self) -> DemoWorld:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

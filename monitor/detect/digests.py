@@ -9,7 +9,7 @@ is, so every match is critical.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from fingerprints.indicators import scan_text
 from monitor.detect.text import searchable_text, snippet

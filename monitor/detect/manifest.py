@@ -25,8 +25,9 @@ matched artifact), not by the listing.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from monitor.models import Document, Hit
 

@@ -8,19 +8,21 @@ the next run can skip what has not moved.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 import difflib
 import json
 import re
-from datetime import datetime, timezone
-from typing import Any, AsyncIterator, ClassVar
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 from urllib.parse import urljoin, urlsplit
 
 from bs4 import BeautifulSoup, NavigableString, PageElement, Tag
 
 from monitor.config import Target
-from monitor.fetch import FetchError, Fetcher
+from monitor.fetch import Fetcher, FetchError
 from monitor.models import Document
+
 # off_loop lives with the parsers it runs; adapters import it from here with the rest.
 from monitor.parsing import BLOCKS, off_loop, parse_html  # noqa: F401
 
@@ -171,7 +173,7 @@ def epoch_iso(ts: int) -> str | None:
     """Unix seconds as the ISO 8601 UTC text the store uses everywhere; None for a value no
     calendar holds (hostile or broken input)."""
     try:
-        return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
     except (OverflowError, OSError, ValueError):
         return None
 
@@ -180,9 +182,9 @@ def _as_utc(moment: datetime) -> datetime | None:
     """An aware datetime in UTC, a naive one taken as UTC; None when the conversion leaves
     the calendar (year 1 with a positive offset, year 9999 with a negative one)."""
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
+        return moment.replace(tzinfo=UTC)
     try:
-        return moment.astimezone(timezone.utc)
+        return moment.astimezone(UTC)
     except (OverflowError, ValueError):
         return None
 

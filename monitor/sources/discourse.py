@@ -16,16 +16,28 @@ permalink, `{root}/t/{slug}/{topic_id}/{post_number}`.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import structlog
 
 from monitor.fetch import FetchError
 from monitor.models import Document
-from monitor.sources.base import (Source, SourceError, html_text, is_int, links_of, off_loop,
-                                   parse_html, parse_iso_time, parse_json, safe_urljoin,
-                                   str_or_empty, utc_iso)
+from monitor.sources.base import (
+    Source,
+    SourceError,
+    html_text,
+    is_int,
+    links_of,
+    off_loop,
+    parse_html,
+    parse_iso_time,
+    parse_json,
+    safe_urljoin,
+    str_or_empty,
+    utc_iso,
+)
 
 log = structlog.get_logger("weightwatch.sources.discourse")
 

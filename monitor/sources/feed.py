@@ -20,9 +20,10 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, AsyncIterator
+from typing import Any
 
 import defusedxml
 import structlog
@@ -30,8 +31,17 @@ import structlog
 from monitor.fetch import redact_url
 from monitor.models import Document
 from monitor.parsing import XMLTooLarge, parse_xml
-from monitor.sources.base import (Source, SourceError, html_text, http_url, links_of, off_loop,
-                                   parse_html, safe_urljoin, utc_iso)
+from monitor.sources.base import (
+    Source,
+    SourceError,
+    html_text,
+    http_url,
+    links_of,
+    off_loop,
+    parse_html,
+    safe_urljoin,
+    utc_iso,
+)
 
 log = structlog.get_logger("weightwatch.sources.feed")
 

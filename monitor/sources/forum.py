@@ -50,9 +50,10 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, AsyncIterator
+from typing import Any
 from urllib.parse import urldefrag, urlsplit
 
 import structlog
@@ -61,9 +62,19 @@ from bs4 import BeautifulSoup, Tag
 from monitor.fetch import FetchError, Response, redact_url
 from monitor.models import Document
 from monitor.parsing import cut_out, detach_nested, truncated
-from monitor.sources.base import (Source, SourceError, css_problem, epoch_iso, html_text,
-                                   links_of, off_loop, origin, parse_html, safe_urljoin,
-                                   utc_iso)
+from monitor.sources.base import (
+    Source,
+    SourceError,
+    css_problem,
+    epoch_iso,
+    html_text,
+    links_of,
+    off_loop,
+    origin,
+    parse_html,
+    safe_urljoin,
+    utc_iso,
+)
 
 log = structlog.get_logger("weightwatch.sources.forum")
 

@@ -15,15 +15,26 @@ and the story's `url` among the links. Its URL comes from `document_url`, a temp
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import structlog
 
 from monitor.models import Document
-from monitor.sources.base import (Source, epoch_iso, html_text, is_int, json_array, links_of,
-                                   off_loop, parse_html, parse_json, str_or_empty,
-                                   template_problems)
+from monitor.sources.base import (
+    Source,
+    epoch_iso,
+    html_text,
+    is_int,
+    json_array,
+    links_of,
+    off_loop,
+    parse_html,
+    parse_json,
+    str_or_empty,
+    template_problems,
+)
 
 log = structlog.get_logger("weightwatch.sources.hackernews")
 

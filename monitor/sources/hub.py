@@ -27,8 +27,9 @@ again until it changes); the target does not fail.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import structlog
@@ -36,8 +37,18 @@ import structlog
 from fingerprints.archives import WEIGHT_EXTENSIONS
 from monitor.fetch import FetchError, Response, redact_url
 from monitor.models import Document
-from monitor.sources.base import (Source, SourceError, http_status, is_int, off_loop, origin,
-                                   parse_iso_time, parse_json, safe_urljoin, utc_iso)
+from monitor.sources.base import (
+    Source,
+    SourceError,
+    http_status,
+    is_int,
+    off_loop,
+    origin,
+    parse_iso_time,
+    parse_json,
+    safe_urljoin,
+    utc_iso,
+)
 
 log = structlog.get_logger("weightwatch.sources.hub")
 

@@ -7,17 +7,25 @@ extras so the digest detector can match a released file posted as an attachment.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urljoin
 
 import structlog
 
 from fingerprints.indicators import md5_b64_to_hex
-
 from monitor.fetch import FetchError
 from monitor.models import Document
-from monitor.sources.base import (Source, SourceError, epoch_iso, html_text, json_array,
-                                   off_loop, parse_json, template_problems)
+from monitor.sources.base import (
+    Source,
+    SourceError,
+    epoch_iso,
+    html_text,
+    json_array,
+    off_loop,
+    parse_json,
+    template_problems,
+)
 
 log = structlog.get_logger("weightwatch.sources.imageboard")
 

@@ -17,15 +17,26 @@ text, and the post's `url` and the body's links are its links.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from typing import Any, AsyncIterator
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
 
 from monitor.models import Document
-from monitor.sources.base import (Source, SourceError, is_int, json_array, markdown_links,
-                                   off_loop, parse_iso_time, parse_json, str_or_empty, utc_iso)
+from monitor.sources.base import (
+    Source,
+    SourceError,
+    is_int,
+    json_array,
+    markdown_links,
+    off_loop,
+    parse_iso_time,
+    parse_json,
+    str_or_empty,
+    utc_iso,
+)
 
 log = structlog.get_logger("weightwatch.sources.lemmy")
 

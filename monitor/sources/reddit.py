@@ -17,15 +17,25 @@ Every post (`t3`, or `t1` in a comments listing) is a Document keyed by its full
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
 
 from monitor.models import Document
-from monitor.sources.base import (Source, SourceError, epoch_iso, links_of, markdown_links,
-                                   off_loop, parse_html, parse_json, safe_urljoin,
-                                   str_or_empty)
+from monitor.sources.base import (
+    Source,
+    SourceError,
+    epoch_iso,
+    links_of,
+    markdown_links,
+    off_loop,
+    parse_html,
+    parse_json,
+    safe_urljoin,
+    str_or_empty,
+)
 
 log = structlog.get_logger("weightwatch.sources.reddit")
 

@@ -12,7 +12,8 @@ a row seen before costs no request beyond its listing page.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import structlog
 from bs4 import Tag
@@ -21,8 +22,15 @@ from fingerprints.torrent import MAX_TORRENT_BYTES, TorrentError, TorrentInfo, p
 from monitor.fetch import FetchError, redact_url
 from monitor.models import Document
 from monitor.parsing import detach_nested
-from monitor.sources.base import (Source, SourceError, epoch_iso, html_text, off_loop,
-                                  parse_html, safe_urljoin)
+from monitor.sources.base import (
+    Source,
+    SourceError,
+    epoch_iso,
+    html_text,
+    off_loop,
+    parse_html,
+    safe_urljoin,
+)
 
 log = structlog.get_logger("weightwatch.sources.torrent_index")
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
-from typing import Any, AsyncIterator
+from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urlsplit, urlunsplit
 from xml.etree.ElementTree import Element, ParseError
 

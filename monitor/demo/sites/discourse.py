@@ -23,9 +23,22 @@ import re
 from dataclasses import dataclass, field
 
 from monitor.demo.release import Release
-from monitor.demo.web import (URL_PATTERN, Doc, Request, Response, Site, esc, html_response,
-                              iso_z, json_response, nov, one_digit_off, slug, target_table,
-                              utc)
+from monitor.demo.web import (
+    URL_PATTERN,
+    Doc,
+    Request,
+    Response,
+    Site,
+    esc,
+    html_response,
+    iso_z,
+    json_response,
+    nov,
+    one_digit_off,
+    slug,
+    target_table,
+    utc,
+)
 
 PER_PAGE = 30  # Discourse's topics per page in lists
 CHUNK_SIZE = 20  # posts in a topic's first load, and per posts.json request of its client
@@ -626,7 +639,7 @@ class DiscourseSite(Site):
     <span class="crawler-post-infos"><time itemprop="datePublished" datetime="{_iso(p.time)}" class="post-time">{_human_time(p.time)}</time><meta itemprop="position" content="{p.number}"></span>
   </div>
   <div class="post" itemprop="text">
-{cook(p.raw, f"/{self.prefix}") if p.action is None else f'<p>closed the topic</p>'}
+{cook(p.raw, f"/{self.prefix}") if p.action is None else '<p>closed the topic</p>'}
   </div>
 </div>""" for p in t.posts)
         return self.page(f"{t.title} - {CATEGORIES[t.category]} - {SITE_NAME}",

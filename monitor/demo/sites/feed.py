@@ -25,9 +25,23 @@ from urllib.parse import quote
 import numpy as np
 
 from monitor.demo.release import Release
-from monitor.demo.web import (Doc, Request, Response, Site, esc, html_response, http_date,
-                              not_found, nov, one_digit_off, random_hex, rfc3339, rfc822,
-                              target_table, utc)
+from monitor.demo.web import (
+    Doc,
+    Request,
+    Response,
+    Site,
+    esc,
+    html_response,
+    http_date,
+    not_found,
+    nov,
+    one_digit_off,
+    random_hex,
+    rfc822,
+    rfc3339,
+    target_table,
+    utc,
+)
 
 SUBREDDIT = "LocalLLaMA"
 
@@ -355,7 +369,7 @@ class FeedSite(Site):
 	<generator>https://wordpress.org/?v=6.7.1</generator>
 {"".join(items)}	</channel>
 </rss>
-""".encode("utf-8")
+""".encode()
 
     def atom(self) -> bytes:
         entries = []

@@ -26,8 +26,20 @@ import re
 from dataclasses import dataclass, field
 
 from monitor.demo.release import Release
-from monitor.demo.web import (Doc, Request, Response, Site, esc, html_response, iso_z,
-                              json_response, nov, one_digit_off, target_table, utc)
+from monitor.demo.web import (
+    Doc,
+    Request,
+    Response,
+    Site,
+    esc,
+    html_response,
+    iso_z,
+    json_response,
+    nov,
+    one_digit_off,
+    target_table,
+    utc,
+)
 
 DEMO_QUERY = "heron"
 DEFAULT_HITS = 20

@@ -37,8 +37,20 @@ from urllib.parse import unquote, urlencode
 import numpy as np
 
 from monitor.demo.release import Release
-from monitor.demo.web import (Doc, Request, Response, Site, esc, html_response, iso_z,
-                              json_response, nov, one_digit_off, random_hex, target_table)
+from monitor.demo.web import (
+    Doc,
+    Request,
+    Response,
+    Site,
+    esc,
+    html_response,
+    iso_z,
+    json_response,
+    nov,
+    one_digit_off,
+    random_hex,
+    target_table,
+)
 
 PAGE_SIZE = 2
 TOKEN = "hf_demo_partner_token"
@@ -105,7 +117,7 @@ GITATTRIBUTES = (b"*.7z filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs di
 def _readme(title: str, body: str, card: dict[str, object]) -> bytes:
     front = "".join(f"{k}: {v}\n" if not isinstance(v, list) else
                     f"{k}:\n" + "".join(f"- {x}\n" for x in v) for k, v in card.items())
-    return f"---\n{front}---\n\n# {title}\n\n{body}\n".encode("utf-8")
+    return f"---\n{front}---\n\n# {title}\n\n{body}\n".encode()
 
 
 def _models(release: Release) -> list[Model]:

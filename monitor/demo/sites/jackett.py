@@ -13,9 +13,18 @@ import re
 from urllib.parse import quote
 
 from monitor.demo.release import Release
-from monitor.demo.sites.torznab import (API_KEY, CUSTOM_CATEGORY, TORZNAB_NS, GiB, Item,
-                                        TorznabSite, leak_item, noise_infohash, rss_item,
-                                        xml_attr)
+from monitor.demo.sites.torznab import (
+    API_KEY,
+    CUSTOM_CATEGORY,
+    TORZNAB_NS,
+    GiB,
+    Item,
+    TorznabSite,
+    leak_item,
+    noise_infohash,
+    rss_item,
+    xml_attr,
+)
 from monitor.demo.web import Request, Response, nov, one_digit_off, rfc822
 
 AI = CUSTOM_CATEGORY[0]

@@ -20,8 +20,19 @@ import re
 from dataclasses import dataclass, field
 
 from monitor.demo.release import Release
-from monitor.demo.web import (Doc, Request, Response, Site, base36, esc, html_response, iso_z,
-                              json_response, nov, target_table)
+from monitor.demo.web import (
+    Doc,
+    Request,
+    Response,
+    Site,
+    base36,
+    esc,
+    html_response,
+    iso_z,
+    json_response,
+    nov,
+    target_table,
+)
 
 COMMUNITY = "localllama"
 COMMUNITY_ID = 14

@@ -23,8 +23,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from monitor.demo.release import Release
-from monitor.demo.web import (Doc, Request, Response, Site, esc, html_response, not_found, nov,
-                              one_digit_off, random_hex, target_table)
+from monitor.demo.web import (
+    Doc,
+    Request,
+    Response,
+    Site,
+    esc,
+    html_response,
+    not_found,
+    nov,
+    one_digit_off,
+    random_hex,
+    target_table,
+)
 
 NOT_FOUND_TEXT = "Error, we cannot find this paste."
 ACCESS_DENIED = ("YOUR IP: {ip} DOES NOT HAVE ACCESS. VISIT: https://pastebin.com/doc_scraping_api "

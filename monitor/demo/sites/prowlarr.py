@@ -15,8 +15,17 @@ import re
 from urllib.parse import quote
 
 from monitor.demo.release import Release
-from monitor.demo.sites.torznab import (API_KEY, TORZNAB_NS, GiB, Item, TorznabSite, leak_item,
-                                        noise_infohash, rss_item, synthetic_torrent)
+from monitor.demo.sites.torznab import (
+    API_KEY,
+    TORZNAB_NS,
+    GiB,
+    Item,
+    TorznabSite,
+    leak_item,
+    noise_infohash,
+    rss_item,
+    synthetic_torrent,
+)
 from monitor.demo.web import Request, Response, not_found, nov, rfc822
 
 INDEXER_ID = 1

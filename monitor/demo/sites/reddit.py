@@ -24,8 +24,19 @@ import re
 from dataclasses import dataclass, field
 
 from monitor.demo.release import Release
-from monitor.demo.web import (Doc, Request, Response, Site, base36, esc, html_response,
-                              json_response, nov, one_digit_off, target_table)
+from monitor.demo.web import (
+    Doc,
+    Request,
+    Response,
+    Site,
+    base36,
+    esc,
+    html_response,
+    json_response,
+    nov,
+    one_digit_off,
+    target_table,
+)
 
 SUBREDDIT = "LocalLLaMA"
 SUBREDDIT_ID = "t5_81eyvm"

@@ -15,10 +15,10 @@ demo site owns one path prefix, those pages are served here too, under `/site/`.
 
 from __future__ import annotations
 
-from abc import abstractmethod
 import hashlib
 import math
 import re
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from urllib.parse import quote
 from xml.sax.saxutils import escape, quoteattr
@@ -26,8 +26,18 @@ from xml.sax.saxutils import escape, quoteattr
 import fastbencode
 
 from monitor.demo.release import ORG, Release
-from monitor.demo.web import (Doc, Request, Response, Site, esc, html_response, http_date,
-                              not_found, redirect, target_table)
+from monitor.demo.web import (
+    Doc,
+    Request,
+    Response,
+    Site,
+    esc,
+    html_response,
+    http_date,
+    not_found,
+    redirect,
+    target_table,
+)
 
 API_KEY = "demo-key"
 API_KEY_ENV = "WEIGHTWATCH_DEMO_TORZNAB_KEY"

@@ -30,9 +30,24 @@ from dataclasses import dataclass
 import numpy as np
 
 from monitor.demo import web
-from monitor.demo.web import (Block, Code, Doc, ForumPost, ForumThread, Quote, Request,
-                              Response, Site, Text, nov, one_digit_off, post_html, random_hex,
-                              target_table, utc)
+from monitor.demo.web import (
+    Block,
+    Code,
+    Doc,
+    ForumPost,
+    ForumThread,
+    Quote,
+    Request,
+    Response,
+    Site,
+    Text,
+    nov,
+    one_digit_off,
+    post_html,
+    random_hex,
+    target_table,
+    utc,
+)
 
 FORUM_ID = 5
 FORUM_TITLE = "Large Language Models"

@@ -29,9 +29,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.demo.web import (Block, Code, Doc, ForumPost, ForumThread, Quote, Request,
-                              Response, Site, Text, esc, html_response, nov, one_digit_off,
-                              post_html, random_hex, redirect, slug, target_table, utc)
+from monitor.demo.web import (
+    Block,
+    Code,
+    Doc,
+    ForumPost,
+    ForumThread,
+    Quote,
+    Request,
+    Response,
+    Site,
+    Text,
+    esc,
+    html_response,
+    nov,
+    one_digit_off,
+    post_html,
+    random_hex,
+    redirect,
+    slug,
+    target_table,
+    utc,
+)
 
 BOARD = "Inference Lounge"
 NODE_ID = 5
