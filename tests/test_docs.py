@@ -1,7 +1,8 @@
 """The documentation covers what the code offers.
 
 The reference lives in docs/ (the README keeps the pitch, the set-up and a tour), so a new
-command, option, config key, source kind or selector could land without a word about it.
+command, option, JSON output, config key, source kind or selector could land without a word
+about it.
 These checks walk the CLI's click tree and the config schema and name what no page
 documents. They also hold the README's two set-up commands to what CI and a new user run,
 and every relative link to a page and heading that exist. No network, no subprocess: the
@@ -53,6 +54,7 @@ SCHEMA_SECTIONS = {
 KIND_SPECIFIC_HEADING = "Kind-specific target keys"
 SOURCES_HEADING = "Sources"
 GLOBAL_OPTIONS_HEADING = "Global options"
+JSON_PAGE = DOCS / "json-output.md"
 
 
 # --- reading the pages -----------------------------------------------------------------
@@ -179,6 +181,14 @@ def missing_commands(root: click.Group, sections: list[Section]) -> list[str]:
     return problems
 
 
+def missing_json_contracts(root: click.Group, sections: list[Section]) -> list[str]:
+    """Scripts read `--format json`: each command that prints it has its keys written down."""
+    json_sections = [s for s in sections if s.path == JSON_PAGE]
+    return [f"`{path} --format json`: no heading `{path}` in {JSON_PAGE.relative_to(ROOT)}"
+            for path, command in commands(root)
+            if "--format" in long_options(command) and not headed(json_sections, path)]
+
+
 # --- the config schema ---------------------------------------------------------------
 
 
@@ -261,6 +271,11 @@ def test_every_command_and_option_is_documented() -> None:
     assert not problems, _report(problems)
 
 
+def test_every_json_output_is_documented() -> None:
+    problems = missing_json_contracts(cli_root(), all_sections())
+    assert not problems, _report(problems)
+
+
 def test_every_config_key_is_documented() -> None:
     problems = missing_config_keys(all_sections())
     assert not problems, _report(problems)
@@ -294,6 +309,11 @@ def test_the_checks_name_what_is_missing() -> None:
     cut = [s for s in sections if not headed([s], "weightwatch silence expire")]
     assert any(p.startswith("`weightwatch silence expire`: no heading")
                for p in missing_commands(cli_root(), cut))
+    cut = [s for s in sections
+           if not (s.path == JSON_PAGE and headed([s], "weightwatch rematch"))]
+    assert missing_json_contracts(cli_root(), cut) == [
+        "`weightwatch rematch --format json`: no heading `weightwatch rematch` in "
+        "docs/json-output.md"]
     cut = _without(sections, "[scan]", "`max_links`")
     assert any(p.startswith("config key `scan.max_links`") for p in missing_config_keys(cut))
     cut = _without(sections, "[[alerts.routes]]", "`kind`")
