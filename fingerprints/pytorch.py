@@ -43,17 +43,16 @@ import codecs
 import math
 import re
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from fingerprints.archives import ArchiveMember, ZipArchive
-from fingerprints.dequant import ITEMSIZE
+from fingerprints.dequant import ITEMSIZE, Floats
 from fingerprints.limits import MAX_TENSORS_PER_FILE
 from fingerprints.tensors import (
     ByteSource,
+    Rows,
     TensorInfo,
     TensorLookup,
     WeightFileError,
@@ -505,7 +504,7 @@ class _Machine:
         if len(text) < 2 or text[0] != text[-1] or text[:1] not in (b"'", b'"'):
             raise self.fail("bad STRING in pickle")
         try:
-            raw = codecs.escape_decode(text[1:-1])[0]  # type: ignore[attr-defined]
+            raw = codecs.escape_decode(text[1:-1])[0]
         except Exception:
             raise self.fail("bad STRING escape in pickle") from None
         self.stack.append(raw.decode("latin-1"))
@@ -937,7 +936,7 @@ class PyTorchReader(TensorLookup):
         return TensorInfo(name=name, shape=ref.size, dtype=ref.dtype, offset=offset,
                           nbytes=nbytes, row_nbytes=row_nbytes, extra=extra)
 
-    def read_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+    def read_rows(self, tensor: TensorInfo, rows: Rows) -> Floats:
         if not tensor.extra.get("contiguous", True):
             raise WeightFileError(f"{self.source.name}: tensor {tensor.name} is a non-contiguous "
                                   f"view (size {tensor.shape}, stride {tensor.extra.get('stride')}); "
@@ -947,5 +946,6 @@ class PyTorchReader(TensorLookup):
         return read_plain_rows(source, tensor, rows)
 
 
-def open_pytorch(source: ByteSource, **limits: int) -> PyTorchReader:
-    return PyTorchReader(source, **limits)
+def open_pytorch(source: ByteSource, *, max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BYTES,
+                 max_ops: int = DEFAULT_MAX_OPS) -> PyTorchReader:
+    return PyTorchReader(source, max_pickle_bytes=max_pickle_bytes, max_ops=max_ops)
