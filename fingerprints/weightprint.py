@@ -800,25 +800,27 @@ def match_weights(reader: WeightReader, prints: Sequence[tuple[str, WeightPrint]
     shapes = {s for _, p in prints for t in p.tensors for s in (t.shape, t.shape[::-1])}
     order_key = prints[0][1].key if prints else b"none"
     names = {t.canonical for _, p in prints for t in p.tensors}
-    views = {t.name: matrix_shape(t) for t in reader.tensors}
-    matrices = [t for t in reader.tensors if views[t.name] is not None
-                and t.dtype.upper() not in _NOT_WEIGHTS]
-    plan = [t for t in matrices if views[t.name][1] in widths]  # type: ignore[index]
+    # Each tensor with its own view: a file may repeat a name (TFLite does not forbid it),
+    # and a same-named vector must not hide a matrix.
+    viewed = [(t, view) for t in reader.tensors
+              if (view := matrix_shape(t)) is not None and t.dtype.upper() not in _NOT_WEIGHTS]
+    matrices = [t for t, _ in viewed]
+    planned = [(t, view) for t, view in viewed if view[1] in widths]
     # Tensors whose canonical name was fingerprinted first (names usually survive a
     # conversion, and a deep model has more matrices than a fingerprint keeps), then those
     # of a fingerprinted shape, in a keyed order.
-    plan.sort(key=lambda t: (canonical_name(t.name) not in names,
-                             views[t.name][:2] not in shapes,  # type: ignore[index]
-                             _seed(order_key, "scan", t.name, t.shape)))
+    planned.sort(key=lambda tv: (canonical_name(tv[0].name) not in names,
+                                 tv[1][:2] not in shapes,
+                                 _seed(order_key, "scan", tv[0].name, tv[0].shape)))
+    plan = [t for t, _ in planned]
     rows_seen: list[_Row] = []
     pairs: list[TensorPair] = []
     skipped: list[str] = []
     exhausted = False
     n_models = max(1, len({model for model, _ in prints}))
-    for tensor in plan:
+    for tensor, (rows, _, per) in planned:
         if len(pairs) >= max_tensors:
             break
-        rows, _, per = views[tensor.name]  # type: ignore[misc]
         run = min(rows_per_tensor, rows)
         cost = matrix_read_cost(tensor, run)
         if per > 1 and tensor.row_nbytes > MAX_SLICE_BYTES:
