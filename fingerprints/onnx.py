@@ -969,10 +969,11 @@ class OnnxReader(TensorLookup):
         if not tensor.extra.get("quantized"):
             return values
         extra = tensor.extra
+        # The broadcast shapes _quantized stored (tuples of ints), or one value per tensor.
+        scale_shape = cast("tuple[int, ...]", extra.get("scale_shape") or (1,))
+        zero_shape = cast("tuple[int, ...]", extra.get("zero_shape") or (1,))
         return affine_rows(values, index, tuple(tensor.shape), np.asarray(extra["scale"]),
-                           tuple(extra.get("scale_shape") or (1,)),  # type: ignore[arg-type]
-                           np.asarray(extra["zero_point"]),
-                           tuple(extra.get("zero_shape") or (1,)))  # type: ignore[arg-type]
+                           tuple(scale_shape), np.asarray(extra["zero_point"]), tuple(zero_shape))
 
 
 def _typed_to_float32(values: np.ndarray, dtype: str) -> Floats:

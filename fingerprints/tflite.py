@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 import struct
 from collections import OrderedDict
+from typing import cast
 
 import numpy as np
 
@@ -343,12 +344,14 @@ class TfliteReader(TensorLookup):
         values = read_plain_rows(self.source, tensor, index)
         if not tensor.extra.get("quantized"):
             return values
-        return dequantize_rows(values, index, tensor.shape, tensor.extra["scale"],  # type: ignore[arg-type]
-                               tensor.extra["zero_point"], tensor.extra["axis"])  # type: ignore[arg-type]
+        extra = tensor.extra  # as _quantization stored it: float32 arrays, an axis or None
+        return dequantize_rows(values, index, tensor.shape, cast("np.ndarray", extra["scale"]),
+                               cast("np.ndarray", extra["zero_point"]),
+                               cast("int | None", extra["axis"]))
 
 
 def dequantize_rows(values: np.ndarray, index: np.ndarray, shape: tuple[int, ...],
-                    scale: np.ndarray, zero: np.ndarray, axis: int | None) -> np.ndarray:
+                    scale: np.ndarray, zero: np.ndarray, axis: int | None) -> Floats:
     """(q - zero) * scale for rows `index`; per tensor (`axis` None) or per channel along
     `axis` (TFLite's quantized_dimension), through the one affine rule (dequant)."""
     channels = [1] * len(shape)
