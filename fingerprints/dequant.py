@@ -34,7 +34,8 @@ from typing import TypeAlias
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["Floats", "RawData", "GGML_TYPES", "ITEMSIZE", "KERNELS", "PLAIN_DTYPES", "QK_K", "bf16_to_f32", "quantize_q8_0",
+__all__ = ["Floats", "RawData",
+           "GGML_TYPES", "ITEMSIZE", "KERNELS", "PLAIN_DTYPES", "QK_K", "bf16_to_f32", "quantize_q8_0",
            "affine_rows", "decode_plain", "dequantize", "f8_e4m3_to_f32", "f8_e5m2_to_f32", "ggml_type_name"]
 
 # What every decoder returns and every reader's `read_rows` gives back.
