@@ -73,10 +73,11 @@ import re
 import struct
 import tempfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal, TypedDict, TypeGuard, overload
 
 from fingerprints.limits import json_values_bound
 from fingerprints.weightprint import PrintError, WeightPrint
@@ -109,13 +110,40 @@ class BundleError(ValueError):
     """A bundle that cannot be read or imported; the message is one line naming it."""
 
 
+class BundleArtifact(TypedDict):
+    """A released file as a bundle lists it (validated by `parse_bundle`): no path."""
+
+    model: str
+    name: str
+    size: int
+    sha256: str
+    sha1: str
+    md5: str
+    pieces_root: str | None
+    shards: list[str]
+    release: str | None
+    recipient: str | None
+
+
+class BundleIndicator(TypedDict):
+    """A digest known without its file (a checksum list, a magnet, a hub record)."""
+
+    algo: str
+    value: str
+    model: str
+    name: str | None
+    size: int | None
+    source: str
+    recipient: str | None
+
+
 @dataclass
 class Bundle:
     created_at: str
     generator: str
     models: list[str]
-    artifacts: list[dict[str, Any]]
-    indicators: list[dict[str, Any]]
+    artifacts: list[BundleArtifact]
+    indicators: list[BundleIndicator]
     # (model, registered file name, fingerprint)
     weight_prints: list[tuple[str, str, WeightPrint]] = field(default_factory=list)
 
@@ -159,7 +187,7 @@ def read_bundle(source: str | Path | BinaryIO, *, name: str | None = None,
     if isinstance(source, (str, Path)):
         with open(source, "rb") as f:
             return read_bundle(f, name=name or str(source), max_size=max_size)
-    name = name or getattr(source, "name", "bundle")
+    name = name or str(getattr(source, "name", "bundle"))
     data = _read_limited(source, name, max_size)
     values = json_values_bound(data)
     if values > MAX_BUNDLE_VALUES:
@@ -281,13 +309,13 @@ def parse_bundle(doc: Any, name: str) -> Bundle:
         models.append(_text(entry["name"], f"{where}.name", fail, required=True))
     known = set(models)
 
-    def model_of(entry: dict, where: str) -> str:
+    def model_of(entry: dict[str, Any], where: str) -> str:
         model = _text(entry["model"], f"{where}.model", fail, required=True)
         if model not in known:
             raise fail(f"{where}.model", f"{model[:60]!r} is not listed in models")
         return model
 
-    artifacts = []
+    artifacts: list[BundleArtifact] = []
     for i, entry in enumerate(_list(doc["artifacts"], "artifacts", fail)):
         where = f"artifacts[{i}]"
         _check_keys(entry, _ARTIFACT_KEYS, where, fail)
@@ -308,7 +336,7 @@ def parse_bundle(doc: Any, name: str) -> Bundle:
             "recipient": _text(entry["recipient"], f"{where}.recipient", fail),
         })
 
-    indicators = []
+    indicators: list[BundleIndicator] = []
     for i, entry in enumerate(_list(doc["indicators"], "indicators", fail)):
         where = f"indicators[{i}]"
         _check_keys(entry, _INDICATOR_KEYS, where, fail)
@@ -325,7 +353,7 @@ def parse_bundle(doc: Any, name: str) -> Bundle:
             "source": _text(entry["source"], f"{where}.source", fail, required=True),
             "recipient": _text(entry["recipient"], f"{where}.recipient", fail),
         })
-    prints = []
+    prints: list[tuple[str, str, WeightPrint]] = []
     for i, entry in enumerate(_list(doc.get("weight_prints", []), "weight_prints", fail)):
         where = f"weight_prints[{i}]"
         _check_keys(entry, _PRINT_KEYS, where, fail)
@@ -339,17 +367,17 @@ def parse_bundle(doc: Any, name: str) -> Bundle:
                   artifacts=artifacts, indicators=indicators, weight_prints=prints)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _show(value: Any) -> str:
+def _show(value: object) -> str:
     kinds = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
              type(None): "null", int: "a number", float: "a number"}
     return kinds.get(type(value), type(value).__name__)
 
 
-def _check_keys(entry: Any, keys: tuple[str, ...], where: str, fail: Any) -> None:
+def _check_keys(entry: object, keys: tuple[str, ...], where: str, fail: _Fail) -> None:
     if not isinstance(entry, dict):
         raise fail(where, f"expected an object, got {_show(entry)}")
     unknown = [k for k in entry if k not in keys]
@@ -360,13 +388,21 @@ def _check_keys(entry: Any, keys: tuple[str, ...], where: str, fail: Any) -> Non
         raise fail(where, f"missing key {missing[0]!r}")
 
 
-def _list(value: Any, where: str, fail: Any) -> list:
+# Builds the BundleError for (where, what is wrong), naming the bundle.
+_Fail = Callable[[str, str], BundleError]
+
+
+def _list(value: object, where: str, fail: _Fail) -> list[Any]:
     if not isinstance(value, list):
         raise fail(where, f"expected an array, got {_show(value)}")
     return value
 
 
-def _text(value: Any, where: str, fail: Any, *, required: bool = False) -> Any:
+@overload
+def _text(value: object, where: str, fail: _Fail, *, required: Literal[True]) -> str: ...
+@overload
+def _text(value: object, where: str, fail: _Fail, *, required: bool = False) -> str | None: ...
+def _text(value: object, where: str, fail: _Fail, *, required: bool = False) -> str | None:
     if value is None and not required:
         return None
     if not isinstance(value, str):
@@ -380,7 +416,11 @@ def _text(value: Any, where: str, fail: Any, *, required: bool = False) -> Any:
     return value
 
 
-def _size(value: Any, where: str, fail: Any, *, required: bool = False) -> int | None:
+@overload
+def _size(value: object, where: str, fail: _Fail, *, required: Literal[True]) -> int: ...
+@overload
+def _size(value: object, where: str, fail: _Fail, *, required: bool = False) -> int | None: ...
+def _size(value: object, where: str, fail: _Fail, *, required: bool = False) -> int | None:
     if value is None and not required:
         return None
     if not _is_int(value) or not 0 <= value < 2**63:
@@ -388,7 +428,7 @@ def _size(value: Any, where: str, fail: Any, *, required: bool = False) -> int |
     return value
 
 
-def _hex(value: Any, length: int, where: str, fail: Any) -> str:
+def _hex(value: object, length: int, where: str, fail: _Fail) -> str:
     if not isinstance(value, str):
         raise fail(where, f"expected {length} hex characters, got {_show(value)}")
     if not _HEX.fullmatch(value):

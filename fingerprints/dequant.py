@@ -29,11 +29,19 @@ Block layouts (little-endian; `d`, `m`, `dmin` are float16):
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeAlias
 
 import numpy as np
+from numpy.typing import NDArray
 
-__all__ = ["GGML_TYPES", "ITEMSIZE", "KERNELS", "PLAIN_DTYPES", "QK_K", "bf16_to_f32", "quantize_q8_0",
+__all__ = ["Floats", "RawData",
+           "GGML_TYPES", "ITEMSIZE", "KERNELS", "PLAIN_DTYPES", "QK_K", "bf16_to_f32", "quantize_q8_0",
            "affine_rows", "decode_plain", "dequantize", "f8_e4m3_to_f32", "f8_e5m2_to_f32", "ggml_type_name"]
+
+# What every decoder returns and every reader's `read_rows` gives back.
+Floats: TypeAlias = NDArray[np.float32]
+# Stored bytes as a reader holds them: read from a source, or already viewed as an array.
+RawData: TypeAlias = bytes | bytearray | memoryview | np.ndarray
 
 QK_K = 256
 
@@ -96,19 +104,19 @@ PLAIN_DTYPES: dict[str, tuple[int, str]] = {
 ITEMSIZE: dict[str, int] = {name: size for name, (size, _) in PLAIN_DTYPES.items()}
 
 
-def _bits(raw: np.ndarray | bytes | bytearray | memoryview, dtype: str) -> np.ndarray:
+def _bits(raw: RawData, dtype: str) -> np.ndarray:
     """Raw bytes, or an array reinterpreted, as a flat array of `dtype`."""
     if isinstance(raw, (bytes, bytearray, memoryview)):
         return np.frombuffer(raw, dtype=dtype)
     return np.asarray(raw).view(dtype)
 
 
-def bf16_to_f32(raw: np.ndarray | bytes, big_endian: bool = False) -> np.ndarray:
+def bf16_to_f32(raw: RawData, big_endian: bool = False) -> Floats:
     """bfloat16 (u16, little-endian unless told) to float32: the 16 bits become the top half."""
     return (_bits(raw, ">u2" if big_endian else "<u2").astype(np.uint32) << 16).view(np.float32)
 
 
-def _f8_table(exp_bits: int, man_bits: int, bias: int, ieee_specials: bool) -> np.ndarray:
+def _f8_table(exp_bits: int, man_bits: int, bias: int, ieee_specials: bool) -> Floats:
     """All 256 values of an 8-bit float, sign | exponent | mantissa."""
     table = np.empty(256, dtype=np.float32)
     max_exp = (1 << exp_bits) - 1
@@ -132,16 +140,15 @@ _F8_E4M3 = _f8_table(4, 3, 7, ieee_specials=False)   # float8_e4m3fn, max 448
 _F8_E5M2 = _f8_table(5, 2, 15, ieee_specials=True)   # the top byte of a float16
 
 
-def f8_e4m3_to_f32(raw: np.ndarray | bytes) -> np.ndarray:
-    return _F8_E4M3[_bits(raw, "u1")]
+def f8_e4m3_to_f32(raw: RawData) -> Floats:
+    return np.take(_F8_E4M3, _bits(raw, "u1"))
 
 
-def f8_e5m2_to_f32(raw: np.ndarray | bytes) -> np.ndarray:
-    return _F8_E5M2[_bits(raw, "u1")]
+def f8_e5m2_to_f32(raw: RawData) -> Floats:
+    return np.take(_F8_E5M2, _bits(raw, "u1"))
 
 
-def decode_plain(raw: np.ndarray | bytes | memoryview, dtype: str,
-                 big_endian: bool = False) -> np.ndarray:
+def decode_plain(raw: RawData, dtype: str, big_endian: bool = False) -> Floats:
     """Values of a plain dtype (a `PLAIN_DTYPES` name) widened to a flat float32 array.
 
     The one decoder of unquantised data, for every reader: little-endian unless
@@ -187,7 +194,8 @@ def _scaled(q: np.ndarray, d: np.ndarray, offset: np.ndarray | None = None,
 
 
 def _q8_0(blocks: np.ndarray) -> np.ndarray:
-    return np.multiply(blocks[:, 2:].view(np.int8), _f16(blocks, 0), dtype=np.float32)
+    values: Floats = np.multiply(blocks[:, 2:].view(np.int8), _f16(blocks, 0), dtype=np.float32)
+    return values
 
 
 def _q4_0(blocks: np.ndarray) -> np.ndarray:
@@ -299,7 +307,7 @@ _SIZES = {name: (block, size) for name, block, size in GGML_TYPES.values()}
 SUPPORTED = frozenset(KERNELS) | _GGML_PLAIN
 
 
-def dequantize(raw: bytes | memoryview | np.ndarray, type_name: str) -> np.ndarray:
+def dequantize(raw: RawData, type_name: str) -> Floats:
     """Decode a whole number of blocks of a ggml type to a flat float32 array.
 
     Raises ValueError for a type without a kernel or a length that is not whole blocks.
@@ -337,15 +345,16 @@ def quantize_q8_0(values: np.ndarray) -> bytes:
 
 def affine_rows(values: np.ndarray, index: np.ndarray, shape: tuple[int, ...],
                 scale: np.ndarray, scale_shape: tuple[int, ...],
-                zero: np.ndarray, zero_shape: tuple[int, ...]) -> np.ndarray:
+                zero: np.ndarray, zero_shape: tuple[int, ...]) -> Floats:
     """(q - zero) * scale for rows `index` of an integer tensor of `shape`, the rows given
     flattened as (len(index), columns): the affine dequantisation of ONNX and TFLite alike.
     `scale` and `zero` broadcast against the tensor in `scale_shape` / `zero_shape` (all 1s
     per tensor; the channel count on one axis per channel), so one rule serves a
     per-tensor, a per-row or a per-column scale on any axis."""
     if not shape:  # a quantised scalar
-        return ((values.reshape(-1) - zero.reshape(-1)[0]) * scale.reshape(-1)[0]
-                ).astype(np.float32).reshape(len(index), 1)
+        scalar: Floats = ((values.reshape(-1) - zero.reshape(-1)[0]) * scale.reshape(-1)[0]
+                          ).astype(np.float32).reshape(len(index), 1)
+        return scalar
     blocks = values.reshape(len(index), *shape[1:])
 
     def rows_of(v: np.ndarray, v_shape: tuple[int, ...]) -> np.ndarray:
@@ -353,4 +362,5 @@ def affine_rows(values: np.ndarray, index: np.ndarray, shape: tuple[int, ...],
         return full[index] if full.ndim and full.shape[0] != 1 else full
 
     out = (blocks - rows_of(zero, zero_shape)) * rows_of(scale, scale_shape)
-    return out.reshape(len(index), -1).astype(np.float32)
+    rows: Floats = out.reshape(len(index), -1).astype(np.float32)
+    return rows

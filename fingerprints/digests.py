@@ -39,7 +39,8 @@ SHARD_SIZE = 1_000_000_000
 class Hash(Protocol):
     """What a worker feeds: hashlib objects, the pieces root and the shard hasher."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def update(self, data: bytes | memoryview, /) -> None: ...
 
@@ -135,8 +136,9 @@ def digest_file(
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     name = os.fspath(path)
-    hashers: list[Hash] = [hashlib.new(a) for a in _ALGOS]
-    hashers.append(PiecesRootHasher())
+    algos = [hashlib.new(a) for a in _ALGOS]
+    pieces_root = PiecesRootHasher()
+    hashers: list[Hash] = [*algos, pieces_root]
     try:
         # O_NONBLOCK so that opening a FIFO returns instead of hanging before we can refuse it;
         # it has no effect on regular files.
@@ -171,8 +173,8 @@ def digest_file(
         # Digests of a file being written describe no file that exists.
         raise DigestError(errno.EAGAIN, f"changed size while being read ({st.st_size} -> "
                                         f"{size} bytes); register it once it is complete", name)
-    sha256, sha1, md5 = (h.hexdigest() for h in hashers[:3])
-    pieces = hashers[3].hexdigest()
+    sha256, sha1, md5 = (h.hexdigest() for h in algos)
+    pieces = pieces_root.hexdigest()
     shard_list = sharder.hexdigests() if sharder else () if large else (sha256,)
     return FileDigests(path=name, size=size, sha256=sha256, sha1=sha1, md5=md5,
                        pieces_root=pieces, shards=shard_list)

@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from fingerprints.dequant import GGML_TYPES, SUPPORTED, dequantize
+from fingerprints.dequant import GGML_TYPES, SUPPORTED, Floats, dequantize
 from fingerprints.limits import MAX_TENSORS_PER_FILE
 from fingerprints.tensors import (
     ByteSource,
+    Rows,
     TensorInfo,
     TensorLookup,
     WeightFileError,
@@ -126,10 +126,10 @@ class _Cursor:
         return struct.unpack_from(fmt, self._buf, rel)[0]
 
     def u32(self, what: str) -> int:
-        return self.unpack("<I", 4, what)
+        return int.from_bytes(self.take(4, what), "little")
 
     def u64(self, what: str) -> int:
-        return self.unpack("<Q", 8, what)
+        return int.from_bytes(self.take(8, what), "little")
 
     def _string_length(self, length: int, at: int, what: str) -> None:
         """Check a string's declared length against the file and the header's budget."""
@@ -181,7 +181,9 @@ class _Cursor:
                             f"would hold more than {MAX_ARRAY_ELEMENTS}")
         if etype in _NUMPY_TYPES:
             values = np.frombuffer(self.take(count * min_size, what), dtype=_NUMPY_TYPES[etype])
-            return values.astype(bool).tolist() if etype == 7 else values.tolist()
+            numbers: list[bool | int | float] = (values.astype(bool).tolist() if etype == 7
+                                                 else values.tolist())
+            return numbers
         if etype == 8:
             self.strings += count
             if self.strings > MAX_STRINGS:
@@ -205,6 +207,10 @@ class _Cursor:
             self.pos = at + 8 + length
             append(self._buf[rel + 8:rel + 8 + length].decode("utf-8", "replace"))
         return out
+
+
+def _single_int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class GgufFile(TensorLookup):
@@ -244,10 +250,9 @@ class GgufFile(TensorLookup):
         """
         heads = self.arch_value("attention.head_count")
         kv = self.arch_value("attention.head_count_kv", heads)
-        as_int = lambda v: v if isinstance(v, int) and not isinstance(v, bool) else None  # noqa: E731
-        return as_int(heads), as_int(kv)
+        return _single_int(heads), _single_int(kv)
 
-    def read_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+    def read_rows(self, tensor: TensorInfo, rows: Rows) -> Floats:
         """The given rows (first numpy axis, later axes flattened) dequantised to float32."""
         self.check_own(tensor)
         if tensor.dtype not in SUPPORTED:

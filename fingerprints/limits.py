@@ -19,7 +19,7 @@ __all__ = ["MAX_TENSORS_PER_FILE", "json_values_bound"]
 MAX_TENSORS_PER_FILE = 1 << 17
 
 
-def json_values_bound(raw: bytes) -> int:
+def json_values_bound(raw: bytes | bytearray) -> int:
     """An upper bound on the number of values `json.loads(raw)` would build, in C time.
 
     Every value but the root is either the first in its array or object (at most one per

@@ -26,12 +26,11 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from fingerprints.archives import ArchiveMember, ZipArchive
-from fingerprints.dequant import ITEMSIZE
+from fingerprints.dequant import ITEMSIZE, Floats
 from fingerprints.tensors import (
     ByteSource,
+    Rows,
     TensorInfo,
     TensorLookup,
     WeightFileError,
@@ -196,7 +195,7 @@ class NpyReader(TensorLookup):
         self.tensors = [_tensor(name if name is not None else _stem(source.name), header,
                                 header.data_offset)]
 
-    def read_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+    def read_rows(self, tensor: TensorInfo, rows: Rows) -> Floats:
         _check_readable(self.source, tensor)
         return read_plain_rows(self.source, tensor, rows)
 
@@ -232,7 +231,7 @@ class NpzReader(TensorLookup):
         header = parse_npy_header(head, member.size, label)
         return _tensor(key, header, header.data_offset, member=member.raw_name)
 
-    def read_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+    def read_rows(self, tensor: TensorInfo, rows: Rows) -> Floats:
         _check_readable(self.source, tensor)
         member = tensor.extra.get("member")
         source = self.archive.open(self.archive.member(str(member))) if member else self.source

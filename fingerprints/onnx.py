@@ -54,16 +54,19 @@ import math
 import os
 import stat
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
+from numpy.typing import NDArray
 
-from fingerprints.dequant import ITEMSIZE, affine_rows, decode_plain
+from fingerprints.dequant import ITEMSIZE, Floats, affine_rows, decode_plain
 from fingerprints.limits import MAX_TENSORS_PER_FILE
 from fingerprints.tensors import (
     ByteSource,
     FileSource,
+    Rows,
     TensorInfo,
     TensorLookup,
     WeightFileError,
@@ -295,7 +298,7 @@ class OnnxReader(TensorLookup):
             open_sibling = local_siblings(os.path.dirname(os.path.abspath(source.name)))
         self._open_sibling = open_sibling
         self._siblings: dict[str, ByteSource] = {}
-        self._decoded: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._decoded: OrderedDict[str, Floats] = OrderedDict()
         # scope id -> (parent scope id, name prefix); scope 0 is the main graph
         self._scopes: list[tuple[int, str]] = [(-1, "")]
         initializers: list[_Tensor] = []
@@ -913,13 +916,15 @@ class OnnxReader(TensorLookup):
             raise self._fail(f"{tensor.name}: {numel} quantisation parameters is implausible")
         return self._plain_rows(tensor, np.arange(tensor.rows)).reshape(-1)
 
-    def _varint_values(self, tensor: TensorInfo) -> np.ndarray:
+    def _varint_values(self, tensor: TensorInfo) -> Floats:
         cached = self._decoded.get(tensor.name)
         if cached is not None:
             self._decoded.move_to_end(tensor.name)
             return cached
         values: list[np.ndarray] = []
-        for wire, a, b in tensor.extra["segments"]:  # type: ignore[union-attr]
+        # (wire type, offset, length) of each run of the typed field, as _initializer found them.
+        segments = cast("list[tuple[int, int, int]]", tensor.extra["segments"])
+        for wire, a, b in segments:
             if wire == 0:
                 values.append(np.array([a], dtype=np.uint64))
                 continue
@@ -948,29 +953,30 @@ class OnnxReader(TensorLookup):
             self._decoded.popitem(last=False)
         return result
 
-    def _plain_rows(self, tensor: TensorInfo, index: np.ndarray) -> np.ndarray:
+    def _plain_rows(self, tensor: TensorInfo, index: NDArray[np.int64]) -> Floats:
         """Rows `index` (already checked) of the values as stored, before any dequantising."""
         if "segments" in tensor.extra:
             return self._varint_values(tensor).reshape(tensor.rows, tensor.columns)[index]
         if tensor.nbytes == 0:
             return np.zeros((len(index), tensor.columns), dtype=np.float32)
         if tensor.extra.get("storage") == "external":
-            return read_plain_rows(self._siblings[tensor.extra["external"]], tensor, index)  # type: ignore[index]
+            return read_plain_rows(self._siblings[str(tensor.extra["external"])], tensor, index)
         return read_plain_rows(self.source, tensor, index)
 
-    def read_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+    def read_rows(self, tensor: TensorInfo, rows: Rows) -> Floats:
         index = row_indices(rows, tensor.rows, f"{self.source.name}: {tensor.name}")
         values = self._plain_rows(tensor, index)
         if not tensor.extra.get("quantized"):
             return values
         extra = tensor.extra
+        # The broadcast shapes _quantized stored (tuples of ints), or one value per tensor.
+        scale_shape = cast("tuple[int, ...]", extra.get("scale_shape") or (1,))
+        zero_shape = cast("tuple[int, ...]", extra.get("zero_shape") or (1,))
         return affine_rows(values, index, tuple(tensor.shape), np.asarray(extra["scale"]),
-                           tuple(extra.get("scale_shape") or (1,)),  # type: ignore[arg-type]
-                           np.asarray(extra["zero_point"]),
-                           tuple(extra.get("zero_shape") or (1,)))  # type: ignore[arg-type]
+                           tuple(scale_shape), np.asarray(extra["zero_point"]), tuple(zero_shape))
 
 
-def _typed_to_float32(values: np.ndarray, dtype: str) -> np.ndarray:
+def _typed_to_float32(values: np.ndarray, dtype: str) -> Floats:
     """Values from a typed field (varints as uint64, or floats) to float32."""
     if values.dtype.kind == "f":
         return values.astype(np.float32)

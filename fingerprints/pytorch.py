@@ -43,17 +43,16 @@ import codecs
 import math
 import re
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import Any, TypeGuard
 
 from fingerprints.archives import ArchiveMember, ZipArchive
-from fingerprints.dequant import ITEMSIZE
+from fingerprints.dequant import ITEMSIZE, Floats
 from fingerprints.limits import MAX_TENSORS_PER_FILE
 from fingerprints.tensors import (
     ByteSource,
+    Rows,
     TensorInfo,
     TensorLookup,
     WeightFileError,
@@ -137,7 +136,7 @@ class TensorRef:
         return 1 + sum((dim - 1) * step for dim, step in zip(self.size, self.stride))
 
 
-class _StateDict(dict):  # type: ignore[type-arg]
+class _StateDict(dict[object, object]):
     """collections.OrderedDict's stand-in; torch BUILDs it with `_metadata`, which is dropped."""
 
     def _build(self, state: object) -> None:
@@ -166,7 +165,7 @@ class Placeholder:
         self.state = state
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return type(value) is int
 
 
@@ -182,15 +181,14 @@ def _rebuild_tensor(storage: object, storage_offset: object, size: object, strid
                     dtype: str | None = None) -> TensorRef:
     if not isinstance(storage, StorageRef):
         raise WeightFileError("a tensor's storage is not a storage reference")
-    if not _is_int(storage_offset) or not 0 <= storage_offset <= MAX_DIM:  # type: ignore[operator]
+    if not _is_int(storage_offset) or not 0 <= storage_offset <= MAX_DIM:
         raise WeightFileError("a tensor's storage offset is not a non-negative integer")
     size_t, stride_t = _shape(size, "size"), _shape(stride, "stride")
     if len(size_t) != len(stride_t):
         raise WeightFileError(f"a tensor has size {size_t} but stride {stride_t}")
     if math.prod(size_t) > MAX_DIM:
         raise WeightFileError(f"a tensor of size {size_t} is implausibly large")
-    return TensorRef(storage, storage_offset, size_t, stride_t,  # type: ignore[arg-type]
-                     dtype or storage.dtype)
+    return TensorRef(storage, storage_offset, size_t, stride_t, dtype or storage.dtype)
 
 
 def _rebuild_tensor_v2(storage: object, storage_offset: object, size: object, stride: object,
@@ -220,7 +218,10 @@ def _ordered_dict(*args: object) -> _StateDict:
     result = _StateDict()
     if len(args) > 1:
         raise WeightFileError("OrderedDict takes at most one argument")
-    for item in (args[0] if args else ()):  # type: ignore[attr-defined]
+    items = args[0] if args else ()
+    if not isinstance(items, Iterable):
+        raise WeightFileError("OrderedDict takes an iterable of pairs")
+    for item in items:
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise WeightFileError("OrderedDict items must be pairs")
         result[item[0]] = item[1]
@@ -250,10 +251,10 @@ def _restore_type_tag(value: object, type_str: object = None) -> object:
 
 # TorchScript's own data builders: each returns its argument as it is (a list, or a value
 # whose type annotation is dropped), so they call nothing either.
-_JIT_BUILDERS = {f"torch.jit._pickle.{name}": _build_list
+_JIT_BUILDERS: dict[str, Callable[..., object]] = {f"torch.jit._pickle.{name}": _build_list
                  for name in ("build_intlist", "build_floatlist", "build_boollist",
                               "build_doublelist", "build_tensorlist", "build_complexlist")}
-_JIT_BUILDERS["torch.jit._pickle.restore_type_tag"] = _restore_type_tag  # type: ignore[assignment]
+_JIT_BUILDERS["torch.jit._pickle.restore_type_tag"] = _restore_type_tag
 
 # `__torch__` is the namespace TorchScript compiles every scripted class into; a mangled
 # copy is `___torch_mangle_N`. Names are checked so that a placeholder's name is plain text.
@@ -336,7 +337,8 @@ class _Machine:
         return chunk
 
     def unpack(self, fmt: str) -> int:
-        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]  # type: ignore[no-any-return]
+        value: int = struct.unpack(fmt, self.take(struct.calcsize(fmt)))[0]  # integer formats only
+        return value
 
     def line(self) -> bytes:
         end = self.data.find(b"\n", self.pos, self.pos + 65536)
@@ -505,7 +507,7 @@ class _Machine:
         if len(text) < 2 or text[0] != text[-1] or text[:1] not in (b"'", b'"'):
             raise self.fail("bad STRING in pickle")
         try:
-            raw = codecs.escape_decode(text[1:-1])[0]  # type: ignore[attr-defined]
+            raw = codecs.escape_decode(text[1:-1])[0]
         except Exception:
             raise self.fail("bad STRING escape in pickle") from None
         self.stack.append(raw.decode("latin-1"))
@@ -597,7 +599,7 @@ class _Machine:
         items = self.pop_mark()
         self.stack.append(self.pairs({}, items))
 
-    def pairs(self, target: dict, items: list[object]) -> dict:  # type: ignore[type-arg]
+    def pairs(self, target: dict[object, object], items: list[object]) -> dict[object, object]:
         if len(items) % 2:
             raise self.fail("odd number of items for a dict")
         keys = self.hashable(items[0::2])
@@ -937,7 +939,7 @@ class PyTorchReader(TensorLookup):
         return TensorInfo(name=name, shape=ref.size, dtype=ref.dtype, offset=offset,
                           nbytes=nbytes, row_nbytes=row_nbytes, extra=extra)
 
-    def read_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+    def read_rows(self, tensor: TensorInfo, rows: Rows) -> Floats:
         if not tensor.extra.get("contiguous", True):
             raise WeightFileError(f"{self.source.name}: tensor {tensor.name} is a non-contiguous "
                                   f"view (size {tensor.shape}, stride {tensor.extra.get('stride')}); "
@@ -947,5 +949,6 @@ class PyTorchReader(TensorLookup):
         return read_plain_rows(source, tensor, rows)
 
 
-def open_pytorch(source: ByteSource, **limits: int) -> PyTorchReader:
-    return PyTorchReader(source, **limits)
+def open_pytorch(source: ByteSource, *, max_pickle_bytes: int = DEFAULT_MAX_PICKLE_BYTES,
+                 max_ops: int = DEFAULT_MAX_OPS) -> PyTorchReader:
+    return PyTorchReader(source, max_pickle_bytes=max_pickle_bytes, max_ops=max_ops)

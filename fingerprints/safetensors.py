@@ -22,17 +22,15 @@ import math
 import os
 import re
 import struct
-from collections.abc import Callable, Iterator, Sequence
-from json.decoder import scanstring
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-import numpy as np
-
-from fingerprints.dequant import ITEMSIZE, decode_plain
+from fingerprints.dequant import ITEMSIZE, Floats, decode_plain
 from fingerprints.limits import MAX_TENSORS_PER_FILE, json_values_bound
 from fingerprints.tensors import (
     ByteSource,
     FileSource,
+    Rows,
     TensorInfo,
     TensorLookup,
     WeightFileError,
@@ -89,7 +87,7 @@ class SafetensorsReader(TensorLookup):
     def metadata(self) -> dict[str, str]:
         return dict(self._metadata)
 
-    def read_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+    def read_rows(self, tensor: TensorInfo, rows: Rows) -> Floats:
         """The given rows (first axis; later axes flattened) as float32 (len(rows), columns)."""
         self.check_own(tensor)
         return read_row_runs(self.source, tensor, rows, lambda raw: decode_plain(raw, tensor.dtype))
@@ -121,6 +119,14 @@ _WHITESPACE = re.compile(r"[ \t\n\r]*")
 _COLON = re.compile(r"[ \t\n\r]*:[ \t\n\r]*")
 _NEXT = re.compile(r'[ \t\n\r]*(?:,[ \t\n\r]*(")|\})')
 _DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+# json's own string scanner (C where available), which typeshed leaves out of json.decoder.
+_scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+
+
+def _skip_space(text: str, at: int) -> int:
+    """The position after any JSON whitespace at `at` (the pattern matches the empty string)."""
+    space = _WHITESPACE.match(text, at)
+    return space.end() if space else at
 
 
 def _header_entries(text: str) -> Iterator[tuple[str, object]]:
@@ -130,10 +136,10 @@ def _header_entries(text: str) -> Iterator[tuple[str, object]]:
     One at a time so the caller checks and counts each entry as it comes: a header of a
     million entries is refused at the first bad one or at the limit, never built whole.
     """
-    at = _WHITESPACE.match(text).end()  # type: ignore[union-attr]
+    at = _skip_space(text, 0)
     if text[at:at + 1] != "{":
         raise json.JSONDecodeError("Expecting '{'", text, at)
-    at = _WHITESPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+    at = _skip_space(text, at + 1)
     if text[at:at + 1] == "}":
         at += 1
     elif text[at:at + 1] != '"':
@@ -141,7 +147,7 @@ def _header_entries(text: str) -> Iterator[tuple[str, object]]:
     else:
         raw_decode = _DECODER.raw_decode
         while True:
-            key, at = scanstring(text, at + 1)
+            key, at = _scanstring(text, at + 1)
             colon = _COLON.match(text, at)
             if colon is None:
                 raise json.JSONDecodeError("Expecting ':' delimiter", text, at)
@@ -154,7 +160,7 @@ def _header_entries(text: str) -> Iterator[tuple[str, object]]:
             if following.group(1) is None:
                 break
             at -= 1  # at the key's opening quote
-    end = _WHITESPACE.match(text, at).end()  # type: ignore[union-attr]
+    end = _skip_space(text, at)
     if end != len(text):
         raise json.JSONDecodeError("Extra data", text, end)
 
@@ -287,10 +293,8 @@ class ShardedSafetensorsReader(TensorLookup):
                                                extra={"shard": shard_name}))
                 self._shard_of[tensor.name] = reader
         self._owned = owned
-
-    @property
-    def source(self) -> ByteSource:
-        return next(iter(self.shards.values())).source
+        # An index maps at least one tensor, so there is a first shard.
+        self.source = next(iter(shards.values())).source
 
     @property
     def sources(self) -> list[ByteSource]:
@@ -308,7 +312,7 @@ class ShardedSafetensorsReader(TensorLookup):
     def label(self) -> str:
         return self.name
 
-    def read_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+    def read_rows(self, tensor: TensorInfo, rows: Rows) -> Floats:
         reader = self._shard_of.get(tensor.name)
         if reader is None:
             raise KeyError(f"{self.name}: no tensor {quote(tensor.name)}")

@@ -19,14 +19,20 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import numpy as np
+from numpy.typing import NDArray
 
-from fingerprints.dequant import decode_plain
+from fingerprints.dequant import Floats, decode_plain
 
 # Rows of plain data this close (in bytes) are fetched in one read: fewer range requests.
 MERGE_GAP = 4096
+
+
+# Rows a caller asks a reader for: any iterable of ints, or an integer array (samplers pass
+# numpy indices). `row_indices` checks what arrives, so the hostile case is still caught.
+Rows: TypeAlias = Iterable[int] | np.ndarray
 
 
 class WeightFileError(ValueError):
@@ -205,7 +211,7 @@ class TensorInfo:
         return len(self.shape) == 2
 
 
-def row_indices(rows: Iterable[int] | np.ndarray, count: int, name: str) -> np.ndarray:
+def row_indices(rows: Rows, count: int, name: str) -> NDArray[np.int64]:
     """Row numbers as int64, each checked to lie in 0..count-1.
 
     RowTypeError if they are not a flat sequence of integers, RowIndexError if one is out
@@ -226,8 +232,8 @@ def row_indices(rows: Iterable[int] | np.ndarray, count: int, name: str) -> np.n
     return index
 
 
-def read_row_runs(source: ByteSource, tensor: TensorInfo, rows: Iterable[int] | np.ndarray,
-                  decode: Callable[[bytes], np.ndarray], *, merge_gap: int = 0) -> np.ndarray:
+def read_row_runs(source: ByteSource, tensor: TensorInfo, rows: Rows,
+                  decode: Callable[[bytes], Floats], *, merge_gap: int = 0) -> Floats:
     """Rows of a tensor stored row after row, `tensor.row_nbytes` bytes each, as float32.
 
     The data starts at `tensor.offset` in `source`. Wanted rows are read one run at a time,
@@ -256,8 +262,7 @@ def read_row_runs(source: ByteSource, tensor: TensorInfo, rows: Iterable[int] | 
     return out[np.searchsorted(wanted, index)]
 
 
-def read_plain_rows(source: ByteSource, tensor: TensorInfo,
-                    rows: Iterable[int] | np.ndarray) -> np.ndarray:
+def read_plain_rows(source: ByteSource, tensor: TensorInfo, rows: Rows) -> Floats:
     """Rows of a tensor of a plain dtype (`fingerprints.dequant.PLAIN_DTYPES`), as float32.
 
     The numpy, PyTorch and ONNX readers' `read_rows`: `read_row_runs` with `decode_plain`
@@ -276,7 +281,7 @@ class WeightReader(Protocol):
     source: ByteSource
     tensors: list[TensorInfo]
 
-    def read_rows(self, tensor: TensorInfo, rows: list[int]) -> np.ndarray:
+    def read_rows(self, tensor: TensorInfo, rows: Rows) -> Floats:
         """The given rows of a 2-D tensor as float32, shape (len(rows), columns)."""
         ...
 
@@ -288,11 +293,12 @@ class TensorLookup(ABC):
     `read_rows`; `label` (default its source's name) starts error messages.
     """
 
+    source: ByteSource
     tensors: list[TensorInfo]
 
     @property
     def label(self) -> str:
-        return self.source.name  # type: ignore[attr-defined]
+        return self.source.name
 
     @cached_property
     def by_name(self) -> dict[str, TensorInfo]:
@@ -315,9 +321,9 @@ class TensorLookup(ABC):
             raise KeyError(f"{self.label}: tensor {quote(tensor.name)} is not from this file")
 
     @abstractmethod
-    def read_rows(self, tensor: TensorInfo, rows: Iterable[int] | np.ndarray) -> np.ndarray:
+    def read_rows(self, tensor: TensorInfo, rows: Rows) -> Floats:
         """The given rows of a tensor as float32, shape (len(rows), columns)."""
 
-    def read_tensor(self, tensor: TensorInfo) -> np.ndarray:
+    def read_tensor(self, tensor: TensorInfo) -> Floats:
         """The whole tensor as float32 in its own shape (for small tensors and tests)."""
         return self.read_rows(tensor, range(tensor.rows)).reshape(tensor.shape)

@@ -32,14 +32,15 @@ from __future__ import annotations
 import math
 import struct
 from collections import OrderedDict
-from collections.abc import Iterable
+from typing import cast
 
 import numpy as np
 
-from fingerprints.dequant import affine_rows
+from fingerprints.dequant import Floats, affine_rows
 from fingerprints.limits import MAX_TENSORS_PER_FILE
 from fingerprints.tensors import (
     ByteSource,
+    Rows,
     TensorInfo,
     TensorLookup,
     WeightFileError,
@@ -144,8 +145,9 @@ class TfliteReader(TensorLookup):
         buffers = self._vector(model, 4, 4, "model.buffers", MAX_BUFFERS)
         counted = 0
         listed: dict[int, str] = {}
-        for index in range(subgraphs[1] if subgraphs else 0):
-            graph = self._table(self._indirect(subgraphs[0] + 4 * index), f"subgraph {index}")
+        graphs_at, graph_count = subgraphs or (0, 0)
+        for index in range(graph_count):
+            graph = self._table(self._indirect(graphs_at + 4 * index), f"subgraph {index}")
             tensors = self._vector(graph, 0, 4, f"subgraph {index}.tensors", MAX_TENSORS)
             if not tensors:
                 continue
@@ -171,7 +173,7 @@ class TfliteReader(TensorLookup):
 
     def _u32(self, pos: int, what: str = "offset") -> int:
         self._need(pos, 4, what)
-        return struct.unpack("<I", self.pages.get(pos, 4))[0]
+        return int.from_bytes(self.pages.get(pos, 4), "little")
 
     def _indirect(self, pos: int) -> int:
         """The position a uoffset stored at `pos` points to."""
@@ -195,7 +197,7 @@ class TfliteReader(TensorLookup):
         pos, entries, t_size = table
         if 2 * field + 2 > len(entries):
             return None
-        (off,) = struct.unpack_from("<H", entries, 2 * field)
+        off = int.from_bytes(entries[2 * field:2 * field + 2], "little")
         if off == 0:
             return None
         if off + width > t_size:
@@ -207,7 +209,8 @@ class TfliteReader(TensorLookup):
         at = self._field(table, field, struct.calcsize(fmt), what)
         if at is None:
             return default
-        return struct.unpack(fmt, self.pages.get(at, struct.calcsize(fmt)))[0]
+        value: int = struct.unpack(fmt, self.pages.get(at, struct.calcsize(fmt)))[0]
+        return value
 
     def _vector(self, table: tuple[int, bytes, int], field: int, elem: int, what: str,
                 limit: int) -> tuple[int, int] | None:
@@ -318,12 +321,13 @@ class TfliteReader(TensorLookup):
         zeros = zero_vec[1] if zero_vec else 0
         if zeros not in (0, count):
             raise self._fail(f"tensor {quote(name)}: {count} scales but {zeros} zero points")
-        axis: int | None = self._scalar(quant, 6, "<i", 0, f"{what}.quantization")
-        if count == 1:
-            axis = None
-        elif not (0 <= axis < len(shape) and shape[axis] == count):  # type: ignore[operator]
-            raise self._fail(f"tensor {quote(name)}: {count} scales do not fit dimension "
-                             f"{axis} of shape {list(shape)}")
+        quantized_dimension = self._scalar(quant, 6, "<i", 0, f"{what}.quantization")
+        axis: int | None = None
+        if count > 1:
+            axis = quantized_dimension
+            if not (0 <= axis < len(shape) and shape[axis] == count):
+                raise self._fail(f"tensor {quote(name)}: {count} scales do not fit dimension "
+                                 f"{axis} of shape {list(shape)}")
         self._scales_left -= count
         if self._scales_left < 0:
             raise self._fail(f"more than {MAX_SCALES} quantisation scales in all")
@@ -333,19 +337,21 @@ class TfliteReader(TensorLookup):
                 "zero_point": zero.astype(np.float32), "axis": axis}
 
     # -- reading -----------------------------------------------------------------------------
-    def read_rows(self, tensor: TensorInfo, rows: Iterable[int] | np.ndarray) -> np.ndarray:
+    def read_rows(self, tensor: TensorInfo, rows: Rows) -> Floats:
         """The given rows (first axis; later axes flattened) as float32, dequantised."""
         self.check_own(tensor)
         index = row_indices(rows, tensor.rows, f"{self.source.name}: {tensor.name}")
         values = read_plain_rows(self.source, tensor, index)
         if not tensor.extra.get("quantized"):
             return values
-        return dequantize_rows(values, index, tensor.shape, tensor.extra["scale"],  # type: ignore[arg-type]
-                               tensor.extra["zero_point"], tensor.extra["axis"])  # type: ignore[arg-type]
+        extra = tensor.extra  # as _quantization stored it: float32 arrays, an axis or None
+        return dequantize_rows(values, index, tensor.shape, cast("np.ndarray", extra["scale"]),
+                               cast("np.ndarray", extra["zero_point"]),
+                               cast("int | None", extra["axis"]))
 
 
 def dequantize_rows(values: np.ndarray, index: np.ndarray, shape: tuple[int, ...],
-                    scale: np.ndarray, zero: np.ndarray, axis: int | None) -> np.ndarray:
+                    scale: np.ndarray, zero: np.ndarray, axis: int | None) -> Floats:
     """(q - zero) * scale for rows `index`; per tensor (`axis` None) or per channel along
     `axis` (TFLite's quantized_dimension), through the one affine rule (dequant)."""
     channels = [1] * len(shape)

@@ -344,7 +344,8 @@ def parse_torrent(data: bytes, *, max_bytes: int = MAX_TORRENT_BYTES,
     if data[start] != 0x64:
         raise _fail("'info' is not a dictionary")
     try:
-        meta = fastbencode.bdecode(data)
+        # fastbencode re-exports bdecode without __all__, which strict mypy reads as private.
+        meta = fastbencode.bdecode(data)  # type: ignore[attr-defined]
     except (ValueError, TypeError, OverflowError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise _fail(f"not strict bencode: {reason[:200]}") from None

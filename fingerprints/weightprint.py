@@ -64,6 +64,7 @@ from typing import Any
 
 import numpy as np
 
+from fingerprints.dequant import Floats
 from fingerprints.names import canonical_name, is_query_or_key, qk_permutation
 from fingerprints.tensors import TensorInfo, WeightFileError, WeightReader
 from fingerprints.tflite import LAYOUT_DEPTHWISE, LAYOUT_OHWI
@@ -448,7 +449,7 @@ def _kernel_layout(tensor: TensorInfo) -> str | None:
 
 
 def read_matrix_rows(reader: WeightReader, tensor: TensorInfo, rows: np.ndarray | range
-                     ) -> np.ndarray:
+                     ) -> Floats:
     """Rows of `tensor` seen as `matrix_shape` says, as float32 (len(rows), columns)."""
     view = matrix_shape(tensor)
     if view is None:
@@ -468,7 +469,8 @@ def read_matrix_rows(reader: WeightReader, tensor: TensorInfo, rows: np.ndarray 
         data = data.reshape(columns, per).T  # [h*w, channels] -> [channels, h*w]
     data = np.ascontiguousarray(data).reshape(slices.size * per, columns)
     place = np.searchsorted(slices, index // per) * per + index % per
-    return data[place]
+    ordered: Floats = data[place]
+    return ordered
 
 
 def matrix_read_cost(tensor: TensorInfo, rows: int) -> int:
@@ -553,7 +555,9 @@ def _canonical_order(tensor: TensorInfo, canonical: str, arch: str | None,
 
 def _print_tensor(reader: WeightReader, tensor: TensorInfo, canonical: str, key: bytes,
                   order: np.ndarray | None) -> TensorPrint:
-    rows, cols, per = matrix_shape(tensor)  # type: ignore[misc]  (_printable checked it)
+    view = matrix_shape(tensor)
+    assert view is not None, "_printable checked it"
+    rows, cols, per = view
     block = max(per, (_READ_BLOCK_BYTES // (cols * 4)) // per * per)
     sketches = np.zeros((rows, SKETCH_DIMS), dtype=np.float32)
     norms = np.zeros(rows, dtype=np.float64)
@@ -796,25 +800,27 @@ def match_weights(reader: WeightReader, prints: Sequence[tuple[str, WeightPrint]
     shapes = {s for _, p in prints for t in p.tensors for s in (t.shape, t.shape[::-1])}
     order_key = prints[0][1].key if prints else b"none"
     names = {t.canonical for _, p in prints for t in p.tensors}
-    views = {t.name: matrix_shape(t) for t in reader.tensors}
-    matrices = [t for t in reader.tensors if views[t.name] is not None
-                and t.dtype.upper() not in _NOT_WEIGHTS]
-    plan = [t for t in matrices if views[t.name][1] in widths]  # type: ignore[index]
+    # Each tensor with its own view: a file may repeat a name (TFLite does not forbid it),
+    # and a same-named vector must not hide a matrix.
+    viewed = [(t, view) for t in reader.tensors
+              if (view := matrix_shape(t)) is not None and t.dtype.upper() not in _NOT_WEIGHTS]
+    matrices = [t for t, _ in viewed]
+    planned = [(t, view) for t, view in viewed if view[1] in widths]
     # Tensors whose canonical name was fingerprinted first (names usually survive a
     # conversion, and a deep model has more matrices than a fingerprint keeps), then those
     # of a fingerprinted shape, in a keyed order.
-    plan.sort(key=lambda t: (canonical_name(t.name) not in names,
-                             views[t.name][:2] not in shapes,  # type: ignore[index]
-                             _seed(order_key, "scan", t.name, t.shape)))
+    planned.sort(key=lambda tv: (canonical_name(tv[0].name) not in names,
+                                 tv[1][:2] not in shapes,
+                                 _seed(order_key, "scan", tv[0].name, tv[0].shape)))
+    plan = [t for t, _ in planned]
     rows_seen: list[_Row] = []
     pairs: list[TensorPair] = []
     skipped: list[str] = []
     exhausted = False
     n_models = max(1, len({model for model, _ in prints}))
-    for tensor in plan:
+    for tensor, (rows, _, per) in planned:
         if len(pairs) >= max_tensors:
             break
-        rows, _, per = views[tensor.name]  # type: ignore[misc]
         run = min(rows_per_tensor, rows)
         cost = matrix_read_cost(tensor, run)
         if per > 1 and tensor.row_nbytes > MAX_SLICE_BYTES:
@@ -926,6 +932,7 @@ def _verdict(rows: list[_Row], pairs: list[TensorPair],
                       MIN_ROWS_PER_BODY_TENSOR, -(-p.rows_compared // 2)))]
     ours_body = {model: [t.canonical for t in p.body] for model, p in prints}
     needed = min(MIN_BODY_TENSORS, max(1, len(ours_body.get(body_model or "", []))))
+    model: str | None
     if body_model is not None and log10_body <= bound and len(body_pairs) >= needed:
         verdict, model, log10_fmp = VERDICT_MATCH, body_model, log10_body
     elif shared_model is not None and log10_shared <= bound:
@@ -934,7 +941,7 @@ def _verdict(rows: list[_Row], pairs: list[TensorPair],
         any_model, k_any = every.most_common(1)[0] if every else (None, 0)
         verdict, model, log10_fmp = VERDICT_NO_MATCH, any_model, _log10_tail(m, k_any, n_models)
     evidence = model if verdict != VERDICT_NO_MATCH else None
-    body_found = sorted({p.ours for p in tensors_hit(evidence, True)})  # type: ignore[misc]
+    body_found = sorted({p.ours for p in tensors_hit(evidence, True) if p.ours})
     shared_pairs = tensors_hit(evidence, False)
     explained = {p.suspect for p in shared_pairs}
     considered = [p for p in pairs if p.suspect not in explained]
@@ -951,7 +958,7 @@ def _verdict(rows: list[_Row], pairs: list[TensorPair],
         tensors_matched=len(tensors_hit(evidence, None)) if evidence else 0,
         similarity=float(np.median(matched)) if matched else None, pairs=pairs,
         body_total=len(ours_body.get(evidence or "", [])), body_found=body_found,
-        shared_found=sorted({p.ours for p in shared_pairs}),  # type: ignore[misc]
+        shared_found=sorted({p.ours for p in shared_pairs if p.ours}),
         body_not_found=[n for n in ours_body.get(evidence or "", []) if n not in body_found],
         log10_body=log10_body, log10_shared=log10_shared)
 

@@ -14,9 +14,7 @@ A file that is no weight format is `UnknownFormat`, which callers report as the 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Iterable, Sequence
-
-import numpy as np
+from collections.abc import Callable, Sequence
 
 from fingerprints.archives import (
     ArchiveMember,
@@ -26,18 +24,26 @@ from fingerprints.archives import (
     safe_member_name,
     sniff,
 )
+from fingerprints.dequant import Floats
 from fingerprints.gguf import open_gguf
 from fingerprints.limits import MAX_TENSORS_PER_FILE
 from fingerprints.numpy_files import open_npy, open_npz
 from fingerprints.onnx import OutsideFolder, open_onnx
 from fingerprints.pytorch import open_pytorch
 from fingerprints.safetensors import open_safetensors
-from fingerprints.tensors import ByteSource, TensorInfo, TensorLookup, WeightFileError, WeightReader
+from fingerprints.tensors import (
+    ByteSource,
+    Rows,
+    TensorInfo,
+    TensorLookup,
+    WeightFileError,
+    WeightReader,
+)
 from fingerprints.tflite import open_tflite
 
 __all__ = ["CombinedReader", "UnknownFormat", "open_weights"]
 
-_OPENERS = {"safetensors": open_safetensors, "gguf": open_gguf, "pytorch-zip": open_pytorch,
+_OPENERS: dict[str, Callable[[ByteSource], TensorLookup]] = {"safetensors": open_safetensors, "gguf": open_gguf, "pytorch-zip": open_pytorch,
             "onnx": open_onnx, "npy": open_npy, "npz": open_npz, "tflite": open_tflite}
 # A file whose bytes are no known format but whose name claims one is handed to that
 # format's reader, so the error says what is wrong (a header past the end of the file, a
@@ -84,7 +90,7 @@ class CombinedReader(TensorLookup):
     def label(self) -> str:
         return self._label
 
-    def read_rows(self, tensor: TensorInfo, rows: Iterable[int] | np.ndarray) -> np.ndarray:
+    def read_rows(self, tensor: TensorInfo, rows: Rows) -> Floats:
         owner = self._owner.get(tensor.name)
         if owner is None:
             raise KeyError(f"{self._label}: no tensor {tensor.name!r}")
@@ -193,7 +199,8 @@ def _collect(source: ByteSource, prefix: str, depth: int, walk: _Walk,
                 errors.append(f"{name}: {member_kind}")
                 continue
             if member_kind == "onnx":
-                reader = open_onnx(member_source, _archive_siblings(archive, member, walk))
+                reader: TensorLookup = open_onnx(member_source,
+                                                 _archive_siblings(archive, member, walk))
             else:
                 reader = _OPENERS[member_kind](member_source)
         except _Overrun:

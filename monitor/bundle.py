@@ -10,7 +10,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fingerprints.bundle import Bundle
+from fingerprints.bundle import Bundle, BundleArtifact, BundleIndicator
 from monitor import __version__
 from monitor.models import utcnow
 from monitor.store import Store
@@ -40,13 +40,13 @@ def bundle_from_store(store: Store, models: Sequence[str] = ()) -> Bundle:
     paths, and the indicators that were not derived from an artifact."""
     chosen = sorted(set(models)) if models else store.models()
     wanted = set(chosen)
-    artifacts = [
+    artifacts: list[BundleArtifact] = [
         {"model": a["model"], "name": a["name"], "size": a["size"], "sha256": a["sha256"],
          "sha1": a["sha1"], "md5": a["md5"], "pieces_root": a["pieces_root"],
          "shards": json.loads(a["shards"] or "[]"), "release": a["release"],
          "recipient": a["recipient"]}
         for a in store.artifacts() if a["model"] in wanted]
-    indicators = [
+    indicators: list[BundleIndicator] = [
         {"algo": i["algo"], "value": i["value"], "model": i["model"], "name": i["name"],
          "size": i["size"], "source": i["source"], "recipient": i["recipient"]}
         for i in store.indicators(models=chosen, standalone=True)]

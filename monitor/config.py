@@ -457,7 +457,8 @@ class _Checker:
         return True
 
 
-def load_config(path: str | os.PathLike | None = None, *, required: bool = True) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None, *,
+                required: bool = True) -> Config:
     """Read and validate a config file; raise ConfigError listing every problem.
 
     With `required=False` a missing file yields the defaults, so read-only commands such as
@@ -575,12 +576,12 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
     for i, raw in enumerate(raw_targets):
         keypath = _item_path("targets", i, raw)
         t = c.table(raw, TARGET_COMMON_KEYS, keypath)
-        name = t.get("name")
-        if name is not None:
-            if name in seen:
-                c.problem(f"{keypath}.name", f"duplicate target name {name!r} "
-                                             f"(also targets[{seen[name]}])")
-            seen.setdefault(name, i)
+        target_name = t.get("name")
+        if target_name is not None:
+            if target_name in seen:
+                c.problem(f"{keypath}.name", f"duplicate target name {target_name!r} "
+                                             f"(also targets[{seen[target_name]}])")
+            seen.setdefault(target_name, i)
         kind = t.get("kind")
         adapter = ADAPTERS.get(kind) if kind else None
         if kind is not None and adapter is None:

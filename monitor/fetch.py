@@ -124,12 +124,14 @@ class Response:
     @property
     def etag(self) -> str | None:
         """The ETag to send back as If-None-Match next time (None if the server sent none)."""
-        return self.headers.get("etag")
+        etag: str | None = self.headers.get("etag")
+        return etag
 
     @property
     def last_modified(self) -> str | None:
         """The Last-Modified value to send back as If-Modified-Since next time."""
-        return self.headers.get("last-modified")
+        modified: str | None = self.headers.get("last-modified")
+        return modified
 
     def text(self) -> str:
         charset = httpx.Response(200, headers=self.headers).charset_encoding or "utf-8"
@@ -220,7 +222,7 @@ async def system_resolver(host: str, port: int) -> list[str]:
         raise FetchError(f"cannot resolve {host}: {exc.strerror}") from None
     except UnicodeError:
         raise FetchError(f"cannot resolve {host}: not a valid host name") from None
-    return [info[4][0] for info in infos]
+    return [str(info[4][0]) for info in infos]  # an IP address for SOCK_STREAM
 
 
 _PRIVATE_HINT = "(set allow_private = true on a target meant to be local)"
@@ -318,7 +320,7 @@ def normalise_proxy(proxy: str) -> str:
 
 
 def _is_socks(proxy: str | None) -> bool:
-    return bool(proxy) and proxy.lower().startswith(("socks5://", "socks5h://"))
+    return proxy is not None and proxy.lower().startswith(("socks5://", "socks5h://"))
 
 
 def _secrets_of(proxy: str | None) -> list[str]:
@@ -372,8 +374,9 @@ class _Inflater:
         for data in pieces:
             yield from self._inflate(data)
 
-    def _open(self, data: bytes) -> bytes | None:
-        """Start a stream on `data`; the bytes to inflate, or None to wait for more."""
+    def _open(self, data: bytes) -> tuple[bytes, zlib._Decompress] | None:
+        """Start a stream on `data`: the bytes to inflate and the stream, or None to wait
+        for more."""
         if self.coding == "gzip":
             # Between members: zero padding after a member is skipped, as gzip(1) does.
             data = data.lstrip(b"\0") if self._started else data
@@ -392,16 +395,18 @@ class _Inflater:
             wrapped = cmf & 0x0F == 8 and cmf >> 4 <= 7 and (cmf << 8 | flg) % 31 == 0
             self._z = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
         self._started = True
-        return data
+        return data, self._z
 
     def _inflate(self, data: bytes) -> Iterator[bytes]:
         while data or self._z is not None:
-            if self._z is None:
-                data = self._open(data)
-                if data is None:
+            z = self._z
+            if z is None:
+                opened = self._open(data)
+                if opened is None:
                     return
+                data, z = opened
             try:
-                out = self._z.decompress(data, DECODE_CHUNK)
+                out = z.decompress(data, DECODE_CHUNK)
             except zlib.error as exc:
                 raise DecodingError(f"corrupt {self.coding} stream ({exc})") from None
             if out:
@@ -411,12 +416,12 @@ class _Inflater:
                     raise OverCap()
                 self._produced += len(out)
                 yield out
-            if self._z.eof:
+            if z.eof:
                 # The rest of this input belongs to whatever follows the stream.
-                data, self._z = self._z.unused_data, None
+                data, self._z = z.unused_data, None
                 self._ended = self.coding == "deflate"
                 continue
-            data = self._z.unconsumed_tail
+            data = z.unconsumed_tail
             if not data and len(out) < DECODE_CHUNK:
                 return  # zlib wants more input (a full chunk may hide pending output)
 
@@ -487,9 +492,11 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         self._vet = vet
         self._inner = inner or httpcore.AnyIOBackend()
 
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
-                          local_address: str | None = None,
-                          socket_options: Iterable | None = None) -> httpcore.AsyncNetworkStream:
+    async def connect_tcp(
+            self, host: str, port: int, timeout: float | None = None,
+            local_address: str | None = None,
+            socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
         addresses = await self._vet(host, port)
         last: Exception | None = None
         for address in addresses:
@@ -501,8 +508,10 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
                 last = exc
         raise last or httpcore.ConnectError(f"no address to connect to for {host}")
 
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable | None = None) -> httpcore.AsyncNetworkStream:
+    async def connect_unix_socket(
+            self, path: str, timeout: float | None = None,
+            socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
         raise httpcore.ConnectError("unix sockets are not used by the fetcher")
 
     async def sleep(self, seconds: float) -> None:
@@ -650,17 +659,17 @@ class Fetcher:
         key = ("<injected>", False) if self._transport is not None else (proxy, allow_private)
         client = self._clients.get(key)
         if client is None:
-            kwargs: dict = {"timeout": self._timeout, "follow_redirects": False, "trust_env": False}
-            if self._transport is not None:
-                kwargs["transport"] = self._transport
-            elif not proxy:
+            transport = self._transport
+            proxy_url: str | None = None
+            if transport is None and not proxy:
                 async def vet(host: str, port: int) -> list[str]:
                     return await self.vetted_addresses(host, port, allow_private=allow_private)
-                kwargs["transport"] = PinnedTransport(vet, backend=self._network_backend)
-            else:
-                kwargs["proxy"] = normalise_proxy(proxy)
+                transport = PinnedTransport(vet, backend=self._network_backend)
+            elif transport is None and proxy:
+                proxy_url = normalise_proxy(proxy)
                 log.debug("proxy_client", proxy=redact_url(proxy))
-            client = httpx.AsyncClient(**kwargs)
+            client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False,
+                                       trust_env=False, transport=transport, proxy=proxy_url)
             # Targets say which cookies they send; a site's Set-Cookie must not leak into
             # the requests of other targets sharing this client.
             client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
@@ -919,8 +928,9 @@ def _raw_body(response: httpx.Response) -> AsyncIterator[bytes]:
     """The body as sent, content codings intact. A response an in-memory transport built
     from bytes (httpx.MockTransport in tests) arrives already read, and decoded by httpx;
     its stream still holds the bytes as given, so those are what we decode."""
-    if response.is_stream_consumed:
-        return response.stream.__aiter__()
+    stream = response.stream
+    if response.is_stream_consumed and isinstance(stream, httpx.AsyncByteStream):
+        return stream.__aiter__()
     return response.aiter_raw()
 
 

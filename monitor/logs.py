@@ -8,6 +8,7 @@ routed through the same renderer so the output stays one format.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
 from typing import TextIO
@@ -20,7 +21,7 @@ def configure_logging(level: str = "info", *, stream: TextIO | None = None,
     stream = stream or sys.stderr
     if json is None:
         json = not stream.isatty()
-    shared = [
+    shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -54,8 +55,4 @@ def configure_logging(level: str = "info", *, stream: TextIO | None = None,
 
 
 def _has_rich() -> bool:
-    try:
-        import rich  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("rich") is not None

@@ -77,7 +77,7 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
         for i, (value, width) in enumerate(zip(row, widths)):
             text = _fit(value, width, middle=columns[i] in MIDDLE_CUT)
             if columns[i] == "severity":
-                text = click.style(text, fg=SEVERITY_COLOURS.get(record.get("severity"), None))
+                text = click.style(text, fg=SEVERITY_COLOURS.get(str(record.get("severity"))))
             parts.append(text)
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)

@@ -270,7 +270,8 @@ def parse_xml(body: bytes | str, *, max_elements: int | None = None,
     parser = DefusedXMLParser(target=target, forbid_dtd=True, forbid_entities=True,
                               forbid_external=True)
     parser.feed(body)
-    return parser.close()
+    root: Element = parser.close()  # defusedxml is untyped; its parser is ElementTree's
+    return root
 
 
 # ------------------------------------------------------------------------------ off the loop
@@ -279,8 +280,9 @@ def parse_xml(body: bytes | str, *, max_elements: int | None = None,
 def _async_exc(ident: int, exc: type[BaseException] | None) -> int:
     """Raise `exc` in thread `ident` at its next Python instruction (None clears a pending
     one); how many threads it reached."""
-    return ctypes.pythonapi.PyThreadState_SetAsyncExc(
+    reached: int = ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(ident), ctypes.py_object(exc) if exc is not None else None)
+    return reached
 
 
 class _Job:

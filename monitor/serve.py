@@ -31,11 +31,13 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from datasette import hookimpl
-from datasette.app import Datasette
-from datasette.database import Database
-from datasette.plugins import DEFAULT_PLUGINS, pm
-from datasette.utils.sqlite import sqlite3
+
+# Datasette publishes no type information (no stubs, no py.typed): its names are Any here.
+from datasette import hookimpl  # type: ignore[import-untyped]
+from datasette.app import Datasette  # type: ignore[import-untyped]
+from datasette.database import Database  # type: ignore[import-untyped]
+from datasette.plugins import DEFAULT_PLUGINS, pm  # type: ignore[import-untyped]
+from datasette.utils.sqlite import sqlite3  # type: ignore[import-untyped]
 
 from monitor.store import connect_readonly
 
@@ -438,7 +440,7 @@ def url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-class ReadOnlyDatabase(Database):
+class ReadOnlyDatabase(Database):  # type: ignore[misc]  # Database is untyped (Any)
     """A Datasette database that can only read: every connection is `mode=ro`, and the
     write connection (behind writable canned queries and plugins' `execute_write`) is
     refused, so no path through Datasette can change the file the daemon writes."""
@@ -468,7 +470,7 @@ class Refusals:
     """
 
     @staticmethod
-    @hookimpl
+    @hookimpl  # type: ignore[untyped-decorator]  # pluggy's marker, untyped as datasette
     def asgi_wrapper(datasette: Datasette) -> Callable[[Any], Any]:
         def wrap(app: Any) -> Any:
             async def refuse(scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],

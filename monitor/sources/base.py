@@ -14,17 +14,20 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 from urllib.parse import urljoin, urlsplit
 
-from bs4 import BeautifulSoup, NavigableString, PageElement, Tag
+from bs4 import BeautifulSoup, Tag
+from bs4.element import NavigableString, PageElement
 
 from monitor.config import Target
 from monitor.fetch import Fetcher, FetchError
 from monitor.models import Document
 
 # off_loop lives with the parsers it runs; adapters import it from here with the rest.
-from monitor.parsing import BLOCKS, off_loop, parse_html  # noqa: F401
+from monitor.parsing import BLOCKS
+from monitor.parsing import off_loop as off_loop
+from monitor.parsing import parse_html as parse_html
 
 
 class SourceError(Exception):
@@ -237,12 +240,17 @@ def json_array(data: Any, name: str, url: str,
     raise SourceError(f"{url}: expected an object with a '{name}' array{detail}")
 
 
-def is_int(value: Any) -> bool:
+def is_int(value: object) -> TypeGuard[int]:
     """A JSON integer: `true` decodes to a bool, which Python counts as an int."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def str_or_empty(value: Any) -> str:
+def json_object(value: object) -> dict[str, Any]:
+    """A JSON field that should be an object; anything else reads as an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def str_or_empty(value: object) -> str:
     """A JSON field that should be a string; anything else reads as empty."""
     return value if isinstance(value, str) else ""
 

@@ -192,11 +192,10 @@ class ParsedTopic:
 def parse_latest(body: bytes, url: str) -> tuple[list[ListedTopic], str | None]:
     data = parse_json(body, url)
     topic_list = data.get("topic_list") if isinstance(data, dict) else None
-    topics = topic_list.get("topics") if isinstance(topic_list, dict) else None
-    if not isinstance(topics, list):
+    if not isinstance(topic_list, dict) or not isinstance(topic_list.get("topics"), list):
         raise SourceError(f"{url}: expected an object with 'topic_list.topics' (a Discourse "
                           "topic list)")
-    listed = [ListedTopic(t) for t in topics if isinstance(t, dict) and _is_id(t.get("id"))]
+    listed = [ListedTopic(t) for t in topic_list["topics"] if isinstance(t, dict) and _is_id(t.get("id"))]
     more = topic_list.get("more_topics_url")
     return listed, more if isinstance(more, str) and more else None
 

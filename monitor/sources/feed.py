@@ -191,7 +191,8 @@ def _parse_rss(root: ET.Element, url: str) -> Feed:
         link = http_url(base, _text(item, "link"))
         guid_node = item.find("guid")
         guid = _clean(guid_node.text) if guid_node is not None else ""
-        if not link and guid and (guid_node.get("isPermaLink", "true").lower() != "false"):
+        if not link and guid_node is not None and guid \
+                and guid_node.get("isPermaLink", "true").lower() != "false":
             link = http_url(base, guid)
         html = _text(item, f"{CONTENT}encoded") or _text(item, "description")
         title = _clean(_text(item, "title"))

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 import structlog
@@ -42,6 +42,7 @@ from monitor.sources.base import (
     SourceError,
     http_status,
     is_int,
+    json_object,
     off_loop,
     origin,
     parse_iso_time,
@@ -75,6 +76,10 @@ class HubFile:
     sha256: str | None = None
     encoding: str | None = None  # where the digest was read: "hub lfs.sha256", ...
     pointed_size: int | None = None  # for LFS pointer text: the size of the real file
+
+
+# What a model that answers 401 or 403 gives: remembered as seen, without a document.
+Gated = Literal["gated"]
 
 
 @dataclass
@@ -113,7 +118,7 @@ class HubSource(Source):
         return await self.fetcher.get(url, self.target, headers=self._headers(), **kw)
 
     async def documents(self) -> AsyncIterator[Document]:
-        remembered = {k: v for k, v in _dict(self.cursor.get("models")).items()
+        remembered = {k: v for k, v in json_object(self.cursor.get("models")).items()
                       if isinstance(k, str) and (v is None or isinstance(v, str))}
         complete_before = self.cursor.get("complete") is True
         listed = await self._search(remembered, stop_early=complete_before)
@@ -177,7 +182,7 @@ class HubSource(Source):
 
     # ---------------------------------------------------------------- one model
 
-    async def _model(self, model_id: str) -> tuple[ModelInfo, Document] | str | None:
+    async def _model(self, model_id: str) -> tuple[ModelInfo, Document] | Gated | None:
         info_url = f"{self.root}/api/models/{quote(model_id, safe='/')}?blobs=true"
         try:
             response = await self._get(info_url)
@@ -199,7 +204,7 @@ class HubSource(Source):
         await self._pointer_files(info)
         return info, self._document(info, snapshot)
 
-    async def _tree(self, model_id: str) -> tuple[list[HubFile], Response] | str | None:
+    async def _tree(self, model_id: str) -> tuple[list[HubFile], Response] | Gated | None:
         url: str | None = (f"{self.root}/api/models/{quote(model_id, safe='/')}/tree/main?"
                            "recursive=true")
         files: list[HubFile] = []
@@ -251,7 +256,7 @@ class HubSource(Source):
         rev = info.sha if info.sha and re.fullmatch(r"[0-9a-f]{40}", info.sha) else "main"
         return f"{self.root}/{quote(info.id, safe='/')}/resolve/{rev}/{quote(path, safe='/')}"
 
-    def _failed(self, model_id: str, exc: FetchError, what: str = "model info") -> str | None:
+    def _failed(self, model_id: str, exc: FetchError, what: str = "model info") -> Gated | None:
         status = http_status(exc)
         if status in (401, 403):
             log.warning("model_gated", model=model_id, status=status, what=what)
@@ -315,12 +320,12 @@ def parse_model_info(body: bytes, url: str, model_id: str) -> ModelInfo:
     data = parse_json(body, redact_url(url))
     if not isinstance(data, dict):
         raise SourceError(f"{redact_url(url)}: expected a JSON object for model {model_id}")
-    real_id = data.get("id") if isinstance(data.get("id"), str) and _valid_id(data["id"]) \
-        else model_id
+    listed_id, sha, author = data.get("id"), data.get("sha"), data.get("author")
+    real_id = listed_id if isinstance(listed_id, str) and _valid_id(listed_id) else model_id
     last_modified = _iso(data.get("lastModified")) or _iso(data.get("createdAt"))
-    sha = data.get("sha") if isinstance(data.get("sha"), str) else None
-    author = data.get("author") if isinstance(data.get("author"), str) else \
-        (real_id.split("/", 1)[0] if "/" in real_id else "")
+    sha = sha if isinstance(sha, str) else None
+    if not isinstance(author, str):
+        author = real_id.split("/", 1)[0] if "/" in real_id else ""
     lines = [real_id]
     tags = [t for t in data.get("tags", []) if isinstance(t, str)] \
         if isinstance(data.get("tags"), list) else []
@@ -463,8 +468,9 @@ def _merge(info: ModelInfo, tree: list[HubFile]) -> None:
 
 def _marker(item: dict[str, Any]) -> str | None:
     for name in ("lastModified", "sha"):
-        if isinstance(item.get(name), str) and item[name]:
-            return item[name]
+        value = item.get(name)
+        if isinstance(value, str) and value:
+            return value
     return None
 
 
@@ -491,5 +497,4 @@ def _same_origin(url: str, root: str) -> bool:
     return here is not None and here == origin(root)
 
 
-def _dict(value: Any) -> dict:
-    return value if isinstance(value, dict) else {}
+

@@ -30,6 +30,7 @@ from monitor.sources.base import (
     SourceError,
     is_int,
     json_array,
+    json_object,
     markdown_links,
     off_loop,
     parse_iso_time,
@@ -137,8 +138,7 @@ class LemmySource(Source):
         text = str_or_empty(post.get("body"))
         links = [str_or_empty(post.get("url"))] if str_or_empty(post.get("url")) else []
         links += [link for link in markdown_links(text) if link not in links]
-        creator = view.get("creator") if isinstance(view.get("creator"), dict) else {}
-        community = view.get("community") if isinstance(view.get("community"), dict) else {}
+        creator, community = json_object(view.get("creator")), json_object(view.get("community"))
         extras: dict[str, Any] = {"community": str_or_empty(community.get("name"))}
         return Document(
             target=self.target.name, key=str(post["id"]), url=doc_url,

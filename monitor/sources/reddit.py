@@ -18,7 +18,7 @@ Every post (`t3`, or `t1` in a comments listing) is a Document keyed by its full
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal, TypedDict
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
@@ -40,6 +40,16 @@ from monitor.sources.base import (
 log = structlog.get_logger("weightwatch.sources.reddit")
 
 PAGE_LIMIT = 100  # the most Reddit returns per listing page
+
+
+class ListedPost(TypedDict):
+    """A listing child that passed `parse_listing`'s checks; `data` is the rest, unchecked."""
+
+    kind: Literal["t1", "t3"]  # a comment, a link post
+    id: str
+    name: str  # the fullname, e.g. t3_abc
+    created_utc: float
+    data: dict[str, Any]
 
 
 class RedditSource(Source):
@@ -101,7 +111,7 @@ class RedditSource(Source):
             elif top == newest:
                 self.cursor["names"] = sorted(at_newest | {n for n, c in seen.items() if c == top})
 
-    def _document(self, post: dict[str, Any], body: bytes, url: str, fetched_at: str) -> Document:
+    def _document(self, post: ListedPost, body: bytes, url: str, fetched_at: str) -> Document:
         data = post["data"]
         permalink = str_or_empty(data.get("permalink"))
         doc_url = _human_url(url, permalink or f"/comments/{post['id']}/")
@@ -128,17 +138,17 @@ class RedditSource(Source):
             snapshot=body, snapshot_url=url, fetched_at=fetched_at)
 
 
-def parse_listing(body: bytes, url: str) -> tuple[list[dict[str, Any]], str | None]:
+def parse_listing(body: bytes, url: str) -> tuple[list[ListedPost], str | None]:
     """The posts of one listing page (with their fullname and creation time checked), and
     the `after` cursor of the next page."""
     data = parse_json(body, url)
     listing = data.get("data") if isinstance(data, dict) else None
-    children = listing.get("children") if isinstance(listing, dict) else None
-    if not isinstance(children, list):
+    if not isinstance(listing, dict) or not isinstance(listing.get("children"), list):
         raise SourceError(f"{url}: expected a Listing object with 'data.children'")
-    posts = []
-    for child in children:
-        if not isinstance(child, dict) or child.get("kind") not in ("t3", "t1"):
+    posts: list[ListedPost] = []
+    for child in listing["children"]:
+        kind = child.get("kind") if isinstance(child, dict) else None
+        if kind != "t3" and kind != "t1":
             continue
         item = child.get("data")
         if not isinstance(item, dict):
@@ -148,10 +158,10 @@ def parse_listing(body: bytes, url: str) -> tuple[list[dict[str, Any]], str | No
                 or not isinstance(created, (int, float)) or created != created:  # NaN
             continue
         name = item.get("name")
-        name = name if isinstance(name, str) and name else f"{child['kind']}_{ident}"
+        name = name if isinstance(name, str) and name else f"{kind}_{ident}"
         if epoch_iso(int(min(max(created, -1e15), 1e15))) is None:
             continue
-        posts.append({"kind": child["kind"], "id": ident, "name": name,
+        posts.append({"kind": kind, "id": ident, "name": name,
                       "created_utc": float(created), "data": item})
     after = listing.get("after")
     return posts, after if isinstance(after, str) and after else None

@@ -204,18 +204,18 @@ def metainfo_extras(info: TorrentInfo) -> dict[str, Any]:
     files = [{"path": f.path, "length": f.length, "pieces_root": f.pieces_root}
              for f in info.files[:MAX_FILES_KEPT]]
     context = f"{info.name} ({info.version} .torrent)"
-    digests = []
+    digests: list[dict[str, str]] = []
     if info.infohash_v1:
         digests.append({"algo": "btih", "value": info.infohash_v1, "encoding": "torrent file",
                         "context": f"{context}: infohash {info.infohash_v1}"})
     if info.infohash_v2:
         digests.append({"algo": "btmh", "value": info.infohash_v2, "encoding": "torrent file",
                         "context": f"{context}: v2 infohash {info.infohash_v2}"})
-    for f in files:
-        if f["pieces_root"]:
-            digests.append({"algo": "pieces_root", "value": f["pieces_root"],
+    for kept in info.files[:MAX_FILES_KEPT]:
+        if kept.pieces_root:
+            digests.append({"algo": "pieces_root", "value": kept.pieces_root,
                             "encoding": "torrent file",
-                            "context": f"{context}: pieces root of {f['path']}"})
+                            "context": f"{context}: pieces root of {kept.path}"})
     extras: dict[str, Any] = {
         "infohash_v1": info.infohash_v1, "infohash_v2": info.infohash_v2,
         "version": info.version, "total_size": info.total_size, "files": files,
