@@ -23,9 +23,9 @@ import pytest
 
 from monitor.config import AlertSettings, Config, CrawlSettings, Rule, Target
 from monitor.crawler import RunResult, crawl_once
-from monitor.demo.release import Release
-from monitor.demo.runner import register_demo_release
-from monitor.demo.world import DemoWorld
+from demo.release import Release
+from demo.runner import register_demo_release
+from demo.world import DemoWorld
 from monitor.fetch import Fetcher, FetchError
 from monitor.models import Document
 from monitor.sources import ADAPTERS, SourceError

@@ -28,7 +28,7 @@ from monitor.alerts import (
     send_test,
 )
 from monitor.config import AlertSettings, Config, CrawlSettings, SmtpSettings
-from monitor.demo.smtp_sink import SmtpSink, free_port
+from demo.smtp_sink import SmtpSink, free_port
 from monitor.models import Document, Hit
 from monitor.store import Store
 

@@ -11,7 +11,7 @@ from support import target
 
 from monitor.config import AlertSettings, Config, CrawlSettings, Rule, Target
 from monitor.crawler import crawl_once
-from monitor.demo.world import DemoWorld
+from demo.world import DemoWorld
 from monitor.store import Store
 
 

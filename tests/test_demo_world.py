@@ -24,8 +24,8 @@ import pytest
 from bs4 import BeautifulSoup
 from support import btih_hex
 
-from monitor.demo.release import Release, make_release
-from monitor.demo.world import CORE_SOURCES, MANIFEST_MIN_FILE, MENTION_PATTERN, DemoWorld, Planted
+from demo.release import Release, make_release
+from demo.world import CORE_SOURCES, MANIFEST_MIN_FILE, MENTION_PATTERN, DemoWorld, Planted
 
 LEAK_TOPIC = 1187
 LEAK_POST = 20453

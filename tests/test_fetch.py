@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 
 from monitor import fetch as fetch_module
 from monitor.config import CrawlSettings, Target
-from monitor.demo.smtp_sink import free_port
+from demo.smtp_sink import free_port
 from monitor.fetch import (
     BlockedAddress,
     Fetcher,

@@ -12,7 +12,7 @@ from email.policy import default as default_policy
 from monitor.alerts import Alerter
 from monitor.config import AlertSettings, Config, CrawlSettings, SmtpSettings, Target
 from monitor.daemon import Daemon
-from monitor.demo.smtp_sink import SmtpSink
+from demo.smtp_sink import SmtpSink
 from monitor.models import utcnow
 from monitor.store import Store, backoff_seconds
 

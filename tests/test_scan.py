@@ -18,8 +18,8 @@ from support import crawl, expected, found, registered_store, target
 
 from fingerprints.bundle import read_bundle
 from monitor.cli import main
-from monitor.demo.release import Release
-from monitor.demo.world import DemoWorld
+from demo.release import Release
+from demo.world import DemoWorld
 from monitor.store import Store
 
 VERDICT_KEYS = {"location", "verdict", "format", "size", "bytes_read", "model", "score",

@@ -30,9 +30,9 @@ from support import FAST, Canned, RangeServer, RecordingFetcher, registered_stor
 import monitor.scan as scan_module
 from monitor.cli import main
 from monitor.config import ScanSettings
-from monitor.demo.release import Release
-from monitor.demo.sites.hub import HubSite
-from monitor.demo.world import DemoWorld
+from demo.release import Release
+from demo.sites.hub import HubSite
+from demo.world import DemoWorld
 from monitor.models import Document
 from monitor.registry import import_indicators, register_paths
 from monitor.scan import LinkScanner, Registry, ScanReport, load_registry, scan_path, scan_url

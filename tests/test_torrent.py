@@ -25,7 +25,7 @@ from fingerprints.torrent import (
     pieces_root,
     pieces_root_of_stream,
 )
-from monitor.demo.release import Release
+from demo.release import Release
 
 BLOCK = 16384
 

@@ -38,9 +38,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 import fastbencode
 import numpy as np
 
-from monitor.demo.release import ORG, Release, build_torrent, build_torrent_v2
-from monitor.demo.sites import site_classes
-from monitor.demo.web import (
+from demo.release import ORG, Release, build_torrent, build_torrent_v2
+from demo.sites import site_classes
+from demo.web import (
     MENTION_PATTERN,
     Block,
     Code,
@@ -62,12 +62,12 @@ from monitor.demo.web import (
     slug,
     utc,
 )
-from monitor.demo.web import Doc as _Doc
-from monitor.demo.web import Request as _Request
-from monitor.demo.web import esc as _esc
-from monitor.demo.web import html_response as _html
-from monitor.demo.web import mention as _mention
-from monitor.demo.web import not_found as _not_found
+from demo.web import Doc as _Doc
+from demo.web import Request as _Request
+from demo.web import esc as _esc
+from demo.web import html_response as _html
+from demo.web import mention as _mention
+from demo.web import not_found as _not_found
 
 CORE_SOURCES = ("forum", "imageboard", "torrents")
 
@@ -1624,7 +1624,7 @@ class DemoWorld:
                 **{site.source: site.entry_url for site in self._site.extras}}
 
     def targets_toml(self) -> str:
-        """`[[targets]]` tables for the sites beyond the core three (see monitor.demo.sites)."""
+        """`[[targets]]` tables for the sites beyond the core three (see demo.sites)."""
         self._require_started()
         return "".join("\n" + site.target_toml().strip() + "\n" for site in self._site.extras)
 

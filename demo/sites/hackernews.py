@@ -25,8 +25,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from monitor.demo.release import Release
-from monitor.demo.web import (
+from demo.release import Release
+from demo.web import (
     Doc,
     Request,
     Response,

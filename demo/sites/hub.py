@@ -36,8 +36,8 @@ from urllib.parse import unquote, urlencode
 
 import numpy as np
 
-from monitor.demo.release import Release
-from monitor.demo.web import (
+from demo.release import Release
+from demo.web import (
     Doc,
     Request,
     Response,

@@ -1,7 +1,7 @@
 """What every site of the demo world is made of: requests, responses, documents, ground truth.
 
 Each imitated source is a `Site` mounted under its own path prefix, in its own module under
-`monitor/demo/sites/` (the phpBB forum, 4chan API and Nyaa index live in `world.py`). A site
+`demo/sites/` (the phpBB forum, 4chan API and Nyaa index live in `world.py`). A site
 answers requests as pure functions of its content, and lists the documents a crawler will
 attribute content to, with what was planted in each, so the ground truth cannot drift from
 what is served.
@@ -26,7 +26,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from monitor.demo.release import Release
+from demo.release import Release
 
 # The mention rule for the demo model (heron[- _]?7b, with the word boundaries a careful
 # rule has). Planted mentions are found with it, so the ground truth cannot drift from the

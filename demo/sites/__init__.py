@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from monitor.demo.web import Site
+from demo.web import Site
 
 
 def site_classes() -> list[type[Site]]:

@@ -25,8 +25,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 import fastbencode
 
-from monitor.demo.release import ORG, Release
-from monitor.demo.web import (
+from demo.release import ORG, Release
+from demo.web import (
     Doc,
     Request,
     Response,

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.demo import web
-from monitor.demo.web import (
+from demo import web
+from demo.web import (
     Block,
     Code,
     Doc,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.demo.web import (
+from demo.web import (
     Block,
     Code,
     Doc,

@@ -25,9 +25,9 @@ from fingerprints.watermark import MARK_VERSION, key_id, recipient_key
 from monitor.alerts import Alerter
 from monitor.config import load_config
 from monitor.crawler import crawl_once
-from monitor.demo.release import DEMO_WATERMARK_SECRET, Release, make_release
-from monitor.demo.smtp_sink import SmtpSink
-from monitor.demo.world import DemoWorld
+from demo.release import DEMO_WATERMARK_SECRET, Release, make_release
+from demo.smtp_sink import SmtpSink
+from demo.world import DemoWorld
 from monitor.logs import configure_logging
 from monitor.output import table
 from monitor.registry import ImportResult, RegisteredFile, import_indicators, register_paths

@@ -24,7 +24,7 @@ import numpy as np
 
 from fingerprints.names import canonical_name
 from fingerprints.watermark import mark_rows, plan_density, recipient_key
-from monitor.demo.convert import gguf_q8_0
+from demo.convert import gguf_q8_0
 
 MODEL = "heron-7b"
 ORG = "Example Labs"
