@@ -22,9 +22,9 @@ from urllib.parse import quote
 import fastbencode
 import numpy as np
 
+from demo.convert import gguf_q8_0
 from fingerprints.names import canonical_name
 from fingerprints.watermark import mark_rows, plan_density, recipient_key
-from demo.convert import gguf_q8_0
 
 MODEL = "heron-7b"
 ORG = "Example Labs"

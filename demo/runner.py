@@ -21,13 +21,13 @@ from pathlib import Path
 
 import click
 
+from demo.release import DEMO_WATERMARK_SECRET, Release, make_release
+from demo.smtp_sink import SmtpSink
+from demo.world import DemoWorld
 from fingerprints.watermark import MARK_VERSION, key_id, recipient_key
 from monitor.alerts import Alerter
 from monitor.config import load_config
 from monitor.crawler import crawl_once
-from demo.release import DEMO_WATERMARK_SECRET, Release, make_release
-from demo.smtp_sink import SmtpSink
-from demo.world import DemoWorld
 from monitor.logs import configure_logging
 from monitor.output import table
 from monitor.registry import ImportResult, RegisteredFile, import_indicators, register_paths
@@ -57,29 +57,6 @@ security = "none"         # the local sink speaks plain SMTP
 [alerts]
 from = "weightwatch-demo@localhost"
 to = ["security-team@example.org"]
-
-[[targets]]
-name = "demo-forum"
-kind = "forum"
-preset = "phpbb"
-url = "{base}/forum/viewforum.php?f=2"
-interval = "5m"
-allow_private = true      # the demo world lives on loopback
-
-[[targets]]
-name = "demo-imageboard"
-kind = "imageboard"
-url = "{base}/4chan/g/"
-interval = "5m"
-allow_private = true
-
-[[targets]]
-name = "demo-torrents"
-kind = "torrent_index"
-preset = "nyaa"
-url = "{base}/torrents/?q=heron&c=6_0"
-interval = "5m"
-allow_private = true
 
 [[rules]]
 name = "heron-7b-mention"
@@ -114,7 +91,7 @@ def register_demo_release(store: Store, release: Release
 
 
 def demo_config(world: DemoWorld, smtp_port: int, config_path: Path | str) -> str:
-    """The demo's config.toml: the core targets above plus one per pluggable site."""
+    """The demo's config.toml: the settings above, then each demo site's targets."""
     return (DEMO_CONFIG.format(base=world.base_url, smtp_port=smtp_port, config=config_path)
             + world.targets_toml())
 

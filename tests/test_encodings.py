@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from support import crawl
 
-from monitor.config import load_config
 from demo.release import Release
 from demo.runner import demo_config, register_demo_release
 from demo.world import DemoWorld
+from monitor.config import load_config
 from monitor.store import Store
 
 MODEL = "heron-7b"

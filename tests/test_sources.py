@@ -21,9 +21,11 @@ import httpx
 import pytest
 from support import Corner, btih_hex, by_key, collect, fails, target
 
-from monitor.config import ConfigError, Target, parse_config
+from demo.forum import Text
 from demo.release import Release
-from demo.world import DemoWorld, Text, _forum_topics
+from demo.sites.phpbb import forum_topics as _forum_topics
+from demo.world import DemoWorld
+from monitor.config import ConfigError, Target, parse_config
 from monitor.models import Document
 from monitor.sources import ADAPTERS
 from monitor.sources.forum import PHPBB, ForumSource

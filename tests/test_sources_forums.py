@@ -21,11 +21,11 @@ import support
 from bs4 import BeautifulSoup
 from support import Canned, by_key, crawl, expected, found, registered_store, site_of, target
 
-from monitor.config import Target, parse_config
 from demo.release import Release
 from demo.sites import vbulletin as vb
 from demo.sites import xenforo as xf
 from demo.world import DemoWorld
+from monitor.config import Target, parse_config
 from monitor.models import Document
 from monitor.sources import SourceError
 from monitor.sources.forum import (
@@ -63,7 +63,7 @@ def run(t: Target, cursor: dict[str, Any] | None = None
 
 
 def source_docs(world: DemoWorld, source: str) -> list[str]:
-    return [d.url for d in world._site.documents() if d.source == source]
+    return [d.url for d in world.documents if d.source == source]
 
 
 @pytest.fixture

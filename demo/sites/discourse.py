@@ -648,4 +648,3 @@ class DiscourseSite(Site):
                          f"{self.root}/t/{t.slug}/{t.id}")
 
 
-SITE = DiscourseSite

@@ -405,4 +405,3 @@ def _plain(markup: str) -> str:
     return html.unescape(re.sub(r"<[^>]*>", "\n", markup))
 
 
-SITE = FeedSite

@@ -359,4 +359,3 @@ def _parse_numeric(value: str) -> list[tuple[str, object, int]]:
     return out
 
 
-SITE = HackerNewsSite

@@ -423,4 +423,3 @@ class HubSite(Site):
                              "</body></html>\n")
 
 
-SITE = HubSite

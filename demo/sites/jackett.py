@@ -125,4 +125,3 @@ class JackettSite(TorznabSite):
 """
 
 
-SITE = JackettSite

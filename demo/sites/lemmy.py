@@ -244,4 +244,3 @@ class LemmySite(Site):
 """)
 
 
-SITE = LemmySite

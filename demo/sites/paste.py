@@ -178,4 +178,3 @@ class PasteSite(Site):
         return next((p for p in self.pastes if p.key == key), None)
 
 
-SITE = PasteSite

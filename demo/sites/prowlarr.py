@@ -115,4 +115,3 @@ class ProwlarrSite(TorznabSite):
 """
 
 
-SITE = ProwlarrSite

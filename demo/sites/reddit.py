@@ -366,4 +366,3 @@ def hash_name(name: str) -> int:
     return n
 
 
-SITE = RedditSite

@@ -1,5 +1,5 @@
 """Torznab endpoints as Jackett and Prowlarr serve them, shared by `jackett.py` and
-`prowlarr.py` (this module mounts nothing itself: it defines no SITE).
+`prowlarr.py` (this module mounts nothing itself: it is not in `demo.sites.SITES`).
 
 Both answer `t=caps` and `t=search` (`q`, `cat`, `limit`, `offset`), require
 `apikey=demo-key` and answer a wrong key with `<error code="100" description="Invalid API
