@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from demo.web import URL_PATTERN, Doc, Site, esc
 
@@ -63,14 +63,18 @@ def page_count(total: int, per_page: int) -> int:
     return max(1, math.ceil(total / per_page))
 
 
+PostT = TypeVar("PostT", bound=ForumPost)
+
+
 @dataclass
-class ForumThread:
-    """A thread (topic) of posts; subclasses set `per_page`, the board's posts per page."""
+class ForumThread(Generic[PostT]):
+    """A thread (topic) of an engine's posts; subclasses set `per_page`, the board's posts
+    per page."""
 
     id: int
     title: str
     views: int
-    posts: Sequence[ForumPost]
+    posts: list[PostT]
 
     per_page: ClassVar[int]
 
@@ -86,7 +90,7 @@ class ForumThread:
         """A requested page as the board shows it: the first below 1, the last past the end."""
         return min(max(1, page), self.pages)
 
-    def on_page(self, page: int) -> Sequence[ForumPost]:
+    def on_page(self, page: int) -> list[PostT]:
         return self.posts[(page - 1) * self.per_page:page * self.per_page]
 
 
@@ -98,7 +102,8 @@ def post_html(text: str, link_attrs: str, br: str, escape: Callable[[str], str] 
     return linked.replace("\n", br + "\n")
 
 
-ThreadT = TypeVar("ThreadT", bound=ForumThread)
+# Any: a site is generic over its engine's thread type, whatever post type that holds.
+ThreadT = TypeVar("ThreadT", bound=ForumThread[Any])
 
 
 class ForumSite(Site, Generic[ThreadT]):

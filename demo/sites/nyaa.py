@@ -16,10 +16,9 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-import fastbencode
 import numpy as np
 
-from demo.release import ORG, Release, build_torrent, build_torrent_v2
+from demo.release import ORG, Release, bencode, build_torrent, build_torrent_v2
 from demo.web import (
     Doc,
     Request,
@@ -49,6 +48,10 @@ MiB = 1024 ** 2
 # The manifest detector's floor (monitor.detect.manifest.MIN_FILE_BYTES, which a test holds
 # this to): smaller files' names and sizes are not evidence, so nothing is planted for them.
 MANIFEST_MIN_FILE = 64 * 1024
+
+
+# Folders by name, down to file sizes: a torrent's file list as its detail page nests it.
+FileTree = dict[str, "FileTree | int"]
 
 
 @dataclass
@@ -106,8 +109,8 @@ def _synthetic_torrent(t: NyaaTorrent, rng: np.random.Generator) -> None:
     else:
         info[b"files"] = [{b"length": size, b"path": [p.encode() for p in path[1:]]}
                           for path, size in t.files]
-    t.infohash = hashlib.sha1(fastbencode.bencode(info)).hexdigest()
-    t.torrent = fastbencode.bencode({
+    t.infohash = hashlib.sha1(bencode(info)).hexdigest()
+    t.torrent = bencode({
         b"announce": t.trackers[0].encode(),
         b"created by": b"mktorrent 1.1",
         b"creation date": t.time - 3600,
@@ -469,14 +472,16 @@ class NyaaSite(Site):
     @staticmethod
     def nyaa_file_tree(files: list[tuple[list[str], int]]) -> str:
         """Nested <ul> of folders and files with sizes, as the detail page shows it."""
-        tree: dict[str, object] = {}
+        tree: FileTree = {}
         for path, size in files:
             node = tree
             for part in path[:-1]:
-                node = node.setdefault(part, {})  # type: ignore[assignment]
+                child = node.setdefault(part, {})
+                assert isinstance(child, dict)
+                node = child
             node[path[-1]] = size
 
-        def render(node: dict[str, object]) -> str:
+        def render(node: FileTree) -> str:
             items = []
             for name, child in node.items():
                 if isinstance(child, dict):
@@ -485,7 +490,7 @@ class NyaaSite(Site):
                                  "</ul></li>")
                 else:
                     items.append(f'<li><i class="fa fa-file"></i>{esc(name)} '
-                                 f'<span class="file-size">({filesize(int(child))})</span></li>')
+                                 f'<span class="file-size">({filesize(child)})</span></li>')
             return "".join(items)
 
         return f"<ul>{render(tree)}</ul>"

@@ -62,7 +62,7 @@ class User:
 
 
 @dataclass
-class Topic(ForumThread):
+class Topic(ForumThread[ForumPost]):
     sticky: bool = False
 
     per_page = POSTS_PER_PAGE

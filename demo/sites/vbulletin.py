@@ -73,9 +73,7 @@ class Post(ForumPost):
 
 
 @dataclass
-class Thread(ForumThread):
-    posts: list[Post]
-
+class Thread(ForumThread[Post]):
     per_page = POSTS_PER_PAGE
 
     def __post_init__(self) -> None:

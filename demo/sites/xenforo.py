@@ -80,8 +80,7 @@ class Post(ForumPost):
 
 
 @dataclass
-class Thread(ForumThread):
-    posts: list[Post]
+class Thread(ForumThread[Post]):
     prefix: str | None = None
     sticky: bool = False
 
