@@ -259,7 +259,8 @@ def target_table(name: str, kind: str, url: str, *settings: str, preset: str = "
 
 
 class Site(ABC):
-    """One imitated source, served under `/{prefix}/` of the world.
+    """One imitated source, served under `/{prefix}/` of the world: the one interface every
+    demo site implements, listed in `demo.sites.SITES` to be mounted.
 
     Subclasses set `prefix` (the path segment), `source` (the name used in Planted), and
     `title` (for the world's landing page); implement `handle`, `documents` and
