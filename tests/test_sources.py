@@ -32,7 +32,7 @@ from monitor.sources.forum import PHPBB, ForumSource
 from monitor.sources.imageboard import ImageboardSource
 from monitor.sources.torrent_index import TorrentIndexSource
 
-# Known content of the demo world (see demo/world.py).
+# Known content of the demo world (see demo/sites/phpbb.py, chan.py and nyaa.py).
 LEAK_TOPIC = 1187
 FIRST_POST = 20450  # quantcat opens the leak topic
 SHA_POST = 20453  # sigmoid_sally posts sha256sum output in a [code] block
