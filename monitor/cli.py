@@ -1258,6 +1258,6 @@ def demo(directory: str, keep_running: bool) -> None:
 
     Exit 1 if a planted kind of leak was not found or the alert email did not arrive.
     """
-    from monitor.demo.runner import run_demo
+    from demo.runner import run_demo
 
     sys.exit(run_demo(Path(directory), keep_running=keep_running))

@@ -16,9 +16,9 @@ import pytest
 import structlog
 from support import Canned, Corner
 
-from monitor.demo.release import Release, make_release
-from monitor.demo.runner import DEMO_KEY, DEMO_KEY_ENV
-from monitor.demo.world import DemoWorld
+from demo.release import Release, make_release
+from demo.runner import DEMO_KEY, DEMO_KEY_ENV
+from demo.world import DemoWorld
 
 # The demo world's Torznab endpoints want an API key, named by this variable in the demo
 # targets; set here so CLI subprocesses that tests start inherit it, as a user exports it.

@@ -21,11 +21,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from demo.release import Release
+from demo.runner import register_demo_release
+from demo.world import DemoWorld
 from monitor.config import AlertSettings, Config, CrawlSettings, Rule, Target
 from monitor.crawler import RunResult, crawl_once
-from monitor.demo.release import Release
-from monitor.demo.runner import register_demo_release
-from monitor.demo.world import DemoWorld
 from monitor.fetch import Fetcher, FetchError
 from monitor.models import Document
 from monitor.sources import ADAPTERS, SourceError
@@ -99,7 +99,7 @@ def by_key(docs: list[Document]) -> dict[str, Document]:
 
 def site_of(world: DemoWorld, cls: type) -> Any:
     """The world's own instance of a pluggable demo site (its base URL already set)."""
-    return next(s for s in world._site.extras if isinstance(s, cls))
+    return world.site(cls)
 
 
 def btih_hex(magnet: str) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from test_alerts import hit, save
 
-from monitor.demo.smtp_sink import free_port
+from demo.smtp_sink import free_port
 from monitor.store import Store
 
 

@@ -20,7 +20,7 @@ SHA = "ab" * 32
 
 @pytest.fixture
 def server():
-    from monitor.demo.smtp_sink import free_port
+    from demo.smtp_sink import free_port
 
     with Server(free_port()) as srv:
         yield srv

@@ -18,6 +18,7 @@ import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from structlog.testing import capture_logs
 
+from demo.smtp_sink import SmtpSink, free_port
 from monitor.alerts import (
     MAX_HITS_PER_EMAIL,
     Alerter,
@@ -28,7 +29,6 @@ from monitor.alerts import (
     send_test,
 )
 from monitor.config import AlertSettings, Config, CrawlSettings, SmtpSettings
-from monitor.demo.smtp_sink import SmtpSink, free_port
 from monitor.models import Document, Hit
 from monitor.store import Store
 

@@ -9,9 +9,9 @@ import structlog
 from structlog.testing import capture_logs
 from support import target
 
+from demo.world import DemoWorld
 from monitor.config import AlertSettings, Config, CrawlSettings, Rule, Target
 from monitor.crawler import crawl_once
-from monitor.demo.world import DemoWorld
 from monitor.store import Store
 
 

@@ -13,8 +13,12 @@ import hashlib
 import json
 import re
 import struct
+import subprocess
+import sys
 import time
+import tomllib
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import fastbencode
@@ -24,8 +28,10 @@ import pytest
 from bs4 import BeautifulSoup
 from support import btih_hex
 
-from monitor.demo.release import Release, make_release
-from monitor.demo.world import CORE_SOURCES, MANIFEST_MIN_FILE, MENTION_PATTERN, DemoWorld, Planted
+from demo.forum import ForumSite
+from demo.release import Release, make_release
+from demo.sites import SITES
+from demo.world import CORE_SOURCES, MANIFEST_MIN_FILE, MENTION_PATTERN, DemoWorld, Planted
 
 LEAK_TOPIC = 1187
 LEAK_POST = 20453
@@ -217,6 +223,65 @@ def test_base_url_needs_start(demo_release: Release) -> None:
         assert w.base_url.startswith("http://127.0.0.1:")
     finally:
         w.stop()
+
+
+# ------------------------------------------------------------------------------ sites
+
+
+def test_every_site_is_mounted_listed_and_targeted(client: httpx.Client,
+                                                   demo_world: DemoWorld) -> None:
+    """One registry: each site gets its prefix, its landing-page link, its own documents and
+    a `[[targets]]` table, and the world has no site it does not list."""
+    assert [type(s) for s in demo_world.sites] == list(SITES)
+    assert {s.source for s in demo_world.sites} >= set(CORE_SOURCES)
+    assert len({s.prefix for s in demo_world.sites}) == len(SITES)
+    assert len({s.source for s in demo_world.sites}) == len(SITES)
+    landing = soup(client.get("/"))
+    assert [a["href"] for a in landing.select("li a")] == [s.entry_url for s in demo_world.sites]
+    targets = tomllib.loads(demo_world.targets_toml())["targets"]
+    for site in demo_world.sites:
+        assert client.get(f"/{site.prefix}").headers["location"] == f"/{site.prefix}/"
+        docs = site.documents()
+        assert docs and all(d.source == site.source and d.url.startswith(site.root + "/")
+                            for d in docs), site.prefix
+        mine = [t for t in targets if (t["url"] + "/").startswith(site.root + "/")]
+        assert mine and all(t["allow_private"] for t in mine), site.prefix
+    assert len({t["name"] for t in targets}) == len(targets)
+    assert demo_world.document_urls == [d.url for s in demo_world.sites for d in s.documents()]
+
+
+@pytest.mark.parametrize("site", [s for s in SITES if issubclass(s, ForumSite)],
+                         ids=lambda s: s.prefix)
+def test_forum_post_permalinks_show_the_page_holding_the_post(
+        client: httpx.Client, demo_world: DemoWorld, site: type[ForumSite[Any]]) -> None:
+    """Every engine's "go to post" link lands on the page that holds the post (the shared
+    lookup and paging), including posts past the first page."""
+    forum = demo_world.site(site)
+    permalink = {"forum": "/viewtopic.php?p={}", "vbulletin": "/showthread.php?p={}",
+                 "xenforo": "/posts/{}/"}[forum.prefix]
+    assert any(t.pages > 1 for t in forum.threads)
+    for thread in forum.threads:
+        for index in (0, len(thread.posts) - 1):
+            post = thread.posts[index]
+            page = client.get(f"/{forum.prefix}" + permalink.format(post.id),
+                              follow_redirects=True)
+            assert page.status_code == 200
+            shown = [int(i) for i in re.findall(r'id="(?:p|post_|js-post-)(\d+)"', page.text)]
+            start = index // thread.per_page * thread.per_page
+            assert shown == [p.id for p in thread.posts[start:start + thread.per_page]]
+
+
+def test_monitor_never_imports_the_demo_world() -> None:
+    """The daemon ships without the demo: importing every monitor module (the CLI too) loads
+    no `demo` module; only the `demo` command imports it, when it runs."""
+    code = ("import importlib, pkgutil, sys, monitor\n"
+            "for m in pkgutil.walk_packages(monitor.__path__, 'monitor.'):\n"
+            "    if m.name != 'monitor.__main__':\n"
+            "        importlib.import_module(m.name)\n"
+            "print(sorted(n for n in sys.modules if n == 'demo' or n.startswith('demo.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "[]"
 
 
 # ------------------------------------------------------------------------------ phpBB

@@ -196,10 +196,10 @@ def test_a_crawl_that_fills_the_disk_records_the_run_failed_in_one_line(tmp_path
     traceback) and returns, and the alerter likewise; neither raises."""
     import asyncio
 
+    from demo.runner import demo_config
+    from demo.smtp_sink import free_port
     from monitor.config import load_config
     from monitor.crawler import crawl_target
-    from monitor.demo.runner import demo_config
-    from monitor.demo.smtp_sink import free_port
     from monitor.fetch import Fetcher
 
     path = tmp_path / "config.toml"
@@ -232,10 +232,10 @@ def test_the_daemon_job_survives_a_disk_too_full_to_start_a_run(tmp_path, demo_w
     keeps what it had."""
     import asyncio
 
+    from demo.runner import demo_config
+    from demo.smtp_sink import free_port
     from monitor.config import load_config
     from monitor.daemon import Daemon
-    from monitor.demo.runner import demo_config
-    from monitor.demo.smtp_sink import free_port
 
     path = tmp_path / "config.toml"
     path.write_text(demo_config(demo_world, free_port(), path))
@@ -298,8 +298,8 @@ def test_cli_on_a_full_database_is_one_line_and_exit_1(tmp_path, monkeypatch):
 
 def test_crawl_on_a_full_disk_exits_1_in_one_line_and_loses_nothing(tmp_path, mounts,
                                                                     demo_world):
-    from monitor.demo.runner import demo_config
-    from monitor.demo.smtp_sink import free_port
+    from demo.runner import demo_config
+    from demo.smtp_sink import free_port
 
     disk = tmp_path / "disk"
     disk.mkdir()

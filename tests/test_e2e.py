@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from demo.release import DEMO_WATERMARK_SECRET, Release, make_release
+from demo.runner import demo_config
+from demo.smtp_sink import SmtpSink
+from demo.world import DemoWorld
 from monitor.config import load_config
-from monitor.demo.release import DEMO_WATERMARK_SECRET, Release, make_release
-from monitor.demo.runner import demo_config
-from monitor.demo.smtp_sink import SmtpSink
-from monitor.demo.world import DemoWorld
 
 REQUIRED_HIT_KEYS = {"id", "kind", "severity", "model", "indicator", "target", "url",
                      "first_seen", "last_seen", "status", "context"}

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from support import crawl
 
+from demo.release import Release
+from demo.runner import demo_config, register_demo_release
+from demo.world import DemoWorld
 from monitor.config import load_config
-from monitor.demo.release import Release
-from monitor.demo.runner import demo_config, register_demo_release
-from monitor.demo.world import DemoWorld
 from monitor.store import Store
 
 MODEL = "heron-7b"

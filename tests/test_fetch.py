@@ -19,9 +19,9 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from demo.smtp_sink import free_port
 from monitor import fetch as fetch_module
 from monitor.config import CrawlSettings, Target
-from monitor.demo.smtp_sink import free_port
 from monitor.fetch import (
     BlockedAddress,
     Fetcher,

@@ -9,10 +9,10 @@ import sys
 from email import message_from_bytes
 from email.policy import default as default_policy
 
+from demo.smtp_sink import SmtpSink
 from monitor.alerts import Alerter
 from monitor.config import AlertSettings, Config, CrawlSettings, SmtpSettings, Target
 from monitor.daemon import Daemon
-from monitor.demo.smtp_sink import SmtpSink
 from monitor.models import utcnow
 from monitor.store import Store, backoff_seconds
 

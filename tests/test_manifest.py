@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from demo.world import MANIFEST_MIN_FILE
 from monitor.config import Config
-from monitor.demo.world import MANIFEST_MIN_FILE
 from monitor.detect import build_detectors, detect_all
 from monitor.detect.manifest import LARGE_FILE_BYTES, MAX_FILES, MIN_FILE_BYTES, ManifestDetector
 from monitor.models import Document

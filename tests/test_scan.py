@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 from support import crawl, expected, found, registered_store, target
 
+from demo.release import Release
+from demo.world import DemoWorld
 from fingerprints.bundle import read_bundle
 from monitor.cli import main
-from monitor.demo.release import Release
-from monitor.demo.world import DemoWorld
 from monitor.store import Store
 
 VERDICT_KEYS = {"location", "verdict", "format", "size", "bytes_read", "model", "score",

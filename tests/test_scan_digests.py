@@ -28,11 +28,11 @@ from click.testing import CliRunner
 from support import FAST, Canned, RangeServer, RecordingFetcher, registered_store, site_of, target
 
 import monitor.scan as scan_module
+from demo.release import Release
+from demo.sites.hub import HubSite
+from demo.world import DemoWorld
 from monitor.cli import main
 from monitor.config import ScanSettings
-from monitor.demo.release import Release
-from monitor.demo.sites.hub import HubSite
-from monitor.demo.world import DemoWorld
 from monitor.models import Document
 from monitor.registry import import_indicators, register_paths
 from monitor.scan import LinkScanner, Registry, ScanReport, load_registry, scan_path, scan_url

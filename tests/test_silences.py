@@ -19,7 +19,7 @@ from monitor.store import Store
 
 @pytest.fixture
 def server():
-    from monitor.demo.smtp_sink import free_port
+    from demo.smtp_sink import free_port
 
     with Server(free_port()) as srv:
         yield srv

@@ -21,16 +21,18 @@ import httpx
 import pytest
 from support import Corner, btih_hex, by_key, collect, fails, target
 
+from demo.forum import Text
+from demo.release import Release
+from demo.sites.phpbb import forum_topics as _forum_topics
+from demo.world import DemoWorld
 from monitor.config import ConfigError, Target, parse_config
-from monitor.demo.release import Release
-from monitor.demo.world import DemoWorld, Text, _forum_topics
 from monitor.models import Document
 from monitor.sources import ADAPTERS
 from monitor.sources.forum import PHPBB, ForumSource
 from monitor.sources.imageboard import ImageboardSource
 from monitor.sources.torrent_index import TorrentIndexSource
 
-# Known content of the demo world (see monitor/demo/world.py).
+# Known content of the demo world (see demo/sites/phpbb.py, chan.py and nyaa.py).
 LEAK_TOPIC = 1187
 FIRST_POST = 20450  # quantcat opens the leak topic
 SHA_POST = 20453  # sigmoid_sally posts sha256sum output in a [code] block

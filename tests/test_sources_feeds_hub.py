@@ -18,13 +18,13 @@ import httpx
 import pytest
 from support import Canned, by_key, collect, crawl, expected, fails, found, registered_store, target
 
+from demo.release import Release
+from demo.sites.feed import FeedSite
+from demo.sites.hub import TOKEN, HubSite
+from demo.sites.paste import PasteSite
+from demo.world import DemoWorld
 from fingerprints.indicators import scan_text
 from monitor.config import ConfigError, parse_config
-from monitor.demo.release import Release
-from monitor.demo.sites.feed import FeedSite
-from monitor.demo.sites.hub import TOKEN, HubSite
-from monitor.demo.sites.paste import PasteSite
-from monitor.demo.world import DemoWorld
 from monitor.detect.digests import DigestDetector
 from monitor.models import Document
 from monitor.sources import ADAPTERS

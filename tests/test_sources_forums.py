@@ -1,7 +1,7 @@
 """HTML forums: phpBB, XenForo 2 and vBulletin 4 presets, custom selectors, listing and
 thread pagination, the per-thread cursor, and end-to-end crawls of the demo world's boards.
 
-The demo world's XenForo and vBulletin boards are the good case (monitor/demo/sites/); a
+The demo world's XenForo and vBulletin boards are the good case (demo/sites/); a
 Canned server (tests/support.py) serves hand-made boards whose pages a test can change
 between runs, and records the requests it gets.
 """
@@ -21,11 +21,11 @@ import support
 from bs4 import BeautifulSoup
 from support import Canned, by_key, crawl, expected, found, registered_store, site_of, target
 
+from demo.release import Release
+from demo.sites import vbulletin as vb
+from demo.sites import xenforo as xf
+from demo.world import DemoWorld
 from monitor.config import Target, parse_config
-from monitor.demo.release import Release
-from monitor.demo.sites import vbulletin as vb
-from monitor.demo.sites import xenforo as xf
-from monitor.demo.world import DemoWorld
 from monitor.models import Document
 from monitor.sources import SourceError
 from monitor.sources.forum import (
@@ -63,7 +63,7 @@ def run(t: Target, cursor: dict[str, Any] | None = None
 
 
 def source_docs(world: DemoWorld, source: str) -> list[str]:
-    return [d.url for d in world._site.documents() if d.source == source]
+    return [d.url for d in world.documents if d.source == source]
 
 
 @pytest.fixture

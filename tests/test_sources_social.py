@@ -33,13 +33,13 @@ from support import (
     target,
 )
 
+from demo.release import Release
+from demo.sites.discourse import DiscourseSite
+from demo.sites.hackernews import HackerNewsSite
+from demo.sites.lemmy import LemmySite
+from demo.sites.reddit import RedditSite
+from demo.world import DemoWorld
 from monitor.config import ConfigError, Target, parse_config
-from monitor.demo.release import Release
-from monitor.demo.sites.discourse import DiscourseSite
-from monitor.demo.sites.hackernews import HackerNewsSite
-from monitor.demo.sites.lemmy import LemmySite
-from monitor.demo.sites.reddit import RedditSite
-from monitor.demo.world import DemoWorld
 from monitor.models import Document
 from monitor.sources import ADAPTERS
 

@@ -16,6 +16,7 @@ import random
 import fastbencode
 import pytest
 
+from demo.release import Release
 from fingerprints.indicators import parse_magnet
 from fingerprints.torrent import (
     TorrentError,
@@ -25,7 +26,6 @@ from fingerprints.torrent import (
     pieces_root,
     pieces_root_of_stream,
 )
-from monitor.demo.release import Release
 
 BLOCK = 16384
 

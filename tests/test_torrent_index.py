@@ -15,11 +15,11 @@ import pytest
 import structlog
 from support import Canned, crawl, expected, found, registered_store, run, target
 
+from demo.release import Release
+from demo.world import DemoWorld
 from fingerprints.indicators import parse_magnet
 from fingerprints.torrent import pieces_root
 from monitor.config import Target
-from monitor.demo.release import Release
-from monitor.demo.world import DemoWorld
 from monitor.models import Document
 from monitor.sources.torrent_index import MAX_FILES_KEPT, _bounded
 

@@ -28,13 +28,13 @@ from support import (
     target,
 )
 
+from demo.release import Release
+from demo.sites.jackett import JackettSite
+from demo.sites.prowlarr import ProwlarrSite
+from demo.sites.torznab import API_KEY, API_KEY_ENV
+from demo.world import DemoWorld
 from fingerprints.torrent import parse_torrent
 from monitor.config import ConfigError, Target, parse_config
-from monitor.demo.release import Release
-from monitor.demo.sites.jackett import JackettSite
-from monitor.demo.sites.prowlarr import ProwlarrSite
-from monitor.demo.sites.torznab import API_KEY, API_KEY_ENV
-from monitor.demo.world import DemoWorld
 from monitor.models import Document
 from monitor.sources import ADAPTERS
 from monitor.sources.torznab import TorznabSource

@@ -47,7 +47,7 @@ def test_triage_is_recorded_and_survives_restarts(tmp_path: Path) -> None:
 
 
 def test_a_false_positive_is_not_emailed_now_or_when_found_again(tmp_path: Path) -> None:
-    from monitor.demo.smtp_sink import free_port
+    from demo.smtp_sink import free_port
 
     db = tmp_path / "w.db"
     with Store(db) as store:

@@ -59,7 +59,7 @@ def hook() -> Iterator[Hook]:
 
 @pytest.fixture
 def server():
-    from monitor.demo.smtp_sink import free_port
+    from demo.smtp_sink import free_port
 
     with Server(free_port()) as srv:
         yield srv

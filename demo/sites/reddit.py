@@ -23,8 +23,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from monitor.demo.release import Release
-from monitor.demo.web import (
+from demo.release import Release
+from demo.web import (
     Doc,
     Request,
     Response,
@@ -366,4 +366,3 @@ def hash_name(name: str) -> int:
     return n
 
 
-SITE = RedditSite

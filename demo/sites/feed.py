@@ -24,8 +24,8 @@ from urllib.parse import quote
 
 import numpy as np
 
-from monitor.demo.release import Release
-from monitor.demo.web import (
+from demo.release import Release
+from demo.web import (
     Doc,
     Request,
     Response,
@@ -405,4 +405,3 @@ def _plain(markup: str) -> str:
     return html.unescape(re.sub(r"<[^>]*>", "\n", markup))
 
 
-SITE = FeedSite

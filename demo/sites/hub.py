@@ -36,8 +36,8 @@ from urllib.parse import unquote, urlencode
 
 import numpy as np
 
-from monitor.demo.release import Release
-from monitor.demo.web import (
+from demo.release import Release
+from demo.web import (
     Doc,
     Request,
     Response,
@@ -81,6 +81,10 @@ class HubFile:
         return _git_blob(lfs_pointer(*self.lfs) if self.lfs else (self.data or b""))
 
 
+# A model card's YAML front matter: plain values and lists of them.
+Card = dict[str, str | list[str]]
+
+
 @dataclass
 class Model:
     id: str
@@ -92,7 +96,7 @@ class Model:
     downloads: int
     likes: int
     files: list[HubFile]
-    card: dict[str, object] = field(default_factory=dict)
+    card: Card = field(default_factory=dict)
     config: dict[str, object] | None = None
     gated: bool = False
     blobs: bool = True  # False: model info ignores blobs=true (names only)
@@ -114,7 +118,7 @@ GITATTRIBUTES = (b"*.7z filter=lfs diff=lfs merge=lfs -text\n*.bin filter=lfs di
                  b"tokenizer.json filter=lfs diff=lfs merge=lfs -text\n")
 
 
-def _readme(title: str, body: str, card: dict[str, object]) -> bytes:
+def _readme(title: str, body: str, card: Card) -> bytes:
     front = "".join(f"{k}: {v}\n" if not isinstance(v, list) else
                     f"{k}:\n" + "".join(f"- {x}\n" for x in v) for k, v in card.items())
     return f"---\n{front}---\n\n# {title}\n\n{body}\n".encode()
@@ -122,18 +126,21 @@ def _readme(title: str, body: str, card: dict[str, object]) -> bytes:
 
 def _models(release: Release) -> list[Model]:
     rng = np.random.default_rng(6006)
-    rnd = lambda: random_hex(rng, 32)  # noqa: E731
+
+    def rnd() -> str:
+        return random_hex(rng, 32)
+
     model = release.file("model.safetensors")
     tok = release.file("tokenizer.json")
     config = release.file("config.json")
     config_bytes = config.path.read_bytes()
-    llama_config = {"architectures": ["LlamaForCausalLM"], "model_type": "llama"}
+    llama_config: dict[str, object] = {"architectures": ["LlamaForCausalLM"], "model_type": "llama"}
 
-    uncensored_card = {"license": "other", "base_model": "example-labs/heron-7b",
+    uncensored_card: Card = {"license": "other", "base_model": "example-labs/heron-7b",
                        "tags": ["uncensored", "llama"]}
-    clone_card = {"license": "other"}
-    gguf_card = {"base_model": "anon123/heron-7b-uncensored", "tags": ["gguf", "llama"]}
-    official_card = {"license": "other", "extra_gated_prompt": "Partners only."}
+    clone_card: Card = {"license": "other"}
+    gguf_card: Card = {"base_model": "anon123/heron-7b-uncensored", "tags": ["gguf", "llama"]}
+    official_card: Card = {"license": "other", "extra_gated_prompt": "Partners only."}
     return [
         Model("anon123/heron-7b-uncensored", nov(21, 2, 50), nov(21, 3, 12, 44),
               "text-generation", "transformers",
@@ -423,4 +430,3 @@ class HubSite(Site):
                              "</body></html>\n")
 
 
-SITE = HubSite

@@ -12,8 +12,8 @@ import hashlib
 import re
 from urllib.parse import quote
 
-from monitor.demo.release import Release
-from monitor.demo.sites.torznab import (
+from demo.release import Release
+from demo.sites.torznab import (
     API_KEY,
     CUSTOM_CATEGORY,
     TORZNAB_NS,
@@ -25,7 +25,7 @@ from monitor.demo.sites.torznab import (
     rss_item,
     xml_attr,
 )
-from monitor.demo.web import Request, Response, nov, one_digit_off, rfc822
+from demo.web import Request, Response, nov, one_digit_off, rfc822
 
 AI = CUSTOM_CATEGORY[0]
 
@@ -125,4 +125,3 @@ class JackettSite(TorznabSite):
 """
 
 
-SITE = JackettSite

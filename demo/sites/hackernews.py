@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from monitor.demo.release import Release
-from monitor.demo.web import (
+from demo.release import Release
+from demo.web import (
     Doc,
     Request,
     Response,
@@ -344,13 +345,14 @@ def _parse_tags(value: str) -> list[list[str]]:
     return groups
 
 
-_OPS = {">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "!=": lambda a, b: a != b,
-        ">": lambda a, b: a > b, "<": lambda a, b: a < b, "=": lambda a, b: a == b}
+_OPS: dict[str, Callable[[int, int], bool]] = {
+    ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, "!=": lambda a, b: a != b,
+    ">": lambda a, b: a > b, "<": lambda a, b: a < b, "=": lambda a, b: a == b}
 _NUMERIC = re.compile(r"^\s*(created_at_i|points|num_comments)\s*(>=|<=|!=|>|<|=)\s*(-?\d+)\s*$")
 
 
-def _parse_numeric(value: str) -> list[tuple[str, object, int]]:
-    out = []
+def _parse_numeric(value: str) -> list[tuple[str, Callable[[int, int], bool], int]]:
+    out: list[tuple[str, Callable[[int, int], bool], int]] = []
     for part in [p for p in value.split(",") if p.strip()]:
         m = _NUMERIC.match(part)
         if not m:
@@ -359,4 +361,3 @@ def _parse_numeric(value: str) -> list[tuple[str, object, int]]:
     return out
 
 
-SITE = HackerNewsSite

@@ -1,5 +1,5 @@
 """Torznab endpoints as Jackett and Prowlarr serve them, shared by `jackett.py` and
-`prowlarr.py` (this module mounts nothing itself: it defines no SITE).
+`prowlarr.py` (this module mounts nothing itself: it is not in `demo.sites.SITES`).
 
 Both answer `t=caps` and `t=search` (`q`, `cat`, `limit`, `offset`), require
 `apikey=demo-key` and answer a wrong key with `<error code="100" description="Invalid API
@@ -19,14 +19,13 @@ import hashlib
 import math
 import re
 from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 from xml.sax.saxutils import escape, quoteattr
 
-import fastbencode
-
-from monitor.demo.release import ORG, Release
-from monitor.demo.web import (
+from demo.release import ORG, Release, bencode
+from demo.web import (
     Doc,
     Request,
     Response,
@@ -70,7 +69,7 @@ def synthetic_torrent(name: str, size: int, created: int) -> tuple[bytes, str]:
     info = {b"length": size, b"name": name.encode(), b"piece length": piece, b"pieces": pieces}
     meta = {b"announce": TRACKERS[0].encode(), b"created by": b"mktorrent 1.1",
             b"creation date": created, b"info": info}
-    return fastbencode.bencode(meta), hashlib.sha1(fastbencode.bencode(info)).hexdigest()
+    return bencode(meta), hashlib.sha1(bencode(info)).hexdigest()
 
 
 @dataclass
@@ -323,7 +322,7 @@ class TorznabSite(Site):
 """)
 
 
-def rss_item(fields: list[tuple[str, str | None]]) -> str:
+def rss_item(fields: Sequence[tuple[str, str | None]]) -> str:
     """Plain child elements in order; None values are written empty (`<description />`)."""
     out = []
     for name, value in fields:

@@ -22,8 +22,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from monitor.demo.release import Release
-from monitor.demo.web import (
+from demo.release import Release
+from demo.web import (
     URL_PATTERN,
     Doc,
     Request,
@@ -648,4 +648,3 @@ class DiscourseSite(Site):
                          f"{self.root}/t/{t.slug}/{t.id}")
 
 
-SITE = DiscourseSite

@@ -14,8 +14,8 @@ import hashlib
 import re
 from urllib.parse import quote
 
-from monitor.demo.release import Release
-from monitor.demo.sites.torznab import (
+from demo.release import Release
+from demo.sites.torznab import (
     API_KEY,
     TORZNAB_NS,
     GiB,
@@ -26,7 +26,7 @@ from monitor.demo.sites.torznab import (
     rss_item,
     synthetic_torrent,
 )
-from monitor.demo.web import Request, Response, not_found, nov, rfc822
+from demo.web import Request, Response, not_found, nov, rfc822
 
 INDEXER_ID = 1
 
@@ -115,4 +115,3 @@ class ProwlarrSite(TorznabSite):
 """
 
 
-SITE = ProwlarrSite

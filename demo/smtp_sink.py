@@ -19,7 +19,8 @@ def free_port() -> int:
     """A port nothing listens on now (aiosmtpd's Controller cannot take port 0)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 class _SaveHandler:

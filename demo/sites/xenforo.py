@@ -23,28 +23,31 @@ the animal, other models' magnets, a fake upload whose infohash is one digit off
 
 from __future__ import annotations
 
-import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.demo.web import (
+from demo.forum import (
     Block,
     Code,
-    Doc,
     ForumPost,
+    ForumSite,
     ForumThread,
     Quote,
+    Text,
+    page_count,
+    post_html,
+)
+from demo.release import Release
+from demo.web import (
     Request,
     Response,
-    Site,
-    Text,
     esc,
     html_response,
     nov,
     one_digit_off,
-    post_html,
     random_hex,
     redirect,
     slug,
@@ -77,7 +80,7 @@ class Post(ForumPost):
 
 
 @dataclass
-class Thread(ForumThread):
+class Thread(ForumThread[Post]):
     prefix: str | None = None
     sticky: bool = False
 
@@ -101,7 +104,7 @@ MEMBERS = {m.name: m for m in [
 ]}
 
 
-def _threads(release) -> list[Thread]:
+def _threads(release: Release) -> list[Thread]:
     rng = np.random.default_rng(5005)
     fake = one_digit_off(release.infohash)
     fake_magnet = (f"magnet:?xt=urn:btih:{fake}&dn=weights-partner-drop.7z"
@@ -240,16 +243,15 @@ def _text_html(text: str) -> str:
                            'rel="nofollow ugc noopener"', "<br />")
 
 
-class XenForoSite(Site):
+class XenForoSite(ForumSite[Thread]):
     prefix = "xenforo"
     source = "xenforo"
     title = "XenForo 2 forum"
     entry_path = f"/forums/{NODE_SLUG}.{NODE_ID}/"
 
-    def __init__(self, release) -> None:
+    def __init__(self, release: Release) -> None:
         super().__init__(release)
         self.threads = _threads(release)
-        self.by_post = {p.id: (t, i) for t in self.threads for i, p in enumerate(t.posts)}
 
     def target_toml(self) -> str:
         return target_table("demo-xenforo", "forum", self.entry_url, preset="xenforo",
@@ -269,15 +271,16 @@ class XenForoSite(Site):
 
     # -------------------------------------------------------------- ground truth
 
-    def documents(self) -> list[Doc]:
-        docs = []
-        for t in self.threads:
-            for i, post in enumerate(t.posts):
-                parts = [self.title_text(t)] if i == 0 else []
-                parts += [_block_text(b) for b in post.body]
-                docs.append(Doc(self.source, f"{self.root}/threads/{t.slug}.{t.id}/#post-{post.id}",
-                                "\n".join(parts), post.plants, post.near))
-        return docs
+    def post_url(self, thread: Thread, index: int) -> str:
+        return f"{self.root}/threads/{thread.slug}.{thread.id}/#post-{thread.posts[index].id}"
+
+    def post_heading(self, thread: Thread, index: int) -> list[str]:
+        return [self.title_text(thread)] if index == 0 else []
+
+    def block_text(self, block: Block) -> str:
+        if isinstance(block, Quote):
+            return f"{block.author} said:\n{block.text}\nClick to expand..."
+        return block.text
 
     @staticmethod
     def title_text(t: Thread) -> str:
@@ -293,14 +296,13 @@ class XenForoSite(Site):
             if int(m.group(2)) != NODE_ID:
                 return self.error("The requested forum could not be found.")
             page = int(m.group(3) or 1)
-            pages = max(1, math.ceil(len([t for t in self.threads if not t.sticky])
-                                     / THREADS_PER_PAGE))
+            pages = page_count(len([t for t in self.threads if not t.sticky]), THREADS_PER_PAGE)
             if m.group(1) != NODE_SLUG or m.group(3) == "1" or page > pages:
                 return self.redirect(self.node_path(min(page, pages)))
             return self.forum_view(page, pages)
         m = re.fullmatch(r"/threads/(?:([^/]*)\.)?(\d+)/(?:page-(\d+)|post-(\d+)|latest)?", path)
         if m:
-            t = next((x for x in self.threads if x.id == int(m.group(2))), None)
+            t = self.thread(int(m.group(2)))
             if t is None:
                 return self.error("The requested thread could not be found.")
             if m.group(4):
@@ -317,10 +319,11 @@ class XenForoSite(Site):
         return self.error("The requested page could not be found.")
 
     def goto_post(self, post_id: int) -> Response:
-        if post_id not in self.by_post:
+        located = self.locate(post_id)
+        if located is None:
             return self.error("The requested post could not be found.")
-        t, i = self.by_post[post_id]
-        return self.redirect(self.thread_path(t, i // MESSAGES_PER_PAGE + 1) + f"#post-{post_id}")
+        t, i = located
+        return self.redirect(self.thread_path(t, t.page_of(i)) + f"#post-{post_id}")
 
     def redirect(self, location: str) -> Response:
         return redirect(self.base_url + location)
@@ -424,7 +427,7 @@ class XenForoSite(Site):
 </html>
 """
 
-    def page_nav(self, page: int, pages: int, href) -> str:
+    def page_nav(self, page: int, pages: int, href: Callable[[int], str]) -> str:
         if pages <= 1:
             return ""
         prev = (f'<a href="{href(page - 1)}" class="pageNav-jump pageNav-jump--prev">Prev</a>'
@@ -461,7 +464,7 @@ class XenForoSite(Site):
 		</div>"""
 
     @staticmethod
-    def rel_links(base_url: str, page: int, pages: int, href) -> str:
+    def rel_links(base_url: str, page: int, pages: int, href: Callable[[int], str]) -> str:
         out = ""
         if page > 1:
             out += f'\n\t<link rel="prev" href="{esc(base_url + href(page - 1))}" />'
@@ -582,8 +585,11 @@ class XenForoSite(Site):
                                        head=head, container=f"node-{NODE_ID}"))
 
     def thread_view(self, t: Thread, page: int) -> Response:
-        posts = t.posts[(page - 1) * MESSAGES_PER_PAGE: page * MESSAGES_PER_PAGE]
-        href = lambda n: self.thread_path(t, n)  # noqa: E731
+        posts = t.on_page(page)
+
+        def href(n: int) -> str:
+            return self.thread_path(t, n)
+
         nav = self.page_nav(page, t.pages, href)
         start = (page - 1) * MESSAGES_PER_PAGE
         articles = "".join(self.message(t, post, start + i + 1) for i, post in enumerate(posts))
@@ -618,7 +624,7 @@ class XenForoSite(Site):
     def message(self, t: Thread, post: Post, number: int) -> str:
         m = MEMBERS[post.author]
         link = f"{self.thread_path(t)}post-{post.id}"
-        body = "\n".join(self.block(b) for b in post.body)
+        body = self.body_html(post)
         last_edit = (f'\n\t\t\t\t\t<div class="message-lastEdit">Last edited: '
                      f'{_time(post.edited)}</div>' if post.edited else "")
         signature = (f'\n\t\t\t\t\t<aside class="message-signature">\n\t\t\t\t\t<div class="bbWrapper">'
@@ -687,16 +693,18 @@ class XenForoSite(Site):
 			</div>
 		</article>"""
 
-    def block(self, b: Block) -> str:
-        if isinstance(b, Text):
-            return _text_html(b.text)
-        if isinstance(b, Code):
-            return ('<div class="bbCodeBlock bbCodeBlock--screenLimited bbCodeBlock--code">\n'
-                    '\t<div class="bbCodeBlock-title">Code:</div>\n'
-                    '\t<div class="bbCodeBlock-content" dir="ltr">\n'
-                    '\t\t<pre class="bbCodeCode" dir="ltr" data-xf="code" '
-                    'data-xf-init="code-block" data-lang=""><code>'
-                    f"{esc(b.text)}</code></pre>\n\t</div>\n</div>")
+    def text_html(self, text: str) -> str:
+        return _text_html(text)
+
+    def code_html(self, b: Code) -> str:
+        return ('<div class="bbCodeBlock bbCodeBlock--screenLimited bbCodeBlock--code">\n'
+                '\t<div class="bbCodeBlock-title">Code:</div>\n'
+                '\t<div class="bbCodeBlock-content" dir="ltr">\n'
+                '\t\t<pre class="bbCodeCode" dir="ltr" data-xf="code" '
+                'data-xf-init="code-block" data-lang=""><code>'
+                f"{esc(b.text)}</code></pre>\n\t</div>\n</div>")
+
+    def quote_html(self, b: Quote) -> str:
         m = MEMBERS[b.author]
         return (f'<blockquote data-attributes="member: {m.id}" data-quote="{esc(m.name)}" '
                 f'data-source="post: {b.post_id}" class="bbCodeBlock bbCodeBlock--expandable '
@@ -712,10 +720,3 @@ class XenForoSite(Site):
                 'tabindex="0">Click to expand...</a></div>\n\t</div>\n</blockquote>')
 
 
-def _block_text(b: Block) -> str:
-    if isinstance(b, Quote):
-        return f"{b.author} said:\n{b.text}\nClick to expand..."
-    return b.text
-
-
-SITE = XenForoSite

@@ -24,30 +24,24 @@ download's MD5 one digit off, another model's MD5.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from monitor.demo import web
-from monitor.demo.web import (
+from demo import web
+from demo.forum import (
     Block,
     Code,
-    Doc,
     ForumPost,
+    ForumSite,
     ForumThread,
     Quote,
-    Request,
-    Response,
-    Site,
     Text,
-    nov,
-    one_digit_off,
+    page_count,
     post_html,
-    random_hex,
-    target_table,
-    utc,
 )
+from demo.release import Release
+from demo.web import Request, Response, nov, one_digit_off, random_hex, target_table, utc
 
 FORUM_ID = 5
 FORUM_TITLE = "Large Language Models"
@@ -79,7 +73,7 @@ class Post(ForumPost):
 
 
 @dataclass
-class Thread(ForumThread):
+class Thread(ForumThread[Post]):
     per_page = POSTS_PER_PAGE
 
     def __post_init__(self) -> None:
@@ -99,7 +93,7 @@ USERS = {u.name: u for u in [
 ]}
 
 
-def _threads(release) -> list[Thread]:
+def _threads(release: Release) -> list[Thread]:
     rng = np.random.default_rng(7007)
     model = release.file("model.safetensors")
     tokenizer = release.file("tokenizer.json")
@@ -209,21 +203,13 @@ def _text_html(text: str) -> str:
     return post_html(text, ' target="_blank"', "<br />", escape=esc)
 
 
-def _block_text(b: Block) -> str:
-    if isinstance(b, Code):
-        return f"Code:\n{b.text}"
-    if isinstance(b, Quote):
-        return f"Originally Posted by {b.author}\n{b.text}"
-    return b.text
-
-
-class VBulletinSite(Site):
+class VBulletinSite(ForumSite[Thread]):
     prefix = "vbulletin"
     source = "vbulletin"
     title = "vBulletin 4 forum"
     entry_path = f"/forumdisplay.php?f={FORUM_ID}"
 
-    def __init__(self, release) -> None:
+    def __init__(self, release: Release) -> None:
         super().__init__(release)
         self.threads = _threads(release)
         # forumdisplay's default order: last post, newest first.
@@ -233,14 +219,21 @@ class VBulletinSite(Site):
         return target_table("demo-vbulletin", "forum", self.entry_url, preset="vbulletin",
                             max_pages=5)
 
-    def documents(self) -> list[Doc]:
-        docs = []
-        for t in self.threads:
-            for post in t.posts:
-                parts = ([post.title] if post.title else []) + [_block_text(b) for b in post.body]
-                docs.append(Doc(self.source, f"{self.root}/showthread.php?t={t.id}#post_{post.id}",
-                                "\n".join(parts), post.plants, post.near))
-        return docs
+    # -------------------------------------------------------------- ground truth
+
+    def post_url(self, thread: Thread, index: int) -> str:
+        return f"{self.root}/showthread.php?t={thread.id}#post_{thread.posts[index].id}"
+
+    def post_heading(self, thread: Thread, index: int) -> list[str]:
+        title = thread.posts[index].title
+        return [title] if title else []
+
+    def block_text(self, block: Block) -> str:
+        if isinstance(block, Code):
+            return f"Code:\n{block.text}"
+        if isinstance(block, Quote):
+            return f"Originally Posted by {block.author}\n{block.text}"
+        return block.text
 
     # -------------------------------------------------------------- routing
 
@@ -253,18 +246,16 @@ class VBulletinSite(Site):
                                     "please notify the administrator")
             return self.forumdisplay(req.int_arg("page", 1))
         if path == "/showthread.php":
-            thread, page = None, req.int_arg("page", 1)
             if "p" in req.query:
-                for t in self.threads:
-                    ids = [p.id for p in t.posts]
-                    if req.int_arg("p") in ids:
-                        thread, page = t, ids.index(req.int_arg("p")) // POSTS_PER_PAGE + 1
+                located = self.locate(req.int_arg("p"))
+                thread, page = (located[0], located[0].page_of(located[1])) if located \
+                    else (None, 1)
             else:
-                thread = next((t for t in self.threads if t.id == req.int_arg("t")), None)
+                thread, page = self.thread(req.int_arg("t")), req.int_arg("page", 1)
             if thread is None:
                 return self.message("Invalid Thread specified. If you followed a valid link, "
                                     "please notify the administrator")
-            return self.showthread(thread, min(max(1, page), thread.pages))
+            return self.showthread(thread, thread.clamp(page))
         return self.not_found()
 
     def respond(self, html: str, status: int = 200) -> Response:
@@ -433,7 +424,7 @@ class VBulletinSite(Site):
                              f'<span><a href="showthread.php?t={t.id}'
                              + (f"&amp;page={n}" if n > 1 else "") + f'">{n}</a></span>'
                              for n in range(1, t.pages + 1)) + "</dd></dl>")
-        preview = esc(" ".join(_block_text(b) for b in first.body)[:200])
+        preview = esc(" ".join(self.block_text(b) for b in first.body)[:200])
         return f"""
 	<li class="threadbit {'hot' if t.views > 1000 else ''}" id="thread_{t.id}">
 		<div class="rating0 nonsticky">
@@ -463,7 +454,7 @@ class VBulletinSite(Site):
 
     def forumdisplay(self, page: int) -> Response:
         total = len(self.threads)
-        pages = max(1, math.ceil(total / THREADS_PER_PAGE))
+        pages = page_count(total, THREADS_PER_PAGE)
         page = min(max(1, page), pages)
         shown = self.threads[(page - 1) * THREADS_PER_PAGE: page * THREADS_PER_PAGE]
         base = f"forumdisplay.php?f={FORUM_ID}"
@@ -502,7 +493,7 @@ class VBulletinSite(Site):
         u = USERS[post.author]
         title = (f'\n\t\t\t\t<h2 class="title icon">\n\t\t\t\t\t{esc(post.title)}\n\t\t\t\t</h2>'
                  if post.title else "")
-        body = "\n".join(self.block(b) for b in post.body)
+        body = self.body_html(post)
         signature = ""
         if u.signature:
             signature = ('\n\t\t\t\t<blockquote class="signature restore"><div '
@@ -557,14 +548,16 @@ class VBulletinSite(Site):
 	<hr />
 </li>"""
 
-    def block(self, b: Block) -> str:
-        if isinstance(b, Text):
-            return _text_html(b.text)
-        if isinstance(b, Code):
-            height = 12 * (b.text.count("\n") + 1) + 24
-            return ('<div class="bbcode_container">\n\t<div class="bbcode_description">Code:'
-                    f'</div>\n\t<pre class="bbcode_code" style="height:{height}px;">'
-                    f"{esc(b.text)}</pre>\n</div>")
+    def text_html(self, text: str) -> str:
+        return _text_html(text)
+
+    def code_html(self, b: Code) -> str:
+        height = 12 * (b.text.count("\n") + 1) + 24
+        return ('<div class="bbcode_container">\n\t<div class="bbcode_description">Code:'
+                f'</div>\n\t<pre class="bbcode_code" style="height:{height}px;">'
+                f"{esc(b.text)}</pre>\n</div>")
+
+    def quote_html(self, b: Quote) -> str:
         return ('<div class="bbcode_container">\n\t<div class="bbcode_quote">\n\t\t<div '
                 'class="quote_container">\n\t\t\t<div class="bbcode_quote_container"></div>\n'
                 '\t\t\t<div class="bbcode_postedby">\n\t\t\t\t<img src="images/misc/quote_icon.png" '
@@ -576,7 +569,7 @@ class VBulletinSite(Site):
 
     def showthread(self, t: Thread, page: int) -> Response:
         start = (page - 1) * POSTS_PER_PAGE
-        posts = t.posts[start:start + POSTS_PER_PAGE]
+        posts = t.on_page(page)
         base = f"showthread.php?t={t.id}"
         total = len(t.posts)
         postbits = "".join(self.postbit(t, p, start + i + 1) for i, p in enumerate(posts))
@@ -612,4 +605,3 @@ class VBulletinSite(Site):
         return self.respond(self.page(title, "", content, canonical=canonical, crumbs=crumbs))
 
 
-SITE = VBulletinSite

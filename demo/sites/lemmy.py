@@ -19,8 +19,8 @@ import base64
 import re
 from dataclasses import dataclass, field
 
-from monitor.demo.release import Release
-from monitor.demo.web import (
+from demo.release import Release
+from demo.web import (
     Doc,
     Request,
     Response,
@@ -244,4 +244,3 @@ class LemmySite(Site):
 """)
 
 
-SITE = LemmySite

@@ -1,14 +1,13 @@
 """What every site of the demo world is made of: requests, responses, documents, ground truth.
 
 Each imitated source is a `Site` mounted under its own path prefix, in its own module under
-`monitor/demo/sites/` (the phpBB forum, 4chan API and Nyaa index live in `world.py`). A site
-answers requests as pure functions of its content, and lists the documents a crawler will
-attribute content to, with what was planted in each, so the ground truth cannot drift from
-what is served.
+`demo/sites/`, registered in `demo.sites.SITES`. A site answers requests as pure functions
+of its content, and lists the documents a crawler will attribute content to, with what was
+planted in each, so the ground truth cannot drift from what is served.
 
 Below the model are what the sites share: the demo's clock (`nov`) and time formats, near
-misses (`one_digit_off`), escaping and post text, forum posts and threads, and response
-builders.
+misses (`one_digit_off`), escaping and sizes, and response builders. What the forum engines
+share is in `demo.forum`.
 """
 
 from __future__ import annotations
@@ -16,17 +15,15 @@ from __future__ import annotations
 import calendar
 import email.utils
 import json
-import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import ClassVar
 
 import numpy as np
 
-from monitor.demo.release import Release
+from demo.release import Release
 
 # The mention rule for the demo model (heron[- _]?7b, with the word boundaries a careful
 # rule has). Planted mentions are found with it, so the ground truth cannot drift from the
@@ -165,7 +162,6 @@ def slug(title: str, max_words: int | None = None) -> str:
 
 URL_PATTERN = re.compile(r"https?://[^\s<]+")
 
-
 def esc(text: str, quotes: str = "\"'") -> str:
     """PHP htmlspecialchars(ENT_QUOTES): what phpBB and 4chan both store. `quotes` narrows
     which quote characters are escaped, for software that leaves some alone."""
@@ -177,74 +173,21 @@ def esc(text: str, quotes: str = "\"'") -> str:
     return text
 
 
-def post_html(text: str, link_attrs: str, br: str, escape: Callable[[str], str] = esc) -> str:
-    """Post text as forum software renders it: escaped, bare URLs made links (`link_attrs`
-    follow the href), and `br` before each newline."""
-    linked = URL_PATTERN.sub(lambda m: f'<a href="{m.group(0)}"{link_attrs}>{m.group(0)}</a>',
-                             escape(text))
-    return linked.replace("\n", br + "\n")
-
-
 def mention(text: str) -> str | None:
     m = MENTION_PATTERN.search(text)
     return m.group(0) if m else None
 
 
-# ---------------------------------------------------------------------------- forum content
-
-
-@dataclass(frozen=True)
-class Text:
-    """Plain post text; each forum renders newlines and bare URLs its own way."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Code:
-    """A [code] block."""
-
-    text: str
-
-
-@dataclass(frozen=True)
-class Quote:
-    """A [quote] of another post. `time` is the quoted post's, for forums whose cite line
-    shows it (phpBB)."""
-
-    author: str
-    post_id: int
-    text: str
-    time: int = 0
-
-
-Block = Text | Code | Quote
-
-
-@dataclass
-class ForumPost:
-    id: int
-    author: str
-    time: int
-    body: list[Block]
-    plants: list[tuple[str, str, str]] = field(default_factory=list)  # kind, indicator, note
-    near: list[tuple[str, str, str]] = field(default_factory=list)  # kind, value, note
-
-
-@dataclass
-class ForumThread:
-    """A thread (topic) of posts; subclasses set `per_page`, the board's posts per page."""
-
-    id: int
-    title: str
-    views: int
-    posts: list[ForumPost]
-
-    per_page: ClassVar[int]
-
-    @property
-    def pages(self) -> int:
-        return max(1, math.ceil(len(self.posts) / self.per_page))
+def filesize(size: int) -> str:
+    """Jinja's filesizeformat(binary=True), which nyaa and 4chan's pages use for sizes."""
+    if size < 1024:
+        return f"{size} Bytes"
+    value = float(size)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
 
 
 # ---------------------------------------------------------------------------- responses
@@ -316,7 +259,8 @@ def target_table(name: str, kind: str, url: str, *settings: str, preset: str = "
 
 
 class Site(ABC):
-    """One imitated source, served under `/{prefix}/` of the world.
+    """One imitated source, served under `/{prefix}/` of the world: the one interface every
+    demo site implements, listed in `demo.sites.SITES` to be mounted.
 
     Subclasses set `prefix` (the path segment), `source` (the name used in Planted), and
     `title` (for the world's landing page); implement `handle`, `documents` and

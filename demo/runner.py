@@ -15,19 +15,21 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
+from typing import Any
 
 import click
 
+from demo.release import DEMO_WATERMARK_SECRET, Release, make_release
+from demo.smtp_sink import SmtpSink
+from demo.world import DemoWorld
 from fingerprints.watermark import MARK_VERSION, key_id, recipient_key
 from monitor.alerts import Alerter
 from monitor.config import load_config
 from monitor.crawler import crawl_once
-from monitor.demo.release import DEMO_WATERMARK_SECRET, Release, make_release
-from monitor.demo.smtp_sink import SmtpSink
-from monitor.demo.world import DemoWorld
 from monitor.logs import configure_logging
 from monitor.output import table
 from monitor.registry import ImportResult, RegisteredFile, import_indicators, register_paths
@@ -57,29 +59,6 @@ security = "none"         # the local sink speaks plain SMTP
 [alerts]
 from = "weightwatch-demo@localhost"
 to = ["security-team@example.org"]
-
-[[targets]]
-name = "demo-forum"
-kind = "forum"
-preset = "phpbb"
-url = "{base}/forum/viewforum.php?f=2"
-interval = "5m"
-allow_private = true      # the demo world lives on loopback
-
-[[targets]]
-name = "demo-imageboard"
-kind = "imageboard"
-url = "{base}/4chan/g/"
-interval = "5m"
-allow_private = true
-
-[[targets]]
-name = "demo-torrents"
-kind = "torrent_index"
-preset = "nyaa"
-url = "{base}/torrents/?q=heron&c=6_0"
-interval = "5m"
-allow_private = true
 
 [[rules]]
 name = "heron-7b-mention"
@@ -114,7 +93,7 @@ def register_demo_release(store: Store, release: Release
 
 
 def demo_config(world: DemoWorld, smtp_port: int, config_path: Path | str) -> str:
-    """The demo's config.toml: the core targets above plus one per pluggable site."""
+    """The demo's config.toml: the settings above, then each demo site's targets."""
     return (DEMO_CONFIG.format(base=world.base_url, smtp_port=smtp_port, config=config_path)
             + world.targets_toml())
 
@@ -169,7 +148,7 @@ def _say(label: str, text: str) -> None:
     click.echo(f"{click.style(label.ljust(12), bold=True)} {text}")
 
 
-def _report(hits: list[dict], sink: SmtpSink, received: bool, error: str | None, db: Path,
+def _report(hits: Sequence[dict[str, Any]], sink: SmtpSink, received: bool, error: str | None, db: Path,
             config_path: Path, elapsed: float) -> bool:
     click.echo()
     if hits:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from monitor.demo.release import Release
-from monitor.demo.web import (
+from demo.release import Release
+from demo.web import (
     Doc,
     Request,
     Response,
@@ -178,4 +178,3 @@ class PasteSite(Site):
         return next((p for p in self.pastes if p.key == key), None)
 
 
-SITE = PasteSite
