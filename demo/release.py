@@ -30,7 +30,7 @@ from fingerprints.watermark import mark_rows, plan_density, recipient_key
 def bencode(value: object) -> bytes:
     """fastbencode's encoder. fastbencode re-exports it without `__all__`, which strict mypy
     reads as private; this one place says what it is."""
-    encoded: bytes = fastbencode.bencode(value)  # type: ignore[attr-defined]
+    encoded: bytes = fastbencode.bencode(value)
     return encoded
 
 MODEL = "heron-7b"

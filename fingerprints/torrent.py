@@ -345,7 +345,7 @@ def parse_torrent(data: bytes, *, max_bytes: int = MAX_TORRENT_BYTES,
         raise _fail("'info' is not a dictionary")
     try:
         # fastbencode re-exports bdecode without __all__, which strict mypy reads as private.
-        meta = fastbencode.bdecode(data)  # type: ignore[attr-defined]
+        meta = fastbencode.bdecode(data)
     except (ValueError, TypeError, OverflowError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise _fail(f"not strict bencode: {reason[:200]}") from None
