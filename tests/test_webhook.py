@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_alerts import Server, hit, make_config, save
+from support import Server, hit, make_config, save
 
 from monitor.alerts import Alerter
 from monitor.config import WebhookSettings, load_config
