@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import email
 import itertools
 import json
@@ -25,7 +26,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from monitor.config import AlertSettings, Config, CrawlSettings, Rule, SmtpSettings, Target
+from monitor.config import (
+    AlertSettings,
+    Config,
+    CrawlSettings,
+    Rule,
+    SmtpSettings,
+    Target,
+    WebhookSettings,
+)
 from monitor.crawler import RunResult, crawl_once
 from monitor.demo.release import Release
 from monitor.demo.runner import register_demo_release
@@ -482,6 +491,44 @@ def release(store: Store, name: str, version: str) -> None:
     store.add_artifact(model="heron-7b", name=name, path=None, size=10,
                        sha256=version.encode().hex().ljust(64, "0"), sha1="1" * 40,
                        md5="2" * 32, release=version)
+
+
+class Hook:
+    """A webhook receiver: records each POST (headers and JSON), answers `status`."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[dict[str, str], Any]] = []
+        self.status = 200
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.posts.append(({k.lower(): v for k, v in self.headers.items()},
+                                   json.loads(body)))
+                self.send_response(hook.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T0/B0/SECRETPATH"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def with_hook(port: int, url: str, **alerts: Any) -> Config:
+    """`make_config` with a webhook to `url` (its token from $WW_HOOK_TOKEN), and `alerts`
+    settings replaced."""
+    config = make_config(port)
+    return dataclasses.replace(config, alerts=dataclasses.replace(
+        config.alerts, webhook=WebhookSettings(url=url, token_env="WW_HOOK_TOKEN", timeout=5),
+        **alerts))
 
 
 class ManualClock:
