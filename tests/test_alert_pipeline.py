@@ -129,3 +129,21 @@ def test_a_silence_that_ends_releases_both_channels_at_the_time_given(
 def test_a_naive_time_is_refused(tmp_path: Path) -> None:
     with Store(tmp_path / "w.db") as store, pytest.raises(ValueError, match="aware"):
         Alerter(store, make_config(free_port())).flush(datetime(2026, 1, 1))
+
+
+def test_a_webhook_batch_that_may_have_been_posted_goes_again_as_it_was(
+        tmp_path: Path, server: Server, hook: Hook) -> None:
+    """Dedup is the pipeline's, so the webhook has it too: a POST cut short after the
+    receiver may have taken it is repeated with the same hits, not merged with newer ones."""
+    config = with_hook(server.port, hook.url)
+    with Store(tmp_path / "w.db") as store:
+        store.channels = config.alerts.channels
+        first = save(store, [hit()], key="a", url="https://m1.example/w")
+        (due,) = store.due_alerts(channel="webhook")
+        store.mark_sending([due["outbox_id"]], "webhook:<crashed@weightwatch.local>")
+        second = save(store, [hit(indicator="cd" * 32)], key="b", url="https://m2.example/w")
+        result = Alerter(store, config, clock=no_clock).flush(start())
+        assert result.webhook_posts == 2
+        assert [[h["id"] for h in body["hits"]] for _, body in hook.posts] == [first, second]
+        assert {r["message_id"] for r in store.outbox() if r["hit_id"] == first[0]
+                and r["channel"] == "webhook"} == {"webhook:<crashed@weightwatch.local>"}
