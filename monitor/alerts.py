@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from monitor.alerting.messages import (
@@ -405,6 +405,8 @@ class Alerter:
         when = self.clock() if now is None else now
         if when.utcoffset() is None:
             raise ValueError("the alert pipeline needs an aware time (UTC), not a naive one")
+        # In UTC, as the store writes its times: they are compared as text.
+        when = when.astimezone(UTC)
         flushes = {channel: Flush(self.store, self.config.alerts, channel, when)
                    for channel in ("email", "webhook")}
         error = None

@@ -536,8 +536,9 @@ class ManualClock:
 
     It runs the wall clock's time plus what the test advanced it by: the store still
     stamps new hits with the wall clock, and an alert stamped after the clock's time
-    would not be due yet. Tests give group waits and intervals in minutes or hours and
-    advance past them, so the milliseconds the test itself takes never decide anything."""
+    would not be due yet. Tests give group waits and intervals in minutes or hours, check
+    "not yet" well inside them and advance well past them, so neither the test's own run
+    time nor the store's stamps (whole seconds) ever decide anything."""
 
     def __init__(self) -> None:
         self.offset = timedelta()

@@ -5,7 +5,7 @@ on loopback. The pipeline never reads the clock when told the time."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
 
@@ -147,3 +147,12 @@ def test_a_webhook_batch_that_may_have_been_posted_goes_again_as_it_was(
         assert [[h["id"] for h in body["hits"]] for _, body in hook.posts] == [first, second]
         assert {r["message_id"] for r in store.outbox() if r["hit_id"] == first[0]
                 and r["channel"] == "webhook"} == {"webhook:<crashed@weightwatch.local>"}
+
+
+def test_a_time_in_another_zone_is_recorded_in_utc(tmp_path: Path, server: Server) -> None:
+    with Store(tmp_path / "w.db") as store:
+        save(store, [hit()])
+        t0 = start()
+        paris = t0.astimezone(timezone(timedelta(hours=2)))
+        assert Alerter(store, make_config(server.port), clock=no_clock).flush(paris).alerts_sent == 1
+        assert store.outbox()[0]["sent_at"] == t0.isoformat()
