@@ -26,7 +26,7 @@ from monitor.alerts import Alerter
 from monitor.config import Config, Target
 from monitor.crawler import crawl_target
 from monitor.fetch import Fetcher
-from monitor.models import utcnow
+from monitor.models import system_clock, utcnow
 from monitor.store import Store, StoreError
 
 log = structlog.get_logger("weightwatch.daemon")
@@ -40,9 +40,10 @@ class Daemon:
         self.config = config
         self.store = store
         self.fetcher = Fetcher(config.crawl)
-        self.alerter = Alerter(store, config)
+        # The one place the daemon's alerting learns the time: the wall clock, handed in.
+        self.alerter = Alerter(store, config, clock=system_clock)
         self.stopping = asyncio.Event()
-        self.running: set[asyncio.Task] = set()
+        self.running: set[asyncio.Task[None]] = set()
         self.scheduler = AsyncIOScheduler(timezone=UTC)
 
     async def crawl_job(self, target: Target) -> None:

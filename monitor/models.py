@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -102,3 +103,15 @@ class Hit:
 def utcnow() -> str:
     """ISO 8601 in UTC to the second: sorts as text and reads well in SQL and JSON."""
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# --- alerting (issue 15): the time, handed in ------------------------------------------
+
+# What code that decides by the time takes instead of reading the wall clock itself, so a
+# test can hand it a clock of its own.
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    """The wall clock: what the outermost callers (CLI, daemon) hand in."""
+    return datetime.now(UTC)

@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -861,7 +861,8 @@ class Store:
             "WHERE n.status IN ('pending', 'sending') AND n.next_attempt_at <= ? ORDER BY n.id",
             [now or utcnow()]))
 
-    def mark_sending(self, ids: list[int], message_id: str, *, table: str = "outbox") -> None:
+    def mark_sending(self, ids: list[int], message_id: str, *, table: str = "outbox",
+                     now: str | None = None) -> None:
         """Committed before the SMTP conversation, with the Message-ID a retry reuses, so a
         crash mid-send yields at worst a resend that mail systems recognise as the same.
         `table` is 'outbox' (hit alerts) or 'notices' (target health)."""
@@ -870,17 +871,18 @@ class Store:
             self.db.execute(
                 f"UPDATE {table} SET status = 'sending', message_id = ?, last_attempt_at = ?, "
                 f"attempts = attempts + 1 WHERE id IN ({', '.join('?' * len(ids))})",
-                [message_id, utcnow(), *ids])
+                [message_id, now or utcnow(), *ids])
 
-    def mark_sent(self, ids: list[int], *, table: str = "outbox") -> None:
+    def mark_sent(self, ids: list[int], *, table: str = "outbox", now: str | None = None
+                  ) -> None:
         table = _queue(table)
         with self.db.atomic():
             self.db.execute(
                 f"UPDATE {table} SET status = 'sent', sent_at = ?, last_error = NULL "
-                f"WHERE id IN ({', '.join('?' * len(ids))})", [utcnow(), *ids])
+                f"WHERE id IN ({', '.join('?' * len(ids))})", [now or utcnow(), *ids])
 
     def mark_retry(self, ids: list[int], error: str, *, max_attempts: int = 20,
-                   table: str = "outbox") -> None:
+                   table: str = "outbox", now: str | None = None) -> None:
         """Back off exponentially (1 min doubling, capped at 6 h); give up after many tries
         so a permanently rejected message is visible as failed rather than retried forever."""
         with self.db.atomic():
@@ -888,7 +890,8 @@ class Store:
                 attempts = self.db.execute(f"SELECT attempts FROM {_queue(table)} WHERE id = ?",
                                            [oid]).fetchone()[0]
                 delay = min(60 * 2 ** max(attempts - 1, 0), 6 * 3600)
-                next_at = (datetime.now(UTC) + timedelta(seconds=delay)).isoformat(timespec="seconds")
+                next_at = (datetime.fromisoformat(now or utcnow()) + timedelta(seconds=delay)
+                           ).isoformat(timespec="seconds")
                 status = "failed" if attempts >= max_attempts else "pending"
                 self.db.execute(
                     f"UPDATE {_queue(table)} SET status = ?, last_error = ?, next_attempt_at = ? "

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import email
 import itertools
 import json
 import socket
@@ -14,6 +16,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email import policy
+from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,11 +28,20 @@ import pytest
 
 from demo.release import Release
 from demo.runner import register_demo_release
+from demo.smtp_sink import SmtpSink
 from demo.world import DemoWorld
-from monitor.config import AlertSettings, Config, CrawlSettings, Rule, Target
+from monitor.config import (
+    AlertSettings,
+    Config,
+    CrawlSettings,
+    Rule,
+    SmtpSettings,
+    Target,
+    WebhookSettings,
+)
 from monitor.crawler import RunResult, crawl_once
 from monitor.fetch import Fetcher, FetchError
-from monitor.models import Document
+from monitor.models import Document, Hit
 from monitor.sources import ADAPTERS, SourceError
 from monitor.store import Store
 
@@ -419,3 +433,118 @@ class RangeServer(_LoopbackServer):
         except (BrokenPipeError, ConnectionResetError):
             handler.close_connection = True  # the client stopped reading (a size cap)
 
+
+
+# --- alerting: hits in a store, a real SMTP sink, a clock the test holds (issue 15) -------
+
+
+class Server(SmtpSink):
+    """The demo's SMTP sink on a given port, with the received messages parsed."""
+
+    def __init__(self, port: int, **controller_kwargs: Any) -> None:
+        super().__init__(port=port, **controller_kwargs)
+
+    @property
+    def emails(self) -> list[EmailMessage]:
+        """`messages` (raw bytes, as received) parsed."""
+        return [email.message_from_bytes(m, policy=policy.default)
+                for m in self.messages]
+
+
+def make_config(port: int, *, enabled: bool = True, smtp: bool = True, security: str = "none",
+                username: str | None = None, password_env: str | None = None) -> Config:
+    settings = SmtpSettings(host="127.0.0.1", port=port, security=security, username=username,
+                            password_env=password_env, timeout=5) if smtp else None
+    return Config(path=None, database_path=Path("unused.db"), crawl=CrawlSettings(),
+                  alerts=AlertSettings(enabled=enabled, sender="weightwatch@example.org",
+                                       to=["security@example.org", "oncall@example.org"]),
+                  smtp=settings, targets=[], rules=[])
+
+
+def save(store: Store, hits: list[Hit], *, key: str = "post-1", url: str = "https://board.example/t/1",
+         title: str = "weights dump", author: str = "anon", context: str | None = None,
+         snapshot: bytes = b"<html>snapshot</html>") -> list[int]:
+    doc = Document(target="forum", key=key, url=url, text="text", title=title, author=author,
+                   posted_at="2024-03-01T10:00:00+00:00", snapshot=snapshot)
+    if context is not None:
+        for hit in hits:
+            hit.context = context
+    _, ids = store.save_document(doc, hits, run_id=None)
+    return ids
+
+
+def hit(kind: str = "hash", severity: str = "critical", indicator: str = "ab" * 32,
+        model: str | None = "heron-7b", **kw: Any) -> Hit:
+    return Hit(kind=kind, severity=severity, indicator=indicator, detector=f"{kind}-detector",
+               context=kw.pop("context", f"someone posted {indicator}"), model=model, **kw)
+
+
+def parts(message: EmailMessage) -> tuple[str, str]:
+    """An alert email's plain and HTML bodies."""
+    plain, html_part = message.get_body(("plain",)), message.get_body(("html",))
+    assert plain is not None and html_part is not None
+    return plain.get_content(), html_part.get_content()
+
+
+def release(store: Store, name: str, version: str) -> None:
+    """Register a heron-7b artifact of release `version`."""
+    store.add_artifact(model="heron-7b", name=name, path=None, size=10,
+                       sha256=version.encode().hex().ljust(64, "0"), sha1="1" * 40,
+                       md5="2" * 32, release=version)
+
+
+class Hook:
+    """A webhook receiver: records each POST (headers and JSON), answers `status`."""
+
+    def __init__(self) -> None:
+        self.posts: list[tuple[dict[str, str], Any]] = []
+        self.status = 200
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                hook.posts.append(({k.lower(): v for k, v in self.headers.items()},
+                                   json.loads(body)))
+                self.send_response(hook.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T0/B0/SECRETPATH"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def with_hook(port: int, url: str, **alerts: Any) -> Config:
+    """`make_config` with a webhook to `url` (its token from $WW_HOOK_TOKEN), and `alerts`
+    settings replaced."""
+    config = make_config(port)
+    return dataclasses.replace(config, alerts=dataclasses.replace(
+        config.alerts, webhook=WebhookSettings(url=url, token_env="WW_HOOK_TOKEN", timeout=5),
+        **alerts))
+
+
+class ManualClock:
+    """The time the alert pipeline decides by, moved by the test instead of by sleeping.
+
+    It runs the wall clock's time plus what the test advanced it by: the store still
+    stamps new hits with the wall clock, and an alert stamped after the clock's time
+    would not be due yet. Tests give group waits and intervals in minutes or hours, check
+    "not yet" well inside them and advance well past them, so neither the test's own run
+    time nor the store's stamps (whole seconds) ever decide anything."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)

@@ -11,6 +11,7 @@ die before answering. The message was accepted; the database still says 'sending
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import os
 import signal
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from test_alerts import hit, save
+from support import hit, save
 
 from demo.smtp_sink import free_port
 from monitor.store import Store
@@ -48,10 +49,8 @@ class KillingServer:
             os.kill(victim.pid, signal.SIGKILL)
             self.killed = True
             # Answer only once it is dead, so it can never read the reply and go on.
-            for _ in range(1000):
-                if victim.poll() is not None:
-                    break
-                await asyncio.sleep(0.01)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(victim.wait, 10)
         return "221 Bye"
 
     def __enter__(self) -> KillingServer:

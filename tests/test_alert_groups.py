@@ -5,11 +5,10 @@ the group interval is one follow-up (issue 7)."""
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import pytest
-from test_alerts import Server, hit, make_config, parts, save
+from support import ManualClock, Server, hit, make_config, parts, release, save
 
 from monitor.alerts import Alerter
 from monitor.config import Config, load_config
@@ -39,12 +38,17 @@ def mirror(store: Store, n: int, model: str = "heron-7b") -> list[int]:
 
 def test_twenty_mirrors_are_one_email_and_a_late_one_a_single_follow_up(
         tmp_path: Path, server: Server) -> None:
-    config = grouped(server.port, wait=1.0, interval=2.0)
+    # Minutes and hours, and checked well inside them: the store stamps hits to the second
+    # by the wall clock, which the test's own run time moves too.
+    config = grouped(server.port, wait=600.0, interval=3600.0)
+    clock = ManualClock()
     with Store(tmp_path / "w.db") as store:
-        alerter = Alerter(store, config)
+        alerter = Alerter(store, config, clock=clock)
         ids = [i for n in range(20) for i in mirror(store, n)]
         assert alerter.flush().emails_sent == 0  # the group waits for the rest of the leak
-        time.sleep(1.1)
+        clock.advance(300)
+        assert alerter.flush().emails_sent == 0
+        clock.advance(301)
         first = alerter.flush()
         assert (first.emails_sent, first.alerts_sent) == (1, 20)
         (email,) = server.emails
@@ -55,7 +59,9 @@ def test_twenty_mirrors_are_one_email_and_a_late_one_a_single_follow_up(
 
         late = mirror(store, 20)
         assert alerter.flush().emails_sent == 0  # within group_interval of the last email
-        time.sleep(2.1)
+        clock.advance(1800)
+        assert alerter.flush().emails_sent == 0
+        clock.advance(1801)
         follow_up = alerter.flush()
         assert (follow_up.emails_sent, follow_up.alerts_sent) == (1, 1)
         assert server.emails[1]["X-Weightwatch-Hits"] == str(late[0])
@@ -78,12 +84,6 @@ def test_groups_are_per_model(tmp_path: Path, server: Server) -> None:
         # The held heron-7b alert is pending, due when the interval ends.
         pending = store.outbox("pending")
         assert len(pending) == 1 and pending[0]["next_attempt_at"] > pending[0]["created_at"]
-
-
-def release(store: Store, name: str, version: str) -> None:
-    store.add_artifact(model="heron-7b", name=name, path=None, size=10,
-                       sha256=version.encode().hex().ljust(64, "0"), sha1="1" * 40,
-                       md5="2" * 32, release=version)
 
 
 def subjects_and_hits(server: Server) -> dict[str, set[str]]:
@@ -215,9 +215,10 @@ def test_bad_routes_are_config_errors(tmp_path: Path) -> None:
 def test_low_severity_hits_wait_for_the_digest(tmp_path: Path, server: Server) -> None:
     config = grouped(server.port, wait=0.0, interval=0.0)
     config = dataclasses.replace(config, alerts=dataclasses.replace(
-        config.alerts, digest=["low"], digest_interval=1.0))
+        config.alerts, digest=["low"], digest_interval=3600.0))
+    clock = ManualClock()
     with Store(tmp_path / "w.db") as store:
-        alerter = Alerter(store, config)
+        alerter = Alerter(store, config, clock=clock)
         critical = mirror(store, 1)
         mentions = [i for n, model in enumerate(("heron-7b", "other-3b", "heron-7b"))
                     for i in save(store, [hit(kind="mention", severity="low",
@@ -227,7 +228,9 @@ def test_low_severity_hits_wait_for_the_digest(tmp_path: Path, server: Server) -
         # The critical hit at once; the mentions wait for the digest.
         assert (first.emails_sent, first.alerts_sent) == (1, 1)
         assert server.emails[0]["X-Weightwatch-Hits"] == str(critical[0])
-        time.sleep(1.1)
+        clock.advance(1800)
+        assert alerter.flush().emails_sent == 0
+        clock.advance(1801)
         digest = alerter.flush()
         assert (digest.emails_sent, digest.alerts_sent) == (1, 3)  # one email, both models
         assert set(server.emails[1]["X-Weightwatch-Hits"].split(",")) == {str(i) for i in mentions}
@@ -236,17 +239,17 @@ def test_low_severity_hits_wait_for_the_digest(tmp_path: Path, server: Server) -
 
 def test_a_reminder_repeats_what_is_still_new(tmp_path: Path, server: Server) -> None:
     config = grouped(server.port, wait=0.0, interval=0.0)
-    # The alerter reads the wall clock, so the interval must outlast two flushes on a
-    # loaded machine (1 s did not: the second flush already sent the reminder).
-    repeat = 4.0
+    repeat = 4 * 3600.0
     config = dataclasses.replace(config, alerts=dataclasses.replace(
         config.alerts, repeat_interval=repeat))
+    clock = ManualClock()
     with Store(tmp_path / "w.db") as store:
-        alerter = Alerter(store, config)
+        alerter = Alerter(store, config, clock=clock)
         first, second = mirror(store, 1), mirror(store, 2)
         assert alerter.flush().emails_sent == 1
+        clock.advance(repeat / 2)
         assert alerter.flush().emails_sent == 0  # not yet
-        time.sleep(repeat + 0.1)
+        clock.advance(repeat / 2 + 1)
         reminded = alerter.flush()
         assert (reminded.reminders_sent, reminded.alerts_sent) == (1, 0)
         reminder = server.emails[1]
@@ -256,5 +259,5 @@ def test_a_reminder_repeats_what_is_still_new(tmp_path: Path, server: Server) ->
         # Once someone acknowledges a hit, it is no longer repeated; resolved, neither.
         store.triage(first, "acknowledged", by="t")
         store.triage(second, "resolved", by="t")
-        time.sleep(repeat + 0.1)
+        clock.advance(repeat + 1)
         assert alerter.flush().emails_sent == 0

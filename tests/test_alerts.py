@@ -8,17 +8,16 @@ server is down, nothing sent twice once it is back, and the password never leake
 from __future__ import annotations
 
 import asyncio
-import email
-from email import policy
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from structlog.testing import capture_logs
+from support import Server, hit, make_config, parts, save
 
-from demo.smtp_sink import SmtpSink, free_port
+from demo.smtp_sink import free_port
 from monitor.alerts import (
     MAX_HITS_PER_EMAIL,
     Alerter,
@@ -28,27 +27,11 @@ from monitor.alerts import (
     message_id_for,
     send_test,
 )
-from monitor.config import AlertSettings, Config, CrawlSettings, SmtpSettings
-from monitor.models import Document, Hit
+from monitor.config import AlertSettings, SmtpSettings
 from monitor.store import Store
 
 SECRET = "s3cr3t-Pa55word-do-not-log"
 PASSWORD_ENV = "WEIGHTWATCH_TEST_SMTP_PASSWORD"
-
-
-# --- a real SMTP sink on loopback -----------------------------------------------------
-
-
-class Server(SmtpSink):
-    """The demo's SMTP sink on a given port, with the received messages parsed."""
-
-    def __init__(self, port: int, **controller_kwargs: Any) -> None:
-        super().__init__(port=port, **controller_kwargs)
-
-    @property
-    def emails(self) -> list[EmailMessage]:
-        """`messages` (raw bytes, as received) parsed."""
-        return [email.message_from_bytes(m, policy=policy.default) for m in self.messages]
 
 
 @pytest.fixture
@@ -66,38 +49,6 @@ def server(port):
 def store(tmp_path: Path):
     with Store(tmp_path / "w.db") as st:
         yield st
-
-
-def make_config(port: int, *, enabled: bool = True, smtp: bool = True, security: str = "none",
-                username: str | None = None, password_env: str | None = None) -> Config:
-    settings = SmtpSettings(host="127.0.0.1", port=port, security=security, username=username,
-                            password_env=password_env, timeout=5) if smtp else None
-    return Config(path=None, database_path=Path("unused.db"), crawl=CrawlSettings(),
-                  alerts=AlertSettings(enabled=enabled, sender="weightwatch@example.org",
-                                       to=["security@example.org", "oncall@example.org"]),
-                  smtp=settings, targets=[], rules=[])
-
-
-def save(store: Store, hits: list[Hit], *, key: str = "post-1", url: str = "https://board.example/t/1",
-         title: str = "weights dump", author: str = "anon", context: str | None = None,
-         snapshot: bytes = b"<html>snapshot</html>") -> list[int]:
-    doc = Document(target="forum", key=key, url=url, text="text", title=title, author=author,
-                   posted_at="2024-03-01T10:00:00+00:00", snapshot=snapshot)
-    if context is not None:
-        for hit in hits:
-            hit.context = context
-    _, ids = store.save_document(doc, hits, run_id=None)
-    return ids
-
-
-def hit(kind: str = "hash", severity: str = "critical", indicator: str = "ab" * 32,
-        model: str | None = "heron-7b", **kw) -> Hit:
-    return Hit(kind=kind, severity=severity, indicator=indicator, detector=f"{kind}-detector",
-               context=kw.pop("context", f"someone posted {indicator}"), model=model, **kw)
-
-
-def parts(message: EmailMessage) -> tuple[str, str]:
-    return (message.get_body(("plain",)).get_content(), message.get_body(("html",)).get_content())
 
 
 def statuses(store: Store) -> list[str]:
@@ -206,7 +157,8 @@ def test_link_only_for_http_urls_even_with_quotes():
     row = {"outbox_id": 1, "id": 7, "kind": "mention", "severity": "low", "model": "heron-7b",
            "indicator": "heron", "url": 'https://x.example/"onmouseover="alert(1)',
            "first_seen": "2024-01-01T00:00:00+00:00"}
-    message = compose([row], AlertSettings(to=["a@example.org"]), message_id="<m@weightwatch.local>")
+    message = compose([row], AlertSettings(to=["a@example.org"]), message_id="<m@weightwatch.local>",
+                      now=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
     _, html_part = parts(message)
     assert 'href="https://x.example/&quot;onmouseover=&quot;alert(1)"' in html_part
     assert 'onmouseover="' not in html_part

@@ -101,7 +101,7 @@ if __name__ == "__main__":
 
 from click.testing import CliRunner  # noqa: E402
 from structlog.testing import capture_logs  # noqa: E402
-from test_alerts import hit, save  # noqa: E402
+from support import hit, save  # noqa: E402
 
 from monitor.alerts import Alerter  # noqa: E402
 from monitor.cli import main  # noqa: E402

@@ -8,8 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from test_alert_groups import release
-from test_alerts import hit, save
+from support import hit, release, save
 from test_triage import cli
 
 from monitor.incidents import group_incidents, incidents

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from bs4 import BeautifulSoup
-from test_alerts import hit, save
+from support import hit, save
 from test_incidents import leak
 from test_triage import cli
 

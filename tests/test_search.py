@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from test_alerts import hit
+from support import hit
 
 from monitor import search as search_module
 from monitor.cli import SEARCH_JSON_COLUMNS, main

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
-from test_alerts import Server, hit, make_config, save
+from support import Server, hit, make_config, save
 
 from monitor.alerts import Alerter
 from monitor.cli import main

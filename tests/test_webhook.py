@@ -3,51 +3,19 @@ grouping, silences and retries, against a real HTTP server on loopback (issue 7)
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
-from test_alerts import Server, hit, make_config, save
+from support import Hook, Server, hit, save, with_hook
 
 from monitor.alerts import Alerter
 from monitor.config import WebhookSettings, load_config
 from monitor.store import Store
 
 TOKEN = "hook-token-not-for-logs"
-
-
-class Hook:
-    """A webhook receiver: records each POST (headers and JSON), answers `status`."""
-
-    def __init__(self) -> None:
-        self.posts: list[tuple[dict[str, str], Any]] = []
-        self.status = 200
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                hook.posts.append(({k.lower(): v for k, v in self.headers.items()},
-                                   json.loads(body)))
-                self.send_response(hook.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T0/B0/SECRETPATH"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -63,13 +31,6 @@ def server():
 
     with Server(free_port()) as srv:
         yield srv
-
-
-def with_hook(port: int, url: str, **alerts: Any):
-    config = make_config(port)
-    return dataclasses.replace(config, alerts=dataclasses.replace(
-        config.alerts, webhook=WebhookSettings(url=url, token_env="WW_HOOK_TOKEN", timeout=5),
-        **alerts))
 
 
 def test_each_group_is_posted_once_beside_the_email(tmp_path: Path, server: Server, hook: Hook,
