@@ -25,9 +25,10 @@ from math import ceil
 from pathlib import Path
 from typing import Any
 
+from monitor import health
 from monitor.alerts import clean_line, html_url, show_command
 from monitor.incidents import Incident, group_incidents
-from monitor.models import OPEN_STATUSES, SEVERITIES, severity_rank
+from monitor.models import OPEN_STATUSES, SEVERITIES, TargetStateRow, severity_rank
 from monitor.output import SEVERITY_COLOURS, plural
 from monitor.store import Store
 
@@ -90,9 +91,7 @@ def build_report(store: Store, group_by: Sequence[str], since: str | None,
     end = _parse_time(until) if until else now
     start = (_parse_time(since) if since
              else min((_parse_time(r["first_seen"]) for r in rows), default=end))
-    states = store.all_target_states()
-    failing = [s for name, s in sorted(states.items())
-               if s.get("consecutive_failures") and (targets is None or name in targets)]
+    failing = health.failing(store.all_target_states(), targets)
     body = "\n".join([
         _header(store, start, end, now, since is None),
         _summary(rows, found, grouped),
@@ -353,14 +352,14 @@ def _locations(hits: list[dict[str, Any]]) -> str:
     return f'<ul class="locations">{"".join(items)}</ul>\n'
 
 
-def _targets_section(failing: list[dict[str, Any]]) -> str:
+def _targets_section(failing: list[TargetStateRow]) -> str:
     if not failing:
         return ('<section id="targets"><h2>Failing targets</h2>\n'
                 "<p>No target failed its last crawl.</p></section>")
     rows = []
     for s in failing:
-        cells = [clean_line(s["name"]), "down" if s.get("down_since") else "failing",
-                 str(int(s["consecutive_failures"])),
+        cells = [clean_line(s.get("name")), health.health(s),
+                 str(int(s.get("consecutive_failures", 0))),
                  _when(_parse_time(s["last_success_at"])) if s.get("last_success_at")
                  else "never", clean_line(s.get("last_error"), 200)]
         rows.append("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+from collections.abc import Sequence
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -80,13 +81,14 @@ def make_config(port: int, *, enabled: bool = True, smtp: bool = True, security:
 
 def save(store: Store, hits: list[Hit], *, key: str = "post-1", url: str = "https://board.example/t/1",
          title: str = "weights dump", author: str = "anon", context: str | None = None,
-         snapshot: bytes = b"<html>snapshot</html>") -> list[int]:
+         snapshot: bytes = b"<html>snapshot</html>",
+         channels: Sequence[str] = ("email",)) -> list[int]:
     doc = Document(target="forum", key=key, url=url, text="text", title=title, author=author,
                    posted_at="2024-03-01T10:00:00+00:00", snapshot=snapshot)
     if context is not None:
         for hit in hits:
             hit.context = context
-    _, ids = store.save_document(doc, hits, run_id=None)
+    _, ids = store.save_document(doc, hits, run_id=None, channels=channels)
     return ids
 
 
