@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from monitor.grouping import hit_label, incident_key, labels_key
-from monitor.models import OPEN_STATUSES, severity_of_level, severity_rank
+from monitor.models import OPEN_STATUSES, ReleasedHit, Severity, severity_of_level, severity_rank
 
 
 @dataclass
@@ -27,11 +27,11 @@ class Incident:
 
     key: str
     labels: dict[str, str]
-    hits: list[dict[str, Any]] = field(default_factory=list)
+    hits: list[ReleasedHit] = field(default_factory=list)
     last_emailed: str | None = None
 
     @property
-    def severity(self) -> str:
+    def severity(self) -> Severity:
         return min((h["severity"] for h in self.hits), key=severity_rank)
 
     def summary(self) -> dict[str, Any]:
@@ -56,7 +56,7 @@ class Incident:
         }
 
 
-def group_incidents(rows: Iterable[dict[str, Any]], group_by: Sequence[str],
+def group_incidents(rows: Iterable[ReleasedHit], group_by: Sequence[str],
                     emailed: dict[str, str] | None = None) -> list[Incident]:
     """Hits in memory (with their `release`) grouped into incidents, worst and most
     recent first."""
