@@ -19,7 +19,7 @@ from monitor.models import NoticeKind, TargetHealth, TargetStateRow
 def backoff_seconds(failures: int) -> float:
     """The escalating wait after `failures` failed runs in a row: 5 min, tripling, capped
     at a day, so a broken source is retried soon at first and rarely once it stays down."""
-    return min(300.0 * 3 ** max(failures - 1, 0), 86400.0)
+    return min(300.0 * 3.0 ** max(failures - 1, 0), 86400.0)
 
 
 def later(now: str, seconds: float) -> str:

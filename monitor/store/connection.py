@@ -237,3 +237,11 @@ def write_transaction(db: sqlite_utils.Database) -> Iterator[None]:
     except BaseException:
         db.conn.rollback()
         raise
+
+
+def insert(db: sqlite_utils.Database, table: str, row: dict[str, Any]) -> int:
+    """Insert `row` into `table`; the new row's id."""
+    pk = db.table(table).insert(row).last_pk
+    if pk is None:  # every table inserted into here has an integer key
+        raise StoreError(f"{table}: insert returned no row id")
+    return int(pk)

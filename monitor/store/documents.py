@@ -13,6 +13,7 @@ from typing import Any, cast
 import sqlite_utils
 
 from monitor.models import Document, DocumentRow, Hit, StoredDocument, utcnow
+from monitor.store.connection import insert
 from monitor.store.hits import Hits
 
 
@@ -88,10 +89,10 @@ class Documents:
             "fetched_at": doc.fetched_at or now, "last_seen": now, "run_id": run_id,
         }
         if row is None:
-            pk = self.db["documents"].insert(
-                {"target": doc.target, "key": doc.key, "first_seen": now, **values}).last_pk
-            return SavedDocument(int(pk), is_new=True, changed=True)
-        self.db["documents"].update(row[0], values)
+            pk = insert(self.db, "documents",
+                        {"target": doc.target, "key": doc.key, "first_seen": now, **values})
+            return SavedDocument(pk, is_new=True, changed=True)
+        self.db.table("documents").update(row[0], values)
         return SavedDocument(row[0], is_new=False, changed=row[1] != content_sha)
 
     def snapshot(self, sha256: str) -> bytes | None:

@@ -29,7 +29,7 @@ from monitor.models import (
     utcnow,
 )
 from monitor.store.columns import HIT_COLUMNS, hit_columns
-from monitor.store.connection import write_transaction
+from monitor.store.connection import insert, write_transaction
 from monitor.store.outbox import Outbox
 
 # Each `alerts.group_by` label of a hit in SQL, "" when it has none, generated from
@@ -107,7 +107,7 @@ class Hits:
         dismissed = self.db.execute(
             "SELECT 1 FROM hits WHERE url = ? AND indicator = ? AND status = 'false_positive' "
             "LIMIT 1", [doc.url, hit.indicator]).fetchone() is not None
-        hit_id = int(self.db["hits"].insert({
+        hit_id = insert(self.db, "hits", {
             "status": "false_positive" if dismissed else "new",
             "dedup_key": key, "kind": hit.kind, "severity": hit.severity, "model": hit.model,
             "artifact": hit.artifact, "recipient": hit.recipient, "indicator": hit.indicator,
@@ -115,7 +115,7 @@ class Hits:
             "matcher_version": hit.matcher_version, "score": hit.score, "context": hit.context,
             "target": doc.target, "url": doc.url, "document_id": document_id, "run_id": run_id,
             "first_seen": now, "last_seen": now,
-        }).last_pk)
+        })
         if not dismissed:
             self.outbox.fan_out(hit_id, channels, now=now)
         return hit_id
@@ -283,7 +283,7 @@ class Hits:
                 return missing
             self.db.execute(f"UPDATE hits SET status = ? WHERE id IN ({marks})",
                             [status, *hit_ids])
-            self.db["triage"].insert_all({"hit_id": i, "status": status, "note": note,
+            self.db.table("triage").insert_all({"hit_id": i, "status": status, "note": note,
                                           "by": by, "at": now} for i in hit_ids)
             if status in ("resolved", "false_positive"):
                 # Nothing left to tell anyone: a silence that ends sends only what is open.

@@ -13,7 +13,7 @@ from monitor.grouping import HIT_RELEASE
 from monitor.health import later
 from monitor.models import AlertRow, DueNotice, NoticeRow, OutboxRow, SilenceRow, utcnow
 from monitor.store.columns import hit_columns
-from monitor.store.connection import write_transaction
+from monitor.store.connection import insert, write_transaction
 
 QUEUES = ("outbox", "notices")
 
@@ -48,7 +48,7 @@ class Outbox:
     def fan_out(self, hit_id: int, channels: Sequence[str], *, now: str) -> None:
         """Queue a new hit's alert: one outbox row per channel it goes to."""
         for channel in channels:
-            self.db["outbox"].insert({"hit_id": hit_id, "channel": channel,
+            self.db.table("outbox").insert({"hit_id": hit_id, "channel": channel,
                                       "created_at": now, "next_attempt_at": now})
 
     def due_alerts(self, now: str | None = None, *, channel: str = "email") -> list[AlertRow]:
@@ -135,9 +135,9 @@ class Outbox:
     def add_silence(self, *, matchers: Sequence[str], reason: str, created_by: str,
                     ends_at: str, starts_at: str | None = None, now: str | None = None) -> int:
         now = now or utcnow()
-        return int(self.db["silences"].insert({
+        return insert(self.db, "silences", {
             "matchers": json.dumps(list(matchers)), "reason": reason, "created_by": created_by,
-            "created_at": now, "starts_at": starts_at or now, "ends_at": ends_at}).last_pk)
+            "created_at": now, "starts_at": starts_at or now, "ends_at": ends_at})
 
     def silences(self, *, include_ended: bool = False, now: str | None = None
                  ) -> list[SilenceRow]:
@@ -195,7 +195,9 @@ class Outbox:
             f"{ALERT_ROWS} WHERE o.channel = 'email' AND o.status = 'sent' "
             "AND h.status = 'new' ORDER BY h.id")))
 
-    def mark_group_sent(self, key: str, when: str | None = None) -> None:
+    def mark_group_sent(self, key: str, when: str | None = None, *,
+                        now: str | None = None) -> None:
+        """Record that group `key` was sent at `when` (or `now`; None reads the clock)."""
         self.db.execute("INSERT INTO alert_groups (key, last_sent_at) VALUES (?, ?) "
                         "ON CONFLICT(key) DO UPDATE SET last_sent_at = excluded.last_sent_at",
-                        [key, when or utcnow()])
+                        [key, when or now or utcnow()])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import sqlite_utils
@@ -20,6 +20,7 @@ from monitor.models import (
     WeightScanRow,
     utcnow,
 )
+from monitor.store.connection import insert
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,13 @@ class Registry:
                 if shards:
                     fill["shards"] = json.dumps(list(shards))
                 if fill:
-                    self.db["artifacts"].update(artifact_id, fill)
+                    self.db.table("artifacts").update(artifact_id, fill)
             else:
-                artifact_id = self.db["artifacts"].insert({
+                artifact_id = insert(self.db, "artifacts", {
                     "model": model, "name": name, "path": path, "size": size, "sha256": sha256,
                     "sha1": sha1, "md5": md5, "pieces_root": pieces_root,
                     "shards": json.dumps(list(shards)), "release": release,
-                    "recipient": recipient, "registered_at": now}).last_pk
+                    "recipient": recipient, "registered_at": now})
             added = [self.add_indicator(algo=algo, value=value, model=model, name=name, size=size,
                                         source=f"register:{path or name}", artifact_id=artifact_id,
                                         recipient=recipient, now=now)
@@ -95,7 +96,7 @@ class Registry:
         if model:
             sql += " WHERE model = ?"
             params.append(model)
-        return list(self.db.query(sql + " ORDER BY id", params))
+        return cast(list[ArtifactRow], list(self.db.query(sql + " ORDER BY id", params)))
 
     def add_indicator(self, *, algo: str, value: str, model: str, source: str,
                       name: str | None = None, size: int | None = None,
@@ -120,14 +121,15 @@ class Registry:
                    standalone: bool = False) -> list[IndicatorRow]:
         """Indicator rows in the order they were added; `standalone` keeps only those not
         derived from a registered artifact (imported lists, magnets, bundles)."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if models:
             where.append(f"model IN ({', '.join('?' * len(models))})")
             params.extend(models)
         if standalone:
             where.append("artifact_id IS NULL")
         sql = "SELECT * FROM indicators" + (" WHERE " + " AND ".join(where) if where else "")
-        return list(self.db.query(sql + " ORDER BY id", params))
+        return cast(list[IndicatorRow], list(self.db.query(sql + " ORDER BY id", params)))
 
     def registry_counts(self) -> dict[str, int]:
         """Rows in each registry table; the registry only grows, so a change in these
@@ -150,11 +152,11 @@ class Registry:
                 [model, name, print_.key]).fetchone()
             if row:
                 return row[0], False
-            print_id = self.db["weight_prints"].insert({
+            print_id = insert(self.db, "weight_prints", {
                 "model": model, "artifact_id": artifact_id, "name": name, "key": print_.key,
                 "null_dims": print_.null_dims, "version": print_.version,
-                "tensors": len(print_.tensors), "added_at": now}).last_pk
-            self.db["tensor_prints"].insert_all(({
+                "tensors": len(print_.tensors), "added_at": now})
+            self.db.table("tensor_prints").insert_all(({
                 "print_id": print_id, "position": i, "name": t.name, "canonical": t.canonical,
                 "rows": t.shape[0], "columns": t.shape[1], "dtype": t.dtype,
                 "stats": json.dumps(t.stats),
@@ -205,21 +207,21 @@ class Registry:
         """Grows whenever a fingerprint or a digest is added (scans look digests up first):
         remote scans made before are stale. Both tables only grow, so the sum of their
         largest ids does too."""
-        return self.db.execute(
+        return int(self.db.execute(
             "SELECT (SELECT COALESCE(MAX(id), 0) FROM weight_prints) + "
-            "(SELECT COALESCE(MAX(id), 0) FROM indicators)").fetchone()[0]
+            "(SELECT COALESCE(MAX(id), 0) FROM indicators)").fetchone()[0])
 
     def weight_scan(self, url: str) -> WeightScanRow | None:
         """The last remote scan of `url` (redacted), if any."""
         rows = list(self.db.query("SELECT * FROM weight_scans WHERE url = ?", [url]))
-        return rows[0] if rows else None
+        return cast(WeightScanRow, rows[0]) if rows else None
 
     def record_weight_scan(self, url: str, *, verdict: str, model: str | None = None,
                            score: float | None = None, bytes_read: int = 0,
                            error: str | None = None, details: str = "{}",
                            now: str | None = None) -> None:
         """Remember a remote scan's verdict (the URL redacted) for this registry version."""
-        self.db["weight_scans"].upsert({
+        self.db.table("weight_scans").upsert({
             "url": url, "scanned_at": now or utcnow(), "verdict": verdict, "model": model,
             "score": score, "bytes_read": bytes_read, "error": error, "details": details,
             "registry_version": self.weight_print_version()}, pk="url")
@@ -242,7 +244,7 @@ class Registry:
                     raise ValueError(f"{recipient} already has a {model} copy marked with "
                                      f"another key (key id {row[0]})")
                 return False
-            self.db["watermarks"].insert({
+            self.db.table("watermarks").insert({
                 "model": model, "recipient": recipient, "key": key, "key_id": key_id,
                 "version": version, "densities": json.dumps(densities, sort_keys=True),
                 "artifact_id": artifact_id, "issued_at": now})
@@ -257,7 +259,7 @@ class Registry:
         for row in rows:
             row["key"] = bytes(row["key"])
             row["densities"] = json.loads(row["densities"])
-        return rows
+        return cast(list[WatermarkRow], rows)
 
     def known_digests(self) -> dict[str, list[KnownDigest]]:
         """Every registered digest value (lowercase hex) to what it identifies."""

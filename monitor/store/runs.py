@@ -9,6 +9,7 @@ import sqlite_utils
 
 from monitor import health
 from monitor.models import NoticeKind, TargetStateRow, utcnow
+from monitor.store.connection import insert
 
 
 class Runs:
@@ -17,8 +18,8 @@ class Runs:
 
     def start_run(self, target: str, *, now: str | None = None) -> int:
         with self.db.atomic():
-            return int(self.db["crawl_runs"].insert(
-                {"target": target, "started_at": now or utcnow()}).last_pk)
+            return insert(self.db, "crawl_runs",
+                          {"target": target, "started_at": now or utcnow()})
 
     def finish_run(self, run_id: int, *, status: str, documents_seen: int = 0,
                    documents_new: int = 0, documents_changed: int = 0, hits_new: int = 0,
@@ -27,23 +28,23 @@ class Runs:
         """Record a run's end and move the target's health (`monitor.health.after_run`);
         returns 'target_down' or 'target_recovered' when this run crossed that line (and
         a notice was queued)."""
-        run = self.db["crawl_runs"].get(run_id)
+        run = self.db.table("crawl_runs").get(run_id)
         now = now or utcnow()
         with self.db.atomic():
-            self.db["crawl_runs"].update(run_id, {
+            self.db.table("crawl_runs").update(run_id, {
                 "finished_at": now, "status": status, "documents_seen": documents_seen,
                 "documents_new": documents_new, "documents_changed": documents_changed,
                 "hits_new": hits_new, "error": error})
             state = self.target_state(run["target"])
             outcome = health.after_run(state, status, now=now, error=error,
                                        down_after=down_after)
-            self.db["target_state"].upsert({
+            self.db.table("target_state").upsert({
                 "name": run["target"], "last_run_at": run["started_at"],
                 "documents_count": state.get("documents_count", 0) + documents_new,
                 "hits_count": state.get("hits_count", 0) + hits_new,
                 **outcome.changes}, pk="name")
             if outcome.transition:
-                self.db["notices"].insert({
+                self.db.table("notices").insert({
                     "kind": outcome.transition, "target": run["target"], "created_at": now,
                     "failures": outcome.failures, "error": error, "next_attempt_at": now})
         return outcome.transition
