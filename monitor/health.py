@@ -63,6 +63,13 @@ def after_run(state: TargetStateRow, status: str, *, now: str, error: str | None
     return RunOutcome(changes, failures, transition)
 
 
+def backing_off(state: Mapping[str, Any], now: str) -> str | None:
+    """The time before which the target is not crawled again (the back-off after a failed
+    run), or None if it may be crawled at `now`."""
+    until = state.get("backoff_until")
+    return str(until) if until and until > now else None
+
+
 def health(state: Mapping[str, Any], *, enabled: bool = True) -> TargetHealth:
     """One word for a target: disabled, down (past `down_after` failures), failing (its
     last run failed), ok, or new (never read successfully nor failed)."""

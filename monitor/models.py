@@ -116,7 +116,8 @@ QueueStatus = Literal["pending", "sending", "sent", "failed"]
 NoticeKind = Literal["target_down", "target_recovered"]
 TargetHealth = Literal["disabled", "down", "failing", "ok", "new"]
 SilenceState = Literal["active", "pending", "ended", "expired"]
-ScanVerdict = Literal["match", "related", "no_match", "error", "unreadable", "skipped"]
+# The verdicts of a remote weight scan (`monitor.scan.VERDICTS`).
+ScanVerdict = Literal["match", "related", "no_match", "inconclusive", "unknown_format", "error"]
 
 
 def severity_level(severity: str) -> int:
@@ -348,7 +349,7 @@ class WatermarkRow(TypedDict):
 class WeightScanRow(TypedDict):
     url: str
     scanned_at: str
-    verdict: str
+    verdict: ScanVerdict
     model: str | None
     score: float | None
     bytes_read: int

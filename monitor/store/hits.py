@@ -73,7 +73,8 @@ def _cursor_value(column: str, text: str) -> Any:
     if column == "severity_level":
         if not (text.isdigit() and int(text) <= len(SEVERITIES)):
             raise ValueError(text)
-        return len(SEVERITIES) - int(text)
+        rank = int(text)
+        return severity_level(SEVERITIES[rank]) if rank < len(SEVERITIES) else 0
     value = float(text)
     if not math.isfinite(value):
         raise ValueError(text)
