@@ -38,6 +38,7 @@ from monitor.models import HIT_STATUSES, KINDS, SEVERITIES, SilenceRow, utcnow
 from monitor.output import FORMATS, cell, emit, plural
 from monitor.search import SCOPES
 from monitor.store import (
+    HIT_FIELDS,
     HIT_SORTS,
     NeedsMigration,
     StorageFailure,
@@ -48,10 +49,8 @@ from monitor.store import (
 
 T = TypeVar("T")
 
-HIT_JSON_COLUMNS = ("id", "kind", "severity", "model", "artifact", "recipient", "indicator",
-                    "indicator_type", "rule", "detector", "matcher_version", "score", "target",
-                    "url", "first_seen", "last_seen", "seen_count", "status", "context",
-                    "document_id")
+# A hit in JSON is the store's one list of hit columns.
+HIT_JSON_COLUMNS = HIT_FIELDS
 # `hits show` lists this many of the incident's other hits; JSON has them all.
 SHOWN_SIBLINGS = 20
 HIT_TABLE_COLUMNS = ("id", "severity", "kind", "model", "indicator", "target", "first_seen", "url")
