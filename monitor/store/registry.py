@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast, overload
 
 import numpy as np
 import sqlite_utils
@@ -37,6 +37,12 @@ class KnownDigest:
     release: str | None = None
     size: int | None = None       # bytes of the file it identifies, where known
 
+
+
+# A stored tensor fingerprint: (model, file name, print); attributed, with the recipient
+# of the artifact it was made from (None for the release itself).
+StoredPrint = tuple[str, str, WeightPrint]
+AttributedPrint = tuple[str, str, WeightPrint, str | None]
 
 
 class Registry:
@@ -168,14 +174,22 @@ class Registry:
                 for i, t in enumerate(print_.tensors)))
         return print_id, True
 
+    @overload
+    def weight_prints(self, models: Sequence[str] = (), *,
+                      with_recipient: Literal[False] = False) -> list[StoredPrint]: ...
+
+    @overload
+    def weight_prints(self, models: Sequence[str] = (), *,
+                      with_recipient: Literal[True]) -> list[AttributedPrint]: ...
+
     def weight_prints(self, models: Sequence[str] = (), *, with_recipient: bool = False
-                      ) -> list[Any]:
+                      ) -> list[StoredPrint] | list[AttributedPrint]:
         """Every stored tensor fingerprint as (model, file name, print), oldest first; with
         `with_recipient`, (model, file name, print, recipient of its artifact or None)."""
         where, params = "", list(models)
         if models:
             where = f" WHERE p.model IN ({', '.join('?' * len(models))})"
-        out: list[Any] = []
+        found: list[AttributedPrint] = []
         for row in list(self.db.query(
                 "SELECT p.*, a.recipient AS recipient FROM weight_prints p LEFT JOIN artifacts a "
                 f"ON a.id = p.artifact_id{where} ORDER BY p.id", params)):
@@ -190,11 +204,12 @@ class Registry:
                     t["column_sketch"], "<f2").reshape(t["columns"], -1))
                 for t in self.db.query("SELECT * FROM tensor_prints WHERE print_id = ? "
                                        "ORDER BY position", [row["id"]])]
-            entry = (row["model"], row["name"], WeightPrint(
+            found.append((row["model"], row["name"], WeightPrint(
                 key=bytes(row["key"]), tensors=tensors, null_dims=row["null_dims"],
-                version=row["version"]))
-            out.append((*entry, row["recipient"]) if with_recipient else entry)
-        return out
+                version=row["version"]), row["recipient"]))
+        if with_recipient:
+            return found
+        return [(model, name, print_) for model, name, print_, _ in found]
 
     def printed_tensors(self, artifact_id: int) -> int | None:
         """How many tensors the stored fingerprint of this artifact has; None if it has none
