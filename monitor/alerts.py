@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from monitor.alerting.messages import (
     MAX_HITS_PER_EMAIL,
@@ -49,7 +49,8 @@ from monitor.alerting.notifiers import (
     send_test,
 )
 from monitor.config import AlertSettings, Config
-from monitor.models import DEFAULT_GROUP_BY, Clock, system_clock
+from monitor.grouping import group_key
+from monitor.models import Clock, system_clock
 from monitor.silences import Silence, silencing
 from monitor.store import StorageFailure, Store
 
@@ -109,41 +110,6 @@ class FlushResult:
 
 
 # --- grouping --------------------------------------------------------------------------
-
-
-def hit_label(row: dict[str, Any], label: str) -> str:
-    """A hit's value for an `alerts.group_by` label ("" when it has none): `infohash` is
-    the torrent's infohash when the hit names one, `release` the one `Store.HIT_RELEASE`
-    found."""
-    if label == "infohash":
-        kind = str(row.get("indicator_type") or "")
-        return str(row.get("indicator") or "") if kind.startswith(("btih", "btmh")) else ""
-    return str(row.get(label) or "")
-
-
-def group_key(row: dict[str, Any], settings: AlertSettings | None = None) -> str:
-    """The alert group (incident) a hit belongs to: `label:value` for each label of
-    `alerts.group_by` the hit has a value for, joined by "|" (e.g.
-    "model:heron-7b|release:v1"), or the digest for the severities `alerts.digest` names
-    (all models together)."""
-    if settings is not None and row.get("severity") in settings.digest:
-        return "digest"
-    return incident_key(row, settings.group_by if settings is not None else DEFAULT_GROUP_BY)
-
-
-def incident_key(row: dict[str, Any], group_by: Sequence[str] = DEFAULT_GROUP_BY) -> str:
-    """The incident a hit is part of, by the `group_by` labels alone (the digest, which
-    gathers low hits of every incident into one email, is a delivery choice)."""
-    return labels_key({label: hit_label(row, label) for label in group_by})
-
-
-def labels_key(labels: dict[str, str]) -> str:
-    """An incident's key from its label values, in `group_by` order ("" values left out),
-    e.g. "model:heron-7b|release:v1"."""
-    parts = [f"{label}:{value}" for label, value in labels.items() if value]
-    # Hits with none of the labels (no model) are one group, like the others.
-    return "|".join(parts) or "model:"
-
 
 
 def batches(rows: list[Row], settings: AlertSettings | None = None) -> list[list[Row]]:

@@ -34,10 +34,11 @@ from monitor.config import (
     parse_duration,
 )
 from monitor.logs import configure_logging
-from monitor.models import HIT_STATUSES, KINDS, SEVERITIES
+from monitor.models import HIT_STATUSES, KINDS, SEVERITIES, SilenceRow, utcnow
 from monitor.output import FORMATS, cell, emit, plural
 from monitor.search import SCOPES
 from monitor.store import (
+    HIT_FIELDS,
     HIT_SORTS,
     NeedsMigration,
     StorageFailure,
@@ -48,10 +49,8 @@ from monitor.store import (
 
 T = TypeVar("T")
 
-HIT_JSON_COLUMNS = ("id", "kind", "severity", "model", "artifact", "recipient", "indicator",
-                    "indicator_type", "rule", "detector", "matcher_version", "score", "target",
-                    "url", "first_seen", "last_seen", "seen_count", "status", "context",
-                    "document_id")
+# A hit in JSON is the store's one list of hit columns.
+HIT_JSON_COLUMNS = HIT_FIELDS
 # `hits show` lists this many of the incident's other hits; JSON has them all.
 SHOWN_SIBLINGS = 20
 HIT_TABLE_COLUMNS = ("id", "severity", "kind", "model", "indicator", "target", "first_seen", "url")
@@ -140,7 +139,6 @@ class State:
         except StoreError as exc:
             fail(str(exc), 2)
         self.tell_how_opened(store)
-        store.channels = self.config.alerts.channels
         try:
             yield store
         finally:
@@ -227,16 +225,15 @@ def targets(ctx: click.Context, fmt: str) -> None:
 def targets_list(state: State, fmt: str) -> None:
     """Show every target with its state from the database."""
     from monitor.fetch import redact_url
+    from monitor.health import health as target_health
 
     with state.store(write=False) as store:
         states = store.all_target_states()
     rows = []
     for t in state.config.targets:
         s = states.get(t.name, {})
-        health = ("disabled" if not t.enabled else "down" if s.get("down_since")
-                  else "failing" if s.get("consecutive_failures") else
-                  "ok" if s.get("last_success_at") else "new")
-        rows.append({"name": t.name, "kind": t.kind, "enabled": t.enabled, "health": health,
+        rows.append({"name": t.name, "kind": t.kind, "enabled": t.enabled,
+                     "health": target_health(s, enabled=t.enabled),
                      "url": redact_url(t.url), "interval_s": t.interval,
                      "last_run_at": s.get("last_run_at"),
                      "last_success_at": s.get("last_success_at"),
@@ -569,8 +566,10 @@ def _run_rematch(state: State, store: Store, *, targets: tuple[str, ...] = (),
              if fmt == "table" and sys.stderr.isatty() else 0)
     if total >= PROGRESS_MIN_DOCUMENTS:
         with click.progressbar(length=total, label="rematch", file=sys.stderr) as bar:
-            return rematch(store, detectors, targets=targets, since=since, progress=bar.update)
-    return rematch(store, detectors, targets=targets, since=since)
+            return rematch(store, detectors, targets=targets, since=since, progress=bar.update,
+                           channels=state.config.alerts.channels)
+    return rematch(store, detectors, targets=targets, since=since,
+                   channels=state.config.alerts.channels)
 
 
 scan_options = [
@@ -1065,10 +1064,10 @@ def _operator() -> str:
 SILENCE_COLUMNS = ("id", "matchers", "reason", "created_by", "starts_at", "ends_at", "state")
 
 
-def _silence_row(row: dict[str, Any]) -> dict[str, Any]:
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    state = ("expired" if row["expired_at"] else "ended" if row["ends_at"] <= now
-             else "active" if row["starts_at"] <= now else "pending")
+def _silence_row(row: SilenceRow) -> dict[str, Any]:
+    from monitor.silences import silence_state
+
+    state = silence_state(row["expired_at"], row["starts_at"], row["ends_at"], utcnow())
     return {"id": row["id"], "matchers": " ".join(json.loads(row["matchers"])),
             "reason": row["reason"], "created_by": row["created_by"],
             "starts_at": row["starts_at"], "ends_at": row["ends_at"],

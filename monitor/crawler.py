@@ -10,6 +10,7 @@ the next run covers whatever this one missed.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -49,7 +50,7 @@ async def crawl_target(target: Target, config: Config, store: Store, fetcher: Fe
         log.info("crawl_started", url=redact_url(target.url))
         try:
             await asyncio.wait_for(_crawl(target, store, fetcher, detectors, scanner, run_id,
-                                          result),
+                                          result, config.alerts.channels),
                                    timeout=config.crawl.run_timeout)
             result.status = "ok"
         except TimeoutError:
@@ -71,7 +72,8 @@ async def crawl_target(target: Target, config: Config, store: Store, fetcher: Fe
 
 
 async def _crawl(target: Target, store: Store, fetcher: Fetcher, detectors: list[Detector],
-                 scanner: LinkScanner, run_id: int, result: RunResult) -> None:
+                 scanner: LinkScanner, run_id: int, result: RunResult,
+                 channels: Sequence[str]) -> None:
     source = ADAPTERS[target.kind](target, fetcher, store.cursor(target.name))
     async for doc in source.documents():
         result.documents_seen += 1
@@ -83,7 +85,8 @@ async def _crawl(target: Target, store: Store, fetcher: Fetcher, detectors: list
         # Weight links are read by range and compared with the tensor fingerprints; the
         # verdict is stored before the document, so a crash in between rescans nothing.
         hits += await scanner.scan_document(doc, target)
-        saved, new_hits = store.save_document(doc, hits, run_id)
+        saved, new_hits = store.save_document(doc, hits, run_id,
+                                              channels=channels)
         result.documents_new += saved.is_new
         result.documents_changed += not saved.is_new
         result.hits_new += len(new_hits)

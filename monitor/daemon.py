@@ -26,6 +26,7 @@ from monitor.alerts import Alerter
 from monitor.config import Config, Target
 from monitor.crawler import crawl_target
 from monitor.fetch import Fetcher
+from monitor.health import backing_off
 from monitor.models import system_clock, utcnow
 from monitor.store import Store, StoreError
 
@@ -51,8 +52,8 @@ class Daemon:
         assert task is not None
         self.running.add(task)
         try:
-            backoff_until = self.store.target_state(target.name).get("backoff_until")
-            if backoff_until and backoff_until > utcnow():
+            backoff_until = backing_off(self.store.target_state(target.name), utcnow())
+            if backoff_until:
                 log.info("target_backing_off", target=target.name, until=backoff_until)
                 return
             await crawl_target(target, self.config, self.store, self.fetcher)

@@ -7,7 +7,8 @@ uses the same labels to list a hit's siblings.
 
 The store groups the whole table in SQL (`Store.incident_rows`, a million hits in a few
 seconds); `group_incidents` groups rows already in memory (a report's period) by
-`monitor.alerts.incident_key`, the alerter's own key. Both give the same summaries.
+`monitor.grouping.incident_key`, the alerter's own key. Both read the labels from
+`monitor.grouping`, so both give the same summaries.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from monitor.alerts import hit_label, incident_key, labels_key
-from monitor.models import HIT_STATUSES, OPEN_STATUSES, SEVERITIES, severity_rank
+from monitor.grouping import hit_label, incident_key, labels_key
+from monitor.models import OPEN_STATUSES, ReleasedHit, Severity, severity_of_level, severity_rank
 
 
 @dataclass
@@ -26,11 +27,11 @@ class Incident:
 
     key: str
     labels: dict[str, str]
-    hits: list[dict[str, Any]] = field(default_factory=list)
+    hits: list[ReleasedHit] = field(default_factory=list)
     last_emailed: str | None = None
 
     @property
-    def severity(self) -> str:
+    def severity(self) -> Severity:
         return min((h["severity"] for h in self.hits), key=severity_rank)
 
     def summary(self) -> dict[str, Any]:
@@ -55,7 +56,7 @@ class Incident:
         }
 
 
-def group_incidents(rows: Iterable[dict[str, Any]], group_by: Sequence[str],
+def group_incidents(rows: Iterable[ReleasedHit], group_by: Sequence[str],
                     emailed: dict[str, str] | None = None) -> list[Incident]:
     """Hits in memory (with their `release`) grouped into incidents, worst and most
     recent first."""
@@ -88,29 +89,23 @@ def incidents(store: Any, group_by: Sequence[str], *, since: str | None = None,
     found = []
     for row in store.incident_rows(group_by, since=since, model=model, labels=labels,
                                    statuses=() if include_closed else OPEN_STATUSES):
-        values = {label: row[f"label_{label}"] for label in group_by}
-        key = labels_key(values)
-        level = int(row["severity_level"] or 0)  # critical 4 ... low 1 (migration 11)
+        key = labels_key(row["labels"])
         found.append({
             "key": key,
-            "labels": values,
-            "severity": SEVERITIES[len(SEVERITIES) - level] if level else "unknown",
+            "labels": row["labels"],
+            "severity": severity_of_level(row["severity_level"]),
             "hits": row["hits"],
             "open": row["open"],
-            "statuses": {s: row[f"n_{s}"] for s in HIT_STATUSES if row[f"n_{s}"]},
-            "kinds": sorted(_split(row["kinds"])),
+            "statuses": row["statuses"],
+            "kinds": row["kinds"],
             "locations": row["locations"],
-            "recipients": sorted(_split(row["recipients"])),
+            "recipients": row["recipients"],
             "first_seen": row["first_seen"],
             "last_seen": row["last_seen"],
             "last_emailed": emailed.get(key),
-            "hit_ids": sorted(int(i) for i in _split(row["hit_ids"])),
+            "hit_ids": row["hit_ids"],
         })
     return _worst_and_newest_first(found, lambda i: (i["severity"], i["last_seen"], i["key"]))
-
-
-def _split(joined: str | None) -> list[str]:
-    return joined.split(",") if joined else []
 
 
 def incident_of(store: Any, hit: dict[str, Any], group_by: Sequence[str], *,

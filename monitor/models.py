@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 VOLATILE_EXTRAS = "stats"
 KINDS = ("mention", "hash", "torrent", "weights", "watermark")
@@ -115,3 +115,257 @@ Clock = Callable[[], datetime]
 def system_clock() -> datetime:
     """The wall clock: what the outermost callers (CLI, daemon) hand in."""
     return datetime.now(UTC)
+
+
+# --- store records (issue 15, store part) ---------------------------------------------
+# What the store returns, as typed rows: the column names are the database's, so a row
+# reads as the table does, and `--format json` prints them as they are.
+
+Severity = Literal["critical", "high", "medium", "low"]
+HitKind = Literal["mention", "hash", "torrent", "weights", "watermark"]
+HitStatus = Literal["new", "acknowledged", "resolved", "false_positive"]
+RunStatus = Literal["running", "ok", "failed", "interrupted"]
+QueueStatus = Literal["pending", "sending", "sent", "failed"]
+NoticeKind = Literal["target_down", "target_recovered"]
+TargetHealth = Literal["disabled", "down", "failing", "ok", "new"]
+SilenceState = Literal["active", "pending", "ended", "expired"]
+# The verdicts of a remote weight scan (`monitor.scan.VERDICTS`).
+ScanVerdict = Literal["match", "related", "no_match", "inconclusive", "unknown_format", "error"]
+
+
+def severity_level(severity: str) -> int:
+    """The severity as the database orders it (the `hits.severity_level` column of
+    migration 11): critical 4 down to low 1, 0 for anything unknown, so higher is worse.
+    The same order as `severity_rank`, counted from the other end."""
+    return len(SEVERITIES) - severity_rank(severity)
+
+
+def severity_of_level(level: int) -> str:
+    """The severity `severity_level` gave `level`; "unknown" for 0."""
+    return SEVERITIES[len(SEVERITIES) - level] if 0 < level <= len(SEVERITIES) else "unknown"
+
+
+class HitRow(TypedDict):
+    """A hit as every query that lists hits selects it (`monitor.store.hits.HIT_COLUMNS`)."""
+
+    id: int
+    kind: HitKind
+    severity: Severity
+    model: str | None
+    artifact: str | None
+    recipient: str | None
+    indicator: str
+    indicator_type: str | None
+    rule: str | None
+    detector: str
+    matcher_version: str
+    score: float
+    target: str
+    url: str
+    first_seen: str
+    last_seen: str
+    seen_count: int
+    status: HitStatus
+    context: str
+    document_id: int | None
+
+
+class ReleasedHit(HitRow):
+    """A hit with the release it is of (`monitor.grouping.HIT_RELEASE`)."""
+
+    release: str | None
+
+
+class AlertRow(ReleasedHit):
+    """An outbox row with its hit and its document's evidence: what an alert is composed
+    from."""
+
+    dedup_key: str
+    outbox_id: int
+    attempts: int
+    queued_at: str
+    outbox_status: QueueStatus
+    outbox_message_id: str | None
+    snapshot_sha256: str | None
+    doc_title: str | None
+    doc_author: str | None
+    doc_posted_at: str | None
+
+
+class IncidentAggregate(TypedDict):
+    """One incident summed in SQL (`Store.incident_rows`): its label values in `group_by`
+    order, hit counts by status, and the distinct kinds, recipients and hit ids."""
+
+    labels: dict[str, str]
+    hits: int
+    open: int
+    statuses: dict[str, int]
+    locations: int
+    kinds: list[str]
+    recipients: list[str]
+    first_seen: str
+    last_seen: str
+    severity_level: int
+    hit_ids: list[int]
+
+
+class TargetStateRow(TypedDict, total=False):
+    """A target's crawl state; empty ({}) for a target never crawled."""
+
+    name: str
+    cursor: str | None
+    last_run_at: str | None
+    last_success_at: str | None
+    consecutive_failures: int
+    last_error: str | None
+    backoff_until: str | None
+    down_since: str | None
+    documents_count: int
+    hits_count: int
+
+
+class NoticeRow(TypedDict):
+    id: int
+    kind: NoticeKind
+    target: str
+    created_at: str
+    failures: int
+    error: str | None
+    status: QueueStatus
+    attempts: int
+    next_attempt_at: str
+    sent_at: str | None
+    last_error: str | None
+    message_id: str | None
+
+
+class DueNotice(NoticeRow):
+    """A notice with its target's state, what a health email is composed from."""
+
+    last_attempt_at: str | None
+    last_success_at: str | None
+    last_run_at: str | None
+    consecutive_failures: int | None
+
+
+class OutboxRow(TypedDict):
+    id: int
+    hit_id: int
+    channel: str
+    status: QueueStatus
+    attempts: int
+    created_at: str
+    next_attempt_at: str
+    sent_at: str | None
+    last_error: str | None
+    message_id: str | None
+    silenced_by: int | None
+    severity: Severity
+    kind: HitKind
+    model: str | None
+    url: str
+
+
+class TriageRow(TypedDict):
+    status: HitStatus
+    note: str | None
+    by: str
+    at: str
+
+
+class SilenceRow(TypedDict):
+    id: int
+    matchers: str          # JSON list of matcher strings
+    reason: str
+    created_by: str
+    created_at: str
+    starts_at: str
+    ends_at: str
+    expired_at: str | None
+
+
+class DocumentRow(TypedDict):
+    """A stored document's metadata (`Store.document`); `extras` is JSON text."""
+
+    id: int
+    target: str
+    key: str
+    url: str
+    title: str | None
+    author: str | None
+    posted_at: str | None
+    fetched_at: str | None
+    first_seen: str
+    last_seen: str
+    content_sha256: str
+    snapshot_sha256: str | None
+    extras: str | None
+
+
+class StoredDocument(TypedDict):
+    """A stored document as a rematch reads it back; links and extras are JSON text."""
+
+    id: int
+    target: str
+    key: str
+    url: str
+    title: str | None
+    author: str | None
+    posted_at: str | None
+    fetched_at: str | None
+    text: str | None
+    links: str | None
+    extras: str | None
+
+
+class ArtifactRow(TypedDict):
+    id: int
+    model: str
+    name: str
+    path: str | None
+    size: int
+    sha256: str
+    sha1: str
+    md5: str
+    pieces_root: str | None
+    shards: str | None     # JSON list
+    release: str | None
+    recipient: str | None
+    registered_at: str
+
+
+class IndicatorRow(TypedDict):
+    id: int
+    algo: str
+    value: str
+    model: str
+    artifact_id: int | None
+    recipient: str | None
+    name: str | None
+    size: int | None
+    source: str
+    added_at: str
+
+
+class WatermarkRow(TypedDict):
+    id: int
+    model: str
+    recipient: str
+    key: bytes
+    key_id: str
+    version: int
+    densities: dict[str, float]
+    artifact_id: int | None
+    issued_at: str
+
+
+class WeightScanRow(TypedDict):
+    url: str
+    scanned_at: str
+    verdict: ScanVerdict
+    model: str | None
+    score: float | None
+    bytes_read: int
+    error: str | None
+    details: str
+    registry_version: int

@@ -51,9 +51,11 @@ def stored_document(row: dict[str, Any]) -> Document:
 
 def rematch(store: Store, detectors: list[Detector], *, targets: Sequence[str] = (),
             since: str | None = None, batch_size: int = 500,
-            progress: Callable[[int], None] | None = None) -> RematchResult:
+            progress: Callable[[int], None] | None = None,
+            channels: Sequence[str] = ("email",)) -> RematchResult:
     """Run `detectors` over the stored documents (of `targets`, last seen since `since`)
-    and record the hits that are new; `progress(n)` is called after each document."""
+    and record the hits that are new, alerted on `channels`; `progress(n)` is called
+    after each document."""
     from monitor.detect import detect_all
     from monitor.fetch import redact_url
 
@@ -62,7 +64,7 @@ def rematch(store: Store, detectors: list[Detector], *, targets: Sequence[str] =
         doc = stored_document(row)
         hits = detect_all(detectors, doc)
         if hits:
-            new = store.record_hits(row["id"], doc, hits)
+            new = store.record_hits(row["id"], doc, hits, channels=channels)
             for hit_id in new:
                 log.debug("hit", hit_id=hit_id, url=redact_url(doc.url), rematch=True)
             result.new_hits.extend(new)

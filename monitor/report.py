@@ -18,16 +18,17 @@ import html
 import os
 import secrets
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from math import ceil
 from pathlib import Path
 from typing import Any
 
+from monitor import health
 from monitor.alerts import clean_line, html_url, show_command
 from monitor.incidents import Incident, group_incidents
-from monitor.models import OPEN_STATUSES, SEVERITIES, severity_rank
+from monitor.models import OPEN_STATUSES, SEVERITIES, ReleasedHit, TargetStateRow, severity_rank
 from monitor.output import SEVERITY_COLOURS, plural
 from monitor.store import Store
 
@@ -90,9 +91,7 @@ def build_report(store: Store, group_by: Sequence[str], since: str | None,
     end = _parse_time(until) if until else now
     start = (_parse_time(since) if since
              else min((_parse_time(r["first_seen"]) for r in rows), default=end))
-    states = store.all_target_states()
-    failing = [s for name, s in sorted(states.items())
-               if s.get("consecutive_failures") and (targets is None or name in targets)]
+    failing = health.failing(store.all_target_states(), targets)
     body = "\n".join([
         _header(store, start, end, now, since is None),
         _summary(rows, found, grouped),
@@ -152,12 +151,12 @@ def _header(store: Store, start: datetime, end: datetime, now: datetime,
             f"holds no copy of them.</p></header>")
 
 
-def _summary(rows: list[dict[str, Any]], found: list[dict[str, Any]],
+def _summary(rows: list[ReleasedHit], found: list[ReleasedHit],
              grouped: list[Incident]) -> str:
     if not rows:
         return ('<section id="summary"><h2>Summary</h2>\n'
                 '<p class="empty">No hits in this period.</p></section>')
-    severities = Counter(r["severity"] for r in found)
+    severities: Counter[str] = Counter(r["severity"] for r in found)
     statuses = Counter(r["status"] for r in rows)
     by_severity = "".join(
         f"<tr><th>{_badge(s)}</th><td class=\"num\">{severities[s]}</td></tr>"
@@ -175,7 +174,7 @@ def _summary(rows: list[dict[str, Any]], found: list[dict[str, Any]],
             f"</section>")
 
 
-def _chart_section(found: list[dict[str, Any]], start: datetime, end: datetime,
+def _chart_section(found: list[ReleasedHit], start: datetime, end: datetime,
                    dismissed: int) -> str:
     if not found:
         note = f" ({dismissed} dismissed as false positives)" if dismissed else ""
@@ -185,7 +184,7 @@ def _chart_section(found: list[dict[str, Any]], start: datetime, end: datetime,
             f"</section>")
 
 
-def hits_chart(rows: Iterable[dict[str, Any]], start: datetime, end: datetime) -> str:
+def hits_chart(rows: Iterable[Mapping[str, Any]], start: datetime, end: datetime) -> str:
     """Hits (`severity`, `first_seen`) per hour, day or week between `start` and `end` as
     an inline SVG of bars stacked by severity, worst at the bottom where the eye starts.
 
@@ -334,14 +333,14 @@ def _incident(incident: Incident, number: int) -> str:
             f"<h3>{number}. {_badge(s['severity'])} <code>{_esc(clean_line(s['key']))}"
             f"</code></h3>\n{recipients}"
             f'<table class="facts">{cells}</table>\n{locations}'
-            f"<p>Evidence of its worst hit: <code>{_esc(show_command(worst))}</code></p>"
+            f"<p>Evidence of its worst hit: <code>{_esc(show_command(dict(worst)))}</code></p>"
             f"</section>")
 
 
-def _locations(hits: list[dict[str, Any]]) -> str:
+def _locations(hits: list[ReleasedHit]) -> str:
     """The incident's distinct URLs, worst and earliest first, as inert text or (http and
     https only, exactly as shown) as links that send no referrer."""
-    first: dict[str, dict[str, Any]] = {}
+    first: dict[str, ReleasedHit] = {}
     for h in sorted(hits, key=lambda h: (severity_rank(h["severity"]), h["first_seen"])):
         first.setdefault(h["url"], h)
     items = [f'<li><span class="url">{html_url(url)}</span> '
@@ -353,16 +352,15 @@ def _locations(hits: list[dict[str, Any]]) -> str:
     return f'<ul class="locations">{"".join(items)}</ul>\n'
 
 
-def _targets_section(failing: list[dict[str, Any]]) -> str:
+def _targets_section(failing: list[TargetStateRow]) -> str:
     if not failing:
         return ('<section id="targets"><h2>Failing targets</h2>\n'
                 "<p>No target failed its last crawl.</p></section>")
     rows = []
     for s in failing:
-        cells = [clean_line(s["name"]), "down" if s.get("down_since") else "failing",
-                 str(int(s["consecutive_failures"])),
-                 _when(_parse_time(s["last_success_at"])) if s.get("last_success_at")
-                 else "never", clean_line(s.get("last_error"), 200)]
+        cells = [clean_line(s.get("name")), health.health(s),
+                 str(int(s.get("consecutive_failures", 0))),
+                 _when(_parse_time(last)) if (last := s.get("last_success_at")) else "never", clean_line(s.get("last_error"), 200)]
         rows.append("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
     return ('<section id="targets"><h2>Failing targets</h2>\n'
             f"<p>{len(failing)} {plural(len(failing), 'target')} could not be read at "

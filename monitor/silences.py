@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from monitor.models import SilenceRow, SilenceState
+
 MATCH_KEYS = ("severity", "kind", "model", "recipient", "target", "url", "indicator",
               "artifact", "detector", "rule")
 _MATCHER = re.compile(r"^([a-z_]+)(=~|!~|!=|=)(.*)$", re.DOTALL)
@@ -71,14 +73,17 @@ class Silence:
     expired_at: str | None = None
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Silence:
+    def from_row(cls, row: SilenceRow) -> Silence:
         return cls(id=row["id"], reason=row["reason"], created_by=row["created_by"],
                    starts_at=row["starts_at"], ends_at=row["ends_at"],
                    expired_at=row["expired_at"],
                    matchers=tuple(parse_matcher(m) for m in json.loads(row["matchers"])))
 
+    def state(self, now: str) -> SilenceState:
+        return silence_state(self.expired_at, self.starts_at, self.ends_at, now)
+
     def active(self, now: str) -> bool:
-        return self.expired_at is None and self.starts_at <= now < self.ends_at
+        return self.state(now) == "active"
 
     def matches(self, labels: dict[str, Any]) -> bool:
         """All matchers hold (a silence with no matchers matches nothing)."""
@@ -86,6 +91,17 @@ class Silence:
 
     def describe(self) -> str:
         return " ".join(str(m) for m in self.matchers)
+
+
+def silence_state(expired_at: str | None, starts_at: str, ends_at: str, now: str
+                  ) -> SilenceState:
+    """Where a silence stands at `now`: expired by hand, ended, active or pending (it
+    starts later). The one rule `silence list` shows and the alerter applies."""
+    if expired_at:
+        return "expired"
+    if ends_at <= now:
+        return "ended"
+    return "active" if starts_at <= now else "pending"
 
 
 def silencing(silences: list[Silence], labels: dict[str, Any]) -> Silence | None:

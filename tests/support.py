@@ -14,7 +14,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -463,13 +463,14 @@ def make_config(port: int, *, enabled: bool = True, smtp: bool = True, security:
 
 def save(store: Store, hits: list[Hit], *, key: str = "post-1", url: str = "https://board.example/t/1",
          title: str = "weights dump", author: str = "anon", context: str | None = None,
-         snapshot: bytes = b"<html>snapshot</html>") -> list[int]:
+         snapshot: bytes = b"<html>snapshot</html>",
+         channels: Sequence[str] = ("email",)) -> list[int]:
     doc = Document(target="forum", key=key, url=url, text="text", title=title, author=author,
                    posted_at="2024-03-01T10:00:00+00:00", snapshot=snapshot)
     if context is not None:
         for hit in hits:
             hit.context = context
-    _, ids = store.save_document(doc, hits, run_id=None)
+    _, ids = store.save_document(doc, hits, run_id=None, channels=channels)
     return ids
 
 

@@ -83,13 +83,12 @@ def test_the_webhook_waits_for_its_group_as_the_email_does(tmp_path: Path, serve
                                                            hook: Hook) -> None:
     config = grouped_with_hook(server.port, hook.url)
     with Store(tmp_path / "w.db") as store:
-        store.channels = config.alerts.channels
-        first = save(store, [hit()], key="a", url="https://m1.example/w")
+        first = save(store, [hit()], channels=config.alerts.channels, key="a", url="https://m1.example/w")
         alerter = Alerter(store, config, clock=no_clock)
         t0 = start()
         waiting = alerter.flush(t0)
         assert (waiting.emails_sent, waiting.webhook_posts) == (0, 0)
-        second = save(store, [hit(indicator="cd" * 32)], key="b", url="https://m2.example/w")
+        second = save(store, [hit(indicator="cd" * 32)], channels=config.alerts.channels, key="b", url="https://m2.example/w")
         t1 = t0 + timedelta(seconds=301)
         both = alerter.flush(t1)
         assert (both.emails_sent, both.webhook_posts) == (1, 1)
@@ -98,7 +97,7 @@ def test_the_webhook_waits_for_its_group_as_the_email_does(tmp_path: Path, serve
         assert set(server.emails[0]["X-Weightwatch-Hits"].split(",")) == {
             str(i) for i in first + second}
         # A later mirror waits the group interval, on both channels alike.
-        late = save(store, [hit(indicator="ef" * 32)], key="c", url="https://m3.example/w")
+        late = save(store, [hit(indicator="ef" * 32)], channels=config.alerts.channels, key="c", url="https://m3.example/w")
         held = alerter.flush(t1 + timedelta(seconds=3599))
         assert (held.emails_sent, held.webhook_posts) == (0, 0)
         follow_up = alerter.flush(t1 + timedelta(seconds=3601))
@@ -110,8 +109,7 @@ def test_a_silence_that_ends_releases_both_channels_at_the_time_given(
         tmp_path: Path, server: Server, hook: Hook) -> None:
     config = with_hook(server.port, hook.url)
     with Store(tmp_path / "w.db") as store:
-        store.channels = config.alerts.channels
-        save(store, [hit()])
+        save(store, [hit()], channels=config.alerts.channels)
         t0 = start()
         ends = (t0 + timedelta(hours=2)).isoformat()
         store.add_silence(matchers=["model=heron-7b"], reason="known", created_by="t",
@@ -137,11 +135,10 @@ def test_a_webhook_batch_that_may_have_been_posted_goes_again_as_it_was(
     receiver may have taken it is repeated with the same hits, not merged with newer ones."""
     config = with_hook(server.port, hook.url)
     with Store(tmp_path / "w.db") as store:
-        store.channels = config.alerts.channels
-        first = save(store, [hit()], key="a", url="https://m1.example/w")
+        first = save(store, [hit()], channels=config.alerts.channels, key="a", url="https://m1.example/w")
         (due,) = store.due_alerts(channel="webhook")
         store.mark_sending([due["outbox_id"]], "webhook:<crashed@weightwatch.local>")
-        second = save(store, [hit(indicator="cd" * 32)], key="b", url="https://m2.example/w")
+        second = save(store, [hit(indicator="cd" * 32)], channels=config.alerts.channels, key="b", url="https://m2.example/w")
         result = Alerter(store, config, clock=no_clock).flush(start())
         assert result.webhook_posts == 2
         assert [[h["id"] for h in body["hits"]] for _, body in hook.posts] == [first, second]

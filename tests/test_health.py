@@ -13,7 +13,7 @@ from demo.smtp_sink import SmtpSink
 from monitor.alerts import Alerter
 from monitor.config import AlertSettings, Config, CrawlSettings, SmtpSettings, Target
 from monitor.daemon import Daemon
-from monitor.models import utcnow
+from monitor.models import TargetStateRow, utcnow
 from monitor.store import Store, backoff_seconds
 
 
@@ -122,3 +122,32 @@ def test_alerts_list_shows_notices(tmp_path):
     (notice,) = json.loads(proc.stdout)
     assert notice["kind"] == "target_down" and notice["target"] == "board"
     assert notice["status"] == "pending"
+
+
+def test_targets_and_report_say_the_same_health() -> None:
+    """One rule for the health word: `targets` and the report's failing targets both ask
+    monitor.health."""
+    from monitor.health import failing, health
+
+    states: dict[str, TargetStateRow] = {
+        "new": {"name": "new"},
+        "ok": {"name": "ok", "last_success_at": "2026-01-01T00:00:00+00:00"},
+        "failing": {"name": "failing", "consecutive_failures": 1},
+        "down": {"name": "down", "consecutive_failures": 3,
+                 "down_since": "2026-01-01T00:00:00+00:00"}}
+    assert {name: health(s) for name, s in states.items()} == {
+        "new": "new", "ok": "ok", "failing": "failing", "down": "down"}
+    assert health(states["down"], enabled=False) == "disabled"
+    assert [s["name"] for s in failing(states)] == ["down", "failing"]
+    assert [s["name"] for s in failing(states, ["down"])] == ["down"]
+
+
+def test_finish_run_takes_the_time_given(tmp_path):
+    with Store(tmp_path / "w.db") as store:
+        now = "2030-05-01T12:00:00+00:00"
+        for _ in range(3):
+            store.finish_run(store.start_run("board", now=now), status="failed",
+                             error="boom", down_after=3, now=now)
+        state = store.target_state("board")
+        assert state["down_since"] == now
+        assert state["backoff_until"] == "2030-05-01T12:45:00+00:00"  # 5 min, tripled twice

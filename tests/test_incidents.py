@@ -123,3 +123,21 @@ def test_hits_show_snapshot_writes_the_page_as_fetched(tmp_path: Path) -> None:
     os.symlink(tmp_path / "elsewhere", link)
     cli(db, "hits", "show", str(ids["v1"][1]), "--snapshot", str(link), code=1)
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_recipient_with_a_comma_is_one_recipient_everywhere(tmp_path: Path) -> None:
+    """`Lab 17, Inc.` was two recipients (`Lab 17`, ` Inc.`) in `incidents`, whose SQL
+    joined the names with commas, and one in `report`; now one in all three commands."""
+    db = tmp_path / "w.db"
+    with Store(db) as store:
+        ids = [i for n in range(2) for i in save(
+            store, [hit(recipient="Lab 17, Inc.")], key=f"k{n}",
+            url=f"https://mirror{n}.example/w")]
+    (listed,) = json.loads(cli(db, "incidents", "--format", "json").stdout)
+    assert listed["recipients"] == ["Lab 17, Inc."] and listed["hit_ids"] == ids
+    shown = json.loads(cli(db, "hits", "show", str(ids[0]), "--format", "json").stdout)[0]
+    assert shown["recipient"] == "Lab 17, Inc."
+    assert shown["incident"]["recipients"] == ["Lab 17, Inc."]
+    page = tmp_path / "report.html"
+    cli(db, "report", "--since", "30d", "--out", str(page))
+    assert "Whose copy leaked: <strong>Lab 17, Inc.</strong>" in page.read_text()

@@ -135,3 +135,18 @@ def test_when_a_silence_ends_only_what_is_still_open_is_emailed(tmp_path: Path,
     result = flush(db, server.port)
     assert result.alerts_sent == 2
     assert set().union(*indicators_in(server)) == {str(heron[1]), str(other[0])}
+
+
+def test_silence_state_is_one_rule_for_list_and_alerter() -> None:
+    from monitor.silences import Silence, silence_state
+
+    now = "2030-01-01T12:00:00+00:00"
+    before, after = "2030-01-01T11:00:00+00:00", "2030-01-01T13:00:00+00:00"
+    assert silence_state(None, before, after, now) == "active"
+    assert silence_state(None, after, "2030-01-02T00:00:00+00:00", now) == "pending"
+    assert silence_state(None, "2029-12-31T00:00:00+00:00", before, now) == "ended"
+    assert silence_state(before, before, after, now) == "expired"
+    assert silence_state(None, before, now, now) == "ended", "ends_at is exclusive"
+    silence = Silence(id=1, matchers=(), reason="r", created_by="t", starts_at=before,
+                      ends_at=after)
+    assert silence.active(now) and not silence.active(after)

@@ -153,3 +153,23 @@ def test_upgrade_keeps_registry_and_widens_digest_kinds(tmp_path):
         assert added == [True] * 6
         assert store.artifacts("m")[0]["pieces_root"] == "f" * 64
         assert store.integrity_check() == "ok"
+
+
+def test_one_severity_order_in_python_and_in_the_database(tmp_path) -> None:
+    """severity_rank, severity_level and the hits.severity_level column of migration 11
+    are one order: worst first by rank, highest level for the worst."""
+    from monitor.models import SEVERITIES, severity_level, severity_of_level, severity_rank
+
+    with Store(tmp_path / "w.db") as store:
+        store.db.execute("INSERT INTO hits (dedup_key, kind, severity, indicator, detector, "
+                         "context, target, url, first_seen, last_seen, status) "
+                         "SELECT 'k' || s, 'hash', s, 'i', 'd', 'c', 't', 'u', 'x', 'x', 'new' "
+                         "FROM (SELECT 'critical' AS s UNION SELECT 'high' UNION SELECT 'medium' "
+                         "UNION SELECT 'low')")
+        levels = dict(store.db.execute("SELECT severity, severity_level FROM hits").fetchall())
+    assert levels == {s: severity_level(s) for s in SEVERITIES}
+    assert severity_level("bogus") == 0
+    assert sorted(SEVERITIES, key=severity_rank) == sorted(SEVERITIES, key=severity_level,
+                                                           reverse=True)
+    assert [severity_of_level(severity_level(s)) for s in SEVERITIES] == list(SEVERITIES)
+    assert severity_of_level(0) == "unknown"

@@ -38,11 +38,12 @@ def test_each_group_is_posted_once_beside_the_email(tmp_path: Path, server: Serv
     monkeypatch.setenv("WW_HOOK_TOKEN", TOKEN)
     config = with_hook(server.port, hook.url)
     with Store(tmp_path / "w.db") as store:
-        store.channels = config.alerts.channels
         heron = [i for n in range(3) for i in save(
-            store, [hit(indicator="ab" * 32)], key=f"k{n}", url=f"https://m{n}.example/w")]
+            store, [hit(indicator="ab" * 32)], key=f"k{n}", url=f"https://m{n}.example/w",
+            channels=config.alerts.channels)]
         other = save(store, [hit(indicator="cd" * 32, model="other-3b",
-                                 context='<script>alert(1)</script>')], key="o")
+                                 context='<script>alert(1)</script>')], key="o",
+                     channels=config.alerts.channels)
         result = Alerter(store, config).flush()
         assert (result.emails_sent, result.webhook_posts) == (2, 2)
         assert {r["channel"] for r in store.outbox()} == {"email", "webhook"}
@@ -66,8 +67,7 @@ def test_a_failing_webhook_retries_and_delivers_once(tmp_path: Path, server: Ser
     config = with_hook(server.port, hook.url)
     hook.status = 503
     with Store(tmp_path / "w.db") as store:
-        store.channels = config.alerts.channels
-        save(store, [hit()])
+        save(store, [hit()], channels=config.alerts.channels)
         result = Alerter(store, config).flush()
         # The email went out; the webhook's alert waits, its error naming only the origin.
         assert result.emails_sent == 1 and result.webhook_posts == 0
@@ -86,8 +86,7 @@ def test_a_failing_webhook_retries_and_delivers_once(tmp_path: Path, server: Ser
 def test_silences_hold_the_webhook_too(tmp_path: Path, server: Server, hook: Hook) -> None:
     config = with_hook(server.port, hook.url)
     with Store(tmp_path / "w.db") as store:
-        store.channels = config.alerts.channels
-        save(store, [hit(model="heron-7b")])
+        save(store, [hit(model="heron-7b")], channels=config.alerts.channels)
         store.add_silence(matchers=["model=heron-7b"], reason="known", created_by="t",
                           ends_at="2999-01-01T00:00:00+00:00")
         result = Alerter(store, config).flush()

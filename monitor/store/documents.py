@@ -1,0 +1,144 @@
+"""Documents and their evidence snapshots: what was crawled, when it was seen, and the
+raw response it was read from."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import sqlite_utils
+
+from monitor.models import Document, DocumentRow, Hit, StoredDocument, utcnow
+from monitor.store.connection import insert
+from monitor.store.hits import Hits
+
+
+@dataclass
+class SavedDocument:
+    id: int
+    is_new: bool
+    changed: bool
+
+
+DOCUMENT_COLUMNS = ("id, target, key, url, title, author, posted_at, fetched_at, text, "
+                    "links, extras")
+
+
+class Documents:
+    def __init__(self, db: sqlite_utils.Database, hits: Hits):
+        self.db = db
+        self.hits = hits
+
+    def document_hash(self, target: str, key: str) -> str | None:
+        row = self.db.execute("SELECT content_sha256 FROM documents WHERE target = ? AND key = ?",
+                              [target, key]).fetchone()
+        return str(row[0]) if row else None
+
+    def touch_document(self, target: str, key: str, *, now: str | None = None) -> None:
+        """An unchanged document seen again: it and its hits were still there now."""
+        now = now or utcnow()
+        with self.db.atomic():
+            row = self.db.execute("SELECT id FROM documents WHERE target = ? AND key = ?",
+                                  [target, key]).fetchone()
+            if row is None:
+                return
+            self.db.execute("UPDATE documents SET last_seen = ? WHERE id = ?", [now, row[0]])
+            self.db.execute("UPDATE hits SET last_seen = ?, seen_count = seen_count + 1 "
+                            "WHERE document_id = ?", [now, row[0]])
+
+    def save_document(self, doc: Document, hits: Iterable[Hit], run_id: int | None, *,
+                      channels: Sequence[str], now: str | None = None
+                      ) -> tuple[SavedDocument, list[int]]:
+        """Store a document, its snapshot, its hits and their outbox rows (one per channel
+        in `channels`) atomically.
+
+        Returns the document and the ids of hits that are new (first seen now); hits seen
+        before only get `last_seen` and `seen_count` moved, and are not alerted again.
+        """
+        now = now or utcnow()
+        with self.db.atomic():
+            snapshot_sha = self._save_snapshot(doc, now) if doc.snapshot else None
+            saved = self._upsert_document(doc, snapshot_sha, run_id, now)
+            new_hits = [hit_id for hit in hits
+                        if (hit_id := self.hits.record(hit, doc, saved.id, run_id, now,
+                                                       channels))]
+        return saved, new_hits
+
+    def _save_snapshot(self, doc: Document, now: str) -> str:
+        sha = hashlib.sha256(doc.snapshot).hexdigest()
+        self.db.execute(
+            "INSERT INTO snapshots (sha256, url, fetched_at, size, body) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(sha256) DO NOTHING",
+            [sha, doc.snapshot_url or doc.url, doc.fetched_at or now, len(doc.snapshot),
+             zlib.compress(doc.snapshot, 6)])
+        return sha
+
+    def _upsert_document(self, doc: Document, snapshot_sha: str | None, run_id: int | None,
+                         now: str) -> SavedDocument:
+        content_sha = doc.content_sha256
+        row = self.db.execute("SELECT id, content_sha256 FROM documents WHERE target = ? AND key = ?",
+                              [doc.target, doc.key]).fetchone()
+        values = {
+            "url": doc.url, "title": doc.title, "author": doc.author, "posted_at": doc.posted_at,
+            "text": doc.text, "links": json.dumps(doc.links), "extras": json.dumps(doc.extras, sort_keys=True),
+            "content_sha256": content_sha, "snapshot_sha256": snapshot_sha,
+            "fetched_at": doc.fetched_at or now, "last_seen": now, "run_id": run_id,
+        }
+        if row is None:
+            pk = insert(self.db, "documents",
+                        {"target": doc.target, "key": doc.key, "first_seen": now, **values})
+            return SavedDocument(pk, is_new=True, changed=True)
+        self.db.table("documents").update(row[0], values)
+        return SavedDocument(row[0], is_new=False, changed=row[1] != content_sha)
+
+    def snapshot(self, sha256: str) -> bytes | None:
+        row = self.db.execute("SELECT body FROM snapshots WHERE sha256 = ?", [sha256]).fetchone()
+        return zlib.decompress(row[0]) if row else None
+
+    def document(self, document_id: int) -> DocumentRow | None:
+        rows = list(self.db.query(
+            "SELECT id, target, key, url, title, author, posted_at, fetched_at, first_seen, "
+            "last_seen, content_sha256, snapshot_sha256, extras FROM documents WHERE id = ?",
+            [document_id]))
+        return cast(DocumentRow, rows[0]) if rows else None
+
+    def count_documents(self, *, targets: Sequence[str] = (), since: str | None = None) -> int:
+        """How many stored documents `iter_documents` with the same filter would yield."""
+        where, params = _document_filter(targets, since)
+        sql = "SELECT COUNT(*) FROM documents" + (" WHERE " + " AND ".join(where) if where else "")
+        return int(self.db.execute(sql, params).fetchone()[0])
+
+    def iter_documents(self, *, targets: Sequence[str] = (), since: str | None = None,
+                       batch_size: int = 500) -> Iterator[StoredDocument]:
+        """Stored documents (with text, links and extras, as JSON text) in id order, read
+        `batch_size` at a time, so any number can be walked in little memory; documents last
+        seen before `since` (ISO time) or of other `targets` are left out.
+
+        Each batch is its own query (keyset pagination), so no read stays open while the
+        caller writes between batches."""
+        where, params = _document_filter(targets, since)
+        last = 0
+        while True:
+            sql = (f"SELECT {DOCUMENT_COLUMNS} FROM documents WHERE "
+                   + " AND ".join([*where, "id > ?"]) + f" ORDER BY id LIMIT {int(batch_size)}")
+            rows = cast(list[StoredDocument], list(self.db.query(sql, [*params, last])))
+            yield from rows
+            if len(rows) < batch_size:
+                return
+            last = rows[-1]["id"]
+
+
+def _document_filter(targets: Sequence[str], since: str | None) -> tuple[list[str], list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
+    if targets:
+        where.append(f"target IN ({', '.join('?' * len(targets))})")
+        params.extend(targets)
+    if since:
+        where.append("last_seen >= ?")
+        params.append(since)
+    return where, params

@@ -1,0 +1,293 @@
+"""The registry: released models, their artifacts and digests, tensor fingerprints,
+remote scan verdicts and watermarked copies. It only grows, so counts and largest ids say
+whether anything new was registered."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast, overload
+
+import numpy as np
+import sqlite_utils
+
+from fingerprints.weightprint import TensorPrint, WeightPrint
+from monitor.models import (
+    ArtifactRow,
+    IndicatorRow,
+    WatermarkRow,
+    WeightScanRow,
+    utcnow,
+)
+from monitor.store.connection import insert
+
+
+@dataclass(frozen=True)
+class KnownDigest:
+    """A registry entry as detectors need it: what a digest value points to."""
+
+    algo: str
+    value: str
+    model: str
+    artifact: str | None
+    recipient: str | None
+    source: str
+    indicator_id: int
+    release: str | None = None
+    size: int | None = None       # bytes of the file it identifies, where known
+
+
+
+# A stored tensor fingerprint: (model, file name, print); attributed, with the recipient
+# of the artifact it was made from (None for the release itself).
+StoredPrint = tuple[str, str, WeightPrint]
+AttributedPrint = tuple[str, str, WeightPrint, str | None]
+
+
+class Registry:
+    def __init__(self, db: sqlite_utils.Database):
+        self.db = db
+
+    def add_model(self, name: str, *, now: str | None = None) -> None:
+        self.db.execute("INSERT INTO models (name, created_at) VALUES (?, ?) "
+                        "ON CONFLICT(name) DO NOTHING", [name, now or utcnow()])
+
+    def add_artifact(self, *, model: str, name: str, path: str | None, size: int, sha256: str,
+                     sha1: str, md5: str, pieces_root: str | None = None,
+                     shards: Sequence[str] = (), release: str | None = None,
+                     recipient: str | None = None,
+                     now: str | None = None) -> tuple[int, list[bool]]:
+        """Register one released file and its digests; returns its id and, per digest,
+        whether it was new to the registry."""
+        now = now or utcnow()
+        digests = [("sha256", sha256), ("sha1", sha1), ("md5", md5)]
+        if pieces_root:
+            digests.append(("pieces_root", pieces_root))
+        if len(shards) > 1:  # a single shard is the file's SHA-256, already listed
+            digests += [("shard", shard) for shard in shards]
+        with self.db.atomic():
+            self.add_model(model, now=now)
+            row = self.db.execute(
+                "SELECT id FROM artifacts WHERE model = ? AND sha256 = ? AND recipient IS ?",
+                [model, sha256, recipient]).fetchone()
+            if row:
+                artifact_id = row[0]
+                # Registered before these digests existed: fill them in (but never blank
+                # them, e.g. from a bundle written before they were computed).
+                fill: dict[str, Any] = {}
+                if pieces_root:
+                    fill["pieces_root"] = pieces_root
+                if shards:
+                    fill["shards"] = json.dumps(list(shards))
+                if fill:
+                    self.db.table("artifacts").update(artifact_id, fill)
+            else:
+                artifact_id = insert(self.db, "artifacts", {
+                    "model": model, "name": name, "path": path, "size": size, "sha256": sha256,
+                    "sha1": sha1, "md5": md5, "pieces_root": pieces_root,
+                    "shards": json.dumps(list(shards)), "release": release,
+                    "recipient": recipient, "registered_at": now})
+            added = [self.add_indicator(algo=algo, value=value, model=model, name=name, size=size,
+                                        source=f"register:{path or name}", artifact_id=artifact_id,
+                                        recipient=recipient, now=now)
+                     for algo, value in digests]
+        return artifact_id, added
+
+    def artifacts(self, model: str | None = None) -> list[ArtifactRow]:
+        """Registered files (name, size, digests, release, recipient), for manifest matching
+        and bundles."""
+        sql = "SELECT * FROM artifacts"
+        params: list[Any] = []
+        if model:
+            sql += " WHERE model = ?"
+            params.append(model)
+        return cast(list[ArtifactRow], list(self.db.query(sql + " ORDER BY id", params)))
+
+    def add_indicator(self, *, algo: str, value: str, model: str, source: str,
+                      name: str | None = None, size: int | None = None,
+                      artifact_id: int | None = None, recipient: str | None = None,
+                      now: str | None = None) -> bool:
+        """Add a known digest; True if it was not known for this model before."""
+        now = now or utcnow()
+        with self.db.atomic():
+            self.add_model(model, now=now)
+            cur = self.db.execute(
+                "INSERT INTO indicators (algo, value, model, artifact_id, recipient, name, size, "
+                "source, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(algo, value, model) DO NOTHING",
+                [algo, value.lower(), model, artifact_id, recipient, name, size, source, now])
+            return cur.rowcount == 1
+
+    def models(self) -> list[str]:
+        """Names of the registered models, sorted."""
+        return [row[0] for row in self.db.execute("SELECT name FROM models ORDER BY name")]
+
+    def indicators(self, *, models: Sequence[str] = (),
+                   standalone: bool = False) -> list[IndicatorRow]:
+        """Indicator rows in the order they were added; `standalone` keeps only those not
+        derived from a registered artifact (imported lists, magnets, bundles)."""
+        where: list[str] = []
+        params: list[Any] = []
+        if models:
+            where.append(f"model IN ({', '.join('?' * len(models))})")
+            params.extend(models)
+        if standalone:
+            where.append("artifact_id IS NULL")
+        sql = "SELECT * FROM indicators" + (" WHERE " + " AND ".join(where) if where else "")
+        return cast(list[IndicatorRow], list(self.db.query(sql + " ORDER BY id", params)))
+
+    def registry_counts(self) -> dict[str, int]:
+        """Rows in each registry table; the registry only grows, so a change in these
+        counts means something new was registered."""
+        return {table: self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                for table in ("models", "artifacts", "indicators")}
+
+    # --- tensor fingerprints ------------------------------------------------------------
+
+    def add_weight_print(self, *, model: str, name: str, print_: WeightPrint,
+                         artifact_id: int | None = None,
+                         now: str | None = None) -> tuple[int, bool]:
+        """Store one weight file's tensor fingerprint; returns its id and whether it was
+        new (the same file fingerprinted with the same key is stored once)."""
+        now = now or utcnow()
+        with self.db.atomic():
+            self.add_model(model, now=now)
+            row = self.db.execute(
+                "SELECT id FROM weight_prints WHERE model = ? AND name = ? AND key = ?",
+                [model, name, print_.key]).fetchone()
+            if row:
+                return row[0], False
+            print_id = insert(self.db, "weight_prints", {
+                "model": model, "artifact_id": artifact_id, "name": name, "key": print_.key,
+                "null_dims": print_.null_dims, "version": print_.version,
+                "tensors": len(print_.tensors), "added_at": now})
+            self.db.table("tensor_prints").insert_all(({
+                "print_id": print_id, "position": i, "name": t.name, "canonical": t.canonical,
+                "rows": t.shape[0], "columns": t.shape[1], "dtype": t.dtype,
+                "stats": json.dumps(t.stats),
+                "sketch": t.sketch.astype("<f2").tobytes(),
+                "sample_index": t.sample_index.astype("<i8").tobytes(),
+                "samples": t.samples.astype("<f4").tobytes(), "role": t.role or None,
+                "column_sketch": (None if t.column_sketch is None
+                                  else t.column_sketch.astype("<f2").tobytes())}
+                for i, t in enumerate(print_.tensors)))
+        return print_id, True
+
+    @overload
+    def weight_prints(self, models: Sequence[str] = (), *,
+                      with_recipient: Literal[False] = False) -> list[StoredPrint]: ...
+
+    @overload
+    def weight_prints(self, models: Sequence[str] = (), *,
+                      with_recipient: Literal[True]) -> list[AttributedPrint]: ...
+
+    def weight_prints(self, models: Sequence[str] = (), *, with_recipient: bool = False
+                      ) -> list[StoredPrint] | list[AttributedPrint]:
+        """Every stored tensor fingerprint as (model, file name, print), oldest first; with
+        `with_recipient`, (model, file name, print, recipient of its artifact or None)."""
+        where, params = "", list(models)
+        if models:
+            where = f" WHERE p.model IN ({', '.join('?' * len(models))})"
+        found: list[AttributedPrint] = []
+        for row in list(self.db.query(
+                "SELECT p.*, a.recipient AS recipient FROM weight_prints p LEFT JOIN artifacts a "
+                f"ON a.id = p.artifact_id{where} ORDER BY p.id", params)):
+            tensors = [TensorPrint(
+                name=t["name"], canonical=t["canonical"], shape=(t["rows"], t["columns"]),
+                dtype=t["dtype"], stats=json.loads(t["stats"]),
+                sketch=np.frombuffer(t["sketch"], "<f2").reshape(t["rows"], -1),
+                sample_index=np.frombuffer(t["sample_index"], "<i8").astype(np.int64),
+                samples=np.frombuffer(t["samples"], "<f4").reshape(-1, t["columns"]),
+                role=t["role"] or "",
+                column_sketch=None if t["column_sketch"] is None else np.frombuffer(
+                    t["column_sketch"], "<f2").reshape(t["columns"], -1))
+                for t in self.db.query("SELECT * FROM tensor_prints WHERE print_id = ? "
+                                       "ORDER BY position", [row["id"]])]
+            found.append((row["model"], row["name"], WeightPrint(
+                key=bytes(row["key"]), tensors=tensors, null_dims=row["null_dims"],
+                version=row["version"]), row["recipient"]))
+        if with_recipient:
+            return found
+        return [(model, name, print_) for model, name, print_, _ in found]
+
+    def printed_tensors(self, artifact_id: int) -> int | None:
+        """How many tensors the stored fingerprint of this artifact has; None if it has none
+        (re-registering a file does not fingerprint it again)."""
+        row = self.db.execute("SELECT tensors FROM weight_prints WHERE artifact_id = ?",
+                              [artifact_id]).fetchone()
+        return row[0] if row else None
+
+    def weight_print_version(self) -> int:
+        """Grows whenever a fingerprint or a digest is added (scans look digests up first):
+        remote scans made before are stale. Both tables only grow, so the sum of their
+        largest ids does too."""
+        return int(self.db.execute(
+            "SELECT (SELECT COALESCE(MAX(id), 0) FROM weight_prints) + "
+            "(SELECT COALESCE(MAX(id), 0) FROM indicators)").fetchone()[0])
+
+    def weight_scan(self, url: str) -> WeightScanRow | None:
+        """The last remote scan of `url` (redacted), if any."""
+        rows = list(self.db.query("SELECT * FROM weight_scans WHERE url = ?", [url]))
+        return cast(WeightScanRow, rows[0]) if rows else None
+
+    def record_weight_scan(self, url: str, *, verdict: str, model: str | None = None,
+                           score: float | None = None, bytes_read: int = 0,
+                           error: str | None = None, details: str = "{}",
+                           now: str | None = None) -> None:
+        """Remember a remote scan's verdict (the URL redacted) for this registry version."""
+        self.db.table("weight_scans").upsert({
+            "url": url, "scanned_at": now or utcnow(), "verdict": verdict, "model": model,
+            "score": score, "bytes_read": bytes_read, "error": error, "details": details,
+            "registry_version": self.weight_print_version()}, pk="url")
+
+    # --- watermarks ----------------------------------------------------------------------
+
+    def add_watermark(self, *, model: str, recipient: str, key: bytes, key_id: str,
+                      version: int, densities: dict[str, float],
+                      artifact_id: int | None = None, now: str | None = None) -> bool:
+        """Record a recipient's marking key; True if new. Issuing the same recipient again
+        with the same key keeps the record; a different key is refused (ValueError): two
+        copies with different marks for one recipient would make attribution ambiguous."""
+        now = now or utcnow()
+        with self.db.atomic():
+            self.add_model(model, now=now)
+            row = self.db.execute("SELECT key_id FROM watermarks WHERE model = ? AND "
+                                  "recipient = ?", [model, recipient]).fetchone()
+            if row:
+                if row[0] != key_id:
+                    raise ValueError(f"{recipient} already has a {model} copy marked with "
+                                     f"another key (key id {row[0]})")
+                return False
+            self.db.table("watermarks").insert({
+                "model": model, "recipient": recipient, "key": key, "key_id": key_id,
+                "version": version, "densities": json.dumps(densities, sort_keys=True),
+                "artifact_id": artifact_id, "issued_at": now})
+            return True
+
+    def watermarks(self, model: str | None = None) -> list[WatermarkRow]:
+        """Recipients with marked copies: model, recipient, key, key_id, densities (dict)."""
+        sql, params = "SELECT * FROM watermarks", []
+        if model:
+            sql, params = sql + " WHERE model = ?", [model]
+        rows = list(self.db.query(sql + " ORDER BY id", params))
+        for row in rows:
+            row["key"] = bytes(row["key"])
+            row["densities"] = json.loads(row["densities"])
+        return cast(list[WatermarkRow], rows)
+
+    def known_digests(self) -> dict[str, list[KnownDigest]]:
+        """Every registered digest value (lowercase hex) to what it identifies."""
+        index: dict[str, list[KnownDigest]] = {}
+        for row in self.db.query(
+                "SELECT i.id, i.algo, i.value, i.model, i.source, "
+                "COALESCE(a.name, i.name) AS artifact, COALESCE(i.recipient, a.recipient) AS recipient, "
+                "a.release AS release, COALESCE(a.size, i.size) AS size "
+                "FROM indicators i LEFT JOIN artifacts a ON a.id = i.artifact_id"):
+            index.setdefault(row["value"], []).append(KnownDigest(
+                algo=row["algo"], value=row["value"], model=row["model"], artifact=row["artifact"],
+                recipient=row["recipient"], source=row["source"], indicator_id=row["id"],
+                release=row["release"], size=row["size"]))
+        return index
+
+
