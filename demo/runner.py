@@ -15,7 +15,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from email import message_from_bytes
 from email.policy import default as default_policy
 from pathlib import Path
@@ -148,7 +148,7 @@ def _say(label: str, text: str) -> None:
     click.echo(f"{click.style(label.ljust(12), bold=True)} {text}")
 
 
-def _report(hits: Sequence[dict[str, Any]], sink: SmtpSink, received: bool, error: str | None, db: Path,
+def _report(hits: Sequence[Mapping[str, Any]], sink: SmtpSink, received: bool, error: str | None, db: Path,
             config_path: Path, elapsed: float) -> bool:
     click.echo()
     if hits:

@@ -312,7 +312,7 @@ async def run(flush: Flush, notifier: Notifier[Message]) -> None:
     """One channel through the stages: its due alerts, less what silences and group
     waits hold back; then, if there is anything to send and the channel can send, the
     batches (alerts, then notices and reminders where the channel carries them)."""
-    rows = flush.store.due_alerts(flush.stamp, channel=flush.channel)
+    rows: list[Row] = list(flush.store.due_alerts(flush.stamp, channel=flush.channel))
     for hold in HOLDS:
         rows = hold(flush, rows)
     flush.result.alerts_pending = len(rows)

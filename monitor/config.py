@@ -12,7 +12,7 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,7 +287,7 @@ class Route:
     model: list[str] = field(default_factory=list)
     kind: list[str] = field(default_factory=list)
 
-    def takes(self, labels: dict[str, Any]) -> bool:
+    def takes(self, labels: Mapping[str, Any]) -> bool:
         return all(not allowed or labels.get(name) in allowed
                    for name, allowed in (("severity", self.severity), ("model", self.model),
                                          ("kind", self.kind)))
@@ -333,7 +333,7 @@ class AlertSettings:
     def channels(self) -> tuple[str, ...]:
         return ("email", "webhook") if self.webhook is not None else ("email",)
 
-    def recipients(self, labels: dict[str, Any]) -> tuple[str, ...]:
+    def recipients(self, labels: Mapping[str, Any]) -> tuple[str, ...]:
         """Where an alert (or a target notice, by its kind) goes."""
         for route in self.routes:
             if route.takes(labels):

@@ -11,7 +11,7 @@ import io
 import json
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import click
@@ -38,7 +38,7 @@ def csv_safe(value: Any) -> Any:
     return value
 
 
-def render(rows: Sequence[dict[str, Any]], fmt: str, *, columns: Sequence[str] | None = None,
+def render(rows: Sequence[Mapping[str, Any]], fmt: str, *, columns: Sequence[str] | None = None,
            table_columns: Sequence[str] | None = None, empty: str = "nothing to show") -> str:
     columns = list(columns or (rows[0].keys() if rows else []))
     if fmt == "json":
@@ -62,7 +62,7 @@ def render(rows: Sequence[dict[str, Any]], fmt: str, *, columns: Sequence[str] |
     return table(rows, table_columns or columns)
 
 
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     """An aligned text table that fits the terminal, truncating the widest column."""
     cells = [[cell(r.get(c)) for c in columns] for r in rows]
     widths = [min(max(len(c), *(len(row[i]) for row in cells)), COLUMN_CAPS.get(c, 10**6))
@@ -111,7 +111,7 @@ def cell(value: Any) -> str:
     return text
 
 
-def emit(rows: Iterable[dict[str, Any]], fmt: str, **kwargs: Any) -> None:
+def emit(rows: Iterable[Mapping[str, Any]], fmt: str, **kwargs: Any) -> None:
     text = render(list(rows), fmt, **kwargs)
     if text:
         # An export (json, csv, ndjson) must arrive whole or fail; a table is for a

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ class Matcher:
     def __str__(self) -> str:
         return f"{self.key}{self.op}{self.value}"
 
-    def matches(self, labels: dict[str, Any]) -> bool:
+    def matches(self, labels: Mapping[str, Any]) -> bool:
         actual = "" if labels.get(self.key) is None else str(labels[self.key])
         if self.op in ("=", "!="):
             hit = actual == self.value
@@ -85,7 +86,7 @@ class Silence:
     def active(self, now: str) -> bool:
         return self.state(now) == "active"
 
-    def matches(self, labels: dict[str, Any]) -> bool:
+    def matches(self, labels: Mapping[str, Any]) -> bool:
         """All matchers hold (a silence with no matchers matches nothing)."""
         return bool(self.matchers) and all(m.matches(labels) for m in self.matchers)
 
@@ -104,7 +105,7 @@ def silence_state(expired_at: str | None, starts_at: str, ends_at: str, now: str
     return "active" if starts_at <= now else "pending"
 
 
-def silencing(silences: list[Silence], labels: dict[str, Any]) -> Silence | None:
+def silencing(silences: list[Silence], labels: Mapping[str, Any]) -> Silence | None:
     """The silence (among active ones) that holds this alert back the longest, if any."""
     found = [s for s in silences if s.matches(labels)]
     return max(found, key=lambda s: s.ends_at) if found else None

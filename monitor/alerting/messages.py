@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import html
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -23,8 +23,9 @@ from urllib.parse import urlsplit
 from monitor.config import AlertSettings, SmtpSettings
 from monitor.models import severity_rank
 
-# An alert row as `Store.due_alerts` gives it: the outbox row's state and the hit it alerts.
-Row = dict[str, Any]
+# An alert row as `Store.due_alerts` gives it (`models.AlertRow`), or a notice: read-only, so
+# composing works on any typed row.
+Row = Mapping[str, Any]
 
 MESSAGE_ID_DOMAIN = "weightwatch.local"
 # One email per model, but bounded: a burst of thousands of hits must not produce a
