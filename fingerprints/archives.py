@@ -88,6 +88,8 @@ RATIO_FLOOR = 1 << 20
 # tarfile reads pax and GNU long-name headers whole; no single read may exceed this.
 MAX_TAR_READ = 64 << 20
 CHUNK = 1 << 20
+# The least a compressed stream reads at once when its session's budget is nearly spent.
+MIN_INPUT = 64 << 10
 # An inflated member larger than this goes to a temporary file, not memory: a wheel's
 # deflated inner zip of weights is tens or hundreds of MB.
 SPOOL_ABOVE = 16 << 20
@@ -622,6 +624,8 @@ class _Decompressed(io.RawIOBase):
 
     def _more_input(self) -> bytes:
         n = min(CHUNK, self.source.size - self.consumed)
+        if self.session is not None:
+            n = min(n, self.session.input_allowance())
         data = self.source.read(self.consumed, n) if n > 0 else b""
         self.consumed += len(data)
         return data
@@ -872,6 +876,14 @@ class ArchiveSession:
                           f"was spent inflating compressed tars, after {consumed} of its "
                           f"{source.size} bytes; the rest was not read")
             raise BudgetSpent(self.spent)
+
+    def input_allowance(self) -> int:
+        """How much compressed input a stream may read next: near the budget's end, no
+        more than what may still be inflated (compressed data is rarely larger than what
+        it inflates to), so the bytes read stop close to --max-bytes, not a chunk past."""
+        if self.max_stream is None:
+            return CHUNK
+        return max(MIN_INPUT, self.max_stream - self.streamed + 1)
 
     def open(self, source: ByteSource, limits: dict[str, int]) -> ZipArchive | TarArchive:
         found = self._opened.get(id(source))
