@@ -962,7 +962,8 @@ class _Allowance:
 
 
 def member_digests(source: ByteSource, worth: Callable[[int], bool], *, max_depth: int,
-                   max_members: int, max_inflate: int) -> Iterator[MemberDigest]:
+                   max_members: int, max_inflate: int,
+                   streamed_only: bool = False) -> Iterator[MemberDigest]:
     """The SHA-256 of each member of the archive `source` that the weight reader opens
     (weight files and archives, into archives `max_depth` levels deep, `max_members` members
     and `max_inflate` bytes inflated for the whole walk: `fingerprints.weights`' limits),
@@ -970,16 +971,17 @@ def member_digests(source: ByteSource, worth: Callable[[int], bool], *, max_dept
     members come hashed from its one stream; others are read by range or inflated once,
     and in a session the tensor pass reuses what was inflated. A member or archive that
     does not open is passed over (the tensor pass names what is wrong); BudgetSpent ends
-    the walk."""
+    the walk. `streamed_only`: only the digests that cost no read of their own (a remote
+    file's, whose members are not downloaded to be hashed)."""
     allowance = _Allowance(max_members, max_inflate)
     try:
-        yield from _member_digests(source, "", 0, max_depth, allowance, worth)
+        yield from _member_digests(source, "", 0, max_depth, allowance, worth, streamed_only)
     except _WalkSpent:
         return
 
 
 def _member_digests(source: ByteSource, prefix: str, depth: int, max_depth: int,
-                    allowance: _Allowance, worth: Callable[[int], bool]
+                    allowance: _Allowance, worth: Callable[[int], bool], streamed_only: bool
                     ) -> Iterator[MemberDigest]:
     archive = open_archive(source, max_inflate=max(1, allowance.inflate))
     if isinstance(archive, TarArchive):
@@ -993,10 +995,14 @@ def _member_digests(source: ByteSource, prefix: str, depth: int, max_depth: int,
         try:
             opened = archive.open(member)
             if worth(member.size):
-                yield MemberDigest(path, member.size, archive.digest(member) or sha256_of(opened))
+                sha256 = archive.digest(member)
+                if sha256 is None and not streamed_only:
+                    sha256 = sha256_of(opened)
+                if sha256 is not None:
+                    yield MemberDigest(path, member.size, sha256)
             if depth + 1 < max_depth and sniff(opened) in ("zip", "tar"):
                 yield from _member_digests(opened, path + "!", depth + 1, max_depth, allowance,
-                                           worth)
+                                           worth, streamed_only)
         except BudgetSpent:
             raise
         except WeightFileError:

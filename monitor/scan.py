@@ -209,16 +209,20 @@ def _file_digest(path: Path, size: int, registry: Registry) -> dict[str, Any] | 
     return None
 
 
-def _member_digest(source: ByteSource, registry: Registry) -> dict[str, Any] | None:
+def _member_digest(source: ByteSource, registry: Registry, *,
+                   streamed_only: bool = False) -> dict[str, Any] | None:
     """Look up the SHA-256 of each member the weight reader would open in the archive
     `source`, at every level of nesting and within the reader's own limits (so a digest
-    is never sought where the tensors would not be), members of a registered size only.
-    BudgetSpent (a compressed tar past --max-bytes) ends the walk; the tensor pass, which
-    finds the same archive in the session, reports it."""
+    is never sought where the tensors would not be), members of a registered size only;
+    `streamed_only` for a remote file: only a compressed tar's members, hashed as the
+    stream the tensor pass needs anyway passes. BudgetSpent (a compressed tar past
+    --max-bytes) ends the walk; the tensor pass, which finds the same archive in the
+    session, reports it."""
     walk = member_digests(source, registry.worth_hashing,
                           max_depth=fingerprints.weights.MAX_NESTING,
                           max_members=fingerprints.weights._MAX_MEMBERS_READ,
-                          max_inflate=fingerprints.weights.MAX_INFLATE_TOTAL)
+                          max_inflate=fingerprints.weights.MAX_INFLATE_TOTAL,
+                          streamed_only=streamed_only)
     for found in walk:
         if entry := registry.known("sha256", found.sha256):
             return identical(entry, source="file", encoding="the member's bytes",
@@ -448,12 +452,18 @@ async def scan_url(url: str, registry: Registry, settings: ScanSettings, fetcher
     probed = len(probe.body) if probe is not None else 0
 
     def scan(source: Any) -> ScanReport:
-        digest = stated_digest(_SourceAnswer(source), registry)
-        if digest is not None:
-            return _digest_report(source.name, digest, size=source.size,
-                                  bytes_read=source.bytes_read)
-        return scan_source(source, registry, settings, read_floor=MIN_READ,
-                           open_sibling=remote_siblings(source))
+        with archive_session(settings.max_bytes):
+            digest = stated_digest(_SourceAnswer(source), registry)
+            if digest is None and registry.digests and sniff(source) == "tar":
+                try:
+                    digest = _member_digest(source, registry, streamed_only=True)
+                except WeightFileError:
+                    digest = None  # the tensor pass meets the same archive and says why
+            if digest is not None:
+                return _digest_report(source.name, digest, size=source.size,
+                                      bytes_read=source.bytes_read)
+            return scan_source(source, registry, settings, read_floor=MIN_READ,
+                               open_sibling=remote_siblings(source))
 
     try:
         report = await scan_remote(url, fetcher, target, scan, budget=settings.max_bytes)

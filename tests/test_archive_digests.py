@@ -15,6 +15,7 @@ line, in bounded time and memory, and are never taken for a copy.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import tarfile
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import pytest
 import weights_lab as lab
-from support import registered_store
+from support import FAST, RangeServer, RecordingFetcher, registered_store, target
 from test_tflite_reader import npm_member
 
 import monitor.scan as scan_module
@@ -43,7 +44,7 @@ from fingerprints.tensors import BytesSource
 from monitor.config import ScanSettings
 from monitor.demo.release import Release
 from monitor.registry import register_paths
-from monitor.scan import Registry, ScanReport, load_registry, scan_path
+from monitor.scan import Registry, ScanReport, load_registry, scan_path, scan_url
 from monitor.store import Store
 
 SETTINGS = ScanSettings()
@@ -162,6 +163,33 @@ def test_a_recipients_copy_in_an_npm_tarball(tmp_path: Path, demo_release: Relea
     assert (report.digest["recipient"], report.digest["member"]) == (
         copy.recipient, "package/model.safetensors")
     assert len(blob) <= report.bytes_read < len(blob) + SNIFFED
+
+
+def test_a_served_npm_tarball_is_known_from_the_stream_the_scan_reads_anyway(
+        demo_release: Release, demo: Registry, no_tensor_work: None) -> None:
+    """A remote tarball must be streamed for its tensors (a gzip stream has no index), so
+    its members' digests come free; a remote zip's stored member is never downloaded just
+    to be hashed."""
+    copy = demo_release.copies[0]
+    data = copy.file("model.safetensors").path.read_bytes()
+    blob = tgz_bytes({"package/package.json": b"{}", "package/model.safetensors": data})
+    server = RangeServer()
+    try:
+        server.put("/heron-1.0.0.tgz", blob)
+        url = server.url("/heron-1.0.0.tgz")
+
+        async def go() -> ScanReport:
+            async with RecordingFetcher(FAST) as fetcher:
+                return await scan_url(url, demo, SETTINGS, fetcher, target("scan", url))
+        report = asyncio.run(go())
+    finally:
+        server.close()
+    assert report.verdict == "match" and report.digest is not None, report.as_dict()
+    assert (report.digest["recipient"], report.digest["member"]) == (
+        copy.recipient, "package/model.safetensors")
+    # Once (twice would be 2x); the first answer's 64 KiB is fetched again by the stream's
+    # first large read, which is no block the remote source keeps.
+    assert len(blob) <= report.bytes_read < 1.1 * len(blob), (report.bytes_read, len(blob))
 
 
 def test_a_tarball_that_is_no_copy_is_streamed_once_for_both_passes(
