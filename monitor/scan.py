@@ -337,8 +337,9 @@ def scan_source(source: ByteSource, registry: Registry, settings: ScanSettings, 
 
 def _budget_spent(report: ScanReport, session: ArchiveSession) -> None:
     """A scan cut short by the inflation budget saw part of the file: what it did not find
-    is unknown, never `no_match` (a match or a relation found holds)."""
-    if session.spent is None or report.verdict not in ("no_match", "error", "unknown_format"):
+    is unknown, never `no_match`, and that is the reason to give (a match or a relation
+    found holds)."""
+    if session.spent is None or report.verdict in ("match", "related"):
         return
     report.verdict, report.error = "inconclusive", session.spent
     if report.result is not None:

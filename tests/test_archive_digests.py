@@ -228,6 +228,16 @@ def test_a_tarball_past_the_budget_is_inconclusive_with_the_reason(
     assert report.bytes_read < (1 << 20) + SNIFFED + (128 << 10), report.bytes_read
 
 
+def test_a_digest_walk_the_budget_cut_short_does_not_claim_no_copy(
+        tmp_path: Path, minilm_digest: Registry) -> None:
+    """Only digests registered: a tarball whose members could not all be hashed is not
+    "not byte-identical to any registered digest"; the budget is the reason."""
+    blob = tgz_bytes({"package/aaa.bin": noise(3 << 20), "package/m.safetensors": b"x"})
+    report = scan(tmp_path / "big.tgz", blob, minilm_digest, BUDGET)
+    assert report.verdict == "inconclusive" and report.error is not None
+    assert "--max-bytes" in report.error and "not byte-identical" not in report.error
+
+
 def test_a_nested_tarball_past_the_budget_never_makes_no_match(
         tmp_path: Path, demo_release: Release, demo: Registry) -> None:
     """An unrelated model read fine beside a tarball the budget cut short: what was read is
