@@ -722,7 +722,10 @@ class TarArchive(_Archive):
         sha = hashlib.sha256()
         self._spool.seek(start)
         while handle is not None and left > 0:
-            chunk = handle.read(min(CHUNK, left))
+            try:
+                chunk = handle.read(min(CHUNK, left))
+            except (tarfile.TarError, EOFError):  # the stream ends inside the member
+                break
             if not chunk:
                 break
             self._spool.write(chunk)

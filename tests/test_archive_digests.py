@@ -16,6 +16,7 @@ line, in bounded time and memory, and are never taken for a copy.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import io
 import tarfile
@@ -294,6 +295,16 @@ def lying(blob: bytes, size: int) -> bytes:
     return bytes(out)
 
 
+def cut_tar(size: int, kept: int) -> bytes:
+    """A tar whose one member declares `size` bytes, cut `kept` bytes into its data."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        info = tarfile.TarInfo("package/model.safetensors")
+        info.size = size
+        archive.addfile(info, io.BytesIO(b"\1" * size))
+    return out.getvalue()[:512 + kept]
+
+
 def nested(data: bytes, levels: int) -> bytes:
     blob = zip_bytes({"model.safetensors": data})
     for level in range(levels - 1):
@@ -311,6 +322,10 @@ HOSTILE: dict[str, tuple[Callable[[Release], bytes], str]] = {
     "member lies about its size": (lambda r: zip_bytes({"pkg/m.zip": lying(zip_bytes(
         {"model.safetensors": noise(4 << 20)}, zipfile.ZIP_DEFLATED),
         r.file("model.safetensors").size)}), "inflates past its declared size"),
+    # A tar member whose header claims the registered file's size; the stream ends 1000
+    # bytes into it.
+    "tar member lies about its size": (lambda r: zip_bytes({"pkg/m.tgz": gzip.compress(
+        cut_tar(r.file("model.safetensors").size, 1000))}), "is truncated"),
     "gzip bomb member": (lambda r: zip_bytes({"pkg/m.tgz": tgz_bytes(
         {"package/model.safetensors": b"\0" * (64 << 20)}, 9)}), "decompression bomb"),
     # The registered file itself, four archives down: past the readers' depth, so neither
