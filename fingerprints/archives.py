@@ -23,11 +23,19 @@ Links, devices and sparse members are listed as skipped.
 
 `sniff(source)` names a format from the first bytes (and the zip directory), for the
 dispatcher that opens the right reader.
+
+Within an `archive_session` (one per scan), an archive opened once is opened once: each
+pass over a file (digests first, then tensors) gets the same archive, its inflated members
+and its temporary copy, so a gzip tarball is read and inflated once, not once per pass; and
+the session's `max_stream` bounds what its compressed streams may inflate (`BudgetSpent`,
+which a scan reports as inconclusive). `member_digests` walks archives inside archives the
+way the weight reader does and hashes their members (a compressed tar's as they stream).
 """
 
 from __future__ import annotations
 
 import bz2
+import hashlib
 import io
 import lzma
 import os
@@ -38,7 +46,9 @@ import tempfile
 import zlib
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from fingerprints.limits import MAX_TENSORS_PER_FILE
@@ -51,9 +61,11 @@ from fingerprints.tensors import (
     check_range,
 )
 
-__all__ = ["ARCHIVE_EXTENSIONS", "ArchiveMember", "SliceSource", "TarArchive",
-           "WEIGHT_EXTENSIONS", "ZipArchive", "is_archive_name", "is_wanted_name",
-           "is_weight_name", "open_archive", "safe_member_name", "sniff", "weight_members"]
+__all__ = ["ARCHIVE_EXTENSIONS", "ArchiveMember", "ArchiveSession", "BudgetSpent",
+           "MemberDigest", "SliceSource", "TarArchive", "WEIGHT_EXTENSIONS", "ZipArchive",
+           "archive_session", "is_archive_name", "is_wanted_name", "is_weight_name",
+           "member_digests", "open_archive", "safe_member_name", "sha256_of", "sniff",
+           "weight_members"]
 
 WEIGHT_EXTENSIONS = (".safetensors", ".gguf", ".bin", ".pt", ".pth", ".onnx", ".npy", ".npz",
                      ".ckpt", ".jit", ".torchscript", ".ptl", ".tflite")
@@ -76,6 +88,8 @@ RATIO_FLOOR = 1 << 20
 # tarfile reads pax and GNU long-name headers whole; no single read may exceed this.
 MAX_TAR_READ = 64 << 20
 CHUNK = 1 << 20
+# The least a compressed stream reads at once when its session's budget is nearly spent.
+MIN_INPUT = 64 << 10
 # An inflated member larger than this goes to a temporary file, not memory: a wheel's
 # deflated inner zip of weights is tens or hundreds of MB.
 SPOOL_ABOVE = 16 << 20
@@ -205,23 +219,49 @@ class _Archive(ABC):
 
     kind: str
     source: ByteSource
+    members: list[ArchiveMember]
+    max_inflate: int
+    _by_name: tuple[dict[str, list[ArchiveMember]], dict[str, list[ArchiveMember]]] | None = None
+    # Stored members' slices, one per member: a pass that opens a member again gets the
+    # same source, so an archive inside it is found in the session, not opened again.
+    _slices: dict[int, SliceSource] | None = None
 
     @abstractmethod
     def open(self, member: ArchiveMember) -> ByteSource:
         """The member's bytes as a source (by range where it is stored as is)."""
 
+    def digest(self, member: ArchiveMember) -> str | None:
+        """The member's SHA-256 if it was computed without asking (a compressed tar's
+        members, hashed as they streamed past), else None."""
+        return None
+
+    def narrow(self, max_inflate: int) -> None:
+        """Apply a smaller inflation cap to an archive opened earlier in the session, as
+        opening it afresh with that cap would have (what is already inflated must fit)."""
+        self.max_inflate = min(self.max_inflate, max_inflate)
+
+    def _slice(self, member: ArchiveMember, offset: int) -> SliceSource:
+        if self._slices is None:
+            self._slices = {}
+        found = self._slices.get(member.index)
+        if found is None:
+            found = SliceSource(self.source, offset, member.size,
+                                f"{self.source.name}!{member.name}")
+            self._slices[member.index] = found
+        return found
+
     def _named(self, name: str) -> list[ArchiveMember]:
         """Members whose raw (or else normalised) name is `name`, through an index built
         once: a checkpoint looks up one member per tensor, and a scan per lookup would be
         quadratic in a hostile archive's member count."""
-        index = self.__dict__.get("_by_name")
-        if index is None:
-            index = ({}, {})
+        if self._by_name is None:
+            raw: dict[str, list[ArchiveMember]] = {}
+            safe: dict[str, list[ArchiveMember]] = {}
             for m in self.members:
-                index[0].setdefault(m.raw_name, []).append(m)
-                index[1].setdefault(m.name, []).append(m)
-            self.__dict__["_by_name"] = index
-        return index[0].get(name) or index[1].get(name, [])
+                raw.setdefault(m.raw_name, []).append(m)
+                safe.setdefault(m.name, []).append(m)
+            self._by_name = (raw, safe)
+        return self._by_name[0].get(name) or self._by_name[1].get(name, [])
 
     def read(self, member: ArchiveMember, max_bytes: int | None = None) -> bytes:
         """A member's whole content (small members: pickles, headers, text)."""
@@ -409,6 +449,8 @@ class ZipArchive(_Archive):
         header = self.source.read(member.header_offset, 30 + len(raw))
         if header[:4] != _LOCAL:
             raise _fail(self.source, f"zip member {member.name!r}: local header signature missing")
+        nlen: int
+        xlen: int
         nlen, xlen = struct.unpack_from("<HH", header, 26)
         if header[30:30 + nlen] != raw:
             raise _fail(self.source, f"zip member {member.name!r}: local header names a different file")
@@ -485,7 +527,7 @@ class ZipArchive(_Archive):
         self._check_openable(member)
         label = f"{self.source.name}!{member.name}"
         if member.method == "stored":
-            return SliceSource(self.source, self.data_offset(member), member.size, label)
+            return self._slice(member, self.data_offset(member))
         cached = self._cache.get(member.index)
         if cached is None:
             if member.size <= SPOOL_ABOVE:
@@ -562,10 +604,13 @@ def _new_decompressor(kind: str):  # type: ignore[no-untyped-def]
 
 
 class _Decompressed(io.RawIOBase):
-    """A compressed source as a forward-only stream, capped in output and in ratio."""
+    """A compressed source as a forward-only stream, capped in output and in ratio, and
+    charged to the session's budget (if any) as it inflates."""
 
-    def __init__(self, source: ByteSource, kind: str, max_output: int, max_ratio: float):
+    def __init__(self, source: ByteSource, kind: str, max_output: int, max_ratio: float,
+                 session: ArchiveSession | None = None):
         self.source = source
+        self.session = session
         self.kind = kind
         self.max_output = max_output
         self.max_ratio = max_ratio
@@ -579,6 +624,8 @@ class _Decompressed(io.RawIOBase):
 
     def _more_input(self) -> bytes:
         n = min(CHUNK, self.source.size - self.consumed)
+        if self.session is not None:
+            n = min(n, self.session.input_allowance())
         data = self.source.read(self.consumed, n) if n > 0 else b""
         self.consumed += len(data)
         return data
@@ -622,6 +669,8 @@ class _Decompressed(io.RawIOBase):
             if self.produced > RATIO_FLOOR and self.produced > self.max_ratio * max(1, self.consumed):
                 raise _fail(self.source, f"compressed tar expands over {self.max_ratio:g} times "
                                          "its size; refusing a likely decompression bomb")
+            if self.session is not None:
+                self.session.charge(self.source, len(out), self.consumed)
             buffer[:len(out)] = out
             return len(out)
 
@@ -633,17 +682,19 @@ class TarArchive(_Archive):
 
     def __init__(self, source: ByteSource, *, max_members: int = DEFAULT_MAX_TAR_MEMBERS,
                  max_inflate: int = DEFAULT_MAX_INFLATE, max_ratio: float = DEFAULT_MAX_RATIO,
-                 max_stream: int = 1 << 40):
+                 max_stream: int = 1 << 40, session: ArchiveSession | None = None):
         self.source = source
         self.max_members = max_members
         self.max_inflate = max_inflate
         self.max_ratio = max_ratio
         self.max_stream = max_stream
+        self.session = session
         self.compression = _compression(source.read(0, min(6, source.size)))
         self.members: list[ArchiveMember] = []
         self.skipped: list[tuple[str, str]] = []
         self._spool: io.BufferedRandom | None = None
         self._spooled: dict[int, SpooledSource] = {}
+        self._sha256: dict[int, str] = {}
         self._spool_end = 0
         tar = self._open()
         try:
@@ -662,25 +713,43 @@ class TarArchive(_Archive):
         if not (member.is_wanted or (not member.is_dir and is_side_file_name(member.name))):
             return
         if self._spool_end + member.size > self.max_inflate:
-            raise _fail(self.source, f"compressed tar's weight and archive members exceed "
-                                     f"{self.max_inflate} bytes together; refusing")
+            raise self._over_inflate()
         if self._spool is None:
             self._spool = tempfile.TemporaryFile()  # noqa: SIM115 (kept open with the archive)
         handle = tar.extractfile(info)
         start, left = self._spool_end, member.size
+        # Hashed on the way to the spool: the digest pass costs no second read.
+        sha = hashlib.sha256()
         self._spool.seek(start)
         while handle is not None and left > 0:
-            chunk = handle.read(min(CHUNK, left))
+            try:
+                chunk = handle.read(min(CHUNK, left))
+            except (tarfile.TarError, EOFError):  # the stream ends inside the member
+                break
             if not chunk:
                 break
             self._spool.write(chunk)
+            sha.update(chunk)
             left -= len(chunk)
         if left:
             raise _fail(self.source, f"tar member {member.name!r} is truncated")
         self._spool.flush()
         self._spool_end += member.size
+        self._sha256[member.index] = sha.hexdigest()
         self._spooled[member.index] = SpooledSource(
             self._spool, start, member.size, f"{self.source.name}!{member.name}")
+
+    def _over_inflate(self) -> WeightFileError:
+        return _fail(self.source, f"compressed tar's weight and archive members exceed "
+                                  f"{self.max_inflate} bytes together; refusing")
+
+    def digest(self, member: ArchiveMember) -> str | None:
+        return self._sha256.get(member.index)
+
+    def narrow(self, max_inflate: int) -> None:
+        super().narrow(max_inflate)
+        if self._spool_end > self.max_inflate:
+            raise self._over_inflate()
 
     @property
     def spooled_bytes(self) -> int:
@@ -696,7 +765,8 @@ class TarArchive(_Archive):
         try:
             if self.compression is None:
                 return tarfile.open(fileobj=_SourceFile(self.source), mode="r:")
-            stream = _Decompressed(self.source, self.compression, self.max_stream, self.max_ratio)
+            stream = _Decompressed(self.source, self.compression, self.max_stream,
+                                   self.max_ratio, self.session)
             return tarfile.open(fileobj=io.BufferedReader(stream, CHUNK), mode="r|")
         except WeightFileError:
             raise
@@ -714,7 +784,7 @@ class TarArchive(_Archive):
                 raise _fail(self.source, f"malformed tar archive ({_one_line(exc)})") from None
             if info is None:
                 return
-            tar.members.clear()  # tarfile keeps every TarInfo; ArchiveMember is all we keep
+            tar.members.clear()  # type: ignore[attr-defined]  # (undeclared in typeshed) tarfile keeps every TarInfo; ArchiveMember is all we keep
             count += 1
             if count > self.max_members:
                 raise _fail(self.source, f"tar has more than {self.max_members} members")
@@ -744,9 +814,8 @@ class TarArchive(_Archive):
         return found[0]
 
     def open(self, member: ArchiveMember) -> ByteSource:
-        label = f"{self.source.name}!{member.name}"
         if self.compression is None:
-            return SliceSource(self.source, member.data_offset, member.size, label)
+            return self._slice(member, member.data_offset)
         spooled = self._spooled.get(member.index)
         if spooled is None:
             raise _fail(self.source, f"tar member {member.name!r} is neither a weight file nor an "
@@ -759,15 +828,196 @@ def _one_line(exc: BaseException) -> str:
 
 
 def open_archive(source: ByteSource, **limits: int) -> ZipArchive | TarArchive:
-    """A zip (also .npz, .pth) or a tar (plain or compressed), by content."""
+    """A zip (also .npz, .pth) or a tar (plain or compressed), by content; within an
+    `archive_session`, the one opened before for this very source."""
+    session = _SESSION.get()
+    if session is not None:
+        return session.open(source, limits)
+    return _open_new(source, limits, None)
+
+
+def _open_new(source: ByteSource, limits: dict[str, int],
+              session: ArchiveSession | None) -> ZipArchive | TarArchive:
     head = source.read(0, min(source.size, 512 + 8))
     if head.startswith((_LOCAL, _EOCD)):
         return ZipArchive(source, **limits)
     if _compression(head) or _is_tar_header(head):
-        return TarArchive(source, **limits)
+        return TarArchive(source, **limits, session=session)
     if _has_zip_directory(source):
         return ZipArchive(source, **limits)
     raise _fail(source, "not a zip or tar archive")
+
+
+# -- one scan's archives -------------------------------------------------------------------
+class BudgetSpent(WeightFileError):
+    """The session's inflation budget ran out inside a compressed stream: what lies past
+    that point is unknown, not absent, so a scan reports `inconclusive`, never `no_match`."""
+
+
+class ArchiveSession:
+    """The archives one scan opened, by source object, and what their compressed streams
+    may inflate together (`max_stream`, None for no bound beyond each archive's own caps).
+
+    An archive is kept with the limits it was opened with; asked for again with the same
+    limits (or a smaller `max_inflate`, which is checked against what it already holds) it
+    is returned as is. An archive that failed to open fails again the same way, unread.
+    """
+
+    def __init__(self, max_stream: int | None = None):
+        self.max_stream = max_stream
+        self.streamed = 0
+        self.spent: str | None = None  # why the budget ran out, once it has
+        self._opened: dict[int, tuple[ByteSource, dict[str, int],
+                                      ZipArchive | TarArchive | WeightFileError]] = {}
+
+    def charge(self, source: ByteSource, produced: int, consumed: int) -> None:
+        """Count `produced` bytes inflated from `source`, of which `consumed` bytes are
+        read so far; BudgetSpent past `max_stream`."""
+        self.streamed += produced
+        if self.max_stream is not None and self.streamed > self.max_stream:
+            self.spent = (f"{source.name}: the budget of {self.max_stream} bytes (--max-bytes) "
+                          f"was spent inflating compressed tars, after {consumed} of its "
+                          f"{source.size} bytes; the rest was not read")
+            raise BudgetSpent(self.spent)
+
+    def input_allowance(self) -> int:
+        """How much compressed input a stream may read next: near the budget's end, no
+        more than what may still be inflated (compressed data is rarely larger than what
+        it inflates to), so the bytes read stop close to --max-bytes, not a chunk past."""
+        if self.max_stream is None:
+            return CHUNK
+        return max(MIN_INPUT, self.max_stream - self.streamed + 1)
+
+    def open(self, source: ByteSource, limits: dict[str, int]) -> ZipArchive | TarArchive:
+        found = self._opened.get(id(source))
+        if found is not None and found[0] is source:
+            _, before, opened = found
+            inflate = limits.get("max_inflate", DEFAULT_MAX_INFLATE)
+            same = ({k: v for k, v in before.items() if k != "max_inflate"}
+                    == {k: v for k, v in limits.items() if k != "max_inflate"})
+            if same and inflate <= before.get("max_inflate", DEFAULT_MAX_INFLATE):
+                if isinstance(opened, WeightFileError):
+                    raise type(opened)(str(opened))
+                opened.narrow(inflate)
+                return opened
+            if same and not isinstance(opened, WeightFileError):
+                return _open_new(source, limits, self)  # a looser cap than before: afresh
+        try:
+            archive = _open_new(source, limits, self)
+        except WeightFileError as exc:
+            self._opened[id(source)] = (source, dict(limits), exc)
+            raise
+        self._opened[id(source)] = (source, dict(limits), archive)
+        return archive
+
+    def close(self) -> None:
+        """Delete the temporary copies of compressed tars' members."""
+        for _, _, opened in self._opened.values():
+            if isinstance(opened, TarArchive):
+                opened.close()
+        self._opened.clear()
+
+
+_SESSION: ContextVar[ArchiveSession | None] = ContextVar("archive_session", default=None)
+
+
+@contextmanager
+def archive_session(max_stream: int | None = None) -> Iterator[ArchiveSession]:
+    """One scan's archives (see `ArchiveSession`); inside a session already open, that
+    session, whose budget holds."""
+    current = _SESSION.get()
+    if current is not None:
+        yield current
+        return
+    session = ArchiveSession(max_stream)
+    token = _SESSION.set(session)
+    try:
+        yield session
+    finally:
+        _SESSION.reset(token)
+        session.close()
+
+
+@dataclass(frozen=True)
+class MemberDigest:
+    """A member's SHA-256, `path` naming it through the archives as the weight reader
+    does (`pkg/data/model.zip!minilm/model.safetensors`)."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+class _WalkSpent(Exception):
+    """The walk's member or inflation allowance is spent: the tensor pass says so."""
+
+
+@dataclass
+class _Allowance:
+    members: int
+    inflate: int
+
+    def spend(self, members: int = 0, inflated: int = 0) -> None:
+        self.members -= members
+        self.inflate -= inflated
+        if self.members < 0 or self.inflate < 0:
+            raise _WalkSpent
+
+
+def member_digests(source: ByteSource, worth: Callable[[int], bool], *, max_depth: int,
+                   max_members: int, max_inflate: int,
+                   streamed_only: bool = False) -> Iterator[MemberDigest]:
+    """The SHA-256 of each member of the archive `source` that the weight reader opens
+    (weight files and archives, into archives `max_depth` levels deep, `max_members` members
+    and `max_inflate` bytes inflated for the whole walk: `fingerprints.weights`' limits),
+    for the members whose size `worth` accepts, in the reader's order. A compressed tar's
+    members come hashed from its one stream; others are read by range or inflated once,
+    and in a session the tensor pass reuses what was inflated. A member or archive that
+    does not open is passed over (the tensor pass names what is wrong); BudgetSpent ends
+    the walk. `streamed_only`: only the digests that cost no read of their own (a remote
+    file's, whose members are not downloaded to be hashed)."""
+    allowance = _Allowance(max_members, max_inflate)
+    try:
+        yield from _member_digests(source, "", 0, max_depth, allowance, worth, streamed_only)
+    except _WalkSpent:
+        return
+
+
+def _member_digests(source: ByteSource, prefix: str, depth: int, max_depth: int,
+                    allowance: _Allowance, worth: Callable[[int], bool], streamed_only: bool
+                    ) -> Iterator[MemberDigest]:
+    archive = open_archive(source, max_inflate=max(1, allowance.inflate))
+    if isinstance(archive, TarArchive):
+        allowance.spend(inflated=archive.spooled_bytes)
+    for member in archive.members:
+        if not member.is_wanted:
+            continue
+        path = f"{prefix}{safe_member_name(member.raw_name)}"
+        inflating = isinstance(archive, ZipArchive) and member.method != "stored"
+        allowance.spend(members=1, inflated=member.size if inflating else 0)
+        try:
+            opened = archive.open(member)
+            if worth(member.size):
+                sha256 = archive.digest(member)
+                if sha256 is None and not streamed_only:
+                    sha256 = sha256_of(opened)
+                if sha256 is not None:
+                    yield MemberDigest(path, member.size, sha256)
+            if depth + 1 < max_depth and sniff(opened) in ("zip", "tar"):
+                yield from _member_digests(opened, path + "!", depth + 1, max_depth, allowance,
+                                           worth, streamed_only)
+        except BudgetSpent:
+            raise
+        except WeightFileError:
+            continue
+
+
+def sha256_of(source: ByteSource) -> str:
+    """A source's SHA-256, read a chunk at a time (bounded memory whatever its size)."""
+    sha = hashlib.sha256()
+    for offset in range(0, source.size, CHUNK):
+        sha.update(source.read(offset, min(CHUNK, source.size - offset)))
+    return sha.hexdigest()
 
 
 def weight_members(archive: ZipArchive | TarArchive) -> list[ArchiveMember]:
@@ -795,7 +1045,8 @@ def _is_tar_header(block: bytes) -> bool:
 def _decompressed_head(head: bytes, kind: str) -> bytes:
     try:
         decomp = _new_decompressor(kind)
-        return decomp.decompress(head, 1024)
+        out: bytes = decomp.decompress(head, 1024)
+        return out
     except Exception:
         return b""
 

@@ -2,10 +2,13 @@
 read by HTTP Range within a byte budget, and the weight-file links the crawler finds.
 
 Digests first: a file whose SHA-256 is registered is a byte-identical copy, `match` at once
-with the artifact (and recipient) it is, before any tensor is read. A local file is hashed
-(and the weight members of a zip or tar); for a URL only a digest the server states is used
-(a model hub's `X-Linked-Etag`, a hub document's LFS oid, an ETag that is a SHA-256), never
-a download of the file.
+with the artifact (and recipient) it is, before any tensor is read. A local file is hashed,
+and so is every member the weight reader would open in an archive, at every level of
+nesting (a wheel holding a zip holding the safetensors; an npm .tgz, hashed as it streams);
+for a URL only a digest the server states is used (a model hub's `X-Linked-Etag`, a hub
+document's LFS oid, an ETag that is a SHA-256), never a download of the file. Both passes
+share one `archive_session`, so a compressed tar is read and inflated once, within the
+scan's --max-bytes: a scan stopped by that budget is `inconclusive`, never `no_match`.
 
 The tensor comparison is `fingerprints.weightprint.match_weights`; this module chooses the
 source (a local file, a sharded checkpoint's index, a `monitor.remote.RemoteSource`),
@@ -18,11 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import json
 import os
 import re
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,14 @@ from urllib.parse import unquote, urlsplit
 
 import structlog
 
-from fingerprints.archives import WEIGHT_EXTENSIONS, open_archive, sniff, weight_members
+import fingerprints.weights
+from fingerprints.archives import (
+    WEIGHT_EXTENSIONS,
+    ArchiveSession,
+    archive_session,
+    member_digests,
+    sniff,
+)
 from fingerprints.digests import DigestError, digest_file
 from fingerprints.safetensors import open_sharded
 from fingerprints.tensors import ByteSource, FileSource, WeightFileError, WeightReader
@@ -82,8 +90,9 @@ class ScanReport:
             found.pop("verdict")
             out.update(found)
         else:
+            reason = self.error if self.verdict == "inconclusive" else None
             out.update({"model": None, "score": None, "false_match_probability": None,
-                        "tensors_compared": 0, "reason": None})
+                        "tensors_compared": 0, "reason": reason})
         if self.digest is not None:
             # A byte-identical copy: every tensor is ours, none was compared.
             out.update({"model": self.digest["model"], "score": 1.0})
@@ -162,8 +171,6 @@ def load_registry(store: Store, models: Sequence[str] = ()) -> Registry:
 
 # --- digests first ------------------------------------------------------------------------
 
-# Bytes read per step when hashing an archive member.
-HASH_CHUNK = 1 << 20
 _SHA256_ETAG = re.compile(r'"?([0-9a-fA-F]{64})"?')
 
 
@@ -202,56 +209,25 @@ def _file_digest(path: Path, size: int, registry: Registry) -> dict[str, Any] | 
     return None
 
 
-def _member_digest(source: ByteSource, registry: Registry) -> dict[str, Any] | None:
-    """Look up the SHA-256 of each weight member of a zip or tar, streaming each through
-    the hash (bounded memory, whatever the member's size). Members that cannot be streamed
-    by range (a compressed tar's, an encrypted or exotically compressed zip's) are left to
-    the tensor scan."""
-    archive = open_archive(source)
-    for member in weight_members(archive):
-        if member.encrypted or not registry.worth_hashing(member.size):
-            continue
-        if archive.kind == "zip" and member.method in ("stored", "deflated"):
-            start, length = archive.data_offset(member), member.compressed_size
-            inflate = zlib.decompressobj(-15) if member.method == "deflated" else None
-        elif archive.kind == "tar" and getattr(archive, "compression", None) is None:
-            start, length, inflate = member.data_offset, member.size, None
-        else:
-            continue
-        try:
-            sha256 = _stream_sha256(source, start, length, member.size, inflate)
-        except zlib.error:
-            continue  # corrupt data: the tensor scan says what is wrong with it
-        if sha256 and (entry := registry.known("sha256", sha256)):
+def _member_digest(source: ByteSource, registry: Registry, *,
+                   streamed_only: bool = False) -> dict[str, Any] | None:
+    """Look up the SHA-256 of each member the weight reader would open in the archive
+    `source`, at every level of nesting and within the reader's own limits (so a digest
+    is never sought where the tensors would not be), members of a registered size only;
+    `streamed_only` for a remote file: only a compressed tar's members, hashed as the
+    stream the tensor pass needs anyway passes. BudgetSpent (a compressed tar past
+    --max-bytes) ends the walk; the tensor pass, which finds the same archive in the
+    session, reports it."""
+    walk = member_digests(source, registry.worth_hashing,
+                          max_depth=fingerprints.weights.MAX_NESTING,
+                          max_members=fingerprints.weights._MAX_MEMBERS_READ,
+                          max_inflate=fingerprints.weights.MAX_INFLATE_TOTAL,
+                          streamed_only=streamed_only)
+    for found in walk:
+        if entry := registry.known("sha256", found.sha256):
             return identical(entry, source="file", encoding="the member's bytes",
-                             member=member.name)
+                             member=found.path)
     return None
-
-
-def _stream_sha256(source: ByteSource, start: int, length: int, size: int,
-                   inflate: Any) -> str | None:
-    """SHA-256 of `size` bytes stored as `length` bytes at `start` (deflated if `inflate`);
-    None if they do not come out as `size` bytes (a lying header is no copy of ours)."""
-    sha, out, end = hashlib.sha256(), 0, start + length
-    for offset in range(start, end, HASH_CHUNK):
-        data = source.read(offset, min(HASH_CHUNK, end - offset))
-        if inflate is not None:
-            # Inflate in bounded steps: a bomb's output never exceeds the declared size
-            # by more than one step before it is refused.
-            pending = data
-            while pending:
-                chunk = inflate.decompress(pending, HASH_CHUNK)
-                pending = inflate.unconsumed_tail
-                out += len(chunk)
-                if out > size:
-                    return None
-                sha.update(chunk)
-                if not chunk:
-                    break
-        else:
-            sha.update(data)
-            out += len(data)
-    return sha.hexdigest() if out == size else None
 
 
 def stated_digest(response: Any, registry: Registry) -> dict[str, Any] | None:
@@ -345,11 +321,34 @@ def _bytes_read(source: ByteSource, reader: WeightReader | None) -> int:
 
 
 def scan_source(source: ByteSource, registry: Registry, settings: ScanSettings, *,
-                read_floor: int = 0,
+                read_floor: int = 0, digest_read: int = 0,
                 open_sibling: Callable[[str], ByteSource] | None = None) -> ScanReport:
     """Open `source` as weights and compare it with the registry, within
-    `settings.max_bytes` (what the source has read so far counts, its header included).
+    `settings.max_bytes` (what the source has read so far counts, its header included,
+    but for `digest_read`, what the digest pass read hashing archive members: reported,
+    not charged; a compressed tar's stream is bounded by the archive session instead).
     `open_sibling` opens an ONNX model's external data beside it (see `open_weights`)."""
+    with archive_session(settings.max_bytes) as session:
+        report = _scan_source(source, registry, settings, read_floor, digest_read,
+                              open_sibling)
+        _budget_spent(report, session)
+    return report
+
+
+def _budget_spent(report: ScanReport, session: ArchiveSession) -> None:
+    """A scan cut short by the inflation budget saw part of the file: what it did not find
+    is unknown, never `no_match`, and that is the reason to give (a match or a relation
+    found holds)."""
+    if session.spent is None or report.verdict in ("match", "related"):
+        return
+    report.verdict, report.error = "inconclusive", session.spent
+    if report.result is not None:
+        report.result.verdict, report.result.reason = "inconclusive", session.spent
+
+
+def _scan_source(source: ByteSource, registry: Registry, settings: ScanSettings,
+                 read_floor: int, digest_read: int,
+                 open_sibling: Callable[[str], ByteSource] | None) -> ScanReport:
     report = ScanReport(location=source.name, verdict="error", size=source.size)
     reader = None
     try:
@@ -363,7 +362,7 @@ def scan_source(source: ByteSource, registry: Registry, settings: ScanSettings, 
                             f"fingerprint is registered to compare its tensors with")
         else:
             reader = open_weights(source, kind=report.format, open_sibling=open_sibling)
-            spent = lambda: _bytes_read(source, reader)  # noqa: E731
+            spent = lambda: _bytes_read(source, reader) - digest_read  # noqa: E731
             report.result, report.attribution = _compare(reader, registry, settings, spent,
                                                          settings.max_bytes - read_floor)
             report.verdict = report.result.verdict
@@ -387,7 +386,9 @@ def scan_path(path: str | os.PathLike[str], registry: Registry,
         source = FileSource(path)
     except WeightFileError as exc:
         return ScanReport(location=str(path), verdict="error", error=str(exc))
-    with source:
+    # One session for both passes: the tensor pass reopens no archive the digest pass
+    # opened (a gzip tarball is streamed once), and one inflation budget holds for both.
+    with source, archive_session(settings.max_bytes):
         try:
             digest = _file_digest(path, source.size, registry)
             if digest is None and registry.digests and sniff(source) in ("zip", "tar"):
@@ -396,10 +397,13 @@ def scan_path(path: str | os.PathLike[str], registry: Registry,
             return ScanReport(location=str(path), verdict="error", size=source.size,
                               error=str(exc))
         except WeightFileError:
-            digest = None  # a malformed archive: the tensor scan says what is wrong with it
+            # A malformed archive, or the budget spent inflating it: the tensor pass meets
+            # the same archive in the session, unread, and says what is wrong with it.
+            digest = None
         if digest is not None:
-            return _digest_report(str(path), digest, size=source.size)
-        return scan_source(source, registry, settings)
+            return _digest_report(str(path), digest, size=source.size,
+                                  bytes_read=source.bytes_read)
+        return scan_source(source, registry, settings, digest_read=source.bytes_read)
 
 
 def _scan_sharded(index: Path, registry: Registry, settings: ScanSettings) -> ScanReport:
@@ -449,12 +453,18 @@ async def scan_url(url: str, registry: Registry, settings: ScanSettings, fetcher
     probed = len(probe.body) if probe is not None else 0
 
     def scan(source: Any) -> ScanReport:
-        digest = stated_digest(_SourceAnswer(source), registry)
-        if digest is not None:
-            return _digest_report(source.name, digest, size=source.size,
-                                  bytes_read=source.bytes_read)
-        return scan_source(source, registry, settings, read_floor=MIN_READ,
-                           open_sibling=remote_siblings(source))
+        with archive_session(settings.max_bytes):
+            digest = stated_digest(_SourceAnswer(source), registry)
+            if digest is None and registry.digests and sniff(source) == "tar":
+                try:
+                    digest = _member_digest(source, registry, streamed_only=True)
+                except WeightFileError:
+                    digest = None  # the tensor pass meets the same archive and says why
+            if digest is not None:
+                return _digest_report(source.name, digest, size=source.size,
+                                      bytes_read=source.bytes_read)
+            return scan_source(source, registry, settings, read_floor=MIN_READ,
+                               open_sibling=remote_siblings(source))
 
     try:
         report = await scan_remote(url, fetcher, target, scan, budget=settings.max_bytes)

@@ -83,6 +83,7 @@ def test_a_copy_of_a_released_file_is_match_from_its_digest(
     released = demo_release.file("model.safetensors")
     report = scan_path(copy_of(released.path, tmp_path), registry, SETTINGS)
     assert report.verdict == "match", report.error
+    assert report.digest is not None
     assert report.digest == {
         "algorithm": "sha256", "value": released.sha256, "source": "file",
         "encoding": "the file's bytes", "model": "heron-7b", "artifact": MODEL_FILE,
@@ -220,9 +221,10 @@ def test_a_registry_of_digests_only(tmp_path: Path, demo_release: Release) -> No
 
 def remote(url: str, registry: Registry, **kw: Any) -> tuple[ScanReport, list[str]]:
     async def go() -> tuple[ScanReport, list[str]]:
-        async with RecordingFetcher(FAST) as fetcher:
+        recorder = RecordingFetcher(FAST)
+        async with recorder as fetcher:
             report = await scan_url(url, registry, SETTINGS, fetcher, target("scan", url), **kw)
-            return report, fetcher.urls
+            return report, recorder.urls
     return asyncio.run(go())
 
 
@@ -311,12 +313,13 @@ def test_the_daemon_records_a_link_to_a_copy_as_the_hash_hit(
                         "sha256": released.sha256}]})
 
     async def go() -> tuple[list[Any], list[str]]:
-        async with RecordingFetcher(FAST) as fetcher:
+        recorder = RecordingFetcher(FAST)
+        async with recorder as fetcher:
             scanner = LinkScanner(store, SETTINGS, fetcher)
             hits = await scanner.scan_document(doc, target("hub", doc.url))
             again = await scanner.scan_document(doc, target("hub", doc.url))
             assert [h.dedup_key("k") for h in again] == [h.dedup_key("k") for h in hits]
-            return hits, fetcher.urls
+            return hits, recorder.urls
     hits, urls = asyncio.run(go())
     assert urls == [link]  # the LFS link asked nothing; the second pass reused verdicts
     by_value = {h.indicator: h for h in hits}
