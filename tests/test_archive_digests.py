@@ -34,6 +34,7 @@ from support import FAST, RangeServer, RecordingFetcher, registered_store, targe
 from test_tflite_reader import npm_member
 
 import monitor.scan as scan_module
+from demo.release import Release
 from fingerprints.archives import (
     ArchiveSession,
     BudgetSpent,
@@ -43,7 +44,6 @@ from fingerprints.archives import (
 )
 from fingerprints.tensors import BytesSource
 from monitor.config import ScanSettings
-from monitor.demo.release import Release
 from monitor.registry import register_paths
 from monitor.scan import Registry, ScanReport, load_registry, scan_path, scan_url
 from monitor.store import Store
