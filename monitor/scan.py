@@ -35,7 +35,7 @@ from fingerprints.archives import WEIGHT_EXTENSIONS, open_archive, sniff, weight
 from fingerprints.digests import DigestError, digest_file
 from fingerprints.safetensors import open_sharded
 from fingerprints.tensors import ByteSource, FileSource, WeightFileError, WeightReader
-from fingerprints.watermark import MARK_VERSION, Attribution, Candidate
+from fingerprints.watermark import MARK_VERSION, Attribution, Candidate, attribute
 from fingerprints.weightprint import MatchResult, WeightPrint, describe, match_weights
 from fingerprints.weights import UnknownFormat, open_weights
 from monitor.config import ScanSettings, Target
@@ -44,7 +44,6 @@ from monitor.fetch import Fetcher, FetchError, redact_url
 from monitor.models import Document, Hit
 from monitor.remote import MIN_READ, remote_siblings, scan_remote
 from monitor.store import KnownDigest, Store
-from monitor.watermark import attribute, candidates
 
 log = structlog.get_logger("weightwatch.scan")
 
@@ -155,9 +154,9 @@ def load_registry(store: Store, models: Sequence[str] = ()) -> Registry:
         kept = [e for e in entries if e.algo in FILE_ALGOS and (not models or e.model in models)]
         if kept:
             digests[value] = kept
-    return Registry(prints=prints, originals=originals,
-                    marks={model: candidates(store, model) for model in originals},
-                    digests=digests)
+    marks = {model: [Candidate(w["recipient"], w["key"], w["densities"])
+                     for w in store.watermarks(model)] for model in originals}
+    return Registry(prints=prints, originals=originals, marks=marks, digests=digests)
 
 
 # --- digests first ------------------------------------------------------------------------
