@@ -81,7 +81,8 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
         x = x + _GOLDEN
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
+        mixed: np.ndarray = x ^ (x >> np.uint64(31))
+        return mixed
 
 
 def _tensor_seed(key: bytes, canonical: str) -> np.uint64:
@@ -117,7 +118,8 @@ def _sign_table(density: float, dtype: type = np.int8) -> np.ndarray:
 
 def _signs(seeds: np.ndarray, rows: np.ndarray, columns: int, density: float) -> np.ndarray:
     """The pattern (-1, 0, +1) of whole rows for each seed: (len(seeds), len(rows), columns)."""
-    return _sign_table(density)[_lanes(seeds, rows, columns)]
+    signs: np.ndarray = _sign_table(density)[_lanes(seeds, rows, columns)]
+    return signs
 
 
 # -- magnitudes and dtypes ------------------------------------------------------------------
@@ -179,7 +181,8 @@ def mark_values(rows: np.ndarray, signs: np.ndarray, dtype: str) -> np.ndarray:
     alpha = q8_0_error(rows)
     if dtype == "F32":
         step = np.maximum(alpha, np.spacing(np.abs(rows)))
-        return (rows + signs * step).astype(np.float32)
+        marked: np.ndarray = (rows + signs * step).astype(np.float32)
+        return marked
     target = rows + signs * alpha
     rounded = (target.astype(np.float16).astype(np.float32) if dtype == "F16"
                else _bf16_round(target))
@@ -198,7 +201,7 @@ def plan_density(rows: np.ndarray, dtype: str) -> float:
     energy = float(np.mean(moved.astype(np.float64) ** 2))
     if energy <= 0:
         return 1.0
-    return float(min(1.0, np.mean(alpha.astype(np.float64) ** 2) / energy))
+    return min(1.0, float(np.mean(alpha.astype(np.float64) ** 2)) / energy)
 
 
 def mark_rows(rows: np.ndarray, dtype: str, key: bytes, canonical: str,

@@ -26,7 +26,15 @@ import sqlite_utils
 
 from fingerprints.weightprint import TensorPrint, WeightPrint
 from monitor.migrations import MIGRATIONS
-from monitor.models import HIT_STATUSES, OPEN_STATUSES, SEVERITIES, Document, Hit, utcnow
+from monitor.models import (
+    HIT_STATUSES,
+    OPEN_STATUSES,
+    SEVERITIES,
+    Document,
+    Hit,
+    KnownDigest,
+    utcnow,
+)
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -181,21 +189,6 @@ def connect_readonly(path: Path, **kwargs: Any) -> tuple[sqlite3.Connection, str
         conn.close()
         raise StoreError(f"{path}: cannot open database: {exc}") from None
     return conn, f"{why}: opened read-only (immutable)"
-
-
-@dataclass(frozen=True)
-class KnownDigest:
-    """A registry entry as detectors need it: what a digest value points to."""
-
-    algo: str
-    value: str
-    model: str
-    artifact: str | None
-    recipient: str | None
-    source: str
-    indicator_id: int
-    release: str | None = None
-    size: int | None = None       # bytes of the file it identifies, where known
 
 
 @dataclass

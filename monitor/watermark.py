@@ -39,7 +39,8 @@ from fingerprints.watermark import (
 )
 from fingerprints.weightprint import MIN_COLUMNS, MIN_ROWS, canonical_order
 from fingerprints.weights import open_weights
-from monitor.registry import register_paths
+from monitor.registry import Rematch, register_paths, registry_change, rematch_with_defaults
+from monitor.rematch import RematchResult
 
 if TYPE_CHECKING:
     from monitor.store import Store
@@ -101,6 +102,7 @@ class Issued:
     tensors: list[TensorMark] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     artifact_id: int | None = None
+    rematched: RematchResult | None = None
 
 
 def _markable(tensor: TensorInfo) -> bool:
@@ -119,10 +121,13 @@ def _encode(values: np.ndarray, dtype: str) -> bytes:
 
 
 def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.PathLike[str],
-               out: str | os.PathLike[str], master: bytes) -> Issued:
+               out: str | os.PathLike[str], master: bytes,
+               rematch: Rematch | None = rematch_with_defaults) -> Issued:
     """Write `recipient`'s marked copy of `source` to `out` (same format, dtypes, names
     and layout: the marked tensors' bytes are rewritten in place of a copy), register its
-    digests as that recipient's artifact and record the verification data."""
+    digests as that recipient's artifact and record the verification data; then, if the
+    registry changed, `rematch` (once the mark is recorded, so link scans can name the
+    recipient)."""
     src, dst = Path(source), Path(out)
     if dst.exists() and dst.resolve() == src.resolve():
         raise WatermarkError(f"{dst}: the copy must not overwrite the original")
@@ -156,12 +161,15 @@ def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.Pat
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    registered = register_paths(store, [dst], model=model, recipient=recipient, tensors=False)
-    issued.artifact_id = registered[0].artifact_id
-    store.add_watermark(model=model, recipient=recipient, key=key, key_id=issued.key_id,
-                        version=MARK_VERSION,
-                        densities={t.canonical: t.density for t in issued.tensors},
-                        artifact_id=issued.artifact_id)
+    with registry_change(store, rematch) as change:
+        registered = register_paths(store, [dst], model=model, recipient=recipient,
+                                    tensors=False, rematch=None)
+        issued.artifact_id = registered[0].artifact_id
+        store.add_watermark(model=model, recipient=recipient, key=key, key_id=issued.key_id,
+                            version=MARK_VERSION,
+                            densities={t.canonical: t.density for t in issued.tensors},
+                            artifact_id=issued.artifact_id)
+    issued.rematched = change.rematched
     log.info("watermark_issued", model=model, recipient=recipient, key_id=issued.key_id,
              tensors=len(issued.tensors))
     return issued

@@ -33,9 +33,10 @@ from monitor.config import ScanSettings
 from monitor.demo.release import Release
 from monitor.demo.sites.hub import HubSite
 from monitor.demo.world import DemoWorld
+from monitor.detect.weights import WeightLinkDetector
 from monitor.models import Document
 from monitor.registry import import_indicators, register_paths
-from monitor.scan import LinkScanner, Registry, ScanReport, load_registry, scan_path, scan_url
+from monitor.scan import Registry, ScanReport, load_registry, scan_path, scan_url
 from monitor.store import Store
 
 SETTINGS = ScanSettings()
@@ -312,9 +313,9 @@ def test_the_daemon_records_a_link_to_a_copy_as_the_hash_hit(
 
     async def go() -> tuple[list[Any], list[str]]:
         async with RecordingFetcher(FAST) as fetcher:
-            scanner = LinkScanner(store, SETTINGS, fetcher)
-            hits = await scanner.scan_document(doc, target("hub", doc.url))
-            again = await scanner.scan_document(doc, target("hub", doc.url))
+            scanner = WeightLinkDetector.over(store, SETTINGS, fetcher)
+            hits = await scanner.detect(doc, target("hub", doc.url))
+            again = await scanner.detect(doc, target("hub", doc.url))
             assert [h.dedup_key("k") for h in again] == [h.dedup_key("k") for h in hits]
             return hits, fetcher.urls
     hits, urls = asyncio.run(go())
