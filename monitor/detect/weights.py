@@ -28,6 +28,7 @@ from monitor.fetch import Fetcher, redact_url
 from monitor.models import Document, Hit, KnownDigest, VerdictCache, WeightRegistry
 from monitor.scan import Registry, identical_summary, load_registry, scan_url
 
+# The logger the scanner always logged under, so operators' log filters keep matching.
 log = structlog.get_logger("weightwatch.scan")
 
 MATCHER = "weightprint-v2"
