@@ -20,8 +20,10 @@ from typing import Any
 import numpy as np
 import pytest
 import weights_lab as lab
+from click.testing import CliRunner
 from support import FAST, RangeServer
 
+from monitor.cli import main
 from monitor.config import ScanSettings, Target
 from monitor.detect import Detection, WeightLinkDetector
 from monitor.fetch import Fetcher
@@ -54,14 +56,23 @@ def tiny_model(seed: int) -> dict[str, np.ndarray]:
     return {n: a.astype(np.float32) for n, a in model.items()}
 
 
-def ww(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The real CLI in a subprocess."""
+def ww(home: Path, *args: str) -> str:
+    """The real CLI in a subprocess, as an operator runs it; its standard output."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     result = subprocess.run([sys.executable, "-m", "monitor", "--config",
                              str(home / "config.toml"), "--db", str(home / "w.db"), *args],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, (result.stdout, result.stderr)
-    return result
+    return result.stdout
+
+
+def ww_here(home: Path, *args: str) -> str:
+    """The same CLI in this process (no interpreter start-up), for the steps around the
+    one the test is about."""
+    result = CliRunner().invoke(main, ["--config", str(home / "config.toml"), "--db",
+                                       str(home / "w.db"), *args], catch_exceptions=False)
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    return result.stdout
 
 
 def rows(db: Path, sql: str) -> list[dict[str, Any]]:
@@ -89,8 +100,8 @@ def test_rematch_scans_a_stored_weight_link_again_once_its_fingerprints_are_regi
                                 [], run_id=None)
             # Another model is registered: the link is scanned, and matches nothing.
             register_paths(store, [other], model="other", rematch=None)
-        first = ww(tmp_path, "rematch")
-        assert first.stdout.strip() == "rematch: 1 documents, 0 new hits"
+        first = ww_here(tmp_path, "rematch")
+        assert first.strip() == "rematch: 1 documents, 0 new hits"
         scans = rows(db, "SELECT verdict FROM weight_scans")
         assert [s["verdict"] for s in scans] == ["no_match"]
         asked = len(server.hits("/leak/model.safetensors"))
@@ -99,18 +110,19 @@ def test_rematch_scans_a_stored_weight_link_again_once_its_fingerprints_are_regi
         with Store(db) as store:
             register_paths(store, [ours], model="ours", rematch=None)
         second = ww(tmp_path, "rematch")
+        assert second.strip().splitlines()[-1] == "rematch: 1 documents, 1 new hits"
+        assert len(server.hits("/leak/model.safetensors")) > asked  # read again, by range
+        hit, = rows(db, "SELECT * FROM hits")
+        assert (hit["kind"], hit["severity"], hit["model"]) == ("weights", "high", "ours")
+        assert hit["indicator"] == link and hit["detector"] == "weights"
+        assert rows(db, "SELECT verdict FROM weight_scans")[0]["verdict"] == "match"
+        # The verdict is remembered against the grown registry: nothing new, nothing
+        # fetched (the server is still up, so a fetch would show).
+        before = len(server.requests)
+        assert ww_here(tmp_path, "rematch").strip() == "rematch: 1 documents, 0 new hits"
+        assert len(server.requests) == before
     finally:
         server.close()
-    assert second.stdout.strip().splitlines()[-1] == "rematch: 1 documents, 1 new hits"
-    assert len(server.hits("/leak/model.safetensors")) > asked  # read again, by range
-    hit, = rows(db, "SELECT * FROM hits")
-    assert (hit["kind"], hit["severity"], hit["model"]) == ("weights", "high", "ours")
-    assert hit["indicator"] == link and hit["detector"] == "weights"
-    assert rows(db, "SELECT verdict FROM weight_scans")[0]["verdict"] == "match"
-    # The verdict is remembered against the grown registry: nothing new, nothing fetched.
-    before = len(server.requests)
-    assert ww(tmp_path, "rematch").stdout.strip() == "rematch: 1 documents, 0 new hits"
-    assert len(server.requests) == before
 
 
 # --- the registry layer rematches, whoever calls it ----------------------------------------------
