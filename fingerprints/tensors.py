@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
@@ -276,7 +276,7 @@ class WeightReader(Protocol):
     source: ByteSource
     tensors: list[TensorInfo]
 
-    def read_rows(self, tensor: TensorInfo, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+    def read_rows(self, tensor: TensorInfo, rows: list[int]) -> np.ndarray:
         """The given rows of a 2-D tensor as float32, shape (len(rows), columns)."""
         ...
 
