@@ -379,11 +379,8 @@ def _scan_sharded(index: Path, registry: Registry, settings: ScanSettings) -> Sc
 
     try:
         report.size = sum(s.size for s in reader.sources)
-        # The sharded reader's `source` is a read-only property where WeightReader
-        # declares an attribute; it is read, never set.
-        report.result, report.attribution = _compare(
-            reader, registry, settings, spent,  # type: ignore[arg-type]
-            settings.max_bytes)
+        report.result, report.attribution = _compare(reader, registry, settings, spent,
+                                                     settings.max_bytes)
         report.verdict = report.result.verdict
         report.bytes_read = spent()
     except WeightFileError as exc:
