@@ -424,15 +424,14 @@ def register(state: State, paths: tuple[str, ...], model: str, release: str | No
         return progress
 
     with state.store() as store:
-        before = store.registry_counts()
         try:
             files = register_paths(store, paths, model=model, release=release,
                                    recipient=recipient, on_file=on_file, shards=shards,
-                                   tensors=not no_tensors)
+                                   tensors=not no_tensors,
+                                   rematch=lambda s: _run_rematch(state, s, fmt=fmt))
         except OSError as exc:
             fail(f"{exc.filename or ''}: {exc.strerror or exc}", 1)
-        rematched = (_run_rematch(state, store, fmt=fmt)
-                     if store.registry_counts() != before else None)
+        rematched = files.rematched
     rows = [{"name": f.name, "size": f.digests.size, "sha256": f.digests.sha256,
              "sha1": f.digests.sha1, "md5": f.digests.md5, "artifact_id": f.artifact_id,
              "new_digests": f.new_digests, "tensors": f.tensors, "model": model,
@@ -469,15 +468,16 @@ def indicators_import(state: State, file: str, model: str) -> None:
 
     with state.store() as store:
         try:
-            result = import_indicators(store, file, model=model)
+            result = import_indicators(store, file, model=model,
+                                       rematch=lambda s: _run_rematch(state, s))
         except IndicatorFileError as exc:
             fail(str(exc), 1)
         except OSError as exc:
             fail(f"{file}: {exc.strerror or exc}", 1)
         click.echo(f"{result.source}: {result.parsed} indicators read, {result.added} new "
                    f"for {model}")
-        if result.added:
-            click.echo(_run_rematch(state, store).summary(), err=True)
+        if result.rematched is not None:
+            click.echo(result.rematched.summary(), err=True)
 
 
 @main.group("fingerprints")
@@ -554,22 +554,15 @@ def _run_rematch(state: State, store: Store, *, targets: tuple[str, ...] = (),
                  since: str | None = None, fmt: str = "table") -> Any:
     """Run every detector over the stored documents again; a progress bar on stderr when
     it is a terminal, the output is a table and there are many documents."""
-    from monitor.rematch import RematchResult, rematch
+    from monitor.rematch import rematch_stored
 
-    if not store.count_documents(targets=targets, since=since):
-        # Nothing stored yet (a release machine): skip loading the detectors.
-        return RematchResult()
-    from monitor.detect import build_detectors
-
-    detectors = build_detectors(state.config, store)
     total = (store.count_documents(targets=targets, since=since)
              if fmt == "table" and sys.stderr.isatty() else 0)
     if total >= PROGRESS_MIN_DOCUMENTS:
         with click.progressbar(length=total, label="rematch", file=sys.stderr) as bar:
-            return rematch(store, detectors, targets=targets, since=since, progress=bar.update,
-                           channels=state.config.alerts.channels)
-    return rematch(store, detectors, targets=targets, since=since,
-                   channels=state.config.alerts.channels)
+            return rematch_stored(store, state.config, targets=targets, since=since,
+                                  progress=bar.update)
+    return rematch_stored(store, state.config, targets=targets, since=since)
 
 
 scan_options = [
@@ -709,7 +702,8 @@ def watermark_issue(state: State, model: str, recipient: str, source: str, out: 
                 fail(f"no tensor fingerprint of {model} registered; run `weightwatch register` "
                      f"on the original first (detection compares with its rows)", 1)
             issued = issue_copy(store, model=model, recipient=recipient, source=source,
-                                out=out, master=master)
+                                out=out, master=master,
+                                rematch=lambda s: _run_rematch(state, s, fmt=fmt))
     except (WatermarkError, WeightFileError, ValueError) as exc:
         fail(str(exc), 1)
     except OSError as exc:
@@ -725,6 +719,8 @@ def watermark_issue(state: State, model: str, recipient: str, source: str, out: 
                    f"{issued.artifact_id}", err=True)
         for note in issued.skipped:
             click.echo(f"not marked: {note}", err=True)
+        if issued.rematched is not None:
+            click.echo(issued.rematched.summary(), err=True)
 
 
 @watermark_group.command("detect")

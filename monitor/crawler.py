@@ -16,10 +16,9 @@ from dataclasses import dataclass
 import structlog
 
 from monitor.config import Config, Target
-from monitor.detect import Detector, build_detectors, detect_all
+from monitor.detect import Detection, Detector, build_detection, detect_all
 from monitor.fetch import Fetcher, FetchError, redact_url
 from monitor.models import Document, Hit
-from monitor.scan import LinkScanner
 from monitor.sources import ADAPTERS, SourceError
 from monitor.store import Store, StoreError
 
@@ -39,18 +38,24 @@ class RunResult:
 
 
 async def crawl_target(target: Target, config: Config, store: Store, fetcher: Fetcher,
-                       detectors: list[Detector] | None = None,
-                       scanner: LinkScanner | None = None) -> RunResult:
-    """Crawl one target within the run timeout and record the run, whatever happens."""
-    detectors = detectors if detectors is not None else build_detectors(config, store)
-    scanner = scanner if scanner is not None else LinkScanner(store, config.scan, fetcher)
+                       detectors: Detection | Sequence[Detector] | None = None) -> RunResult:
+    """Crawl one target within the run timeout and record the run, whatever happens.
+
+    `detectors` are the pass's (a crawl of many targets shares them), else the config's;
+    given as document detectors alone, the weight links are still scanned."""
+    if isinstance(detectors, Detection):
+        detection = detectors
+    else:
+        detection = build_detection(config, store, fetcher)
+        if detectors is not None:
+            detection.detectors = detectors
     run_id = store.start_run(target.name)
     result = RunResult(target=target.name, run_id=run_id, status="running")
     with structlog.contextvars.bound_contextvars(target=target.name, run_id=run_id):
         log.info("crawl_started", url=redact_url(target.url))
         try:
-            await asyncio.wait_for(_crawl(target, store, fetcher, detectors, scanner, run_id,
-                                          result, config.alerts.channels),
+            await asyncio.wait_for(_crawl(target, store, fetcher, detection, run_id, result,
+                                          config.alerts.channels),
                                    timeout=config.crawl.run_timeout)
             result.status = "ok"
         except TimeoutError:
@@ -71,9 +76,8 @@ async def crawl_target(target: Target, config: Config, store: Store, fetcher: Fe
     return result
 
 
-async def _crawl(target: Target, store: Store, fetcher: Fetcher, detectors: list[Detector],
-                 scanner: LinkScanner, run_id: int, result: RunResult,
-                 channels: Sequence[str]) -> None:
+async def _crawl(target: Target, store: Store, fetcher: Fetcher, detection: Detection,
+                 run_id: int, result: RunResult, channels: Sequence[str]) -> None:
     source = ADAPTERS[target.kind](target, fetcher, store.cursor(target.name))
     async for doc in source.documents():
         result.documents_seen += 1
@@ -81,12 +85,10 @@ async def _crawl(target: Target, store: Store, fetcher: Fetcher, detectors: list
         if previous == doc.content_sha256:
             store.touch_document(doc.target, doc.key)
             continue
-        hits = detect_all(detectors, doc)
         # Weight links are read by range and compared with the tensor fingerprints; the
         # verdict is stored before the document, so a crash in between rescans nothing.
-        hits += await scanner.scan_document(doc, target)
-        saved, new_hits = store.save_document(doc, hits, run_id,
-                                              channels=channels)
+        hits = await detection.detect(doc, target)
+        saved, new_hits = store.save_document(doc, hits, run_id, channels=channels)
         result.documents_new += saved.is_new
         result.documents_changed += not saved.is_new
         result.hits_new += len(new_hits)
@@ -120,9 +122,8 @@ async def crawl_once(config: Config, store: Store, targets: list[Target],
     own = fetcher is None
     fetcher = fetcher or Fetcher(config.crawl)
     try:
-        detectors = build_detectors(config, store)
-        scanner = LinkScanner(store, config.scan, fetcher)
-        tasks = [crawl_target(t, config, store, fetcher, detectors, scanner) for t in targets]
+        detection = build_detection(config, store, fetcher)
+        tasks = [crawl_target(t, config, store, fetcher, detection) for t in targets]
         return list(await asyncio.gather(*tasks))
     finally:
         if own:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, overload
+
+if TYPE_CHECKING:
+    from fingerprints.weightprint import WeightPrint
 
 VOLATILE_EXTRAS = "stats"
 KINDS = ("mention", "hash", "torrent", "weights", "watermark")
@@ -369,3 +372,60 @@ class WeightScanRow(TypedDict):
     error: str | None
     details: str
     registry_version: int
+
+
+# --- detection (issue 15, detect part): what detectors read of the registry, as records and
+# as the narrow seams the store implements, so `monitor.detect` never needs the store.
+
+
+@dataclass(frozen=True)
+class KnownDigest:
+    """A registry entry as detectors need it: what a digest value points to."""
+
+    algo: str
+    value: str
+    model: str
+    artifact: str | None
+    recipient: str | None
+    source: str
+    indicator_id: int
+    release: str | None = None
+    size: int | None = None       # bytes of the file it identifies, where known
+
+
+class RegistryView(Protocol):
+    """The registry as the document detectors read it, once per pass."""
+
+    def known_digests(self) -> Mapping[str, Sequence[KnownDigest]]: ...
+
+    def artifacts(self) -> Sequence[Mapping[str, Any]]: ...
+
+
+class VerdictCache(Protocol):
+    """Remembered weight-link verdicts, so a URL is scanned once per registry version.
+
+    A verdict is a mapping with at least `verdict`, `model`, `score`, `bytes_read`,
+    `details` (JSON text) and `registry_version` (the registry it was scanned against)."""
+
+    def weight_scan(self, url: str) -> Mapping[str, Any] | None: ...
+
+    def record_weight_scan(self, url: str, *, verdict: str, model: str | None = None,
+                           score: float | None = None, bytes_read: int = 0,
+                           error: str | None = None, details: str = "{}") -> None: ...
+
+
+class WeightRegistry(RegistryView, VerdictCache, Protocol):
+    """What the weight-link detector reads and writes: the fingerprints, digests and marks
+    it compares with, their version, and its verdict cache."""
+
+    def weight_print_version(self) -> int: ...
+
+    @overload
+    def weight_prints(self, models: Sequence[str] = (), *, with_recipient: Literal[False] = False
+                      ) -> Sequence[tuple[str, str, WeightPrint]]: ...
+
+    @overload
+    def weight_prints(self, models: Sequence[str] = (), *, with_recipient: Literal[True]
+                      ) -> Sequence[tuple[str, str, WeightPrint, str | None]]: ...
+
+    def watermarks(self, model: str | None = None) -> Sequence[Mapping[str, Any]]: ...

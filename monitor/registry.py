@@ -1,25 +1,65 @@
 """Recording what was released: file digests from `register`, indicators from `import`.
 
 This is the release engineer's side. It reads the released files once each (all digests in
-one pass) and stores only digests and names, never the weights themselves. Whatever adds to
-the registry here should be followed by a rematch of the stored documents
-(`monitor.rematch`), which the CLI does.
+one pass) and stores only digests and names, never the weights themselves.
+
+A leak posted before its digests were registered is still a leak: whatever adds to the
+registry here matches the stored documents again (`monitor.rematch`) once it is done, for
+every caller, unless the caller says otherwise (`rematch=None`). The default rematch uses
+the default config (no rules, default scan and crawl settings); the CLI passes its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fingerprints.digests import FileDigests, digest_file, iter_files
 from fingerprints.indicators import IndicatorError, parse_indicator_text
 from fingerprints.tensors import FileSource, WeightFileError
 from fingerprints.weightprint import WeightPrint, fingerprint_weights, new_key
 from fingerprints.weights import UnknownFormat, open_weights
-from monitor.store import Store
+from monitor.config import parse_config
+from monitor.rematch import RematchResult, rematch_stored
+
+if TYPE_CHECKING:
+    from monitor.store import Store
 
 MAX_INDICATOR_FILE = 64 * 1024 * 1024
+
+# Matches the stored documents again after the registry changed.
+Rematch = Callable[["Store"], RematchResult]
+
+
+def rematch_with_defaults(store: Store) -> RematchResult:
+    """The rematch a library caller gets: every detector of the default config."""
+    return rematch_stored(store, parse_config({}, None))
+
+
+@dataclass
+class RegistryChange:
+    """Whether a block of registrations changed the registry, and the rematch it led to."""
+
+    rematched: RematchResult | None = None
+
+
+@contextmanager
+def registry_change(store: Store, rematch: Rematch | None) -> Iterator[RegistryChange]:
+    """Run `rematch` after the block if it added anything to the registry (files, digests,
+    tensor fingerprints: what detectors compare with), and only then."""
+    change = RegistryChange()
+    before = _registry_state(store)
+    yield change
+    if rematch is not None and _registry_state(store) != before:
+        change.rematched = rematch(store)
+
+
+def _registry_state(store: Store) -> tuple[dict[str, int], int]:
+    # The registry only grows, so any growth shows in its row counts or versions.
+    return store.registry_counts(), store.weight_print_version()
 
 
 class IndicatorFileError(ValueError):
@@ -36,11 +76,19 @@ class RegisteredFile:
     note: str | None = None       # why a weight file got no tensor fingerprint
 
 
+class RegisteredFiles(list[RegisteredFile]):
+    """The files `register_paths` recorded, and the rematch that followed (None: the
+    registry did not change, or the caller asked for none)."""
+
+    rematched: RematchResult | None = None
+
+
 @dataclass
 class ImportResult:
     source: str
     parsed: int
     added: int
+    rematched: RematchResult | None = field(default=None, compare=False)
 
 
 def artifact_name(path: Path, roots: list[Path]) -> str:
@@ -57,17 +105,30 @@ def artifact_name(path: Path, roots: list[Path]) -> str:
 def register_paths(store: Store, paths: Iterable[str | Path], *, model: str,
                    release: str | None = None, recipient: str | None = None,
                    on_file: Callable[[Path, int], Callable[[int], None] | None] | None = None,
-                   shards: bool = False, tensors: bool = True) -> list[RegisteredFile]:
+                   shards: bool = False, tensors: bool = True,
+                   rematch: Rematch | None = rematch_with_defaults) -> RegisteredFiles:
     """Digest every file under `paths` and record it as an artifact of `model`; with
     `tensors` (the default), also fingerprint the tensors of every weight file, whatever
     its name, so converted and quantised copies are recognised too.
 
     `on_file(path, size)` may return a progress callback for that file's bytes (called for
     the digest pass, then for the fingerprint pass of a weight file); `shards` adds the
-    SHA-256 of each 1 GB shard of files larger than that.
+    SHA-256 of each 1 GB shard of files larger than that. If anything was new, `rematch`
+    runs once at the end (its result is the returned list's `rematched`).
     """
     roots = [Path(p) for p in paths]
-    out = []
+    out = RegisteredFiles()
+    with registry_change(store, rematch) as change:
+        out.extend(_register(store, roots, model=model, release=release, recipient=recipient,
+                             on_file=on_file, shards=shards, tensors=tensors))
+    out.rematched = change.rematched
+    return out
+
+
+def _register(store: Store, roots: list[Path], *, model: str, release: str | None,
+              recipient: str | None,
+              on_file: Callable[[Path, int], Callable[[int], None] | None] | None,
+              shards: bool, tensors: bool) -> Iterator[RegisteredFile]:
     for path in iter_files(roots):
         size = path.stat().st_size
         progress = on_file(path, size) if on_file else None
@@ -81,8 +142,7 @@ def register_paths(store: Store, paths: Iterable[str | Path], *, model: str,
         registered = RegisteredFile(name, digests, artifact_id, sum(added))
         if tensors:
             fingerprint_file(store, path, registered, model=model, on_file=on_file)
-        out.append(registered)
-    return out
+        yield registered
 
 
 def fingerprint_file(store: Store, path: Path, registered: RegisteredFile, *, model: str,
@@ -121,9 +181,11 @@ def fingerprint_file(store: Store, path: Path, registered: RegisteredFile, *, mo
     return print_
 
 
-def import_indicators(store: Store, path: str | Path, *, model: str) -> ImportResult:
+def import_indicators(store: Store, path: str | Path, *, model: str,
+                      rematch: Rematch | None = rematch_with_defaults) -> ImportResult:
     """Read a checksum list, magnet file, LFS pointer or model-hub JSON and add its digests
-    for `model`, all or none; raise IndicatorFileError/OSError naming the file.
+    for `model`, all or none; raise IndicatorFileError/OSError naming the file. If any
+    digest was new, `rematch` runs after the import (its result is `rematched`).
 
     Each indicator's source is `import:FILE:LINE` (text) or `import:FILE:ENTRY` (JSON, e.g.
     `import:model-info.json:siblings[3]`), FILE being the file's name without its folder.
@@ -141,10 +203,12 @@ def import_indicators(store: Store, path: str | Path, *, model: str) -> ImportRe
     except IndicatorError as exc:
         raise IndicatorFileError(f"{path}: {exc}") from None
     added = 0
-    with store.db.atomic():
-        for ind in indicators:
-            where = ind.origin or (str(ind.line) if ind.line else None)
-            added += store.add_indicator(
-                algo=ind.algo, value=ind.value, model=model, name=ind.name, size=ind.size,
-                source=f"import:{path.name}" + (f":{where}" if where else ""))
-    return ImportResult(source=str(path), parsed=len(indicators), added=added)
+    with registry_change(store, rematch) as change:
+        with store.db.atomic():
+            for ind in indicators:
+                where = ind.origin or (str(ind.line) if ind.line else None)
+                added += store.add_indicator(
+                    algo=ind.algo, value=ind.value, model=model, name=ind.name, size=ind.size,
+                    source=f"import:{path.name}" + (f":{where}" if where else ""))
+    return ImportResult(source=str(path), parsed=len(indicators), added=added,
+                        rematched=change.rematched)

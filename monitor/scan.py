@@ -1,5 +1,6 @@
-"""Scanning weight files against the registered tensor fingerprints: a local path, a URL
-read by HTTP Range within a byte budget, and the weight-file links the crawler finds.
+"""Scanning weight files against the registered tensor fingerprints: a local path, or a URL
+read by HTTP Range within a byte budget. (The weight-file links of crawled documents are
+the `monitor.detect.weights` detector's, which scans them through `scan_url`.)
 
 Digests first: a file whose SHA-256 is registered is a byte-identical copy, `match` at once
 with the artifact (and recipient) it is, before any tensor is read. A local file is hashed,
@@ -11,30 +12,23 @@ share one `archive_session`, so a compressed tar is read and inflated once, with
 scan's --max-bytes: a scan stopped by that budget is `inconclusive`, never `no_match`.
 
 The tensor comparison is `fingerprints.weightprint.match_weights`; this module chooses the
-source (a local file, a sharded checkpoint's index, a `monitor.remote.RemoteSource`),
-turns what can go wrong into a verdict a person can act on, and, for the crawler, decides
-which links are worth a scan and remembers the ones already scanned, so a file posted on
-twenty mirrors of one thread costs one scan per mirror URL and never a second one.
+source (a local file, a sharded checkpoint's index, a `monitor.remote.RemoteSource`) and
+turns what can go wrong into a verdict a person can act on.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import json
 import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
-
-import structlog
+from urllib.parse import urlsplit
 
 import fingerprints.weights
 from fingerprints.archives import (
-    WEIGHT_EXTENSIONS,
     ArchiveSession,
     archive_session,
     member_digests,
@@ -43,28 +37,17 @@ from fingerprints.archives import (
 from fingerprints.digests import DigestError, digest_file
 from fingerprints.safetensors import open_sharded
 from fingerprints.tensors import ByteSource, FileSource, WeightFileError, WeightReader
-from fingerprints.watermark import MARK_VERSION, Attribution, Candidate
+from fingerprints.watermark import Attribution, Candidate, attribute
 from fingerprints.weightprint import MatchResult, WeightPrint, describe, match_weights
 from fingerprints.weights import UnknownFormat, open_weights
 from monitor.config import ScanSettings, Target
-from monitor.detect.digests import digest_hit
 from monitor.fetch import Fetcher, FetchError, redact_url
-from monitor.models import Document, Hit
+from monitor.models import KnownDigest, WeightRegistry
 from monitor.remote import MIN_READ, remote_siblings, scan_remote
-from monitor.store import KnownDigest, Store
-from monitor.watermark import attribute, candidates
-
-log = structlog.get_logger("weightwatch.scan")
 
 # `related`: only tensors relatives share (embeddings, tied heads, fixed bases) are ours;
 # `inconclusive`: nothing could be compared (MatchResult.reason says why).
 VERDICTS = ("match", "related", "no_match", "inconclusive", "unknown_format", "error")
-MATCHER = "weightprint-v2"
-# Kept from a scan's report with its stored verdict: what a hit's context is written from.
-_DETAILS = ("false_match_probability", "similarity", "tensors_compared", "tensors_matched",
-            "rows_compared", "rows_matched", "size", "format", "watermark", "reason",
-            "related_to", "body_total", "body_found", "shared_found", "found",
-            "digest")
 
 
 @dataclass
@@ -152,9 +135,10 @@ class Registry:
 FILE_ALGOS = ("sha256", "sha1", "md5")
 
 
-def load_registry(store: Store, models: Sequence[str] = ()) -> Registry:
+def load_registry(store: WeightRegistry, models: Sequence[str] = ()) -> Registry:
     """The registry as scans need it (all models, or those named)."""
-    prints, originals = [], {}
+    prints: list[tuple[str, WeightPrint]] = []
+    originals: dict[str, list[WeightPrint]] = {}
     for model, _name, print_, recipient in store.weight_prints(models, with_recipient=True):
         prints.append((model, print_))
         if recipient is None:
@@ -164,9 +148,9 @@ def load_registry(store: Store, models: Sequence[str] = ()) -> Registry:
         kept = [e for e in entries if e.algo in FILE_ALGOS and (not models or e.model in models)]
         if kept:
             digests[value] = kept
-    return Registry(prints=prints, originals=originals,
-                    marks={model: candidates(store, model) for model in originals},
-                    digests=digests)
+    marks = {model: [Candidate(w["recipient"], w["key"], w["densities"])
+                     for w in store.watermarks(model)] for model in originals}
+    return Registry(prints=prints, originals=originals, marks=marks, digests=digests)
 
 
 # --- digests first ------------------------------------------------------------------------
@@ -274,26 +258,6 @@ def is_hub_file(url: str) -> bool:
     return "/resolve/" in urlsplit(url).path
 
 
-def lfs_digests(doc: Document) -> dict[str, str]:
-    """Link URL -> the SHA-256 the hub document states for that file (its LFS oid), from
-    the `files` extras a hub source writes. Extras come from hostile pages: anything not a
-    path with a 64-hex digest is ignored."""
-    files = doc.extras.get("files")
-    if not isinstance(files, list):
-        return {}
-    by_path = {f["path"]: f["sha256"].lower() for f in files
-               if isinstance(f, dict) and isinstance(f.get("path"), str)
-               and isinstance(f.get("sha256"), str) and re.fullmatch(r"[0-9a-fA-F]{64}",
-                                                                     f["sha256"])}
-    out = {}
-    for url in doc.links:
-        _, sep, rest = urlsplit(url).path.partition("/resolve/")
-        path = unquote(rest.partition("/")[2]) if sep else ""
-        if path in by_path:
-            out[url] = by_path[path]
-    return out
-
-
 def _compare(reader: WeightReader, registry: Registry, settings: ScanSettings,
              spent: Callable[[], int], max_bytes: int) -> tuple[MatchResult, Attribution | None]:
     """Recognise the model; if it is one with marked copies, run the watermark test on
@@ -310,7 +274,7 @@ def _compare(reader: WeightReader, registry: Registry, settings: ScanSettings,
     return result, max(found, key=lambda a: a.elements) if found else None
 
 
-def _bytes_read(source: ByteSource, reader: WeightReader | None) -> int:
+def _bytes_read(source: ByteSource, reader: object | None) -> int:
     """What a scan of `source` has read: every source its reader used (an ONNX model's
     side files, read beside it) when the reader read `source` itself; a reader of an
     archive member reads through `source`, whose count already holds its side files."""
@@ -413,8 +377,10 @@ def _scan_sharded(index: Path, registry: Registry, settings: ScanSettings) -> Sc
     except (WeightFileError, OSError) as exc:
         report.error = str(exc)
         return report
+    def spent() -> int:
+        return _bytes_read(reader.source, reader)  # every shard's source
+
     try:
-        spent = lambda: sum(s.bytes_read for s in reader.sources)  # noqa: E731
         report.size = sum(s.size for s in reader.sources)
         report.result, report.attribution = _compare(reader, registry, settings, spent,
                                                      settings.max_bytes)
@@ -486,151 +452,3 @@ class _SourceAnswer:
         size = self.source.size
         return {"etag": self.source.etag or "",
                 "content-range": f"bytes 0-{max(size - 1, 0)}/{size}"}
-
-
-def scan_target(target: Target) -> Target:
-    """The target a weight link is fetched as: the page's proxy and network rules, none of
-    its credentials (a link in a post may point anywhere)."""
-    return dataclasses.replace(target, name=f"{target.name}:weights", headers={}, cookies={},
-                               api_key_env=None)
-
-
-def is_weight_link(url: str) -> bool:
-    """Whether a link names a weight file (by its path; the content decides later)."""
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and parts.path.lower().endswith(WEIGHT_EXTENSIONS)
-
-
-class LinkScanner:
-    """Scans the weight-file links of crawled documents and makes `weights` hits.
-
-    One per crawl pass: it holds the fingerprints as registered when the pass started.
-    Each URL is scanned once per registry version (the store remembers verdicts); a URL
-    seen again, in the same document or another, reuses the stored verdict (but for
-    failures, which are tried again).
-    """
-
-    name = "weights"
-
-    def __init__(self, store: Store, settings: ScanSettings, fetcher: Fetcher):
-        self.store = store
-        self.settings = settings
-        self.fetcher = fetcher
-        self.version = store.weight_print_version() if settings.enabled else 0
-        self._registry: Registry | None = None
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    @property
-    def registry(self) -> Registry:
-        """Loaded on first use: most runs find no weight link at all."""
-        if self._registry is None:
-            self._registry = load_registry(self.store)
-        return self._registry
-
-    async def scan_document(self, doc: Document, target: Target) -> list[Hit]:
-        """`weights` hits for the document's weight-file links that match a fingerprint, and a
-        `watermark` hit naming the recipient when the match carries a recipient's mark; a
-        link that is only `related` (shares embeddings or other tensors relatives share, none
-        of our layer matrices) gets a low `weights` hit that says so."""
-        if not self.version:
-            return []
-        links = [u for u in dict.fromkeys(doc.links) if is_weight_link(u)]
-        lfs = lfs_digests(doc)
-        hits = []
-        for url in links[:self.settings.max_links]:
-            verdict = await self._verdict(url, target, lfs.get(url))
-            if verdict and verdict["verdict"] == "related":
-                hit = self._related_hit(url, verdict)
-                hit.target, hit.url = doc.target, doc.url
-                hits.append(hit)
-            if verdict and verdict["verdict"] == "match":
-                details = json.loads(verdict.get("details") or "{}")
-                if details.get("digest"):
-                    found = [self._digest_hit(url, details["digest"])]
-                else:
-                    found = [self._hit(url, verdict)]
-                mark = details.get("watermark")
-                if mark and mark.get("outcome") == "marked":
-                    found.append(self._mark_hit(url, verdict["model"], mark))
-                for hit in found:
-                    hit.target, hit.url = doc.target, doc.url
-                hits += found
-        return hits
-
-    async def _verdict(self, url: str, target: Target,
-                       lfs_sha256: str | None = None) -> dict[str, Any] | None:
-        key = redact_url(url)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:  # two documents linking one file scan it once
-            cached = self.store.weight_scan(key)
-            # A verdict holds until the registry grows; a failure (host down, budget too
-            # small) is tried again the next time a changed document links the file.
-            if (cached and cached["verdict"] != "error"
-                    and cached["registry_version"] >= self.version):
-                return cached
-            report = await scan_url(url, self.registry, self.settings, self.fetcher,
-                                    scan_target(target), lfs_sha256=lfs_sha256)
-            log.info("weights_scanned", url=key, verdict=report.verdict,
-                     bytes_read=report.bytes_read, error=report.error)
-            details = report.as_dict()
-            self.store.record_weight_scan(
-                key, verdict=report.verdict, model=details.get("model"),
-                score=details.get("score"), bytes_read=report.bytes_read, error=report.error,
-                details=json.dumps({k: details.get(k) for k in _DETAILS}))
-            return self.store.weight_scan(key)
-
-    def _hit(self, url: str, verdict: dict[str, Any]) -> Hit:
-        details = json.loads(verdict.get("details") or "{}")
-        size = details.get("size")
-        body = (f"{len(details['body_found'])} of our {details.get('body_total')} layer "
-                "matrices found, " if details.get("body_found") is not None else "")
-        context = (f"{redact_url(url)}: tensors match {verdict['model']} "
-                   f"({body}{details.get('rows_matched')}/{details.get('rows_compared')} sampled rows "
-                   f"in {details.get('tensors_matched')}/{details.get('tensors_compared')} "
-                   f"tensors, similarity {details.get('similarity')}, false-match probability "
-                   f"{details.get('false_match_probability'):.1e}; {details.get('format')} file"
-                   + (f" of {size} bytes" if size else "")
-                   + f", {verdict['bytes_read']} bytes read)")
-        return Hit(kind="weights", severity="high", indicator=redact_url(url),
-                   detector=self.name, context=context, model=verdict["model"],
-                   indicator_type="tensor_fingerprint", score=float(verdict["score"] or 0),
-                   matcher_version=f"{MATCHER}/registry-{verdict['registry_version']}")
-
-    def _digest_hit(self, url: str, digest: dict[str, Any]) -> Hit:
-        """A byte-identical copy is what the digest detector reports for a registered digest
-        (the critical `hash` hit, naming the recipient of a recipient's copy): the same hit
-        whether the digest was in the page's text or stated for its link."""
-        entry = KnownDigest(algo=digest["algorithm"], value=digest["value"],
-                            model=digest["model"], artifact=digest.get("artifact"),
-                            recipient=digest.get("recipient"), source="",
-                            indicator_id=digest.get("indicator_id") or 0)
-        return digest_hit(entry, f"{digest['encoding']} for a weight link",
-                          f"{redact_url(url)}: {identical_summary(digest)}")
-
-    def _related_hit(self, url: str, verdict: dict[str, Any]) -> Hit:
-        """A low hit of its own for a relative: never evidence of a copy, worth a look."""
-        details = json.loads(verdict.get("details") or "{}")
-        model = details.get("related_to")
-        shared = ", ".join(n.removesuffix(".weight") for n in details.get("shared_found") or [])
-        others = (details.get("tensors_compared") or 0) - (details.get("tensors_matched") or 0)
-        context = (f"{redact_url(url)}: related to {model}, not a copy: shares {shared} with "
-                   f"{model}; none of its {others} other matrices compared is one of our "
-                   f"{details.get('body_total')} layer matrices (false-match probability of "
-                   f"the shared tensors {details.get('false_match_probability'):.1e}; "
-                   f"{details.get('format')} file, {verdict['bytes_read']} bytes read)")
-        return Hit(kind="weights", severity="low", indicator=redact_url(url),
-                   detector=self.name, context=context, model=model,
-                   indicator_type="shared_tensors", score=float(verdict["score"] or 0),
-                   matcher_version=f"{MATCHER}/registry-{verdict['registry_version']}")
-
-    def _mark_hit(self, url: str, model: str, mark: dict[str, Any]) -> Hit:
-        runner = (f"; runner-up {mark['runner_up']} at z {mark['runner_up_z']}"
-                  if mark.get("runner_up") else "")
-        context = (f"{redact_url(url)}: {model} copy marked for {mark['recipient']}: z "
-                   f"{mark['z']} over {mark['elements']} elements of {mark['tensors']} tensors, "
-                   f"false-attribution bound {mark['bound']:.1e} among {mark['recipients']} "
-                   f"recipients{runner}")
-        return Hit(kind="watermark", severity="critical", indicator=redact_url(url),
-                   detector="watermark", context=context, model=model,
-                   recipient=mark["recipient"], indicator_type="watermark",
-                   score=float(mark["z"]), matcher_version=f"watermark-v{MARK_VERSION}")

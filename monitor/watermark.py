@@ -1,9 +1,10 @@
 """Issuing marked copies to recipients, and naming the recipient of a leaked copy.
 
-The marks themselves are `fingerprints.watermark`; this module holds the master secret for
-the length of one command, writes recipients' copies, keeps what detection needs in the
-registry (each recipient's derived key and how densely each tensor was marked), and finds
-in a suspect file the rows the fingerprint kept the originals of.
+The marks themselves, and the test that reads them back from a suspect, are
+`fingerprints.watermark` (pure: no store, no files of ours); this module holds the master
+secret for the length of one command, writes recipients' copies and keeps what detection
+needs in the registry (each recipient's derived key and how densely each tensor was
+marked).
 
 The master secret comes from the environment (WEIGHTWATCH_WATERMARK_KEY) or a key file
 that only its owner can read. It is never written anywhere: not to the config, the
@@ -19,48 +20,36 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import structlog
 
 from fingerprints.names import canonical_name
-from fingerprints.tensors import FileSource, TensorInfo, WeightFileError, WeightReader
+from fingerprints.tensors import FileSource, TensorInfo, WeightReader
 from fingerprints.watermark import (
     MARK_DTYPES,
     MARK_VERSION,
-    Attribution,
-    Candidate,
-    Evidence,
     WatermarkError,
-    detect_marks,
     key_id,
     mark_rows,
     plan_density,
     q8_0_roundtrip,
     recipient_key,
 )
-from fingerprints.weightprint import (
-    MIN_COLUMNS,
-    MIN_ROWS,
-    MatchResult,
-    WeightPrint,
-    canonical_order,
-)
+from fingerprints.weightprint import MIN_COLUMNS, MIN_ROWS, canonical_order
 from fingerprints.weights import open_weights
-from monitor.registry import register_paths
-from monitor.store import Store
+from monitor.registry import Rematch, register_paths, registry_change, rematch_with_defaults
+from monitor.rematch import RematchResult
+
+if TYPE_CHECKING:
+    from monitor.store import Store
 
 log = structlog.get_logger("weightwatch.watermark")
 
 MASTER_ENV = "WEIGHTWATCH_WATERMARK_KEY"
 # Rows decoded and marked at a time while writing a copy: bounds memory on big tensors.
 _BLOCK_BYTES = 32 << 20
-# The suspect's rows must look like the originals before their difference is evidence.
-MIN_ROW_COSINE = 0.9
-# Elements compared before the test stops reading: on all-MiniLM-L6-v2 a Q4_0 conversion
-# of a marked copy scores z of about 10 on this many (bound ~1e-19 among 1,000 recipients),
-# and every tensor read is one more range request of a remote file.
-EVIDENCE_ELEMENTS = 131_072
 
 
 def master_secret(key_file: str | os.PathLike[str] | None = None) -> bytes:
@@ -113,6 +102,7 @@ class Issued:
     tensors: list[TensorMark] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     artifact_id: int | None = None
+    rematched: RematchResult | None = None
 
 
 def _markable(tensor: TensorInfo) -> bool:
@@ -131,10 +121,13 @@ def _encode(values: np.ndarray, dtype: str) -> bytes:
 
 
 def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.PathLike[str],
-               out: str | os.PathLike[str], master: bytes) -> Issued:
+               out: str | os.PathLike[str], master: bytes,
+               rematch: Rematch | None = rematch_with_defaults) -> Issued:
     """Write `recipient`'s marked copy of `source` to `out` (same format, dtypes, names
     and layout: the marked tensors' bytes are rewritten in place of a copy), register its
-    digests as that recipient's artifact and record the verification data."""
+    digests as that recipient's artifact and record the verification data; then, if the
+    registry changed, `rematch` (once the mark is recorded, so link scans can name the
+    recipient)."""
     src, dst = Path(source), Path(out)
     if dst.exists() and dst.resolve() == src.resolve():
         raise WatermarkError(f"{dst}: the copy must not overwrite the original")
@@ -168,12 +161,15 @@ def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.Pat
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    registered = register_paths(store, [dst], model=model, recipient=recipient, tensors=False)
-    issued.artifact_id = registered[0].artifact_id
-    store.add_watermark(model=model, recipient=recipient, key=key, key_id=issued.key_id,
-                        version=MARK_VERSION,
-                        densities={t.canonical: t.density for t in issued.tensors},
-                        artifact_id=issued.artifact_id)
+    with registry_change(store, rematch) as change:
+        registered = register_paths(store, [dst], model=model, recipient=recipient,
+                                    tensors=False, rematch=None)
+        issued.artifact_id = registered[0].artifact_id
+        store.add_watermark(model=model, recipient=recipient, key=key, key_id=issued.key_id,
+                            version=MARK_VERSION,
+                            densities={t.canonical: t.density for t in issued.tensors},
+                            artifact_id=issued.artifact_id)
+    issued.rematched = change.rematched
     log.info("watermark_issued", model=model, recipient=recipient, key_id=issued.key_id,
              tensors=len(issued.tensors))
     return issued
@@ -207,65 +203,3 @@ def _density_sample(reader: WeightReader, tensor: TensorInfo) -> np.ndarray:
     """Up to 4096 evenly spread rows: enough to plan a tensor's density."""
     rows = np.unique(np.linspace(0, tensor.rows - 1, min(tensor.rows, 4096)).astype(np.int64))
     return reader.read_rows(tensor, rows)
-
-
-# -- detecting --------------------------------------------------------------------------------
-
-
-def candidates(store: Store, model: str) -> list[Candidate]:
-    return [Candidate(w["recipient"], w["key"], w["densities"]) for w in store.watermarks(model)]
-
-
-def gather_evidence(reader: WeightReader, print_: WeightPrint, match: MatchResult, *,
-                    spent=lambda: 0, max_bytes: int | None = None,  # type: ignore[no-untyped-def]
-                    max_elements: int = EVIDENCE_ELEMENTS) -> list[Evidence]:
-    """The suspect's rows at the fingerprint's kept originals, tensor by tensor: the
-    suspect tensor the match paired with ours, else one with our canonical name and shape;
-    rows that do not look like the originals are left out. Stops at `max_bytes`, or once
-    `max_elements` are in hand."""
-    paired: dict[str, list[str]] = {}
-    for pair in match.pairs:
-        if pair.ours:
-            paired.setdefault(pair.ours, []).append(pair.suspect)
-    by_name = {t.name: t for t in reader.tensors}
-    by_canonical: dict[str, list[TensorInfo]] = {}
-    for t in reader.tensors:
-        by_canonical.setdefault(canonical_name(t.name), []).append(t)
-    evidence: list[Evidence] = []
-    for ours in print_.tensors:
-        if sum(e.original.size for e in evidence) >= max_elements:
-            break
-        options = [by_name[n] for n in paired.get(ours.canonical, []) if n in by_name]
-        options += by_canonical.get(ours.canonical, [])
-        for suspect in options:
-            if suspect.shape != ours.shape:
-                continue
-            order = canonical_order(reader, suspect)
-            rows = ours.sample_index if order is None else order[ours.sample_index]
-            if max_bytes is not None and spent() + len(rows) * suspect.row_nbytes > max_bytes:
-                return evidence
-            try:
-                found = reader.read_rows(suspect, rows)
-            except WeightFileError:
-                continue
-            if _similar(found, ours.samples):
-                evidence.append(Evidence(ours.canonical, ours.dtype, ours.sample_index,
-                                         ours.samples, found))
-                break
-    return evidence
-
-
-def _similar(found: np.ndarray, original: np.ndarray) -> bool:
-    a = found - found.mean(axis=1, keepdims=True)
-    b = original - original.mean(axis=1, keepdims=True)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    cos = np.where(norms > 0, (a * b).sum(axis=1) / np.where(norms > 0, norms, 1), 0)
-    return bool(np.median(cos) >= MIN_ROW_COSINE)
-
-
-def attribute(reader: WeightReader, print_: WeightPrint, match: MatchResult,
-              marks: list[Candidate], *, spent=lambda: 0, max_bytes: int | None = None,  # type: ignore[no-untyped-def]
-              max_bound: float = 1e-6) -> Attribution:
-    """Whose copy is this? The watermark test on a suspect the fingerprint matched."""
-    evidence = gather_evidence(reader, print_, match, spent=spent, max_bytes=max_bytes)
-    return detect_marks(evidence, marks, max_bound=max_bound)

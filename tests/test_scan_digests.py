@@ -33,9 +33,10 @@ from demo.sites.hub import HubSite
 from demo.world import DemoWorld
 from monitor.cli import main
 from monitor.config import ScanSettings
+from monitor.detect.weights import WeightLinkDetector
 from monitor.models import Document
 from monitor.registry import import_indicators, register_paths
-from monitor.scan import LinkScanner, Registry, ScanReport, load_registry, scan_path, scan_url
+from monitor.scan import Registry, ScanReport, load_registry, scan_path, scan_url
 from monitor.store import Store
 
 SETTINGS = ScanSettings()
@@ -315,9 +316,9 @@ def test_the_daemon_records_a_link_to_a_copy_as_the_hash_hit(
     async def go() -> tuple[list[Any], list[str]]:
         recorder = RecordingFetcher(FAST)
         async with recorder as fetcher:
-            scanner = LinkScanner(store, SETTINGS, fetcher)
-            hits = await scanner.scan_document(doc, target("hub", doc.url))
-            again = await scanner.scan_document(doc, target("hub", doc.url))
+            scanner = WeightLinkDetector.over(store, SETTINGS, fetcher)
+            hits = await scanner.detect(doc, target("hub", doc.url))
+            again = await scanner.detect(doc, target("hub", doc.url))
             assert [h.dedup_key("k") for h in again] == [h.dedup_key("k") for h in hits]
             return hits, recorder.urls
     hits, urls = asyncio.run(go())

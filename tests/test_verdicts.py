@@ -44,9 +44,9 @@ from fingerprints.weightprint import (
 )
 from fingerprints.weights import open_weights
 from monitor.config import ScanSettings
+from monitor.detect.weights import WeightLinkDetector
 from monitor.fetch import Fetcher
 from monitor.models import Document
-from monitor.scan import LinkScanner
 from monitor.store import Store
 
 KEY = b"weightwatch test_verdicts key 01"
@@ -445,8 +445,8 @@ def test_link_scanner_records_a_relative_as_a_low_hit(tiny, tmp_path: Path) -> N
 
             async def go():
                 async with Fetcher(FAST) as fetcher:
-                    scanner = LinkScanner(store, ScanSettings(), fetcher)
-                    return await scanner.scan_document(doc, target("forum", doc.url))
+                    scanner = WeightLinkDetector.over(store, ScanSettings(), fetcher)
+                    return await scanner.detect(doc, target("forum", doc.url))
 
             hits = {h.indicator.rsplit("/", 1)[1]: h for h in asyncio.run(go())}
     finally:

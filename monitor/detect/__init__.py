@@ -1,19 +1,31 @@
-"""Detectors: each turns a Document into zero or more Hits, and never fetches.
+"""Detectors: each turns a Document into zero or more Hits.
 
-`build_detectors` assembles the set a crawl uses from the config's rules and the store's
-registry, so a run sees one consistent snapshot of both.
+Document detectors (`Detector`) read the document alone and are synchronous; a link
+detector (`LinkDetector`: the weight-link scanner) reads the files a document links to, so
+it is asynchronous and is given the target whose network rules apply. `Detection` runs
+both kinds over a document, the one way the crawler and `rematch` detect.
+
+`build_detectors` assembles the document detectors from the config's rules and the
+registry, so a pass sees one consistent snapshot of both. Nothing here imports the store:
+the registry is read through the protocols in `monitor.models` that the store implements.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from monitor.config import Config
+from monitor.config import Config, Target
 from monitor.detect.digests import DigestDetector
 from monitor.detect.manifest import ManifestDetector
 from monitor.detect.rules import RuleDetector
-from monitor.models import Document, Hit
-from monitor.store import Store
+from monitor.detect.weights import WeightLinkDetector
+from monitor.fetch import Fetcher
+from monitor.models import Document, Hit, RegistryView, WeightRegistry
+
+__all__ = ["Detection", "Detector", "LinkDetector", "WeightLinkDetector", "build_detection",
+           "build_detectors", "detect_all"]
 
 
 class Detector(Protocol):
@@ -22,7 +34,13 @@ class Detector(Protocol):
     def detect(self, doc: Document) -> list[Hit]: ...
 
 
-def build_detectors(config: Config, store: Store | None) -> list[Detector]:
+class LinkDetector(Protocol):
+    name: str
+
+    async def detect(self, doc: Document, target: Target) -> list[Hit]: ...
+
+
+def build_detectors(config: Config, store: RegistryView | None) -> list[Detector]:
     """Rules from the config; digests and torrent file lists against the registry (none
     without a store)."""
     return [RuleDetector(config.rules),
@@ -30,10 +48,34 @@ def build_detectors(config: Config, store: Store | None) -> list[Detector]:
             ManifestDetector(store.artifacts() if store is not None else [])]
 
 
-def detect_all(detectors: list[Detector], doc: Document) -> list[Hit]:
+def detect_all(detectors: Sequence[Detector], doc: Document) -> list[Hit]:
+    """The document detectors' hits, each placed in the document."""
     hits = []
     for detector in detectors:
         for hit in detector.detect(doc):
             hit.target, hit.url = doc.target, doc.url
             hits.append(hit)
     return hits
+
+
+@dataclass
+class Detection:
+    """Every detector of one pass: the document detectors, then the link detectors."""
+
+    detectors: Sequence[Detector]
+    links: Sequence[LinkDetector] = field(default_factory=list)
+
+    async def detect(self, doc: Document, target: Target) -> list[Hit]:
+        hits = detect_all(self.detectors, doc)
+        for detector in self.links:
+            for hit in await detector.detect(doc, target):
+                hit.target, hit.url = doc.target, doc.url
+                hits.append(hit)
+        return hits
+
+
+def build_detection(config: Config, store: WeightRegistry, fetcher: Fetcher) -> Detection:
+    """All the detectors of a pass over `store`'s registry, weight links fetched through
+    `fetcher` (and their verdicts remembered in the store)."""
+    return Detection(build_detectors(config, store),
+                     [WeightLinkDetector.over(store, config.scan, fetcher)])

@@ -9,12 +9,12 @@ is, so every match is critical.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from fingerprints.indicators import scan_text
 from monitor.detect.text import searchable_text, snippet
-from monitor.models import Document, Hit
-from monitor.store import KnownDigest
+from monitor.models import Document, Hit, KnownDigest
 
 TORRENT_ALGOS = {"btih", "btmh"}
 # A v2 pieces root is only ever listed inside a .torrent: a match means a torrent of the file.
@@ -30,7 +30,7 @@ ALGO_PREFERENCE = {"sha256": 0, "sha1": 1, "md5": 2, "btih": 3, "btmh": 4, "shar
 class DigestDetector:
     name = "digests"
 
-    def __init__(self, known: dict[str, list[KnownDigest]]):
+    def __init__(self, known: Mapping[str, Sequence[KnownDigest]]):
         self.known = known
 
     def detect(self, doc: Document) -> list[Hit]:
@@ -67,7 +67,7 @@ class DigestDetector:
                 continue
             yield entry
 
-    def _add(self, found: dict, entry: KnownDigest, encoding: str, context: str) -> None:
+    def _add(self, found: dict[tuple[str, str, str | None], Hit], entry: KnownDigest, encoding: str, context: str) -> None:
         key = (entry.value, entry.model, entry.recipient)
         if key not in found:
             found[key] = digest_hit(entry, encoding, context)
@@ -86,7 +86,7 @@ def digest_hit(entry: KnownDigest, encoding: str, context: str) -> Hit:
         matcher_version=f"indicator:{entry.indicator_id}")
 
 
-def structured_digests(doc: Document) -> list[dict]:
+def structured_digests(doc: Document) -> list[dict[str, Any]]:
     """Digests a source read from structured fields (an attachment's MD5, a Torznab
     infohash attribute, a hub's LFS SHA-256), as `extras["digests"]`: a list of
     {"algo", "value" (lowercase hex), "encoding", "context"}. Malformed entries are skipped:

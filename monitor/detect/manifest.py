@@ -25,7 +25,7 @@ matched artifact), not by the listing.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +58,7 @@ class _Release:
 class ManifestDetector:
     name = "manifest"
 
-    def __init__(self, artifacts: Iterable[dict[str, Any]]):
+    def __init__(self, artifacts: Iterable[Mapping[str, Any]]):
         """`artifacts` are the store's rows (`Store.artifacts()`), read once per crawl."""
         self.by_name_size: dict[tuple[str, int], list[_Artifact]] = defaultdict(list)
         self.by_large_size: dict[int, list[_Artifact]] = defaultdict(list)
@@ -84,8 +84,8 @@ class ManifestDetector:
         torrent = doc.extras.get("torrent")
         if not isinstance(torrent, dict) or not (self.by_name_size or self.by_total):
             return []
-        label = torrent.get("name") if isinstance(torrent.get("name"), str) else doc.title
-        label = label[:MAX_PATH_IN_CONTEXT]
+        name = torrent.get("name")
+        label = (name if isinstance(name, str) else doc.title)[:MAX_PATH_IN_CONTEXT]
         found: dict[tuple[str, str, str | None], Hit] = {}
         matched: set[int] = set()
         for path, length in _files(torrent.get("files")):
@@ -116,7 +116,7 @@ class ManifestDetector:
                 matcher_version=f"release:{rel.model}/{rel.release or ''}")
         return list(found.values())
 
-    def _add(self, found: dict, matched: set[int], candidates: list[_Artifact],
+    def _add(self, found: dict[tuple[str, str, str | None], Hit], matched: set[int], candidates: list[_Artifact],
              indicator: str, indicator_type: str, context: str) -> None:
         """One hit per (model, artifact name) among the candidates; the recipient named only
         when every candidate of that name is the same recipient's copy."""
@@ -139,12 +139,13 @@ class ManifestDetector:
 
 
 def _artifact(row: Any) -> _Artifact | None:
-    if not isinstance(row, dict):
+    if not isinstance(row, Mapping):
         return None
     size, name, model = row.get("size"), row.get("name"), row.get("model")
     if type(size) is not int or size < 0 or not isinstance(name, str) or not isinstance(model, str):
         return None
-    return _Artifact(id=row.get("id") if type(row.get("id")) is int else 0, model=model,
+    art_id = row.get("id")
+    return _Artifact(id=art_id if type(art_id) is int else 0, model=model,
                      name=name, size=size, release=_str_or_none(row.get("release")),
                      recipient=_str_or_none(row.get("recipient")))
 

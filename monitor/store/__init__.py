@@ -21,7 +21,7 @@ import sqlite_utils
 
 from monitor.health import backoff_seconds
 from monitor.migrations import MIGRATIONS
-from monitor.models import Document, Hit
+from monitor.models import Document, Hit, KnownDigest
 from monitor.store.columns import HIT_COLUMNS, HIT_FIELDS
 from monitor.store.connection import (
     BUSY_TIMEOUT_MS,
@@ -40,7 +40,7 @@ from monitor.store.connection import statements as _statements
 from monitor.store.documents import Documents, SavedDocument
 from monitor.store.hits import HIT_SORTS, LABEL_SQL, Hits, HitSort, hit_cursor, parse_cursor
 from monitor.store.outbox import DEFAULT_CHANNELS, QUEUES, Outbox
-from monitor.store.registry import KnownDigest, Registry
+from monitor.store.registry import Registry
 from monitor.store.runs import Runs
 
 __all__ = ["BUSY_TIMEOUT_MS", "DEFAULT_CHANNELS", "HIT_COLUMNS", "HIT_FIELDS", "HIT_SORTS",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, cast, overload
 
 import numpy as np
@@ -16,28 +15,12 @@ from fingerprints.weightprint import TensorPrint, WeightPrint
 from monitor.models import (
     ArtifactRow,
     IndicatorRow,
+    KnownDigest,
     WatermarkRow,
     WeightScanRow,
     utcnow,
 )
 from monitor.store.connection import insert
-
-
-@dataclass(frozen=True)
-class KnownDigest:
-    """A registry entry as detectors need it: what a digest value points to."""
-
-    algo: str
-    value: str
-    model: str
-    artifact: str | None
-    recipient: str | None
-    source: str
-    indicator_id: int
-    release: str | None = None
-    size: int | None = None       # bytes of the file it identifies, where known
-
-
 
 # A stored tensor fingerprint: (model, file name, print); attributed, with the recipient
 # of the artifact it was made from (None for the release itself).
