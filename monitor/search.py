@@ -83,7 +83,7 @@ class SearchResult:
         return "".join(out) + self.snippet[last:]
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON contract of `search --format json` (README)."""
+        """The JSON contract of `search --format json` (docs/json-output.md)."""
         return asdict(self)
 
 
