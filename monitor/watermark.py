@@ -43,6 +43,7 @@ from monitor.registry import Rematch, register_paths, registry_change, rematch_w
 from monitor.rematch import RematchResult
 
 if TYPE_CHECKING:
+    from monitor.scan import ScanReport
     from monitor.store import Store
 
 log = structlog.get_logger("weightwatch.watermark")
@@ -203,3 +204,18 @@ def _density_sample(reader: WeightReader, tensor: TensorInfo) -> np.ndarray:
     """Up to 4096 evenly spread rows: enough to plan a tensor's density."""
     rows = np.unique(np.linspace(0, tensor.rows - 1, min(tensor.rows, 4096)).astype(np.int64))
     return reader.read_rows(tensor, rows)
+
+
+# -- detecting ----------------------------------------------------------------------------------
+
+
+def detection_outcome(report: ScanReport) -> str:
+    """Whose copy a scanned file is: `marked` (the attribution names the recipient) or
+    `unmarked_original` for our model, `not_our_model` otherwise, or the scan's own
+    verdict when it could not tell (`inconclusive`, `unknown_format`, `error`)."""
+    if report.verdict == "match":
+        return report.attribution.outcome if report.attribution else "unmarked_original"
+    # A relative shares embeddings, not our layers: not our model either.
+    if report.verdict in ("no_match", "related"):
+        return "not_our_model"
+    return report.verdict

@@ -141,5 +141,4 @@ def alerts_test(state: State) -> None:
     click.echo(f"test email sent to {', '.join(state.config.alerts.to)} ({message_id})")
 
 
-
 COMMANDS = (alerts, silence_group)

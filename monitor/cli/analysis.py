@@ -27,7 +27,6 @@ from monitor.store import HIT_SORTS, Store
 SHOWN_SIBLINGS = 20
 
 
-
 @click.group("hits", invoke_without_command=True)
 @click.option("--since", help="Only hits first seen within this duration, e.g. 24h, 7d.")
 @click.option("--until", "until", help="Only hits first seen more than this long ago.")
@@ -204,7 +203,6 @@ def incidents_cmd(state: State, since: str | None, model: str | None, include_cl
          empty="no open incidents")
 
 
-
 SEARCH_JSON_COLUMNS = ("kind", "id", "target", "url", "title", "indicator", "severity",
                        "document_id", "hits", "first_seen", "last_seen", "fetched_at", "rank",
                        "snippet", "highlights")
@@ -252,8 +250,6 @@ def search_command(state: State, query: tuple[str, ...], scope: str, since: str 
                    f"were ranked (add words or a \"phrase\" to narrow the query)", err=True)
 
 
-
-
 @click.command("report")
 @click.option("--since", default="7d", show_default=True,
               help="Hits first seen within this duration, e.g. 24h, 30d.")
@@ -294,7 +290,6 @@ def report_command(state: State, since: str, until: str | None, out: str, top: i
                f"{plural(report.incidents, 'incident')} "
                f"written to {out}",
                err=True)
-
 
 
 COMMANDS = (hits, incidents_cmd, search_command, report_command)

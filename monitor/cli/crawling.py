@@ -117,7 +117,6 @@ def targets_test(state: State, name: str, fmt: str) -> None:
                      "context": h.context} for h in p.hits]} for p in previews], fmt)
 
 
-
 @click.command("crawl")
 @click.option("--target", "names", multiple=True, help="Only this target (repeatable).")
 @format_option
@@ -177,7 +176,6 @@ def run(state: State) -> None:
         fail(f"{state.config.path or '<defaults>'}: no enabled targets to crawl", 2)
     with state.store() as store:
         asyncio.run(run_daemon(state.config, store))
-
 
 
 COMMANDS = (check_config, targets, crawl, run)

@@ -117,8 +117,6 @@ def scan(state: State, locations: tuple[str, ...], models: tuple[str, ...],
     _finish_scans(reports, fmt)
 
 
-
-
 @click.group("watermark")
 def watermark_group() -> None:
     """Marked copies for recipients, and whose copy a leaked file is."""
@@ -186,6 +184,8 @@ def watermark_detect(state: State, locations: tuple[str, ...], models: tuple[str
     z-score, the runner-up and the false-attribution bound N*exp(-z^2/2); or
     `unmarked_original` (our model, no recipient's mark); or `not_our_model`. Exit 1 if a
     file could not be read."""
+    from monitor.watermark import detection_outcome
+
     with state.store(write=False) as store:
         if not store.watermarks():
             fail("no marked copies registered; issue them with `weightwatch watermark issue`", 1)
@@ -194,11 +194,7 @@ def watermark_detect(state: State, locations: tuple[str, ...], models: tuple[str
     rows = []
     for report in reports:
         mark = report.attribution.as_dict() if report.attribution else {}
-        outcome = (mark.get("outcome") or "unmarked_original" if report.verdict == "match"
-                   # A relative shares embeddings, not our layers: not our model either.
-                   else "not_our_model" if report.verdict in ("no_match", "related")
-                   else report.verdict)
-        rows.append({"location": report.location, "outcome": outcome,
+        rows.append({"location": report.location, "outcome": detection_outcome(report),
                      "model": report.result.model if report.result else None,
                      **{k: mark.get(k) for k in ("recipient", "z", "bound", "runner_up",
                                                  "runner_up_z", "runner_up_bound",
@@ -212,8 +208,6 @@ def watermark_detect(state: State, locations: tuple[str, ...], models: tuple[str
     emit(rows, fmt, table_columns=("location", "outcome", "model", "recipient", "z", "bound",
                                    "runner_up", "runner_up_bound"))
     _finish_scans(reports, fmt)
-
-
 
 
 COMMANDS = (scan, watermark_group)

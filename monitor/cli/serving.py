@@ -45,7 +45,6 @@ def serve_command(state: State, host: str, port: int, public: bool) -> None:
     serve(state.db_path, sock)
 
 
-
 @click.command("demo")
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default="weightwatch-demo",
               show_default=True, help="Where the demo writes its release, database and mail.")
