@@ -173,13 +173,13 @@ def fingerprints_import(state: State, bundle: str) -> None:
     except OSError as exc:
         fail(f"{bundle}: {exc.strerror or exc}", 1)
     with state.store() as store:
-        counts = import_bundle(store, data)
-        click.echo(f"{bundle}: {counts.models} models ({counts.models_new} new), "
-                   f"{counts.artifacts} artifacts ({counts.artifacts_new} new), "
-                   f"{counts.digests} digests ({counts.digests_new} new), "
-                   f"{counts.prints} tensor fingerprints ({counts.prints_new} new)")
-        if counts.changed:
-            click.echo(run_rematch(state, store).summary(), err=True)
+        counts = import_bundle(store, data, rematch=lambda s: run_rematch(state, s))
+    click.echo(f"{bundle}: {counts.models} models ({counts.models_new} new), "
+               f"{counts.artifacts} artifacts ({counts.artifacts_new} new), "
+               f"{counts.digests} digests ({counts.digests_new} new), "
+               f"{counts.prints} tensor fingerprints ({counts.prints_new} new)")
+    if counts.rematched is not None:
+        click.echo(counts.rematched.summary(), err=True)
 
 
 # A progress bar is worth drawing (on a terminal) from this many documents.
