@@ -128,7 +128,12 @@ def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.Pat
     and layout: the marked tensors' bytes are rewritten in place of a copy), register its
     digests as that recipient's artifact and record the verification data; then, if the
     registry changed, `rematch` (once the mark is recorded, so link scans can name the
-    recipient)."""
+    recipient). The original's tensor fingerprint must be registered: detection compares a
+    suspect with its rows, so a copy issued without it could never be attributed."""
+    if not any(store.weight_prints([model])):
+        raise WatermarkError(f"no tensor fingerprint of {model} registered; run `weightwatch "
+                             f"register` on the original first (detection compares with its "
+                             f"rows)")
     src, dst = Path(source), Path(out)
     if dst.exists() and dst.resolve() == src.resolve():
         raise WatermarkError(f"{dst}: the copy must not overwrite the original")

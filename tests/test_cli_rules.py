@@ -1,6 +1,7 @@
 """Rules that used to be decided in the CLI, tested where they now live, without it: what
-`watermark detect` calls a scanned file, and "a bundle import changed the registry, so
-match the stored documents again" for every caller of `import_bundle`.
+`watermark detect` calls a scanned file; that a marked copy is issued only for a model whose
+tensor fingerprint is registered; and "a bundle import changed the registry, so match the
+stored documents again" for every caller of `import_bundle`.
 
 Real parts: a real SQLite file per store, real released files registered and exported.
 """
@@ -15,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from fingerprints.bundle import Bundle
-from fingerprints.watermark import Attribution
+from fingerprints.watermark import Attribution, WatermarkError
 from monitor.bundle import bundle_from_store, import_bundle
 from monitor.models import Document
 from monitor.registry import register_paths
 from monitor.scan import VERDICTS, ScanReport
 from monitor.store import Store
-from monitor.watermark import detection_outcome
+from monitor.watermark import detection_outcome, issue_copy
 
 WEIGHTS = os.urandom(20_000)
 
@@ -96,3 +97,18 @@ def test_import_bundle_without_rematch_records_no_hit(tmp_path: Path, bundle: Bu
         counts = import_bundle(store, bundle, rematch=None)
     assert (counts.artifacts_new, counts.rematched) == (1, None)
     assert hit_count(tmp_path / "monitor.db") == 0
+
+
+def test_a_library_caller_cannot_issue_a_copy_detection_could_not_attribute(
+        tmp_path: Path) -> None:
+    original = tmp_path / "model.bin"
+    original.write_bytes(WEIGHTS)
+    out = tmp_path / "acme.bin"
+    with Store(tmp_path / "release.db") as store:
+        # The original's digests, but not its tensor fingerprint.
+        register_paths(store, [original], model="heron-7b", tensors=False, rematch=None)
+        with pytest.raises(WatermarkError, match="no tensor fingerprint of heron-7b registered"):
+            issue_copy(store, model="heron-7b", recipient="acme", source=original, out=out,
+                       master=b"a master secret of 32 bytes....")
+        assert store.watermarks() == []
+    assert not out.exists()

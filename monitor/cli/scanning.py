@@ -150,9 +150,6 @@ def watermark_issue(state: State, model: str, recipient: str, source: str, out: 
     try:
         master = master_secret(key_file)
         with state.store() as store:
-            if not any(print_ for print_ in store.weight_prints([model])):
-                fail(f"no tensor fingerprint of {model} registered; run `weightwatch register` "
-                     f"on the original first (detection compares with its rows)", 1)
             issued = issue_copy(store, model=model, recipient=recipient, source=source,
                                 out=out, master=master,
                                 rematch=lambda s: run_rematch(state, s, fmt=fmt))
