@@ -1,5 +1,5 @@
 """Rules that used to be decided in the CLI, tested where they now live, without it: what
-`watermark detect` calls a scanned file; that a marked copy is issued only for a model whose
+`watermark detect` calls a scanned file; whose failures the report counts; that a marked copy is issued only for a model whose
 tensor fingerprint is registered; and "a bundle import changed the registry, so match the
 stored documents again" for every caller of `import_bundle`.
 
@@ -18,6 +18,8 @@ import pytest
 from fingerprints.bundle import Bundle
 from fingerprints.watermark import Attribution, WatermarkError
 from monitor.bundle import bundle_from_store, import_bundle
+from monitor.config import Target
+from monitor.health import watched
 from monitor.models import Document
 from monitor.registry import register_paths
 from monitor.scan import VERDICTS, ScanReport
@@ -53,6 +55,17 @@ def test_every_scan_verdict_has_a_watermark_outcome() -> None:
     outcomes = {detection_outcome(ScanReport(location="f", verdict=v)) for v in VERDICTS}
     assert outcomes == {"unmarked_original", "not_our_model", "inconclusive",
                         "unknown_format", "error"}
+
+
+def test_the_report_watches_the_enabled_targets_or_all_without_a_config() -> None:
+    def target(name: str, enabled: bool) -> Target:
+        return Target(name=name, kind="imageboard", url=f"https://{name}.example/",
+                      interval=900, jitter=0, enabled=enabled)
+
+    assert watched([target("board", True), target("forum", False)]) == {"board"}
+    assert watched([target("forum", False)]) == set()
+    # A copy of the database read with no config: every target with state counts.
+    assert watched([]) is None
 
 
 def hit_count(db: Path) -> int:

@@ -268,18 +268,16 @@ def report_command(state: State, since: str, until: str | None, out: str, top: i
     and the failing targets. It opens offline in any browser, prints, and runs nothing
     (no script; a Content-Security-Policy forbids any request). Exit 1 if it cannot be
     written."""
+    from monitor.health import watched
     from monitor.report import ReportError, build_report, write_report
 
     since_at, until_at = since_iso(since), since_iso(until, "--until")
     if since_at and until_at and until_at <= since_at:
         fail(f"--until {until} ends the period before --since {since} starts it", 2)
-    # Failing targets as `weightwatch targets` shows them (the config's enabled ones);
-    # with a config that names none (a copy of the database read elsewhere), all of them.
-    enabled = ({t.name for t in state.config.targets if t.enabled}
-               if state.config.targets else None)
     with state.store(write=False) as store:
         report = build_report(store, state.config.alerts.group_by, since_at, until_at,
-                              top=top, include_closed=include_closed, targets=enabled)
+                              top=top, include_closed=include_closed,
+                              targets=watched(state.config.targets))
     try:
         write_report(Path(out), report.html)
     except ReportError as exc:
