@@ -1,18 +1,21 @@
 """Fingerprint bundles to and from the store: export the registry, import a bundle.
 
 The bundle format itself (reading, validating, writing) is `fingerprints.bundle`, a pure
-library; this module is the part that knows the database.
+library; this module is the part that knows the database. An import that adds to the
+registry matches the stored documents again, as `monitor.registry` does for every way in.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fingerprints.bundle import Bundle, BundleArtifact, BundleIndicator
 from monitor import __version__
 from monitor.models import utcnow
+from monitor.registry import Rematch, registry_change, rematch_with_defaults
+from monitor.rematch import RematchResult
 from monitor.store import Store
 
 
@@ -26,10 +29,8 @@ class ImportCounts:
     digests_new: int
     prints: int = 0
     prints_new: int = 0
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.models_new or self.artifacts_new or self.digests_new)
+    # The rematch that followed (None: the registry did not change, or no rematch asked).
+    rematched: RematchResult | None = field(default=None, compare=False)
 
 
 # --- export ------------------------------------------------------------------------------
@@ -58,13 +59,23 @@ def bundle_from_store(store: Store, models: Sequence[str] = ()) -> Bundle:
 # --- import ------------------------------------------------------------------------------
 
 
-def import_bundle(store: Store, bundle: Bundle) -> ImportCounts:
-    """Add a bundle's models, artifacts and indicators to the registry in one transaction
-    (all or nothing); what is already registered is skipped.
+def import_bundle(store: Store, bundle: Bundle, *,
+                  rematch: Rematch | None = rematch_with_defaults) -> ImportCounts:
+    """Add a bundle's models, artifacts, indicators and tensor fingerprints to the registry
+    in one transaction (all or nothing); what is already registered is skipped. If that
+    changed the registry, `rematch` runs once the transaction is committed (its result is
+    `rematched`).
 
     Standalone indicators go in before artifacts, as on the machine that wrote the bundle
     (where an artifact's digest that was already known as an indicator stayed that
     indicator), so the imported registry answers lookups as the original did."""
+    with registry_change(store, rematch) as change:
+        counts = _import(store, bundle)
+    counts.rematched = change.rematched
+    return counts
+
+
+def _import(store: Store, bundle: Bundle) -> ImportCounts:
     before = store.registry_counts()
     digests = digests_new = 0
     with store.db.atomic():

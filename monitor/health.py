@@ -8,12 +8,15 @@ written once.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from monitor.models import NoticeKind, TargetHealth, TargetStateRow
+
+if TYPE_CHECKING:
+    from monitor.config import Target
 
 
 def backoff_seconds(failures: int) -> float:
@@ -80,6 +83,13 @@ def health(state: Mapping[str, Any], *, enabled: bool = True) -> TargetHealth:
     if state.get("consecutive_failures"):
         return "failing"
     return "ok" if state.get("last_success_at") else "new"
+
+
+def watched(targets: Sequence[Target]) -> set[str] | None:
+    """The targets whose failures count, as `weightwatch targets` shows them: the config's
+    enabled ones; None (every target with state) for a config that names none, as when a
+    copy of the database is read elsewhere."""
+    return {t.name for t in targets if t.enabled} if targets else None
 
 
 def failing(states: Mapping[str, TargetStateRow],

@@ -13,7 +13,7 @@ seconds); `group_incidents` groups rows already in memory (a report's period) by
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,7 +108,7 @@ def incidents(store: Any, group_by: Sequence[str], *, since: str | None = None,
     return _worst_and_newest_first(found, lambda i: (i["severity"], i["last_seen"], i["key"]))
 
 
-def incident_of(store: Any, hit: dict[str, Any], group_by: Sequence[str], *,
+def incident_of(store: Any, hit: Mapping[str, Any], group_by: Sequence[str], *,
                 shown: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The incident `hit` (with its release, as `Store.hit` gives it) belongs to, counting
     hits of any status, and up to `shown` of its other hits, worst first."""

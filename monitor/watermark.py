@@ -43,6 +43,7 @@ from monitor.registry import Rematch, register_paths, registry_change, rematch_w
 from monitor.rematch import RematchResult
 
 if TYPE_CHECKING:
+    from monitor.scan import ScanReport
     from monitor.store import Store
 
 log = structlog.get_logger("weightwatch.watermark")
@@ -127,7 +128,12 @@ def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.Pat
     and layout: the marked tensors' bytes are rewritten in place of a copy), register its
     digests as that recipient's artifact and record the verification data; then, if the
     registry changed, `rematch` (once the mark is recorded, so link scans can name the
-    recipient)."""
+    recipient). The original's tensor fingerprint must be registered: detection compares a
+    suspect with its rows, so a copy issued without it could never be attributed."""
+    if not any(store.weight_prints([model])):
+        raise WatermarkError(f"no tensor fingerprint of {model} registered; run `weightwatch "
+                             f"register` on the original first (detection compares with its "
+                             f"rows)")
     src, dst = Path(source), Path(out)
     if dst.exists() and dst.resolve() == src.resolve():
         raise WatermarkError(f"{dst}: the copy must not overwrite the original")
@@ -203,3 +209,18 @@ def _density_sample(reader: WeightReader, tensor: TensorInfo) -> np.ndarray:
     """Up to 4096 evenly spread rows: enough to plan a tensor's density."""
     rows = np.unique(np.linspace(0, tensor.rows - 1, min(tensor.rows, 4096)).astype(np.int64))
     return reader.read_rows(tensor, rows)
+
+
+# -- detecting ----------------------------------------------------------------------------------
+
+
+def detection_outcome(report: ScanReport) -> str:
+    """Whose copy a scanned file is: `marked` (the attribution names the recipient) or
+    `unmarked_original` for our model, `not_our_model` otherwise, or the scan's own
+    verdict when it could not tell (`inconclusive`, `unknown_format`, `error`)."""
+    if report.verdict == "match":
+        return report.attribution.outcome if report.attribution else "unmarked_original"
+    # A relative shares embeddings, not our layers: not our model either.
+    if report.verdict in ("no_match", "related"):
+        return "not_our_model"
+    return report.verdict

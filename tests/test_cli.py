@@ -211,6 +211,22 @@ def test_register_without_model_is_one_line_usage_error(ww, release):
     assert "--model" in one_line(result.stderr)
 
 
+def test_watermark_issue_needs_the_original_registered(ww, release, monkeypatch):
+    """Registering a copy's digests is not enough: without the original's tensor
+    fingerprint a marked copy could never be attributed, so nothing is written."""
+    monkeypatch.setenv("WEIGHTWATCH_WATERMARK_KEY", "a master secret of 32 bytes....")
+    ww.run("register", str(release.folder), "--model", "heron-7b", "--no-tensors")
+    out = ww.tmp / "acme.safetensors"
+    result = ww.run("watermark", "issue", "--model", "heron-7b", "--recipient", "acme",
+                    "--in", str(release.folder / "sub" / "model-00001.bin"), "--out", str(out),
+                    code=1)
+    assert one_line(result.stderr) == (
+        "weightwatch: no tensor fingerprint of heron-7b registered; run `weightwatch "
+        "register` on the original first (detection compares with its rows)")
+    assert result.stdout == "" and not out.exists()
+    assert query(ww.db, "SELECT COUNT(*) AS n FROM watermarks")[0]["n"] == 0
+
+
 # --- indicators import ----------------------------------------------------------------------
 
 SHA_A = hashlib.sha256(b"model weights").hexdigest()

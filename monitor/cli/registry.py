@@ -1,0 +1,235 @@
+"""The registry: `register`, `indicators import`, `fingerprints export|import`, `rematch`."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from monitor.cli.common import (
+    HIT_JSON_COLUMNS,
+    HIT_TABLE_COLUMNS,
+    State,
+    fail,
+    format_option,
+    since_iso,
+)
+from monitor.output import emit
+from monitor.rematch import RematchResult
+from monitor.store import Store
+
+
+@click.command("register")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--model", required=True, help="Model name the files belong to.")
+@click.option("--release", help="Release label, e.g. v1.0.")
+@click.option("--recipient", help="Recipient id when registering one recipient's copy.")
+@click.option("--shards", is_flag=True,
+              help="Also the SHA-256 of each 1 GB shard of larger files (sigstore "
+                   "model-signing's sharded layout); a second SHA-256 pass over them.")
+@click.option("--no-tensors", is_flag=True,
+              help="Skip the tensor fingerprints of weight files (digests only).")
+@format_option
+@click.pass_obj
+def register(state: State, paths: tuple[str, ...], model: str, release: str | None,
+             recipient: str | None, shards: bool, no_tensors: bool, fmt: str) -> None:
+    """Record released files' digests (size, SHA-256, SHA-1, MD5, BitTorrent v2 pieces
+    root), folders recursively, and the tensor fingerprints of weight files (recognised
+    by content: safetensors, GGUF, PyTorch, ONNX, numpy, and archives of them)."""
+    from monitor.registry import register_paths
+
+    show_progress = fmt == "table" and sys.stderr.isatty()
+    bars: list[Any] = []
+    seen: set[Path] = set()
+
+    def on_file(path: Path, size: int) -> Callable[[int], None] | None:
+        label = f"{path.name} (tensors)" if path in seen else path.name
+        seen.add(path)
+        if not show_progress or size < 64 * 2**20:
+            return None
+        bar = click.progressbar(length=size, label=label, file=sys.stderr)
+        bar.__enter__()
+        bars.append(bar)
+        done = [0]
+
+        def progress(n: int) -> None:
+            bar.update(n - done[0])
+            done[0] = n
+            if n >= size:
+                bar.__exit__(None, None, None)
+        return progress
+
+    with state.store() as store:
+        try:
+            files = register_paths(store, paths, model=model, release=release,
+                                   recipient=recipient, on_file=on_file, shards=shards,
+                                   tensors=not no_tensors,
+                                   rematch=lambda s: run_rematch(state, s, fmt=fmt))
+        except OSError as exc:
+            fail(f"{exc.filename or ''}: {exc.strerror or exc}", 1)
+        rematched = files.rematched
+    rows = [{"name": f.name, "size": f.digests.size, "sha256": f.digests.sha256,
+             "sha1": f.digests.sha1, "md5": f.digests.md5, "artifact_id": f.artifact_id,
+             "new_digests": f.new_digests, "tensors": f.tensors, "model": model,
+             "recipient": recipient} for f in files]
+    emit(rows, fmt, table_columns=("name", "size", "sha256", "new_digests", "tensors"),
+         empty="no files found")
+    for f in files:
+        if f.note:
+            click.echo(f"{f.name}: {f.note}", err=True)
+    if rematched is not None and fmt == "table":
+        click.echo(rematched.summary(), err=True)
+
+
+@click.group("indicators")
+def indicators() -> None:
+    """Known digests from outside: checksum lists, magnet links, hub records."""
+
+
+@indicators.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", required=True)
+@click.pass_obj
+def indicators_import(state: State, file: str, model: str) -> None:
+    """Import digests for MODEL from FILE, strictly (a line not understood stops the import).
+
+    \b
+    Text: sha256sum/sha1sum/md5sum lines (so Meta-style checklist.chk), BSD and
+    `shasum --tag` lines, magnet links, btih:/btmh: infohashes, a bare infohash (40 hex,
+    kept as SHA-1 and infohash both, or 32 base32), Git LFS pointer files.
+    JSON: model-hub model info (siblings with lfs.sha256; fetched with ?blobs=true) or a
+    tree listing (lfs.oid). The stored documents are then matched again if anything was new.
+    """
+    from monitor.registry import IndicatorFileError, import_indicators
+
+    with state.store() as store:
+        try:
+            result = import_indicators(store, file, model=model,
+                                       rematch=lambda s: run_rematch(state, s))
+        except IndicatorFileError as exc:
+            fail(str(exc), 1)
+        except OSError as exc:
+            fail(f"{file}: {exc.strerror or exc}", 1)
+        click.echo(f"{result.source}: {result.parsed} indicators read, {result.added} new "
+                   f"for {model}")
+        if result.rematched is not None:
+            click.echo(result.rematched.summary(), err=True)
+
+
+@click.group("fingerprints")
+def fingerprints_group() -> None:
+    """Fingerprint bundles: the registry, carried from the release machine to the monitor."""
+
+
+@fingerprints_group.command("export")
+@click.argument("bundle", type=click.Path(dir_okay=False))
+@click.option("--model", "models", multiple=True, help="Only this model (repeatable).")
+@click.pass_obj
+def fingerprints_export(state: State, bundle: str, models: tuple[str, ...]) -> None:
+    """Write the registry (models, artifacts' names, sizes and digests, imported indicators,
+    tensor fingerprints) to BUNDLE, a gzip-compressed JSON file; never paths, weights or
+    secrets.
+
+    Exit 1 if there is nothing to export or BUNDLE cannot be written.
+    """
+    from fingerprints.bundle import write_bundle
+    from monitor.bundle import bundle_from_store
+
+    with state.store(write=False) as store:
+        known = store.models()
+        for model in models:
+            if model not in known:
+                fail(f"--model: no model named {model!r} in {state.db_path} (known: "
+                     f"{', '.join(known) or 'none'})", 2)
+        data = bundle_from_store(store, models)
+    if not data.artifacts and not data.indicators:
+        fail(f"{state.db_path}: the registry is empty; nothing to export (register files "
+             f"or import indicators first)", 1)
+    try:
+        write_bundle(data, bundle)
+    except OSError as exc:
+        fail(f"{bundle}: cannot write: {exc.strerror or exc}", 1)
+    click.echo(f"{bundle}: {len(data.models)} models, {len(data.artifacts)} artifacts, "
+               f"{len(data.indicators)} indicators, {len(data.weight_prints)} tensor "
+               f"fingerprints exported")
+
+
+@fingerprints_group.command("import")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False))
+@click.pass_obj
+def fingerprints_import(state: State, bundle: str) -> None:
+    """Add a bundle's registry to this database, all or nothing, skipping what is already
+    known (importing twice adds nothing); then match the stored documents again if anything
+    was new. Exit 1 if the bundle is not valid (one line naming the entry)."""
+    from fingerprints.bundle import BundleError, read_bundle
+    from monitor.bundle import import_bundle
+
+    try:
+        data = read_bundle(bundle)
+    except BundleError as exc:
+        fail(str(exc), 1)
+    except OSError as exc:
+        fail(f"{bundle}: {exc.strerror or exc}", 1)
+    with state.store() as store:
+        counts = import_bundle(store, data, rematch=lambda s: run_rematch(state, s))
+    click.echo(f"{bundle}: {counts.models} models ({counts.models_new} new), "
+               f"{counts.artifacts} artifacts ({counts.artifacts_new} new), "
+               f"{counts.digests} digests ({counts.digests_new} new), "
+               f"{counts.prints} tensor fingerprints ({counts.prints_new} new)")
+    if counts.rematched is not None:
+        click.echo(counts.rematched.summary(), err=True)
+
+
+# A progress bar is worth drawing (on a terminal) from this many documents.
+PROGRESS_MIN_DOCUMENTS = 2000
+
+
+def run_rematch(state: State, store: Store, *, targets: tuple[str, ...] = (),
+                since: str | None = None, fmt: str = "table") -> RematchResult:
+    """Run every detector over the stored documents again; a progress bar on stderr when
+    it is a terminal, the output is a table and there are many documents."""
+    from monitor.rematch import rematch_stored
+
+    total = (store.count_documents(targets=targets, since=since)
+             if fmt == "table" and sys.stderr.isatty() else 0)
+    if total >= PROGRESS_MIN_DOCUMENTS:
+        with click.progressbar(length=total, label="rematch", file=sys.stderr) as bar:
+            return rematch_stored(store, state.config, targets=targets, since=since,
+                                  progress=bar.update)
+    return rematch_stored(store, state.config, targets=targets, since=since)
+
+
+@click.command("rematch")
+@click.option("--target", "names", multiple=True,
+              help="Only documents of this target (repeatable).")
+@click.option("--since", help="Only documents last seen within this duration, e.g. 24h, 30d.")
+@format_option
+@click.pass_obj
+def rematch_cmd(state: State, names: tuple[str, ...], since: str | None, fmt: str) -> None:
+    """Run the detectors again over the stored documents, recording (and queueing alerts
+    for) the hits that are new, e.g. after the rules changed. Hits found before are left
+    as they are. `register`, `indicators import` and `fingerprints import` do this by
+    themselves when they add something.
+
+    Prints the new hits (as `hits` does) and, in a table, `rematch: N documents, M new hits`.
+    """
+    since_at = since_iso(since)
+    configured = {t.name for t in state.config.targets}
+    with state.store() as store:
+        for name in names:
+            if name not in configured and not store.count_documents(targets=(name,)):
+                fail(f"--target: no target named {name!r} in {state.config.path or '<defaults>'} "
+                     f"or {state.db_path}", 2)
+        result = run_rematch(state, store, targets=names, since=since_at, fmt=fmt)
+        rows = [hit for hit_id in result.new_hits if (hit := store.hit(hit_id)) is not None]
+    if fmt != "table":
+        emit(rows, fmt, columns=HIT_JSON_COLUMNS)
+        return
+    if rows:
+        emit(rows, fmt, columns=HIT_JSON_COLUMNS, table_columns=HIT_TABLE_COLUMNS)
+    click.echo(result.summary())
+
+
+COMMANDS = (register, indicators, fingerprints_group, rematch_cmd)
