@@ -15,6 +15,7 @@ from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
+from support import query
 
 from monitor.config import load_config
 from monitor.demo.release import DEMO_WATERMARK_SECRET, Release, make_release
@@ -77,14 +78,6 @@ def ww(cwd: Path, *args: str, **kw) -> subprocess.CompletedProcess:
 def spawn(cwd: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "monitor", *args], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def query(db: Path, sql: str) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 def wait_until(predicate, timeout: float = 30.0, step: float = 0.05) -> bool:

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
-from support import DEMO_RULE, Canned, crawl, fails, target
-from test_e2e import query
+from support import DEMO_RULE, Canned, crawl, fails, query, target
 
 from monitor.parsing import (
     MAX_HTML_DEPTH,

@@ -8,9 +8,9 @@ import json
 import os
 from pathlib import Path
 
+from support import cli
 from test_alert_groups import release
 from test_alerts import hit, save
-from test_triage import cli
 
 from monitor.incidents import group_incidents, incidents
 from monitor.models import GROUP_LABELS

@@ -17,8 +17,7 @@ import zipfile
 import numpy as np
 import pytest
 import weights_lab as lab
-from support import FAST, RangeServer, target
-from test_onnx_reader import attribute_int, model, node
+from support import FAST, RangeServer, attribute_int, model, node, target
 from test_onnx_wild import external_tensor
 
 from fingerprints.tensors import BytesSource, WeightFileError

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import weights_lab as lab
-from test_onnx_reader import (
+from support import (
     FLOAT,
     INT8,
     UINT8,

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 from bs4 import BeautifulSoup
+from support import cli
 from test_alerts import hit, save
 from test_incidents import leak
-from test_triage import cli
 
 from monitor.report import CSP, build_report
 from monitor.store import Store
