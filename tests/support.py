@@ -121,12 +121,30 @@ def btih_hex(magnet: str) -> str:
     return value.lower()
 
 
+_REGISTERED: dict[Path, Path] = {}
+
+
 def registered_store(path: Path, release: Release) -> Store:
     """A store with the demo release registered the way a release engineer would (and
-    `weightwatch demo` does): the release, each recipient's copy, the magnets."""
-    store = Store(path)
-    register_demo_release(store, release)
-    return store
+    `weightwatch demo` does): the release, each recipient's copy, the magnets.
+
+    Registering fingerprints every weight file (seconds of CPU each), and the release never
+    changes within a session; so it is registered once into a template beside the release,
+    and each caller gets a copy of that database (SQLite's backup API, so the copy is
+    consistent) to change as it likes."""
+    template = _REGISTERED.get(release.root)
+    if template is None:
+        template = release.root.with_name(release.root.name + "-registered.db")
+        with Store(template) as store:
+            register_demo_release(store, release)
+        _REGISTERED[release.root] = template
+    source, copy = sqlite3.connect(template), sqlite3.connect(path)
+    try:
+        source.backup(copy)
+    finally:
+        source.close()
+        copy.close()
+    return Store(path)
 
 
 def crawl(store: Store, targets: list[Target], settings: CrawlSettings = FAST,
