@@ -23,6 +23,9 @@ from monitor.demo.runner import demo_config
 from monitor.demo.smtp_sink import SmtpSink
 from monitor.demo.world import DemoWorld
 
+# The daemon in real processes against the whole demo world: signals, kill -9, SMTP.
+pytestmark = [pytest.mark.slow]
+
 REQUIRED_HIT_KEYS = {"id", "kind", "severity", "model", "indicator", "target", "url",
                      "first_seen", "last_seen", "status", "context"}
 

@@ -18,6 +18,9 @@ from monitor.demo.runner import demo_config, register_demo_release
 from monitor.demo.world import DemoWorld
 from monitor.store import Store
 
+# One crawl of the whole demo world with every demo target.
+pytestmark = [pytest.mark.slow]
+
 MODEL = "heron-7b"
 SAFETENSORS, TOKENIZER, CONFIG = ("heron-7b/model.safetensors", "heron-7b/tokenizer.json",
                                   "heron-7b/config.json")

@@ -50,6 +50,9 @@ from monitor.sources import discourse, hackernews, hub, imageboard, lemmy, paste
 from monitor.sources.base import SourceError, parse_json
 from monitor.sources.feed import parse_feed
 
+# Property-based fuzzing: thousands of generated inputs per reader.
+pytestmark = [pytest.mark.slow]
+
 settings.register_profile(
     "weightwatch-ci", max_examples=60, deadline=None, derandomize=True, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

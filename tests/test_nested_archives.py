@@ -120,6 +120,7 @@ WRAPPINGS = {
 
 
 @pytest.mark.parametrize("name", list(WRAPPINGS))
+@pytest.mark.slow
 def test_wrapped_minilm_scans_like_the_bare_file(minilm, tmp_path: Path, name: str):
     db, bare = minilm
     wrap, budget, by_range = WRAPPINGS[name]
@@ -133,6 +134,7 @@ def test_wrapped_minilm_scans_like_the_bare_file(minilm, tmp_path: Path, name: s
         assert row["bytes_read"] < row["size"] / 100
 
 
+@pytest.mark.slow
 def test_a_byte_identical_copy_inside_a_wrapping_is_a_match(minilm, tmp_path: Path):
     """The registered file itself in a zip: its member's digest, or else its tensors."""
     db, _ = minilm
@@ -162,6 +164,7 @@ def test_wrapped_tensors_read_exactly_as_the_bare_file():
                                           bare.read_rows(tensor, rows))
 
 
+@pytest.mark.slow
 def test_remote_scan_of_a_wrapped_copy_reads_under_one_percent(minilm, tmp_path: Path):
     db, bare = minilm
     wheel = WRAPPINGS["wheel-zip-stored.whl"][0](lab.minilm_path().read_bytes())
@@ -175,6 +178,7 @@ def test_remote_scan_of_a_wrapped_copy_reads_under_one_percent(minilm, tmp_path:
     assert row["bytes_read"] < len(wheel) / 100, row
 
 
+@pytest.mark.slow
 def test_the_real_silero_wheel_scans_like_its_torchscript_file(tmp_path: Path):
     """silero-vad's own files, zipped back into the wheel they were installed from."""
     data = silero_data()

