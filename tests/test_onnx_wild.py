@@ -32,6 +32,7 @@ from support import (
     INT8,
     UINT8,
     attribute_int,
+    external_tensor,
     f_bytes,
     f_varint,
     model,
@@ -252,16 +253,6 @@ def test_hostile_subgraphs_fail_with_one_line():
 
 
 # -- external data ---------------------------------------------------------------------------------
-def external_tensor(name: str, dims: tuple[int, ...], location: str, offset: int,
-                    length: int | None = None) -> bytes:
-    out = b"".join(f_varint(1, x) for x in dims) + f_varint(2, FLOAT) + f_bytes(8, name)
-    out += f_bytes(13, f_bytes(1, "location") + f_bytes(2, location))
-    out += f_bytes(13, f_bytes(1, "offset") + f_bytes(2, str(offset)))
-    if length is not None:
-        out += f_bytes(13, f_bytes(1, "length") + f_bytes(2, str(length)))
-    return out + f_varint(14, 1)
-
-
 def test_external_data_is_read_from_the_side_file(tmp_path):
     rng = np.random.default_rng(8)
     w1, w2 = rng.standard_normal((8, 16)).astype(np.float32), rng.standard_normal((16, 4)).astype(np.float32)

