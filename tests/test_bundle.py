@@ -389,6 +389,7 @@ def _zeros_gzip(path: Path, mib: int, members: int = 1) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_gzip_bomb_is_refused_at_once(ww, tmp_path):
     bomb = _zeros_gzip(tmp_path / "bomb.json.gz", 300)
     assert bomb.stat().st_size < 1_000_000  # 300 MiB of zeros compresses to almost nothing

@@ -637,6 +637,7 @@ def run_process(tmp_path: Path, config: Path, db: Path, *args: str) -> subproces
                           text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_process_exit_codes_and_one_line_errors(ww, release):
     missing = run_process(ww.tmp, ww.config, ww.db, "register", str(release.root / "gone"),
                           "--model", "heron-7b")
@@ -658,6 +659,7 @@ def test_process_exit_codes_and_one_line_errors(ww, release):
     assert "42" in one_line(unknown.stderr)
 
 
+@pytest.mark.slow
 def test_process_json_stdout_is_only_json(ww, release):
     seed_hits(ww.db)
     for args in (("hits", "--format", "json"), ("alerts", "list", "--format", "json"),

@@ -296,6 +296,7 @@ def test_cli_on_a_full_database_is_one_line_and_exit_1(tmp_path, monkeypatch):
 # --- real filesystems ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_crawl_on_a_full_disk_exits_1_in_one_line_and_loses_nothing(tmp_path, mounts,
                                                                     demo_world):
     from demo.runner import demo_config
@@ -353,6 +354,7 @@ def read_only(src: Path, ro: Path) -> str:
     return f"mount --bind -o ro {shlex.quote(str(src))} {shlex.quote(str(ro))}"
 
 
+@pytest.mark.slow
 def test_reading_commands_work_on_read_only_media_and_writes_are_one_line(
         tmp_path, mounts, filled_db):
     src, ids = filled_db
@@ -434,6 +436,7 @@ def test_read_only_media_with_a_pending_wal_or_an_old_schema_is_refused_in_one_l
     assert "schema" in line and "read-only media" in line
 
 
+@pytest.mark.slow
 def test_an_export_or_a_snapshot_to_a_full_disk_is_one_line_and_leaves_no_part(tmp_path,
                                                                               mounts):
     """Python's text layer drops what a short write did not take (4 KiB of a 20 KiB

@@ -15,12 +15,16 @@ from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
+from support import query
 
 from demo.release import DEMO_WATERMARK_SECRET, Release, make_release
 from demo.runner import demo_config
 from demo.smtp_sink import SmtpSink
 from demo.world import DemoWorld
 from monitor.config import load_config
+
+# The daemon in real processes against the whole demo world: signals, kill -9, SMTP.
+pytestmark = [pytest.mark.slow]
 
 REQUIRED_HIT_KEYS = {"id", "kind", "severity", "model", "indicator", "target", "url",
                      "first_seen", "last_seen", "status", "context"}
@@ -43,25 +47,41 @@ def sink():
         yield s
 
 
-@pytest.fixture
-def workdir(tmp_path, release, world, sink) -> Path:
-    """A config for the demo world and the sink, and the release (with its recipient copy and
-    magnets) registered through the CLI."""
-    (tmp_path / "config.toml").write_text(demo_config(world, sink.port, "config.toml"))
-    assert ww(tmp_path, "register", str(release.root / release.model), "--model", "heron-7b").returncode == 0
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory, release) -> Path:
+    """The release (with its recipient copy and magnets) registered through the CLI, once
+    for the module: each test's workdir starts from a copy of this database. Registering
+    fingerprints every weight file, seconds of CPU in each of these processes."""
+    directory = tmp_path_factory.mktemp("registered")
+    (directory / "config.toml").write_text('[database]\npath = "weightwatch.db"\n')
+    assert ww(directory, "register", str(release.root / release.model), "--model", "heron-7b").returncode == 0
     for copy in release.copies:
-        assert ww(tmp_path, "register", str(copy.folder), "--model", "heron-7b",
+        assert ww(directory, "register", str(copy.folder), "--model", "heron-7b",
                   "--recipient", copy.recipient).returncode == 0
-    assert ww(tmp_path, "indicators", "import", str(release.root / "heron-7b.magnets"),
+    assert ww(directory, "indicators", "import", str(release.root / "heron-7b.magnets"),
               "--model", "heron-7b").returncode == 0
     # lab-17's copy was marked as `watermark issue` marks it; issuing it again here, with
     # the demo's master secret, records the recipient's key as a release engineer would.
     for copy in release.copies:
-        issued = ww(tmp_path, "watermark", "issue", "--model", "heron-7b", "--recipient",
+        issued = ww(directory, "watermark", "issue", "--model", "heron-7b", "--recipient",
                     copy.recipient, "--in", str(release.file("model.safetensors").path),
-                    "--out", str(tmp_path / f"{copy.recipient}.safetensors"),
+                    "--out", str(directory / f"{copy.recipient}.safetensors"),
                     env={**os.environ, "WEIGHTWATCH_WATERMARK_KEY": DEMO_WATERMARK_SECRET})
         assert issued.returncode == 0, issued.stderr
+    return directory / "weightwatch.db"
+
+
+@pytest.fixture
+def workdir(tmp_path, registered, world, sink) -> Path:
+    """A config for this test's demo world and sink, and a copy of the registered database
+    (SQLite's backup API: consistent whatever the WAL holds)."""
+    (tmp_path / "config.toml").write_text(demo_config(world, sink.port, "config.toml"))
+    source, copy = sqlite3.connect(registered), sqlite3.connect(tmp_path / "weightwatch.db")
+    try:
+        source.backup(copy)
+    finally:
+        source.close()
+        copy.close()
     return tmp_path
 
 
@@ -77,14 +97,6 @@ def ww(cwd: Path, *args: str, **kw) -> subprocess.CompletedProcess:
 def spawn(cwd: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "monitor", *args], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def query(db: Path, sql: str) -> list[tuple]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 def wait_until(predicate, timeout: float = 30.0, step: float = 0.05) -> bool:

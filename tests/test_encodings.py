@@ -18,6 +18,9 @@ from demo.world import DemoWorld
 from monitor.config import load_config
 from monitor.store import Store
 
+# One crawl of the whole demo world with every demo target.
+pytestmark = [pytest.mark.slow]
+
 MODEL = "heron-7b"
 SAFETENSORS, TOKENIZER, CONFIG = ("heron-7b/model.safetensors", "heron-7b/tokenizer.json",
                                   "heron-7b/config.json")

@@ -442,8 +442,10 @@ def test_429_honours_retry_after(serve, retry_after):
     assert retry["reason"] == "HTTP 429" and retry["delay"] == 0
 
 
+# Ids fixed, not the date: pytest-xdist's workers must collect the same test names.
 @pytest.mark.parametrize("retry_after", [
-    "3600", format_datetime(datetime.now(UTC) + timedelta(hours=2), usegmt=True)])
+    "3600", format_datetime(datetime.now(UTC) + timedelta(hours=2), usegmt=True)],
+    ids=["seconds", "http-date"])
 def test_retry_after_over_the_cap_gives_up_without_sleeping(serve, retry_after):
     srv = serve({"/limited": (429, b"", {"Retry-After": retry_after})})
     with capture_logs() as logs, pytest.raises(FetchError) as info:

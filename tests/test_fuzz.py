@@ -35,6 +35,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save as save_safetensors
+from support import bf16_bits, checkpoint, metainfo, model, node, v1_info, v2_tree
+from support import tensor as onnx_tensor
 
 from fingerprints.gguf import open_gguf
 from fingerprints.numpy_files import open_npy, open_npz
@@ -47,6 +49,9 @@ from fingerprints.weights import open_weights
 from monitor.sources import discourse, hackernews, hub, imageboard, lemmy, paste, reddit
 from monitor.sources.base import SourceError, parse_json
 from monitor.sources.feed import parse_feed
+
+# Property-based fuzzing: thousands of generated inputs per reader.
+pytestmark = [pytest.mark.slow]
 
 settings.register_profile(
     "weightwatch-ci", max_examples=60, deadline=None, derandomize=True, database=None,
@@ -163,22 +168,20 @@ def npz_seeds() -> list[bytes]:
 
 @functools.cache
 def onnx_seeds() -> list[bytes]:
-    from test_onnx_reader import model, node, tensor
     q = np.array([[1, -2, 3, 4]], dtype=np.int8)
     return [
-        model([tensor("w", MATRIX.shape, 1, raw=MATRIX.tobytes()),
-               tensor("f", (2, 2), 1, floats=[1.0, 2.0, 3.0, 4.0], packed=False),
-               tensor("i", (3,), 7, int64s=[1, 2, 3])]),
-        model([tensor("W_quantized", q.shape, 3, raw=q.tobytes()),
-               tensor("W_scale", (), 1, floats=[0.5]),
-               tensor("W_zero_point", (), 3, int32s=[0])],
+        model([onnx_tensor("w", MATRIX.shape, 1, raw=MATRIX.tobytes()),
+               onnx_tensor("f", (2, 2), 1, floats=[1.0, 2.0, 3.0, 4.0], packed=False),
+               onnx_tensor("i", (3,), 7, int64s=[1, 2, 3])]),
+        model([onnx_tensor("W_quantized", q.shape, 3, raw=q.tobytes()),
+               onnx_tensor("W_scale", (), 1, floats=[0.5]),
+               onnx_tensor("W_zero_point", (), 3, int32s=[0])],
               [node("DequantizeLinear", ["W_quantized", "W_scale", "W_zero_point"], ["W"])]),
     ]
 
 
 @functools.cache
 def pytorch_seeds() -> list[bytes]:
-    from test_pytorch_reader import bf16_bits, checkpoint
     arrays = {"f32": np.tile(MATRIX[:, :6], (1, 1)), "f16": MATRIX[:3, :5].astype(np.float16),
               "bf16": bf16_bits(np.tile(MATRIX, (2, 2)).astype(np.float64)),
               "bias": MATRIX[0, :6].copy()}
@@ -187,7 +190,6 @@ def pytorch_seeds() -> list[bytes]:
 
 @functools.cache
 def torrent_seeds() -> list[bytes]:
-    from test_torrent import metainfo, v1_info, v2_tree
     files = {"model/a.bin": b"x" * 40000, "model/b.txt": b"hello"}
     v2 = {b"name": b"pack", b"piece length": 16384, b"meta version": 2,
           b"file tree": v2_tree(files)}

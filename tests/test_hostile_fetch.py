@@ -129,6 +129,7 @@ def ww(folder: Path, *args: str, timeout: float = 60):
 
 
 @pytest.mark.parametrize("stack", [",".join(s) for s in STACKS])
+@pytest.mark.slow
 def test_bomb_through_the_fetcher(stack, bombs, tmp_path):
     result, peak = run_measured([sys.executable, "-c", FETCH_ONE, bombs[stack]], cwd=tmp_path,
                                 timeout=60)
@@ -138,6 +139,7 @@ def test_bomb_through_the_fetcher(stack, bombs, tmp_path):
 
 
 @pytest.mark.parametrize("stack", [",".join(s) for s in STACKS])
+@pytest.mark.slow
 def test_bomb_through_a_crawl(stack, bombs, tmp_path):
     write_config(tmp_path, bombs[stack])
     result, peak = ww(tmp_path, "crawl", "--format", "json")
@@ -160,6 +162,7 @@ def registry(tmp_path_factory, demo_release) -> Path:
 
 
 @pytest.mark.parametrize("stack", [",".join(s) for s in STACKS])
+@pytest.mark.slow
 def test_bomb_through_scan_url(stack, bombs, registry, tmp_path):
     write_config(tmp_path)
     result, peak = ww(tmp_path, "--db", str(registry), "scan", "--allow-private", bombs[stack])
@@ -168,6 +171,7 @@ def test_bomb_through_scan_url(stack, bombs, registry, tmp_path):
     assert peak < PEAK_MB, f"peak {peak:.0f} MB"
 
 
+@pytest.mark.slow
 def test_bomb_as_a_range_answer(host, registry, tmp_path):
     """The remote reader asks for `Accept-Encoding: identity`; a 206 that claims the range
     asked for but comes coded twice is still decoded within the cap, and refused."""
@@ -371,6 +375,7 @@ def test_request_deadline_is_validated(tmp_path):
 DEADLINE = 2
 
 
+@pytest.mark.slow
 def test_scan_url_of_a_trickle_fails_at_its_deadline(host, registry, tmp_path):
     url = host.serve("/trickle-scan.safetensors", TRICKLE)
     write_config(tmp_path, request_deadline=f'"{DEADLINE}s"', retries="2")
@@ -383,6 +388,7 @@ def test_scan_url_of_a_trickle_fails_at_its_deadline(host, registry, tmp_path):
     assert host.count("/trickle-scan.safetensors") == 1
 
 
+@pytest.mark.slow
 def test_crawl_of_a_trickle_fails_at_its_deadline(host, tmp_path):
     url = host.serve("/trickle-feed", TRICKLE)
     write_config(tmp_path, url, request_deadline=f'"{DEADLINE}s"', retries="2")

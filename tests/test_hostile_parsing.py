@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
-from support import DEMO_RULE, Canned, crawl, fails, target
-from test_e2e import query
+from support import DEMO_RULE, Canned, crawl, fails, query, target
 
 from monitor.parsing import (
     MAX_HTML_DEPTH,
@@ -150,6 +149,7 @@ def test_nested_posts_each_read_once_and_the_mention_past_the_cap_is_a_hit(
     assert [h["url"] for h in hits] == [parsed.docs[-1].url]
 
 
+@pytest.mark.slow
 def test_a_mention_past_the_element_cap_outside_every_post_is_still_read() -> None:
     """Past the element cap a later post keeps only its text, which lands outside every
     post (in <body>): the forum reads it as one more document of the page."""
@@ -193,6 +193,7 @@ def test_xml_element_and_depth_caps(extra: int) -> None:
         parse_xml(deep, max_depth=cap)
 
 
+@pytest.mark.slow
 def test_feed_and_torznab_past_the_default_caps_fail_with_one_line(
         serve: Callable[..., Canned]) -> None:
     wide = ('<?xml version="1.0"?><rss version="2.0"><channel>'
@@ -305,6 +306,7 @@ def cli_env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_crawl_of_hostile_threads_ends_within_its_run_timeout(
         tmp_path: Path, serve: Callable[..., Canned]) -> None:
     run_timeout = 4.0
@@ -333,6 +335,7 @@ def test_crawl_of_hostile_threads_ends_within_its_run_timeout(
     assert query(db, "SELECT COUNT(*) FROM crawl_runs WHERE status = 'running'") == [(0,)]
 
 
+@pytest.mark.slow
 def test_run_stops_within_10s_of_sigterm_mid_parse(tmp_path: Path,
                                                    serve: Callable[..., Canned]) -> None:
     board = serve(default=(200, nested_divs(2_400_000) + b"<p>x</p>" * 200_000,
@@ -376,6 +379,7 @@ print(len(page), before * 1024, after * 1024, len(text))
 """
 
 
+@pytest.mark.slow
 def test_peak_memory_of_a_20mb_page_stays_a_small_multiple_of_it() -> None:
     """A 19.9 MB page (under the default response cap) cost 2.56 GB before the caps. Now
     the tree holds at most the element cap (this page fills it, then carries text): the

@@ -22,6 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Each hostile file is parsed in its own process, its time and peak memory measured.
+pytestmark = [pytest.mark.slow]
+
 MAX_RSS_MB = 200
 MAX_SECONDS = 20
 

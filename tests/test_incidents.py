@@ -8,31 +8,11 @@ import json
 import os
 from pathlib import Path
 
-from support import hit, release, save
-from test_triage import cli
+from support import LEAK_SNAPSHOT, cli, hit, leak, save
 
 from monitor.incidents import group_incidents, incidents
 from monitor.models import GROUP_LABELS
 from monitor.store import Store
-
-SNAPSHOT = b"<html><body>heron-7b weights: magnet:?xt=urn:btih:...</body></html>"
-
-
-def leak(db: Path) -> dict[str, list[int]]:
-    """Release v1 on four mirrors (one dismissed as a false positive), release v2 on one,
-    and chatter about the model."""
-    with Store(db) as store:
-        release(store, "heron-7b/model.safetensors", "v1")
-        release(store, "heron-7b-v2/model.safetensors", "v2")
-        v1 = [i for n in range(4) for i in save(
-            store, [hit(artifact="heron-7b/model.safetensors")], key=f"v1-{n}",
-            url=f"https://mirror{n}.example/v1", snapshot=SNAPSHOT + bytes([n]))]
-        v2 = save(store, [hit(kind="torrent", severity="high", indicator="cd" * 20,
-                              artifact="heron-7b-v2/model.safetensors")],
-                  key="v2", url="https://tracker.example/v2")
-        chatter = save(store, [hit(kind="mention", severity="low", indicator="Heron 7B")],
-                       key="m", url="https://board.example/m")
-    return {"v1": v1, "v2": v2, "chatter": chatter}
 
 
 def test_incidents_group_hits_as_the_alerter_does(tmp_path: Path) -> None:
@@ -111,14 +91,14 @@ def test_hits_show_snapshot_writes_the_page_as_fetched(tmp_path: Path) -> None:
     out = tmp_path / "evidence.html"
     result = cli(db, "hits", "show", str(ids["v1"][2]), "--snapshot", str(out),
                  "--format", "json")
-    assert out.read_bytes() == SNAPSHOT + bytes([2])
+    assert out.read_bytes() == LEAK_SNAPSHOT + bytes([2])
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     # The file is what the hit's evidence names, and stdout stays clean JSON.
     assert json.loads(result.stdout)[0]["document"]["snapshot_sha256"] == digest
     assert digest in result.stderr
     # Evidence is never overwritten, nor written through a planted link.
     again = cli(db, "hits", "show", str(ids["v1"][1]), "--snapshot", str(out), code=1)
-    assert "exists" in again.stderr and out.read_bytes() == SNAPSHOT + bytes([2])
+    assert "exists" in again.stderr and out.read_bytes() == LEAK_SNAPSHOT + bytes([2])
     link = tmp_path / "link.html"
     os.symlink(tmp_path / "elsewhere", link)
     cli(db, "hits", "show", str(ids["v1"][1]), "--snapshot", str(link), code=1)

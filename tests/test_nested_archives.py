@@ -29,8 +29,7 @@ import numpy as np
 import pytest
 import weights_lab as lab
 from click.testing import CliRunner, Result
-from support import RangeServer
-from test_torchscript import silero_data
+from support import RangeServer, silero_data
 
 from fingerprints import weights
 from fingerprints.safetensors import open_safetensors
@@ -123,6 +122,7 @@ WRAPPINGS: dict[str, tuple[Callable[[bytes], bytes], str | None, bool]] = {
 
 
 @pytest.mark.parametrize("name", list(WRAPPINGS))
+@pytest.mark.slow
 def test_wrapped_minilm_scans_like_the_bare_file(minilm: tuple[Path, dict[str, Any]],
                                                  tmp_path: Path, name: str) -> None:
     db, bare = minilm
@@ -140,6 +140,7 @@ def test_wrapped_minilm_scans_like_the_bare_file(minilm: tuple[Path, dict[str, A
         assert row["bytes_read"] - len(suspect) < row["size"] / 100
 
 
+@pytest.mark.slow
 def test_a_byte_identical_copy_inside_a_wrapping_is_a_match(
         minilm: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     """The registered file itself in a zip: its member's digest, or else its tensors."""
@@ -170,6 +171,7 @@ def test_wrapped_tensors_read_exactly_as_the_bare_file() -> None:
                                           bare.read_rows(tensor, rows))
 
 
+@pytest.mark.slow
 def test_remote_scan_of_a_wrapped_copy_reads_under_one_percent(
         minilm: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
     db, bare = minilm
@@ -184,6 +186,7 @@ def test_remote_scan_of_a_wrapped_copy_reads_under_one_percent(
     assert row["bytes_read"] < len(wheel) / 100, row
 
 
+@pytest.mark.slow
 def test_the_real_silero_wheel_scans_like_its_torchscript_file(tmp_path: Path) -> None:
     """silero-vad's own files, zipped back into the wheel they were installed from."""
     data = silero_data()

@@ -17,9 +17,7 @@ import zipfile
 import numpy as np
 import pytest
 import weights_lab as lab
-from support import FAST, RangeServer, target
-from test_onnx_reader import attribute_int, model, node
-from test_onnx_wild import external_tensor
+from support import FAST, RangeServer, attribute_int, external_tensor, model, node, target
 
 from fingerprints.tensors import BytesSource, WeightFileError
 from fingerprints.weights import open_weights

@@ -7,81 +7,28 @@ import struct
 
 import numpy as np
 import pytest
+from support import (
+    BFLOAT16,
+    DOUBLE,
+    FLOAT,
+    FLOAT16,
+    INT8,
+    INT64,
+    STRING,
+    UINT8,
+    attribute_int,
+    f_bytes,
+    f_varint,
+    model,
+    node,
+    tag,
+    tensor,
+    varint,
+)
 
 from fingerprints.archives import sniff
 from fingerprints.onnx import OnnxReader, decode_varints, open_onnx
 from fingerprints.tensors import BytesSource, WeightFileError
-
-FLOAT, UINT8, INT8, INT32, INT64, STRING, FLOAT16, DOUBLE, BFLOAT16 = 1, 2, 3, 6, 7, 8, 10, 11, 16
-
-
-# -- a tiny protobuf encoder --------------------------------------------------------------------
-def varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def tag(field: int, wire: int) -> bytes:
-    return varint(field << 3 | wire)
-
-
-def f_varint(field: int, n: int) -> bytes:
-    return tag(field, 0) + varint(n)
-
-
-def f_bytes(field: int, data: bytes | str) -> bytes:
-    raw = data.encode() if isinstance(data, str) else data
-    return tag(field, 2) + varint(len(raw)) + raw
-
-
-def tensor(name: str, dims: tuple[int, ...], data_type: int, *, raw: bytes | None = None,
-           floats: list[float] | None = None, doubles: list[float] | None = None,
-           int32s: list[int] | None = None, int64s: list[int] | None = None,
-           packed: bool = True, external: str | None = None) -> bytes:
-    """A TensorProto, fields in number order as protobuf serialises them; dims unpacked (proto2)."""
-    out = b"".join(f_varint(1, d) for d in dims) + f_varint(2, data_type)
-    if floats is not None:
-        out += (f_bytes(4, struct.pack(f"<{len(floats)}f", *floats)) if packed else
-                b"".join(tag(4, 5) + struct.pack("<f", v) for v in floats))
-    if int32s is not None:
-        out += (f_bytes(5, b"".join(varint(v) for v in int32s)) if packed else
-                b"".join(f_varint(5, v) for v in int32s))
-    if int64s is not None:
-        out += f_bytes(7, b"".join(varint(v) for v in int64s))
-    out += f_bytes(8, name)
-    if raw is not None:
-        out += f_bytes(9, raw)
-    if doubles is not None:
-        out += f_bytes(10, struct.pack(f"<{len(doubles)}d", *doubles))
-    if external is not None:
-        out += f_bytes(13, f_bytes(1, "location") + f_bytes(2, external))
-        out += f_bytes(13, f_bytes(1, "offset") + f_bytes(2, "0"))
-        out += f_varint(14, 1)
-    return out
-
-
-def attribute_int(name: str, value: int) -> bytes:
-    return f_bytes(1, name) + f_varint(3, value) + f_varint(20, 2)  # type INT
-
-
-def node(op_type: str, inputs: list[str], outputs: list[str], attributes: list[bytes] = ()) -> bytes:
-    return (b"".join(f_bytes(1, i) for i in inputs) + b"".join(f_bytes(2, o) for o in outputs)
-            + f_bytes(3, f"{op_type}_0") + f_bytes(4, op_type)
-            + b"".join(f_bytes(5, a) for a in attributes))
-
-
-def model(initializers: list[bytes], nodes: list[bytes] = ()) -> bytes:
-    graph = (b"".join(f_bytes(1, n) for n in nodes) + f_bytes(2, "main_graph")
-             + b"".join(f_bytes(5, t) for t in initializers))
-    opset = f_bytes(1, "") + f_varint(2, 17)
-    return (f_varint(1, 8) + f_bytes(2, "pytorch") + f_bytes(3, "2.1.0") + f_bytes(7, graph)
-            + f_bytes(8, opset))
 
 
 # -- tests ---------------------------------------------------------------------------------------

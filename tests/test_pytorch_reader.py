@@ -18,183 +18,25 @@ import pickle
 import struct
 import subprocess
 import zipfile
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+from support import (
+    Call,
+    Global,
+    Ordered,
+    Storage,
+    Tensor,
+    TorchPickler,
+    bf16_bits,
+    bf16_values,
+    checkpoint,
+    torch_zip,
+)
 
 from fingerprints.archives import ZipArchive, sniff
 from fingerprints.pytorch import PyTorchReader, load_pickle, open_pytorch
 from fingerprints.tensors import BytesSource, FileSource, WeightFileError
-
-
-# -- a torch.save look-alike ------------------------------------------------------------------
-@dataclass
-class Storage:
-    key: str
-    kind: str  # FloatStorage, HalfStorage, BFloat16Storage ...
-    raw: bytes
-    itemsize: int
-
-    @property
-    def numel(self) -> int:
-        return len(self.raw) // self.itemsize
-
-
-@dataclass
-class Tensor:
-    storage: Storage
-    offset: int
-    size: tuple[int, ...]
-    stride: tuple[int, ...]
-    parameter: bool = False
-
-
-@dataclass
-class Global:
-    module: str
-    name: str
-
-
-@dataclass
-class Call:
-    func: Global
-    args: tuple
-
-
-@dataclass
-class Ordered:
-    items: list = field(default_factory=list)
-    metadata: bool = True
-
-
-class TorchPickler:
-    """Writes pickle protocol 2 opcodes as torch.save's pickler does."""
-
-    def __init__(self) -> None:
-        self.out = bytearray(b"\x80\x02")
-        self.memo = 0
-
-    def put(self) -> None:
-        self.out += b"q" + bytes([self.memo]) if self.memo < 256 else b"r" + struct.pack("<I", self.memo)
-        self.memo += 1
-
-    def dump(self, obj: object) -> bytes:
-        self.save(obj)
-        self.out += b"."
-        return bytes(self.out)
-
-    def save(self, obj: object) -> None:
-        if obj is None:
-            self.out += b"N"
-        elif obj is True or obj is False:
-            self.out += b"\x88" if obj else b"\x89"
-        elif isinstance(obj, int):
-            if 0 <= obj < 256:
-                self.out += b"K" + bytes([obj])
-            elif 0 <= obj < 65536:
-                self.out += b"M" + struct.pack("<H", obj)
-            elif -2**31 <= obj < 2**31:
-                self.out += b"J" + struct.pack("<i", obj)
-            else:
-                raw = obj.to_bytes(9, "little", signed=True)
-                self.out += b"\x8a" + bytes([len(raw)]) + raw
-        elif isinstance(obj, str):
-            raw = obj.encode()
-            self.out += b"X" + struct.pack("<I", len(raw)) + raw
-            self.put()
-        elif isinstance(obj, tuple):
-            if not obj:
-                self.out += b")"
-                return
-            if len(obj) > 3:
-                self.out += b"("
-            for item in obj:
-                self.save(item)
-            self.out += {1: b"\x85", 2: b"\x86", 3: b"\x87"}.get(len(obj), b"t")
-            self.put()
-        elif isinstance(obj, list):
-            self.out += b"]"
-            self.put()
-            if obj:
-                self.out += b"("
-                for item in obj:
-                    self.save(item)
-                self.out += b"e"
-        elif isinstance(obj, dict):
-            self.out += b"}"
-            self.put()
-            if obj:
-                self.out += b"("
-                for key, value in obj.items():
-                    self.save(key)
-                    self.save(value)
-                self.out += b"u"
-        elif isinstance(obj, Global):
-            self.out += b"c" + f"{obj.module}\n{obj.name}\n".encode()
-            self.put()
-        elif isinstance(obj, Call):
-            self.save(obj.func)
-            self.save(obj.args)
-            self.out += b"R"
-            self.put()
-        elif isinstance(obj, Ordered):
-            self.save(Global("collections", "OrderedDict"))
-            self.out += b")R"
-            self.put()
-            if obj.items:
-                self.out += b"("
-                for key, value in obj.items:
-                    self.save(key)
-                    self.save(value)
-                self.out += b"u"
-            if obj.metadata:  # torch's state_dict() carries _metadata, pickled as BUILD state
-                self.save({"_metadata": Ordered([("", {"version": 1})], metadata=False)})
-                self.out += b"b"
-        elif isinstance(obj, Storage):
-            # persistent_id: ('storage', storage_type, key, location, numel), then BINPERSID
-            self.save(("storage", Global("torch", obj.kind), obj.key, "cpu", obj.numel))
-            self.out += b"Q"
-        elif isinstance(obj, Tensor):
-            rebuilt = Call(Global("torch._utils", "_rebuild_tensor_v2"),
-                           (obj.storage, obj.offset, obj.size, obj.stride, False, Ordered(metadata=False)))
-            if obj.parameter:
-                rebuilt = Call(Global("torch._utils", "_rebuild_parameter"),
-                               (rebuilt, True, Ordered(metadata=False)))
-            self.save(rebuilt)
-        else:
-            raise TypeError(type(obj))
-
-
-def torch_zip(pickle_bytes: bytes, storages: list[Storage], *, prefix: str = "archive",
-              byteorder: str | None = "little", compression: int = zipfile.ZIP_STORED) -> bytes:
-    """A zip laid out as torch.save lays it out, data records aligned to 64 bytes."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression) as zf:
-        def add(name: str, data: bytes, align: bool = False) -> None:
-            info = zipfile.ZipInfo(f"{prefix}/{name}", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = compression
-            if align:
-                start = buf.tell() + 30 + len(info.filename.encode()) + 4
-                pad = (-start) % 64
-                info.extra = b"FB" + struct.pack("<H", pad) + b"Z" * pad
-            zf.writestr(info, data)
-        add("data.pkl", pickle_bytes)
-        if byteorder is not None:
-            add("byteorder", byteorder.encode())
-        for storage in storages:
-            add(f"data/{storage.key}", storage.raw, align=True)
-        add("version", b"3\n")
-        add(".data/serialization_id", b"1234567890")
-    return buf.getvalue()
-
-
-def bf16_bits(values: np.ndarray) -> np.ndarray:
-    return (values.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16)
-
-
-def bf16_values(bits: np.ndarray) -> np.ndarray:
-    return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -204,24 +46,6 @@ def arrays() -> dict[str, np.ndarray]:
             "f16": rng.standard_normal((3, 5)).astype(np.float16),
             "bf16": bf16_bits(rng.standard_normal((8, 16))),
             "bias": rng.standard_normal(6).astype(np.float32)}
-
-
-def checkpoint(arrays: dict[str, np.ndarray], **zip_options: object) -> tuple[bytes, list[Storage]]:
-    s0 = Storage("0", "FloatStorage", arrays["f32"].tobytes(), 4)
-    s1 = Storage("1", "HalfStorage", arrays["f16"].tobytes(), 2)
-    s2 = Storage("2", "BFloat16Storage", arrays["bf16"].tobytes(), 2)
-    s3 = Storage("3", "FloatStorage", arrays["bias"].tobytes(), 4)
-    state = Ordered([
-        ("layers.0.attention.wq.weight", Tensor(s0, 0, (4, 6), (6, 1))),
-        ("layers.0.ffn.w1.weight", Tensor(s1, 0, (3, 5), (5, 1), parameter=True)),
-        ("tok_embeddings.weight", Tensor(s2, 0, (8, 16), (16, 1))),
-        ("layers.0.attention.wq.bias", Tensor(s3, 0, (6,), (1,))),
-        # views sharing storage 0: rows 1..2 (contiguous, with an offset), and a transpose
-        ("rows_view", Tensor(s0, 6, (2, 6), (6, 1))),
-        ("transposed", Tensor(s0, 0, (6, 4), (1, 6))),
-    ])
-    data = TorchPickler().dump(state)
-    return torch_zip(data, [s0, s1, s2, s3], **zip_options), [s0, s1, s2, s3]
 
 
 def test_reads_rows_of_a_torch_save_checkpoint_by_range(tmp_path, arrays):

@@ -34,6 +34,9 @@ from monitor.registry import register_paths
 from monitor.scan import Registry, ScanReport, load_registry, scan_path, scan_url
 from monitor.store import Store
 
+# Builds and scans real-sized models in every format (a minute of CPU).
+pytestmark = [pytest.mark.slow]
+
 MODEL = "lab-llama"
 SEED, OTHER_SEED = 0, 1
 SETTINGS = ScanSettings()

@@ -20,9 +20,7 @@ from pathlib import Path
 
 import pytest
 from bs4 import BeautifulSoup
-from support import hit, save
-from test_incidents import leak
-from test_triage import cli
+from support import cli, hit, leak, save
 
 from monitor.report import CSP, build_report
 from monitor.store import Store

@@ -165,6 +165,7 @@ def test_bundle_carries_fingerprints_to_a_machine_without_the_weights(
     assert row["verdict"] == "match" and row["model"] == "heron-7b"
 
 
+@pytest.mark.slow
 def test_crawl_scans_weight_links_once_and_records_weights_hits(
         tmp_path: Path, demo_release: Release, demo_world: DemoWorld) -> None:
     store = registered_store(tmp_path / "w.db", demo_release)
@@ -207,6 +208,7 @@ def test_scan_model_filter(registered: Path, files: dict[str, Path]) -> None:
     assert "no tensor fingerprints registered for other-3b" in result.stderr
 
 
+@pytest.mark.slow
 def test_scan_of_a_sharded_checkpoint_through_its_index(tmp_path: Path) -> None:
     """A hub-style sharded copy (index + 3 shards, fp16) of a registered model: scanned
     through its index, every shard opened beside it."""

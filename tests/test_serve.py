@@ -388,6 +388,7 @@ def serving(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         server.kill()
 
 
+@pytest.mark.slow
 def test_it_shows_what_the_daemon_writes_meanwhile(tmp_path, serving):
     """The file is served as a changing database (not immutable): a hit the daemon
     records while the UI is up is on the next page load. Also: a second server on the same

@@ -686,6 +686,7 @@ def test_planted_in_these_sources(demo_world: DemoWorld, demo_release: Release) 
                     ("feed", f"{b}/feeds/files/tinyllama-mini-q8_0.gguf")}
 
 
+@pytest.mark.slow
 def test_end_to_end_crawls_find_exactly_the_planted(tmp_path: Path, demo_world: DemoWorld,
                                                     demo_release: Release) -> None:
     store = registered_store(tmp_path / "weightwatch.db", demo_release)

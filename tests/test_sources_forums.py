@@ -683,6 +683,7 @@ def test_vbulletin_routes_behave_like_vbulletin(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize("source, preset", [("xenforo", "xenforo"), ("vbulletin", "vbulletin"),
                                             ("forum", "phpbb")])
+@pytest.mark.slow
 def test_crawl_into_a_store_finds_exactly_what_was_planted(
         source: str, preset: str, demo_world: DemoWorld, demo_release: Release,
         tmp_path: Path) -> None:

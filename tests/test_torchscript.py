@@ -14,7 +14,6 @@ opcode here; each must fail with one line, executing nothing.
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import pickletools
 import struct
@@ -25,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from support import silero_data
 
 from fingerprints.pytorch import Placeholder, PyTorchReader
 from fingerprints.tensors import BytesSource, FileSource, WeightFileError
@@ -36,15 +36,6 @@ SILERO_16K = (["_model.stft.forward_basis_buffer"]
               + [f"_model.encoder.{i}.reparam_conv.{p}" for i in range(4) for p in ("weight", "bias")]
               + [f"_model.decoder.rnn.{p}" for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
               + ["_model.decoder.decoder.2.weight", "_model.decoder.decoder.2.bias"])
-
-
-def silero_data() -> Path:
-    """The data folder of the installed silero-vad package, found without importing it
-    (its __init__ imports torch, which the tests do not have)."""
-    spec = importlib.util.find_spec("silero_vad")
-    assert spec is not None and spec.submodule_search_locations, \
-        "silero-vad==6.2.3 must be installed (pip install --no-deps silero-vad==6.2.3)"
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
 def whole(reader, tensor) -> np.ndarray:

@@ -15,6 +15,7 @@ import random
 
 import fastbencode
 import pytest
+from support import BLOCK, merkle_root_reference, metainfo, v1_info, v1_pieces, v2_tree
 
 from demo.release import Release
 from fingerprints.indicators import parse_magnet
@@ -27,36 +28,6 @@ from fingerprints.torrent import (
     pieces_root_of_stream,
 )
 
-BLOCK = 16384
-
-
-# ------------------------------------------------------------------------------ builders
-
-
-def merkle_root_reference(data: bytes) -> str | None:
-    """BEP 52, read literally: SHA-256 per 16 KiB block, the leaf layer padded with zero
-    hashes to a power of two, each parent the hash of its two children."""
-    if not data:
-        return None
-    leaves = [hashlib.sha256(data[i:i + BLOCK]).digest() for i in range(0, len(data), BLOCK)]
-    count = 1
-    while count < len(leaves):
-        count *= 2
-    leaves += [b"\0" * 32] * (count - len(leaves))
-
-    def root(lo: int, hi: int) -> bytes:
-        if hi - lo == 1:
-            return leaves[lo]
-        mid = (lo + hi) // 2
-        return hashlib.sha256(root(lo, mid) + root(mid, hi)).digest()
-
-    return root(0, count).hex()
-
-
-def v1_pieces(blob: bytes, piece_length: int) -> bytes:
-    return b"".join(hashlib.sha1(blob[i:i + piece_length]).digest()
-                    for i in range(0, len(blob), piece_length))
-
 
 def file_bytes(size: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(size)
@@ -64,42 +35,6 @@ def file_bytes(size: int, seed: int) -> bytes:
 
 FILES = {"a.bin": file_bytes(0, 1), "b.bin": file_bytes(1, 2), "sub/c.bin": file_bytes(BLOCK, 3),
          "sub/deeper/d.bin": file_bytes(3 * BLOCK + 5, 4)}
-
-
-def v2_tree(files: dict[str, bytes]) -> dict[bytes, object]:
-    tree: dict[bytes, object] = {}
-    for path, data in files.items():
-        node = tree
-        parts = path.split("/")
-        for part in parts[:-1]:
-            node = node.setdefault(part.encode(), {})  # type: ignore[assignment]
-        leaf: dict[bytes, object] = {b"length": len(data)}
-        if data:
-            leaf[b"pieces root"] = bytes.fromhex(merkle_root_reference(data) or "")
-        node[parts[-1].encode()] = {b"": leaf}
-    return tree
-
-
-def metainfo(info: dict[bytes, object], **extra: object) -> bytes:
-    """A metainfo dict around `info`; keyword names map `_` to a space, `__` to `-`."""
-    meta: dict[bytes, object] = {b"announce": b"udp://tracker.example.org:1337/announce",
-                                 b"info": info}
-    meta.update({k.replace("__", "-").replace("_", " ").encode(): v for k, v in extra.items()})
-    return fastbencode.bencode(meta)
-
-
-def v1_info(files: dict[str, bytes], piece_length: int = 32768, name: bytes = b"pack",
-            pad_to: int | None = None) -> dict[bytes, object]:
-    entries, blob = [], b""
-    for path, data in files.items():
-        entries.append({b"length": len(data), b"path": [p.encode() for p in path.split("/")]})
-        blob += data
-        if pad_to and len(blob) % pad_to:
-            pad = pad_to - len(blob) % pad_to
-            entries.append({b"attr": b"p", b"length": pad, b"path": [b".pad", str(pad).encode()]})
-            blob += b"\0" * pad
-    return {b"files": entries, b"name": name, b"piece length": piece_length,
-            b"pieces": v1_pieces(blob, piece_length)}
 
 
 # ------------------------------------------------------------------------------ Merkle roots
@@ -392,6 +327,7 @@ def test_random_bytes_and_mutations_never_escape_as_other_errors(demo_release: R
     assert 0 < parsed < len(samples)
 
 
+@pytest.mark.slow
 def test_big_but_honest_torrent_is_fine() -> None:
     """100k files (the default cap) of a v1 torrent parse; math stays exact."""
     n = 100_000

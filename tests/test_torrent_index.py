@@ -92,6 +92,7 @@ def test_cursor_cache_avoids_refetching(nyaa_run: Any, demo_world: DemoWorld) ->
     assert cursor2 == cursor
 
 
+@pytest.mark.slow
 def test_crawl_into_a_store_finds_exactly_what_was_planted(
         tmp_path: Path, demo_world: DemoWorld, demo_release: Release) -> None:
     store = registered_store(tmp_path / "ww.db", demo_release)

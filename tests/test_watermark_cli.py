@@ -24,6 +24,9 @@ from fingerprints.tensors import FileSource
 from fingerprints.weights import open_weights
 from monitor.store import Store
 
+# Issuing and detecting watermarks on real-sized weights: CPU-heavy.
+pytestmark = [pytest.mark.slow]
+
 SECRET = "correct horse battery staple 0123456789"
 ENV = {"WEIGHTWATCH_WATERMARK_KEY": SECRET}
 

@@ -403,6 +403,7 @@ def test_add_noise_has_the_asked_std(layer0: dict[str, np.ndarray], fraction: fl
             assert corr(out[name], array) > 0.99
 
 
+@pytest.mark.slow
 def test_low_rank_update_has_the_asked_rank_and_norm(layer0: dict[str, np.ndarray]) -> None:
     names = ["encoder.layer.0.attention.self.query.weight", "encoder.layer.0.output.dense.weight",
              "encoder.layer.0.attention.self.key.bias"]
