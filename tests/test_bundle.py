@@ -350,17 +350,19 @@ def _corrupt_middle(data: bytes) -> bytes:
         (b"", "neither gzip nor JSON"),
         (b"\x00" + random.Random(1).randbytes(63), "neither gzip nor JSON"),
         (b"format = 'weightwatch-fingerprints'\n", "neither gzip nor JSON"),
-        (gzip.compress(b"not json at all"), "invalid JSON"),
-        (gzip.compress(b'{"format": "weightwatch-fingerprints", "version": 1,'),
+        # mtime=0: a gzip header holds the time, which would make these test ids differ
+        # between xdist workers collecting a second apart.
+        (gzip.compress(b"not json at all", mtime=0), "invalid JSON"),
+        (gzip.compress(b'{"format": "weightwatch-fingerprints", "version": 1,', mtime=0),
          "invalid JSON"),
-        (gzip.compress(b"\xff\xfe{}"), "not UTF-8"),
+        (gzip.compress(b"\xff\xfe{}", mtime=0), "not UTF-8"),
         (gzip.compress(json.dumps(valid()).encode(), mtime=0)[:-12], "gzip"),
         (b"\x1f\x8b" + random.Random(2).randbytes(40), "gzip"),
         (_corrupt_middle(gzip.compress(json.dumps(valid()).encode(), mtime=0)),
          "corrupt gzip data"),
         # An empty member whose CRC is wrong.
         (b"\x1f\x8b\x08\x00" + bytes(6) + b"\x03\x00" + b"\x01" + bytes(7), "CRC check"),
-        (gzip.compress(b"[" * 200_000), "JSON nested too deeply"),
+        (gzip.compress(b"[" * 200_000, mtime=0), "JSON nested too deeply"),
     ],
 )
 def test_not_gzip_or_json_is_one_line(ww, tmp_path, content, needle):
