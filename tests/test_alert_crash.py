@@ -21,6 +21,7 @@ from email import policy
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiosmtpd.controller import Controller
 from support import hit, save
 
@@ -98,6 +99,7 @@ def hit_ids(message: email.message.EmailMessage) -> set[int]:
     return {int(x) for x in message["X-Weightwatch-Hits"].split(",")}
 
 
+@pytest.mark.slow
 def test_killed_after_the_servers_250_the_retry_resends_under_the_same_message_id(tmp_path):
     db = tmp_path / "w.db"
     with KillingServer() as server:

@@ -133,6 +133,7 @@ def test_durations():
             parse_duration(bad)
 
 
+@pytest.mark.slow
 def test_check_config_cli_exits_2_with_one_line_per_problem(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text(GOOD_TARGET.replace("interval", "intervall"))

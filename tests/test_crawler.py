@@ -34,6 +34,7 @@ def forum(world, **kw) -> Target:
                   preset="phpbb", **kw)
 
 
+@pytest.mark.slow
 def test_run_timeout_keeps_what_was_recorded(tmp_path, world):
     # Six requests (robots.txt, the listing, four topics) of 1 s each: the run times out
     # after the first topic, with 1.5 s to spare for parsing and storing it even on a

@@ -271,6 +271,7 @@ def test_forum_post_permalinks_show_the_page_holding_the_post(
             assert shown == [p.id for p in thread.posts[start:start + thread.per_page]]
 
 
+@pytest.mark.slow
 def test_monitor_never_imports_the_demo_world() -> None:
     """The daemon ships without the demo: importing every monitor module (the CLI too) loads
     no `demo` module; only the `demo` command imports it, when it runs."""

@@ -84,6 +84,7 @@ def rows(db: Path, sql: str) -> list[dict[str, Any]]:
         conn.close()
 
 
+@pytest.mark.slow
 def test_rematch_scans_a_stored_weight_link_again_once_its_fingerprints_are_registered(
         tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text(CONFIG, encoding="utf-8")

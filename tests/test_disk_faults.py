@@ -403,6 +403,7 @@ def test_reading_commands_work_on_read_only_media_and_writes_are_one_line(
         assert store.hit(ids[0])["status"] == "new"
 
 
+@pytest.mark.slow
 def test_read_only_media_with_a_pending_wal_or_an_old_schema_is_refused_in_one_line(
         tmp_path, mounts, filled_db):
     src, ids = filled_db

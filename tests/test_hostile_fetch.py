@@ -348,6 +348,7 @@ def test_trickle_fails_at_the_deadline_and_is_not_retried(host):
     assert host.count("/trickle-fetch") == 1
 
 
+@pytest.mark.slow
 def test_waiting_for_the_hosts_turn_does_not_count(host):
     """Two requests to one host 1.5 s apart by host_delay, each with a 1 s deadline: the
     second waits for its slot first, and still has its whole deadline for the answer."""

@@ -596,6 +596,7 @@ def test_iso_time_and_split_attr() -> None:
 # ------------------------------------------------------------------------------ demo sites
 
 
+@pytest.mark.slow
 def test_every_planted_url_of_the_forums_exists(client: httpx.Client,
                                                 demo_world: DemoWorld) -> None:
     planted = [p for p in demo_world.planted if p.source in ("xenforo", "vbulletin")]
