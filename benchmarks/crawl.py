@@ -19,7 +19,8 @@ Both crawlers read robots.txt; the fetcher's politeness spacing is 1 ms (the dem
 10 ms) and Scrapy runs with DOWNLOAD_DELAY 0, so neither waits much, and pages/s is
 reported beside CPU for what it is. Each report line prints medians of `--repeats` runs and
 the ratio weightwatch / Scrapy (the issue's target: CPU per page at most Scrapy's, a ratio
-<= 1.0). The hit counts are printed too, to show both ran the detectors on the same posts.
+<= 1.0). The hits of both are compared (post URL, kind, indicator), to show both ran the
+detectors on the same posts.
 
 Then the parsers themselves on every page the crawl read: bs4 as weightwatch uses it
 (parse_html, with its caps) against lxml.html directly and selectolax (when installed),
@@ -82,6 +83,7 @@ def ww_worker(config_path: str, template: str, rounds: int) -> dict[str, Any]:
             return await super().get(*args, **kwargs)
 
     hits = 0
+    found: set[tuple[str, str, str]] = set()
 
     async def crawl_all() -> None:
         nonlocal hits
@@ -92,13 +94,16 @@ def ww_worker(config_path: str, template: str, rounds: int) -> dict[str, Any]:
                 with Store(db) as store:
                     results = await crawl_once(config, store, [target], fetcher)
                     assert results[0].status == "ok", results[0].error
-                    hits += len(store.hits(target=TARGET))
+                    rows = store.hits(target=TARGET)
+                    hits += len(rows)
+                    found.update((h["url"], h["kind"], h["indicator"].lower()) for h in rows)
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
     asyncio.run(crawl_all())
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     shutil.rmtree(work, ignore_errors=True)
-    return {"pages": Counting.pages, "cpu": cpu, "wall": wall, "hits": hits}
+    return {"pages": Counting.pages, "cpu": cpu, "wall": wall, "hits": hits,
+            "found": sorted(found)}
 
 
 def scrapy_worker(config_path: str, template: str, rounds: int) -> dict[str, Any]:
@@ -115,6 +120,7 @@ def scrapy_worker(config_path: str, template: str, rounds: int) -> dict[str, Any
     store = Store(Path(template))
     detectors = build_detectors(config, store)
     state = {"pages": 0, "hits": 0}
+    found: set[tuple[str, str, str]] = set()
 
     class PhpbbSpider(scrapy.Spider):  # type: ignore[misc]
         name = "phpbb"
@@ -148,7 +154,9 @@ def scrapy_worker(config_path: str, template: str, rounds: int) -> dict[str, Any
                                     .getall()).strip(),
                     posted_at=iso_time(post.css(PHPBB["time"] + "::attr(datetime)").get()),
                     text=text, links=links)
-                state["hits"] += len(detect_all(detectors, doc))
+                hits = detect_all(detectors, doc)
+                state["hits"] += len(hits)
+                found.update((h.url, h.kind, h.indicator.lower()) for h in hits)
             nxt = response.css(PHPBB["next_page"] + "::attr(href)").get()
             if nxt:
                 yield scrapy.Request(response.urljoin(nxt), self.parse_topic, dont_filter=True)
@@ -162,7 +170,8 @@ def scrapy_worker(config_path: str, template: str, rounds: int) -> dict[str, Any
     process.start()
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     store.close()
-    return {"pages": state["pages"], "cpu": cpu, "wall": wall, "hits": state["hits"]}
+    return {"pages": state["pages"], "cpu": cpu, "wall": wall, "hits": state["hits"],
+            "found": sorted(found)}
 
 
 WORKERS = {"weightwatch": ww_worker, "scrapy": scrapy_worker}
@@ -260,6 +269,8 @@ def main() -> int:
             print(f"{kind:12} {pages:5d} pages  {cpu_ms:7.2f} ms CPU/page  {rate:8.1f} pages/s"
                   f"  {runs[0]['hits']} hits")
         if "scrapy" in rows:
+            same = results["weightwatch"][0]["found"] == results["scrapy"][0]["found"]
+            print(f"same hits (post URL, kind, indicator): {'yes' if same else 'NO'}")
             print(f"CPU per page, weightwatch / Scrapy: {rows['weightwatch'] / rows['scrapy']:.2f}"
                   f" (target <= 1.0)")
         times = parser_times(pages_bodies, args.repeats)
