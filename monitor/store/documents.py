@@ -13,7 +13,7 @@ from typing import Any, cast
 import sqlite_utils
 
 from monitor.models import Document, DocumentRow, Hit, StoredDocument, utcnow
-from monitor.store.connection import insert
+from monitor.store.connection import StoreError
 from monitor.store.hits import Hits
 
 
@@ -101,11 +101,18 @@ class Documents:
             "content_sha256": content_sha, "snapshot_sha256": snapshot_sha,
             "fetched_at": doc.fetched_at or now, "last_seen": now, "run_id": run_id,
         }
+        # Plain SQL: sqlite_utils' insert and update cost more than the rest of the save
+        # (they read the table's schema on each call), and this runs once per post.
         if row is None:
-            pk = insert(self.db, "documents",
-                        {"target": doc.target, "key": doc.key, "first_seen": now, **values})
-            return SavedDocument(pk, is_new=True, changed=True)
-        self.db.table("documents").update(row[0], values)
+            values = {"target": doc.target, "key": doc.key, "first_seen": now, **values}
+            cursor = self.db.execute(
+                f"INSERT INTO documents ({', '.join(values)}) "
+                f"VALUES ({', '.join('?' * len(values))})", list(values.values()))
+            if cursor.lastrowid is None:
+                raise StoreError("documents: insert returned no row id")
+            return SavedDocument(int(cursor.lastrowid), is_new=True, changed=True)
+        self.db.execute(f"UPDATE documents SET {', '.join(f'{name} = ?' for name in values)} "
+                        f"WHERE id = ?", [*values.values(), row[0]])
         return SavedDocument(row[0], is_new=False, changed=row[1] != content_sha)
 
     def snapshot(self, sha256: str) -> bytes | None:
