@@ -9,6 +9,7 @@ the next run can skip what has not moved.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
 from abc import ABC, abstractmethod
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeGuard
 from urllib.parse import urljoin, urlsplit
 
+import soupsieve
 from bs4 import BeautifulSoup, Tag
 from bs4.element import NavigableString, PageElement
 
@@ -48,6 +50,15 @@ class Source(ABC):
         self.fetcher = fetcher
         self.cursor: dict[str, Any] = dict(cursor or {})
         self.selectors = self.resolve_selectors(target.preset, target.selectors)
+        self._patterns: dict[str, soupsieve.SoupSieve] = {}
+
+    def pattern(self, css: str) -> soupsieve.SoupSieve:
+        """`css` compiled, once per source (a run of one target): bs4's select() would
+        compile it again on every page and for every post it is applied to."""
+        compiled = self._patterns.get(css)
+        if compiled is None:
+            compiled = self._patterns[css] = compile_css(css)
+        return compiled
 
     @classmethod
     def resolve_selectors(cls, preset: str | None, selectors: dict[str, str]) -> dict[str, str]:
@@ -85,11 +96,26 @@ class Source(ABC):
     def select(self, node: Tag, name: str) -> Tag | None:
         """The first element matching the named selector, or None when it is not set."""
         css = self.selectors.get(name)
-        return node.select_one(css) if css else None
+        return self.pattern(css).select_one(node) if css else None
 
     @abstractmethod
     def documents(self) -> AsyncIterator[Document]:
         """The target's documents, fetched and parsed now (an async generator)."""
+
+
+# The namespace prefixes bs4's select() passes for a page parse_html built (its lxml
+# builder registers only xml:), so a pattern compiled here matches what select() would.
+_NAMESPACES = {"xml": "http://www.w3.org/XML/1998/namespace"}
+
+
+def compile_css(css: str) -> soupsieve.SoupSieve:
+    """A CSS selector compiled for pages from parse_html (raises what soupsieve raises)."""
+    return soupsieve.compile(css, namespaces=_NAMESPACES)
+
+
+@functools.cache
+def _links() -> soupsieve.SoupSieve:
+    return compile_css("a[href]")
 
 
 def css_problem(css: str) -> str | None:
@@ -154,7 +180,7 @@ def html_text(node: Tag | str) -> str:
 
 def links_of(node: Tag, base_url: str) -> list[str]:
     out: list[str] = []
-    for a in node.select("a[href]"):
+    for a in _links().select(node):
         href = str(a.get("href", "")).strip()
         if href and not href.startswith("#") and not href.lower().startswith("javascript:"):
             magnet = href.lower().startswith("magnet:")

@@ -413,7 +413,7 @@ class ForumSource(Source):
         base = _base_url(soup, url)
         found: dict[str, None] = {}
         css, attr = self.specs["thread_link"]
-        for a in soup.select(css) if css else []:
+        for a in self.pattern(css).select(soup) if css else []:
             link = self._link(a.get(attr or "href"), base)
             if link:
                 found.setdefault(thread_url(link), None)
@@ -430,7 +430,7 @@ class ForumSource(Source):
         thread_title = self.value(soup, "thread_title") if first_page else None
         next_url = self._next(soup, next_selector, base)  # before posts are cut apart
         docs = []
-        posts = detach_nested(soup.select(self.selectors["post"]))
+        posts = detach_nested(self.pattern(self.selectors["post"]).select(soup))
         for index, post in enumerate(posts):
             anchor = self._anchor(post)
             post_url = f"{key_base}#{anchor}" if anchor else f"{page_url}#post-{index + 1}"
@@ -465,7 +465,7 @@ class ForumSource(Source):
         if spec is None:
             return None
         css, _ = spec
-        return node.select_one(css) if css else node
+        return self.pattern(css).select_one(node) if css else node
 
     def value(self, node: Tag, name: str, attrs: tuple[str, ...] = ()) -> str | None:
         """A named selector's value within `node`: the `::attr(...)` it names, else the

@@ -108,8 +108,8 @@ class TorrentIndexSource(Source):
         """The rows of one listing page (with their detail URLs) and the next page's URL."""
         soup = parse_html(body, url)
         next_node = self.select(soup, "next")  # before rows are cut apart
-        rows = detach_nested(soup.select(self.selectors["row"]))
-        if not rows and soup.select_one("table"):
+        rows = detach_nested(self.pattern(self.selectors["row"]).select(soup))
+        if not rows and soup.find("table"):
             raise SourceError(f"no rows matched {self.selectors['row']!r} on {url}: "
                               f"has the index's markup changed?")
         out = []

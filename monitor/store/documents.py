@@ -13,7 +13,7 @@ from typing import Any, cast
 import sqlite_utils
 
 from monitor.models import Document, DocumentRow, Hit, StoredDocument, utcnow
-from monitor.store.connection import insert
+from monitor.store.connection import StoreError
 from monitor.store.hits import Hits
 
 
@@ -32,6 +32,10 @@ class Documents:
     def __init__(self, db: sqlite_utils.Database, hits: Hits):
         self.db = db
         self.hits = hits
+        # Every post of a page carries the same response bytes as its snapshot: the last
+        # one hashed (held, so its identity cannot be reused by another object) and its
+        # digest, so a page of 50 posts is hashed once, not 50 times.
+        self._hashed: tuple[bytes, str] = (b"", hashlib.sha256(b"").hexdigest())
 
     def document_hash(self, target: str, key: str) -> str | None:
         row = self.db.execute("SELECT content_sha256 FROM documents WHERE target = ? AND key = ?",
@@ -69,12 +73,21 @@ class Documents:
         return saved, new_hits
 
     def _save_snapshot(self, doc: Document, now: str) -> str:
-        sha = hashlib.sha256(doc.snapshot).hexdigest()
-        self.db.execute(
-            "INSERT INTO snapshots (sha256, url, fetched_at, size, body) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT(sha256) DO NOTHING",
-            [sha, doc.snapshot_url or doc.url, doc.fetched_at or now, len(doc.snapshot),
-             zlib.compress(doc.snapshot, 6)])
+        """The snapshot's digest, storing it compressed unless it is stored already.
+
+        The presence is asked of the database, not remembered: a transaction rolled back
+        after the insert takes the row with it."""
+        body = doc.snapshot
+        held, sha = self._hashed
+        if body is not held:
+            sha = hashlib.sha256(body).hexdigest()
+            self._hashed = (body, sha)
+        if self.db.execute("SELECT 1 FROM snapshots WHERE sha256 = ?", [sha]).fetchone() is None:
+            self.db.execute(
+                "INSERT INTO snapshots (sha256, url, fetched_at, size, body) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [sha, doc.snapshot_url or doc.url, doc.fetched_at or now, len(body),
+                 zlib.compress(body, 6)])
         return sha
 
     def _upsert_document(self, doc: Document, snapshot_sha: str | None, run_id: int | None,
@@ -88,11 +101,18 @@ class Documents:
             "content_sha256": content_sha, "snapshot_sha256": snapshot_sha,
             "fetched_at": doc.fetched_at or now, "last_seen": now, "run_id": run_id,
         }
+        # Plain SQL: sqlite_utils' insert and update cost more than the rest of the save
+        # (they read the table's schema on each call), and this runs once per post.
         if row is None:
-            pk = insert(self.db, "documents",
-                        {"target": doc.target, "key": doc.key, "first_seen": now, **values})
-            return SavedDocument(pk, is_new=True, changed=True)
-        self.db.table("documents").update(row[0], values)
+            values = {"target": doc.target, "key": doc.key, "first_seen": now, **values}
+            cursor = self.db.execute(
+                f"INSERT INTO documents ({', '.join(values)}) "
+                f"VALUES ({', '.join('?' * len(values))})", list(values.values()))
+            if cursor.lastrowid is None:
+                raise StoreError("documents: insert returned no row id")
+            return SavedDocument(int(cursor.lastrowid), is_new=True, changed=True)
+        self.db.execute(f"UPDATE documents SET {', '.join(f'{name} = ?' for name in values)} "
+                        f"WHERE id = ?", [*values.values(), row[0]])
         return SavedDocument(row[0], is_new=False, changed=row[1] != content_sha)
 
     def snapshot(self, sha256: str) -> bytes | None:
