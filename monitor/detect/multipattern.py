@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 try:
-    import ahocorasick
+    import ahocorasick  # type: ignore[import-not-found]  # a C extension without stubs
 except ImportError:  # pragma: no cover - the portable fallback
     ahocorasick = None
 

@@ -29,7 +29,7 @@ class RuleDetector:
         self.rules = [(rule, re.compile(rule.pattern), _version(rule)) for rule in rules]
         literals: list[tuple[str, int]] = []
         self._always: list[int] = []
-        for i, (rule, _pattern, _version_) in enumerate(self.rules):
+        for i, (rule, *_compiled) in enumerate(self.rules):
             required = required_literals(rule.pattern)
             if required is None:
                 self._always.append(i)
