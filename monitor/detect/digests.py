@@ -9,7 +9,6 @@ is, so every match is critical.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -72,7 +71,7 @@ class DigestDetector:
                 if end - start >= size and bytes.fromhex(data[end - size:end].decode()) in self._packed:
                     return True
             start = mask.find(_RUN, end)
-        return self._base32 and _BTIH.search(text) is not None
+        return self._base32 and b"btih" in data.lower()
 
     def _lookup(self, value: str, algo_hint: str | None, *,
                 exact: bool = False) -> Iterable[KnownDigest]:
@@ -99,7 +98,6 @@ class DigestDetector:
 # Hex characters as "x", everything else as ".": runs of hex found by bytes.find.
 _HEX_MASK = bytes(ord("x") if chr(b) in "0123456789abcdefABCDEF" else ord(".") for b in range(256))
 _RUN = b"x" * 32
-_BTIH = re.compile("[Bb][Tt][Ii][Hh]")
 
 
 def _packed(known: Iterable[str]) -> Iterator[bytes]:
