@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -163,3 +165,17 @@ def test_rule_costs_name_only_unfiltered_rules():
     costs = rule_costs(HARD_RULES, repeat=1)
     assert [c.name for c in costs] == ["no-literal", "one-char"]
     assert all(c.us_per_kb > 0 for c in costs)
+
+
+def test_check_config_names_the_rules_no_literal_can_prefilter(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text("[[rules]]\nname = \"hexy\"\npattern = '\\b[0-9a-f]{12}\\b'\n\n"
+                      "[[rules]]\nname = \"named\"\npattern = '(?i)heron[-_ ]?7b'\n")
+    proc = subprocess.run([sys.executable, "-m", "monitor", "--config", str(config),
+                           "check-config"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"{config}: ok: 0 targets (0 enabled), 2 rules")
+    (cost,) = lines[1:]
+    assert re.fullmatch(r"rule hexy: no literal to pre-filter; its regex runs on every "
+                        r"document \([0-9.]+ µs per KB measured\)", cost)
