@@ -6,18 +6,25 @@ of `--runs`). Issue 16's targets: >= 50 MB/s with 10,000 digests and 500 rules, 
 rules at most twice the cost of 500.
 
     .venv/bin/python benchmarks/detect.py [--mb 2] [--runs 3] [--digests 1000,10000,100000]
-        [--rules 50,500,5000]
+        [--rules 50,500,5000] [--memory 30000]
+
+`--memory N` also registers N digests in a scratch database and prints what the detectors'
+registry costs per digest, compact (`Store.known_digests()`: values as bytes) against the
+KnownDigest dict it replaces (`known_digests().items()`), each built in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import random
 import statistics
 import subprocess
 import tempfile
 import time
+import tracemalloc
+from pathlib import Path
 
 import ahocorasick
 
@@ -27,6 +34,7 @@ from monitor.detect.digests import DigestDetector
 from monitor.detect.literals import required_literals
 from monitor.detect.rules import RuleDetector
 from monitor.models import Document, KnownDigest
+from monitor.store import Store
 
 WORDS = ("the a release weights model quantised checksum forum thread reply quote post new "
          "anyone tried running it on two cards fine tune benchmark scores tokenizer context "
@@ -85,12 +93,40 @@ def timed(fn, runs: int) -> float:
     return statistics.median(times)
 
 
+def registry_memory(n: int) -> None:
+    rng = random.Random(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "registry.db")
+        with store.db.atomic():
+            for i in range(n // 3):
+                store.add_artifact(model="m", name=f"m/f{i}", path=f"/r/{i}", size=i,
+                                   sha256=rng.randbytes(32).hex(), sha1=rng.randbytes(20).hex(),
+                                   md5=rng.randbytes(16).hex())
+        measured = []
+        for build in (store.known_digests, lambda: dict(store.known_digests().items())):
+            gc.collect()
+            tracemalloc.start()
+            start = time.perf_counter()
+            held = build()
+            seconds = time.perf_counter() - start
+            measured.append((tracemalloc.get_traced_memory()[0] / len(held),
+                             seconds * 1e6 / len(held)))
+            tracemalloc.stop()
+            del held
+        store.close()
+    (compact, compact_us), (full, full_us) = measured
+    print(f"registry of {n} digests: compact {compact:.0f} bytes and {compact_us:.1f} us per "
+          f"digest, KnownDigest dict {full:.0f} bytes and {full_us:.1f} us (ratio "
+          f"{full / compact:.1f}x memory; timings under tracemalloc)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=float, default=2.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--digests", default="1000,10000,100000")
     ap.add_argument("--rules", default="50,500,5000")
+    ap.add_argument("--memory", type=int, default=0)
     args = ap.parse_args()
     rng = random.Random(16)
     docs = documents(args.mb, rng)
@@ -138,6 +174,8 @@ def main() -> None:
             print(f"{n_digests} digests: 5,000 rules cost {costs[(n_digests, 5000)] / costs[(n_digests, 500)]:.2f}x 500 rules (target <= 2)")
     if (10000, 500) in costs:
         print(f"10,000 digests, 500 rules: {mb / costs[(10000, 500)]:.1f} MB/s per core (target >= 50)")
+    if args.memory:
+        registry_memory(args.memory)
 
 
 if __name__ == "__main__":
