@@ -4,7 +4,8 @@ Hex SHA-256/SHA-1/MD5 tokens (an LFS pointer's `oid sha256:` line among them), B
 infohashes in magnets (hex or base32), v2 pieces roots read from .torrent files, and the
 base64 MD5 imageboards give for attachments are normalised to lowercase hex and looked up
 in a set: fast on any volume of text, and an exact digest is the strongest evidence there
-is, so every match is critical.
+is, so every match is critical. A document is tokenised only where one of its runs of hex
+(or a "btih") could be a registered value, which a byte-level pass over it tells at C speed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class DigestDetector:
 
     def __init__(self, known: Mapping[str, Sequence[KnownDigest]]):
         self.known = known
+        # The store's registry already holds its values as bytes (`KnownDigests.packed`);
+        # a plain mapping (tests, a scan's subset) is packed here.
         packed = getattr(known, "packed", None)
         self._packed: frozenset[bytes] = (packed if isinstance(packed, frozenset)
                                           else frozenset(_packed(known)))

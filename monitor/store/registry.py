@@ -335,11 +335,13 @@ class KnownDigests(Mapping[str, Sequence[KnownDigest]]):
     def __contains__(self, value: object) -> bool:
         if not isinstance(value, str):
             return False
+        if value in self._other:
+            return True
         try:
-            return value in self._other or bytes.fromhex(value).hex() == value and \
-                bytes.fromhex(value) in self.packed
+            key = bytes.fromhex(value)
         except ValueError:
             return False
+        return key in self.packed and key.hex() == value
 
     def __iter__(self) -> Iterator[str]:
         yield from (key.hex() for key in self.packed)
