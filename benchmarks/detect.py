@@ -32,6 +32,7 @@ from monitor.config import Rule, keywords_pattern
 from monitor.detect import detect_all
 from monitor.detect.digests import DigestDetector
 from monitor.detect.literals import required_literals
+from monitor.detect.multipattern import engines
 from monitor.detect.rules import RuleDetector
 from monitor.models import Document, KnownDigest
 from monitor.store import Store
@@ -133,7 +134,7 @@ def main() -> None:
     text = "\n".join(d.text for d in docs)
     mb = len(text.encode()) / 1e6
     print(f"{len(docs)} documents, {mb:.1f} MB; load {os.getloadavg()[0]:.2f}; "
-          f"CPU time (process_time), median of {args.runs}")
+          f"CPU time (process_time), median of {args.runs}; literal engine {engines()[0]}")
     costs: dict[tuple[int, int], float] = {}
     for n_digests in map(int, args.digests.split(",")):
         known = registry(n_digests, rng)

@@ -22,6 +22,7 @@ from monitor.config import Rule, keywords_pattern
 from monitor.detect import detect_all
 from monitor.detect.digests import DigestDetector
 from monitor.detect.literals import fold, required_literals
+from monitor.detect.multipattern import engines
 from monitor.detect.rules import RuleDetector, _version, rule_costs
 from monitor.detect.text import searchable_text, snippet
 from monitor.models import Document, Hit
@@ -117,11 +118,11 @@ def fields(hits: list[Hit]) -> list[tuple[object, ...]]:
              h.recipient, h.context, h.matcher_version) for h in hits]
 
 
-@pytest.mark.parametrize("portable", [False, True], ids=["pyahocorasick", "python"])
-def test_rules_hit_as_one_regex_per_rule_did(documents, portable):
+@pytest.mark.parametrize("engine", engines())
+def test_rules_hit_as_one_regex_per_rule_did(documents, engine):
     rules = shipped_rules() + HARD_RULES
     assert len(rules) > len(HARD_RULES)
-    detector = RuleDetector(rules, portable=portable)
+    detector = RuleDetector(rules, engine=engine)
     total = 0
     for doc in documents:
         expected = fields(reference_rules(rules, doc))
