@@ -6,7 +6,7 @@ of `--runs`). Issue 16's targets: >= 50 MB/s with 10,000 digests and 500 rules, 
 rules at most twice the cost of 500.
 
     .venv/bin/python benchmarks/detect.py [--mb 2] [--runs 3] [--digests 1000,10000,100000]
-        [--rules 50,500,5000] [--memory 30000]
+        [--rules 50,500,5000] [--memory 30000] [--engine pyahocorasick]
 
 `--memory N` also registers N digests in a scratch database and prints what the detectors'
 registry costs per digest, compact (`Store.known_digests()`: values as bytes) against the
@@ -128,20 +128,21 @@ def main() -> None:
     ap.add_argument("--digests", default="1000,10000,100000")
     ap.add_argument("--rules", default="50,500,5000")
     ap.add_argument("--memory", type=int, default=0)
+    ap.add_argument("--engine", choices=engines(), default=engines()[0])
     args = ap.parse_args()
     rng = random.Random(16)
     docs = documents(args.mb, rng)
     text = "\n".join(d.text for d in docs)
     mb = len(text.encode()) / 1e6
     print(f"{len(docs)} documents, {mb:.1f} MB; load {os.getloadavg()[0]:.2f}; "
-          f"CPU time (process_time), median of {args.runs}; literal engine {engines()[0]}")
+          f"CPU time (process_time), median of {args.runs}; literal engine {args.engine}")
     costs: dict[tuple[int, int], float] = {}
     for n_digests in map(int, args.digests.split(",")):
         known = registry(n_digests, rng)
         digests = DigestDetector(known)
         for n_rules in map(int, args.rules.split(",")):
             rules = rules_like_config(n_rules)
-            detectors = [RuleDetector(rules), digests]
+            detectors = [RuleDetector(rules, engine=args.engine), digests]
             ours = timed(lambda: [detect_all(detectors, d) for d in docs], args.runs)
             literals = sorted({lit for r in rules for lit in required_literals(r.pattern) or []})
             automaton = ahocorasick.Automaton()
