@@ -180,3 +180,22 @@ def test_check_config_names_the_rules_no_literal_can_prefilter(tmp_path):
     (cost,) = lines[1:]
     assert re.fullmatch(r"rule hexy: no literal to pre-filter; its regex runs on every "
                         r"document \([0-9.]+ µs per KB measured\)", cost)
+
+
+def test_registry_is_held_as_digest_bytes_and_read_on_a_match(tmp_path):
+    from monitor.store import Store
+    store = Store(tmp_path / "db.sqlite")
+    store.add_artifact(model="m", name="m/w.bin", path="/r", size=3, sha256="a" * 64,
+                       sha1="b" * 40, md5="c" * 32)
+    store.add_indicator(algo="btih", value="B" * 40, model="n", source="import:x:1")
+    store.add_indicator(algo="md5", value="not-hex", model="m", source="import:x:2")
+    known = store.known_digests()
+    assert known.packed == {bytes.fromhex("a" * 64), bytes.fromhex("b" * 40),
+                            bytes.fromhex("c" * 32)}
+    assert len(known) == 4 and "A" * 64 not in known and "not-hex" in known
+    with pytest.raises(KeyError):
+        known["A" * 64]  # values are lowercase, as the dict it replaces had them
+    store.close()  # `targets test` detects after closing: a match reopens the file
+    assert [(e.algo, e.model, e.artifact) for e in known["b" * 40]] == [
+        ("sha1", "m", "m/w.bin"), ("btih", "n", None)]
+    assert [e.source for e in known["not-hex"]] == ["import:x:2"]
