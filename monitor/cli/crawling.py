@@ -23,6 +23,11 @@ def check_config(state: State) -> None:
     click.echo(f"{c.path or '<defaults>'}: ok: {len(c.targets)} targets ({enabled} enabled), "
                f"{len(c.rules)} rules, database {state.db_path}, "
                f"email {'to ' + ', '.join(c.alerts.to) if c.smtp and c.alerts.enabled else 'off'}")
+    if c.rules:
+        from monitor.detect.rules import rule_costs
+        for cost in rule_costs(c.rules):
+            click.echo(f"rule {cost.name}: no literal to pre-filter; its regex runs on every "
+                       f"document ({cost.us_per_kb:.1f} µs per KB measured)")
 
 
 @click.group("targets", invoke_without_command=True)

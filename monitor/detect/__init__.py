@@ -14,15 +14,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from monitor.config import Config, Target
 from monitor.detect.digests import DigestDetector
 from monitor.detect.manifest import ManifestDetector
 from monitor.detect.rules import RuleDetector
-from monitor.detect.weights import WeightLinkDetector
-from monitor.fetch import Fetcher
 from monitor.models import Document, Hit, RegistryView, WeightRegistry
+
+if TYPE_CHECKING:
+    from monitor.detect.weights import WeightLinkDetector
+    from monitor.fetch import Fetcher
 
 __all__ = ["Detection", "Detector", "LinkDetector", "WeightLinkDetector", "build_detection",
            "build_detectors", "detect_all"]
@@ -77,5 +79,15 @@ class Detection:
 def build_detection(config: Config, store: WeightRegistry, fetcher: Fetcher) -> Detection:
     """All the detectors of a pass over `store`'s registry, weight links fetched through
     `fetcher` (and their verdicts remembered in the store)."""
+    from monitor.detect.weights import WeightLinkDetector
     return Detection(build_detectors(config, store),
                      [WeightLinkDetector.over(store, config.scan, fetcher)])
+
+
+def __getattr__(name: str) -> Any:
+    # The weight-link detector (numpy, the fetcher) loads when a pass needs it, so reading
+    # rules (check-config's rule costs) stays light.
+    if name == "WeightLinkDetector":
+        from monitor.detect.weights import WeightLinkDetector
+        return WeightLinkDetector
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,12 +4,13 @@ Hex SHA-256/SHA-1/MD5 tokens (an LFS pointer's `oid sha256:` line among them), B
 infohashes in magnets (hex or base32), v2 pieces roots read from .torrent files, and the
 base64 MD5 imageboards give for attachments are normalised to lowercase hex and looked up
 in a set: fast on any volume of text, and an exact digest is the strongest evidence there
-is, so every match is critical.
+is, so every match is critical. A document is tokenised only where one of its runs of hex
+(or a "btih") could be a registered value, which a byte-level pass over it tells at C speed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from fingerprints.indicators import scan_text
@@ -32,13 +33,20 @@ class DigestDetector:
 
     def __init__(self, known: Mapping[str, Sequence[KnownDigest]]):
         self.known = known
+        # The store's registry already holds its values as bytes (`KnownDigests.packed`);
+        # a plain mapping (tests, a scan's subset) is packed here.
+        packed = getattr(known, "packed", None)
+        self._packed: frozenset[bytes] = (packed if isinstance(packed, frozenset)
+                                          else frozenset(_packed(known)))
+        # Base32 infohashes are 20 bytes; without any, a magnet's base32 cannot match.
+        self._base32 = any(len(key) == 20 for key in self._packed)
 
     def detect(self, doc: Document) -> list[Hit]:
         if not self.known:
             return []
         text = searchable_text(doc)
         found: dict[tuple[str, str, str | None], Hit] = {}
-        for token in scan_text(text):
+        for token in scan_text(text) if self._may_match(text) else ():
             encoding = token.encoding
             if encoding == "hex" and text[max(0, token.start - len(LFS_OID_PREFIX)):
                                           token.start].lower() == LFS_OID_PREFIX:
@@ -50,6 +58,23 @@ class DigestDetector:
             for entry in self._lookup(item["value"], item["algo"], exact=True):
                 self._add(found, entry, item.get("encoding", "field"), item.get("context", ""))
         return list(found.values())
+
+    def _may_match(self, text: str) -> bool:
+        """Whether `scan_text` could find a registered digest in `text`, read in one pass
+        at C speed: a token ends where its run of hex characters does (it is never followed
+        by a letter or digit), so the last 32, 40 and 64 characters of each run of at least
+        32 are every value it could have; a base32 infohash only follows "btih"."""
+        data = text.encode("utf-8", "surrogatepass")
+        mask = data.translate(_HEX_MASK)
+        start = mask.find(_RUN)
+        while start >= 0:
+            end = mask.find(b".", start + len(_RUN))
+            end = len(mask) if end < 0 else end
+            for size in (32, 40, 64):
+                if end - start >= size and bytes.fromhex(data[end - size:end].decode()) in self._packed:
+                    return True
+            start = mask.find(_RUN, end)
+        return self._base32 and b"btih" in data.lower()
 
     def _lookup(self, value: str, algo_hint: str | None, *,
                 exact: bool = False) -> Iterable[KnownDigest]:
@@ -71,6 +96,22 @@ class DigestDetector:
         key = (entry.value, entry.model, entry.recipient)
         if key not in found:
             found[key] = digest_hit(entry, encoding, context)
+
+
+# Hex characters as "x", everything else as ".": runs of hex found by bytes.find.
+_HEX_MASK = bytes(ord("x") if chr(b) in "0123456789abcdefABCDEF" else ord(".") for b in range(256))
+_RUN = b"x" * 32
+
+
+def _packed(known: Iterable[str]) -> Iterator[bytes]:
+    """The values a text token can match, as bytes (a token is lowercase hex)."""
+    for value in known:
+        try:
+            key = bytes.fromhex(value)
+        except ValueError:
+            continue
+        if key.hex() == value:
+            yield key
 
 
 def digest_hit(entry: KnownDigest, encoding: str, context: str) -> Hit:

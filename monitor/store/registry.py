@@ -5,7 +5,9 @@ whether anything new was registered."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import sqlite3
+import urllib.parse
+from collections.abc import ItemsView, Iterator, Mapping, Sequence
 from typing import Any, Literal, cast, overload
 
 import numpy as np
@@ -259,18 +261,97 @@ class Registry:
             row["densities"] = json.loads(row["densities"])
         return cast(list[WatermarkRow], rows)
 
-    def known_digests(self) -> dict[str, list[KnownDigest]]:
-        """Every registered digest value (lowercase hex) to what it identifies."""
-        index: dict[str, list[KnownDigest]] = {}
-        for row in self.db.query(
-                "SELECT i.id, i.algo, i.value, i.model, i.source, "
-                "COALESCE(a.name, i.name) AS artifact, COALESCE(i.recipient, a.recipient) AS recipient, "
-                "a.release AS release, COALESCE(a.size, i.size) AS size "
-                "FROM indicators i LEFT JOIN artifacts a ON a.id = i.artifact_id"):
-            index.setdefault(row["value"], []).append(KnownDigest(
-                algo=row["algo"], value=row["value"], model=row["model"], artifact=row["artifact"],
-                recipient=row["recipient"], source=row["source"], indicator_id=row["id"],
-                release=row["release"], size=row["size"]))
-        return index
+    def known_digests(self) -> KnownDigests:
+        """Every registered digest value (lowercase hex) to what it identifies: the values
+        held compactly, what they identify read on a match."""
+        return KnownDigests(self.db)
 
 
+_KNOWN_SQL = (
+    "SELECT i.id, i.algo, i.value, i.model, i.source, "
+    "COALESCE(a.name, i.name) AS artifact, COALESCE(i.recipient, a.recipient) AS recipient, "
+    "a.release AS release, COALESCE(a.size, i.size) AS size "
+    "FROM indicators i LEFT JOIN artifacts a ON a.id = i.artifact_id")
+
+
+class KnownDigests(Mapping[str, Sequence[KnownDigest]]):
+    """The registry's digests as detectors read them. Each value is kept as its bytes
+    (`packed`, 16 to 32 bytes and a set slot, where a dict of `KnownDigest`s cost about
+    390 bytes a digest), so a crawl or a rematch holds a million digests in about 100 MB;
+    what a value identifies is read from the database when a document mentions it (the
+    store must still be open then). `items()` reads them all at once, for scans."""
+
+    def __init__(self, db: sqlite_utils.Database):
+        self._db = db
+        # `targets test` closes the store before detecting: lookups then reopen the file.
+        self._path = next((row[2] for row in db.execute("PRAGMA database_list")
+                           if row[1] == "main"), "")
+        packed: set[bytes] = set()
+        # A value that is not hex (none is, from any reader of ours) is kept as it is.
+        self._other: dict[str, list[KnownDigest]] = {}
+        for (value,) in db.execute("SELECT DISTINCT value FROM indicators"):
+            try:
+                key = bytes.fromhex(value)
+            except ValueError:
+                key = None
+            if key is not None and key.hex() == value:
+                packed.add(key)
+            else:
+                self._other[value] = []
+        self.packed = frozenset(packed)
+        if self._other:
+            for entry in self._query(f" WHERE i.value IN ({', '.join('?' * len(self._other))})",
+                                     list(self._other)):
+                self._other[entry.value].append(entry)
+
+    def _query(self, where: str, params: Sequence[str]) -> list[KnownDigest]:
+        return [KnownDigest(
+            algo=row["algo"], value=row["value"], model=row["model"], artifact=row["artifact"],
+            recipient=row["recipient"], source=row["source"], indicator_id=row["id"],
+            release=row["release"], size=row["size"])
+            for row in self._rows(_KNOWN_SQL + where + " ORDER BY i.id", params)]
+
+    def _rows(self, sql: str, params: Sequence[str]) -> list[dict[str, Any]]:
+        try:
+            return list(self._db.query(sql, params))
+        except sqlite3.ProgrammingError:
+            if not self._path:
+                raise
+            self._db = sqlite_utils.Database(sqlite3.connect(
+                f"file:{urllib.parse.quote(self._path)}?mode=ro", uri=True))
+            return list(self._db.query(sql, params))
+
+    def __getitem__(self, value: str) -> Sequence[KnownDigest]:
+        if value in self._other:
+            return self._other[value]
+        try:
+            key = bytes.fromhex(value)
+        except ValueError:
+            raise KeyError(value) from None
+        if key not in self.packed or key.hex() != value:
+            raise KeyError(value)
+        return self._query(" WHERE i.value = ?", [value])
+
+    def __contains__(self, value: object) -> bool:
+        if not isinstance(value, str):
+            return False
+        if value in self._other:
+            return True
+        try:
+            key = bytes.fromhex(value)
+        except ValueError:
+            return False
+        return key in self.packed and key.hex() == value
+
+    def __iter__(self) -> Iterator[str]:
+        yield from (key.hex() for key in self.packed)
+        yield from self._other
+
+    def __len__(self) -> int:
+        return len(self.packed) + len(self._other)
+
+    def items(self) -> ItemsView[str, Sequence[KnownDigest]]:
+        index: dict[str, Sequence[KnownDigest]] = {}
+        for entry in self._query("", []):
+            cast(list[KnownDigest], index.setdefault(entry.value, [])).append(entry)
+        return index.items()
