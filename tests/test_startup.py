@@ -107,6 +107,7 @@ def test_hits_imports_no_numpy_parsers_http_client_or_adapters(ww):
     assert [h["indicator"] for h in json.loads(done.stdout)] == ["heron-7b"]
     assert done.stdout == first.stdout
     assert heavy(modules) == []
+    assert "structlog" not in modules and "asyncio" not in modules
     assert "monitor.store" in modules  # the probe sees what the command did import
 
 
@@ -140,3 +141,24 @@ def test_every_command_is_named_in_the_lazy_table():
         module = importlib.import_module(f"monitor.cli.{module_name}")
         assert {c.name for c in module.COMMANDS} == \
             {name for name, home in COMMAND_MODULES.items() if home == module_name}
+
+
+LATE_STRUCTLOG = """
+import json, logging, sys
+from monitor.logs import configure_logging
+configure_logging("info", stream=sys.stdout)
+assert "structlog" not in sys.modules
+logging.getLogger("stdlib").warning("first")
+import structlog
+structlog.get_logger("x").info("hello", a=1)
+structlog.get_logger("x").debug("hidden")
+"""
+
+
+def test_structlog_loaded_after_configuring_logs_as_configured():
+    done = subprocess.run([sys.executable, "-c", LATE_STRUCTLOG], capture_output=True,
+                          text=True, timeout=60, check=True)
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(x["event"], x["level"], x.get("logger"), x.get("a")) for x in lines] == [
+        ("first", "warning", "stdlib", None), ("hello", "info", None, 1)]
+    assert all(x["timestamp"].endswith("Z") for x in lines)
