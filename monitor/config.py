@@ -9,6 +9,9 @@ are never read from this file, only the names of environment variables that hold
 from __future__ import annotations
 
 import difflib
+import hashlib
+import importlib.util
+import json
 import os
 import re
 import tomllib
@@ -569,10 +572,15 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
     if not isinstance(raw_targets, list):
         c.problem("targets", "must be an array of tables ([[targets]])")
         raw_targets = []
-    if raw_targets:
-        # Sources know their own presets and selectors. Loaded only for targets: a release
-        # machine's config has none, and `register` should not pay for every parser.
-        from monitor.sources import ADAPTERS
+    # Sources know their own presets and selectors, and checking them means importing
+    # every parser and compiling every CSS selector. A target table that passed those
+    # checks before, under the same code, is known good (`TargetChecks`), so a config
+    # whose targets all did never loads the adapters: analyst commands start at once.
+    checks = TargetChecks.load()
+    target_keys = [checks.key(raw) for raw in raw_targets]
+    adapters: Mapping[str, Any] = {}
+    if not all(key in checks.good for key in target_keys):
+        from monitor.sources import ADAPTERS as adapters
     for i, raw in enumerate(raw_targets):
         keypath = _item_path("targets", i, raw)
         t = c.table(raw, TARGET_COMMON_KEYS, keypath)
@@ -583,20 +591,27 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
                                              f"(also targets[{seen[target_name]}])")
             seen.setdefault(target_name, i)
         kind = t.get("kind")
-        adapter = ADAPTERS.get(kind) if kind else None
-        if kind is not None and adapter is None:
-            c.unknown(f"{keypath}.kind", kind, ADAPTERS)
-            # `unknown` says "unknown key"; a kind is a value, so restate it plainly.
-            c.problems[-1] = c.problems[-1].replace("unknown key", "unknown kind")
-        if adapter is not None:
-            inapplicable = KIND_SPECIFIC_KEYS & t.keys() - adapter.option_keys
-            for key in sorted(inapplicable):
-                c.problem(f"{keypath}.{key}", f"does not apply to kind {kind!r}")
-            t = {k: v for k, v in t.items() if k not in inapplicable}
-        if adapter is not None and not {"name", "url"} - t.keys():
-            for problem_key, message in adapter.check_options(t):
-                c.problem(f"{keypath}.{problem_key}", message)
-        if {"name", "kind", "url"} - t.keys() or adapter is None:
+        known = target_keys[i] in checks.good
+        if not known:
+            before = len(c.problems)
+            adapter = adapters.get(kind) if kind else None
+            if kind is not None and adapter is None:
+                c.unknown(f"{keypath}.kind", kind, dict(adapters))
+                # `unknown` says "unknown key"; a kind is a value, so restate it plainly.
+                c.problems[-1] = c.problems[-1].replace("unknown key", "unknown kind")
+            if adapter is not None:
+                inapplicable = KIND_SPECIFIC_KEYS & t.keys() - adapter.option_keys
+                for key in sorted(inapplicable):
+                    c.problem(f"{keypath}.{key}", f"does not apply to kind {kind!r}")
+                t = {k: v for k, v in t.items() if k not in inapplicable}
+            if adapter is not None and not {"name", "url"} - t.keys():
+                for problem_key, message in adapter.check_options(t):
+                    c.problem(f"{keypath}.{problem_key}", message)
+            known = adapter is not None
+            if known and len(c.problems) == before and not {"name", "kind", "url"} - t.keys() \
+                    and adapter.__module__.startswith("monitor.sources."):
+                checks.passed(target_keys[i])
+        if {"name", "kind", "url"} - t.keys() or not known:
             continue
         targets.append(Target(
             name=t["name"], kind=t["kind"], url=t["url"],
@@ -653,10 +668,83 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
         rules.append(Rule(name=r["name"], pattern=pattern, model=r.get("model"),
                           severity=r.get("severity", "low"), targets=list(r.get("targets", []))))
 
+    checks.save()
     if c.problems:
         raise ConfigError(c.problems)
     return Config(path=path, database_path=db_path, crawl=crawl, alerts=alerts, smtp=smtp,
                   targets=targets, rules=rules, scan=scan)
+
+
+class TargetChecks:
+    """Target tables that passed the source adapters' checks (kind, kind-specific keys,
+    presets, CSS selectors), kept between runs in the user's cache directory as one hash
+    per line. A hash covers the table and a stamp of the code that checked it (this
+    package's version and the files of the adapters, config and CSS parser), so an edited
+    target, an upgrade or an edited adapter is checked again. Only passes are kept: a bad
+    target is reported every time. Best effort: an unreadable or unwritable cache only
+    means checking again."""
+
+    LIMIT = 2000
+
+    def __init__(self, path: Path | None, good: list[str]):
+        self.path = path
+        self._order = good
+        self.good = set(good)
+        self._stamp: str | None = None
+        self._changed = False
+
+    @classmethod
+    def load(cls) -> TargetChecks:
+        base = os.environ.get("XDG_CACHE_HOME") or (Path.home() / ".cache")
+        path = Path(base) / "weightwatch" / "checked-targets"
+        try:
+            return cls(path, path.read_text("ascii").split())
+        except (OSError, UnicodeDecodeError):
+            return cls(path, [])
+
+    def key(self, raw: Any) -> str:
+        if self._stamp is None:
+            self._stamp = _code_stamp()
+        text = json.dumps([self._stamp, raw], sort_keys=True, default=repr)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def passed(self, key: str) -> None:
+        if key not in self.good:
+            self.good.add(key)
+            self._order.append(key)
+            self._changed = True
+
+    def save(self) -> None:
+        if not self._changed or self.path is None:
+            return
+        keep = self._order[-self.LIMIT:]
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self.path.with_name(f"{self.path.name}.{os.getpid()}")
+            partial.write_text("".join(f"{key}\n" for key in keep), "ascii")
+            os.replace(partial, self.path)
+        except OSError:
+            pass
+
+
+def _code_stamp() -> str:
+    """What a target check depends on, read from file metadata (nothing is imported)."""
+    from monitor import __version__
+
+    here = Path(__file__).resolve().parent
+    files = [here / "config.py", *sorted((here / "sources").glob("*.py"))]
+    for package in ("soupsieve", "bs4", "lxml"):
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin:
+            files.append(Path(spec.origin))
+    parts = [__version__]
+    for file in files:
+        try:
+            st = file.stat()
+        except OSError:
+            continue
+        parts.append(f"{file}:{st.st_size}:{st.st_mtime_ns}")
+    return "\n".join(parts)
 
 
 def _item_path(array: str, index: int, raw: Any) -> str:

@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.cookiejar import DefaultCookiePolicy
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpcore
 import httpx
@@ -37,6 +37,8 @@ from protego import Protego
 
 from monitor.config import CrawlSettings, Target
 from monitor.models import utcnow
+from monitor.redact import SECRET_PARAMS as SECRET_PARAMS
+from monitor.redact import redact_url as redact_url
 
 log = structlog.get_logger("weightwatch.fetch")
 
@@ -50,10 +52,6 @@ ROBOTS_MAX_BYTES = 512_000
 ROBOTS_TTL = 24 * 3600.0
 ROBOTS_ERROR_TTL = 600.0  # 5xx / network error: assume disallow-all, ask again after this
 MAX_CRAWL_DELAY = 60.0
-# Query parameters whose values are secrets in the wild (Torznab apikey, signed URLs...).
-SECRET_PARAMS = {"apikey", "api_key", "key", "token", "access_token", "auth", "password",
-                 "passkey", "secret", "signature", "sig", "x-amz-signature", "jackett_apikey",
-                 "torrent_pass", "authkey", "rsskey"}
 # What `allow_private = true` opens, and nothing else: networks a local service (a demo
 # world, a Jackett on the LAN or a tailnet) legitimately sits on.
 PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
@@ -142,23 +140,6 @@ def _same_origin_key(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     default = {"http": 80, "https": 443}.get(parts.scheme)
     return parts.scheme, (parts.hostname or "").lower(), parts.port or default
-
-
-def redact_url(url: str) -> str:
-    """The URL with credentials and secret-looking query values replaced by `REDACTED`."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "REDACTED@" + netloc.rsplit("@", 1)[1]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "REDACTED" if k.lower() in SECRET_PARAMS else v) for k, v in pairs],
-                          safe=":/")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def address_class(address: str) -> tuple[str, str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,6 +29,10 @@ os.environ.setdefault(DEMO_KEY_ENV, DEMO_KEY)
 # pipe gets, whatever terminal runs them, and pytest-xdist's workers export COLUMNS=80.
 for _name in ("COLUMNS", "LINES"):
     os.environ.pop(_name, None)
+
+# `check-config` remembers targets that passed validation under $XDG_CACHE_HOME; the tests
+# keep theirs in a folder of their own (CLI subprocesses inherit it), never the user's.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="weightwatch-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -12,23 +12,76 @@ domain, render. What they share (the state, errors, options) is `monitor.cli.com
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from monitor import __version__
-from monitor.cli import alerting, analysis, crawling, registry, scanning, serving
-from monitor.cli.analysis import SEARCH_JSON_COLUMNS
 from monitor.cli.common import HIT_JSON_COLUMNS, OneLineErrors, State
 from monitor.config import CONFIG_ENV, DEFAULT_CONFIG, ConfigError, load_config
 from monitor.logs import configure_logging
 
 __all__ = ["HIT_JSON_COLUMNS", "SEARCH_JSON_COLUMNS", "main"]
 
+# Which module defines each top-level command. A command's module is imported only when
+# that command runs (or when help lists them all), so `hits` never pays for the crawler's,
+# the scanner's or the server's imports. tests/test_startup.py checks this table against
+# every module's COMMANDS.
+COMMAND_MODULES: dict[str, str] = {
+    "alerts": "alerting", "silence": "alerting",
+    "hits": "analysis", "incidents": "analysis", "report": "analysis", "search": "analysis",
+    "check-config": "crawling", "crawl": "crawling", "run": "crawling", "targets": "crawling",
+    "fingerprints": "registry", "indicators": "registry", "register": "registry",
+    "rematch": "registry",
+    "scan": "scanning", "watermark": "scanning",
+    "demo": "serving", "serve": "serving",
+}
 
-@click.group(cls=OneLineErrors,
+
+def __getattr__(name: str) -> Any:
+    # Kept importable from here, as before, without loading the analysis commands.
+    if name == "SEARCH_JSON_COLUMNS":
+        from monitor.cli.analysis import SEARCH_JSON_COLUMNS
+        return SEARCH_JSON_COLUMNS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class LazyGroup(OneLineErrors):
+    """The root group: its commands are named up front and imported on first use."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._loaded: dict[str, click.Command] = {}
+        super().__init__(*args, **kwargs)
+
+    @property  # type: ignore[override]  # click declares a plain attribute; reads load all
+    def commands(self) -> dict[str, click.Command]:
+        for name in COMMAND_MODULES:
+            self._load(name)
+        return self._loaded
+
+    @commands.setter
+    def commands(self, value: dict[str, click.Command]) -> None:
+        self._loaded.update(value)
+
+    def _load(self, name: str) -> click.Command | None:
+        if name not in self._loaded and name in COMMAND_MODULES:
+            module = importlib.import_module(f"monitor.cli.{COMMAND_MODULES[name]}")
+            for command in module.COMMANDS:
+                self._loaded.setdefault(command.name, command)
+        return self._loaded.get(name)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self._load(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES.keys() | self._loaded.keys())
+
+
+@click.group(cls=LazyGroup,
              context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help=f"Config file [default: ${CONFIG_ENV} or ./{DEFAULT_CONFIG}].")
@@ -54,7 +107,3 @@ def main(ctx: click.Context, config_path: str | None, db_path: str | None, log_l
         sys.exit(2)
     ctx.obj = State(config, Path(db_path) if db_path else config.database_path)
 
-
-for _group in (crawling, registry, scanning, analysis, alerting, serving):
-    for _command in _group.COMMANDS:
-        main.add_command(_command)

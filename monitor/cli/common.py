@@ -4,7 +4,6 @@ group takes."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 import signal
@@ -60,6 +59,7 @@ def operator() -> str:
 def run_interruptible(coro: Awaitable[T]) -> T:
     """Run a coroutine so SIGTERM/SIGINT cancel it cleanly (runs record themselves as
     interrupted) instead of killing the process mid-write."""
+    import asyncio  # only the commands that crawl or scan pay for the event loop
 
     async def runner() -> T:
         task = asyncio.ensure_future(coro)

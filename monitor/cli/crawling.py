@@ -44,8 +44,8 @@ def targets(ctx: click.Context, fmt: str) -> None:
 @click.pass_obj
 def targets_list(state: State, fmt: str) -> None:
     """Show every target with its state from the database."""
-    from monitor.fetch import redact_url
     from monitor.health import health as target_health
+    from monitor.redact import redact_url
 
     with state.store(write=False) as store:
         states = store.all_target_states()

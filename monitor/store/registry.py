@@ -8,12 +8,10 @@ import json
 import sqlite3
 import urllib.parse
 from collections.abc import ItemsView, Iterator, Mapping, Sequence
-from typing import Any, Literal, cast, overload
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
-import numpy as np
 import sqlite_utils
 
-from fingerprints.weightprint import TensorPrint, WeightPrint
 from monitor.models import (
     ArtifactRow,
     IndicatorRow,
@@ -24,10 +22,15 @@ from monitor.models import (
 )
 from monitor.store.connection import insert
 
+if TYPE_CHECKING:
+    # numpy and the fingerprint types load only where prints are read: every command opens
+    # the store, few read tensor fingerprints.
+    from fingerprints.weightprint import WeightPrint
+
 # A stored tensor fingerprint: (model, file name, print); attributed, with the recipient
 # of the artifact it was made from (None for the release itself).
-StoredPrint = tuple[str, str, WeightPrint]
-AttributedPrint = tuple[str, str, WeightPrint, str | None]
+StoredPrint = tuple[str, str, "WeightPrint"]
+AttributedPrint = tuple[str, str, "WeightPrint", str | None]
 
 
 class Registry:
@@ -171,6 +174,10 @@ class Registry:
                       ) -> list[StoredPrint] | list[AttributedPrint]:
         """Every stored tensor fingerprint as (model, file name, print), oldest first; with
         `with_recipient`, (model, file name, print, recipient of its artifact or None)."""
+        import numpy as np
+
+        from fingerprints.weightprint import TensorPrint, WeightPrint
+
         where, params = "", list(models)
         if models:
             where = f" WHERE p.model IN ({', '.join('?' * len(models))})"
