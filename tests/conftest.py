@@ -6,8 +6,10 @@ Tests that slow the world down (`world.delay`) or need it fresh start their own.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -33,6 +35,7 @@ for _name in ("COLUMNS", "LINES"):
 # `check-config` remembers targets that passed validation under $XDG_CACHE_HOME; the tests
 # keep theirs in a folder of their own (CLI subprocesses inherit it), never the user's.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="weightwatch-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
