@@ -583,16 +583,17 @@ def _print_tensor(reader: WeightReader, tensor: TensorInfo, canonical: str, key:
         stop = min(rows, start + block)
         wanted = np.arange(start, stop) if order is None else order[start:stop]
         data = read_matrix_rows(reader, tensor, wanted)
-        if not np.isfinite(data).all():
+        # Everything but the sketch goes a slice of rows at a time: on the whole block its
+        # copies (float64, squares, masks) were six times the block, most of the peak
+        # memory. Row-wise results are the same bits either way; the sketch keeps the
+        # whole block, as a row's float32 product can depend on how many rows BLAS is given.
+        step = max(1, _STATS_BLOCK_BYTES // (cols * 8))
+        if not all(np.isfinite(data[at:at + step]).all() for at in range(0, len(data), step)):
             raise WeightFileError(f"{tensor.name}: non-finite values in rows {start}..{stop - 1}")
         sketches[start:stop] = sketch(data, key)[0]
-        norms[start:stop] = np.linalg.norm(data, axis=1)
-        # The float64 work goes a slice of rows at a time: on the whole block its copies
-        # were six times the block, most of the peak memory. (Sketches keep the whole
-        # block: a row's float32 product can depend on how many rows BLAS is given.)
-        step = max(1, _STATS_BLOCK_BYTES // (cols * 8))
         for at in range(0, stop - start, step):
             part = data[at:at + step]
+            norms[start + at:start + at + len(part)] = np.linalg.norm(part, axis=1)
             if down is not None:
                 column_proj += part.T.astype(np.float64) @ down[start + at:start + at + len(part)]
                 column_sums += part.sum(axis=0, dtype=np.float64)
