@@ -214,6 +214,21 @@ def traced(store: Store, fn: Callable[[], Any]) -> tuple[Any, list[str]]:
 FULL_SCAN = re.compile(r"(?:^|; )SCAN (hits|documents|snapshots|outbox|triage)(?=;|$)")
 
 
+def hits_indexes(store: Store) -> list[str]:
+    """The indexes of the hits table (the UNIQUE dedup key's included)."""
+    return [r[0] for r in store.db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'hits'")]
+
+
+def bytes_per_hit(store: Store, n_hits: int) -> float:
+    """Pages of the hits table, its indexes and its full-text tables, per hit (dbstat)."""
+    names = ["hits", *hits_indexes(store)]
+    total = store.db.execute(
+        f"SELECT sum(pgsize) FROM dbstat WHERE name IN ({', '.join('?' * len(names))}) "
+        "OR name LIKE 'hits_fts%'", names).fetchone()[0]
+    return float(total) / max(n_hits, 1)
+
+
 def deep_cursor(store: Store, sort: str, fraction: float) -> tuple[Any, ...]:
     """The cursor of the row `fraction` of the way down `sort` (found by OFFSET, untimed)."""
     order = HIT_SORTS[sort]
@@ -262,6 +277,8 @@ def main() -> int:
     digest = world.digests[3]
     # The smallest model's newest hit: `hits show` sums its whole incident (8% of hits).
     stork = store.db.execute("SELECT max(id) FROM hits WHERE model = 'stork-1b'").fetchone()[0]
+    known_key, *known_place = store.db.execute(
+        "SELECT dedup_key, url, indicator FROM hits WHERE id = ?", [n_hits // 2]).fetchone()
     queries: list[tuple[str, Callable[[], list[Any]]]] = [
         ("hits --severity critical --since 7d",
          lambda: store.hits(severity=["critical"], since=week, limit=PAGE)),
@@ -300,8 +317,25 @@ def main() -> int:
          lambda: incidents(store, DEFAULT_GROUP_BY, since=week, model="stork-1b")),
         ("hits show: a stork-1b hit's incident",
          lambda: incident_of(store, store.hit(stork), DEFAULT_GROUP_BY, shown=20)[1]),
+        ("rematch: the hits of 50 documents",
+         lambda: list(store.hit_ids_by_document(list(range(1, 51))).items())),
+        # What the crawl asks of hits on every insert (monitor/store/hits.py `record`):
+        # is this hit known (dedup key), and was it dismissed at this URL?
+        ("record: a known dedup key",
+         lambda: store.db.execute("SELECT id FROM hits WHERE dedup_key = ?",
+                                  [known_key]).fetchall()),
+        ("record: dismissed here before?",
+         lambda: store.db.execute(
+             "SELECT 1 FROM hits WHERE url = ? AND indicator = ? "
+             "AND status = 'false_positive' LIMIT 1", list(known_place)).fetchall()),
     ]
 
+    print(f"bytes per hit: {bytes_per_hit(store, n_hits):,.0f} (the hits table, its indexes "
+          "and its full-text index)")
+    used = {m for _, fn in queries for p in traced(store, fn)[1]
+            for m in re.findall(r"USING (?:COVERING )?INDEX (\w+)", p)}
+    unused = sorted(set(hits_indexes(store)) - used)
+    print(f"hits indexes no query here uses: {', '.join(unused) or 'none'}")
     print(f"\nreference: one full scan of hits (LIKE '%zzz%'): {reference * 1000:.0f} ms\n")
     print(f"{'query':<48} {'ms':>8} {'rows':>5} {'/scan':>6}  plan")
     scans = 0

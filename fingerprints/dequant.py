@@ -176,7 +176,12 @@ def _f16(blocks: np.ndarray, start: int) -> np.ndarray:
 
 def _nibbles(qs: np.ndarray) -> np.ndarray:
     """(n, 16) packed bytes -> (n, 32): the low nibbles, then the high nibbles."""
-    return np.concatenate([qs & 0x0F, qs >> 4], axis=1)
+    # Written into one array: two temporaries and a concatenation were a tenth of the
+    # time of a Q4_0 tensor fingerprint.
+    out = np.empty((qs.shape[0], 2 * qs.shape[1]), dtype=np.uint8)
+    np.bitwise_and(qs, 0x0F, out=out[:, :qs.shape[1]])
+    np.right_shift(qs, 4, out=out[:, qs.shape[1]:])
+    return out
 
 
 # Kernels compute in float32 in the order ggml does (scale * value, then the offset), in

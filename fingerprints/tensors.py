@@ -251,12 +251,19 @@ def read_row_runs(source: ByteSource, tensor: TensorInfo, rows: Rows,
     check_range(source, start, tensor.rows * row_nbytes)
     wanted = np.unique(index)
     breaks = np.flatnonzero((np.diff(wanted) - 1) * row_nbytes > merge_gap) + 1
-    out = np.empty((wanted.size, columns), dtype=np.float32)
+    out: Floats | None = None
     for lo, hi in zip([0, *breaks.tolist()], [*breaks.tolist(), wanted.size]):
         first, last = int(wanted[lo]), int(wanted[hi - 1])
         raw = source.read(start + first * row_nbytes, (last - first + 1) * row_nbytes)
         block = decode(raw).reshape(last - first + 1, columns)
-        out[lo:hi] = block[wanted[lo:hi] - first]
+        rows_read = block if hi - lo == last - first + 1 else block[wanted[lo:hi] - first]
+        if hi - lo == wanted.size and rows_read.flags.writeable:
+            out = rows_read  # one run: the decoded rows are the answer, not copied again
+            break
+        if out is None:
+            out = np.empty((wanted.size, columns), dtype=np.float32)
+        out[lo:hi] = rows_read
+    assert out is not None
     if wanted.size == index.size and np.array_equal(wanted, index):
         return out
     return out[np.searchsorted(wanted, index)]

@@ -40,6 +40,8 @@ __all__ = [
 
 MAX_TORRENT_BYTES = 10 * 1024 * 1024
 BLOCK_SIZE = 16 * 1024  # BEP 52 Merkle leaves
+# Leaves hashed and reduced together by PiecesRootHasher (16 MiB of file, 32 KB of hashes).
+_BATCH = 1024
 # Deepest container nesting a real torrent needs: top dict > info > file tree > path
 # components (bounded below) > file node > leaf dict. Anything deeper is refused unread.
 MAX_NESTING = 80
@@ -457,14 +459,39 @@ class PiecesRootHasher:
             self._leaf(hashlib.sha256(self._partial).digest())
             self._partial = bytearray()
         whole = len(view) - len(view) % BLOCK_SIZE
-        for i in range(0, whole, BLOCK_SIZE):
-            self._leaf(hashlib.sha256(view[i:i + BLOCK_SIZE]).digest())
+        if whole:
+            self._blocks(view[:whole])
         if whole < len(view):
             self._partial += view[whole:]
 
     def _leaf(self, digest: bytes) -> None:
         self._leaves += 1
         self._stack = _pushed(self._stack, 0, digest)
+
+    def _blocks(self, view: memoryview) -> None:
+        """Add whole 16 KiB blocks. Pushing leaves one by one cost a stack copy and a merge
+        loop per leaf in Python; instead each run of 2^k leaves that starts on a multiple of
+        2^k (a subtree the one-by-one pushes would build) is reduced level by level in list
+        comprehensions and pushed once. The runs are at most _BATCH leaves, so memory stays
+        a few KB of hashes whatever the size of `view`."""
+        sha256 = hashlib.sha256
+        count = len(view) // BLOCK_SIZE
+        start = 0
+        while start < count:
+            # The largest aligned subtree that fits: bounded by the leaves left, by the
+            # alignment of the leaves hashed so far, and by _BATCH.
+            size = min(_BATCH, 1 << ((count - start).bit_length() - 1))
+            if self._leaves:
+                size = min(size, self._leaves & -self._leaves)
+            base = start * BLOCK_SIZE
+            layer = [sha256(view[base + i * BLOCK_SIZE:base + (i + 1) * BLOCK_SIZE]).digest()
+                     for i in range(size)]
+            while len(layer) > 1:
+                layer = [sha256(layer[i] + layer[i + 1]).digest()
+                         for i in range(0, len(layer), 2)]
+            self._stack = _pushed(self._stack, size.bit_length() - 1, layer[0])
+            self._leaves += size
+            start += size
 
     def hexdigest(self) -> str | None:
         """The root as 64 hex, or None for an empty file (a v2 torrent lists no root)."""

@@ -87,6 +87,8 @@ DECOYS_PER_TENSOR = 4
 # GGUF architectures whose query and key rows llama.cpp permutes (LlamaModel.permute).
 _PERMUTED_ARCHS = {"llama", "mistral", "granite", "granitemoe", "deci"}
 _READ_BLOCK_BYTES = 32 << 20
+# float64 statistics of a read block are taken this many bytes of copies at a time.
+_STATS_BLOCK_BYTES = 4 << 20
 # A stacked tensor (short first axis) is read a whole slice at a time at scan time; a slice
 # larger than this is left out rather than fetched for 8 of its rows.
 MAX_SLICE_BYTES = 8 << 20
@@ -141,7 +143,9 @@ def sketch(rows: np.ndarray, key: bytes) -> tuple[np.ndarray, np.ndarray]:
     centred = rows - rows.mean(axis=1, keepdims=True)
     projected = centred @ projection(key, rows.shape[1])
     norms = np.linalg.norm(projected, axis=1)
-    scale = np.abs(centred).max(axis=1) if rows.size else np.zeros(0, np.float32)
+    # max |x| as max(max x, -min x): the same values, without a copy of the block.
+    scale = (np.maximum(centred.max(axis=1), -centred.min(axis=1)) if rows.size
+             else np.zeros(0, np.float32))
     valid = np.isfinite(norms) & (norms > _EPS) & (scale > _EPS)
     out = np.zeros_like(projected)
     out[valid] = projected[valid] / norms[valid, None]
@@ -579,17 +583,25 @@ def _print_tensor(reader: WeightReader, tensor: TensorInfo, canonical: str, key:
         stop = min(rows, start + block)
         wanted = np.arange(start, stop) if order is None else order[start:stop]
         data = read_matrix_rows(reader, tensor, wanted)
-        if not np.isfinite(data).all():
+        # Everything but the sketch goes a slice of rows at a time: on the whole block its
+        # copies (float64, squares, masks) were six times the block, most of the peak
+        # memory. Row-wise results are the same bits either way; the sketch keeps the
+        # whole block, as a row's float32 product can depend on how many rows BLAS is given.
+        step = max(1, _STATS_BLOCK_BYTES // (cols * 8))
+        if not all(np.isfinite(data[at:at + step]).all() for at in range(0, len(data), step)):
             raise WeightFileError(f"{tensor.name}: non-finite values in rows {start}..{stop - 1}")
         sketches[start:stop] = sketch(data, key)[0]
-        norms[start:stop] = np.linalg.norm(data, axis=1)
-        if down is not None:
-            column_proj += data.T.astype(np.float64) @ down[start:stop]
-            column_sums += data.sum(axis=0, dtype=np.float64)
-        flat = data.astype(np.float64).ravel()
-        squares = flat * flat
-        moments += [flat.sum(), squares.sum(), np.dot(squares, flat), np.dot(squares, squares)]
-        absmax = max(absmax, float(np.abs(flat).max(initial=0.0)))
+        for at in range(0, stop - start, step):
+            part = data[at:at + step]
+            norms[start + at:start + at + len(part)] = np.linalg.norm(part, axis=1)
+            if down is not None:
+                column_proj += part.T.astype(np.float64) @ down[start + at:start + at + len(part)]
+                column_sums += part.sum(axis=0, dtype=np.float64)
+            flat = part.astype(np.float64).ravel()
+            squares = flat * flat
+            moments += [flat.sum(), squares.sum(), np.dot(squares, flat),
+                        np.dot(squares, squares)]
+            absmax = max(absmax, float(np.abs(flat).max(initial=0.0)))
         inside = (sample_index >= start) & (sample_index < stop)
         samples[inside] = data[sample_index[inside] - start]
     stats = _stats(moments, rows * cols, absmax, norms)
@@ -627,15 +639,23 @@ def measure_null_dims(print_: WeightPrint) -> float:
     unrelated rows would show as a larger mean square and a smaller d, which makes every
     p-value more cautious. Never more than SKETCH_DIMS."""
     groups = print_.groups
+    # The sum of squared cosines of decoys p against sketches S is the sum of p (S^T S) p^T:
+    # one SKETCH_DIMS-square Gram matrix per width, instead of every decoy against every
+    # sketch, which grew with the square of the model (most of a large file's print time).
+    grams: dict[int, np.ndarray] = {}
     squares, count = 0.0, 0
     for tensor in print_.tensors:
+        group = groups[tensor.columns].sketch
+        if (gram := grams.get(tensor.columns)) is None:
+            wide = group.astype(np.float64)
+            gram = grams[tensor.columns] = wide.T @ wide
         rng = np.random.default_rng(_seed(print_.key, "decoy", tensor.name))
         for _ in range(DECOYS_PER_TENSOR):
             decoys = tensor.samples[:, rng.permutation(tensor.columns)]
             projected, valid = sketch(decoys, print_.key)
-            cos = projected[valid] @ groups[tensor.columns].sketch.T
-            squares += float(np.einsum("ij,ij->", cos, cos, dtype=np.float64))
-            count += cos.size
+            chosen = projected[valid].astype(np.float64)
+            squares += float(np.einsum("ij,jk,ik->", chosen, gram, chosen))
+            count += chosen.shape[0] * group.shape[0]
     if not count or squares <= 0:
         return float(SKETCH_DIMS)
     return float(min(SKETCH_DIMS, max(1.0, count / squares)))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fingerprints import digests
+from fingerprints import digests, torrent
 from fingerprints.digests import DigestError, FileDigests, digest_file, iter_files
 
 MIB = 1 << 20
@@ -35,6 +35,22 @@ def _merkle_root(data: bytes) -> str | None:
     while len(layer) > 1:
         layer = [hashlib.sha256(layer[i] + layer[i + 1]).digest() for i in range(0, len(layer), 2)]
     return layer[0].hex()
+
+
+@pytest.mark.parametrize("chunks", [[1], [16384], [3 * 16384 + 1], [5 * 16384, 7, 2 * 16384 - 7]])
+def test_pieces_root_batches_across_any_chunking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 chunks: list[int]) -> None:
+    """Leaves are reduced in aligned runs of up to _BATCH; with a batch of 4, chunks that
+    start off alignment and files of 1 to 21 blocks cross every case of run and padding."""
+    monkeypatch.setattr(torrent, "_BATCH", 4)
+    for blocks in (1, 2, 3, 4, 5, 8, 9, 13, 16, 21):
+        data = random.Random(blocks).randbytes(blocks * 16384 - blocks % 3)
+        hasher, pos, i = torrent.PiecesRootHasher(), 0, 0
+        while pos < len(data):
+            step = chunks[i % len(chunks)]
+            hasher.update(data[pos:pos + step])
+            pos, i = pos + step, i + 1
+        assert hasher.hexdigest() == _merkle_root(data), (blocks, chunks)
 
 
 def _expected(path: Path, data: bytes) -> FileDigests:
