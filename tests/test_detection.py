@@ -40,7 +40,7 @@ host_delay = "10ms"
 name = "forum"
 kind = "forum"
 preset = "phpbb"
-url = "https://forum.example.org/viewforum.php?f=12"
+url = "http://127.0.0.1:9/viewforum.php?f=12"
 allow_private = true
 """
 
@@ -206,7 +206,7 @@ class RememberedVerdicts:
 
 
 def test_the_link_detector_reads_verdicts_through_the_cache_alone() -> None:
-    link = "https://files.example/w/model.safetensors"
+    link = "http://127.0.0.1:9/w/model.safetensors"
     cache = RememberedVerdicts({link: {
         "verdict": "match", "model": "heron-7b", "score": 1.0, "bytes_read": 1234,
         "registry_version": 3, "details": json.dumps({
@@ -218,8 +218,8 @@ def test_the_link_detector_reads_verdicts_through_the_cache_alone() -> None:
         async with Fetcher(FAST) as fetcher:
             links = WeightLinkDetector(cache, ScanSettings(), fetcher, version=3,
                                        registry=lambda: pytest.fail("no registry needed"))
-            doc = Document(target="t", key="k", url="https://x.example/p", text="",
-                           links=["https://x.example/readme.md", link, link])
+            doc = Document(target="t", key="k", url="http://127.0.0.1:9/p", text="",
+                           links=["http://127.0.0.1:9/readme.md", link, link])
             return await Detection([], [links]).detect(
                 doc, Target(name="t", kind="scan", url=doc.url, interval=0, jitter=0))
 
@@ -227,5 +227,5 @@ def test_the_link_detector_reads_verdicts_through_the_cache_alone() -> None:
     assert cache.asked == [link]  # once, and only for the weight file
     assert (hit.kind, hit.severity, hit.model, hit.indicator) == ("weights", "high",
                                                                   "heron-7b", link)
-    assert (hit.target, hit.url) == ("t", "https://x.example/p")
+    assert (hit.target, hit.url) == ("t", "http://127.0.0.1:9/p")
     assert hit.matcher_version == "weightprint-v2/registry-3"

@@ -33,13 +33,13 @@ path = "unused.db"
 [[targets]]
 name = "board"
 kind = "imageboard"
-url = "https://a.4cdn.org/g/"
+url = "http://127.0.0.1:9/g/"
 
 [[targets]]
 name = "forum"
 kind = "forum"
 preset = "phpbb"
-url = "https://forum.example.org/viewforum.php?f=12"
+url = "http://127.0.0.1:9/viewforum.php?f=12"
 """
 
 RULE = """
