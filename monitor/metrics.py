@@ -17,11 +17,13 @@ binds loopback unless the operator asked for another address and said it may be 
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import start_http_server
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from monitor.crawler import RunResult
+
+log = structlog.get_logger("weightwatch.metrics")
 
 PREFIX = "weightwatch"
 # Run durations: a quiet feed answers in a second, a forum with weight links to scan can
@@ -57,13 +61,14 @@ class DatabaseCollector:
         up = GaugeMetricFamily(f"{PREFIX}_database_up",
                                "1 if the database could be read for this scrape, else 0")
         try:
-            store = Store(self.path, readonly=True)
-        except StoreError:
+            with Store(self.path, readonly=True) as store:
+                metrics = list(self._read(store))
+        except (StoreError, sqlite3.Error, OSError) as exc:
+            # A scrape that fails is an alert nobody can read; a 0 here is one to act on.
+            log.warning("metrics_database_unreadable", error=str(exc))
             up.add_metric([], 0)
             yield up
             return
-        with store:
-            metrics = list(self._read(store))
         up.add_metric([], 1)
         yield up
         yield from metrics
