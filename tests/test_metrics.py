@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 from structlog.testing import capture_logs
-from support import Canned, target
+from support import Canned, crawl, registered_store, target
 
 from monitor.cli import main
 from monitor.config import AlertSettings, Config, CrawlSettings, Rule
@@ -108,6 +108,21 @@ def test_each_run_counts_its_own_requests_bytes_and_retries(tmp_path, serve):
     assert finished["c"]["log_level"] == "error"
     # The root cause, not "robots.txt unavailable".
     assert finished["c"]["error"].startswith(f"{down.base} is unreachable: ")
+
+
+@pytest.mark.slow
+def test_weight_files_read_by_range_are_counted_as_scan_bytes(tmp_path, demo_world,
+                                                              demo_release):
+    """The demo hub links weight files; fingerprinting them reads ranges, counted apart
+    from the pages (and within the run's response bytes)."""
+    store = registered_store(tmp_path / "w.db", demo_release)
+    try:
+        (result,) = crawl(store, [target("hub", f"{demo_world.base_url}/hub", query="heron")])
+    finally:
+        store.close()
+    stats = result.stats
+    assert result.status == "ok" and stats.scan_bytes > 0
+    assert stats.wire_bytes > stats.scan_bytes and stats.requests > 2
 
 
 # --- the Prometheus figures ---------------------------------------------------------------
