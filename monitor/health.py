@@ -170,7 +170,7 @@ class QueueTrouble(TypedDict):
 
 # --- `weightwatch health` --------------------------------------------------------------
 
-Check = Literal["target", "daemon", "outbox"]
+Check = Literal["target", "daemon", "outbox", "database"]
 
 
 @dataclass(frozen=True)

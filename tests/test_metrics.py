@@ -328,7 +328,10 @@ def test_health_targets_and_retry_commands(tmp_path):
     config = tmp_path / "config.toml"
     config.write_text(CONFIG)
     missing = cli(db, "health", config=config)
-    assert missing.exit_code == 1 and "no database at" in missing.stderr and not db.exists()
+    assert missing.exit_code == 1 and not db.exists()
+    assert missing.stdout == f"unhealthy: no database at {db} (has `weightwatch run` started?)\n"
+    assert json.loads(cli(db, "health", "--format", "json").stdout)["problems"] == [
+        {"check": "database", "subject": str(db), "message": missing.stdout[11:-1]}]
     with seeded(db) as store:
         store.runs.beat(pid=os.getpid(), host="here", started_at=NOW, interval_s=60)
         until = store.target_state("forum")["backoff_until"]

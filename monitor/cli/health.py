@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from monitor.cli.common import State, fail
+from monitor.cli.common import State
 
 
 @click.command("health")
@@ -31,20 +31,25 @@ def health_command(state: State, stale_after: float | None, no_daemon: bool, fmt
     stopped or stale, or alerts are stuck (undelivered an hour after a failed attempt) or
     were given up on in the last week. A target failing but not yet down is a warning.
     """
-    from monitor.health import verdict, watched
-    from monitor.models import utcnow
+    from monitor.health import Finding, HeartbeatRow, QueueTrouble, Verdict, verdict, watched
+    from monitor.models import TargetStateRow, utcnow
     from monitor.store.figures import Figures
 
-    if not state.db_path.exists():
-        fail(f"unhealthy: no database at {state.db_path} (has `weightwatch run` started?)", 1)
-    with state.store(write=False) as store:
-        states = store.all_target_states()
-        beat = store.runs.heartbeat()
-        queues = Figures(store.db).queue_trouble()
     now = utcnow()
     targets = watched(state.config.targets)
-    found = verdict(states, targets, beat, queues, now=now, stale_seconds=stale_after,
-                    daemon=not no_daemon)
+    states: dict[str, TargetStateRow] = {}
+    beat: HeartbeatRow | None = None
+    queues: list[QueueTrouble] = []
+    if state.db_path.exists():
+        with state.store(write=False) as store:
+            states = store.all_target_states()
+            beat = store.runs.heartbeat()
+            queues = Figures(store.db).queue_trouble()
+        found = verdict(states, targets, beat, queues, now=now, stale_seconds=stale_after,
+                        daemon=not no_daemon)
+    else:  # never created here: a probe must not make an empty database look healthy
+        found = Verdict([Finding("database", str(state.db_path), (
+            f"no database at {state.db_path} (has `weightwatch run` started?)"))], [])
     if fmt == "json":
         report: dict[str, Any] = {
             "status": "ok" if found.ok else "unhealthy", "checked_at": now,
