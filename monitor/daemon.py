@@ -147,8 +147,11 @@ class Daemon:
                 next_run_time=now)
         self.scheduler.add_job(self.flush_job, IntervalTrigger(seconds=ALERT_FLUSH_INTERVAL),
                                id="alerts:flush", max_instances=1, coalesce=True)
+        # A beat delayed by a busy event loop still runs (no misfire limit): skipping it
+        # would make a slow daemon look dead.
         self.scheduler.add_job(self.heartbeat_job, IntervalTrigger(seconds=self.beat_interval),
-                               id="daemon:heartbeat", max_instances=1, coalesce=True)
+                               id="daemon:heartbeat", max_instances=1, coalesce=True,
+                               misfire_grace_time=None)
         self.scheduler.add_listener(self._on_event,
                                     EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
 
