@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
+from monitor import runstats
 from monitor.config import Config, Target
 from monitor.detect import Detection, Detector, build_detection, detect_all
 from monitor.fetch import Fetcher, FetchError, redact_url
@@ -35,6 +36,9 @@ class RunResult:
     documents_changed: int = 0
     hits_new: int = 0
     error: str | None = None
+    # What the run cost (requests, bytes, retries, scan bytes, duration): `crawl_finished`
+    # logs it and the daemon's metrics count it.
+    stats: runstats.RunStats = field(default_factory=runstats.RunStats)
 
 
 async def crawl_target(target: Target, config: Config, store: Store, fetcher: Fetcher,
@@ -51,7 +55,8 @@ async def crawl_target(target: Target, config: Config, store: Store, fetcher: Fe
             detection.detectors = detectors
     run_id = store.start_run(target.name)
     result = RunResult(target=target.name, run_id=run_id, status="running")
-    with structlog.contextvars.bound_contextvars(target=target.name, run_id=run_id):
+    with (structlog.contextvars.bound_contextvars(target=target.name, run_id=run_id),
+          runstats.counting() as result.stats):
         log.info("crawl_started", url=redact_url(target.url))
         try:
             await asyncio.wait_for(_crawl(target, store, fetcher, detection, run_id, result,
@@ -111,9 +116,15 @@ def _finish(store: Store, result: RunResult, config: Config) -> None:
         log.error("target_down", failures=config.alerts.target_down_after, error=result.error)
     elif transition == "target_recovered":
         log.info("target_recovered")
-    event = log.info if result.status == "ok" else log.warning
+    # A failed run is an error: the operator must act (or the back-off will); a shutdown
+    # cutting a run short is only worth a warning.
+    event = {"ok": log.info, "failed": log.error}.get(result.status, log.warning)
+    stats = result.stats
     event("crawl_finished", status=result.status, documents=result.documents_seen,
-          new_documents=result.documents_new, new_hits=result.hits_new, error=result.error)
+          new_documents=result.documents_new, changed_documents=result.documents_changed,
+          new_hits=result.hits_new, requests=stats.requests, bytes=stats.wire_bytes,
+          retries=stats.retries, scan_bytes=stats.scan_bytes,
+          duration_s=round(stats.finish(), 3), error=result.error)
 
 
 async def crawl_once(config: Config, store: Store, targets: list[Target],

@@ -9,13 +9,24 @@ scheduler stops taking work, running crawls are cancelled (each records itself a
 interrupted; documents and hits already committed stay; a parse in progress is stopped,
 see monitor.parsing), pending alerts get one last flush, and the database is closed
 cleanly.
+
+The daemon beats: a row in the database (`monitor.health.HeartbeatRow`) renewed every
+`heartbeat_interval`, so `weightwatch health` in another process can tell a live daemon
+from a dead or hung one, with a log line naming the next run (after the first pass the
+daemon would otherwise be silent for a whole interval). A back-off an operator ended with
+`weightwatch targets retry` is noticed at the next beat and the target is run at once.
+With `--metrics-addr`, each finished run's costs go to the Prometheus counters
+(monitor.metrics).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import structlog
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
@@ -26,9 +37,12 @@ from monitor.alerts import Alerter
 from monitor.config import Config, Target
 from monitor.crawler import crawl_target
 from monitor.fetch import Fetcher
-from monitor.health import backing_off
+from monitor.health import backing_off, heartbeat_interval
 from monitor.models import system_clock, utcnow
 from monitor.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from monitor.metrics import Metrics
 
 log = structlog.get_logger("weightwatch.daemon")
 
@@ -37,7 +51,8 @@ SHUTDOWN_GRACE = 5.0
 
 
 class Daemon:
-    def __init__(self, config: Config, store: Store):
+    def __init__(self, config: Config, store: Store, *, metrics: Metrics | None = None,
+                 metrics_url: str | None = None):
         self.config = config
         self.store = store
         self.fetcher = Fetcher(config.crawl)
@@ -45,7 +60,18 @@ class Daemon:
         self.alerter = Alerter(store, config, clock=system_clock)
         self.stopping = asyncio.Event()
         self.running: set[asyncio.Task[None]] = set()
+        self.crawling: set[str] = set()
+        # Targets whose last scheduled job found them backing off: at each beat, those
+        # whose back-off has gone (`targets retry`, or its time passed) are run at once.
+        self.backing_off: set[str] = set()
         self.scheduler = AsyncIOScheduler(timezone=UTC)
+        self.metrics = metrics
+        self.metrics_url = metrics_url
+        self.pid = os.getpid()
+        self.host = socket.gethostname()
+        self.started_at = utcnow()
+        self.beat_interval = heartbeat_interval(
+            t.interval for t in config.targets if t.enabled)
 
     async def crawl_job(self, target: Target) -> None:
         task = asyncio.current_task()
@@ -54,9 +80,14 @@ class Daemon:
         try:
             backoff_until = backing_off(self.store.target_state(target.name), utcnow())
             if backoff_until:
+                self.backing_off.add(target.name)
                 log.info("target_backing_off", target=target.name, until=backoff_until)
                 return
-            await crawl_target(target, self.config, self.store, self.fetcher)
+            self.backing_off.discard(target.name)
+            self.crawling.add(target.name)
+            result = await crawl_target(target, self.config, self.store, self.fetcher)
+            if self.metrics is not None:
+                self.metrics.observe(result)
             await self.alerter.aflush()
         except StoreError as exc:
             # A full disk fails the run's first write (start_run) before the crawler can
@@ -64,6 +95,41 @@ class Daemon:
             log.error("crawl_job_store_failed", target=target.name, error=str(exc))
         finally:
             self.running.discard(task)
+            self.crawling.discard(target.name)
+            when = self._next_run(target.name)
+            if when and not self.stopping.is_set():
+                log.info("next_run", target=target.name, at=when)
+
+    def _next_run(self, name: str) -> str | None:
+        job = self.scheduler.get_job(f"crawl:{name}")
+        when = job.next_run_time if job is not None else None
+        return when.isoformat(timespec="seconds") if when else None
+
+    async def heartbeat_job(self) -> None:
+        """Record that the daemon is alive, say what runs next, and run at once any target
+        whose back-off has been lifted."""
+        self.beat()
+        now = utcnow()
+        for name in sorted(self.backing_off):
+            if backing_off(self.store.target_state(name), now) is None:
+                self.backing_off.discard(name)
+                job = self.scheduler.get_job(f"crawl:{name}")
+                if job is not None:
+                    log.info("target_back_off_lifted", target=name, note="running it now")
+                    job.modify(next_run_time=datetime.now(UTC))
+        upcoming = sorted((when, name) for name in (t.name for t in self.config.targets)
+                          if (when := self._next_run(name)))
+        log.info("heartbeat", crawling=sorted(self.crawling),
+                 backing_off=sorted(self.backing_off),
+                 next_run=upcoming[0][0] if upcoming else None,
+                 next_target=upcoming[0][1] if upcoming else None)
+
+    def beat(self) -> None:
+        try:
+            self.store.runs.beat(pid=self.pid, host=self.host, started_at=self.started_at,
+                                 interval_s=self.beat_interval, metrics_url=self.metrics_url)
+        except StoreError as exc:  # a full disk: `health` will call the daemon stale
+            log.error("heartbeat_not_recorded", error=str(exc))
 
     async def flush_job(self) -> None:
         await self.alerter.aflush()
@@ -81,6 +147,11 @@ class Daemon:
                 next_run_time=now)
         self.scheduler.add_job(self.flush_job, IntervalTrigger(seconds=ALERT_FLUSH_INTERVAL),
                                id="alerts:flush", max_instances=1, coalesce=True)
+        # A beat delayed by a busy event loop still runs (no misfire limit): skipping it
+        # would make a slow daemon look dead.
+        self.scheduler.add_job(self.heartbeat_job, IntervalTrigger(seconds=self.beat_interval),
+                               id="daemon:heartbeat", max_instances=1, coalesce=True,
+                               misfire_grace_time=None)
         self.scheduler.add_listener(self._on_event,
                                     EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES)
 
@@ -100,10 +171,12 @@ class Daemon:
         abandoned = self.store.close_abandoned_runs()
         if abandoned:
             log.warning("abandoned_runs_closed", count=abandoned)
+        self.beat()
         self.schedule()
         self.scheduler.start()
         enabled = [t.name for t in self.config.targets if t.enabled]
-        log.info("daemon_started", targets=enabled, database=str(self.store.path))
+        log.info("daemon_started", targets=enabled, database=str(self.store.path),
+                 heartbeat_s=self.beat_interval, metrics=self.metrics_url)
         try:
             await self.stopping.wait()
         finally:
@@ -127,8 +200,13 @@ class Daemon:
         except (TimeoutError, Exception) as exc:  # never block a shutdown on SMTP
             log.warning("final_flush_skipped", error=str(exc) or type(exc).__name__)
         await self.fetcher.aclose()
+        try:
+            self.store.runs.daemon_stopped(pid=self.pid)
+        except StoreError as exc:
+            log.warning("stop_not_recorded", error=str(exc))
         log.info("daemon_stopped")
 
 
-async def run_daemon(config: Config, store: Store) -> None:
-    await Daemon(config, store).run()
+async def run_daemon(config: Config, store: Store, *, metrics: Metrics | None = None,
+                     metrics_url: str | None = None) -> None:
+    await Daemon(config, store, metrics=metrics, metrics_url=metrics_url).run()

@@ -35,6 +35,7 @@ import httpx
 import structlog
 from protego import Protego
 
+from monitor import runstats
 from monitor.config import CrawlSettings, Target
 from monitor.models import utcnow
 from monitor.redact import SECRET_PARAMS as SECRET_PARAMS
@@ -94,6 +95,10 @@ class BlockedAddress(FetchError):
 
 class RobotsDisallowed(FetchError):
     """robots.txt forbids the URL (or could not be read, which counts as forbidding it)."""
+
+
+class Unreachable(FetchError):
+    """The host could not be reached on any attempt (refused, reset, timed out)."""
 
 
 class _Transient(FetchError):
@@ -720,7 +725,7 @@ class Fetcher:
             except _Transient as exc:
                 if attempt == attempts:
                     after = f" (after {attempts} attempts)" if attempts > 1 else ""
-                    raise FetchError(f"{exc}{after}") from None
+                    raise Unreachable(f"{exc}{after}") from None
                 reason = exc.reason
             else:
                 if status not in RETRY_CODES or attempt == attempts:
@@ -742,6 +747,7 @@ class Fetcher:
                 delay = random.uniform(0, min(MAX_BACKOFF, self.backoff_base * 2 ** (attempt - 1)))
             log.info("fetch_retry", url=safe_url, attempt=attempt, reason=reason,
                      delay=round(delay, 3))
+            runstats.note_retry()
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -753,6 +759,7 @@ class Fetcher:
             sem = self._host_sems[host] = asyncio.Semaphore(max(1, self.settings.host_concurrency))
         async with sem:
             await self._wait_turn(host)
+            runstats.note_request()
             # The deadline starts after the politeness wait: the host's slot is ours to
             # wait for, the deadline is for the host to answer in.
             deadline = self.settings.request_deadline
@@ -831,6 +838,7 @@ class Fetcher:
                     raise FetchError(f"cannot read the response from {safe_url}: {exc}") from None
                 log.debug("fetched", url=safe_url, status=response.status_code, bytes=size,
                           wire_bytes=raw)
+                runstats.note_bytes(raw)
                 return response.status_code, response.headers, b"".join(chunks)
         except httpx.TimeoutException:
             raise _Transient(f"timed out fetching {safe_url}", "timeout") from None
@@ -873,6 +881,10 @@ class Fetcher:
         try:
             response, _ = await self._fetch(robots_url, target, headers=None,
                                             max_bytes=ROBOTS_MAX_BYTES, robots=False, truncate=True)
+        except Unreachable as exc:
+            # The host did not answer: that is the error, not its robots.txt; and it is not
+            # remembered, so the host is asked again as soon as it is back.
+            raise Unreachable(f"{_origin(scheme, host, port)} is unreachable: {exc}") from None
         except FetchError as exc:
             log.warning("robots_unavailable", url=robots_url, reason=str(exc))
             return _Robots(None, str(exc), now + self.robots_error_ttl)

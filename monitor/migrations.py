@@ -415,4 +415,19 @@ MIGRATIONS: list[str] = [
     CREATE INDEX hits_recipient_worst ON hits(recipient, severity_level, first_seen)
         WHERE recipient IS NOT NULL;
     """,
+    # 15 (issue 17; the 14th in this list until storage's 14 is merged before it): the
+    # daemon's heartbeat, one row, so `weightwatch health` in another process can tell a
+    # live daemon from a dead or hung one.
+    """
+    CREATE TABLE daemon (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        beat_at TEXT NOT NULL,
+        interval_s REAL NOT NULL,
+        stopped_at TEXT,
+        metrics_url TEXT
+    );
+    """,
 ]

@@ -21,7 +21,6 @@ stop it cleanly. What it may do is narrowed on every path, not only in the UI:
 
 from __future__ import annotations
 
-import ipaddress
 import signal
 import socket
 import sqlite3 as stdlib_sqlite3
@@ -39,6 +38,7 @@ from datasette.database import Database  # type: ignore[import-untyped]
 from datasette.plugins import DEFAULT_PLUGINS, pm  # type: ignore[import-untyped]
 from datasette.utils.sqlite import sqlite3  # type: ignore[import-untyped]
 
+from monitor.listening import is_loopback
 from monitor.store import connect_readonly
 
 __all__ = ["DATABASE", "FTS_TABLES", "QUERIES", "SECRET_TABLES", "TABLES", "ReadOnlyDatabase",
@@ -162,6 +162,17 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "documents_changed": "Known documents whose content changed.",
         "hits_new": "New hits recorded.",
         "error": "Why it failed.",
+    }),
+    "daemon": ("The daemon's heartbeat: the last `weightwatch run`, renewed every interval "
+               "(`weightwatch health` reads it).", {
+        "id": "Always 1: there is one row.",
+        "pid": "The daemon's process id.",
+        "host": "The machine it runs on.",
+        "started_at": "When it started (UTC).",
+        "beat_at": "Its last heartbeat (UTC).",
+        "interval_s": "Seconds between heartbeats.",
+        "stopped_at": "When it shut down cleanly (UTC); empty while it runs.",
+        "metrics_url": "Where it serves Prometheus metrics (`run --metrics-addr`), if it does.",
     }),
     "outbox": ("Alerts to deliver: one row per hit and channel, written with the hit.", {
         "id": "Alert number.",
@@ -406,17 +417,6 @@ def build_metadata(existing_tables: Collection[str] = ()) -> dict[str, Any]:
             "queries": QUERIES,
         }},
     }
-
-
-def is_loopback(host: str) -> bool:
-    """True for `localhost` and loopback addresses: only those may serve without --public,
-    since the UI has no login."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def listen(host: str, port: int) -> socket.socket:

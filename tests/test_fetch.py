@@ -28,6 +28,7 @@ from monitor.fetch import (
     FetchError,
     PinnedTransport,
     RobotsDisallowed,
+    Unreachable,
     check_destination,
     is_forbidden_address,
     parse_retry_after,
@@ -363,11 +364,17 @@ def test_robots_5xx_is_retried_later(serve):
     assert srv.count("/robots.txt") == 2 and srv.count("/page") == 1
 
 
-def test_robots_unreachable_counts_as_disallowed():
+def test_robots_of_an_unreachable_host_reports_the_host():
+    """A refused connection is the host's error, not "robots.txt unavailable" (issue 17),
+    and is not remembered as a disallow: the next request asks the host again."""
     port = free_port()
-    with pytest.raises(RobotsDisallowed, match="robots.txt of .* is unavailable"):
-        run(lambda f: f.get(f"http://127.0.0.1:{port}/x", target("http://127.0.0.1/")),
-            crawl=settings(retries=0))
+
+    async def go(f):
+        for _ in range(2):
+            with pytest.raises(Unreachable, match=rf"^http://127\.0\.0\.1:{port} is unreachable: "):
+                await f.get(f"http://127.0.0.1:{port}/x", target("http://127.0.0.1/"))
+
+    run(go, crawl=settings(retries=0))
 
 
 def test_robots_over_512kb_is_truncated_not_refused(serve):

@@ -40,7 +40,7 @@ finally:
 # other commands no detector at all.)
 HEAVY = ("numpy", "bs4", "lxml", "soupsieve", "httpx", "httpcore", "monitor.sources",
          "monitor.fetch", "monitor.crawler", "monitor.detect.weights",
-         "fingerprints.weightprint")
+         "fingerprints.weightprint", "prometheus_client")
 
 CONFIG = """\
 [[targets]]
@@ -116,7 +116,7 @@ def test_hits_imports_no_numpy_parsers_http_client_or_adapters(ww):
 
 @pytest.mark.parametrize("args", [
     ("hits", "show", "1"), ("incidents",), ("search", "heron"), ("targets",),
-    ("alerts", "list"), ("silence", "list"), ("check-config",),
+    ("alerts", "list"), ("silence", "list"), ("check-config",), ("health", "--no-daemon"),
 ])
 def test_analyst_command_imports_nothing_heavy(ww, args):
     _, modules = ww(*args)

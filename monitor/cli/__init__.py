@@ -39,6 +39,7 @@ COMMAND_MODULES: dict[str, str] = {
     "rematch": "registry",
     "scan": "scanning", "watermark": "scanning",
     "demo": "serving", "serve": "serving",
+    "health": "health",
 }
 
 

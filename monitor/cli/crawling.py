@@ -43,7 +43,11 @@ def targets(ctx: click.Context, fmt: str) -> None:
 @format_option
 @click.pass_obj
 def targets_list(state: State, fmt: str) -> None:
-    """Show every target with its state from the database."""
+    """Show every target with its state from the database.
+
+    Exit 1 if an enabled target is down (past alerts.target_down_after failed runs).
+    """
+    from monitor.health import down
     from monitor.health import health as target_health
     from monitor.redact import redact_url
 
@@ -64,6 +68,32 @@ def targets_list(state: State, fmt: str) -> None:
     emit(rows, fmt, table_columns=("name", "kind", "health", "last_success_at",
                                    "consecutive_failures", "documents", "hits", "last_error"),
          empty="no targets configured")
+    gone = down(states, {t.name for t in state.config.targets if t.enabled})
+    if gone:
+        if fmt == "table":
+            click.echo(f"weightwatch: down: {', '.join(str(s.get('name')) for s in gone)} "
+                       f"(`weightwatch targets retry NAME` ends a back-off)", err=True)
+        sys.exit(1)
+
+
+@targets.command("retry")
+@click.argument("name")
+@click.pass_obj
+def targets_retry(state: State, name: str) -> None:
+    """End a target's back-off: the daemon runs it at its next heartbeat.
+
+    The back-off after failed runs survives a restart; this lifts it (the failures and
+    the down state stay until a run succeeds). `weightwatch crawl --target NAME` instead
+    runs it now, in this process.
+    """
+    (target,) = _choose_targets(state.config, (name,))
+    with state.store() as store:
+        until = store.runs.retry(target.name)
+    if until:
+        click.echo(f"{target.name}: back-off until {until} lifted; a running daemon runs it "
+                   f"at its next heartbeat")
+    else:
+        click.echo(f"{target.name}: not backing off; it runs on its schedule")
 
 
 @targets.command("test")
@@ -172,15 +202,48 @@ def _choose_targets(config: Config, names: tuple[str, ...]) -> list[Target]:
 
 
 @click.command("run")
+@click.option("--metrics-addr", metavar="[HOST:]PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics (HOST 127.0.0.1 "
+                   "unless given; port 0 picks a free one, logged in `daemon_started`).")
+@click.option("--metrics-public", is_flag=True,
+              help="Allow a non-loopback --metrics-addr: there is no login, so whoever can "
+                   "reach it reads target names and hit counts.")
 @click.pass_obj
-def run(state: State) -> None:
-    """Run the daemon: crawl every enabled target on its schedule until SIGTERM/SIGINT."""
+def run(state: State, metrics_addr: str | None, metrics_public: bool) -> None:
+    """Run the daemon: crawl every enabled target on its schedule until SIGTERM/SIGINT.
+
+    It records a heartbeat in the database (see `weightwatch health`). Exit 1 if the
+    metrics address cannot be bound.
+    """
     from monitor.daemon import run_daemon
+    from monitor.listening import is_loopback, parse_address
 
     if not any(t.enabled for t in state.config.targets):
         fail(f"{state.config.path or '<defaults>'}: no enabled targets to crawl", 2)
+    address = None
+    if metrics_addr is not None:
+        try:
+            address = parse_address(metrics_addr)
+        except ValueError as exc:
+            fail(f"--metrics-addr {exc}", 2)
+        if not metrics_public and not is_loopback(address[0]):
+            fail(f"--metrics-addr {address[0]} is not a loopback address and the metrics have "
+                 f"no login; add --metrics-public to serve them to whoever can reach it", 2)
     with state.store() as store:
-        asyncio.run(run_daemon(state.config, store))
+        metrics = url = None
+        if address is not None:
+            from monitor.metrics import Metrics
+
+            metrics = Metrics(store.path, (t.name for t in state.config.targets if t.enabled))
+            try:
+                url = metrics.serve(*address)
+            except OSError as exc:
+                fail(f"cannot listen on {metrics_addr}: {exc.strerror or exc}", 1)
+        try:
+            asyncio.run(run_daemon(state.config, store, metrics=metrics, metrics_url=url))
+        finally:
+            if metrics is not None:
+                metrics.close()
 
 
 COMMANDS = (check_config, targets, crawl, run)

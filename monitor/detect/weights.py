@@ -22,6 +22,7 @@ import structlog
 
 from fingerprints.archives import WEIGHT_EXTENSIONS
 from fingerprints.watermark import MARK_VERSION
+from monitor import runstats
 from monitor.config import ScanSettings, Target
 from monitor.detect.digests import digest_hit
 from monitor.fetch import Fetcher, redact_url
@@ -151,6 +152,7 @@ class WeightLinkDetector:
                                     scan_target(target), lfs_sha256=lfs_sha256)
             log.info("weights_scanned", url=key, verdict=report.verdict,
                      bytes_read=report.bytes_read, error=report.error)
+            runstats.note_scan(report.bytes_read)
             details = report.as_dict()
             self.cache.record_weight_scan(
                 key, verdict=report.verdict, model=details.get("model"),

@@ -1,4 +1,5 @@
-"""Crawl runs and each target's state: cursor, counts and health."""
+"""Crawl runs, each target's state (cursor, counts and health) and the daemon's
+heartbeat."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, cast
 import sqlite_utils
 
 from monitor import health
+from monitor.health import HeartbeatRow
 from monitor.models import NoticeKind, TargetStateRow, utcnow
 from monitor.store.connection import insert
 
@@ -76,3 +78,41 @@ class Runs:
                 "INSERT INTO target_state (name, cursor) VALUES (?, ?) "
                 "ON CONFLICT(name) DO UPDATE SET cursor = excluded.cursor",
                 [target, json.dumps(cursor, sort_keys=True)])
+
+    def retry(self, target: str) -> str | None:
+        """End the target's back-off so its next scheduled run goes ahead (a restart keeps
+        the back-off; this is the operator's way past it). Its failures and down state
+        stay until a run succeeds. Returns the back-off's end it cleared, if any."""
+        with self.db.atomic():
+            until = self.target_state(target).get("backoff_until")
+            self.db.execute("UPDATE target_state SET backoff_until = NULL WHERE name = ?",
+                            [target])
+        return until
+
+    # --- the daemon's heartbeat -------------------------------------------------------
+
+    def beat(self, *, pid: int, host: str, started_at: str, interval_s: float,
+             metrics_url: str | None = None, now: str | None = None) -> None:
+        """Record that the daemon is alive at `now` (one row, replaced each beat)."""
+        with self.db.atomic():
+            self.db.execute(
+                "INSERT INTO daemon (id, pid, host, started_at, beat_at, interval_s, "
+                "stopped_at, metrics_url) VALUES (1, ?, ?, ?, ?, ?, NULL, ?) "
+                "ON CONFLICT(id) DO UPDATE SET pid = excluded.pid, host = excluded.host, "
+                "started_at = excluded.started_at, beat_at = excluded.beat_at, "
+                "interval_s = excluded.interval_s, stopped_at = NULL, "
+                "metrics_url = excluded.metrics_url",
+                [pid, host, started_at, now or utcnow(), interval_s, metrics_url])
+
+    def daemon_stopped(self, *, pid: int, now: str | None = None) -> None:
+        """A clean shutdown, so `health` says "stopped" rather than "stale"; only the
+        daemon that beat last may say so."""
+        with self.db.atomic():
+            self.db.execute("UPDATE daemon SET stopped_at = ? WHERE id = 1 AND pid = ?",
+                            [now or utcnow(), pid])
+
+    def heartbeat(self) -> HeartbeatRow | None:
+        rows = list(self.db.query(
+            "SELECT pid, host, started_at, beat_at, interval_s, stopped_at, metrics_url "
+            "FROM daemon WHERE id = 1"))
+        return cast(HeartbeatRow, rows[0]) if rows else None
