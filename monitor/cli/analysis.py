@@ -285,9 +285,12 @@ _triage_command("false_positive", "false-positive",
 INCIDENT_JSON_COLUMNS = ("key", "labels", "severity", "hits", "open", "statuses", "kinds",
                          "locations", "recipients", "first_seen", "last_seen", "last_emailed",
                          "hit_ids")
+# A narrow terminal keeps the labels that name the incident, how many hits and whose copy.
+INCIDENT_DROP_FIRST = ("last_emailed", "first_seen", "kinds", "locations", "last_seen",
+                       "statuses", "open")
 # The table shows the incident's labels (model, release...) as columns in place of its key.
-INCIDENT_TABLE_COLUMNS = ("hits", "open", "locations", "kinds", "first_seen", "last_seen",
-                          "last_emailed")
+INCIDENT_TABLE_COLUMNS = ("hits", "open", "statuses", "recipients", "locations", "kinds",
+                          "first_seen", "last_seen", "last_emailed")
 
 
 @click.command("incidents")
@@ -306,14 +309,18 @@ def incidents_cmd(state: State, since: str | None, model: str | None, include_cl
 
     since_at = since_iso(since)
     with state.store(write=False) as store:
+        refuse_unknown(state, store, model=model)
         rows = incidents(store, state.config.alerts.group_by, since=since_at, model=model,
                          include_closed=include_closed)
     group_by = tuple(state.config.alerts.group_by)
     if fmt == "table":
-        rows = [{**r, **r["labels"], "kinds": ",".join(r["kinds"])} for r in rows]
+        rows = [{**r, **r["labels"], "kinds": ",".join(r["kinds"]),
+                 "recipients": ", ".join(r["recipients"]),
+                 "statuses": " ".join(f"{n} {s.replace('_', ' ')}"
+                                      for s, n in r["statuses"].items())} for r in rows]
     emit(rows, fmt, columns=INCIDENT_JSON_COLUMNS,
          table_columns=("severity", *group_by, *INCIDENT_TABLE_COLUMNS),
-         empty="no open incidents")
+         drop=INCIDENT_DROP_FIRST, empty="no open incidents")
 
 
 SEARCH_JSON_COLUMNS = ("kind", "id", "target", "url", "title", "indicator", "severity",
@@ -346,6 +353,7 @@ def search_command(state: State, query: tuple[str, ...], scope: str, since: str 
     from monitor.search import WINDOW, SearchError, search
 
     with state.store(write=False) as store:
+        refuse_unknown(state, store, target=target)
         try:
             found = search(store, " ".join(query), scope=scope, since=since_iso(since),
                            target=target, limit=limit)

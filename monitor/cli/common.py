@@ -31,7 +31,8 @@ T = TypeVar("T")
 
 # A hit in JSON is the store's one list of hit columns.
 HIT_JSON_COLUMNS = HIT_FIELDS
-HIT_TABLE_COLUMNS = ("id", "severity", "kind", "model", "indicator", "target", "first_seen", "url")
+HIT_TABLE_COLUMNS = ("id", "severity", "status", "kind", "model", "recipient", "indicator",
+                     "target", "first_seen", "url")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
