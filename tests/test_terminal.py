@@ -87,6 +87,12 @@ def in_a_terminal(db: Path, *args: str, **env: str) -> str:
         done = run(db, *args, columns=120, stdout=follower, **env)
     finally:
         os.close(follower)
+    assert done.returncode == 0, done.stderr
+    return read_all(leader)
+
+
+def read_all(leader: int) -> str:
+    """Everything written to a pseudo-terminal whose other end has closed; closes it."""
     chunks = []
     while True:
         try:
@@ -97,7 +103,6 @@ def in_a_terminal(db: Path, *args: str, **env: str) -> str:
             break
         chunks.append(chunk)
     os.close(leader)
-    assert done.returncode == 0, done.stderr
     return b"".join(chunks).decode()
 
 
@@ -109,3 +114,24 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(db: Path) -> None:
     # An empty NO_COLOR does not count (no-color.org).
     assert f"{ESC}31m" in in_a_terminal(db, "hits", NO_COLOR="")
     assert "lab-17" in coloured
+
+
+def log_line_in_a_terminal(**env: str) -> str:
+    """A warning logged as a command logs it, with stderr on a real pseudo-terminal."""
+    leader, follower = pty.openpty()
+    code = ("import logging; from monitor.logs import configure_logging; "
+            "configure_logging('info'); logging.getLogger('monitor.x').warning('target_down')")
+    environ = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    try:
+        done = subprocess.run([sys.executable, "-c", code], stderr=follower, timeout=60,
+                              env={**environ, **env})
+    finally:
+        os.close(follower)
+    assert done.returncode == 0
+    return read_all(leader)
+
+
+def test_log_lines_honour_no_color_too() -> None:
+    assert "target_down" in log_line_in_a_terminal() and ESC in log_line_in_a_terminal()
+    plain = log_line_in_a_terminal(NO_COLOR="1")
+    assert "target_down" in plain and ESC not in plain
