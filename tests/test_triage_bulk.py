@@ -63,6 +63,10 @@ def test_one_ack_by_incident_triages_every_hit_of_it(
                    if i["labels"]["model"] == "heron-7b"]
     key = incident["key"]
     assert incident["hits"] == LEAK - 2  # the open ones
+    # The table names incidents by their labels, and says how to triage one by its key.
+    listed = ww(db, "incidents")
+    assert f"weightwatch hits ack --incident {key}" in listed.stderr
+    assert listed.stdout.splitlines()[0].split()[:4] == ["SEVERITY", "MODEL", "RELEASE", "HITS"]
 
     preview = json.loads(ww(db, "hits", "ack", "--incident", key, "--dry-run",
                             "--format", "json").stdout)

@@ -321,6 +321,12 @@ def incidents_cmd(state: State, since: str | None, model: str | None, include_cl
     emit(rows, fmt, columns=INCIDENT_JSON_COLUMNS,
          table_columns=("severity", *group_by, *INCIDENT_TABLE_COLUMNS),
          drop=INCIDENT_DROP_FIRST, empty="no open incidents")
+    if fmt == "table" and rows:
+        # The table names an incident by its labels; triage takes its key.
+        import shlex
+
+        click.echo(f"triage the first: weightwatch hits ack --incident "
+                   f"{shlex.quote(rows[0]['key'])}", err=True)
 
 
 SEARCH_JSON_COLUMNS = ("kind", "id", "target", "url", "title", "indicator", "severity",
