@@ -61,9 +61,8 @@ FILTER_NAMES = ("since", "until", "severity", "kind", "model", "target", "recipi
 
 def _filter(state: State, store: Store, given: dict[str, object]) -> HitFilter:
     """The options of `hit_filters` as `Store.hits` takes them, names checked."""
-    target, model = given["target"], given["model"]
-    assert isinstance(target, (str, type(None))) and isinstance(model, (str, type(None)))
-    refuse_unknown(state, store, target=target, model=model)
+    refuse_unknown(state, store, target=cast("str | None", given["target"]),
+                   model=cast("str | None", given["model"]))
     return cast(HitFilter, {
         **{name: given[name] for name in FILTER_NAMES if name not in ("since", "until")},
         "since": since_iso(cast("str | None", given["since"])),
