@@ -10,6 +10,7 @@ functions the `register`, `indicators import`, `crawl` and `alerts flush` comman
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -98,19 +99,23 @@ def demo_config(world: DemoWorld, smtp_port: int, config_path: Path | str) -> st
             + world.targets_toml())
 
 
-def run_demo(directory: Path, *, keep_running: bool = False) -> int:
+def run_demo(directory: Path, *, keep_running: bool = False, database: Path | None = None,
+             log_level: str | None = None) -> int:
     """Run the demo; 0 if every expected kind of hit was found and the email arrived.
 
     With `keep_running`, the demo world and the SMTP sink stay up afterwards (until Ctrl-C)
-    so the user can try `targets test`, `crawl` or `run` against them.
+    so the user can try `targets test`, `crawl` or `run` against them. `database` (the
+    global `--db`, which the caller made sure is new) replaces `directory`/weightwatch.db,
+    and the written config names it, so the commands the demo suggests read it.
     """
     # The demo world plants bait (an oversized paste, a gated model) whose warnings are
     # expected; the demo's own report says what happened.
-    configure_logging("error")
+    configure_logging(log_level or "error")
     started = time.monotonic()
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in ("weightwatch.db", "weightwatch.db-wal", "weightwatch.db-shm"):
-        (directory / stale).unlink(missing_ok=True)
+    if database is None:
+        for stale in ("weightwatch.db", "weightwatch.db-wal", "weightwatch.db-shm"):
+            (directory / stale).unlink(missing_ok=True)
     shutil.rmtree(directory / "mail", ignore_errors=True)
     # Demo sources that need an API key (the Torznab endpoints) take this one.
     os.environ.setdefault(DEMO_KEY_ENV, DEMO_KEY)
@@ -120,7 +125,11 @@ def run_demo(directory: Path, *, keep_running: bool = False) -> int:
 
     with SmtpSink(directory / "mail") as sink, DemoWorld(release) as world:
         config_path = directory / "config.toml"
-        config_path.write_text(demo_config(world, sink.port, config_path))
+        text = demo_config(world, sink.port, config_path)
+        if database is not None:  # a JSON string is a TOML basic string
+            text = text.replace('path = "weightwatch.db"',
+                                f"path = {json.dumps(str(database.resolve()))}", 1)
+        config_path.write_text(text)
         config = load_config(config_path)
         _say("demo world", f"{world.base_url} ({len(config.targets)} sources)")
         with Store(config.database_path) as store:

@@ -13,6 +13,7 @@ seconds); `group_incidents` groups rows already in memory (a report's period) by
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,3 +118,20 @@ def incident_of(store: Any, hit: Mapping[str, Any], group_by: Sequence[str], *,
     others = [h for h in store.incident_hits(group_by, labels, limit=shown + 1)
               if h["id"] != hit["id"]][:shown]
     return summary, others
+
+
+def incident_labels(store: Any, group_by: Sequence[str], key: str) -> dict[str, str] | None:
+    """The `group_by` labels of the incident whose key (`labels_key`) is `key`, or None if
+    no hit has them. The key is read back label by label ("model:heron-7b|release:v1"), a
+    "|" inside a value kept, so the incident is found by an index, not by grouping every hit."""
+    labels = dict.fromkeys(group_by, "")
+    if key != labels_key(labels):
+        starts = "|".join(re.escape(label) for label in group_by)
+        for part in re.split(rf"\|(?=(?:{starts}):)", key):
+            label, colon, value = part.partition(":")
+            if not colon or label not in labels or labels[label]:
+                return None
+            labels[label] = value
+    if labels_key(labels) != key or not store.incident_hits(group_by, labels, limit=1):
+        return None
+    return labels

@@ -90,7 +90,10 @@ class _Formatter(logging.Formatter):
             if self._json:
                 renderer = structlog.processors.JSONRenderer()
             else:
+                from monitor.output import colour_wanted
+
                 renderer = structlog.dev.ConsoleRenderer(
+                    colors=colour_wanted() is not False,
                     exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False)
                     if _has_rich() else structlog.dev.plain_traceback)
             self._formatter = structlog.stdlib.ProcessorFormatter(

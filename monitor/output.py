@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +23,13 @@ SEVERITY_COLOURS = {"critical": "red", "high": "magenta", "medium": "yellow", "l
 # to the URL, and `hits show` or --format json have the whole value.
 COLUMN_CAPS = {"indicator": 20, "context": 60, "last_error": 60, "title": 40, "hits": 50,
                "text": 60}
+
+
+def colour_wanted() -> bool | None:
+    """False when $NO_COLOR is set to anything but "" (no-color.org), which every command
+    honours (the root command sets it on click's context, so `click.echo` strips styles
+    even on a terminal); None otherwise: click's own choice, colour only on a terminal."""
+    return False if os.environ.get("NO_COLOR") else None
 
 
 def plural(n: int, noun: str) -> str:
@@ -39,7 +47,8 @@ def csv_safe(value: Any) -> Any:
 
 
 def render(rows: Sequence[Mapping[str, Any]], fmt: str, *, columns: Sequence[str] | None = None,
-           table_columns: Sequence[str] | None = None, empty: str = "nothing to show") -> str:
+           table_columns: Sequence[str] | None = None, drop: Sequence[str] | None = None,
+           empty: str = "nothing to show") -> str:
     columns = list(columns or (rows[0].keys() if rows else []))
     if fmt == "json":
         return json.dumps([{c: r.get(c) for c in columns} for r in rows], indent=2,
@@ -59,42 +68,128 @@ def render(rows: Sequence[Mapping[str, Any]], fmt: str, *, columns: Sequence[str
         return buf.getvalue().removesuffix("\r\n")
     if not rows:
         return empty
-    return table(rows, table_columns or columns)
+    return table(rows, table_columns or columns, drop)
 
 
-def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    """An aligned text table that fits the terminal, truncating the widest column."""
-    cells = [[cell(r.get(c)) for c in columns] for r in rows]
-    widths = [min(max(len(c), *(len(row[i]) for row in cells)), COLUMN_CAPS.get(c, 10**6))
-              for i, c in enumerate(columns)]
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
+          drop: Sequence[str] | None = None) -> str:
+    """An aligned text table that fits the terminal. Where it cannot show every column
+    readably, it gives up whole columns (empty ones, then those of `drop` in order, by
+    default `DROP_FIRST`) rather than cut each to a few useless characters; what stays is
+    cut no shorter than `MIN_WIDTHS` (a URL keeps its host and the start of its path),
+    unless even the columns nobody may drop are too wide."""
+    cells = {c: [cell(r.get(c)) for r in rows] for c in columns}
+    natural = {c: min(max([len(c), *map(len, cells[c])]), COLUMN_CAPS.get(c, 10**6))
+               for c in columns}
+    values = {c: min(natural[c], MIN_WIDTHS.get(c, _min_width(c, cells[c])))
+              for c in columns}
+    # Readable: cut no shorter than MIN_WIDTHS, and other columns whole with their header.
+    readable = {c: values[c] if c in MIN_WIDTHS or _is_time(c) else natural[c]
+                for c in columns}
     budget = shutil.get_terminal_size((160, 24)).columns
-    while sum(widths) + 2 * (len(widths) - 1) > budget and max(widths) > 12:
-        widest = widths.index(max(widths))
-        widths[widest] -= 1
-    lines = ["  ".join(click.style(_fit(c.upper(), w), bold=True) for c, w in zip(columns, widths))]
-    for row, record in zip(cells, rows):
+    kept = list(columns)
+
+    def needed(widths: Mapping[str, int]) -> int:
+        return sum(widths[c] for c in kept) + 2 * (len(kept) - 1)
+
+    empty = [c for c in kept if not any(cells[c])]
+    order = [*empty, *(c for c in (DROP_FIRST if drop is None else drop) if c not in empty)]
+    for name in order:
+        if needed(readable) <= budget or len(kept) == 1:
+            break
+        if name in kept:
+            kept.remove(name)
+    widths = {c: natural[c] for c in kept}
+    # Cut the column furthest above its readable width, one character at a time; if the
+    # columns nobody may drop are too wide even so, cut headers, then any column to 12.
+    for floor in (readable, values, {c: min(natural[c], 12) for c in kept}):
+        while needed(widths) > budget:
+            over = [c for c in kept if widths[c] > floor[c]]
+            if not over:
+                break
+            widths[max(over, key=lambda c: widths[c] - floor[c])] -= 1
+    # A cut timestamp shows the minute (TIME_WIDTH); the room it leaves goes to the
+    # columns cut the most.
+    for c in kept:
+        if _is_time(c) and TIME_WIDTH <= widths[c] < natural[c]:
+            widths[c] = TIME_WIDTH
+    while needed(widths) < budget:
+        short = [c for c in kept if widths[c] < natural[c] and not _is_time(c)]
+        if not short:
+            break
+        widths[max(short, key=lambda c: natural[c] - widths[c])] += 1
+    lines = [click.style("  ".join(_fit(c.upper(), widths[c]) for c in kept).rstrip(),
+                         bold=True)]
+    for i, record in enumerate(rows):
         parts = []
-        for i, (value, width) in enumerate(zip(row, widths)):
-            text = _fit(value, width, middle=columns[i] in MIDDLE_CUT)
-            if columns[i] == "severity":
+        for c in kept:
+            text = _fit(cells[c][i], widths[c], kind=_cut_kind(c))
+            if c == "severity":
                 text = click.style(text, fg=SEVERITY_COLOURS.get(str(record.get("severity"))))
             parts.append(text)
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines)
 
 
-# URLs differ at the end (thread and post ids), so they are cut in the middle.
+# Columns a narrow terminal gives up first, first listed first, where the caller names no
+# order of its own; columns not listed are cut, never dropped.
+DROP_FIRST = ("last_emailed", "seen_count", "text", "title", "model", "target", "first_seen",
+              "last_seen", "locations", "kinds", "statuses", "documents",
+              "consecutive_failures", "last_success_at", "recipient", "kind", "context",
+              "status", "indicator")
+# The narrowest a cut leaves these readable: a URL's host and path start, a timestamp to
+# the minute, a digest's recognisable start. Other columns are cut to their longest value
+# (their header shortened), so numbers and names are never cut.
+MIN_WIDTHS = {"url": 30, "document": 30, "indicator": 12, "context": 20, "text": 20,
+              "title": 16, "snippet": 24, "last_error": 20, "hits": 16}
+TIME_WIDTH = 16  # 2026-12-07 18:45
+
+
+def _is_time(column: str) -> bool:
+    return column.endswith(("_seen", "_at", "_until", "_since", "last_emailed"))
+
+
+def _min_width(column: str, values: Sequence[str]) -> int:
+    if _is_time(column):
+        return TIME_WIDTH
+    return max(3, *map(len, values)) if values else 3
+
+
+def _cut_kind(column: str) -> str:
+    if column in MIDDLE_CUT:
+        return "url"
+    return "time" if _is_time(column) else "end"
+
+
+# URLs differ at the end (thread and post ids), so they keep their host, the start of the
+# path and its end.
 MIDDLE_CUT = {"url", "document"}
 
 
-def _fit(text: str, width: int, middle: bool = False) -> str:
+def _fit(text: str, width: int, kind: str = "end") -> str:
     """`text` cut to `width` (marked with an ellipsis) and padded to it."""
     if len(text) <= width:
         return text.ljust(width)
-    if middle and width > 10:
+    if kind == "time" and width >= TIME_WIDTH and text[10:11] == "T":
+        return (text[:10] + " " + text[11:TIME_WIDTH]).ljust(width)
+    if kind == "url" and width > 10:
+        return _cut_url(text, width).ljust(width)
+    return text[: width - 1] + "…"
+
+
+def _cut_url(url: str, width: int) -> str:
+    """A URL in `width` characters: without its scheme, then its host whole, as much of
+    the path's start as fits beside its last few characters (the post or thread id)."""
+    text = url.split("://", 1)[1] if "://" in url[:12] else url
+    if len(text) <= width:
+        return text
+    host, slash, path = text.partition("/")
+    if len(host) + len(slash) + 8 > width:
         head = (width - 1) // 2
         return text[:head] + "…" + text[len(text) - (width - 1 - head):]
-    return text[: width - 1] + "…"
+    room = width - len(host) - len(slash) - 1
+    tail = min(max(room // 3, 4), 12)
+    return host + slash + path[:room - tail] + "…" + path[len(path) - tail:]
 
 
 def cell(value: Any) -> str:

@@ -414,7 +414,6 @@ def test_hits_json_contract_and_order(ww):
     (("--kind", "mention"), ["medium", "low"]),
     (("--kind", "hash", "--kind", "torrent"), ["critical", "high"]),
     (("--model", "other-3b"), ["high", "medium"]),
-    (("--model", "nobody"), []),
     (("--target", "forum"), ["critical", "low"]),
     (("--target", "board", "--kind", "mention"), ["medium"]),
     (("--status", "acknowledged"), ["high"]),
@@ -429,6 +428,26 @@ def test_hits_filters(ww, args, expected):
         conn.execute("UPDATE hits SET status = 'acknowledged' WHERE id = ?", [ids["high"]])
     conn.close()
     assert [r["severity"] for r in hits_json(ww, *args)] == expected
+
+
+def test_unknown_target_or_model_is_refused_naming_the_known_ones(ww):
+    # A misspelt name used to print "no hits" and exit 0: the one answer an analyst must
+    # be able to trust. Known: the config's targets, the registry's and rules' models, and
+    # whatever the hits were recorded under.
+    seed_hits(ww.db)
+    for args, known in ((("hits", "--target", "fourm"), "known: board, forum"),
+                        (("hits", "--model", "heron7b"), "known: heron-7b, other-3b"),
+                        (("incidents", "--model", "heron7b"), "known: heron-7b, other-3b"),
+                        (("search", "weights", "--target", "fourm"), "known: board, forum"),
+                        (("hits", "ack", "--target", "fourm"), "known: board, forum")):
+        out = ww.run(*args, code=2)
+        assert out.stdout == ""
+        assert len(out.stderr.splitlines()) == 1 and known in out.stderr, out.stderr
+    # A known name with nothing to show is still an empty answer, not an error.
+    with Store(ww.db) as store:
+        store.add_model("quiet-1b")
+    assert hits_json(ww, "--model", "quiet-1b") == []
+    assert ww.run("hits", "--model", "quiet-1b").stdout.strip() == "no hits"
 
 
 def test_hits_since_excludes_older_hits(ww):
@@ -471,10 +490,10 @@ def test_hits_table(ww):
     ids = seed_hits(ww.db)
     out = ww.run("hits").stdout
     header, *lines = out.splitlines()
-    assert header.split()[:4] == ["ID", "SEVERITY", "KIND", "MODEL"]
+    assert header.split()[:5] == ["ID", "SEVERITY", "STATUS", "KIND", "MODEL"]
     assert len(lines) == 4
-    assert lines[0].split()[:3] == [str(ids["critical"]), "critical", "hash"]
-    assert lines[-1].split()[:3] == [str(ids["low"]), "low", "mention"]
+    assert lines[0].split()[:4] == [str(ids["critical"]), "critical", "new", "hash"]
+    assert lines[-1].split()[:4] == [str(ids["low"]), "low", "new", "mention"]
     assert "\x1b" not in out  # no colour codes when stdout is not a terminal
 
 
@@ -602,7 +621,12 @@ def test_check_config_good(ww):
     result = ww.run("check-config")
     assert result.stdout.startswith(f"{ww.config}: ok: 2 targets (1 enabled), 1 rules")
     assert str(ww.db) in result.stdout
-    assert result.stderr == ""
+    # Warnings only (exit 0), on stderr: no database yet, so nothing registered.
+    assert result.stderr == (f"weightwatch: warning: no database at {ww.db} yet (it is "
+                             f"created on first use): the registry is empty, so only rules "
+                             f"can match; register the release first (weightwatch register)\n"
+                             f"weightwatch: warning: alerts go nowhere: no [smtp] and no "
+                             f"[alerts.webhook] section\n")
 
 
 def test_check_config_bad_is_one_line_per_problem(ww):

@@ -9,7 +9,7 @@ import json
 import click
 import pytest
 
-from monitor.output import csv_safe, emit, render, table
+from monitor.output import _fit, csv_safe, emit, render, table
 
 HOSTILE = [
     "=cmd|' /C calc'!A0",
@@ -231,3 +231,46 @@ def test_float_cells_are_compact(terminal_width):
     lines = visible_lines(render([{"score": 1.0}, {"score": 0.125}], "table"))
     assert [line.strip() for line in lines[1:]] == ["1", "0.125"]
 
+
+
+# --- narrow terminals: whole columns go, what stays is readable ------------------------------
+
+
+def test_narrow_table_gives_up_whole_columns_least_important_first(terminal_width):
+    terminal_width(70)
+    rows = [{"id": 12, "severity": "critical", "model": "heron-7b", "target": "demo-forum",
+             "first_seen": "2026-12-07T18:45:09+00:00",
+             "url": "https://forum.example.org/viewtopic.php?t=1187#p20453"}]
+    header, line = visible_lines(table(rows, tuple(rows[0])))
+    # DROP_FIRST: model, then target, then first_seen; never cut to a few characters.
+    assert header.split() == ["ID", "SEVERITY", "FIRST_SEEN", "URL"]
+    assert line.split()[:2] == ["12", "critical"] and "2026-12-07 18:45" in line
+    assert max(len(header), len(line)) <= 70
+    terminal_width(50)
+    header, line = visible_lines(table(rows, tuple(rows[0])))
+    assert header.split() == ["ID", "SEVERITY", "URL"]
+    url = line.split()[2]
+    assert url.startswith("forum.example.org/viewtopic.ph") and url.endswith("…20453")
+
+
+def test_a_caller_names_its_own_drop_order_and_empty_columns_go_first(terminal_width):
+    terminal_width(60)
+    rows = [{"severity": "critical", "model": "heron-7b", "release": "v1", "recipients": "",
+             "hits": 82, "last_emailed": "2026-12-07T18:45:09+00:00",
+             "kinds": "hash,mention,torrent,watermark,weights"}]
+    header, _ = visible_lines(table(rows, tuple(rows[0]), drop=("last_emailed", "kinds")))
+    assert header.split() == ["SEVERITY", "MODEL", "RELEASE", "HITS"]
+    terminal_width(200)  # room for all: an empty column stays, with its header
+    header, _ = visible_lines(table(rows, tuple(rows[0]), drop=("last_emailed", "kinds")))
+    assert "RECIPIENTS" in header.split()
+
+
+@pytest.mark.parametrize("width, expected", [
+    (30, "forum.example.org/viewtop…0453"),
+    (40, "forum.example.org/viewtopic.php?…#p20453"),
+    (60, "forum.example.org/viewtopic.php?t=1187&start=40#p20453"),
+])
+def test_a_cut_url_keeps_its_host_the_start_of_its_path_and_its_end(width, expected):
+    cut = _fit("https://forum.example.org/viewtopic.php?t=1187&start=40#p20453", width,
+               kind="url")
+    assert cut.rstrip() == expected and len(cut) == width

@@ -290,3 +290,19 @@ def send_test(config: Config, *, clock: Clock = system_clock) -> str:
             config.smtp)
     log().info("alert_test_sent", message_id=message_id)
     return message_id
+
+
+def check_login(smtp: SmtpSettings) -> str:
+    """Connect, secure and log in as `deliver` does, sending nothing (`check-config
+    --online`); what was done, or DeliveryError with one line why, never the password."""
+    where = f"smtp {smtp.host}:{smtp.port}"
+    try:
+        with _connect(smtp) as client:
+            _secure(client, smtp)
+            _login(client, smtp)
+    except (OSError, smtplib.SMTPException, _Refused) as exc:
+        reason = _reason(exc)
+    else:
+        return (f"{where}: logged in as {smtp.username}" if smtp.username
+                else f"{where}: connected (no smtp.username: no login)")
+    raise DeliveryError(clean_line(_redact(f"{where}: {reason}", smtp), 500))

@@ -24,6 +24,7 @@ from monitor import __version__
 from monitor.cli.common import HIT_JSON_COLUMNS, OneLineErrors, State
 from monitor.config import CONFIG_ENV, DEFAULT_CONFIG, ConfigError, load_config
 from monitor.logs import configure_logging
+from monitor.output import colour_wanted
 
 __all__ = ["HIT_JSON_COLUMNS", "SEARCH_JSON_COLUMNS", "main"]
 
@@ -99,6 +100,7 @@ def main(ctx: click.Context, config_path: str | None, db_path: str | None, log_l
     Start with `weightwatch demo` to see every part work against a local demo world.
     """
     configure_logging(log_level)
+    ctx.color = colour_wanted()
     explicit = config_path or os.environ.get(CONFIG_ENV)
     try:
         config = load_config(explicit, required=bool(explicit))

@@ -5,39 +5,72 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import click
 
 from monitor.cli.common import (
     HIT_JSON_COLUMNS,
     HIT_TABLE_COLUMNS,
+    OPERATOR_ENV,
     State,
     fail,
     format_option,
     operator,
+    refuse_unknown,
     since_iso,
 )
 from monitor.models import HIT_STATUSES, KINDS, SEVERITIES
 from monitor.output import cell, emit, plural
 from monitor.search import SCOPES
 from monitor.store import HIT_SORTS, Store
+from monitor.store.hits import HitFilter
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 # `hits show` lists this many of the incident's other hits; JSON has them all.
 SHOWN_SIBLINGS = 20
 
 
+def hit_filters(command: F) -> F:
+    """The options that pick hits, as `hits` lists them and the triage commands select
+    them: one definition, so both read a filter the same way."""
+    options = (
+        click.option("--since", help="Only hits first seen within this duration, e.g. 24h, 7d."),
+        click.option("--until", "until", help="Only hits first seen more than this long ago."),
+        click.option("--severity", multiple=True, type=click.Choice(SEVERITIES)),
+        click.option("--kind", multiple=True, type=click.Choice(KINDS)),
+        click.option("--model"),
+        click.option("--target"),
+        click.option("--recipient"),
+        click.option("--status", multiple=True, type=click.Choice(HIT_STATUSES)),
+        click.option("--text", help="Only hits whose indicator, context or URL holds these "
+                                    "words (the last may be the start of one, e.g. of a "
+                                    "digest)."),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+FILTER_NAMES = ("since", "until", "severity", "kind", "model", "target", "recipient",
+                "status", "text")
+
+
+def _filter(state: State, store: Store, given: dict[str, object]) -> HitFilter:
+    """The options of `hit_filters` as `Store.hits` takes them, names checked."""
+    refuse_unknown(state, store, target=cast("str | None", given["target"]),
+                   model=cast("str | None", given["model"]))
+    return cast(HitFilter, {
+        **{name: given[name] for name in FILTER_NAMES if name not in ("since", "until")},
+        "since": since_iso(cast("str | None", given["since"])),
+        "until": since_iso(cast("str | None", given["until"]), "--until")})
+
+
 @click.group("hits", invoke_without_command=True)
-@click.option("--since", help="Only hits first seen within this duration, e.g. 24h, 7d.")
-@click.option("--until", "until", help="Only hits first seen more than this long ago.")
-@click.option("--severity", multiple=True, type=click.Choice(SEVERITIES))
-@click.option("--kind", multiple=True, type=click.Choice(KINDS))
-@click.option("--model")
-@click.option("--target")
-@click.option("--recipient")
-@click.option("--status", multiple=True, type=click.Choice(HIT_STATUSES))
-@click.option("--text", help="Only hits whose indicator, context or URL holds these words "
-                                "(the last may be the start of one, e.g. of a digest).")
+@hit_filters
 @click.option("--sort", type=click.Choice(list(HIT_SORTS)), default="severity",
               show_default=True,
               help="severity: worst, then newest; newest or oldest first seen; score: "
@@ -47,14 +80,21 @@ SHOWN_SIBLINGS = 20
                                         "(with the same --sort).")
 @format_option
 @click.pass_context
-def hits(ctx: click.Context, since: str | None, until: str | None, severity: tuple[str, ...],
-         kind: tuple[str, ...], model: str | None, target: str | None, recipient: str | None,
-         status: tuple[str, ...], text: str | None, sort: str, limit: int | None,
-         cursor: str | None, fmt: str) -> None:
+def hits(ctx: click.Context, /, sort: str, limit: int | None, cursor: str | None, fmt: str,
+         **given: object) -> None:
     """List hits, worst and newest first (or in --sort order). With --limit, a full page
     ends with the cursor of the next one on stderr (`--after CURSOR`), so stdout stays
     the data."""
     if ctx.invoked_subcommand is not None:
+        # `hits --severity low ack 5` would ack hit 5 whatever its severity, and a bulk
+        # `hits --target x ack --incident K` would ignore the target: say so, change nothing.
+        put = [f"--{name}" for name, value in given.items() if value]
+        put += [f"--{name}" for name, value, default in (
+            ("sort", sort, "severity"), ("limit", limit, None), ("after", cursor, None),
+            ("format", fmt, "table")) if value != default]
+        if put:
+            fail(f"hits: {', '.join(put)} before `{ctx.invoked_subcommand}` would be "
+                 f"ignored; put it after: hits {ctx.invoked_subcommand} {put[0]} ...", 2)
         return
     state: State = ctx.obj
     try:
@@ -62,9 +102,7 @@ def hits(ctx: click.Context, since: str | None, until: str | None, severity: tup
     except ValueError as exc:
         fail(f"--after: {exc}", 2)
     with state.store(write=False) as store:
-        rows = store.hits(since=since_iso(since), until=since_iso(until, "--until"), severity=severity,
-                          kind=kind, model=model, status=status, target=target,
-                          recipient=recipient, text=text, sort=sort, after=after, limit=limit)
+        rows = store.hits(**_filter(state, store, given), sort=sort, after=after, limit=limit)
     emit(rows, fmt, columns=HIT_JSON_COLUMNS, table_columns=HIT_TABLE_COLUMNS, empty="no hits")
     if limit and len(rows) == limit:
         click.echo(f"next page: --after {Store.hit_cursor(rows[-1], sort)}", err=True)
@@ -148,19 +186,93 @@ def _write_snapshot(path: Path, body: bytes) -> None:
                f"(sha256 {hashlib.sha256(body).hexdigest()})", err=True)
 
 
-def _triage_command(status: str, name: str, summary: str) -> None:
-    @hits.command(name, help=summary)
-    @click.argument("hit_ids", nargs=-1, required=True, type=int)
-    @click.option("--note", help="Why (kept with who and when).")
-    @click.pass_obj
-    def command(state: State, hit_ids: tuple[int, ...], note: str | None) -> None:
-        with state.store() as store:
-            missing = store.triage(list(hit_ids), status, by=operator(), note=note)
-        if missing:
-            fail(f"no hit with id {', '.join(map(str, missing))} in {state.db_path}; nothing "
-                 f"changed", 1)
-        click.echo(f"{len(hit_ids)} hit(s) marked {status.replace('_', ' ')}")
+# A bulk change selected by filters alone needs --yes above this many hits: a filter
+# sweeps wider than meant more easily than an incident key or a list of ids.
+BULK_CONFIRM = 50
 
+
+def _triage_command(status: str, name: str, summary: str) -> None:
+    @hits.command(name, help=summary + _TRIAGE_HELP)
+    @click.argument("hit_ids", nargs=-1, type=int, metavar="[ID]...")
+    @click.option("--incident", "incident_key",
+                  help="Every hit of this incident (its key as `incidents` prints it, e.g. "
+                       "model:heron-7b|release:v1).")
+    @hit_filters
+    @click.option("--note", help="Why (kept with who and when).")
+    @click.option("--by", help=f"Who triages [default: ${OPERATOR_ENV}, else the login "
+                               f"name].")
+    @click.option("--dry-run", is_flag=True,
+                  help="Only count (and with --format json, list) the hits it would change.")
+    @click.option("--yes", is_flag=True,
+                  help=f"Change more than {BULK_CONFIRM} hits selected by filters alone.")
+    @click.option("--format", "fmt", type=click.Choice(("table", "json")), default="table",
+                  show_default=True, help="json: what changed (a stable contract).")
+    @click.pass_obj
+    def command(state: State, /, hit_ids: tuple[int, ...], incident_key: str | None,
+                note: str | None, by: str | None, dry_run: bool, yes: bool, fmt: str,
+                **given: object) -> None:
+        who = operator(by)
+        filtered = any(given.values())
+        if hit_ids and (incident_key or filtered):
+            fail(f"hits {name}: give hit ids, or --incident and filters, not both", 2)
+        if not (hit_ids or incident_key or filtered):
+            fail(f"hits {name}: which hits? Give ids, --incident KEY or filters such as "
+                 f"--severity (see --help)", 2)
+        verb = status.replace("_", " ")
+        with state.store(write=not dry_run) as store:
+            if hit_ids:
+                ids = sorted(set(hit_ids))
+                if dry_run:
+                    found = {h["id"] for h in map(store.hit, ids) if h is not None}
+                    missing = [i for i in ids if i not in found]
+                else:
+                    missing = store.triage(ids, status, by=who, note=note)
+                if missing:
+                    fail(f"no hit with id {', '.join(map(str, missing))} in {state.db_path}; "
+                         f"nothing changed", 1)
+            else:
+                filters = _filter(state, store, given)
+                incident = None
+                if incident_key:
+                    from monitor.incidents import incident_labels
+
+                    group_by = tuple(state.config.alerts.group_by)
+                    labels = incident_labels(store, group_by, incident_key)
+                    if labels is None:
+                        fail(f"--incident {incident_key!r}: no such incident in "
+                             f"{state.db_path} (see `weightwatch incidents --all`)", 1)
+                    incident = (group_by, labels)
+                confirm = not (dry_run or incident or yes)
+                if dry_run or confirm:
+                    ids = store.triage_matching(status, by=who, note=note, filters=filters,
+                                                incident=incident, dry_run=True)
+                if confirm and len(ids) > BULK_CONFIRM:
+                    fail(f"hits {name}: these filters select {len(ids)} hits; nothing "
+                         f"changed: add --yes to mark them {verb} (or --dry-run to list "
+                         f"them)", 2)
+                if not dry_run:
+                    ids = store.triage_matching(status, by=who, note=note, filters=filters,
+                                                incident=incident)
+        if fmt == "json":
+            emit([{"status": status, "by": who, "note": note, "dry_run": dry_run,
+                   "incident": incident_key, "hits": len(ids), "hit_ids": ids}], "json")
+            return
+        what = f"{len(ids)} {plural(len(ids), 'hit')}"
+        where = f" of incident {incident_key}" if incident_key else ""
+        if dry_run:
+            click.echo(f"would mark {what}{where} {verb} (dry run: nothing changed)")
+        else:
+            click.echo(f"{what}{where} marked {verb} by {cell(who)}")
+
+
+_TRIAGE_HELP = f"""
+
+    \b
+    Which hits: ids, or every hit of --incident KEY, or those the filters select (as
+    `hits` lists them); --incident and filters together narrow the incident. A selection
+    by incident or filters takes only the hits this changes, by default the open ones
+    (--status to choose). Filters alone selecting more than {BULK_CONFIRM} hits need --yes.
+    Who: --by, else ${OPERATOR_ENV}, else the login name (exit 2 if none is known)."""
 
 _triage_command("acknowledged", "ack", "Mark hits as seen and being handled.")
 _triage_command("resolved", "resolve", "Mark hits as dealt with (taken down, reported).")
@@ -172,9 +284,12 @@ _triage_command("false_positive", "false-positive",
 INCIDENT_JSON_COLUMNS = ("key", "labels", "severity", "hits", "open", "statuses", "kinds",
                          "locations", "recipients", "first_seen", "last_seen", "last_emailed",
                          "hit_ids")
+# A narrow terminal keeps the labels that name the incident, how many hits and whose copy.
+INCIDENT_DROP_FIRST = ("last_emailed", "first_seen", "kinds", "locations", "last_seen",
+                       "statuses", "open")
 # The table shows the incident's labels (model, release...) as columns in place of its key.
-INCIDENT_TABLE_COLUMNS = ("hits", "open", "locations", "kinds", "first_seen", "last_seen",
-                          "last_emailed")
+INCIDENT_TABLE_COLUMNS = ("hits", "open", "statuses", "recipients", "locations", "kinds",
+                          "first_seen", "last_seen", "last_emailed")
 
 
 @click.command("incidents")
@@ -193,14 +308,24 @@ def incidents_cmd(state: State, since: str | None, model: str | None, include_cl
 
     since_at = since_iso(since)
     with state.store(write=False) as store:
+        refuse_unknown(state, store, model=model)
         rows = incidents(store, state.config.alerts.group_by, since=since_at, model=model,
                          include_closed=include_closed)
     group_by = tuple(state.config.alerts.group_by)
     if fmt == "table":
-        rows = [{**r, **r["labels"], "kinds": ",".join(r["kinds"])} for r in rows]
+        rows = [{**r, **r["labels"], "kinds": ",".join(r["kinds"]),
+                 "recipients": ", ".join(r["recipients"]),
+                 "statuses": " ".join(f"{n} {s.replace('_', ' ')}"
+                                      for s, n in r["statuses"].items())} for r in rows]
     emit(rows, fmt, columns=INCIDENT_JSON_COLUMNS,
          table_columns=("severity", *group_by, *INCIDENT_TABLE_COLUMNS),
-         empty="no open incidents")
+         drop=INCIDENT_DROP_FIRST, empty="no open incidents")
+    if fmt == "table" and rows:
+        # The table names an incident by its labels; triage takes its key.
+        import shlex
+
+        click.echo(f"triage the first: weightwatch hits ack --incident "
+                   f"{shlex.quote(rows[0]['key'])}", err=True)
 
 
 SEARCH_JSON_COLUMNS = ("kind", "id", "target", "url", "title", "indicator", "severity",
@@ -233,6 +358,7 @@ def search_command(state: State, query: tuple[str, ...], scope: str, since: str 
     from monitor.search import WINDOW, SearchError, search
 
     with state.store(write=False) as store:
+        refuse_unknown(state, store, target=target)
         try:
             found = search(store, " ".join(query), scope=scope, since=since_iso(since),
                            target=target, limit=limit)

@@ -31,7 +31,8 @@ T = TypeVar("T")
 
 # A hit in JSON is the store's one list of hit columns.
 HIT_JSON_COLUMNS = HIT_FIELDS
-HIT_TABLE_COLUMNS = ("id", "severity", "kind", "model", "indicator", "target", "first_seen", "url")
+HIT_TABLE_COLUMNS = ("id", "severity", "status", "kind", "model", "recipient", "indicator",
+                     "target", "first_seen", "url")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -51,9 +52,27 @@ def since_iso(duration: str | None, option: str = "--since") -> str | None:
     return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat(timespec="seconds")
 
 
-def operator() -> str:
-    """Who runs this command, for the audit trail of silences and triage."""
-    return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+# Who triages or silences, for scripts and services that run as a shared account.
+OPERATOR_ENV = "WEIGHTWATCH_OPERATOR"
+
+
+def operator(by: str | None = None) -> str:
+    """Who runs this command, for the audit trail of silences and triage: `--by`, else
+    $WEIGHTWATCH_OPERATOR, else the login name. Exit 2 if none is known (a service
+    without $USER, a container's uid with no passwd entry): a record "by unknown" would
+    tell an auditor nothing."""
+    for given in (by, os.environ.get(OPERATOR_ENV)):
+        if given and given.strip():
+            return " ".join(given.split())
+    name = os.environ.get("USER") or os.environ.get("LOGNAME") or os.environ.get("USERNAME")
+    if name:
+        return name
+    try:
+        import pwd
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):  # no pwd module (Windows); a uid without an entry
+        fail(f"cannot tell who you are (no login name for this user): pass --by NAME or "
+             f"set ${OPERATOR_ENV}", 2)
 
 
 def run_interruptible(coro: Awaitable[T]) -> T:
@@ -165,3 +184,26 @@ class State:
 
 format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
                              show_default=True, help="Output format; json is a stable contract.")
+
+
+def refuse_unknown(state: State, store: Store, *, target: str | None = None,
+                   model: str | None = None) -> None:
+    """Exit 2, naming the known ones, when `--target` or `--model` names nothing the
+    config, the registry or the recorded hits know: a misspelt name would otherwise read
+    as "no hits", which is the one answer an analyst must be able to trust."""
+    if target:
+        configured = {t.name for t in state.config.targets}
+        if target not in configured and not store.name_found("target", target):
+            known = configured | set(store.names_found("target"))
+            fail(f"--target {target!r}: no such target (known: {_listed(known)})", 2)
+    if model:  # "" means the hits of no model
+        registered = set(store.models()) | {r.model for r in state.config.rules if r.model}
+        if model not in registered and not store.name_found("model", model):
+            known = registered | set(store.names_found("model"))
+            fail(f"--model {model!r}: no such model (known: {_listed(known)})", 2)
+
+
+def _listed(names: set[str], most: int = 20) -> str:
+    shown = sorted(names)[:most]
+    more = f", and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(shown) + more if shown else "none"

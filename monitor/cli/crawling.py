@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,11 +14,20 @@ from monitor.models import system_clock
 from monitor.output import emit
 from monitor.store import Store, StoreError
 
+if TYPE_CHECKING:
+    from monitor.preflight import Finding
+
 
 @click.command("check-config")
+@click.option("--online", is_flag=True,
+              help="Also connect to the SMTP server and log in (sending nothing).")
 @click.pass_obj
-def check_config(state: State) -> None:
-    """Validate the config file (exit 2 and one line per problem if it is wrong)."""
+def check_config(state: State, online: bool) -> None:
+    """Validate the config file (exit 2 and one line per problem if it is wrong), then the
+    environment it will run in: the variables its *_env keys name, the database's
+    directory, the registry. Errors exit 1; warnings are printed and exit 0."""
+    from monitor.preflight import check_environment
+
     c = state.config
     enabled = sum(t.enabled for t in c.targets)
     click.echo(f"{c.path or '<defaults>'}: ok: {len(c.targets)} targets ({enabled} enabled), "
@@ -28,6 +38,26 @@ def check_config(state: State) -> None:
         for cost in rule_costs(c.rules):
             click.echo(f"rule {cost.name}: no literal to pre-filter; its regex runs on every "
                        f"document ({cost.us_per_kb:.1f} µs per KB measured)")
+    findings = check_environment(c, state.db_path)
+    if online:
+        findings += _check_online(c)
+    for finding in findings:
+        click.echo(f"weightwatch: {finding.level}: {finding.text}", err=True)
+    if any(f.level == "error" for f in findings):
+        sys.exit(1)
+
+
+def _check_online(config: Config) -> list[Finding]:
+    from monitor.alerting.notifiers import DeliveryError, check_login
+    from monitor.preflight import Finding
+
+    if config.smtp is None:
+        return [Finding("warning", "--online: no [smtp] section to try")]
+    try:
+        click.echo(check_login(config.smtp))
+    except DeliveryError as exc:
+        return [Finding("error", str(exc))]
+    return []
 
 
 @click.group("targets", invoke_without_command=True)

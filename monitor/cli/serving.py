@@ -50,14 +50,28 @@ def serve_command(state: State, host: str, port: int, public: bool) -> None:
               show_default=True, help="Where the demo writes its release, database and mail.")
 @click.option("--keep-running", is_flag=True,
               help="Keep the demo world and SMTP sink up afterwards, until Ctrl-C.")
-def demo(directory: str, keep_running: bool) -> None:
+@click.pass_context
+def demo(ctx: click.Context, /, directory: str, keep_running: bool) -> None:
     """The whole pipeline against a local demo world: register, crawl, detect, alert.
 
     Exit 1 if a planted kind of leak was not found or the alert email did not arrive.
     """
+    from click.core import ParameterSource
+
     from demo.runner import run_demo
 
-    sys.exit(run_demo(Path(directory), keep_running=keep_running))
+    root = ctx.find_root()
+    db = root.params.get("db_path")
+    if db and Path(db).exists():
+        # The demo starts from nothing; an existing file may be someone's real database.
+        fail(f"--db {db} exists; the demo writes a new database: name a new file", 2)
+    if root.params.get("config_path"):
+        click.echo(f"weightwatch: demo: --config is not read; the demo writes its own "
+                   f"config to {Path(directory) / 'config.toml'}", err=True)
+    explicit = root.get_parameter_source("log_level") is ParameterSource.COMMANDLINE
+    sys.exit(run_demo(Path(directory), keep_running=keep_running,
+                      database=Path(db) if db else None,
+                      log_level=root.params["log_level"] if explicit else None))
 
 
 COMMANDS = (serve_command, demo)

@@ -159,6 +159,9 @@ class Store:
         self.hit_ids_by_document = hits.hit_ids_by_document
         self.hit = hits.hit
         self.triage = hits.triage
+        self.triage_matching = hits.triage_matching
+        self.names_found = hits.names_found
+        self.name_found = hits.name_found
         self.triage_history = hits.triage_history
         self.search = hits.search
         # outbox, notices, silences and alert groups

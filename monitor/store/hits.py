@@ -9,7 +9,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, TypedDict, cast
 
 import sqlite_utils
 
@@ -276,21 +276,76 @@ class Hits:
         alerted again."""
         now = now or utcnow()
         with write_transaction(self.db):
-            marks = ", ".join("?" * len(hit_ids))
+            ids = json.dumps(sorted(set(hit_ids)))
             found = {row[0] for row in self.db.execute(
-                f"SELECT id FROM hits WHERE id IN ({marks})", list(hit_ids))}
+                "SELECT id FROM hits WHERE id IN (SELECT value FROM json_each(?))", [ids])}
             missing = [i for i in hit_ids if i not in found]
             if missing:
                 return missing
-            self.db.execute(f"UPDATE hits SET status = ? WHERE id IN ({marks})",
-                            [status, *hit_ids])
-            self.db.table("triage").insert_all({"hit_id": i, "status": status, "note": note,
-                                          "by": by, "at": now} for i in hit_ids)
-            if status in ("resolved", "false_positive"):
-                # Nothing left to tell anyone: a silence that ends sends only what is open.
-                self.db.execute(f"DELETE FROM outbox WHERE status = 'pending' AND hit_id IN "
-                                f"({marks})", list(hit_ids))
+            self._set_status(sorted(found), status, by=by, note=note, now=now)
         return []
+
+    def triage_matching(self, status: str, *, by: str, note: str | None = None,
+                        filters: HitFilter | None = None,
+                        incident: tuple[Sequence[str], dict[str, str]] | None = None,
+                        dry_run: bool = False, now: str | None = None) -> list[int]:
+        """Set the status of every hit that `filters` (as `hits` takes them) and
+        `incident` (its `group_by` and labels) select, in one transaction, and return
+        their ids; with `dry_run` only return them. Only hits whose status would change
+        are selected, and by default only open ones: a bulk acknowledgement must not
+        reopen what someone resolved, nor a bulk resolve overrule a false positive."""
+        filters = filters or {}
+        statuses = [s for s in (filters.get("status") or OPEN_STATUSES) if s != status]
+        wanted: dict[str, Any] = {k: v for k, v in filters.items() if k != "status"}
+        if dry_run:
+            return self._matching(statuses, wanted, incident)
+        with write_transaction(self.db):
+            ids = self._matching(statuses, wanted, incident)
+            self._set_status(ids, status, by=by, note=note, now=now or utcnow())
+        return ids
+
+    def _matching(self, statuses: Sequence[str], filters: dict[str, Any],
+                  incident: tuple[Sequence[str], dict[str, str]] | None) -> list[int]:
+        if not statuses:
+            return []
+        if incident is None:
+            return sorted(h["id"] for h in self.hits(**filters, status=statuses))
+        group_by, labels = incident
+        where, params = _incident_filter(statuses=statuses,
+                                         labels={k: labels[k] for k in group_by})
+        ids = [row[0] for row in self.db.execute(f"SELECT h.id FROM hits h{where}", params)]
+        if any(filters.values()):  # an incident narrowed further (--severity, --target...)
+            narrowed = {h["id"] for h in self.hits(**filters, status=statuses)}
+            ids = [i for i in ids if i in narrowed]
+        return sorted(ids)
+
+    def _set_status(self, ids: Sequence[int], status: str, *, by: str, note: str | None,
+                    now: str) -> None:
+        """One statement per table whatever the number of hits (their ids as one JSON
+        parameter, so SQLite's limit on parameters never applies); one triage row each."""
+        chosen = json.dumps(list(ids))
+        self.db.execute("UPDATE hits SET status = ? WHERE id IN "
+                        "(SELECT value FROM json_each(?))", [status, chosen])
+        self.db.execute("INSERT INTO triage (hit_id, status, note, \"by\", at) "
+                        "SELECT value, ?, ?, ?, ? FROM json_each(?)",
+                        [status, note, by, now, chosen])
+        if status in ("resolved", "false_positive"):
+            # Nothing left to tell anyone: a silence that ends sends only what is open.
+            self.db.execute("DELETE FROM outbox WHERE status = 'pending' AND hit_id IN "
+                            "(SELECT value FROM json_each(?))", [chosen])
+
+    def names_found(self, column: Literal["target", "model"]) -> list[str]:
+        """The distinct targets (or models) hits were recorded under, sorted: what a
+        misspelt `--target` or `--model` is told it could have meant."""
+        return [row[0] for row in self.db.execute(
+            f"SELECT DISTINCT {column} FROM hits WHERE {column} IS NOT NULL ORDER BY 1")]
+
+    def name_found(self, column: Literal["target", "model"], name: str) -> bool:
+        """Whether a hit (or, for a target, a stored document) was recorded under `name`;
+        one index seek, so checking every `--target` costs nothing."""
+        tables = ("hits", "documents") if column == "target" else ("hits",)
+        return any(self.db.execute(f"SELECT 1 FROM {table} WHERE {column} = ? LIMIT 1",
+                                   [name]).fetchone() for table in tables)
 
     def triage_history(self, hit_id: int) -> list[TriageRow]:
         return cast(list[TriageRow], list(self.db.query(
@@ -361,6 +416,20 @@ def _incident_filter(*, since: str | None = None, statuses: Iterable[str] = (),
             where.append(f"{LABEL_SQL[label]} = ?")
             params.append(value)
     return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
+class HitFilter(TypedDict, total=False):
+    """What `hits` filters by, as `Hits.hits` takes it: bulk triage selects the same way."""
+
+    since: str | None
+    until: str | None
+    severity: Sequence[str]
+    kind: Sequence[str]
+    model: str | None
+    status: Sequence[str]
+    target: str | None
+    recipient: str | None
+    text: str | None
 
 
 def hit_cursor(row: HitRow, sort: str = "severity") -> str:
