@@ -14,7 +14,7 @@ import ssl
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
-from typing import Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -30,10 +30,14 @@ from monitor.alerting.messages import (
     compose_test,
     webhook_payload,
 )
-from monitor.config import AlertSettings, Config, SmtpSettings, WebhookSettings
+from monitor.config import AlertSettings, ChannelSettings, Config, SmtpSettings, WebhookSettings
 from monitor.models import Clock, system_clock
 
-Channel = Literal["email", "webhook"]
+if TYPE_CHECKING:
+    from monitor.alerting.chat import ChatMessage
+
+# An outbox channel: "email", "webhook", or a chat channel's configured name.
+Channel = str
 # What a notification carries: new alerts of one group, a target health notice, or a
 # reminder of a group's alerts still open.
 BatchKind = Literal["alerts", "notice", "reminder"]
@@ -154,6 +158,55 @@ class WebhookNotifier:
 
     def send(self, message: WebhookPayload) -> None:
         post_webhook(message, self.hook)
+
+
+@dataclass(frozen=True)
+class ChatNotifier:
+    """A chat service through Apprise (`[[alerts.channels]]`): a short text per group."""
+
+    settings: AlertSettings
+    chat: ChannelSettings
+    carries: frozenset[BatchKind] = field(default=frozenset({"alerts"}))
+    event: str = "chat"
+
+    @property
+    def channel(self) -> Channel:
+        return self.chat.name
+
+    def held(self) -> str | None:
+        # A URL that is missing or not Apprise's holds the alerts pending, as a missing
+        # [smtp] does, rather than spending their retries on a setting to fix.
+        url = self.chat.url()
+        if url is None:
+            return (f"environment variable {self.chat.url_env} (the URL of channel "
+                    f"{self.chat.name}) is not set; alerts stay pending")
+        from monitor.alerting.chat import ChatError, service
+
+        try:
+            service(url)
+        except ChatError as exc:
+            return (f"{self.chat.url_env} (the URL of channel {self.chat.name}): {exc}; "
+                    "alerts stay pending")
+        return None
+
+    def subject(self, message: ChatMessage) -> str:
+        return message["title"]
+
+    def compose(self, batch: Batch, now: datetime) -> ChatMessage:
+        from monitor.alerting.chat import chat_message
+
+        return chat_message(batch.rows, self.settings)
+
+    def send(self, message: ChatMessage) -> None:
+        from monitor.alerting.chat import ChatError, send_chat
+
+        url = self.chat.url()
+        if url is None:
+            raise DeliveryError(f"channel {self.chat.name}: {self.chat.url_env} is not set")
+        try:
+            send_chat(message, url)
+        except ChatError as exc:
+            raise DeliveryError(f"channel {self.chat.name}: {exc}") from None
 
 
 # --- the webhook -------------------------------------------------------------------------
