@@ -192,7 +192,7 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "outbox": ("Alerts to deliver: one row per hit and channel, written with the hit.", {
         "id": "Alert number.",
         "hit_id": "The hit it announces.",
-        "channel": "email or webhook.",
+        "channel": "email, webhook, or a chat channel's name ([[alerts.channels]]).",
         "created_at": "When it was queued (UTC).",
         "status": "pending, sending, sent or failed.",
         "attempts": "Delivery attempts so far.",
@@ -234,7 +234,8 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "alert_groups": ("When each alert group (incident) was last emailed, for "
                      "group_interval and reminders.", {
         "key": "The group: its `alerts.group_by` labels (`model:heron-7b|release:v1`), or "
-               "`digest`; prefixed by `webhook:` for the webhook channel.",
+               "`digest`; prefixed by `webhook:` for the webhook channel and by a chat "
+               "channel's name and `:` for that channel.",
         "last_sent_at": "When it was last sent (UTC).",
     }),
     "models": ("Registered models.", {

@@ -164,8 +164,10 @@ def service(url: str) -> NotifyBase:
     import apprise
 
     with _collector.collecting():
+        # In memory only: Apprise's persistent store would keep service state (tokens it
+        # was given, ids it looked up) in files of its own beside weightwatch's.
         plugin = apprise.Apprise.instantiate(url, asset=apprise.AppriseAsset(
-            secure_logging=True), suppress_exceptions=True)
+            secure_logging=True, storage_mode="memory"), suppress_exceptions=True)
     if plugin is None:
         scheme = url.split("://", 1)[0] if "://" in url else ""
         known = scheme.isalnum() and len(scheme) <= 20
