@@ -2,10 +2,10 @@
 group, through the same outbox, silences and retries as email, against real HTTP
 receivers on loopback.
 
-Services that take a host (`json://`, `mmost://`, `rocket://`) are pointed at the
-receiver; those whose hosts are fixed in Apprise (Slack, Discord, Teams' Power Automate
-workflows) are sent to the receiver by redirecting the transport (requests' adapter) on
-loopback, so the test sees the exact payload Apprise builds for them. Nothing may leave
+Services that take a host (`json://`, `mmost://`, `rocket://`, Matrix's hookshot bridge)
+are pointed at the receiver; those whose hosts are fixed in Apprise (Slack, Discord, Teams'
+Power Automate workflows) are sent to the receiver by redirecting the transport (requests'
+adapter) on loopback, so the test sees the exact payload Apprise builds for them. Nothing may leave
 loopback: name resolution and connections to any other address are refused and recorded,
 and a test shows that guard catching Apprise.
 """
@@ -317,6 +317,8 @@ def test_a_missing_or_foreign_url_holds_the_alerts_pending(tmp_path: Path, smtp:
     ("mmost", "mmost://127.0.0.1:{port}/{token}", "/hooks/{token}", "text"),
     ("rocket", "rocket://a1b2c3/tok3n@127.0.0.1:{port}/?mode=webhook", "/hooks/a1b2c3/tok3n",
      "text"),
+    # Matrix through its hookshot bridge's webhook (the token is the webhook's).
+    ("matrix", "matrix://{token}@127.0.0.1:{port}/?mode=hookshot", "/webhook/{token}", "text"),
     # Slack's, Discord's and Teams' hosts are fixed: their payloads, on loopback.
     ("slack", "slack://T1JJ3T3L2/A1BRTD4JD/{token}", "/services/T1JJ3T3L2/A1BRTD4JD/{token}",
      "attachments"),
