@@ -348,6 +348,8 @@ def test_each_service_gets_the_text_in_its_own_payload(
                  "weightwatch hits ack --incident model:heron-7b"):
         assert fact in flat, (scheme, fact, flat)
     assert bool(redirect) == (scheme in ("slack", "discord", "teams"))
+    # No icon on a third-party host for every reader's client to fetch.
+    assert "github.com" not in json.dumps(payload)
 
 
 def test_crawled_text_cannot_mention_everyone(tmp_path: Path, smtp: Server, receiver: Receiver,

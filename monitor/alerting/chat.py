@@ -165,9 +165,12 @@ def service(url: str) -> NotifyBase:
 
     with _collector.collecting():
         # In memory only: Apprise's persistent store would keep service state (tokens it
-        # was given, ids it looked up) in files of its own beside weightwatch's.
-        plugin = apprise.Apprise.instantiate(url, asset=apprise.AppriseAsset(
-            secure_logging=True, storage_mode="memory"), suppress_exceptions=True)
+        # was given, ids it looked up) in files of its own beside weightwatch's. No icon:
+        # Apprise's are on GitHub, which every reader's client would then be sent to.
+        asset = apprise.AppriseAsset(app_id="weightwatch", app_desc="weightwatch alerts",
+                                     app_url="", image_url_mask="", image_url_logo="",
+                                     secure_logging=True, storage_mode="memory")
+        plugin = apprise.Apprise.instantiate(url, asset=asset, suppress_exceptions=True)
     if plugin is None:
         scheme = url.split("://", 1)[0] if "://" in url else ""
         known = scheme.isalnum() and len(scheme) <= 20
