@@ -464,3 +464,34 @@ def test_only_a_flush_with_a_chat_to_send_loads_apprise(tmp_path: Path, receiver
     assert "no [smtp] section" in done.stderr
     assert "apprise" in modules and "team-chat: 1 message(s) sent for 1 hit(s)" in done.stdout
     assert len(receiver.posts) == 1 and TOKEN not in done.stdout + done.stderr
+
+
+def test_alerts_test_sends_a_test_message_to_a_channel(tmp_path: Path, receiver: Receiver,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from monitor.cli import main
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'[alerts]\nenabled = false\n[[alerts.channels]]\nname = "team-chat"\n'
+                      f'url_env = "{ENV}"\n', encoding="utf-8")
+    base = ["--config", str(config), "--db", str(tmp_path / "w.db"), "alerts", "test"]
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(main, [*base, *args], catch_exceptions=False)
+
+    monkeypatch.delenv(ENV, raising=False)
+    unset = run("--channel", "team-chat")
+    assert unset.exit_code == 1 and f"environment variable {ENV}" in unset.stderr
+    unknown = run("--channel", "nope")
+    assert unknown.exit_code == 2 and "(team-chat)" in unknown.stderr
+    monkeypatch.setenv(ENV, f"json://127.0.0.1:{receiver.port}/hook/{TOKEN}")
+    receiver.status = 500
+    failed = run("--channel", "team-chat")
+    assert failed.exit_code == 1 and "channel team-chat: " in failed.stderr
+    assert TOKEN not in failed.stderr + failed.stdout
+    receiver.status = 200
+    sent = run("--channel", "team-chat")  # sent although alerts are disabled: asked for
+    assert sent.exit_code == 0 and "test message sent to channel team-chat" in sent.stdout
+    body = json.loads(receiver.posts[-1]["body"])
+    assert body["title"] == "[weightwatch] test message" and "team-chat" in body["message"]

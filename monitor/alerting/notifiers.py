@@ -328,6 +328,24 @@ def deliver(message: EmailMessage, smtp: SmtpSettings) -> None:
     raise DeliveryError(clean_line(_redact(f"{where}: {reason}", smtp), 500))
 
 
+def send_chat_test(settings: AlertSettings, chat: ChannelSettings, *,
+                   clock: Clock = system_clock) -> None:
+    """Send a short test message to a chat channel; DeliveryError (one line, the URL
+    masked) if it fails. Sent even when alerts are disabled: the operator asked for it."""
+    from monitor.alerting.chat import ChatMessage
+
+    notifier = ChatNotifier(settings, chat)
+    reason = notifier.held()
+    if reason is not None:
+        raise DeliveryError(reason.removesuffix("; alerts stay pending"))
+    stamp = clock().isoformat(timespec="seconds")
+    notifier.send(ChatMessage(
+        title=f"{clean_line(settings.subject_prefix, 60)} test message",
+        body=f"weightwatch can post to channel {chat.name} ({stamp}): alert groups will "
+             "arrive here as they are sent by email.", kind="info"))
+    log().info("chat_test_sent", channel=chat.name)
+
+
 def send_test(config: Config, *, clock: Clock = system_clock) -> str:
     """Send a short test email with the configured SMTP settings; return its Message-ID.
 

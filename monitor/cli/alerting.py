@@ -135,11 +135,28 @@ def silence_expire(state: State, silence_id: int) -> None:
 
 
 @alerts.command("test")
+@click.option("--channel", "channel", metavar="NAME",
+              help="Send a test message to this chat channel ([[alerts.channels]]) instead "
+                   "of a test email.")
 @click.pass_obj
-def alerts_test(state: State) -> None:
-    """Send a test email with the configured SMTP settings. Exit 1 if it fails."""
+def alerts_test(state: State, channel: str | None) -> None:
+    """Send a test email with the configured SMTP settings (or, with --channel, a test
+    message to a chat channel). Exit 1 if it fails."""
     from monitor.alerts import DeliveryError, send_test
 
+    if channel is not None:
+        from monitor.alerting.notifiers import send_chat_test
+
+        chats = {chat.name: chat for chat in state.config.alerts.chats}
+        if channel not in chats:
+            known = ", ".join(chats) or "none configured"
+            fail(f"--channel {channel}: no such channel in [[alerts.channels]] ({known})", 2)
+        try:
+            send_chat_test(state.config.alerts, chats[channel], clock=system_clock)
+        except DeliveryError as exc:
+            fail(str(exc), 1)
+        click.echo(f"test message sent to channel {channel}")
+        return
     if state.config.smtp is None:
         fail(f"{state.config.path or '<defaults>'}: no [smtp] section; nothing to test", 2)
     try:
