@@ -6,10 +6,10 @@ source of truth: a batch is marked 'sending' with its Message-ID *before* the co
 with the channel, marked 'sent' after it, and put back for retry with the error otherwise.
 A crash mid-send yields at worst a resend carrying the same Message-ID.
 
-Every channel (a `Notifier`: email, webhook, chats through Apprise; `monitor.alerting`) goes through the same
-stages, written once here: silence, group wait, dedup, send, retry. The time is handed in
-(`now`, or the Alerter's clock) and no stage reads the clock, so every timing rule can be
-tested on a clock the test holds.
+Every channel (a `Notifier`: email, webhook, chats through Apprise; `monitor.alerting`)
+goes through the same stages, written once here: silence, group wait, dedup, send, retry.
+The time is handed in (`now`, or the Alerter's clock) and no stage reads the clock, so
+every timing rule can be tested on a clock the test holds.
 """
 
 from __future__ import annotations

@@ -341,8 +341,8 @@ def send_chat_test(settings: AlertSettings, chat: ChannelSettings, *,
     stamp = clock().isoformat(timespec="seconds")
     notifier.send(ChatMessage(
         title=f"{clean_line(settings.subject_prefix, 60)} test message",
-        body=f"weightwatch can post to channel {chat.name} ({stamp}): alert groups will "
-             "arrive here as they are sent by email.", kind="info"))
+        body=f"weightwatch can post to channel {chat.name} ({stamp}): its alert groups "
+             "will arrive here.", kind="info"))
     log().info("chat_test_sent", channel=chat.name)
 
 
