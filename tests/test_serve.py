@@ -326,7 +326,8 @@ def test_arbitrary_sql_is_refused(session, path, params):
 @pytest.mark.parametrize("table", SECRET_TABLES)
 def test_secret_tables_are_refused(session, table):
     for path in (f"/{DATABASE}/{table}", f"/{DATABASE}/{table}.json", f"/{DATABASE}/{table}/1",
-                 f"/{DATABASE}/{table}/1.json", f"/{DATABASE}/{table.upper()}"):
+                 f"/{DATABASE}/{table}/1.json", f"/{DATABASE}/{table.upper()}",
+                 f"/{DATABASE}/{table}.csv", f"/{DATABASE}/{table}.csv?_stream=on"):
         assert session.http.get(path).status_code in (403, 404), path
     # Not through another table's many-to-many filter either.
     through = ('{"table": "%s", "column": "model", "value": "heron-7b"}' % table)
