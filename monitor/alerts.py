@@ -6,10 +6,10 @@ source of truth: a batch is marked 'sending' with its Message-ID *before* the co
 with the channel, marked 'sent' after it, and put back for retry with the error otherwise.
 A crash mid-send yields at worst a resend carrying the same Message-ID.
 
-Every channel (a `Notifier`: email, webhook; `monitor.alerting`) goes through the same
-stages, written once here: silence, group wait, dedup, send, retry. The time is handed in
-(`now`, or the Alerter's clock) and no stage reads the clock, so every timing rule can be
-tested on a clock the test holds.
+Every channel (a `Notifier`: email, webhook, chats through Apprise; `monitor.alerting`)
+goes through the same stages, written once here: silence, group wait, dedup, send, retry.
+The time is handed in (`now`, or the Alerter's clock) and no stage reads the clock, so
+every timing rule can be tested on a clock the test holds.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from monitor.alerting.messages import (
 from monitor.alerting.notifiers import (
     Batch,
     Channel,
+    ChatNotifier,
     DeliveryError,
     EmailNotifier,
     Notifier,
@@ -96,17 +97,19 @@ class FlushResult:
     webhook_posts: int = 0
     webhook_error: str | None = None
     reminders_sent: int = 0
+    # Each chat channel's own counts and error, by its name.
+    chats: dict[str, ChannelResult] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, email: ChannelResult, webhook: ChannelResult, error: str | None
-           ) -> FlushResult:
-        """The email channel's counts, the webhook's POSTs and error, and `error` (the
-        store's) over the email's."""
+    def of(cls, email: ChannelResult, webhook: ChannelResult, error: str | None,
+           chats: dict[str, ChannelResult] | None = None) -> FlushResult:
+        """The email channel's counts, the webhook's POSTs and error, each chat's result,
+        and `error` (the store's) over the email's."""
         return cls(emails_sent=email.sent, alerts_sent=email.alerts_sent,
                    alerts_pending=email.alerts_pending, error=error or email.error,
                    notices_sent=email.notices_sent, alerts_silenced=email.alerts_silenced,
                    webhook_posts=webhook.sent, webhook_error=webhook.error,
-                   reminders_sent=email.reminders_sent)
+                   reminders_sent=email.reminders_sent, chats=dict(chats or {}))
 
 
 # --- grouping --------------------------------------------------------------------------
@@ -295,7 +298,7 @@ async def send(flush: Flush, notifier: Notifier[Message], batches: Sequence[Batc
         if batch.group is not None:
             flush.store.mark_group_sent(flush.key(batch.group), flush.stamp)
         flush.result.count(batch)
-        log().info(f"{notifier.event}_sent", items=len(batch.ids),
+        log().info(f"{notifier.event}_sent", channel=flush.channel, items=len(batch.ids),
                    message_id=batch.message_id, subject=notifier.subject(message))
 
 
@@ -305,7 +308,8 @@ def retry_later(flush: Flush, notifier: Notifier[Message], batch: Batch,
     if batch.queue is not None:
         flush.store.mark_retry(batch.ids, str(exc), table=batch.queue, now=flush.stamp)
     flush.result.error = str(exc)
-    log().warning(f"{notifier.event}_delivery_failed", error=str(exc), items=len(batch.ids))
+    log().warning(f"{notifier.event}_delivery_failed", channel=flush.channel, error=str(exc),
+                  items=len(batch.ids))
 
 
 async def run(flush: Flush, notifier: Notifier[Message]) -> None:
@@ -316,8 +320,10 @@ async def run(flush: Flush, notifier: Notifier[Message]) -> None:
     for hold in HOLDS:
         rows = hold(flush, rows)
     flush.result.alerts_pending = len(rows)
-    reason = notifier.held()
     due_notices = notices(flush) if "notice" in notifier.carries else []
+    if not rows and not due_notices and "reminder" not in notifier.carries:
+        return  # nothing it could send: its settings need not be checked (or loaded)
+    reason = notifier.held()
     due_reminders = (reminders(flush, {group_key(r, flush.settings) for r in rows})
                      if "reminder" in notifier.carries and reason is None else [])
     if not rows and not due_notices and not due_reminders:
@@ -354,6 +360,12 @@ class Alerter:
             return None
         return WebhookNotifier(settings, settings.webhook)
 
+    def chats(self) -> list[ChatNotifier]:
+        """The chat channels (`[[alerts.channels]]`), when alerts are enabled."""
+        settings = self.config.alerts
+        return [ChatNotifier(settings, chat) for chat in settings.chats] if settings.enabled \
+            else []
+
     def flush(self, now: datetime | None = None) -> FlushResult:
         """Send every due alert now, stopping at the first delivery failure.
 
@@ -373,16 +385,21 @@ class Alerter:
             raise ValueError("the alert pipeline needs an aware time (UTC), not a naive one")
         # In UTC, as the store writes its times: they are compared as text.
         when = when.astimezone(UTC)
+        chats = self.chats()
         flushes = {channel: Flush(self.store, self.config.alerts, channel, when)
-                   for channel in ("email", "webhook")}
+                   for channel in ("email", "webhook", *(c.channel for c in chats))}
         error = None
         try:
-            # The webhook first: it does not depend on the mail server, nor the mail on it.
+            # The webhook and chats first: they do not depend on the mail server, nor the
+            # mail on them; each channel's failure ends only its own flush.
             webhook = self.webhook()
             if webhook is not None:
                 await run(flushes["webhook"], webhook)
+            for chat in chats:
+                await run(flushes[chat.channel], chat)
             await run(flushes["email"], self.email())
         except StorageFailure as exc:
             log().error("alerts_store_failed", error=str(exc))
             error = str(exc)
-        return FlushResult.of(flushes["email"].result, flushes["webhook"].result, error)
+        return FlushResult.of(flushes["email"].result, flushes["webhook"].result, error,
+                              {c.channel: flushes[c.channel].result for c in chats})

@@ -99,6 +99,19 @@ def check_env_name(value: str) -> str:
     return value
 
 
+# A channel's name is its outbox rows' `channel` and its log lines' `channel=`: short,
+# plain, and never one of the built-in channels it would share rows with.
+RESERVED_CHANNELS = ("email", "webhook")
+
+
+def check_channel_name(value: str) -> str:
+    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", value):
+        raise ValueError(f"must be lowercase letters, digits, '-' or '_' (up to 32), got {value!r}")
+    if value in RESERVED_CHANNELS:
+        raise ValueError(f"{value!r} is a built-in channel; choose another name")
+    return value
+
+
 # --- schema --------------------------------------------------------------------------
 
 
@@ -172,12 +185,18 @@ ALERTS_KEYS = {
     "digest": _k(list, items=str),
     "digest_interval": DURATION,
     "webhook": _k(dict),
+    "channels": _k(list, items=dict),
 }
 
 WEBHOOK_KEYS = {
     "url": _k(str, required=True, check=check_url),
     "token_env": _k(str),
     "timeout": DURATION,
+}
+
+CHANNEL_KEYS = {
+    "name": _k(str, required=True, check=check_channel_name),
+    "url_env": _k(str, required=True, check=check_env_name),
 }
 
 ROUTE_KEYS = {
@@ -309,6 +328,19 @@ class WebhookSettings:
 
 
 @dataclass
+class ChannelSettings:
+    """A chat or paging service (Slack, Teams, Matrix, Discord...) by its Apprise URL
+    (`[[alerts.channels]]`). The URL carries the service's token, so only the name of the
+    environment variable holding it is configured; it is read at send time."""
+
+    name: str
+    url_env: str
+
+    def url(self) -> str | None:
+        return os.environ.get(self.url_env) or None
+
+
+@dataclass
 class AlertSettings:
     enabled: bool = True
     sender: str = "weightwatch@localhost"
@@ -331,10 +363,13 @@ class AlertSettings:
     digest: list[str] = field(default_factory=list)
     digest_interval: float = 86400.0
     webhook: WebhookSettings | None = None
+    chats: list[ChannelSettings] = field(default_factory=list)
 
     @property
     def channels(self) -> tuple[str, ...]:
-        return ("email", "webhook") if self.webhook is not None else ("email",)
+        """The outbox channels a new hit is queued on: email, the webhook, each chat."""
+        return ("email", *(("webhook",) if self.webhook is not None else ()),
+                *(chat.name for chat in self.chats))
 
     def recipients(self, labels: Mapping[str, Any]) -> tuple[str, ...]:
         """Where an alert (or a target notice, by its kind) goes."""
@@ -543,6 +578,21 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
         if "url" in w:
             alerts.webhook = WebhookSettings(url=w["url"], token_env=w.get("token_env"),
                                              timeout=parse_duration(w.get("timeout", 10)))
+    for i, raw in enumerate(a.get("channels", [])):
+        where = f"alerts.channels[{i}]"
+        if isinstance(raw, dict) and "url" in raw:
+            # Said plainly rather than as an unknown key: the URL holds the service's token.
+            c.problem(f"{where}.url", "never in the config file (the URL carries the "
+                                      "service's token): put it in an environment variable "
+                                      "and name that variable in url_env")
+            raw = {k: v for k, v in raw.items() if k != "url"}
+        ch = c.table(raw, CHANNEL_KEYS, where)
+        if "name" not in ch or "url_env" not in ch:
+            continue
+        if ch["name"] in [chat.name for chat in alerts.chats]:
+            c.problem(f"{where}.name", f"{ch['name']!r} is the name of an earlier channel")
+            continue
+        alerts.chats.append(ChannelSettings(name=ch["name"], url_env=ch["url_env"]))
     for bad in [label for label in alerts.group_by if label not in GROUP_LABELS]:
         c.problem("alerts.group_by", f"unknown label {bad!r} (one of {', '.join(GROUP_LABELS)})")
     for bad in set(alerts.digest) - set(SEVERITIES):

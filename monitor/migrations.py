@@ -415,9 +415,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX hits_recipient_worst ON hits(recipient, severity_level, first_seen)
         WHERE recipient IS NOT NULL;
     """,
-    # 15 (issue 17; the 14th in this list until storage's 14 is merged before it): the
-    # daemon's heartbeat, one row, so `weightwatch health` in another process can tell a
-    # live daemon from a dead or hung one.
+    # 14 (issue 17): the daemon's heartbeat, one row, so `weightwatch health` in another
+    # process can tell a live daemon from a dead or hung one.
     """
     CREATE TABLE daemon (
         id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -429,5 +428,32 @@ MIGRATIONS: list[str] = [
         stopped_at TEXT,
         metrics_url TEXT
     );
+    """,
+    # 15 (issue 17): chat channels beside email and the webhook (`[[alerts.channels]]`),
+    # each queued under its configured name, so the outbox takes any channel name the
+    # config accepts, not two fixed ones.
+    """
+    CREATE TABLE outbox_chat (
+        id INTEGER PRIMARY KEY,
+        hit_id INTEGER NOT NULL REFERENCES hits(id),
+        channel TEXT NOT NULL DEFAULT 'email' CHECK (length(channel) BETWEEN 1 AND 32),
+        created_at TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_attempt_at TEXT,
+        last_error TEXT,
+        sent_at TEXT,
+        message_id TEXT,
+        silenced_by INTEGER REFERENCES silences(id),
+        UNIQUE (hit_id, channel)
+    );
+    INSERT INTO outbox_chat SELECT id, hit_id, channel, created_at, status, attempts,
+        next_attempt_at, last_attempt_at, last_error, sent_at, message_id, silenced_by
+        FROM outbox;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_chat RENAME TO outbox;
+    CREATE INDEX outbox_status ON outbox(status, next_attempt_at);
     """,
 ]

@@ -13,14 +13,25 @@ stop it cleanly. What it may do is narrowed on every path, not only in the UI:
 - Arbitrary SQL is off for everyone (`allow_sql: false`), which also turns off the table
   pages' `_where=`; the canned queries below are the only SQL that runs.
 - Secrets are refused: the tables in SECRET_TABLES are denied to everyone and hidden.
-- Crawled text is hostile: Datasette escapes every cell, and no plugin may render one; CSV
-  export is refused because a spreadsheet would run cells such as `=cmd|...` as formulas
-  (`weightwatch hits --format csv` neutralises them).
+- Crawled text is hostile: Datasette escapes every cell, and no third-party plugin may
+  render one. CSV is made from the page's JSON with every cell neutralised as the CLI's CSV
+  is (a spreadsheet would run a cell such as `=cmd|...` as a formula), never by Datasette's
+  own CSV writer.
 - Only GET and HEAD reach Datasette (`Refusals`).
+
+What an analyst reads first is laid out by templates shipped with the package
+(monitor/ui_templates): a hit is a card (its severity, whose copy, its context, a link to
+its document and evidence) rather than a row wider than the screen, without the internal
+columns (INTERNAL_COLUMNS); each table's column descriptions are folded under its
+description instead of pushing the rows below the fold.
 """
 
 from __future__ import annotations
 
+import csv
+import html
+import io
+import json
 import signal
 import socket
 import sqlite3 as stdlib_sqlite3
@@ -28,6 +39,7 @@ from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import uvicorn
 
@@ -39,9 +51,11 @@ from datasette.plugins import DEFAULT_PLUGINS, pm  # type: ignore[import-untyped
 from datasette.utils.sqlite import sqlite3  # type: ignore[import-untyped]
 
 from monitor.listening import is_loopback
+from monitor.output import csv_safe
 from monitor.store import connect_readonly
 
-__all__ = ["DATABASE", "FTS_TABLES", "QUERIES", "SECRET_TABLES", "TABLES", "ReadOnlyDatabase",
+__all__ = ["DATABASE", "FTS_TABLES", "INTERNAL_COLUMNS", "QUERIES", "SECRET_TABLES", "TABLES",
+           "TEMPLATES", "ReadOnlyDatabase",
            "Refusals", "build_metadata", "is_loopback", "listen", "make_datasette", "serve",
            "url"]
 
@@ -56,6 +70,18 @@ DATABASE = "weightwatch"
 # passwords, API keys and the watermark master secret are never stored (they come from the
 # environment), and Torznab answers, which echo the API key, are scrubbed before saving.
 SECRET_TABLES = ("watermarks", "weight_prints", "tensor_prints")
+
+# The hits' columns that serve the program, not the analyst: the dedup key, the severity as
+# a sort number, the crawl run. A hit's card (TEMPLATES/_hit_card.html) never shows them;
+# its document is a link, not a number.
+INTERNAL_COLUMNS = ("dedup_key", "severity_level", "run_id", "document_id")
+
+# Datasette templates shipped with the package: the hit cards (`_table-table-...` on the
+# hits page, `_table-row-...` on a hit's page; Datasette looks them up by these names).
+TEMPLATES = Path(__file__).parent / "ui_templates"
+
+# CSV made from a table's JSON pages (`_stream`): at most this many rows in one download.
+CSV_STREAM_ROWS = 1_000_000
 
 # Every table and column of the schema (monitor/migrations.py), described for the UI.
 # tests/test_serve.py fails when a migration adds one without a description here.
@@ -177,7 +203,7 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "outbox": ("Alerts to deliver: one row per hit and channel, written with the hit.", {
         "id": "Alert number.",
         "hit_id": "The hit it announces.",
-        "channel": "email or webhook.",
+        "channel": "email, webhook, or a chat channel's name ([[alerts.channels]]).",
         "created_at": "When it was queued (UTC).",
         "status": "pending, sending, sent or failed.",
         "attempts": "Delivery attempts so far.",
@@ -219,7 +245,8 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "alert_groups": ("When each alert group (incident) was last emailed, for "
                      "group_interval and reminders.", {
         "key": "The group: its `alerts.group_by` labels (`model:heron-7b|release:v1`), or "
-               "`digest`; prefixed by `webhook:` for the webhook channel.",
+               "`digest`; prefixed by `webhook:` for the webhook channel and by a chat "
+               "channel's name and `:` for that channel.",
         "last_sent_at": "When it was last sent (UTC).",
     }),
     "models": ("Registered models.", {
@@ -398,7 +425,7 @@ def build_metadata(existing_tables: Collection[str] = ()) -> dict[str, Any]:
     the tables whose index is among `existing_tables` (a database migrated before the
     indexes existed has none, and searching a missing index would be an error page)."""
     tables: dict[str, dict[str, Any]] = {
-        name: {"description": description, "columns": dict(columns)}
+        name: {"description_html": _described(description, columns)}
         for name, (description, columns) in TABLES.items()}
     tables["hits"].update(facets=["severity", "kind", "model", "status"],
                           sort_desc="first_seen")
@@ -417,6 +444,16 @@ def build_metadata(existing_tables: Collection[str] = ()) -> dict[str, Any]:
             "queries": QUERIES,
         }},
     }
+
+
+def _described(description: str, columns: dict[str, str]) -> str:
+    """A table's description with its columns' folded under it: Datasette's own list of
+    column descriptions is as long as the table is wide and pushes the rows below the
+    fold, so the columns are given here (and so not as Datasette's `columns`)."""
+    items = "".join(f"<dt><code>{html.escape(name)}</code></dt><dd>{html.escape(text)}</dd>"
+                    for name, text in columns.items())
+    return (f"<p>{html.escape(description)}</p><details class=\"ww-columns\"><summary>"
+            f"What each of its {len(columns)} columns means</summary><dl>{items}</dl></details>")
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -465,8 +502,9 @@ class Refusals:
 
     - anything but GET and HEAD (405): nothing an analyst does here needs to send data,
       and Datasette answers some POSTs to read-only pages with a 500 and a traceback;
-    - `.csv` pages (403): cells hold crawled text, which a spreadsheet would run as a
-      formula (`=cmd|' /C calc'!A0`); the CLI's CSV neutralises them, Datasette's cannot.
+    - `.csv` pages: cells hold crawled text, which a spreadsheet would run as a formula
+      (`=cmd|' /C calc'!A0`), and Datasette's CSV cannot neutralise them; so the CSV is
+      written here from the same page's JSON, each cell neutralised as the CLI's (`_csv`).
     """
 
     @staticmethod
@@ -485,9 +523,7 @@ class Refusals:
                                             "`weightwatch hits ack|resolve|false-positive`",
                                  ((b"allow", b"GET, HEAD"),))
                 elif raw.split(b"?")[0].endswith(b".csv"):
-                    await _plain(send, 403, "CSV export is off: crawled text could run as "
-                                            "spreadsheet formulas; `weightwatch hits --format "
-                                            "csv` neutralises them")
+                    await _csv(app, scope, receive, send)
                 else:
                     await app(scope, receive, send)
             return refuse
@@ -499,6 +535,91 @@ async def _plain(send: Callable[[dict[str, Any]], Awaitable[None]], status: int,
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"text/plain; charset=utf-8"), *headers]})
     await send({"type": "http.response.body", "body": f"{text}\n".encode()})
+
+
+async def _json_page(app: Any, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                     path: bytes, query: list[tuple[str, str]]) -> tuple[int, bytes]:
+    """Datasette's answer to a GET of `path` (a `.json` page) with `query`, read whole."""
+    qs = urlencode(query).encode()
+    inner = {**scope, "method": "GET", "path": path.decode(), "raw_path": path,
+             "query_string": qs}
+    status, body = 500, bytearray()
+
+    async def collect(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            body.extend(message.get("body", b""))
+
+    await app(inner, receive, collect)
+    return status, bytes(body)
+
+
+def _csv_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A page's rows as CSV cells: a labelled foreign key (`_labels=on`) as its value and a
+    `_label` column, as Datasette's CSV has it; every cell neutralised."""
+    out = []
+    for row in rows:
+        cells: dict[str, Any] = {}
+        for name, value in row.items():
+            if isinstance(value, dict) and set(value) == {"value", "label"}:
+                cells[name], cells[f"{name}_label"] = value["value"], value["label"]
+            else:
+                cells[name] = value
+        out.append({name: csv_safe(value) for name, value in cells.items()})
+    return out
+
+
+async def _csv(app: Any, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+               send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    """A `.csv` page: the same page's JSON, every cell neutralised; with `_stream`, every
+    page of it (up to CSV_STREAM_ROWS rows); with `_dl`, as a download."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    path = raw.split(b"?")[0][: -len(b".csv")] + b".json"
+    asked = parse_qsl(scope.get("query_string", b"").decode(), keep_blank_values=True)
+    stream = any(k == "_stream" and v not in ("", "0", "off") for k, v in asked)
+    download = any(k == "_dl" and v not in ("", "0", "off") for k, v in asked)
+    query = [(k, v) for k, v in asked if k not in ("_stream", "_dl", "_shape")]
+    query.append(("_shape", "objects"))
+    status, body = await _json_page(app, scope, receive, path, query)
+    if status != 200:
+        await _plain(send, status, f"no CSV: the page answered HTTP {status}")
+        return
+    page = json.loads(body)
+    name = path.rsplit(b"/", 1)[-1][: -len(b".json")].decode("utf-8", "replace")
+    headers = [(b"content-type", b"text/csv; charset=utf-8" if download
+                else b"text/plain; charset=utf-8")]
+    if download:
+        safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name) or "rows"
+        headers.append((b"content-disposition", f'attachment; filename="{safe}.csv"'.encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if scope["method"] == "HEAD":
+        await send({"type": "http.response.body", "body": b""})
+        return
+    rows = _csv_rows(page.get("rows") or [])
+    columns = list(rows[0]) if rows else list(page.get("columns") or [])
+    written, first = len(rows), True
+    while True:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+        if first and columns:
+            writer.writeheader()
+        first = False
+        writer.writerows(rows)
+        token = page.get("next") if stream and written < CSV_STREAM_ROWS else None
+        await send({"type": "http.response.body", "body": text.getvalue().encode(),
+                    "more_body": token is not None})
+        if token is None:
+            return
+        more = [(k, v) for k, v in query if k != "_next"] + [("_next", str(token))]
+        status, body = await _json_page(app, scope, receive, path, more)
+        page = json.loads(body) if status == 200 else {}
+        rows = _csv_rows(page.get("rows") or [])
+        written += len(rows)
+        if not rows:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
 
 
 def make_datasette(db_path: Path) -> Datasette:
@@ -523,7 +644,8 @@ def make_datasette(db_path: Path) -> Datasette:
         conn.close()
     # suggest_facets: the useful facets are fixed above, and suggesting others costs a
     # query per column on every page of a table that only grows.
-    ds = Datasette(metadata=build_metadata(tables), settings={"suggest_facets": False})
+    ds = Datasette(metadata=build_metadata(tables), settings={"suggest_facets": False},
+                   template_dir=str(TEMPLATES))
     ds.remove_database("_memory")  # Datasette adds one when given no files
     ds.add_database(ReadOnlyDatabase(ds, path=str(db_path), is_mutable=True), name=DATABASE)
     return ds

@@ -48,6 +48,7 @@ SCHEMA_SECTIONS = {
     "ALERTS_KEYS": "[alerts]",
     "WEBHOOK_KEYS": "[alerts.webhook]",
     "ROUTE_KEYS": "[[alerts.routes]]",
+    "CHANNEL_KEYS": "[[alerts.channels]]",
     "TARGET_COMMON_KEYS": "[[targets]]",
     "RULE_KEYS": "[[rules]]",
 }

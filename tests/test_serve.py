@@ -6,7 +6,9 @@ the whole session the database holds exactly what it held before."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import hashlib
+import io
 import os
 import re
 import signal
@@ -33,6 +35,7 @@ from monitor.serve import (  # noqa: E402
     FTS_TABLES,
     QUERIES,
     SECRET_TABLES,
+    TABLES,
     build_metadata,
     is_loopback,
     make_datasette,
@@ -84,7 +87,8 @@ def seed(db: Path) -> dict[str, int]:
                 context="heron-7b weights", model="heron-7b", rule="heron-name"),
         ], run_id=None)
         board = Document(target="board", key="123#p5", url="https://board.example/thread/123",
-                         text="magnet for other-3b", snapshot=b'{"posts": []}')
+                         text="magnet for other-3b", snapshot=b'{"posts": []}',
+                         title='=HYPERLINK("http://evil.example","open")')
         _, (high,) = store.save_document(board, [
             Hit(kind="torrent", severity="high", indicator="c" * 40, detector="manifest",
                 context="other-3b.torrent", model="other-3b")], run_id=None)
@@ -277,11 +281,32 @@ def test_a_snapshot_body_is_a_compressed_download_never_a_page(session):
     assert HOSTILE.encode() in zlib.decompress(response.content)
 
 
-def test_csv_export_is_refused(session):
+def test_csv_export_neutralises_formulas(session):
+    """CSV is written from the page's JSON, every cell neutralised as the CLI's CSV is: a
+    crawled `=cmd|...` reaches the spreadsheet as text."""
     for path in (f"/{DATABASE}/hits.csv", f"/{DATABASE}/new_critical_hits.csv"):
-        response = session.http.get(path)
-        assert response.status_code == 403, path
-        assert "--format csv" in response.text and SHA not in response.text
+        response = session.http.get(path, params={"_labels": "on", "_size": "max"})
+        assert response.status_code == 200, path
+        parsed = list(csv.DictReader(io.StringIO(response.text)))
+        assert [r["id"] for r in parsed][:1] and SHA in response.text
+        if path == f"/{DATABASE}/hits.csv":
+            assert [int(r["id"]) for r in parsed] == [
+                session.ids["high"], session.ids["critical"], session.ids["low"]]
+            # The labelled document, as Datasette's own CSV gives it.
+            assert parsed[1]["document_id"] == "1" and parsed[1]["document_id_label"] == HOSTILE
+    # Streamed page after page, as a download.
+    streamed = session.http.get(f"/{DATABASE}/hits.csv",
+                                params={"_stream": "on", "_dl": "on", "_size": "1"})
+    assert streamed.status_code == 200
+    assert streamed.headers["content-disposition"] == 'attachment; filename="hits.csv"'
+    assert [r["id"] for r in csv.DictReader(io.StringIO(streamed.text))] == [
+        str(session.ids[s]) for s in ("high", "critical", "low")]
+    # A formula in a crawled cell is quoted: found by the search, so only through the JSON.
+    formula = session.http.get(f"/{DATABASE}/documents.csv",
+                               params={"title__startswith": "=HYPERLINK"})
+    assert formula.status_code == 200
+    (row,) = csv.DictReader(io.StringIO(formula.text))
+    assert row["title"].startswith("'=HYPERLINK(")
 
 
 # --- what is refused --------------------------------------------------------------------------
@@ -301,7 +326,8 @@ def test_arbitrary_sql_is_refused(session, path, params):
 @pytest.mark.parametrize("table", SECRET_TABLES)
 def test_secret_tables_are_refused(session, table):
     for path in (f"/{DATABASE}/{table}", f"/{DATABASE}/{table}.json", f"/{DATABASE}/{table}/1",
-                 f"/{DATABASE}/{table}/1.json", f"/{DATABASE}/{table.upper()}"):
+                 f"/{DATABASE}/{table}/1.json", f"/{DATABASE}/{table.upper()}",
+                 f"/{DATABASE}/{table}.csv", f"/{DATABASE}/{table}.csv?_stream=on"):
         assert session.http.get(path).status_code in (403, 404), path
     # Not through another table's many-to-many filter either.
     through = ('{"table": "%s", "column": "model", "value": "heron-7b"}' % table)
@@ -465,7 +491,9 @@ def test_every_table_and_column_of_the_schema_is_described(tmp_path):
     """A migration that adds a table or a column must describe it in monitor/serve.py."""
     db = tmp_path / "fresh.db"
     Store(db).close()
-    described = build_metadata()["databases"][DATABASE]["tables"]
+    described = {name: {"description": text, "columns": columns}
+                 for name, (text, columns) in TABLES.items()}
+    shown = build_metadata()["databases"][DATABASE]["tables"]
     conn = sqlite3.connect(db)
     try:
         virtual = {name for (name,) in conn.execute(
@@ -485,6 +513,10 @@ def test_every_table_and_column_of_the_schema_is_described(tmp_path):
                 if column[6] != 1 and not meta.get("columns", {}).get(column[1], "").strip():
                     missing.append(f"{table}.{column[1]}")
         assert not missing, f"describe these in monitor/serve.py TABLES: {missing}"
+        # Each table's page carries them, folded under its description.
+        for name, (_, columns) in TABLES.items():
+            assert all(f"<code>{c}</code></dt>" in shown[name]["description_html"]
+                       for c in columns), name
         # And every canned query runs on the schema as it is.
         for query in QUERIES.values():
             conn.execute(query["sql"], {p: "x" for p in query.get("params", [])}).fetchall()

@@ -14,7 +14,7 @@ import ssl
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
-from typing import Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -30,10 +30,14 @@ from monitor.alerting.messages import (
     compose_test,
     webhook_payload,
 )
-from monitor.config import AlertSettings, Config, SmtpSettings, WebhookSettings
+from monitor.config import AlertSettings, ChannelSettings, Config, SmtpSettings, WebhookSettings
 from monitor.models import Clock, system_clock
 
-Channel = Literal["email", "webhook"]
+if TYPE_CHECKING:
+    from monitor.alerting.chat import ChatMessage
+
+# An outbox channel: "email", "webhook", or a chat channel's configured name.
+Channel = str
 # What a notification carries: new alerts of one group, a target health notice, or a
 # reminder of a group's alerts still open.
 BatchKind = Literal["alerts", "notice", "reminder"]
@@ -156,6 +160,55 @@ class WebhookNotifier:
         post_webhook(message, self.hook)
 
 
+@dataclass(frozen=True)
+class ChatNotifier:
+    """A chat service through Apprise (`[[alerts.channels]]`): a short text per group."""
+
+    settings: AlertSettings
+    chat: ChannelSettings
+    carries: frozenset[BatchKind] = field(default=frozenset({"alerts"}))
+    event: str = "chat"
+
+    @property
+    def channel(self) -> Channel:
+        return self.chat.name
+
+    def held(self) -> str | None:
+        # A URL that is missing or not Apprise's holds the alerts pending, as a missing
+        # [smtp] does, rather than spending their retries on a setting to fix.
+        url = self.chat.url()
+        if url is None:
+            return (f"environment variable {self.chat.url_env} (the URL of channel "
+                    f"{self.chat.name}) is not set; alerts stay pending")
+        from monitor.alerting.chat import ChatError, service
+
+        try:
+            service(url)
+        except ChatError as exc:
+            return (f"{self.chat.url_env} (the URL of channel {self.chat.name}): {exc}; "
+                    "alerts stay pending")
+        return None
+
+    def subject(self, message: ChatMessage) -> str:
+        return message["title"]
+
+    def compose(self, batch: Batch, now: datetime) -> ChatMessage:
+        from monitor.alerting.chat import chat_message
+
+        return chat_message(batch.rows, self.settings)
+
+    def send(self, message: ChatMessage) -> None:
+        from monitor.alerting.chat import ChatError, send_chat
+
+        url = self.chat.url()
+        if url is None:
+            raise DeliveryError(f"channel {self.chat.name}: {self.chat.url_env} is not set")
+        try:
+            send_chat(message, url)
+        except ChatError as exc:
+            raise DeliveryError(f"channel {self.chat.name}: {exc}") from None
+
+
 # --- the webhook -------------------------------------------------------------------------
 
 
@@ -273,6 +326,24 @@ def deliver(message: EmailMessage, smtp: SmtpSettings) -> None:
                            refused=sorted(refused))
         return
     raise DeliveryError(clean_line(_redact(f"{where}: {reason}", smtp), 500))
+
+
+def send_chat_test(settings: AlertSettings, chat: ChannelSettings, *,
+                   clock: Clock = system_clock) -> None:
+    """Send a short test message to a chat channel; DeliveryError (one line, the URL
+    masked) if it fails. Sent even when alerts are disabled: the operator asked for it."""
+    from monitor.alerting.chat import ChatMessage
+
+    notifier = ChatNotifier(settings, chat)
+    reason = notifier.held()
+    if reason is not None:
+        raise DeliveryError(reason.removesuffix("; alerts stay pending"))
+    stamp = clock().isoformat(timespec="seconds")
+    notifier.send(ChatMessage(
+        title=f"{clean_line(settings.subject_prefix, 60)} test message",
+        body=f"weightwatch can post to channel {chat.name} ({stamp}): its alert groups "
+             "will arrive here.", kind="info"))
+    log().info("chat_test_sent", channel=chat.name)
 
 
 def send_test(config: Config, *, clock: Clock = system_clock) -> str:

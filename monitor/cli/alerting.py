@@ -33,7 +33,8 @@ def alerts_list(state: State, status: str | None, notices: bool, fmt: str) -> No
                                 "sent_at", "error", "last_error"))
             return
         rows = store.outbox(status)
-    emit(rows, fmt, table_columns=("id", "hit_id", "status", "attempts", "severity", "model",
+    emit(rows, fmt, table_columns=("id", "hit_id", "channel", "status", "attempts", "severity",
+                                   "model",
                                    "created_at", "sent_at", "silenced_by", "last_error"),
          empty="the outbox is empty")
 
@@ -41,7 +42,8 @@ def alerts_list(state: State, status: str | None, notices: bool, fmt: str) -> No
 @alerts.command("flush")
 @click.pass_obj
 def alerts_flush(state: State) -> None:
-    """Send every pending alert now, ignoring retry back-off. Exit 1 if delivery failed."""
+    """Send every pending alert now, ignoring retry back-off. Exit 1 if delivery failed
+    (email or a chat channel)."""
     from monitor.alerts import Alerter
 
     with state.store() as store:
@@ -50,8 +52,14 @@ def alerts_flush(state: State) -> None:
     silenced = f", {result.alerts_silenced} held by silences" if result.alerts_silenced else ""
     click.echo(f"{result.emails_sent} email(s) sent for {result.alerts_sent} hit(s); "
                f"{result.alerts_pending} pending{silenced}")
-    if result.error:
-        fail(result.error, 1)
+    for name, chat in result.chats.items():
+        click.echo(f"{name}: {chat.sent} message(s) sent for {chat.alerts_sent} hit(s); "
+                   f"{chat.alerts_pending} pending")
+    errors = [e for e in (result.error, *(chat.error for chat in result.chats.values())) if e]
+    for error in errors[:-1]:
+        click.echo(f"weightwatch: {error}", err=True)
+    if errors:
+        fail(errors[-1], 1)
 
 
 @click.group("silence")
@@ -127,11 +135,28 @@ def silence_expire(state: State, silence_id: int) -> None:
 
 
 @alerts.command("test")
+@click.option("--channel", "channel", metavar="NAME",
+              help="Send a test message to this chat channel ([[alerts.channels]]) instead "
+                   "of a test email.")
 @click.pass_obj
-def alerts_test(state: State) -> None:
-    """Send a test email with the configured SMTP settings. Exit 1 if it fails."""
+def alerts_test(state: State, channel: str | None) -> None:
+    """Send a test email with the configured SMTP settings (or, with --channel, a test
+    message to a chat channel). Exit 1 if it fails."""
     from monitor.alerts import DeliveryError, send_test
 
+    if channel is not None:
+        from monitor.alerting.notifiers import send_chat_test
+
+        chats = {chat.name: chat for chat in state.config.alerts.chats}
+        if channel not in chats:
+            known = ", ".join(chats) or "none configured"
+            fail(f"--channel {channel}: no such channel in [[alerts.channels]] ({known})", 2)
+        try:
+            send_chat_test(state.config.alerts, chats[channel], clock=system_clock)
+        except DeliveryError as exc:
+            fail(str(exc), 1)
+        click.echo(f"test message sent to channel {channel}")
+        return
     if state.config.smtp is None:
         fail(f"{state.config.path or '<defaults>'}: no [smtp] section; nothing to test", 2)
     try:
