@@ -34,7 +34,7 @@ from monitor.alerting.messages import (
     reminder_message_id,
     thread_id,
 )
-from monitor.config import AlertSettings, SmtpSettings, load_config
+from monitor.config import AlertSettings, ConfigError, SmtpSettings, load_config
 from monitor.grouping import group_key
 from monitor.store import Store
 
@@ -152,6 +152,29 @@ def test_both_parts_carry_the_same_facts(store):
     assert {"weightwatch hits show 1", "https://tracker.example/t?id=1&x=2", "ab" * 32,
             "3 critical", "1 medium", "#7 torrent"} <= in_plain
     assert "lab-17" in plain and "lab-17" in visible_text(html_part)
+
+
+def test_a_digest_of_several_incidents_names_each(store):
+    for model in ("heron-7b", "finch-2b"):
+        save(store, [hit("mention", "low", model, model=model, rule="names")], key=model,
+             url=f"https://news.example/{model}")
+    settings = make_config(1).alerts
+    settings.digest = ["low"]
+    plain, html_part = parts(composed(store, settings))
+    assert "Incidents:   model:heron-7b, model:finch-2b" in plain
+    for model in ("heron-7b", "finch-2b"):
+        line = f"weightwatch hits ack --incident model:{model}"
+        assert line in plain and line in html_part
+    assert "--incident model:heron-7b|" not in plain
+
+
+def test_max_locations_is_a_checked_setting(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text("[alerts]\nmax_locations = 3\n")
+    assert load_config(path).alerts.max_locations == 3
+    path.write_text("[alerts]\nmax_locations = 0\n")
+    with pytest.raises(ConfigError, match=r"alerts\.max_locations: must be at least 1"):
+        load_config(path)
 
 
 def test_unknown_recipient_is_said_so(store):

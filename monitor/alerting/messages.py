@@ -28,6 +28,7 @@ from monitor.config import AlertSettings, SmtpSettings
 from monitor.grouping import group_key, hit_label, incident_key
 from monitor.incidents import Incident
 from monitor.models import ReleasedHit, severity_rank
+from monitor.output import SEVERITY_COLOURS, plural
 
 if TYPE_CHECKING:
     import jinja2
@@ -163,7 +164,6 @@ H = TypeVar("H", bound=Mapping[str, Any])
 
 
 def severity_colours(severity: str) -> tuple[str, str]:
-    from monitor.output import SEVERITY_COLOURS
     return CSS_COLOURS.get(SEVERITY_COLOURS.get(severity, ""), UNKNOWN_COLOUR)
 
 
@@ -294,15 +294,19 @@ def subject_line(rows: list[Row], prefix: str, state: str = "new") -> str:
     which shows a subject's start, still names it."""
     ordered = worst_first(rows)
     worst = clean_line(ordered[0]["severity"], 20).upper()
+    shown = _models(ordered)
+    kinds = ", ".join(_unique(clean_line(r["kind"], 20) for r in ordered))
+    whose = _whose(_recipients(rows))
+    return clean_line(f"{prefix} {worst} {shown}: {whose + ', ' if whose else ''}"
+                      f"{len(rows)} {state} {plural(len(rows), 'hit')} ({kinds})", 250)
+
+
+def _models(ordered: Sequence[Row]) -> str:
+    """The models (with their release) rows are of, worst first, the first three named."""
     models = _unique(_model_label(r["model"])
                      + (f" {clean_line(r['release'], 40)}" if r.get("release") else "")
                      for r in ordered)
-    shown = ", ".join(models[:3]) + (f" +{len(models) - 3} more" if len(models) > 3 else "")
-    kinds = ", ".join(_unique(clean_line(r["kind"], 20) for r in ordered))
-    whose = _whose(_recipients(rows))
-    noun = "hit" if len(rows) == 1 else "hits"
-    return clean_line(f"{prefix} {worst} {shown}: {whose + ', ' if whose else ''}"
-                      f"{len(rows)} {state} {noun} ({kinds})", 250)
+    return ", ".join(models[:3]) + (f" +{len(models) - 3} more" if len(models) > 3 else "")
 
 
 def _quoted(value: str) -> str:
@@ -378,14 +382,11 @@ def alert_view(rows: list[Row], settings: AlertSettings, *, reminder: bool = Fal
     the counts, the triage commands, then the places, worst first, up to
     `alerts.max_locations`."""
     ordered = worst_first(rows)
-    # The report's summary of an incident (`Incident.summary`), over this batch's hits.
+    # The report's and `weightwatch incidents`' summary of an incident, over this batch's
+    # hits (its key and labels are not read: the batch may be a digest of several).
     summary = Incident("", {}, cast(list[ReleasedHit], ordered)).summary()
     state = "open" if reminder else "new"
     recipients = _recipients(rows)
-    models = _unique(_model_label(r["model"])
-                     + (f" {clean_line(r['release'], 40)}" if r.get("release") else "")
-                     for r in ordered)
-    title = ", ".join(models[:3]) + (f" +{len(models) - 3} more" if len(models) > 3 else "")
     n = len(rows)
     counts = severity_counts(str(r["severity"]) for r in rows)
     kinds = Counter(clean_line(r["kind"], 20) for r in ordered)
@@ -398,8 +399,7 @@ def alert_view(rows: list[Row], settings: AlertSettings, *, reminder: bool = Fal
         *([] if recipients else [Fact("Whose copy", NO_RECIPIENT)]),
         Fact("Hits", f"{count}: " + ", ".join(f"{c} {clean_line(s, 20)}" for s, c in counts)),
         Fact("Kinds", ", ".join(f"{c} {k}" for k, c in kinds.items())),
-        Fact("Locations", f"{summary['locations']} distinct "
-                          f"{'URL' if summary['locations'] == 1 else 'URLs'}"),
+        Fact("Locations", f"{summary['locations']} distinct {plural(summary['locations'], 'URL')}"),
         Fact("First seen", _shown_time(summary["first_seen"])),
         Fact("Last seen", _shown_time(summary["last_seen"])),
         Fact("Incident" if len(keys) == 1 else "Incidents",
@@ -410,12 +410,13 @@ def alert_view(rows: list[Row], settings: AlertSettings, *, reminder: bool = Fal
     rest = None
     if len(places) > cap:
         hidden = sum(len(p.hits) for p in places[cap:])
-        rest = (f"{len(places) - cap} more {'place' if len(places) - cap == 1 else 'places'}"
-                f" ({hidden} {'hit' if hidden == 1 else 'hits'}) not shown here")
+        more = len(places) - cap
+        rest = (f"{more} more {plural(more, 'place')} ({hidden} {plural(hidden, 'hit')}) "
+                "not shown here")
     whose = _whose(recipients)
     return AlertView(
-        title=title, badge=_badge(str(ordered[0]["severity"])), state=state,
-        headline=whose or f"{n} {state} {'hit' if n == 1 else 'hits'}",
+        title=_models(ordered), badge=_badge(str(ordered[0]["severity"])), state=state,
+        headline=whose or f"{count} {plural(n, 'hit')}",
         recipients=recipients, count=count, summary=facts,
         by_severity=[_badge(s, f"{c} {clean_line(s, 20)}") for s, c in counts],
         commands=_commands(rows, settings),
