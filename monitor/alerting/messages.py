@@ -522,8 +522,9 @@ def compose_notice(notice: Row, settings: AlertSettings, *, now: datetime) -> Em
         lines = [f"The target {target} has failed {int(notice['failures'])} runs in a row; "
                  f"weightwatch cannot see what is posted there until it recovers."]
         facts = [Fact("Last error", clean_line(notice.get("error"))),
-                 Fact("Last success", clean_line(notice.get("last_success_at")) or "never"),
-                 Fact("Down since", clean_line(notice["created_at"]))]
+                 Fact("Last success", _shown_time(notice["last_success_at"])
+                      if notice.get("last_success_at") else "never"),
+                 Fact("Down since", _shown_time(notice["created_at"]))]
         after = ["Retries continue with an escalating back-off (up to a day apart)."]
         commands = [Fact("Check it", f"weightwatch targets test {_quoted(notice['target'])}")]
         badge = _badge("critical", "TARGET DOWN")
@@ -531,7 +532,7 @@ def compose_notice(notice: Row, settings: AlertSettings, *, now: datetime) -> Em
         subject = f"{prefix} target recovered: {target}"
         heading = f"target recovered: {target}"
         lines = [f"The target {target} is crawled successfully again."]
-        facts = [Fact("Recovered at", clean_line(notice["created_at"]))]
+        facts = [Fact("Recovered at", _shown_time(notice["created_at"]))]
         after = ["Posts made while it was down are read now, if the source still lists them."]
         commands = []
         badge = Badge("RECOVERED", "#2e7d32", "#fff")
