@@ -238,6 +238,7 @@ class HitView:
     badge: Badge
     heading: str
     what: str
+    what_type: str
     details: list[str]
     show: str
 
@@ -314,9 +315,7 @@ def _quoted(value: str) -> str:
 
 
 def _hit_view(row: Row) -> HitView:
-    what = clean_line(row["indicator"])
-    if row.get("indicator_type"):
-        what += f" ({clean_line(row['indicator_type'], 40)})"
+    what_type = f"({clean_line(row['indicator_type'], 40)})" if row.get("indicator_type") else ""
     details = [f"{label} {clean_line(row[key])}" for label, key in
                (("artifact", "artifact"), ("recipient", "recipient"), ("rule", "rule"))
                if row.get(key)]
@@ -327,8 +326,8 @@ def _hit_view(row: Row) -> HitView:
         detector += f", score {float(row['score']):.2f}"
     details.append(detector)
     return HitView(int(row["id"]), _badge(str(row["severity"])),
-                   f"#{int(row['id'])} {clean_line(row['kind'], 20)}", what, details,
-                   show_command(row))
+                   f"#{int(row['id'])} {clean_line(row['kind'], 20)}",
+                   clean_line(row["indicator"]), what_type, details, show_command(row))
 
 
 def _location_view(number: int, place: Location[Row]) -> LocationView:
