@@ -141,6 +141,24 @@ def test_hits_are_collapsed_per_place_worst_first_and_capped(store):
     assert "https://chat.example/1" not in plain + html_part
 
 
+def test_a_burst_lists_fewer_places_rather_than_be_clipped(store):
+    """Gmail hides an email's HTML past 102 KB behind a link; a full batch (100 hits) with
+    long names must still show its end, the count of the places left out."""
+    for n in range(20):
+        save(store, [hit("hash", "critical", f"{n:02d}{k}" + "ab" * 31,
+                         indicator_type="sha256 (hex)", recipient=f"partner-lab-{k}",
+                         artifact=f"heron-7b/model-0000{k}-of-00005.safetensors")
+                     for k in range(5)],
+             key=f"p{n}", url=f"https://forum.example/threads/{n}/" + "slug-" * 20,
+             title="t" * 80, author="a" * 30, context="word " * 400)
+    plain, html_part = parts(composed(store))
+    assert len(html_part.encode()) < 100_000
+    shown = len(re.findall(r"^\d+\. https://", plain, re.M))
+    assert 1 <= shown < 20
+    assert f"And {20 - shown} more places ({5 * (20 - shown)} hits) not shown here" in plain
+    assert facts(plain) == facts(visible_text(html_part))
+
+
 def test_both_parts_carry_the_same_facts(store):
     leak_rows(store, places=3)
     save(store, [hit("torrent", "medium", "magnet:?xt=urn:btih:" + "e" * 40)], key="t",

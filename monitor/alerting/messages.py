@@ -46,6 +46,11 @@ MAX_IDS_IN_MESSAGE_ID = 8
 LINE_LIMIT = 300
 URL_LIMIT = 2000
 CONTEXT_LIMIT = 2000
+# An email quotes this much of a place's context (`hits show` has all of it): twenty
+# places of long quotes would take the HTML past the 102 KB at which Gmail clips it.
+EMAIL_CONTEXT_LIMIT = 600
+# Gmail clips an email's HTML past 102 KB; this leaves room for what it adds.
+MAX_HTML_BYTES = 90_000
 NO_MODEL = "unattributed"
 SAFE_LINK_SCHEMES = ("http", "https")
 # Control, format (bidi overrides, zero-width), lone surrogate and line/paragraph separator
@@ -342,11 +347,12 @@ def _location_view(number: int, place: Location[Row]) -> LocationView:
     facts.append(Fact("First seen", _shown_time(min(str(h["first_seen"]) for h in place.hits))))
     snapshots = _unique(clean_line(h.get("snapshot_sha256"), 64) for h in place.hits)
     facts.append(Fact("Evidence", "snapshot sha256 " + (", ".join(snapshots) or "(none stored)")))
-    context_row = next((h for h in place.hits if clean_block(h.get("context"))), worst)
+    context_row = next((h for h in place.hits if clean_block(h.get("context"), 1)), worst)
     return LocationView(number, clean_line(place.url, URL_LIMIT), _safe_link_target(place.url),
                         _badge(str(worst["severity"])), facts,
                         [_hit_view(h) for h in place.hits],
-                        clean_block(context_row.get("context")), int(context_row["id"]))
+                        clean_block(context_row.get("context"), EMAIL_CONTEXT_LIMIT),
+                        int(context_row["id"]))
 
 
 def _commands(rows: list[Row], settings: AlertSettings) -> list[Fact]:
@@ -375,11 +381,11 @@ def _list_command(rows: list[Row], settings: AlertSettings) -> str:
     return " ".join(["weightwatch hits", *filters])
 
 
-def alert_view(rows: list[Row], settings: AlertSettings, *, reminder: bool = False
-               ) -> AlertView:
+def alert_view(rows: list[Row], settings: AlertSettings, *, reminder: bool = False,
+               max_locations: int | None = None) -> AlertView:
     """The email for a batch of alert rows, as one incident: what leaked and whose copy,
-    the counts, the triage commands, then the places, worst first, up to
-    `alerts.max_locations`."""
+    the counts, the triage commands, then the places, worst first, up to `max_locations`
+    (default `alerts.max_locations`)."""
     ordered = worst_first(rows)
     # The report's and `weightwatch incidents`' summary of an incident, over this batch's
     # hits (its key and labels are not read: the batch may be a digest of several).
@@ -390,7 +396,7 @@ def alert_view(rows: list[Row], settings: AlertSettings, *, reminder: bool = Fal
     counts = severity_counts(str(r["severity"]) for r in rows)
     kinds = Counter(clean_line(r["kind"], 20) for r in ordered)
     places = by_location(ordered)
-    cap = max(1, settings.max_locations)
+    cap = max(1, settings.max_locations if max_locations is None else max_locations)
     keys = _unique(incident_key(r, settings.group_by) for r in ordered)
     count = f"{n} {state}"
     # A known recipient heads the email on its own; an unknown one is said so, in place.
@@ -451,13 +457,16 @@ CAUTION = ("Quoted titles, URLs and context were copied from crawled pages; trea
            "untrusted.")
 
 
-def _add_parts(message: EmailMessage, name: str, **context: Any) -> None:
+def _add_parts(message: EmailMessage, name: str, *, html_part: str | None = None,
+               **context: Any) -> None:
+    """The text and HTML parts of template `name` (the HTML given if already rendered)."""
     # Quoted-printable keeps every line under SMTP's limit whatever the crawled text holds,
     # and needs no 8BITMIME from the relay.
     message.set_content(render(f"{name}.txt", **context), subtype="plain", charset="utf-8",
                         cte="quoted-printable")
-    message.add_alternative(render(f"{name}.html", **context), subtype="html",
-                            charset="utf-8", cte="quoted-printable")
+    message.add_alternative(html_part if html_part is not None
+                            else render(f"{name}.html", **context),
+                            subtype="html", charset="utf-8", cte="quoted-printable")
 
 
 def compose(rows: list[Row], settings: AlertSettings, *, message_id: str, now: datetime,
@@ -475,8 +484,16 @@ def compose(rows: list[Row], settings: AlertSettings, *, message_id: str, now: d
                         thread=thread_id(group_key(rows[0], settings)))
     message["X-Weightwatch-Hits"] = ",".join(str(int(r["id"]))
                                              for r in sorted(rows, key=lambda r: int(r["id"])))
-    _add_parts(message, "alert", v=alert_view(rows, settings, reminder=reminder),
-               subject=subject)
+    # Gmail clips an email whose HTML passes 102 KB, hiding its end behind a link: a burst
+    # with long names and quotes lists fewer places instead, and counts the rest.
+    places = settings.max_locations
+    while True:
+        view = alert_view(rows, settings, reminder=reminder, max_locations=places)
+        html_part = render("alert.html", v=view, subject=subject)
+        if len(html_part.encode()) <= MAX_HTML_BYTES or places == 1:
+            break
+        places = max(1, min(places, len(view.locations)) * 3 // 4)
+    _add_parts(message, "alert", html_part=html_part, v=view, subject=subject)
     return message
 
 
