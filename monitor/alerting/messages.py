@@ -4,6 +4,12 @@ Everything that came from a crawled page (titles, authors, URLs, context, indica
 artifact names) is treated as hostile: escaped in HTML, stripped of control characters
 everywhere, and never placed in a header without removing CR/LF first.
 
+An alert email is one incident, written to be acted on from its first screen: what it
+says is computed once (`alert_view`, from the same incident summary `weightwatch
+incidents` and the report use) and both parts, text and HTML, are rendered from that by
+the Jinja2 templates in `templates/`, the HTML ones autoescaped. So the two parts cannot
+say different things, and a value can reach the HTML only escaped.
+
 Composition is pure: the time (the Date header) and the Message-ID are given, so the same
 batch composed twice is the same message, and nothing here reads the clock.
 """
