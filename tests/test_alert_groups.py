@@ -262,7 +262,10 @@ def test_a_reminder_repeats_what_is_still_new(tmp_path: Path, server: Server) ->
         assert "reminder" in reminder["Subject"] and "2 open hits" in reminder["Subject"]
         assert set(reminder["X-Weightwatch-Hits"].split(",")) == {str(first[0]), str(second[0])}
         assert reminder["Message-ID"] != server.emails[0]["Message-ID"]
-        assert reminder["References"] == server.emails[0]["References"]
+        # A reply to the email its hits went out in, in the incident's thread.
+        assert reminder["In-Reply-To"] == server.emails[0]["Message-ID"]
+        assert reminder["References"] == (
+            f"{server.emails[0]['References']} {server.emails[0]['Message-ID']}")
         assert "Hits:        2 open: 2 critical" in parts(reminder)[0]
         # Once someone acknowledges a hit, it is no longer repeated; resolved, neither.
         store.triage(first, "acknowledged", by="t")

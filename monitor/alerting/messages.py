@@ -487,7 +487,7 @@ def compose(rows: list[Row], settings: AlertSettings, *, message_id: str, now: d
     subject = subject_line(rows, prefix, "open" if reminder else "new")
     message = _envelope(settings, subject, message_id,
                         settings.recipients(rows[0]) if to is None else to, now,
-                        thread=thread_id(group_key(rows[0], settings)))
+                        thread=_thread(rows, settings))
     message["X-Weightwatch-Hits"] = ",".join(str(int(r["id"]))
                                              for r in sorted(rows, key=lambda r: int(r["id"])))
     # Gmail clips an email whose HTML passes 102 KB, hiding its end behind a link: a burst
@@ -503,26 +503,36 @@ def compose(rows: list[Row], settings: AlertSettings, *, message_id: str, now: d
     return message
 
 
+def _thread(rows: list[Row], settings: AlertSettings) -> list[str]:
+    """The ids an alert email refers to, the one it replies to last: its group's thread id
+    and, for a reminder, the first and the last email its hits went out in (a reminder's
+    rows were sent; new alerts' rows have no email yet)."""
+    sent = _unique(clean_line(r.get("outbox_message_id"), 250)
+                   for r in sorted(rows, key=lambda r: int(r.get("outbox_id") or 0))
+                   if r.get("outbox_status") == "sent")
+    return [thread_id(group_key(rows[0], settings)), *_unique([*sent[:1], *sent[-1:]])]
+
+
 def thread_id(group: str) -> str:
     """The id every email of an alert group (first alert, follow-ups, reminders) names in
-    In-Reply-To and References: derived from the group's key, so it needs no state and is
-    the same after a restart. Mail clients thread messages that reference one id, whether
-    or not they hold a message carrying it."""
+    References: derived from the group's key, so it needs no state and is the same after
+    a restart. Mail clients thread messages that reference one id, whether or not they
+    hold a message carrying it."""
     tag = hashlib.sha256(group.encode("utf-8", "replace")).hexdigest()[:16]
     return f"<weightwatch-incident.{tag}@{MESSAGE_ID_DOMAIN}>"
 
 
 def _envelope(settings: AlertSettings, subject: str, message_id: str,
-              to: Sequence[str], now: datetime, *, thread: str | None = None) -> EmailMessage:
+              to: Sequence[str], now: datetime, *, thread: Sequence[str] = ()) -> EmailMessage:
     message = EmailMessage()
     message["Subject"] = subject
     message["From"] = clean_line(settings.sender)
     message["To"] = ", ".join(clean_line(addr) for addr in to)
     message["Date"] = format_datetime(now)
     message["Message-ID"] = clean_line(message_id)
-    if thread is not None:
-        message["In-Reply-To"] = thread
-        message["References"] = thread
+    if thread:
+        message["In-Reply-To"] = thread[-1]
+        message["References"] = " ".join(thread)
     # RFC 3834: keeps vacation responders from answering the alert address; Exchange
     # reads its own header for the same (no out-of-office, no read or delivery receipts).
     message["Auto-Submitted"] = "auto-generated"
@@ -560,7 +570,7 @@ def compose_notice(notice: Row, settings: AlertSettings, *, now: datetime) -> Em
         badge = Badge("RECOVERED", "#2e7d32", "#fff")
     message = _envelope(settings, subject, notice_message_id(notice),
                         settings.recipients({"kind": notice["kind"], "target": notice["target"]}),
-                        now, thread=thread_id(f"target:{notice['target']}"))
+                        now, thread=[thread_id(f"target:{notice['target']}")])
     _add_parts(message, "notice", subject=subject, heading=heading, badge=badge, lines=lines,
                facts=facts, after=after, commands=commands)
     return message
