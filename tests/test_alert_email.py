@@ -71,7 +71,9 @@ FACT_PATTERNS = (r"weightwatch hits show \d+", r"weightwatch hits [a-z-]+ --inci
                  r"weightwatch targets test \S+", r"https?://[^\s<>\"']+",
                  r"\b[0-9a-f]{32,64}\b", r"\d{4}-\d\d-\d\d \d\d:\d\d UTC",
                  r"\b\d+ (?:critical|high|medium|low|new|open|hash|torrent|watermark|weights|"
-                 r"mention)\b", r"#\d+ [a-z]+", r"\d+ distinct URLs?", r"\d+ more places?")
+                 r"mention)\b", r"#\d+ [a-z]+", r"\d+ distinct URLs?", r"\d+ more places?",
+                 r"(?:artifact|recipient|rule) [^;\s]+", r"Whose copy leaked: \S+",
+                 r"Posted: \"[^\"]*\"(?: by [^,]+)?", r"Target: \S+", r"Context of #\d+")
 
 
 def facts(text: str) -> set[str]:
