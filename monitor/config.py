@@ -184,6 +184,7 @@ ALERTS_KEYS = {
     "routes": _k(list, items=dict),
     "digest": _k(list, items=str),
     "digest_interval": DURATION,
+    "max_locations": _k(int),
     "webhook": _k(dict),
     "channels": _k(list, items=dict),
 }
@@ -362,6 +363,8 @@ class AlertSettings:
     # alerting one by one (e.g. ["low"] for mentions by name).
     digest: list[str] = field(default_factory=list)
     digest_interval: float = 86400.0
+    # An email lists this many places (URLs), worst first, and counts the rest.
+    max_locations: int = 20
     webhook: WebhookSettings | None = None
     chats: list[ChannelSettings] = field(default_factory=list)
 
@@ -572,7 +575,8 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
                            repeat_interval=parse_wait(a.get("repeat_interval", 0)),
                            group_by=list(a.get("group_by", DEFAULT_GROUP_BY)),
                            digest=list(a.get("digest", [])),
-                           digest_interval=parse_duration(a.get("digest_interval", "1d")))
+                           digest_interval=parse_duration(a.get("digest_interval", "1d")),
+                           max_locations=a.get("max_locations", 20))
     if "webhook" in a:
         w = c.table(a["webhook"], WEBHOOK_KEYS, "alerts.webhook")
         if "url" in w:
@@ -613,6 +617,8 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
                                    model=list(r.get("model", [])), kind=list(r.get("kind", []))))
     if alerts.target_down_after < 1:
         c.problem("alerts.target_down_after", "must be at least 1")
+    if alerts.max_locations < 1:
+        c.problem("alerts.max_locations", "must be at least 1")
     if alerts.enabled and smtp is not None and not alerts.to:
         c.problem("alerts.to", "required when [smtp] is set: who receives the alerts?")
 

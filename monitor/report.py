@@ -26,22 +26,27 @@ from pathlib import Path
 from typing import Any
 
 from monitor import health
-from monitor.alerts import clean_line, html_url, show_command
+from monitor.alerting.messages import (
+    NO_RECIPIENT,
+    WHOSE_COPY_NOTE,
+    by_location,
+    clean_line,
+    html_url,
+    parse_time,
+    severity_colours,
+    severity_counts,
+    show_command,
+    when,
+)
 from monitor.incidents import Incident, group_incidents
 from monitor.models import OPEN_STATUSES, SEVERITIES, ReleasedHit, TargetStateRow, severity_rank
-from monitor.output import SEVERITY_COLOURS, plural
+from monitor.output import plural
 from monitor.store import Store
 
 # The page may load nothing and run nothing; only its own <style> and inline styles apply.
 # base-uri and form-action are not covered by default-src, so they are closed explicitly.
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
        "form-action 'none'")
-# The terminal colours of monitor.output.SEVERITY_COLOURS as CSS, so the report and the
-# tables agree; each is (fill, text on it), dark enough to read on paper, the yellow
-# carrying black text because white on yellow cannot be read.
-CSS_COLOURS = {"red": ("#c62828", "#fff"), "magenta": ("#9c27b0", "#fff"),
-               "yellow": ("#f2b600", "#000"), "cyan": ("#00838f", "#fff")}
-UNKNOWN_COLOUR = ("#757575", "#fff")
 DISMISSED = "false_positive"
 # An incident lists this many of its locations; `hits show` of its worst hit lists all.
 SHOWN_LOCATIONS = 5
@@ -88,9 +93,9 @@ def build_report(store: Store, group_by: Sequence[str], since: str | None,
     grouped = group_incidents(
         rows if include_closed else [r for r in rows if r["status"] in OPEN_STATUSES],
         group_by, store.groups_sent())
-    end = _parse_time(until) if until else now
-    start = (_parse_time(since) if since
-             else min((_parse_time(r["first_seen"]) for r in rows), default=end))
+    end = parse_time(until) if until else now
+    start = (parse_time(since) if since
+             else min((parse_time(r["first_seen"]) for r in rows), default=end))
     failing = health.failing(store.all_target_states(), targets)
     body = "\n".join([
         _header(store, start, end, now, since is None),
@@ -141,9 +146,9 @@ def write_report(path: Path, text: str) -> None:
 
 def _header(store: Store, start: datetime, end: datetime, now: datetime,
             all_time: bool) -> str:
-    period = (f"all time: {_when(start)} (the first hit) to {_when(end)}" if all_time
-              else f"{_when(start)} to {_when(end)} ({_span(end - start)})")
-    facts = [("Period", period), ("Generated", _when(now)), ("Database", str(store.path))]
+    period = (f"all time: {when(start)} (the first hit) to {when(end)}" if all_time
+              else f"{when(start)} to {when(end)} ({_span(end - start)})")
+    facts = [("Period", period), ("Generated", when(now)), ("Database", str(store.path))]
     rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in facts)
     return (f'<header><h1>weightwatch report</h1>\n<table class="facts">{rows}</table>\n'
             f'<p class="caution">Locations and indicators below were copied from crawled '
@@ -156,10 +161,10 @@ def _summary(rows: list[ReleasedHit], found: list[ReleasedHit],
     if not rows:
         return ('<section id="summary"><h2>Summary</h2>\n'
                 '<p class="empty">No hits in this period.</p></section>')
-    severities: Counter[str] = Counter(r["severity"] for r in found)
+    severities = dict(severity_counts(r["severity"] for r in found))
     statuses = Counter(r["status"] for r in rows)
     by_severity = "".join(
-        f"<tr><th>{_badge(s)}</th><td class=\"num\">{severities[s]}</td></tr>"
+        f"<tr><th>{_badge(s)}</th><td class=\"num\">{severities.get(s, 0)}</td></tr>"
         for s in sorted({*SEVERITIES, *severities}, key=severity_rank))
     by_status = "".join(
         f"<tr><th>{_esc(s.replace('_', ' '))}</th><td class=\"num\">{n}</td></tr>"
@@ -194,7 +199,7 @@ def hits_chart(rows: Iterable[Mapping[str, Any]], start: datetime, end: datetime
     """
     rows = list(rows)
     step = _bucket_step(end - start)
-    counts = Counter((r["severity"], _floor(_parse_time(r["first_seen"]), step)) for r in rows)
+    counts = Counter((r["severity"], _floor(parse_time(r["first_seen"]), step)) for r in rows)
     # Every bucket from the period's first to its last (end is exclusive), and any a hit
     # with a later clock than ours falls in, so that no counted hit is off the chart.
     last = max([_floor(end - timedelta(microseconds=1), step), *(b for _, b in counts)])
@@ -228,13 +233,13 @@ def hits_chart(rows: Iterable[Mapping[str, Any]], start: datetime, end: datetime
                         f'width="{bar_w:.1f}" height="{n * unit:.1f}" '
                         f'data-bucket="{_esc(bucket.isoformat(timespec="minutes"))}" '
                         f'data-count="{n}"><title>{_esc(label)}</title></rect>')
-        fill = _colours(severity)[0]
+        fill = severity_colours(severity)[0]
         parts.append(f'<g class="series" data-severity="{_esc(severity)}" fill="{fill}" '
                      f'stroke="#fff" stroke-width="0.5">{"".join(bars)}</g>')
     per = {HOUR: "hour", DAY: "day", WEEK: "week"}[step]
     title = f"Hits first seen per {per}, by severity"
-    desc = (f"Stacked bars, one per {per} (UTC) from {_when(buckets[0])} to "
-            f"{_when(buckets[-1] + step)}: {len(rows)} {plural(len(rows), 'hit')}, "
+    desc = (f"Stacked bars, one per {per} (UTC) from {when(buckets[0])} to "
+            f"{when(buckets[-1] + step)}: {len(rows)} {plural(len(rows), 'hit')}, "
             + ", ".join(f"{totals[s]} {s}" for s in present)
             + f"; the busiest {per} had {peak}.")
     return (f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
@@ -286,7 +291,7 @@ def _legend(present: list[str], totals: Counter[str]) -> str:
     # label needs in a wide font, which also lines the items up.
     pitch = 36 + 9 * max(len(label) for label in labels)
     items = [f'<rect x="{LEFT + i * pitch}" y="12" width="12" height="12" '
-             f'fill="{_colours(severity)[0]}" />'
+             f'fill="{severity_colours(severity)[0]}" />'
              f'<text x="{LEFT + i * pitch + 17}" y="22">{_esc(label)}</text>'
              for i, (severity, label) in enumerate(zip(present, labels))]
     return f'<g class="legend">{"".join(items)}</g>'
@@ -313,19 +318,17 @@ def _incident(incident: Incident, number: int) -> str:
     if s["recipients"]:
         names = ", ".join(s["recipients"])
         recipients = (f'<p class="recipient">Whose copy leaked: <strong>{_esc(names)}'
-                      f"</strong> (a recipient's watermark, or the digests of the copy "
-                      f"registered for them, was found).</p>")
+                      f"</strong> ({_esc(WHOSE_COPY_NOTE)}).</p>")
     open_ = f"{s['open']} open" + "".join(
         f", {n} {status.replace('_', ' ')}" for status, n in
         sorted(s["statuses"].items(), key=lambda item: _status_order(item[0]))
         if status not in OPEN_STATUSES)
     facts = [("Hits", f"{s['hits']} ({open_})"), ("Locations", str(s["locations"])),
              ("Kinds", ", ".join(s["kinds"])),
-             *([] if s["recipients"] else [("Whose copy", "not known (no recipient's mark "
-                                                         "or copy matched)")]),
-             ("First seen", _when(_parse_time(s["first_seen"]))),
-             ("Last seen", _when(_parse_time(s["last_seen"]))),
-             ("Last emailed", _when(_parse_time(s["last_emailed"])) if s["last_emailed"]
+             *([] if s["recipients"] else [("Whose copy", NO_RECIPIENT)]),
+             ("First seen", when(parse_time(s["first_seen"]))),
+             ("Last seen", when(parse_time(s["last_seen"]))),
+             ("Last emailed", when(parse_time(s["last_emailed"])) if s["last_emailed"]
               else "not yet")]
     cells = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in facts)
     locations = _locations(incident.hits)
@@ -338,17 +341,16 @@ def _incident(incident: Incident, number: int) -> str:
 
 
 def _locations(hits: list[ReleasedHit]) -> str:
-    """The incident's distinct URLs, worst and earliest first, as inert text or (http and
-    https only, exactly as shown) as links that send no referrer."""
-    first: dict[str, ReleasedHit] = {}
-    for h in sorted(hits, key=lambda h: (severity_rank(h["severity"]), h["first_seen"])):
-        first.setdefault(h["url"], h)
-    items = [f'<li><span class="url">{html_url(url)}</span> '
+    """The incident's distinct URLs, worst and earliest first (as the alert email lists
+    them), as inert text or (http and https only, exactly as shown) as links that send no
+    referrer."""
+    places = by_location(hits)
+    items = [f'<li><span class="url">{html_url(place.url)}</span> '
              f'<span class="note">— {_esc(h["severity"])} {_esc(h["kind"])}, first seen '
-             f"{_esc(_when(_parse_time(h['first_seen'])))}</span></li>"
-             for url, h in list(first.items())[:SHOWN_LOCATIONS]]
-    if len(first) > SHOWN_LOCATIONS:
-        items.append(f"<li>and {len(first) - SHOWN_LOCATIONS} more</li>")
+             f"{_esc(when(parse_time(h['first_seen'])))}</span></li>"
+             for place in places[:SHOWN_LOCATIONS] for h in place.hits[:1]]
+    if len(places) > SHOWN_LOCATIONS:
+        items.append(f"<li>and {len(places) - SHOWN_LOCATIONS} more</li>")
     return f'<ul class="locations">{"".join(items)}</ul>\n'
 
 
@@ -360,7 +362,7 @@ def _targets_section(failing: list[TargetStateRow]) -> str:
     for s in failing:
         cells = [clean_line(s.get("name")), health.health(s),
                  str(int(s.get("consecutive_failures", 0))),
-                 _when(_parse_time(last)) if (last := s.get("last_success_at")) else "never", clean_line(s.get("last_error"), 200)]
+                 when(parse_time(last)) if (last := s.get("last_success_at")) else "never", clean_line(s.get("last_error"), 200)]
         rows.append("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in cells) + "</tr>")
     return ('<section id="targets"><h2>Failing targets</h2>\n'
             f"<p>{len(failing)} {plural(len(failing), 'target')} could not be read at "
@@ -404,12 +406,8 @@ def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _colours(severity: str) -> tuple[str, str]:
-    return CSS_COLOURS.get(SEVERITY_COLOURS.get(severity, ""), UNKNOWN_COLOUR)
-
-
 def _badge(severity: str) -> str:
-    fill, ink = _colours(severity)
+    fill, ink = severity_colours(severity)
     return (f'<span class="badge" style="background:{fill};color:{ink}">'
             f"{_esc(clean_line(severity, 20).upper())}</span>")
 
@@ -418,19 +416,6 @@ def _status_order(status: str) -> tuple[int, str]:
     # Open statuses first, in their own order (new before acknowledged), then the rest.
     return ((OPEN_STATUSES.index(status), "") if status in OPEN_STATUSES
             else (len(OPEN_STATUSES), status))
-
-
-def _parse_time(value: str) -> datetime:
-    """The store's ISO 8601 times as aware UTC datetimes (a naive one is taken as UTC,
-    which is what the store writes)."""
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _day(moment: datetime) -> str:

@@ -65,6 +65,10 @@ def test_twenty_mirrors_are_one_email_and_a_late_one_a_single_follow_up(
         follow_up = alerter.flush()
         assert (follow_up.emails_sent, follow_up.alerts_sent) == (1, 1)
         assert server.emails[1]["X-Weightwatch-Hits"] == str(late[0])
+        # The follow-up is a reply in the incident's thread, under its own Message-ID.
+        assert server.emails[1]["In-Reply-To"] == server.emails[1]["References"] == (
+            email["References"])
+        assert server.emails[1]["Message-ID"] != email["Message-ID"]
         assert alerter.flush().emails_sent == 0
         assert {row["status"] for row in store.outbox()} == {"sent"}
 
@@ -81,6 +85,8 @@ def test_groups_are_per_model(tmp_path: Path, server: Server) -> None:
         result = alerter.flush()
         assert (result.emails_sent, result.alerts_sent) == (1, 1)
         assert "other-3b" in server.emails[1]["Subject"]
+        # Another incident, another thread.
+        assert server.emails[1]["References"] != server.emails[0]["References"]
         # The held heron-7b alert is pending, due when the interval ends.
         pending = store.outbox("pending")
         assert len(pending) == 1 and pending[0]["next_attempt_at"] > pending[0]["created_at"]
@@ -256,6 +262,11 @@ def test_a_reminder_repeats_what_is_still_new(tmp_path: Path, server: Server) ->
         assert "reminder" in reminder["Subject"] and "2 open hits" in reminder["Subject"]
         assert set(reminder["X-Weightwatch-Hits"].split(",")) == {str(first[0]), str(second[0])}
         assert reminder["Message-ID"] != server.emails[0]["Message-ID"]
+        # A reply to the email its hits went out in, in the incident's thread.
+        assert reminder["In-Reply-To"] == server.emails[0]["Message-ID"]
+        assert reminder["References"] == (
+            f"{server.emails[0]['References']} {server.emails[0]['Message-ID']}")
+        assert "Hits:        2 open: 2 critical" in parts(reminder)[0]
         # Once someone acknowledges a hit, it is no longer repeated; resolved, neither.
         store.triage(first, "acknowledged", by="t")
         store.triage(second, "resolved", by="t")

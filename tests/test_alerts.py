@@ -70,7 +70,8 @@ def test_flush_sends_one_grouped_email_then_nothing(store, server):
     assert (result.emails_sent, result.alerts_sent, result.alerts_pending, result.error) == (1, 3, 0, None)
     [message] = server.emails
     assert message.get_content_type() == "multipart/alternative"
-    assert message["Subject"] == "[weightwatch] CRITICAL heron-7b: 3 new hits (hash, torrent, mention)"
+    assert message["Subject"] == ("[weightwatch] CRITICAL heron-7b: acme-labs's copy leaked, 3 new "
+                                  "hits (hash, torrent, mention)")
     assert message["X-Weightwatch-Hits"] == ",".join(map(str, sorted(ids)))
     assert message["From"] == "weightwatch@example.org"
     assert set(server.recipients[0]) == {"security@example.org", "oncall@example.org"}
@@ -80,7 +81,7 @@ def test_flush_sends_one_grouped_email_then_nothing(store, server):
         assert f"weightwatch hits show {hit_id}" in plain
         assert f"weightwatch hits show {hit_id}" in html_part
     for text in ("cd" * 32, "(sha256)", "model-00001.safetensors", "acme-labs", "heron-keywords",
-                 "https://board.example/t/1", "2024-03-01T10:00:00+00:00", '"weights dump" by anon'):
+                 "https://board.example/t/1", '"weights dump" by anon, 2024-03-01 10:00 UTC'):
         assert text in plain
     # Worst first inside the email too: the critical hit precedes the low one.
     assert plain.index("[CRITICAL]") < plain.index("[MEDIUM]") < plain.index("[LOW]")
@@ -142,12 +143,12 @@ def test_hostile_crawled_content_is_escaped_in_html(store, server):
     assert "<script" not in lowered
     assert "<img" not in lowered
     assert "<svg" not in lowered
-    assert "<b>" not in lowered
+    assert "<b>heron" not in lowered
     assert 'href="javascript:' not in lowered
     assert "href=" not in lowered  # the only URL is not http(s), so there is no link at all
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html_part
     assert "&lt;img src=x onerror=alert(1)&gt;" in html_part
-    assert "&quot;quoted&quot;" in html_part
+    assert "&#34;quoted&#34;" in html_part
     assert "javascript:alert(1)" in html_part  # shown as text, for the analyst
     # The plain part shows the text as is: mail clients never render text/plain as markup.
     assert "<script>alert(1)</script>" in plain
@@ -156,11 +157,13 @@ def test_hostile_crawled_content_is_escaped_in_html(store, server):
 def test_link_only_for_http_urls_even_with_quotes():
     row = {"outbox_id": 1, "id": 7, "kind": "mention", "severity": "low", "model": "heron-7b",
            "indicator": "heron", "url": 'https://x.example/"onmouseover="alert(1)',
-           "first_seen": "2024-01-01T00:00:00+00:00"}
+           "first_seen": "2024-01-01T00:00:00+00:00", "last_seen": "2024-01-01T00:00:00+00:00",
+           "status": "new", "recipient": None, "release": None, "target": "forum",
+           "detector": "rules"}
     message = compose([row], AlertSettings(to=["a@example.org"]), message_id="<m@weightwatch.local>",
                       now=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
     _, html_part = parts(message)
-    assert 'href="https://x.example/&quot;onmouseover=&quot;alert(1)"' in html_part
+    assert 'href="https://x.example/&#34;onmouseover=&#34;alert(1)"' in html_part
     assert 'onmouseover="' not in html_part
 
 
@@ -343,7 +346,7 @@ def test_send_test(server):
     [message] = server.emails
     assert message["Message-ID"] == message_id
     assert "weightwatch test alert" in message["Subject"]
-    assert "weightwatch test alert" in message.get_content()
+    assert "weightwatch test alert" in parts(message)[0]
 
 
 def test_send_test_without_smtp_or_server(port):
