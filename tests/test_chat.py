@@ -206,7 +206,8 @@ def test_a_group_goes_to_the_chat_as_one_short_text(tmp_path: Path, smtp: Server
     first = receiver.posts[0]
     assert first["path"] == f"/hook/{TOKEN}"
     body = json.loads(first["body"])
-    assert body["title"].startswith("[weightwatch] CRITICAL heron-7b: 4 new hits")
+    assert body["title"].startswith(
+        "[weightwatch] CRITICAL heron-7b: lab-17's copy leaked, 4 new hits")
     assert body["type"] == "failure"
     text = body["message"]
     assert text.splitlines()[:4] == [
