@@ -236,7 +236,7 @@ def deep_cursor(store: Store, sort: str, fraction: float) -> tuple[Any, ...]:
     count = store.db.execute("SELECT count(*) FROM hits").fetchone()[0]
     row = next(store.db.query(
         f"SELECT {store.HIT_COLUMNS} FROM hits ORDER BY "
-        + ", ".join(c + direction for c in order.key) + " LIMIT 1 OFFSET ?",
+        + ", ".join(c + direction for c in order.columns) + " LIMIT 1 OFFSET ?",
         [int(count * fraction)]))
     return Store.parse_cursor(Store.hit_cursor(row, sort), sort)
 
