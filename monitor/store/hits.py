@@ -427,7 +427,7 @@ def parse_cursor(cursor: str, sort: str = "severity") -> tuple[Any, ...]:
         if not (moment and hit_id.isdigit()):
             raise ValueError(cursor)
         values = [_cursor_value(column, value) for column, value in zip(key, leading)]
-        unix_seconds(moment)
+        unix_seconds(moment)  # what `HitSort.sql_values` will make of it: a time
     except ValueError:
         raise ValueError(f"not a hits cursor: {cursor!r}") from None
     return (*values, moment, int(hit_id))
