@@ -220,13 +220,16 @@ def hits_indexes(store: Store) -> list[str]:
         "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'hits'")]
 
 
-def bytes_per_hit(store: Store, n_hits: int) -> float:
-    """Pages of the hits table, its indexes and its full-text tables, per hit (dbstat)."""
+def bytes_per_hit(store: Store, n_hits: int) -> dict[str, float]:
+    """Pages of the hits table, each of its indexes and its full-text tables (together),
+    per hit (dbstat), largest first."""
     names = ["hits", *hits_indexes(store)]
-    total = store.db.execute(
-        f"SELECT sum(pgsize) FROM dbstat WHERE name IN ({', '.join('?' * len(names))}) "
-        "OR name LIKE 'hits_fts%'", names).fetchone()[0]
-    return float(total) / max(n_hits, 1)
+    rows = store.db.execute(
+        "SELECT CASE WHEN name LIKE 'hits_fts%' THEN 'hits_fts (full-text)' ELSE name END "
+        "AS part, sum(pgsize) AS size FROM dbstat "
+        f"WHERE name IN ({', '.join('?' * len(names))}) OR name LIKE 'hits_fts%' "
+        "GROUP BY part ORDER BY size DESC", names)
+    return {part: float(size) / max(n_hits, 1) for part, size in rows}
 
 
 def deep_cursor(store: Store, sort: str, fraction: float) -> tuple[Any, ...]:
@@ -236,7 +239,7 @@ def deep_cursor(store: Store, sort: str, fraction: float) -> tuple[Any, ...]:
     count = store.db.execute("SELECT count(*) FROM hits").fetchone()[0]
     row = next(store.db.query(
         f"SELECT {store.HIT_COLUMNS} FROM hits ORDER BY "
-        + ", ".join(c + direction for c in order.key) + " LIMIT 1 OFFSET ?",
+        + ", ".join(c + direction for c in order.columns) + " LIMIT 1 OFFSET ?",
         [int(count * fraction)]))
     return Store.parse_cursor(Store.hit_cursor(row, sort), sort)
 
@@ -330,8 +333,9 @@ def main() -> int:
              "AND status = 'false_positive' LIMIT 1", list(known_place)).fetchall()),
     ]
 
-    print(f"bytes per hit: {bytes_per_hit(store, n_hits):,.0f} (the hits table, its indexes "
-          "and its full-text index)")
+    parts = bytes_per_hit(store, n_hits)
+    print(f"bytes per hit: {sum(parts.values()):,.0f} (the hits table, its indexes and its "
+          "full-text index): " + ", ".join(f"{part} {size:.1f}" for part, size in parts.items()))
     used = {m for _, fn in queries for p in traced(store, fn)[1]
             for m in re.findall(r"USING (?:COVERING )?INDEX (\w+)", p)}
     unused = sorted(set(hits_indexes(store)) - used)
@@ -344,7 +348,7 @@ def main() -> int:
         rows, steps = traced(store, fn)
         flagged = [m for p in steps for m in FULL_SCAN.findall(p)]
         scans += bool(flagged)
-        print(f"{name:<48} {seconds * 1000:>8.1f} {len(rows):>5} {seconds / reference:>6.3f}  "
+        print(f"{name:<48} {seconds * 1000:>8.2f} {len(rows):>5} {seconds / reference:>6.3f}  "
               + ("FULL SCAN " if flagged else "") + " | ".join(steps))
     store.close()
     if tmp is not None:

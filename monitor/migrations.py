@@ -415,7 +415,37 @@ MIGRATIONS: list[str] = [
     CREATE INDEX hits_recipient_worst ON hits(recipient, severity_level, first_seen)
         WHERE recipient IS NOT NULL;
     """,
-    # 14 (issue 17): the daemon's heartbeat, one row, so `weightwatch health` in another
+    # 14: hits' indexes hold each time as Unix seconds (4 bytes) instead of its ISO text
+    # (25 bytes), a time being in every index a page is read in order of (issue 16). The
+    # text stays the one stored value, so every command and export reads it as before;
+    # the integer is generated from it (strftime, not unixepoch: any SQLite that has
+    # generated columns computes it). utcnow writes whole seconds, so the order is the
+    # text's; `monitor.store.hits.unix_seconds` turns a time given to a query into the
+    # same integer. Each index is rebuilt with the same columns, the time as an integer.
+    """
+    ALTER TABLE hits ADD COLUMN first_seen_unix INTEGER
+        GENERATED ALWAYS AS (CAST(strftime('%s', first_seen) AS INTEGER)) VIRTUAL;
+    ALTER TABLE hits ADD COLUMN last_seen_unix INTEGER
+        GENERATED ALWAYS AS (CAST(strftime('%s', last_seen) AS INTEGER)) VIRTUAL;
+    DROP INDEX hits_first_seen;
+    CREATE INDEX hits_first_seen ON hits(first_seen_unix);
+    DROP INDEX hits_last_seen;
+    CREATE INDEX hits_last_seen ON hits(last_seen_unix);
+    DROP INDEX hits_worst;
+    CREATE INDEX hits_worst ON hits(severity_level, first_seen_unix);
+    DROP INDEX hits_score;
+    CREATE INDEX hits_score ON hits(score, first_seen_unix);
+    DROP INDEX hits_model;
+    CREATE INDEX hits_model ON hits(model, first_seen_unix);
+    DROP INDEX hits_model_worst;
+    CREATE INDEX hits_model_worst ON hits(model, severity_level, first_seen_unix);
+    DROP INDEX hits_target_worst;
+    CREATE INDEX hits_target_worst ON hits(target, severity_level, first_seen_unix);
+    DROP INDEX hits_recipient_worst;
+    CREATE INDEX hits_recipient_worst ON hits(recipient, severity_level, first_seen_unix)
+        WHERE recipient IS NOT NULL;
+    """,
+    # 15 (issue 17): the daemon's heartbeat, one row, so `weightwatch health` in another
     # process can tell a live daemon from a dead or hung one.
     """
     CREATE TABLE daemon (
@@ -429,7 +459,7 @@ MIGRATIONS: list[str] = [
         metrics_url TEXT
     );
     """,
-    # 15 (issue 17): chat channels beside email and the webhook (`[[alerts.channels]]`),
+    # 16 (issue 17): chat channels beside email and the webhook (`[[alerts.channels]]`),
     # each queued under its configured name, so the outbox takes any channel name the
     # config accepts, not two fixed ones.
     """

@@ -122,6 +122,8 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
                   "`weightwatch hits ack|resolve|false-positive`.",
         "severity_level": "The severity as a number, critical 4 to low 1, so worst first "
                           "is one descending sort.",
+        "first_seen_unix": "first_seen in Unix seconds: what the indexes order hits by.",
+        "last_seen_unix": "last_seen in Unix seconds: what the indexes order hits by.",
     }),
     "triage": ("Triage history: every status change of a hit, who made it, when and why.", {
         "id": "Entry number, in the order they were made.",
@@ -353,7 +355,7 @@ QUERIES: dict[str, dict[str, Any]] = {
         "sql": "SELECT id, first_seen, last_seen, seen_count, kind, model, artifact, "
                "recipient, indicator, target, url, context FROM hits "
                "WHERE status = 'new' AND severity = 'critical' "
-               "ORDER BY first_seen DESC, id DESC",
+               "ORDER BY first_seen_unix DESC, id DESC",
     },
     "hits_by_recipient": {
         "title": "Hits by recipient",
@@ -361,7 +363,7 @@ QUERIES: dict[str, dict[str, Any]] = {
                        "its watermark), newest first.",
         "sql": "SELECT id, first_seen, last_seen, severity, kind, status, model, artifact, "
                "indicator, target, url, context FROM hits WHERE recipient = :recipient "
-               "ORDER BY first_seen DESC, id DESC",
+               "ORDER BY first_seen_unix DESC, id DESC",
         "params": ["recipient"],
     },
     "open_hits_by_model": {
@@ -428,7 +430,7 @@ def build_metadata(existing_tables: Collection[str] = ()) -> dict[str, Any]:
         name: {"description_html": _described(description, columns)}
         for name, (description, columns) in TABLES.items()}
     tables["hits"].update(facets=["severity", "kind", "model", "status"],
-                          sort_desc="first_seen")
+                          sort_desc="first_seen_unix")
     for name, index in FTS_TABLES.items():
         if index in existing_tables:
             tables[name]["fts_table"] = index

@@ -9,6 +9,7 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict, cast
 
 import sqlite_utils
@@ -37,14 +38,43 @@ from monitor.store.outbox import Outbox
 LABEL_SQL = {label: label_sql(label) for label in LABELS}
 
 
+# Each time column of hits and the integer (Unix seconds) generated from it that the
+# indexes hold since migration 14: queries filter and order by the integer, so they seek.
+TIME_COLUMNS = {"first_seen": "first_seen_unix", "last_seen": "last_seen_unix"}
+
+
+def unix_seconds(moment: str) -> int:
+    """`moment` (ISO 8601, UTC unless it names an offset) as the integer migration 14's
+    columns hold for it; ValueError if it is not a time. Computed here and bound as a
+    plain parameter: with the conversion in SQL on the right of a row value (a keyset
+    cursor), SQLite seeks by the row value's first column only."""
+    parsed = datetime.fromisoformat(moment)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    # SQLite reads a time to the nearest millisecond, then strftime('%s') drops the
+    # fraction: .9996 s is the next second, .9994 s this one.
+    return math.floor(parsed.replace(microsecond=0).timestamp()) + (
+        parsed.microsecond >= 999_500)
+
+
 @dataclass(frozen=True)
 class HitSort:
     """An order `Store.hits` lists hits in. Its key ends with the id, so the order is
     total, and runs all one way, so "after this row" is one row-value comparison that an
-    index of migration 11 seeks to: a deep page costs what the first one does."""
+    index of migration 14 seeks to: a deep page costs what the first one does. `key`
+    names the fields of a hit (what a cursor holds), `columns` what SQL orders by."""
 
     key: tuple[str, ...]
     descending: bool
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(TIME_COLUMNS.get(field, field) for field in self.key)
+
+    def sql_values(self, values: Sequence[Any]) -> list[Any]:
+        """Key values (`parse_cursor`'s) as `columns` compare them."""
+        return [unix_seconds(value) if field in TIME_COLUMNS else value
+                for field, value in zip(self.key, values, strict=True)]
 
 
 # `hits --sort`; "severity" (worst, then newest) is the default and was the only order.
@@ -151,10 +181,10 @@ class Hits:
         order = HIT_SORTS[sort]
         where: list[str] = []
         params: list[Any] = []
-        for clause, value in (("first_seen >= ?", since), ("first_seen < ?", until)):
+        for clause, value in (("first_seen_unix >= ?", since), ("first_seen_unix < ?", until)):
             if value:
                 where.append(clause)
-                params.append(value)
+                params.append(unix_seconds(value))
         # By level rather than by name, so the indexes that hold the default order serve.
         levels = [severity_level(s) for s in severity]
         filters: tuple[tuple[str, Iterable[Any]], ...] = (
@@ -184,14 +214,14 @@ class Hits:
                              "OR url LIKE ? ESCAPE '\\')")
                 params += [like, like, like]
         if after is not None:
-            where.append(f"({', '.join(order.key)}) {'<' if order.descending else '>'} "
+            where.append(f"({', '.join(order.columns)}) {'<' if order.descending else '>'} "
                          f"({', '.join('?' * len(order.key))})")
-            params.extend(after)
+            params.extend(order.sql_values(after))
         sql = f"SELECT {HIT_COLUMNS} FROM hits"
         if where:
             sql += " WHERE " + " AND ".join(where)
         direction = " DESC" if order.descending else ""
-        sql += " ORDER BY " + ", ".join(column + direction for column in order.key)
+        sql += " ORDER BY " + ", ".join(column + direction for column in order.columns)
         if limit:
             sql += f" LIMIT {int(limit)}"
         return cast(list[HitRow], list(self.db.query(sql, params)))
@@ -399,8 +429,8 @@ def _incident_filter(*, since: str | None = None, statuses: Iterable[str] = (),
     where: list[str] = []
     params: list[Any] = []
     if since:
-        where.append("h.first_seen >= ?")
-        params.append(since)
+        where.append("h.first_seen_unix >= ?")
+        params.append(unix_seconds(since))
     wanted = list(statuses)
     if wanted:
         where.append(f"h.status IN ({', '.join('?' * len(wanted))})")
@@ -466,6 +496,7 @@ def parse_cursor(cursor: str, sort: str = "severity") -> tuple[Any, ...]:
         if not (moment and hit_id.isdigit()):
             raise ValueError(cursor)
         values = [_cursor_value(column, value) for column, value in zip(key, leading)]
+        unix_seconds(moment)  # what `HitSort.sql_values` will make of it: a time
     except ValueError:
         raise ValueError(f"not a hits cursor: {cursor!r}") from None
     return (*values, moment, int(hit_id))
