@@ -3,7 +3,8 @@
 Every command validates the whole file before it starts, so an operator learns about a typo
 from `check-config` (or from any command) rather than from a target that silently never
 runs. Each problem is one line naming the file, the key path and what is wrong; secrets
-are never read from this file, only the names of environment variables that hold them.
+are never read from this file, only the names of environment variables (or credential
+files, `secret`) that hold them.
 """
 
 from __future__ import annotations
@@ -97,6 +98,30 @@ def check_env_name(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
         raise ValueError(f"must be an environment variable name, got {value!r}")
     return value
+
+
+# Where systemd's `LoadCredential=` (and a compose file's secrets, with this variable set
+# to /run/secrets) put secrets: one file per secret, named as its environment variable.
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
+
+
+def secret(name: str) -> str | None:
+    """The secret named `name` by a `*_env` key: the environment variable, else the file
+    of that name in `$CREDENTIALS_DIRECTORY` (its one trailing newline dropped), else None.
+
+    A credential file keeps the secret out of the process environment, which other
+    processes of the same user and a crash report can read. Read at use time, never kept."""
+    value = os.environ.get(name)
+    if value is not None:
+        return value
+    directory = os.environ.get(CREDENTIALS_ENV)
+    if not directory:
+        return None
+    try:
+        text = (Path(directory) / name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 # --- schema --------------------------------------------------------------------------
@@ -276,8 +301,9 @@ class SmtpSettings:
     timeout: float = 30.0
 
     def password(self) -> str | None:
-        """Read at send time so the secret lives in the environment only."""
-        return os.environ.get(self.password_env) if self.password_env else None
+        """Read at send time so the secret lives in the environment (or a credential
+        file) only."""
+        return secret(self.password_env) if self.password_env else None
 
 
 @dataclass
@@ -305,7 +331,7 @@ class WebhookSettings:
     timeout: float = 10.0
 
     def token(self) -> str | None:
-        return os.environ.get(self.token_env) if self.token_env else None
+        return secret(self.token_env) if self.token_env else None
 
 
 @dataclass
@@ -368,8 +394,9 @@ class Target:
     max_pages: int = 5
 
     def api_key(self) -> str | None:
-        """Read at request time so the key lives in the environment only."""
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
+        """Read at request time so the key lives in the environment (or a credential
+        file) only."""
+        return secret(self.api_key_env) if self.api_key_env else None
 
 
 @dataclass
