@@ -327,6 +327,9 @@ def aged(tmp_path) -> Path:
         put(page_post("d", 1, b"<html>d, v2</html>", "edited"), [], old)
         # Seen recently: stays whatever it holds.
         put(page_post("e", 1, b"<html>page e</html>"), [], ago(1))
+        # The same page fetched again lately: the old post goes, the page stays for the new.
+        put(page_post("g", 1, b"<html>page g</html>"), [])
+        put(page_post("g", 2, b"<html>page g</html>"), [], ago(1))
         # A hit dismissed as a false positive is a hit: its evidence stays.
         put(page_post("f", 1, b"<html>page f</html>"), [mention("f", 1)])
         store.triage([h["id"] for h in store.hits() if h["url"].endswith("f#1")],
@@ -365,20 +368,20 @@ def test_prune_removes_what_no_hit_needs_and_every_hit_keeps_its_evidence(aged, 
 
     shown = evidence()
     assert len(shown) == 3
-    assert counts() == (8, 8)
+    assert counts() == (10, 9)
     dry = ww("prune", "--older-than", "90d", "--dry-run")
-    assert dry.startswith("prune: would remove 4 documents and 3 snapshots (0.3 MB) last "
+    assert dry.startswith("prune: would remove 5 documents and 3 snapshots (0.3 MB) last "
                           "seen before ")
     assert "kept 3 older documents as hits' evidence" in dry
-    assert counts() == (8, 8)
+    assert counts() == (10, 9)
 
     done = ww("prune", "--older-than", "90d")
-    assert done.startswith("prune: removed 4 documents and 3 snapshots (0.3 MB)")
-    assert counts() == (4, 5)
+    assert done.startswith("prune: removed 5 documents and 3 snapshots (0.3 MB)")
+    assert counts() == (5, 6)
     assert evidence() == shown
     conn = sqlite3.connect(aged)
     keys = {row[0] for row in conn.execute("SELECT key FROM documents")}
-    assert keys == {"a#1", "c#1", "e#1", "f#1"}
+    assert keys == {"a#1", "c#1", "e#1", "f#1", "g#2"}
     assert conn.execute("SELECT COUNT(*) FROM snapshots WHERE url LIKE '%/c'").fetchone()[0] == 2
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert conn.execute("PRAGMA foreign_key_check").fetchall() == []

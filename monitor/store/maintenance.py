@@ -225,13 +225,16 @@ PRUNABLE_DOCUMENT = ("d.last_seen < :before AND NOT EXISTS "
                      "(SELECT 1 FROM hits h WHERE h.document_id = d.id)")
 # A snapshot stays while a document that stays shows it, and so do earlier fetches of a
 # page a hit's evidence was read from: a document edited after its hit was found shows
-# the newer snapshot, and the one the hit was found in is one of those.
+# the newer snapshot, and the one the hit was found in is one of those. `{staying}` says
+# which documents stay: before the prunable ones are deleted, the others; after, all.
 PRUNABLE_SNAPSHOT = (
     "s.fetched_at < :before"
     " AND s.sha256 NOT IN (SELECT d.snapshot_sha256 FROM documents d"
-    f"   WHERE d.snapshot_sha256 IS NOT NULL AND NOT ({PRUNABLE_DOCUMENT}))"
+    "   WHERE d.snapshot_sha256 IS NOT NULL AND {staying})"
     " AND s.url NOT IN (SELECT e.url FROM snapshots e JOIN documents d"
     "   ON d.snapshot_sha256 = e.sha256 JOIN hits h ON h.document_id = d.id)")
+PRUNABLE_SNAPSHOT_BEFORE = PRUNABLE_SNAPSHOT.format(staying=f"NOT ({PRUNABLE_DOCUMENT})")
+PRUNABLE_SNAPSHOT_AFTER = PRUNABLE_SNAPSHOT.format(staying="1")
 
 # Rows removed per transaction, so the daemon's writes wait milliseconds, not the prune.
 PRUNE_BATCH = 500
@@ -251,7 +254,8 @@ class Pruned:
 def prune(db: sqlite_utils.Database, before: str, *, dry_run: bool = False,
           vacuum: bool = False, batch: int = PRUNE_BATCH) -> Pruned:
     """Remove documents last seen before `before` that no hit points at, then the
-    snapshots nothing needs any more (`PRUNABLE_DOCUMENT`, `PRUNABLE_SNAPSHOT`).
+    snapshots nothing needs any more (`PRUNABLE_DOCUMENT`, `PRUNABLE_SNAPSHOT`); a dry
+    run counts them without removing anything.
 
     The freed pages are reused by later writes; the file shrinks at once where the
     database uses incremental auto-vacuum, or with `vacuum` (a full VACUUM, which holds
@@ -265,11 +269,12 @@ def prune(db: sqlite_utils.Database, before: str, *, dry_run: bool = False,
             f"SELECT COUNT(*) FROM documents d WHERE {PRUNABLE_DOCUMENT}", params).fetchone()[0])
         snapshots, size = db.execute(
             f"SELECT COUNT(*), COALESCE(SUM(LENGTH(s.body)), 0) FROM snapshots s "
-            f"WHERE {PRUNABLE_SNAPSHOT}", params).fetchone()
+            f"WHERE {PRUNABLE_SNAPSHOT_BEFORE}", params).fetchone()
         return Pruned(documents, int(snapshots), int(size), kept, "")
     documents = _delete_documents(db, params, batch)
     snapshot_rows = [(row[0], int(row[1])) for row in db.execute(
-        f"SELECT s.sha256, LENGTH(s.body) FROM snapshots s WHERE {PRUNABLE_SNAPSHOT}", params)]
+        f"SELECT s.sha256, LENGTH(s.body) FROM snapshots s WHERE {PRUNABLE_SNAPSHOT_AFTER}",
+        params)]
     snapshots = size = 0
     # No index leads from a snapshot to the documents showing it, so SQLite's own foreign
     # key check would scan every document for each snapshot deleted (500 s for 10,000 of
@@ -285,7 +290,7 @@ def prune(db: sqlite_utils.Database, before: str, *, dry_run: bool = False,
                 # Asked again inside the transaction: the daemon may have written since.
                 gone = [row[0] for row in db.execute(
                     f"SELECT s.sha256 FROM snapshots s WHERE s.sha256 IN ({marks}) AND "
-                    f"{PRUNABLE_SNAPSHOT}", {**params, **names})]
+                    f"{PRUNABLE_SNAPSHOT_AFTER}", {**params, **names})]
                 if gone:
                     db.execute(f"DELETE FROM snapshots WHERE sha256 IN "
                                f"({', '.join('?' * len(gone))})", gone)
