@@ -277,9 +277,10 @@ def prune(db: sqlite_utils.Database, before: str, *, dry_run: bool = False,
         params)]
     snapshots = size = 0
     # No index leads from a snapshot to the documents showing it, so SQLite's own foreign
-    # key check would scan every document for each snapshot deleted (500 s for 10,000 of
-    # them among 100,000 documents). The check below asks the same in one pass per batch,
-    # inside the transaction that deletes, so nothing a document shows can go.
+    # key check would scan every document for each snapshot deleted (benchmarks/prune.py:
+    # 30 times slower at 20,000 documents, and quadratic). The check below asks the same
+    # in one pass per batch, inside the transaction that deletes, so nothing a document
+    # shows can go.
     db.execute("PRAGMA foreign_keys = OFF")
     try:
         for start in range(0, len(snapshot_rows), batch):
