@@ -162,6 +162,7 @@ while not stop.exists():
     i += 1
     if i == 1:
         print("writing", flush=True)
+    time.sleep(0.005)  # a daemon's pace, not a core's
 store.close()
 print(i, flush=True)
 """
