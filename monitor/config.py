@@ -27,6 +27,28 @@ from monitor.models import DEFAULT_GROUP_BY, GROUP_LABELS, KINDS, SEVERITIES
 DEFAULT_CONFIG = "config.toml"
 CONFIG_ENV = "WEIGHTWATCH_CONFIG"
 
+# Where systemd's `LoadCredential=` (and a compose file's secrets, with this variable set
+# to /run/secrets) put secrets: one file per secret, named as its environment variable.
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
+
+
+def secret(name: str) -> str | None:
+    """The secret named `name` by a `*_env` key: the environment variable, else (unset or
+    empty) the file of that name in `$CREDENTIALS_DIRECTORY`, its one trailing newline
+    dropped; else the variable as it is (None, or empty).
+
+    A credential file keeps the secret out of the process environment, which other
+    processes of the same user and a crash report can read. Read at use time, never kept."""
+    value = os.environ.get(name)
+    directory = os.environ.get(CREDENTIALS_ENV)
+    if value or not directory:
+        return value
+    try:
+        text = (Path(directory) / name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return value
+    return text.removesuffix("\n").removesuffix("\r")
+
 
 class ConfigError(Exception):
     """One or more problems in a config file; `problems` holds one line each."""
@@ -98,30 +120,6 @@ def check_env_name(value: str) -> str:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
         raise ValueError(f"must be an environment variable name, got {value!r}")
     return value
-
-
-# Where systemd's `LoadCredential=` (and a compose file's secrets, with this variable set
-# to /run/secrets) put secrets: one file per secret, named as its environment variable.
-CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
-
-
-def secret(name: str) -> str | None:
-    """The secret named `name` by a `*_env` key: the environment variable, else the file
-    of that name in `$CREDENTIALS_DIRECTORY` (its one trailing newline dropped), else None.
-
-    A credential file keeps the secret out of the process environment, which other
-    processes of the same user and a crash report can read. Read at use time, never kept."""
-    value = os.environ.get(name)
-    if value is not None:
-        return value
-    directory = os.environ.get(CREDENTIALS_ENV)
-    if not directory:
-        return None
-    try:
-        text = (Path(directory) / name).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    return text.removesuffix("\n").removesuffix("\r")
 
 
 # --- schema --------------------------------------------------------------------------

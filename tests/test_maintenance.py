@@ -111,6 +111,9 @@ def test_a_secret_comes_from_the_environment_else_the_credentials_directory(
     assert smtp.password() == "pa ss"
     (creds / "WW_TEST_SMTP_PASSWORD").write_text("pa ss\n\n", encoding="utf-8")
     assert smtp.password() == "pa ss\n"
+    # An empty variable (`NAME=` in an EnvironmentFile) is no secret: the file is read.
+    monkeypatch.setenv("WW_TEST_SMTP_PASSWORD", "")
+    assert smtp.password() == "pa ss\n"
     monkeypatch.setenv("WW_TEST_SMTP_PASSWORD", "from-env")
     assert smtp.password() == "from-env"
     assert secret("WW_TEST_SMTP_PASSWORD") == "from-env"
