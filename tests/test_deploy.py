@@ -79,7 +79,8 @@ def test_the_service_unit_holds_what_the_guide_promises():
     # The credential is named as the shipped config's password_env names it.
     config = tomllib.loads((ROOT / "config.toml").read_text(encoding="utf-8"))
     [credential] = unit["LoadCredential"]
-    assert credential.split(":")[0] == config["smtp"]["password_env"]
+    name, _, source = credential.partition(":")
+    assert name == config["smtp"]["password_env"] == Path(source).name
     assert unit["EnvironmentFile"] == ["-/etc/weightwatch/environment"]
     assert not any(SECRETISH.search(value) for value in unit.get("Environment", []))
 
