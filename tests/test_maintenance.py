@@ -279,6 +279,10 @@ def test_backup_and_restore_refuse_to_overwrite_and_say_why_in_one_line(tmp_path
     conn.close()
     code, out, err = run("restore", str(newer), "--force")
     assert code == 1 and "newer than this weightwatch" in one_line(err)
+    # Backing one up is fine: a copy misreads nothing (the schema is the newer one's).
+    result = runner.invoke(main, ["--config", str(tmp_path / "none.toml"), "--db", str(newer),
+                                  "backup", str(tmp_path / "newer-copy.db")])
+    assert result.exit_code == 0 and "schema 999, 0 hits" in result.stdout
     assert hit_ids(db) == hit_ids(dest)  # nothing refused touched the database
     missing = runner.invoke(main, ["--config", str(tmp_path / "none.toml"), "--db",
                                    str(tmp_path / "nope.db"), "backup", str(dest)])

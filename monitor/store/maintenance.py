@@ -68,7 +68,8 @@ def backup(source: Path, dest: Path, *, force: bool = False) -> Copied:
     other processes write it. Refuses an existing `dest` unless `force`."""
     target = backup_path(dest, source)
     with _read_only(source) as conn:
-        _check_weightwatch(conn, source)
+        # A newer weightwatch's database too: copying it misreads nothing.
+        _check_weightwatch(conn, source, newer_ok=True)
         _refuse_existing(target, force, "add --force to replace it")
         partial = _partial(target)
         try:
@@ -141,8 +142,9 @@ def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def _check_weightwatch(conn: sqlite3.Connection, path: Path) -> int:
-    """The schema version of the weightwatch database `conn` reads, or a one-line error."""
+def _check_weightwatch(conn: sqlite3.Connection, path: Path, *, newer_ok: bool = False) -> int:
+    """The schema version of the weightwatch database `conn` reads, or a one-line error
+    (for a schema newer than this weightwatch's too, unless `newer_ok`)."""
     try:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         has_hits = conn.execute(
@@ -151,7 +153,7 @@ def _check_weightwatch(conn: sqlite3.Connection, path: Path) -> int:
         raise MaintenanceError(f"{path}: cannot read it as a database: {exc}") from None
     if not version or not has_hits:
         raise MaintenanceError(f"{path}: not a weightwatch database")
-    if version > len(MIGRATIONS):
+    if version > len(MIGRATIONS) and not newer_ok:
         raise MaintenanceError(f"{path}: database schema {version} is newer than this "
                                f"weightwatch (knows {len(MIGRATIONS)}); upgrade weightwatch")
     return version
