@@ -3,7 +3,8 @@
 Every command validates the whole file before it starts, so an operator learns about a typo
 from `check-config` (or from any command) rather than from a target that silently never
 runs. Each problem is one line naming the file, the key path and what is wrong; secrets
-are never read from this file, only the names of environment variables that hold them.
+are never read from this file, only the names of environment variables (or credential
+files, `secret`) that hold them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,28 @@ from monitor.models import DEFAULT_GROUP_BY, GROUP_LABELS, KINDS, SEVERITIES
 
 DEFAULT_CONFIG = "config.toml"
 CONFIG_ENV = "WEIGHTWATCH_CONFIG"
+
+# Where systemd's `LoadCredential=` (and a compose file's secrets, with this variable set
+# to /run/secrets) put secrets: one file per secret, named as its environment variable.
+CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
+
+
+def secret(name: str) -> str | None:
+    """The secret named `name` by a `*_env` key: the environment variable, else (unset or
+    empty) the file of that name in `$CREDENTIALS_DIRECTORY`, its one trailing newline
+    dropped; else the variable as it is (None, or empty).
+
+    A credential file keeps the secret out of the process environment, which other
+    processes of the same user and a crash report can read. Read at use time, never kept."""
+    value = os.environ.get(name)
+    directory = os.environ.get(CREDENTIALS_ENV)
+    if value or not directory:
+        return value
+    try:
+        text = (Path(directory) / name).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return value
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 class ConfigError(Exception):
@@ -296,8 +319,9 @@ class SmtpSettings:
     timeout: float = 30.0
 
     def password(self) -> str | None:
-        """Read at send time so the secret lives in the environment only."""
-        return os.environ.get(self.password_env) if self.password_env else None
+        """Read at send time so the secret lives in the environment (or a credential
+        file) only."""
+        return secret(self.password_env) if self.password_env else None
 
 
 @dataclass
@@ -325,7 +349,7 @@ class WebhookSettings:
     timeout: float = 10.0
 
     def token(self) -> str | None:
-        return os.environ.get(self.token_env) if self.token_env else None
+        return secret(self.token_env) if self.token_env else None
 
 
 @dataclass
@@ -406,8 +430,9 @@ class Target:
     max_pages: int = 5
 
     def api_key(self) -> str | None:
-        """Read at request time so the key lives in the environment only."""
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
+        """Read at request time so the key lives in the environment (or a credential
+        file) only."""
+        return secret(self.api_key_env) if self.api_key_env else None
 
 
 @dataclass

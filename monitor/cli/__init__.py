@@ -36,6 +36,7 @@ COMMAND_MODULES: dict[str, str] = {
     "alerts": "alerting", "silence": "alerting",
     "hits": "analysis", "incidents": "analysis", "report": "analysis", "search": "analysis",
     "check-config": "crawling", "crawl": "crawling", "run": "crawling", "targets": "crawling",
+    "backup": "maintenance", "prune": "maintenance", "restore": "maintenance",
     "fingerprints": "registry", "indicators": "registry", "register": "registry",
     "rematch": "registry",
     "scan": "scanning", "watermark": "scanning",

@@ -118,8 +118,27 @@ class _Connection(sqlite3.Connection):
     commit = _translating(sqlite3.Connection.commit)
 
 
+# The database holds watermark keys, tensor prints and the evidence of leaks: only its
+# owner may read it. SQLite gives a new -wal, -shm or journal file the mode of the
+# database file, so the database file created owner-only is enough for all of them.
+DATABASE_MODE = 0o600
+
+
+def create_private(path: Path) -> None:
+    """Create `path` as an empty owner-only file, for SQLite to make a database of, unless
+    something is there already. An existing database keeps its mode: an operator may have
+    given a group read access on purpose (docs/deployment.md says how to tighten it)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, DATABASE_MODE)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 def _connect(path: Path, uri: str | None = None, *,
              factory: type[sqlite3.Connection] = _Connection, **kwargs: Any) -> Any:
+    if uri is None:  # read-write: the only way a database is created
+        create_private(path)
     conn = sqlite3.connect(uri or str(path), uri=uri is not None,
                            timeout=BUSY_TIMEOUT_MS / 1000, factory=factory, **kwargs)
     if isinstance(conn, _Connection):
