@@ -362,7 +362,7 @@ class ChannelSettings:
     url_env: str
 
     def url(self) -> str | None:
-        return os.environ.get(self.url_env) or None
+        return secret(self.url_env) or None
 
 
 @dataclass

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from monitor.config import CONFIG_ENV, DEFAULT_CONFIG, Config
+from monitor.config import CONFIG_ENV, CREDENTIALS_ENV, DEFAULT_CONFIG, Config, secret
 
 Level = Literal["error", "warning"]
 
@@ -62,8 +62,9 @@ def _secrets(config: Config) -> list[Finding]:
         if variable is None:
             found.append(Finding(level, f"smtp.username is set but {key} is not: email "
                                         f"cannot log in"))
-        elif not os.environ.get(variable):
-            state = "empty" if variable in os.environ else "not set"
+        elif not secret(variable):  # the variable, or a credential file of its name
+            state = ("empty" if variable in os.environ else "not set") + (
+                f" (nor a file in ${CREDENTIALS_ENV})" if os.environ.get(CREDENTIALS_ENV) else "")
             why = "" if used else " (not used now: disabled)"
             found.append(Finding(level, f"{key}: environment variable {variable} is "
                                         f"{state}{why}"))

@@ -90,6 +90,27 @@ def test_unset_variables_named_by_env_keys_are_errors(tmp_path: Path) -> None:
     assert "WW_TEST_SMTP_PASSWORD is not set" in "".join(lines(done.stderr, "warning"))
 
 
+def test_a_credential_file_stands_for_its_variable(tmp_path: Path) -> None:
+    """Under systemd's LoadCredential the secret is a file in $CREDENTIALS_DIRECTORY named
+    as the variable: check-config finds it there, as the daemon would, and says where it
+    looked when it is in neither place."""
+    path = config(tmp_path, SMTP.format(port=9))
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    done = check(tmp_path, "--config", str(path), WW_TEST_SMTP_PASSWORD=None,
+                 CREDENTIALS_DIRECTORY=str(credentials))
+    assert done.returncode == 1
+    assert lines(done.stderr, "error") == [
+        "weightwatch: error: smtp.password_env: environment variable WW_TEST_SMTP_PASSWORD "
+        "is not set (nor a file in $CREDENTIALS_DIRECTORY)"]
+    (credentials / "WW_TEST_SMTP_PASSWORD").write_text(SECRET + "\n", encoding="utf-8")
+    done = check(tmp_path, "--config", str(path), WW_TEST_SMTP_PASSWORD=None,
+                 CREDENTIALS_DIRECTORY=str(credentials))
+    assert done.returncode == 0, done.stderr
+    assert lines(done.stderr, "error") == []
+    assert SECRET not in done.stdout + done.stderr
+
+
 def test_database_where_it_cannot_be_created_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("not a directory")
     path = config(tmp_path, db=str(tmp_path / "a-file" / "w.db"))
