@@ -45,13 +45,16 @@ def _config_file(config: Config) -> list[Finding]:
 
 def _secrets(config: Config) -> list[Finding]:
     """Each `*_env` key whose variable is unset or empty where it will be read: an error
-    where it is used (email, the webhook, an enabled target), else a warning."""
+    where it is used (email, the webhook, a chat channel, an enabled target), else a warning."""
     needed: list[tuple[str, str | None, bool]] = []
     smtp, hook = config.smtp, config.alerts.webhook
     if smtp is not None and (smtp.username or smtp.password_env):
         needed.append(("smtp.password_env", smtp.password_env, config.alerts.enabled))
     if hook is not None and hook.token_env:
         needed.append(("alerts.webhook.token_env", hook.token_env, config.alerts.enabled))
+    for i, chat in enumerate(config.alerts.chats):
+        needed.append((f"alerts.channels[{i}] ({chat.name}).url_env", chat.url_env,
+                       config.alerts.enabled))
     for i, target in enumerate(config.targets):
         if target.api_key_env:
             needed.append((f"targets[{i}] ({target.name}).api_key_env", target.api_key_env,

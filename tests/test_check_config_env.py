@@ -69,17 +69,20 @@ def test_no_config_file_is_stated_not_ok(tmp_path: Path) -> None:
 def test_unset_variables_named_by_env_keys_are_errors(tmp_path: Path) -> None:
     path = config(tmp_path, SMTP.format(port=9) +
                   '\n[alerts.webhook]\nurl = "http://127.0.0.1:9/hook"\n'
-                  'token_env = "WW_TEST_HOOK_TOKEN"\n')
+                  'token_env = "WW_TEST_HOOK_TOKEN"\n'
+                  '\n[[alerts.channels]]\nname = "team-chat"\nurl_env = "WW_TEST_CHAT_URL"\n')
     done = check(tmp_path, "--config", str(path), WW_TEST_SMTP_PASSWORD=None,
-                 WW_TEST_HOOK_TOKEN="")
+                 WW_TEST_HOOK_TOKEN="", WW_TEST_CHAT_URL=None)
     assert done.returncode == 1
     assert lines(done.stderr, "error") == [
         "weightwatch: error: smtp.password_env: environment variable WW_TEST_SMTP_PASSWORD "
         "is not set",
         "weightwatch: error: alerts.webhook.token_env: environment variable "
-        "WW_TEST_HOOK_TOKEN is empty"]
+        "WW_TEST_HOOK_TOKEN is empty",
+        "weightwatch: error: alerts.channels[0] (team-chat).url_env: environment variable "
+        "WW_TEST_CHAT_URL is not set"]
     done = check(tmp_path, "--config", str(path), WW_TEST_SMTP_PASSWORD=SECRET,
-                 WW_TEST_HOOK_TOKEN=SECRET)
+                 WW_TEST_HOOK_TOKEN=SECRET, WW_TEST_CHAT_URL="json://127.0.0.1:9/" + SECRET)
     assert done.returncode == 0, done.stderr
     assert lines(done.stderr, "error") == []
     assert SECRET not in done.stdout + done.stderr
