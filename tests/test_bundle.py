@@ -130,7 +130,7 @@ def test_round_trip_gives_the_same_lookups_without_paths(ww, release, registered
     bundle = tmp_path / "heron.fingerprints.json.gz"
     out = ww.run("fingerprints", "export", str(bundle), db=registered)
     assert out.stdout.strip() == (f"{bundle}: 2 models, 5 artifacts, 2 indicators, "
-                                  f"0 tensor fingerprints exported")
+                                  f"0 tensor fingerprints, 0 recipients' marks exported")
 
     raw = gzip.decompress(bundle.read_bytes()).decode()
     doc = json.loads(raw)
@@ -148,7 +148,8 @@ def test_round_trip_gives_the_same_lookups_without_paths(ww, release, registered
         digests = store.registry_counts()["indicators"]
     assert result.stdout.strip() == (f"{bundle}: 2 models (2 new), 5 artifacts (5 new), "
                                      f"{digests} digests ({digests} new), "
-                                     f"0 tensor fingerprints (0 new)")
+                                     f"0 tensor fingerprints (0 new), "
+                                     f"0 recipients' marks (0 new)")
     assert lookups(monitor_db) == lookups(registered)
 
     def fields(db: Path) -> list[dict]:
@@ -269,9 +270,9 @@ def test_valid_bundle_parses_and_normalises_hex_case():
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        (mutated("version", 4), "b: version: bundle version 4 is newer than this weightwatch "
-                                "(reads 3); upgrade weightwatch"),
-        (mutated("version", 0), "b: version: unsupported bundle version 0 (reads 1, 2, 3)"),
+        (mutated("version", 5), "b: version: bundle version 5 is newer than this weightwatch "
+                                "(reads 4); upgrade weightwatch"),
+        (mutated("version", 0), "b: version: unsupported bundle version 0 (reads 1, 2, 3, 4)"),
         (mutated("version", "1"), "b: version: expected an integer, got a string"),
         (mutated("version", True), "b: version: expected an integer, got a boolean"),
         (mutated("format", "weightwatch-other"),
