@@ -686,3 +686,9 @@ def test_a_recipient_marked_with_another_key_is_refused_whole(ww, registered, tm
                                               f"another key")
     with Store(monitor_db) as store:
         assert store.registry_counts() == counts  # nothing of the bundle was imported
+
+
+def test_a_machine_without_marks_is_told_where_they_come_from(ww, tmp_path):
+    result = ww.run("watermark", "detect", str(tmp_path), db=tmp_path / "empty.db", code=1)
+    message = one_line(result.stderr)
+    assert "fingerprints import" in message and "watermark issue" in message
