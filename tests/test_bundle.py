@@ -131,7 +131,7 @@ def test_round_trip_gives_the_same_lookups_without_paths(ww, release, registered
     bundle = tmp_path / "heron.fingerprints.json.gz"
     out = ww.run("fingerprints", "export", str(bundle), db=registered)
     assert out.stdout.strip() == (f"{bundle}: 2 models, 5 artifacts, 2 indicators, "
-                                  f"0 tensor fingerprints, 0 recipients' marks exported")
+                                  f"0 recipients' marks, 0 tensor fingerprints exported")
 
     raw = gzip.decompress(bundle.read_bytes()).decode()
     doc = json.loads(raw)
@@ -628,7 +628,7 @@ def test_marks_travel_to_the_monitoring_machine(ww, registered, tmp_path):
     _mark(registered, "acme", KEY)
     bundle = tmp_path / "heron.json.gz"
     out = ww.run("fingerprints", "export", str(bundle), db=registered)
-    assert "1 recipients' marks exported" in out.stdout
+    assert "1 recipients' marks, 0 tensor fingerprints exported" in out.stdout
     # Recipients' keys let their holder compute those recipients' marks: owner only.
     assert bundle.stat().st_mode & 0o777 == 0o600
     mark, = bundle_json(bundle)["watermarks"]

@@ -153,8 +153,8 @@ def fingerprints_export(state: State, bundle: str, models: tuple[str, ...]) -> N
     except OSError as exc:
         fail(f"{bundle}: cannot write: {exc.strerror or exc}", 1)
     click.echo(f"{bundle}: {len(data.models)} models, {len(data.artifacts)} artifacts, "
-               f"{len(data.indicators)} indicators, {len(data.weight_prints)} tensor "
-               f"fingerprints, {len(data.watermarks)} recipients' marks exported")
+               f"{len(data.indicators)} indicators, {len(data.watermarks)} recipients' "
+               f"marks, {len(data.weight_prints)} tensor fingerprints exported")
 
 
 @fingerprints_group.command("import")
