@@ -41,7 +41,8 @@ A gzip-compressed UTF-8 JSON object (an uncompressed JSON file is read too)::
       "weight_prints": [{                             # tensor fingerprints (version 2)
         "model": "heron-7b",
         "name": "heron-7b/model.safetensors",         # the registered file it describes
-        "print": {...}                                # fingerprints.weightprint.WeightPrint.as_json
+        "print": {...},                               # fingerprints.weightprint.WeightPrint.as_json
+        "recipient": "acme" | null                    # whose copy it describes (version 4)
       }],
       "watermarks": [{                                # recipients' marks (version 4; may be [])
         "model": "heron-7b",
@@ -72,13 +73,16 @@ bundles' prints are still read, their roles derived on import.
 
 Version 4 added `watermarks`: what the watermark test needs besides the originals' kept rows
 (which the tensor fingerprints carry), so a monitoring machine that never held the weights
-names the recipient of a leaked copy as the release machine does. A recipient's key is
+names the recipient of a leaked copy as the release machine does; and each tensor
+fingerprint's `recipient`, so the monitor compares a suspect with the original's kept rows,
+never with a recipient's copy fingerprinted on the release machine. A recipient's key is
 HMAC(master secret, model, recipient): it lets its holder check (and compute) that
 recipient's mark only, and the master secret that marks new copies is never in a bundle.
 A bundle with watermarks is written readable by its owner only (0600). A key must decode
 (strict base64) to exactly 32 bytes, a density be a number in [0, 1], a recipient appear
-once per model, and `artifact`, when set, be that recipient's copy among `artifacts`;
-versions 1 to 3 are still read (no watermarks).
+once per model, and `artifact`, when set, be that recipient's copy among `artifacts`, as a
+fingerprint with a recipient must describe one of theirs (model, name and recipient);
+versions 1 to 3 are still read (no watermarks, every fingerprint the original's).
 """
 
 from __future__ import annotations
@@ -98,7 +102,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, TypedDict, TypeGuard, overload
+from typing import Any, BinaryIO, Literal, NamedTuple, TypedDict, TypeGuard, overload
 
 from fingerprints.limits import json_values_bound
 from fingerprints.watermark import MARK_VERSION
@@ -126,7 +130,8 @@ _TOP_KEYS = ("format", "version", "created_at", "generator", "models", "artifact
 _TOP_KEYS_BY_VERSION = {1: _TOP_KEYS[:-2], 2: _TOP_KEYS[:-1], 3: _TOP_KEYS[:-1],
                         4: _TOP_KEYS}
 _MARK_KEYS = ("model", "recipient", "key", "version", "densities", "artifact")
-_PRINT_KEYS = ("model", "name", "print")
+_PRINT_KEYS_BY_VERSION = {2: ("model", "name", "print"), 3: ("model", "name", "print"),
+                          4: ("model", "name", "print", "recipient")}
 _MODEL_KEYS = ("name",)
 _ARTIFACT_KEYS = ("model", "name", "size", "sha256", "sha1", "md5", "pieces_root", "shards",
                   "release", "recipient")
@@ -166,6 +171,16 @@ class BundleIndicator(TypedDict):
     recipient: str | None
 
 
+class BundlePrint(NamedTuple):
+    """A registered file's tensor fingerprint, and whose copy the file is (None: the
+    release's own file, whose kept rows the watermark test compares with)."""
+
+    model: str
+    name: str
+    print: WeightPrint
+    recipient: str | None = None
+
+
 class BundleMark(TypedDict):
     """A recipient's marked copy as the watermark test needs it: never the master secret."""
 
@@ -184,16 +199,15 @@ class Bundle:
     models: list[str]
     artifacts: list[BundleArtifact]
     indicators: list[BundleIndicator]
-    # (model, registered file name, fingerprint)
-    weight_prints: list[tuple[str, str, WeightPrint]] = field(default_factory=list)
+    weight_prints: list[BundlePrint] = field(default_factory=list)
     watermarks: list[BundleMark] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, "created_at": self.created_at,
                 "generator": self.generator, "models": [{"name": m} for m in self.models],
                 "artifacts": self.artifacts, "indicators": self.indicators,
-                "weight_prints": [{"model": model, "name": name, "print": p.as_json()}
-                                  for model, name, p in self.weight_prints],
+                "weight_prints": [{"model": p.model, "name": p.name, "print": p.print.as_json(),
+                                   "recipient": p.recipient} for p in self.weight_prints],
                 "watermarks": [{**mark, "key": base64.b64encode(mark["key"]).decode("ascii")}
                                for mark in self.watermarks]}
 
@@ -397,16 +411,22 @@ def parse_bundle(doc: Any, name: str) -> Bundle:
             "source": _text(entry["source"], f"{where}.source", fail, required=True),
             "recipient": _text(entry["recipient"], f"{where}.recipient", fail),
         })
-    prints: list[tuple[str, str, WeightPrint]] = []
+    files = {(a["model"], a["name"], a["recipient"]) for a in artifacts}
+    prints: list[BundlePrint] = []
     for i, entry in enumerate(_list(doc.get("weight_prints", []), "weight_prints", fail)):
         where = f"weight_prints[{i}]"
-        _check_keys(entry, _PRINT_KEYS, where, fail)
+        _check_keys(entry, _PRINT_KEYS_BY_VERSION[version], where, fail)
         name_ = _text(entry["name"], f"{where}.name", fail, required=True)
+        model = model_of(entry, where)
+        recipient = _text(entry.get("recipient"), f"{where}.recipient", fail)
+        if recipient is not None and (model, name_, recipient) not in files:
+            raise fail(f"{where}.recipient", f"no artifact {name_[:60]!r} of {model[:60]} "
+                       f"for {recipient[:60]} among artifacts")
         try:
             print_ = WeightPrint.from_json(entry["print"], f"{where} ({name_[:60]}).print")
         except PrintError as exc:
             raise BundleError(f"{name}: {exc}") from None
-        prints.append((model_of(entry, where), name_, print_))
+        prints.append(BundlePrint(model, name_, print_, recipient))
     copies = {(a["model"], a["recipient"], a["sha256"]) for a in artifacts if a["recipient"]}
     marks: list[BundleMark] = []
     seen: set[tuple[str, str]] = set()

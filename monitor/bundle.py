@@ -11,7 +11,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fingerprints.bundle import Bundle, BundleArtifact, BundleError, BundleIndicator, BundleMark
+from fingerprints.bundle import (
+    Bundle,
+    BundleArtifact,
+    BundleError,
+    BundleIndicator,
+    BundleMark,
+    BundlePrint,
+)
 from fingerprints.watermark import key_id
 from monitor import __version__
 from monitor.models import utcnow
@@ -63,7 +70,9 @@ def bundle_from_store(store: Store, models: Sequence[str] = ()) -> Bundle:
         for w in store.watermarks() if w["model"] in wanted]
     return Bundle(created_at=utcnow(), generator=f"weightwatch {__version__}", models=chosen,
                   artifacts=artifacts, indicators=indicators,
-                  weight_prints=store.weight_prints(chosen), watermarks=marks)
+                  weight_prints=[BundlePrint(*found) for found in
+                                 store.weight_prints(chosen, with_recipient=True)],
+                  watermarks=marks)
 
 
 # --- import ------------------------------------------------------------------------------
@@ -104,8 +113,10 @@ def _import(store: Store, bundle: Bundle) -> ImportCounts:
                 recipient=art["recipient"])
             digests += len(added)
             digests_new += sum(added)
-        prints_new = sum(store.add_weight_print(model=model, name=name, print_=print_)[1]
-                         for model, name, print_ in bundle.weight_prints)
+        prints_new = sum(store.add_weight_print(
+            model=p.model, name=p.name, print_=p.print,
+            artifact_id=_artifact_id(store, p.model, p.name, p.recipient))[1]
+            for p in bundle.weight_prints)
         marks_new = sum(_import_mark(store, mark) for mark in bundle.watermarks)
     after = store.registry_counts()
     return ImportCounts(
@@ -113,6 +124,14 @@ def _import(store: Store, bundle: Bundle) -> ImportCounts:
         artifacts=len(bundle.artifacts), artifacts_new=after["artifacts"] - before["artifacts"],
         digests=digests, digests_new=digests_new, prints=len(bundle.weight_prints),
         prints_new=prints_new, watermarks=len(bundle.watermarks), watermarks_new=marks_new)
+
+
+def _artifact_id(store: Store, model: str, name: str, recipient: str | None) -> int | None:
+    """The registered file a fingerprint describes: what tells the watermark test an
+    original's kept rows (no recipient) from a recipient's copy's."""
+    row = store.db.execute("SELECT id FROM artifacts WHERE model = ? AND name = ? AND "
+                           "recipient IS ? ORDER BY id", [model, name, recipient]).fetchone()
+    return row[0] if row else None
 
 
 def _import_mark(store: Store, mark: BundleMark) -> bool:

@@ -589,6 +589,13 @@ def second_mark(**changes: object) -> dict:
          f"{WHERE}.artifact: not acme's copy of heron-7b among artifacts"),
         (marks_mutated("watermarks.0.artifact", COPY_SHA[:-1]),
          f"{WHERE}.artifact: expected 64 hex characters, got 63"),
+        # A recipient's fingerprint taken for the original's would hide their mark.
+        (marks_mutated("weight_prints", [{"model": "heron-7b", "name": "x.safetensors",
+                                          "print": {}, "recipient": "acme"}]),
+         "b: weight_prints[0].recipient: no artifact 'x.safetensors' of heron-7b for acme "
+         "among artifacts"),
+        (marks_mutated("weight_prints", [{"model": "heron-7b", "name": "x", "print": {}}]),
+         "b: weight_prints[0]: missing key 'recipient'"),
     ],
 )
 def test_tampered_marks_are_refused_naming_the_entry(doc, message):

@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from safetensors.numpy import load_file
 
 from monitor.cli import main
+from monitor.store import Store
 
 # Registering, marking and converting a (small) model, and the CLI in subprocesses.
 pytestmark = [pytest.mark.slow]
@@ -69,6 +70,10 @@ def machines(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
                          str(a / f"{recipient}.safetensors"), "--format", "json",
                          env={"WEIGHTWATCH_WATERMARK_KEY": SECRET})
         issued[recipient] = json.loads(out.stdout)
+    # The operator registers acme's copy too (its digests are known already; its tensors
+    # get a fingerprint of their own, which must never pass for the original's).
+    in_process(a / "a.db", "register", str(a / "acme.safetensors"), "--model", "heron",
+               "--recipient", "acme")
     bundle = a / "heron.json.gz"
     in_process(a / "a.db", "fingerprints", "export", str(bundle))
     in_process(b / "b.db", "fingerprints", "import", str(bundle))
@@ -116,6 +121,16 @@ def table(text: str) -> list[dict[str, str]]:
             for line in lines]
 
 
+def test_the_monitor_knows_the_originals_fingerprint_from_a_copys(machines):
+    def prints(db: Path) -> list[tuple[str, str | None, int]]:
+        with Store(db) as store:
+            return [(name, recipient, len(p.tensors))
+                    for _, name, p, recipient in store.weight_prints(with_recipient=True)]
+
+    assert prints(machines.b) == prints(machines.a)
+    assert [r for _, r, _ in prints(machines.a)] == [None, "acme"]
+
+
 def test_scan_table_shows_the_watermark_outcome_and_recipient(machines):
     leak, unmarked, exact = table(subprocess_cli(
         machines.b, "scan", str(machines.leak), str(machines.unmarked), str(machines.exact)
@@ -155,8 +170,6 @@ def test_issue_json_carries_the_summary(machines):
     detect = json.loads(in_process(machines.a, "watermark", "detect", str(machines.exact),
                                    "--format", "json").stdout)
     assert detect[0]["recipient"] == "acme"
-    from monitor.store import Store
-
     with Store(machines.a) as store:
         mark, = (w for w in store.watermarks("heron") if w["recipient"] == "acme")
     assert (mark["artifact_id"], mark["key_id"]) == (artifact_id, key)
