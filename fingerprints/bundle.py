@@ -78,7 +78,9 @@ fingerprint's `recipient`, so the monitor compares a suspect with the original's
 never with a recipient's copy fingerprinted on the release machine. A recipient's key is
 HMAC(master secret, model, recipient): it lets its holder check (and compute) that
 recipient's mark only, and the master secret that marks new copies is never in a bundle.
-A bundle with watermarks is written readable by its owner only (0600). A key must decode
+A bundle is written readable by its owner only (0600): a recipient's key finds, and so
+could strip, their mark, as a fingerprint's key and sampled rows tell which rows to disturb
+(the web UI withholds the same tables). A key must decode
 (strict base64) to exactly 32 bytes, a density be a number in [0, 1], a recipient appear
 once per model, and `artifact`, when set, be that recipient's copy among `artifacts`, as a
 fingerprint with a recipient must describe one of theirs (model, name and recipient);
@@ -224,8 +226,9 @@ def write_bundle(bundle: Bundle, path: str | Path) -> None:
                 gz.write(data)
             raw.flush()
             os.fsync(raw.fileno())
-        # Recipients' keys let their holder compute those recipients' marks: owner only.
-        os.chmod(tmp, 0o600 if bundle.watermarks else 0o644)
+        # Owner only: a recipient's key finds (and so could strip) their mark, and a
+        # fingerprint's key and sampled rows tell which rows to disturb to evade it.
+        os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -636,7 +636,7 @@ def test_marks_travel_to_the_monitoring_machine(ww, registered, tmp_path):
     bundle = tmp_path / "heron.json.gz"
     out = ww.run("fingerprints", "export", str(bundle), db=registered)
     assert "1 recipients' marks, 0 tensor fingerprints exported" in out.stdout
-    # Recipients' keys let their holder compute those recipients' marks: owner only.
+    # A recipient's key finds, and so could strip, their mark: owner only.
     assert bundle.stat().st_mode & 0o777 == 0o600
     mark, = bundle_json(bundle)["watermarks"]
     assert mark["key"] == base64.b64encode(KEY).decode()
@@ -649,10 +649,10 @@ def test_marks_travel_to_the_monitoring_machine(ww, registered, tmp_path):
     again = ww.run("fingerprints", "import", str(bundle), db=monitor_db)
     assert again.stdout.strip().endswith("1 recipients' marks (0 new)")
 
-    # A bundle without marks stays readable by anyone, as before.
+    # A bundle of another model carries no marks (and is owner-only all the same).
     plain = tmp_path / "other.json.gz"
     ww.run("fingerprints", "export", str(plain), "--model", "other-3b", db=registered)
-    assert plain.stat().st_mode & 0o777 == 0o644 and bundle_json(plain)["watermarks"] == []
+    assert plain.stat().st_mode & 0o777 == 0o600 and bundle_json(plain)["watermarks"] == []
 
 
 def test_marks_alone_make_remote_verdicts_stale(ww, registered, tmp_path):

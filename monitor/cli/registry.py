@@ -130,8 +130,7 @@ def fingerprints_group() -> None:
 def fingerprints_export(state: State, bundle: str, models: tuple[str, ...]) -> None:
     """Write the registry (models, artifacts' names, sizes and digests, imported indicators,
     tensor fingerprints, recipients' watermark keys) to BUNDLE, a gzip-compressed JSON
-    file; never paths, weights or the watermark master secret. A bundle with recipients'
-    keys is written readable by its owner only.
+    file readable by its owner only; never paths, weights or the watermark master secret.
 
     Exit 1 if there is nothing to export or BUNDLE cannot be written.
     """
