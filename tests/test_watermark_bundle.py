@@ -45,7 +45,7 @@ def subprocess_cli(db: Path, *args: str, code: int = 0) -> subprocess.CompletedP
     """The real CLI as an operator runs it on the monitoring machine: no master secret in
     its environment, a terminal wide enough for the whole table."""
     environ = {k: v for k, v in os.environ.items() if k != "WEIGHTWATCH_WATERMARK_KEY"}
-    environ.update(PYTHONPATH=os.pathsep.join(sys.path), COLUMNS="200")
+    environ.update(PYTHONPATH=os.pathsep.join(sys.path), COLUMNS="400")
     result = subprocess.run([sys.executable, "-m", "monitor", "--config",
                              str(db.parent / "config.toml"), "--db", str(db), *args],
                             capture_output=True, text=True, env=environ, timeout=300)
