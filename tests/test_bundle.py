@@ -699,3 +699,16 @@ def test_a_machine_without_marks_is_told_where_they_come_from(ww, tmp_path):
     result = ww.run("watermark", "detect", str(tmp_path), db=tmp_path / "empty.db", code=1)
     message = one_line(result.stderr)
     assert "fingerprints import" in message and "watermark issue" in message
+
+
+def test_a_hostile_mark_through_the_cli_is_one_line_and_imports_nothing(ww, tmp_path):
+    doc = marks_mutated("watermarks.0.key", "%%%" + "A" * 41)
+    bundle = write_json_gz(tmp_path / "hostile.json.gz", doc)
+    db = tmp_path / "monitor.db"
+    result = ww.run("fingerprints", "import", str(bundle), db=db, code=1)
+    assert one_line(result.stderr) == (f"weightwatch: {bundle}: watermarks[0] (acme).key: "
+                                       f"expected base64 of 32 bytes, got invalid base64")
+    assert result.stdout == ""
+    with Store(db) as store:
+        assert store.registry_counts() == {"models": 0, "artifacts": 0, "indicators": 0}
+        assert store.watermarks() == []
