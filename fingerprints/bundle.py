@@ -80,11 +80,11 @@ HMAC(master secret, model, recipient): it lets its holder check (and compute) th
 recipient's mark only, and the master secret that marks new copies is never in a bundle.
 A bundle is written readable by its owner only (0600): a recipient's key finds, and so
 could strip, their mark, as a fingerprint's key and sampled rows tell which rows to disturb
-(the web UI withholds the same tables). A key must decode
-(strict base64) to exactly 32 bytes, a density be a number in [0, 1], a recipient appear
-once per model, and `artifact`, when set, be that recipient's copy among `artifacts`, as a
-fingerprint with a recipient must describe one of theirs (model, name and recipient);
-versions 1 to 3 are still read (no watermarks, every fingerprint the original's).
+(the web UI withholds the same tables). A key must decode (strict base64) to exactly 32
+bytes, a density be a number in [0, 1], a recipient appear once per model, and `artifact`,
+when set, be that recipient's copy among `artifacts`, as a fingerprint with a recipient
+must describe one of theirs (model, name and recipient); versions 1 to 3 are still read
+(no watermarks, every fingerprint the original's).
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ class BundlePrint(NamedTuple):
 
     model: str
     name: str
-    print: WeightPrint
+    fingerprint: WeightPrint
     recipient: str | None = None
 
 
@@ -208,8 +208,9 @@ class Bundle:
         return {"format": FORMAT, "version": VERSION, "created_at": self.created_at,
                 "generator": self.generator, "models": [{"name": m} for m in self.models],
                 "artifacts": self.artifacts, "indicators": self.indicators,
-                "weight_prints": [{"model": p.model, "name": p.name, "print": p.print.as_json(),
-                                   "recipient": p.recipient} for p in self.weight_prints],
+                "weight_prints": [{"model": p.model, "name": p.name,
+                                   "print": p.fingerprint.as_json(), "recipient": p.recipient}
+                                  for p in self.weight_prints],
                 "watermarks": [{**mark, "key": base64.b64encode(mark["key"]).decode("ascii")}
                                for mark in self.watermarks]}
 

@@ -113,11 +113,20 @@ def _import(store: Store, bundle: Bundle) -> ImportCounts:
                 recipient=art["recipient"])
             digests += len(added)
             digests_new += sum(added)
+        # Each fingerprint and mark linked to the file it describes, as on the machine that
+        # wrote the bundle: a fingerprint without a recipient is the original's, whose kept
+        # rows the watermark test compares with.
+        by_file: dict[tuple[str, str, str | None], int] = {}
+        by_copy: dict[tuple[str, str, str | None], int] = {}
+        for a in store.artifacts():
+            by_file.setdefault((a["model"], a["name"], a["recipient"]), a["id"])
+            by_copy.setdefault((a["model"], a["sha256"], a["recipient"]), a["id"])
         prints_new = sum(store.add_weight_print(
-            model=p.model, name=p.name, print_=p.print,
-            artifact_id=_artifact_id(store, p.model, p.name, p.recipient))[1]
+            model=p.model, name=p.name, print_=p.fingerprint,
+            artifact_id=by_file.get((p.model, p.name, p.recipient)))[1]
             for p in bundle.weight_prints)
-        marks_new = sum(_import_mark(store, mark) for mark in bundle.watermarks)
+        marks_new = sum(_import_mark(store, mark, None if mark["artifact"] is None else by_copy[
+            (mark["model"], mark["artifact"], mark["recipient"])]) for mark in bundle.watermarks)
     after = store.registry_counts()
     return ImportCounts(
         models=len(bundle.models), models_new=after["models"] - before["models"],
@@ -126,23 +135,10 @@ def _import(store: Store, bundle: Bundle) -> ImportCounts:
         prints_new=prints_new, watermarks=len(bundle.watermarks), watermarks_new=marks_new)
 
 
-def _artifact_id(store: Store, model: str, name: str, recipient: str | None) -> int | None:
-    """The registered file a fingerprint describes: what tells the watermark test an
-    original's kept rows (no recipient) from a recipient's copy's."""
-    row = store.db.execute("SELECT id FROM artifacts WHERE model = ? AND name = ? AND "
-                           "recipient IS ? ORDER BY id", [model, name, recipient]).fetchone()
-    return row[0] if row else None
-
-
-def _import_mark(store: Store, mark: BundleMark) -> bool:
-    """Record one recipient's mark, linked to their copy's artifact when the bundle names
-    it; True if new. A recipient already recorded with another key is refused (BundleError,
-    so the whole import is undone): which of two marks is theirs could not be told."""
-    artifact_id = None
-    if mark["artifact"] is not None:
-        artifact_id = store.db.execute(
-            "SELECT id FROM artifacts WHERE model = ? AND sha256 = ? AND recipient = ?",
-            [mark["model"], mark["artifact"], mark["recipient"]]).fetchone()[0]
+def _import_mark(store: Store, mark: BundleMark, artifact_id: int | None) -> bool:
+    """Record one recipient's mark; True if new. A recipient already recorded with another
+    key is refused (BundleError, so the whole import is undone): which of two marks is
+    theirs could not be told."""
     try:
         return store.add_watermark(
             model=mark["model"], recipient=mark["recipient"], key=mark["key"],
