@@ -3,18 +3,19 @@
 The machine that holds the weights registers them (`weightwatch register`) and writes a
 bundle (`weightwatch fingerprints export BUNDLE`); the monitoring machine, which must never
 hold the weights, reads it (`weightwatch fingerprints import BUNDLE`). A bundle carries the
-registry only: model names, each released file's name, size and digests, and the indicators
-imported from checksum lists, magnets and hub records. It never carries a path on the
-release machine, the weights, or any secret.
+registry: model names, each released file's name, size and digests, the indicators
+imported from checksum lists, magnets and hub records, the tensor fingerprints, and what
+names the recipient of a marked copy (each recipient's derived key and mark densities). It
+never carries a path on the release machine, the weights, or the watermark master secret.
 
-Format, version 3
+Format, version 4
 -----------------
 
 A gzip-compressed UTF-8 JSON object (an uncompressed JSON file is read too)::
 
     {
       "format": "weightwatch-fingerprints",
-      "version": 3,
+      "version": 4,
       "created_at": "2024-05-01T12:00:00+00:00",        # ISO 8601
       "generator": "weightwatch 0.1.0",
       "models": [{"name": "heron-7b"}],
@@ -40,7 +41,16 @@ A gzip-compressed UTF-8 JSON object (an uncompressed JSON file is read too)::
       "weight_prints": [{                             # tensor fingerprints (version 2)
         "model": "heron-7b",
         "name": "heron-7b/model.safetensors",         # the registered file it describes
-        "print": {...}                                # fingerprints.weightprint.WeightPrint.as_json
+        "print": {...},                               # fingerprints.weightprint.WeightPrint.as_json
+        "recipient": "acme" | null                    # whose copy it describes (version 4)
+      }],
+      "watermarks": [{                                # recipients' marks (version 4; may be [])
+        "model": "heron-7b",
+        "recipient": "acme",                          # whose marked copy
+        "key": "<base64 of 32 bytes>",                # the recipient's derived key
+        "version": 1,                                 # the mark's version
+        "densities": {"blk.0.attn_q.weight": 1.0},    # share of each tensor's elements marked
+        "artifact": "<64 hex>" | null                 # sha256 of the copy, one of artifacts[]
       }]
     }
 
@@ -59,15 +69,32 @@ and statistics: what recognises converted and quantised copies; the key in them 
 projections and rows, and is not a secret that marks or signs anything); version 1
 bundles, which have none, are still read. Version 3 carries version-2 tensor fingerprints
 (each tensor's role and a sketch of its columns, for copies stored transposed); version 2
-bundles' prints are still read, their roles derived on import. Watermark verification data will come under a
-new version number, never a master secret.
+bundles' prints are still read, their roles derived on import.
+
+Version 4 added `watermarks`: what the watermark test needs besides the originals' kept rows
+(which the tensor fingerprints carry), so a monitoring machine that never held the weights
+names the recipient of a leaked copy as the release machine does; and each tensor
+fingerprint's `recipient`, so the monitor compares a suspect with the original's kept rows,
+never with a recipient's copy fingerprinted on the release machine. A recipient's key is
+HMAC(master secret, model, recipient): it lets its holder check (and compute) that
+recipient's mark only, and the master secret that marks new copies is never in a bundle.
+A bundle is written readable by its owner only (0600): a recipient's key finds, and so
+could strip, their mark, as a fingerprint's key and sampled rows tell which rows to disturb
+(the web UI withholds the same tables). A key must decode (strict base64) to exactly 32
+bytes, a density be a number in [0, 1], a recipient appear once per model, and `artifact`,
+when set, be that recipient's copy among `artifacts`, as a fingerprint with a recipient
+must describe one of theirs (model, name and recipient); versions 1 to 3 are still read
+(no watermarks, every fingerprint the original's).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import gzip
 import io
 import json
+import math
 import os
 import re
 import struct
@@ -77,14 +104,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, TypedDict, TypeGuard, overload
+from typing import Any, BinaryIO, Literal, NamedTuple, TypedDict, TypeGuard, overload
 
 from fingerprints.limits import json_values_bound
+from fingerprints.watermark import MARK_VERSION
 from fingerprints.weightprint import PrintError, WeightPrint
 
 FORMAT = "weightwatch-fingerprints"
-VERSION = 3
-READS = (1, 2, 3)
+VERSION = 4
+READS = (1, 2, 3, 4)
 MAX_BUNDLE_SIZE = 256 * 2**20
 # JSON values in a bundle: an indicator is ~10, a fingerprinted file ~2,000 (64 tensors of
 # ~35), so 2^22 holds hundreds of thousands of indicators or thousands of files, and a
@@ -93,11 +121,19 @@ MAX_BUNDLE_VALUES = 1 << 22
 HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "btih": 40, "btmh": 64,
                "pieces_root": 64, "shard": 64}
 MAX_TEXT = 4096
+# A mark's key is HMAC-SHA256 output (fingerprints.watermark.recipient_key); its densities
+# name a model's tensors (thousands at most in any released model).
+MARK_KEY_BYTES = 32
+MAX_MARK_TENSORS = 1 << 16
+MARK_VERSIONS = tuple(range(1, MARK_VERSION + 1))
 
 _TOP_KEYS = ("format", "version", "created_at", "generator", "models", "artifacts",
-             "indicators", "weight_prints")
-_TOP_KEYS_V1 = _TOP_KEYS[:-1]
-_PRINT_KEYS = ("model", "name", "print")
+             "indicators", "weight_prints", "watermarks")
+_TOP_KEYS_BY_VERSION = {1: _TOP_KEYS[:-2], 2: _TOP_KEYS[:-1], 3: _TOP_KEYS[:-1],
+                        4: _TOP_KEYS}
+_MARK_KEYS = ("model", "recipient", "key", "version", "densities", "artifact")
+_PRINT_KEYS_BY_VERSION = {2: ("model", "name", "print"), 3: ("model", "name", "print"),
+                          4: ("model", "name", "print", "recipient")}
 _MODEL_KEYS = ("name",)
 _ARTIFACT_KEYS = ("model", "name", "size", "sha256", "sha1", "md5", "pieces_root", "shards",
                   "release", "recipient")
@@ -137,6 +173,27 @@ class BundleIndicator(TypedDict):
     recipient: str | None
 
 
+class BundlePrint(NamedTuple):
+    """A registered file's tensor fingerprint, and whose copy the file is (None: the
+    release's own file, whose kept rows the watermark test compares with)."""
+
+    model: str
+    name: str
+    fingerprint: WeightPrint
+    recipient: str | None = None
+
+
+class BundleMark(TypedDict):
+    """A recipient's marked copy as the watermark test needs it: never the master secret."""
+
+    model: str
+    recipient: str
+    key: bytes               # the recipient's derived key (HMAC of the master secret)
+    version: int             # the mark's version (fingerprints.watermark.MARK_VERSION)
+    densities: dict[str, float]  # canonical tensor name -> share of its elements marked
+    artifact: str | None     # sha256 of the recipient's copy, when registered
+
+
 @dataclass
 class Bundle:
     created_at: str
@@ -144,15 +201,18 @@ class Bundle:
     models: list[str]
     artifacts: list[BundleArtifact]
     indicators: list[BundleIndicator]
-    # (model, registered file name, fingerprint)
-    weight_prints: list[tuple[str, str, WeightPrint]] = field(default_factory=list)
+    weight_prints: list[BundlePrint] = field(default_factory=list)
+    watermarks: list[BundleMark] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, "created_at": self.created_at,
                 "generator": self.generator, "models": [{"name": m} for m in self.models],
                 "artifacts": self.artifacts, "indicators": self.indicators,
-                "weight_prints": [{"model": model, "name": name, "print": p.as_json()}
-                                  for model, name, p in self.weight_prints]}
+                "weight_prints": [{"model": p.model, "name": p.name,
+                                   "print": p.fingerprint.as_json(), "recipient": p.recipient}
+                                  for p in self.weight_prints],
+                "watermarks": [{**mark, "key": base64.b64encode(mark["key"]).decode("ascii")}
+                               for mark in self.watermarks]}
 
 
 def write_bundle(bundle: Bundle, path: str | Path) -> None:
@@ -167,7 +227,9 @@ def write_bundle(bundle: Bundle, path: str | Path) -> None:
                 gz.write(data)
             raw.flush()
             os.fsync(raw.fileno())
-        os.chmod(tmp, 0o644)
+        # Owner only: a recipient's key finds (and so could strip) their mark, and a
+        # fingerprint's key and sampled rows tell which rows to disturb to evade it.
+        os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -294,7 +356,7 @@ def parse_bundle(doc: Any, name: str) -> Bundle:
     if version not in READS:
         raise fail("version", f"unsupported bundle version {version} (reads "
                    f"{', '.join(map(str, READS))})")
-    _check_keys(doc, _TOP_KEYS if version >= 2 else _TOP_KEYS_V1, "", fail)
+    _check_keys(doc, _TOP_KEYS_BY_VERSION[version], "", fail)
     created_at = _text(doc["created_at"], "created_at", fail, required=True)
     try:
         datetime.fromisoformat(created_at)
@@ -353,22 +415,61 @@ def parse_bundle(doc: Any, name: str) -> Bundle:
             "source": _text(entry["source"], f"{where}.source", fail, required=True),
             "recipient": _text(entry["recipient"], f"{where}.recipient", fail),
         })
-    prints: list[tuple[str, str, WeightPrint]] = []
+    files = {(a["model"], a["name"], a["recipient"]) for a in artifacts}
+    prints: list[BundlePrint] = []
     for i, entry in enumerate(_list(doc.get("weight_prints", []), "weight_prints", fail)):
         where = f"weight_prints[{i}]"
-        _check_keys(entry, _PRINT_KEYS, where, fail)
+        _check_keys(entry, _PRINT_KEYS_BY_VERSION[version], where, fail)
         name_ = _text(entry["name"], f"{where}.name", fail, required=True)
+        model = model_of(entry, where)
+        recipient = _text(entry.get("recipient"), f"{where}.recipient", fail)
+        if recipient is not None and (model, name_, recipient) not in files:
+            raise fail(f"{where}.recipient", f"no artifact {name_[:60]!r} of {model[:60]} "
+                       f"for {recipient[:60]} among artifacts")
         try:
             print_ = WeightPrint.from_json(entry["print"], f"{where} ({name_[:60]}).print")
         except PrintError as exc:
             raise BundleError(f"{name}: {exc}") from None
-        prints.append((model_of(entry, where), name_, print_))
+        prints.append(BundlePrint(model, name_, print_, recipient))
+    copies = {(a["model"], a["recipient"], a["sha256"]) for a in artifacts if a["recipient"]}
+    marks: list[BundleMark] = []
+    seen: set[tuple[str, str]] = set()
+    for i, entry in enumerate(_list(doc.get("watermarks", []), "watermarks", fail)):
+        where = f"watermarks[{i}]"
+        _check_keys(entry, _MARK_KEYS, where, fail)
+        if isinstance(entry.get("recipient"), str):
+            where += f" ({entry['recipient'][:60]})"
+        model = model_of(entry, where)
+        recipient = _text(entry["recipient"], f"{where}.recipient", fail, required=True)
+        if (model, recipient) in seen:
+            raise fail(where, f"a second mark for {recipient[:60]}'s copy of {model[:60]}")
+        seen.add((model, recipient))
+        mark_version = entry["version"]
+        if not _is_int(mark_version) or mark_version not in MARK_VERSIONS:
+            raise fail(f"{where}.version", f"unknown mark version {_show_value(mark_version)} "
+                       f"(reads {', '.join(map(str, MARK_VERSIONS))}); upgrade weightwatch")
+        artifact = (None if entry["artifact"] is None
+                    else _hex(entry["artifact"], 64, f"{where}.artifact", fail))
+        if artifact is not None and (model, recipient, artifact) not in copies:
+            raise fail(f"{where}.artifact", f"not {recipient[:60]}'s copy of {model[:60]} "
+                       f"among artifacts")
+        marks.append({"model": model, "recipient": recipient,
+                      "key": _key(entry["key"], f"{where}.key", fail),
+                      "version": mark_version,
+                      "densities": _densities(entry["densities"], f"{where}.densities", fail),
+                      "artifact": artifact})
     return Bundle(created_at=created_at, generator=generator, models=models,
-                  artifacts=artifacts, indicators=indicators, weight_prints=prints)
+                  artifacts=artifacts, indicators=indicators, weight_prints=prints,
+                  watermarks=marks)
 
 
 def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _show_value(value: object) -> str:
+    """A small number as itself, anything else as its kind."""
+    return str(value)[:20] if _is_int(value) else _show(value)
 
 
 def _show(value: object) -> str:
@@ -436,3 +537,39 @@ def _hex(value: object, length: int, where: str, fail: _Fail) -> str:
     if len(value) != length:
         raise fail(where, f"expected {length} hex characters, got {len(value)}")
     return value.lower()
+
+
+def _key(value: object, where: str, fail: _Fail) -> bytes:
+    """A mark's key: strict base64 of exactly MARK_KEY_BYTES (the length is checked on the
+    text first, so a huge string is refused before it is decoded)."""
+    length = 4 * -(-MARK_KEY_BYTES // 3)
+    if not isinstance(value, str):
+        raise fail(where, f"expected base64 of {MARK_KEY_BYTES} bytes, got {_show(value)}")
+    if len(value) != length:
+        raise fail(where, f"expected base64 of {MARK_KEY_BYTES} bytes ({length} characters), "
+                   f"got {len(value)} characters")
+    try:
+        key = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise fail(where, f"expected base64 of {MARK_KEY_BYTES} bytes, got invalid base64") \
+            from None
+    if len(key) != MARK_KEY_BYTES:
+        raise fail(where, f"expected base64 of {MARK_KEY_BYTES} bytes, got {len(key)} bytes")
+    return key
+
+
+def _densities(value: object, where: str, fail: _Fail) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise fail(where, f"expected an object, got {_show(value)}")
+    if len(value) > MAX_MARK_TENSORS:
+        raise fail(where, f"{len(value)} tensors, over the limit of {MAX_MARK_TENSORS}")
+    densities: dict[str, float] = {}
+    for name, density in value.items():
+        name = _text(name, f"{where} key", fail, required=True)
+        inner = f"{where}[{name[:60]!r}]"
+        if not isinstance(density, (int, float)) or isinstance(density, bool):
+            raise fail(inner, f"expected a number from 0 to 1, got {_show(density)}")
+        if not (math.isfinite(density) and 0 <= density <= 1):
+            raise fail(inner, f"expected a number from 0 to 1, got {density!r:.20}")
+        densities[name] = float(density)
+    return densities

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -43,8 +44,8 @@ from fingerprints.tensors import TensorInfo, WeightFileError, WeightReader
 from fingerprints.weightprint import MatchResult, WeightPrint, canonical_order
 
 __all__ = ["Attribution", "MARK_DTYPES", "WatermarkError", "attribute", "detect_marks",
-           "gather_evidence", "key_id", "mark_rows", "mark_values", "plan_density",
-           "recipient_key"]
+           "gather_evidence", "key_id", "log10_bound", "mark_rows", "mark_values",
+           "plan_density", "recipient_key", "show_bound"]
 
 MARK_VERSION = 1
 BLOCK = 32
@@ -249,21 +250,54 @@ class Attribution:
     tensors: int = 0
     # z of the best-scoring recipients (all of them scored in full), best first
     scores: dict[str, float] = field(default_factory=dict)
+    # Whose z `z` is: the best-scoring recipient, attributed or not (None: nobody scored).
+    best: str | None = None
+
+    @property
+    def bound_log10(self) -> float:
+        return log10_bound(self.z, self.recipients)
+
+    @property
+    def runner_up_bound_log10(self) -> float | None:
+        return None if self.runner_up_z is None else log10_bound(self.runner_up_z,
+                                                                 self.recipients)
 
     def as_dict(self) -> dict[str, object]:
+        runner_log10 = self.runner_up_bound_log10
         return {"outcome": self.outcome, "recipient": self.recipient, "z": round(self.z, 3),
                 "bound": self.bound, "runner_up": self.runner_up,
                 "runner_up_z": None if self.runner_up_z is None else round(self.runner_up_z, 3),
                 "runner_up_bound": self.runner_up_bound, "recipients": self.recipients,
                 "elements": self.elements, "tensors": self.tensors,
-                "scores": {r: round(z, 3) for r, z in self.scores.items()}}
+                "scores": {r: round(z, 3) for r, z in self.scores.items()},
+                "best_candidate": self.best, "bound_log10": round(self.bound_log10, 3),
+                "runner_up_bound_log10": (None if runner_log10 is None
+                                          else round(runner_log10, 3))}
 
 
 def bound(z: float, recipients: int) -> float:
-    """N * exp(-z^2 / 2), at most 1: the chance a wrong recipient scores z or more."""
+    """N * exp(-z^2 / 2), at most 1: the chance a wrong recipient scores z or more. It
+    underflows to 0 beyond z of about 38.6; `log10_bound` holds it exactly."""
     if z <= 0:
         return 1.0
     return float(min(1.0, recipients * math.exp(-z * z / 2)))
+
+
+def log10_bound(z: float, recipients: int) -> float:
+    """log10 of `bound`, computed without forming the bound, so it never underflows."""
+    if z <= 0 or recipients <= 0:
+        return 0.0
+    return min(0.0, math.log10(recipients) - z * z / (2 * math.log(10)))
+
+
+def show_bound(value: float | None, log10: float | None) -> str | None:
+    """A bound for people: three significant digits, or, for one too small for a float
+    (it would show as 0 or lose its digits), its power of ten from the log10."""
+    if value is None or log10 is None:
+        return None
+    if value >= sys.float_info.min:
+        return f"{value:.3g}"
+    return f"10^{log10:.1f}"
 
 
 def detect_marks(evidence: Sequence[Evidence], candidates: Sequence[Candidate], *,
@@ -297,7 +331,8 @@ def detect_marks(evidence: Sequence[Evidence], candidates: Sequence[Candidate], 
         recipient=candidates[int(chosen[order[0]])].recipient if attributed else None,
         z=z, bound=bound(z, n), recipients=n, elements=sum(p.wd.size for p in parts),
         tensors=len(parts),
-        scores={candidates[int(chosen[i])].recipient: float(full[i]) for i in order[:FINALISTS]})
+        scores={candidates[int(chosen[i])].recipient: float(full[i]) for i in order[:FINALISTS]},
+        best=candidates[int(chosen[order[0]])].recipient)
     if len(order) > 1:
         second = int(chosen[order[1]])
         result.runner_up = candidates[second].recipient

@@ -11,7 +11,15 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fingerprints.bundle import Bundle, BundleArtifact, BundleIndicator
+from fingerprints.bundle import (
+    Bundle,
+    BundleArtifact,
+    BundleError,
+    BundleIndicator,
+    BundleMark,
+    BundlePrint,
+)
+from fingerprints.watermark import key_id
 from monitor import __version__
 from monitor.models import utcnow
 from monitor.registry import Rematch, registry_change, rematch_with_defaults
@@ -29,6 +37,8 @@ class ImportCounts:
     digests_new: int
     prints: int = 0
     prints_new: int = 0
+    watermarks: int = 0
+    watermarks_new: int = 0
     # The rematch that followed (None: the registry did not change, or no rematch asked).
     rematched: RematchResult | None = field(default=None, compare=False)
 
@@ -38,7 +48,8 @@ class ImportCounts:
 
 def bundle_from_store(store: Store, models: Sequence[str] = ()) -> Bundle:
     """The registry (or the part of it for `models`) as a bundle: artifacts without their
-    paths, and the indicators that were not derived from an artifact."""
+    paths, the indicators that were not derived from an artifact, the tensor fingerprints,
+    and each recipient's mark (its derived key: the master secret is never stored)."""
     chosen = sorted(set(models)) if models else store.models()
     wanted = set(chosen)
     artifacts: list[BundleArtifact] = [
@@ -51,9 +62,17 @@ def bundle_from_store(store: Store, models: Sequence[str] = ()) -> Bundle:
         {"algo": i["algo"], "value": i["value"], "model": i["model"], "name": i["name"],
          "size": i["size"], "source": i["source"], "recipient": i["recipient"]}
         for i in store.indicators(models=chosen, standalone=True)]
+    copies = {a["id"]: a["sha256"] for a in store.artifacts() if a["recipient"]}
+    marks: list[BundleMark] = [
+        {"model": w["model"], "recipient": w["recipient"], "key": w["key"],
+         "version": w["version"], "densities": w["densities"],
+         "artifact": copies.get(w["artifact_id"]) if w["artifact_id"] is not None else None}
+        for w in store.watermarks() if w["model"] in wanted]
     return Bundle(created_at=utcnow(), generator=f"weightwatch {__version__}", models=chosen,
                   artifacts=artifacts, indicators=indicators,
-                  weight_prints=store.weight_prints(chosen))
+                  weight_prints=[BundlePrint(*found) for found in
+                                 store.weight_prints(chosen, with_recipient=True)],
+                  watermarks=marks)
 
 
 # --- import ------------------------------------------------------------------------------
@@ -94,11 +113,36 @@ def _import(store: Store, bundle: Bundle) -> ImportCounts:
                 recipient=art["recipient"])
             digests += len(added)
             digests_new += sum(added)
-        prints_new = sum(store.add_weight_print(model=model, name=name, print_=print_)[1]
-                         for model, name, print_ in bundle.weight_prints)
+        # Each fingerprint and mark linked to the file it describes, as on the machine that
+        # wrote the bundle: a fingerprint without a recipient is the original's, whose kept
+        # rows the watermark test compares with.
+        by_file: dict[tuple[str, str, str | None], int] = {}
+        by_copy: dict[tuple[str, str, str | None], int] = {}
+        for a in store.artifacts():
+            by_file.setdefault((a["model"], a["name"], a["recipient"]), a["id"])
+            by_copy.setdefault((a["model"], a["sha256"], a["recipient"]), a["id"])
+        prints_new = sum(store.add_weight_print(
+            model=p.model, name=p.name, print_=p.fingerprint,
+            artifact_id=by_file.get((p.model, p.name, p.recipient)))[1]
+            for p in bundle.weight_prints)
+        marks_new = sum(_import_mark(store, mark, None if mark["artifact"] is None else by_copy[
+            (mark["model"], mark["artifact"], mark["recipient"])]) for mark in bundle.watermarks)
     after = store.registry_counts()
     return ImportCounts(
         models=len(bundle.models), models_new=after["models"] - before["models"],
         artifacts=len(bundle.artifacts), artifacts_new=after["artifacts"] - before["artifacts"],
         digests=digests, digests_new=digests_new, prints=len(bundle.weight_prints),
-        prints_new=prints_new)
+        prints_new=prints_new, watermarks=len(bundle.watermarks), watermarks_new=marks_new)
+
+
+def _import_mark(store: Store, mark: BundleMark, artifact_id: int | None) -> bool:
+    """Record one recipient's mark; True if new. A recipient already recorded with another
+    key is refused (BundleError, so the whole import is undone): which of two marks is
+    theirs could not be told."""
+    try:
+        return store.add_watermark(
+            model=mark["model"], recipient=mark["recipient"], key=mark["key"],
+            key_id=key_id(mark["key"]), version=mark["version"], densities=mark["densities"],
+            artifact_id=artifact_id)
+    except ValueError as exc:
+        raise BundleError(f"watermarks ({mark['recipient'][:60]}): {exc}") from None

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from fingerprints.bundle import (
     FORMAT,
     MAX_BUNDLE_SIZE,
+    MAX_MARK_TENSORS,
     VERSION,
     BundleError,
     parse_bundle,
@@ -130,7 +131,7 @@ def test_round_trip_gives_the_same_lookups_without_paths(ww, release, registered
     bundle = tmp_path / "heron.fingerprints.json.gz"
     out = ww.run("fingerprints", "export", str(bundle), db=registered)
     assert out.stdout.strip() == (f"{bundle}: 2 models, 5 artifacts, 2 indicators, "
-                                  f"0 tensor fingerprints exported")
+                                  f"0 recipients' marks, 0 tensor fingerprints exported")
 
     raw = gzip.decompress(bundle.read_bytes()).decode()
     doc = json.loads(raw)
@@ -148,7 +149,8 @@ def test_round_trip_gives_the_same_lookups_without_paths(ww, release, registered
         digests = store.registry_counts()["indicators"]
     assert result.stdout.strip() == (f"{bundle}: 2 models (2 new), 5 artifacts (5 new), "
                                      f"{digests} digests ({digests} new), "
-                                     f"0 tensor fingerprints (0 new)")
+                                     f"0 tensor fingerprints (0 new), "
+                                     f"0 recipients' marks (0 new)")
     assert lookups(monitor_db) == lookups(registered)
 
     def fields(db: Path) -> list[dict]:
@@ -269,9 +271,9 @@ def test_valid_bundle_parses_and_normalises_hex_case():
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        (mutated("version", 4), "b: version: bundle version 4 is newer than this weightwatch "
-                                "(reads 3); upgrade weightwatch"),
-        (mutated("version", 0), "b: version: unsupported bundle version 0 (reads 1, 2, 3)"),
+        (mutated("version", 5), "b: version: bundle version 5 is newer than this weightwatch "
+                                "(reads 4); upgrade weightwatch"),
+        (mutated("version", 0), "b: version: unsupported bundle version 0 (reads 1, 2, 3, 4)"),
         (mutated("version", "1"), "b: version: expected an integer, got a string"),
         (mutated("version", True), "b: version: expected an integer, got a boolean"),
         (mutated("format", "weightwatch-other"),
@@ -469,3 +471,244 @@ def test_base32_in_a_bundle_is_not_hex(tmp_path):
     doc = mutated("indicators.0.value", base64.b32encode(bytes.fromhex(INFOHASH)).decode())
     with pytest.raises(BundleError, match=r"indicators\[0\]\.value: expected 40 hex"):
         parse_bundle(doc, "b")
+
+
+# --- recipients' watermark marks (version 4) -------------------------------------------------
+
+KEY = bytes(range(32))
+COPY_SHA = hashlib.sha256(b"acme's copy").hexdigest()
+
+
+def with_marks() -> dict:
+    """A version-4 bundle: heron-7b, acme's copy and the mark that names acme."""
+    doc = valid()
+    doc["version"] = 4
+    doc["weight_prints"] = []
+    doc["artifacts"].append(dict(doc["artifacts"][0], sha256=COPY_SHA, recipient="acme",
+                                 pieces_root=None, shards=[]))
+    doc["watermarks"] = [{"model": "heron-7b", "recipient": "acme",
+                          "key": base64.b64encode(KEY).decode(), "version": 1,
+                          "densities": {"blk.0.attn_q.weight": 1, "blk.0.ffn_up.weight": 0.25},
+                          "artifact": COPY_SHA.upper()}]
+    return doc
+
+
+def marks_mutated(path: str, value: object = None, *, delete: bool = False) -> dict:
+    doc = with_marks()
+    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+    target = doc
+    for p in parents:
+        target = target[p]
+    if delete:
+        del target[last]
+    else:
+        target[last] = value
+    return doc
+
+
+def test_marks_parse_and_round_trip():
+    bundle = parse_bundle(with_marks(), "b")
+    mark, = bundle.watermarks
+    assert mark == {"model": "heron-7b", "recipient": "acme", "key": KEY, "version": 1,
+                    "densities": {"blk.0.attn_q.weight": 1.0, "blk.0.ffn_up.weight": 0.25},
+                    "artifact": COPY_SHA}
+    again = parse_bundle(json.loads(json.dumps(bundle.as_json())), "b")
+    assert again.watermarks == bundle.watermarks
+    # Older bundles carry none, and a version-4 bundle may carry none.
+    assert parse_bundle(valid(), "b").watermarks == []
+    assert parse_bundle(marks_mutated("watermarks", []), "b").watermarks == []
+
+
+WHERE = "b: watermarks[0] (acme)"
+
+
+def densities(value: object) -> dict:
+    """with_marks() whose mark has these densities (tensor names hold dots: no path)."""
+    doc = with_marks()
+    doc["watermarks"][0]["densities"] = value
+    return doc
+
+
+def second_mark(**changes: object) -> dict:
+    doc = with_marks()
+    doc["watermarks"].append(dict(doc["watermarks"][0], **changes))
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        (marks_mutated("watermarks", delete=True), "b: missing key 'watermarks'"),
+        (dict(mutated("version", 3), weight_prints=[], watermarks=[]),
+         "b: unknown key 'watermarks'"),
+        (marks_mutated("watermarks", {}), "b: watermarks: expected an array, got an object"),
+        (marks_mutated("watermarks.0", "acme"),
+         "b: watermarks[0]: expected an object, got a string"),
+        (marks_mutated("watermarks.0.master", "x"), "b: watermarks[0]: unknown key 'master'"),
+        (marks_mutated("watermarks.0.densities", delete=True),
+         "b: watermarks[0]: missing key 'densities'"),
+        (marks_mutated("watermarks.0.model", "llama"),
+         f"{WHERE}.model: 'llama' is not listed in models"),
+        (marks_mutated("watermarks.0.recipient", ""),
+         "b: watermarks[0] ().recipient: must not be empty"),
+        (marks_mutated("watermarks.0.recipient", None),
+         "b: watermarks[0].recipient: expected a string, got null"),
+        (second_mark(), "b: watermarks[1] (acme): a second mark for acme's copy of heron-7b"),
+        (marks_mutated("watermarks.0.key", base64.b64encode(KEY[:30]).decode()),
+         f"{WHERE}.key: expected base64 of 32 bytes (44 characters), got 40 characters"),
+        (marks_mutated("watermarks.0.key", base64.b64encode(KEY[:31]).decode()),
+         f"{WHERE}.key: expected base64 of 32 bytes, got 31 bytes"),
+        (marks_mutated("watermarks.0.key", base64.b64encode(KEY * 2).decode()),
+         f"{WHERE}.key: expected base64 of 32 bytes (44 characters), got 88 characters"),
+        (marks_mutated("watermarks.0.key", "!" * 44),
+         f"{WHERE}.key: expected base64 of 32 bytes, got invalid base64"),
+        (marks_mutated("watermarks.0.key", KEY.hex()),
+         f"{WHERE}.key: expected base64 of 32 bytes (44 characters), got 64 characters"),
+        (marks_mutated("watermarks.0.key", 7),
+         f"{WHERE}.key: expected base64 of 32 bytes, got a number"),
+        (marks_mutated("watermarks.0.version", 2),
+         f"{WHERE}.version: unknown mark version 2 (reads 1); upgrade weightwatch"),
+        (marks_mutated("watermarks.0.version", "1"),
+         f"{WHERE}.version: unknown mark version a string (reads 1); upgrade weightwatch"),
+        (densities([1.0]), f"{WHERE}.densities: expected an object, got an array"),
+        (densities({"blk.0.attn_q.weight": 1.5}),
+         f"{WHERE}.densities['blk.0.attn_q.weight']: expected a number from 0 to 1, got 1.5"),
+        (densities({"w": float("nan")}),
+         f"{WHERE}.densities['w']: expected a number from 0 to 1, got nan"),
+        (densities({"w": True}),
+         f"{WHERE}.densities['w']: expected a number from 0 to 1, got a boolean"),
+        (densities({"w": "1"}),
+         f"{WHERE}.densities['w']: expected a number from 0 to 1, got a string"),
+        (densities({"": 1}), f"{WHERE}.densities key: must not be empty"),
+        (densities({"x" * 5000: 1}), f"{WHERE}.densities key: not a plausible value (longer "
+                                     f"than 4096 characters or containing NUL)"),
+        (densities({f"t{i}": 1 for i in range(MAX_MARK_TENSORS + 1)}),
+         f"{WHERE}.densities: {MAX_MARK_TENSORS + 1} tensors, over the limit of "
+         f"{MAX_MARK_TENSORS}"),
+        (marks_mutated("watermarks.0.artifact", SHA),
+         f"{WHERE}.artifact: not acme's copy of heron-7b among artifacts"),
+        (marks_mutated("watermarks.0.artifact", COPY_SHA[:-1]),
+         f"{WHERE}.artifact: expected 64 hex characters, got 63"),
+        # A recipient's fingerprint taken for the original's would hide their mark.
+        (marks_mutated("weight_prints", [{"model": "heron-7b", "name": "x.safetensors",
+                                          "print": {}, "recipient": "acme"}]),
+         "b: weight_prints[0].recipient: no artifact 'x.safetensors' of heron-7b for acme "
+         "among artifacts"),
+        (marks_mutated("weight_prints", [{"model": "heron-7b", "name": "x", "print": {}}]),
+         "b: weight_prints[0]: missing key 'recipient'"),
+    ],
+)
+def test_tampered_marks_are_refused_naming_the_entry(doc, message):
+    with pytest.raises(BundleError) as info:
+        parse_bundle(doc, "b")
+    assert str(info.value) == message
+
+
+def test_a_huge_key_is_refused_before_it_is_decoded():
+    doc = marks_mutated("watermarks.0.key", "A" * 10_000_000)
+    with pytest.raises(BundleError) as info:
+        parse_bundle(doc, "b")
+    assert str(info.value) == (f"{WHERE}.key: expected base64 of 32 bytes (44 characters), "
+                               f"got 10000000 characters")
+
+
+def _mark(db: Path, recipient: str, key: bytes) -> None:
+    """Record a mark as `watermark issue` does, on the copy registered for `recipient`."""
+    from fingerprints.watermark import key_id
+
+    with Store(db) as store:
+        copy_id = next(a["id"] for a in store.artifacts() if a["recipient"] == recipient)
+        store.add_watermark(model="heron-7b", recipient=recipient, key=key,
+                            key_id=key_id(key), version=1,
+                            densities={"blk.0.attn_q.weight": 1.0, "blk.0.ffn_up.weight": 0.5},
+                            artifact_id=copy_id)
+
+
+def _marks(db: Path) -> list[tuple]:
+    with Store(db) as store:
+        sha = {a["id"]: a["sha256"] for a in store.artifacts()}
+        return [(w["model"], w["recipient"], w["key"], w["key_id"], w["version"],
+                 w["densities"], sha.get(w["artifact_id"])) for w in store.watermarks()]
+
+
+def test_marks_travel_to_the_monitoring_machine(ww, registered, tmp_path):
+    _mark(registered, "acme", KEY)
+    bundle = tmp_path / "heron.json.gz"
+    out = ww.run("fingerprints", "export", str(bundle), db=registered)
+    assert "1 recipients' marks, 0 tensor fingerprints exported" in out.stdout
+    # A recipient's key finds, and so could strip, their mark: owner only.
+    assert bundle.stat().st_mode & 0o777 == 0o600
+    mark, = bundle_json(bundle)["watermarks"]
+    assert mark["key"] == base64.b64encode(KEY).decode()
+    assert mark["artifact"] == _marks(registered)[0][-1]
+
+    monitor_db = tmp_path / "monitor.db"
+    out = ww.run("fingerprints", "import", str(bundle), db=monitor_db)
+    assert out.stdout.strip().endswith("1 recipients' marks (1 new)")
+    assert _marks(monitor_db) == _marks(registered)
+    again = ww.run("fingerprints", "import", str(bundle), db=monitor_db)
+    assert again.stdout.strip().endswith("1 recipients' marks (0 new)")
+
+    # A bundle of another model carries no marks (and is owner-only all the same).
+    plain = tmp_path / "other.json.gz"
+    ww.run("fingerprints", "export", str(plain), "--model", "other-3b", db=registered)
+    assert plain.stat().st_mode & 0o777 == 0o600 and bundle_json(plain)["watermarks"] == []
+
+
+def test_marks_alone_make_remote_verdicts_stale(ww, registered, tmp_path):
+    """A monitor that imported the registry before the marks existed must scan remote
+    copies again once they arrive: a cached verdict could not name the recipient."""
+    monitor_db = tmp_path / "monitor.db"
+    ww.run("fingerprints", "import", str(_export(ww, registered, tmp_path, "a")),
+           db=monitor_db)
+    with Store(monitor_db) as store:
+        before = store.weight_print_version()
+    _mark(registered, "acme", KEY)
+    out = ww.run("fingerprints", "import", str(_export(ww, registered, tmp_path, "b")),
+                 db=monitor_db)
+    assert "5 artifacts (0 new)" in out.stdout and "1 recipients' marks (1 new)" in out.stdout
+    assert "rematch:" in out.stderr  # the registry changed: stored documents matched again
+    with Store(monitor_db) as store:
+        assert store.weight_print_version() > before
+
+
+def _export(ww, db: Path, tmp_path: Path, name: str) -> Path:
+    bundle = tmp_path / f"{name}.json.gz"
+    ww.run("fingerprints", "export", str(bundle), db=db)
+    return bundle
+
+
+def test_a_recipient_marked_with_another_key_is_refused_whole(ww, registered, tmp_path):
+    _mark(registered, "acme", KEY)
+    bundle = _export(ww, registered, tmp_path, "heron")
+    monitor_db = tmp_path / "monitor.db"
+    ww.run("register", str(tmp_path / "release-machine" / "acme" / "model.safetensors"),
+           "--model", "heron-7b", "--recipient", "acme", db=monitor_db)
+    _mark(monitor_db, "acme", bytes(32))
+    with Store(monitor_db) as store:
+        counts = store.registry_counts()
+    result = ww.run("fingerprints", "import", str(bundle), db=monitor_db, code=1)
+    assert one_line(result.stderr).startswith(f"weightwatch: {bundle}: watermarks (acme): "
+                                              f"acme already has a heron-7b copy marked with "
+                                              f"another key")
+    with Store(monitor_db) as store:
+        assert store.registry_counts() == counts  # nothing of the bundle was imported
+
+
+def test_a_machine_without_marks_is_told_where_they_come_from(ww, tmp_path):
+    result = ww.run("watermark", "detect", str(tmp_path), db=tmp_path / "empty.db", code=1)
+    message = one_line(result.stderr)
+    assert "fingerprints import" in message and "watermark issue" in message
+
+
+def test_a_hostile_mark_through_the_cli_is_one_line_and_imports_nothing(ww, tmp_path):
+    doc = marks_mutated("watermarks.0.key", "%%%" + "A" * 41)
+    bundle = write_json_gz(tmp_path / "hostile.json.gz", doc)
+    db = tmp_path / "monitor.db"
+    result = ww.run("fingerprints", "import", str(bundle), db=db, code=1)
+    assert one_line(result.stderr) == (f"weightwatch: {bundle}: watermarks[0] (acme).key: "
+                                       f"expected base64 of 32 bytes, got invalid base64")
+    assert result.stdout == ""
+    with Store(db) as store:
+        assert store.registry_counts() == {"models": 0, "artifacts": 0, "indicators": 0}
+        assert store.watermarks() == []

@@ -129,8 +129,8 @@ def fingerprints_group() -> None:
 @click.pass_obj
 def fingerprints_export(state: State, bundle: str, models: tuple[str, ...]) -> None:
     """Write the registry (models, artifacts' names, sizes and digests, imported indicators,
-    tensor fingerprints) to BUNDLE, a gzip-compressed JSON file; never paths, weights or
-    secrets.
+    tensor fingerprints, recipients' watermark keys) to BUNDLE, a gzip-compressed JSON
+    file readable by its owner only; never paths, weights or the watermark master secret.
 
     Exit 1 if there is nothing to export or BUNDLE cannot be written.
     """
@@ -152,8 +152,8 @@ def fingerprints_export(state: State, bundle: str, models: tuple[str, ...]) -> N
     except OSError as exc:
         fail(f"{bundle}: cannot write: {exc.strerror or exc}", 1)
     click.echo(f"{bundle}: {len(data.models)} models, {len(data.artifacts)} artifacts, "
-               f"{len(data.indicators)} indicators, {len(data.weight_prints)} tensor "
-               f"fingerprints exported")
+               f"{len(data.indicators)} indicators, {len(data.watermarks)} recipients' "
+               f"marks, {len(data.weight_prints)} tensor fingerprints exported")
 
 
 @fingerprints_group.command("import")
@@ -173,11 +173,15 @@ def fingerprints_import(state: State, bundle: str) -> None:
     except OSError as exc:
         fail(f"{bundle}: {exc.strerror or exc}", 1)
     with state.store() as store:
-        counts = import_bundle(store, data, rematch=lambda s: run_rematch(state, s))
+        try:
+            counts = import_bundle(store, data, rematch=lambda s: run_rematch(state, s))
+        except BundleError as exc:
+            fail(f"{bundle}: {exc}", 1)
     click.echo(f"{bundle}: {counts.models} models ({counts.models_new} new), "
                f"{counts.artifacts} artifacts ({counts.artifacts_new} new), "
                f"{counts.digests} digests ({counts.digests_new} new), "
-               f"{counts.prints} tensor fingerprints ({counts.prints_new} new)")
+               f"{counts.prints} tensor fingerprints ({counts.prints_new} new), "
+               f"{counts.watermarks} recipients' marks ({counts.watermarks_new} new)")
     if counts.rematched is not None:
         click.echo(counts.rematched.summary(), err=True)
 

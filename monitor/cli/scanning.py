@@ -112,8 +112,16 @@ def scan(state: State, locations: tuple[str, ...], models: tuple[str, ...],
     for row in rows:
         if row["false_match_probability"] is not None:
             row["false_match_probability"] = float(f"{row['false_match_probability']:.3g}")
+    if fmt == "table":
+        # The JSON's `watermark` is the whole test; a person needs its outcome and whose
+        # copy it is (by the mark, or by the digest of a recipient's byte-identical copy).
+        rows = [{**row, "watermark": r.attribution.outcome if r.attribution else None,
+                 "recipient": (r.attribution.recipient if r.attribution
+                               else (r.digest or {}).get("recipient"))}
+                for row, r in zip(rows, reports)]
     emit(rows, fmt, table_columns=("location", "verdict", "model", "score",
-                                   "false_match_probability", "tensors_compared", "bytes_read"))
+                                   "false_match_probability", "watermark", "recipient",
+                                   "tensors_compared", "bytes_read"))
     _finish_scans(reports, fmt)
 
 
@@ -157,9 +165,13 @@ def watermark_issue(state: State, model: str, recipient: str, source: str, out: 
         fail(str(exc), 1)
     except OSError as exc:
         fail(f"{exc.filename or out}: {exc.strerror or exc}", 1)
+    # Each row carries the copy's summary too (as `register` rows carry their artifact), so
+    # a script reads where the copy is, its artifact and its key id from the JSON.
     rows = [{"tensor": t.name, "dtype": t.dtype, "density": round(t.density, 4),
              "mark_rms": float(f"{t.mark_rms:.3g}"),
-             "q8_0_rms": None if t.q8_0_rms is None else float(f"{t.q8_0_rms:.3g}")}
+             "q8_0_rms": None if t.q8_0_rms is None else float(f"{t.q8_0_rms:.3g}"),
+             "path": str(issued.path), "model": model, "recipient": recipient,
+             "artifact_id": issued.artifact_id, "key_id": issued.key_id}
             for t in issued.tensors]
     emit(rows, fmt, table_columns=("tensor", "dtype", "density", "mark_rms", "q8_0_rms"))
     if fmt == "table":
@@ -178,32 +190,44 @@ def watermark_issue(state: State, model: str, recipient: str, source: str, out: 
 def watermark_detect(state: State, locations: tuple[str, ...], models: tuple[str, ...],
                      max_bytes: int | None, allow_private: bool, fmt: str) -> None:
     """Whose copy is this? For each file (PATH or URL): `marked` with the recipient, the
-    z-score, the runner-up and the false-attribution bound N*exp(-z^2/2); or
-    `unmarked_original` (our model, no recipient's mark); or `not_our_model`. Exit 1 if a
+    z-score, the runner-up and the false-attribution bound N*exp(-z^2/2) (one too small
+    for a float shown as a power of ten); or `unmarked_original` (our model, no
+    recipient's mark: the z shown is the best-scoring recipient's, named in BEST); or
+    `not_our_model`. Works wherever the recipients' marks are registered: on the release
+    machine, or on a monitoring machine that imported a fingerprint bundle. Exit 1 if a
     file could not be read."""
+    from fingerprints.watermark import show_bound
     from monitor.watermark import detection_outcome
 
     with state.store(write=False) as store:
         if not store.watermarks():
-            fail("no marked copies registered; issue them with `weightwatch watermark issue`", 1)
+            fail(f"no recipients' marks in {state.db_path}: on the machine that holds the "
+                 f"weights, issue marked copies with `weightwatch watermark issue`; on a "
+                 f"monitoring machine, import a bundle exported there since "
+                 f"(`weightwatch fingerprints export`, then `fingerprints import`)", 1)
     reports = _scan_all(state, locations, models, allow_private, digests=False,
                         max_bytes=max_bytes)
     rows = []
     for report in reports:
-        mark = report.attribution.as_dict() if report.attribution else {}
-        rows.append({"location": report.location, "outcome": detection_outcome(report),
-                     "model": report.result.model if report.result else None,
-                     **{k: mark.get(k) for k in ("recipient", "z", "bound", "runner_up",
-                                                 "runner_up_z", "runner_up_bound",
-                                                 "recipients", "tensors", "elements",
-                                                 "scores")},
-                     "bytes_read": report.bytes_read, "error": report.error})
-    for row in rows:
-        for k in ("bound", "runner_up_bound"):
-            if row[k] is not None:
-                row[k] = float(f"{row[k]:.3g}")
-    emit(rows, fmt, table_columns=("location", "outcome", "model", "recipient", "z", "bound",
-                                   "runner_up", "runner_up_bound"))
+        found = report.attribution
+        mark = found.as_dict() if found else {}
+        row = {"location": report.location, "outcome": detection_outcome(report),
+               "model": report.result.model if report.result else None,
+               **{k: mark.get(k) for k in ("recipient", "z", "bound", "runner_up",
+                                           "runner_up_z", "runner_up_bound", "recipients",
+                                           "tensors", "elements", "scores", "best_candidate",
+                                           "bound_log10", "runner_up_bound_log10")},
+               "bytes_read": report.bytes_read, "error": report.error}
+        if found and fmt == "table":
+            row.update(best=found.best, bound=show_bound(found.bound, found.bound_log10),
+                       runner_up_bound=show_bound(found.runner_up_bound,
+                                                  found.runner_up_bound_log10))
+        elif found:
+            row.update(bound=float(f"{found.bound:.3g}"), runner_up_bound=(
+                None if found.runner_up_bound is None else float(f"{found.runner_up_bound:.3g}")))
+        rows.append(row)
+    emit(rows, fmt, table_columns=("location", "outcome", "model", "recipient", "best", "z",
+                                   "bound", "runner_up", "runner_up_bound"))
     _finish_scans(reports, fmt)
 
 

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 import structlog
 
 from fingerprints.archives import WEIGHT_EXTENSIONS
-from fingerprints.watermark import MARK_VERSION
+from fingerprints.watermark import MARK_VERSION, log10_bound, show_bound
 from monitor import runstats
 from monitor.config import ScanSettings, Target
 from monitor.detect.digests import digest_hit
@@ -209,7 +209,9 @@ class WeightLinkDetector:
                   if mark.get("runner_up") else "")
         context = (f"{redact_url(url)}: {model} copy marked for {mark['recipient']}: z "
                    f"{mark['z']} over {mark['elements']} elements of {mark['tensors']} tensors, "
-                   f"false-attribution bound {mark['bound']:.1e} among {mark['recipients']} "
+                   f"false-attribution bound "
+                   f"{show_bound(mark['bound'], log10_bound(mark['z'], mark['recipients']))} "
+                   f"among {mark['recipients']} "
                    f"recipients{runner}")
         return Hit(kind="watermark", severity="critical", indicator=redact_url(url),
                    detector="watermark", context=context, model=model,

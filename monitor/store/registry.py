@@ -211,12 +211,13 @@ class Registry:
         return row[0] if row else None
 
     def weight_print_version(self) -> int:
-        """Grows whenever a fingerprint or a digest is added (scans look digests up first):
-        remote scans made before are stale. Both tables only grow, so the sum of their
-        largest ids does too."""
+        """Grows whenever a fingerprint, a digest or a recipient's mark is added (scans look
+        digests up first, and name recipients by marks): remote scans made before are
+        stale. The tables only grow, so the sum of their largest ids does too."""
         return int(self.db.execute(
             "SELECT (SELECT COALESCE(MAX(id), 0) FROM weight_prints) + "
-            "(SELECT COALESCE(MAX(id), 0) FROM indicators)").fetchone()[0])
+            "(SELECT COALESCE(MAX(id), 0) FROM indicators) + "
+            "(SELECT COALESCE(MAX(id), 0) FROM watermarks)").fetchone()[0])
 
     def weight_scan(self, url: str) -> WeightScanRow | None:
         """The last remote scan of `url` (redacted), if any."""
