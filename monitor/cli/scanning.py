@@ -121,7 +121,8 @@ def scan(state: State, locations: tuple[str, ...], models: tuple[str, ...],
                 for row, r in zip(rows, reports)]
     emit(rows, fmt, table_columns=("location", "verdict", "model", "score",
                                    "false_match_probability", "watermark", "recipient",
-                                   "tensors_compared", "bytes_read"))
+                                   "tensors_compared", "bytes_read"),
+         drop=("tensors_compared", "bytes_read", "score", "false_match_probability", "model"))
     _finish_scans(reports, fmt)
 
 
@@ -227,7 +228,8 @@ def watermark_detect(state: State, locations: tuple[str, ...], models: tuple[str
                 None if found.runner_up_bound is None else float(f"{found.runner_up_bound:.3g}")))
         rows.append(row)
     emit(rows, fmt, table_columns=("location", "outcome", "model", "recipient", "best", "z",
-                                   "bound", "runner_up", "runner_up_bound"))
+                                   "bound", "runner_up", "runner_up_bound"),
+         drop=("runner_up_bound", "runner_up", "model", "bound", "recipient"))
     _finish_scans(reports, fmt)
 
 
