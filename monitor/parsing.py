@@ -33,6 +33,7 @@ import asyncio
 import codecs
 import contextvars
 import ctypes
+import functools
 import itertools
 import re
 import threading
@@ -310,19 +311,28 @@ def truncated(page: HtmlPage) -> bool:
 # ------------------------------------------------------------------------------ selectors
 
 
+_TRANSLATOR = HTMLTranslator()
+
+
+@functools.lru_cache(maxsize=1024)
+def _xpath(css: str, prefix: str) -> str:
+    """`css` as XPath, translated once per process (cssselect's parser is pure Python)."""
+    return _TRANSLATOR.css_to_xpath(css, prefix=prefix)
+
+
 class Selector:
     """A CSS selector translated to XPath by cssselect and compiled once. `select(node)`
     matches below `node`, as bs4's select did (a post never matches its own selector);
-    on a page it matches anywhere, its root element included."""
+    on a page it matches anywhere, its root element included. A source compiles its own
+    (`Source.pattern`, once per run of a target): compiling is quick C, the translation
+    (`_xpath`) is what costs, and that is done once per process."""
 
     __slots__ = ("css", "_below", "_anywhere")
-    _translator = HTMLTranslator()
 
     def __init__(self, css: str) -> None:
         self.css = css
-        self._below = etree.XPath(self._translator.css_to_xpath(css, prefix="descendant::"))
-        self._anywhere = etree.XPath(
-            self._translator.css_to_xpath(css, prefix="descendant-or-self::"))
+        self._below = etree.XPath(_xpath(css, "descendant::"))
+        self._anywhere = etree.XPath(_xpath(css, "descendant-or-self::"))
 
     def select(self, node: HtmlPage | Node) -> list[Node]:
         found = self._anywhere(node.root) if isinstance(node, HtmlPage) else self._below(node)

@@ -55,7 +55,7 @@ class Source(ABC):
         for every post it is applied to."""
         compiled = self._patterns.get(css)
         if compiled is None:
-            compiled = self._patterns[css] = compile_css(css)
+            compiled = self._patterns[css] = Selector(css)  # checked with the config
         return compiled
 
     @classmethod
