@@ -281,7 +281,9 @@ def parse_html(markup: bytes | str, url: str = "", charset: str | None = None, *
         except _ENCODING_ERRORS as exc:
             failure = exc
             continue
-        return HtmlPage(root if root is not None else etree.Element("html"), truncated)
+        if root is None or not isinstance(root.tag, str):  # no element: a comment at most
+            root = etree.Element("html")
+        return HtmlPage(root, truncated)
     raise ValueError(f"no encoding reads this page ({failure})")
 
 
