@@ -1,6 +1,6 @@
 """The lxml parsing path yields the documents the bs4 path did (issue 16).
 
-tests/bs4_documents.json.gz holds what the bs4 code (before the switch to lxml) extracted
+tests/bs4_documents.json.gz holds what the bs4 code (commit 3d361b9, before lxml) extracted
 while the source, demo-world, hostile-parsing and encoding tests ran: every forum page
 (phpBB, XenForo, vBulletin, SMF-like boards, listings and threads, the demo world's and the
 page shapes the tests build), torrent-index listings and detail pages, and every HTML
