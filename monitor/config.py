@@ -814,7 +814,7 @@ def _code_stamp() -> str:
 
     here = Path(__file__).resolve().parent
     files = [here / "config.py", *sorted((here / "sources").glob("*.py"))]
-    for package in ("soupsieve", "bs4", "lxml"):
+    for package in ("cssselect", "bs4", "lxml"):
         spec = importlib.util.find_spec(package)
         if spec is not None and spec.origin:
             files.append(Path(spec.origin))

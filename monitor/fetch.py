@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import ipaddress
 import random
 import re
@@ -508,6 +509,26 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
 POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
 
 
+@functools.cache
+def ssl_context() -> ssl.SSLContext:
+    """The TLS settings and CA bundle every client verifies with (httpx's own: certifi's
+    bundle, no environment overrides), read once per process: reading the bundle costs
+    tens of milliseconds of CPU, and every client used to read its own. Connections share
+    an SSLContext safely."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
+class _TLSWhenNeededPool(httpcore.AsyncConnectionPool):
+    """httpcore's pool, taking `ssl_context()` at its first https connection: a crawl of
+    plain-http pages (a hidden service behind a proxy, a loopback test) never reads the
+    CA bundle at all."""
+
+    def create_connection(self, origin: httpcore.Origin) -> httpcore.AsyncConnectionInterface:
+        if self._ssl_context is None and origin.scheme == b"https":
+            self._ssl_context = ssl_context()
+        return super().create_connection(origin)
+
+
 class PinnedTransport(httpx.AsyncHTTPTransport):
     """httpx's own transport (request and error mapping unchanged) over a connection pool
     whose network backend is a `PinnedBackend`. httpx 0.28 takes no backend argument, so
@@ -517,8 +538,8 @@ class PinnedTransport(httpx.AsyncHTTPTransport):
                  limits: httpx.Limits = POOL_LIMITS,
                  backend: httpcore.AsyncNetworkBackend | None = None):
         # Deliberately not calling super().__init__: it would build a pool without our backend.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context or httpx.create_ssl_context(trust_env=False),
+        self._pool = _TLSWhenNeededPool(
+            ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -655,7 +676,8 @@ class Fetcher:
                 proxy_url = normalise_proxy(proxy)
                 log.debug("proxy_client", proxy=redact_url(proxy))
             client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False,
-                                       trust_env=False, transport=transport, proxy=proxy_url)
+                                       trust_env=False, transport=transport, proxy=proxy_url,
+                                       verify=ssl_context() if proxy_url else True)
             # Targets say which cookies they send; a site's Set-Cookie must not leak into
             # the requests of other targets sharing this client.
             client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))

@@ -1,22 +1,30 @@
 """The one place crawled HTML and XML are parsed, and the one way parsing leaves the loop.
 
+HTML is parsed by libxml2 through lxml (one path for every HTML source), its CSS selectors
+translated to XPath by cssselect and compiled once per target; bs4's EncodingDetector
+chooses how page bytes are decoded, as it did when bs4 built the trees.
+
 Crawled pages come from hosts that may be hostile. A tree parser builds objects for every
 element it sees, so a 20 MB page of tiny elements would cost gigabytes, and a page nested
-thousands deep makes BeautifulSoup's tree building (and every CSS selector that walks
-ancestors) superlinear. So both parsers count what they build:
+thousands deep makes every selector that walks ancestors superlinear (and libxml2 drops
+whatever lies deeper than 255 levels, text included). So both parsers count what they
+build:
 
 - HTML keeps at most MAX_HTML_ELEMENTS elements, nested at most MAX_HTML_DEPTH deep. Past
   either cap the tree stops growing but the text keeps flowing into the element that is
   open, so a digest or a mention placed after the cap still reaches the detectors; the page
-  is logged once (`html_truncated`).
+  is logged once (`html_truncated`). libxml2 builds the tree of an ordinary page by itself,
+  counted a chunk at a time; a page that passes a cap (or libxml2's depth limit) within
+  a chunk is read again through a bounded builder that applies the caps event by event.
 - XML (feeds, Torznab) is refused with a one-line SourceError past MAX_XML_ELEMENTS or
   MAX_XML_DEPTH: a feed that large is not a feed, and half a feed would be read as all of it.
 
 Parsing runs in a thread of its own (`off_loop`) so the event loop keeps serving fetches
 and signals. When the awaiting task is cancelled (the run timeout, SIGTERM), the thread is
-interrupted too: ParseCancelled is raised inside it at its next Python instruction, and the
-tree builder and the extraction loops run Python for every element, so it stops within
-milliseconds instead of running on, abandoned, for minutes and holding the process open.
+interrupted too: ParseCancelled is raised inside it at its next Python instruction. libxml2
+is fed CHUNK bytes at a time (well under a millisecond each), the bounded builder and the
+extraction loops run Python for every element, so it stops within milliseconds instead of
+running on, abandoned, for minutes and holding the process open.
 """
 
 from __future__ import annotations
@@ -25,18 +33,21 @@ import asyncio
 import codecs
 import contextvars
 import ctypes
+import functools
 import itertools
 import re
 import threading
 import weakref
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar, cast
 from xml.etree.ElementTree import Element, TreeBuilder
 
 import structlog
-from bs4 import BeautifulSoup, Tag
-from bs4.builder._lxml import LXMLTreeBuilder
+from bs4.dammit import EncodingDetector
+from cssselect import HTMLTranslator
 from defusedxml.ElementTree import DefusedXMLParser
+from lxml import etree
 
 log = structlog.get_logger("weightwatch.parsing")
 
@@ -87,90 +98,193 @@ class XMLTooLarge(ValueError):
 
 # ------------------------------------------------------------------------------ HTML
 
+Node: TypeAlias = etree._Element
 
-class _BoundedLXMLBuilder(LXMLTreeBuilder):
-    """bs4's lxml builder, keeping elements only while under the caps. lxml reports start
-    and end events properly nested, so every event after the first refused start until
-    its end is inside it: a counter of open refused elements tells which ends to drop."""
+# Strings in these are not page text: bs4 gave them their own string classes (Script,
+# Stylesheet, TemplateString, ruby annotations), which html_text always left out.
+HIDDEN = frozenset({"script", "style", "template", "rt", "rp"})
+# libxml2 builds its own tree at most 255 deep and drops everything deeper, text included;
+# a page that deep is read through the bounded builder instead, which loses nothing.
+_NATIVE_DEPTH = 250
+# What the parser is fed at once: a cancellation lands between two chunks (well under a
+# millisecond of libxml2 each), and a page past a cap is noticed within one chunk.
+CHUNK = 64 * 1024
+_ENCODING_ERRORS = (UnicodeDecodeError, LookupError, etree.ParserError)
 
-    def __init__(self, max_elements: int, max_depth: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+
+@dataclass(eq=False)
+class HtmlPage:
+    """A parsed page: its root element and whether the caps cut the tree."""
+
+    root: Node
+    truncated: bool = False
+
+
+class _BoundedTarget:
+    """An lxml parser target building the tree only while under the caps. lxml reports
+    start and end events properly nested, so every event after the first refused start
+    until its end is inside it: a counter of open refused elements tells which ends to
+    drop. Python runs for every event, so a cancellation stops it within microseconds."""
+
+    def __init__(self, max_elements: int, max_depth: int) -> None:
+        self.builder = etree.TreeBuilder()
         self.max_elements, self.max_depth = max_elements, max_depth
-        self._reset()
-
-    def _reset(self) -> None:
         self.elements = self.depth = self.dropped = self.open_dropped = 0
         self.dropped_attributes = 0
         self.max_seen_depth = 0
-        self.hidden = 0  # open refused <script>/<style>: their text is not page text
+        self.hidden = 0  # open refused hidden elements: their text is not page text
+        self.open: list[str] = []  # the kept elements not yet ended
 
-    def feed(self, markup: Any) -> None:
-        self._reset()  # BeautifulSoup retries with other encodings on the same builder
-        super().feed(markup)
-
-    def start(self, tag: Any, attrib: Any, nsmap: Any = {}) -> None:  # noqa: B006 (bs4's)
+    def start(self, tag: str, attrib: dict[str, str], /) -> None:
         if self.open_dropped or self.elements >= self.max_elements \
                 or self.depth >= self.max_depth:
             self.open_dropped += 1
             self.dropped += 1
             self.max_seen_depth = max(self.max_seen_depth, self.depth + self.open_dropped)
-            if tag in ("script", "style", "template"):
+            if tag in HIDDEN:
                 self.hidden += 1
             self._break(tag)
             return
         self.elements += 1
         self.depth += 1
+        self.open.append(tag)
         if len(attrib) > MAX_HTML_ATTRIBUTES:
             self.dropped_attributes += len(attrib) - MAX_HTML_ATTRIBUTES
             attrib = dict(itertools.islice(attrib.items(), MAX_HTML_ATTRIBUTES))
-        super().start(tag, attrib, nsmap)
+        self.builder.start(tag, attrib)
 
-    def end(self, tag: Any) -> None:
+    def end(self, tag: str, /) -> None:
         if self.open_dropped:
             self.open_dropped -= 1
-            if tag in ("script", "style", "template") and self.hidden:
+            if tag in HIDDEN and self.hidden:
                 self.hidden -= 1
             self._break(tag)
             return
         self.depth -= 1
-        super().end(tag)
+        self.builder.end(self.open.pop())
 
-    def _break(self, tag: Any) -> None:
+    def _break(self, tag: str) -> None:
         """A refused block element still ends a line, so its words do not fuse with the
         next ones (the text past a cap is read by detectors with word-boundary rules)."""
         if tag in BLOCKS or tag == "br":
-            self.data("\n")
+            self.builder.data("\n")
 
-    def data(self, data: Any) -> None:
+    def data(self, data: str, /) -> None:
         if not self.hidden:
-            super().data(data)
+            self.builder.data(data)
 
-    def comment(self, text: Any) -> None:
+    def comment(self, text: str, /) -> None:
         if not self.open_dropped and self.elements < self.max_elements:
             self.elements += 1
-            super().comment(text)
+            self.builder.comment(text)
 
-    def pi(self, target: Any, data: Any) -> None:
+    def pi(self, target: str, data: str, /) -> None:
         if not self.open_dropped and self.elements < self.max_elements:
             self.elements += 1
-            super().pi(target, data)
+            self.builder.pi(target, data)
+
+    def close(self) -> Node | None:
+        """The tree. A parse stopped midway (ParseCancelled raised in a callback) leaves
+        elements open; they are ended here, so the exception lxml kept for the caller
+        is not replaced by the builder's complaint about them."""
+        while self.open:
+            self.builder.end(self.open.pop())
+        return self.builder.close() if self.elements else None
+
+
+def _native(markup: bytes | str, encoding: str | None, max_elements: int,
+            max_depth: int) -> Node | None:
+    """libxml2's own tree, fed a chunk at a time and counted as it grows; None as soon
+    as it passes a cap (or libxml2's depth limit), after at most one chunk more than the
+    caps allow, so the caller reads the page through the bounded builder instead."""
+    parser = etree.HTMLPullParser(events=("start", "end", "comment", "pi"),
+                                  encoding=encoding, recover=True)
+    elements = depth = 0
+    deepest = min(max_depth, _NATIVE_DEPTH)
+
+    def past_a_cap() -> bool:
+        nonlocal elements, depth
+        for event, element in parser.read_events():
+            if event == "end":
+                depth -= 1
+                continue
+            elements += 1
+            if event == "start":
+                depth += 1
+                if depth > deepest or len(element.attrib) > MAX_HTML_ATTRIBUTES:
+                    return True
+            if elements > max_elements:
+                return True
+        return False
+
+    for offset in range(0, len(markup) or 1, CHUNK):  # fed once at least, even if empty
+        parser.feed(markup[offset:offset + CHUNK])
+        if past_a_cap():
+            return None
+    root = _close(parser)
+    return None if past_a_cap() else root
+
+
+def _close(parser: etree.HTMLPullParser[Any]) -> Node | None:
+    """The parsed root; None for a page without elements (empty, text or comments only)."""
+    try:
+        root: Node | None = parser.close()
+    except etree.XMLSyntaxError:
+        return None
+    return root
+
+
+def _bounded(markup: bytes | str, encoding: str | None, url: str, max_elements: int,
+             max_depth: int) -> tuple[Node | None, bool]:
+    target = _BoundedTarget(max_elements, max_depth)
+    # Only the methods lxml calls for HTML: with start_ns/end_ns present lxml would report
+    # namespace events HTML never balances, which the stubs' ParserTarget asks for.
+    parser = etree.HTMLParser(target=cast("etree.ParserTarget[Node | None]", target),
+                              encoding=encoding, recover=True)
+    for offset in range(0, len(markup) or 1, CHUNK):
+        parser.feed(markup[offset:offset + CHUNK])
+    root: Node | None = parser.close()
+    if target.dropped or target.dropped_attributes:
+        log.warning("html_truncated", url=url or None, kept_elements=target.elements,
+                    dropped_elements=target.dropped, deepest=target.max_seen_depth,
+                    dropped_attributes=target.dropped_attributes,
+                    max_elements=target.max_elements, max_depth=target.max_depth,
+                    note="text past the caps is kept in the enclosing element")
+    return root, target.dropped > 0
 
 
 def parse_html(markup: bytes | str, url: str = "", charset: str | None = None, *,
-               max_elements: int | None = None, max_depth: int | None = None) -> BeautifulSoup:
-    """Crawled HTML as a BeautifulSoup tree bounded by the caps (module docstring); `url`
-    names the page in the once-per-page warning when the caps cut the tree."""
-    builder = _BoundedLXMLBuilder(max_elements or MAX_HTML_ELEMENTS, max_depth or MAX_HTML_DEPTH)
+               max_elements: int | None = None, max_depth: int | None = None) -> HtmlPage:
+    """Crawled HTML as an lxml tree bounded by the caps (module docstring); `url` names
+    the page in the once-per-page warning when the caps cut the tree.
+
+    Bytes are decoded as bs4 decodes them (its EncodingDetector: the HTTP `charset`, a
+    BOM, the page's <meta>, a guess, then UTF-8 and Windows-1252, each tried in turn
+    until libxml2 accepts one), so a page reads the same as it did through bs4."""
+    max_elements, max_depth = max_elements or MAX_HTML_ELEMENTS, max_depth or MAX_HTML_DEPTH
     markup = _short_tags(markup, charset)
-    soup = BeautifulSoup(markup, builder=builder,
-                         from_encoding=charset if isinstance(markup, bytes) else None)
-    if builder.dropped or builder.dropped_attributes:
-        log.warning("html_truncated", url=url or None, kept_elements=builder.elements,
-                    dropped_elements=builder.dropped, deepest=builder.max_seen_depth,
-                    dropped_attributes=builder.dropped_attributes,
-                    max_elements=builder.max_elements, max_depth=builder.max_depth,
-                    note="text past the caps is kept in the enclosing element")
-    return soup
+    candidates: Iterable[str | None]
+    if isinstance(markup, str):
+        markup = markup.removeprefix("\ufeff")  # lxml would read it as text
+        candidates = [None]
+    else:
+        detector = EncodingDetector(markup, known_definite_encodings=[charset] if charset else [],
+                                    is_html=True)
+        markup, candidates = detector.markup, detector.encodings
+    failure: Exception | None = None
+    for encoding in candidates:
+        try:
+            root = _native(markup, encoding, max_elements, max_depth)
+            truncated = False
+            if root is None:
+                root, truncated = _bounded(markup, encoding, url, max_elements, max_depth)
+        except _ENCODING_ERRORS as exc:
+            failure = exc
+            continue
+        if root is None or not isinstance(root.tag, str):  # no element: a comment at most
+            root = etree.Element("html")
+        return HtmlPage(root, truncated)
+    raise ValueError(f"no encoding reads this page ({failure})")
 
 
 def _short_tags(markup: bytes | str, charset: str | None) -> bytes | str:
@@ -191,52 +305,172 @@ def _short_tags(markup: bytes | str, charset: str | None) -> bytes | str:
     return _LONG_TAG.sub(r"<\1", markup)
 
 
-def detach_nested(nodes: Iterable[Tag]) -> list[Tag]:
+def truncated(page: HtmlPage) -> bool:
+    """Whether parse_html cut this page's tree at a cap."""
+    return page.truncated
+
+
+# ------------------------------------------------------------------------------ selectors
+
+
+_TRANSLATOR = HTMLTranslator()
+
+
+@functools.lru_cache(maxsize=1024)
+def _xpath(css: str, prefix: str) -> str:
+    """`css` as XPath, translated once per process (cssselect's parser is pure Python)."""
+    return _TRANSLATOR.css_to_xpath(css, prefix=prefix)
+
+
+class Selector:
+    """A CSS selector translated to XPath by cssselect and compiled once. `select(node)`
+    matches below `node`, as bs4's select did (a post never matches its own selector);
+    on a page it matches anywhere, its root element included. A source compiles its own
+    (`Source.pattern`, once per run of a target): compiling is quick C, the translation
+    (`_xpath`) is what costs, and that is done once per process."""
+
+    __slots__ = ("css", "_below", "_anywhere")
+
+    def __init__(self, css: str) -> None:
+        self.css = css
+        self._below = etree.XPath(_xpath(css, "descendant::"))
+        self._anywhere = etree.XPath(_xpath(css, "descendant-or-self::"))
+
+    def select(self, node: HtmlPage | Node) -> list[Node]:
+        found = self._anywhere(node.root) if isinstance(node, HtmlPage) else self._below(node)
+        return cast(list[Node], found)  # a translated CSS selector selects only elements
+
+    def select_one(self, node: HtmlPage | Node) -> Node | None:
+        found = self.select(node)
+        return found[0] if found else None
+
+
+def compile_css(css: str) -> Selector:
+    """A CSS selector compiled for pages from parse_html; raises cssselect's SelectorError
+    (a syntax it does not know, such as soupsieve's own extensions) or lxml's XPathError."""
+    selector = Selector(css)
+    selector.select(etree.Element("p"))  # an XPath that compiles may still not evaluate
+    return selector
+
+
+# ------------------------------------------------------------------------------ text
+
+
+def _element(node: HtmlPage | Node) -> Node:
+    return node.root if isinstance(node, HtmlPage) else node
+
+
+def text_pieces(node: HtmlPage | Node, breaks: bool = False) -> Iterator[str]:
+    """The strings of `node`'s page text in document order (its own tail excluded),
+    without comments and HIDDEN elements; with `breaks`, "\\n" around BLOCKS and at <br>.
+    One walk by lxml's iterwalk: linear however deep the tree, leaving it intact."""
+    top = _element(node)
+    hidden = sum(1 for ancestor in top.iterancestors() if ancestor.tag in HIDDEN)
+    for event, element in etree.iterwalk(top, events=("start", "end", "comment", "pi")):
+        tag = element.tag
+        if event == "start":
+            if tag in HIDDEN:
+                hidden += 1
+            if breaks and (tag in BLOCKS or tag == "br"):
+                yield "\n"  # within hidden elements too, as bs4's walk did
+            if element.text and not hidden:
+                yield element.text
+            continue
+        if event == "end":  # a comment or a PI has one event and no text of the page
+            if tag in HIDDEN:
+                hidden -= 1
+            if breaks and tag in BLOCKS:
+                yield "\n"
+        if element.tail and not hidden and element is not top:
+            yield element.tail
+
+
+def node_text(node: HtmlPage | Node, separator: str = " ") -> str:
+    """Each string of `node` stripped, the empty ones dropped, joined by `separator`: what
+    bs4's `get_text(separator, strip=True)` gave."""
+    return separator.join(s for s in (p.strip() for p in text_pieces(node)) if s)
+
+
+_SPACE = re.compile(r"[ \t\r\f\v]+")
+_BLANK_LINES = re.compile(r"\n\s*\n+")
+
+
+def html_text(node: HtmlPage | Node | str) -> str:
+    """Readable text of an HTML fragment: line breaks kept, <wbr> joined (4chan splits long
+    words such as magnet links with it), runs of spaces collapsed. libxml2 does not know
+    <wbr> is void and nests the rest of the post inside it, so it is read as inline."""
+    if isinstance(node, str):
+        node = parse_html(node)
+    text = "".join(text_pieces(node, breaks=True))
+    lines = (_SPACE.sub(" ", line).strip() for line in text.splitlines())
+    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
+
+
+# ------------------------------------------------------------------------------ trees
+
+
+def detach_nested(nodes: Iterable[Node]) -> list[Node]:
     """`nodes` (a selector's matches, in document order), each cut out of any other match
     that contains it: a post nested in a post (an unclosed <div> nests every later post)
     is then read once, as itself, instead of again as part of every post around it, so
     extraction over all matches stays linear in the page. Linear itself: each ancestor's
-    verdict is looked up once, and siblings are cut by index, last first."""
+    verdict is looked up once. Elements are keys by identity, which holds because lxml
+    hands out one proxy per element while it is referenced (the dict references them)."""
     nodes = list(nodes)
-    chosen = {id(node) for node in nodes}
-    inside: dict[int, bool] = {}  # id of an unchosen element -> is it within a match?
-    nested: list[Tag] = []
+    chosen = set(nodes)
+    inside: dict[Node, bool] = {}  # an unchosen element -> is it within a match?
+    nested: list[Node] = []
     for node in nodes:
-        walked: list[Tag] = []
-        parent, verdict = node.parent, False
+        walked: list[Node] = []
+        parent, verdict = node.getparent(), False
         while parent is not None:
-            known = inside.get(id(parent))
-            if known is not None or id(parent) in chosen:
+            known = inside.get(parent)
+            if known is not None or parent in chosen:
                 verdict = known if known is not None else True
                 break
             walked.append(parent)
-            parent = parent.parent
+            parent = parent.getparent()
         for element in walked:
-            inside[id(element)] = verdict
+            inside[element] = verdict
         if verdict:
             nested.append(node)
     cut_out(nested)
     return nodes
 
 
-def truncated(soup: BeautifulSoup) -> bool:
-    """Whether parse_html cut this page's tree at a cap."""
-    builder = soup.builder
-    return isinstance(builder, _BoundedLXMLBuilder) and builder.dropped > 0
-
-
-def cut_out(nodes: Iterable[Tag]) -> None:
-    """Remove `nodes` from their tree in time linear in the tree (Tag.extract alone looks
-    its index up among its siblings: quadratic for thousands of sibling posts)."""
-    by_parent: dict[int, tuple[Tag, list[Tag]]] = {}
+def cut_out(nodes: Iterable[Node]) -> None:
+    """Remove `nodes` from their tree, leaving the text that follows each (its tail) where
+    it was, in time linear in the tree: each parent's children are walked once, and the
+    tails of a run of removed siblings are joined once (lxml's remove() would take a tail
+    along, and appending tail by tail is quadratic for thousands of sibling posts)."""
+    by_parent: dict[Node, set[Node]] = {}
     for node in nodes:
-        if node.parent is not None:
-            by_parent.setdefault(id(node.parent), (node.parent, []))[1].append(node)
-    for parent, children in by_parent.values():
-        cut = {id(child) for child in children}
-        positions = [i for i, child in enumerate(parent.contents) if id(child) in cut]
-        for index in reversed(positions):
-            parent.contents[index].extract(_self_index=index)
+        parent = node.getparent()
+        if parent is not None:
+            by_parent.setdefault(parent, set()).add(node)
+    for parent, cut in by_parent.items():
+        kept: Node | None = None
+        pending: list[str] = []
+        for child in list(parent):
+            if child not in cut:
+                if pending:
+                    _join_tail(parent, kept, pending)
+                    pending = []
+                kept = child
+                continue
+            if child.tail:
+                pending.append(child.tail)
+                child.tail = None
+            parent.remove(child)
+        if pending:
+            _join_tail(parent, kept, pending)
+
+
+def _join_tail(parent: Node, kept: Node | None, texts: list[str]) -> None:
+    if kept is None:
+        parent.text = (parent.text or "") + "".join(texts)
+    else:
+        kept.tail = (kept.tail or "") + "".join(texts)
 
 
 # ------------------------------------------------------------------------------ XML

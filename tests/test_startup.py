@@ -132,7 +132,7 @@ def test_check_config_reports_a_bad_selector_every_time(ww):
         done, modules = ww("check-config", code=2, config=bad)
         assert done.stderr.splitlines() == [
             f"{bad}: targets[1] (forum).selectors.post: invalid CSS selector "
-            "'div..post': Malformed class selector at position 3"], done.stderr
+            "'div..post': Expected ident, got <DELIM '.' at 4>"], done.stderr
         assert "monitor.sources.forum" in modules
 
 

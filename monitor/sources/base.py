@@ -9,7 +9,6 @@ the next run can skip what has not moved.
 from __future__ import annotations
 
 import difflib
-import functools
 import json
 import re
 from abc import ABC, abstractmethod
@@ -18,16 +17,14 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeGuard
 from urllib.parse import urljoin, urlsplit
 
-import soupsieve
-from bs4 import BeautifulSoup, Tag
-from bs4.element import NavigableString, PageElement
-
 from monitor.config import Target
 from monitor.fetch import Fetcher, FetchError
 from monitor.models import Document
 
-# off_loop lives with the parsers it runs; adapters import it from here with the rest.
-from monitor.parsing import BLOCKS
+# The parsers and their helpers live in monitor.parsing; adapters import them from here
+# with the rest.
+from monitor.parsing import HtmlPage, Node, Selector, compile_css
+from monitor.parsing import html_text as html_text
 from monitor.parsing import off_loop as off_loop
 from monitor.parsing import parse_html as parse_html
 
@@ -50,14 +47,14 @@ class Source(ABC):
         self.fetcher = fetcher
         self.cursor: dict[str, Any] = dict(cursor or {})
         self.selectors = self.resolve_selectors(target.preset, target.selectors)
-        self._patterns: dict[str, soupsieve.SoupSieve] = {}
+        self._patterns: dict[str, Selector] = {}
 
-    def pattern(self, css: str) -> soupsieve.SoupSieve:
-        """`css` compiled, once per source (a run of one target): bs4's select() would
-        compile it again on every page and for every post it is applied to."""
+    def pattern(self, css: str) -> Selector:
+        """`css` compiled, once per source (a run of one target), not on every page and
+        for every post it is applied to."""
         compiled = self._patterns.get(css)
         if compiled is None:
-            compiled = self._patterns[css] = compile_css(css)
+            compiled = self._patterns[css] = Selector(css)  # checked with the config
         return compiled
 
     @classmethod
@@ -93,7 +90,7 @@ class Source(ABC):
                 problems.append((f"selectors.{key}", problem))
         return problems
 
-    def select(self, node: Tag, name: str) -> Tag | None:
+    def select(self, node: HtmlPage | Node, name: str) -> Node | None:
         """The first element matching the named selector, or None when it is not set."""
         css = self.selectors.get(name)
         return self.pattern(css).select_one(node) if css else None
@@ -103,28 +100,14 @@ class Source(ABC):
         """The target's documents, fetched and parsed now (an async generator)."""
 
 
-# The namespace prefixes bs4's select() passes for a page parse_html built (its lxml
-# builder registers only xml:), so a pattern compiled here matches what select() would.
-_NAMESPACES = {"xml": "http://www.w3.org/XML/1998/namespace"}
-
-
-def compile_css(css: str) -> soupsieve.SoupSieve:
-    """A CSS selector compiled for pages from parse_html (raises what soupsieve raises)."""
-    return soupsieve.compile(css, namespaces=_NAMESPACES)
-
-
-@functools.cache
-def _links() -> soupsieve.SoupSieve:
-    return compile_css("a[href]")
-
-
 def css_problem(css: str) -> str | None:
     """Why a CSS selector will not compile, as a config problem; None when it does.
-    Checked when the config loads, so a typo fails there and not on the first crawl."""
+    Checked when the config loads, by the engine that runs it (cssselect, which does not
+    know soupsieve's extensions), so a typo fails there and not on the first crawl."""
     try:
-        BeautifulSoup("<p></p>", "lxml").select(css)
-    except Exception as exc:  # soupsieve raises its own SelectorSyntaxError
-        return f"invalid CSS selector {css!r}: {str(exc).splitlines()[0]}"
+        compile_css(css)
+    except Exception as exc:  # cssselect's SelectorError, lxml's XPathError
+        return f"invalid CSS selector {css!r}: {str(exc).splitlines()[0] or type(exc).__name__}"
     return None
 
 
@@ -144,44 +127,17 @@ def template_problems(options: dict[str, Any], **sample: int) -> list[tuple[str,
     return []
 
 
-_SPACE = re.compile(r"[ \t\r\f\v]+")
-_BLANK_LINES = re.compile(r"\n\s*\n+")
-
-
-def html_text(node: Tag | str) -> str:
-    """Readable text of an HTML fragment: line breaks kept, <wbr> joined (4chan splits long
-    words such as magnet links with it), runs of spaces collapsed."""
-    if isinstance(node, str):
-        node = parse_html(node)
-    # One iterative walk, linear in the tree however deep it is, leaving the tree intact.
-    # A <wbr> contributes only its children: lxml does not know it is void and nests the
-    # rest of the post inside it, so dropping the tag must not drop what follows.
-    parts: list[str] = []
-    stack: list[PageElement | None] = [node]  # None closes a block
-    while stack:
-        item = stack.pop()
-        if item is None:
-            parts.append("\n")
-        elif isinstance(item, NavigableString):
-            if type(item) is NavigableString:  # not comments, scripts, styles, doctypes
-                parts.append(str(item))
-        elif isinstance(item, Tag):
-            if item.name == "br":
-                parts.append("\n")
-                continue
-            if item.name in BLOCKS:
-                parts.append("\n")
-                stack.append(None)
-            stack.extend(reversed(item.contents))
-    text = "".join(parts)
-    lines = (_SPACE.sub(" ", line).strip() for line in text.splitlines())
-    return _BLANK_LINES.sub("\n\n", "\n".join(lines)).strip()
-
-
-def links_of(node: Tag, base_url: str) -> list[str]:
+def links_of(node: HtmlPage | Node, base_url: str) -> list[str]:
+    """The links of the <a href> elements in `node` (below it, or anywhere in a page), in
+    document order. lxml's own iteration, not a selector: an XPath call costs more than
+    walking a post, and this runs for every post."""
     out: list[str] = []
-    for a in _links().select(node):
-        href = str(a.get("href", "")).strip()
+    anchors = node.root.iter("a") if isinstance(node, HtmlPage) else node.iterdescendants("a")
+    for a in anchors:
+        href = a.get("href")
+        if href is None:
+            continue
+        href = href.strip()
         if href and not href.startswith("#") and not href.lower().startswith("javascript:"):
             magnet = href.lower().startswith("magnet:")
             absolute = href if magnet else safe_urljoin(base_url, href)

@@ -57,11 +57,10 @@ from typing import Any
 from urllib.parse import urldefrag, urlsplit
 
 import structlog
-from bs4 import BeautifulSoup, Tag
 
 from monitor.fetch import FetchError, Response, redact_url
 from monitor.models import Document
-from monitor.parsing import cut_out, detach_nested, truncated
+from monitor.parsing import HtmlPage, Node, cut_out, detach_nested, node_text
 from monitor.sources.base import (
     Source,
     SourceError,
@@ -204,14 +203,18 @@ def _charset(resp: Response) -> str | None:
         return None
 
 
-def _base_url(soup: BeautifulSoup, url: str) -> str:
+def _base_url(page: HtmlPage, url: str) -> str:
     """What relative links resolve against: <base href> (vBulletin always sends one)."""
-    base = soup.find("base", href=True)
-    if isinstance(base, Tag):
-        joined = safe_urljoin(url, str(base["href"]).strip())
+    base = page.root.find(".//base[@href]")
+    if base is not None:
+        joined = safe_urljoin(url, (base.get("href") or "").strip())
         if joined and urlsplit(joined).scheme in ("http", "https"):
             return joined
     return url
+
+
+def _element(node: HtmlPage | Node) -> Node:
+    return node.root if isinstance(node, HtmlPage) else node
 
 
 @dataclass
@@ -409,32 +412,34 @@ class ForumSource(Source):
     # ------------------------------------------------------------------ parsing
 
     def parse_listing(self, body: bytes, url: str, charset: str | None = None) -> _Page:
-        soup = parse_html(body, url, charset)
-        base = _base_url(soup, url)
+        page = parse_html(body, url, charset)
+        base = _base_url(page, url)
         found: dict[str, None] = {}
         css, attr = self.specs["thread_link"]
-        for a in self.pattern(css).select(soup) if css else []:
+        for a in self.pattern(css).select(page) if css else []:
             link = self._link(a.get(attr or "href"), base)
             if link:
                 found.setdefault(thread_url(link), None)
-        return _Page([], list(found), self._next(soup, "listing_next", base))
+        return _Page([], list(found), self._next(page, "listing_next", base))
 
     def parse_posts(self, body: bytes, url: str, fetched_at: str, charset: str | None = None,
                     key_base: str | None = None, first_page: bool = False,
                     next_selector: str = "next_page") -> _Page:
         """The posts of one page, keyed `<key_base>#<anchor>`, and the next page's URL."""
-        soup = parse_html(body, url, charset)
-        base = _base_url(soup, url)
+        page = parse_html(body, url, charset)
+        base = _base_url(page, url)
         key_base = key_base or thread_url(url)
         page_url = urldefrag(url).url
-        thread_title = self.value(soup, "thread_title") if first_page else None
-        next_url = self._next(soup, next_selector, base)  # before posts are cut apart
+        thread_title = self.value(page, "thread_title") if first_page else None
+        next_url = self._next(page, next_selector, base)  # before posts are cut apart
         docs = []
-        posts = detach_nested(self.pattern(self.selectors["post"]).select(soup))
+        posts = detach_nested(self.pattern(self.selectors["post"]).select(page))
         for index, post in enumerate(posts):
             anchor = self._anchor(post)
             post_url = f"{key_base}#{anchor}" if anchor else f"{page_url}#post-{index + 1}"
-            body_node = self.select_node(post, "body") or post
+            body_node = self.select_node(post, "body")
+            if body_node is None:
+                body_node = post
             title = self.value(post, "subject") or ""
             if not title and index == 0 and thread_title:
                 title = thread_title
@@ -444,21 +449,21 @@ class ForumSource(Source):
                 posted_at=iso_time(self.value(post, "time", ("datetime", "data-time", "title"))),
                 text=html_text(body_node), links=links_of(body_node, base), snapshot=body,
                 snapshot_url=url, fetched_at=fetched_at))
-        if truncated(soup):
+        if page.truncated:
             # Past the parse caps the posts' elements are gone but their text is not: it
             # sits in whatever element was open, maybe outside every post. What the posts
             # did not take is one more document, so a digest a page pushes past the caps
             # is still read.
             cut_out(posts)
-            rest = html_text(soup)
+            rest = html_text(page)
             if rest:
                 docs.append(Document(
                     target=self.target.name, key=f"{page_url}#past-parse-caps", url=page_url,
-                    text=rest, links=links_of(soup, base), snapshot=body, snapshot_url=url,
+                    text=rest, links=links_of(page, base), snapshot=body, snapshot_url=url,
                     fetched_at=fetched_at))
         return _Page(docs, [], next_url, posts=len(posts))
 
-    def select_node(self, node: Tag, name: str) -> Tag | None:
+    def select_node(self, node: HtmlPage | Node, name: str) -> HtmlPage | Node | None:
         """The element a named selector picks within `node` (the node itself for a bare
         `::attr(...)`), or None when the selector is not set or matches nothing."""
         spec = self.specs.get(name)
@@ -467,7 +472,7 @@ class ForumSource(Source):
         css, _ = spec
         return self.pattern(css).select_one(node) if css else node
 
-    def value(self, node: Tag, name: str, attrs: tuple[str, ...] = ()) -> str | None:
+    def value(self, node: HtmlPage | Node, name: str, attrs: tuple[str, ...] = ()) -> str | None:
         """A named selector's value within `node`: the `::attr(...)` it names, else the
         first of `attrs` present, else the element's text (whitespace collapsed)."""
         element = self.select_node(node, name)
@@ -475,16 +480,14 @@ class ForumSource(Source):
             return None
         attr = self.specs[name][1]
         for candidate in (attr,) if attr else attrs:
-            raw = element.get(candidate)
-            if isinstance(raw, list):  # class and other multi-valued attributes
-                raw = " ".join(raw)
-            if raw and str(raw).strip():
-                return " ".join(str(raw).split())
+            raw = _element(element).get(candidate)
+            if raw and raw.strip():
+                return " ".join(raw.split())
         if attr:
             return None
-        return " ".join(element.get_text(" ", strip=True).split()) or None
+        return " ".join(node_text(element).split()) or None
 
-    def _anchor(self, post: Tag) -> str | None:
+    def _anchor(self, post: Node) -> str | None:
         anchor = self.value(post, "post_id") if "post_id" in self.specs else None
         if not anchor:
             raw = post.get("id")
@@ -496,17 +499,15 @@ class ForumSource(Source):
             return None
         return anchor
 
-    def _next(self, soup: BeautifulSoup, name: str, base: str) -> str | None:
-        element = self.select_node(soup, name)
+    def _next(self, page: HtmlPage, name: str, base: str) -> str | None:
+        element = self.select_node(page, name)
         if element is None:
             return None
-        return self._link(element.get(self.specs[name][1] or "href"), base)
+        return self._link(_element(element).get(self.specs[name][1] or "href"), base)
 
     @staticmethod
-    def _link(href: Any, base: str) -> str | None:
-        if isinstance(href, list):
-            href = " ".join(href)
-        href = str(href or "").strip()
+    def _link(href: str | None, base: str) -> str | None:
+        href = (href or "").strip()
         if not href or href.startswith("#"):
             return None
         absolute = safe_urljoin(base, href)

@@ -16,12 +16,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
-from bs4 import Tag
 
 from fingerprints.torrent import MAX_TORRENT_BYTES, TorrentError, TorrentInfo, parse_torrent
 from monitor.fetch import FetchError, redact_url
 from monitor.models import Document
-from monitor.parsing import detach_nested
+from monitor.parsing import Node, detach_nested, node_text
 from monitor.sources.base import (
     Source,
     SourceError,
@@ -106,10 +105,10 @@ class TorrentIndexSource(Source):
     def parse_page(self, body: bytes, url: str, fetched_at: str
                    ) -> tuple[list[tuple[Document, str | None]], str | None]:
         """The rows of one listing page (with their detail URLs) and the next page's URL."""
-        soup = parse_html(body, url)
-        next_node = self.select(soup, "next")  # before rows are cut apart
-        rows = detach_nested(self.pattern(self.selectors["row"]).select(soup))
-        if not rows and soup.find("table"):
+        page = parse_html(body, url)
+        next_node = self.select(page, "next")  # before rows are cut apart
+        rows = detach_nested(self.pattern(self.selectors["row"]).select(page))
+        if not rows and page.root.find(".//table") is not None:
             raise SourceError(f"no rows matched {self.selectors['row']!r} on {url}: "
                               f"has the index's markup changed?")
         out = []
@@ -117,12 +116,13 @@ class TorrentIndexSource(Source):
             name_node = self.select(row, "name")
             if name_node is None:
                 continue
-            name = name_node.get_text(" ", strip=True) or str(name_node.get("title", ""))
-            detail = safe_urljoin(url, str(name_node["href"])) if name_node.get("href") else None
+            name = node_text(name_node) or name_node.get("title", "")
+            href = name_node.get("href")
+            detail = safe_urljoin(url, href) if href else None
             magnet = self._href(row, "magnet", url)
             torrent = self._href(row, "torrent", url)
             size_node = self.select(row, "size")
-            size = size_node.get_text(" ", strip=True) if size_node else ""
+            size = node_text(size_node) if size_node is not None else ""
             time_node = self.select(row, "time")
             key = detail or magnet or torrent or name
             links = [link for link in (magnet, torrent) if link]
@@ -133,15 +133,15 @@ class TorrentIndexSource(Source):
                 extras={"torrent": {"name": name, "size": size, "magnet": magnet,
                                     "download": torrent}},
                 fetched_at=fetched_at), detail))
-        next_href = str(next_node.get("href", "")).strip() if next_node else ""
+        next_href = (next_node.get("href") or "").strip() if next_node is not None else ""
         next_url = safe_urljoin(url, next_href) if next_href and next_href != "#" else None
         if next_url and not next_url.startswith(("http://", "https://")):
             next_url = None
         return out, next_url
 
-    def _href(self, row: Tag, name: str, base: str) -> str | None:
+    def _href(self, row: Node, name: str, base: str) -> str | None:
         node = self.select(row, name)
-        href = str(node.get("href", "")).strip() if node else ""
+        href = (node.get("href") or "").strip() if node is not None else ""
         if not href:
             return None
         return href if href.lower().startswith("magnet:") else safe_urljoin(base, href)
@@ -253,10 +253,10 @@ def _bounded(cache: dict[str, Any], entries: int, file_rows: int | None = None
     return dict(items)
 
 
-def _timestamp(node: Tag | None) -> str | None:
+def _timestamp(node: Node | None) -> str | None:
     if node is None:
         return None
     raw = node.get("data-timestamp")
-    if raw and str(raw).isascii() and str(raw).isdigit():
-        return epoch_iso(int(str(raw)))
-    return node.get_text(strip=True) or None
+    if raw and raw.isascii() and raw.isdigit():
+        return epoch_iso(int(raw))
+    return node_text(node, "") or None

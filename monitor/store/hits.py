@@ -30,7 +30,7 @@ from monitor.models import (
     utcnow,
 )
 from monitor.store.columns import HIT_COLUMNS, hit_columns
-from monitor.store.connection import insert, write_transaction
+from monitor.store.connection import StoreError, write_transaction
 from monitor.store.outbox import Outbox
 
 # Each `alerts.group_by` label of a hit in SQL, "" when it has none, generated from
@@ -138,7 +138,7 @@ class Hits:
         dismissed = self.db.execute(
             "SELECT 1 FROM hits WHERE url = ? AND indicator = ? AND status = 'false_positive' "
             "LIMIT 1", [doc.url, hit.indicator]).fetchone() is not None
-        hit_id = insert(self.db, "hits", {
+        row = {
             "status": "false_positive" if dismissed else "new",
             "dedup_key": key, "kind": hit.kind, "severity": hit.severity, "model": hit.model,
             "artifact": hit.artifact, "recipient": hit.recipient, "indicator": hit.indicator,
@@ -146,7 +146,14 @@ class Hits:
             "matcher_version": hit.matcher_version, "score": hit.score, "context": hit.context,
             "target": doc.target, "url": doc.url, "document_id": document_id, "run_id": run_id,
             "first_seen": now, "last_seen": now,
-        })
+        }
+        # Plain SQL, as for documents: sqlite_utils' insert reads the table's schema on
+        # every call, which cost more than the insert itself, once per hit of a crawl.
+        cursor = self.db.execute(f"INSERT INTO hits ({', '.join(row)}) "
+                                 f"VALUES ({', '.join('?' * len(row))})", list(row.values()))
+        if cursor.lastrowid is None:
+            raise StoreError("hits: insert returned no row id")
+        hit_id = int(cursor.lastrowid)
         if not dismissed:
             self.outbox.fan_out(hit_id, channels, now=now)
         return hit_id
