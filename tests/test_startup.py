@@ -40,7 +40,7 @@ finally:
 # other commands no detector at all.)
 HEAVY = ("numpy", "bs4", "lxml", "soupsieve", "httpx", "httpcore", "monitor.sources",
          "monitor.fetch", "monitor.crawler", "monitor.detect.weights",
-         "fingerprints.weightprint", "prometheus_client")
+         "fingerprints.weightprint", "prometheus_client", "cssselect", "apprise", "jinja2")
 
 CONFIG = """\
 [[targets]]
