@@ -176,7 +176,7 @@ class Registry:
         `with_recipient`, (model, file name, print, recipient of its artifact or None)."""
         import numpy as np
 
-        from fingerprints.weightprint import TensorPrint, WeightPrint
+        from fingerprints.weightprint import SKETCH_DIMS, TensorPrint, WeightPrint
 
         where, params = "", list(models)
         if models:
@@ -188,7 +188,8 @@ class Registry:
             tensors = [TensorPrint(
                 name=t["name"], canonical=t["canonical"], shape=(t["rows"], t["columns"]),
                 dtype=t["dtype"], stats=json.loads(t["stats"]),
-                sketch=np.frombuffer(t["sketch"], "<f2").reshape(t["rows"], -1),
+                # Every row before version 3, keyed runs of rows since (the key says which).
+                sketch=np.frombuffer(t["sketch"], "<f2").reshape(-1, SKETCH_DIMS),
                 sample_index=np.frombuffer(t["sample_index"], "<i8").astype(np.int64),
                 samples=np.frombuffer(t["samples"], "<f4").reshape(-1, t["columns"]),
                 role=t["role"] or "",
