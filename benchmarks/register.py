@@ -21,6 +21,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,15 +81,17 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int
     return float(wall), int(rss)
 
 
-def best_of(runs: int, cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+def median_of(runs: int, cmd: list[str], env: dict[str, str] | None = None
+              ) -> tuple[float, int]:
+    """Median wall time (the machine is shared: one slow run says little) and peak RSS."""
     results = [timed(cmd, env) for _ in range(runs)]
-    return min(r[0] for r in results), max(r[1] for r in results)
+    return statistics.median(r[0] for r in results), max(r[1] for r in results)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gb", type=float, default=4.0)
-    parser.add_argument("--runs", type=int, default=2, help="best of N for each command")
+    parser.add_argument("--runs", type=int, default=3, help="median of N for each command")
     parser.add_argument("--dir", default=None, help="where to write the file (default: a temp dir)")
     parser.add_argument("--gguf", action="store_true",
                         help="a Q4_0 GGUF file instead of random bytes: register fingerprints "
@@ -109,8 +112,8 @@ def main() -> None:
             make_file(path, size)
         warm(path)
 
-        md5, _ = best_of(args.runs, ["md5sum", str(path)])
-        sha, _ = best_of(args.runs, ["sha256sum", str(path)])
+        md5, _ = median_of(args.runs, ["md5sum", str(path)])
+        sha, _ = median_of(args.runs, ["sha256sum", str(path)])
         db = Path(tmp) / "bench.db"
         # No config: the benchmark measures register, not whatever config.toml is nearby.
         env = {k: v for k, v in os.environ.items() if k != "WEIGHTWATCH_CONFIG"}
@@ -127,7 +130,7 @@ def main() -> None:
                 wall, rss = timed(register_cmd + extra, env)
                 times.append(wall)
                 peak = max(peak, rss)
-            results[label] = (min(times), peak)
+            results[label] = (statistics.median(times), peak)
 
     gbps = lambda s: size / s / 1e9  # noqa: E731
     print(f"file            {size / 1e9:.2f} GB, page-cached, {os.cpu_count()} cores")

@@ -90,15 +90,16 @@ RUN_ROWS = 8                # consecutive rows read per suspect tensor: one rang
 # copy whose rows are permuted is still found; a large model's are not (only rows at the
 # keyed positions are compared), but conversions keep row order, or permute it in a way
 # the readers undo (llama.cpp's query and key rows, `canonical_order`).
-SKETCH_VALUES = 1 << 24
+SKETCH_VALUES = 1 << 23
 SKETCH_TENSOR_VALUES = 1 << 21
-MIN_SKETCH_RUNS = 8
+MIN_SKETCH_RUNS = 4
 # A suspect tensor is read for at most this many fingerprint keys (each print has its own
 # keyed runs: one range request per key).
 MAX_KEYS_PER_TENSOR = 4
 ROW_ALPHA = 1e-4            # per-row p-value below which a row counts as a hit
 DEFAULT_MAX_FALSE_MATCH = 1e-6
 DECOYS_PER_TENSOR = 4
+DECOY_TENSORS = 16          # tensors (a keyed choice) whose samples make the decoys
 # GGUF architectures whose query and key rows llama.cpp permutes (LlamaModel.permute).
 _PERMUTED_ARCHS = {"llama", "mistral", "granite", "granitemoe", "deci"}
 _READ_BLOCK_BYTES = 32 << 20
@@ -263,7 +264,9 @@ class WeightPrint:
     def __post_init__(self) -> None:
         if self.version >= 3:
             for t in self.tensors:
-                if not t.runs:
+                # A height out of range is `checked`'s to report, not a reason to lay out
+                # a keyed order of 2^40 rows.
+                if not t.runs and MIN_ROWS <= t.shape[0] <= MAX_SKETCH_ROWS:
                     runs = _runs_of(self.key, t.shape[0], t.sketch.shape[0])
                     if runs is None:
                         raise PrintError(f"{t.name}: {t.sketch.shape[0]} sketched rows are "
@@ -293,8 +296,8 @@ class WeightPrint:
             return PrintError(f"{where}: {message}")
 
         if not isinstance(doc, dict) or doc.get("version") not in READS_VERSIONS:
-            raise fail("not a version-" + " or ".join(map(str, READS_VERSIONS))
-                       + " tensor fingerprint")
+            raise fail("not a version-" + ", ".join(map(str, READS_VERSIONS[:-1]))
+                       + f" or {READS_VERSIONS[-1]} tensor fingerprint")
         try:
             key = bytes.fromhex(doc["key"])
             null_dims = float(doc["null_dims"])
@@ -669,13 +672,16 @@ def _print_tensor(reader: WeightReader, tensor: TensorInfo, canonical: str, key:
     column_sketch = None
     if MIN_COLUMNS <= index.size and cols <= MAX_SKETCH_ROWS:
         column_sketch = sketch(sketched.T, key)[0].astype(np.float16)
-    # Moments in float64 over the rows read: statistics reported to a few digits.
-    flat = data.astype(np.float64).ravel()
+    # Moments of the rows read, summed in float64 from float32 products: statistics
+    # reported to a few digits, at a third of the cost of a float64 copy.
+    flat = data.ravel()
     squares = flat * flat
-    moments = np.array([flat.sum(), squares.sum(), np.dot(squares, flat),
-                        np.dot(squares, squares)])
-    stats = _stats(moments, flat.size, float(np.abs(flat).max(initial=0.0)),
-                   np.linalg.norm(data, axis=1))
+    moments = np.array([flat.sum(dtype=np.float64), squares.sum(dtype=np.float64),
+                        np.dot(squares, flat, out=None), np.dot(squares, squares)],
+                       dtype=np.float64)
+    absmax = float(max(flat.max(initial=0.0), -flat.min(initial=0.0)))
+    stats = _stats(moments, flat.size, absmax, np.sqrt(squares.reshape(data.shape).sum(
+        axis=1, dtype=np.float64)))
     if len(tensor.shape) != 2:
         stats["stored_shape"] = list(tensor.shape)
     return TensorPrint(name=tensor.name, canonical=canonical, shape=(rows, cols),
@@ -714,20 +720,23 @@ def measure_null_dims(print_: WeightPrint) -> float:
     # The sum of squared cosines of decoys p against sketches S is the sum of p (S^T S) p^T:
     # one SKETCH_DIMS-square Gram matrix per width, instead of every decoy against every
     # sketch, which grew with the square of the model (most of a large file's print time).
+    # Decoys of DECOY_TENSORS tensors (thousands of decoy rows against every sketch) pin
+    # the mean square down well; more only cost register time.
     grams: dict[int, np.ndarray] = {}
     squares, count = 0.0, 0
-    for tensor in print_.tensors:
+    chosen_tensors = sorted(print_.tensors, key=lambda t: _seed(print_.key, "decoys", t.name))
+    for tensor in chosen_tensors[:DECOY_TENSORS]:
         group = groups[tensor.columns].sketch
         if (gram := grams.get(tensor.columns)) is None:
             wide = group.astype(np.float64)
             gram = grams[tensor.columns] = wide.T @ wide
         rng = np.random.default_rng(_seed(print_.key, "decoy", tensor.name))
-        for _ in range(DECOYS_PER_TENSOR):
-            decoys = tensor.samples[:, rng.permutation(tensor.columns)]
-            projected, valid = sketch(decoys, print_.key)
-            chosen = projected[valid].astype(np.float64)
-            squares += float(np.einsum("ij,jk,ik->", chosen, gram, chosen))
-            count += chosen.shape[0] * group.shape[0]
+        decoys = np.concatenate([tensor.samples[:, rng.permutation(tensor.columns)]
+                                 for _ in range(DECOYS_PER_TENSOR)])
+        projected, valid = sketch(decoys, print_.key)
+        chosen = projected[valid].astype(np.float64)
+        squares += float(np.einsum("ij,jk,ik->", chosen, gram, chosen))
+        count += chosen.shape[0] * group.shape[0]
     if not count or squares <= 0:
         return float(SKETCH_DIMS)
     return float(min(SKETCH_DIMS, max(1.0, count / squares)))
@@ -749,6 +758,12 @@ class _Group:
     # Column sketches restricted to these of our rows: a suspect row (one of our columns)
     # is cut down to them before it is sketched. None: the whole row.
     positions: np.ndarray | None = None
+
+    def null_dims(self, measured: float) -> float:
+        """The null's dimension for this group: a restricted column of n values, centred,
+        spans n - 1 dimensions at most, whatever the rows' decoys measured."""
+        return measured if self.positions is None else min(measured,
+                                                           float(self.positions.size - 1))
 
 
 def _groups(print_: WeightPrint) -> dict[int, _Group]:
@@ -1074,7 +1089,7 @@ def _compare_rows(data: np.ndarray, prints: Sequence[tuple[str, WeightPrint]]) -
             c = float(cos[i, top[i]])
             # Union bound over every candidate vector and every group compared.
             log_p = min(0.0, math.log(group.sketch.shape[0] * tries)
-                        + log_cosine_tail(c, print_.null_dims))
+                        + log_cosine_tail(c, group.null_dims(print_.null_dims)))
             if log_p < best[i].log_p or best[i].model is None:
                 owner = group.tensors[int(group.owner[top[i]])]
                 best[i] = _Row(log_p, model, c, owner.canonical, owner.role,
