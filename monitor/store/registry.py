@@ -150,6 +150,8 @@ class Registry:
                 "model": model, "artifact_id": artifact_id, "name": name, "key": print_.key,
                 "null_dims": print_.null_dims, "version": print_.version,
                 "tensors": len(print_.tensors), "added_at": now})
+            # One tensor at a time (batch_size=1): a batch held every tensor's arrays as
+            # bytes at once, tens of MB for a large model, most of register's peak memory.
             self.db.table("tensor_prints").insert_all(({
                 "print_id": print_id, "position": i, "name": t.name, "canonical": t.canonical,
                 "rows": t.shape[0], "columns": t.shape[1], "dtype": t.dtype,
@@ -159,7 +161,7 @@ class Registry:
                 "samples": t.samples.astype("<f4").tobytes(), "role": t.role or None,
                 "column_sketch": (None if t.column_sketch is None
                                   else t.column_sketch.astype("<f2").tobytes())}
-                for i, t in enumerate(print_.tensors)))
+                for i, t in enumerate(print_.tensors)), batch_size=1)
         return print_id, True
 
     @overload
