@@ -1031,7 +1031,9 @@ def _reads(reader: WeightReader, tensor: TensorInfo, view: tuple[int, int, int],
         slots = np.sort(_slot_order(key, rows)[rng.choice(runs, take, replace=False)])
         index = (slots[:, None] * RUN_ROWS + np.arange(RUN_ROWS)).ravel()
         index = index[index < rows]
-        wanted.append((not named, _seed(order_key, "key", key),
+        # Keys in an order of this tensor's own: with more same-shaped prints than
+        # MAX_KEYS_PER_TENSOR, each is tried on some of the suspect's tensors.
+        wanted.append((not named, _seed(order_key, "key", key, tensor.name),
                        (index if order is None else order[index], members)))
     if anywhere:
         run = min(rows_per_tensor, rows)

@@ -185,3 +185,33 @@ def test_a_tampered_version_3_sketch_count_is_one_line(tmp_path: Path,
     message = str(info.value)
     assert message.startswith("b.json: layer.0.w.weight: ") and "keyed runs" in message
     assert "\n" not in message
+
+
+def test_shards_registered_under_their_own_keys_find_a_merged_renamed_copy(
+        tmp_path: Path, small_budget: None) -> None:
+    """Each registered file has its own key, so its own sketched positions: a suspect
+    tensor is read at the positions of each print holding its shape (names gone, so none
+    is preferred), and the shards' layers are found in one merged file."""
+    tensors = _tall(layers=4)
+    names = list(tensors)
+    prints = []
+    for i, part in enumerate((names[:2], names[2:])):
+        path = lab.write_safetensors(tmp_path / f"s{i}.safetensors",
+                                     {n: tensors[n] for n in part})
+        with FileSource(path) as source:
+            prints.append(("m", fingerprint_weights(open_weights(source), bytes([i + 1]) * 32)))
+    assert not prints[0][1].tensors[0].every_row
+    merged = lab.write_safetensors(tmp_path / "merged.safetensors",
+                                   {f"t{i}": a for i, a in enumerate(tensors.values())})
+    result = _match(merged, prints)
+    assert result.verdict == VERDICT_MATCH, result.as_dict()
+    # Found through both keys (the scan stops once three body matrices are found).
+    assert set(names[:2]) & set(result.body_found) and set(names[2:]) & set(result.body_found)
+    # Every tensor read at both keys' positions when neither finds anything.
+    other = lab.write_safetensors(tmp_path / "other.safetensors", {
+        f"t{i}": np.random.default_rng(i).standard_normal((512, 64)).astype(np.float32)
+        for i in range(4)})
+    with FileSource(other) as source:
+        result = match_weights(open_weights(source), prints)
+        assert result.verdict == VERDICT_NO_MATCH
+        assert result.rows_compared == 4 * 2 * RUN_ROWS
