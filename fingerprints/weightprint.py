@@ -6,21 +6,27 @@ Q4_0 row is the original row plus rounding noise, a fine-tune adds a small updat
 conversion renames and reorders tensors, llama.cpp permutes the query and key rows. So the
 fingerprint is built from rows, and matching relies on neither names nor order:
 
-- At register time every row of each fingerprinted 2-D tensor is centred (its mean taken
-  out, so an offset does not count as likeness), projected on SKETCH_DIMS keyed random
-  directions and normalised: the row *sketch*, 64 bytes per row. A keyed run of whole rows
-  is kept too (the originals watermark detection compares with), with permutation-invariant
-  statistics (moments, row-norm quantiles) that describe the tensor whatever order its rows
-  are in.
-- A scan reads a short run of consecutive rows from each of a few suspect tensors (one
-  range request each), sketches them the same way and finds each row's nearest counterpart
-  among *all* sketched rows of the same width, whatever tensor or position it is in. So
-  tensors pair up by width and content, never by name, and any row order is fine.
+- At register time keyed runs of RUN_ROWS consecutive rows of each fingerprinted tensor
+  (a fixed budget per tensor and per file, `_runs_budget`: every row of a small tensor, a
+  few runs of a large one) are read, dequantised, centred (the mean taken out, so an
+  offset does not count as likeness), projected on SKETCH_DIMS keyed random directions and
+  normalised: the row *sketch*, 64 bytes per row. Nothing else of the file is read or
+  dequantised, so a 7B model costs what a 1 GB file does. The runs' positions come from
+  the key and the row count alone (`run_rows`), so every tensor of one height is sketched
+  at the same rows. A keyed run of whole rows is kept too (the originals watermark
+  detection compares with), with statistics of the rows read.
+- A scan reads, from each of a few suspect tensors, one of the sketched runs of a
+  fingerprinted tensor of its shape (rows in canonical order; one range request per run),
+  sketches them the same way and finds each row's nearest counterpart among all sketched
+  rows of the same width, whatever tensor it is in. So tensors pair up by shape and
+  content, never by name. Prints of versions 1 and 2 sketched every row: any run of a
+  tensor of their width is read for them, as before.
 - The null is known: a row unrelated to ours projects to a uniformly random direction, whose
   cosine with a fixed unit vector in d dimensions has P(c >= t) = I_{1-t^2}((d-1)/2, 1/2)/2
   (a regularised incomplete beta). The effective d is *measured* at register time on decoys
   (the model's own sampled rows with keyed column permutations, so they keep the weights'
-  value distribution but none of their alignment) and never taken larger than SKETCH_DIMS.
+  value distribution but none of their alignment) and never taken larger than SKETCH_DIMS
+  (nor, for columns restricted to n sketched rows, than n - 1, all they span centred).
   A sampled row "hits" when its p-value, times the number of candidate rows, is below
   ROW_ALPHA; the false-match probability of k hits among M rows is the binomial tail
   P(Bin(M, ROW_ALPHA) >= k), times the number of models tried.
@@ -41,13 +47,16 @@ compared suspect matrices (those explained by a shared tensor left out) that are
 matrices.
 
 Layout does not matter either: besides the sketch of its rows, each tensor keeps a sketch
-of its *columns* (centred over rows, projected the same way), so a suspect matrix stored
-transposed ([in, out], as ONNX and TF exports store linear weights) is read by row runs
-like any other and its rows, our columns, find their counterparts. Tensors of more than
-two dimensions are seen as matrices (`matrix_shape`): conv kernels [out, in, k...] as
-[out, in*k...], stacked ones whose first axis is short (recurrent [directions, gates*hidden,
+of its *columns*, each restricted to the sketched rows (centred over them, projected the
+same way), so a suspect matrix stored transposed ([in, out], as ONNX and TF exports store
+linear weights) is read by row runs like any other: its rows, our columns, are read whole,
+cut down to our sketched positions and find their counterparts. Tensors of more than
+two dimensions are seen as matrices (`matrix_shape`): conv kernels [out, in, k...] as [out,
+in*k...], stacked ones whose first axis is short (recurrent [directions, gates*hidden,
 in]) as [directions*gates*hidden, in]; rows are compared one by one, so gate blocks in
-another order (ONNX GRU z,r,h against PyTorch r,z,n) match all the same.
+another order (ONNX GRU z,r,h against PyTorch r,z,n) match all the same where every row is
+sketched (a tensor within the budget); in a larger one only rows that land on sketched
+positions can, as for any copy whose rows were moved.
 """
 
 from __future__ import annotations
