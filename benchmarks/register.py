@@ -147,10 +147,11 @@ def main() -> None:
     print(f"sha256sum       {sha:7.2f} s  ({gbps(sha):.2f} GB/s)")
     shard_count = max(1, -(-size // 1_000_000_000))
     for label, (reg, peak) in results.items():
-        what = "sha256, sha1, md5, pieces root" + (", tensor fingerprint" if args.gguf else "")
+        what = "sha256, sha1, md5, pieces root" + (
+            ", tensor fingerprint" if args.gguf and not label.endswith("--no-tensors") else "")
         if label.endswith("--shards"):
             what += f", {shard_count} shard sha256s"
-        print(f"\n{label:17} {reg:7.2f} s  ({gbps(reg):.2f} GB/s): {what}")
+        print(f"\n{label:21} {reg:7.2f} s  ({gbps(reg):.2f} GB/s): {what}")
         goal = f"  (goal <= {2.0 if args.gguf else 1.2})" if label == "register" else ""
         print(f"  ratio to md5sum     {reg / md5:.2f}{goal}")
         print(f"  ratio to sha256sum  {reg / sha:.2f}")
