@@ -25,8 +25,9 @@ fingerprint is built from rows, and matching relies on neither names nor order:
   cosine with a fixed unit vector in d dimensions has P(c >= t) = I_{1-t^2}((d-1)/2, 1/2)/2
   (a regularised incomplete beta). The effective d is *measured* at register time on decoys
   (the model's own sampled rows with keyed column permutations, so they keep the weights'
-  value distribution but none of their alignment) and never taken larger than SKETCH_DIMS
-  (nor, for columns restricted to n sketched rows, than n - 1, all they span centred).
+  value distribution but none of their alignment) and never taken larger than SKETCH_DIMS,
+  nor than what the projection of the compared vectors' width fills (`projected_dims`:
+  fewer for narrow vectors, such as columns cut down to a few sketched runs).
   A sampled row "hits" when its p-value, times the number of candidate rows, is below
   ROW_ALPHA; the false-match probability of k hits among M rows is the binomial tail
   P(Bin(M, ROW_ALPHA) >= k), times the number of models tried.
@@ -159,6 +160,20 @@ def projection(key: bytes, columns: int) -> np.ndarray:
     """The keyed (columns, SKETCH_DIMS) Gaussian projection for rows of this width."""
     rng = np.random.default_rng(_seed(key, "projection", columns))
     return rng.standard_normal((columns, SKETCH_DIMS), dtype=np.float32)
+
+
+@lru_cache(maxsize=256)
+def projected_dims(key: bytes, columns: int) -> float:
+    """How many dimensions a centred isotropic vector of this width fills once projected:
+    the participation ratio tr(S)^2 / tr(S^2) of S = P^T C P (P the keyed projection, C
+    the centring). A Gaussian P is not orthogonal: for widths near SKETCH_DIMS its columns
+    differ in length and the projection of a random vector leans on a few directions, so
+    an unrelated row lands nearer ours than the uniform null in SKETCH_DIMS says (about
+    SKETCH_DIMS / (1 + SKETCH_DIMS / columns) dimensions: 16 for 32 values, 29.5 for 384)."""
+    centred = projection(key, columns).astype(np.float64)
+    centred -= centred.mean(axis=0)
+    gram = centred.T @ centred
+    return float(np.trace(gram) ** 2 / np.sum(gram * gram))
 
 
 def sketch(rows: np.ndarray, key: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -767,12 +782,13 @@ class _Group:
     # Column sketches restricted to these of our rows: a suspect row (one of our columns)
     # is cut down to them before it is sketched. None: the whole row.
     positions: np.ndarray | None = None
+    # What the projection of the compared vectors' width lets the null fill
+    # (`projected_dims`): the print's measured null is an average over its widths, and
+    # a narrow vector (a column cut down to a few runs) fills fewer dimensions.
+    dims: float = float(SKETCH_DIMS)
 
     def null_dims(self, measured: float) -> float:
-        """The null's dimension for this group: a restricted column of n values, centred,
-        spans n - 1 dimensions at most, whatever the rows' decoys measured."""
-        return measured if self.positions is None else min(measured,
-                                                           float(self.positions.size - 1))
+        return min(measured, self.dims)
 
 
 def _groups(print_: WeightPrint) -> dict[int, _Group]:
@@ -787,7 +803,7 @@ def _groups(print_: WeightPrint) -> dict[int, _Group]:
             sketch=np.concatenate([a for a, _, _ in items]).astype(np.float32),
             owner=np.concatenate([np.full(a.shape[0], i) for a, i, _ in items]),
             transposed=np.concatenate([np.full(a.shape[0], t) for a, _, t in items]),
-            tensors=print_.tensors)
+            tensors=print_.tensors, dims=projected_dims(print_.key, width))
     return out
 
 
@@ -803,7 +819,8 @@ def _partial_columns(print_: WeightPrint) -> dict[int, list[_Group]]:
             sketch=np.concatenate([a for a in sketches if a is not None]).astype(np.float32),
             owner=np.concatenate([np.full(print_.tensors[i].columns, i) for i in owners]),
             transposed=np.ones(sum(print_.tensors[i].columns for i in owners), dtype=bool),
-            tensors=print_.tensors, positions=run_rows(print_.key, rows, runs)))
+            tensors=print_.tensors, positions=(positions := run_rows(print_.key, rows, runs)),
+            dims=projected_dims(print_.key, positions.size)))
     return out
 
 
