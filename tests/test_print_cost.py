@@ -100,3 +100,17 @@ def test_bytes_read_stay_within_the_budget_as_the_model_grows(
         most = n * (MIN_SKETCH_RUNS * RUN_ROWS + SAMPLE_ROWS) * 256 * 4
         assert read[n] <= most + (1 << 16), (n, read[n], most)
         assert read[n] < path.stat().st_size / 3
+
+
+@pytest.mark.parametrize("width", [32, 136, 1536])
+def test_projected_dims_is_the_null_unrelated_vectors_show(width: int) -> None:
+    """Unrelated random vectors of a narrow width, sketched, meet each other's sketches
+    with E[c^2] = 1 / projected_dims, well above the 1 / 32 a uniform null would give for
+    32 values: the p-values of columns cut down to a few runs rest on this."""
+    rng = np.random.default_rng(width)
+    ours, _ = sketch(rng.standard_normal((400, width)).astype(np.float32), KEY)
+    theirs, _ = sketch(rng.standard_normal((400, width)).astype(np.float32), KEY)
+    mean_square = float(np.mean((theirs @ ours.T) ** 2))
+    dims = weightprint.projected_dims(KEY, width)
+    assert 1 / mean_square == pytest.approx(dims, rel=0.08)
+    assert dims < weightprint.SKETCH_DIMS * (0.6 if width == 32 else 1.0)
