@@ -112,9 +112,6 @@ DECOYS_PER_TENSOR = 4
 DECOY_TENSORS = 16          # tensors (a keyed choice) whose samples make the decoys
 # GGUF architectures whose query and key rows llama.cpp permutes (LlamaModel.permute).
 _PERMUTED_ARCHS = {"llama", "mistral", "granite", "granitemoe", "deci"}
-_READ_BLOCK_BYTES = 32 << 20
-# float64 statistics of a read block are taken this many bytes of copies at a time.
-_STATS_BLOCK_BYTES = 4 << 20
 # A stacked tensor (short first axis) is read a whole slice at a time at scan time; a slice
 # larger than this is left out rather than fetched for 8 of its rows.
 MAX_SLICE_BYTES = 8 << 20
