@@ -82,10 +82,17 @@ def warm(path: Path) -> None:
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
     """Wall seconds and peak RSS (KB) of a command, measured by GNU time."""
-    out = subprocess.run([GNU_TIME, "-f", "%e %M", *cmd], capture_output=True, text=True,
-                         env=env, check=True)
-    wall, rss = re.findall(r"([\d.]+) (\d+)\s*$", out.stderr)[-1]
-    return float(wall), int(rss)
+    wall, rss, _ = timed_cpu(cmd, env)
+    return wall, rss
+
+
+def timed_cpu(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (KB) and CPU seconds (user + system) of a command."""
+    out = subprocess.run([GNU_TIME, "-f", "%e %M %U %S", *cmd], capture_output=True,
+                         text=True, env=env, check=True)
+    wall, rss, user, system = re.findall(r"([\d.]+) (\d+) ([\d.]+) ([\d.]+)\s*$",
+                                         out.stderr)[-1]
+    return float(wall), int(rss), float(user) + float(system)
 
 
 def main() -> None:
@@ -129,14 +136,17 @@ def main() -> None:
         # Round after round, every command once a round: on a shared machine the load
         # drifts, and each command then sees the same drift; medians over the rounds.
         times: dict[str, list[float]] = {label: [] for label in commands}
+        cpu: dict[str, list[float]] = {label: [] for label in commands}
         peaks = dict.fromkeys(commands, 0)
         for _ in range(args.runs):
             for label, cmd in commands.items():
                 db.unlink(missing_ok=True)
-                wall, rss = timed(cmd, env)
+                wall, rss, seconds = timed_cpu(cmd, env)
                 times[label].append(wall)
+                cpu[label].append(seconds)
                 peaks[label] = max(peaks[label], rss)
         median = {label: statistics.median(t) for label, t in times.items()}
+        median_cpu = {label: statistics.median(t) for label, t in cpu.items()}
         md5, sha = median["md5sum"], median["sha256sum"]
         results = {label: (median[label], peaks[label]) for label in commands
                    if label.startswith("register")}
@@ -160,6 +170,12 @@ def main() -> None:
         share = median["register"] - median["register --no-tensors"]
         print(f"\ntensor fingerprint  {share:7.2f} s  (register less register --no-tensors): "
               f"{share / md5:.2f}x md5sum")
+        # CPU seconds drift less with other processes' load than wall time does.
+        share = median_cpu["register"] - median_cpu["register --no-tensors"]
+        print(f"  in CPU seconds    {share:7.2f} s  against md5sum's "
+              f"{median_cpu['md5sum']:.2f} s: {share / median_cpu['md5sum']:.2f}x "
+              f"(register {median_cpu['register']:.2f} s, digests only "
+              f"{median_cpu['register --no-tensors']:.2f} s)")
 
 
 if __name__ == "__main__":
