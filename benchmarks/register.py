@@ -4,10 +4,17 @@ Generates a file of --size-gb gigabytes (random bytes, so nothing compresses or 
 reads it once so it is in the page cache, then times in the same run, on the same cached
 file: `md5sum`, `sha256sum`, `weightwatch register` (one read computing size, SHA-256,
 SHA-1, MD5 and the BEP 52 pieces root) and `weightwatch register --shards` (the 1 GB shard
-SHA-256s as well). Prints each wall time, the ratios against md5sum (the slowest single
-digest) and sha256sum, and register's peak RSS.
+SHA-256s as well), round after round (--runs, medians reported). Prints each wall time,
+the ratios against md5sum (the slowest single digest) and sha256sum, and register's peak
+RSS. With --gguf the file is a Q4_0 GGUF whose tensors register fingerprints, and
+`register --no-tensors` is timed too, so the fingerprint's own cost shows.
 
     python benchmarks/register.py --size-gb 4
+    OPENBLAS_NUM_THREADS=1 python benchmarks/register.py --gguf --size-gb 1
+
+Goal (issue 16, --gguf): register of a 1 GB Q4_0 GGUF at most 2x md5sum, peak RSS under
+150 MB; the fingerprint reads and sketches a fixed budget of rows (about 8 million values),
+whatever the file's size.
 
 Goal (issue 4): register at most 1.2x md5sum alone; peak RSS at most 150 MB on 4 GB.
 Two cores bound `--shards`: per GB it is MD5 1.4 + SHA-1 0.6 + three SHA-256 passes (file,
@@ -21,6 +28,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,21 +82,24 @@ def warm(path: Path) -> None:
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
     """Wall seconds and peak RSS (KB) of a command, measured by GNU time."""
-    out = subprocess.run([GNU_TIME, "-f", "%e %M", *cmd], capture_output=True, text=True,
-                         env=env, check=True)
-    wall, rss = re.findall(r"([\d.]+) (\d+)\s*$", out.stderr)[-1]
-    return float(wall), int(rss)
+    wall, rss, _ = timed_cpu(cmd, env)
+    return wall, rss
 
 
-def best_of(runs: int, cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    results = [timed(cmd, env) for _ in range(runs)]
-    return min(r[0] for r in results), max(r[1] for r in results)
+def timed_cpu(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (KB) and CPU seconds (user + system) of a command."""
+    out = subprocess.run([GNU_TIME, "-f", "%e %M %U %S", *cmd], capture_output=True,
+                         text=True, env=env, check=True)
+    wall, rss, user, system = re.findall(r"([\d.]+) (\d+) ([\d.]+) ([\d.]+)\s*$",
+                                         out.stderr)[-1]
+    return float(wall), int(rss), float(user) + float(system)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gb", type=float, default=4.0)
-    parser.add_argument("--runs", type=int, default=2, help="best of N for each command")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="rounds; each command's median over them is reported")
     parser.add_argument("--dir", default=None, help="where to write the file (default: a temp dir)")
     parser.add_argument("--gguf", action="store_true",
                         help="a Q4_0 GGUF file instead of random bytes: register fingerprints "
@@ -109,8 +120,6 @@ def main() -> None:
             make_file(path, size)
         warm(path)
 
-        md5, _ = best_of(args.runs, ["md5sum", str(path)])
-        sha, _ = best_of(args.runs, ["sha256sum", str(path)])
         db = Path(tmp) / "bench.db"
         # No config: the benchmark measures register, not whatever config.toml is nearby.
         env = {k: v for k, v in os.environ.items() if k != "WEIGHTWATCH_CONFIG"}
@@ -119,15 +128,28 @@ def main() -> None:
         register_cmd = [sys.executable, "-m", "monitor", "--config", str(config),
                         "--db", str(db), "--log-level",
                         "error", "register", str(path), "--model", "bench", "--format", "json"]
-        results = {}
-        for label, extra in (("register", []), ("register --shards", ["--shards"])):
-            times, peak = [], 0
-            for _ in range(args.runs):
+        commands = {"md5sum": ["md5sum", str(path)], "sha256sum": ["sha256sum", str(path)],
+                    "register": register_cmd, "register --shards": register_cmd + ["--shards"]}
+        if args.gguf:
+            # Digests alone, so the fingerprint's own share shows (register less this).
+            commands["register --no-tensors"] = register_cmd + ["--no-tensors"]
+        # Round after round, every command once a round: on a shared machine the load
+        # drifts, and each command then sees the same drift; medians over the rounds.
+        times: dict[str, list[float]] = {label: [] for label in commands}
+        cpu: dict[str, list[float]] = {label: [] for label in commands}
+        peaks = dict.fromkeys(commands, 0)
+        for _ in range(args.runs):
+            for label, cmd in commands.items():
                 db.unlink(missing_ok=True)
-                wall, rss = timed(register_cmd + extra, env)
-                times.append(wall)
-                peak = max(peak, rss)
-            results[label] = (min(times), peak)
+                wall, rss, seconds = timed_cpu(cmd, env)
+                times[label].append(wall)
+                cpu[label].append(seconds)
+                peaks[label] = max(peaks[label], rss)
+        median = {label: statistics.median(t) for label, t in times.items()}
+        median_cpu = {label: statistics.median(t) for label, t in cpu.items()}
+        md5, sha = median["md5sum"], median["sha256sum"]
+        results = {label: (median[label], peaks[label]) for label in commands
+                   if label.startswith("register")}
 
     gbps = lambda s: size / s / 1e9  # noqa: E731
     print(f"file            {size / 1e9:.2f} GB, page-cached, {os.cpu_count()} cores")
@@ -135,14 +157,25 @@ def main() -> None:
     print(f"sha256sum       {sha:7.2f} s  ({gbps(sha):.2f} GB/s)")
     shard_count = max(1, -(-size // 1_000_000_000))
     for label, (reg, peak) in results.items():
-        what = "sha256, sha1, md5, pieces root" + (", tensor fingerprint" if args.gguf else "")
+        what = "sha256, sha1, md5, pieces root" + (
+            ", tensor fingerprint" if args.gguf and not label.endswith("--no-tensors") else "")
         if label.endswith("--shards"):
             what += f", {shard_count} shard sha256s"
-        print(f"\n{label:17} {reg:7.2f} s  ({gbps(reg):.2f} GB/s): {what}")
+        print(f"\n{label:21} {reg:7.2f} s  ({gbps(reg):.2f} GB/s): {what}")
         goal = f"  (goal <= {2.0 if args.gguf else 1.2})" if label == "register" else ""
         print(f"  ratio to md5sum     {reg / md5:.2f}{goal}")
         print(f"  ratio to sha256sum  {reg / sha:.2f}")
         print(f"  peak RSS            {peak / 1024:.0f} MB  (goal <= 150 MB)")
+    if "register --no-tensors" in median:
+        share = median["register"] - median["register --no-tensors"]
+        print(f"\ntensor fingerprint  {share:7.2f} s  (register less register --no-tensors): "
+              f"{share / md5:.2f}x md5sum")
+        # CPU seconds drift less with other processes' load than wall time does.
+        share = median_cpu["register"] - median_cpu["register --no-tensors"]
+        print(f"  in CPU seconds    {share:7.2f} s  against md5sum's "
+              f"{median_cpu['md5sum']:.2f} s: {share / median_cpu['md5sum']:.2f}x "
+              f"(register {median_cpu['register']:.2f} s, digests only "
+              f"{median_cpu['register --no-tensors']:.2f} s)")
 
 
 if __name__ == "__main__":

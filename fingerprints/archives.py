@@ -1106,12 +1106,14 @@ def sniff(source: ByteSource) -> str:
         return "tflite"
     if head.startswith((_LOCAL, _EOCD)):
         return _zip_kind(source)
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return "pickle-legacy"
+    # Safetensors before the pickle marker: a header of 0x280..0x5ff bytes whose low byte
+    # is 0x80 starts like a pickle (b"\x80\x05"), and a pickle's ninth byte is never "{".
     if len(head) >= 9:
         (length,) = struct.unpack_from("<Q", head, 0)
         if 2 <= length <= min(size - 8, 100 << 20) and head[8:9] == b"{":
             return "safetensors"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle-legacy"
     if _is_tar_header(head[:512]):
         return "tar"
     kind = _compression(head)

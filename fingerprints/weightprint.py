@@ -6,21 +6,28 @@ Q4_0 row is the original row plus rounding noise, a fine-tune adds a small updat
 conversion renames and reorders tensors, llama.cpp permutes the query and key rows. So the
 fingerprint is built from rows, and matching relies on neither names nor order:
 
-- At register time every row of each fingerprinted 2-D tensor is centred (its mean taken
-  out, so an offset does not count as likeness), projected on SKETCH_DIMS keyed random
-  directions and normalised: the row *sketch*, 64 bytes per row. A keyed run of whole rows
-  is kept too (the originals watermark detection compares with), with permutation-invariant
-  statistics (moments, row-norm quantiles) that describe the tensor whatever order its rows
-  are in.
-- A scan reads a short run of consecutive rows from each of a few suspect tensors (one
-  range request each), sketches them the same way and finds each row's nearest counterpart
-  among *all* sketched rows of the same width, whatever tensor or position it is in. So
-  tensors pair up by width and content, never by name, and any row order is fine.
+- At register time keyed runs of RUN_ROWS consecutive rows of each fingerprinted tensor
+  (a fixed budget per tensor and per file, `_runs_budget`: every row of a small tensor, a
+  few runs of a large one) are read, dequantised, centred (the mean taken out, so an
+  offset does not count as likeness), projected on SKETCH_DIMS keyed random directions and
+  normalised: the row *sketch*, 64 bytes per row. Nothing else of the file is read or
+  dequantised, so a 7B model costs what a 1 GB file does. The runs' positions come from
+  the key and the row count alone (`run_rows`), so every tensor of one height is sketched
+  at the same rows. A keyed run of whole rows is kept too (the originals watermark
+  detection compares with), with statistics of the rows read.
+- A scan reads, from each of a few suspect tensors, one of the sketched runs of a
+  fingerprinted tensor of its shape (rows in canonical order; one range request per run),
+  sketches them the same way and finds each row's nearest counterpart among all sketched
+  rows of the same width, whatever tensor it is in. So tensors pair up by shape and
+  content, never by name. Prints of versions 1 and 2 sketched every row: any run of a
+  tensor of their width is read for them, as before.
 - The null is known: a row unrelated to ours projects to a uniformly random direction, whose
   cosine with a fixed unit vector in d dimensions has P(c >= t) = I_{1-t^2}((d-1)/2, 1/2)/2
   (a regularised incomplete beta). The effective d is *measured* at register time on decoys
   (the model's own sampled rows with keyed column permutations, so they keep the weights'
-  value distribution but none of their alignment) and never taken larger than SKETCH_DIMS.
+  value distribution but none of their alignment) and never taken larger than SKETCH_DIMS,
+  nor than what the projection of the compared vectors' width fills (`projected_dims`:
+  fewer for narrow vectors, such as columns cut down to a few sketched runs).
   A sampled row "hits" when its p-value, times the number of candidate rows, is below
   ROW_ALPHA; the false-match probability of k hits among M rows is the binomial tail
   P(Bin(M, ROW_ALPHA) >= k), times the number of models tried.
@@ -41,13 +48,16 @@ compared suspect matrices (those explained by a shared tensor left out) that are
 matrices.
 
 Layout does not matter either: besides the sketch of its rows, each tensor keeps a sketch
-of its *columns* (centred over rows, projected the same way), so a suspect matrix stored
-transposed ([in, out], as ONNX and TF exports store linear weights) is read by row runs
-like any other and its rows, our columns, find their counterparts. Tensors of more than
-two dimensions are seen as matrices (`matrix_shape`): conv kernels [out, in, k...] as
-[out, in*k...], stacked ones whose first axis is short (recurrent [directions, gates*hidden,
+of its *columns*, each restricted to the sketched rows (centred over them, projected the
+same way), so a suspect matrix stored transposed ([in, out], as ONNX and TF exports store
+linear weights) is read by row runs like any other: its rows, our columns, are read whole,
+cut down to our sketched positions and find their counterparts. Tensors of more than
+two dimensions are seen as matrices (`matrix_shape`): conv kernels [out, in, k...] as [out,
+in*k...], stacked ones whose first axis is short (recurrent [directions, gates*hidden,
 in]) as [directions*gates*hidden, in]; rows are compared one by one, so gate blocks in
-another order (ONNX GRU z,r,h against PyTorch r,z,n) match all the same.
+another order (ONNX GRU z,r,h against PyTorch r,z,n) match all the same where every row is
+sketched (a tensor within the budget); in a larger one only rows that land on sketched
+positions can, as for any copy whose rows were moved.
 """
 
 from __future__ import annotations
@@ -72,23 +82,36 @@ from fingerprints.tflite import LAYOUT_DEPTHWISE, LAYOUT_OHWI
 __all__ = ["DEFAULT_MAX_FALSE_MATCH", "MatchResult", "PrintError", "TensorPrint",
            "WeightPrint", "fingerprint_weights", "match_weights", "new_key"]
 
-PRINT_VERSION = 2           # 2: roles and column sketches; version 1 is still read
-READS_VERSIONS = (1, 2)
+# 3: keyed runs of rows sketched, not every row; 2: roles and column sketches. Versions 1
+# and 2 are still read (and matched as before: every row of theirs was sketched).
+PRINT_VERSION = 3
+READS_VERSIONS = (1, 2, 3)
 SKETCH_DIMS = 32
 SAMPLE_ROWS = 16            # whole rows kept per tensor
 MAX_TENSORS = 64            # tensors fingerprinted per file
-MAX_SKETCH_ROWS = 1 << 17   # wider vocabularies are left out: 64 bytes a row adds up
+MAX_SKETCH_ROWS = 1 << 17   # taller matrices are left out
 MIN_ROWS = 8
 MIN_COLUMNS = 16
 RUN_ROWS = 8                # consecutive rows read per suspect tensor: one range request
+# Version 3 sketches keyed runs of RUN_ROWS rows, never fewer than MIN_SKETCH_RUNS per
+# tensor, at most SKETCH_VALUES values per file and SKETCH_TENSOR_VALUES per tensor (all
+# rows when that covers them): the same order of work for a 100 MB file and a 7B model.
+# A 384-wide model of 40 matrices has every row of its 384-row matrices sketched, so a
+# copy whose rows are permuted is still found; a large model's are not (only rows at the
+# keyed positions are compared), but conversions keep row order, or permute it in a way
+# the readers undo (llama.cpp's query and key rows, `canonical_order`).
+SKETCH_VALUES = 1 << 23
+SKETCH_TENSOR_VALUES = 1 << 21
+MIN_SKETCH_RUNS = 4
+# A suspect tensor is read for at most this many fingerprint keys (each print has its own
+# keyed runs: one range request per key).
+MAX_KEYS_PER_TENSOR = 4
 ROW_ALPHA = 1e-4            # per-row p-value below which a row counts as a hit
 DEFAULT_MAX_FALSE_MATCH = 1e-6
 DECOYS_PER_TENSOR = 4
+DECOY_TENSORS = 16          # tensors (a keyed choice) whose samples make the decoys
 # GGUF architectures whose query and key rows llama.cpp permutes (LlamaModel.permute).
 _PERMUTED_ARCHS = {"llama", "mistral", "granite", "granitemoe", "deci"}
-_READ_BLOCK_BYTES = 32 << 20
-# float64 statistics of a read block are taken this many bytes of copies at a time.
-_STATS_BLOCK_BYTES = 4 << 20
 # A stacked tensor (short first axis) is read a whole slice at a time at scan time; a slice
 # larger than this is left out rather than fetched for 8 of its rows.
 MAX_SLICE_BYTES = 8 << 20
@@ -136,6 +159,20 @@ def projection(key: bytes, columns: int) -> np.ndarray:
     return rng.standard_normal((columns, SKETCH_DIMS), dtype=np.float32)
 
 
+@lru_cache(maxsize=256)
+def projected_dims(key: bytes, columns: int) -> float:
+    """How many dimensions a centred isotropic vector of this width fills once projected:
+    the participation ratio tr(S)^2 / tr(S^2) of S = P^T C P (P the keyed projection, C
+    the centring). A Gaussian P is not orthogonal: for widths near SKETCH_DIMS its columns
+    differ in length and the projection of a random vector leans on a few directions, so
+    an unrelated row lands nearer ours than the uniform null in SKETCH_DIMS says (about
+    SKETCH_DIMS / (1 + SKETCH_DIMS / columns) dimensions: 16 for 32 values, 29.5 for 384)."""
+    centred = projection(key, columns).astype(np.float64)
+    centred -= centred.mean(axis=0)
+    gram = centred.T @ centred
+    return float(np.trace(gram) ** 2 / np.sum(gram * gram))
+
+
 def sketch(rows: np.ndarray, key: bytes) -> tuple[np.ndarray, np.ndarray]:
     """Unit-length projections of the centred rows, and which rows were not constant (a
     constant row has no direction and is left as zeros)."""
@@ -152,6 +189,39 @@ def sketch(rows: np.ndarray, key: bytes) -> tuple[np.ndarray, np.ndarray]:
     return out, valid
 
 
+@lru_cache(maxsize=256)
+def _slot_order(key: bytes, rows: int) -> np.ndarray:
+    """The keyed order of a matrix's runs (slot s: rows s*RUN_ROWS.. up to RUN_ROWS of
+    them). It depends on the row count alone, so every tensor of that height is sketched at
+    the same positions (a suspect row finds its counterpart whichever tensor it is) and a
+    smaller budget's runs are a prefix of a larger one's."""
+    order = np.random.default_rng(_seed(key, "runs", rows)).permutation(-(-rows // RUN_ROWS))
+    order.flags.writeable = False
+    return order
+
+
+def run_rows(key: bytes, rows: int, runs: int) -> np.ndarray:
+    """The rows (ascending, canonical order) of the first `runs` keyed runs of a matrix of
+    `rows` rows: the rows a version-3 print sketches."""
+    chosen = np.sort(_slot_order(key, rows)[:runs])
+    index = (chosen[:, None] * RUN_ROWS + np.arange(RUN_ROWS)).ravel()
+    return index[index < rows]
+
+
+def _runs_of(key: bytes, rows: int, sketched: int) -> int | None:
+    """How many keyed runs make `sketched` rows (a stored print keeps the sketches, the key
+    says where they are); None if no prefix of runs does."""
+    order = _slot_order(key, rows)
+    hit = np.flatnonzero(np.cumsum(np.minimum(RUN_ROWS, rows - order * RUN_ROWS)) == sketched)
+    return int(hit[0]) + 1 if hit.size else None
+
+
+def _runs_budget(rows: int, columns: int, tensors: int) -> int:
+    """Runs a version-3 print sketches of a (rows, columns) matrix among `tensors`."""
+    values = min(SKETCH_VALUES // max(1, tensors), SKETCH_TENSOR_VALUES)
+    return min(-(-rows // RUN_ROWS), max(MIN_SKETCH_RUNS, values // (columns * RUN_ROWS)))
+
+
 # -- the fingerprint ----------------------------------------------------------------------
 
 
@@ -163,9 +233,14 @@ class TensorPrint:
     .pth files store the same interleaved order as GGUF but carry no head count, so theirs
     are kept as stored.
 
+    `sketch` holds the rows `sketch_index` says: every row in versions 1 and 2 (`runs` 0),
+    the first `runs` keyed runs (`run_rows`) in version 3, which `WeightPrint` derives
+    from the key and the number of sketches, so nothing else is stored.
+
     `column_sketch` (columns, SKETCH_DIMS) sketches the columns the way rows are sketched,
-    for suspects that store the matrix transposed; None in version-1 prints and for
-    matrices too short or too wide for it. `role` is one of ROLES (`assign_roles`)."""
+    for suspects that store the matrix transposed, each column restricted to the sketched
+    rows (all of them before version 3); None in version-1 prints and for matrices too
+    short or too wide for it. `role` is one of ROLES (`assign_roles`)."""
 
     name: str
     canonical: str
@@ -177,10 +252,21 @@ class TensorPrint:
     stats: dict[str, Any] = field(default_factory=dict)
     role: str = ""
     column_sketch: np.ndarray | None = None
+    runs: int = 0                   # keyed runs sketched; 0: every row (versions 1, 2)
 
     @property
     def columns(self) -> int:
         return self.shape[1]
+
+    def sketch_index(self, key: bytes) -> np.ndarray:
+        """Our rows (canonical order) that `sketch` holds, in its order."""
+        if not self.runs:
+            return np.arange(self.shape[0])
+        return run_rows(key, self.shape[0], self.runs)
+
+    @property
+    def every_row(self) -> bool:
+        return bool(self.sketch.shape[0] == self.shape[0])
 
     @property
     def is_body(self) -> bool:
@@ -197,6 +283,16 @@ class WeightPrint:
     version: int = PRINT_VERSION
 
     def __post_init__(self) -> None:
+        if self.version >= 3:
+            for t in self.tensors:
+                # A height out of range is `checked`'s to report, not a reason to lay out
+                # a keyed order of 2^40 rows.
+                if not t.runs and MIN_ROWS <= t.shape[0] <= MAX_SKETCH_ROWS:
+                    runs = _runs_of(self.key, t.shape[0], t.sketch.shape[0])
+                    if runs is None:
+                        raise PrintError(f"{t.name}: {t.sketch.shape[0]} sketched rows are "
+                                         f"not whole keyed runs of {t.shape[0]}")
+                    t.runs = runs
         # Prints stored before roles existed (or a role lost on the way) get them derived.
         if any(t.role not in ROLES for t in self.tensors):
             assign_roles(self.tensors)
@@ -215,14 +311,14 @@ class WeightPrint:
 
     @classmethod
     def from_json(cls, doc: Any, where: str = "fingerprint") -> WeightPrint:
-        """Parse and check `as_json` output (version 1 or 2); PrintError naming the place
+        """Parse and check `as_json` output (version 1, 2 or 3); PrintError naming the place
         otherwise."""
         def fail(message: str) -> PrintError:
             return PrintError(f"{where}: {message}")
 
         if not isinstance(doc, dict) or doc.get("version") not in READS_VERSIONS:
-            raise fail("not a version-" + " or ".join(map(str, READS_VERSIONS))
-                       + " tensor fingerprint")
+            raise fail("not a version-" + ", ".join(map(str, READS_VERSIONS[:-1]))
+                       + f" or {READS_VERSIONS[-1]} tensor fingerprint")
         try:
             key = bytes.fromhex(doc["key"])
             null_dims = float(doc["null_dims"])
@@ -237,17 +333,21 @@ class WeightPrint:
                 tensors.append(TensorPrint(
                     name=str(t["name"]), canonical=str(t["canonical"]), shape=(rows, cols),
                     dtype=str(t["dtype"]), stats=dict(t["stats"]), role=role,
-                    sketch=_unb64(t["sketch"], "<f2", (rows, SKETCH_DIMS), fail, f"tensors[{i}]"),
+                    sketch=_unb64(t["sketch"], "<f2", (rows if doc["version"] < 3 else -1,
+                                                       SKETCH_DIMS), fail, f"tensors[{i}]"),
                     column_sketch=None if columns is None else _unb64(
                         columns, "<f2", (cols, SKETCH_DIMS), fail, f"tensors[{i}]"),
                     sample_index=index,
                     samples=_unb64(t["samples"], "<f4", (index.size, cols), fail, f"tensors[{i}]")))
-        except PrintError:
-            raise
+            # Inside the try: a version-3 print whose sketch count fits no keyed runs
+            # fails here, as a PrintError naming the place.
+            print_ = cls(key=key, tensors=tensors, null_dims=null_dims,
+                         version=int(doc["version"]))
+        except PrintError as exc:
+            raise exc if str(exc).startswith(where) else fail(str(exc)) from None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise fail(f"malformed ({type(exc).__name__}: {exc})") from None
-        return cls(key=key, tensors=tensors, null_dims=null_dims,
-                   version=int(doc["version"])).checked(where)
+        return print_.checked(where)
 
     def checked(self, where: str = "fingerprint") -> WeightPrint:
         """Self after checking that sizes and numbers hold together (PrintError if not)."""
@@ -259,7 +359,8 @@ class WeightPrint:
             rows, cols = t.shape
             if not (MIN_ROWS <= rows <= MAX_SKETCH_ROWS and MIN_COLUMNS <= cols <= 1 << 20):
                 raise PrintError(f"{where}: {t.name}: shape {list(t.shape)} out of range")
-            if t.sketch.shape != (rows, SKETCH_DIMS) or t.samples.shape[1:] != (cols,):
+            sketched = rows if not t.runs else run_rows(self.key, rows, t.runs).size
+            if t.sketch.shape != (sketched, SKETCH_DIMS) or t.samples.shape[1:] != (cols,):
                 raise PrintError(f"{where}: {t.name}: arrays do not fit shape {list(t.shape)}")
             if t.column_sketch is not None and t.column_sketch.shape != (cols, SKETCH_DIMS):
                 raise PrintError(f"{where}: {t.name}: column sketch does not fit shape "
@@ -286,6 +387,12 @@ class WeightPrint:
         """Sketches stacked by row width, built once per print (every scan needs them)."""
         return _groups(self)
 
+    @cached_property
+    def partial_columns(self) -> dict[int, list[_Group]]:
+        """Column sketches restricted to some of our rows, by our row count (the width of a
+        suspect that stores the matrix transposed): one group per set of rows."""
+        return _partial_columns(self)
+
 
 def _b64(array: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode()
@@ -293,9 +400,13 @@ def _b64(array: np.ndarray) -> str:
 
 def _unb64(text: Any, dtype: str, shape: tuple[int, int], fail: Callable[[str], PrintError],
            where: str) -> np.ndarray:
+    """A base64 array of `shape`; a first dimension of -1 takes as many rows as there are."""
     if not isinstance(text, str):
         raise fail(f"{where}: array is not base64 text")
     raw = base64.b64decode(text, validate=True)
+    row = shape[1] * np.dtype(dtype).itemsize
+    if shape[0] < 0:
+        shape = (len(raw) // row, shape[1])
     want = math.prod(shape) * np.dtype(dtype).itemsize
     if len(raw) != want:
         raise fail(f"{where}: array of {len(raw)} bytes, shape {list(shape)} needs {want}")
@@ -494,12 +605,13 @@ def matrix_read_cost(tensor: TensorInfo, rows: int) -> int:
 
 def fingerprint_weights(reader: WeightReader, key: bytes, *, max_tensors: int = MAX_TENSORS,
                         progress: Callable[[int], None] | None = None) -> WeightPrint:
-    """Fingerprint a weight file: sketches of every row of up to `max_tensors` 2-D tensors
-    (a keyed choice when there are more), keyed sample rows, statistics, and the null
-    measured on decoys. Reads each chosen tensor once, a block of rows at a time.
+    """Fingerprint a weight file: sketches of keyed runs of rows of up to `max_tensors`
+    matrices (a keyed choice when there are more; `_runs_budget` rows each), restricted
+    column sketches, keyed sample rows, statistics, and the null measured on decoys. Reads
+    and dequantises only those rows, one range per run: the same work for any model size.
 
-    `progress(n)` gets the number of tensor bytes read so far. WeightFileError (one line)
-    if a chosen tensor cannot be read.
+    `progress(n)` gets the number of tensor bytes dealt with so far. WeightFileError (one
+    line) if a chosen tensor cannot be read.
     """
     arch, heads = _permutation_info(reader)
     eligible = [t for t in reader.tensors if _printable(t)]
@@ -512,7 +624,7 @@ def fingerprint_weights(reader: WeightReader, key: bytes, *, max_tensors: int = 
     for tensor in eligible:
         canonical = canonical_name(tensor.name)
         order = _canonical_order(tensor, canonical, arch, heads) if tensor.is_matrix else None
-        prints.append(_print_tensor(reader, tensor, canonical, key, order))
+        prints.append(_print_tensor(reader, tensor, canonical, key, order, len(eligible)))
         done += tensor.nbytes
         if progress is not None:
             progress(done)
@@ -558,60 +670,47 @@ def _canonical_order(tensor: TensorInfo, canonical: str, arch: str | None,
 
 
 def _print_tensor(reader: WeightReader, tensor: TensorInfo, canonical: str, key: bytes,
-                  order: np.ndarray | None) -> TensorPrint:
+                  order: np.ndarray | None, tensors: int) -> TensorPrint:
     view = matrix_shape(tensor)
     assert view is not None, "_printable checked it"
-    rows, cols, per = view
-    block = max(per, (_READ_BLOCK_BYTES // (cols * 4)) // per * per)
-    sketches = np.zeros((rows, SKETCH_DIMS), dtype=np.float32)
-    norms = np.zeros(rows, dtype=np.float64)
-    # Columns are sketched like rows, in the basis of `rows` dimensions: their projections
-    # add up block by block, and centring (the column means) is taken out at the end.
-    with_columns = MIN_COLUMNS <= rows and cols <= MAX_SKETCH_ROWS
-    down = projection(key, rows) if with_columns else None
-    column_proj = np.zeros((cols, SKETCH_DIMS), dtype=np.float64)
-    column_sums = np.zeros(cols, dtype=np.float64)
-    # Raw moments in float64 are enough for statistics reported to a few digits.
-    moments = np.zeros(4, dtype=np.float64)
-    absmax = 0.0
-    # A keyed run of consecutive rows: a remote reader fetches it in one range request.
+    rows, cols, _ = view
+    runs = _runs_budget(rows, cols, tensors)
+    index = run_rows(key, rows, runs)
+    # A keyed run of consecutive rows kept whole (watermark detection compares them): a
+    # remote reader fetches it in one range request.
     rng = np.random.default_rng(_seed(key, "sample", canonical, (rows, cols)))
     count = min(SAMPLE_ROWS, rows)
     sample_index = int(rng.integers(0, rows - count + 1)) + np.arange(count)
-    samples = np.zeros((sample_index.size, cols), dtype=np.float32)
-    for start in range(0, rows, block):
-        stop = min(rows, start + block)
-        wanted = np.arange(start, stop) if order is None else order[start:stop]
-        data = read_matrix_rows(reader, tensor, wanted)
-        # Everything but the sketch goes a slice of rows at a time: on the whole block its
-        # copies (float64, squares, masks) were six times the block, most of the peak
-        # memory. Row-wise results are the same bits either way; the sketch keeps the
-        # whole block, as a row's float32 product can depend on how many rows BLAS is given.
-        step = max(1, _STATS_BLOCK_BYTES // (cols * 8))
-        if not all(np.isfinite(data[at:at + step]).all() for at in range(0, len(data), step)):
-            raise WeightFileError(f"{tensor.name}: non-finite values in rows {start}..{stop - 1}")
-        sketches[start:stop] = sketch(data, key)[0]
-        for at in range(0, stop - start, step):
-            part = data[at:at + step]
-            norms[start + at:start + at + len(part)] = np.linalg.norm(part, axis=1)
-            if down is not None:
-                column_proj += part.T.astype(np.float64) @ down[start + at:start + at + len(part)]
-                column_sums += part.sum(axis=0, dtype=np.float64)
-            flat = part.astype(np.float64).ravel()
-            squares = flat * flat
-            moments += [flat.sum(), squares.sum(), np.dot(squares, flat),
-                        np.dot(squares, squares)]
-            absmax = max(absmax, float(np.abs(flat).max(initial=0.0)))
-        inside = (sample_index >= start) & (sample_index < stop)
-        samples[inside] = data[sample_index[inside] - start]
-    stats = _stats(moments, rows * cols, absmax, norms)
+    wanted = np.union1d(index, sample_index)
+    data = read_matrix_rows(reader, tensor, wanted if order is None else order[wanted])
+    if not np.isfinite(data).all():
+        bad = wanted[int(np.flatnonzero(~np.isfinite(data).all(axis=1))[0])]
+        raise WeightFileError(f"{tensor.name}: non-finite values in row {bad}")
+    sketched = data[np.searchsorted(wanted, index)]
+    # Columns are sketched like rows, each restricted to the sketched rows: a suspect that
+    # stores the matrix transposed has our columns as rows, reads one whole and keeps those
+    # positions (`_partial_columns`). With every row sketched it is the whole column.
+    column_sketch = None
+    if MIN_COLUMNS <= index.size and cols <= MAX_SKETCH_ROWS:
+        column_sketch = sketch(sketched.T, key)[0].astype(np.float16)
+    # Moments of the rows read, summed in float64 from float32 products: statistics
+    # reported to a few digits, at a third of the cost of a float64 copy.
+    flat = data.ravel()
+    squares = flat * flat
+    moments = np.array([flat.sum(dtype=np.float64), squares.sum(dtype=np.float64),
+                        np.dot(squares, flat, out=None), np.dot(squares, squares)],
+                       dtype=np.float64)
+    absmax = float(max(flat.max(initial=0.0), -flat.min(initial=0.0)))
+    stats = _stats(moments, flat.size, absmax, np.sqrt(squares.reshape(data.shape).sum(
+        axis=1, dtype=np.float64)))
     if len(tensor.shape) != 2:
         stats["stored_shape"] = list(tensor.shape)
     return TensorPrint(name=tensor.name, canonical=canonical, shape=(rows, cols),
-                       dtype=tensor.dtype, sketch=sketches.astype(np.float16),
-                       sample_index=sample_index, samples=samples, stats=stats,
-                       column_sketch=None if down is None else _unit_rows(
-                           column_proj - np.outer(column_sums / rows, down.sum(axis=0))))
+                       dtype=tensor.dtype, sketch=sketch(sketched, key)[0].astype(np.float16),
+                       sample_index=sample_index,
+                       samples=data[np.searchsorted(wanted, sample_index)],
+                       stats=stats, column_sketch=column_sketch,
+                       runs=runs)
 
 
 def _unit_rows(projected: np.ndarray) -> np.ndarray:
@@ -642,20 +741,23 @@ def measure_null_dims(print_: WeightPrint) -> float:
     # The sum of squared cosines of decoys p against sketches S is the sum of p (S^T S) p^T:
     # one SKETCH_DIMS-square Gram matrix per width, instead of every decoy against every
     # sketch, which grew with the square of the model (most of a large file's print time).
+    # Decoys of DECOY_TENSORS tensors (thousands of decoy rows against every sketch) pin
+    # the mean square down well; more only cost register time.
     grams: dict[int, np.ndarray] = {}
     squares, count = 0.0, 0
-    for tensor in print_.tensors:
+    chosen_tensors = sorted(print_.tensors, key=lambda t: _seed(print_.key, "decoys", t.name))
+    for tensor in chosen_tensors[:DECOY_TENSORS]:
         group = groups[tensor.columns].sketch
         if (gram := grams.get(tensor.columns)) is None:
             wide = group.astype(np.float64)
             gram = grams[tensor.columns] = wide.T @ wide
         rng = np.random.default_rng(_seed(print_.key, "decoy", tensor.name))
-        for _ in range(DECOYS_PER_TENSOR):
-            decoys = tensor.samples[:, rng.permutation(tensor.columns)]
-            projected, valid = sketch(decoys, print_.key)
-            chosen = projected[valid].astype(np.float64)
-            squares += float(np.einsum("ij,jk,ik->", chosen, gram, chosen))
-            count += chosen.shape[0] * group.shape[0]
+        decoys = np.concatenate([tensor.samples[:, rng.permutation(tensor.columns)]
+                                 for _ in range(DECOYS_PER_TENSOR)])
+        projected, valid = sketch(decoys, print_.key)
+        chosen = projected[valid].astype(np.float64)
+        squares += float(np.einsum("ij,jk,ik->", chosen, gram, chosen))
+        count += chosen.shape[0] * group.shape[0]
     if not count or squares <= 0:
         return float(SKETCH_DIMS)
     return float(min(SKETCH_DIMS, max(1.0, count / squares)))
@@ -674,13 +776,23 @@ class _Group:
     owner: np.ndarray                  # (n,) index into the tensor list
     transposed: np.ndarray             # (n,) bool: a column of ours, not a row
     tensors: list[TensorPrint]
+    # Column sketches restricted to these of our rows: a suspect row (one of our columns)
+    # is cut down to them before it is sketched. None: the whole row.
+    positions: np.ndarray | None = None
+    # What the projection of the compared vectors' width lets the null fill
+    # (`projected_dims`): the print's measured null is an average over its widths, and
+    # a narrow vector (a column cut down to a few runs) fills fewer dimensions.
+    dims: float = float(SKETCH_DIMS)
+
+    def null_dims(self, measured: float) -> float:
+        return min(measured, self.dims)
 
 
 def _groups(print_: WeightPrint) -> dict[int, _Group]:
     parts: dict[int, list[tuple[np.ndarray, int, bool]]] = {}
     for i, tensor in enumerate(print_.tensors):
         parts.setdefault(tensor.columns, []).append((tensor.sketch, i, False))
-        if tensor.column_sketch is not None:
+        if tensor.column_sketch is not None and tensor.every_row:
             parts.setdefault(tensor.shape[0], []).append((tensor.column_sketch, i, True))
     out = {}
     for width, items in parts.items():
@@ -688,7 +800,24 @@ def _groups(print_: WeightPrint) -> dict[int, _Group]:
             sketch=np.concatenate([a for a, _, _ in items]).astype(np.float32),
             owner=np.concatenate([np.full(a.shape[0], i) for a, i, _ in items]),
             transposed=np.concatenate([np.full(a.shape[0], t) for a, _, t in items]),
-            tensors=print_.tensors)
+            tensors=print_.tensors, dims=projected_dims(print_.key, width))
+    return out
+
+
+def _partial_columns(print_: WeightPrint) -> dict[int, list[_Group]]:
+    parts: dict[tuple[int, int], list[int]] = {}
+    for i, tensor in enumerate(print_.tensors):
+        if tensor.column_sketch is not None and not tensor.every_row:
+            parts.setdefault((tensor.shape[0], tensor.runs), []).append(i)
+    out: dict[int, list[_Group]] = {}
+    for (rows, runs), owners in sorted(parts.items()):
+        sketches = [print_.tensors[i].column_sketch for i in owners]
+        out.setdefault(rows, []).append(_Group(
+            sketch=np.concatenate([a for a in sketches if a is not None]).astype(np.float32),
+            owner=np.concatenate([np.full(print_.tensors[i].columns, i) for i in owners]),
+            transposed=np.ones(sum(print_.tensors[i].columns for i in owners), dtype=bool),
+            tensors=print_.tensors, positions=(positions := run_rows(print_.key, rows, runs)),
+            dims=projected_dims(print_.key, positions.size)))
     return out
 
 
@@ -806,17 +935,17 @@ def match_weights(reader: WeightReader, prints: Sequence[tuple[str, WeightPrint]
                   max_false_match: float = DEFAULT_MAX_FALSE_MATCH) -> MatchResult:
     """Compare a suspect file with registered fingerprints (`(model, print)` pairs).
 
-    Reads `rows_per_tensor` consecutive rows from each of up to `max_tensors` suspect
-    tensors (seen as matrices, `matrix_shape`) whose width some fingerprint has, as a row
-    width or, for a transposed copy, as a column length; in a keyed order that prefers
-    fingerprinted names, then fingerprinted shapes (either way round).
-    `spent()` says how many bytes the source has read so far (header included) and no
-    tensor is read that would take it past `max_bytes`. Stops early once the evidence on
-    our body is overwhelming (false-match probability below `max_false_match` squared,
+    Reads about `rows_per_tensor` rows from each of up to `max_tensors` suspect tensors
+    (seen as matrices, `matrix_shape`) that some fingerprint could recognise (`_reads`):
+    for a version-3 print, one of its keyed runs of a tensor of the same shape (our rows
+    in canonical order, so a GGUF's permuted query and key rows are read where ours are);
+    for older prints and copies stored transposed, a keyed run anywhere. Tensors come in a
+    keyed order that prefers fingerprinted names, then fingerprinted shapes (either way
+    round). `spent()` says how many bytes the source has read so far (header included)
+    and no read is made that would take it past `max_bytes`. Stops early once the evidence
+    on our body is overwhelming (false-match probability below `max_false_match` squared,
     three tensors matched). See MatchResult for the verdicts.
     """
-    groups = [(model, p, p.groups) for model, p in prints]
-    widths = {w for _, _, g in groups for w in g}
     shapes = {s for _, p in prints for t in p.tensors for s in (t.shape, t.shape[::-1])}
     order_key = prints[0][1].key if prints else b"none"
     names = {t.canonical for _, p in prints for t in p.tensors}
@@ -825,41 +954,48 @@ def match_weights(reader: WeightReader, prints: Sequence[tuple[str, WeightPrint]
     viewed = [(t, view) for t in reader.tensors
               if (view := matrix_shape(t)) is not None and t.dtype.upper() not in _NOT_WEIGHTS]
     matrices = [t for t, _ in viewed]
-    planned = [(t, view) for t, view in viewed if view[1] in widths]
+    planned = [(t, view, reads) for t, view in viewed
+               if (reads := _reads(reader, t, view, prints, order_key, rows_per_tensor))]
     # Tensors whose canonical name was fingerprinted first (names usually survive a
     # conversion, and a deep model has more matrices than a fingerprint keeps), then those
     # of a fingerprinted shape, in a keyed order.
     planned.sort(key=lambda tv: (canonical_name(tv[0].name) not in names,
                                  tv[1][:2] not in shapes,
                                  _seed(order_key, "scan", tv[0].name, tv[0].shape)))
-    plan = [t for t, _ in planned]
+    plan = [t for t, _, _ in planned]
     rows_seen: list[_Row] = []
     pairs: list[TensorPair] = []
     skipped: list[str] = []
     exhausted = False
     n_models = max(1, len({model for model, _ in prints}))
-    for tensor, (rows, _, per) in planned:
+    for tensor, (_, _, per), reads in planned:
         if len(pairs) >= max_tensors:
             break
-        run = min(rows_per_tensor, rows)
-        cost = matrix_read_cost(tensor, run)
         if per > 1 and tensor.row_nbytes > MAX_SLICE_BYTES:
             skipped.append(f"{tensor.name}: slices of {tensor.row_nbytes} bytes too large "
                            "to read for a few rows")
             continue
-        if max_bytes is not None and spent() + cost > max_bytes:
-            exhausted = True
+        best: list[_Row] | None = None
+        for index, members in reads:
+            if max_bytes is not None and spent() + _read_cost(tensor, index) > max_bytes:
+                exhausted = True
+                continue
+            try:
+                data = read_matrix_rows(reader, tensor, index)
+            except WeightFileError as exc:
+                skipped.append(str(exc))
+                break
+            # Every row read is a trial, whichever key it was read for; the pair is made of
+            # the read that found most (the others were another print's positions).
+            found = _compare_rows(data, [prints[i] for i in members])
+            rows_seen += found
+            if best is None or _hits(found) > _hits(best):
+                best = found
+            if _hits(best) >= _rows_for_body(len(best)):
+                break
+        if best is None:
             continue
-        rng = np.random.default_rng(_seed(order_key, "offset", tensor.name, tensor.shape))
-        first = int(rng.integers(0, rows - run + 1))
-        try:
-            data = read_matrix_rows(reader, tensor, np.arange(first, first + run))
-        except WeightFileError as exc:
-            skipped.append(str(exc))
-            continue
-        found = _compare_rows(data, groups)
-        rows_seen += found
-        pairs.append(_pair(tensor, found))
+        pairs.append(_pair(tensor, best))
         verdict = _verdict(rows_seen, pairs, prints, n_models, max_false_match)
         if (verdict.verdict == VERDICT_MATCH
                 and verdict.log10_body <= 2 * math.log10(max_false_match)
@@ -873,36 +1009,112 @@ def match_weights(reader: WeightReader, prints: Sequence[tuple[str, WeightPrint]
     return result
 
 
+Read = tuple[np.ndarray, list[int]]     # suspect rows (file order), prints to compare with
+
+
+def _reads(reader: WeightReader, tensor: TensorInfo, view: tuple[int, int, int],
+           prints: Sequence[tuple[str, WeightPrint]], order_key: bytes,
+           rows_per_tensor: int) -> list[Read]:
+    """The reads that could recognise a suspect tensor, at most MAX_KEYS_PER_TENSOR:
+
+    - For each version-3 print key with a partly sketched tensor of the same shape, whole
+      runs among the first it sketched (ours is found at its own positions, whatever its
+      name), in canonical row order (`canonical_order`).
+    - One keyed run anywhere, for prints of versions 1 and 2 (every row sketched) and for
+      version-3 prints that can only recognise the tensor there: a tensor of its width
+      with every row sketched, or one stored transposed (every column is sketched).
+    Reads for a print holding the tensor's canonical name come first."""
+    rows, width, _ = view
+    canonical = canonical_name(tensor.name)
+    keyed: dict[bytes, tuple[list[int], int, bool]] = {}
+    anywhere: list[int] = []
+    named_anywhere = False
+    for i, (_, p) in enumerate(prints):
+        named = any(t.canonical == canonical for t in p.tensors)
+        if p.version >= 3:
+            partial = [t.runs for t in p.tensors if t.shape == (rows, width) and not t.every_row]
+            if partial:
+                members, runs, was_named = keyed.get(p.key, ([], min(partial), False))
+                keyed[p.key] = ([*members, i], min(runs, *partial), was_named or named)
+                continue
+            if not (width in p.partial_columns or any(
+                    t.every_row and (t.columns == width or (
+                        t.shape[0] == width and t.column_sketch is not None))
+                    for t in p.tensors)):
+                continue
+        elif width not in p.groups:
+            continue
+        anywhere.append(i)
+        named_anywhere = named_anywhere or named
+    wanted: list[tuple[bool, int, Read]] = []
+    order = canonical_order(reader, tensor) if keyed else None
+    for key, (members, runs, named) in keyed.items():
+        rng = np.random.default_rng(_seed(key, "read", tensor.name, tensor.shape))
+        take = min(runs, -(-rows_per_tensor // RUN_ROWS))
+        slots = np.sort(_slot_order(key, rows)[rng.choice(runs, take, replace=False)])
+        index = (slots[:, None] * RUN_ROWS + np.arange(RUN_ROWS)).ravel()
+        index = index[index < rows]
+        # Keys in an order of this tensor's own: with more same-shaped prints than
+        # MAX_KEYS_PER_TENSOR, each is tried on some of the suspect's tensors.
+        wanted.append((not named, _seed(order_key, "key", key, tensor.name),
+                       (index if order is None else order[index], members)))
+    if anywhere:
+        run = min(rows_per_tensor, rows)
+        rng = np.random.default_rng(_seed(order_key, "offset", tensor.name, tensor.shape))
+        first = int(rng.integers(0, rows - run + 1))
+        wanted.append((not named_anywhere, 0, (np.arange(first, first + run), anywhere)))
+    wanted.sort(key=lambda w: w[:2])
+    return [read for _, _, read in wanted[:MAX_KEYS_PER_TENSOR]]
+
+
+def _read_cost(tensor: TensorInfo, index: np.ndarray) -> int:
+    """Bytes reading these rows costs at most: one range per run of consecutive rows."""
+    rows = np.unique(index)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    return sum(matrix_read_cost(tensor, len(run)) for run in np.split(rows, breaks))
+
+
+def _hits(rows: list[_Row]) -> int:
+    return sum(1 for r in rows if r.hit)
+
+
+def _rows_for_body(compared: int) -> int:
+    """Hits among a suspect tensor's compared rows for it to count as one of our body
+    matrices (MIN_ROWS_PER_BODY_TENSOR)."""
+    return min(compared, max(MIN_ROWS_PER_BODY_TENSOR, -(-compared // 2)))
+
+
 def _why_nothing(tensors: Sequence[TensorInfo], matrices: Sequence[TensorInfo],
                  plan: Sequence[TensorInfo], skipped: Sequence[str], exhausted: bool) -> str:
     if not tensors or not matrices:
         return "no readable tensor: the file holds no matrix"
     if not plan:
         return (f"none of a comparable shape: none of its {len(matrices)} matrices has a "
-                "width or column length of ours")
+                "shape, width or column length of ours")
     if exhausted:
         return "budget spent before any tensor could be compared"
     return f"no readable tensor: {len(skipped)} could not be read ({skipped[0]})"
 
 
-def _compare_rows(data: np.ndarray, groups: list[tuple[str, WeightPrint, dict[int, _Group]]]
-                  ) -> list[_Row]:
-    """Each suspect row's best counterpart over every fingerprint (our rows and columns),
-    with its p-value."""
+def _compare_rows(data: np.ndarray, prints: Sequence[tuple[str, WeightPrint]]) -> list[_Row]:
+    """Each suspect row's best counterpart over these fingerprints (our rows, our columns,
+    our columns restricted to sketched rows), with its p-value."""
     best: list[_Row] = [_Row(0.0, None, 0.0, None) for _ in range(len(data))]
-    tries = sum(1 for _, _, g in groups if data.shape[1] in g)
-    for model, print_, by_width in groups:
-        group = by_width.get(data.shape[1])
-        if group is None:
-            continue
-        projected, valid = sketch(data, print_.key)
+    width = data.shape[1]
+    candidates = [(model, p, group) for model, p in prints
+                  for group in ([p.groups[width]] if width in p.groups else [])
+                  + p.partial_columns.get(width, [])]
+    tries = len(candidates)
+    for model, print_, group in candidates:
+        rows = data if group.positions is None else data[:, group.positions]
+        projected, valid = sketch(rows, print_.key)
         cos = projected @ group.sketch.T
         top = cos.argmax(axis=1)
         for i in np.flatnonzero(valid):
             c = float(cos[i, top[i]])
-            # Union bound over every candidate vector and every fingerprint of this width.
+            # Union bound over every candidate vector and every group compared.
             log_p = min(0.0, math.log(group.sketch.shape[0] * tries)
-                        + log_cosine_tail(c, print_.null_dims))
+                        + log_cosine_tail(c, group.null_dims(print_.null_dims)))
             if log_p < best[i].log_p or best[i].model is None:
                 owner = group.tensors[int(group.owner[top[i]])]
                 best[i] = _Row(log_p, model, c, owner.canonical, owner.role,
@@ -948,8 +1160,7 @@ def _verdict(rows: list[_Row], pairs: list[TensorPair],
     log10_body = _log10_tail(m, k_body, n_models)
     log10_shared = _log10_tail(m, k_shared, n_models)
     body_pairs = [p for p in tensors_hit(body_model, True)
-                  if p.rows_matched >= min(p.rows_compared, max(
-                      MIN_ROWS_PER_BODY_TENSOR, -(-p.rows_compared // 2)))]
+                  if p.rows_matched >= _rows_for_body(p.rows_compared)]
     ours_body = {model: [t.canonical for t in p.body] for model, p in prints}
     needed = min(MIN_BODY_TENSORS, max(1, len(ours_body.get(body_model or "", []))))
     model: str | None

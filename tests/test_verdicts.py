@@ -117,19 +117,6 @@ def test_roles_from_content_when_names_are_anonymised(minilm: Tensors, tmp_path:
     assert role[names["embeddings.position_embeddings.weight"]] != ROLE_BODY
 
 
-@pytest.mark.slow
-def test_prints_of_version_1_get_roles_derived(registered: WeightPrint) -> None:
-    """A fingerprint stored before roles existed (bundle version 2, store rows with no role
-    column) is read, and its roles come out as a fresh registration's."""
-    doc = registered.as_json()
-    doc["version"] = 1
-    for t in doc["tensors"]:
-        del t["role"], t["column_sketch"]
-    old = WeightPrint.from_json(json.loads(json.dumps(doc)))
-    assert [t.role for t in old.tensors] == [t.role for t in registered.tensors]
-    assert all(t.column_sketch is None for t in old.tensors)
-
-
 @pytest.mark.parametrize(("change", "message"), [
     (lambda t: t.update(role="owner"), "tensors[0]: unknown role 'owner'"),
     (lambda t: t.update(column_sketch="AAAA"), "tensors[0]: array of 3 bytes"),

@@ -462,18 +462,30 @@ def test_each_tensor_is_found_where_it_went(scans: dict[str, Scan], registered,
                                             label: str) -> None:
     """Each suspect tensor scanned alone: its sampled rows all match, and match the tensor
     it really came from, whatever it is called now and wherever its rows were moved.
-    Tensors whose *columns* moved are left out (see the blind-spot tests at the end)."""
+    Tensors whose *columns* moved are left out (see the blind-spot tests at the end).
+
+    Version-3 prints sketch keyed runs of rows, all of them only where the budget covers
+    the tensor (MiniLM's 384-row matrices): a partly sketched tensor whose rows were moved
+    has only some of the rows read at our positions among those sketched, so it must pair
+    with its origin or with nothing, never with another tensor."""
     s = scans[label]
-    fingerprinted = {t.name for t in registered[0].tensors}
+    fingerprinted = {t.name: t.every_row for t in registered[0].tensors}
     expected = {n: o for n, o in s.suspect.origin.items()
                 if o in fingerprinted and n not in s.suspect.columns_moved}
     pairs = {p.suspect: p for p in s.per_tensor}
+
+    def found(n: str, o: str) -> bool:
+        if n not in pairs:
+            return False
+        if n in s.suspect.rows_moved and not fingerprinted[o]:
+            return pairs[n].ours in (None, canonical_name(o))
+        return (pairs[n].ours == canonical_name(o)
+                and pairs[n].rows_matched == pairs[n].rows_compared)
+
     problems = [f"{n} (from {o}): " + (f"{pairs[n].rows_matched}/{pairs[n].rows_compared} "
                                         f"rows, paired with {pairs[n].ours}" if n in pairs
                                         else "not scanned")
-                for n, o in expected.items()
-                if n not in pairs or pairs[n].ours != canonical_name(o)
-                or pairs[n].rows_matched != pairs[n].rows_compared]
+                for n, o in expected.items() if not found(n, o)]
     assert expected and not problems, "\n".join(problems)
     # The moved tensors are among those checked, so the check covers what the case is about.
     moved = {n for n in s.suspect.rows_moved if s.suspect.origin[n] in fingerprinted}
@@ -646,15 +658,20 @@ def test_reparametrisations_compute_minilm(minilm: Tensors, full: bool) -> None:
             assert not any(row.tobytes() in rows for row in tensors[name]), name
 
 
-def test_residual_basis_change_is_matched_through_residual_writers(scans: dict[str, Scan]
-                                                                   ) -> None:
+def test_residual_basis_change_is_matched_through_residual_writers(scans: dict[str, Scan],
+                                                                   registered) -> None:
     """Permuting the residual stream moves the *rows* of the matrices that write into it
     (attention output, FFN down), which the matcher sees through; every other matrix's
     columns moved and none of them match."""
     s = scans["residual basis permuted"]
     assert (s.result.verdict, s.result.model) == ("match", MODEL), table(scans)
     matched = {p.suspect for p in s.per_tensor if p.rows_matched}
-    assert matched == s.suspect.rows_moved, sorted(matched)
+    assert matched <= s.suspect.rows_moved, sorted(matched)
+    # Those whose rows are all sketched are found in full; partly sketched ones (MiniLM's
+    # FFN down, 384 rows of 1536 columns, past the version-3 budget) where rows land on
+    # sketched positions.
+    whole = {t.name for t in registered[0].tensors if t.every_row}
+    assert {n for n in s.suspect.rows_moved if s.suspect.origin[n] in whole} <= matched
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(

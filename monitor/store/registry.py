@@ -150,6 +150,8 @@ class Registry:
                 "model": model, "artifact_id": artifact_id, "name": name, "key": print_.key,
                 "null_dims": print_.null_dims, "version": print_.version,
                 "tensors": len(print_.tensors), "added_at": now})
+            # One tensor at a time (batch_size=1): a batch held every tensor's arrays as
+            # bytes at once, tens of MB for a large model, most of register's peak memory.
             self.db.table("tensor_prints").insert_all(({
                 "print_id": print_id, "position": i, "name": t.name, "canonical": t.canonical,
                 "rows": t.shape[0], "columns": t.shape[1], "dtype": t.dtype,
@@ -159,7 +161,7 @@ class Registry:
                 "samples": t.samples.astype("<f4").tobytes(), "role": t.role or None,
                 "column_sketch": (None if t.column_sketch is None
                                   else t.column_sketch.astype("<f2").tobytes())}
-                for i, t in enumerate(print_.tensors)))
+                for i, t in enumerate(print_.tensors)), batch_size=1)
         return print_id, True
 
     @overload
@@ -176,7 +178,7 @@ class Registry:
         `with_recipient`, (model, file name, print, recipient of its artifact or None)."""
         import numpy as np
 
-        from fingerprints.weightprint import TensorPrint, WeightPrint
+        from fingerprints.weightprint import SKETCH_DIMS, TensorPrint, WeightPrint
 
         where, params = "", list(models)
         if models:
@@ -188,7 +190,8 @@ class Registry:
             tensors = [TensorPrint(
                 name=t["name"], canonical=t["canonical"], shape=(t["rows"], t["columns"]),
                 dtype=t["dtype"], stats=json.loads(t["stats"]),
-                sketch=np.frombuffer(t["sketch"], "<f2").reshape(t["rows"], -1),
+                # Every row before version 3, keyed runs of rows since (the key says which).
+                sketch=np.frombuffer(t["sketch"], "<f2").reshape(-1, SKETCH_DIMS),
                 sample_index=np.frombuffer(t["sample_index"], "<i8").astype(np.int64),
                 samples=np.frombuffer(t["samples"], "<f4").reshape(-1, t["columns"]),
                 role=t["role"] or "",
