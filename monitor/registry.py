@@ -90,7 +90,7 @@ class ImportResult:
     parsed: int  # digests read
     added: int  # digests new to the model
     files: int = 0  # names and sizes read without a digest (size lists, v1 torrent files)
-    described: int = 0  # names or sizes of digests or files not stated before
+    described: int = 0  # digests known before that this import gave a new name or size
     rematched: RematchResult | None = field(default=None, compare=False)
 
 
@@ -209,7 +209,6 @@ def import_indicators(store: Store, path: str | Path, *, model: str,
         raise IndicatorFileError(f"{path}: {exc}") from None
     added = described = 0
     with registry_change(store, rematch) as change:
-        before = store.imported_files_version()
         with store.db.atomic():
             for ind in parsed.indicators:
                 where = ind.origin or (str(ind.line) if ind.line else None)
@@ -220,14 +219,16 @@ def import_indicators(store: Store, path: str | Path, *, model: str,
                         raise IndicatorFileError(
                             f"{path}: {at}: size {ind.size} for {ind.algo} {ind.value[:16]}..., "
                             f"but {known[1]} gave {known[0]}")
-                added += store.add_indicator(
-                    algo=ind.algo, value=ind.value, model=model, name=ind.name, size=ind.size,
-                    source=source)
+                claims = store.imported_files_version()
+                if store.add_indicator(algo=ind.algo, value=ind.value, model=model,
+                                       name=ind.name, size=ind.size, source=source):
+                    added += 1
+                elif store.imported_files_version() != claims:
+                    described += 1  # a name or size new to a digest known before
             for entry in parsed.files:
                 where = entry.origin or str(entry.line)
                 store.add_imported_file(model=model, name=entry.name, size=entry.size,
                                         source=f"import:{path.name}:{where}")
-        described = store.imported_files_version() - before  # ids grow by one a row
     return ImportResult(source=str(path), parsed=len(parsed.indicators), added=added,
                         files=len(parsed.files), described=described,
                         rematched=change.rematched)
