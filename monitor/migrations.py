@@ -504,5 +504,6 @@ MIGRATIONS: list[str] = [
     );
     CREATE UNIQUE INDEX indicator_files_claim ON indicator_files(
         model, ifnull(indicator_id, 0), ifnull(name, ''), ifnull(size, -1));
+    CREATE INDEX indicator_files_indicator ON indicator_files(indicator_id);
     """,
 ]

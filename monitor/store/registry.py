@@ -98,8 +98,9 @@ class Registry:
                       artifact_id: int | None = None, recipient: str | None = None,
                       now: str | None = None) -> bool:
         """Add a known digest; True if it was not known for this model before. A name or size
-        given for a digest already known fills the row's if it had none, and is kept beside
-        it in any case (`imported_files`), so sources imported in any order add up."""
+        given for a digest already known fills the row's if it had none, and a name or size
+        the row lacks is kept beside it (`imported_files`, which a second name of the same
+        bytes needs), so sources imported in any order add up."""
         now = now or utcnow()
         value = value.lower()
         with self.db.atomic():
@@ -108,22 +109,23 @@ class Registry:
                 "SELECT id, name, size FROM indicators WHERE algo = ? AND value = ? AND model = ?",
                 [algo, value, model]).fetchone()
             if row is None:
-                indicator_id = self.db.execute(
+                self.db.execute(
                     "INSERT INTO indicators (algo, value, model, artifact_id, recipient, name, "
                     "size, source, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [algo, value, model, artifact_id, recipient, name, size, source, now]
-                ).lastrowid
-            else:
-                indicator_id = row[0]
-                if (row[1] is None and name) or (row[2] is None and size is not None):
-                    self.db.execute("UPDATE indicators SET name = COALESCE(name, ?), "
-                                    "size = COALESCE(size, ?) WHERE id = ?",
-                                    [name or None, size, indicator_id])
-            if artifact_id is None and (name or size is not None):
-                # A registered artifact's name and size are in `artifacts` already.
-                self._add_file_claim(model=model, indicator_id=indicator_id, name=name or None,
-                                     size=size, source=source, now=now)
-            return row is None
+                    [algo, value, model, artifact_id, recipient, name, size, source, now])
+                return True
+            new_name = name if name and name != row[1] else None
+            new_size = size if size is not None and row[2] is None else None
+            if new_name is None and new_size is None:
+                return False
+            self.db.execute("UPDATE indicators SET name = COALESCE(name, ?), "
+                            "size = COALESCE(size, ?) WHERE id = ?", [new_name, new_size, row[0]])
+            if artifact_id is None:
+                # What this source adds, kept beside the row (which holds one name); a
+                # registered artifact's name and size are in `artifacts` already.
+                self._add_file_claim(model=model, indicator_id=row[0], name=new_name,
+                                     size=new_size, source=source, now=now)
+            return False
 
     def add_imported_file(self, *, model: str, name: str, size: int, source: str,
                           now: str | None = None) -> bool:
