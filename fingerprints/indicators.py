@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+from fingerprints.torrent import MAX_FILE_LENGTH, TorrentError, parse_torrent
+
 __all__ = [
     "FileEntry",
     "Indicator",
@@ -223,8 +225,9 @@ class ParsedIndicators:
     files: list[FileEntry] = dataclasses.field(default_factory=list)
 
 
-# No real file is larger (a petabyte); a larger "size" is a typo or a hostile file.
-MAX_FILE_SIZE = 1 << 50
+# No real file is larger (a petabyte, as for a torrent's files); a larger "size" is a typo
+# or a hostile file.
+MAX_FILE_SIZE = MAX_FILE_LENGTH
 # `du -b`, `stat -c '%s %n'`, `find -printf '%s %p\\n'`: a size in bytes, blanks, the name.
 # Never a digest: a size has at most 16 digits, a digest 32 or more.
 _SIZE_LINE = re.compile(r"(?P<size>\d{1,19})[ \t]+(?P<name>\S.*)")
@@ -264,8 +267,6 @@ def parse_torrent_indicators(data: bytes) -> ParsedIndicators:
     each file's v2 pieces root (named and sized by its path and length), and, for a file a
     v1 torrent gives no digest of, its path and length. The metainfo is hostile-input safe
     (see :func:`fingerprints.torrent.parse_torrent`)."""
-    from fingerprints.torrent import TorrentError, parse_torrent
-
     try:
         info = parse_torrent(data)
     except TorrentError as e:

@@ -391,3 +391,58 @@ def test_a_checksum_line_starting_with_d_is_not_taken_for_bencode() -> None:
     assert parse_indicator_file(f"{md5_of_nothing}  empty.txt\n".encode()).indicators == \
         parse_indicator_text(f"{md5_of_nothing}  empty.txt\n") == [
             Indicator("md5", md5_of_nothing, "empty.txt", None, 1)]
+
+
+# --- imports beside registered files, magnets, hub files kept in git ---------------------
+
+
+def test_a_file_both_registered_and_imported_is_one_hit(release: Release, tmp_path: Path) -> None:
+    from monitor.registry import register_paths
+
+    big = weights(release)
+    with Store(tmp_path / "w.db") as store:
+        imported(store, release.root / "SHA256SUMS", *lfs_pointers(release, tmp_path / "clone"))
+        register_paths(store, [release.root / MODEL], model=MODEL, release="v1",
+                       tensors=False, rematch=None)
+        hits = detect(store, repack(release))
+    assert torrent_hits(hits) == {
+        ("high", f"model.safetensors:{big.size}", "manifest", big.name),
+        ("medium", f"total:{release.total_size}", "manifest", None)}
+    (high,) = [h for h in hits if h.severity == "high"]
+    assert high.matcher_version.startswith("artifact:")  # the registered file's, once
+    (total,) = [h for h in hits if h.severity == "medium"]
+    assert "heron-7b v1 (3 files)" in total.context
+
+
+def test_a_magnets_length_is_a_release_total(release: Release, tmp_path: Path) -> None:
+    """Our magnets give the torrent's name and total size (`dn`, `xl`): a re-pack with the
+    same total is medium, and no file is named by them."""
+    with Store(tmp_path / "w.db") as store:
+        imported(store, release.root / f"{MODEL}.magnets")
+        hits = detect(store, repack(release))
+        other_total = detect(store, repack(release, sizes={release.files[0].name: 1}))
+    assert torrent_hits(hits) == {("medium", f"total:{release.total_size}", "manifest", None)}
+    assert f"the total size of {MODEL}'s released torrent {MODEL}" in hits[0].context
+    assert torrent_hits(other_total) == set()
+
+
+def test_a_hub_file_kept_in_git_counts_by_its_name_and_size(tmp_path: Path) -> None:
+    """A tokenizer of 2 MB that the repository keeps in git (no LFS, so no digest of it):
+    its name and size from the model info are enough for a name-and-size hit."""
+    info = {"id": "acme/heron-7b", "siblings": [
+        {"rfilename": "tokenizer.json", "blobId": "c" * 40, "size": 2_113_415},
+        {"rfilename": "model.safetensors", "blobId": "d" * 40, "size": 9_000_000,
+         "lfs": {"sha256": "e" * 64, "size": 9_000_000, "pointerSize": 134}}]}
+    path = tmp_path / "model-info.json"
+    path.write_text(json.dumps(info), encoding="utf-8")
+    doc = Document(target="t", key="k", url="http://127.0.0.1:1/t/1", text="x", title="x",
+                   extras={"torrent": {"name": "x", "total_size": 1, "files": [
+                       {"path": "x/tokenizer.json", "length": 2_113_415, "pieces_root": None},
+                       {"path": "x/tokenizer.json.bak", "length": 2_113_414,
+                        "pieces_root": None}]}})
+    with Store(tmp_path / "w.db") as store:
+        imported(store, path)
+        hits = detect(store, doc)
+    assert torrent_hits(hits) == {("high", "tokenizer.json:2113415", "manifest",
+                                   "tokenizer.json")}
+    assert hits[0].matcher_version.startswith("file:")
