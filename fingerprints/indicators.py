@@ -2,10 +2,13 @@
 
 Two jobs, both pure text work:
 
-- ``parse_indicator_text`` reads a file an operator imports (a release's ``SHA256SUMS``, a
-  list of known magnets, a model hub's model-info or tree JSON) strictly: every line (or
-  JSON entry) must be understood, and an error names the line (or entry), because a
-  silently skipped line is a leak that will never be matched.
+- ``parse_indicator_file`` reads a file an operator imports (a release's ``SHA256SUMS``, a
+  list of known magnets, Git LFS pointers, a size list, a model hub's model-info or tree
+  JSON, a released .torrent) strictly: every line (or JSON entry) must be understood, and
+  an error names the line (or entry), because a silently skipped line is a leak that will
+  never be matched. Besides digests it returns the released files' names and sizes that
+  carry no digest (a size list, a v1 torrent's file list, a hub file outside LFS), which
+  manifest matching compares torrent file lists with.
 - ``scan_text`` finds candidate digests in crawled documents leniently and fast; the
   detector decides which candidates matter by looking them up.
 
@@ -23,7 +26,10 @@ import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+from fingerprints.torrent import MAX_FILE_LENGTH, TorrentError, parse_torrent
+
 __all__ = [
+    "FileEntry",
     "Indicator",
     "IndicatorError",
     "Magnet",
@@ -32,7 +38,9 @@ __all__ = [
     "magnet_indicators",
     "md5_b64_to_hex",
     "parse_hub_json",
+    "parse_indicator_file",
     "parse_indicator_text",
+    "ParsedIndicators",
     "parse_magnet",
     "scan_text",
 ]
@@ -49,7 +57,7 @@ _BTMH_PREFIX = "1220"
 class Indicator:
     """One known digest of something released, as read from an indicator file."""
 
-    algo: str  # 'md5' | 'sha1' | 'sha256' | 'btih' | 'btmh'
+    algo: str  # 'md5' | 'sha1' | 'sha256' | 'btih' | 'btmh' | 'pieces_root' (a .torrent's)
     value: str  # lowercase hex
     name: str | None = None  # file name or torrent dn
     size: int | None = None
@@ -196,22 +204,105 @@ def _hex_indicator(
     return Indicator(by_len, hexval.lower(), name, None, lineno)
 
 
+@dataclass(frozen=True)
+class FileEntry:
+    """A released file's name and size, known without a digest of it: a size list's line, a
+    v1 torrent's file list, a hub file kept outside LFS. Torrent file lists are compared
+    with these as with registered files."""
+
+    name: str
+    size: int
+    line: int | None = None
+    origin: str | None = None  # as Indicator.origin, e.g. "siblings[0]" or "files[2]"
+
+
+@dataclass
+class ParsedIndicators:
+    """What an indicator file says: digests (with a name and a size where it gives them)
+    and the names and sizes it gives without a digest."""
+
+    indicators: list[Indicator] = dataclasses.field(default_factory=list)
+    files: list[FileEntry] = dataclasses.field(default_factory=list)
+
+
+# No real file is larger (a petabyte, as for a torrent's files); a larger "size" is a typo
+# or a hostile file.
+MAX_FILE_SIZE = MAX_FILE_LENGTH
+# `du -b`, `stat -c '%s %n'`, `find -printf '%s %p\\n'`: a size in bytes, blanks, the name.
+# Never a digest: a size has at most 16 digits, a digest 32 or more.
+_SIZE_LINE = re.compile(r"(?P<size>\d{1,19})[ \t]+(?P<name>\S.*)")
+# Bencode of a .torrent: a dictionary whose first key is a length-prefixed string. A
+# checksum list never starts so ("d41d8cd9..." has no colon after its digits).
+_BENCODE_START = re.compile(rb"d[1-9][0-9]{0,5}:")
+
+
+def _size(value: int, lineno: int | None, where: str | None = None) -> int:
+    if value > MAX_FILE_SIZE:
+        raise IndicatorError(lineno, f"size {str(value)[:30]} is larger than any real file "
+                             f"({MAX_FILE_SIZE} bytes)", where=where)
+    return value
+
+
 def parse_indicator_text(text: str) -> list[Indicator]:
-    """Parse a checksum list / magnet list / hub JSON strictly into indicators, in file order.
+    """The digests of an indicator file's text, strictly (see :func:`parse_indicator_file`,
+    which also returns the names and sizes given without a digest)."""
+    return _parse_text(text).indicators
+
+
+def parse_indicator_file(data: bytes) -> ParsedIndicators:
+    """Parse an indicator file strictly: a released .torrent (recognised by its bencode),
+    else UTF-8 text (see :func:`_parse_text`). Raise :class:`IndicatorError` (one line)."""
+    if _BENCODE_START.match(data):
+        return parse_torrent_indicators(data)
+    try:
+        text = data.decode("utf-8", errors="strict")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise IndicatorError(line, "not UTF-8 text (nor a .torrent)") from None
+    return _parse_text(text)
+
+
+def parse_torrent_indicators(data: bytes) -> ParsedIndicators:
+    """A released .torrent's infohashes (named and sized by the torrent's name and total),
+    each file's v2 pieces root (named and sized by its path and length), and, for a file a
+    v1 torrent gives no digest of, its path and length. The metainfo is hostile-input safe
+    (see :func:`fingerprints.torrent.parse_torrent`)."""
+    try:
+        info = parse_torrent(data)
+    except TorrentError as e:
+        raise IndicatorError(None, f"not a valid .torrent: {e}", where="torrent") from None
+    out = ParsedIndicators()
+    for algo, value in (("btih", info.infohash_v1), ("btmh", info.infohash_v2)):
+        if value is not None:
+            out.indicators.append(Indicator(algo, value, info.name, info.total_size,
+                                            origin="info"))
+    for i, f in enumerate(info.files):
+        if f.pieces_root is not None:
+            out.indicators.append(Indicator("pieces_root", f.pieces_root, f.path, f.length,
+                                            origin=f"files[{i}]"))
+        else:
+            out.files.append(FileEntry(f.path, f.length, origin=f"files[{i}]"))
+    return out
+
+
+def _parse_text(text: str) -> ParsedIndicators:
+    """Parse a checksum list / magnet list / size list / hub JSON strictly, in file order.
 
     Accepted lines: GNU ``md5sum``/``sha1sum``/``sha256sum`` output (algorithm by length; a
     Meta-style ``checklist.chk`` is ``md5sum`` output), BSD / ``shasum --tag`` / ``openssl
     dgst`` tagged lines, magnet links, ``btih:``/``urn:btih:`` (and ``btmh:``/
     ``urn:btmh:1220``) prefixed infohashes with an optional name, lone hex digests (by
     length; a lone 40-hex is both a SHA-1 and a v1 infohash, since without a prefix it cannot
-    be told which was meant), a lone 32-character base32 infohash, and Git LFS pointers.
+    be told which was meant), a lone 32-character base32 infohash, Git LFS pointers, and
+    size lines (``du -b`` / ``stat -c '%s %n'``: bytes, blanks, name).
     Blank lines and ``#`` comments are skipped. A text whose first non-space character is
     ``{`` or ``[`` is model-hub JSON (see :func:`parse_hub_json`). Anything else raises
     :class:`IndicatorError` naming the line, so nothing is silently lost.
     """
     if text.lstrip("\ufeff \t\r\n")[:1] in ("{", "["):
-        return parse_hub_json(text)
+        return _parse_hub_json(text)
     out: list[Indicator] = []
+    files: list[FileEntry] = []
     lfs_oid_at: int | None = None  # index in `out` of an LFS oid still waiting for its size
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip().lstrip("\ufeff") if lineno == 1 else raw.strip()
@@ -242,7 +333,8 @@ def parse_indicator_text(text: str) -> list[Indicator]:
             out.append(Indicator("sha256", m["hex"].lower(), None, None, lineno))
             continue
         if after_oid is not None and (m := _LFS_SIZE.fullmatch(line)):
-            out[after_oid] = dataclasses.replace(out[after_oid], size=int(m["size"]))
+            size = _size(int(m["size"]), lineno)
+            out[after_oid] = dataclasses.replace(out[after_oid], size=size)
             continue
         if _LFS_VERSION.fullmatch(line):
             continue
@@ -266,18 +358,28 @@ def parse_indicator_text(text: str) -> list[Indicator]:
             # line of 32 characters was read as an MD5 just above).
             out.append(Indicator("btih", btih_to_hex(line), None, None, lineno))
             continue
+        if m := _SIZE_LINE.fullmatch(line):
+            name = m["name"].removeprefix("./")
+            files.append(FileEntry(name, _size(int(m["size"]), lineno), lineno))
+            continue
         if m := _GNU.fullmatch(line):
             name = _unescape_gnu(m["name"]) if m["esc"] else m["name"]
             out.append(_hex_indicator(m["hex"], name, lineno))
             continue
         raise IndicatorError(lineno, f"not a checksum line or magnet link: {line[:60]}")
-    return out
+    return ParsedIndicators(out, files)
 
 
 _SHA256_FIELD = re.compile(r"(?:sha256:)?([0-9A-Fa-f]{64})")
 
 
 def parse_hub_json(text: str) -> list[Indicator]:
+    """The SHA-256 indicators of a model hub's model info or tree listing (see
+    :func:`_parse_hub_json`, which also returns the sizes of files outside LFS)."""
+    return _parse_hub_json(text).indicators
+
+
+def _parse_hub_json(text: str) -> ParsedIndicators:
     """Read a model hub's model info or tree listing strictly into SHA-256 indicators.
 
     - model info (``GET /api/models/{id}?blobs=true``): ``{"id": ..., "siblings": [{"rfilename",
@@ -288,7 +390,7 @@ def parse_hub_json(text: str) -> list[Indicator]:
       with origin ``[i]``.
 
     A file outside LFS carries only a git blob id (a SHA-1 of a header and the bytes, not a
-    digest of the file), so it gives nothing. Model info fetched without ``?blobs=true`` lists
+    digest of the file), so it gives no digest, only its name and size if listed. Model info fetched without ``?blobs=true`` lists
     file names only, which is refused, since importing it would silently register nothing.
     Malformed JSON or a malformed entry raises :class:`IndicatorError` naming the line or the
     entry.
@@ -312,6 +414,7 @@ def parse_hub_json(text: str) -> list[Indicator]:
     else:  # pragma: no cover - a text starting with { or [ parses to one of the above
         raise IndicatorError(None, "expected model info or a tree listing", where="JSON")
     out: list[Indicator] = []
+    files: list[FileEntry] = []
     names_only = bool(entries)
     for i, entry in enumerate(entries):
         where = f"{prefix}[{i}]"
@@ -331,7 +434,9 @@ def parse_hub_json(text: str) -> list[Indicator]:
         size = _json_size(entry.get("size"), f"{where}.size")
         lfs = entry.get("lfs")
         if lfs is None:
-            continue  # not in LFS: no digest of the file is given
+            if size is not None:  # not in LFS: no digest of the file, but its size
+                files.append(FileEntry(name, size, origin=where))
+            continue
         if not isinstance(lfs, dict):
             raise IndicatorError(None, "expected an object", where=f"{where}.lfs")
         key = next((k for k in digest_keys if k in lfs), digest_keys[0])
@@ -347,7 +452,7 @@ def parse_hub_json(text: str) -> list[Indicator]:
     if names_only:
         raise IndicatorError(None, "model info lists file names only, no digests; fetch it "
                              "with ?blobs=true (or import the tree listing)", where="siblings")
-    return out
+    return ParsedIndicators(out, files)
 
 
 def _json_size(value: object, where: str) -> int | None:
@@ -356,7 +461,7 @@ def _json_size(value: object, where: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise IndicatorError(None, f"expected a size in bytes, got {repr(value)[:40]}",
                              where=where)
-    return value
+    return _size(value, None, where)
 
 
 @dataclass(frozen=True)

@@ -486,4 +486,24 @@ MIGRATIONS: list[str] = [
     ALTER TABLE outbox_chat RENAME TO outbox;
     CREATE INDEX outbox_status ON outbox(status, next_attempt_at);
     """,
+    # 17 (issue 18): every name and size an import gave a known digest, or a released file
+    # without one (a size list's line, a v1 torrent's file list), all kept: manifest matching
+    # joins a name from one source with the size from another whatever the order of the
+    # imports, and two names of the same bytes both count.
+    """
+    CREATE TABLE indicator_files (
+        id INTEGER PRIMARY KEY,
+        model TEXT NOT NULL REFERENCES models(name),
+        indicator_id INTEGER REFERENCES indicators(id),
+        name TEXT,
+        size INTEGER CHECK (size IS NULL OR size >= 0),
+        source TEXT NOT NULL,
+        added_at TEXT NOT NULL,
+        CHECK (name IS NOT NULL OR size IS NOT NULL),
+        CHECK (indicator_id IS NOT NULL OR (name IS NOT NULL AND size IS NOT NULL))
+    );
+    CREATE UNIQUE INDEX indicator_files_claim ON indicator_files(
+        model, ifnull(indicator_id, 0), ifnull(name, ''), ifnull(size, -1));
+    CREATE INDEX indicator_files_indicator ON indicator_files(indicator_id);
+    """,
 ]

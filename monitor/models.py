@@ -350,6 +350,18 @@ class IndicatorRow(TypedDict):
     added_at: str
 
 
+class ImportedFileRow(TypedDict):
+    """A released file's name and size as imported indicators state them (the name from
+    one source and the size from another, when both describe the same digest)."""
+    model: str
+    name: str
+    size: int
+    # 'md5' | 'sha256' | ... of the digest the name and size describe; 'btih' | 'btmh': a
+    # torrent's name and total size; None: a file no digest was given for (a size list).
+    algo: str | None
+    ref: str  # "indicator:ID" or "file:ID", for the hit's matcher_version
+
+
 class WatermarkRow(TypedDict):
     id: int
     model: str
@@ -399,6 +411,8 @@ class RegistryView(Protocol):
     def known_digests(self) -> Mapping[str, Sequence[KnownDigest]]: ...
 
     def artifacts(self) -> Sequence[Mapping[str, Any]]: ...
+
+    def imported_files(self) -> Sequence[ImportedFileRow]: ...
 
 
 class VerdictCache(Protocol):

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fingerprints.digests import FileDigests, digest_file, iter_files
-from fingerprints.indicators import IndicatorError, parse_indicator_text
+from fingerprints.indicators import IndicatorError, parse_indicator_file
 from fingerprints.tensors import FileSource, WeightFileError
 from fingerprints.weightprint import WeightPrint, fingerprint_weights, new_key
 from fingerprints.weights import UnknownFormat, open_weights
@@ -57,9 +57,10 @@ def registry_change(store: Store, rematch: Rematch | None) -> Iterator[RegistryC
         change.rematched = rematch(store)
 
 
-def _registry_state(store: Store) -> tuple[dict[str, int], int]:
+def _registry_state(store: Store) -> tuple[dict[str, int], int, int]:
     # The registry only grows, so any growth shows in its row counts or versions.
-    return store.registry_counts(), store.weight_print_version()
+    return (store.registry_counts(), store.weight_print_version(),
+            store.imported_files_version())
 
 
 class IndicatorFileError(ValueError):
@@ -86,8 +87,10 @@ class RegisteredFiles(list[RegisteredFile]):
 @dataclass
 class ImportResult:
     source: str
-    parsed: int
-    added: int
+    parsed: int  # digests read
+    added: int  # digests new to the model
+    files: int = 0  # names and sizes read without a digest (size lists, v1 torrent files)
+    described: int = 0  # digests known before that this import gave a new name or size
     rematched: RematchResult | None = field(default=None, compare=False)
 
 
@@ -183,32 +186,50 @@ def fingerprint_file(store: Store, path: Path, registered: RegisteredFile, *, mo
 
 def import_indicators(store: Store, path: str | Path, *, model: str,
                       rematch: Rematch | None = rematch_with_defaults) -> ImportResult:
-    """Read a checksum list, magnet file, LFS pointer or model-hub JSON and add its digests
-    for `model`, all or none; raise IndicatorFileError/OSError naming the file. If any
-    digest was new, `rematch` runs after the import (its result is `rematched`).
+    """Read a checksum list, magnet file, LFS pointer, size list, model-hub JSON or released
+    .torrent and add its digests, names and sizes for `model`, all or none; raise
+    IndicatorFileError/OSError naming the file. If anything was new, `rematch` runs after
+    the import (its result is `rematched`).
 
-    Each indicator's source is `import:FILE:LINE` (text) or `import:FILE:ENTRY` (JSON, e.g.
-    `import:model-info.json:siblings[3]`), FILE being the file's name without its folder.
+    A name or size given for a digest already known is added to it (so a checksum list and
+    the LFS pointers of the same files give names and sizes in either order), but a size
+    that contradicts the one known is refused: one of the two sources is wrong.
+
+    Each indicator's source is `import:FILE:LINE` (text) or `import:FILE:ENTRY` (JSON or
+    .torrent, e.g. `import:model-info.json:siblings[3]`), FILE being the file's name
+    without its folder.
     """
     path = Path(path)
     if path.stat().st_size > MAX_INDICATOR_FILE:
         raise IndicatorFileError(f"{path}: larger than {MAX_INDICATOR_FILE // 2**20} MiB; "
                                  f"not an indicator list")
     try:
-        text = path.read_text(encoding="utf-8", errors="strict")
-    except UnicodeDecodeError:
-        raise IndicatorFileError(f"{path}: not UTF-8 text") from None
-    try:
-        indicators = parse_indicator_text(text)
+        parsed = parse_indicator_file(path.read_bytes())
     except IndicatorError as exc:
         raise IndicatorFileError(f"{path}: {exc}") from None
-    added = 0
+    added = described = 0
     with registry_change(store, rematch) as change:
         with store.db.atomic():
-            for ind in indicators:
+            for ind in parsed.indicators:
                 where = ind.origin or (str(ind.line) if ind.line else None)
-                added += store.add_indicator(
-                    algo=ind.algo, value=ind.value, model=model, name=ind.name, size=ind.size,
-                    source=f"import:{path.name}" + (f":{where}" if where else ""))
-    return ImportResult(source=str(path), parsed=len(indicators), added=added,
+                source = f"import:{path.name}" + (f":{where}" if where else "")
+                if ind.size is not None and (known := store.known_size(ind.algo, ind.value)):
+                    if known[0] != ind.size:
+                        at = ind.origin or f"line {ind.line}"
+                        raise IndicatorFileError(
+                            f"{path}: {at}: size {ind.size} for {ind.algo} {ind.value[:16]}..., "
+                            f"but {known[1]} gave {known[0]}")
+                claims = store.imported_files_version()
+                if store.add_indicator(algo=ind.algo, value=ind.value, model=model,
+                                       name=ind.name, size=ind.size, source=source):
+                    added += 1
+                elif store.imported_files_version() != claims:
+                    described += 1  # a name or size new to a digest known before
+            for entry in parsed.files:
+                where = entry.origin or str(entry.line)
+                store.add_imported_file(model=model, name=entry.name, size=entry.size,
+                                        source=f"import:{path.name}:{where}")
+    return ImportResult(source=str(path), parsed=len(parsed.indicators), added=added,
+                        files=len(parsed.files), described=described,
                         rematched=change.rematched)
+

@@ -284,6 +284,19 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "source": "Where it came from (`register:PATH`, `import:SHA256SUMS:2`, a bundle).",
         "added_at": "When it was added (UTC).",
     }),
+    "indicator_files": ("Names and sizes imported indicators give a known digest beyond its "
+                        "row's (a size from LFS pointers, a second name), or a released file "
+                        "without a digest (a size list, a v1 torrent's file list); torrent "
+                        "file lists are matched against them.", {
+        "id": "Row number; `file:ID` in hits' matcher_version when no digest is named.",
+        "model": "The model it belongs to.",
+        "indicator_id": "The indicator (digest) it names or sizes; empty for a file given "
+                        "without a digest.",
+        "name": "The file name the source gave.",
+        "size": "The file size in bytes the source gave.",
+        "source": "Where it came from (`import:sizes.txt:3`, `import:heron-7b.torrent:files[1]`).",
+        "added_at": "When it was added (UTC).",
+    }),
     "weight_scans": ("Remote weight files already scanned, so a file linked again is not "
                      "read again until the registry changes.", {
         "url": "The weight file's URL (secrets redacted).",

@@ -93,14 +93,20 @@ def indicators() -> None:
 @click.option("--model", required=True)
 @click.pass_obj
 def indicators_import(state: State, file: str, model: str) -> None:
-    """Import digests for MODEL from FILE, strictly (a line not understood stops the import).
+    """Import digests, names and sizes for MODEL from FILE, strictly (a line not understood
+    stops the import).
 
     \b
     Text: sha256sum/sha1sum/md5sum lines (so Meta-style checklist.chk), BSD and
     `shasum --tag` lines, magnet links, btih:/btmh: infohashes, a bare infohash (40 hex,
-    kept as SHA-1 and infohash both, or 32 base32), Git LFS pointer files.
+    kept as SHA-1 and infohash both, or 32 base32), Git LFS pointer files, size lists
+    (`du -b` or `stat -c '%s %n'` lines: bytes, then the name).
     JSON: model-hub model info (siblings with lfs.sha256; fetched with ?blobs=true) or a
-    tree listing (lfs.oid). The stored documents are then matched again if anything was new.
+    tree listing (lfs.oid).
+    .torrent: a released torrent's infohashes, its files' names, sizes and v2 pieces roots.
+    A name or size given for a digest already known is added to it (a checksum list and
+    the LFS pointers of the same files, in either order); a size contradicting the known
+    one stops the import. The stored documents are then matched again if anything was new.
     """
     from monitor.registry import IndicatorFileError, import_indicators
 
@@ -112,8 +118,11 @@ def indicators_import(state: State, file: str, model: str) -> None:
             fail(str(exc), 1)
         except OSError as exc:
             fail(f"{file}: {exc.strerror or exc}", 1)
-        click.echo(f"{result.source}: {result.parsed} indicators read, {result.added} new "
-                   f"for {model}")
+        sized = (f", {result.files} files' names and sizes read" if result.files else "")
+        described = (f"; {result.described} known digests newly named or sized"
+                     if result.described else "")
+        click.echo(f"{result.source}: {result.parsed} indicators read{sized}, {result.added} "
+                   f"new for {model}{described}")
         if result.rematched is not None:
             click.echo(result.rematched.summary(), err=True)
 

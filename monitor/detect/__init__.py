@@ -47,7 +47,8 @@ def build_detectors(config: Config, store: RegistryView | None) -> list[Detector
     without a store)."""
     return [RuleDetector(config.rules),
             DigestDetector(store.known_digests() if store is not None else {}),
-            ManifestDetector(store.artifacts() if store is not None else [])]
+            ManifestDetector(store.artifacts() if store is not None else [],
+                             store.imported_files() if store is not None else [])]
 
 
 def detect_all(detectors: Sequence[Detector], doc: Document) -> list[Hit]:

@@ -5,13 +5,18 @@ infohash nobody registered, and a v1 torrent carries no digest of any one file. 
 re-packer does not change is each file's name and exact size, so a torrent's file list (as
 a source read it from the .torrent: `extras["torrent"]["files"]`, each {"path", "length"})
 and its total size (`total_size` from the .torrent, or a Torznab listing's `size` in
-bytes) are compared with the registered artifacts:
+bytes) are compared with the released files: the registered artifacts, and the names and
+sizes imported indicators state (`Store.imported_files`: a checksum list's name joined
+with the LFS pointer's size of the same digest, a hub record, a size list, a released
+.torrent's file list), which count exactly as registered files do:
 
 - a file with a released file's basename and exact size: high ("name:size");
 - a file with the exact size of a large released file (LARGE_FILE_BYTES or more), whatever
   its name: high ("size:N"), unless that file already matched by name and size;
 - a torrent whose total is the total of one release of a model (its artifacts summed,
-  recipients' copies left out): medium ("total:N").
+  recipients' copies left out; for a model known only from imports, its imported files
+  summed; or the total of a released torrent imported by magnet or .torrent): medium
+  ("total:N").
 
 These are not proofs, unlike a digest: small files (configs, licences, READMEs) are shared
 verbatim across model families, so files under MIN_FILE_BYTES never count, and a total
@@ -29,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.models import Document, Hit
+from monitor.models import Document, Hit, ImportedFileRow
 
 LARGE_FILE_BYTES = 64 * 1024 * 1024  # from here on an exact size alone is evidence
 MIN_FILE_BYTES = 64 * 1024  # below this a name and size say nothing (config.json, LICENSE)
@@ -39,9 +44,9 @@ MAX_PATH_IN_CONTEXT = 200
 
 @dataclass(frozen=True)
 class _Artifact:
-    id: int
+    ref: str  # "artifact:ID" (registered) or "indicator:ID" / "file:ID" (imported)
     model: str
-    name: str  # as registered, e.g. "heron-7b/model.safetensors"
+    name: str  # as registered or imported, e.g. "heron-7b/model.safetensors"
     size: int
     release: str | None
     recipient: str | None
@@ -52,33 +57,79 @@ class _Release:
     model: str
     release: str | None
     total: int
-    artifact_ids: frozenset[int]
+    refs: frozenset[str]
+    what: str  # how the context describes it, e.g. "heron-7b v1 (3 files)"
 
 
 class ManifestDetector:
     name = "manifest"
 
-    def __init__(self, artifacts: Iterable[Mapping[str, Any]]):
-        """`artifacts` are the store's rows (`Store.artifacts()`), read once per crawl."""
+    def __init__(self, artifacts: Iterable[Mapping[str, Any]],
+                 imported: Iterable[ImportedFileRow] = ()):
+        """`artifacts` are the store's rows (`Store.artifacts()`), `imported` the names and
+        sizes imported indicators state (`Store.imported_files()`), read once per crawl."""
         self.by_name_size: dict[tuple[str, int], list[_Artifact]] = defaultdict(list)
         self.by_large_size: dict[int, list[_Artifact]] = defaultdict(list)
         self.by_total: dict[int, list[_Release]] = defaultdict(list)
         releases: dict[tuple[str, str | None], list[_Artifact]] = defaultdict(list)
+        known: set[tuple[str, str, int]] = set()  # (model, basename, size) of every file
         for row in artifacts:
             art = _artifact(row)
             if art is None:
                 continue
             if art.recipient is None:
                 releases[(art.model, art.release)].append(art)
-            if art.size >= MIN_FILE_BYTES:
-                self.by_name_size[(_basename(art.name).casefold(), art.size)].append(art)
-            if art.size >= LARGE_FILE_BYTES:
-                self.by_large_size[art.size].append(art)
+            known.add((art.model, _basename(art.name).casefold(), art.size))
+            self._index(art)
         for (model, release), members in releases.items():
-            total = sum(a.size for a in members)
-            if total >= MIN_FILE_BYTES:
-                self.by_total[total].append(
-                    _Release(model, release, total, frozenset(a.id for a in members)))
+            version = f" {release}" if release else ""
+            self._add_release(model, release, members, f"{model}{version}")
+        self._add_imported(imported, registered_models={m for m, _ in releases}, known=known)
+
+    def _index(self, art: _Artifact) -> None:
+        if art.size >= MIN_FILE_BYTES:
+            self.by_name_size[(_basename(art.name).casefold(), art.size)].append(art)
+        if art.size >= LARGE_FILE_BYTES:
+            self.by_large_size[art.size].append(art)
+
+    def _add_release(self, model: str, release: str | None, members: list[_Artifact],
+                     what: str) -> None:
+        total = sum(a.size for a in members)
+        if total >= MIN_FILE_BYTES:
+            self.by_total[total].append(_Release(
+                model, release, total, frozenset(a.ref for a in members),
+                f"{what} ({len(members)} files)"))
+
+    def _add_imported(self, rows: Iterable[ImportedFileRow], *, registered_models: set[str],
+                      known: set[tuple[str, str, int]]) -> None:
+        """Imported names and sizes as files of their model (one per basename and size:
+        the MD5 and the SHA-256 of one file, or a file already registered, count once), and
+        imported torrents' totals. A model with registered files gets its release totals
+        from them; one known only from imports, from the sum of its imported files."""
+        imported: dict[str, list[_Artifact]] = defaultdict(list)
+        counted: set[str] = set()
+        for row in rows:
+            model, name, size, algo = row["model"], row["name"], row["size"], row["algo"]
+            if algo in ("btih", "btmh"):  # a torrent's name and total size
+                if size >= MIN_FILE_BYTES:
+                    self.by_total[size].append(_Release(
+                        model, None, size, frozenset((row["ref"],)),
+                        f"{model}'s released torrent {_short(name)}"))
+                continue
+            key = (model, _basename(name).casefold(), size)
+            if key in known:
+                if row["ref"] not in counted and model not in registered_models:
+                    counted.add(row["ref"])  # another name of a file counted already
+                continue
+            known.add(key)
+            art = _Artifact(ref=row["ref"], model=model, name=name, size=size, release=None,
+                            recipient=None)
+            self._index(art)
+            if row["ref"] not in counted and model not in registered_models:
+                counted.add(row["ref"])
+                imported[model].append(art)
+        for model, members in imported.items():
+            self._add_release(model, None, members, f"{model} (as imported)")
 
     def detect(self, doc: Document) -> list[Hit]:
         torrent = doc.extras.get("torrent")
@@ -87,7 +138,7 @@ class ManifestDetector:
         name = torrent.get("name")
         label = (name if isinstance(name, str) else doc.title)[:MAX_PATH_IN_CONTEXT]
         found: dict[tuple[str, str, str | None], Hit] = {}
-        matched: set[int] = set()
+        matched: set[str] = set()
         for path, length in _files(torrent.get("files")):
             if length < MIN_FILE_BYTES:
                 continue
@@ -102,40 +153,51 @@ class ManifestDetector:
                           f"{label}: {_short(path)} ({length} bytes) has the exact size of")
         total = _total(torrent)
         for rel in self.by_total.get(total, ()) if total is not None else ():
-            if len(rel.artifact_ids) == 1 and rel.artifact_ids <= matched:
+            if len(rel.refs) == 1 and rel.refs <= matched:
                 continue  # a one-file release: the file's own hit says it all
             key = (f"total:{total}", rel.model, None)
             if key in found:
                 continue
-            version = f" {rel.release}" if rel.release else ""
             found[key] = Hit(
                 kind="torrent", severity="medium", indicator=f"total:{total}",
                 indicator_type="release total size (torrent)", detector=self.name,
                 model=rel.model, context=(f"{label}: {total} bytes in all, the total size of "
-                                          f"{rel.model}{version} ({len(rel.artifact_ids)} files)"),
+                                          f"{rel.what}"),
                 matcher_version=f"release:{rel.model}/{rel.release or ''}")
         return list(found.values())
 
-    def _add(self, found: dict[tuple[str, str, str | None], Hit], matched: set[int], candidates: list[_Artifact],
-             indicator: str, indicator_type: str, context: str) -> None:
+    def _add(self, found: dict[tuple[str, str, str | None], Hit], matched: set[str],
+             candidates: list[_Artifact], indicator: str, indicator_type: str,
+             context: str) -> None:
         """One hit per (model, artifact name) among the candidates; the recipient named only
         when every candidate of that name is the same recipient's copy."""
         groups: dict[tuple[str, str], list[_Artifact]] = defaultdict(list)
         for art in candidates:
             groups[(art.model, art.name)].append(art)
         for (model, name), arts in groups.items():
-            matched.update(a.id for a in arts)
+            matched.update(a.ref for a in arts)
             key = (indicator, model, name)
             if key in found:
                 continue
             recipients = {a.recipient for a in arts}
             recipient = recipients.pop() if len(recipients) == 1 else None
             whose = f" (recipient {recipient}'s copy)" if recipient else ""
+            imported = "" if arts[0].ref.startswith("artifact:") else " (imported indicators)"
             found[key] = Hit(
                 kind="torrent", severity="high", indicator=indicator,
                 indicator_type=indicator_type, detector=self.name, model=model,
-                artifact=name, recipient=recipient, context=f"{context} {name}{whose}",
-                matcher_version="artifact:" + ",".join(str(a.id) for a in arts))
+                artifact=name, recipient=recipient,
+                context=f"{context} {name}{whose}{imported}",
+                matcher_version=_refs(a.ref for a in arts))
+
+
+def _refs(refs: Iterable[str]) -> str:
+    """"artifact:1,2" as before imports counted; "indicator:7" or "file:3" for these."""
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for ref in refs:
+        kind, _, ident = ref.partition(":")
+        by_kind[kind].append(ident)
+    return ";".join(f"{kind}:{','.join(ids)}" for kind, ids in by_kind.items())
 
 
 def _artifact(row: Any) -> _Artifact | None:
@@ -145,7 +207,7 @@ def _artifact(row: Any) -> _Artifact | None:
     if type(size) is not int or size < 0 or not isinstance(name, str) or not isinstance(model, str):
         return None
     art_id = row.get("id")
-    return _Artifact(id=art_id if type(art_id) is int else 0, model=model,
+    return _Artifact(ref=f"artifact:{art_id if type(art_id) is int else 0}", model=model,
                      name=name, size=size, release=_str_or_none(row.get("release")),
                      recipient=_str_or_none(row.get("recipient")))
 

@@ -186,6 +186,10 @@ class Store:
         self.add_artifact = registry.add_artifact
         self.artifacts = registry.artifacts
         self.add_indicator = registry.add_indicator
+        self.add_imported_file = registry.add_imported_file
+        self.known_size = registry.known_size
+        self.imported_files = registry.imported_files
+        self.imported_files_version = registry.imported_files_version
         self.models = registry.models
         self.indicators = registry.indicators
         self.registry_counts = registry.registry_counts

@@ -14,6 +14,7 @@ import sqlite_utils
 
 from monitor.models import (
     ArtifactRow,
+    ImportedFileRow,
     IndicatorRow,
     KnownDigest,
     WatermarkRow,
@@ -96,16 +97,100 @@ class Registry:
                       name: str | None = None, size: int | None = None,
                       artifact_id: int | None = None, recipient: str | None = None,
                       now: str | None = None) -> bool:
-        """Add a known digest; True if it was not known for this model before."""
+        """Add a known digest; True if it was not known for this model before. A name or size
+        given for a digest already known fills the row's if it had none, and a name or size
+        the row lacks is kept beside it (`imported_files`, which a second name of the same
+        bytes needs), so sources imported in any order add up."""
+        now = now or utcnow()
+        value = value.lower()
+        with self.db.atomic():
+            self.add_model(model, now=now)
+            row = self.db.execute(
+                "SELECT id, name, size FROM indicators WHERE algo = ? AND value = ? AND model = ?",
+                [algo, value, model]).fetchone()
+            if row is None:
+                self.db.execute(
+                    "INSERT INTO indicators (algo, value, model, artifact_id, recipient, name, "
+                    "size, source, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [algo, value, model, artifact_id, recipient, name, size, source, now])
+                return True
+            new_name = name if name and name != row[1] else None
+            new_size = size if size is not None and row[2] is None else None
+            if new_name is None and new_size is None:
+                return False
+            self.db.execute("UPDATE indicators SET name = COALESCE(name, ?), "
+                            "size = COALESCE(size, ?) WHERE id = ?", [new_name, new_size, row[0]])
+            if artifact_id is None:
+                # What this source adds, kept beside the row (which holds one name); a
+                # registered artifact's name and size are in `artifacts` already.
+                self._add_file_claim(model=model, indicator_id=row[0], name=new_name,
+                                     size=new_size, source=source, now=now)
+            return False
+
+    def add_imported_file(self, *, model: str, name: str, size: int, source: str,
+                          now: str | None = None) -> bool:
+        """Record a released file's name and size given without a digest (a size list, a
+        v1 torrent's file list); True if it was not known for this model before."""
         now = now or utcnow()
         with self.db.atomic():
             self.add_model(model, now=now)
-            cur = self.db.execute(
-                "INSERT INTO indicators (algo, value, model, artifact_id, recipient, name, size, "
-                "source, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(algo, value, model) DO NOTHING",
-                [algo, value.lower(), model, artifact_id, recipient, name, size, source, now])
-            return cur.rowcount == 1
+            return self._add_file_claim(model=model, indicator_id=None, name=name, size=size,
+                                        source=source, now=now)
+
+    def _add_file_claim(self, *, model: str, indicator_id: int | None, name: str | None,
+                        size: int | None, source: str, now: str) -> bool:
+        cur = self.db.execute(
+            "INSERT INTO indicator_files (model, indicator_id, name, size, source, added_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [model, indicator_id, name, size, source, now])
+        return cur.rowcount == 1
+
+    def known_size(self, algo: str, value: str) -> tuple[int, str] | None:
+        """A size already known for this digest (whatever the model: the same bytes have
+        one size) and where it came from; None if none is."""
+        row = self.db.execute(
+            "SELECT COALESCE(a.size, i.size), i.source FROM indicators i "
+            "LEFT JOIN artifacts a ON a.id = i.artifact_id WHERE i.algo = ? AND i.value = ? "
+            "AND COALESCE(a.size, i.size) IS NOT NULL "
+            "UNION ALL SELECT f.size, f.source FROM indicator_files f "
+            "JOIN indicators i ON i.id = f.indicator_id "
+            "WHERE i.algo = ? AND i.value = ? AND f.size IS NOT NULL LIMIT 1",
+            [algo, value.lower(), algo, value.lower()]).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def imported_files(self) -> list[ImportedFileRow]:
+        """Every (name, size) the imported indicators state, for manifest matching: each name
+        of a digest with each size of it (a checksum list names it, LFS pointers size it),
+        and the files given without a digest. Registered artifacts are not included."""
+        names: dict[int, dict[str, None]] = {}
+        sizes: dict[int, dict[int, None]] = {}
+        heads: dict[int, tuple[str, str]] = {}
+        for ind_id, model, algo, name, size in self.db.execute(
+                "SELECT id, model, algo, name, size FROM indicators WHERE artifact_id IS NULL "
+                "AND (name IS NOT NULL OR size IS NOT NULL) "
+                "UNION ALL SELECT i.id, i.model, i.algo, f.name, f.size FROM indicator_files f "
+                "JOIN indicators i ON i.id = f.indicator_id WHERE i.artifact_id IS NULL"):
+            heads[ind_id] = (model, algo)
+            if name:
+                names.setdefault(ind_id, {})[name] = None
+            if size is not None:
+                sizes.setdefault(ind_id, {})[size] = None
+        out: list[ImportedFileRow] = [
+            {"model": model, "name": name, "size": size, "algo": algo,
+             "ref": f"indicator:{ind_id}"}
+            for ind_id, (model, algo) in heads.items()
+            for name in names.get(ind_id, ()) for size in sizes.get(ind_id, ())]
+        out += [{"model": model, "name": name, "size": size, "algo": None,
+                 "ref": f"file:{file_id}"}
+                for file_id, model, name, size in self.db.execute(
+                    "SELECT id, model, name, size FROM indicator_files "
+                    "WHERE indicator_id IS NULL ORDER BY id")]
+        return out
+
+    def imported_files_version(self) -> int:
+        """Grows whenever an import states a name or size not stated before."""
+        return int(self.db.execute(
+            "SELECT COALESCE(MAX(id), 0) FROM indicator_files").fetchone()[0])
 
     def models(self) -> list[str]:
         """Names of the registered models, sorted."""
