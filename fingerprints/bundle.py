@@ -38,7 +38,7 @@ A gzip-compressed UTF-8 JSON object (an uncompressed JSON file is read too)::
         "source": "import:SHA256SUMS:2",              # where it came from
         "recipient": "acme" | null
       }],
-      "weight_prints": [{                             # tensor fingerprints (version 2)
+      "weight_prints": [{                             # tensor fingerprints (versions 1-3)
         "model": "heron-7b",
         "name": "heron-7b/model.safetensors",         # the registered file it describes
         "print": {...},                               # fingerprints.weightprint.WeightPrint.as_json
@@ -69,7 +69,9 @@ and statistics: what recognises converted and quantised copies; the key in them 
 projections and rows, and is not a secret that marks or signs anything); version 1
 bundles, which have none, are still read. Version 3 carries version-2 tensor fingerprints
 (each tensor's role and a sketch of its columns, for copies stored transposed); version 2
-bundles' prints are still read, their roles derived on import.
+bundles' prints are still read, their roles derived on import. Tensor fingerprints of
+version 3 (keyed runs of rows, not every row) travel in version-4 bundles, so an older
+weightwatch refuses the bundle as newer than itself rather than one print as malformed.
 
 Version 4 added `watermarks`: what the watermark test needs besides the originals' kept rows
 (which the tensor fingerprints carry), so a monitoring machine that never held the weights

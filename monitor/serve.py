@@ -345,13 +345,15 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "columns": "Columns of the tensor.",
         "dtype": "Its stored dtype.",
         "stats": "JSON of permutation-invariant statistics.",
-        "sketch": "Every row's 32-dimension keyed projection (secret).",
+        "sketch": "The 32-dimension keyed projections of the sketched rows: every row "
+                  "(fingerprint versions 1 and 2) or keyed runs of rows (version 3; the key "
+                  "says which) (secret).",
         "sample_index": "Positions of the sampled rows (secret).",
         "samples": "The sampled original rows (secret).",
         "role": "body (a per-layer matrix) or what relatives share: embedding, tied_head, "
                 "basis, head; only body matrices make a match.",
-        "column_sketch": "Every column's keyed projection, so a copy stored transposed "
-                         "matches (secret).",
+        "column_sketch": "Every column's keyed projection, restricted to the sketched rows "
+                         "in version 3, so a copy stored transposed matches (secret).",
     }),
 }
 
