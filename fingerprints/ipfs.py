@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
     "LAYOUTS", "Cid", "CidError", "DagRef", "FolderEntry", "Layout", "LeafHasher",
-    "file_cid_hashers", "find_cids", "folder_cids", "parse_cid", "results",
+    "file_cid_hashers", "find_cids", "folder_cids", "folder_entries", "parse_cid", "results",
 ]
 
 DAG_PB = 0x70
@@ -212,6 +213,7 @@ def parse_cid(text: str) -> tuple[Cid, str]:
     if not text:
         raise CidError("empty")
     prefix, body = text[0], text[1:]
+    again: Callable[[bytes], str]
     if prefix in "bB" and (body.islower() or body.isupper()):
         body = body.lower()
         raw, base, again = _b32decode(body), "base32", _b32encode
@@ -497,3 +499,35 @@ def _directory(entries: Sequence[FolderEntry], layout: Layout) -> DagRef | None:
     block = _pb_node(links, _unixfs(_UNIXFS_DIRECTORY))
     return _block_ref(block, layout.cid_version, 0,
                       len(block) + sum(tsize for _, _, tsize in links))
+
+
+def folder_entries(folder: str | os.PathLike[str], roots: Mapping[str, Mapping[str, DagRef]],
+                   *, hidden: bool = True) -> tuple[FolderEntry, ...] | None:
+    """A folder's tree as `ipfs add -r` reads it, each file given by its roots (`roots`,
+    keyed by the file's path as `os.path.join` spells it under `folder`). Without `hidden`,
+    names starting with "." are left out, as kubo does unless given `--hidden`. None where
+    the folder holds what is not added as a plain file or folder (a symlink, which kubo adds
+    as a link node; a FIFO), or a file without roots: no CID is better than a wrong one."""
+    entries: list[FolderEntry] = []
+    with os.scandir(folder) as it:
+        listing = sorted(it, key=lambda e: e.name)
+    for entry in listing:
+        if not hidden and entry.name.startswith("."):
+            continue
+        if entry.is_symlink():
+            return None
+        if entry.is_dir():
+            children = folder_entries(entry.path, roots, hidden=hidden)
+            if children is None:
+                return None
+            entries.append(FolderEntry(entry.name, children=children))
+        elif entry.is_file() and entry.path in roots:
+            entries.append(FolderEntry(entry.name, file=roots[entry.path]))
+        else:
+            return None
+    return tuple(entries)
+
+
+def has_hidden(entries: Iterable[FolderEntry]) -> bool:
+    """Whether any name in the tree starts with "." (kubo leaves those out by default)."""
+    return any(e.name.startswith(".") or has_hidden(e.children) for e in entries)

@@ -1,7 +1,7 @@
 // CIDs from the reference UnixFS importer (ipfs-unixfs-importer, the js implementation of
 // what `ipfs add` does), for tests/test_ipfs.py. Reads a JSON job on stdin:
 //   {"layouts": [{name, cidVersion, chunkSize, rawLeaves, maxLinks}], "paths": [...],
-//    "root": folder or null}
+//    "root": folder or null}  (paths may name folders, empty ones included)
 // and prints {layoutName: {path: cid}} with every file's and folder's CID as imported.
 import { importer } from 'ipfs-unixfs-importer'
 import { fixedSize } from 'ipfs-unixfs-importer/chunker'
@@ -14,10 +14,13 @@ const job = JSON.parse(fs.readFileSync(0, 'utf8'))
 const blockstore = { put: async (cid) => cid }
 const out = {}
 for (const lay of job.layouts) {
-  const source = job.paths.map((p) => ({
-    path: job.root ? path.relative(path.dirname(job.root), p) : path.basename(p),
-    content: fs.createReadStream(p, { highWaterMark: 1 << 20 })
-  }))
+  const source = job.paths.map((p) => {
+    const name = job.root ? path.relative(path.dirname(job.root), p) : path.basename(p)
+    // A folder is given without content (an empty one has no file to bring it in).
+    return fs.statSync(p).isDirectory()
+      ? { path: name }
+      : { path: name, content: fs.createReadStream(p, { highWaterMark: 1 << 20 }) }
+  })
   const cids = {}
   for await (const entry of importer(source, blockstore, {
     cidVersion: lay.cidVersion,
