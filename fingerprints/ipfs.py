@@ -37,8 +37,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
-    "LAYOUTS", "Cid", "CidError", "DagRef", "FolderEntry", "Layout", "LeafHasher",
-    "file_cid_hashers", "find_cids", "folder_cids", "folder_entries", "parse_cid", "results",
+    "LAYOUTS", "REGISTER_LAYOUTS", "Cid", "CidError", "DagRef", "FolderEntry", "Layout", "LeafHasher",
+    "file_cid_hashers", "find_cids", "folder_cids", "folder_entries", "parse_cid",
+    "release_folder_cids", "results", "root_digests",
 ]
 
 DAG_PB = 0x70
@@ -65,7 +66,9 @@ KUBO_V1 = Layout("cid-v1", 1, 256 * 1024, True, 174)
 KUBO_V1_1M = Layout("cid-v1-1m", 1, 1024 * 1024, True, 174)
 UNIXFS_V1_2025 = Layout("cid-v1-2025", 1, 1024 * 1024, True, 1024)
 LAYOUTS: tuple[Layout, ...] = (KUBO_V0, KUBO_V1, KUBO_V1_1M, UNIXFS_V1_2025)
-LAYOUT_NAMES = frozenset(layout.name for layout in LAYOUTS)
+LAYOUT_BY_NAME = {layout.name: layout for layout in LAYOUTS}
+# What `register` computes: see benchmarks/register.py for what each costs.
+REGISTER_LAYOUTS: tuple[Layout, ...] = LAYOUTS
 
 
 class CidError(ValueError):
@@ -163,7 +166,8 @@ def _b36decode(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class Cid:
-    """A CID with a SHA-256 multihash (the only hash `ipfs add` uses by default)."""
+    """A CID of a UnixFS block (dag-pb or raw) with a SHA-256 multihash, the only hash
+    `ipfs add` uses by default."""
 
     version: int
     codec: int
@@ -189,6 +193,10 @@ def _cid_from_binary(data: bytes) -> Cid:
     if version != 1:
         raise CidError(f"unknown CID version {version}")
     codec, pos = _read_varint(data, pos)
+    if codec not in (DAG_PB, RAW):
+        # UnixFS imports make nothing else; a changed character in a CID's prefix would
+        # otherwise still carry our digest under some other codec.
+        raise CidError(f"not a UnixFS codec: {codec:#x}")
     code, pos = _read_varint(data, pos)
     length, pos = _read_varint(data, pos)
     if code != SHA2_256 or length != 32:
@@ -531,3 +539,25 @@ def folder_entries(folder: str | os.PathLike[str], roots: Mapping[str, Mapping[s
 def has_hidden(entries: Iterable[FolderEntry]) -> bool:
     """Whether any name in the tree starts with "." (kubo leaves those out by default)."""
     return any(e.name.startswith(".") or has_hidden(e.children) for e in entries)
+
+
+def release_folder_cids(folder: str | os.PathLike[str], roots: Mapping[str, Mapping[str, DagRef]],
+                        layouts: Sequence[Layout] = LAYOUTS) -> list[tuple[str, str]]:
+    """(layout name, hex root digest) of a folder added recursively, as `ipfs add -r`
+    leaves it (hidden files out) and, where it has hidden files, as `--hidden` and the js
+    importer add it; empty where it cannot be computed (see folder_entries)."""
+    out: list[tuple[str, str]] = []
+    full = folder_entries(folder, roots)
+    if full is None:
+        return out
+    trees = [full, folder_entries(folder, roots, hidden=False)] if has_hidden(full) else [full]
+    for entries in trees:
+        for name, ref in folder_cids(entries or (), layouts).items():
+            if (name, ref.cid.digest.hex()) not in out:
+                out.append((name, ref.cid.digest.hex()))
+    return out
+
+
+def root_digests(refs: Mapping[str, DagRef]) -> dict[str, str]:
+    """A file's roots as the registry keeps them: layout name to hex SHA-256 digest."""
+    return {name: ref.cid.digest.hex() for name, ref in refs.items()}

@@ -38,7 +38,9 @@ class ImportCounts:
 
 def bundle_from_store(store: Store, models: Sequence[str] = ()) -> Bundle:
     """The registry (or the part of it for `models`) as a bundle: artifacts without their
-    paths, and the indicators that were not derived from an artifact."""
+    paths, and the indicators that were not derived from an artifact, plus the IPFS CIDs
+    of artifacts (an artifact's bundle record has no field for them; as indicators they
+    keep the file's name and size)."""
     chosen = sorted(set(models)) if models else store.models()
     wanted = set(chosen)
     artifacts: list[BundleArtifact] = [
@@ -49,8 +51,11 @@ def bundle_from_store(store: Store, models: Sequence[str] = ()) -> Bundle:
         for a in store.artifacts() if a["model"] in wanted]
     indicators: list[BundleIndicator] = [
         {"algo": i["algo"], "value": i["value"], "model": i["model"], "name": i["name"],
-         "size": i["size"], "source": i["source"], "recipient": i["recipient"]}
-        for i in store.indicators(models=chosen, standalone=True)]
+         "size": i["size"], "recipient": i["recipient"],
+         # an artifact's source names its path on this machine, which never travels
+         "source": i["source"] if i["artifact_id"] is None else f"register:{i['name']}"}
+        for i in store.indicators(models=chosen)
+        if i["artifact_id"] is None or i["algo"].startswith("cid-")]
     return Bundle(created_at=utcnow(), generator=f"weightwatch {__version__}", models=chosen,
                   artifacts=artifacts, indicators=indicators,
                   weight_prints=store.weight_prints(chosen))

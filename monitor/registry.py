@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from fingerprints.digests import FileDigests, digest_file, iter_files
 from fingerprints.indicators import IndicatorError, parse_indicator_text
+from fingerprints.ipfs import REGISTER_LAYOUTS, DagRef, release_folder_cids, root_digests
 from fingerprints.tensors import FileSource, WeightFileError
 from fingerprints.weightprint import WeightPrint, fingerprint_weights, new_key
 from fingerprints.weights import UnknownFormat, open_weights
@@ -129,20 +130,27 @@ def _register(store: Store, roots: list[Path], *, model: str, release: str | Non
               recipient: str | None,
               on_file: Callable[[Path, int], Callable[[int], None] | None] | None,
               shards: bool, tensors: bool) -> Iterator[RegisteredFile]:
+    cid_roots: dict[str, dict[str, DagRef]] = {}
     for path in iter_files(roots):
         size = path.stat().st_size
         progress = on_file(path, size) if on_file else None
-        digests = digest_file(path, progress=progress, shards=shards)
+        digests = digest_file(path, progress=progress, shards=shards,
+                              cid_layouts=REGISTER_LAYOUTS)
+        cid_roots[str(path)] = dict(digests.cids)
         name = artifact_name(path, roots)
         artifact_id, added = store.add_artifact(
             model=model, name=name, path=str(path.resolve()), size=digests.size,
             sha256=digests.sha256, sha1=digests.sha1, md5=digests.md5,
             pieces_root=digests.pieces_root, shards=digests.shards, release=release,
-            recipient=recipient)
+            recipient=recipient, cids=root_digests(digests.cids))
         registered = RegisteredFile(name, digests, artifact_id, sum(added))
         if tensors:
             fingerprint_file(store, path, registered, model=model, on_file=on_file)
         yield registered
+    for root in roots:   # a folder's CID, as `ipfs add -r` would give it
+        if root.is_dir():
+            store.add_folder_cids(model=model, name=root.resolve().name, recipient=recipient,
+                                  cids=release_folder_cids(root, cid_roots, REGISTER_LAYOUTS))
 
 
 def fingerprint_file(store: Store, path: Path, registered: RegisteredFile, *, model: str,

@@ -129,7 +129,8 @@ def one_line(text: str) -> str:
 def test_round_trip_gives_the_same_lookups_without_paths(ww, release, registered, tmp_path):
     bundle = tmp_path / "heron.fingerprints.json.gz"
     out = ww.run("fingerprints", "export", str(bundle), db=registered)
-    assert out.stdout.strip() == (f"{bundle}: 2 models, 5 artifacts, 2 indicators, "
+    # 2 imported, and IPFS CIDs: 4 layouts of 5 files and of the release folder
+    assert out.stdout.strip() == (f"{bundle}: 2 models, 5 artifacts, 26 indicators, "
                                   f"0 tensor fingerprints exported")
 
     raw = gzip.decompress(bundle.read_bytes()).decode()
@@ -161,7 +162,7 @@ def test_round_trip_gives_the_same_lookups_without_paths(ww, release, registered
     with Store(monitor_db) as store:
         assert {a["path"] for a in store.artifacts()} == {None}
         imported = [(i["algo"], i["value"], i["name"], i["size"], i["source"])
-                    for i in store.indicators(standalone=True)]
+                    for i in store.indicators(standalone=True) if not i["algo"].startswith("cid-")]
         recipient_rows = [a for a in store.artifacts() if a["recipient"] == "acme"]
     assert imported == [("sha256", OTHER_SHA, "hub-upload.safetensors", None,
                          "import:SHA256SUMS:1"),
@@ -192,7 +193,7 @@ def test_importing_twice_adds_nothing(ww, registered, tmp_path):
 def test_export_one_model(ww, registered, tmp_path):
     bundle = tmp_path / "other.json.gz"
     out = ww.run("fingerprints", "export", str(bundle), "--model", "other-3b", db=registered)
-    assert "1 models, 1 artifacts, 0 indicators" in out.stdout
+    assert "1 models, 1 artifacts, 4 indicators" in out.stdout   # the file's 4 IPFS CIDs
     doc = bundle_json(bundle)
     assert doc["models"] == [{"name": "other-3b"}]
     assert [a["name"] for a in doc["artifacts"]] == ["other.bin"]
@@ -309,7 +310,7 @@ def test_valid_bundle_parses_and_normalises_hex_case():
         (mutated("artifacts.0", "x"), "b: artifacts[0]: expected an object, got a string"),
         (mutated("indicators.0.algo", "sha512"),
          "b: indicators[0].algo: unknown digest algorithm a string (known: md5, sha1, sha256, "
-         "btih, btmh, pieces_root, shard)"),
+         "btih, btmh, pieces_root, shard, cid-v0, cid-v1, cid-v1-1m, cid-v1-2025)"),
         (mutated("indicators.0.value", SHA),
          "b: indicators[0].value: expected 40 hex characters, got 64"),
         (mutated("indicators.0.source", None),
