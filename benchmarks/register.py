@@ -3,13 +3,17 @@
 Generates a file of --size-gb gigabytes (random bytes, so nothing compresses or shortcuts),
 reads it once so it is in the page cache, then times in the same run, on the same cached
 file: `md5sum`, `sha256sum`, `weightwatch register` (one read computing size, SHA-256,
-SHA-1, MD5 and the BEP 52 pieces root) and `weightwatch register --shards` (the 1 GB shard
-SHA-256s as well). Prints each wall time, the ratios against md5sum (the slowest single
-digest) and sha256sum, and register's peak RSS.
+SHA-1, MD5, the BEP 52 pieces root and the IPFS CIDs) and `weightwatch register --shards`
+(the 1 GB shard SHA-256s as well). Prints each wall time, the ratios against md5sum (the
+slowest single digest) and sha256sum, and register's peak RSS. Then the digest pass alone
+(`digest_file`, no database) with no CIDs and with each set of IPFS layouts, to show what
+the CIDs cost: each kind of leaf (dag-pb 256 KiB, raw 256 KiB, raw 1 MiB) is one more
+SHA-256 pass over the file.
 
     python benchmarks/register.py --size-gb 4
 
 Goal (issue 4): register at most 1.2x md5sum alone; peak RSS at most 150 MB on 4 GB.
+Goal (issue 18): with the new digests (CIDs among them), at most 1.3x md5sum.
 Two cores bound `--shards`: per GB it is MD5 1.4 + SHA-1 0.6 + three SHA-256 passes (file,
 pieces-root leaves, shards) 0.6 each = 3.8 core-seconds, at least 1.9 s on two cores
 against md5sum's 1.4 s.
@@ -29,6 +33,16 @@ from pathlib import Path
 import numpy as np
 
 GNU_TIME = "/usr/bin/time"
+
+
+# The IPFS layouts of fingerprints.ipfs, cumulatively: kubo's default first (the CID people
+# post), then the layouts that share its leaves' kind, then those with 1 MiB raw leaves.
+CID_SETS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("no CIDs", ()),
+    ("cid-v0 (kubo default)", ("cid-v0",)),
+    ("+ cid-v1 (raw 256 KiB leaves)", ("cid-v0", "cid-v1")),
+    ("+ cid-v1-1m, cid-v1-2025 (1 MiB)", ("cid-v0", "cid-v1", "cid-v1-1m", "cid-v1-2025")),
+)
 
 
 def make_file(path: Path, size: int) -> None:
@@ -129,6 +143,13 @@ def main() -> None:
                 peak = max(peak, rss)
             results[label] = (min(times), peak)
 
+        digest_only: dict[str, float] = {}
+        for label, names in CID_SETS:
+            code = ("import sys; from fingerprints.digests import digest_file; "
+                    "from fingerprints.ipfs import LAYOUT_BY_NAME as L; "
+                    f"digest_file(sys.argv[1], cid_layouts=[L[n] for n in {names!r}])")
+            digest_only[label] = best_of(args.runs, [sys.executable, "-c", code, str(path)])[0]
+
     gbps = lambda s: size / s / 1e9  # noqa: E731
     print(f"file            {size / 1e9:.2f} GB, page-cached, {os.cpu_count()} cores")
     print(f"md5sum          {md5:7.2f} s  ({gbps(md5):.2f} GB/s)")
@@ -143,6 +164,9 @@ def main() -> None:
         print(f"  ratio to md5sum     {reg / md5:.2f}{goal}")
         print(f"  ratio to sha256sum  {reg / sha:.2f}")
         print(f"  peak RSS            {peak / 1024:.0f} MB  (goal <= 150 MB)")
+    print("\ndigest pass alone (digest_file), by IPFS layouts computed:")
+    for label, seconds in digest_only.items():
+        print(f"  {label:34} {seconds:7.2f} s  ratio to md5sum {seconds / md5:.2f}")
 
 
 if __name__ == "__main__":
