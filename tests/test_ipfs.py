@@ -207,6 +207,10 @@ def test_every_form_of_a_cid_is_read() -> None:
     assert [f.form for f in found] == ["CIDv0 base58btc, ipfs://", "CIDv1 base32, gateway path",
                                        "CIDv1 base32, subdomain gateway", "CIDv1 base58btc, bare"]
     assert found[1].cid == found[2].cid == found[3].cid == cid
+    # Offsets are the text's, past non-ASCII characters too.
+    text = f"größe: 13 GB — ipfs://{V0}"
+    (only,) = ipfs.find_cids(text)
+    assert text[only.start:only.end] == V0 and only.form == "CIDv0 base58btc, ipfs://"
 
 
 def test_near_misses_are_not_cids() -> None:
