@@ -51,9 +51,12 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
                               timeout=300)
         if done.returncode != 0:
             _unavailable(f"npm install {REFERENCE} failed: {done.stderr.strip()[-300:]}")
-    # ES modules resolve packages next to the script, not through NODE_PATH.
+    # ES modules resolve packages next to the script, not through NODE_PATH. Copied under
+    # a name of this process's and renamed: parallel test workers share tests/.node.
     script = prefix / SCRIPT.name
-    shutil.copyfile(SCRIPT, script)
+    part = prefix / f"{SCRIPT.name}.{os.getpid()}"
+    shutil.copyfile(SCRIPT, part)
+    os.replace(part, script)
 
     def run(layouts: Sequence[Layout], paths: Sequence[Path],
             root: Path | None = None) -> dict[str, dict[str, str]]:
