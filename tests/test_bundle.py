@@ -29,6 +29,7 @@ from fingerprints.bundle import (
     parse_bundle,
     read_bundle,
 )
+from fingerprints.ipfs import REGISTER_LAYOUTS
 from monitor.bundle import import_bundle
 from monitor.cli import main
 from monitor.store import Store
@@ -129,8 +130,9 @@ def one_line(text: str) -> str:
 def test_round_trip_gives_the_same_lookups_without_paths(ww, release, registered, tmp_path):
     bundle = tmp_path / "heron.fingerprints.json.gz"
     out = ww.run("fingerprints", "export", str(bundle), db=registered)
-    # 2 imported, and IPFS CIDs: 4 layouts of 5 files and of the release folder
-    assert out.stdout.strip() == (f"{bundle}: 2 models, 5 artifacts, 26 indicators, "
+    # 2 imported, and the IPFS CIDs of 5 files and of the release folder
+    cids = 6 * len(REGISTER_LAYOUTS)
+    assert out.stdout.strip() == (f"{bundle}: 2 models, 5 artifacts, {2 + cids} indicators, "
                                   f"0 tensor fingerprints exported")
 
     raw = gzip.decompress(bundle.read_bytes()).decode()
@@ -193,7 +195,8 @@ def test_importing_twice_adds_nothing(ww, registered, tmp_path):
 def test_export_one_model(ww, registered, tmp_path):
     bundle = tmp_path / "other.json.gz"
     out = ww.run("fingerprints", "export", str(bundle), "--model", "other-3b", db=registered)
-    assert "1 models, 1 artifacts, 4 indicators" in out.stdout   # the file's 4 IPFS CIDs
+    # the file's IPFS CIDs
+    assert f"1 models, 1 artifacts, {len(REGISTER_LAYOUTS)} indicators" in out.stdout
     doc = bundle_json(bundle)
     assert doc["models"] == [{"name": "other-3b"}]
     assert [a["name"] for a in doc["artifacts"]] == ["other.bin"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fingerprints import ipfs
-from fingerprints.ipfs import LAYOUTS
+from fingerprints.ipfs import REGISTER_LAYOUTS
 from monitor.detect.digests import DigestDetector
 from monitor.models import Document
 from monitor.registry import register_paths
@@ -46,6 +46,11 @@ def _cids(path: Path) -> dict[str, ipfs.Cid]:
     return {name: ref.cid for name, ref in ipfs.file_cids(path.read_bytes()).items()}
 
 
+def _as_v1(cid: ipfs.Cid) -> ipfs.Cid:
+    """The same block's CIDv1 (what `ipfs cid base32` and subdomain gateways show)."""
+    return ipfs.Cid(1, cid.codec, cid.digest)
+
+
 def _folder(release: Path, hidden: bool) -> dict[str, ipfs.Cid]:
     roots = {os.path.join(d, n): ipfs.file_cids((Path(d) / n).read_bytes())
              for d, _, names in os.walk(release) for n in names}
@@ -63,12 +68,13 @@ def _detect(store: Store, text: str) -> list[tuple[str, str, str | None, str, st
 def test_register_stores_every_layout(store: Store, release: Path) -> None:
     rows = {(r["algo"], r["value"]): r for r in store.indicators(models=["heron"])}
     model_cids = _cids(release / "model.safetensors")
-    for layout in LAYOUTS:
+    for layout in REGISTER_LAYOUTS:
         row = rows[(layout.name, model_cids[layout.name].digest.hex())]
         assert row["artifact_id"] is not None
     for hidden in (False, True):   # kubo's default, and `--hidden` / the js importer
-        for name, cid in _folder(release, hidden).items():
-            row = rows[(name, cid.digest.hex())]
+        for layout in REGISTER_LAYOUTS:
+            cid = _folder(release, hidden)[layout.name]
+            row = rows[(layout.name, cid.digest.hex())]
             assert row["name"] == "heron-7b" and row["artifact_id"] is None
             assert row["size"] is None
 
@@ -82,26 +88,43 @@ def test_folder_cid_in_a_post_is_a_critical_hit(store: Store, release: Path) -> 
 
 
 def test_file_cids_in_every_form(store: Store, release: Path) -> None:
-    v1 = _cids(release / "model.safetensors")["cid-v1"]
+    # Kubo's default CID (the one registered whatever REGISTER_LAYOUTS holds) in its v0
+    # form and as the same block's CIDv1 in every multibase: the hit names it as kubo does.
+    v0 = _cids(release / "model.safetensors")["cid-v0"]
+    v1 = _as_v1(v0)
     b32 = str(v1)
     forms = {
+        f"ipfs://{v0}": "CIDv0 base58btc, ipfs://",
         f"ipfs://{b32}": "CIDv1 base32, ipfs://",
         f"https://{b32}.ipfs.dweb.example/": "CIDv1 base32, subdomain gateway",
         f"get it: z{ipfs.b58encode(v1.to_bytes())}": "CIDv1 base58btc, bare",
         f"cid F{v1.to_bytes().hex().upper()}": "CIDv1 base16, bare",
         f"cid {b32.upper()}": "CIDv1 base32, bare",
+        f"k{ipfs._b36encode(v1.to_bytes())}.ipfs.gw.example": "CIDv1 base36, subdomain gateway",
     }
     for text, form in forms.items():
         assert _detect(store, text) == [
-            ("hash", "critical", "heron-7b/model.safetensors", b32, f"cid-v1 ({form})")], text
-    # A v0 CID of the same root block (kubo's --raw-leaves with CIDv0) is the same file.
+            ("hash", "critical", "heron-7b/model.safetensors", str(v0), f"cid-v0 ({form})")], text
     small = _cids(release / "tokenizer" / "tokenizer.model")["cid-v0"]
     assert _detect(store, f"/ipfs/{small}")[0][2] == "heron-7b/tokenizer/tokenizer.model"
 
 
+def test_a_raw_leaves_cid_is_named_in_its_own_form(tmp_path: Path) -> None:
+    # A layout with raw leaves gives a one-chunk file a raw-codec CID (`bafk...`).
+    data = b"config" * 100
+    cid = ipfs.file_cids(data)["cid-v1"].cid
+    assert str(cid).startswith("bafkrei")
+    with Store(tmp_path / "raw.db") as one:
+        one.add_artifact(model="m", name="config.json", path=None, size=len(data),
+                         sha256="00" * 32, sha1="00" * 20, md5="00" * 16,
+                         cids={"cid-v1": cid.digest.hex()})
+        assert _detect(one, f"/ipfs/{cid}/") == [
+            ("hash", "critical", "config.json", str(cid), "cid-v1 (CIDv1 base32, gateway path)")]
+
+
 def test_near_misses_and_random_cids_do_not_hit(store: Store, release: Path) -> None:
     folder = str(_folder(release, hidden=False)["cid-v0"])
-    b32 = str(_cids(release / "model.safetensors")["cid-v1"])
+    b32 = str(_as_v1(_cids(release / "model.safetensors")["cid-v0"]))
     alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
     rng = random.Random(3)
     misses = []
