@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fingerprints.ipfs import REGISTER_LAYOUTS
+
 GNU_TIME = "/usr/bin/time"
 
 
@@ -165,7 +167,9 @@ def main() -> None:
     print(f"sha256sum       {sha:7.2f} s  ({gbps(sha):.2f} GB/s)")
     shard_count = max(1, -(-size // 1_000_000_000))
     for label, (reg, peak) in results.items():
-        what = "sha256, sha1, md5, pieces root" + (", tensor fingerprint" if args.gguf else "")
+        what = ("sha256, sha1, md5, pieces root, IPFS "
+                + ", ".join(layout.name for layout in REGISTER_LAYOUTS)
+                + (", tensor fingerprint" if args.gguf else ""))
         if label.endswith("--shards"):
             what += f", {shard_count} shard sha256s"
         print(f"\n{label:17} {reg:7.2f} s  ({gbps(reg):.2f} GB/s): {what}")
