@@ -149,3 +149,20 @@ def test_no_cid_search_without_registered_cids(tmp_path: Path, release: Path) ->
     with Store(tmp_path / "plain.db") as plain:
         assert DigestDetector(plain.known_digests()).detect(
             Document(target="b", key="1", url="http://127.0.0.1:9/", text=folder)) == []
+
+
+def test_a_mirror_posted_before_register_is_found_when_registered(tmp_path: Path,
+                                                                   release: Path) -> None:
+    # The LLaMA leak's order of events: the IPFS mirror is posted, the release is registered
+    # later; registering matches the stored post again and finds the folder's CID.
+    folder = str(_folder(release, hidden=False)["cid-v0"])
+    with Store(tmp_path / "late.db") as late:
+        late.save_document(Document(
+            target="board", key="9#p1", url="http://127.0.0.1:9/t/9",
+            text=f"Full backup: [ipfs://{folder}](https://ipfs.io/ipfs/{folder})"), [], None)
+        done = register_paths(late, [release], model="heron", tensors=False)
+        assert done.rematched is not None and len(done.rematched.new_hits) == 1
+        rows = late.db.execute("SELECT kind, severity, artifact, indicator, indicator_type "
+                               "FROM hits").fetchall()
+    assert rows == [("hash", "critical", "heron-7b", folder,
+                     "cid-v0 (CIDv0 base58btc, ipfs://)")]
