@@ -166,3 +166,19 @@ def test_a_mirror_posted_before_register_is_found_when_registered(tmp_path: Path
                                "FROM hits").fetchall()
     assert rows == [("hash", "critical", "heron-7b", folder,
                      "cid-v0 (CIDv0 base58btc, ipfs://)")]
+
+
+def test_every_layout_when_asked(tmp_path: Path, release: Path) -> None:
+    with Store(tmp_path / "all.db") as every:
+        register_paths(every, [release], model="heron", tensors=False, rematch=None,
+                       cid_layouts=ipfs.LAYOUTS)
+        folder = _folder(release, hidden=False)
+        registered = {(r["algo"], r["value"]) for r in every.indicators()}
+        assert {(name, cid.digest.hex()) for name, cid in folder.items()} <= registered
+        newest = str(folder["cid-v1-2025"])
+        # Below 174 leaves of 1 MiB the two 1 MiB layouts give the same CID: the hit names
+        # the first registered.
+        assert newest == str(folder["cid-v1-1m"])
+        assert _detect(every, f"https://{newest}.ipfs.w3s.example/") == [
+            ("hash", "critical", "heron-7b", newest,
+             "cid-v1-1m (CIDv1 base32, subdomain gateway)")]
