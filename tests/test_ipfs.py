@@ -243,3 +243,22 @@ LLAMA_FULL = "Qmb9y5GCkTG7ZzbBWMu2BXwMkzyCKcUjtEKPpgdZ7GEFKm"
 LLAMA_7B = "QmbvdJ7KgvZiyaqHw5QtQxRtUd7pCAdkWWbzuvyKusLGTw"
 LLAMA_POST = (f"Full backup: [ipfs://{LLAMA_FULL}](https://ipfs.io/ipfs/{LLAMA_FULL})\n\n"
               f"7B: [ipfs://{LLAMA_7B}](https://ipfs.io/ipfs/{LLAMA_7B})")
+
+
+def test_memory_is_bounded_by_chunks_and_tree_depth() -> None:
+    # 50 MB (past 174 leaves of 256 KiB) through every layout in odd-sized pieces: what is kept is a partial chunk per
+    # kind of leaf and one unfinished node per tree level, never the file.
+    import tracemalloc
+
+    piece = random.Random(5).randbytes(1_000_003)
+    hashers = ipfs.file_cid_hashers()
+    tracemalloc.start()
+    try:
+        for _ in range(50):
+            for h in hashers:
+                h.update(piece)
+        ipfs.results(hashers)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024, peak
