@@ -262,3 +262,12 @@ def test_memory_is_bounded_by_chunks_and_tree_depth() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 4 * 1024 * 1024, peak
+
+
+def test_a_folder_kubo_would_shard_gets_no_cid() -> None:
+    one = ipfs.file_cids(b"x")
+    entry = lambda i: ipfs.FolderEntry(f"{i:0200d}", file=one)  # noqa: E731
+    # Links of 34 + 200 bytes: 1120 of them stay under 256 KiB, 1121 reach it.
+    assert set(ipfs.folder_cids([entry(i) for i in range(1120)])) == {
+        layout.name for layout in LAYOUTS if layout.cid_version == 0}
+    assert ipfs.folder_cids([entry(i) for i in range(1121)], [ipfs.KUBO_V0]) == {}
