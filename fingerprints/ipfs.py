@@ -3,7 +3,8 @@
 A leak mirrored on IPFS is posted as a CID (`Qm...`, `bafy...`, `ipfs://...`, a gateway
 link), never as a SHA-256. A CID is a deterministic function of the bytes *and* of how they
 were imported (chunk size, leaf encoding, links per node, CID version), so the release's
-CIDs are computed here, at register time, for the layouts people actually get:
+CIDs are computed here from its bytes, in the layouts people actually get (`register`
+records REGISTER_LAYOUTS, kubo's default; the others cost a SHA-256 pass each):
 
 - `cid-v0`: `ipfs add` with kubo's defaults (profile `unixfs-v0-2015`): 256 KiB chunks,
   leaves wrapped in dag-pb UnixFS nodes, balanced DAG of at most 174 links, CIDv0. The CID
@@ -37,16 +38,18 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 __all__ = [
-    "LAYOUTS", "REGISTER_LAYOUTS", "Cid", "CidError", "DagRef", "FolderEntry", "Layout", "LeafHasher",
-    "file_cid_hashers", "find_cids", "folder_cids", "folder_entries", "parse_cid",
-    "release_folder_cids", "results", "root_digests",
+    "KUBO_V0", "KUBO_V1", "KUBO_V1_1M", "LAYOUTS", "LAYOUT_BY_NAME", "REGISTER_LAYOUTS",
+    "UNIXFS_V1_2025", "Cid", "CidError", "DagRef", "FolderEntry", "FoundCid", "Layout",
+    "LeafHasher", "file_cid_hashers", "file_cids", "find_cids", "folder_cids",
+    "folder_entries", "has_hidden", "parse_cid", "release_folder_cids", "results",
+    "root_digests",
 ]
 
 DAG_PB = 0x70
 RAW = 0x55
 SHA2_256 = 0x12
-# Kubo shards a directory into a HAMT once the estimated size of its links passes this
-# (`Import.UnixFSHAMTDirectorySizeThreshold`, also the js importer's default threshold).
+# Kubo shards a directory into a HAMT once the estimated size of its links (name and CID
+# bytes) passes this, as does the js importer by default (its `links-bytes` estimate).
 HAMT_THRESHOLD = 256 * 1024
 
 
