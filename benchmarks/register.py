@@ -97,6 +97,15 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int
     return float(wall), int(rss)
 
 
+def cpu_seconds(cmd: list[str]) -> float:
+    """User plus system CPU seconds of a command: the work it does, which the load of
+    other processes changes much less than its wall time."""
+    out = subprocess.run([GNU_TIME, "-f", "%U %S", *cmd], capture_output=True, text=True,
+                         check=True)
+    user, system = re.findall(r"([\d.]+) ([\d.]+)\s*$", out.stderr)[-1]
+    return float(user) + float(system)
+
+
 def best_of(runs: int, cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
     results = [timed(cmd, env) for _ in range(runs)]
     return min(r[0] for r in results), max(r[1] for r in results)
@@ -152,6 +161,7 @@ def main() -> None:
         # Interleaved rounds, each with its own md5sum, and the median ratio: on a shared
         # machine the load changes between rounds, less within one.
         digest_ratios: dict[str, list[float]] = {label: [] for label, _ in CID_SETS}
+        digest_cpu: dict[str, list[float]] = {label: [] for label, _ in CID_SETS}
         for _ in range(max(3, args.runs)):
             md5_round = timed(["md5sum", str(path)])[0]
             for label, names in CID_SETS:
@@ -160,6 +170,8 @@ def main() -> None:
                         f"digest_file(sys.argv[1], cid_layouts=[L[n] for n in {names!r}])")
                 wall = timed([sys.executable, "-c", code, str(path)])[0]
                 digest_ratios[label].append(wall / md5_round)
+                digest_cpu[label].append(cpu_seconds([sys.executable, "-c", code, str(path)]))
+            digest_cpu.setdefault("md5sum", []).append(cpu_seconds(["md5sum", str(path)]))
 
     gbps = lambda s: size / s / 1e9  # noqa: E731
     print(f"file            {size / 1e9:.2f} GB, page-cached, {os.cpu_count()} cores")
@@ -182,6 +194,16 @@ def main() -> None:
     for label, ratios in digest_ratios.items():
         print(f"  {label:34} {statistics.median(ratios):5.2f}  "
               f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+    # CPU seconds are the work: on N idle cores the pass takes at least max(md5's share,
+    # total / N) seconds, so this bound (not the noisy wall time) says whether a budget holds.
+    md5_cpu = statistics.median(digest_cpu.pop("md5sum"))
+    cores = os.cpu_count() or 1
+    print(f"\nCPU seconds per GB (median), and the wall-time bound on {cores} idle cores "
+          f"as a ratio to md5sum ({md5_cpu / (size / 1e9):.2f} s/GB):")
+    for label, seconds in digest_cpu.items():
+        cpu = statistics.median(seconds)
+        bound = max(md5_cpu, cpu / cores) / md5_cpu
+        print(f"  {label:34} {cpu / (size / 1e9):5.2f} s/GB  bound {bound:.2f}")
 
 
 if __name__ == "__main__":
