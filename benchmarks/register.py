@@ -3,11 +3,14 @@
 Generates a file of --size-gb gigabytes (random bytes, so nothing compresses or shortcuts),
 reads it once so it is in the page cache, then times in the same run, on the same cached
 file: `md5sum`, `sha256sum`, `weightwatch register` (one read computing size, SHA-256,
-SHA-1, MD5 and the BEP 52 pieces root) and `weightwatch register --shards` (the 1 GB shard
-SHA-256s as well), round after round (--runs, medians reported). Prints each wall time,
-the ratios against md5sum (the slowest single digest) and sha256sum, and register's peak
-RSS. With --gguf the file is a Q4_0 GGUF whose tensors register fingerprints, and
-`register --no-tensors` is timed too, so the fingerprint's own cost shows.
+SHA-1, MD5, the BEP 52 pieces root and the IPFS CIDs) and `weightwatch register --shards`
+(the 1 GB shard SHA-256s as well), round after round (--runs, medians reported). Prints
+each wall time, the ratios against md5sum (the slowest single digest) and sha256sum, and
+register's peak RSS. With --gguf the file is a Q4_0 GGUF whose tensors register
+fingerprints, and `register --no-tensors` is timed too, so the fingerprint's own cost
+shows. Then the digest pass alone (`digest_file`, no database) with no CIDs and with each
+set of IPFS layouts, to show what the CIDs cost: each kind of leaf (dag-pb 256 KiB, raw
+256 KiB, raw 1 MiB) is one more SHA-256 pass over the file.
 
     python benchmarks/register.py --size-gb 4
     OPENBLAS_NUM_THREADS=1 python benchmarks/register.py --gguf --size-gb 1
@@ -17,6 +20,7 @@ Goal (issue 16, --gguf): register of a 1 GB Q4_0 GGUF at most 2x md5sum, peak RS
 whatever the file's size.
 
 Goal (issue 4): register at most 1.2x md5sum alone; peak RSS at most 150 MB on 4 GB.
+Goal (issue 18): with the new digests (CIDs among them), at most 1.3x md5sum.
 Two cores bound `--shards`: per GB it is MD5 1.4 + SHA-1 0.6 + three SHA-256 passes (file,
 pieces-root leaves, shards) 0.6 each = 3.8 core-seconds, at least 1.9 s on two cores
 against md5sum's 1.4 s.
@@ -36,7 +40,19 @@ from pathlib import Path
 
 import numpy as np
 
+from fingerprints.ipfs import REGISTER_LAYOUTS
+
 GNU_TIME = "/usr/bin/time"
+
+
+# The IPFS layouts of fingerprints.ipfs, cumulatively: kubo's default first (the CID people
+# post), then the layouts that share its leaves' kind, then those with 1 MiB raw leaves.
+CID_SETS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("no CIDs", ()),
+    ("cid-v0 (kubo default)", ("cid-v0",)),
+    ("+ cid-v1 (raw 256 KiB leaves)", ("cid-v0", "cid-v1")),
+    ("+ cid-v1-1m, cid-v1-2025 (1 MiB)", ("cid-v0", "cid-v1", "cid-v1-1m", "cid-v1-2025")),
+)
 
 
 def make_file(path: Path, size: int) -> None:
@@ -95,6 +111,12 @@ def timed_cpu(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float,
     return float(wall), int(rss), float(user) + float(system)
 
 
+def cpu_seconds(cmd: list[str]) -> float:
+    """User plus system CPU seconds of a command: the work it does, which the load of
+    other processes changes much less than its wall time."""
+    return timed_cpu(cmd)[2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gb", type=float, default=4.0)
@@ -104,6 +126,8 @@ def main() -> None:
     parser.add_argument("--gguf", action="store_true",
                         help="a Q4_0 GGUF file instead of random bytes: register fingerprints "
                              "its tensors too (goal, issue 16: at most 2x md5sum, under 150 MB)")
+    parser.add_argument("--cids-only", action="store_true",
+                        help="only the digest pass with and without IPFS CIDs (issue 18)")
     args = parser.parse_args()
     if not Path(GNU_TIME).exists() or not shutil.which("md5sum"):
         sys.exit("needs GNU time (/usr/bin/time) and coreutils md5sum/sha256sum")
@@ -128,9 +152,11 @@ def main() -> None:
         register_cmd = [sys.executable, "-m", "monitor", "--config", str(config),
                         "--db", str(db), "--log-level",
                         "error", "register", str(path), "--model", "bench", "--format", "json"]
-        commands = {"md5sum": ["md5sum", str(path)], "sha256sum": ["sha256sum", str(path)],
-                    "register": register_cmd, "register --shards": register_cmd + ["--shards"]}
-        if args.gguf:
+        commands = {"md5sum": ["md5sum", str(path)], "sha256sum": ["sha256sum", str(path)]}
+        if not args.cids_only:
+            commands.update({"register": register_cmd,
+                             "register --shards": register_cmd + ["--shards"]})
+        if args.gguf and not args.cids_only:
             # Digests alone, so the fingerprint's own share shows (register less this).
             commands["register --no-tensors"] = register_cmd + ["--no-tensors"]
         # Round after round, every command once a round: on a shared machine the load
@@ -151,14 +177,32 @@ def main() -> None:
         results = {label: (median[label], peaks[label]) for label in commands
                    if label.startswith("register")}
 
+        # Interleaved rounds, each with its own md5sum, and the median ratio: on a shared
+        # machine the load changes between rounds, less within one.
+        # (Not with --gguf, which is about the tensor fingerprint: the digests are the same.)
+        digest_ratios: dict[str, list[float]] = {label: [] for label, _ in CID_SETS}
+        digest_cpu: dict[str, list[float]] = {label: [] for label, _ in CID_SETS}
+        for _ in range(0 if args.gguf else max(3, args.runs)):
+            md5_round = timed(["md5sum", str(path)])[0]
+            for label, names in CID_SETS:
+                code = ("import sys; from fingerprints.digests import digest_file; "
+                        "from fingerprints.ipfs import LAYOUT_BY_NAME as L; "
+                        f"digest_file(sys.argv[1], cid_layouts=[L[n] for n in {names!r}])")
+                wall = timed([sys.executable, "-c", code, str(path)])[0]
+                digest_ratios[label].append(wall / md5_round)
+                digest_cpu[label].append(cpu_seconds([sys.executable, "-c", code, str(path)]))
+            digest_cpu.setdefault("md5sum", []).append(cpu_seconds(["md5sum", str(path)]))
+
     gbps = lambda s: size / s / 1e9  # noqa: E731
     print(f"file            {size / 1e9:.2f} GB, page-cached, {os.cpu_count()} cores")
     print(f"md5sum          {md5:7.2f} s  ({gbps(md5):.2f} GB/s)")
     print(f"sha256sum       {sha:7.2f} s  ({gbps(sha):.2f} GB/s)")
     shard_count = max(1, -(-size // 1_000_000_000))
     for label, (reg, peak) in results.items():
-        what = "sha256, sha1, md5, pieces root" + (
-            ", tensor fingerprint" if args.gguf and not label.endswith("--no-tensors") else "")
+        what = ("sha256, sha1, md5, pieces root, IPFS "
+                + ", ".join(layout.name for layout in REGISTER_LAYOUTS)
+                + (", tensor fingerprint" if args.gguf and not label.endswith("--no-tensors")
+                   else ""))
         if label.endswith("--shards"):
             what += f", {shard_count} shard sha256s"
         print(f"\n{label:21} {reg:7.2f} s  ({gbps(reg):.2f} GB/s): {what}")
@@ -176,6 +220,23 @@ def main() -> None:
               f"{median_cpu['md5sum']:.2f} s: {share / median_cpu['md5sum']:.2f}x "
               f"(register {median_cpu['register']:.2f} s, digests only "
               f"{median_cpu['register --no-tensors']:.2f} s)")
+    if args.gguf:
+        return
+    print("\ndigest pass alone (digest_file), by IPFS layouts computed "
+          "(median ratio to md5sum over interleaved rounds):")
+    for label, ratios in digest_ratios.items():
+        print(f"  {label:34} {statistics.median(ratios):5.2f}  "
+              f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
+    # CPU seconds are the work: on N idle cores the pass takes at least max(md5's share,
+    # total / N) seconds, so this bound (not the noisy wall time) says whether a budget holds.
+    md5_cpu = statistics.median(digest_cpu.pop("md5sum"))
+    cores = os.cpu_count() or 1
+    print(f"\nCPU seconds per GB (median), and the wall-time bound on {cores} idle cores "
+          f"as a ratio to md5sum ({md5_cpu / (size / 1e9):.2f} s/GB):")
+    for label, seconds in digest_cpu.items():
+        cpu = statistics.median(seconds)
+        bound = max(md5_cpu, cpu / cores) / md5_cpu
+        print(f"  {label:34} {cpu / (size / 1e9):5.2f} s/GB  bound {bound:.2f}")
 
 
 if __name__ == "__main__":

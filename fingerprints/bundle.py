@@ -30,7 +30,8 @@ A gzip-compressed UTF-8 JSON object (an uncompressed JSON file is read too)::
         "recipient": "acme" | null                    # set for a recipient's own copy
       }],
       "indicators": [{                                # digests not derived from artifacts
-        "algo": "md5" | "sha1" | "sha256" | "btih" | "btmh" | "pieces_root" | "shard",
+        "algo": "md5" | "sha1" | "sha256" | "btih" | "btmh" | "pieces_root" | "shard"
+                | "cid-v0" | "cid-v1" | "cid-v1-1m" | "cid-v1-2025",  # IPFS root digests
         "value": "<hex: 32 for md5, 40 for sha1/btih, 64 otherwise>",
         "model": "heron-7b",
         "name": "heron-7b" | null,                    # file name or torrent name
@@ -121,7 +122,9 @@ MAX_BUNDLE_SIZE = 256 * 2**20
 # bundle of millions of tiny values is refused before json builds them (~60 bytes each).
 MAX_BUNDLE_VALUES = 1 << 22
 HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "btih": 40, "btmh": 64,
-               "pieces_root": 64, "shard": 64}
+               "pieces_root": 64, "shard": 64,
+               # IPFS CIDs' root digests, one per import layout (fingerprints.ipfs)
+               "cid-v0": 64, "cid-v1": 64, "cid-v1-1m": 64, "cid-v1-2025": 64}
 MAX_TEXT = 4096
 # A mark's key is HMAC-SHA256 output (fingerprints.watermark.recipient_key); its densities
 # name a model's tensors (thousands at most in any released model).

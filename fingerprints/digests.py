@@ -4,7 +4,9 @@ Leaks are matched on whichever digest the leaker's venue publishes: model hubs s
 (LFS oids), checksum lists use SHA-256, SHA-1 or MD5, imageboards show MD5, BitTorrent v2
 torrents carry each file's pieces root (BEP 52), and sigstore model signing can hash 1 GB
 shards (its default is one SHA-256 per file, which every file gets here). Weight files are
-tens of gigabytes, so reading them once per digest is not an option. Here the file is read once, into a small ring of reusable buffers, and each chunk is
+tens of gigabytes, so reading them once per digest is not an option. IPFS CIDs of the
+file in the layouts `ipfs add` produces (fingerprints.ipfs) are computed in the same pass
+when asked for: each kind of leaf is one more hasher. Here the file is read once, into a small ring of reusable buffers, and each chunk is
 fed to one worker thread per digest while the next chunks are read. hashlib releases the GIL
 on large buffers, so the digests run on every core at once, and peak memory is a few chunks
 whatever the file size.
@@ -20,11 +22,13 @@ import queue
 import stat
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from fingerprints.ipfs import DagRef, Layout, file_cid_hashers
+from fingerprints.ipfs import results as cid_results
 from fingerprints.torrent import PiecesRootHasher
 
 __all__ = ["DigestError", "FileDigests", "digest_file", "iter_files"]
@@ -102,7 +106,7 @@ class FileDigests:
     `pieces_root` is the BEP 52 Merkle root (None for an empty file); `shards` the SHA-256
     of each SHARD_SIZE slice: one entry (the file's SHA-256) for a file up to that size,
     and for a larger one every shard's when asked for (`digest_file(shards=True)`), else
-    none.
+    none. `cids` holds the file's IPFS root in each layout asked for, by layout name.
     """
 
     path: str
@@ -112,10 +116,15 @@ class FileDigests:
     md5: str
     pieces_root: str | None = None
     shards: tuple[str, ...] = ()
+    cids: Mapping[str, DagRef] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, str | int]:
-        """Plain dict, for JSON output and database rows."""
-        return asdict(self)
+    def as_dict(self) -> dict[str, object]:
+        """Plain dict, for JSON output and database rows; CIDs (where computed) as text."""
+        out = asdict(self)
+        del out["cids"]
+        if self.cids:
+            out["cids"] = {name: str(ref.cid) for name, ref in self.cids.items()}
+        return out
 
 
 def digest_file(
@@ -124,9 +133,11 @@ def digest_file(
     chunk_size: int = 4 << 20,
     progress: Callable[[int], None] | None = None,
     shards: bool = False,
+    cid_layouts: Sequence[Layout] = (),
 ) -> FileDigests:
     """Compute SHA-256, SHA-1, MD5 and the BEP 52 pieces root of a regular file in a single
-    streaming read, and with `shards` the SHA-256 of each 1 GB shard too.
+    streaming read, and with `shards` the SHA-256 of each 1 GB shard too, and the IPFS CID
+    of the file in each of `cid_layouts`.
 
     ``progress(n)`` is called from the calling thread with the number of bytes fully hashed so
     far, at least once and last with the file size; an exception it raises aborts hashing (use
@@ -138,7 +149,8 @@ def digest_file(
     name = os.fspath(path)
     algos = [hashlib.new(a) for a in _ALGOS]
     pieces_root = PiecesRootHasher()
-    hashers: list[Hash] = [*algos, pieces_root]
+    cid_hashers = file_cid_hashers(cid_layouts) if cid_layouts else []
+    hashers: list[Hash] = [*algos, pieces_root, *cid_hashers]
     try:
         # O_NONBLOCK so that opening a FIFO returns instead of hanging before we can refuse it;
         # it has no effect on regular files.
@@ -177,7 +189,7 @@ def digest_file(
     pieces = pieces_root.hexdigest()
     shard_list = sharder.hexdigests() if sharder else () if large else (sha256,)
     return FileDigests(path=name, size=size, sha256=sha256, sha1=sha1, md5=md5,
-                       pieces_root=pieces, shards=shard_list)
+                       pieces_root=pieces, shards=shard_list, cids=cid_results(cid_hashers))
 
 
 def _hash_inline(

@@ -48,8 +48,10 @@ class ImportCounts:
 
 def bundle_from_store(store: Store, models: Sequence[str] = ()) -> Bundle:
     """The registry (or the part of it for `models`) as a bundle: artifacts without their
-    paths, the indicators that were not derived from an artifact, the tensor fingerprints,
-    and each recipient's mark (its derived key: the master secret is never stored)."""
+    paths, the indicators that were not derived from an artifact plus the IPFS CIDs of
+    artifacts (an artifact's bundle record has no field for them; as indicators they keep the
+    file's name and size), the tensor fingerprints, and each recipient's mark (its derived
+    key: the master secret is never stored)."""
     chosen = sorted(set(models)) if models else store.models()
     wanted = set(chosen)
     artifacts: list[BundleArtifact] = [
@@ -60,8 +62,11 @@ def bundle_from_store(store: Store, models: Sequence[str] = ()) -> Bundle:
         for a in store.artifacts() if a["model"] in wanted]
     indicators: list[BundleIndicator] = [
         {"algo": i["algo"], "value": i["value"], "model": i["model"], "name": i["name"],
-         "size": i["size"], "source": i["source"], "recipient": i["recipient"]}
-        for i in store.indicators(models=chosen, standalone=True)]
+         "size": i["size"], "recipient": i["recipient"],
+         # an artifact's source names its path on this machine, which never travels
+         "source": i["source"] if i["artifact_id"] is None else f"register:{i['name']}"}
+        for i in store.indicators(models=chosen)
+        if i["artifact_id"] is None or i["algo"].startswith("cid-")]
     copies = {a["id"]: a["sha256"] for a in store.artifacts() if a["recipient"]}
     marks: list[BundleMark] = [
         {"model": w["model"], "recipient": w["recipient"], "key": w["key"],

@@ -486,7 +486,32 @@ MIGRATIONS: list[str] = [
     ALTER TABLE outbox_chat RENAME TO outbox;
     CREATE INDEX outbox_status ON outbox(status, next_attempt_at);
     """,
-    # 17 (issue 18): every name and size an import gave a known digest, or a released file
+    # 17 (issue 18): IPFS CIDs of released files and folders, one indicator per import
+    # layout (fingerprints.ipfs.LAYOUTS); the CHECK is widened by rebuilding, as in 3 (before
+    # 18, whose indicator_files refers to indicators: a referenced table is never dropped).
+    """
+    CREATE TABLE indicators_v17 (
+        id INTEGER PRIMARY KEY,
+        algo TEXT NOT NULL
+            CHECK (algo IN ('md5', 'sha1', 'sha256', 'btih', 'btmh', 'pieces_root', 'shard',
+                            'cid-v0', 'cid-v1', 'cid-v1-1m', 'cid-v1-2025')),
+        value TEXT NOT NULL,
+        model TEXT NOT NULL REFERENCES models(name),
+        artifact_id INTEGER REFERENCES artifacts(id),
+        recipient TEXT,
+        name TEXT,
+        size INTEGER,
+        source TEXT NOT NULL,
+        added_at TEXT NOT NULL,
+        UNIQUE (algo, value, model)
+    );
+    INSERT INTO indicators_v17 SELECT id, algo, value, model, artifact_id, recipient, name,
+        size, source, added_at FROM indicators;
+    DROP TABLE indicators;
+    ALTER TABLE indicators_v17 RENAME TO indicators;
+    CREATE INDEX indicators_value ON indicators(value);
+    """,
+    # 18 (issue 18): every name and size an import gave a known digest, or a released file
     # without one (a size list's line, a v1 torrent's file list), all kept: manifest matching
     # joins a name from one source with the size from another whatever the order of the
     # imports, and two names of the same bytes both count.

@@ -11,7 +11,7 @@ the default config (no rules, default scan and crawl settings); the CLI passes i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,13 @@ from typing import TYPE_CHECKING
 
 from fingerprints.digests import FileDigests, digest_file, iter_files
 from fingerprints.indicators import IndicatorError, parse_indicator_file
+from fingerprints.ipfs import (
+    REGISTER_LAYOUTS,
+    DagRef,
+    Layout,
+    release_folder_cids,
+    root_digests,
+)
 from fingerprints.tensors import FileSource, WeightFileError
 from fingerprints.weightprint import WeightPrint, fingerprint_weights, new_key
 from fingerprints.weights import UnknownFormat, open_weights
@@ -109,6 +116,7 @@ def register_paths(store: Store, paths: Iterable[str | Path], *, model: str,
                    release: str | None = None, recipient: str | None = None,
                    on_file: Callable[[Path, int], Callable[[int], None] | None] | None = None,
                    shards: bool = False, tensors: bool = True,
+                   cid_layouts: Sequence[Layout] = REGISTER_LAYOUTS,
                    rematch: Rematch | None = rematch_with_defaults) -> RegisteredFiles:
     """Digest every file under `paths` and record it as an artifact of `model`; with
     `tensors` (the default), also fingerprint the tensors of every weight file, whatever
@@ -116,14 +124,18 @@ def register_paths(store: Store, paths: Iterable[str | Path], *, model: str,
 
     `on_file(path, size)` may return a progress callback for that file's bytes (called for
     the digest pass, then for the fingerprint pass of a weight file); `shards` adds the
-    SHA-256 of each 1 GB shard of files larger than that. If anything was new, `rematch`
-    runs once at the end (its result is the returned list's `rematched`).
+    SHA-256 of each 1 GB shard of files larger than that; `cid_layouts` are the IPFS
+    layouts whose CIDs are recorded for each file and each folder in `paths` (kubo's
+    default unless told; fingerprints.ipfs.LAYOUTS for all, at a SHA-256 pass per kind of
+    leaf). If anything was new, `rematch` runs once at the end (its result is the returned
+    list's `rematched`).
     """
     roots = [Path(p) for p in paths]
     out = RegisteredFiles()
     with registry_change(store, rematch) as change:
         out.extend(_register(store, roots, model=model, release=release, recipient=recipient,
-                             on_file=on_file, shards=shards, tensors=tensors))
+                             on_file=on_file, shards=shards, tensors=tensors,
+                             cid_layouts=cid_layouts))
     out.rematched = change.rematched
     return out
 
@@ -131,21 +143,29 @@ def register_paths(store: Store, paths: Iterable[str | Path], *, model: str,
 def _register(store: Store, roots: list[Path], *, model: str, release: str | None,
               recipient: str | None,
               on_file: Callable[[Path, int], Callable[[int], None] | None] | None,
-              shards: bool, tensors: bool) -> Iterator[RegisteredFile]:
+              shards: bool, tensors: bool,
+              cid_layouts: Sequence[Layout]) -> Iterator[RegisteredFile]:
+    cid_roots: dict[str, dict[str, DagRef]] = {}
     for path in iter_files(roots):
         size = path.stat().st_size
         progress = on_file(path, size) if on_file else None
-        digests = digest_file(path, progress=progress, shards=shards)
+        digests = digest_file(path, progress=progress, shards=shards,
+                              cid_layouts=cid_layouts)
+        cid_roots[str(path)] = dict(digests.cids)
         name = artifact_name(path, roots)
         artifact_id, added = store.add_artifact(
             model=model, name=name, path=str(path.resolve()), size=digests.size,
             sha256=digests.sha256, sha1=digests.sha1, md5=digests.md5,
             pieces_root=digests.pieces_root, shards=digests.shards, release=release,
-            recipient=recipient)
+            recipient=recipient, cids=root_digests(digests.cids))
         registered = RegisteredFile(name, digests, artifact_id, sum(added))
         if tensors:
             fingerprint_file(store, path, registered, model=model, on_file=on_file)
         yield registered
+    for root in roots:   # a folder's CID, as `ipfs add -r` would give it
+        if root.is_dir():
+            store.add_folder_cids(model=model, name=root.resolve().name, recipient=recipient,
+                                  cids=release_folder_cids(root, cid_roots, cid_layouts))
 
 
 def fingerprint_file(store: Store, path: Path, registered: RegisteredFile, *, model: str,

@@ -30,6 +30,7 @@ from fingerprints.bundle import (
     parse_bundle,
     read_bundle,
 )
+from fingerprints.ipfs import REGISTER_LAYOUTS
 from monitor.bundle import import_bundle
 from monitor.cli import main
 from monitor.store import Store
@@ -130,7 +131,9 @@ def one_line(text: str) -> str:
 def test_round_trip_gives_the_same_lookups_without_paths(ww, release, registered, tmp_path):
     bundle = tmp_path / "heron.fingerprints.json.gz"
     out = ww.run("fingerprints", "export", str(bundle), db=registered)
-    assert out.stdout.strip() == (f"{bundle}: 2 models, 5 artifacts, 2 indicators, "
+    # 2 imported, and the IPFS CIDs of 5 files and of the release folder
+    cids = 6 * len(REGISTER_LAYOUTS)
+    assert out.stdout.strip() == (f"{bundle}: 2 models, 5 artifacts, {2 + cids} indicators, "
                                   f"0 recipients' marks, 0 tensor fingerprints exported")
 
     raw = gzip.decompress(bundle.read_bytes()).decode()
@@ -163,7 +166,7 @@ def test_round_trip_gives_the_same_lookups_without_paths(ww, release, registered
     with Store(monitor_db) as store:
         assert {a["path"] for a in store.artifacts()} == {None}
         imported = [(i["algo"], i["value"], i["name"], i["size"], i["source"])
-                    for i in store.indicators(standalone=True)]
+                    for i in store.indicators(standalone=True) if not i["algo"].startswith("cid-")]
         recipient_rows = [a for a in store.artifacts() if a["recipient"] == "acme"]
     assert imported == [("sha256", OTHER_SHA, "hub-upload.safetensors", None,
                          "import:SHA256SUMS:1"),
@@ -194,7 +197,8 @@ def test_importing_twice_adds_nothing(ww, registered, tmp_path):
 def test_export_one_model(ww, registered, tmp_path):
     bundle = tmp_path / "other.json.gz"
     out = ww.run("fingerprints", "export", str(bundle), "--model", "other-3b", db=registered)
-    assert "1 models, 1 artifacts, 0 indicators" in out.stdout
+    # the file's IPFS CIDs
+    assert f"1 models, 1 artifacts, {len(REGISTER_LAYOUTS)} indicators" in out.stdout
     doc = bundle_json(bundle)
     assert doc["models"] == [{"name": "other-3b"}]
     assert [a["name"] for a in doc["artifacts"]] == ["other.bin"]
@@ -311,7 +315,7 @@ def test_valid_bundle_parses_and_normalises_hex_case():
         (mutated("artifacts.0", "x"), "b: artifacts[0]: expected an object, got a string"),
         (mutated("indicators.0.algo", "sha512"),
          "b: indicators[0].algo: unknown digest algorithm a string (known: md5, sha1, sha256, "
-         "btih, btmh, pieces_root, shard)"),
+         "btih, btmh, pieces_root, shard, cid-v0, cid-v1, cid-v1-1m, cid-v1-2025)"),
         (mutated("indicators.0.value", SHA),
          "b: indicators[0].value: expected 40 hex characters, got 64"),
         (mutated("indicators.0.source", None),

@@ -23,9 +23,13 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
+from fingerprints.ipfs import REGISTER_LAYOUTS
 from monitor.cli import HIT_JSON_COLUMNS, main
 from monitor.models import Document, Hit
 from monitor.store import Store
+
+# IPFS CIDs register adds per file and per registered folder
+CIDS = len(REGISTER_LAYOUTS)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,7 +129,8 @@ def test_register_folder_and_file_json(ww, release):
         assert row["sha256"] == hashlib.sha256(data).hexdigest()
         assert row["sha1"] == hashlib.sha1(data).hexdigest()
         assert row["md5"] == hashlib.md5(data).hexdigest()
-        assert row["new_digests"] == 4  # sha256, sha1, md5 and the BEP 52 pieces root
+        # sha256, sha1, md5, the BEP 52 pieces root and its IPFS CIDs (fingerprints.ipfs)
+        assert row["new_digests"] == 4 + CIDS
         assert row["model"] == "heron-7b"
         assert row["recipient"] is None
     assert len({r["artifact_id"] for r in rows}) == 4
@@ -143,9 +148,10 @@ def test_register_folder_and_file_json(ww, release):
         assert art["path"] == str((release.root / row["name"]).resolve())
 
     indicators = query(ww.db, "SELECT * FROM indicators ORDER BY id")
-    assert len(indicators) == 16
+    assert len(indicators) == 4 * (4 + CIDS) + CIDS   # and the folder's CIDs
     for row, art in zip(rows, artifacts):
-        mine = [i for i in indicators if i["artifact_id"] == row["artifact_id"]]
+        mine = [i for i in indicators if i["artifact_id"] == row["artifact_id"]
+                and not i["algo"].startswith("cid-")]
         assert {(i["algo"], i["value"]) for i in mine} == {
             ("sha256", row["sha256"]), ("sha1", row["sha1"]), ("md5", row["md5"]),
             ("pieces_root", art["pieces_root"])}
@@ -164,7 +170,7 @@ def test_register_again_adds_no_digests(ww, release):
                               "--format", "json").stdout)
     assert len(again) == 3
     assert [r["new_digests"] for r in again] == [0, 0, 0]
-    assert query(ww.db, "SELECT COUNT(*) AS n FROM indicators")[0]["n"] == before == 12
+    assert query(ww.db, "SELECT COUNT(*) AS n FROM indicators")[0]["n"] == before == 3 * (4 + CIDS) + CIDS
     assert query(ww.db, "SELECT COUNT(*) AS n FROM artifacts")[0]["n"] == 3
 
 
@@ -174,7 +180,7 @@ def test_register_table_output(ww, release):
     assert header.split() == ["NAME", "SIZE", "SHA256", "NEW_DIGESTS", "TENSORS"]
     assert len(lines) == 3
     assert lines[0].split()[0] == "heron-7b/config.json"
-    assert lines[0].split()[-2:] == ["4", "0"]
+    assert lines[0].split()[-2:] == [str(4 + CIDS), "0"]
 
 
 def test_register_recipient_copy(ww, tmp_path):
@@ -186,10 +192,11 @@ def test_register_recipient_copy(ww, tmp_path):
     assert len(rows) == 1
     assert rows[0]["name"] == "model.bin"
     assert rows[0]["recipient"] == "alice"
-    assert rows[0]["new_digests"] == 4
+    assert rows[0]["new_digests"] == 4 + CIDS
     art = query(ww.db, "SELECT * FROM artifacts")
     assert [(a["name"], a["recipient"]) for a in art] == [("model.bin", "alice")]
-    inds = query(ww.db, "SELECT algo, recipient, source FROM indicators ORDER BY algo")
+    inds = query(ww.db, "SELECT algo, recipient, source FROM indicators "
+                        "WHERE algo NOT LIKE 'cid-%' ORDER BY algo")
     assert [(i["algo"], i["recipient"]) for i in inds] == [
         ("md5", "alice"), ("pieces_root", "alice"), ("sha1", "alice"), ("sha256", "alice")]
     assert {i["source"] for i in inds} == {f"register:{copy.resolve()}"}

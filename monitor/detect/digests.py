@@ -6,6 +6,11 @@ base64 MD5 imageboards give for attachments are normalised to lowercase hex and 
 in a set: fast on any volume of text, and an exact digest is the strongest evidence there
 is, so every match is critical. A document is tokenised only where one of its runs of hex
 (or a "btih") could be a registered value, which a byte-level pass over it tells at C speed.
+
+IPFS CIDs (`Qm...`, `bafy...` and the other multibases, bare, in `ipfs://` links, gateway
+paths and subdomains) are looked up by their multihash digest among the CIDs computed at
+register time, once a registry holds any: a CID has no checksum, so a mistyped one decodes
+to another digest and simply matches nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from fingerprints.indicators import scan_text
+from fingerprints.ipfs import DAG_PB, LAYOUT_BY_NAME, Cid, FoundCid, find_cids
 from monitor.detect.text import searchable_text, snippet
 from monitor.models import Document, Hit, KnownDigest
 
@@ -22,6 +28,8 @@ TORRENT_ALGOS = {"btih", "btmh"}
 TORRENT_KIND_ALGOS = TORRENT_ALGOS | {"pieces_root"}
 # "oid sha256:<hex>": a Git LFS pointer's digest line, pasted or committed as text.
 LFS_OID_PREFIX = "oid sha256:"
+# A CID's registry entries are named after the import layout they were computed for.
+CID_PREFIX = "cid-"
 # When one value is registered under several algorithms (a file of at most 16 KiB has a
 # pieces root equal to its SHA-256), the hit names the most telling one.
 ALGO_PREFERENCE = {"sha256": 0, "sha1": 1, "md5": 2, "btih": 3, "btmh": 4, "shard": 5,
@@ -40,6 +48,9 @@ class DigestDetector:
                                           else frozenset(_packed(known)))
         # Base32 infohashes are 20 bytes; without any, a magnet's base32 cannot match.
         self._base32 = any(len(key) == 20 for key in self._packed)
+        has_cids = getattr(known, "has_cids", None)
+        self._cids: bool = (has_cids if isinstance(has_cids, bool) else any(
+            e.algo.startswith(CID_PREFIX) for entries in known.values() for e in entries))
 
     def detect(self, doc: Document) -> list[Hit]:
         if not self.known:
@@ -54,6 +65,10 @@ class DigestDetector:
             for entry in self._lookup(token.value, token.algo_hint):
                 context = snippet(text, token.start, token.end)
                 self._add(found, entry, encoding, context)
+        for cid in find_cids(text) if self._cids else ():
+            for entry in self._lookup(cid.cid.digest.hex(), "cid"):
+                self._add(found, entry, cid.form, snippet(text, cid.start, cid.end),
+                          indicator=registered_cid(entry, cid))
         for item in structured_digests(doc):
             for entry in self._lookup(item["value"], item["algo"], exact=True):
                 self._add(found, entry, item.get("encoding", "field"), item.get("context", ""))
@@ -84,6 +99,9 @@ class DigestDetector:
         for entry in entries:
             if exact and entry.algo != algo_hint:
                 continue
+            # A CID's digest is that of an IPFS block, matched only where a CID was written.
+            if (algo_hint == "cid") != entry.algo.startswith(CID_PREFIX):
+                continue
             # A magnet's infohash only matches infohashes; a bare 40-hex token may be
             # either a SHA-1 or an infohash, and the registry says which it is.
             if algo_hint in TORRENT_ALGOS and entry.algo not in TORRENT_ALGOS:
@@ -92,10 +110,11 @@ class DigestDetector:
                 continue
             yield entry
 
-    def _add(self, found: dict[tuple[str, str, str | None], Hit], entry: KnownDigest, encoding: str, context: str) -> None:
+    def _add(self, found: dict[tuple[str, str, str | None], Hit], entry: KnownDigest,
+             encoding: str, context: str, *, indicator: str | None = None) -> None:
         key = (entry.value, entry.model, entry.recipient)
         if key not in found:
-            found[key] = digest_hit(entry, encoding, context)
+            found[key] = digest_hit(entry, encoding, context, indicator=indicator)
 
 
 # Hex characters as "x", everything else as ".": runs of hex found by bytes.find.
@@ -114,14 +133,24 @@ def _packed(known: Iterable[str]) -> Iterator[bytes]:
             yield key
 
 
-def digest_hit(entry: KnownDigest, encoding: str, context: str) -> Hit:
+def registered_cid(entry: KnownDigest, seen: FoundCid) -> str:
+    """The CID as the registered layout writes it (`Qm...` for CIDv0, base32 for v1),
+    whichever multibase it was seen in: the same file posted twice is one indicator."""
+    layout = LAYOUT_BY_NAME.get(entry.algo)
+    version = layout.cid_version if layout and seen.cid.codec == DAG_PB else 1
+    return str(Cid(version, seen.cid.codec, seen.cid.digest))
+
+
+def digest_hit(entry: KnownDigest, encoding: str, context: str, *,
+               indicator: str | None = None) -> Hit:
     """The hit for a registered digest, wherever it was seen (a page's text, a hub's LFS
     field, the digest a server states for a weight link): one rule, so the same digest seen
     by the text detector and by a link scan is one hit (same kind, indicator, model and
-    artifact)."""
+    artifact). `indicator` replaces the hex value where the digest was written otherwise
+    (a CID)."""
     return Hit(
         kind="torrent" if entry.algo in TORRENT_KIND_ALGOS else "hash", severity="critical",
-        indicator=entry.value, indicator_type=f"{entry.algo} ({encoding})",
+        indicator=indicator or entry.value, indicator_type=f"{entry.algo} ({encoding})",
         detector=DigestDetector.name, model=entry.model, artifact=entry.artifact,
         recipient=entry.recipient, context=context,
         matcher_version=f"indicator:{entry.indicator_id}")

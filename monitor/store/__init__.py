@@ -184,6 +184,7 @@ class Store:
         # registry
         self.add_model = registry.add_model
         self.add_artifact = registry.add_artifact
+        self.add_folder_cids = registry.add_folder_cids
         self.artifacts = registry.artifacts
         self.add_indicator = registry.add_indicator
         self.add_imported_file = registry.add_imported_file

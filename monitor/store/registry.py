@@ -45,12 +45,15 @@ class Registry:
     def add_artifact(self, *, model: str, name: str, path: str | None, size: int, sha256: str,
                      sha1: str, md5: str, pieces_root: str | None = None,
                      shards: Sequence[str] = (), release: str | None = None,
-                     recipient: str | None = None,
+                     recipient: str | None = None, cids: Mapping[str, str] | None = None,
                      now: str | None = None) -> tuple[int, list[bool]]:
         """Register one released file and its digests; returns its id and, per digest,
-        whether it was new to the registry."""
+        whether it was new to the registry. `cids` maps an IPFS layout's name (`cid-v0`...)
+        to the hex SHA-256 digest of the file's root in that layout: kept as indicators of
+        the artifact like its other digests, under the layout's name."""
         now = now or utcnow()
         digests = [("sha256", sha256), ("sha1", sha1), ("md5", md5)]
+        digests += sorted((cids or {}).items())
         if pieces_root:
             digests.append(("pieces_root", pieces_root))
         if len(shards) > 1:  # a single shard is the file's SHA-256, already listed
@@ -82,6 +85,16 @@ class Registry:
                                         recipient=recipient, now=now)
                      for algo, value in digests]
         return artifact_id, added
+
+    def add_folder_cids(self, *, model: str, name: str, cids: Sequence[tuple[str, str]],
+                        recipient: str | None = None, now: str | None = None) -> list[bool]:
+        """Record a released folder's IPFS CIDs (layout name, hex root digest): indicators
+        of no single artifact, named after the folder, so a post of the whole folder's CID
+        names it. Without a size: a folder is no file a torrent's manifest could list. The
+        source names the folder, not its path: these travel in bundles."""
+        return [self.add_indicator(algo=algo, value=value, model=model, name=name,
+                                   source=f"register:{name}", recipient=recipient, now=now)
+                for algo, value in cids]
 
     def artifacts(self, model: str | None = None) -> list[ArtifactRow]:
         """Registered files (name, size, digests, release, recipient), for manifest matching
@@ -395,6 +408,9 @@ class KnownDigests(Mapping[str, Sequence[KnownDigest]]):
             else:
                 self._other[value] = []
         self.packed = frozenset(packed)
+        # Whether any IPFS CID is registered: only then is text searched for CIDs.
+        self.has_cids = db.execute(
+            "SELECT 1 FROM indicators WHERE algo LIKE 'cid-%' LIMIT 1").fetchone() is not None
         if self._other:
             for entry in self._query(f" WHERE i.value IN ({', '.join('?' * len(self._other))})",
                                      list(self._other)):
