@@ -19,8 +19,8 @@ build:
 - XML (feeds, Torznab) is refused with a one-line SourceError past MAX_XML_ELEMENTS or
   MAX_XML_DEPTH: a feed that large is not a feed, and half a feed would be read as all of it.
 
-Parsing runs in a thread of its own (`off_loop`) so the event loop keeps serving fetches
-and signals. When the awaiting task is cancelled (the run timeout, SIGTERM), the thread is
+Parsing runs in a parse thread (`off_loop`; threads are kept for the next call) so the
+event loop keeps serving fetches and signals. When the awaiting task is cancelled (the run timeout, SIGTERM), the thread is
 interrupted too: ParseCancelled is raised inside it at its next Python instruction. libxml2
 is fed CHUNK bytes at a time (well under a millisecond each), the bounded builder and the
 extraction loops run Python for every element, so it stops within milliseconds instead of
@@ -35,6 +35,8 @@ import contextvars
 import ctypes
 import functools
 import itertools
+import os
+import queue
 import re
 import threading
 import weakref
@@ -520,9 +522,10 @@ def _async_exc(ident: int, exc: type[BaseException] | None) -> int:
 
 
 class _Job:
-    """One call in its own (daemon) thread, interruptible. The lock orders interrupt()
-    against the thread's start and end, so ParseCancelled is raised only inside the call
-    and never in a thread that has moved on; a pending one is cleared at the end."""
+    """One interruptible call, run by a parse thread (`_Worker`). The lock orders
+    interrupt() against the call's start and end, so ParseCancelled is raised only inside
+    the call and never in a thread that has moved on to idling or to the next call; a
+    pending one is cleared at the end, before the thread is handed out again."""
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...],
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -532,7 +535,6 @@ class _Job:
         self.lock = threading.Lock()
         self.ident: int | None = None
         self.cancelled = self.injected = self.finished = False
-        self.thread = threading.Thread(target=self._run, name="weightwatch-parse", daemon=True)
 
     def _begin(self) -> None:
         with self.lock:
@@ -546,7 +548,9 @@ class _Job:
             if self.injected:
                 _async_exc(self.ident or 0, None)
 
-    def _run(self) -> None:
+    def run(self, done: Callable[[], None]) -> None:
+        """Run the call in this thread, call `done` (the thread is free again: the next
+        call may be handed to it before this one's result is delivered), then deliver."""
         ok, value = False, None
         try:
             try:
@@ -556,6 +560,7 @@ class _Job:
                 self._end()
         except BaseException as exc:  # delivered to the awaiting task, or dropped if gone
             value = exc
+        done()
         try:
             self.loop.call_soon_threadsafe(self._settle, ok, value)
         except RuntimeError:
@@ -579,19 +584,64 @@ class _Job:
             return _async_exc(self.ident, ParseCancelled) == 1
 
 
+class _Worker:
+    """A parse thread kept for the next call: starting a thread costs more than parsing a
+    small page. It is named "weightwatch-parse" while it runs a call and
+    "weightwatch-parse-idle" while it waits for one. A call that ignores ParseCancelled
+    keeps its thread busy, never blocking others: a call finding no idle thread starts one.
+    At most PARSE_SLOTS threads wait idle; one finishing beyond that ends."""
+
+    _lock = threading.Lock()
+    _idle: list[_Worker] = []
+
+    def __init__(self) -> None:
+        self.inbox: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._serve, name="weightwatch-parse",
+                                       daemon=True)
+        self.retire = False
+
+    @classmethod
+    def submit(cls, job: _Job) -> None:
+        with cls._lock:
+            worker = cls._idle.pop() if cls._idle else None
+        if worker is None:
+            worker = cls()
+            worker.thread.start()
+        worker.thread.name = "weightwatch-parse"
+        worker.inbox.put(job)
+
+    def _free(self) -> None:
+        with self._lock:
+            if len(self._idle) < PARSE_SLOTS:
+                self.thread.name = "weightwatch-parse-idle"
+                self._idle.append(self)
+            else:
+                self.retire = True
+
+    def _serve(self) -> None:
+        while True:
+            self.inbox.get().run(self._free)
+            if self.retire:
+                return
+
+
+# A forked child has none of its parent's threads, so none of them is idle there.
+os.register_at_fork(after_in_child=_Worker._idle.clear)
+
+
 _slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
     weakref.WeakKeyDictionary()
 
 
 async def off_loop(fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)` in a thread of its own, at most PARSE_SLOTS at once; cancelling the
+    """`fn(*args)` in a parse thread (`_Worker`), at most PARSE_SLOTS at once; cancelling the
     awaiting task stops the thread (ParseCancelled inside it) before CancelledError goes
     on, so a run timeout or a shutdown leaves no parse behind."""
     loop = asyncio.get_running_loop()
     slots = _slots.setdefault(loop, asyncio.Semaphore(PARSE_SLOTS))
     async with slots:
         job = _Job(fn, args, loop)
-        job.thread.start()
+        _Worker.submit(job)
         try:
             return await asyncio.shield(job.future)
         except asyncio.CancelledError:

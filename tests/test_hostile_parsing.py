@@ -393,3 +393,33 @@ def test_peak_memory_of_a_20mb_page_stays_a_small_multiple_of_it() -> None:
     size, before, after, chars = map(int, proc.stdout.splitlines()[-1].split())
     assert chars > size // 2  # the text past the cap was read
     assert after - before < 10 * size, (size, before, after)
+
+
+def test_parse_threads_are_kept_and_a_cancelled_one_serves_the_next_call_cleanly() -> None:
+    """Starting a thread per page cost more than parsing it, so parse threads are kept;
+    a thread whose call was interrupted is kept too, and no ParseCancelled meant for that
+    call ever lands in the next one (each call below would raise it within its loop)."""
+
+    def spin() -> None:
+        while True:
+            pass
+
+    def busy(seconds: float) -> threading.Thread:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            pass
+        return threading.current_thread()
+
+    async def main() -> tuple[set[threading.Thread], list[threading.Thread]]:
+        # Thread objects, held: an ended thread's ident may be given to the next one.
+        first = {await off_loop(threading.current_thread) for _ in range(20)}
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(off_loop(spin), timeout=0.05)
+        after = [await off_loop(busy, 0.01) for _ in range(20)]
+        return first, after
+
+    threads_before = threading.active_count()
+    first, after = asyncio.run(main())
+    assert len(first) == 1  # one after the other: the same kept thread every time
+    assert len(set(after)) == 1
+    assert threading.active_count() - threads_before <= 2  # PARSE_SLOTS idle at most
