@@ -64,12 +64,33 @@ MAX_HTML_DEPTH = 256
 # 400 MB as bs4's dicts). The first ones are kept.
 MAX_HTML_ATTRIBUTES = 100
 # lxml hands the tree builder every attribute of a start tag in one dict before any cap can
-# act (2 M attributes in a 20 MB tag: 500 MB), so a start tag longer than this keeps only
-# its name. Real tags are shorter except inline data: URIs, which nothing here reads; lxml
+# act (2 M attributes in a 20 MB tag: 500 MB), so a tag longer than this keeps only its
+# name. Real tags are shorter except inline data: URIs, which nothing here reads; lxml
 # itself reads a "<x" that is never closed as a tag, so no page text is lost.
 MAX_TAG_BYTES = 65_536
-_LONG_TAG = re.compile(rf"<([A-Za-z][^\s/<>]*+)[^<>]{{{MAX_TAG_BYTES},}}")
-_LONG_TAG_BYTES = re.compile(_LONG_TAG.pattern.encode())
+# Where a tag ends is where libxml2's HTML5 tokenizer ends it: at a ">" outside a quoted
+# attribute value. A value is quoted only right after "=" (and blanks), "<" never ends a
+# tag, and nothing inside a comment, a bogus comment (<!x>, <?x>, </1>) or the raw text of
+# script, style, title, textarea, xmp, iframe, noembed or noframes is a tag.
+_WS = "\t\n\f\r "
+_RAW_TEXT = "script|style|title|textarea|xmp|iframe|noembed|noframes"
+_TAGS = re.compile(
+    r"<!--(?:-?>|(?s:.*?)--!?>|(?s:.*+))"  # comments
+    r"|<[!?][^>]*+>?|</(?![A-Za-z])[^>]*+>?"  # bogus comments, doctypes, CDATA
+    # A tag's name: raw text, plaintext or any other (the first that fits)...
+    rf"|(?P<name><(?:(?P<raw>(?i:{_RAW_TEXT}))(?=[{_WS}/>])"
+    rf"|(?P<plain>(?i:plaintext))(?=[{_WS}/>])|/?[A-Za-z][^{_WS}/>]*+))"
+    # ... its attributes...
+    rf"(?P<attributes>(?:[{_WS}/]++|[^{_WS}/>][^{_WS}/=>]*+"
+    rf"(?:[{_WS}]*+=[{_WS}]*+(?:\"[^\"]*+\"?|'[^']*+'?|[^{_WS}>]*+))?)*+)"
+    # ... and the text of raw text up to its end tag, or of plaintext to the end.
+    rf"(?(raw)(?:>(?s:.*?)(?=</(?i:(?P=raw))[{_WS}/>])|(?s:.*+)))(?(plain)(?s:.*+))")
+# Most pages are settled by two quick passes: a tag without a quoted ">" is a run without
+# ">" (_PLAIN_LONG_TAG cuts it when it is long: a run that is no tag ends at the same ">"
+# and holds no page text, or libxml2 would read it as a tag too). Only a page with a
+# quoted ">" (_QUOTED_GT) is read tag by tag.
+_PLAIN_LONG_TAG = re.compile(rf"<([A-Za-z][^\s/<>]*+)[^>]{{{MAX_TAG_BYTES},}}")
+_QUOTED_GT = (re.compile(rf"=[{_WS}]*+\"[^\">]*+>"), re.compile(rf"=[{_WS}]*+'[^'>]*+>"))
 _WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
               (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 # A Torznab answer of 100 results has ~3,000 elements, a feed of 500 entries ~10,000.
@@ -290,8 +311,8 @@ def parse_html(markup: bytes | str, url: str = "", charset: str | None = None, *
 
 
 def _short_tags(markup: bytes | str, charset: str | None) -> bytes | str:
-    """`markup` with every start tag longer than MAX_TAG_BYTES cut to its name. Bytes in
-    an ASCII-compatible encoding are cut as bytes; UTF-16 and UTF-32 (a BOM, or the HTTP
+    """`markup` with every tag longer than MAX_TAG_BYTES cut to its name. Bytes in
+    an ASCII-compatible encoding are cut in place (read as Latin-1); UTF-16 and UTF-32 (a BOM, or the HTTP
     charset) are decoded first, since their "<" is not the byte b"<"."""
     if isinstance(markup, bytes):
         wide = next((name for bom, name in _WIDE_BOMS if markup.startswith(bom)), None)
@@ -302,9 +323,35 @@ def _short_tags(markup: bytes | str, charset: str | None) -> bytes | str:
                 name = ""
             wide = name if name.startswith(("utf-16", "utf-32")) else None
         if wide is None:
-            return _LONG_TAG_BYTES.sub(rb"<\1", markup)
+            # Latin-1 maps each byte to one character, so "<", ">", quotes and blanks are
+            # found where they are in any ASCII-compatible encoding, and back again.
+            cut = _cut_long_tags(markup.decode("latin-1")) if len(markup) > MAX_TAG_BYTES \
+                else None
+            return markup if cut is None else cut.encode("latin-1")
         markup = markup.decode(wide, errors="replace")
-    return _LONG_TAG.sub(r"<\1", markup)
+    cut = _cut_long_tags(markup)
+    return markup if cut is None else cut
+
+
+def _cut_long_tags(markup: str) -> str | None:
+    """`markup` with every tag longer than MAX_TAG_BYTES cut to its name (None when none
+    is). Linear: the patterns never backtrack into what they matched, and each tag, comment
+    and raw text is read once."""
+    if len(markup) <= MAX_TAG_BYTES:
+        return None
+    if not any(quoted.search(markup) for quoted in _QUOTED_GT):
+        cut, count = _PLAIN_LONG_TAG.subn(r"<\1", markup)
+        return cut if count else None
+    pieces: list[str] = []
+    done = 0
+    for tag in [found for found in _TAGS.finditer(markup)
+                if found.end("attributes") - found.start("attributes") >= MAX_TAG_BYTES]:
+        pieces += (markup[done:tag.start()], tag["name"])
+        done = tag.end("attributes")
+    if not pieces:
+        return None
+    pieces.append(markup[done:])
+    return "".join(pieces)
 
 
 def truncated(page: HtmlPage) -> bool:
