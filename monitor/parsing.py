@@ -220,6 +220,8 @@ def _native(markup: bytes | str, encoding: str | None, max_elements: int,
     """libxml2's own tree, fed a chunk at a time and counted as it grows; None as soon
     as it passes a cap (or libxml2's depth limit), after at most one chunk more than the
     caps allow, so the caller reads the page through the bounded builder instead."""
+    if len(markup) <= CHUNK:
+        return _whole(markup, encoding, max_elements, max_depth)
     parser = etree.HTMLPullParser(events=("start", "end", "comment", "pi"),
                                   encoding=encoding, recover=True)
     elements = depth = 0
@@ -248,7 +250,36 @@ def _native(markup: bytes | str, encoding: str | None, max_elements: int,
     return None if past_a_cap() else root
 
 
-def _close(parser: etree.HTMLPullParser[Any]) -> Node | None:
+# What `_native` counts event by event, asked of a whole tree in C: some element's 101st
+# attribute, all elements, comments and PIs, and (`_past_depth`) an element one too deep.
+_PAST_ATTRIBUTES = etree.XPath(f"boolean(//@*[{MAX_HTML_ATTRIBUTES + 1}])")
+_NODES = etree.XPath("count(//* | //comment() | //processing-instruction())")
+
+
+@functools.lru_cache(maxsize=16)
+def _past_depth(depth: int) -> etree.XPath:
+    return etree.XPath("boolean(" + "/*" * (depth + 1) + ")")
+
+
+def _whole(markup: bytes | str, encoding: str | None, max_elements: int,
+           max_depth: int) -> Node | None:
+    """`_native` for a page of one chunk: it is parsed whole before any count could stop
+    it, so it is counted once parsed, by XPath; libxml2's events alone, read in Python,
+    cost as much as the parse."""
+    parser = etree.HTMLParser(encoding=encoding, recover=True)
+    parser.feed(markup)
+    root = _close(parser)
+    if root is None:
+        return None
+    # Each element, comment or PI takes 3 bytes at least, so a short page is under the cap.
+    if len(markup) // 3 > max_elements and cast(float, _NODES(root)) > max_elements:
+        return None
+    if _PAST_ATTRIBUTES(root) or _past_depth(min(max_depth, _NATIVE_DEPTH))(root):
+        return None
+    return root
+
+
+def _close(parser: etree.HTMLPullParser[Any] | etree.HTMLParser[Any]) -> Node | None:
     """The parsed root; None for a page without elements (empty, text or comments only)."""
     try:
         root: Node | None = parser.close()
