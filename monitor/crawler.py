@@ -86,14 +86,15 @@ async def _crawl(target: Target, store: Store, fetcher: Fetcher, detection: Dete
     source = ADAPTERS[target.kind](target, fetcher, store.cursor(target.name))
     async for doc in source.documents():
         result.documents_seen += 1
-        previous = store.document_hash(doc.target, doc.key)
-        if previous == doc.content_sha256:
+        content_sha = doc.content_sha256
+        if store.document_hash(doc.target, doc.key) == content_sha:
             store.touch_document(doc.target, doc.key)
             continue
         # Weight links are read by range and compared with the tensor fingerprints; the
         # verdict is stored before the document, so a crash in between rescans nothing.
         hits = await detection.detect(doc, target)
-        saved, new_hits = store.save_document(doc, hits, run_id, channels=channels)
+        saved, new_hits = store.save_document(doc, hits, run_id, channels=channels,
+                                              content_sha256=content_sha)
         result.documents_new += saved.is_new
         result.documents_changed += not saved.is_new
         result.hits_new += len(new_hits)

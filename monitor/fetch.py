@@ -28,7 +28,6 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.cookiejar import DefaultCookiePolicy
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
@@ -148,6 +147,7 @@ def _same_origin_key(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), parts.port or default
 
 
+@functools.lru_cache(maxsize=4096)  # every request checks its host's addresses again
 def address_class(address: str) -> tuple[str, str]:
     """Where an address may be reached from: `("public", "")` for any target,
     `("private", what)` only for a target with `allow_private`, `("never", what)` for no
@@ -546,6 +546,16 @@ class PinnedTransport(httpx.AsyncHTTPTransport):
             network_backend=PinnedBackend(vet, backend))
 
 
+class _NoCookies(httpx.Cookies):
+    """A client's cookie jar that keeps none. Refusing each cookie by policy (a jar with a
+    DefaultCookiePolicy allowing no domain) kept none either, but made httpx wrap every
+    response in urllib's request and response to ask the policy: a tenth of a request's
+    CPU."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
 # --- robots.txt ----------------------------------------------------------------------
 
 
@@ -679,8 +689,8 @@ class Fetcher:
                                        trust_env=False, transport=transport, proxy=proxy_url,
                                        verify=ssl_context() if proxy_url else True)
             # Targets say which cookies they send; a site's Set-Cookie must not leak into
-            # the requests of other targets sharing this client.
-            client.cookies.jar.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+            # the requests of other targets sharing this client: the jar keeps nothing.
+            client._cookies = _NoCookies()  # noqa: SLF001 (httpx has no public way)
             self._clients[key] = client
         return client
 
@@ -743,7 +753,7 @@ class Fetcher:
             retry_after = None
             try:
                 status, response_headers, body = await self._attempt(
-                    client, url, host, headers, max_bytes, truncate, secrets)
+                    client, url, safe_url, host, headers, max_bytes, truncate, secrets)
             except _Transient as exc:
                 if attempt == attempts:
                     after = f" (after {attempts} attempts)" if attempts > 1 else ""
@@ -773,7 +783,8 @@ class Fetcher:
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _attempt(self, client: httpx.AsyncClient, url: str, host: str, headers: httpx.Headers,
+    async def _attempt(self, client: httpx.AsyncClient, url: str, safe_url: str, host: str,
+                       headers: httpx.Headers,
                        max_bytes: int, truncate: bool,
                        secrets: list[str]) -> tuple[int, httpx.Headers, bytes]:
         sem = self._host_sems.get(host)
@@ -787,11 +798,12 @@ class Fetcher:
             deadline = self.settings.request_deadline
             try:
                 async with asyncio.timeout(deadline):
-                    return await self._stream(client, url, headers, max_bytes, truncate, secrets)
+                    return await self._stream(client, url, safe_url, headers, max_bytes,
+                                              truncate, secrets)
             except TimeoutError:
                 # Not a _Transient: a host that trickles its answer would do so again, and
                 # each retry would stall the target for another whole deadline.
-                raise FetchError(f"gave up on {redact_url(url)}: no complete answer within the "
+                raise FetchError(f"gave up on {safe_url}: no complete answer within the "
                                  f"request_deadline of {deadline:g}s") from None
 
     async def _wait_turn(self, host: str) -> None:
@@ -803,13 +815,14 @@ class Fetcher:
         if start > now:
             await asyncio.sleep(start - now)
 
-    async def _stream(self, client: httpx.AsyncClient, url: str, headers: httpx.Headers,
+    async def _stream(self, client: httpx.AsyncClient, url: str, safe_url: str,
+                      headers: httpx.Headers,
                       max_bytes: int, truncate: bool,
                       secrets: list[str]) -> tuple[int, httpx.Headers, bytes]:
         """One GET with its body read raw and decoded by a `BoundedDecoder`: `max_bytes`
         holds for the bytes on the wire, each stage of decoding and the decoded body. With
-        `truncate` the body stops at `max_bytes` decoded bytes instead of failing."""
-        safe_url = redact_url(url)
+        `truncate` the body stops at `max_bytes` decoded bytes instead of failing.
+        `safe_url` is `redact_url(url)`, made once for all attempts."""
         over_cap = f"response from {safe_url} exceeded the {max_bytes}-byte cap"
         try:
             async with client.stream("GET", url, headers=headers) as response:
@@ -931,8 +944,21 @@ def _origin(scheme: str, host: str, port: int | None) -> str:
     return f"{scheme}://{shown}" + (f":{port}" if port else "")
 
 
+# A URL's scheme and authority, as httpx splits them: all a pin key depends on.
+_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/?#]*")
+
+
 def _pin_key(url: str) -> str:
-    """The host as httpcore will hand it to `connect_tcp` (IDNA-encoded, lowercase)."""
+    """The host as httpcore will hand it to `connect_tcp` (IDNA-encoded, lowercase).
+    Worked out once per authority: httpx's URL parser costs more than the SSRF check it
+    serves. (A key that differed from httpcore's would only make `vetted_addresses`
+    check the host again.)"""
+    match = _AUTHORITY.match(url)
+    return _authority_pin_key(match.group(0) if match else url)
+
+
+@functools.lru_cache(maxsize=1024)
+def _authority_pin_key(url: str) -> str:
     try:
         return httpx.URL(url).raw_host.decode("ascii").lower()
     except (httpx.InvalidURL, UnicodeError):

@@ -19,8 +19,8 @@ build:
 - XML (feeds, Torznab) is refused with a one-line SourceError past MAX_XML_ELEMENTS or
   MAX_XML_DEPTH: a feed that large is not a feed, and half a feed would be read as all of it.
 
-Parsing runs in a thread of its own (`off_loop`) so the event loop keeps serving fetches
-and signals. When the awaiting task is cancelled (the run timeout, SIGTERM), the thread is
+Parsing runs in a parse thread (`off_loop`; threads are kept for the next call) so the
+event loop keeps serving fetches and signals. When the awaiting task is cancelled (the run timeout, SIGTERM), the thread is
 interrupted too: ParseCancelled is raised inside it at its next Python instruction. libxml2
 is fed CHUNK bytes at a time (well under a millisecond each), the bounded builder and the
 extraction loops run Python for every element, so it stops within milliseconds instead of
@@ -35,6 +35,8 @@ import contextvars
 import ctypes
 import functools
 import itertools
+import os
+import queue
 import re
 import threading
 import weakref
@@ -62,12 +64,33 @@ MAX_HTML_DEPTH = 256
 # 400 MB as bs4's dicts). The first ones are kept.
 MAX_HTML_ATTRIBUTES = 100
 # lxml hands the tree builder every attribute of a start tag in one dict before any cap can
-# act (2 M attributes in a 20 MB tag: 500 MB), so a start tag longer than this keeps only
-# its name. Real tags are shorter except inline data: URIs, which nothing here reads; lxml
+# act (2 M attributes in a 20 MB tag: 500 MB), so a tag longer than this keeps only its
+# name. Real tags are shorter except inline data: URIs, which nothing here reads; lxml
 # itself reads a "<x" that is never closed as a tag, so no page text is lost.
 MAX_TAG_BYTES = 65_536
-_LONG_TAG = re.compile(rf"<([A-Za-z][^\s/<>]*+)[^<>]{{{MAX_TAG_BYTES},}}")
-_LONG_TAG_BYTES = re.compile(_LONG_TAG.pattern.encode())
+# Where a tag ends is where libxml2's HTML5 tokenizer ends it: at a ">" outside a quoted
+# attribute value. A value is quoted only right after "=" (and blanks), "<" never ends a
+# tag, and nothing inside a comment, a bogus comment (<!x>, <?x>, </1>) or the raw text of
+# script, style, title, textarea, xmp, iframe, noembed or noframes is a tag.
+_WS = "\t\n\f\r "
+_RAW_TEXT = "script|style|title|textarea|xmp|iframe|noembed|noframes"
+_TAGS = re.compile(
+    r"<!--(?:-?>|(?s:.*?)--!?>|(?s:.*+))"  # comments
+    r"|<[!?][^>]*+>?|</(?![A-Za-z])[^>]*+>?"  # bogus comments, doctypes, CDATA
+    # A tag's name: raw text, plaintext or any other (the first that fits)...
+    rf"|(?P<name><(?:(?P<raw>(?i:{_RAW_TEXT}))(?=[{_WS}/>])"
+    rf"|(?P<plain>(?i:plaintext))(?=[{_WS}/>])|/?[A-Za-z][^{_WS}/>]*+))"
+    # ... its attributes...
+    rf"(?P<attributes>(?:[{_WS}/]++|[^{_WS}/>][^{_WS}/=>]*+"
+    rf"(?:[{_WS}]*+=[{_WS}]*+(?:\"[^\"]*+\"?|'[^']*+'?|[^{_WS}>]*+))?)*+)"
+    # ... and the text of raw text up to its end tag, or of plaintext to the end.
+    rf"(?(raw)(?:>(?s:.*?)(?=</(?i:(?P=raw))[{_WS}/>])|(?s:.*+)))(?(plain)(?s:.*+))")
+# Most pages are settled by two quick passes: a tag without a quoted ">" is a run without
+# ">" (_PLAIN_LONG_TAG cuts it when it is long: a run that is no tag ends at the same ">"
+# and holds no page text, or libxml2 would read it as a tag too). Only a page with a
+# quoted ">" (_QUOTED_GT) is read tag by tag.
+_PLAIN_LONG_TAG = re.compile(rf"<([A-Za-z][^\s/<>]*+)[^>]{{{MAX_TAG_BYTES},}}")
+_QUOTED_GT = (re.compile(rf"=[{_WS}]*+\"[^\">]*+>"), re.compile(rf"=[{_WS}]*+'[^'>]*+>"))
 _WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
               (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
 # A Torznab answer of 100 results has ~3,000 elements, a feed of 500 entries ~10,000.
@@ -197,6 +220,8 @@ def _native(markup: bytes | str, encoding: str | None, max_elements: int,
     """libxml2's own tree, fed a chunk at a time and counted as it grows; None as soon
     as it passes a cap (or libxml2's depth limit), after at most one chunk more than the
     caps allow, so the caller reads the page through the bounded builder instead."""
+    if len(markup) <= CHUNK:
+        return _whole(markup, encoding, max_elements, max_depth)
     parser = etree.HTMLPullParser(events=("start", "end", "comment", "pi"),
                                   encoding=encoding, recover=True)
     elements = depth = 0
@@ -225,7 +250,36 @@ def _native(markup: bytes | str, encoding: str | None, max_elements: int,
     return None if past_a_cap() else root
 
 
-def _close(parser: etree.HTMLPullParser[Any]) -> Node | None:
+# What `_native` counts event by event, asked of a whole tree in C: some element's 101st
+# attribute, all elements, comments and PIs, and (`_past_depth`) an element one too deep.
+_PAST_ATTRIBUTES = etree.XPath(f"boolean(//@*[{MAX_HTML_ATTRIBUTES + 1}])")
+_NODES = etree.XPath("count(//* | //comment() | //processing-instruction())")
+
+
+@functools.lru_cache(maxsize=16)
+def _past_depth(depth: int) -> etree.XPath:
+    return etree.XPath("boolean(" + "/*" * (depth + 1) + ")")
+
+
+def _whole(markup: bytes | str, encoding: str | None, max_elements: int,
+           max_depth: int) -> Node | None:
+    """`_native` for a page of one chunk: it is parsed whole before any count could stop
+    it, so it is counted once parsed, by XPath; libxml2's events alone, read in Python,
+    cost as much as the parse."""
+    parser = etree.HTMLParser(encoding=encoding, recover=True)
+    parser.feed(markup)
+    root = _close(parser)
+    if root is None:
+        return None
+    # Each element, comment or PI takes 3 bytes at least, so a short page is under the cap.
+    if len(markup) // 3 > max_elements and cast(float, _NODES(root)) > max_elements:
+        return None
+    if _PAST_ATTRIBUTES(root) or _past_depth(min(max_depth, _NATIVE_DEPTH))(root):
+        return None
+    return root
+
+
+def _close(parser: etree.HTMLPullParser[Any] | etree.HTMLParser[Any]) -> Node | None:
     """The parsed root; None for a page without elements (empty, text or comments only)."""
     try:
         root: Node | None = parser.close()
@@ -288,8 +342,8 @@ def parse_html(markup: bytes | str, url: str = "", charset: str | None = None, *
 
 
 def _short_tags(markup: bytes | str, charset: str | None) -> bytes | str:
-    """`markup` with every start tag longer than MAX_TAG_BYTES cut to its name. Bytes in
-    an ASCII-compatible encoding are cut as bytes; UTF-16 and UTF-32 (a BOM, or the HTTP
+    """`markup` with every tag longer than MAX_TAG_BYTES cut to its name. Bytes in
+    an ASCII-compatible encoding are cut in place (read as Latin-1); UTF-16 and UTF-32 (a BOM, or the HTTP
     charset) are decoded first, since their "<" is not the byte b"<"."""
     if isinstance(markup, bytes):
         wide = next((name for bom, name in _WIDE_BOMS if markup.startswith(bom)), None)
@@ -300,9 +354,35 @@ def _short_tags(markup: bytes | str, charset: str | None) -> bytes | str:
                 name = ""
             wide = name if name.startswith(("utf-16", "utf-32")) else None
         if wide is None:
-            return _LONG_TAG_BYTES.sub(rb"<\1", markup)
+            # Latin-1 maps each byte to one character, so "<", ">", quotes and blanks are
+            # found where they are in any ASCII-compatible encoding, and back again.
+            cut = _cut_long_tags(markup.decode("latin-1")) if len(markup) > MAX_TAG_BYTES \
+                else None
+            return markup if cut is None else cut.encode("latin-1")
         markup = markup.decode(wide, errors="replace")
-    return _LONG_TAG.sub(r"<\1", markup)
+    cut = _cut_long_tags(markup)
+    return markup if cut is None else cut
+
+
+def _cut_long_tags(markup: str) -> str | None:
+    """`markup` with every tag longer than MAX_TAG_BYTES cut to its name (None when none
+    is). Linear: the patterns never backtrack into what they matched, and each tag, comment
+    and raw text is read once."""
+    if len(markup) <= MAX_TAG_BYTES:
+        return None
+    if not any(quoted.search(markup) for quoted in _QUOTED_GT):
+        cut, count = _PLAIN_LONG_TAG.subn(r"<\1", markup)
+        return cut if count else None
+    pieces: list[str] = []
+    done = 0
+    for tag in [found for found in _TAGS.finditer(markup)
+                if found.end("attributes") - found.start("attributes") >= MAX_TAG_BYTES]:
+        pieces += (markup[done:tag.start()], tag["name"])
+        done = tag.end("attributes")
+    if not pieces:
+        return None
+    pieces.append(markup[done:])
+    return "".join(pieces)
 
 
 def truncated(page: HtmlPage) -> bool:
@@ -520,9 +600,10 @@ def _async_exc(ident: int, exc: type[BaseException] | None) -> int:
 
 
 class _Job:
-    """One call in its own (daemon) thread, interruptible. The lock orders interrupt()
-    against the thread's start and end, so ParseCancelled is raised only inside the call
-    and never in a thread that has moved on; a pending one is cleared at the end."""
+    """One interruptible call, run by a parse thread (`_Worker`). The lock orders
+    interrupt() against the call's start and end, so ParseCancelled is raised only inside
+    the call and never in a thread that has moved on to idling or to the next call; a
+    pending one is cleared at the end, before the thread is handed out again."""
 
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...],
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -532,7 +613,6 @@ class _Job:
         self.lock = threading.Lock()
         self.ident: int | None = None
         self.cancelled = self.injected = self.finished = False
-        self.thread = threading.Thread(target=self._run, name="weightwatch-parse", daemon=True)
 
     def _begin(self) -> None:
         with self.lock:
@@ -546,7 +626,9 @@ class _Job:
             if self.injected:
                 _async_exc(self.ident or 0, None)
 
-    def _run(self) -> None:
+    def run(self, done: Callable[[], None]) -> None:
+        """Run the call in this thread, call `done` (the thread is free again: the next
+        call may be handed to it before this one's result is delivered), then deliver."""
         ok, value = False, None
         try:
             try:
@@ -556,6 +638,7 @@ class _Job:
                 self._end()
         except BaseException as exc:  # delivered to the awaiting task, or dropped if gone
             value = exc
+        done()
         try:
             self.loop.call_soon_threadsafe(self._settle, ok, value)
         except RuntimeError:
@@ -579,19 +662,64 @@ class _Job:
             return _async_exc(self.ident, ParseCancelled) == 1
 
 
+class _Worker:
+    """A parse thread kept for the next call: starting a thread costs more than parsing a
+    small page. It is named "weightwatch-parse" while it runs a call and
+    "weightwatch-parse-idle" while it waits for one. A call that ignores ParseCancelled
+    keeps its thread busy, never blocking others: a call finding no idle thread starts one.
+    At most PARSE_SLOTS threads wait idle; one finishing beyond that ends."""
+
+    _lock = threading.Lock()
+    _idle: list[_Worker] = []
+
+    def __init__(self) -> None:
+        self.inbox: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._serve, name="weightwatch-parse",
+                                       daemon=True)
+        self.retire = False
+
+    @classmethod
+    def submit(cls, job: _Job) -> None:
+        with cls._lock:
+            worker = cls._idle.pop() if cls._idle else None
+        if worker is None:
+            worker = cls()
+            worker.thread.start()
+        worker.thread.name = "weightwatch-parse"
+        worker.inbox.put(job)
+
+    def _free(self) -> None:
+        with self._lock:
+            if len(self._idle) < PARSE_SLOTS:
+                self.thread.name = "weightwatch-parse-idle"
+                self._idle.append(self)
+            else:
+                self.retire = True
+
+    def _serve(self) -> None:
+        while True:
+            self.inbox.get().run(self._free)
+            if self.retire:
+                return
+
+
+# A forked child has none of its parent's threads, so none of them is idle there.
+os.register_at_fork(after_in_child=_Worker._idle.clear)
+
+
 _slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = \
     weakref.WeakKeyDictionary()
 
 
 async def off_loop(fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)` in a thread of its own, at most PARSE_SLOTS at once; cancelling the
+    """`fn(*args)` in a parse thread (`_Worker`), at most PARSE_SLOTS at once; cancelling the
     awaiting task stops the thread (ParseCancelled inside it) before CancelledError goes
     on, so a run timeout or a shutdown leaves no parse behind."""
     loop = asyncio.get_running_loop()
     slots = _slots.setdefault(loop, asyncio.Semaphore(PARSE_SLOTS))
     async with slots:
         job = _Job(fn, args, loop)
-        job.thread.start()
+        _Worker.submit(job)
         try:
             return await asyncio.shield(job.future)
         except asyncio.CancelledError:

@@ -206,11 +206,13 @@ class Store:
 
     def save_document(self, doc: Document, hits: Iterable[Hit], run_id: int | None, *,
                       alert: bool = True, channels: Sequence[str] = DEFAULT_CHANNELS,
-                      now: str | None = None) -> tuple[SavedDocument, list[int]]:
+                      now: str | None = None, content_sha256: str | None = None
+                      ) -> tuple[SavedDocument, list[int]]:
         """`Documents.save_document`; each new hit is queued on `channels` (the
         configured `AlertSettings.channels`), on none unless `alert`."""
         return self.documents.save_document(doc, hits, run_id,
-                                            channels=channels if alert else (), now=now)
+                                            channels=channels if alert else (), now=now,
+                                            content_sha256=content_sha256)
 
     def record_hits(self, document_id: int, doc: Document, hits: Iterable[Hit], *,
                     alert: bool = True, channels: Sequence[str] = DEFAULT_CHANNELS,

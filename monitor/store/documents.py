@@ -13,7 +13,7 @@ from typing import Any, cast
 import sqlite_utils
 
 from monitor.models import Document, DocumentRow, Hit, StoredDocument, utcnow
-from monitor.store.connection import StoreError
+from monitor.store.connection import insert_row
 from monitor.store.hits import Hits
 
 
@@ -55,10 +55,12 @@ class Documents:
                             "WHERE document_id = ?", [now, row[0]])
 
     def save_document(self, doc: Document, hits: Iterable[Hit], run_id: int | None, *,
-                      channels: Sequence[str], now: str | None = None
-                      ) -> tuple[SavedDocument, list[int]]:
+                      channels: Sequence[str], now: str | None = None,
+                      content_sha256: str | None = None) -> tuple[SavedDocument, list[int]]:
         """Store a document, its snapshot, its hits and their outbox rows (one per channel
-        in `channels`) atomically.
+        in `channels`) atomically. `content_sha256` is `doc.content_sha256` when the caller
+        has it already (the crawler compared it with the stored one): hashing a document
+        serialises its extras, and is done once.
 
         Returns the document and the ids of hits that are new (first seen now); hits seen
         before only get `last_seen` and `seen_count` moved, and are not alerted again.
@@ -66,7 +68,8 @@ class Documents:
         now = now or utcnow()
         with self.db.atomic():
             snapshot_sha = self._save_snapshot(doc, now) if doc.snapshot else None
-            saved = self._upsert_document(doc, snapshot_sha, run_id, now)
+            saved = self._upsert_document(doc, snapshot_sha, run_id, now,
+                                          content_sha256 or doc.content_sha256)
             new_hits = [hit_id for hit in hits
                         if (hit_id := self.hits.record(hit, doc, saved.id, run_id, now,
                                                        channels))]
@@ -91,8 +94,7 @@ class Documents:
         return sha
 
     def _upsert_document(self, doc: Document, snapshot_sha: str | None, run_id: int | None,
-                         now: str) -> SavedDocument:
-        content_sha = doc.content_sha256
+                         now: str, content_sha: str) -> SavedDocument:
         row = self.db.execute("SELECT id, content_sha256 FROM documents WHERE target = ? AND key = ?",
                               [doc.target, doc.key]).fetchone()
         values = {
@@ -105,12 +107,8 @@ class Documents:
         # (they read the table's schema on each call), and this runs once per post.
         if row is None:
             values = {"target": doc.target, "key": doc.key, "first_seen": now, **values}
-            cursor = self.db.execute(
-                f"INSERT INTO documents ({', '.join(values)}) "
-                f"VALUES ({', '.join('?' * len(values))})", list(values.values()))
-            if cursor.lastrowid is None:
-                raise StoreError("documents: insert returned no row id")
-            return SavedDocument(int(cursor.lastrowid), is_new=True, changed=True)
+            return SavedDocument(insert_row(self.db, "documents", values), is_new=True,
+                                 changed=True)
         self.db.execute(f"UPDATE documents SET {', '.join(f'{name} = ?' for name in values)} "
                         f"WHERE id = ?", [*values.values(), row[0]])
         return SavedDocument(row[0], is_new=False, changed=row[1] != content_sha)

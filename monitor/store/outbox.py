@@ -13,7 +13,7 @@ from monitor.grouping import HIT_RELEASE
 from monitor.health import later
 from monitor.models import AlertRow, DueNotice, NoticeRow, OutboxRow, SilenceRow, utcnow
 from monitor.store.columns import hit_columns
-from monitor.store.connection import insert, write_transaction
+from monitor.store.connection import insert, insert_row, write_transaction
 
 QUEUES = ("outbox", "notices")
 
@@ -47,9 +47,9 @@ class Outbox:
 
     def fan_out(self, hit_id: int, channels: Sequence[str], *, now: str) -> None:
         """Queue a new hit's alert: one outbox row per channel it goes to."""
-        for channel in channels:
-            self.db.table("outbox").insert({"hit_id": hit_id, "channel": channel,
-                                      "created_at": now, "next_attempt_at": now})
+        for channel in channels:  # plain SQL: it runs in the crawl's save of each hit
+            insert_row(self.db, "outbox", {"hit_id": hit_id, "channel": channel,
+                                           "created_at": now, "next_attempt_at": now})
 
     def due_alerts(self, now: str | None = None, *, channel: str = "email") -> list[AlertRow]:
         """Pending alerts of a channel whose retry time has come, with their hits."""

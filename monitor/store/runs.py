@@ -11,7 +11,7 @@ import sqlite_utils
 from monitor import health
 from monitor.health import HeartbeatRow
 from monitor.models import NoticeKind, TargetStateRow, utcnow
-from monitor.store.connection import insert
+from monitor.store.connection import StoreError, insert_row
 
 
 class Runs:
@@ -20,8 +20,7 @@ class Runs:
 
     def start_run(self, target: str, *, now: str | None = None) -> int:
         with self.db.atomic():
-            return insert(self.db, "crawl_runs",
-                          {"target": target, "started_at": now or utcnow()})
+            return insert_row(self.db, "crawl_runs", {"target": target, "started_at": now or utcnow()})
 
     def finish_run(self, run_id: int, *, status: str, documents_seen: int = 0,
                    documents_new: int = 0, documents_changed: int = 0, hits_new: int = 0,
@@ -30,24 +29,36 @@ class Runs:
         """Record a run's end and move the target's health (`monitor.health.after_run`);
         returns 'target_down' or 'target_recovered' when this run crossed that line (and
         a notice was queued)."""
-        run = self.db.table("crawl_runs").get(run_id)
+        # Plain SQL: sqlite_utils' get, update, upsert and insert each read the table's
+        # schema first, which cost more than the rest of a short run's bookkeeping.
+        run = self.db.execute("SELECT target, started_at FROM crawl_runs WHERE id = ?",
+                              [run_id]).fetchone()
+        if run is None:
+            raise StoreError(f"no crawl run {run_id}")
+        target, started_at = run
         now = now or utcnow()
         with self.db.atomic():
-            self.db.table("crawl_runs").update(run_id, {
-                "finished_at": now, "status": status, "documents_seen": documents_seen,
-                "documents_new": documents_new, "documents_changed": documents_changed,
-                "hits_new": hits_new, "error": error})
-            state = self.target_state(run["target"])
+            self.db.execute(
+                "UPDATE crawl_runs SET finished_at = ?, status = ?, documents_seen = ?, "
+                "documents_new = ?, documents_changed = ?, hits_new = ?, error = ? "
+                "WHERE id = ?", [now, status, documents_seen, documents_new,
+                                 documents_changed, hits_new, error, run_id])
+            state = self.target_state(target)
             outcome = health.after_run(state, status, now=now, error=error,
                                        down_after=down_after)
-            self.db.table("target_state").upsert({
-                "name": run["target"], "last_run_at": run["started_at"],
-                "documents_count": state.get("documents_count", 0) + documents_new,
-                "hits_count": state.get("hits_count", 0) + hits_new,
-                **outcome.changes}, pk="name")
+            values = {"name": target, "last_run_at": started_at,
+                      "documents_count": state.get("documents_count", 0) + documents_new,
+                      "hits_count": state.get("hits_count", 0) + hits_new,
+                      **outcome.changes}
+            # Column names come from this code and monitor.health, never from input.
+            self.db.execute(
+                f"INSERT INTO target_state ({', '.join(values)}) "
+                f"VALUES ({', '.join('?' * len(values))}) ON CONFLICT(name) DO UPDATE SET "
+                + ", ".join(f"{name} = excluded.{name}" for name in values if name != "name"),
+                list(values.values()))
             if outcome.transition:
-                self.db.table("notices").insert({
-                    "kind": outcome.transition, "target": run["target"], "created_at": now,
+                insert_row(self.db, "notices", {
+                    "kind": outcome.transition, "target": target, "created_at": now,
                     "failures": outcome.failures, "error": error, "next_attempt_at": now})
         return outcome.transition
 
@@ -116,3 +127,4 @@ class Runs:
             "SELECT pid, host, started_at, beat_at, interval_s, stopped_at, metrics_url "
             "FROM daemon WHERE id = 1"))
         return cast(HeartbeatRow, rows[0]) if rows else None
+
