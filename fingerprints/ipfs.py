@@ -116,14 +116,26 @@ _B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _B58_INDEX = {c: i for i, c in enumerate(_B58)}
 
 
-def b58encode(data: bytes) -> str:
+def _radix_encode(data: bytes, digits: str) -> str:
+    """`data` as a big number in `digits`' base, each leading zero byte kept as one zero
+    digit: the multibase rule for base58btc and base36."""
     n = int.from_bytes(data, "big")
     out = []
     while n:
-        n, r = divmod(n, 58)
-        out.append(_B58[r])
+        n, r = divmod(n, len(digits))
+        out.append(digits[r])
     zeros = len(data) - len(data.lstrip(b"\0"))
-    return "1" * zeros + "".join(reversed(out))
+    return digits[0] * zeros + "".join(reversed(out))
+
+
+def _radix_bytes(n: int, text: str, zero: str) -> bytes:
+    """The bytes of number `n` read from `text`, each leading `zero` digit one zero byte."""
+    zeros = len(text) - len(text.lstrip(zero))
+    return b"\0" * zeros + (n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b"")
+
+
+def b58encode(data: bytes) -> str:
+    return _radix_encode(data, _B58)
 
 
 def b58decode(text: str) -> bytes:
@@ -133,8 +145,7 @@ def b58decode(text: str) -> bytes:
             n = n * 58 + _B58_INDEX[c]
         except KeyError:
             raise CidError(f"not base58btc: {c!r}") from None
-    zeros = len(text) - len(text.lstrip("1"))
-    return b"\0" * zeros + (n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b"")
+    return _radix_bytes(n, text, _B58[0])
 
 
 def _b32encode(data: bytes) -> str:
@@ -149,14 +160,7 @@ def _b32decode(text: str) -> bytes:
 
 
 def _b36encode(data: bytes) -> str:
-    n = int.from_bytes(data, "big")
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = []
-    while n:
-        n, r = divmod(n, 36)
-        out.append(digits[r])
-    zeros = len(data) - len(data.lstrip(b"\0"))
-    return "0" * zeros + "".join(reversed(out))
+    return _radix_encode(data, "0123456789abcdefghijklmnopqrstuvwxyz")
 
 
 def _b36decode(text: str) -> bytes:
@@ -164,8 +168,7 @@ def _b36decode(text: str) -> bytes:
         n = int(text, 36)
     except ValueError:
         raise CidError("not base36") from None
-    zeros = len(text) - len(text.lstrip("0"))
-    return b"\0" * zeros + (n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b"")
+    return _radix_bytes(n, text, "0")
 
 
 # --- CIDs ---------------------------------------------------------------------------------

@@ -252,8 +252,11 @@ def valid() -> dict:
     }
 
 
-def mutated(path: str, value: object = None, *, delete: bool = False) -> dict:
-    doc = copy.deepcopy(valid())
+def mutated(path: str, value: object = None, *, delete: bool = False,
+            doc: dict | None = None) -> dict:
+    """`doc` (a fresh valid bundle by default) with the value at dotted `path` replaced or
+    deleted."""
+    doc = copy.deepcopy(valid()) if doc is None else doc
     *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
     target = doc
     for p in parents:
@@ -498,16 +501,7 @@ def with_marks() -> dict:
 
 
 def marks_mutated(path: str, value: object = None, *, delete: bool = False) -> dict:
-    doc = with_marks()
-    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
-    target = doc
-    for p in parents:
-        target = target[p]
-    if delete:
-        del target[last]
-    else:
-        target[last] = value
-    return doc
+    return mutated(path, value, delete=delete, doc=with_marks())
 
 
 def test_marks_parse_and_round_trip():
