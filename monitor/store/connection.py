@@ -266,12 +266,17 @@ def insert(db: sqlite_utils.Database, table: str, row: dict[str, Any]) -> int:
     return int(pk)
 
 
+def marks(count: int) -> str:
+    """`count` SQL parameter marks, comma-separated: the list in `IN (...)` or `VALUES (...)`."""
+    return ", ".join("?" * count)
+
+
 def insert_row(db: sqlite_utils.Database, table: str, row: dict[str, Any]) -> int:
     """`insert` in plain SQL, for the crawl's writes: sqlite_utils reads the table's schema
     on every insert, which costs more than the insert. `table` and the keys of `row` come
     from the store's code, never from input; values are SQLite's own types."""
     cursor = db.execute(f"INSERT INTO {table} ({', '.join(row)}) "
-                        f"VALUES ({', '.join('?' * len(row))})", list(row.values()))
+                        f"VALUES ({marks(len(row))})", list(row.values()))
     if cursor.lastrowid is None:
         raise StoreError(f"{table}: insert returned no row id")
     return int(cursor.lastrowid)

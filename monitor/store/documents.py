@@ -13,7 +13,7 @@ from typing import Any, cast
 import sqlite_utils
 
 from monitor.models import Document, DocumentRow, Hit, StoredDocument, utcnow
-from monitor.store.connection import insert_row
+from monitor.store.connection import insert_row, marks
 from monitor.store.hits import Hits
 
 
@@ -154,7 +154,7 @@ def _document_filter(targets: Sequence[str], since: str | None) -> tuple[list[st
     where: list[str] = []
     params: list[Any] = []
     if targets:
-        where.append(f"target IN ({', '.join('?' * len(targets))})")
+        where.append(f"target IN ({marks(len(targets))})")
         params.extend(targets)
     if since:
         where.append("last_seen >= ?")

@@ -30,7 +30,7 @@ from monitor.models import (
     utcnow,
 )
 from monitor.store.columns import HIT_COLUMNS, hit_columns
-from monitor.store.connection import StoreError, write_transaction
+from monitor.store.connection import insert_row, marks, write_transaction
 from monitor.store.outbox import Outbox
 
 # Each `alerts.group_by` label of a hit in SQL, "" when it has none, generated from
@@ -147,13 +147,7 @@ class Hits:
             "target": doc.target, "url": doc.url, "document_id": document_id, "run_id": run_id,
             "first_seen": now, "last_seen": now,
         }
-        # Plain SQL, as for documents: sqlite_utils' insert reads the table's schema on
-        # every call, which cost more than the insert itself, once per hit of a crawl.
-        cursor = self.db.execute(f"INSERT INTO hits ({', '.join(row)}) "
-                                 f"VALUES ({', '.join('?' * len(row))})", list(row.values()))
-        if cursor.lastrowid is None:
-            raise StoreError("hits: insert returned no row id")
-        hit_id = int(cursor.lastrowid)
+        hit_id = insert_row(self.db, "hits", row)
         if not dismissed:
             self.outbox.fan_out(hit_id, channels, now=now)
         return hit_id
@@ -199,7 +193,7 @@ class Hits:
         for column, given in filters:
             values = list(given)
             if values:
-                where.append(f"{column} IN ({', '.join('?' * len(values))})")
+                where.append(f"{column} IN ({marks(len(values))})")
                 params.extend(values)
         for column, value in (("model", model), ("target", target), ("recipient", recipient)):
             if value:
@@ -222,7 +216,7 @@ class Hits:
                 params += [like, like, like]
         if after is not None:
             where.append(f"({', '.join(order.columns)}) {'<' if order.descending else '>'} "
-                         f"({', '.join('?' * len(order.key))})")
+                         f"({marks(len(order.key))})")
             params.extend(order.sql_values(after))
         sql = f"SELECT {HIT_COLUMNS} FROM hits"
         if where:
@@ -293,7 +287,7 @@ class Hits:
         if document_ids:
             for document_id, hit_id in self.db.execute(
                     f"SELECT document_id, id FROM hits WHERE document_id IN "
-                    f"({', '.join('?' * len(document_ids))}) ORDER BY id", list(document_ids)):
+                    f"({marks(len(document_ids))}) ORDER BY id", list(document_ids)):
                 found.setdefault(document_id, []).append(hit_id)
         return found
 
@@ -440,7 +434,7 @@ def _incident_filter(*, since: str | None = None, statuses: Iterable[str] = (),
         params.append(unix_seconds(since))
     wanted = list(statuses)
     if wanted:
-        where.append(f"h.status IN ({', '.join('?' * len(wanted))})")
+        where.append(f"h.status IN ({marks(len(wanted))})")
         params += wanted
     if model is not None:
         where.append("h.model IS ?")

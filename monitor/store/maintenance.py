@@ -31,6 +31,7 @@ from monitor.store.connection import (
     DATABASE_MODE,
     StoreError,
     create_private,
+    marks,
     write_transaction,
 )
 
@@ -288,15 +289,15 @@ def prune(db: sqlite_utils.Database, before: str, *, dry_run: bool = False,
         for start in range(0, len(snapshot_rows), batch):
             chunk = dict(snapshot_rows[start:start + batch])
             names = {f"s{i}": sha for i, sha in enumerate(chunk)}
-            marks = ", ".join(f":{name}" for name in names)
+            named = ", ".join(f":{name}" for name in names)
             with write_transaction(db):
                 # Asked again inside the transaction: the daemon may have written since.
                 gone = [row[0] for row in db.execute(
-                    f"SELECT s.sha256 FROM snapshots s WHERE s.sha256 IN ({marks}) AND "
+                    f"SELECT s.sha256 FROM snapshots s WHERE s.sha256 IN ({named}) AND "
                     f"{PRUNABLE_SNAPSHOT_AFTER}", {**params, **names})]
                 if gone:
                     db.execute(f"DELETE FROM snapshots WHERE sha256 IN "
-                               f"({', '.join('?' * len(gone))})", gone)
+                               f"({marks(len(gone))})", gone)
             snapshots += len(gone)
             size += sum(chunk[sha] for sha in gone)
     finally:
@@ -316,7 +317,7 @@ def _delete_documents(db: sqlite_utils.Database, params: dict[str, str], batch: 
                 f"SELECT d.id FROM documents d WHERE d.id > :last AND {PRUNABLE_DOCUMENT} "
                 f"ORDER BY d.id LIMIT {int(batch)}", {**params, "last": last})]
             if ids:
-                db.execute(f"DELETE FROM documents WHERE id IN ({', '.join('?' * len(ids))})",
+                db.execute(f"DELETE FROM documents WHERE id IN ({marks(len(ids))})",
                            ids)
         removed += len(ids)
         if len(ids) < batch:

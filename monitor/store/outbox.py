@@ -13,7 +13,7 @@ from monitor.grouping import HIT_RELEASE
 from monitor.health import later
 from monitor.models import AlertRow, DueNotice, NoticeRow, OutboxRow, SilenceRow, utcnow
 from monitor.store.columns import hit_columns
-from monitor.store.connection import insert, insert_row, write_transaction
+from monitor.store.connection import insert, insert_row, marks, write_transaction
 
 QUEUES = ("outbox", "notices")
 
@@ -75,7 +75,7 @@ class Outbox:
         with self.db.atomic():
             self.db.execute(
                 f"UPDATE {table} SET status = 'sending', message_id = ?, last_attempt_at = ?, "
-                f"attempts = attempts + 1 WHERE id IN ({', '.join('?' * len(ids))})",
+                f"attempts = attempts + 1 WHERE id IN ({marks(len(ids))})",
                 [message_id, now or utcnow(), *ids])
 
     def mark_sent(self, ids: list[int], *, table: str = "outbox",
@@ -84,7 +84,7 @@ class Outbox:
         with self.db.atomic():
             self.db.execute(
                 f"UPDATE {table} SET status = 'sent', sent_at = ?, last_error = NULL "
-                f"WHERE id IN ({', '.join('?' * len(ids))})", [now or utcnow(), *ids])
+                f"WHERE id IN ({marks(len(ids))})", [now or utcnow(), *ids])
 
     def mark_retry(self, ids: list[int], error: str, *, max_attempts: int = 20,
                    table: str = "outbox", now: str | None = None) -> None:
@@ -171,10 +171,10 @@ class Outbox:
         with write_transaction(self.db):
             if silence_id is None:
                 self.db.execute(f"UPDATE outbox SET next_attempt_at = ? "
-                                f"WHERE id IN ({', '.join('?' * len(ids))})", [until, *ids])
+                                f"WHERE id IN ({marks(len(ids))})", [until, *ids])
             else:
                 self.db.execute(f"UPDATE outbox SET next_attempt_at = ?, silenced_by = ? "
-                                f"WHERE id IN ({', '.join('?' * len(ids))})",
+                                f"WHERE id IN ({marks(len(ids))})",
                                 [until, silence_id, *ids])
 
     # --- alert groups --------------------------------------------------------------------

@@ -21,7 +21,7 @@ from monitor.models import (
     WeightScanRow,
     utcnow,
 )
-from monitor.store.connection import insert
+from monitor.store.connection import insert, marks
 
 if TYPE_CHECKING:
     # numpy and the fingerprint types load only where prints are read: every command opens
@@ -216,7 +216,7 @@ class Registry:
         where: list[str] = []
         params: list[Any] = []
         if models:
-            where.append(f"model IN ({', '.join('?' * len(models))})")
+            where.append(f"model IN ({marks(len(models))})")
             params.extend(models)
         if standalone:
             where.append("artifact_id IS NULL")
@@ -280,7 +280,7 @@ class Registry:
 
         where, params = "", list(models)
         if models:
-            where = f" WHERE p.model IN ({', '.join('?' * len(models))})"
+            where = f" WHERE p.model IN ({marks(len(models))})"
         found: list[AttributedPrint] = []
         for row in list(self.db.query(
                 "SELECT p.*, a.recipient AS recipient FROM weight_prints p LEFT JOIN artifacts a "
@@ -412,7 +412,7 @@ class KnownDigests(Mapping[str, Sequence[KnownDigest]]):
         self.has_cids = db.execute(
             "SELECT 1 FROM indicators WHERE algo LIKE 'cid-%' LIMIT 1").fetchone() is not None
         if self._other:
-            for entry in self._query(f" WHERE i.value IN ({', '.join('?' * len(self._other))})",
+            for entry in self._query(f" WHERE i.value IN ({marks(len(self._other))})",
                                      list(self._other)):
                 self._other[entry.value].append(entry)
 

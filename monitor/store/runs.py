@@ -11,7 +11,7 @@ import sqlite_utils
 from monitor import health
 from monitor.health import HeartbeatRow
 from monitor.models import NoticeKind, TargetStateRow, utcnow
-from monitor.store.connection import StoreError, insert_row
+from monitor.store.connection import StoreError, insert_row, marks
 
 
 class Runs:
@@ -53,7 +53,7 @@ class Runs:
             # Column names come from this code and monitor.health, never from input.
             self.db.execute(
                 f"INSERT INTO target_state ({', '.join(values)}) "
-                f"VALUES ({', '.join('?' * len(values))}) ON CONFLICT(name) DO UPDATE SET "
+                f"VALUES ({marks(len(values))}) ON CONFLICT(name) DO UPDATE SET "
                 + ", ".join(f"{name} = excluded.{name}" for name in values if name != "name"),
                 list(values.values()))
             if outcome.transition:
