@@ -287,8 +287,8 @@ class SilenceRow(TypedDict):
     expired_at: str | None
 
 
-class DocumentRow(TypedDict):
-    """A stored document's metadata (`Store.document`); `extras` is JSON text."""
+class _DocumentFields(TypedDict):
+    """What every stored document's row carries, however it is read back."""
 
     id: int
     target: str
@@ -298,6 +298,11 @@ class DocumentRow(TypedDict):
     author: str | None
     posted_at: str | None
     fetched_at: str | None
+
+
+class DocumentRow(_DocumentFields):
+    """A stored document's metadata (`Store.document`); `extras` is JSON text."""
+
     first_seen: str
     last_seen: str
     content_sha256: str
@@ -305,17 +310,9 @@ class DocumentRow(TypedDict):
     extras: str | None
 
 
-class StoredDocument(TypedDict):
+class StoredDocument(_DocumentFields):
     """A stored document as a rematch reads it back; links and extras are JSON text."""
 
-    id: int
-    target: str
-    key: str
-    url: str
-    title: str | None
-    author: str | None
-    posted_at: str | None
-    fetched_at: str | None
     text: str | None
     links: str | None
     extras: str | None
