@@ -112,6 +112,10 @@ def test_hits_imports_no_numpy_parsers_http_client_or_adapters(ww):
     assert heavy(modules) == []
     assert "structlog" not in modules and "asyncio" not in modules
     assert "monitor.store" in modules  # the probe sees what the command did import
+    # Reading needs no sqlite_utils (a third of the start-up): only a writer loads it.
+    assert "sqlite_utils" not in modules
+    _, writing = ww("hits", "ack", "1", "--note", "seen", cache="hits-cache")
+    assert "sqlite_utils" in writing
 
 
 @pytest.mark.parametrize("args", [

@@ -11,45 +11,11 @@ keep one object and the rules stay in the modules that own them (grouping in
 `monitor.grouping`, health in `monitor.health`).
 """
 
-# ruff: noqa: E402  (sqlite_utils must be imported by _import_sqlite_utils, before the rest)
 from __future__ import annotations
 
-import importlib.util
 import sqlite3
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-
-
-def _import_sqlite_utils() -> None:
-    """Import sqlite_utils without paying for what the store never uses: numpy and pandas,
-    which it imports to map their scalar types to column types (the store never inserts
-    one: fingerprint arrays go in as bytes), and dateutil's parser, imported for its
-    `convert` recipes, loaded here lazily (on first use, should anything use it). Together
-    they would make every reading command start ~0.15 s slower. Where another part has
-    loaded them already, they are left alone."""
-    hidden = [name for name in ("numpy", "pandas") if name not in sys.modules]
-    for name in hidden:
-        sys.modules[name] = None  # type: ignore[assignment]  # None makes `import` fail
-    try:
-        if "dateutil.parser" not in sys.modules:
-            spec = importlib.util.find_spec("dateutil.parser")
-            if spec is not None and spec.loader is not None:
-                spec.loader = importlib.util.LazyLoader(spec.loader)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules["dateutil.parser"] = module
-                spec.loader.exec_module(module)
-                # As an import would, so `from dateutil import parser` finds it as it is.
-                setattr(sys.modules["dateutil"], "parser", module)  # noqa: B010
-        import sqlite_utils  # noqa: F401
-    finally:
-        for name in hidden:
-            sys.modules.pop(name, None)
-
-
-_import_sqlite_utils()
-
-import sqlite_utils
 
 from monitor.health import backoff_seconds
 from monitor.migrations import MIGRATIONS
@@ -57,7 +23,9 @@ from monitor.models import Document, Hit, KnownDigest
 from monitor.store.columns import HIT_COLUMNS, HIT_FIELDS
 from monitor.store.connection import (
     BUSY_TIMEOUT_MS,
+    Database,
     NeedsMigration,
+    Reader,
     StorageFailure,
     StoreError,
     _connect,
@@ -67,6 +35,7 @@ from monitor.store.connection import (
     on_readonly_media,
     schema_version,
     storage_error,
+    writable,
 )
 from monitor.store.connection import statements as _statements
 from monitor.store.documents import Documents, SavedDocument
@@ -79,12 +48,6 @@ __all__ = ["BUSY_TIMEOUT_MS", "DEFAULT_CHANNELS", "HIT_COLUMNS", "HIT_FIELDS", "
            "QUEUES", "HitSort", "KnownDigest", "NeedsMigration", "SavedDocument",
            "StorageFailure", "Store", "StoreError", "_statements", "backoff_seconds",
            "connect_readonly", "on_readonly_media", "storage_error"]
-
-
-def database(conn: sqlite3.Connection) -> sqlite_utils.Database:
-    """sqlite_utils over the connection, without its plugins: loading them scans every
-    installed package's entry points (~50 ms per process), and nothing here uses one."""
-    return sqlite_utils.Database(conn, execute_plugins=False)
 
 
 class Store:
@@ -102,7 +65,7 @@ class Store:
         self.media_note: str | None = None
         if readonly:
             conn, self.media_note = connect_readonly(self.path)
-            self.db = database(conn)
+            self.db: Database = Reader(conn)
             try:
                 conn.execute("PRAGMA query_only = ON")
                 check_readable_schema(self.db, self.path, MIGRATIONS)
@@ -123,7 +86,7 @@ class Store:
                 conn.execute("PRAGMA foreign_keys = ON")
             except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"{self.path}: cannot open database: {exc}") from None
-            self.db = database(conn)
+            self.db = writable(conn)
             self.migrate()
         self.runs = Runs(self.db)
         self.outbox_queue = Outbox(self.db)

@@ -7,16 +7,117 @@ in every command.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
+    from sqlite_utils.db import Table
 
 BUSY_TIMEOUT_MS = 10_000
+
+Params = Sequence[Any] | dict[str, Any] | None
+
+
+class Database(Protocol):
+    """What the store's parts use of a database: a `sqlite_utils.Database` where the store
+    writes, a `Reader` where it only reads."""
+
+    @property
+    def conn(self) -> sqlite3.Connection: ...
+
+    def execute(self, sql: str, parameters: Params = None) -> sqlite3.Cursor: ...
+
+    def query(self, sql: str, params: Params = None) -> Iterator[dict[str, Any]]: ...
+
+    def atomic(self) -> AbstractContextManager[Any]: ...
+
+    def table(self, table_name: str) -> Table: ...
+
+    def close(self) -> None: ...
+
+
+class Reader:
+    """A read-only store's database. Reading needs only sqlite_utils' `execute` and `query`,
+    and importing sqlite_utils is about a third of what an analyst command (`hits`) costs
+    to start, so a read-only store does without it; a table or a transaction, which only a
+    writer asks for, is sqlite_utils' own, built on first use."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self._conn = conn
+        self._writer: sqlite_utils.Database | None = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self._conn
+
+    def execute(self, sql: str, parameters: Params = None) -> sqlite3.Cursor:
+        return self._conn.execute(sql, () if parameters is None else parameters)
+
+    def query(self, sql: str, params: Params = None) -> Iterator[dict[str, Any]]:
+        # Executed now, rows fetched as iterated: as sqlite_utils' `query`.
+        cursor = self.execute(sql, params)
+        if cursor.description is None:
+            raise ValueError("query() can only be used with SQL that returns rows")
+        keys = [column[0] for column in cursor.description]
+        return (dict(zip(keys, row, strict=True)) for row in cursor)
+
+    def atomic(self) -> AbstractContextManager[Any]:
+        return self._sqlite_utils().atomic()
+
+    def table(self, table_name: str) -> Table:
+        return self._sqlite_utils().table(table_name)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _sqlite_utils(self) -> sqlite_utils.Database:
+        if self._writer is None:
+            self._writer = writable(self._conn)
+        return self._writer
+
+
+def writable(conn: sqlite3.Connection) -> sqlite_utils.Database:
+    """sqlite_utils over the connection, without its plugins: loading them scans every
+    installed package's entry points (~50 ms per process), and nothing here uses one."""
+    _import_sqlite_utils()
+    import sqlite_utils
+
+    return sqlite_utils.Database(conn, execute_plugins=False)
+
+
+def _import_sqlite_utils() -> None:
+    """Import sqlite_utils without paying for what the store never uses: numpy and pandas,
+    which it imports to map their scalar types to column types (the store never inserts
+    one: fingerprint arrays go in as bytes), and dateutil's parser, imported for its
+    `convert` recipes, loaded here lazily (on first use, should anything use it). Together
+    they would make every writing command start ~0.15 s slower. Where another part has
+    loaded them already, they are left alone."""
+    if "sqlite_utils" in sys.modules:
+        return
+    hidden = [name for name in ("numpy", "pandas") if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None  # type: ignore[assignment]  # None makes `import` fail
+    try:
+        if "dateutil.parser" not in sys.modules:
+            spec = importlib.util.find_spec("dateutil.parser")
+            if spec is not None and spec.loader is not None:
+                spec.loader = importlib.util.LazyLoader(spec.loader)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules["dateutil.parser"] = module
+                spec.loader.exec_module(module)
+                # As an import would, so `from dateutil import parser` finds it as it is.
+                setattr(sys.modules["dateutil"], "parser", module)  # noqa: B010
+        import sqlite_utils  # noqa: F401
+    finally:
+        for name in hidden:
+            sys.modules.pop(name, None)
 
 
 class StoreError(Exception):
@@ -205,7 +306,7 @@ def statements(sql: str) -> list[str]:
     return found
 
 
-def migrate(db: sqlite_utils.Database, path: Path, migrations: list[str]) -> None:
+def migrate(db: Database, path: Path, migrations: list[str]) -> None:
     """Bring the schema up to `migrations`, each migration in its own transaction."""
     version = schema_version(db)
     if version > len(migrations):
@@ -218,7 +319,7 @@ def migrate(db: sqlite_utils.Database, path: Path, migrations: list[str]) -> Non
             db.execute(f"PRAGMA user_version = {number}")
 
 
-def check_readable_schema(db: sqlite_utils.Database, path: Path, migrations: list[str]) -> None:
+def check_readable_schema(db: Database, path: Path, migrations: list[str]) -> None:
     """A read-only open reads only a schema exactly this weightwatch's."""
     version = schema_version(db)
     if version > len(migrations):
@@ -232,12 +333,12 @@ def check_readable_schema(db: sqlite_utils.Database, path: Path, migrations: lis
                              f"(e.g. crawl) to migrate it")
 
 
-def schema_version(db: sqlite_utils.Database) -> int:
+def schema_version(db: Database) -> int:
     return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
 @contextmanager
-def write_transaction(db: sqlite_utils.Database) -> Iterator[None]:
+def write_transaction(db: Database) -> Iterator[None]:
     """A transaction that takes the write lock at once (BEGIN IMMEDIATE), waiting for
     it up to the busy timeout. One that reads first (a dedup lookup) and writes after
     would instead fail outright if another process (the daemon) wrote in between."""
@@ -258,7 +359,7 @@ def write_transaction(db: sqlite_utils.Database) -> Iterator[None]:
         raise
 
 
-def insert(db: sqlite_utils.Database, table: str, row: dict[str, Any]) -> int:
+def insert(db: Database, table: str, row: dict[str, Any]) -> int:
     """Insert `row` into `table`; the new row's id."""
     pk = db.table(table).insert(row).last_pk
     if pk is None:  # every table inserted into here has an integer key
@@ -271,7 +372,7 @@ def marks(count: int) -> str:
     return ", ".join("?" * count)
 
 
-def insert_row(db: sqlite_utils.Database, table: str, row: dict[str, Any]) -> int:
+def insert_row(db: Database, table: str, row: dict[str, Any]) -> int:
     """`insert` in plain SQL, for the crawl's writes: sqlite_utils reads the table's schema
     on every insert, which costs more than the insert. `table` and the keys of `row` come
     from the store's code, never from input; values are SQLite's own types."""

@@ -10,10 +10,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-import sqlite_utils
-
 from monitor.models import Document, DocumentRow, Hit, StoredDocument, utcnow
-from monitor.store.connection import insert_row, marks
+from monitor.store.connection import Database, insert_row, marks
 from monitor.store.hits import Hits
 
 
@@ -29,7 +27,7 @@ DOCUMENT_COLUMNS = ("id, target, key, url, title, author, posted_at, fetched_at,
 
 
 class Documents:
-    def __init__(self, db: sqlite_utils.Database, hits: Hits):
+    def __init__(self, db: Database, hits: Hits):
         self.db = db
         self.hits = hits
         # Every post of a page carries the same response bytes as its snapshot: the last

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from typing import TypedDict, cast
 
-import sqlite_utils
-
 from monitor.health import QueueTrouble
+from monitor.store.connection import Database
 from monitor.store.outbox import QUEUES
 
 
@@ -27,7 +26,7 @@ class QueueCount(TypedDict):
 
 
 class Figures:
-    def __init__(self, db: sqlite_utils.Database):
+    def __init__(self, db: Database):
         self.db = db
 
     def run_counts(self) -> list[RunCount]:

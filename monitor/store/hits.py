@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict, cast
 
-import sqlite_utils
-
 from monitor.grouping import HIT_RELEASE, LABELS, label_sql
 from monitor.models import (
     HIT_STATUSES,
@@ -30,7 +28,7 @@ from monitor.models import (
     utcnow,
 )
 from monitor.store.columns import HIT_COLUMNS, hit_columns
-from monitor.store.connection import insert_row, marks, write_transaction
+from monitor.store.connection import Database, insert_row, marks, write_transaction
 from monitor.store.outbox import Outbox
 
 # Each `alerts.group_by` label of a hit in SQL, "" when it has none, generated from
@@ -113,7 +111,7 @@ def _cursor_value(column: str, text: str) -> Any:
 
 
 class Hits:
-    def __init__(self, db: sqlite_utils.Database, outbox: Outbox):
+    def __init__(self, db: Database, outbox: Outbox):
         self.db = db
         self.outbox = outbox
 

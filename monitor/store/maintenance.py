@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import sqlite_utils
-
 from monitor.migrations import MIGRATIONS
 from monitor.store.connection import (
     BUSY_TIMEOUT_MS,
     DATABASE_MODE,
+    Database,
     StoreError,
     create_private,
     marks,
@@ -254,7 +253,7 @@ class Pruned:
     vacuum: str          # what was done to return the space: "", "incremental", "full"
 
 
-def prune(db: sqlite_utils.Database, before: str, *, dry_run: bool = False,
+def prune(db: Database, before: str, *, dry_run: bool = False,
           vacuum: bool = False, batch: int = PRUNE_BATCH) -> Pruned:
     """Remove documents last seen before `before` that no hit points at, then the
     snapshots nothing needs any more (`PRUNABLE_DOCUMENT`, `PRUNABLE_SNAPSHOT`); a dry
@@ -306,7 +305,7 @@ def prune(db: sqlite_utils.Database, before: str, *, dry_run: bool = False,
                   if documents or snapshots or vacuum else "")
 
 
-def _delete_documents(db: sqlite_utils.Database, params: dict[str, str], batch: int) -> int:
+def _delete_documents(db: Database, params: dict[str, str], batch: int) -> int:
     """Delete the documents `PRUNABLE_DOCUMENT` names, `batch` at a time in id order
     (each batch its own transaction, asking again), so the table is walked once; how many
     went."""
@@ -325,7 +324,7 @@ def _delete_documents(db: sqlite_utils.Database, params: dict[str, str], batch: 
         last = ids[-1]
 
 
-def _return_space(db: sqlite_utils.Database, vacuum: bool) -> str:
+def _return_space(db: Database, vacuum: bool) -> str:
     if vacuum:
         # The full-text index keeps the removed documents' entries as deletion markers
         # until its segments are merged; merging first lets VACUUM return their pages.

@@ -7,13 +7,11 @@ import json
 from collections.abc import Sequence
 from typing import Any, cast
 
-import sqlite_utils
-
 from monitor.grouping import HIT_RELEASE
 from monitor.health import later
 from monitor.models import AlertRow, DueNotice, NoticeRow, OutboxRow, SilenceRow, utcnow
 from monitor.store.columns import hit_columns
-from monitor.store.connection import insert, insert_row, marks, write_transaction
+from monitor.store.connection import Database, insert, insert_row, marks, write_transaction
 
 QUEUES = ("outbox", "notices")
 
@@ -42,7 +40,7 @@ ALERT_ROWS = (
 
 
 class Outbox:
-    def __init__(self, db: sqlite_utils.Database):
+    def __init__(self, db: Database):
         self.db = db
 
     def fan_out(self, hit_id: int, channels: Sequence[str], *, now: str) -> None:

@@ -10,8 +10,6 @@ import urllib.parse
 from collections.abc import ItemsView, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
-import sqlite_utils
-
 from monitor.models import (
     ArtifactRow,
     ImportedFileRow,
@@ -21,7 +19,7 @@ from monitor.models import (
     WeightScanRow,
     utcnow,
 )
-from monitor.store.connection import insert, marks
+from monitor.store.connection import Database, Reader, insert, marks
 
 if TYPE_CHECKING:
     # numpy and the fingerprint types load only where prints are read: every command opens
@@ -35,7 +33,7 @@ AttributedPrint = tuple[str, str, "WeightPrint", str | None]
 
 
 class Registry:
-    def __init__(self, db: sqlite_utils.Database):
+    def __init__(self, db: Database):
         self.db = db
 
     def add_model(self, name: str, *, now: str | None = None) -> None:
@@ -390,7 +388,7 @@ class KnownDigests(Mapping[str, Sequence[KnownDigest]]):
     what a value identifies is read from the database when a document mentions it (the
     store must still be open then). `items()` reads them all at once, for scans."""
 
-    def __init__(self, db: sqlite_utils.Database):
+    def __init__(self, db: Database):
         self._db = db
         # `targets test` closes the store before detecting: lookups then reopen the file.
         self._path = next((row[2] for row in db.execute("PRAGMA database_list")
@@ -429,7 +427,7 @@ class KnownDigests(Mapping[str, Sequence[KnownDigest]]):
         except sqlite3.ProgrammingError:
             if not self._path:
                 raise
-            self._db = sqlite_utils.Database(sqlite3.connect(
+            self._db = Reader(sqlite3.connect(
                 f"file:{urllib.parse.quote(self._path)}?mode=ro", uri=True))
             return list(self._db.query(sql, params))
 

@@ -6,16 +6,14 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
-import sqlite_utils
-
 from monitor import health
 from monitor.health import HeartbeatRow
 from monitor.models import NoticeKind, TargetStateRow, utcnow
-from monitor.store.connection import StoreError, insert_row, marks
+from monitor.store.connection import Database, StoreError, insert_row, marks
 
 
 class Runs:
-    def __init__(self, db: sqlite_utils.Database):
+    def __init__(self, db: Database):
         self.db = db
 
     def start_run(self, target: str, *, now: str | None = None) -> int:
