@@ -23,6 +23,7 @@ import binascii
 import dataclasses
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -41,7 +42,11 @@ __all__ = [
     "parse_indicator_file",
     "parse_indicator_text",
     "ParsedIndicators",
+    "SHORT_CONTEXTS",
+    "ShortContext",
+    "ShortToken",
     "parse_magnet",
+    "scan_short_hashes",
     "scan_text",
 ]
 
@@ -523,4 +528,77 @@ def scan_text(text: str) -> list[Token]:
             tokens.append(Token(raw.lower(), "hex", None, m.start(), m.end(), raw))
     if in_magnets:
         tokens.sort(key=lambda t: t.start)
+    return tokens
+
+
+# --- short hashes in naming context (issue 18) ---------------------------------------------
+#
+# A short hash (8 to 12 hex) is no evidence alone: git short SHAs, colours, ids and CRCs of
+# other files are written the same way. It is read only where the text names what it is:
+# A1111's generation parameters ("Model hash: 925997e9", as images of the 2022 NovelAI
+# leak carried them; 8 hex there was AutoV1 until January 2023, 10 hex AutoV2 since), its
+# checkpoint titles ("model.ckpt [925997e9]", same lengths), and labels as Civitai writes
+# them ("AutoV2: 6CE0161689", "CRC32: 0D4A1185"). A value of another length than its label
+# says is not read as that label's.
+
+
+@dataclass(frozen=True)
+class ShortContext:
+    """A way text names a short hash: the literals (lowercase) one of which every match
+    contains, so a one-pass literal search tells which documents to run `pattern` on."""
+
+    name: str       # said in the hit's evidence
+    literals: tuple[str, ...]
+    pattern: re.Pattern[str]
+
+
+@dataclass(frozen=True)
+class ShortToken:
+    """A short hash found in naming context; the detector looks `value` up among the
+    registered values of `form` (a key of `fingerprints.algos.SHORT_FORMS`)."""
+
+    form: str
+    value: str      # lowercase hex
+    context: str    # the ShortContext's name
+    start: int
+    end: int
+    raw: str
+
+
+_SHORT_HEX = rf"(?P<hex>{_HEX}{{8,12}})(?!{_ALNUM})"
+# A1111 writes an AutoV1 as 8 hex and an AutoV2 as 10, in both of its forms.
+_A1111_FORMS = {8: "autov1", 10: "autov2"}
+_LABEL_FORMS = {"autov1": "autov1", "autov2": "autov2", "autov3": "autov3", "crc32": "crc32",
+                "crc-32": "crc32"}
+SHORT_CONTEXTS: tuple[ShortContext, ...] = (
+    ShortContext('A1111 "Model hash:"', ("model hash",),
+                 re.compile(rf"\bmodel hash\s*:\s*{_SHORT_HEX}", re.I)),
+    ShortContext("A1111 checkpoint title",
+                 ("ckpt [", "safetensors [", ".pt [", ".pth [", ".bin ["),
+                 re.compile(rf"[^\s\[\]]\.(?:ckpt|safetensors|pth?|bin) \[{_SHORT_HEX}\]",
+                            re.I)),
+    ShortContext("hub label", tuple(_LABEL_FORMS),
+                 re.compile(r"\b(?P<label>autov[123]|crc-?32)(?:\s*hash)?[\s:=|*`'\"]{0,8}"
+                            rf"(?<!{_ALNUM}){_SHORT_HEX}", re.I)),
+)
+
+
+def scan_short_hashes(text: str, contexts: Iterable[int] | None = None) -> list[ShortToken]:
+    """Short hashes written in naming context (`SHORT_CONTEXTS`, or those of them numbered
+    in `contexts`), in text order, each with the form its context and length say."""
+    from fingerprints.algos import SHORT_FORMS
+
+    chosen = range(len(SHORT_CONTEXTS)) if contexts is None else sorted(set(contexts))
+    tokens: list[ShortToken] = []
+    for index in chosen:
+        context = SHORT_CONTEXTS[index]
+        for m in context.pattern.finditer(text):
+            raw = m["hex"]
+            label = m.groupdict().get("label")
+            form = (_LABEL_FORMS[label.lower()] if label is not None
+                    else _A1111_FORMS.get(len(raw)))
+            if form is None or SHORT_FORMS[form].length != len(raw):
+                continue
+            tokens.append(ShortToken(form, raw.lower(), context.name, *m.span("hex"), raw))
+    tokens.sort(key=lambda t: t.start)
     return tokens
