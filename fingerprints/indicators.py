@@ -4,7 +4,8 @@ Two jobs, both pure text work:
 
 - ``parse_indicator_file`` reads a file an operator imports (a release's ``SHA256SUMS``, a
   list of known magnets, Git LFS pointers, a size list, a model hub's model-info or tree
-  JSON, a released .torrent) strictly: every line (or JSON entry) must be understood, and
+  JSON (Hugging Face's, or a Civitai model version's with its short hashes), a released
+  .torrent) strictly: every line (or JSON entry) must be understood, and
   an error names the line (or entry), because a silently skipped line is a leak that will
   never be matched. Besides digests it returns the released files' names and sizes that
   carry no digest (a size list, a v1 torrent's file list, a hub file outside LFS), which
@@ -62,7 +63,9 @@ _BTMH_PREFIX = "1220"
 class Indicator:
     """One known digest of something released, as read from an indicator file."""
 
-    algo: str  # 'md5' | 'sha1' | 'sha256' | 'btih' | 'btmh' | 'pieces_root' (a .torrent's)
+    # "md5" | "sha1" | "sha256" | "btih" | "btmh" | "pieces_root" (a .torrent's); a Civitai
+    # record's also "autov1" | "autov2" | "autov3" | "crc32" | "blake3" (fingerprints.algos)
+    algo: str
     value: str  # lowercase hex
     name: str | None = None  # file name or torrent dn
     size: int | None = None
@@ -301,7 +304,8 @@ def _parse_text(text: str) -> ParsedIndicators:
     be told which was meant), a lone 32-character base32 infohash, Git LFS pointers, and
     size lines (``du -b`` / ``stat -c '%s %n'``: bytes, blanks, name).
     Blank lines and ``#`` comments are skipped. A text whose first non-space character is
-    ``{`` or ``[`` is model-hub JSON (see :func:`parse_hub_json`). Anything else raises
+    ``{`` or ``[`` is model-hub JSON (see :func:`parse_hub_json`; a Civitai model or model
+    version, with its files' hashes, is read by :func:`_parse_civitai`). Anything else raises
     :class:`IndicatorError` naming the line, so nothing is silently lost.
     """
     if text.lstrip("\ufeff \t\r\n")[:1] in ("{", "["):
@@ -408,6 +412,9 @@ def _parse_hub_json(text: str) -> ParsedIndicators:
         if isinstance(e, json.JSONDecodeError):
             raise IndicatorError(e.lineno, f"not valid JSON: {e.msg} (column {e.colno})") from None
         raise IndicatorError(None, f"not valid JSON: {e}", where="JSON") from None
+    if isinstance(data, dict) and "siblings" not in data and (
+            isinstance(data.get("files"), list) or isinstance(data.get("modelVersions"), list)):
+        return _parse_civitai(data)
     if isinstance(data, dict):
         entries = data.get("siblings")
         if not isinstance(entries, list):
@@ -458,6 +465,101 @@ def _parse_hub_json(text: str) -> ParsedIndicators:
         raise IndicatorError(None, "model info lists file names only, no digests; fetch it "
                              "with ?blobs=true (or import the tree listing)", where="siblings")
     return ParsedIndicators(out, files)
+
+
+# Civitai's names for the hashes of `files[].hashes`, and the registry's.
+_CIVITAI_HASHES = {"SHA256": "sha256", "AutoV1": "autov1", "AutoV2": "autov2",
+                   "AutoV3": "autov3", "CRC32": "crc32", "BLAKE3": "blake3"}
+
+
+def _parse_civitai(data: dict[str, object]) -> ParsedIndicators:
+    """Read a Civitai model version (``GET /api/v1/model-versions/{id}`` or ``/by-hash/``:
+    ``{"id", "modelId", "files": [{"name", "sizeKB", "hashes": {"SHA256", "AutoV1",
+    "AutoV2", "AutoV3", "CRC32", "BLAKE3"}}]}``) or a model (``GET /api/v1/models/{id}``:
+    the same under ``modelVersions[i]``), as Civitai's REST API reference documents them.
+
+    Each hash becomes an indicator named and sized as its file (origin ``files[i]``, or
+    ``modelVersions[v].files[i]``), in uppercase or lowercase hex, at the length Civitai
+    shows (`fingerprints.algos.SHORT_FORMS`: 8 hex of AutoV1, 12 of AutoV3). AutoV2 is the
+    SHA-256's first 10 hex: beside the SHA-256 it must agree with it and adds nothing, and
+    alone it is kept. ``sizeKB`` is bytes / 1024 as a float: a size that is not a whole
+    number of bytes (rounded by whoever copied the record) is not kept, the file's name and
+    hashes are. A file without hashes (not yet scanned) gives its name and size. An unknown
+    hash name, a value of the wrong length or a disagreeing AutoV2 raises
+    :class:`IndicatorError` naming the entry.
+    """
+    from fingerprints.algos import value_lengths
+
+    versions: list[tuple[str, object]]
+    if isinstance(data.get("files"), list):
+        versions = [("", data["files"])]
+    else:
+        listed = data["modelVersions"]
+        assert isinstance(listed, list)
+        versions = []
+        for v, version in enumerate(listed):
+            if not isinstance(version, dict):
+                raise IndicatorError(None, "expected an object", where=f"modelVersions[{v}]")
+            versions.append((f"modelVersions[{v}].", version.get("files")))
+    out = ParsedIndicators()
+    for prefix, entries in versions:
+        if not isinstance(entries, list):
+            raise IndicatorError(None, "expected a list", where=f"{prefix}files")
+        for i, entry in enumerate(entries):
+            where = f"{prefix}files[{i}]"
+            if not isinstance(entry, dict):
+                raise IndicatorError(None, "expected an object", where=where)
+            name = entry.get("name")
+            if not isinstance(name, str) or not name:
+                raise IndicatorError(None, "missing or not a string", where=f"{where}.name")
+            size = _civitai_size(entry.get("sizeKB"), f"{where}.sizeKB")
+            hashes = entry.get("hashes") or {}
+            if not isinstance(hashes, dict):
+                raise IndicatorError(None, "expected an object", where=f"{where}.hashes")
+            found: dict[str, str] = {}
+            for key, raw in hashes.items():
+                at = f"{where}.hashes.{str(key)[:40]}"
+                algo = _CIVITAI_HASHES.get(key)
+                if algo is None:
+                    raise IndicatorError(None, f"unknown hash {str(key)[:40]!r} (known: "
+                                         f"{', '.join(_CIVITAI_HASHES)})", where=at)
+                if raw is None:
+                    continue
+                lengths = value_lengths(algo)
+                if not (isinstance(raw, str) and len(raw) in lengths
+                        and _LONE_HEX.fullmatch(raw)):
+                    wanted = " or ".join(map(str, lengths))
+                    raise IndicatorError(None, f"expected {wanted} hex characters, got "
+                                         f"{repr(raw)[:70]}", where=at)
+                found[algo] = raw.lower()
+            sha256, autov2 = found.get("sha256"), found.get("autov2")
+            if sha256 is not None and autov2 is not None:
+                if not sha256.startswith(autov2):
+                    raise IndicatorError(None, f"{autov2.upper()} is not the start of the "
+                                         f"file's SHA256 {sha256[:16].upper()}...",
+                                         where=f"{where}.hashes.AutoV2")
+                del found["autov2"]
+            if not found:
+                if size is not None:
+                    out.files.append(FileEntry(name, size, origin=where))
+                continue
+            out.indicators += [Indicator(algo, value, name, size, None, where)
+                               for algo, value in found.items()]
+    return out
+
+
+def _civitai_size(value: object, where: str) -> int | None:
+    """Bytes from Civitai's ``sizeKB`` (bytes / 1024, a float); None where it is not a
+    whole number of bytes."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise IndicatorError(None, f"expected a size in KiB, got {repr(value)[:40]}",
+                             where=where)
+    size = value * 1024
+    if isinstance(size, float) and not (size.is_integer() and size < 2**53):
+        return None
+    return _size(int(size), None, where)
 
 
 def _json_size(value: object, where: str) -> int | None:

@@ -22,8 +22,10 @@ AutoV3 at 12: `fingerprints.algos.SHORT_FORMS`) are read only in naming context
 so matches one by chance N / 2^bits (8 hex: N / 2^32), and the hit says so. It is never
 critical: a prefix is not the file's digest but a claim about it, and it can be forged
 cheaply (2^32 SHA-256 trials for 8 hex; a CRC32 is set by patching four bytes). It is high
-while that chance is at most 1 in 10,000 (N up to 429 registered values at 32 bits), and
-medium beyond, where a coincidence is no longer negligible.
+while that chance is at most one in a million (N up to 4,294 registered values at 32 bits,
+a million at 40), and medium beyond: crawls read a few million parameter blocks a year,
+so a per-mention chance of 10^-6 is about one coincidence a year, and more is too many for
+an alert that wakes someone.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ ALGO_PREFERENCE = {"sha256": 0, "sha1": 1, "md5": 2, "btih": 3, "btmh": 4, "shar
 # Short-hash hits: the matching rule's version (the registry entry is named beside it).
 SHORT_MATCHER = "shorthash-v1"
 # A short hash in context is high while a chance match is at most this likely, else medium.
-SHORT_HIGH_CHANCE = 1e-4
+SHORT_HIGH_CHANCE = 1e-6
 # Hit key: (value or short indicator, model, recipient).
 _Found = dict[tuple[str, str, str | None], Hit]
 
