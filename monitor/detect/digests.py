@@ -76,6 +76,8 @@ class DigestDetector:
         has_cids = getattr(known, "has_cids", None)
         self._cids: bool = (has_cids if isinstance(has_cids, bool) else any(
             e.algo.startswith(CID_PREFIX) for entries in known.values() for e in entries))
+        # The last document's `_hex_runs`, which both pre-checks read.
+        self._last_runs: tuple[str, tuple[bool, bool]] | None = None
 
     def detect(self, doc: Document) -> list[Hit]:
         if not self.known:
@@ -102,6 +104,9 @@ class DigestDetector:
                 continue
             for entry in self._lookup(item["value"], item["algo"], exact=True):
                 self._add(found, entry, item.get("encoding", "field"), item.get("context", ""))
+        fired = self._may_name_short(text)
+        if not (fired or stated_short):
+            return list(found.values())
         # A file already named by a full digest here needs no weaker hit beside it.
         named = {(hit.model, hit.artifact, hit.recipient) for hit in found.values()}
         short: _Found = {}
@@ -109,7 +114,6 @@ class DigestDetector:
             self._add_short(short, named, form, item["value"],
                             f"stated by the hub ({item.get('encoding', 'field')})",
                             item.get("context", ""))
-        fired = _short_literals().fired(fold(text))
         for named_hash in scan_short_hashes(text, fired) if fired else ():
             self._add_short(short, named, SHORT_FORMS[named_hash.form], named_hash.value,
                             named_hash.context,
@@ -145,21 +149,40 @@ class DigestDetector:
                     if any(e.algo in form.algos for e in entries)})
 
     def _may_match(self, text: str) -> bool:
-        """Whether `scan_text` could find a registered digest in `text`, read in one pass
-        at C speed: a token ends where its run of hex characters does (it is never followed
-        by a letter or digit), so the last 32, 40 and 64 characters of each run of at least
-        32 are every value it could have; a base32 infohash only follows "btih"."""
+        """Whether `scan_text` could find a registered digest in `text` (`_hex_runs`)."""
+        return self._hex_runs(text)[0]
+
+    def _may_name_short(self, text: str) -> list[int]:
+        """The short-hash contexts that could match in `text`: none without a run of at
+        least 8 hex characters (`_hex_runs`), else those whose literals occur."""
+        if not self._hex_runs(text)[1]:
+            return []
+        return sorted(_short_literals().fired(fold(text)))
+
+    def _hex_runs(self, text: str) -> tuple[bool, bool]:
+        """Whether a registered digest, and whether a short hash, could be in `text`, read
+        in one pass over its runs of hex at C speed (once per document, for both checks):
+        a token ends where its run of hex characters does (it is never followed by a letter
+        or digit), so the last 32, 40 and 64 characters of each run of at least 32 are
+        every digest it could have, and a short hash needs a run of at least 8; a base32
+        infohash only follows "btih"."""
+        last = self._last_runs
+        if last is not None and last[0] is text:
+            return last[1]
         data = text.encode("utf-8", "surrogatepass")
         mask = data.translate(_HEX_MASK)
-        start = mask.find(_RUN)
-        while start >= 0:
-            end = mask.find(b".", start + len(_RUN))
+        start = mask.find(_SHORT_RUN)
+        short, digest = start >= 0, False
+        while start >= 0 and not digest:
+            end = mask.find(b".", start + len(_SHORT_RUN))
             end = len(mask) if end < 0 else end
-            for size in (32, 40, 64):
-                if end - start >= size and bytes.fromhex(data[end - size:end].decode()) in self._packed:
-                    return True
-            start = mask.find(_RUN, end)
-        return self._base32 and b"btih" in data.lower()
+            digest = end - start >= len(_RUN) and any(
+                end - start >= size and bytes.fromhex(data[end - size:end].decode())
+                in self._packed for size in (32, 40, 64))
+            start = mask.find(_SHORT_RUN, end)
+        found = (digest or (self._base32 and b"btih" in data.lower()), short)
+        self._last_runs = (text, found)
+        return found
 
     def _lookup(self, value: str, algo_hint: str | None, *,
                 exact: bool = False) -> Iterable[KnownDigest]:
@@ -190,6 +213,7 @@ class DigestDetector:
 # Hex characters as "x", everything else as ".": runs of hex found by bytes.find.
 _HEX_MASK = bytes(ord("x") if chr(b) in "0123456789abcdefABCDEF" else ord(".") for b in range(256))
 _RUN = b"x" * 32
+_SHORT_RUN = b"x" * min(form.length for form in SHORT_FORMS.values())
 
 
 def _packed(known: Iterable[str]) -> Iterator[bytes]:
@@ -229,9 +253,11 @@ def digest_hit(entry: KnownDigest, encoding: str, context: str, *,
 @cache
 def _short_literals() -> LiteralSet:
     """The literals of every short-hash context, tagged with the context's number: built
-    once, on the first document read."""
-    return literal_set((literal, index) for index, context in enumerate(SHORT_CONTEXTS)
-                       for literal in context.literals)
+    once, on the first document read. They are looked for only in a document with a run
+    of 8 hex characters, and one by one there (the "python" engine: a C-speed substring
+    search each, cheaper for a dozen literals than an automaton's pass)."""
+    return literal_set(((literal, index) for index, context in enumerate(SHORT_CONTEXTS)
+                        for literal in context.literals), engine="python")
 
 
 def short_hit(entry: KnownDigest, form: ShortForm, prefix: str, seen_as: str, context: str,
