@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+from fingerprints.algos import SHORT_FORMS, value_lengths
 from fingerprints.torrent import MAX_FILE_LENGTH, TorrentError, parse_torrent
 
 __all__ = [
@@ -488,8 +489,6 @@ def _parse_civitai(data: dict[str, object]) -> ParsedIndicators:
     hash name, a value of the wrong length or a disagreeing AutoV2 raises
     :class:`IndicatorError` naming the entry.
     """
-    from fingerprints.algos import value_lengths
-
     versions: list[tuple[str, object]]
     if isinstance(data.get("files"), list):
         versions = [("", data["files"])]
@@ -652,6 +651,10 @@ class ShortContext:
     name: str       # said in the hit's evidence
     literals: tuple[str, ...]
     pattern: re.Pattern[str]
+    # The form a hex of each length is, where the context does not label it.
+    forms: dict[int, str] = dataclasses.field(default_factory=dict)
+    # For a list ("Lora hashes"): each hash within the pattern's "list" group.
+    item: re.Pattern[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -674,33 +677,40 @@ _LABEL_FORMS = {"autov1": "autov1", "autov2": "autov2", "autov3": "autov3", "crc
                 "crc-32": "crc32"}
 SHORT_CONTEXTS: tuple[ShortContext, ...] = (
     ShortContext('A1111 "Model hash:"', ("model hash",),
-                 re.compile(rf"\bmodel hash\s*:\s*{_SHORT_HEX}", re.I)),
+                 re.compile(rf"\bmodel hash\s*:\s*{_SHORT_HEX}", re.I), _A1111_FORMS),
     ShortContext("A1111 checkpoint title",
                  ("ckpt [", "safetensors [", ".pt [", ".pth [", ".bin ["),
                  re.compile(rf"[^\s\[\]]\.(?:ckpt|safetensors|pth?|bin) \[{_SHORT_HEX}\]",
-                            re.I)),
+                            re.I), _A1111_FORMS),
     ShortContext("hub label", tuple(_LABEL_FORMS),
                  re.compile(r"\b(?P<label>autov[123]|crc-?32)(?:\s*hash)?[\s:=|*`'\"]{0,8}"
                             rf"(?<!{_ALNUM}){_SHORT_HEX}", re.I)),
+    # A1111's LoRA list, `Lora hashes: "name: 12 hex, ..."`: for a .safetensors LoRA the
+    # hash of its tensor data (A1111's "addnet hash", what Civitai calls AutoV3).
+    ShortContext('A1111 "Lora hashes:"', ("lora hashes",),
+                 re.compile(r'\blora hashes\s*:\s*"(?P<list>[^"\n]{1,4000})"', re.I),
+                 {12: "autov3"}, re.compile(rf":\s*{_SHORT_HEX}")),
 )
 
 
 def scan_short_hashes(text: str, contexts: Iterable[int] | None = None) -> list[ShortToken]:
     """Short hashes written in naming context (`SHORT_CONTEXTS`, or those of them numbered
     in `contexts`), in text order, each with the form its context and length say."""
-    from fingerprints.algos import SHORT_FORMS
-
     chosen = range(len(SHORT_CONTEXTS)) if contexts is None else sorted(set(contexts))
     tokens: list[ShortToken] = []
     for index in chosen:
         context = SHORT_CONTEXTS[index]
         for m in context.pattern.finditer(text):
-            raw = m["hex"]
-            label = m.groupdict().get("label")
-            form = (_LABEL_FORMS[label.lower()] if label is not None
-                    else _A1111_FORMS.get(len(raw)))
-            if form is None or SHORT_FORMS[form].length != len(raw):
-                continue
-            tokens.append(ShortToken(form, raw.lower(), context.name, *m.span("hex"), raw))
+            found = ([m] if context.item is None else
+                     context.item.finditer(text, m.start("list"), m.end("list")))
+            for hit in found:
+                raw = hit["hex"]
+                label = hit.groupdict().get("label")
+                form = (_LABEL_FORMS[label.lower()] if label is not None
+                        else context.forms.get(len(raw)))
+                if form is None or SHORT_FORMS[form].length != len(raw):
+                    continue
+                tokens.append(ShortToken(form, raw.lower(), context.name, *hit.span("hex"),
+                                         raw))
     tokens.sort(key=lambda t: t.start)
     return tokens

@@ -55,7 +55,17 @@ CONTROLNET = ("Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 555, Size: 512x5
               "Model hash: fc2511737a, Model: chilloutmix_NiPrunedFp32Fix, Denoising "
               "strength: 0.75, Clip skip: 2, ControlNet 0: \"preprocessor: canny, model: "
               "control_sd15_canny [fef5e48e], weight: 1, starting/ending: (0, 1)\"")
-REAL_BLOCKS = [A1111_DOCSTRING, PROMPT_GUIDE, COLAB, GOPHERS, CONTROLNET]
+# A1111 1.9 with LoRAs and embeddings (a script's sample output), and Forge with Flux.
+LORAS = ("Steps: 6, Sampler: LCM, Schedule type: Automatic, CFG scale: 1.5, Seed: 3748719078, "
+         "Size: 768x1024, Model hash: 19bbe9faa4, Model: fantasticmix_k2, VAE hash: "
+         "07af11b95c, VAE: vae-ft-mse-840000-ema-pruned.safetensors, Clip skip: 2, Lora "
+         'hashes: "LCM_15: aaebf6360f7d, ip-adapter-faceid-plusv2_sd15_lora: a95a0f4bdcb9", '
+         'TI hashes: "MajicNegative_V2: a53884ef726b, badhandv4: 5e40d722fc3d", Downcast '
+         "alphas_cumprod: True, Version: v1.9.4")
+FLUX = ("Steps: 35\nSampler: Euler\nCFG scale: 1\nSeed: 348050396\nSize: 896x1152\n"
+        "Model hash: 06f96f89f6\nModel: flux_dev\nLora hashes: \"flux_sad1es1nk: "
+        'bd081f6e5b13"\nVersion: f2.0.1v1.10.1-previous-544-g86d00326')
+REAL_BLOCKS = [A1111_DOCSTRING, PROMPT_GUIDE, COLAB, GOPHERS, CONTROLNET, LORAS, FLUX]
 # Civitai's model-version API (GET /api/v1/model-versions/1050496), description and images
 # left out.
 CIVITAI_RECORD = {
@@ -194,7 +204,7 @@ def test_migration_keeps_every_indicator_and_file_claim_with_ids(
             db.conn.commit()
             assert old.schema_version == 18
     with Store(path) as store:
-        assert store.schema_version == len(MIGRATIONS) == 19
+        assert store.schema_version == len(MIGRATIONS)
         assert [(i["id"], i["algo"]) for i in store.indicators()] == [(41, "sha256"),
                                                                       (42, "cid-v0")]
         assert list(store.db.execute("SELECT id, indicator_id, name, size FROM indicator_files "
@@ -230,8 +240,12 @@ def test_real_blocks_are_read_in_context(store: Store) -> None:
     lookup that found nothing, not a context never recognised)."""
     seen = [(t.form, t.value) for block in REAL_BLOCKS for t in scan_short_hashes(block)]
     assert seen == [("autov1", "45dee52b"), ("autov2", "fc2511737a"), ("autov2", "a928fee35b"),
-                    ("autov2", "6ce0161689"), ("autov2", "fc2511737a")]
-    # "control_sd15_canny [fef5e48e]" names no file (no extension): not a title read.
+                    ("autov2", "6ce0161689"), ("autov2", "fc2511737a"),
+                    ("autov2", "19bbe9faa4"), ("autov3", "aaebf6360f7d"),
+                    ("autov3", "a95a0f4bdcb9"), ("autov2", "06f96f89f6"),
+                    ("autov3", "bd081f6e5b13")]
+    # "control_sd15_canny [fef5e48e]" names no file (no extension): not a title read; nor
+    # are "VAE hash:" and "TI hashes:" (other files' hashes, of other forms).
     record = [(t.form, t.value) for t in scan_short_hashes(json.dumps(CIVITAI_RECORD))]
     assert record == [("autov1", "88828ae7"), ("autov2", "21437ec266"), ("crc32", "f8f2be29"),
                       ("autov3", "7aae878cb805")]
@@ -254,6 +268,13 @@ def test_ours_planted_in_a_real_block_hits_high_with_its_bits(
         f"match 1/2^{bits} = {1 / 2 ** bits:.1e})")
     assert hit.matcher_version.startswith("shorthash-v1/indicator:")
     assert mine in hit.context.lower()
+
+
+def test_ours_planted_in_a_real_lora_list_hits(store: Store, ours: dict[str, str]) -> None:
+    (hit,) = detect(store, LORAS.replace("a95a0f4bdcb9", ours["autov3"][:12]))
+    assert (hit.indicator, hit.severity) == (f"autov3:{ours['autov3'][:12]}", "high")
+    assert hit.indicator_type is not None
+    assert hit.indicator_type.startswith('autov3 (A1111 "Lora hashes:"; 12 hex = 48 bits')
 
 
 @pytest.mark.parametrize(("text", "form"), [

@@ -15,8 +15,8 @@ to another digest and simply matches nothing.
 BLAKE3 (and a full AutoV1 or AutoV3) is 64 hex like a SHA-256: a 64-hex token is looked up
 under every algorithm at once. Short hashes (AutoV1 and CRC32 at 8 hex, AutoV2 at 10,
 AutoV3 at 12: `fingerprints.algos.SHORT_FORMS`) are read only in naming context
-(`fingerprints.indicators.SHORT_CONTEXTS`: A1111's "Model hash:" and checkpoint titles,
-"AutoV2:"-style labels), and from a hub's stated hashes; a one-pass literal search
+(`fingerprints.indicators.SHORT_CONTEXTS`: A1111's "Model hash:", checkpoint titles and
+"Lora hashes:" list, "AutoV2:"-style labels), and from a hub's stated hashes; a one-pass literal search
 (`monitor.detect.multipattern`) tells which documents name any. Such a hit rests on
 4 bits a hex character: with N registered values of its form, an unrelated value written
 so matches one by chance N / 2^bits (8 hex: N / 2^32), and the hit says so. It is never
