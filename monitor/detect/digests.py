@@ -16,11 +16,12 @@ BLAKE3 (and a full AutoV1 or AutoV3) is 64 hex like a SHA-256: a 64-hex token is
 under every algorithm at once. Short hashes (AutoV1 and CRC32 at 8 hex, AutoV2 at 10,
 AutoV3 at 12: `fingerprints.algos.SHORT_FORMS`) are read only in naming context
 (`fingerprints.indicators.SHORT_CONTEXTS`: A1111's "Model hash:", checkpoint titles and
-"Lora hashes:" list, "AutoV2:"-style labels), and from a hub's stated hashes; a one-pass literal search
-(`monitor.detect.multipattern`) tells which documents name any. Such a hit rests on
-4 bits a hex character: with N registered values of its form, an unrelated value written
-so matches one by chance N / 2^bits (8 hex: N / 2^32), and the hit says so. It is never
-critical: a prefix is not the file's digest but a claim about it, and it can be forged
+"Lora hashes:" list, "AutoV2:"-style labels), and from a hub's stated hashes. A document
+is read for them only if the pass that looks for digests saw a run of at least 8 hex in it
+and one of the contexts' literals occurs (`monitor.detect.multipattern`), so prose costs
+what it did. Such a hit rests on 4 bits a hex character: with N registered values of its
+form, an unrelated value written so matches one by chance N / 2^bits (8 hex: N / 2^32), and
+the hit says so. It is never critical: a prefix is not the file's digest but a claim about it, and it can be forged
 cheaply (2^32 SHA-256 trials for 8 hex; a CRC32 is set by patching four bytes). It is high
 while that chance is at most one in a million (N up to 4,294 registered values at 32 bits,
 a million at 40), and medium beyond: crawls read a few million parameter blocks a year,
