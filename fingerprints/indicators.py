@@ -420,7 +420,8 @@ def _parse_hub_json(text: str) -> ParsedIndicators:
         entries = data.get("siblings")
         if not isinstance(entries, list):
             raise IndicatorError(None, "a JSON object must be model-hub model info with a "
-                                 "'siblings' list", where="siblings")
+                                 "'siblings' list, or a Civitai model version (a 'files' "
+                                 "list) or model (a 'modelVersions' list)", where="siblings")
         prefix, name_key, digest_keys = "siblings", "rfilename", ("sha256", "oid")
     elif isinstance(data, list):
         entries, prefix, name_key, digest_keys = data, "", "path", ("oid", "sha256")

@@ -449,3 +449,8 @@ def test_bundles_carry_short_hashes(store: Store, tmp_path: Path, ours: dict[str
     with pytest.raises(BundleError, match=r"indicators\[0\].value: expected 64 or 12 hex "
                                           r"characters, got 10"):
         parse_bundle(doc, "b")
+
+
+def test_a_json_object_of_neither_shape_says_what_is_read() -> None:
+    with pytest.raises(IndicatorError, match="or a Civitai model version \\(a 'files' list\\)"):
+        parse_indicator_file(b'{"id": 1, "name": "x"}')
