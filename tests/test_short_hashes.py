@@ -454,3 +454,16 @@ def test_bundles_carry_short_hashes(store: Store, tmp_path: Path, ours: dict[str
 def test_a_json_object_of_neither_shape_says_what_is_read() -> None:
     with pytest.raises(IndicatorError, match="or a Civitai model version \\(a 'files' list\\)"):
         parse_indicator_file(b'{"id": 1, "name": "x"}')
+
+
+def test_a_plain_mapping_answers_as_the_store_does(store: Store, ours: dict[str, str]) -> None:
+    """Tests and other callers may hand the detector a plain mapping: prefix lookups and the
+    count behind the chance come out the same."""
+    plain = DigestDetector(dict(store.known_digests().items()))
+    texts = [f"Model hash: {ours['autov1'][:8]}", f"Model hash: {ours['sha256'][:10]}",
+             f"AutoV3: {ours['autov3'][:12]}", f"CRC32: {ours['crc32']}",
+             f"CRC32: {_near_miss(ours['crc32'])}", *REAL_BLOCKS]
+    for text in texts:
+        doc = Document(target="board", key="1", url="http://127.0.0.1:9/t/1", text=text)
+        assert plain.detect(doc) == detect(store, text), text
+    assert any(detect(store, text) for text in texts)

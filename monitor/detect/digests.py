@@ -31,6 +31,7 @@ an alert that wakes someone.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cache
 from typing import Any
@@ -79,6 +80,8 @@ class DigestDetector:
             e.algo.startswith(CID_PREFIX) for entries in known.values() for e in entries))
         # The last document's `_hex_runs`, which both pre-checks read.
         self._last_runs: tuple[str, tuple[bool, bool]] | None = None
+        # A plain mapping's values in order, for prefix lookups (built on the first).
+        self._sorted: list[str] | None = None
 
     def detect(self, doc: Document) -> list[Hit]:
         if not self.known:
@@ -138,9 +141,12 @@ class DigestDetector:
         lookup = getattr(self.known, "starting_with", None)
         if callable(lookup):
             return list(lookup(form, prefix))
-        return sorted((e for value, entries in self.known.items() if value.startswith(prefix)
-                       for e in entries if e.algo in form.algos),
-                      key=lambda e: e.indicator_id)
+        if self._sorted is None:
+            self._sorted = sorted(self.known)
+        start = bisect.bisect_left(self._sorted, prefix)
+        end = bisect.bisect_left(self._sorted, prefix + "g", start)
+        return sorted((e for value in self._sorted[start:end] for e in self.known[value]
+                       if e.algo in form.algos), key=lambda e: e.indicator_id)
 
     def _registered(self, form: ShortForm) -> int:
         count = getattr(self.known, "registered", None)
