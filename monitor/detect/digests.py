@@ -37,7 +37,7 @@ from functools import cache
 from typing import Any
 
 from fingerprints.algos import SHORT_FORMS, ShortForm, chance
-from fingerprints.indicators import SHORT_CONTEXTS, scan_short_hashes, scan_text
+from fingerprints.indicators import SHORT_CONTEXTS, ShortToken, scan_short_hashes, scan_text
 from fingerprints.ipfs import DAG_PB, LAYOUT_BY_NAME, Cid, FoundCid, find_cids
 from monitor.detect.literals import fold
 from monitor.detect.multipattern import LiteralSet, literal_set
@@ -108,8 +108,8 @@ class DigestDetector:
                 continue
             for entry in self._lookup(item["value"], item["algo"], exact=True):
                 self._add(found, entry, item.get("encoding", "field"), item.get("context", ""))
-        fired = self._may_name_short(text)
-        if not (fired or stated_short):
+        named_hashes = self._named_short(text)
+        if not (named_hashes or stated_short):
             return list(found.values())
         # A file already named by a full digest here needs no weaker hit beside it.
         named = {(hit.model, hit.artifact, hit.recipient) for hit in found.values()}
@@ -118,16 +118,21 @@ class DigestDetector:
             self._add_short(short, named, form, item["value"],
                             f"stated by the hub ({item.get('encoding', 'field')})",
                             item.get("context", ""))
-        for named_hash in scan_short_hashes(text, fired) if fired else ():
+        for named_hash in named_hashes:
             self._add_short(short, named, SHORT_FORMS[named_hash.form], named_hash.value,
-                            named_hash.context,
-                            snippet(text, named_hash.start, named_hash.end))
+                            named_hash.context, (text, named_hash.start, named_hash.end))
         return [*found.values(), *short.values()]
 
     def _add_short(self, found: _Found, named: set[tuple[str | None, str | None, str | None]],
-                   form: ShortForm, value: str, seen_as: str, context: str) -> None:
+                   form: ShortForm, value: str, seen_as: str,
+                   context: str | tuple[str, int, int]) -> None:
+        """Hits for the registered values `value` is a prefix of; `context` is the hit's
+        context, or the (text, start, end) to cut it from, once a value matched (nearly
+        every short hash seen is not ours)."""
         prefix = value.lower()
         for entry in self._starting_with(form, prefix):
+            if not isinstance(context, str):
+                context = snippet(*context)
             if (entry.model, entry.artifact, entry.recipient) in named:
                 continue
             key = (f"{form.name}:{prefix}", entry.model, entry.recipient)
@@ -159,12 +164,15 @@ class DigestDetector:
         """Whether `scan_text` could find a registered digest in `text` (`_hex_runs`)."""
         return self._hex_runs(text)[0]
 
-    def _may_name_short(self, text: str) -> list[int]:
-        """The short-hash contexts that could match in `text`: none without a run of at
-        least 8 hex characters (`_hex_runs`), else those whose literals occur."""
+    def _named_short(self, text: str) -> list[ShortToken]:
+        """The short hashes in naming context in `text`: none looked for without a run of
+        at least 8 hex characters (`_hex_runs`), and only the contexts whose literals
+        occur are read."""
         if not self._hex_runs(text)[1]:
             return []
-        return sorted(_short_literals().fired(fold(text)))
+        folded = fold(text)
+        fired = _short_literals().fired(folded)
+        return scan_short_hashes(text, fired, folded=folded) if fired else []
 
     def _hex_runs(self, text: str) -> tuple[bool, bool]:
         """Whether a registered digest, and whether a short hash, could be in `text`, read
@@ -260,11 +268,10 @@ def digest_hit(entry: KnownDigest, encoding: str, context: str, *,
 @cache
 def _short_literals() -> LiteralSet:
     """The literals of every short-hash context, tagged with the context's number: built
-    once, on the first document read. They are looked for only in a document with a run
-    of 8 hex characters, and one by one there (the "python" engine: a C-speed substring
-    search each, cheaper for a dozen literals than an automaton's pass)."""
-    return literal_set(((literal, index) for index, context in enumerate(SHORT_CONTEXTS)
-                        for literal in context.literals), engine="python")
+    once, on the first document read, and looked for in one pass over a document that
+    has a run of at least 8 hex characters."""
+    return literal_set((literal, index) for index, context in enumerate(SHORT_CONTEXTS)
+                       for literal in context.literals)
 
 
 def short_hit(entry: KnownDigest, form: ShortForm, prefix: str, seen_as: str, context: str,

@@ -4,9 +4,11 @@ whether anything new was registered."""
 
 from __future__ import annotations
 
+import bisect
 import json
 import sqlite3
 import urllib.parse
+from array import array
 from collections.abc import ItemsView, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
@@ -453,7 +455,8 @@ class KnownDigests(Mapping[str, Sequence[KnownDigest]]):
             else:
                 self._other[value] = []
         self.packed = frozenset(packed)
-        self._registered: dict[str, int] = {}
+        # Each short form's registered prefixes, read when first needed (`_prefixes`).
+        self._by_form: dict[str, array[int]] = {}
         # Whether any IPFS CID is registered: only then is text searched for CIDs.
         self.has_cids = db.execute(
             "SELECT 1 FROM indicators WHERE algo LIKE 'cid-%' LIMIT 1").fetchone() is not None
@@ -464,19 +467,39 @@ class KnownDigests(Mapping[str, Sequence[KnownDigest]]):
 
     def starting_with(self, form: ShortForm, prefix: str) -> list[KnownDigest]:
         """The registered values of `form`'s algorithms that start with `prefix` (lowercase
-        hex): a range over the value index, so a registry of millions answers at once."""
+        hex, `form.length` of it). The prefixes are held in memory (`_prefixes`), so a short
+        hash that is not ours, nearly every one seen, costs no query; one that is is read
+        by a range over the value index."""
+        prefixes = self._prefixes(form)
+        try:
+            key = int(prefix, 16)
+        except ValueError:
+            return []
+        at = bisect.bisect_left(prefixes, key)
+        if len(prefix) != form.length or at == len(prefixes) or prefixes[at] != key:
+            return []
         return self._query(f" WHERE i.algo IN ({marks(len(form.algos))}) AND i.value >= ? "
                            "AND i.value < ?", [*form.algos, prefix, prefix + "g"])
 
     def registered(self, form: ShortForm) -> int:
         """How many distinct values a text written in `form` could match: the N of the
-        N / 2^bits chance of an accidental match. Counted once per form, when asked (a
-        short hash is rarely seen)."""
-        if form.name not in self._registered:
-            self._registered[form.name] = int(self._rows(
-                f"SELECT COUNT(DISTINCT substr(value, 1, {form.length})) AS n FROM indicators "
-                f"WHERE algo IN ({marks(len(form.algos))})", form.algos)[0]["n"])
-        return self._registered[form.name]
+        N / 2^bits chance of an accidental match."""
+        return len(self._prefixes(form))
+
+    def _prefixes(self, form: ShortForm) -> array[int]:
+        """The distinct prefixes of `form`'s registered values, sorted, 8 bytes each (a
+        million SHA-256s' AutoV2s in 8 MB); read once per form, when a text first names
+        one, so a crawl that never meets a short hash never reads them."""
+        if form.name not in self._by_form:
+            found: set[int] = set()
+            for row in self._rows(f"SELECT substr(value, 1, {form.length}) AS p FROM "
+                                  f"indicators WHERE algo IN ({marks(len(form.algos))})",
+                                  form.algos):
+                head = row["p"]
+                if len(head) == form.length and _is_hex(head):
+                    found.add(int(head, 16))
+            self._by_form[form.name] = array("Q", sorted(found))
+        return self._by_form[form.name]
 
     def _query(self, where: str, params: Sequence[str]) -> list[KnownDigest]:
         return [KnownDigest(
@@ -531,6 +554,9 @@ class KnownDigests(Mapping[str, Sequence[KnownDigest]]):
         return index.items()
 
 
+_LOWER_HEX = frozenset("0123456789abcdef")
+
+
 def _is_hex(value: str) -> bool:
-    return value.isascii() and all(c in "0123456789abcdef" for c in value)
+    return _LOWER_HEX.issuperset(value)
 
