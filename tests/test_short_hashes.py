@@ -467,3 +467,14 @@ def test_a_plain_mapping_answers_as_the_store_does(store: Store, ours: dict[str,
         doc = Document(target="board", key="1", url="http://127.0.0.1:9/t/1", text=text)
         assert plain.detect(doc) == detect(store, text), text
     assert any(detect(store, text) for text in texts)
+
+
+@pytest.mark.parametrize("before", ["", "İstanbul ẞ Ωmega — ", "\U0001f600 "])
+def test_any_case_and_non_ascii_text_around_keep_positions(store: Store, ours: dict[str, str],
+                                                           before: str) -> None:
+    shown = ours["autov1"][:8].upper()
+    (hit,) = detect(store, f"{before}MODEL HASH: {shown}, Model: nai")
+    assert hit.indicator == f"autov1:{ours['autov1'][:8]}"
+    assert f"MODEL HASH: {shown}" in hit.context
+    (token,) = scan_short_hashes(f"{before}Model Hash: {shown}")
+    assert token.raw == shown
