@@ -9,14 +9,16 @@ Short forms (issue 18), as image-model hubs and AUTOMATIC1111's web UI show them
 
 - AutoV1: SHA-256 of the 64 KiB at offset 1 MiB, shown as its first 8 hex. A file of at
   most 1 MiB has the SHA-256 of nothing as its AutoV1 (`EMPTY_AUTOV1`), shared by every
-  such file: it names none, so it is never registered. A1111 wrote it as "Model hash: 925997e9" and in checkpoint
-  titles ("model.ckpt [925997e9]") until January 2023; the 2022 NovelAI leak spread so.
+  such file: it names none, so it is never registered. A1111 wrote it as "Model hash:
+  925997e9" and in checkpoint titles ("model.ckpt [925997e9]") until January 2023; the
+  2022 NovelAI leak spread so.
 - AutoV2: the first 10 hex of the file's SHA-256: A1111's "Model hash:" since then, and
   Civitai's. Derived from the registered SHA-256, never stored for a registered file.
 - AutoV3: SHA-256 of a safetensors file's tensor data (without the header, so editing the
   metadata keeps it: what `modelspec.hash_sha256` and `sshs_model_hash` hold, and A1111's
-  "addnet hash" of a LoRA in its "Lora hashes:" list), shown by Civitai as its first 12 hex (the A1111-forge tracker, issue 2878, shows Civitai's stored
-  AutoV3 and the 12-hex form side by side).
+  "addnet hash" of a LoRA in its "Lora hashes:" list), shown by Civitai as its first 12
+  hex (the A1111-forge tracker, issue 2878, shows Civitai's stored AutoV3 and the 12-hex
+  form side by side; Civitai's API returns the 12: "AutoV3": "7AAE878CB805").
 - CRC32 (8 hex) and BLAKE3 (64 hex) of the whole file, as Civitai lists them in
   `files[].hashes` of its model-version API.
 

@@ -640,8 +640,9 @@ def scan_text(text: str) -> list[Token]:
 # A1111's generation parameters ("Model hash: 925997e9", as images of the 2022 NovelAI
 # leak carried them; 8 hex there was AutoV1 until January 2023, 10 hex AutoV2 since), its
 # checkpoint titles ("model.ckpt [925997e9]", same lengths), and labels as Civitai writes
-# them ("AutoV2: 6CE0161689", "CRC32: 0D4A1185"). A value of another length than its label
-# says is not read as that label's.
+# them ("AutoV2: 6CE0161689", "CRC32: 0D4A1185"), and A1111's list of LoRAs ("Lora hashes:
+# "name: 12 hex, ..."). A value of another length than its label says is not read as that
+# label's.
 
 
 @dataclass(frozen=True)
@@ -699,7 +700,8 @@ SHORT_CONTEXTS: tuple[ShortContext, ...] = (
     # A1111's LoRA list, `Lora hashes: "name: 12 hex, ..."`: for a .safetensors LoRA the
     # hash of its tensor data (A1111's "addnet hash", what Civitai calls AutoV3).
     ShortContext('A1111 "Lora hashes:"', ("lora hashes",),
-                 re.compile(r'lora hashes(?<![0-9a-z_]lora hashes)\s*:\s*"(?P<list>[^"\n]{1,4000})"'),
+                 re.compile(r'lora hashes(?<![0-9a-z_]lora hashes)\s*:\s*'
+                            r'"(?P<list>[^"\n]{1,4000})"'),
                  {12: "autov3"}, re.compile(rf":\s*{_SHORT_HEX}")),
 )
 

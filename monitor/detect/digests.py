@@ -21,12 +21,12 @@ is read for them only if the pass that looks for digests saw a run of at least 8
 and one of the contexts' literals occurs (`monitor.detect.multipattern`), so prose costs
 what it did. Such a hit rests on 4 bits a hex character: with N registered values of its
 form, an unrelated value written so matches one by chance N / 2^bits (8 hex: N / 2^32), and
-the hit says so. It is never critical: a prefix is not the file's digest but a claim about it, and it can be forged
-cheaply (2^32 SHA-256 trials for 8 hex; a CRC32 is set by patching four bytes). It is high
-while that chance is at most one in a million (N up to 4,294 registered values at 32 bits,
-a million at 40), and medium beyond: crawls read a few million parameter blocks a year,
-so a per-mention chance of 10^-6 is about one coincidence a year, and more is too many for
-an alert that wakes someone.
+the hit says so. It is never critical: a prefix is not the file's digest but a claim about
+it, and it can be forged cheaply (2^32 SHA-256 trials for 8 hex; a CRC32 is set by patching
+four bytes). It is high while that chance is at most one in a million (N up to 4,294
+registered values at 32 bits, a million at 40), and medium beyond: crawls read a few
+million parameter blocks a year, so a per-mention chance of 10^-6 is about one coincidence
+a year, and more is too many for an alert that wakes someone.
 """
 
 from __future__ import annotations
