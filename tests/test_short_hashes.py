@@ -478,3 +478,12 @@ def test_any_case_and_non_ascii_text_around_keep_positions(store: Store, ours: d
     assert f"MODEL HASH: {shown}" in hit.context
     (token,) = scan_short_hashes(f"{before}Model Hash: {shown}")
     assert token.raw == shown
+
+
+def test_a_hostile_stated_value_is_no_prefix(store: Store, ours: dict[str, str]) -> None:
+    """Hub extras come from hostile pages: only lowercase hex of the form's length is looked
+    up (int() would read "0x12_3456" or " 1234567" as numbers)."""
+    crc = ours["crc32"]
+    for value in (f"{crc[:4]}_{crc[5:]}", f" {crc[1:]}", crc[:7], crc + "0", "zz" * 4):
+        assert detect(store, "x", digests=[{"algo": "crc32", "value": value}]) == [], value
+    assert detect(store, "x", digests=[{"algo": "crc32", "value": crc}]) != []

@@ -470,13 +470,12 @@ class KnownDigests(Mapping[str, Sequence[KnownDigest]]):
         hex, `form.length` of it). The prefixes are held in memory (`_prefixes`), so a short
         hash that is not ours, nearly every one seen, costs no query; one that is is read
         by a range over the value index."""
+        if len(prefix) != form.length or not _is_hex(prefix):
+            return []  # int() would also take "_", blanks and a sign
         prefixes = self._prefixes(form)
-        try:
-            key = int(prefix, 16)
-        except ValueError:
-            return []
+        key = int(prefix, 16)
         at = bisect.bisect_left(prefixes, key)
-        if len(prefix) != form.length or at == len(prefixes) or prefixes[at] != key:
+        if at == len(prefixes) or prefixes[at] != key:
             return []
         return self._query(f" WHERE i.algo IN ({marks(len(form.algos))}) AND i.value >= ? "
                            "AND i.value < ?", [*form.algos, prefix, prefix + "g"])
