@@ -487,3 +487,10 @@ def test_a_hostile_stated_value_is_no_prefix(store: Store, ours: dict[str, str])
     for value in (f"{crc[:4]}_{crc[5:]}", f" {crc[1:]}", crc[:7], crc + "0", "zz" * 4):
         assert detect(store, "x", digests=[{"algo": "crc32", "value": value}]) == [], value
     assert detect(store, "x", digests=[{"algo": "crc32", "value": crc}]) != []
+
+
+def test_ours_planted_in_the_real_civitai_record_hits(store: Store, ours: dict[str, str]) -> None:
+    text = json.dumps(CIVITAI_RECORD, indent=2).replace("88828AE7", ours["autov1"][:8].upper())
+    (hit,) = detect(store, text)
+    assert (hit.indicator, hit.severity) == (f"autov1:{ours['autov1'][:8]}", "high")
+    assert hit.indicator_type is not None and hit.indicator_type.startswith("autov1 (hub label;")
