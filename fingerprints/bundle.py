@@ -31,8 +31,10 @@ A gzip-compressed UTF-8 JSON object (an uncompressed JSON file is read too)::
       }],
       "indicators": [{                                # digests not derived from artifacts
         "algo": "md5" | "sha1" | "sha256" | "btih" | "btmh" | "pieces_root" | "shard"
-                | "cid-v0" | "cid-v1" | "cid-v1-1m" | "cid-v1-2025",  # IPFS root digests
-        "value": "<hex: 32 for md5, 40 for sha1/btih, 64 otherwise>",
+                | "cid-v0" | "cid-v1" | "cid-v1-1m" | "cid-v1-2025"  # IPFS root digests
+                | "autov1" | "autov2" | "autov3" | "crc32" | "blake3",  # hub short hashes
+        "value": "<hex: 32 for md5, 40 for sha1/btih, 10 for autov2, 8 for crc32,
+                   64 otherwise; 8 for autov1 and 12 for autov3 as a hub shows them>",
         "model": "heron-7b",
         "name": "heron-7b" | null,                    # file name or torrent name
         "size": 1234 | null,
@@ -88,6 +90,12 @@ bytes, a density be a number in [0, 1], a recipient appear once per model, and `
 when set, be that recipient's copy among `artifacts`, as a fingerprint with a recipient
 must describe one of theirs (model, name and recipient); versions 1 to 3 are still read
 (no watermarks, every fingerprint the original's).
+
+The algorithms and their lengths are `fingerprints.algos.HEX_LENGTHS`, the registry's own
+table. A digest of an artifact that its entry has no field for (an IPFS CID, AutoV1,
+AutoV3, CRC32, BLAKE3) travels as an indicator named and sized as the artifact; AutoV2 is
+the SHA-256's first 10 hex, so an artifact carries it already. A weightwatch from before
+an algorithm was added refuses a bundle carrying it with one line naming the entry.
 """
 
 from __future__ import annotations
@@ -109,6 +117,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, NamedTuple, TypedDict, TypeGuard, overload
 
+from fingerprints.algos import HEX_LENGTHS, value_lengths
 from fingerprints.limits import json_values_bound
 from fingerprints.watermark import MARK_VERSION
 from fingerprints.weightprint import PrintError, WeightPrint
@@ -121,10 +130,6 @@ MAX_BUNDLE_SIZE = 256 * 2**20
 # ~35), so 2^22 holds hundreds of thousands of indicators or thousands of files, and a
 # bundle of millions of tiny values is refused before json builds them (~60 bytes each).
 MAX_BUNDLE_VALUES = 1 << 22
-HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "btih": 40, "btmh": 64,
-               "pieces_root": 64, "shard": 64,
-               # IPFS CIDs' root digests, one per import layout (fingerprints.ipfs)
-               "cid-v0": 64, "cid-v1": 64, "cid-v1-1m": 64, "cid-v1-2025": 64}
 MAX_TEXT = 4096
 # A mark's key is HMAC-SHA256 output (fingerprints.watermark.recipient_key); its densities
 # name a model's tensors (thousands at most in any released model).
@@ -413,7 +418,7 @@ def parse_bundle(doc: Any, name: str) -> Bundle:
                        f"{', '.join(HEX_LENGTHS)})")
         indicators.append({
             "algo": algo,
-            "value": _hex(entry["value"], HEX_LENGTHS[algo], f"{where}.value", fail),
+            "value": _hex(entry["value"], value_lengths(algo), f"{where}.value", fail),
             "model": model_of(entry, where),
             "name": _text(entry["name"], f"{where}.name", fail),
             "size": _size(entry["size"], f"{where}.size", fail),
@@ -534,13 +539,15 @@ def _size(value: object, where: str, fail: _Fail, *, required: bool = False) -> 
     return value
 
 
-def _hex(value: object, length: int, where: str, fail: _Fail) -> str:
+def _hex(value: object, length: int | tuple[int, ...], where: str, fail: _Fail) -> str:
+    lengths = (length,) if isinstance(length, int) else length
+    wanted = " or ".join(map(str, lengths))
     if not isinstance(value, str):
-        raise fail(where, f"expected {length} hex characters, got {_show(value)}")
+        raise fail(where, f"expected {wanted} hex characters, got {_show(value)}")
     if not _HEX.fullmatch(value):
-        raise fail(where, f"expected {length} hex characters, got non-hex {value[:70]!r}")
-    if len(value) != length:
-        raise fail(where, f"expected {length} hex characters, got {len(value)}")
+        raise fail(where, f"expected {wanted} hex characters, got non-hex {value[:70]!r}")
+    if len(value) not in lengths:
+        raise fail(where, f"expected {wanted} hex characters, got {len(value)}")
     return value.lower()
 
 

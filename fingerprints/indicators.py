@@ -4,7 +4,8 @@ Two jobs, both pure text work:
 
 - ``parse_indicator_file`` reads a file an operator imports (a release's ``SHA256SUMS``, a
   list of known magnets, Git LFS pointers, a size list, a model hub's model-info or tree
-  JSON, a released .torrent) strictly: every line (or JSON entry) must be understood, and
+  JSON (Hugging Face's, or a Civitai model version's with its short hashes), a released
+  .torrent) strictly: every line (or JSON entry) must be understood, and
   an error names the line (or entry), because a silently skipped line is a leak that will
   never be matched. Besides digests it returns the released files' names and sizes that
   carry no digest (a size list, a v1 torrent's file list, a hub file outside LFS), which
@@ -23,9 +24,11 @@ import binascii
 import dataclasses
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+from fingerprints.algos import SHORT_FORMS, value_lengths
 from fingerprints.torrent import MAX_FILE_LENGTH, TorrentError, parse_torrent
 
 __all__ = [
@@ -41,7 +44,11 @@ __all__ = [
     "parse_indicator_file",
     "parse_indicator_text",
     "ParsedIndicators",
+    "SHORT_CONTEXTS",
+    "ShortContext",
+    "ShortToken",
     "parse_magnet",
+    "scan_short_hashes",
     "scan_text",
 ]
 
@@ -57,7 +64,9 @@ _BTMH_PREFIX = "1220"
 class Indicator:
     """One known digest of something released, as read from an indicator file."""
 
-    algo: str  # 'md5' | 'sha1' | 'sha256' | 'btih' | 'btmh' | 'pieces_root' (a .torrent's)
+    # "md5" | "sha1" | "sha256" | "btih" | "btmh" | "pieces_root" (a .torrent's); a Civitai
+    # record's also "autov1" | "autov2" | "autov3" | "crc32" | "blake3" (fingerprints.algos)
+    algo: str
     value: str  # lowercase hex
     name: str | None = None  # file name or torrent dn
     size: int | None = None
@@ -296,7 +305,8 @@ def _parse_text(text: str) -> ParsedIndicators:
     be told which was meant), a lone 32-character base32 infohash, Git LFS pointers, and
     size lines (``du -b`` / ``stat -c '%s %n'``: bytes, blanks, name).
     Blank lines and ``#`` comments are skipped. A text whose first non-space character is
-    ``{`` or ``[`` is model-hub JSON (see :func:`parse_hub_json`). Anything else raises
+    ``{`` or ``[`` is model-hub JSON (see :func:`parse_hub_json`; a Civitai model or model
+    version, with its files' hashes, is read by :func:`_parse_civitai`). Anything else raises
     :class:`IndicatorError` naming the line, so nothing is silently lost.
     """
     if text.lstrip("\ufeff \t\r\n")[:1] in ("{", "["):
@@ -403,11 +413,15 @@ def _parse_hub_json(text: str) -> ParsedIndicators:
         if isinstance(e, json.JSONDecodeError):
             raise IndicatorError(e.lineno, f"not valid JSON: {e.msg} (column {e.colno})") from None
         raise IndicatorError(None, f"not valid JSON: {e}", where="JSON") from None
+    if isinstance(data, dict) and "siblings" not in data and (
+            isinstance(data.get("files"), list) or isinstance(data.get("modelVersions"), list)):
+        return _parse_civitai(data)
     if isinstance(data, dict):
         entries = data.get("siblings")
         if not isinstance(entries, list):
             raise IndicatorError(None, "a JSON object must be model-hub model info with a "
-                                 "'siblings' list", where="siblings")
+                                 "'siblings' list, or a Civitai model version (a 'files' "
+                                 "list) or model (a 'modelVersions' list)", where="siblings")
         prefix, name_key, digest_keys = "siblings", "rfilename", ("sha256", "oid")
     elif isinstance(data, list):
         entries, prefix, name_key, digest_keys = data, "", "path", ("oid", "sha256")
@@ -453,6 +467,99 @@ def _parse_hub_json(text: str) -> ParsedIndicators:
         raise IndicatorError(None, "model info lists file names only, no digests; fetch it "
                              "with ?blobs=true (or import the tree listing)", where="siblings")
     return ParsedIndicators(out, files)
+
+
+# Civitai's names for the hashes of `files[].hashes`, and the registry's.
+_CIVITAI_HASHES = {"SHA256": "sha256", "AutoV1": "autov1", "AutoV2": "autov2",
+                   "AutoV3": "autov3", "CRC32": "crc32", "BLAKE3": "blake3"}
+
+
+def _parse_civitai(data: dict[str, object]) -> ParsedIndicators:
+    """Read a Civitai model version (``GET /api/v1/model-versions/{id}`` or ``/by-hash/``:
+    ``{"id", "modelId", "files": [{"name", "sizeKB", "hashes": {"SHA256", "AutoV1",
+    "AutoV2", "AutoV3", "CRC32", "BLAKE3"}}]}``) or a model (``GET /api/v1/models/{id}``:
+    the same under ``modelVersions[i]``), as Civitai's REST API reference documents them.
+
+    Each hash becomes an indicator named and sized as its file (origin ``files[i]``, or
+    ``modelVersions[v].files[i]``), in uppercase or lowercase hex, at the length Civitai
+    shows (`fingerprints.algos.SHORT_FORMS`: 8 hex of AutoV1, 12 of AutoV3). AutoV2 is the
+    SHA-256's first 10 hex: beside the SHA-256 it must agree with it and adds nothing, and
+    alone it is kept. ``sizeKB`` is bytes / 1024 as a float: a size that is not a whole
+    number of bytes (rounded by whoever copied the record) is not kept, the file's name and
+    hashes are. A file without hashes (not yet scanned) gives its name and size. An unknown
+    hash name, a value of the wrong length or a disagreeing AutoV2 raises
+    :class:`IndicatorError` naming the entry.
+    """
+    versions: list[tuple[str, object]]
+    if isinstance(data.get("files"), list):
+        versions = [("", data["files"])]
+    else:
+        listed = data["modelVersions"]
+        assert isinstance(listed, list)
+        versions = []
+        for v, version in enumerate(listed):
+            if not isinstance(version, dict):
+                raise IndicatorError(None, "expected an object", where=f"modelVersions[{v}]")
+            versions.append((f"modelVersions[{v}].", version.get("files")))
+    out = ParsedIndicators()
+    for prefix, entries in versions:
+        if not isinstance(entries, list):
+            raise IndicatorError(None, "expected a list", where=f"{prefix}files")
+        for i, entry in enumerate(entries):
+            where = f"{prefix}files[{i}]"
+            if not isinstance(entry, dict):
+                raise IndicatorError(None, "expected an object", where=where)
+            name = entry.get("name")
+            if not isinstance(name, str) or not name:
+                raise IndicatorError(None, "missing or not a string", where=f"{where}.name")
+            size = _civitai_size(entry.get("sizeKB"), f"{where}.sizeKB")
+            hashes = entry.get("hashes") or {}
+            if not isinstance(hashes, dict):
+                raise IndicatorError(None, "expected an object", where=f"{where}.hashes")
+            found: dict[str, str] = {}
+            for key, raw in hashes.items():
+                at = f"{where}.hashes.{str(key)[:40]}"
+                algo = _CIVITAI_HASHES.get(key)
+                if algo is None:
+                    raise IndicatorError(None, f"unknown hash {str(key)[:40]!r} (known: "
+                                         f"{', '.join(_CIVITAI_HASHES)})", where=at)
+                if raw is None:
+                    continue
+                lengths = value_lengths(algo)
+                if not (isinstance(raw, str) and len(raw) in lengths
+                        and _LONE_HEX.fullmatch(raw)):
+                    wanted = " or ".join(map(str, lengths))
+                    raise IndicatorError(None, f"expected {wanted} hex characters, got "
+                                         f"{repr(raw)[:70]}", where=at)
+                found[algo] = raw.lower()
+            sha256, autov2 = found.get("sha256"), found.get("autov2")
+            if sha256 is not None and autov2 is not None:
+                if not sha256.startswith(autov2):
+                    raise IndicatorError(None, f"{autov2.upper()} is not the start of the "
+                                         f"file's SHA256 {sha256[:16].upper()}...",
+                                         where=f"{where}.hashes.AutoV2")
+                del found["autov2"]
+            if not found:
+                if size is not None:
+                    out.files.append(FileEntry(name, size, origin=where))
+                continue
+            out.indicators += [Indicator(algo, value, name, size, None, where)
+                               for algo, value in found.items()]
+    return out
+
+
+def _civitai_size(value: object, where: str) -> int | None:
+    """Bytes from Civitai's ``sizeKB`` (bytes / 1024, a float); None where it is not a
+    whole number of bytes."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise IndicatorError(None, f"expected a size in KiB, got {repr(value)[:40]}",
+                             where=where)
+    size = value * 1024
+    if isinstance(size, float) and not (size.is_integer() and size < 2**53):
+        return None
+    return _size(int(size), None, where)
 
 
 def _json_size(value: object, where: str) -> int | None:
@@ -523,4 +630,112 @@ def scan_text(text: str) -> list[Token]:
             tokens.append(Token(raw.lower(), "hex", None, m.start(), m.end(), raw))
     if in_magnets:
         tokens.sort(key=lambda t: t.start)
+    return tokens
+
+
+# --- short hashes in naming context (issue 18) ---------------------------------------------
+#
+# A short hash (8 to 12 hex) is no evidence alone: git short SHAs, colours, ids and CRCs of
+# other files are written the same way. It is read only where the text names what it is:
+# A1111's generation parameters ("Model hash: 925997e9", as images of the 2022 NovelAI
+# leak carried them; 8 hex there was AutoV1 until January 2023, 10 hex AutoV2 since), its
+# checkpoint titles ("model.ckpt [925997e9]", same lengths), and labels as Civitai writes
+# them ("AutoV2: 6CE0161689", "CRC32: 0D4A1185"), and A1111's list of LoRAs ("Lora hashes:
+# "name: 12 hex, ..."). A value of another length than its label says is not read as that
+# label's.
+
+
+@dataclass(frozen=True)
+class ShortContext:
+    """A way text names a short hash: the literals (lowercase) one of which every match
+    contains, so a one-pass literal search tells which documents to run `pattern` on."""
+
+    name: str       # said in the hit's evidence
+    literals: tuple[str, ...]
+    pattern: re.Pattern[str]
+    # The form a hex of each length is, where the context does not label it.
+    forms: dict[int, str] = dataclasses.field(default_factory=dict)
+    # For a list ("Lora hashes"): each hash within the pattern's "list" group.
+    item: re.Pattern[str] | None = None
+
+
+@dataclass(frozen=True)
+class ShortToken:
+    """A short hash found in naming context; the detector looks `value` up among the
+    registered values of `form` (a key of `fingerprints.algos.SHORT_FORMS`)."""
+
+    form: str
+    value: str      # lowercase hex
+    context: str    # the ShortContext's name
+    start: int
+    end: int
+    raw: str
+
+
+# The patterns read lowercased text (`_folded`), and each starts with a literal, the word
+# boundary checked by a look-behind after it: so the regex engine skips from one occurrence
+# of that literal to the next at C speed, where a case-insensitive pattern starting with a
+# boundary is tried at every position (30 to 60 times slower on a 2 KB post).
+_LOWER_HEX = "[0-9a-f]"
+_LOWER_ALNUM = "[0-9a-z]"
+_SHORT_HEX = rf"(?P<hex>{_LOWER_HEX}{{8,12}})(?!{_LOWER_ALNUM})"
+_LABEL_TAIL = rf"(?:\s*hash)?[\s:=|*`'\"]{{0,8}}(?<!{_LOWER_ALNUM}){_SHORT_HEX}"
+# A1111 writes an AutoV1 as 8 hex and an AutoV2 as 10, in both of its forms.
+_A1111_FORMS = {8: "autov1", 10: "autov2"}
+_LABEL_FORMS = {"autov1": "autov1", "autov2": "autov2", "autov3": "autov3", "crc32": "crc32",
+                "crc-32": "crc32"}
+SHORT_CONTEXTS: tuple[ShortContext, ...] = (
+    ShortContext('A1111 "Model hash:"', ("model hash",),
+                 re.compile(rf"model hash(?<![0-9a-z_]model hash)\s*:\s*{_SHORT_HEX}"),
+                 _A1111_FORMS),
+    ShortContext("A1111 checkpoint title",
+                 ("ckpt [", "safetensors [", ".pt [", ".pth [", ".bin ["),
+                 re.compile(rf"\.(?<=[^\s\[\]]\.)(?:ckpt|safetensors|pth?|bin) \[{_SHORT_HEX}\]"),
+                 _A1111_FORMS),
+    ShortContext("hub label", ("autov",),
+                 re.compile(rf"(?P<label>autov[123])(?<![0-9a-z_]autov.){_LABEL_TAIL}")),
+    ShortContext("hub label", ("crc32", "crc-32"),
+                 re.compile(rf"(?P<label>crc-?32)(?<![0-9a-z_]crc-32)(?<![0-9a-z_]crc32)"
+                            rf"{_LABEL_TAIL}")),
+    # A1111's LoRA list, `Lora hashes: "name: 12 hex, ..."`: for a .safetensors LoRA the
+    # hash of its tensor data (A1111's "addnet hash", what Civitai calls AutoV3).
+    ShortContext('A1111 "Lora hashes:"', ("lora hashes",),
+                 re.compile(r'lora hashes(?<![0-9a-z_]lora hashes)\s*:\s*'
+                            r'"(?P<list>[^"\n]{1,4000})"'),
+                 {12: "autov3"}, re.compile(rf":\s*{_SHORT_HEX}")),
+)
+
+
+def _folded(text: str) -> str:
+    """`text` lowercased character by character, so positions carry over (str.lower turns
+    a few characters into two)."""
+    if text.isascii():
+        return text.lower()
+    return "".join(low if len(low := ch.lower()) == 1 else ch for ch in text)
+
+
+def scan_short_hashes(text: str, contexts: Iterable[int] | None = None, *,
+                      folded: str | None = None) -> list[ShortToken]:
+    """Short hashes written in naming context (`SHORT_CONTEXTS`, or those of them numbered
+    in `contexts`), in any case, in text order, each with the form its context and length
+    say. `folded` is `text` lowercased with its positions kept, if the caller has it."""
+    chosen = range(len(SHORT_CONTEXTS)) if contexts is None else sorted(set(contexts))
+    low = _folded(text) if folded is None else folded
+    tokens: list[ShortToken] = []
+    for index in chosen:
+        context = SHORT_CONTEXTS[index]
+        for m in context.pattern.finditer(low):
+            found = ([m] if context.item is None else
+                     context.item.finditer(low, m.start("list"), m.end("list")))
+            for hit in found:
+                raw = hit["hex"]
+                label = hit.groupdict().get("label")
+                form = (_LABEL_FORMS[label.lower()] if label is not None
+                        else context.forms.get(len(raw)))
+                if form is None or SHORT_FORMS[form].length != len(raw):
+                    continue
+                begin, end = hit.span("hex")
+                tokens.append(ShortToken(form, raw, context.name, begin, end,
+                                         text[begin:end]))
+    tokens.sort(key=lambda t: t.start)
     return tokens

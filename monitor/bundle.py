@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from fingerprints.algos import ARTIFACT_FIELDS
 from fingerprints.bundle import (
     Bundle,
     BundleArtifact,
@@ -48,9 +49,10 @@ class ImportCounts:
 
 def bundle_from_store(store: Store, models: Sequence[str] = ()) -> Bundle:
     """The registry (or the part of it for `models`) as a bundle: artifacts without their
-    paths, the indicators that were not derived from an artifact plus the IPFS CIDs of
-    artifacts (an artifact's bundle record has no field for them; as indicators they keep the
-    file's name and size), the tensor fingerprints, and each recipient's mark (its derived
+    paths, the indicators that were not derived from an artifact plus the digests of
+    artifacts that an artifact's bundle record has no field for (IPFS CIDs, AutoV1, AutoV3,
+    CRC32, BLAKE3; as indicators they keep the file's name and size), the tensor
+    fingerprints, and each recipient's mark (its derived
     key: the master secret is never stored)."""
     chosen = sorted(set(models)) if models else store.models()
     wanted = set(chosen)
@@ -66,7 +68,7 @@ def bundle_from_store(store: Store, models: Sequence[str] = ()) -> Bundle:
          # an artifact's source names its path on this machine, which never travels
          "source": i["source"] if i["artifact_id"] is None else f"register:{i['name']}"}
         for i in store.indicators(models=chosen)
-        if i["artifact_id"] is None or i["algo"].startswith("cid-")]
+        if i["artifact_id"] is None or i["algo"] not in ARTIFACT_FIELDS]
     copies = {a["id"]: a["sha256"] for a in store.artifacts() if a["recipient"]}
     marks: list[BundleMark] = [
         {"model": w["model"], "recipient": w["recipient"], "key": w["key"],

@@ -531,4 +531,51 @@ MIGRATIONS: list[str] = [
         model, ifnull(indicator_id, 0), ifnull(name, ''), ifnull(size, -1));
     CREATE INDEX indicator_files_indicator ON indicator_files(indicator_id);
     """,
+    # 19 (issue 18): hub and A1111 short hashes (autov1, autov2, autov3, crc32, blake3). The
+    # CHECK now bounds the name's shape only; which algorithms exist is one table in Python
+    # (fingerprints.algos.HEX_LENGTHS, which the store checks), so the next algorithm needs
+    # no rebuild. indicator_files refers to indicators, and foreign keys are on during a
+    # migration: its rows wait in a temporary table while indicators is rebuilt, and come
+    # back with their ids, as do the indicators'.
+    """
+    CREATE TABLE indicators_v19 (
+        id INTEGER PRIMARY KEY,
+        algo TEXT NOT NULL
+            CHECK (length(algo) BETWEEN 1 AND 32 AND algo NOT GLOB '*[^a-z0-9_-]*'),
+        value TEXT NOT NULL,
+        model TEXT NOT NULL REFERENCES models(name),
+        artifact_id INTEGER REFERENCES artifacts(id),
+        recipient TEXT,
+        name TEXT,
+        size INTEGER,
+        source TEXT NOT NULL,
+        added_at TEXT NOT NULL,
+        UNIQUE (algo, value, model)
+    );
+    INSERT INTO indicators_v19 SELECT id, algo, value, model, artifact_id, recipient, name,
+        size, source, added_at FROM indicators;
+    CREATE TEMP TABLE indicator_files_v19 AS SELECT id, model, indicator_id, name, size,
+        source, added_at FROM indicator_files;
+    DROP TABLE indicator_files;
+    DROP TABLE indicators;
+    ALTER TABLE indicators_v19 RENAME TO indicators;
+    CREATE INDEX indicators_value ON indicators(value);
+    CREATE TABLE indicator_files (
+        id INTEGER PRIMARY KEY,
+        model TEXT NOT NULL REFERENCES models(name),
+        indicator_id INTEGER REFERENCES indicators(id),
+        name TEXT,
+        size INTEGER CHECK (size IS NULL OR size >= 0),
+        source TEXT NOT NULL,
+        added_at TEXT NOT NULL,
+        CHECK (name IS NOT NULL OR size IS NOT NULL),
+        CHECK (indicator_id IS NOT NULL OR (name IS NOT NULL AND size IS NOT NULL))
+    );
+    INSERT INTO indicator_files SELECT id, model, indicator_id, name, size, source, added_at
+        FROM temp.indicator_files_v19;
+    DROP TABLE temp.indicator_files_v19;
+    CREATE UNIQUE INDEX indicator_files_claim ON indicator_files(
+        model, ifnull(indicator_id, 0), ifnull(name, ''), ifnull(size, -1));
+    CREATE INDEX indicator_files_indicator ON indicator_files(indicator_id);
+    """,
 ]

@@ -318,7 +318,8 @@ def test_valid_bundle_parses_and_normalises_hex_case():
         (mutated("artifacts.0", "x"), "b: artifacts[0]: expected an object, got a string"),
         (mutated("indicators.0.algo", "sha512"),
          "b: indicators[0].algo: unknown digest algorithm a string (known: md5, sha1, sha256, "
-         "btih, btmh, pieces_root, shard, cid-v0, cid-v1, cid-v1-1m, cid-v1-2025)"),
+         "btih, btmh, pieces_root, shard, cid-v0, cid-v1, cid-v1-1m, cid-v1-2025, autov1, "
+         "autov2, autov3, crc32, blake3)"),
         (mutated("indicators.0.value", SHA),
          "b: indicators[0].value: expected 40 hex characters, got 64"),
         (mutated("indicators.0.source", None),

@@ -148,6 +148,7 @@ class Store:
         self.add_model = registry.add_model
         self.add_artifact = registry.add_artifact
         self.add_folder_cids = registry.add_folder_cids
+        self.add_short_hashes = registry.add_short_hashes
         self.artifacts = registry.artifacts
         self.add_indicator = registry.add_indicator
         self.add_imported_file = registry.add_imported_file

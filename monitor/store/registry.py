@@ -4,12 +4,21 @@ whether anything new was registered."""
 
 from __future__ import annotations
 
+import bisect
 import json
 import sqlite3
 import urllib.parse
+from array import array
 from collections.abc import ItemsView, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
+from fingerprints.algos import (
+    ARTIFACT_FIELDS,
+    EMPTY_AUTOV1,
+    HEX_LENGTHS,
+    ShortForm,
+    check_algo,
+)
 from monitor.models import (
     ArtifactRow,
     ImportedFileRow,
@@ -94,6 +103,43 @@ class Registry:
                                    source=f"register:{name}", recipient=recipient, now=now)
                 for algo, value in cids]
 
+    def add_short_hashes(self, artifact_id: int, model: str, hashes: Mapping[str, str]) -> None:
+        """Record a registered file's hub and A1111 hashes (`fingerprints.algos`: "autov1",
+        "autov3" and "blake3" at 64 hex, "crc32" at 8) as indicators of the artifact, named,
+        sized and attributed as its other digests; adding them again changes nothing. The
+        AutoV1 of a file of at most 1 MiB (`EMPTY_AUTOV1`, shared by all of them) is skipped.
+        "autov2" is the SHA-256's first 10 hex, which the registry derives: given, it must
+        agree with the artifact's SHA-256 and is not stored. A value of the wrong length or
+        an unknown algorithm is refused (ValueError) before anything is written."""
+        row = self.db.execute(
+            "SELECT name, path, size, sha256, recipient FROM artifacts WHERE id = ? AND model = ?",
+            [artifact_id, model]).fetchone()
+        if row is None:
+            raise ValueError(f"no artifact {artifact_id} of model {model[:60]!r}")
+        name, path, size, sha256, recipient = row
+        wanted: list[tuple[str, str]] = []
+        for algo, value in sorted(hashes.items()):
+            check_algo(algo)
+            value = value.lower()
+            if algo in ARTIFACT_FIELDS or algo.startswith("cid-"):
+                raise ValueError(f"{algo} is not a short hash (add_artifact records it)")
+            if not (len(value) == HEX_LENGTHS[algo] and _is_hex(value)):
+                raise ValueError(f"{algo} must be {HEX_LENGTHS[algo]} hex characters, got "
+                                 f"{value[:70]!r}")
+            if algo == "autov1" and value == EMPTY_AUTOV1:
+                continue  # every file of at most 1 MiB has it: it names none
+            if algo == "autov2":
+                if value != sha256[:len(value)]:
+                    raise ValueError(f"autov2 {value} is not the start of the artifact's "
+                                     f"SHA-256 {sha256[:16]}...")
+                continue
+            wanted.append((algo, value))
+        with self.db.atomic():
+            for algo, value in wanted:
+                self.add_indicator(algo=algo, value=value, model=model, name=name, size=size,
+                                   source=f"register:{path or name}", artifact_id=artifact_id,
+                                   recipient=recipient)
+
     def artifacts(self, model: str | None = None) -> list[ArtifactRow]:
         """Registered files (name, size, digests, release, recipient), for manifest matching
         and bundles."""
@@ -112,6 +158,7 @@ class Registry:
         given for a digest already known fills the row's if it had none, and a name or size
         the row lacks is kept beside it (`imported_files`, which a second name of the same
         bytes needs), so sources imported in any order add up."""
+        check_algo(algo)
         now = now or utcnow()
         value = value.lower()
         with self.db.atomic():
@@ -406,6 +453,8 @@ class KnownDigests(Mapping[str, Sequence[KnownDigest]]):
             else:
                 self._other[value] = []
         self.packed = frozenset(packed)
+        # Each short form's registered prefixes, read when first needed (`_prefixes`).
+        self._by_form: dict[str, array[int]] = {}
         # Whether any IPFS CID is registered: only then is text searched for CIDs.
         self.has_cids = db.execute(
             "SELECT 1 FROM indicators WHERE algo LIKE 'cid-%' LIMIT 1").fetchone() is not None
@@ -413,6 +462,41 @@ class KnownDigests(Mapping[str, Sequence[KnownDigest]]):
             for entry in self._query(f" WHERE i.value IN ({marks(len(self._other))})",
                                      list(self._other)):
                 self._other[entry.value].append(entry)
+
+    def starting_with(self, form: ShortForm, prefix: str) -> list[KnownDigest]:
+        """The registered values of `form`'s algorithms that start with `prefix` (lowercase
+        hex, `form.length` of it). The prefixes are held in memory (`_prefixes`), so a short
+        hash that is not ours, nearly every one seen, costs no query; one that is is read
+        by a range over the value index."""
+        if len(prefix) != form.length or not _is_hex(prefix):
+            return []  # int() would also take "_", blanks and a sign
+        prefixes = self._prefixes(form)
+        key = int(prefix, 16)
+        at = bisect.bisect_left(prefixes, key)
+        if at == len(prefixes) or prefixes[at] != key:
+            return []
+        return self._query(f" WHERE i.algo IN ({marks(len(form.algos))}) AND i.value >= ? "
+                           "AND i.value < ?", [*form.algos, prefix, prefix + "g"])
+
+    def registered(self, form: ShortForm) -> int:
+        """How many distinct values a text written in `form` could match: the N of the
+        N / 2^bits chance of an accidental match."""
+        return len(self._prefixes(form))
+
+    def _prefixes(self, form: ShortForm) -> array[int]:
+        """The distinct prefixes of `form`'s registered values, sorted, 8 bytes each (a
+        million SHA-256s' AutoV2s in 8 MB); read once per form, when a text first names
+        one, so a crawl that never meets a short hash never reads them."""
+        if form.name not in self._by_form:
+            found: set[int] = set()
+            for row in self._rows(f"SELECT substr(value, 1, {form.length}) AS p FROM "
+                                  f"indicators WHERE algo IN ({marks(len(form.algos))})",
+                                  form.algos):
+                head = row["p"]
+                if len(head) == form.length and _is_hex(head):
+                    found.add(int(head, 16))
+            self._by_form[form.name] = array("Q", sorted(found))
+        return self._by_form[form.name]
 
     def _query(self, where: str, params: Sequence[str]) -> list[KnownDigest]:
         return [KnownDigest(
@@ -465,3 +549,11 @@ class KnownDigests(Mapping[str, Sequence[KnownDigest]]):
         for entry in self._query("", []):
             cast(list[KnownDigest], index.setdefault(entry.value, [])).append(entry)
         return index.items()
+
+
+_LOWER_HEX = frozenset("0123456789abcdef")
+
+
+def _is_hex(value: str) -> bool:
+    return _LOWER_HEX.issuperset(value)
+
