@@ -20,11 +20,13 @@ with the LFS pointer's size of the same digest, a hub record, a size list, a rel
 
 These are not proofs, unlike a digest: small files (configs, licences, READMEs) are shared
 verbatim across model families, so files under MIN_FILE_BYTES never count, and a total
-under it neither. A matched artifact that only one recipient received (its copy's size
-differs from the release's) names that recipient; a size that more than one copy shares
-names none. Work is one dict lookup per listed file, bounded by MAX_FILES, so a hostile
-listing of 100 000 files costs milliseconds, and hits are bounded by the registry (one per
-matched artifact), not by the listing.
+under it neither. A matched artifact that only one recipient received names that recipient
+("size N bytes is unique to lab-17's copy of heron-7b v1"): `watermark issue` pads each
+recipient's copy to a size of its own (`fingerprints.padding`), so a listing of names and
+sizes alone, which no digest backs, says whose copy leaked. A size the release's own file
+or another recipient's copy shares names none. Work is one dict lookup per listed file,
+bounded by MAX_FILES, so a hostile listing of 100 000 files costs milliseconds, and hits are
+bounded by the registry (one per matched artifact), not by the listing.
 """
 
 from __future__ import annotations
@@ -146,11 +148,13 @@ class ManifestDetector:
             if named:
                 self._add(found, matched, named, f"{_basename(named[0].name)}:{length}",
                           "name and size (torrent file list)",
-                          f"{label}: {_short(path)} ({length} bytes) has the name and size of")
+                          f"{label}: {_short(path)} ({length} bytes) has the name and size of",
+                          length)
             elif length >= LARGE_FILE_BYTES and (sized := self.by_large_size.get(length)):
                 self._add(found, matched, sized, f"size:{length}",
                           "exact size of a large file (torrent file list)",
-                          f"{label}: {_short(path)} ({length} bytes) has the exact size of")
+                          f"{label}: {_short(path)} ({length} bytes) has the exact size of",
+                          length)
         total = _total(torrent)
         for rel in self.by_total.get(total, ()) if total is not None else ():
             if len(rel.refs) == 1 and rel.refs <= matched:
@@ -168,9 +172,10 @@ class ManifestDetector:
 
     def _add(self, found: dict[tuple[str, str, str | None], Hit], matched: set[str],
              candidates: list[_Artifact], indicator: str, indicator_type: str,
-             context: str) -> None:
+             context: str, length: int) -> None:
         """One hit per (model, artifact name) among the candidates; the recipient named only
-        when every candidate of that name is the same recipient's copy."""
+        when every candidate of that name is the same recipient's copy (a size the release's
+        own file or another recipient's copy shares names nobody)."""
         groups: dict[tuple[str, str], list[_Artifact]] = defaultdict(list)
         for art in candidates:
             groups[(art.model, art.name)].append(art)
@@ -181,7 +186,11 @@ class ManifestDetector:
                 continue
             recipients = {a.recipient for a in arts}
             recipient = recipients.pop() if len(recipients) == 1 else None
-            whose = f" (recipient {recipient}'s copy)" if recipient else ""
+            whose = ""
+            if recipient:
+                release = next((a.release for a in arts if a.release), None)
+                whose = (f": size {length} bytes is unique to {recipient}'s copy of "
+                         f"{model}{f' {release}' if release else ''}")
             imported = "" if arts[0].ref.startswith("artifact:") else " (imported indicators)"
             found[key] = Hit(
                 kind="torrent", severity="high", indicator=indicator,
