@@ -132,8 +132,9 @@ def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.Pat
                pad: bool = True, rematch: Rematch | None = rematch_with_defaults) -> Issued:
     """Write `recipient`'s marked copy of `source` to `out` (same format, dtypes, names
     and layout: the marked tensors' bytes are rewritten in place of a copy), register its
-    digests and size as that recipient's artifact of `release` and record the verification
-    data; then, if the registry changed, `rematch` (once the mark is recorded, so link scans
+    digests and size as that recipient's artifact of `release` (default: the release whose
+    registered file has the original's exact size, if only one has) and record the
+    verification data; then, if the registry changed, `rematch` (once the mark is recorded, so link scans
     can name the recipient). The original's tensor fingerprint must be registered: detection
     compares a suspect with its rows, so a copy issued without it could never be attributed.
 
@@ -182,6 +183,8 @@ def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.Pat
         tmp.unlink(missing_ok=True)
         raise
     issued.size = dst.stat().st_size
+    if release is None:
+        release = _release_of(store, model, src.stat().st_size)
     with registry_change(store, rematch) as change:
         registered = register_paths(store, [dst], model=model, release=release,
                                     recipient=recipient, tensors=False, rematch=None)
@@ -196,13 +199,20 @@ def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.Pat
     return issued
 
 
+def _release_of(store: Store, model: str, size: int) -> str | None:
+    """The release of the registered original with this exact size, if exactly one is."""
+    releases = {a["release"] for a in store.artifacts(model)
+                if a["recipient"] is None and a["size"] == size}
+    return releases.pop() if len(releases) == 1 else None
+
+
 def _padding(store: Store, reader: WeightReader, issued: Issued, key: bytes,
              name: str) -> Padded | None:
     """The recipient's padding of this file: the first of its slots whose size no other
-    recipient's copy (nor any other file) of the model has. The recipient's own earlier
+    recipient's copy, nor any other registered file, has. The recipient's own earlier
     copies do not count, so issuing again gives the same size."""
-    taken = {a["size"] for a in store.artifacts(issued.model)
-             if a["recipient"] != issued.recipient}
+    taken = {a["size"] for a in store.artifacts()
+             if (a["model"], a["recipient"]) != (issued.model, issued.recipient)}
     try:
         padded = choose_padding(reader, seed=key, name=name, taken=taken)
     except SizesTaken as exc:
