@@ -38,6 +38,8 @@ from fingerprints.watermark import WatermarkError
 from fingerprints.weights import open_weights
 from monitor.detect.manifest import ManifestDetector
 from monitor.models import Document
+from monitor.registry import register_paths
+from monitor.store import Store
 from monitor.watermark import issue_copy
 
 MASTER = b"a master secret of more than 16 bytes"
@@ -237,3 +239,44 @@ def test_issue_refuses_when_every_size_is_taken(tmp_path: Path, demo_release: Re
             issue_copy(store, model="heron-7b", recipient="globex", source=src, out=out,
                        master=MASTER, rematch=None)
         assert not out.exists()
+
+
+def test_a_padded_gguf_copy_has_the_marks_of_an_unpadded_one(tmp_path: Path) -> None:
+    """The marks land where the tensors moved to: a padded GGUF copy's tensors are, byte for
+    byte in gguf-py, those of the same recipient's copy issued without padding."""
+    tensors = {k: v for k, v in lab.minilm_tensors().items() if ".layer.0." in k}
+    original = lab.write_gguf(tmp_path / "minilm.gguf", tensors, qtype="F16")
+    with Store(tmp_path / "ww.db") as store:
+        register_paths(store, [original], model="minilm", release="v1", rematch=None)
+        copies = {}
+        for pad in (True, False):
+            out = tmp_path / ("padded" if pad else "plain") / "minilm.gguf"
+            out.parent.mkdir()
+            copies[pad] = issue_copy(store, model="minilm", recipient="acme", source=original,
+                                     out=out, master=MASTER, pad=pad, rematch=None)
+        releases = {(a["recipient"], a["size"]): a["release"] for a in store.artifacts()}
+    padded, plain = copies[True], copies[False]
+    assert plain.size == original.stat().st_size and plain.unpadded == "not asked for"
+    assert padded.size == plain.size + padded.padding and padded.padding % 32 == 0
+    assert 0 < padded.padding <= SLOTS * 32
+    # The release is the registered original's, found by its size.
+    assert releases[("acme", padded.size)] == "v1"
+    fields, marked = gguf_contents(padded.path)
+    plain_fields, plain_marked = gguf_contents(plain.path)
+    assert marked == plain_marked
+    assert set(fields.pop(PADDING_KEY)) == {" "} and fields == plain_fields
+    unmarked = gguf_contents(original)[1]
+    assert {k for k in marked if marked[k] != unmarked[k]} == \
+        {k for k, (_, shape, _) in unmarked.items() if len(shape) == 2 and min(shape) >= 32}
+
+
+def test_formats_without_padding_are_issued_at_their_own_size_and_say_so(
+        tmp_path: Path) -> None:
+    original = tmp_path / "w.npy"
+    np.save(original, np.random.default_rng(1).standard_normal((256, 64)).astype(np.float32))
+    with Store(tmp_path / "ww.db") as store:
+        register_paths(store, [original], model="m", rematch=None)
+        issued = issue_copy(store, model="m", recipient="acme", source=original,
+                            out=tmp_path / "acme.npy", master=MASTER, rematch=None)
+    assert issued.padding == 0 and issued.size == original.stat().st_size
+    assert issued.unpadded and "only safetensors and GGUF" in issued.unpadded
