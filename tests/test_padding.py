@@ -10,7 +10,11 @@ release.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import gguf
@@ -280,3 +284,52 @@ def test_formats_without_padding_are_issued_at_their_own_size_and_say_so(
                             out=tmp_path / "acme.npy", master=MASTER, rematch=None)
     assert issued.padding == 0 and issued.size == original.stat().st_size
     assert issued.unpadded and "only safetensors and GGUF" in issued.unpadded
+
+
+def test_a_large_copy_is_named_by_its_size_alone() -> None:
+    """A file of 64 MiB or more is matched by its exact size whatever its name: the padded
+    size of a copy names its recipient there too, the original's names nobody."""
+    size = 80 * 1024 * 1024
+    rows = [{"id": 1, "model": "m", "name": "m/model.safetensors", "size": size,
+             "release": "v2", "recipient": None},
+            {"id": 2, "model": "m", "name": "m/model.safetensors", "size": size + 2648,
+             "release": "v2", "recipient": "acme"}]
+    detector = ManifestDetector(rows)
+    (hit,) = detector.detect(torrent_doc([("renamed.bin", size + 2648)]))
+    assert (hit.indicator, hit.recipient) == (f"size:{size + 2648}", "acme")
+    assert hit.context.endswith(f"size {size + 2648} bytes is unique to acme's copy of m v2")
+    (plain,) = detector.detect(torrent_doc([("renamed.bin", size)]))
+    assert plain.recipient is None
+
+
+@pytest.mark.slow  # two CLI processes: a few seconds
+def test_watermark_issue_reports_the_copys_size_and_padding(tmp_path: Path,
+                                                            demo_release: Release) -> None:
+    """The operator's command: the JSON rows carry the copy's size and padding, the table
+    says it on stderr, and the copy is registered under the original's release."""
+    db = tmp_path / "ww.db"
+    registered_store(db, demo_release).close()
+    env = {k: v for k, v in os.environ.items() if k != "WEIGHTWATCH_WATERMARK_KEY"}
+    env.update(WEIGHTWATCH_WATERMARK_KEY=MASTER.decode(), PYTHONPATH=os.pathsep.join(sys.path))
+    src = demo_release.file("model.safetensors").path
+
+    def issue(recipient: str, *fmt: str) -> subprocess.CompletedProcess[str]:
+        out = tmp_path / recipient / "model.safetensors"
+        out.parent.mkdir()
+        result = subprocess.run(
+            [sys.executable, "-m", "monitor", "--db", str(db), "watermark", "issue", "--model",
+             "heron-7b", "--recipient", recipient, "--in", str(src), "--out", str(out), *fmt],
+            capture_output=True, text=True, env=env, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    rows = json.loads(issue("acme", "--format", "json").stdout)
+    size = (tmp_path / "acme" / "model.safetensors").stat().st_size
+    assert {(r["size"], r["padding"]) for r in rows} == {(size, size - src.stat().st_size)}
+    table = issue("globex")
+    other = (tmp_path / "globex" / "model.safetensors").stat().st_size
+    assert other != size and f"size {other} bytes" in table.stderr
+    with Store(db) as store:
+        copies = {a["recipient"]: (a["size"], a["release"]) for a in store.artifacts("heron-7b")
+                  if a["recipient"] in ("acme", "globex")}
+    assert copies == {"acme": (size, "v1"), "globex": (other, "v1")}
