@@ -566,8 +566,8 @@ def findings(url: str, text: str, demo_release: Release, extra_hashes: list[str]
 def torrent_findings(url: str, body: bytes, demo_release: Release) -> set[tuple[str, str, str]]:
     """What careful detectors report for a .torrent: its infohash if it is the release's,
     v2 pieces roots of released files, and (the manifest rules) released names with their
-    sizes, or a recipient copy's size, for files of at least 64 KiB, and the release's
-    total size."""
+    sizes, or a recipient copy's size, for files of at least 64 KiB, and the total size of
+    the release or of a recipient's whole copy."""
     meta = fastbencode.bdecode(body)
     info = meta[b"info"]
     found = set()
@@ -595,8 +595,12 @@ def torrent_findings(url: str, body: bytes, demo_release: Release) -> set[tuple[
     for name, size in files:
         if (name, size) in released:
             found.add((url, "torrent", f"{name}:{size}".lower()))
-    if sum(size for _, size in files) == demo_release.total_size:
-        found.add((url, "torrent", f"total:{demo_release.total_size}"))
+    totals = {demo_release.total_size}
+    for copy in demo_release.copies:  # the release with the recipient's own files in place
+        own = {c.name: c.size for c in copy.files}
+        totals.add(sum(own.get(f.name, f.size) for f in demo_release.files))
+    if (total := sum(size for _, size in files)) in totals:
+        found.add((url, "torrent", f"total:{total}"))
     return found
 
 
@@ -660,6 +664,7 @@ def test_planted_list_for_default_release(demo_world: DemoWorld, demo_release: R
     sha = demo_release.file("model.safetensors").sha256
     size, total = demo_release.file("model.safetensors").size, demo_release.total_size
     copy = demo_release.copy("lab-17").file("model.safetensors").size
+    copy_total = total - size + copy
     strong = {(p.source, p.url.removeprefix(b), p.kind, p.indicator)
               for p in core(demo_world.planted) if p.kind != "mention"}
     assert strong == {
@@ -676,6 +681,7 @@ def test_planted_list_for_default_release(demo_world: DemoWorld, demo_release: R
         ("torrents", f"/torrents/view/{HYBRID_REPACK}", "torrent", f"total:{total}"),
         ("torrents", f"/torrents/view/{V1_REPACK}", "torrent", f"model.safetensors:{size}"),
         ("torrents", f"/torrents/view/{PARTNER_COPY}", "torrent", f"model.safetensors:{copy}"),
+        ("torrents", f"/torrents/view/{PARTNER_COPY}", "torrent", f"total:{copy_total}"),
     }
     assert all(isinstance(p, Planted) and p.note for p in demo_world.planted)
 

@@ -333,3 +333,31 @@ def test_watermark_issue_reports_the_copys_size_and_padding(tmp_path: Path,
         copies = {a["recipient"]: (a["size"], a["release"]) for a in store.artifacts("heron-7b")
                   if a["recipient"] in ("acme", "globex")}
     assert copies == {"acme": (size, "v1"), "globex": (other, "v1")}
+
+
+def test_a_recipients_whole_copy_is_named_by_its_total() -> None:
+    """The total of a release with one recipient's files in place names that recipient; the
+    release's own total names nobody, and so does a total two copies happen to share."""
+    k = 1024
+
+    def row(id_: int, name: str, size: int, recipient: str | None = None) -> dict[str, object]:
+        return {"id": id_, "model": "m", "name": f"m/{name}", "size": size, "release": "v1",
+                "recipient": recipient}
+
+    release = [row(1, "a.safetensors", 900 * k), row(2, "b.safetensors", 700 * k)]
+    acme = [row(3, "a.safetensors", 900 * k + 16, "acme")]
+
+    def totals(rows: list[dict[str, object]], total: int) -> list[tuple[str | None, str]]:
+        doc = torrent_doc([])
+        doc.extras["torrent"]["total_size"] = total
+        return [(h.recipient, h.context) for h in ManifestDetector(rows).detect(doc)]
+
+    assert totals(release + acme, 1600 * k + 16) == [
+        ("acme", f"heron-7b: {1600 * k + 16} bytes in all, the total size of acme's copy of "
+                 "m v1 (2 files)")]
+    assert totals(release + acme, 1600 * k) == [
+        (None, f"heron-7b: {1600 * k} bytes in all, the total size of m v1 (2 files)")]
+    # globex's two files are 8 bytes over each: its whole copy's total is acme's too.
+    globex = [row(4, "a.safetensors", 900 * k + 8, "globex"),
+              row(5, "b.safetensors", 700 * k + 8, "globex")]
+    assert [r for r, _ in totals(release + acme + globex, 1600 * k + 16)] == [None]

@@ -49,11 +49,16 @@ def test_the_listing_of_lab_17s_copy_names_lab_17(tmp_path: Path, demo_world: De
                                       name="demo-torrents", preset="nyaa")])
         assert run.status == "ok", run.error
         hits = store.hits(target="demo-torrents")
-    ours = [h for h in hits if h["url"] == f"{base}{PARTNER_COPY}" and h["kind"] == "torrent"]
-    assert [(h["indicator"], h["recipient"], h["severity"]) for h in ours] == [
-        (f"model.safetensors:{copy.size}", "lab-17", "high")]
+    ours = {h["indicator"]: h for h in hits
+            if h["url"] == f"{base}{PARTNER_COPY}" and h["kind"] == "torrent"}
+    total = demo_release.total_size - released.size + copy.size
+    assert {(k, h["recipient"], h["severity"]) for k, h in ours.items()} == {
+        (f"model.safetensors:{copy.size}", "lab-17", "high"),
+        (f"total:{total}", "lab-17", "medium")}
     assert (f"size {copy.size} bytes is unique to lab-17's copy of heron-7b v1"
-            in ours[0]["context"])
+            in ours[f"model.safetensors:{copy.size}"]["context"])
+    assert ours[f"total:{total}"]["context"].endswith(
+        f"{total} bytes in all, the total size of lab-17's copy of heron-7b v1 (3 files)")
     # The release's own size names nobody; sizes one byte off are no hit at all.
     plain = [h for h in hits if h["indicator"] == f"model.safetensors:{released.size}"]
     assert plain and all(h["recipient"] is None for h in plain)

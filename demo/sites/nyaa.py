@@ -285,7 +285,9 @@ def _partner_copies(release: Release, rng: np.random.Generator) -> list[NyaaTorr
         torrent=torrent, infohash=infohash,
         plants=[("torrent", f"model.safetensors:{ours.size}",
                  f"{copy.recipient}'s copy listed by name and size: the padded size is "
-                 f"{copy.recipient}'s alone")])
+                 f"{copy.recipient}'s alone"),
+                ("torrent", f"total:{sum(len(data) for _, data in contents)}",
+                 f"the total size of {copy.recipient}'s whole copy of the release")])
     model = release.file("model.safetensors")
     near = NyaaTorrent(
         2034126, "HRN 7B fp16 + partner build, re-saved (safetensors)", nov(21, 2, 20),
