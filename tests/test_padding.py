@@ -9,6 +9,7 @@ release.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -357,7 +358,31 @@ def test_a_recipients_whole_copy_is_named_by_its_total() -> None:
                  "m v1 (2 files)")]
     assert totals(release + acme, 1600 * k) == [
         (None, f"heron-7b: {1600 * k} bytes in all, the total size of m v1 (2 files)")]
+    # A copy issued again under another name counts for its own name and size only.
+    reissued = [row(6, "acme.safetensors", 900 * k + 24, "acme")]
+    assert [r for r, _ in totals(release + acme + reissued, 1600 * k + 16)] == ["acme"]
     # globex's two files are 8 bytes over each: its whole copy's total is acme's too.
     globex = [row(4, "a.safetensors", 900 * k + 8, "globex"),
               row(5, "b.safetensors", 700 * k + 8, "globex")]
     assert [r for r, _ in totals(release + acme + globex, 1600 * k + 16)] == [None]
+
+
+def test_a_copy_is_the_same_where_the_kernel_cannot_copy_ranges(
+        tmp_path: Path, demo_release: Release, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Across file systems copy_file_range fails (EXDEV): the copy is then read and
+    written, byte for byte the same."""
+    src = demo_release.file("model.safetensors").path
+    outs = [tmp_path / d / "model.safetensors" for d in ("fast", "slow")]
+    for out in outs:
+        out.parent.mkdir()
+    with registered_store(tmp_path / "ww.db", demo_release) as store:
+        fast = issue_copy(store, model="heron-7b", recipient="acme", source=src, out=outs[0],
+                          master=MASTER, rematch=None)
+
+        def cross_device(*args: object) -> int:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+        monkeypatch.setattr(os, "copy_file_range", cross_device, raising=False)
+        slow = issue_copy(store, model="heron-7b", recipient="acme", source=src, out=outs[1],
+                          master=MASTER, rematch=None)
+    assert fast.padding and slow.path.read_bytes() == fast.path.read_bytes()

@@ -111,13 +111,14 @@ class ManifestDetector:
 
     def _add_copy(self, members: list[_Artifact], own: list[_Artifact], recipient: str) -> None:
         """A recipient's whole copy of a release: the release's files with the recipient's
-        own (a marked, padded weight file) in place of those of the same name. Skipped when
-        a name has several copies (issued again at another size) or none in the release."""
-        names = [a.name for a in own]
-        by_name = {a.name: a for a in members}
-        if not members or len(set(names)) != len(names) or not set(names) <= set(by_name):
+        own (a marked, padded weight file) in place of those of the same name. Files of the
+        copy no released file is named like count for their name and size only; a name the
+        recipient holds at several sizes (issued again) makes the whole copy ambiguous."""
+        released = {a.name for a in members}
+        names = [a.name for a in own if a.name in released]
+        if not names or len(set(names)) != len(names):
             return
-        mine = {a.name: a for a in own}
+        mine = {a.name: a for a in own if a.name in released}
         model, release = own[0].model, own[0].release
         version = f" {release}" if release else ""
         self._add_release(model, release, [mine.get(a.name, a) for a in members],
