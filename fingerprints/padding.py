@@ -26,7 +26,8 @@ The amount is `slot * unit` bytes (unit 8, or the GGUF alignment), with the slot
 tried derived from a per-recipient seed and the file's name (HMAC-SHA256), then the next
 ones in turn, skipping sizes already taken by another copy or file of the model: stable for
 a recipient, collision-free across a release's recipients, at most SLOTS units (4 KiB of
-spaces for safetensors, 16 KiB for GGUF at the default alignment of 32).
+spaces for safetensors; for GGUF at most MAX_GGUF_PADDING, 16 KiB: about 510 slots at the
+default alignment of 32, fewer for a file that asks for a larger alignment).
 
 Padding is not a watermark: re-saving the file drops it. It is what names the recipient
 before anyone downloads a byte; the mark in the values is what proves it once the file is
@@ -50,6 +51,9 @@ __all__ = ["PADDING_KEY", "SLOTS", "Padded", "PaddingError", "SizesTaken", "choo
 
 SLOTS = 512
 SAFETENSORS_UNIT = 8
+# A GGUF file's padding grows by its alignment per slot; one that asks for a large alignment
+# gets fewer slots rather than more bytes (about 510 slots at the default of 32).
+MAX_GGUF_PADDING = 16 * 1024
 # A GGUF key as gguf-py spells its own: a dotted lower_snake_case namespace.
 PADDING_KEY = "weightwatch.padding"
 _GGUF_STRING = 8  # GGUF_TYPE_STRING
@@ -80,16 +84,21 @@ class Padded:
         return len(self.head) - self.data_start
 
 
-def _unit_and_first(reader: WeightReader) -> tuple[int, int]:
-    """(bytes per slot, the smallest slot the format can use)."""
+def _layout(reader: WeightReader) -> tuple[int, int, int]:
+    """(bytes per slot, the smallest slot the format can use, how many slots)."""
     if isinstance(reader, SafetensorsReader):
-        return SAFETENSORS_UNIT, 1
+        return SAFETENSORS_UNIT, 1, SLOTS
     if isinstance(reader, GgufFile):
         if not reader.infos_end:
             raise PaddingError("GGUF header spans unknown: parse it with fingerprints.gguf")
+        if PADDING_KEY in reader.metadata:
+            raise PaddingError(f"{reader.label}: padded already (it has {PADDING_KEY}); "
+                               f"issue copies from the original")
         # The key must fit between the tensor infos' end and the moved data section.
         gap = reader.data_start - reader.infos_end
-        return reader.alignment, max(1, -(-(_GGUF_KV_OVERHEAD - gap) // reader.alignment))
+        first = max(1, -(-(_GGUF_KV_OVERHEAD - gap) // reader.alignment))
+        count = min(SLOTS, MAX_GGUF_PADDING // reader.alignment - first + 1)
+        return reader.alignment, first, max(1, count)
     kind = type(reader).__name__
     raise PaddingError(f"{kind}: only safetensors and GGUF files can be padded to a "
                        f"recipient's own size (other formats have no bytes every reader "
@@ -97,16 +106,16 @@ def _unit_and_first(reader: WeightReader) -> tuple[int, int]:
 
 
 def slots(reader: WeightReader) -> range:
-    """The slots `reader`'s file can be padded by (SLOTS of them)."""
-    _unit, first = _unit_and_first(reader)
-    return range(first, first + SLOTS)
+    """The slots `reader`'s file can be padded by (SLOTS of them, fewer for a GGUF file
+    with a large alignment)."""
+    _unit, first, count = _layout(reader)
+    return range(first, first + count)
 
 
 def padded_head(reader: WeightReader, slot: int) -> Padded:
     """The head of `reader`'s file padded by `slot` units (see the module docstring)."""
-    unit, _first = _unit_and_first(reader)
-    if slot not in slots(reader):
-        allowed = slots(reader)
+    unit = _layout(reader)[0]
+    if slot not in (allowed := slots(reader)):
         raise PaddingError(f"padding slot {slot} is outside {allowed[0]}..{allowed[-1]}")
     source = reader.source
     if isinstance(reader, SafetensorsReader):
@@ -131,12 +140,13 @@ def padded_head(reader: WeightReader, slot: int) -> Padded:
                   size=len(head) + source.size - start)
 
 
-def _slots(seed: bytes, name: str, first: int) -> Iterator[int]:
+def _order(seed: bytes, name: str, allowed: range) -> Iterator[int]:
+    """Every slot once, from one the seed and name pick: a recipient's own order."""
     digest = hmac.new(seed, f"weightwatch-padding/v1\x1f{name}".encode(),
                       hashlib.sha256).digest()
-    start = int.from_bytes(digest[:8], "little") % SLOTS
-    for i in range(SLOTS):
-        yield first + (start + i) % SLOTS
+    start = int.from_bytes(digest[:8], "little")
+    for i in range(len(allowed)):
+        yield allowed[(start + i) % len(allowed)]
 
 
 def choose_padding(reader: WeightReader, *, seed: bytes, name: str,
@@ -144,13 +154,13 @@ def choose_padding(reader: WeightReader, *, seed: bytes, name: str,
     """The padded head of the first slot, in the recipient's order (`seed`: per recipient
     and model, e.g. the watermark key; `name`: the file's name in the release), whose size
     is not in `taken` (the sizes of the model's other files and other recipients' copies).
-    PaddingError when every slot is taken."""
-    unit, first = _unit_and_first(reader)
-    for slot in _slots(seed, name, first):
+    SizesTaken when every slot is taken; PaddingError for a format that cannot be padded."""
+    unit = _layout(reader)[0]
+    for slot in _order(seed, name, slots(reader)):
         # Both formats grow by exactly slot * unit: the head is built once, for the slot kept.
         if reader.source.size + slot * unit not in taken:
             return padded_head(reader, slot)
-    raise SizesTaken(f"{name}: all {SLOTS} padded sizes are taken by other copies; "
+    raise SizesTaken(f"{name}: all {len(slots(reader))} padded sizes are taken by other copies; "
                        f"a copy with a size of its own cannot be written")
 
 

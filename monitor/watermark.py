@@ -6,6 +6,10 @@ secret for the length of one command, writes recipients' copies and keeps what d
 needs in the registry (each recipient's derived key and how densely each tensor was
 marked).
 
+Each copy is also padded to a size of its own (`fingerprints.padding`) and registered with
+that size and its digests, so a torrent listing of names and sizes, or a hash of the copy,
+names the recipient before anyone reads a tensor.
+
 The master secret comes from the environment (WEIGHTWATCH_WATERMARK_KEY) or a key file
 that only its owner can read. It is never written anywhere: not to the config, the
 database, the logs, bundles or exports. Anyone with the registry can check marks (and
@@ -134,9 +138,10 @@ def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.Pat
     and layout: the marked tensors' bytes are rewritten in place of a copy), register its
     digests and size as that recipient's artifact of `release` (default: the release whose
     registered file has the original's exact size, if only one has) and record the
-    verification data; then, if the registry changed, `rematch` (once the mark is recorded, so link scans
-    can name the recipient). The original's tensor fingerprint must be registered: detection
-    compares a suspect with its rows, so a copy issued without it could never be attributed.
+    verification data; then, if the registry changed, `rematch` (once the mark is recorded,
+    so link scans can name the recipient). The original's tensor fingerprint must be
+    registered: detection compares a suspect with its rows, so a copy issued without it
+    could never be attributed.
 
     With `pad` (the default), a safetensors or GGUF copy is padded to a size no other file
     or copy of the model has (`fingerprints.padding`), so a listing of names and sizes alone
@@ -158,8 +163,10 @@ def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.Pat
                     getattr(reader, "sources", [original])) != 1:
                 raise WatermarkError(f"{src}: mark each file of a checkpoint on its own "
                                      f"(archives and sharded indexes are not rewritten)")
-            padded = _padding(store, reader, issued, key, dst.name) if pad else None
-            if not pad:
+            padded = None
+            if pad:
+                padded = _padding(store, reader, issued, key, dst.name)
+            else:
                 issued.unpadded = "not asked for"
             _write_unmarked(src, tmp, padded)
             shift = padded.shift if padded else 0

@@ -28,6 +28,7 @@ from support import registered_store, silero_data
 from demo.release import Release
 from fingerprints.gguf import open_gguf
 from fingerprints.padding import (
+    MAX_GGUF_PADDING,
     PADDING_KEY,
     SLOTS,
     PaddingError,
@@ -104,15 +105,15 @@ def test_padded_safetensors_load_identically_in_the_reference_reader(
 
 
 @pytest.mark.parametrize("qtype", ["F16", "Q8_0"])
-@pytest.mark.parametrize("slot", [None, SLOTS])  # None: the smallest slot, else the largest
+@pytest.mark.parametrize("slot", ["first", "last"])
 def test_padded_gguf_loads_identically_in_gguf_py(tmp_path: Path, qtype: str,
-                                                  slot: int | None) -> None:
+                                                  slot: str) -> None:
     original = lab.write_gguf(tmp_path / "minilm.gguf", lab.minilm_tensors(), qtype=qtype)
     copy = tmp_path / "copy.gguf"
     with FileSource(original) as source:
         reader = open_gguf(source)
         allowed = slots(reader)
-        chosen = allowed[0] if slot is None else allowed[-1]
+        chosen = allowed[0] if slot == "first" else allowed[-1]
         padded = padded_head(reader, chosen)
         assert padded.shift == chosen * reader.alignment
     copy.write_bytes(pad_bytes(original.read_bytes(), padded))
@@ -142,13 +143,17 @@ def test_gguf_padding_respects_a_custom_alignment(tmp_path: Path) -> None:
         reader = open_gguf(source)
         assert reader.alignment == 64
         padded = choose_padding(reader, seed=b"seed", name="aligned.gguf", taken=())
-    assert padded.shift % 64 == 0 and padded.shift <= SLOTS * 64
+    assert padded.shift % 64 == 0 and padded.shift <= MAX_GGUF_PADDING
+    assert len(slots(reader)) == MAX_GGUF_PADDING // 64 - slots(reader)[0] + 1
     copy = tmp_path / "copy.gguf"
     copy.write_bytes(pad_bytes(path.read_bytes(), padded))
     assert gguf_contents(copy)[1] == gguf_contents(path)[1]
     with FileSource(copy) as source:
         again = open_gguf(source)
         assert again.data_start % 64 == 0 and again.metadata[PADDING_KEY].strip() == ""
+        # A copy of a copy would carry the key twice: refused, the original is padded.
+        with pytest.raises(PaddingError, match="padded already"):
+            choose_padding(again, seed=b"seed", name="aligned.gguf", taken=())
 
 
 def test_sizes_are_stable_distinct_and_bounded(demo_release: Release) -> None:
@@ -263,7 +268,7 @@ def test_a_padded_gguf_copy_has_the_marks_of_an_unpadded_one(tmp_path: Path) -> 
     padded, plain = copies[True], copies[False]
     assert plain.size == original.stat().st_size and plain.unpadded == "not asked for"
     assert padded.size == plain.size + padded.padding and padded.padding % 32 == 0
-    assert 0 < padded.padding <= SLOTS * 32
+    assert 0 < padded.padding <= MAX_GGUF_PADDING
     # The release is the registered original's, found by its size.
     assert releases[("acme", padded.size)] == "v1"
     fields, marked = gguf_contents(padded.path)
