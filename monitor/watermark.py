@@ -133,7 +133,8 @@ def _encode(values: np.ndarray, dtype: str) -> bytes:
 
 def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.PathLike[str],
                out: str | os.PathLike[str], master: bytes, release: str | None = None,
-               pad: bool = True, rematch: Rematch | None = rematch_with_defaults) -> Issued:
+               pad: bool = True, mark: bool = True,
+               rematch: Rematch | None = rematch_with_defaults) -> Issued:
     """Write `recipient`'s marked copy of `source` to `out` (same format, dtypes, names
     and layout: the marked tensors' bytes are rewritten in place of a copy), register its
     digests and size as that recipient's artifact of `release` (default: the release whose
@@ -145,8 +146,14 @@ def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.Pat
 
     With `pad` (the default), a safetensors or GGUF copy is padded to a size no other file
     or copy of the model has (`fingerprints.padding`), so a listing of names and sizes alone
-    names the recipient; other formats keep the original's size (`Issued.unpadded`)."""
-    if not any(store.weight_prints([model])):
+    names the recipient; other formats keep the original's size (`Issued.unpadded`).
+    Without `mark`, the copy is only padded (its size and digests still name the recipient,
+    its tensors are the original's): refused where it cannot be padded, as it would then be
+    the original byte for byte."""
+    if not mark and not pad:
+        raise WatermarkError("a copy neither marked nor padded is the original: nothing to "
+                             "issue")
+    if mark and not any(store.weight_prints([model])):
         raise WatermarkError(f"no tensor fingerprint of {model} registered; run `weightwatch "
                              f"register` on the original first (detection compares with its "
                              f"rows)")
@@ -168,22 +175,15 @@ def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.Pat
                 padded = _padding(store, reader, issued, key, dst.name)
             else:
                 issued.unpadded = "not asked for"
+            if padded is None and not mark:
+                raise WatermarkError(f"{src}: {issued.unpadded}; unmarked, the copy would be "
+                                     f"the original")
             _write_unmarked(src, tmp, padded)
-            shift = padded.shift if padded else 0
-            fd = os.open(tmp, os.O_WRONLY)
-            try:
-                for tensor in reader.tensors:
-                    if tensor.extra.get("big_endian") or tensor.extra.get("member"):
-                        issued.skipped.append(f"{tensor.name}: stored in a way not rewritten")
-                    elif _markable(tensor):
-                        issued.tensors.append(_mark_tensor(reader, tensor, key, fd, shift))
-                    elif tensor.is_matrix and tensor.rows >= MIN_ROWS:
-                        issued.skipped.append(f"{tensor.name}: {tensor.dtype} is not marked "
-                                              f"(only {', '.join(MARK_DTYPES)})")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        if not issued.tensors:
+            if mark:
+                _mark_all(reader, key, tmp, padded.shift if padded else 0, issued)
+            else:
+                _fsync(tmp)  # on disk before it is renamed into place, as a marked copy is
+        if mark and not issued.tensors:
             raise WatermarkError(f"{src}: no 2-D F32, F16 or BF16 tensor to mark")
         os.replace(tmp, dst)
     except BaseException:
@@ -196,10 +196,12 @@ def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.Pat
         registered = register_paths(store, [dst], model=model, release=release,
                                     recipient=recipient, tensors=False, rematch=None)
         issued.artifact_id = registered[0].artifact_id
-        store.add_watermark(model=model, recipient=recipient, key=key, key_id=issued.key_id,
-                            version=MARK_VERSION,
-                            densities={t.canonical: t.density for t in issued.tensors},
-                            artifact_id=issued.artifact_id)
+        if mark:
+            store.add_watermark(model=model, recipient=recipient, key=key,
+                                key_id=issued.key_id,
+                                version=MARK_VERSION,
+                                densities={t.canonical: t.density for t in issued.tensors},
+                                artifact_id=issued.artifact_id)
     issued.rematched = change.rematched
     log.info("watermark_issued", model=model, recipient=recipient, key_id=issued.key_id,
              tensors=len(issued.tensors), size=issued.size, padding=issued.padding)
@@ -241,7 +243,7 @@ def _write_unmarked(src: Path, tmp: Path, padded: Padded | None) -> None:
         fout.flush()
         left = src.stat().st_size - padded.data_start
         at = padded.data_start
-        # The kernel copies (and may share extents) where it can: as fast as `copyfile`.
+        # The kernel copies (and may share extents) where it can, as `shutil.copyfile` does.
         copy_range = getattr(os, "copy_file_range", None)
         while left and copy_range is not None:
             try:
@@ -255,6 +257,32 @@ def _write_unmarked(src: Path, tmp: Path, padded: Padded | None) -> None:
             fin.seek(at)
             fout.seek(len(padded.head) + at - padded.data_start)
             shutil.copyfileobj(fin, fout, 8 << 20)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _mark_all(reader: WeightReader, key: bytes, path: Path, shift: int, issued: Issued) -> None:
+    """Mark every markable tensor of the copy at `path`, whose tensors sit `shift` bytes
+    after the original's; what was not marked, and why, goes to `issued.skipped`."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for tensor in reader.tensors:
+            if tensor.extra.get("big_endian") or tensor.extra.get("member"):
+                issued.skipped.append(f"{tensor.name}: stored in a way not rewritten")
+            elif _markable(tensor):
+                issued.tensors.append(_mark_tensor(reader, tensor, key, fd, shift))
+            elif tensor.is_matrix and tensor.rows >= MIN_ROWS:
+                issued.skipped.append(f"{tensor.name}: {tensor.dtype} is not marked "
+                                      f"(only {', '.join(MARK_DTYPES)})")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _mark_tensor(reader: WeightReader, tensor: TensorInfo, key: bytes, fd: int,

@@ -391,3 +391,31 @@ def test_a_copy_is_the_same_where_the_kernel_cannot_copy_ranges(
         slow = issue_copy(store, model="heron-7b", recipient="acme", source=src, out=outs[1],
                           master=MASTER, rematch=None)
     assert fast.padding and slow.path.read_bytes() == fast.path.read_bytes()
+
+
+def test_an_unmarked_copy_on_request_is_padded_and_registered(tmp_path: Path,
+                                                              demo_release: Release) -> None:
+    """Without a mark, the copy's tensors are the original's; its padded size and digests
+    still name the recipient, and nothing that cannot be padded is issued unmarked."""
+    src = demo_release.file("model.safetensors").path
+    out = tmp_path / "initech" / "model.safetensors"
+    out.parent.mkdir()
+    with registered_store(tmp_path / "ww.db", demo_release) as store:
+        issued = issue_copy(store, model="heron-7b", recipient="initech", source=src, out=out,
+                            master=MASTER, mark=False, rematch=None)
+        assert issued.tensors == [] and issued.padding
+        assert not [w for w in store.watermarks("heron-7b") if w["recipient"] == "initech"]
+        assert ("initech", issued.size, hashlib.sha256(out.read_bytes()).hexdigest(), "v1") in {
+            (a["recipient"], a["size"], a["sha256"], a["release"])
+            for a in store.artifacts("heron-7b")}
+        with pytest.raises(WatermarkError, match="neither marked nor padded"):
+            issue_copy(store, model="heron-7b", recipient="initech", source=src,
+                       out=tmp_path / "x.safetensors", master=MASTER, mark=False, pad=False,
+                       rematch=None)
+        npy = tmp_path / "w.npy"
+        np.save(npy, np.zeros((64, 64), dtype=np.float32))
+        with pytest.raises(WatermarkError, match="unmarked, the copy would be the original"):
+            issue_copy(store, model="heron-7b", recipient="initech", source=npy,
+                       out=tmp_path / "w-copy.npy", master=MASTER, mark=False, rematch=None)
+        assert not (tmp_path / "w-copy.npy").exists()
+    assert safetensors_tensors(out) == safetensors_tensors(src)
