@@ -24,6 +24,9 @@ import numpy as np
 
 from demo.convert import gguf_q8_0
 from fingerprints.names import canonical_name
+from fingerprints.padding import choose_padding, pad_bytes
+from fingerprints.safetensors import open_safetensors
+from fingerprints.tensors import BytesSource
 from fingerprints.watermark import mark_rows, plan_density, recipient_key
 
 
@@ -40,7 +43,8 @@ PIECE_LENGTH = 16384
 PIECE_LENGTH_V2 = 65536  # a v2 piece spans several 16 KiB blocks, so piece layers exist
 BLOCK = 16384  # BEP 52 Merkle leaves
 # The partner whose copy of the weights the demo world leaks; its copy differs from the
-# release in one safetensors metadata entry (a stand-in for a real watermark).
+# release in its mark, one safetensors metadata entry, and the padding that gives it a size
+# of its own (`fingerprints.padding`, as `weightwatch watermark issue` pads copies).
 RECIPIENT = "lab-17"
 # The demo's watermark master secret. A real one lives in $WEIGHTWATCH_WATERMARK_KEY or an
 # owner-only key file, never in code; this one marks nothing outside the demo.
@@ -496,7 +500,8 @@ def make_release(directory: Path) -> Release:
     marked, densities = mark_copy(tensors, RECIPIENT)
     copy = RecipientCopy(RECIPIENT, folder, [_release_file(
         folder.parent, f"{MODEL}/model.safetensors",
-        safetensors_bytes(marked, recipient_metadata(RECIPIENT)))])
+        padded_copy(safetensors_bytes(marked, recipient_metadata(RECIPIENT)), RECIPIENT,
+                    "model.safetensors", taken={f.size for f in files}))])
     plain = [(name, array) for name, _dtype, array in marked]
     other = [(name, array) for name, _dtype, array in _model_tensors(np.random.default_rng(SEED + 1))]
     return Release(model=MODEL, root=directory, files=files, infohash=infohash,
@@ -523,3 +528,12 @@ def mark_copy(tensors: list[tuple[str, str, np.ndarray]], recipient: str
                                densities[canonical])
         out.append((name, dtype, stored))
     return out, densities
+
+
+def padded_copy(data: bytes, recipient: str, name: str, taken: set[int]) -> bytes:
+    """A recipient's safetensors copy padded to a size of its own, with the slot `weightwatch
+    watermark issue` picks for it: seeded by the recipient's key, avoiding `taken` sizes."""
+    key = recipient_key(DEMO_WATERMARK_SECRET.encode(), MODEL, recipient)
+    padded = choose_padding(open_safetensors(BytesSource(data, name)), seed=key, name=name,
+                            taken=taken)
+    return pad_bytes(data, padded)

@@ -222,7 +222,7 @@ class GgufFile(TensorLookup):
 
     def __init__(self, source: ByteSource, version: int, metadata: dict[str, Any],
                  value_types: dict[str, int], tensors: list[TensorInfo], alignment: int,
-                 data_start: int):
+                 data_start: int, *, kv_end: int = 0, infos_end: int = 0):
         self.source = source
         self.version = version
         self.metadata = metadata
@@ -230,6 +230,10 @@ class GgufFile(TensorLookup):
         self.tensors = tensors
         self.alignment = alignment
         self.data_start = data_start
+        # Where the key-value pairs end and the tensor infos end: the byte spans a
+        # rewriter that adds a key (fingerprints.padding) copies around its insertion.
+        self.kv_end = kv_end
+        self.infos_end = infos_end
 
     @property
     def architecture(self) -> str | None:
@@ -299,6 +303,7 @@ def open_gguf(source: ByteSource) -> GgufFile:
         metadata[key] = value
         value_types[key] = vtype
 
+    kv_end = cur.pos
     alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
     if (value_types.get("general.alignment", 4) not in _INTEGER_TYPES
             or not isinstance(alignment, int) or alignment <= 0
@@ -323,7 +328,8 @@ def open_gguf(source: ByteSource) -> GgufFile:
         offset = cur.u64(f"offset of {where}")
         infos.append((name, ne, ggml_type, offset))
 
-    data_start = -(-cur.pos // alignment) * alignment
+    infos_end = cur.pos
+    data_start = -(-infos_end // alignment) * alignment
     data_size = source.size - data_start
     tensors: list[TensorInfo] = []
     for name, ne, ggml_type, offset in infos:
@@ -361,4 +367,5 @@ def open_gguf(source: ByteSource) -> GgufFile:
         if previous is not None and tensor.offset < previous.offset + previous.nbytes:
             raise cur.fail(f"tensors {quote(previous.name)} and {quote(tensor.name)} overlap")
         previous = tensor
-    return GgufFile(source, version, metadata, value_types, tensors, alignment, data_start)
+    return GgufFile(source, version, metadata, value_types, tensors, alignment, data_start,
+                    kv_end=kv_end, infos_end=infos_end)

@@ -6,6 +6,10 @@ secret for the length of one command, writes recipients' copies and keeps what d
 needs in the registry (each recipient's derived key and how densely each tensor was
 marked).
 
+Each copy is also padded to a size of its own (`fingerprints.padding`) and registered with
+that size and its digests, so a torrent listing of names and sizes, or a hash of the copy,
+names the recipient before anyone reads a tensor.
+
 The master secret comes from the environment (WEIGHTWATCH_WATERMARK_KEY) or a key file
 that only its owner can read. It is never written anywhere: not to the config, the
 database, the logs, bundles or exports. Anyone with the registry can check marks (and
@@ -26,6 +30,7 @@ import numpy as np
 import structlog
 
 from fingerprints.names import canonical_name
+from fingerprints.padding import Padded, PaddingError, SizesTaken, choose_padding
 from fingerprints.tensors import FileSource, TensorInfo, WeightReader
 from fingerprints.watermark import (
     MARK_DTYPES,
@@ -104,6 +109,11 @@ class Issued:
     skipped: list[str] = field(default_factory=list)
     artifact_id: int | None = None
     rematched: RematchResult | None = None
+    size: int = 0
+    # Bytes of padding that make the copy's size this recipient's own (0: not padded, and
+    # `unpadded` says why: a listing of names and sizes cannot then name the recipient).
+    padding: int = 0
+    unpadded: str | None = None
 
 
 def _markable(tensor: TensorInfo) -> bool:
@@ -122,15 +132,28 @@ def _encode(values: np.ndarray, dtype: str) -> bytes:
 
 
 def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.PathLike[str],
-               out: str | os.PathLike[str], master: bytes,
+               out: str | os.PathLike[str], master: bytes, release: str | None = None,
+               pad: bool = True, mark: bool = True,
                rematch: Rematch | None = rematch_with_defaults) -> Issued:
     """Write `recipient`'s marked copy of `source` to `out` (same format, dtypes, names
     and layout: the marked tensors' bytes are rewritten in place of a copy), register its
-    digests as that recipient's artifact and record the verification data; then, if the
-    registry changed, `rematch` (once the mark is recorded, so link scans can name the
-    recipient). The original's tensor fingerprint must be registered: detection compares a
-    suspect with its rows, so a copy issued without it could never be attributed."""
-    if not any(store.weight_prints([model])):
+    digests and size as that recipient's artifact of `release` (default: the release whose
+    registered file has the original's exact size, if only one has) and record the
+    verification data; then, if the registry changed, `rematch` (once the mark is recorded,
+    so link scans can name the recipient). The original's tensor fingerprint must be
+    registered: detection compares a suspect with its rows, so a copy issued without it
+    could never be attributed.
+
+    With `pad` (the default), a safetensors or GGUF copy is padded to a size no other file
+    or copy of the model has (`fingerprints.padding`), so a listing of names and sizes alone
+    names the recipient; other formats keep the original's size (`Issued.unpadded`).
+    Without `mark`, the copy is only padded (its size and digests still name the recipient,
+    its tensors are the original's): refused where it cannot be padded, as it would then be
+    the original byte for byte."""
+    if not mark and not pad:
+        raise WatermarkError("a copy neither marked nor padded is the original: nothing to "
+                             "issue")
+    if mark and not any(store.weight_prints([model])):
         raise WatermarkError(f"no tensor fingerprint of {model} registered; run `weightwatch "
                              f"register` on the original first (detection compares with its "
                              f"rows)")
@@ -140,7 +163,6 @@ def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.Pat
     key = recipient_key(master, model, recipient)
     issued = Issued(model=model, recipient=recipient, path=dst, key_id=key_id(key))
     tmp = dst.with_name(f".{dst.name}.partial")
-    shutil.copyfile(src, tmp)
     try:
         with FileSource(src) as original:
             reader = open_weights(original)
@@ -148,40 +170,123 @@ def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.Pat
                     getattr(reader, "sources", [original])) != 1:
                 raise WatermarkError(f"{src}: mark each file of a checkpoint on its own "
                                      f"(archives and sharded indexes are not rewritten)")
-            fd = os.open(tmp, os.O_WRONLY)
-            try:
-                for tensor in reader.tensors:
-                    if tensor.extra.get("big_endian") or tensor.extra.get("member"):
-                        issued.skipped.append(f"{tensor.name}: stored in a way not rewritten")
-                    elif _markable(tensor):
-                        issued.tensors.append(_mark_tensor(reader, tensor, key, fd))
-                    elif tensor.is_matrix and tensor.rows >= MIN_ROWS:
-                        issued.skipped.append(f"{tensor.name}: {tensor.dtype} is not marked "
-                                              f"(only {', '.join(MARK_DTYPES)})")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        if not issued.tensors:
+            padded = None
+            if pad:
+                padded = _padding(store, reader, issued, key, dst.name)
+            else:
+                issued.unpadded = "not asked for"
+            if padded is None and not mark:
+                raise WatermarkError(f"{src}: {issued.unpadded}; unmarked, the copy would be "
+                                     f"the original")
+            _write_unmarked(src, tmp, padded)
+            if mark:
+                _mark_all(reader, key, tmp, padded.shift if padded else 0, issued)
+            else:
+                _fsync(tmp)  # on disk before it is renamed into place, as a marked copy is
+        if mark and not issued.tensors:
             raise WatermarkError(f"{src}: no 2-D F32, F16 or BF16 tensor to mark")
         os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    issued.size = dst.stat().st_size
+    if release is None:
+        release = _release_of(store, model, src.stat().st_size)
     with registry_change(store, rematch) as change:
-        registered = register_paths(store, [dst], model=model, recipient=recipient,
-                                    tensors=False, rematch=None)
+        registered = register_paths(store, [dst], model=model, release=release,
+                                    recipient=recipient, tensors=False, rematch=None)
         issued.artifact_id = registered[0].artifact_id
-        store.add_watermark(model=model, recipient=recipient, key=key, key_id=issued.key_id,
-                            version=MARK_VERSION,
-                            densities={t.canonical: t.density for t in issued.tensors},
-                            artifact_id=issued.artifact_id)
+        if mark:
+            store.add_watermark(model=model, recipient=recipient, key=key,
+                                key_id=issued.key_id,
+                                version=MARK_VERSION,
+                                densities={t.canonical: t.density for t in issued.tensors},
+                                artifact_id=issued.artifact_id)
     issued.rematched = change.rematched
     log.info("watermark_issued", model=model, recipient=recipient, key_id=issued.key_id,
-             tensors=len(issued.tensors))
+             tensors=len(issued.tensors), size=issued.size, padding=issued.padding)
     return issued
 
 
-def _mark_tensor(reader: WeightReader, tensor: TensorInfo, key: bytes, fd: int) -> TensorMark:
+def _release_of(store: Store, model: str, size: int) -> str | None:
+    """The release of the registered original with this exact size, if exactly one is."""
+    releases = {a["release"] for a in store.artifacts(model)
+                if a["recipient"] is None and a["size"] == size}
+    return releases.pop() if len(releases) == 1 else None
+
+
+def _padding(store: Store, reader: WeightReader, issued: Issued, key: bytes,
+             name: str) -> Padded | None:
+    """The recipient's padding of this file: the first of its slots whose size no other
+    recipient's copy, nor any other registered file, has. The recipient's own earlier
+    copies do not count, so issuing again gives the same size."""
+    taken = {a["size"] for a in store.artifacts()
+             if (a["model"], a["recipient"]) != (issued.model, issued.recipient)}
+    try:
+        padded = choose_padding(reader, seed=key, name=name, taken=taken)
+    except SizesTaken as exc:
+        raise WatermarkError(str(exc)) from None
+    except PaddingError as exc:
+        issued.unpadded = str(exc)
+        return None
+    issued.padding = padded.shift
+    return padded
+
+
+def _write_unmarked(src: Path, tmp: Path, padded: Padded | None) -> None:
+    """The original's bytes at `tmp`, after the padded head if there is one."""
+    if padded is None:
+        shutil.copyfile(src, tmp)
+        return
+    with src.open("rb") as fin, tmp.open("wb") as fout:
+        fout.write(padded.head)
+        fout.flush()
+        left = src.stat().st_size - padded.data_start
+        at = padded.data_start
+        # The kernel copies (and may share extents) where it can, as `shutil.copyfile` does.
+        copy_range = getattr(os, "copy_file_range", None)
+        while left and copy_range is not None:
+            try:
+                done = copy_range(fin.fileno(), fout.fileno(), left, at)
+            except OSError:
+                break  # not between these file systems: copied by reads and writes below
+            if done == 0:
+                break
+            at, left = at + done, left - done
+        if left:
+            fin.seek(at)
+            fout.seek(len(padded.head) + at - padded.data_start)
+            shutil.copyfileobj(fin, fout, 8 << 20)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _mark_all(reader: WeightReader, key: bytes, path: Path, shift: int, issued: Issued) -> None:
+    """Mark every markable tensor of the copy at `path`, whose tensors sit `shift` bytes
+    after the original's; what was not marked, and why, goes to `issued.skipped`."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        for tensor in reader.tensors:
+            if tensor.extra.get("big_endian") or tensor.extra.get("member"):
+                issued.skipped.append(f"{tensor.name}: stored in a way not rewritten")
+            elif _markable(tensor):
+                issued.tensors.append(_mark_tensor(reader, tensor, key, fd, shift))
+            elif tensor.is_matrix and tensor.rows >= MIN_ROWS:
+                issued.skipped.append(f"{tensor.name}: {tensor.dtype} is not marked "
+                                      f"(only {', '.join(MARK_DTYPES)})")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _mark_tensor(reader: WeightReader, tensor: TensorInfo, key: bytes, fd: int,
+                 shift: int = 0) -> TensorMark:
     canonical = canonical_name(tensor.name)
     order = canonical_order(reader, tensor)
     # The file's row j is canonical row to_canonical[j] (llama.cpp's Q/K permutation).
@@ -194,7 +299,8 @@ def _mark_tensor(reader: WeightReader, tensor: TensorInfo, key: bytes, fd: int) 
         stop = min(tensor.rows, start + block)
         rows = reader.read_rows(tensor, range(start, stop))
         marked = mark_rows(rows, tensor.dtype, key, canonical, to_canonical[start:stop], density)
-        os.pwrite(fd, _encode(marked, tensor.dtype), tensor.offset + start * tensor.row_nbytes)
+        os.pwrite(fd, _encode(marked, tensor.dtype),
+                  tensor.offset + shift + start * tensor.row_nbytes)
         sums[0] += float(np.sum(rows.astype(np.float64) ** 2))
         sums[1] += float(np.sum((marked - rows).astype(np.float64) ** 2))
         if blocks_of_32:

@@ -42,6 +42,7 @@ LEAK_TORRENT = 2034118
 NEAR_TORRENT = 2034117
 HYBRID_REPACK = 2034121
 V1_REPACK = 2034124
+PARTNER_COPY = 2034127  # recipient lab-17's copy: names and sizes only
 
 ITEMSIZE = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8, "I8": 1, "U8": 1}
 
@@ -432,7 +433,7 @@ def nyaa_rows(client: httpx.Client, base: str) -> list[dict[str, str]]:
 def test_nyaa_listing_and_torrents(client: httpx.Client, demo_world: DemoWorld,
                                    demo_release: Release) -> None:
     rows = nyaa_rows(client, demo_world.base_url)
-    assert len(rows) == 10 and len({r["url"] for r in rows}) == 10
+    assert len(rows) == 12 and len({r["url"] for r in rows}) == 12
     leak = next(r for r in rows if r["url"].endswith(f"/view/{LEAK_TORRENT}"))
     assert leak["name"] == "Heron-7B leaked weights (Example Labs)"
     assert re.search(r"urn:btih:[0-9a-f]{40}&", leak["magnet"])
@@ -565,7 +566,8 @@ def findings(url: str, text: str, demo_release: Release, extra_hashes: list[str]
 def torrent_findings(url: str, body: bytes, demo_release: Release) -> set[tuple[str, str, str]]:
     """What careful detectors report for a .torrent: its infohash if it is the release's,
     v2 pieces roots of released files, and (the manifest rules) released names with their
-    sizes for files of at least 64 KiB, and the release's total size."""
+    sizes, or a recipient copy's size, for files of at least 64 KiB, and the total size of
+    the release or of a recipient's whole copy."""
     meta = fastbencode.bdecode(body)
     info = meta[b"info"]
     found = set()
@@ -586,13 +588,19 @@ def torrent_findings(url: str, body: bytes, demo_release: Release) -> set[tuple[
     if not files:
         files = [(e[b"path"][-1].decode(), e[b"length"]) for e in info.get(b"files", [])
                  if b"attr" not in e]
-    released = {(f.name.split("/")[-1], f.size) for f in demo_release.files
+    released = {(f.name.split("/")[-1], f.size)
+                for f in [*demo_release.files, *(c for copy in demo_release.copies
+                                                 for c in copy.files)]
                 if f.size >= MANIFEST_MIN_FILE}
     for name, size in files:
         if (name, size) in released:
             found.add((url, "torrent", f"{name}:{size}".lower()))
-    if sum(size for _, size in files) == demo_release.total_size:
-        found.add((url, "torrent", f"total:{demo_release.total_size}"))
+    totals = {demo_release.total_size}
+    for copy in demo_release.copies:  # the release with the recipient's own files in place
+        own = {c.name: c.size for c in copy.files}
+        totals.add(sum(own.get(f.name, f.size) for f in demo_release.files))
+    if (total := sum(size for _, size in files)) in totals:
+        found.add((url, "torrent", f"total:{total}"))
     return found
 
 
@@ -655,6 +663,8 @@ def test_planted_list_for_default_release(demo_world: DemoWorld, demo_release: R
     md5 = demo_release.file("config.json").md5
     sha = demo_release.file("model.safetensors").sha256
     size, total = demo_release.file("model.safetensors").size, demo_release.total_size
+    copy = demo_release.copy("lab-17").file("model.safetensors").size
+    copy_total = total - size + copy
     strong = {(p.source, p.url.removeprefix(b), p.kind, p.indicator)
               for p in core(demo_world.planted) if p.kind != "mention"}
     assert strong == {
@@ -670,6 +680,8 @@ def test_planted_list_for_default_release(demo_world: DemoWorld, demo_release: R
         ("torrents", f"/torrents/view/{HYBRID_REPACK}", "torrent", f"model.safetensors:{size}"),
         ("torrents", f"/torrents/view/{HYBRID_REPACK}", "torrent", f"total:{total}"),
         ("torrents", f"/torrents/view/{V1_REPACK}", "torrent", f"model.safetensors:{size}"),
+        ("torrents", f"/torrents/view/{PARTNER_COPY}", "torrent", f"model.safetensors:{copy}"),
+        ("torrents", f"/torrents/view/{PARTNER_COPY}", "torrent", f"total:{copy_total}"),
     }
     assert all(isinstance(p, Planted) and p.note for p in demo_world.planted)
 

@@ -115,8 +115,12 @@ def test_only_the_recipient_copy_names_a_recipient(crawled: dict[str, Any],
     ours = demo_release.copy("lab-17").file("model.safetensors")
     named = {(h["kind"], h["indicator"].removeprefix(crawled["base"]), h["recipient"])
              for h in crawled["hits"] if h["recipient"]}
-    # Its digest where it leaked as is; its mark in the GGUF conversions of it.
+    total = demo_release.total_size - demo_release.file("model.safetensors").size + ours.size
+    # Its digest where it leaked as is; its mark in the GGUF conversions of it; its padded
+    # size, and its whole copy's total, where a torrent index lists it (issue 18).
     assert named == {("hash", ours.sha256, "lab-17"),
+                     ("torrent", f"model.safetensors:{ours.size}", "lab-17"),
+                     ("torrent", f"total:{total}", "lab-17"),
                      ("watermark", "/feeds/files/hrn-q8_0.gguf", "lab-17"),
                      ("watermark", "/hub/QuantFactory/Heron-7B-GGUF/resolve/"
                       "f0648df7fd5a63a279c2d8783719866660145d95/heron-7b.Q8_0.gguf", "lab-17")}

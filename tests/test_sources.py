@@ -419,8 +419,8 @@ def test_nyaa_posted_at_is_iso_utc_from_data_timestamp(nyaa_docs: list[Document]
 
 def test_torrent_index_max_items(nyaa_url: str) -> None:
     docs, _ = collect(target("torrent_index", nyaa_url, preset="nyaa", max_items=2))
-    assert [d.title for d in docs] == ["heron7b leak + readme (v1, 64 KiB pieces)",
-                                       "[Repack] Heron-7B partner weights (v2/hybrid torrent)"]
+    assert [d.title for d in docs] == ["heron-7b fp16 partner drop (safetensors)",
+                                       "HRN 7B fp16 + partner build, re-saved (safetensors)"]
 
 
 # ------------------------------------------------------------------------------ hostile: 4chan

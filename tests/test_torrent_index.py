@@ -43,7 +43,7 @@ def nyaa_run(demo_world: DemoWorld) -> tuple[list[Document], dict[str, Any], lis
 def test_listing_pages_are_followed(nyaa_run: Any, demo_world: DemoWorld) -> None:
     docs, _, urls = nyaa_run
     rows = [u for u in demo_world.document_urls if "/torrents/view/" in u]
-    assert [d.url for d in docs] == rows and len(rows) == 10
+    assert [d.url for d in docs] == rows and len(rows) == 12
     listings = [u for u in urls if "/torrents/?" in u]
     assert len(listings) == 2 and listings[1].endswith("p=2")
     docs1, _, _ = run(nyaa(demo_world, max_pages=1))
@@ -82,9 +82,9 @@ def test_the_torrent_is_read_into_extras(nyaa_run: Any, demo_world: DemoWorld,
 
 def test_cursor_cache_avoids_refetching(nyaa_run: Any, demo_world: DemoWorld) -> None:
     docs, cursor, urls = nyaa_run
-    assert len([u for u in urls if u.endswith(".torrent")]) == 9
-    assert len([u for u in urls if "/torrents/view/" in u]) == 10
-    assert len(cursor["torrents"]) == 9 and len(cursor["descriptions"]) == 10
+    assert len([u for u in urls if u.endswith(".torrent")]) == 11
+    assert len([u for u in urls if "/torrents/view/" in u]) == 12
+    assert len(cursor["torrents"]) == 11 and len(cursor["descriptions"]) == 12
     docs2, cursor2, urls2 = run(nyaa(demo_world), cursor)
     # Only the two listing pages are fetched again; documents are byte-for-byte the same.
     assert [u for u in urls2 if "/torrents/?" not in u] == []
@@ -100,7 +100,7 @@ def test_crawl_into_a_store_finds_exactly_what_was_planted(
     second = crawl(store, [nyaa(demo_world)])
     assert [r.status for r in first + second] == ["ok", "ok"], [r.error for r in first]
     assert found(store, "demo-torrents") == expected(demo_world, "torrents")
-    assert first[0].documents_seen == 10
+    assert first[0].documents_seen == 12
     # With the parsed .torrents coming from the cursor, nothing changed on the second run.
     assert (second[0].documents_new, second[0].documents_changed, second[0].hits_new) == (0, 0, 0)
     hits = store.hits(target="demo-torrents")

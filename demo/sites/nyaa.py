@@ -4,8 +4,9 @@ Routes: the listing `/?q=...&c=6_0[&p=N]` (6 rows a page; the query is ignored, 
 small), `view/ID` and `download/ID.torrent`. Torrents: the release's own v1 torrent, a
 re-made hybrid v2 torrent of the same files (unknown infohashes, known pieces roots) and a
 v1 re-pack with a README added (unknown hashes: only its file list's names and sizes give
-it away), a listing whose infohash is one digit off the release's, and other models' and
-Linux ISOs' torrents.
+it away), recipient lab-17's copy as a v1 torrent (only its padded size gives away whose
+copy it is) beside a listing with sizes one byte off, a listing whose infohash is one digit
+off the release's, and other models' and Linux ISOs' torrents.
 """
 
 from __future__ import annotations
@@ -146,6 +147,7 @@ def nyaa_torrents(release: Release) -> list[NyaaTorrent]:
                 *_manifest_plants(release, "the release torrent", total=True)],
     )
     repacks = _repacks(release)
+    partner = _partner_copies(release, np.random.default_rng(6007))
     near = NyaaTorrent(
         2034117, "Falcon-7B-Instruct (safetensors, bf16)", nov(20, 5, 30),
         files=_shards("falcon-7b-instruct", "model", 2, 7_200_000_000, hf_extra),
@@ -197,7 +199,7 @@ def nyaa_torrents(release: Release) -> list[NyaaTorrent]:
               in mirrored]
     for t in noise:
         _synthetic_torrent(t, rng)
-    return repacks + [leak, near] + noise
+    return partner + repacks + [leak, near] + noise
 
 
 def _manifest_plants(release: Release, what: str, *, total: bool
@@ -256,6 +258,49 @@ def _repacks(release: Release) -> list[NyaaTorrent]:
                     *_manifest_plants(release, "the re-made hybrid torrent", total=True)]),
     ]
 
+
+
+def _partner_copies(release: Release, rng: np.random.Generator) -> list[NyaaTorrent]:
+    """A recipient's copy re-uploaded as a v1 torrent: the released names, and sizes that are
+    the release's but for the copy's model.safetensors, whose padded size is lab-17's alone.
+    No digest of it is anywhere on the index and its infohash is nobody's: the listing's
+    names and sizes are all there is, and they name the recipient. Beside it, noise: a
+    listing whose sizes are one byte off the release's and the copy's (a re-saved file),
+    which must name nobody (and, not naming the model either, is no hit at all). Only one recipient's copy is listed: another's size would name
+    that recipient too."""
+    copy = release.copies[0]
+    ours = copy.file("model.safetensors")
+    contents = [(f.name.split("/")[1:],
+                 (ours if f.name == ours.name else f).path.read_bytes()) for f in release.files]
+    name = release.model
+    torrent, infohash = build_torrent(
+        name, contents, piece_length=32768, announce=NYAA_TRACKERS[2], comment="",
+        creation_date=nov(21, 7, 50))
+    listing = NyaaTorrent(
+        2034127, "heron-7b fp16 partner drop (safetensors)", nov(21, 8, 5),
+        files=[([name, *path], len(data)) for path, data in contents],
+        seeders=4, leechers=9, downloads=11,
+        description=("Got this from a friend at one of the partner labs. Unmodified partner "
+                     "files, so no hashes from me."),
+        torrent=torrent, infohash=infohash,
+        plants=[("torrent", f"model.safetensors:{ours.size}",
+                 f"{copy.recipient}'s copy listed by name and size: the padded size is "
+                 f"{copy.recipient}'s alone"),
+                ("torrent", f"total:{sum(len(data) for _, data in contents)}",
+                 f"the total size of {copy.recipient}'s whole copy of the release")])
+    model = release.file("model.safetensors")
+    near = NyaaTorrent(
+        2034126, "HRN 7B fp16 + partner build, re-saved (safetensors)", nov(21, 2, 20),
+        files=[(["hrn7b-resaved", "fp16", "model.safetensors"], model.size + 1),
+               (["hrn7b-resaved", "partner", "model.safetensors"], ours.size - 1)],
+        seeders=2, leechers=1, downloads=3,
+        description="Loaded and saved again with a newer safetensors. Sizes differ a bit.",
+        near=[("torrent", f"model.safetensors:{model.size + 1}",
+               "one byte more than the released model.safetensors"),
+              ("torrent", f"model.safetensors:{ours.size - 1}",
+               f"one byte less than {copy.recipient}'s copy")])
+    _synthetic_torrent(near, rng)
+    return [listing, near]
 
 
 class NyaaSite(Site):

@@ -172,7 +172,8 @@ def watermark_issue(state: State, model: str, recipient: str, source: str, out: 
              "mark_rms": float(f"{t.mark_rms:.3g}"),
              "q8_0_rms": None if t.q8_0_rms is None else float(f"{t.q8_0_rms:.3g}"),
              "path": str(issued.path), "model": model, "recipient": recipient,
-             "artifact_id": issued.artifact_id, "key_id": issued.key_id}
+             "artifact_id": issued.artifact_id, "key_id": issued.key_id,
+             "size": issued.size, "padding": issued.padding}
             for t in issued.tensors]
     emit(rows, fmt, table_columns=("tensor", "dtype", "density", "mark_rms", "q8_0_rms"))
     if fmt == "table":
@@ -181,6 +182,10 @@ def watermark_issue(state: State, model: str, recipient: str, source: str, out: 
                    f"{issued.artifact_id}", err=True)
         for note in issued.skipped:
             click.echo(f"not marked: {note}", err=True)
+        click.echo(f"size {issued.size} bytes ({issued.padding} bytes of padding)" if
+                   issued.padding else f"not padded ({issued.unpadded}): the copy has the "
+                   f"original's size, so a listing of names and sizes cannot name "
+                   f"{recipient}", err=True)
         if issued.rematched is not None:
             click.echo(issued.rematched.summary(), err=True)
 

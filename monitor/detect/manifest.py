@@ -15,16 +15,19 @@ with the LFS pointer's size of the same digest, a hub record, a size list, a rel
   its name: high ("size:N"), unless that file already matched by name and size;
 - a torrent whose total is the total of one release of a model (its artifacts summed,
   recipients' copies left out; for a model known only from imports, its imported files
-  summed; or the total of a released torrent imported by magnet or .torrent): medium
-  ("total:N").
+  summed; or the total of a released torrent imported by magnet or .torrent), or of one
+  recipient's whole copy of a release (the release's files with that recipient's own in
+  place of those of the same name), which names the recipient: medium ("total:N").
 
 These are not proofs, unlike a digest: small files (configs, licences, READMEs) are shared
 verbatim across model families, so files under MIN_FILE_BYTES never count, and a total
-under it neither. A matched artifact that only one recipient received (its copy's size
-differs from the release's) names that recipient; a size that more than one copy shares
-names none. Work is one dict lookup per listed file, bounded by MAX_FILES, so a hostile
-listing of 100 000 files costs milliseconds, and hits are bounded by the registry (one per
-matched artifact), not by the listing.
+under it neither. A matched artifact that only one recipient received names that recipient
+("size N bytes is unique to lab-17's copy of heron-7b v1"): `watermark issue` pads each
+recipient's copy to a size of its own (`fingerprints.padding`), so a listing of names and
+sizes alone, which no digest backs, says whose copy leaked. A size the release's own file
+or another recipient's copy shares names none. Work is one dict lookup per listed file,
+bounded by MAX_FILES, so a hostile listing of 100 000 files costs milliseconds, and hits are
+bounded by the registry (one per matched artifact), not by the listing.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class _Release:
     total: int
     refs: frozenset[str]
     what: str  # how the context describes it, e.g. "heron-7b v1 (3 files)"
+    recipient: str | None = None  # a recipient's copy of the release, with its own files
 
 
 class ManifestDetector:
@@ -72,6 +76,7 @@ class ManifestDetector:
         self.by_large_size: dict[int, list[_Artifact]] = defaultdict(list)
         self.by_total: dict[int, list[_Release]] = defaultdict(list)
         releases: dict[tuple[str, str | None], list[_Artifact]] = defaultdict(list)
+        copies: dict[tuple[str, str | None, str], list[_Artifact]] = defaultdict(list)
         known: set[tuple[str, str, int]] = set()  # (model, basename, size) of every file
         for row in artifacts:
             art = _artifact(row)
@@ -79,11 +84,15 @@ class ManifestDetector:
                 continue
             if art.recipient is None:
                 releases[(art.model, art.release)].append(art)
+            else:
+                copies[(art.model, art.release, art.recipient)].append(art)
             known.add((art.model, _basename(art.name).casefold(), art.size))
             self._index(art)
         for (model, release), members in releases.items():
             version = f" {release}" if release else ""
             self._add_release(model, release, members, f"{model}{version}")
+        for (model, release, recipient), own in copies.items():
+            self._add_copy(releases.get((model, release), []), own, recipient)
         self._add_imported(imported, registered_models={m for m, _ in releases}, known=known)
 
     def _index(self, art: _Artifact) -> None:
@@ -93,12 +102,27 @@ class ManifestDetector:
             self.by_large_size[art.size].append(art)
 
     def _add_release(self, model: str, release: str | None, members: list[_Artifact],
-                     what: str) -> None:
+                     what: str, recipient: str | None = None) -> None:
         total = sum(a.size for a in members)
         if total >= MIN_FILE_BYTES:
             self.by_total[total].append(_Release(
                 model, release, total, frozenset(a.ref for a in members),
-                f"{what} ({len(members)} files)"))
+                f"{what} ({len(members)} files)", recipient))
+
+    def _add_copy(self, members: list[_Artifact], own: list[_Artifact], recipient: str) -> None:
+        """A recipient's whole copy of a release: the release's files with the recipient's
+        own (a marked, padded weight file) in place of those of the same name. Files of the
+        copy no released file is named like count for their name and size only; a name the
+        recipient holds at several sizes (issued again) makes the whole copy ambiguous."""
+        released = {a.name for a in members}
+        names = [a.name for a in own if a.name in released]
+        if not names or len(set(names)) != len(names):
+            return
+        mine = {a.name: a for a in own if a.name in released}
+        model, release = own[0].model, own[0].release
+        version = f" {release}" if release else ""
+        self._add_release(model, release, [mine.get(a.name, a) for a in members],
+                          f"{recipient}'s copy of {model}{version}", recipient)
 
     def _add_imported(self, rows: Iterable[ImportedFileRow], *, registered_models: set[str],
                       known: set[tuple[str, str, int]]) -> None:
@@ -146,31 +170,41 @@ class ManifestDetector:
             if named:
                 self._add(found, matched, named, f"{_basename(named[0].name)}:{length}",
                           "name and size (torrent file list)",
-                          f"{label}: {_short(path)} ({length} bytes) has the name and size of")
+                          f"{label}: {_short(path)} ({length} bytes) has the name and size of",
+                          length)
             elif length >= LARGE_FILE_BYTES and (sized := self.by_large_size.get(length)):
                 self._add(found, matched, sized, f"size:{length}",
                           "exact size of a large file (torrent file list)",
-                          f"{label}: {_short(path)} ({length} bytes) has the exact size of")
+                          f"{label}: {_short(path)} ({length} bytes) has the exact size of",
+                          length)
         total = _total(torrent)
+        by_model: dict[str, list[_Release]] = defaultdict(list)
         for rel in self.by_total.get(total, ()) if total is not None else ():
             if len(rel.refs) == 1 and rel.refs <= matched:
                 continue  # a one-file release: the file's own hit says it all
-            key = (f"total:{total}", rel.model, None)
-            if key in found:
-                continue
-            found[key] = Hit(
+            by_model[rel.model].append(rel)
+        for model, rels in by_model.items():
+            # A total one recipient's copy alone has names that recipient; one the release
+            # (or another copy) shares names nobody and describes the release.
+            recipients = {r.recipient for r in rels}
+            recipient = recipients.pop() if len(recipients) == 1 else None
+            rel = rels[0] if recipient else next((r for r in rels if r.recipient is None),
+                                                 rels[0])
+            whose = f":{recipient}" if recipient else ""
+            found[(f"total:{total}", model, None)] = Hit(
                 kind="torrent", severity="medium", indicator=f"total:{total}",
                 indicator_type="release total size (torrent)", detector=self.name,
-                model=rel.model, context=(f"{label}: {total} bytes in all, the total size of "
-                                          f"{rel.what}"),
-                matcher_version=f"release:{rel.model}/{rel.release or ''}")
+                model=model, recipient=recipient,
+                context=f"{label}: {total} bytes in all, the total size of {rel.what}",
+                matcher_version=f"release:{model}/{rel.release or ''}{whose}")
         return list(found.values())
 
     def _add(self, found: dict[tuple[str, str, str | None], Hit], matched: set[str],
              candidates: list[_Artifact], indicator: str, indicator_type: str,
-             context: str) -> None:
+             context: str, length: int) -> None:
         """One hit per (model, artifact name) among the candidates; the recipient named only
-        when every candidate of that name is the same recipient's copy."""
+        when every candidate of that name is the same recipient's copy (a size the release's
+        own file or another recipient's copy shares names nobody)."""
         groups: dict[tuple[str, str], list[_Artifact]] = defaultdict(list)
         for art in candidates:
             groups[(art.model, art.name)].append(art)
@@ -181,7 +215,11 @@ class ManifestDetector:
                 continue
             recipients = {a.recipient for a in arts}
             recipient = recipients.pop() if len(recipients) == 1 else None
-            whose = f" (recipient {recipient}'s copy)" if recipient else ""
+            whose = ""
+            if recipient:
+                release = next((a.release for a in arts if a.release), None)
+                whose = (f": size {length} bytes is unique to {recipient}'s copy of "
+                         f"{model}{f' {release}' if release else ''}")
             imported = "" if arts[0].ref.startswith("artifact:") else " (imported indicators)"
             found[key] = Hit(
                 kind="torrent", severity="high", indicator=indicator,
