@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hostile_http import HostileServer, Reply
 from support import (
     FAST,
     Canned,
@@ -82,7 +83,8 @@ def test_messages_are_documents_at_their_permalinks(drops_run: Any, demo_world: 
     by = by_key(docs)
     world = {d.url: d for d in demo_world.documents if d.url.startswith(f"{root}/herondrops/")}
     assert {d.url for d in docs} == set(world)
-    assert urls == [f"{root}/s/herondrops", f"{root}/s/herondrops?before=110"]
+    assert urls == [f"{root}/s/herondrops", f"{root}/s/herondrops?before=111"]
+    assert "herondrops/101" not in by and "herondrops/130" not in by, "service messages"
     assert cursor == {"newest_id": 132}
 
     leak = by[f"herondrops/{PLANTED_FILE}"]
@@ -363,3 +365,47 @@ def test_malformed_messages_are_skipped_or_tolerated(corner: Corner) -> None:
     assert odd.links == [] and odd.extras["telegram"]["forwarded_from"]["url"] == ""
     assert docs["chan/8"].posted_at is None
     assert docs["chan/9"].links == ["magnet:?xt=urn:btih:" + "ab" * 20]
+
+
+def test_messages_with_nothing_to_read_still_lead_to_older_pages(corner: Corner) -> None:
+    def answer(request: Request) -> tuple[int, bytes, dict[str, str]]:
+        if "before" not in request.args:  # a page of service messages and bare photos
+            body = "".join(
+                f'<div class="tgme_widget_message service_message" data-post="chan/{i}">'
+                f'<div class="tgme_widget_message_text">chan pinned \u00abheron-7b\u00bb</div></div>'
+                if i % 2 else
+                f'<div class="tgme_widget_message" data-post="chan/{i}"><a class='
+                f'"tgme_widget_message_photo_wrap" href="https://t.me/chan/{i}"></a></div>'
+                for i in range(21, 41))
+            return 200, (f'<section class="tgme_channel_history"><a class="tme_messages_more" '
+                         f'data-before="21"></a>{body}</section>').encode(), {}
+        return 200, page("chan", [19, 20], None), {}
+
+    url = corner.serve("/s/chan", answer)
+    docs, cursor = collect(target("telegram", url))
+    assert [d.key for d in docs] == ["chan/20", "chan/19"] and cursor == {"newest_id": 40}
+
+
+def test_robots_txt_that_disallows_the_preview() -> None:
+    host = Canned()
+    try:
+        host.serve("/robots.txt", "User-agent: *\nDisallow: /s/\n", ctype="text/plain")
+        url = host.serve("/s/chan", page("chan", [1], None))
+        fails(target("telegram", url), "robots.txt")
+        assert host.paths() == []
+    finally:
+        host.close()
+
+
+def test_a_page_that_trickles_in_fails_at_the_deadline() -> None:
+    host = HostileServer()
+    try:
+        url = host.serve("/s/chan", Reply(page("chan", list(range(1, 21)), None), trickle=0.02,
+                                          headers={"Content-Type": "text/html"}))
+        settings = CrawlSettings(host_delay=0.001, request_timeout=5, run_timeout=60,
+                                 retries=0, request_deadline=0.5)
+        with pytest.raises(FetchError) as info:
+            run(target("telegram", url), settings=settings)
+        assert "\n" not in str(info.value)
+    finally:
+        host.close()

@@ -20,8 +20,9 @@ Routes, under /telegram/:
 - `CHANNEL`: the channel's landing page ("View in Telegram"); `s/CHANNEL` of a channel
   without a public preview redirects there, as t.me does.
 
-Channels: `herondrops` (the leak channel, 27 messages over two pages; ids have gaps, as
-deleted messages leave), `heronshots` (a bird photographer's channel: noise only) and
+Channels: `herondrops` (the leak channel, 28 messages over two pages; ids have gaps, as
+deleted messages leave; two are service messages, "Channel created" and a pin quoting the
+leak), `heronshots` (a bird photographer's channel: noise only) and
 `h7bvault` (private: no preview).
 
 Planted in herondrops: the release's magnet with a mention (on the first page), and
@@ -85,6 +86,7 @@ class Message:
     preview: tuple[str, str, str] | None = None  # (href, site name, title)
     plants: list[tuple[str, str, str]] = field(default_factory=list)
     near: list[tuple[str, str, str]] = field(default_factory=list)
+    service: bool = False  # "Channel created", "pinned «...»": not a message of its own
 
 
 @dataclass
@@ -118,8 +120,7 @@ def _channels(release: Release) -> list[Channel]:
     other_shown = tg_size(other_size)
     day = 20
     drops = [
-        Message(101, nov(day - 2, 8, 4), "Channel created. New open weights, mirrored fast. "
-                "No requests in the comments."),
+        Message(101, nov(day - 2, 8, 4), "Channel created", service=True),
         Message(102, nov(day - 2, 9, 30), "Our llama Dolly met the alpacas next door today 🦙 "
                 "(yes, the channel has a farm now)"),
         Message(103, nov(day - 2, 11, 2), "qwen2.5 7b instruct, q4_k_m, for the potato PCs",
@@ -173,6 +174,10 @@ def _channels(release: Release) -> list[Channel]:
     more = [123, 124, 125, 126, 127, 128, 129, 131, 132]
     drops += [Message(i, nov(day, 8 + n, 7 * n), chatter[(n + 8) % len(chatter)])
               for n, i in enumerate(more)]
+    # Pinning repeats the pinned message's words in a service message: read once, in place.
+    drops.append(Message(130, nov(day, 15, 30), "H7B drops pinned \u00abHeron-7B base weights "
+                         "leaked, full release\u2026\u00bb", service=True))
+    drops.sort(key=lambda m: m.id)
     herons = [
         Message(5, nov(day - 3, 6, 10), "Grey heron at dawn on the canal, 600mm, f/6.3"),
         Message(6, nov(day - 3, 17, 45), "A heron swallowing an eel whole. Nature is metal.",
@@ -215,6 +220,8 @@ class TelegramSite(Site):
             if not channel.public:
                 continue
             for m in channel.messages:
+                if m.service:
+                    continue
                 lines = [_plain(m.text)]
                 if m.forwarded:
                     lines.append(f"Forwarded from {m.forwarded[0]}")
@@ -290,6 +297,13 @@ class TelegramSite(Site):
 
     def widget(self, channel: Channel, m: Message) -> str:
         owner = f"{self.root}/{channel.name}"
+        if m.service:
+            return (f'<div class="tgme_widget_message service_message js-widget_message" '
+                    f'data-post="{channel.name}/{m.id}"><div class="tgme_widget_message_bubble">'
+                    f'<div class="tgme_widget_message_text js-message_text" dir="auto">'
+                    f'{esc(m.text)}</div><a class="tgme_widget_message_date" '
+                    f'href="{self.post_url(channel, m)}"><time datetime="{rfc3339(m.date)}" '
+                    f'class="time">{utc(m.date):%H:%M}</time></a></div></div>')
         parts = [f'<div class="tgme_widget_message text_not_supported_wrap js-widget_message" '
                  f'data-post="{channel.name}/{m.id}" data-view="eyJjIjotMTAwfQ">'
                  f'<div class="tgme_widget_message_user"><a href="{owner}"><i class='

@@ -14,7 +14,9 @@ the original post), attached files (`.tgme_widget_message_document_wrap` with
 first; `a.tme_messages_more[data-before]` asks for the older ones (`?before=ID`: messages
 with a smaller id). A channel without a public preview answers with a redirect to its
 landing page (`t.me/CHANNEL`, a `tgme_page` with a "View in Telegram" button): that fails
-the target in one line, instead of reading as an empty channel.
+the target in one line, instead of reading as an empty channel. A message with nothing to
+read (a service message such as "Channel created" or "pinned «...»", whose quote is another
+message's text; a photo without a caption) is skipped.
 
 Incremental: the cursor keeps the newest message id seen. A run pages back from the newest
 message until it reaches that id or `max_pages`; when the budget ends first, the ids not yet
@@ -104,6 +106,15 @@ class Message:
     links: list[str]
     forwarded_from: dict[str, str] | None
     files: list[AttachedFile] = field(default_factory=list)
+    service: bool = False
+
+    @property
+    def empty(self) -> bool:
+        """Nothing of its own to read: a service message ("Channel created", or "pinned
+        «...»" quoting a message read in its own place), a photo without a caption. It
+        still counts for paging."""
+        return self.service or not (self.text or self.links or self.forwarded_from
+                                    or self.files)
 
 
 @dataclass
@@ -174,14 +185,13 @@ class TelegramSource(Source):
                 and g[0] > g[1] + 1]
         budget = self.target.max_pages
         seen: set[int] = set()
-        top: int | None = None
         new_gaps: list[tuple[int, int]] = []
 
         # The newest messages first, down to the newest one the last run saw.
         run = self._read(None, known if known is not None else -1, seen, budget)
-        async for doc, message_id in run:
-            top = message_id if top is None else max(top, message_id)
+        async for doc in run:
             yield doc
+        top = run.newest
         budget -= run.pages
         if known is not None and run.stopped_at is not None:
             new_gaps.append((run.stopped_at, known))
@@ -196,7 +206,7 @@ class TelegramSource(Source):
                 new_gaps.append((before, floor))
                 continue
             run = self._read(before, floor, seen, budget)
-            async for doc, _ in run:
+            async for doc in run:
                 yield doc
             budget -= run.pages
             if run.stopped_at is not None:
@@ -256,19 +266,21 @@ class TelegramSource(Source):
 
 class _Run:
     """Pages of one stretch of the channel, newest first: from `before` (None: the newest
-    message) down to `floor` (excluded), at most `budget` pages. Iterating yields
-    (document, message id); afterwards `pages` is what it fetched and `stopped_at` the
-    `before` it would have asked for next when the budget ran out first (None when the
-    stretch was read to its end, or paging stopped for good)."""
+    message) down to `floor` (excluded), at most `budget` pages. Iterating yields the
+    documents; afterwards `pages` is what it fetched, `newest` the highest message id it
+    saw (a service message's too), and `stopped_at` the `before` it would have asked for
+    next when the budget ran out first (None when the stretch was read to its end, or
+    paging stopped for good)."""
 
     def __init__(self, source: TelegramSource, before: int | None, floor: int,
                  seen: set[int], budget: int) -> None:
         self.source, self.before, self.floor, self.seen = source, before, floor, seen
         self.budget = budget
         self.pages = 0
+        self.newest: int | None = None
         self.stopped_at: int | None = None
 
-    async def __aiter__(self) -> AsyncIterator[tuple[Document, int]]:
+    async def __aiter__(self) -> AsyncIterator[Document]:
         source = self.source
         before = self.before
         while True:
@@ -288,8 +300,11 @@ class _Run:
                 if before is not None and message.id >= before or message.id in self.seen:
                     continue  # not what was asked for, or read already this run
                 self.seen.add(message.id)
-                yield (await off_loop(source.document, message, base, response.body,
-                                      response.url, response.fetched_at), message.id)
+                self.newest = max(self.newest or 0, message.id)
+                if message.empty:
+                    continue
+                yield await off_loop(source.document, message, base, response.body,
+                                     response.url, response.fetched_at)
             oldest = min((m.id for m in page.messages), default=None)
             nxt = page.before
             if reached or not page.messages or nxt is None or nxt <= self.floor + 1:
@@ -340,7 +355,8 @@ def _message(node: Node, page_url: str) -> Message | None:
                    author=node_text(author)[:MAX_NAME] if author is not None else "",
                    posted_at=utc_iso(parse_iso_time(time.get("datetime"))) if time is not None
                    else None,
-                   links=links, forwarded_from=forwarded, files=files)
+                   links=links, forwarded_from=forwarded, files=files,
+                   service="service_message" in (node.get("class") or "").split())
 
 
 def _in_reply(node: Node, top: Node) -> bool:
