@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from bs4 import BeautifulSoup
 from hostile_http import HostileServer, Reply
 from support import (
     FAST,
@@ -155,6 +158,29 @@ def test_targets_test_dry_run(demo_world: DemoWorld, tmp_path: Path,
 def test_channel_without_a_preview_fails_in_one_line(demo_world: DemoWorld) -> None:
     t = target("telegram", f"{demo_world.base_url}/telegram/s/h7bvault")
     fails(t, "landing page", "private channel")
+
+
+def test_the_imitation_reads_as_t_me_does_to_a_third_party_scraper(
+        client: httpx.Client, demo_world: DemoWorld) -> None:
+    """Read the demo's preview the way snscrape's telegram module reads t.me (bs4, its
+    selectors, its paging by the data-before link's href), not with our parser."""
+    url, posts = "/telegram/s/herondrops", []
+    while url:
+        soup = BeautifulSoup(client.get(url).text, "lxml")
+        for post in reversed(soup.find_all("div", attrs={"class": "tgme_widget_message",
+                                                          "data-post": True})):
+            date = post.find("a", class_="tgme_widget_message_date")
+            stamp = date.find("time", datetime=True)["datetime"]
+            assert datetime.fromisoformat(stamp).utcoffset() is not None
+            posts.append((post["data-post"], date["href"]))
+        more = soup.find("a", attrs={"class": "tme_messages_more", "data-before": True})
+        url = more["href"] if more else ""
+    root = f"{demo_world.base_url}/telegram"
+    assert len(posts) == 28 and len({p for p, _ in posts}) == 28
+    assert all(href == f"{root}/{post}" for post, href in posts)
+    assert client.get(posts[0][1]).status_code == 200  # a permalink opens
+    landing = client.get("/telegram/s/h7bvault", follow_redirects=False)
+    assert landing.status_code == 302 and landing.headers["location"] == "/telegram/h7bvault"
 
 
 # ------------------------------------------------------------------------------ sizes

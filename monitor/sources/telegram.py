@@ -188,7 +188,7 @@ class TelegramSource(Source):
         new_gaps: list[tuple[int, int]] = []
 
         # The newest messages first, down to the newest one the last run saw.
-        run = self._read(None, known if known is not None else -1, seen, budget)
+        run = _Run(self, None, known if known is not None else -1, seen, budget)
         async for doc in run:
             yield doc
         top = run.newest
@@ -205,7 +205,7 @@ class TelegramSource(Source):
             if budget <= 0:
                 new_gaps.append((before, floor))
                 continue
-            run = self._read(before, floor, seen, budget)
+            run = _Run(self, before, floor, seen, budget)
             async for doc in run:
                 yield doc
             budget -= run.pages
@@ -218,9 +218,6 @@ class TelegramSource(Source):
             log.warning("channel_backlog_dropped", gaps=len(new_gaps) - MAX_GAPS)
         if new_gaps or "gaps" in self.cursor:
             self.cursor["gaps"] = [list(g) for g in new_gaps[:MAX_GAPS]]
-
-    def _read(self, before: int | None, floor: int, seen: set[int], pages: int) -> _Run:
-        return _Run(self, before, floor, seen, pages)
 
     def parse_page(self, body: bytes, url: str) -> Page:
         """One preview page: its messages, newest first, and the next `before`."""
