@@ -13,6 +13,7 @@ messages larger than the page budget is read by later runs, not lost.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -298,6 +299,24 @@ def test_a_burst_beyond_max_pages_is_read_by_later_runs(corner: Corner) -> None:
         seen |= {d.key for d in docs}
     assert seen == {f"chan/{i}" for i in range(11, 91)}, "nothing new is lost"
     assert cursor == {"newest_id": 90, "gaps": []}
+
+
+@pytest.mark.parametrize("max_pages", [1, 3])
+def test_bursts_between_runs_are_each_read_once(corner: Corner, max_pages: int) -> None:
+    rng = random.Random(max_pages)
+    channel = Channel(corner, list(range(1, 6)))
+    t = target("telegram", channel.url, max_pages=max_pages)
+    docs, cursor = collect(t)
+    read = [d.key for d in docs]
+    next_id = 6
+    for burst in [rng.randrange(0, 70) for _ in range(4)] + [0] * 8:
+        new = [i for i in range(next_id, next_id + burst) if rng.random() > 0.1]  # deletions
+        channel.ids += new
+        next_id += burst
+        docs, cursor = collect(t, cursor)
+        read += [d.key for d in docs]
+    assert sorted(read, key=lambda k: int(k.split("/")[1])) == [f"chan/{i}" for i in channel.ids]
+    assert not cursor.get("gaps") and cursor["newest_id"] == channel.ids[-1]
 
 
 def test_endless_paging_stops_at_max_pages(corner: Corner) -> None:
