@@ -221,6 +221,11 @@ def test_manifest_reads_a_rounded_size_as_weaker_evidence() -> None:
     assert hit.recipient is None, "a rounded size cannot tell the copies apart"
     assert "1730151 to 1887436 bytes" in hit.context
     assert hits([entry("model.safetensors", "1.9 MB")]) == []
+    # Only a recipient's copy registered under that name: still no recipient named.
+    [copy] = ManifestDetector(rows[1:]).detect(Document(
+        target="t", key="k", url="u", text="",
+        extras={"torrent": {"name": "x", "files": [entry("model.safetensors", "1.7 MB")]}}))
+    assert copy.recipient is None and "lab-17" not in copy.context
     assert hits([entry("other.safetensors", "1.7 MB")]) == []
     # An exact length is the stronger rule, whatever else the entry says.
     [exact] = hits([{**entry("model.safetensors", "1.7 MB"), "length": size}])

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from monitor.models import Document, Hit, ImportedFileRow
@@ -157,7 +157,10 @@ class ManifestDetector:
                           "exact size of a large file (torrent file list)",
                           f"{label}: {_short(path)} ({length} bytes) has the exact size of")
         for path, low, high, shown in _rounded_files(torrent.get("files")):
-            near = [a for a in self.by_name.get(_basename(path).casefold(), ())
+            # Recipients' copies differ from the release by bytes or a few KB, which a
+            # rounded figure does not show: it never names a recipient.
+            near = [replace(a, recipient=None)
+                    for a in self.by_name.get(_basename(path).casefold(), ())
                     if low <= a.size <= high]
             if near:
                 rounded: dict[tuple[str, str, str | None], Hit] = {}
