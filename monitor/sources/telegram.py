@@ -300,8 +300,9 @@ class _Run:
                 self.newest = max(self.newest or 0, message.id)
                 if message.empty:
                     continue
-                yield await off_loop(source.document, message, base, response.body,
-                                     response.url, response.fetched_at)
+                # No parsing left to do: the page was parsed off the loop already.
+                yield source.document(message, base, response.body, response.url,
+                                      response.fetched_at)
             oldest = min((m.id for m in page.messages), default=None)
             nxt = page.before
             if reached or not page.messages or nxt is None or nxt <= self.floor + 1:
