@@ -459,3 +459,9 @@ def test_a_page_that_trickles_in_fails_at_the_deadline() -> None:
         assert "\n" not in str(info.value)
     finally:
         host.close()
+
+
+def test_a_page_of_thousands_of_messages_is_cut(corner: Corner) -> None:
+    url = corner.serve("/s/chan", page("chan", list(range(1, 5001)), None))
+    docs, cursor = collect(target("telegram", url))
+    assert len(docs) == 100 and docs[0].key == "chan/5000" and cursor == {"newest_id": 5000}

@@ -63,6 +63,7 @@ from monitor.sources.base import (
 log = structlog.get_logger("weightwatch.sources.telegram")
 
 MAX_FILES_PER_MESSAGE = 10  # Telegram's album limit; a hostile page may claim more
+MAX_MESSAGES_PER_PAGE = 100  # t.me shows 20; a hostile page of 50 000 is cut here
 MAX_NAME = 300
 MAX_GAPS = 20  # unread stretches remembered; older ones are given up (and logged)
 
@@ -234,6 +235,10 @@ class TelegramSource(Source):
                               f"tgme_channel_history): has the page's markup changed?")
         messages = [m for m in (_message(node, url) for node in nodes) if m is not None]
         messages.sort(key=lambda m: m.id, reverse=True)
+        if len(messages) > MAX_MESSAGES_PER_PAGE:
+            log.warning("page_cut", url=url, messages=len(messages),
+                        kept=MAX_MESSAGES_PER_PAGE)
+            del messages[MAX_MESSAGES_PER_PAGE:]
         raw = (more.get("data-before") or "").strip() if more is not None else ""
         next_before = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 12 else None
         return Page(messages, next_before)
