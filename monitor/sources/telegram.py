@@ -22,7 +22,9 @@ Incremental: the cursor keeps the newest message id seen. A run pages back from 
 message until it reaches that id or `max_pages`; when the budget ends first, the ids not yet
 read are kept as a gap (`?before=` where it stopped, down to the old newest id) that later
 runs read with the pages they have left (at least one a run), so a burst of posts between
-runs is read late but not skipped. A `data-before` that does not go back (a loop, a hostile page) ends the paging.
+runs is read late but not skipped. A `data-before` that does not go back (a loop, a
+hostile page) ends the paging, and a page claiming more than MAX_MESSAGES_PER_PAGE
+messages is cut to its newest.
 
 Every message is a Document keyed by its `data-post` whose URL is the post's permalink
 (`https://t.me/CHANNEL/ID`); its text is the message text, "Forwarded from NAME" and one line
