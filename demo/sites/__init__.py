@@ -20,6 +20,7 @@ from demo.sites.paste import PasteSite
 from demo.sites.phpbb import PhpbbSite
 from demo.sites.prowlarr import ProwlarrSite
 from demo.sites.reddit import RedditSite
+from demo.sites.telegram import TelegramSite
 from demo.sites.vbulletin import VBulletinSite
 from demo.sites.xenforo import XenForoSite
 from demo.web import Site
@@ -29,4 +30,5 @@ SITES: tuple[type[Site], ...] = (
     PhpbbSite, ChanSite, NyaaSite,
     DiscourseSite, FeedSite, HackerNewsSite, HubSite, JackettSite, LemmySite, PasteSite,
     ProwlarrSite, RedditSite, VBulletinSite, XenForoSite,
+    TelegramSite,
 )

@@ -13,6 +13,9 @@ with the LFS pointer's size of the same digest, a hub record, a size list, a rel
 - a file with a released file's basename and exact size: high ("name:size");
 - a file with the exact size of a large released file (LARGE_FILE_BYTES or more), whatever
   its name: high ("size:N"), unless that file already matched by name and size;
+- a file whose size is known only as a rounded figure (a Telegram attachment's "1.7 MB",
+  stated as `size_min`..`size_max` instead of `length`) with a released file's basename
+  and a size in that range: medium ("name:~1.7 MB"), since many sizes share the figure;
 - a torrent whose total is the total of one release of a model (its artifacts summed,
   recipients' copies left out; for a model known only from imports, its imported files
   summed; or the total of a released torrent imported by magnet or .torrent), or of one
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from monitor.models import Document, Hit, ImportedFileRow
@@ -74,6 +77,7 @@ class ManifestDetector:
         sizes imported indicators state (`Store.imported_files()`), read once per crawl."""
         self.by_name_size: dict[tuple[str, int], list[_Artifact]] = defaultdict(list)
         self.by_large_size: dict[int, list[_Artifact]] = defaultdict(list)
+        self.by_name: dict[str, list[_Artifact]] = defaultdict(list)
         self.by_total: dict[int, list[_Release]] = defaultdict(list)
         releases: dict[tuple[str, str | None], list[_Artifact]] = defaultdict(list)
         copies: dict[tuple[str, str | None, str], list[_Artifact]] = defaultdict(list)
@@ -98,6 +102,7 @@ class ManifestDetector:
     def _index(self, art: _Artifact) -> None:
         if art.size >= MIN_FILE_BYTES:
             self.by_name_size[(_basename(art.name).casefold(), art.size)].append(art)
+            self.by_name[_basename(art.name).casefold()].append(art)
         if art.size >= LARGE_FILE_BYTES:
             self.by_large_size[art.size].append(art)
 
@@ -177,6 +182,21 @@ class ManifestDetector:
                           "exact size of a large file (torrent file list)",
                           f"{label}: {_short(path)} ({length} bytes) has the exact size of",
                           length)
+        for path, low, high, shown in _rounded_files(torrent.get("files")):
+            # Recipients' copies differ from the release by bytes or a few KB, which a
+            # rounded figure does not show: it never names a recipient.
+            near = [replace(a, recipient=None)
+                    for a in self.by_name.get(_basename(path).casefold(), ())
+                    if low <= a.size <= high]
+            if near:
+                rounded: dict[tuple[str, str, str | None], Hit] = {}
+                self._add(rounded, matched, near, f"{_basename(near[0].name)}:~{shown}",
+                          "name and rounded size (attached file)",
+                          f"{label}: {_short(path)} ({shown}, {low} to {high} bytes) has the "
+                          f"name, and a size within the rounding, of", low)
+                for key, found_hit in rounded.items():
+                    found_hit.severity = "medium"
+                    found.setdefault(key, found_hit)
         total = _total(torrent)
         by_model: dict[str, list[_Release]] = defaultdict(list)
         for rel in self.by_total.get(total, ()) if total is not None else ():
@@ -259,6 +279,19 @@ def _files(files: Any) -> Iterable[tuple[str, int]]:
             path, length = entry.get("path"), entry.get("length")
             if isinstance(path, str) and type(length) is int:
                 yield path, length
+
+
+def _rounded_files(files: Any) -> Iterable[tuple[str, int, int, str]]:
+    """(path, size_min, size_max, size as shown) of entries whose size is a range."""
+    if not isinstance(files, list):
+        return
+    for entry in files[:MAX_FILES]:
+        if isinstance(entry, dict) and "length" not in entry:
+            path, low, high = entry.get("path"), entry.get("size_min"), entry.get("size_max")
+            shown = entry.get("size_text")
+            if isinstance(path, str) and type(low) is int and type(high) is int \
+                    and isinstance(shown, str) and MIN_FILE_BYTES <= low <= high:
+                yield path, low, high, shown
 
 
 def _total(torrent: dict[str, Any]) -> int | None:
