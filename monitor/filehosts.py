@@ -94,9 +94,11 @@ class HostLink:
 
     @property
     def name(self) -> str | None:
-        """The file name the link itself carries, if any."""
+        """The file name the link itself carries, if any (a last path part without an
+        extension is an upload's id, not a name)."""
         named = self.match.groupdict().get("name")
-        return _clean_name(unquote(named)) if named else None
+        name = _clean_name(unquote(named)) if named else None
+        return name if name and "." in name.strip(".") else None
 
     def page_url(self) -> str | None:
         return self.host.page(self.match, self.base) if self.host.page else None

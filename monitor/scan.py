@@ -571,7 +571,7 @@ async def scan_file_host(link: HostLink, registry: Registry, settings: ScanSetti
                               error=text if location in text else f"{location}: {text}")
         name, size = resolved.name or name, resolved.size
         if resolved.sha256:
-            stated = (resolved.sha256, f"the SHA-256 {host} states for the file")
+            stated = (resolved.sha256, f"{host}'s file info")
             if registry.known("sha256", resolved.sha256):
                 report = await scan_url(resolved.url or url, registry, settings, fetcher,
                                         target, stated=stated)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from demo.sites.chan import ChanSite
 from demo.sites.discourse import DiscourseSite
 from demo.sites.feed import FeedSite
+from demo.sites.filehost import FileHostSite
 from demo.sites.hackernews import HackerNewsSite
 from demo.sites.hub import HubSite
 from demo.sites.jackett import JackettSite
@@ -28,5 +29,5 @@ SITES: tuple[type[Site], ...] = (
     # The three core sources first: the demo's first targets.
     PhpbbSite, ChanSite, NyaaSite,
     DiscourseSite, FeedSite, HackerNewsSite, HubSite, JackettSite, LemmySite, PasteSite,
-    ProwlarrSite, RedditSite, VBulletinSite, XenForoSite,
+    ProwlarrSite, RedditSite, VBulletinSite, XenForoSite, FileHostSite,
 )
