@@ -188,7 +188,7 @@ HOSTS: tuple[FileHost, ...] = (
     FileHost("gofile", ("gofile.io",), "unscannable",
              re.compile(r"/d/(?P<code>[A-Za-z0-9]{4,32})/?"),
              reason="gofile serves files only to an account's token"),
-    FileHost("mega", ("mega.nz", "mega.co.nz", "mega.io"), "unscannable",
+    FileHost("mega", ("mega.nz", "mega.co.nz"), "unscannable",
              re.compile(r"/(?:file|folder)/(?P<handle>[A-Za-z0-9_-]{6,16})/?|/"),
              reason="MEGA encrypts files in the browser with a key the server never sees"),
     FileHost("direct", ("files.catbox.moe", "0x0.st", "transfer.sh", "cdn.discordapp.com"),

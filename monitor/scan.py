@@ -572,11 +572,9 @@ async def scan_file_host(link: HostLink, registry: Registry, settings: ScanSetti
         name, size = resolved.name or name, resolved.size
         if resolved.sha256:
             stated = (resolved.sha256, f"{host}'s file info")
-            if registry.known("sha256", resolved.sha256):
-                report = await scan_url(resolved.url or url, registry, settings, fetcher,
-                                        target, stated=stated)
-                report.location, report.size = location, size
-                return report
+            if entry := registry.known("sha256", resolved.sha256):
+                return _digest_report(location, identical(entry, source="host",
+                                                          encoding=stated[1]), size=size)
         if resolved.url is None:
             return _unscanned(location, resolved.reason or f"{host} gives no direct link",
                               name, size)
