@@ -77,6 +77,8 @@ class FileHost:
     path: re.Pattern[str]
     # `page`: the URL whose answer the resolver reads, from the link's match and base.
     page: Callable[[re.Match[str], str], str] | None = None
+    # `direct`: where the file is, when the link is a page whose file URL it implies.
+    file: Callable[[re.Match[str], str], str] | None = None
     resolve: Callable[[bytes, str, re.Match[str], str], Resolved] | None = None
     # `unscannable`: why, for the analyst.
     reason: str = ""
@@ -102,6 +104,10 @@ class HostLink:
 
     def page_url(self) -> str | None:
         return self.host.page(self.match, self.base) if self.host.page else None
+
+    def file_url(self) -> str:
+        """Where a `direct` host's file is: the link itself, or the URL it implies."""
+        return self.host.file(self.match, self.base) if self.host.file else self.url
 
     def resolve(self, body: bytes, page_url: str) -> Resolved:
         """The host's resolver over the page it answered; ResolveError if it says nothing
@@ -175,6 +181,10 @@ def _mediafire(body: bytes, page_url: str, match: re.Match[str], base: str) -> R
     return Resolved(direct, name=_clean_name(unquote(name)) if name else None)
 
 
+def _hub_resolve(match: re.Match[str], base: str) -> str:
+    return f"{base}/{match['repo']}/resolve/{match['rev']}/{match['path']}"
+
+
 # --- the table ------------------------------------------------------------------------
 
 HOSTS: tuple[FileHost, ...] = (
@@ -191,6 +201,12 @@ HOSTS: tuple[FileHost, ...] = (
     FileHost("mega", ("mega.nz", "mega.co.nz"), "unscannable",
              re.compile(r"/(?:file|folder)/(?P<handle>[A-Za-z0-9_-]{6,16})/?|/"),
              reason="MEGA encrypts files in the browser with a key the server never sees"),
+    # A hub's `blob` page of a file: its `resolve` URL is the file, whose redirect states
+    # the SHA-256 (X-Linked-Etag), as for any `/resolve/` link.
+    FileHost("huggingface", ("huggingface.co", "hf.co", "hf-mirror.com"), "direct",
+             re.compile(r"/(?P<repo>(?:datasets/|spaces/)?[^/]+/[^/]+)/blob/(?P<rev>[^/]+)/"
+                        r"(?P<path>(?:[^/]+/)*(?P<name>[^/]+))"),
+             file=_hub_resolve),
     FileHost("direct", ("files.catbox.moe", "0x0.st", "transfer.sh", "cdn.discordapp.com"),
              "direct", re.compile(r"/(?:.*/)?(?P<name>[^/]{1,255})")),
 )
@@ -225,6 +241,21 @@ def _matched(url: str, host: FileHost, path: str, base: str) -> HostLink | None:
     if host.name == "mega" and match.group(0) == "/" and not urlsplit(url).fragment.startswith("!"):
         return None  # MEGA's home page, not a file link
     return HostLink(url, host, match, base)
+
+
+def named_weight_link(url: str) -> str | None:
+    """The weight file an http(s) link names other than at the end of its path (a
+    download script's `?file=model.safetensors`, a viewer's `/model.gguf/view`), for a link
+    no host of the table reads: it is recorded, unscanned, with that name."""
+    from fingerprints.archives import WEIGHT_EXTENSIONS
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or parts.path.lower().endswith(WEIGHT_EXTENSIONS):
+        return None
+    for piece in re.split(r"[/?&=#]", unquote(f"{parts.path}?{parts.query}")):
+        if piece.lower().endswith(WEIGHT_EXTENSIONS) and piece.lower() not in WEIGHT_EXTENSIONS:
+            return _clean_name(piece)
+    return None
 
 
 def check_file_hosts(value: Mapping[str, str]) -> None:

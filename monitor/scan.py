@@ -45,7 +45,7 @@ from fingerprints.weightprint import MatchResult, WeightPrint, describe, match_w
 from fingerprints.weights import UnknownFormat, open_weights
 from monitor.config import ScanSettings, Target
 from monitor.fetch import REDIRECT_CODES, Fetcher, FetchError, redact_url
-from monitor.filehosts import HostLink, ResolveError, host_link
+from monitor.filehosts import HostLink, ResolveError, host_link, named_weight_link
 from monitor.models import KnownDigest, WeightRegistry
 from monitor.remote import MIN_READ, remote_siblings, scan_remote
 
@@ -537,11 +537,16 @@ MAX_HOST_PAGE = 2 * 1024 * 1024
 async def scan_link(url: str, registry: Registry, settings: ScanSettings, fetcher: Fetcher,
                     target: Target, *, lfs_sha256: str | None = None) -> ScanReport:
     """Scan what a link points to: a file host's link the way that host gives up its file
-    (`scan_file_host`), any other link as the file itself (`scan_url`)."""
+    (`scan_file_host`); a link that names a weight file somewhere else than at the end of
+    its path, on no host of the table, recorded unscanned with that name (no request);
+    any other link as the file itself (`scan_url`)."""
     link = host_link(url, settings.file_hosts)
-    if link is None:
-        return await scan_url(url, registry, settings, fetcher, target, lfs_sha256=lfs_sha256)
-    return await scan_file_host(link, registry, settings, fetcher, target)
+    if link is not None:
+        return await scan_file_host(link, registry, settings, fetcher, target)
+    if name := named_weight_link(url):
+        return _unscanned(redact_url(url), "no file host weightwatch reads serves it", name,
+                          None)
+    return await scan_url(url, registry, settings, fetcher, target, lfs_sha256=lfs_sha256)
 
 
 async def scan_file_host(link: HostLink, registry: Registry, settings: ScanSettings,
@@ -579,6 +584,8 @@ async def scan_file_host(link: HostLink, registry: Registry, settings: ScanSetti
             return _unscanned(location, resolved.reason or f"{host} gives no direct link",
                               name, size)
         url = resolved.url
+    else:
+        url = link.file_url()
     if name and not _named_as_weights(name):
         # The host says what the file is: a photo or a video is not worth a range read.
         return _not_weights(location, host, name, size, 0)

@@ -11,6 +11,7 @@ to a host of the table with `[scan] file_hosts`, as the demo's config maps its o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import re
@@ -30,8 +31,10 @@ from demo.web import Request
 from demo.world import DemoWorld
 from monitor.config import AlertSettings, Config, ConfigError, ScanSettings, parse_config
 from monitor.crawler import crawl_once
+from monitor.detect.weights import WeightLinkDetector
 from monitor.fetch import Fetcher
-from monitor.filehosts import BY_NAME, ResolveError, host_link
+from monitor.filehosts import BY_NAME, ResolveError, host_link, named_weight_link
+from monitor.models import Document
 from monitor.scan import Registry, ScanReport, load_registry, scan_link
 from monitor.store import Store
 
@@ -99,6 +102,8 @@ def one_line(report: ScanReport) -> str:
     ("https://files.catbox.moe/x1y2z3", "direct", None),
     ("https://files.catbox.moe/x1y2z3.gguf", "direct", "x1y2z3.gguf"),
     ("https://transfer.sh/AbC1/model%20v2.safetensors", "direct", "model v2.safetensors"),
+    ("https://huggingface.co/org/repo/blob/main/weights/model.safetensors", "huggingface",
+     "model.safetensors"),
 ])
 def test_a_file_hosts_links_are_known_by_name_and_shape(url: str, host: str,
                                                          name: str | None) -> None:
@@ -113,6 +118,25 @@ def test_a_file_hosts_links_are_known_by_name_and_shape(url: str, host: str,
 ])
 def test_other_pages_of_those_hosts_are_not_file_links(url: str) -> None:
     assert host_link(url) is None
+
+
+def test_a_hub_blob_page_is_read_as_its_resolve_url() -> None:
+    link = host_link("https://huggingface.co/datasets/o/r/blob/v1.0/sub/dir/x.gguf")
+    assert link is not None
+    assert link.file_url() == "https://huggingface.co/datasets/o/r/resolve/v1.0/sub/dir/x.gguf"
+
+
+@pytest.mark.parametrize(("url", "name"), [
+    ("https://example.org/dl.php?file=model.safetensors&token=x", "model.safetensors"),
+    ("https://example.org/d/model-Q4_K_M.gguf/view", "model-Q4_K_M.gguf"),
+    ("https://example.org/get?f=weights%2Fpytorch_model.bin", "pytorch_model.bin"),
+    ("https://example.org/files/model.safetensors", None),  # a weight link: scanned
+    ("https://example.org/search?q=.gguf", None),
+    ("https://example.org/about", None),
+    ("magnet:?dn=model.safetensors", None),
+])
+def test_a_link_that_only_names_a_weight_file(url: str, name: str | None) -> None:
+    assert named_weight_link(url) == name
 
 
 def test_configured_prefixes_map_loopback_urls_to_a_host() -> None:
@@ -217,6 +241,32 @@ def test_unscannable_hosts_are_recorded_with_the_reason_and_nothing_asked(
         report, backend = scan(url, registry, hosts)
         assert report.verdict == "inconclusive" and backend.connects == []
         assert "not scanned" in one_line(report) and reason in one_line(report)
+
+
+def test_a_link_naming_a_weight_file_on_an_unknown_host_is_recorded_not_fetched(
+        registry: Registry) -> None:
+    url = "http://127.0.0.1:9/download.php?file=heron-7b.Q4_K_M.gguf"
+    report, backend = scan(url, registry, ScanSettings())
+    assert report.verdict == "inconclusive" and backend.connects == []
+    assert "(heron-7b.Q4_K_M.gguf): not scanned" in one_line(report)
+
+
+def test_a_hub_blob_link_is_known_from_the_resolve_redirect(
+        host: HostileServer, files: RangeServer, registry: Registry,
+        demo_release: Release) -> None:
+    """A link to the hub's page of a file (`blob`) is read as its `resolve` URL, whose
+    redirect states the SHA-256: one request, the CDN never asked."""
+    released = demo_release.file("model.safetensors")
+    files.put("/cdn/blob-target", released.path.read_bytes())
+    host.serve("/hf/org/heron/resolve/main/model.safetensors",
+               Reply(b"", 302, {"Location": files.url("/cdn/blob-target"),
+                                "X-Linked-Etag": f'"{released.sha256}"',
+                                "X-Linked-Size": str(released.size)}))
+    report, _ = scan(host.base + "/hf/org/heron/blob/main/model.safetensors", registry,
+                     settings(huggingface=host.base + "/hf"))
+    assert report.verdict == "match" and report.digest is not None
+    assert report.digest["encoding"] == "the server's X-Linked-Etag header"
+    assert files.hits("/cdn/blob-target") == []
 
 
 def test_a_pixeldrain_file_is_resolved_and_read_by_range(
@@ -350,3 +400,30 @@ def test_a_crawl_of_the_link_board_finds_the_planted_leak_and_no_noise(
     assert scans[photo]["verdict"] == "unknown_format" and scans[photo]["bytes_read"] == 0
     gguf = next(u for u in scans if u.endswith(".gguf"))
     assert scans[gguf]["verdict"] == "no_match"
+
+
+def test_links_that_only_name_a_file_never_take_a_readable_links_place(
+        tmp_path: Any, files: RangeServer, demo_release: Release) -> None:
+    """Six links naming weight files on no known host, then one the host serves: with
+    `max_links` 4 the served one is read, and the named ones are recorded, unscanned, as
+    far as the slots go."""
+    released = demo_release.file("model.safetensors")
+    files.put("/pd4/api/file/wxyz9876/info", json.dumps(
+        {"success": True, "id": "wxyz9876", "name": "m.safetensors", "size": released.size,
+         "hash_sha256": released.sha256}).encode())
+    named = [f"http://127.0.0.1:9/get.php?file=part{n}.safetensors" for n in range(6)]
+    doc = Document(target="board", key="k", url="http://127.0.0.1:9/board#1", text="links",
+                   links=[*named, files.url("/pd4/u/wxyz9876")])
+    scan_settings = dataclasses.replace(settings(pixeldrain=files.url("/pd4")), max_links=4)
+
+    async def go(store: Store) -> list[Any]:
+        async with Fetcher(FAST, network_backend=RecordingBackend()) as fetcher:
+            detector = WeightLinkDetector.over(store, scan_settings, fetcher)
+            return await detector.detect(doc, target("forum", doc.url))
+    with registered_store(tmp_path / "slots.db", demo_release) as store:
+        hits = asyncio.run(go(store))
+        rows = {r["url"]: r for r in store.db.query("SELECT * FROM weight_scans")}
+    assert [(h.kind, h.indicator) for h in hits] == [("hash", released.sha256)]
+    assert set(rows) == {files.url("/pd4/u/wxyz9876"), *named[:3]}
+    assert all(rows[u]["verdict"] == "inconclusive" and "not scanned" in rows[u]["error"]
+               for u in named[:3])

@@ -27,7 +27,7 @@ from monitor import runstats
 from monitor.config import ScanSettings, Target
 from monitor.detect.digests import digest_hit
 from monitor.fetch import Fetcher, redact_url
-from monitor.filehosts import host_link
+from monitor.filehosts import host_link, named_weight_link
 from monitor.models import Document, Hit, KnownDigest, VerdictCache, WeightRegistry
 from monitor.scan import Registry, identical_summary, load_registry, scan_link
 
@@ -121,8 +121,12 @@ class WeightLinkDetector:
         if not self.version:
             return []
         hosts = self.settings.file_hosts
-        links = [u for u in dict.fromkeys(doc.links)
-                 if is_weight_link(u) or host_link(u, hosts) is not None]
+        unique = list(dict.fromkeys(doc.links))
+        # What can be read first; links that only name a weight file (recorded, never
+        # fetched) after them, so they never take a readable link's place.
+        links = ([u for u in unique if is_weight_link(u) or host_link(u, hosts) is not None]
+                 + [u for u in unique if not is_weight_link(u) and host_link(u, hosts) is None
+                    and named_weight_link(u)])
         lfs = lfs_digests(doc)
         hits: list[Hit] = []
         for url in links[:self.settings.max_links]:
