@@ -9,20 +9,26 @@ Leaked weights are posted as links to file hosts as often as to a hub. A host is
   and what the host states about the file (name, size, SHA-256), never by running the
   page's scripts;
 - `unscannable`: the file cannot be read without an account or a key the link does not
-  give the server; such a link is recorded for the analyst (`unscanned`, with the name and
-  size the link states), not scanned.
+  give the server; such a link is recorded for the analyst (`inconclusive` in
+  `weight_scans`, with the reason and the name the link states), never fetched.
 
-The shapes, from each host's public documentation and stored copies of its pages:
+The shapes, from each host's public documentation and stored copies of its answers:
 
 - Pixeldrain (pixeldrain.com/net, pixeldra.in): `/u/{id}` is a viewer page; its public
   API (pixeldrain.com/api, "File Methods") has `GET /api/file/{id}` (the file, "supports
   byte range requests", Content-Disposition with the name) and `GET /api/file/{id}/info`,
-  JSON `{"id", "name", "size", "mime_type", "date_upload", "hash_sha256", ...}`.
+  JSON `{"success", "id", "name", "size", "mime_type", "date_upload", "hash_sha256", ...}`
+  (the fields and types as gallery-dl's recorded answers of real files have them).
 - MediaFire: `/file/{key}/{name}/file` is a page whose download button
   `<a id="downloadButton" href="https://download…mediafire.com/…/{name}">` is the direct
   link (what every MediaFire downloader reads, `a#downloadButton[href]`).
-- Gofile: `/d/{code}` is a script-built page over an API that wants an account token
-  (`Authorization: Bearer`, guests get one by creating an account): unscannable.
+- Hugging Face: `/{repo}/blob/{rev}/{path}` is the file's page; `/{repo}/resolve/{rev}/
+  {path}` the file, whose redirect states its SHA-256 (`X-Linked-Etag`, as
+  huggingface_hub's `get_hf_file_metadata` reads it).
+- Gofile: `/d/{code}` is a script-built page over an API (`api.gofile.io/contents/{code}`)
+  that wants an account's token (`Authorization: Bearer`, a guest account made by `POST
+  /accounts`) and a token the site's obfuscated script derives: unscannable (we make no
+  accounts on other people's services).
 - MEGA: `/file/{handle}#{key}` and `/#!{handle}!{key}`: files are encrypted in the browser
   with the key after `#`, which is never sent to the server: unscannable.
 - Range-serving hosts whose links are the file: catbox.moe's files.catbox.moe, 0x0.st,
@@ -30,8 +36,8 @@ The shapes, from each host's public documentation and stored copies of its pages
 
 An operator (and the demo world, and the tests, which live on loopback) maps more URL
 prefixes to these hosts with `[scan] file_hosts` (a mirror domain, a private instance).
-Nothing here fetches: `monitor.detect.weights` fetches the page through the crawler's
-Fetcher (SSRF checks, robots, politeness) and hands it to the resolver.
+Nothing here fetches: `monitor.scan.scan_link` fetches the page through the crawler's
+Fetcher (SSRF checks on every hop, robots, politeness) and hands it to the resolver.
 """
 
 from __future__ import annotations
@@ -220,9 +226,10 @@ def host_link(url: str, extra: Mapping[str, str] | None = None) -> HostLink | No
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
-    for prefix in sorted(extra or {}, key=len, reverse=True):
+    mapped = extra or {}
+    for prefix in sorted(mapped, key=len, reverse=True):
         if url.startswith(prefix.rstrip("/") + "/"):
-            host = BY_NAME[extra[prefix]]  # type: ignore[index]  # `extra` is not None here
+            host = BY_NAME[mapped[prefix]]
             base = prefix.rstrip("/")
             rest = urlsplit(url[len(base):]).path or "/"
             return _matched(url, host, rest, base)
