@@ -6,8 +6,11 @@ Digests first: a file whose SHA-256 is registered is a byte-identical copy, `mat
 with the artifact (and recipient) it is, before any tensor is read. A local file is hashed,
 and so is every member the weight reader would open in an archive, at every level of
 nesting (a wheel holding a zip holding the safetensors; an npm .tgz, hashed as it streams);
-for a URL only a digest the server states is used (a model hub's `X-Linked-Etag`, a hub
-document's LFS oid, an ETag that is a SHA-256), never a download of the file. Both passes
+for a URL only a digest the server states is used (a model hub's `X-Linked-Etag`, read
+off its redirect, which is then never followed; a hub document's LFS oid; a file host's
+API, such as Pixeldrain's `hash_sha256`; an ETag that is a SHA-256), never a download of
+the file. A file host's link is read the way that host gives up its file
+(`monitor.filehosts`, through `scan_link`). Both passes
 share one `archive_session`, so a compressed tar is read and inflated once, within the
 scan's --max-bytes: a scan stopped by that budget is `inconclusive`, never `no_match`.
 
