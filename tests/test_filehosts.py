@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from hostile_http import HostileServer, Reply, gzip_zeros
 from support import FAST, RangeServer, expected, found, registered_store, target
 from test_hostile_fetch import RecordingBackend
@@ -29,6 +30,7 @@ from demo.release import Release
 from demo.sites.filehost import FILE_HOSTS, FileHostSite
 from demo.web import Request
 from demo.world import DemoWorld
+from monitor.cli import main
 from monitor.config import AlertSettings, Config, ConfigError, ScanSettings, parse_config
 from monitor.crawler import crawl_once
 from monitor.detect.weights import WeightLinkDetector
@@ -427,3 +429,24 @@ def test_links_that_only_name_a_file_never_take_a_readable_links_place(
     assert set(rows) == {files.url("/pd4/u/wxyz9876"), *named[:3]}
     assert all(rows[u]["verdict"] == "inconclusive" and "not scanned" in rows[u]["error"]
                for u in named[:3])
+
+
+def test_the_scan_command_reads_a_file_host_link_as_the_daemon_does(
+        tmp_path: Any, store: Store, files: RangeServer, demo_release: Release) -> None:
+    """`weightwatch scan URL` takes the config's `[scan] file_hosts`: a Pixeldrain-like
+    link is resolved and known from the digest its host states."""
+    released = demo_release.file("model.safetensors")
+    files.put("/pd5/api/file/cli12345/info", json.dumps(
+        {"success": True, "id": "cli12345", "name": "model.safetensors",
+         "size": released.size, "hash_sha256": released.sha256}).encode())
+    config = tmp_path / "config.toml"
+    config.write_text(f'[scan]\nfile_hosts = {{ "{files.url("/pd5")}" = "pixeldrain" }}\n')
+    result = CliRunner().invoke(main, ["--config", str(config), "--db", str(store.path),
+                                       "scan", files.url("/pd5/u/cli12345"),
+                                       "--allow-private", "--format", "json"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    row, = json.loads(result.stdout)
+    assert row["verdict"] == "match" and row["digest"]["artifact"] == MODEL_FILE
+    assert row["digest"]["encoding"] == "pixeldrain's file info"
+    assert row["location"] == files.url("/pd5/u/cli12345")
