@@ -318,12 +318,18 @@ class Probe:
 async def probe_url(url: str, fetcher: Fetcher, target: Target) -> Probe:
     """Ask for the first byte of `url`, following redirects one at a time, each through
     `fetcher` (SSRF checks on every hop, robots, politeness), up to the crawl's
-    max_redirects; never raises."""
+    max_redirects; never raises. A hop to another origin is asked without the target's
+    credentials (headers, cookies), as the fetcher's own redirects are."""
     probe = Probe()
     current = url
+    origin = urlsplit(url)[:2]
+    bare = dataclasses.replace(target, headers={}, cookies={}, api_key_env=None)
+    asking = target
     for _hop in range(fetcher.settings.max_redirects + 1):
+        if urlsplit(current)[:2] != origin:
+            asking = bare  # and stays so: a hop back is the other origin's choice
         try:
-            answer = await fetcher.get(current, target, max_bytes=MIN_READ,
+            answer = await fetcher.get(current, asking, max_bytes=MIN_READ,
                                        follow_redirects=False,
                                        headers={"Range": "bytes=0-0",
                                                 "Accept-Encoding": "identity"})

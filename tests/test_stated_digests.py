@@ -181,3 +181,24 @@ def test_redirect_loops_end_at_max_redirects(hub: Canned) -> None:
     found, _ = probe(url)
     assert found.error is not None and "redirects" in found.error
     assert len(found.redirects) == FAST.max_redirects + 1
+
+
+def test_a_probe_sends_no_credentials_past_the_origin(hub: Canned, cdn: RangeServer) -> None:
+    """A target's headers and cookies are for its own origin: the probe's hop to the CDN
+    (another port, another origin) goes without them, as the fetcher's redirects do."""
+    cdn.put("/cdn/creds", b"x" * 100)
+    url = hub.serve("/creds/resolve/main/model.safetensors", b"", status=302,
+                    Location=cdn.url("/cdn/creds"))
+
+    async def go() -> Probe:
+        async with Fetcher(FAST) as fetcher:
+            return await probe_url(url, fetcher, target(
+                "scan", url, headers={"Authorization": "Bearer s3cret"},
+                cookies={"session": "c00kie"}))
+    found = asyncio.run(go())
+    assert found.error is None and found.size == 100
+    [asked] = [r for r in hub.requests if r.path == "/creds/resolve/main/model.safetensors"]
+    assert asked.headers["authorization"] == "Bearer s3cret"
+    [followed] = cdn.hits("/cdn/creds")
+    assert "authorization" not in followed.headers and "cookie" not in followed.headers
+    assert followed.headers["range"] == "bytes=0-0"
