@@ -25,6 +25,7 @@ from typing import Any
 import click
 
 from demo.release import DEMO_WATERMARK_SECRET, Release, make_release
+from demo.sites.filehost import FileHostSite
 from demo.smtp_sink import SmtpSink
 from demo.world import DemoWorld
 from fingerprints.watermark import MARK_VERSION, key_id, recipient_key
@@ -51,6 +52,9 @@ path = "weightwatch.db"
 [crawl]
 host_delay = "10ms"       # the demo world is local; be polite to real sites (default 1s)
 run_timeout = "60s"
+
+[scan]
+file_hosts = {file_hosts}   # the demo's file hosts, on loopback
 
 [smtp]
 host = "127.0.0.1"
@@ -95,7 +99,8 @@ def register_demo_release(store: Store, release: Release
 
 def demo_config(world: DemoWorld, smtp_port: int, config_path: Path | str) -> str:
     """The demo's config.toml: the settings above, then each demo site's targets."""
-    return (DEMO_CONFIG.format(base=world.base_url, smtp_port=smtp_port, config=config_path)
+    return (DEMO_CONFIG.format(base=world.base_url, smtp_port=smtp_port, config=config_path,
+                               file_hosts=world.site(FileHostSite).file_hosts_toml())
             + world.targets_toml())
 
 

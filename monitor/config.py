@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from monitor.filehosts import check_file_hosts
 from monitor.models import DEFAULT_GROUP_BY, GROUP_LABELS, KINDS, SEVERITIES
 
 DEFAULT_CONFIG = "config.toml"
@@ -183,6 +184,7 @@ SCAN_KEYS = {
     "max_tensors": _k(int),
     "max_false_match": _k(float),
     "max_false_attribution": _k(float),
+    "file_hosts": _k(dict, items=str, check=check_file_hosts),
 }
 
 SMTP_KEYS = {
@@ -307,6 +309,8 @@ class ScanSettings:
     max_tensors: int = 48             # suspect tensors sampled at most
     max_false_match: float = 1e-6     # a match needs a false-match probability this low
     max_false_attribution: float = 1e-6  # naming a recipient needs a bound this low
+    # URL prefix -> a file host of monitor.filehosts (mirrors, private instances)
+    file_hosts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -630,16 +630,20 @@ class Fetcher:
     # --- public ----------------------------------------------------------------------
 
     async def get(self, url: str, target: Target, *, headers: dict[str, str] | None = None,
-                  max_bytes: int | None = None) -> Response:
+                  max_bytes: int | None = None, follow_redirects: bool = True) -> Response:
         """GET with every safety and politeness rule applied; 304 is returned, other
-        non-2xx raise FetchError (RobotsDisallowed, BlockedAddress are FetchErrors too)."""
+        non-2xx raise FetchError (RobotsDisallowed, BlockedAddress are FetchErrors too).
+        Without `follow_redirects` a redirect is returned as it came (a hub states a file's
+        digest on it; where it points need never be asked)."""
         if not target.obey_robots and target.name not in self._robots_ignored:
             self._robots_ignored.add(target.name)
             log.warning("robots_ignored", target=target.name)
         response, attempts = await self._fetch(url, target, headers=headers,
                                                max_bytes=max_bytes or self.settings.max_response_bytes,
-                                               robots=target.obey_robots)
-        if response.status == 304 or 200 <= response.status < 300:
+                                               robots=target.obey_robots,
+                                               follow=follow_redirects)
+        if (response.status == 304 or 200 <= response.status < 300
+                or (not follow_redirects and response.status in REDIRECT_CODES)):
             return response
         after = f" (after {attempts} attempts)" if attempts > 1 else ""
         raise FetchError(f"HTTP {response.status} from {redact_url(response.url)}{after}",
@@ -712,7 +716,8 @@ class Fetcher:
         return headers
 
     async def _fetch(self, url: str, target: Target, *, headers: dict[str, str] | None,
-                     max_bytes: int, robots: bool, truncate: bool = False) -> tuple[Response, int]:
+                     max_bytes: int, robots: bool, truncate: bool = False,
+                     follow: bool = True) -> tuple[Response, int]:
         request_headers = self._headers(target, headers)
         proxy = target.proxy
         client = self._client(proxy, allow_private=target.allow_private)
@@ -725,7 +730,7 @@ class Fetcher:
                 await self._check_robots(current, target, request_headers["user-agent"])
             status, response_headers, body, attempts = await self._with_retries(
                 client, current, request_headers, max_bytes, truncate, secrets)
-            if status in REDIRECT_CODES and "location" in response_headers:
+            if follow and status in REDIRECT_CODES and "location" in response_headers:
                 following = urljoin(current, response_headers["location"])
                 hops.append((current, status, response_headers))
                 if _same_origin_key(following) != _same_origin_key(current):

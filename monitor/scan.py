@@ -6,8 +6,11 @@ Digests first: a file whose SHA-256 is registered is a byte-identical copy, `mat
 with the artifact (and recipient) it is, before any tensor is read. A local file is hashed,
 and so is every member the weight reader would open in an archive, at every level of
 nesting (a wheel holding a zip holding the safetensors; an npm .tgz, hashed as it streams);
-for a URL only a digest the server states is used (a model hub's `X-Linked-Etag`, a hub
-document's LFS oid, an ETag that is a SHA-256), never a download of the file. Both passes
+for a URL only a digest the server states is used (a model hub's `X-Linked-Etag`, read
+off its redirect, which is then never followed; a hub document's LFS oid; a file host's
+API, such as Pixeldrain's `hash_sha256`; an ETag that is a SHA-256), never a download of
+the file. A file host's link is read the way that host gives up its file
+(`monitor.filehosts`, through `scan_link`). Both passes
 share one `archive_session`, so a compressed tar is read and inflated once, within the
 scan's --max-bytes: a scan stopped by that budget is `inconclusive`, never `no_match`.
 
@@ -18,17 +21,20 @@ turns what can go wrong into a verdict a person can act on.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import fingerprints.weights
 from fingerprints.archives import (
+    ARCHIVE_EXTENSIONS,
+    WEIGHT_EXTENSIONS,
     ArchiveSession,
     archive_session,
     member_digests,
@@ -41,7 +47,8 @@ from fingerprints.watermark import Attribution, Candidate, attribute
 from fingerprints.weightprint import MatchResult, WeightPrint, describe, match_weights
 from fingerprints.weights import UnknownFormat, open_weights
 from monitor.config import ScanSettings, Target
-from monitor.fetch import Fetcher, FetchError, redact_url
+from monitor.fetch import REDIRECT_CODES, Fetcher, FetchError, redact_url
+from monitor.filehosts import HostLink, ResolveError, host_link, named_weight_link
 from monitor.models import KnownDigest, WeightRegistry
 from monitor.remote import MIN_READ, remote_siblings, scan_remote
 
@@ -219,7 +226,8 @@ def stated_digest(response: Any, registry: Registry) -> dict[str, Any] | None:
     hub's `X-Linked-Etag` (on its redirect to the CDN, with `X-Linked-Size`), or an ETag
     that is a plain SHA-256. A 32-hex ETag is not taken for an MD5, nor a `"...-N"` one for
     anything: S3 computes them per upload part and under some encryptions, so they are no
-    digest of the content; a 40-hex one on a hub is a git blob id, not the file's SHA-1."""
+    digest of the content; a 40-hex one on a hub is a git blob id, not the file's SHA-1.
+    `response` is a fetcher `Response` or a `Probe` (its `redirects`, then its `headers`)."""
     hops = [(headers, False) for _url, _status, headers in getattr(response, "redirects", ())]
     for headers, final in [*hops, (response.headers, True)]:
         for name in ("x-linked-etag",) + (("etag",) if final else ()):
@@ -245,11 +253,101 @@ def _sizes_agree(entry: KnownDigest, stated: str | None, response: Any) -> bool:
         if not stated.strip().isdigit():
             return False
         sizes.add(int(stated))
-    served = re.fullmatch(r"\s*bytes\s+\d+-\d+/(\d+)\s*",
-                          response.headers.get("content-range", ""), re.IGNORECASE)
-    if served:
-        sizes.add(int(served.group(1)))
+    served = _served_size(response.headers)
+    if served is not None:
+        sizes.add(served)
     return len(sizes) <= 1
+
+
+def _served_size(headers: Mapping[str, str]) -> int | None:
+    served = re.fullmatch(r"\s*bytes\s+\d+-\d+/(\d+)\s*", headers.get("content-range", ""),
+                          re.IGNORECASE)
+    return int(served.group(1)) if served else None
+
+
+_DISPOSITION_UTF8 = re.compile(r"""filename\*\s*=\s*(?:utf-8|UTF-8)'[^']*'([^;\s]+)""")
+_DISPOSITION = re.compile(r"""filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]+))""")
+
+
+def disposition_name(value: str) -> str | None:
+    """The file name a Content-Disposition header gives (RFC 6266: `filename*` in UTF-8
+    first, else `filename`), its last path part only; None if it gives none."""
+    if m := _DISPOSITION_UTF8.search(value):
+        name = unquote(m.group(1))
+    elif m := _DISPOSITION.search(value):
+        name = m.group(1).replace('\\"', '"') if m.group(1) is not None else m.group(2)
+    else:
+        return None
+    name = "".join(c for c in name.replace("\\", "/").rsplit("/", 1)[-1] if c.isprintable())
+    return name.strip()[:255] or None
+
+
+@dataclass
+class Probe:
+    """What a one-byte request for a linked file said before any range read: the redirect
+    answers on the way, as (url, status, headers), and the last answer's headers; `error`
+    if a hop failed (a redirect into the private network, a dead host), the range scan
+    then says what is wrong. A hub's redirect that states the file's digest ends the
+    probe: what it points to is never asked (as huggingface_hub reads X-Linked-Etag off
+    the redirect without following it to the CDN)."""
+
+    redirects: list[tuple[str, int, Mapping[str, str]]] = dataclasses.field(
+        default_factory=list)
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    error: str | None = None
+    bytes_read: int = 0
+
+    @property
+    def name(self) -> str | None:
+        """The file's name as the server states it (Content-Disposition), if it does."""
+        return disposition_name(self.headers.get("content-disposition", ""))
+
+    @property
+    def size(self) -> int | None:
+        """The file's size: the served Content-Range's, else a hub's X-Linked-Size."""
+        served = _served_size(self.headers)
+        if served is not None:
+            return served
+        for _url, _status, headers in reversed(self.redirects):
+            stated = (headers.get("x-linked-size") or "").strip()
+            if stated.isdigit():
+                return int(stated)
+        return None
+
+
+async def probe_url(url: str, fetcher: Fetcher, target: Target) -> Probe:
+    """Ask for the first byte of `url`, following redirects one at a time, each through
+    `fetcher` (SSRF checks on every hop, robots, politeness), up to the crawl's
+    max_redirects; never raises. A hop to another origin is asked without the target's
+    credentials (headers, cookies), as the fetcher's own redirects are."""
+    probe = Probe()
+    current = url
+    origin = urlsplit(url)[:2]
+    bare = dataclasses.replace(target, headers={}, cookies={}, api_key_env=None)
+    asking = target
+    for _hop in range(fetcher.settings.max_redirects + 1):
+        if urlsplit(current)[:2] != origin:
+            asking = bare  # and stays so: a hop back is the other origin's choice
+        try:
+            answer = await fetcher.get(current, asking, max_bytes=MIN_READ,
+                                       follow_redirects=False,
+                                       headers={"Range": "bytes=0-0",
+                                                "Accept-Encoding": "identity"})
+        except FetchError as exc:
+            probe.error = str(exc)
+            return probe
+        probe.bytes_read += len(answer.body)
+        location = answer.headers.get("location")
+        if answer.status in REDIRECT_CODES and location:
+            probe.redirects.append((answer.url, answer.status, answer.headers))
+            if answer.headers.get("x-linked-etag"):
+                return probe
+            current = urljoin(current, location)
+            continue
+        probe.headers = answer.headers
+        return probe
+    probe.error = f"more than {fetcher.settings.max_redirects} redirects from {redact_url(url)}"
+    return probe
 
 
 def is_hub_file(url: str) -> bool:
@@ -394,29 +492,30 @@ def _scan_sharded(index: Path, registry: Registry, settings: ScanSettings) -> Sc
 
 
 async def scan_url(url: str, registry: Registry, settings: ScanSettings, fetcher: Fetcher,
-                   target: Target, *, lfs_sha256: str | None = None) -> ScanReport:
+                   target: Target, *, lfs_sha256: str | None = None,
+                   stated: tuple[str, str] | None = None,
+                   probe: Probe | None = None) -> ScanReport:
     """Scan a remote file: first by a digest stated without its bytes (`lfs_sha256`, the
-    LFS oid a hub document gave for it; a hub's `X-Linked-Etag` on a one-byte probe of a
-    `/resolve/` URL; an ETag that is a SHA-256), then by HTTP Range requests through
-    `fetcher` (SSRF checks, robots, politeness) within `settings.max_bytes`; never reads
-    the whole file unless it fits."""
+    LFS oid a hub document gave for it; `stated`, (SHA-256, who states it) from a file
+    host's API; a hub's `X-Linked-Etag` on a one-byte probe of a `/resolve/` URL, or the
+    `probe` the caller made; an ETag that is a SHA-256), then by HTTP Range requests
+    through `fetcher` (SSRF checks, robots, politeness) within `settings.max_bytes`; never
+    reads the whole file unless it fits."""
     location = redact_url(url)
-    probe = None
     if lfs_sha256 is not None:
         if entry := registry.known("sha256", lfs_sha256):
             return _digest_report(location, identical(entry, source="lfs",
                                                       encoding="the hub's LFS oid"))
-    elif registry.digests and is_hub_file(url):
-        try:
-            # One byte: a hub states the digest on its redirect, whatever the range.
-            probe = await fetcher.get(url, target, max_bytes=MIN_READ,
-                                      headers={"Range": "bytes=0-0",
-                                               "Accept-Encoding": "identity"})
-        except FetchError:
-            probe = None  # the range scan below reports what is wrong with the URL
-        if probe is not None and (digest := stated_digest(probe, registry)):
-            return _digest_report(location, digest, bytes_read=len(probe.body))
-    probed = len(probe.body) if probe is not None else 0
+    elif stated is not None:
+        if entry := registry.known("sha256", stated[0]):
+            return _digest_report(location, identical(entry, source="host",
+                                                      encoding=stated[1]))
+    elif probe is None and registry.digests and is_hub_file(url):
+        probe = await probe_url(url, fetcher, target)
+    if probe is not None and (digest := stated_digest(probe, registry)):
+        return _digest_report(location, digest, size=probe.size,
+                              bytes_read=probe.bytes_read)
+    probed = probe.bytes_read if probe is not None else 0
 
     def scan(source: Any) -> ScanReport:
         with archive_session(settings.max_bytes):
@@ -438,6 +537,96 @@ async def scan_url(url: str, registry: Registry, settings: ScanSettings, fetcher
         return report
     except WeightFileError as exc:
         return ScanReport(location=location, verdict="error", error=str(exc))
+
+
+# A file host's page or file-info answer is a small document; a bigger one is no page.
+MAX_HOST_PAGE = 2 * 1024 * 1024
+
+
+async def scan_link(url: str, registry: Registry, settings: ScanSettings, fetcher: Fetcher,
+                    target: Target, *, lfs_sha256: str | None = None) -> ScanReport:
+    """Scan what a link points to: a file host's link the way that host gives up its file
+    (`scan_file_host`); a link that names a weight file somewhere else than at the end of
+    its path, on no host of the table, recorded unscanned with that name (no request);
+    any other link as the file itself (`scan_url`)."""
+    link = host_link(url, settings.file_hosts)
+    if link is not None:
+        return await scan_file_host(link, registry, settings, fetcher, target)
+    if name := named_weight_link(url):
+        return _unscanned(redact_url(url), "no file host weightwatch reads serves it", name,
+                          None)
+    return await scan_url(url, registry, settings, fetcher, target, lfs_sha256=lfs_sha256)
+
+
+async def scan_file_host(link: HostLink, registry: Registry, settings: ScanSettings,
+                         fetcher: Fetcher, target: Target) -> ScanReport:
+    """A file host's link: an unscannable host's is `inconclusive` with the reason (no
+    request made); a page host's page is fetched and its resolver names the direct link
+    and what the host states (a registered SHA-256 is a `match` with no byte of the file
+    read); then a one-byte probe (the file's name and size from Content-Disposition and
+    Content-Range, a stated digest) and, for a file named as weights (or not named at
+    all), the range scan. Every URL, the resolver's included, goes through `fetcher`, so a
+    page pointing into the private network is refused like any link."""
+    location = redact_url(link.url)
+    host = link.host.name
+    name, size = link.name, None
+    if link.host.way == "unscannable":
+        return _unscanned(location, link.host.reason, name, size)
+    url = link.url
+    stated: tuple[str, str] | None = None
+    page_url = link.page_url()
+    if page_url is not None:
+        try:
+            answer = await fetcher.get(page_url, target, max_bytes=MAX_HOST_PAGE)
+            resolved = await asyncio.to_thread(link.resolve, answer.body, answer.url)
+        except (FetchError, ResolveError) as exc:
+            text = str(exc)
+            return ScanReport(location=location, verdict="error",
+                              error=text if location in text else f"{location}: {text}")
+        name, size = resolved.name or name, resolved.size
+        if resolved.sha256:
+            stated = (resolved.sha256, f"{host}'s file info")
+            if entry := registry.known("sha256", resolved.sha256):
+                return _digest_report(location, identical(entry, source="host",
+                                                          encoding=stated[1]), size=size)
+        if resolved.url is None:
+            return _unscanned(location, resolved.reason or f"{host} gives no direct link",
+                              name, size)
+        url = resolved.url
+    else:
+        url = link.file_url()
+    if name and not _named_as_weights(name):
+        # The host says what the file is: a photo or a video is not worth a range read.
+        return _not_weights(location, host, name, size, 0)
+    probe = await probe_url(url, fetcher, target)
+    name, size = probe.name or name, probe.size if probe.size is not None else size
+    if name and not _named_as_weights(name) and stated_digest(probe, registry) is None:
+        return _not_weights(location, host, name, size, probe.bytes_read)
+    report = await scan_url(url, registry, settings, fetcher, target, stated=stated,
+                            probe=probe)
+    report.location = location
+    return report
+
+
+def _named_as_weights(name: str) -> bool:
+    return name.lower().endswith(WEIGHT_EXTENSIONS + ARCHIVE_EXTENSIONS)
+
+
+def _unscanned(location: str, reason: str, name: str | None, size: int | None) -> ScanReport:
+    """A weight link that cannot be read: recorded with what the link or its host states,
+    for the analyst (the weight_scans table), and tried again when the registry grows."""
+    what = f" ({name}{f', {size} bytes' if size is not None else ''})" if name else ""
+    return ScanReport(location=location, verdict="inconclusive", size=size,
+                      error=f"{location}{what}: not scanned: {reason}")
+
+
+def _not_weights(location: str, host: str, name: str, size: int | None,
+                 bytes_read: int) -> ScanReport:
+    of = f", {size} bytes" if size is not None else ""
+    return ScanReport(location=location, verdict="unknown_format", size=size,
+                      bytes_read=bytes_read,
+                      error=f"{location}: {host} serves {name!r}{of}, not a weight file or "
+                            "an archive by its name")
 
 
 @dataclass

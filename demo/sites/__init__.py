@@ -11,6 +11,7 @@ from __future__ import annotations
 from demo.sites.chan import ChanSite
 from demo.sites.discourse import DiscourseSite
 from demo.sites.feed import FeedSite
+from demo.sites.filehost import FileHostSite
 from demo.sites.hackernews import HackerNewsSite
 from demo.sites.hub import HubSite
 from demo.sites.jackett import JackettSite
@@ -30,5 +31,5 @@ SITES: tuple[type[Site], ...] = (
     PhpbbSite, ChanSite, NyaaSite,
     DiscourseSite, FeedSite, HackerNewsSite, HubSite, JackettSite, LemmySite, PasteSite,
     ProwlarrSite, RedditSite, VBulletinSite, XenForoSite,
-    TelegramSite,
+    TelegramSite, FileHostSite,
 )

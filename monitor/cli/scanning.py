@@ -47,7 +47,7 @@ def _scan_all(state: State, locations: tuple[str, ...], models: tuple[str, ...],
 
     from monitor.config import Target
     from monitor.fetch import Fetcher
-    from monitor.scan import load_registry, scan_path, scan_url
+    from monitor.scan import load_registry, scan_link, scan_path
 
     settings = state.config.scan
     if max_bytes is not None:
@@ -66,7 +66,7 @@ def _scan_all(state: State, locations: tuple[str, ...], models: tuple[str, ...],
         target = Target(name="scan", kind="scan", url=url, interval=0, jitter=0,
                         allow_private=allow_private)
         async with Fetcher(state.config.crawl) as fetcher:
-            return await scan_url(url, registry, settings, fetcher, target)
+            return await scan_link(url, registry, settings, fetcher, target)
 
     return [run_interruptible(remote(location)) if location.startswith(("http://", "https://"))
             else scan_path(location, registry, settings) for location in locations]

@@ -2,8 +2,9 @@
 
 The one detector that reads remote bytes, so it is asynchronous and is given the fetcher
 (SSRF checks, robots, politeness) and the target whose network rules apply; the scan
-itself is `monitor.scan.scan_url`. It chooses which links are worth a scan (a weight
-file's extension, at most `max_links` per document) and remembers each URL's verdict in a
+itself is `monitor.scan.scan_link`. It chooses which links are worth a scan (a weight
+file's extension, or a file host's link: `monitor.filehosts`; at most `max_links` per
+document) and remembers each URL's verdict in a
 `VerdictCache` (the store implements it), so a file posted on twenty mirrors of one thread
 costs one scan per mirror URL and never a second one until the registry grows.
 """
@@ -26,8 +27,9 @@ from monitor import runstats
 from monitor.config import ScanSettings, Target
 from monitor.detect.digests import digest_hit
 from monitor.fetch import Fetcher, redact_url
+from monitor.filehosts import host_link, named_weight_link
 from monitor.models import Document, Hit, KnownDigest, VerdictCache, WeightRegistry
-from monitor.scan import Registry, identical_summary, load_registry, scan_url
+from monitor.scan import Registry, identical_summary, load_registry, scan_link
 
 # The logger the scanner always logged under, so operators' log filters keep matching.
 log = structlog.get_logger("weightwatch.scan")
@@ -118,7 +120,13 @@ class WeightLinkDetector:
         under `target`'s network rules, without its credentials."""
         if not self.version:
             return []
-        links = [u for u in dict.fromkeys(doc.links) if is_weight_link(u)]
+        hosts = self.settings.file_hosts
+        unique = list(dict.fromkeys(doc.links))
+        # What can be read first; links that only name a weight file (recorded, never
+        # fetched) after them, so they never take a readable link's place.
+        links = ([u for u in unique if is_weight_link(u) or host_link(u, hosts) is not None]
+                 + [u for u in unique if not is_weight_link(u) and host_link(u, hosts) is None
+                    and named_weight_link(u)])
         lfs = lfs_digests(doc)
         hits: list[Hit] = []
         for url in links[:self.settings.max_links]:
@@ -148,8 +156,8 @@ class WeightLinkDetector:
             if (cached and cached["verdict"] != "error"
                     and cached["registry_version"] >= self.version):
                 return cached
-            report = await scan_url(url, self.registry, self.settings, self.fetcher,
-                                    scan_target(target), lfs_sha256=lfs_sha256)
+            report = await scan_link(url, self.registry, self.settings, self.fetcher,
+                                     scan_target(target), lfs_sha256=lfs_sha256)
             log.info("weights_scanned", url=key, verdict=report.verdict,
                      bytes_read=report.bytes_read, error=report.error)
             runstats.note_scan(report.bytes_read)
