@@ -57,7 +57,21 @@ def lfs_digests(doc: Document) -> dict[str, str]:
         path = unquote(rest.partition("/")[2]) if sep else ""
         if path in by_path:
             out[url] = by_path[path]
+    # A file whose download URL does not name it (Civitai's /api/download/models/{id}):
+    # the hub states its URL beside its digest.
+    out |= {f["url"]: f["sha256"].lower() for f in files
+            if isinstance(f, dict) and isinstance(f.get("url"), str) and f["url"] in doc.links
+            and isinstance(f.get("sha256"), str) and _HEX64.fullmatch(f["sha256"])}
     return out
+
+
+def named_weight_links(doc: Document) -> set[str]:
+    """Links a hub document names as weight files in its `files` extras ({"path", "url"}),
+    though their URL does not say so."""
+    files = doc.extras.get("files")
+    return {f["url"] for f in files if isinstance(f, dict) and isinstance(f.get("url"), str)
+            and isinstance(f.get("path"), str)
+            and f["path"].lower().endswith(WEIGHT_EXTENSIONS)} if isinstance(files, list) else set()
 
 
 def scan_target(target: Target) -> Target:
@@ -118,7 +132,8 @@ class WeightLinkDetector:
         under `target`'s network rules, without its credentials."""
         if not self.version:
             return []
-        links = [u for u in dict.fromkeys(doc.links) if is_weight_link(u)]
+        named = named_weight_links(doc)
+        links = [u for u in dict.fromkeys(doc.links) if is_weight_link(u) or u in named]
         lfs = lfs_digests(doc)
         hits: list[Hit] = []
         for url in links[:self.settings.max_links]:
