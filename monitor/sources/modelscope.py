@@ -76,7 +76,7 @@ class ModelScopeSource(ModelHubSource):
             params = {"search": (self.target.query or "").strip(), "sort": "last_modified",
                       "page_number": str(number), "page_size": str(PAGE_SIZE)}
             response = await self._get(f"{self.root}/openapi/v1/models?{urlencode(params)}")
-            records, total = await off_loop(parse_search, response.body, response.url)
+            records, total, size = await off_loop(parse_search, response.body, response.url)
             page = []
             for record in records:
                 model_id = record["id"]
@@ -87,7 +87,8 @@ class ModelScopeSource(ModelHubSource):
             if stop_early and page and all(m is not None and remembered.get(i) == m
                                            for i, m in page):
                 break
-            if not records or total is None or number * PAGE_SIZE >= total:
+            # The page size the answer reports: a server may serve fewer than asked.
+            if not records or total is None or number * (size or PAGE_SIZE) >= total:
                 break
         return out
 
@@ -115,9 +116,9 @@ class ModelScopeSource(ModelHubSource):
 # ------------------------------------------------------------------------------ parsing
 
 
-def parse_search(body: bytes, url: str) -> tuple[list[dict[str, Any]], int | None]:
-    """The model records of one search page (each with a valid "owner/name" id) and the
-    total the search reports."""
+def parse_search(body: bytes, url: str) -> tuple[list[dict[str, Any]], int | None, int | None]:
+    """The model records of one search page (each with a valid "owner/name" id), and the
+    total and page size the search reports."""
     where = redact_url(url)
     data = parse_json(body, where)
     inner = data.get("data") if isinstance(data, dict) else None
@@ -136,8 +137,8 @@ def parse_search(body: bytes, url: str) -> tuple[list[dict[str, Any]], int | Non
                 log.warning("model_id_refused", id=str(model_id)[:100])
             continue
         out.append(item)
-    total = json_object(inner).get("total_count")
-    return out, total if is_int(total) else None
+    total, size = json_object(inner).get("total_count"), json_object(inner).get("page_size")
+    return out, total if is_int(total) else None, size if is_int(size) and size > 0 else None
 
 
 def parse_files(body: bytes, url: str) -> list[HubFile]:
