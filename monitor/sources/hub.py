@@ -22,6 +22,15 @@ Each model becomes one Document at `{root}/{id}` whose extras carry the file lis
 (`files`: path, size, sha256) and the digests (`digests`, matched by exact algorithm).
 Gated and private repos answer 401/403: the model is skipped with a warning (and not asked
 again until it changes); the target does not fail.
+
+What every hub shares (the search loop, the cursor of change markers, the document with its
+files, stated digests and weight links) is `ModelHubSource`; the other hubs are dialects of
+it, each a kind of its own (`monitor.sources.civitai`, `monitor.sources.modelscope`): a
+dialect differs in how it searches, reads a model and links a file, and in nothing a
+detector or an operator would have to learn again (the same keys, extras and hits). A
+`dialect` option on `hub` would have been one kind whose options, health rows and docs
+mean different things by value; a kind per hub keeps `check-config`, `targets` and the
+docs honest about which API a target speaks.
 """
 
 from __future__ import annotations
