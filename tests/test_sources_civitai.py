@@ -40,7 +40,9 @@ from demo.release import Release
 from demo.sites.civitai import CivitaiSite
 from demo.world import DemoWorld
 from monitor.config import ConfigError, parse_config
+from monitor.detect.weights import lfs_digests, named_weight_links
 from monitor.fetch import FetchError
+from monitor.models import Document
 from monitor.sources import ADAPTERS, SourceError
 from monitor.sources.civitai import slug
 
@@ -216,6 +218,21 @@ def test_crawl_finds_exactly_the_planted(tmp_path: Path, demo_world: DemoWorld,
     assert len(near) == 5 and not near & {h["indicator"] for h in kinds.values()}
     (again,) = crawl(store, [t])
     assert (again.status, again.documents_seen, again.hits_new) == ("ok", 0, 0)
+
+
+def test_weight_links_a_hub_document_names_by_its_files() -> None:
+    """A download URL that does not name its file is a weight link when the document's
+    `files` extras name it so, with the SHA-256 stated beside it; hostile entries are not."""
+    links = ["https://h/dl/1", "https://h/dl/2", "https://h/dl/3"]
+    doc = Document(target="t", key="k", url="https://h/m", text="", links=links, extras={
+        "files": [{"path": "a.safetensors", "url": links[0], "sha256": "AB" * 32},
+                  {"path": "README.md", "url": links[1], "sha256": "cd" * 32},
+                  {"path": "b.gguf", "url": links[2], "sha256": "not hex"},
+                  {"path": 5, "url": links[1]}, {"path": "c.bin", "url": ["x"]}, "junk"]})
+    assert named_weight_links(doc) == {links[0], links[2]}
+    assert lfs_digests(doc) == {links[0]: "ab" * 32, links[1]: "cd" * 32}
+    assert named_weight_links(Document(target="t", key="k", url="u", text="",
+                                       extras={"files": "nope"})) == set()
 
 
 # ------------------------------------------------------------------------------ hostile
