@@ -181,7 +181,7 @@ def test_pages_by_cursor_and_reads_every_page_each_run(demo_world: DemoWorld) ->
     again, after, urls = run(t, cursor)
     assert (again, after, len(urls)) == ([], cursor, 2)
     moved = json.loads(json.dumps(cursor))
-    moved["models"]["912004"] = "0" * 40
+    moved["models"]["912004"] = "2026-11-12T09:40:00+00:00/" + "0" * 40
     docs, after = collect(t, moved)
     assert [d.key for d in docs] == ["912004"] and after == cursor
     docs, _ = collect(target("civitai", root, query="heron", max_pages=1))

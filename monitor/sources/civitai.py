@@ -24,8 +24,9 @@ extras (`url`), so the weights detector range-scans them as it does a hub's file
 
 Civitai's "Newest" orders by creation, not by last change: a new version of an old model
 need not come first, so every run reads its `max_pages` pages (one request each) instead
-of stopping at the first page where nothing moved. A model's change marker is a digest of
-its versions' ids, update times and files, never of its download counts.
+of stopping at the first page where nothing moved. A model's change marker is its newest
+version's time and a digest of its versions' ids, update times and files, never of its
+download counts.
 """
 
 from __future__ import annotations
@@ -178,8 +179,10 @@ def parse_model(item: dict[str, Any], root: str) -> ModelInfo:
                         [[e.get("id"), e.get("name"), e.get("hashes")]
                          for e in (version_files if isinstance(version_files, list) else [])
                          if isinstance(e, dict)]])
-    marker = hashlib.sha1(json.dumps(changes, sort_keys=True, default=str).encode()).hexdigest()
-    return ModelInfo(id=model_id, marker=marker, last_modified=max(times, default=None),
+    # Led by the newest time, so the cursor, when it must forget, forgets the oldest.
+    newest = max(times, default=None)
+    digest = hashlib.sha1(json.dumps(changes, sort_keys=True, default=str).encode()).hexdigest()
+    return ModelInfo(id=model_id, marker=f"{newest or ''}/{digest}", last_modified=newest,
                      sha=None, author=author, lines=lines, files=files, title=name,
                      page=f"models/{model_id}/{slug(name)}")
 
