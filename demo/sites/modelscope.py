@@ -6,9 +6,9 @@ file_download.py, info.py) and from OpenAPI clients' stored code:
 - `/modelscope/openapi/v1/models?search=Q&sort=last_modified&page_number=N&page_size=S`
   search, case-insensitive on the model id, newest change first; at most 2 models a page
   whatever `page_size` asks (the page size served is in the answer), as
-  `{success, request_id, data: {models: [{id, display_name, description, tasks, tags,
-  license, downloads, likes, created_at, last_modified}], total_count, page_number,
-  page_size}}`;
+  `{success, request_id, data: {models: [{id, description, tasks, tags, license,
+  downloads, likes, created_at, last_modified}], total_count, page_number, page_size}}`
+  (the fields OpenAPI clients read; `id` is "owner/name");
 - `/modelscope/api/v1/models/{owner}/{name}/repo/files?Revision=master&Recursive=true`:
   `{Code, Data: {Files: [{CommitId, CommitMessage, CommittedDate, CommitterName, InCheck,
   IsLFS, Mode, Name, Path, Revision, Sha256, Size, Type}], LatestCommitter}, Message,
@@ -179,7 +179,7 @@ class ModelScopeSite(Site):
         number = max(1, req.int_arg("page_number", 1))
         size = max(1, min(req.int_arg("page_size", 10), 50, PAGE_SIZE))
         page = found[(number - 1) * size: number * size]
-        models = [{"id": m.id, "display_name": m.display_name, "description": m.description,
+        models = [{"id": m.id, "description": m.description,
                    "tasks": m.tasks, "tags": m.tags, "license": m.license,
                    "downloads": m.downloads, "likes": m.downloads // 50,
                    "created_at": iso_z(m.created), "last_modified": iso_z(m.modified)}

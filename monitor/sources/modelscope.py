@@ -6,7 +6,8 @@ info.py) and ModelScope's OpenAPI clients read:
 
 1. searches `GET {root}/openapi/v1/models?search=Q&sort=last_modified&page_number=N&
    page_size=50`, an object `{success, data: {models: [{id: "owner/name",
-   last_modified, display_name, tasks, ...}], total_count, page_number, page_size}}`;
+   last_modified, description, tasks, tags, license, ...}], total_count, page_number,
+   page_size}}`;
    pages follow by `page_number` while `total_count` says more remain (the OpenAPI serves
    at most page_number * page_size <= 3000), up to `max_pages`. (The site's own search,
    `PUT /api/v1/dolphin/models`, needs a request body; the fetcher only GETs.) Sorted by
