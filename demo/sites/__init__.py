@@ -9,6 +9,7 @@ the order is the world's (its landing page, its documents and the demo config's 
 from __future__ import annotations
 
 from demo.sites.chan import ChanSite
+from demo.sites.civitai import CivitaiSite
 from demo.sites.discourse import DiscourseSite
 from demo.sites.feed import FeedSite
 from demo.sites.filehost import FileHostSite
@@ -16,6 +17,7 @@ from demo.sites.hackernews import HackerNewsSite
 from demo.sites.hub import HubSite
 from demo.sites.jackett import JackettSite
 from demo.sites.lemmy import LemmySite
+from demo.sites.modelscope import ModelScopeSite
 from demo.sites.nyaa import NyaaSite
 from demo.sites.paste import PasteSite
 from demo.sites.phpbb import PhpbbSite
@@ -31,5 +33,5 @@ SITES: tuple[type[Site], ...] = (
     PhpbbSite, ChanSite, NyaaSite,
     DiscourseSite, FeedSite, HackerNewsSite, HubSite, JackettSite, LemmySite, PasteSite,
     ProwlarrSite, RedditSite, VBulletinSite, XenForoSite,
-    TelegramSite, FileHostSite,
+    TelegramSite, FileHostSite, CivitaiSite, ModelScopeSite,
 )

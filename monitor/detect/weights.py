@@ -59,7 +59,21 @@ def lfs_digests(doc: Document) -> dict[str, str]:
         path = unquote(rest.partition("/")[2]) if sep else ""
         if path in by_path:
             out[url] = by_path[path]
+    # A file whose download URL does not name it (Civitai's /api/download/models/{id}):
+    # the hub states its URL beside its digest.
+    out |= {f["url"]: f["sha256"].lower() for f in files
+            if isinstance(f, dict) and isinstance(f.get("url"), str) and f["url"] in doc.links
+            and isinstance(f.get("sha256"), str) and _HEX64.fullmatch(f["sha256"])}
     return out
+
+
+def named_weight_links(doc: Document) -> set[str]:
+    """Links a hub document names as weight files in its `files` extras ({"path", "url"}),
+    though their URL does not say so."""
+    files = doc.extras.get("files")
+    return {f["url"] for f in files if isinstance(f, dict) and isinstance(f.get("url"), str)
+            and isinstance(f.get("path"), str)
+            and f["path"].lower().endswith(WEIGHT_EXTENSIONS)} if isinstance(files, list) else set()
 
 
 def scan_target(target: Target) -> Target:
@@ -121,12 +135,13 @@ class WeightLinkDetector:
         if not self.version:
             return []
         hosts = self.settings.file_hosts
+        named = named_weight_links(doc)
         unique = list(dict.fromkeys(doc.links))
         # What can be read first; links that only name a weight file (recorded, never
         # fetched) after them, so they never take a readable link's place.
-        links = ([u for u in unique if is_weight_link(u) or host_link(u, hosts) is not None]
-                 + [u for u in unique if not is_weight_link(u) and host_link(u, hosts) is None
-                    and named_weight_link(u)])
+        readable = [u for u in unique
+                    if is_weight_link(u) or u in named or host_link(u, hosts) is not None]
+        links = readable + [u for u in unique if u not in readable and named_weight_link(u)]
         lfs = lfs_digests(doc)
         hits: list[Hit] = []
         for url in links[:self.settings.max_links]:

@@ -22,14 +22,24 @@ Each model becomes one Document at `{root}/{id}` whose extras carry the file lis
 (`files`: path, size, sha256) and the digests (`digests`, matched by exact algorithm).
 Gated and private repos answer 401/403: the model is skipped with a warning (and not asked
 again until it changes); the target does not fail.
+
+What every hub shares (the search loop, the cursor of change markers, the document with its
+files, stated digests and weight links) is `ModelHubSource`; the other hubs are dialects of
+it, each a kind of its own (`monitor.sources.civitai`, `monitor.sources.modelscope`): a
+dialect differs in how it searches, reads a model and links a file, and in nothing a
+detector or an operator would have to learn again (the same keys, extras and hits). A
+`dialect` option on `hub` would have been one kind whose options, health rows and docs
+mean different things by value; a kind per hub keeps `check-config`, `targets` and the
+docs honest about which API a target speaks.
 """
 
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urlencode
 
 import structlog
@@ -76,6 +86,13 @@ class HubFile:
     sha256: str | None = None
     encoding: str | None = None  # where the digest was read: "hub lfs.sha256", ...
     pointed_size: int | None = None  # for LFS pointer text: the size of the real file
+    # Where the file downloads from when the hub's URL for it does not name it (Civitai's
+    # `/api/download/models/{version}`); None: the dialect's own URL scheme (`file_url`).
+    url: str | None = None
+    # Other digests the hub states for the file: (algo, lowercase hex, where it was read).
+    stated: list[tuple[str, str, str]] = field(default_factory=list)
+    # How a digest's context names the file; None: "{model id}/{path}".
+    label: str | None = None
 
 
 # What a model that answers 401 or 403 gives: remembered as seen, without a document.
@@ -91,19 +108,30 @@ class ModelInfo:
     author: str
     lines: list[str]  # searchable text, one fact a line
     files: list[HubFile] = field(default_factory=list)
+    title: str | None = None  # the document's title when the id is not one (a number)
+    page: str | None = None  # the model's page below the root, when not "{root}/{id}"
 
 
-class HubSource(Source):
-    kind = "hub"
+class ModelHubSource(Source):
+    """What every model hub dialect shares: a search for the target's `query`, a cursor of
+    the models seen with a change marker each, one Document per model that moved, whose
+    extras carry the file list (`files`: path, size, sha256[, url]) and every digest the
+    hub states (`digests`, matched by exact algorithm), and whose `links` are its weight
+    files, for the weights detector's range scans. A dialect says how to search
+    (`_search`), how to read one model (`_model`) and where its pages and files are."""
+
     option_keys = frozenset({"query", "max_pages", "api_key_env"})
+    # Whether the search lists models by last change, newest first: only then may a run
+    # stop paging at the first page where nothing moved.
+    sorted_by_change: ClassVar[bool] = True
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[tuple[str, str]]:
         problems = super().check_options(options)
         query = options.get("query")
         if not isinstance(query, str) or not query.strip():
-            problems.append(("query", "required for kind 'hub': the search term, e.g. the "
-                                      "released model's name"))
+            problems.append(("query", f"required for kind '{cls.kind}': the search term, "
+                                      "e.g. the released model's name"))
         return problems
 
     @property
@@ -121,7 +149,8 @@ class HubSource(Source):
         remembered = {k: v for k, v in json_object(self.cursor.get("models")).items()
                       if isinstance(k, str) and (v is None or isinstance(v, str))}
         complete_before = self.cursor.get("complete") is True
-        listed = await self._search(remembered, stop_early=complete_before)
+        listed = await self._search(remembered,
+                                    stop_early=complete_before and self.sorted_by_change)
         moved = [(mid, marker) for mid, marker in listed
                  if marker is None or remembered.get(mid) != marker]
         models = dict(remembered)
@@ -149,6 +178,72 @@ class HubSource(Source):
         self.cursor["models"] = models
         self.cursor["complete"] = complete
 
+    @abstractmethod
+    async def _search(self, remembered: dict[str, str | None],
+                      stop_early: bool) -> list[tuple[str, str | None]]:
+        """(model id, change marker) of every listed model; `stop_early`: the last run got
+        through everything it listed, so paging may stop where nothing moved."""
+
+    @abstractmethod
+    async def _model(self, model_id: str) -> tuple[ModelInfo, Document] | Gated | None:
+        """The model's info and Document; "gated" for a model the hub refuses (remembered,
+        not asked again until it changes); None for a failure (asked again next run)."""
+
+    @abstractmethod
+    def file_url(self, info: ModelInfo, f: HubFile) -> str:
+        """Where the hub serves a file of the model (the link a weight scan reads)."""
+
+    def _failed(self, model_id: str, exc: FetchError, what: str = "model info") -> Gated | None:
+        status = http_status(exc)
+        if status in (401, 403):
+            log.warning("model_gated", target=self.target.name, model=model_id, status=status,
+                        what=what)
+            return "gated"
+        log.warning("model_failed", target=self.target.name, model=model_id, what=what,
+                    error=str(exc))
+        return None
+
+    def _document(self, info: ModelInfo, response: Response) -> Document:
+        files: list[dict[str, Any]] = []
+        digests: list[dict[str, Any]] = []
+        for f in info.files:
+            entry: dict[str, Any] = {"path": f.path, "size": f.size, "sha256": f.sha256}
+            if f.url:
+                entry["url"] = f.url
+            files.append(entry)
+            size = f"{f.size} bytes" if f.size is not None else "size unknown"
+            if f.pointed_size is not None:
+                size = f"git-lfs pointer text for {f.pointed_size} bytes"
+            context = f"{f.label or f'{info.id}/{f.path}'} ({size})"
+            stated = [("sha256", f.sha256, f.encoding)] if f.sha256 else []
+            for algo, value, encoding in stated + f.stated:
+                digests.append({"algo": algo, "value": value, "encoding": encoding,
+                                "context": context})
+        # Weight files, for the crawler's tensor scans (monitor.scan): a converted or
+        # quantised copy has digests of its own, so only its rows can tell.
+        links = [url for f in info.files
+                 if f.path.lower().endswith(WEIGHT_EXTENSIONS) and f.pointed_size is None
+                 and (url := self.file_url(info, f))]
+        lines = list(info.lines)
+        if info.files:
+            lines.append("files:")
+            lines += [f"  {f.path}" + (f" ({f.size} bytes)" if f.size is not None else "")
+                      for f in info.files]
+        extras: dict[str, Any] = {self.kind: {"id": info.id, "sha": info.sha,
+                                              "last_modified": info.last_modified},
+                                  "files": files}
+        if digests:
+            extras["digests"] = digests
+        return Document(
+            target=self.target.name, key=info.id, url=f"{self.root}/{info.page or info.id}",
+            title=info.title or info.id, author=info.author, posted_at=info.last_modified,
+            text="\n".join(lines), links=links, extras=extras, snapshot=response.body,
+            snapshot_url=response.url, fetched_at=response.fetched_at)
+
+
+class HubSource(ModelHubSource):
+    kind = "hub"
+
     # ---------------------------------------------------------------- search
 
     async def _search(self, remembered: dict[str, str | None],
@@ -175,7 +270,7 @@ class HubSource(Source):
                                            for i, m in page):
                 break
             url = next_link(response.headers.get_list("link"), response.url)
-            if url is not None and not _same_origin(url, self.root):
+            if url is not None and not same_origin(url, self.root):
                 raise SourceError(f"{redact_url(response.url)}: refused a next-page link to "
                                   f"another host ({redact_url(url)})")
         return out
@@ -227,7 +322,7 @@ class HubSource(Source):
             first = first or response
             files += page
             url = next_link(response.headers.get_list("link"), response.url)
-            if url is not None and not _same_origin(url, self.root):
+            if url is not None and not same_origin(url, self.root):
                 log.warning("tree_link_refused", model=model_id, url=redact_url(url))
                 break
         return (files, first) if first else None
@@ -256,43 +351,8 @@ class HubSource(Source):
         rev = info.sha if info.sha and re.fullmatch(r"[0-9a-f]{40}", info.sha) else "main"
         return f"{self.root}/{quote(info.id, safe='/')}/resolve/{rev}/{quote(path, safe='/')}"
 
-    def _failed(self, model_id: str, exc: FetchError, what: str = "model info") -> Gated | None:
-        status = http_status(exc)
-        if status in (401, 403):
-            log.warning("model_gated", model=model_id, status=status, what=what)
-            return "gated"
-        log.warning("model_failed", model=model_id, what=what, error=str(exc))
-        return None
-
-    def _document(self, info: ModelInfo, response: Response) -> Document:
-        files, digests = [], []
-        for f in info.files:
-            files.append({"path": f.path, "size": f.size, "sha256": f.sha256})
-            if f.sha256:
-                size = f"{f.size} bytes" if f.size is not None else "size unknown"
-                if f.pointed_size is not None:
-                    size = f"git-lfs pointer text for {f.pointed_size} bytes"
-                digests.append({"algo": "sha256", "value": f.sha256, "encoding": f.encoding,
-                                "context": f"{info.id}/{f.path} ({size})"})
-        # Weight files, for the crawler's tensor scans (monitor.scan): a converted or
-        # quantised copy has digests of its own, so only its rows can tell.
-        links = [self._file_url(info, f.path) for f in info.files
-                 if f.path.lower().endswith(WEIGHT_EXTENSIONS) and f.pointed_size is None]
-        lines = list(info.lines)
-        if info.files:
-            lines.append("files:")
-            lines += [f"  {f.path}" + (f" ({f.size} bytes)" if f.size is not None else "")
-                      for f in info.files]
-        extras: dict[str, Any] = {"hub": {"id": info.id, "sha": info.sha,
-                                          "last_modified": info.last_modified},
-                                  "files": files}
-        if digests:
-            extras["digests"] = digests
-        return Document(
-            target=self.target.name, key=info.id, url=f"{self.root}/{info.id}", title=info.id,
-            author=info.author, posted_at=info.last_modified, text="\n".join(lines),
-            links=links, extras=extras, snapshot=response.body, snapshot_url=response.url,
-            fetched_at=response.fetched_at)
+    def file_url(self, info: ModelInfo, f: HubFile) -> str:
+        return f.url or self._file_url(info, f.path)
 
 
 # ------------------------------------------------------------------------------ parsing
@@ -308,7 +368,7 @@ def parse_search(body: bytes, url: str) -> list[tuple[str, str | None]]:
         if not isinstance(item, dict):
             continue
         model_id = item.get("id") or item.get("modelId")
-        if not isinstance(model_id, str) or not _valid_id(model_id):
+        if not isinstance(model_id, str) or not valid_model_id(model_id):
             if model_id is not None:
                 log.warning("model_id_refused", id=str(model_id)[:100])
             continue
@@ -321,8 +381,8 @@ def parse_model_info(body: bytes, url: str, model_id: str) -> ModelInfo:
     if not isinstance(data, dict):
         raise SourceError(f"{redact_url(url)}: expected a JSON object for model {model_id}")
     listed_id, sha, author = data.get("id"), data.get("sha"), data.get("author")
-    real_id = listed_id if isinstance(listed_id, str) and _valid_id(listed_id) else model_id
-    last_modified = _iso(data.get("lastModified")) or _iso(data.get("createdAt"))
+    real_id = listed_id if isinstance(listed_id, str) and valid_model_id(listed_id) else model_id
+    last_modified = iso_or_none(data.get("lastModified")) or iso_or_none(data.get("createdAt"))
     sha = sha if isinstance(sha, str) else None
     if not isinstance(author, str):
         author = real_id.split("/", 1)[0] if "/" in real_id else ""
@@ -442,13 +502,13 @@ def _hub_file(path: str, entry: dict[str, Any], digest_keys: tuple[str, str],
     """A file of model info (`siblings[]`) or of a tree listing: both carry an LFS file's
     SHA-256 in `lfs`, under `sha256` or `oid`; `digest_keys` says which the endpoint
     documents, read first."""
-    f = HubFile(path, _size(entry.get("size")))
+    f = HubFile(path, byte_size(entry.get("size")))
     lfs = entry.get("lfs")
     if isinstance(lfs, dict):
-        digest = _sha256(lfs.get(digest_keys[0])) or _sha256(lfs.get(digest_keys[1]))
+        digest = sha256_hex(lfs.get(digest_keys[0])) or sha256_hex(lfs.get(digest_keys[1]))
         if digest:
             f.sha256, f.encoding = digest, encoding
-            f.size = f.size if f.size is not None else _size(lfs.get("size"))
+            f.size = f.size if f.size is not None else byte_size(lfs.get("size"))
     return f
 
 
@@ -474,25 +534,25 @@ def _marker(item: dict[str, Any]) -> str | None:
     return None
 
 
-def _valid_id(model_id: str) -> bool:
+def valid_model_id(model_id: str) -> bool:
     return bool(_MODEL_ID.fullmatch(model_id)) and ".." not in model_id
 
 
-def _sha256(value: Any) -> str | None:
+def sha256_hex(value: Any) -> str | None:
     if isinstance(value, str) and (m := _SHA256.fullmatch(value.strip())):
         return m.group(1).lower()
     return None
 
 
-def _size(value: Any) -> int | None:
+def byte_size(value: Any) -> int | None:
     return value if is_int(value) and value >= 0 else None
 
 
-def _iso(value: Any) -> str | None:
+def iso_or_none(value: Any) -> str | None:
     return utc_iso(parse_iso_time(value.strip())) if isinstance(value, str) else None
 
 
-def _same_origin(url: str, root: str) -> bool:
+def same_origin(url: str, root: str) -> bool:
     here = origin(url)
     return here is not None and here == origin(root)
 
