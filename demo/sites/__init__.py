@@ -11,6 +11,7 @@ from __future__ import annotations
 from demo.sites.chan import ChanSite
 from demo.sites.discourse import DiscourseSite
 from demo.sites.feed import FeedSite
+from demo.sites.github import GitHubSite
 from demo.sites.hackernews import HackerNewsSite
 from demo.sites.hub import HubSite
 from demo.sites.jackett import JackettSite
@@ -27,6 +28,6 @@ from demo.web import Site
 SITES: tuple[type[Site], ...] = (
     # The three core sources first: the demo's first targets.
     PhpbbSite, ChanSite, NyaaSite,
-    DiscourseSite, FeedSite, HackerNewsSite, HubSite, JackettSite, LemmySite, PasteSite,
+    DiscourseSite, FeedSite, GitHubSite, HackerNewsSite, HubSite, JackettSite, LemmySite, PasteSite,
     ProwlarrSite, RedditSite, VBulletinSite, XenForoSite,
 )
