@@ -27,7 +27,7 @@ Every API answer carries `x-ratelimit-limit/remaining/reset/used/resource`.
 
 Planted: `leakbox/heron-7b-mirror`, a release whose assets are model.safetensors with the
 released file's exact name and size (no digest: an old upload; the download serves the
-released bytes) and tokenizer.json with its SHA-256 as the asset's `digest`;
+released bytes, recognised by their tensors) and tokenizer.json with its SHA-256 as the asset's `digest`;
 `h7b-dump/heron-ckpt`, whose weights/model.safetensors is an LFS pointer to the released
 file. Noise: a heron nest tracker (a CSV and an ONNX detector of its own in LFS), a
 llama.cpp fork whose release assets are other models' GGUFs, and a llama fine-tune named
@@ -142,8 +142,6 @@ def _repos(release: Release) -> list[Repo]:
                        tok.sha256, tok.path.read_bytes())])],
              plants=[("torrent", f"model.safetensors:{model.size}", "a release asset with the "
                       "released file's name and exact size"),
-                     ("hash", model.sha256, "the asset's bytes, read by range from its download "
-                      "URL"),
                      ("hash", tok.sha256, "the tokenizer.json asset's digest")]),
         Repo("h7b-dump", "heron-ckpt", 880_054_977, "checkpoint backup", [],
              nov(20, 23, 10), nov(20, 23, 31, 7), nov(20, 23, 31, 7), None, 0,
@@ -222,15 +220,26 @@ class GitHubSite(Site):
         docs = []
         for r in self.search(self.query):
             lines = [r.full_name, r.description, " ".join(r.topics)]
+            # Weight files the download serves are read by range and recognised by their
+            # tensors (the others' downloads answer 404).
+            weights = []
             for rel in r.releases:
                 lines += [rel.tag, rel.name, rel.body, *(a.name for a in rel.assets)]
-            docs.append(Doc(self.source, self.html_url(r), "\n".join(lines), r.plants, r.near))
+                weights += [("weights", self.download_url(r, rel, a), "the released weights, "
+                             "read by range from the asset's download URL")
+                            for a in rel.assets if a.data is not None
+                            and a.name.endswith((".safetensors", ".gguf"))]
+            docs.append(Doc(self.source, self.html_url(r), "\n".join(lines),
+                            r.plants + weights, r.near))
         return docs
 
     # ---------------------------------------------------------------- shapes
 
     def html_url(self, r: Repo) -> str:
         return f"{self.root}/{r.full_name}"
+
+    def download_url(self, r: Repo, rel: GhRelease, a: Asset) -> str:
+        return f"{self.html_url(r)}/releases/download/{rel.tag}/{a.name}"
 
     def _owner(self, login: str) -> dict[str, object]:
         return {"login": login, "id": int(hashlib.md5(login.encode()).hexdigest()[:7], 16),
@@ -262,8 +271,7 @@ class GitHubSite(Site):
                 "digest": f"sha256:{a.digest}" if a.digest else None,
                 "download_count": 7, "created_at": iso_z(rel.published),
                 "updated_at": iso_z(rel.published),
-                "browser_download_url": f"{self.html_url(r)}/releases/download/{rel.tag}/"
-                                        f"{a.name}"}
+                "browser_download_url": self.download_url(r, rel, a)}
 
     def _release(self, r: Repo, rel: GhRelease) -> dict[str, object]:
         api = f"{self.root}/repos/{r.full_name}/releases/{rel.id}"
