@@ -42,7 +42,7 @@ from demo.web import one_digit_off
 from demo.world import DemoWorld
 from monitor.config import ConfigError, CrawlSettings, parse_config
 from monitor.sources import ADAPTERS
-from monitor.sources.github import rate_limit_until
+from monitor.sources.github import rate_limit_until, saved_waits
 
 SEARCH = "/search/repositories?q=x&sort=updated&order=desc&per_page=100"
 CODE = "/search/code?q=x&per_page=100"
@@ -212,11 +212,18 @@ def test_rate_limit_until_follows_githubs_rules() -> None:
     assert rate_limit_until(403, limited(0, **{"x-ratelimit-reset": "soon"}), now) == \
         now + timedelta(minutes=1)
     assert rate_limit_until(403, limited(1), now) == now + timedelta(seconds=1)
+    # What a cursor says is read back the same way: known resources, ahead, capped.
+    assert saved_waits({"core": "2026-11-20T12:05:00+00:00", "search": "2026-11-20T11:00:00Z",
+                        "evil": "2026-11-20T12:05:00Z", "code_search": "soon"}, now) == {
+        "core": now + timedelta(minutes=5)}
+    assert saved_waits({"core": "3026-01-01T00:00:00Z"}, now) == {
+        "core": now + timedelta(hours=24)}
+    assert saved_waits("junk", now) == {}
 
 
 def test_rate_limited_403_backs_off_until_reset_and_loses_nothing(server: Canned) -> None:
     reset = int(time.time()) + 3600
-    root = canned_repos(server, repo("a/one"), repo("b/two"))
+    root = canned_repos(server, repo("a/one"), repo("b/two"), repo("c/three"))
     empty_repo(server, "a/one", [{"id": 1, "tag_name": "v1", "assets": []}])
     server.serve("/repos/b/two/releases?per_page=100",
                  '{"message": "API rate limit exceeded for user ID 1."}', status=403,
@@ -227,36 +234,47 @@ def test_rate_limited_403_backs_off_until_reset_and_loses_nothing(server: Canned
     assert [d.key for d in docs] == ["a/one"]
     (warning,) = [e for e in logs if e["event"] == "rate_limited"]
     until = datetime.fromtimestamp(reset, UTC).isoformat(timespec="seconds")
-    assert warning["until"] == until and "\n" not in warning["error"]
-    assert "HTTP 403" in warning["error"]
-    assert cursor["rate_limited_until"] == until
-    assert list(cursor["repos"]) == ["a/one"]  # b/two is read by a later run
+    assert (warning["resource"], warning["until"], warning["stopped"]) == (
+        "core", until, "repository b/two")
+    assert "HTTP 403" in warning["error"] and "\n" not in warning["error"]
+    assert cursor["rate_limited"] == {"core": until}
+    assert list(cursor["repos"]) == ["a/one"]  # b/two and c/three: read by a later run
+    assert not any("/c/three/" in p for p in server.paths())
     # Until the reset, a run asks nothing at all.
     before = len(server.paths())
     assert collect(t, cursor) == ([], cursor)
     assert len(server.paths()) == before
     # After it, the run goes on where the last one stopped.
     empty_repo(server, "b/two")
-    passed = cursor | {"rate_limited_until": "2026-01-01T00:00:00+00:00"}
+    empty_repo(server, "c/three")
+    passed = cursor | {"rate_limited": {"core": "2026-01-01T00:00:00+00:00"}}
     docs, after = collect(t, passed)
-    assert [d.key for d in docs] == ["b/two"]
-    assert "rate_limited_until" not in after and list(after["repos"]) == ["a/one", "b/two"]
+    assert [d.key for d in docs] == ["b/two", "c/three"]
+    assert "rate_limited" not in after
+    assert list(after["repos"]) == ["a/one", "b/two", "c/three"]
 
 
 def test_used_up_limit_stops_before_the_next_request(server: Canned) -> None:
     """The answer that uses the last request says so: no request is made past it."""
     reset = int(time.time()) + 600
+    until = datetime.fromtimestamp(reset, UTC).isoformat(timespec="seconds")
     root = canned_repos(server, repo("a/one"), repo("b/two"))
     server.serve("/repos/a/one/releases?per_page=100", "[]", **limited(reset))
     docs, cursor = collect(target("github", root, query="x"))
-    assert docs == [] and cursor["rate_limited_until"]
+    assert docs == [] and cursor["rate_limited"] == {"core": until}
     assert not any("/git/trees/" in p or "/b/two/" in p for p in server.paths())
-    # A search limit used up stops only further searches: the repositories found are read.
-    root = canned_repos(server, repo("a/one"),
-                        **{**limited(reset), "x-ratelimit-resource": "search"})
+    # A search limit used up stops the search, not the reading of what it listed; the
+    # next run before the reset asks nothing (it could list nothing).
+    search = {**limited(reset), "x-ratelimit-resource": "search",
+              "Link": f'<{server.base}{SEARCH}&page=2>; rel="next"'}
+    root = canned_repos(server, repo("a/one"), **search)
     empty_repo(server, "a/one")
     docs, cursor = collect(target("github", root, query="x"))
-    assert [d.key for d in docs] == ["a/one"] and "rate_limited_until" not in cursor
+    assert [d.key for d in docs] == ["a/one"] and cursor["rate_limited"] == {"search": until}
+    assert not any("page=2" in p for p in server.paths())
+    before = len(server.paths())
+    assert collect(target("github", root, query="x"), cursor) == ([], cursor)
+    assert len(server.paths()) == before
 
 
 def test_secondary_rate_limit_429_with_retry_after(server: Canned) -> None:
@@ -265,9 +283,29 @@ def test_secondary_rate_limit_429_with_retry_after(server: Canned) -> None:
                  **{"retry-after": "120"})
     start = datetime.now(UTC)
     docs, cursor = collect(target("github", root, query="x"))
-    waited = datetime.fromisoformat(cursor["rate_limited_until"]) - start
+    waited = datetime.fromisoformat(cursor["rate_limited"]["search"]) - start
     assert docs == [] and timedelta(seconds=115) < waited <= timedelta(seconds=121)
-    assert "repos" not in cursor or cursor["repos"] == {}
+
+
+def test_code_search_limit_skips_code_search_alone(server: Canned,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GH_TEST_TOKEN", "ghp_" + "s3cret" * 6)
+    reset = int(time.time()) + 60
+    root = canned_repos(server, repo("a/one"))
+    empty_repo(server, "a/one")
+    server.serve(CODE, '{"message": "API rate limit exceeded"}', status=403,
+                 **{**limited(reset), "x-ratelimit-resource": "code_search"})
+    t = target("github", root, query="x", api_key_env="GH_TEST_TOKEN")
+    docs, cursor = collect(t)
+    assert [d.key for d in docs] == ["a/one"] and list(cursor["rate_limited"]) == ["code_search"]
+    # The token went to the API, as a Bearer token, and to nothing else.
+    assert {r.headers.get("authorization") for r in server.requests
+            if r.path != "/robots.txt"} == {"Bearer " + "ghp_" + "s3cret" * 6}
+    assert "s3cret" not in json.dumps(cursor) + docs[0].text + docs[0].snapshot.decode()
+    # The next run searches repositories, not code.
+    cursor["repos"] = {}
+    docs, _ = collect(t, cursor)
+    assert [d.key for d in docs] == ["a/one"] and server.count(CODE) == 1
 
 
 # ------------------------------------------------------------------------------ hostile

@@ -32,11 +32,13 @@ scans by range.
 
 Rate limits (docs.github.com, "Rate limits for the REST API"): every answer states
 `x-ratelimit-remaining` and `x-ratelimit-reset` (epoch seconds) for its resource (`core`,
-`search`, `code_search`). At 0 remaining no further request of that resource is made; a
-403 or 429 that says a limit was passed (`retry-after` seconds, or remaining 0 and the
-reset) stops the run where it is. Either way the target then makes no request before the
-reset (`rate_limited_until` in the cursor), and what it had not read yet is read by the
-run after it. The token comes from the environment variable `api_key_env` names, is sent
+`search`, `code_search`, each limited on its own). At 0 remaining no further request of
+that resource is made; a 403 or 429 that says a limit was passed (`retry-after` seconds,
+or remaining 0 and the reset) is the same. The time is kept in the cursor
+(`rate_limited`, by resource), so later runs ask nothing of that resource before it: a
+run stops reading repositories at a `core` limit, and the ones it had not read keep their
+old markers and are read by the first run after the reset; a search limit stops paging
+(what was listed is read); a code search limit skips code search alone. The token comes from the environment variable `api_key_env` names, is sent
 as `Authorization: Bearer`, and is neither logged nor stored (the fetcher logs URLs only,
 and drops it on a redirect to another origin).
 
@@ -108,10 +110,11 @@ _BRANCH = re.compile(r"[A-Za-z0-9._/-]{1,255}")
 
 
 class RateLimited(Exception):
-    """GitHub asked for no more requests of a resource before `until`."""
+    """No more requests of a resource ("core", "search", "code_search") before `until`."""
 
-    def __init__(self, until: datetime, reason: str):
+    def __init__(self, resource: str, until: datetime, reason: str):
         super().__init__(reason)
+        self.resource = resource
         self.until = until
 
 
@@ -162,8 +165,8 @@ class GitHubSource(Source):
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
-        # resource ("core", "search", "code_search") -> no request of it before this time
-        self._exhausted: dict[str, datetime] = {}
+        # resource -> no request of it before this time (kept in the cursor across runs)
+        self._waits: dict[str, datetime] = {}
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[tuple[str, str]]:
@@ -183,9 +186,10 @@ class GitHubSource(Source):
     async def _get(self, url: str, resource: str, accept: str = JSON,
                    max_bytes: int | None = None) -> Response:
         now = datetime.now(UTC)
-        until = self._exhausted.get(resource)
+        until = self._waits.get(resource)
         if until is not None and until > now:
-            raise RateLimited(until, f"{resource} rate limit used up")
+            raise RateLimited(resource, until, f"GitHub's {resource} rate limit is used up "
+                                               f"until {utc_iso(until)}")
         headers = {"Accept": accept, "X-GitHub-Api-Version": API_VERSION}
         token = self.target.api_key()
         if token:
@@ -196,13 +200,15 @@ class GitHubSource(Source):
         except FetchError as exc:
             limited = rate_limit_until(http_status(exc), exc.headers, now)
             if limited is not None:
-                raise RateLimited(limited, str(exc)) from None
+                self._waits[resource] = limited
+                raise RateLimited(resource, limited, str(exc)) from None
             raise
         remaining = response.headers.get("x-ratelimit-remaining")
         reset = reset_time(response.headers.get("x-ratelimit-reset"), now)
         if remaining is not None and remaining.strip() == "0" and reset is not None:
-            said = response.headers.get("x-ratelimit-resource")
-            self._exhausted[said if isinstance(said, str) and said else resource] = reset
+            # The resource asked for, not the one the answer names: a server cannot make
+            # the cursor remember names of its choosing.
+            self._waits[resource] = reset
         return response
 
     async def _pages(self, url: str, resource: str, accept: str = JSON) -> AsyncIterator[Response]:
@@ -225,23 +231,38 @@ class GitHubSource(Source):
 
     async def documents(self) -> AsyncIterator[Document]:
         now = datetime.now(UTC)
-        waiting = parse_iso_time(self.cursor.get("rate_limited_until"))
-        if waiting is not None and waiting > now:
-            log.info("rate_limited_wait", until=utc_iso(waiting))
-            return
-        self.cursor.pop("rate_limited_until", None)
+        self._waits = saved_waits(self.cursor.get("rate_limited"), now)
+        try:
+            for resource in ("search", "core"):
+                if resource in self._waits:
+                    # Listing or reading anything needs both: no request at all.
+                    log.info("rate_limited_wait", resource=resource,
+                             until=utc_iso(self._waits[resource]))
+                    return
+            async for doc in self._run():
+                yield doc
+        finally:
+            waits = {r: utc_iso(t) for r, t in self._waits.items() if t > datetime.now(UTC)}
+            if waits:
+                self.cursor["rate_limited"] = waits
+            else:
+                self.cursor.pop("rate_limited", None)
+
+    async def _run(self) -> AsyncIterator[Document]:
         remembered = {k: v for k, v in json_object(self.cursor.get("repos")).items()
                       if isinstance(k, str) and (v is None or isinstance(v, str))}
         repos: dict[str, Repo] = {}
         try:
             await self._search_repositories(repos)
-            if self.target.api_key():
-                await self._search_code(repos)
-            else:
-                log.debug("code_search_skipped", reason="code search needs a token")
         except RateLimited as exc:
-            self._rate_limited(exc)
-            return
+            _stopped(exc, "repository search")  # the repositories listed so far are read
+        if not self.target.api_key():
+            log.debug("code_search_skipped", reason="code search needs a token")
+        elif "code_search" not in self._waits:
+            try:
+                await self._search_code(repos)
+            except RateLimited as exc:
+                _stopped(exc, "code search")
         moved = [r for r in repos.values()
                  if r.marker is None or remembered.get(r.full_name) != r.marker]
         state = dict(remembered)
@@ -249,8 +270,8 @@ class GitHubSource(Source):
             try:
                 doc = await self._repository(repo)
             except RateLimited as exc:
-                self._rate_limited(exc)
-                break
+                _stopped(exc, f"repository {repo.full_name}")
+                break  # the rest keep their old markers: read by a later run
             if doc is None:
                 continue  # a transient failure: asked again next run
             yield doc
@@ -259,11 +280,6 @@ class GitHubSource(Source):
             state = dict(sorted(state.items(), key=lambda kv: kv[1] or "",
                                 reverse=True)[:REPOS_LIMIT])
         self.cursor["repos"] = state
-
-    def _rate_limited(self, exc: RateLimited) -> None:
-        until = utc_iso(exc.until)
-        self.cursor["rate_limited_until"] = until
-        log.warning("rate_limited", until=until, error=str(exc))
 
     async def _search_repositories(self, repos: dict[str, Repo]) -> None:
         params = {"q": self._query(), "sort": "updated", "order": "desc",
@@ -415,6 +431,24 @@ class GitHubSource(Source):
 
 
 # ------------------------------------------------------------------------------ rate limits
+
+RESOURCES = ("core", "search", "code_search")
+
+
+def _stopped(exc: RateLimited, what: str) -> None:
+    log.warning("rate_limited", resource=exc.resource, until=utc_iso(exc.until), stopped=what,
+                error=str(exc))
+
+
+def saved_waits(value: Any, now: datetime) -> dict[str, datetime]:
+    """The cursor's `rate_limited` ({resource: ISO time}) still ahead of `now`; a cursor
+    is the source's own, but a time past MAX_WAIT is cut to it all the same."""
+    waits: dict[str, datetime] = {}
+    for resource, until in json_object(value).items():
+        moment = parse_iso_time(until)
+        if resource in RESOURCES and moment is not None and moment > now:
+            waits[resource] = min(moment, now + MAX_WAIT)
+    return waits
 
 
 def reset_time(value: str | None, now: datetime) -> datetime | None:
