@@ -192,6 +192,24 @@ def test_code_search_with_a_token(demo_world: DemoWorld, monkeypatch: pytest.Mon
     assert not any("/search/code" in u for u in urls)
 
 
+def test_code_search_for_a_digest_finds_lfs_pointers(demo_world: DemoWorld,
+                                                      demo_release: Release,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """No repository's name or description holds a SHA-256; the pointer file holding it is
+    found by code search, and its repository read like any other."""
+    monkeypatch.setenv("DEMO_GITHUB_TOKEN", TOKEN)
+    sha = demo_release.file("model.safetensors").sha256
+    t = target("github", gh_url(demo_world), query=sha, api_key_env="DEMO_GITHUB_TOKEN")
+    docs, cursor = collect(t)
+    (ckpt,) = docs  # the near miss, one digit off, is not what was searched for
+    assert ckpt.key == "h7b-dump/heron-ckpt" and ckpt.url == f"{gh_url(demo_world)}/{ckpt.key}"
+    assert [d["value"] for d in ckpt.extras["digests"]] == [sha]
+    assert f"weights/model.safetensors: version https://git-lfs.github.com/spec/v1 oid " \
+           f"sha256:{sha} size" in ckpt.text
+    assert cursor["repos"]["h7b-dump/heron-ckpt"].startswith("code:")
+    assert collect(t, cursor) == ([], cursor)
+
+
 # ------------------------------------------------------------------------------ rate limits
 
 

@@ -363,7 +363,8 @@ class GitHubSite(Site):
         for r in self.repos:
             for f in r.files:
                 text = f.data.decode("utf-8", "replace")
-                if not q or q not in text.lower() or f.data.startswith(b"version https://git-lfs"):
+                # LFS pointers are text in git, and found like any file: by their oid.
+                if not q or q not in text.lower():
                     continue
                 item: dict[str, object] = {
                     "name": f.path.rsplit("/", 1)[-1], "path": f.path, "sha": f.sha,
