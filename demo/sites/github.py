@@ -363,9 +363,9 @@ class GitHubSite(Site):
         for r in self.repos:
             for f in r.files:
                 text = f.data.decode("utf-8", "replace")
-                # LFS pointers are small text blobs in git, searched like any file (GitHub's
-                # docs leave out binaries and files over 384 KB, not pointer text; not seen
-                # verified, so the adapter also reads pointers from each repository's tree).
+                # LFS pointers are small text blobs in git, searched like any file: GitHub's
+                # docs leave out large and binary files, not pointer text. An assumption,
+                # not verified; the adapter also reads pointers from each repository's tree.
                 if not q or q not in text.lower():
                     continue
                 item: dict[str, object] = {
