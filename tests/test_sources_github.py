@@ -157,10 +157,13 @@ def test_github_documents(demo_world: DemoWorld, demo_release: Release) -> None:
     assert "torrent" not in docs_by["pond-ai/heron-llama-ckpt"].extras
     assert "TinyLlama/TinyLlama" not in docs_by
 
-    # Nothing moved: the next run reads the search and nothing else.
+    # Nothing moved: the next run reads the search, and asks each repository's releases
+    # whether they changed (304), and nothing else.
     again, after, urls = run(target("github", root, query="heron"), cursor)
     assert (again, after) == ([], cursor)
-    assert all("/search/repositories" in u for u in urls)
+    assert len(cursor["etags"]) == 5
+    assert [u for u in urls if "/search/repositories" not in u] == [
+        f"{root}/repos/{key}/releases?per_page=100" for key in docs_by]
     moved = json.loads(json.dumps(cursor))
     moved["repos"]["birdnerd/heron-tracker"] = "2026-01-01T00:00:00+00:00|x"
     docs, after = collect(target("github", root, query="heron"), moved)
@@ -170,6 +173,40 @@ def test_github_documents(demo_world: DemoWorld, demo_release: Release) -> None:
     first, c1 = collect(capped)
     second, c2 = collect(capped, c1)
     assert ([d.key for d in first + second], c2) == (list(docs_by), cursor)
+
+
+def test_releases_asked_again_conditionally(server: Canned) -> None:
+    """Assets uploaded to a release a repository already has move neither its updated_at
+    nor its pushed_at: its releases are asked for again with If-None-Match."""
+    listing = {"body": [{"id": 1, "tag_name": "v1", "assets": []}], "etag": 'W/"v1"'}
+
+    def releases(request: Any) -> tuple[int, bytes, dict[str, str]]:
+        if request.headers.get("if-none-match") == listing["etag"]:
+            return 304, b"", {"ETag": listing["etag"]}
+        return 200, json.dumps(listing["body"]).encode(), {"ETag": listing["etag"]}
+
+    root = canned_repos(server, repo("a/one"))
+    empty_repo(server, "a/one")
+    server.serve("/repos/a/one/releases?per_page=100", releases)
+    t = target("github", root, query="x")
+    docs, cursor = collect(t)
+    assert [d.key for d in docs] == ["a/one"] and cursor["etags"] == {"a/one": 'W/"v1"'}
+    assert collect(t, cursor) == ([], cursor)  # 304: nothing else asked
+    assert server.count("/repos/a/one/git/trees/main?recursive=1") == 1
+    assert [r.headers.get("if-none-match") for r in server.requests
+            if "/releases" in r.path] == [None, 'W/"v1"']
+    listing["body"][0]["assets"] = [{"name": "model.safetensors", "size": 1735240}]
+    listing["etag"] = 'W/"v2"'
+    docs, cursor = collect(t, cursor)
+    assert "asset model.safetensors (1735240 bytes)" in docs[0].text
+    assert cursor["etags"] == {"a/one": 'W/"v2"'}
+    # A run stopped after the new listing but before its document keeps the old ETag, so
+    # the change is not answered 304 next time.
+    listing["etag"] = 'W/"v3"'
+    server.serve("/repos/a/one/git/trees/main?recursive=1", '{"message": "limit"}', status=403,
+                 **limited(int(time.time()) + 60))
+    docs, stopped = collect(t, cursor)
+    assert docs == [] and stopped["etags"] == {"a/one": 'W/"v2"'}
 
 
 def test_code_search_with_a_token(demo_world: DemoWorld, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,7 +23,8 @@ Repository contents, Rate limits) and go-github's ReleaseAsset (`digest`, June 2
   to `/github/release-assets/{id}` serving the bytes with Range, as GitHub redirects to its
   release-assets host. Assets whose bytes the world does not hold answer 404 there.
 
-Every API answer carries `x-ratelimit-limit/remaining/reset/used/resource`.
+Every API answer carries `x-ratelimit-limit/remaining/reset/used/resource`; a release
+listing an ETag, and 304 to `If-None-Match` with it.
 
 Planted: `leakbox/heron-7b-mirror`, a release whose assets are model.safetensors with the
 released file's exact name and size (no digest: an old upload; the download serves the
@@ -388,12 +389,22 @@ class GitHubSite(Site):
     def api_repo(self, req: Request, rest: str) -> Response:
         for r in self.repos:
             if rest == f"{r.full_name}/releases":
-                return self._json([self._release(r, rel) for rel in r.releases])
+                return self.conditional(req, [self._release(r, rel) for rel in r.releases])
             if rest.startswith(f"{r.full_name}/git/trees/"):
                 return self.tree(req, r, rest.removeprefix(f"{r.full_name}/git/trees/"))
             if rest.startswith(f"{r.full_name}/contents/"):
                 return self.contents(req, r, rest.removeprefix(f"{r.full_name}/contents/"))
         return self._error(404, "Not Found", "https://docs.github.com/rest")
+
+    def conditional(self, req: Request, obj: object) -> Response:
+        """As GitHub answers: a weak ETag, and 304 to a request that sends it back."""
+        answer = self._json(obj)
+        etag = f'W/"{hashlib.sha256(answer.body).hexdigest()}"'
+        if req.headers.get("if-none-match") == etag:
+            return Response(304, b"", headers={**self._limits("core", 5000, 1), "ETag": etag},
+                            server="github.com")
+        answer.headers["ETag"] = etag
+        return answer
 
     def tree(self, req: Request, r: Repo, ref: str) -> Response:
         if ref not in ("main", "HEAD", r.tree_sha):

@@ -20,7 +20,10 @@ released model's name or a file's SHA-256. A run:
    in LFS is a ~130-byte pointer blob; weight-named blobs that small are read raw
    (`GET {root}/repos/{owner}/{repo}/contents/{path}?ref={branch}` with
    `application/vnd.github.raw+json`) and parsed with the hub's `parse_lfs_pointer`: the
-   `oid sha256:<hex>` is the SHA-256 of the file it stands for.
+   `oid sha256:<hex>` is the SHA-256 of the file it stands for;
+4. for each listed repository that did not move, asks for its releases again with the
+   ETag they last had (`If-None-Match`): uploading assets to an existing release moves
+   neither `updated_at` nor `pushed_at`, and a 304 costs nothing of the rate limit.
 
 Each repository becomes one Document at its `html_url`: the text says what it is (name,
 description, topics, releases with their assets, matched code fragments, LFS pointers);
@@ -93,6 +96,7 @@ RAW = "application/vnd.github.raw+json"
 PER_PAGE = 100  # the API's own maximum
 REPOS_LIMIT = 5000  # repositories remembered by the cursor
 POINTERS_PER_REPO = 20
+ETAG_MAX = 200
 RELEASES_PER_REPO = 100
 ASSETS_PER_RELEASE = 200
 FRAGMENTS_PER_REPO = 20
@@ -184,13 +188,15 @@ class GitHubSource(Source):
     # ---------------------------------------------------------------- requests
 
     async def _get(self, url: str, resource: str, accept: str = JSON,
-                   max_bytes: int | None = None) -> Response:
+                   max_bytes: int | None = None, etag: str | None = None) -> Response:
         now = datetime.now(UTC)
         until = self._waits.get(resource)
         if until is not None and until > now:
             raise RateLimited(resource, until, f"GitHub's {resource} rate limit is used up "
                                                f"until {utc_iso(until)}")
         headers = {"Accept": accept, "X-GitHub-Api-Version": API_VERSION}
+        if etag:
+            headers["If-None-Match"] = etag
         token = self.target.api_key()
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -211,17 +217,22 @@ class GitHubSource(Source):
             self._waits[resource] = reset
         return response
 
-    async def _pages(self, url: str, resource: str, accept: str = JSON) -> AsyncIterator[Response]:
+    async def _pages(self, url: str, resource: str, accept: str = JSON,
+                     etag: str | None = None) -> AsyncIterator[Response]:
         """The answers of a paged listing, by `Link: rel="next"`, up to `max_pages`, on the
-        API's own origin only."""
+        API's own origin only; with `etag`, the first page is asked for conditionally, and
+        a 304 ends the listing there."""
         next_url: str | None = url
         visited: set[str] = set()
-        for _page in range(self.target.max_pages):
+        for page in range(self.target.max_pages):
             if next_url is None or next_url in visited:
                 return
             visited.add(next_url)
-            response = await self._get(next_url, resource, accept)
+            response = await self._get(next_url, resource, accept,
+                                       etag=etag if page == 0 else None)
             yield response
+            if response.not_modified:
+                return
             next_url = next_link(response.headers.get_list("link"), response.url)
             if next_url is not None and origin(next_url) != origin(self.root):
                 raise SourceError(f"{redact_url(response.url)}: refused a next-page link to "
@@ -263,23 +274,39 @@ class GitHubSource(Source):
                 await self._search_code(repos)
             except RateLimited as exc:
                 _stopped(exc, "code search")
+        etags = {k: v for k, v in json_object(self.cursor.get("etags")).items()
+                 if isinstance(k, str) and isinstance(v, str) and len(v) <= ETAG_MAX}
         moved = [r for r in repos.values()
                  if r.marker is None or remembered.get(r.full_name) != r.marker]
+        # A repository's change times do not move when assets are uploaded to a release
+        # it already has: listed ones that did not move are asked for their releases again,
+        # conditionally (a 304 does not count against GitHub's rate limit).
+        moved_names = {r.full_name for r in moved}
+        unmoved = [r for r in repos.values()
+                   if r.full_name not in moved_names and r.full_name in etags]
         state = dict(remembered)
-        for repo in moved[: self.target.max_items]:
+        for repo in (moved + unmoved)[: self.target.max_items]:
             try:
-                doc = await self._repository(repo)
+                read = await self._repository(
+                    repo, None if repo.full_name in moved_names else etags[repo.full_name])
             except RateLimited as exc:
                 _stopped(exc, f"repository {repo.full_name}")
-                break  # the rest keep their old markers: read by a later run
-            if doc is None:
-                continue  # a transient failure: asked again next run
+                break  # the rest keep their old markers and ETags: read by a later run
+            if read is None:
+                continue  # a transient failure, or releases not modified
+            doc, etag = read
             yield doc
+            # Only now: a run cut short before the yield asks again, unconditionally.
             state[repo.full_name] = repo.marker
+            if etag:
+                etags[repo.full_name] = etag
+            else:
+                etags.pop(repo.full_name, None)
         if len(state) > REPOS_LIMIT:
             state = dict(sorted(state.items(), key=lambda kv: kv[1] or "",
                                 reverse=True)[:REPOS_LIMIT])
         self.cursor["repos"] = state
+        self.cursor["etags"] = {k: v for k, v in etags.items() if k in state}
 
     async def _search_repositories(self, repos: dict[str, Repo]) -> None:
         params = {"q": self._query(), "sort": "updated", "order": "desc",
@@ -316,12 +343,18 @@ class GitHubSource(Source):
 
     # ---------------------------------------------------------------- a repository
 
-    async def _repository(self, repo: Repo) -> Document | None:
+    async def _repository(self, repo: Repo,
+                          etag: str | None) -> tuple[Document, str | None] | None:
+        """The repository's document and its releases' ETag now; None when it failed
+        (asked again next run) or its releases answered 304 to `etag`."""
         base = f"{self.root}/repos/{quote(repo.full_name, safe='/')}"
         releases: list[Release] = []
         first: Response | None = None
         try:
-            async for response in self._pages(f"{base}/releases?per_page={PER_PAGE}", "core"):
+            async for response in self._pages(f"{base}/releases?per_page={PER_PAGE}", "core",
+                                               etag=etag):
+                if response.not_modified:
+                    return None
                 first = first or response
                 releases += await off_loop(parse_releases, response.body, response.url)
         except FetchError as exc:
@@ -336,9 +369,11 @@ class GitHubSource(Source):
             log.warning("repository_failed", repo=repo.full_name, what="releases",
                         error=str(exc))
             return None
+        now = first.etag if first is not None else None
         pointers, truncated = await self._pointers(base, repo)
-        return self._document(repo, releases[:RELEASES_PER_REPO], pointers, truncated,
-                              first or repo.listing)
+        doc = self._document(repo, releases[:RELEASES_PER_REPO], pointers, truncated,
+                             first or repo.listing)
+        return doc, now if now and len(now) <= ETAG_MAX else None
 
     async def _pointers(self, base: str, repo: Repo) -> tuple[list[Pointer], bool]:
         """LFS pointers among the repository's weight-named files; (pointers, whether the
