@@ -23,7 +23,8 @@ released model's name or a file's SHA-256. A run:
    `oid sha256:<hex>` is the SHA-256 of the file it stands for;
 4. for each listed repository that did not move, asks for its releases again with the
    ETag they last had (`If-None-Match`): uploading assets to an existing release moves
-   neither `updated_at` nor `pushed_at`, and a 304 costs nothing of the rate limit.
+   neither `updated_at` nor `pushed_at`; a 304 to a request with a token costs nothing of
+   the rate limit (docs.github.com, "Best practices for using the REST API").
 
 Each repository becomes one Document at its `html_url`: the text says what it is (name,
 description, topics, releases with their assets, matched code fragments, LFS pointers);
@@ -280,7 +281,7 @@ class GitHubSource(Source):
                  if r.marker is None or remembered.get(r.full_name) != r.marker]
         # A repository's change times do not move when assets are uploaded to a release
         # it already has: listed ones that did not move are asked for their releases again,
-        # conditionally (a 304 does not count against GitHub's rate limit).
+        # conditionally (with a token, a 304 does not count against the rate limit).
         moved_names = {r.full_name for r in moved}
         unmoved = [r for r in repos.values()
                    if r.full_name not in moved_names and r.full_name in etags]
