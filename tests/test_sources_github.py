@@ -340,6 +340,14 @@ def test_secondary_rate_limit_429_with_retry_after(server: Canned) -> None:
     docs, cursor = collect(target("github", root, query="x"))
     waited = datetime.fromisoformat(cursor["rate_limited"]["search"]) - start
     assert docs == [] and timedelta(seconds=115) < waited <= timedelta(seconds=121)
+    # With retries on, the fetcher gives up on a Retry-After over its retry_after_cap (and
+    # does not sleep through it); the wait is still GitHub's.
+    server.serve(SEARCH, '{"message": "You have exceeded a secondary rate limit."}', status=429,
+                 **{"retry-after": "3600"})
+    patient = CrawlSettings(host_delay=0.001, request_timeout=5, retries=2, retry_after_cap=300)
+    docs, cursor = collect(target("github", root, query="x"), settings=patient)
+    waited = datetime.fromisoformat(cursor["rate_limited"]["search"]) - start
+    assert docs == [] and timedelta(minutes=59) < waited <= timedelta(minutes=61)
 
 
 def test_code_search_limit_skips_code_search_alone(server: Canned,
