@@ -82,11 +82,14 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 class FetchError(Exception):
     """A request that failed; the message is one line, safe to log (URL redacted).
 
-    `status` is the HTTP status when the server answered with an error, else None."""
+    `status` is the HTTP status when the server answered with an error, else None;
+    `headers` that answer's headers (an API states its rate limit's reset there)."""
 
-    def __init__(self, message: str, *, status: int | None = None):
+    def __init__(self, message: str, *, status: int | None = None,
+                 headers: httpx.Headers | None = None):
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
 class BlockedAddress(FetchError):
@@ -647,7 +650,7 @@ class Fetcher:
             return response
         after = f" (after {attempts} attempts)" if attempts > 1 else ""
         raise FetchError(f"HTTP {response.status} from {redact_url(response.url)}{after}",
-                         status=response.status)
+                         status=response.status, headers=response.headers)
 
     async def check_url(self, url: str, target: Target) -> list[str]:
         """The SSRF check for one URL as `get` makes it (scheme, host, addresses, `.onion`
@@ -774,7 +777,8 @@ class Fetcher:
                 cap = self.settings.retry_after_cap
                 if retry_after > cap:
                     raise FetchError(f"{reason} from {safe_url} with Retry-After of {retry_after:.0f}s, "
-                                     f"over the retry_after_cap of {cap:.0f}s: giving up")
+                                     f"over the retry_after_cap of {cap:.0f}s: giving up",
+                                     status=status, headers=response_headers)
                 delay = retry_after
                 # The server asked the whole host to back off, not just this request.
                 until = time.monotonic() + delay

@@ -13,6 +13,7 @@ from demo.sites.civitai import CivitaiSite
 from demo.sites.discourse import DiscourseSite
 from demo.sites.feed import FeedSite
 from demo.sites.filehost import FileHostSite
+from demo.sites.github import GitHubSite
 from demo.sites.hackernews import HackerNewsSite
 from demo.sites.hub import HubSite
 from demo.sites.jackett import JackettSite
@@ -31,7 +32,7 @@ from demo.web import Site
 SITES: tuple[type[Site], ...] = (
     # The three core sources first: the demo's first targets.
     PhpbbSite, ChanSite, NyaaSite,
-    DiscourseSite, FeedSite, HackerNewsSite, HubSite, JackettSite, LemmySite, PasteSite,
+    DiscourseSite, FeedSite, GitHubSite, HackerNewsSite, HubSite, JackettSite, LemmySite, PasteSite,
     ProwlarrSite, RedditSite, VBulletinSite, XenForoSite,
     TelegramSite, FileHostSite, CivitaiSite, ModelScopeSite,
 )
