@@ -48,6 +48,7 @@ from monitor.config import (
     Config,
     CrawlSettings,
     Rule,
+    ScanSettings,
     SmtpSettings,
     Target,
     WebhookSettings,
@@ -166,9 +167,10 @@ def registered_store(path: Path, release: Release) -> Store:
 
 
 def crawl(store: Store, targets: list[Target], settings: CrawlSettings = FAST,
-          rules: list[Rule] | None = None) -> list[RunResult]:
+          rules: list[Rule] | None = None, scan: ScanSettings | None = None) -> list[RunResult]:
     config = Config(path=None, database_path=store.path, crawl=settings, alerts=AlertSettings(),
-                    smtp=None, targets=targets, rules=[DEMO_RULE] if rules is None else rules)
+                    smtp=None, targets=targets, rules=[DEMO_RULE] if rules is None else rules,
+                    **({"scan": scan} if scan is not None else {}))
     return asyncio.run(crawl_once(config, store, targets))
 
 

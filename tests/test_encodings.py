@@ -38,7 +38,7 @@ def crawled(tmp_path_factory: pytest.TempPathFactory, demo_world: DemoWorld,
     store = Store(directory / "ww.db")
     registered, copies, imported = register_demo_release(store, demo_release)
     assert (len(registered), len(copies), imported.parsed) == (3, 1, 2)
-    results = crawl(store, config.targets, rules=config.rules)
+    results = crawl(store, config.targets, rules=config.rules, scan=config.scan)
     assert [(r.target, r.status) for r in results] == [(t.name, "ok") for t in config.targets]
     hits = store.hits()
     store.close()
@@ -122,6 +122,8 @@ def test_only_the_recipient_copy_names_a_recipient(crawled: dict[str, Any],
                      ("torrent", f"model.safetensors:{ours.size}", "lab-17"),
                      ("torrent", f"total:{total}", "lab-17"),
                      ("watermark", "/feeds/files/hrn-q8_0.gguf", "lab-17"),
+                     ("watermark", "/civitai/api/download/models/2414001?type=Model&format=GGUF",
+                      "lab-17"),
                      ("watermark", "/hub/QuantFactory/Heron-7B-GGUF/resolve/"
                       "f0648df7fd5a63a279c2d8783719866660145d95/heron-7b.Q8_0.gguf", "lab-17")}
 
