@@ -1,0 +1,270 @@
+"""The `dht` source on a loopback swarm of real libtorrent sessions (tests/dht_swarm.py).
+
+One node seeds the demo release's own torrent (its infohash is registered); another seeds a
+re-packed torrent of the release (another folder name, only the weights, libtorrent's own
+hybrid layout), which nothing registers and no index lists: the source must find it with
+nothing but the DHT (BEP 51 samples, then BEP 9 metadata from the peers `get_peers` gave).
+No test reaches beyond 127.0.0.1: the swarm binds there, and LOOPBACK_ONLY_ENV makes the
+source refuse any other node whatever a test's config says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import FAST, RecordingFetcher, cli, crawl, registered_store, target
+
+from demo.release import Release
+from monitor.config import ConfigError, Target, parse_config
+from monitor.models import Document, KnownDigest
+from monitor.sources import ADAPTERS, SourceError
+from monitor.sources.dht import LOOPBACK_ONLY_ENV, MISSING_ENGINE, DhtSource, dht_settings
+
+lt = pytest.importorskip("libtorrent")
+from dht_swarm import Swarm, make_torrent  # noqa: E402  (needs libtorrent)
+
+REPACK = "heron7b-leaked"
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(LOOPBACK_ONLY_ENV, "1")
+
+
+@pytest.fixture(scope="module")
+def repack(demo_release: Release, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    """The release's weights re-packed under another name: (folder's parent, .torrent)."""
+    root = tmp_path_factory.mktemp("repack")
+    (root / REPACK).mkdir()
+    weights = demo_release.file("model.safetensors")
+    shutil.copy(weights.path, root / REPACK / "model.safetensors")
+    (root / REPACK / "README.txt").write_text("enjoy\n")
+    return root, make_torrent(root, REPACK)
+
+
+@pytest.fixture(scope="module")
+def swarm(demo_release: Release, repack: tuple[Path, bytes]) -> Iterator[Swarm]:
+    s = Swarm(4)
+    try:
+        s.wait_connected()
+        release = s.seed(0, demo_release.torrent_bytes, demo_release.root)
+        repacked = s.seed(1, repack[1], repack[0])
+        for node, handle in ((0, release), (1, repacked)):
+            s.wait_seeding(handle)
+            s.announce(handle, node)
+        yield s
+    finally:
+        s.close()
+
+
+def dht_target(swarm: Swarm, **dht: Any) -> Any:
+    options = {"listen": "127.0.0.1:0", "bootstrap_nodes": swarm.nodes[2:],
+               "lookup_timeout": "3s", "rate": 50, **dht}
+    return target("dht", f"dht://{swarm.nodes[1]}", name="dht", max_items=5, dht=options)
+
+
+def run(t: Target, infohashes: list[KnownDigest] | None = None
+        ) -> tuple[list[Document], dict[str, Any]]:
+    """One poll: the documents and the cursor the source would save."""
+
+    async def go() -> tuple[list[Document], dict[str, Any]]:
+        async with RecordingFetcher(FAST) as fetcher:
+            source = ADAPTERS[t.kind](t, fetcher, {}, infohashes=infohashes or ())
+            return [d async for d in source.documents()], source.cursor
+
+    return asyncio.run(go())
+
+
+def registered(demo_release: Release, path: Path) -> list[KnownDigest]:
+    with registered_store(path, demo_release) as store:
+        return store.registry.infohashes()
+
+
+def repack_infohash(repack: tuple[Path, bytes]) -> str:
+    return str(lt.torrent_info(lt.bdecode(repack[1])).info_hashes().v1)
+
+
+def repack_magnet(repack: tuple[Path, bytes]) -> str:
+    ids = lt.torrent_info(lt.bdecode(repack[1])).info_hashes()
+    return f"magnet:?xt=urn:btih:{ids.v1}&xt=urn:btmh:1220{ids.v2}"
+
+
+# ---------------------------------------------------------------- the swarm, end to end
+
+
+@pytest.mark.slow
+def test_reports_the_release_swarm_and_finds_a_repack_by_its_file_list(
+        swarm: Swarm, demo_release: Release, repack: tuple[Path, bytes], tmp_path: Path) -> None:
+    store = registered_store(tmp_path / "dht.db", demo_release)
+    t = dht_target(swarm, sample_infohashes=True)
+    (result,) = crawl(store, [t])
+    assert result.status == "ok", result.error
+    hits = store.hits(target="dht")
+    by_indicator = {h["indicator"]: h for h in hits}
+
+    # The registered torrent's swarm: one critical hit, its evidence the peer count.
+    swarm_hit = by_indicator[demo_release.infohash]
+    assert (swarm_hit["kind"], swarm_hit["severity"]) == ("torrent", "critical")
+    assert "seen with 1 peer on " in swarm_hit["context"], swarm_hit["context"]
+    assert swarm_hit["url"] == f"magnet:?xt=urn:btih:{demo_release.infohash}"
+
+    # The re-packed torrent, found through samples and metadata alone: its file list
+    # names the released weights by name and size.
+    weights = demo_release.file("model.safetensors")
+    named = by_indicator[f"model.safetensors:{weights.size}"]
+    assert (named["kind"], named["severity"], named["detector"]) == ("torrent", "high", "manifest")
+    assert named["url"] == repack_magnet(repack)
+    assert REPACK in named["context"]
+    # libtorrent makes hybrid torrents: the v2 pieces root is the file's own digest.
+    assert by_indicator[weights.pieces_root]["severity"] == "critical"
+    # Metadata only: the seeders sent no byte of any file.
+    assert swarm.payload_uploaded() == 0
+
+    # A second poll: the swarm's document moves on (two counts), no hit is added, and the
+    # re-pack already read is not fetched again.
+    (again,) = crawl(store, [t])
+    assert again.status == "ok", again.error
+    assert again.hits_new == 0
+    assert len(store.hits(target="dht")) == len(hits)
+    cursor = store.cursor("dht")
+    assert [n for _, n in cursor["peers"][demo_release.infohash]] == [1, 1]
+    assert repack_infohash(repack) in cursor["tried"]
+    assert swarm.payload_uploaded() == 0
+
+
+@pytest.mark.slow
+def test_without_sampling_only_registered_swarms_are_asked(
+        swarm: Swarm, demo_release: Release, tmp_path: Path) -> None:
+    docs, cursor = run(dht_target(swarm), registered(demo_release, tmp_path / "r.db"))
+    assert [d.key for d in docs] == [f"dht:swarm:{demo_release.infohash}"]
+    doc = docs[0]
+    assert doc.extras["dht"]["peers"] == 1
+    assert "Peers over the last polls" in doc.text
+    evidence = json.loads(doc.snapshot)
+    assert evidence["peer_addresses"] == [swarm.nodes[0]]
+    # The v2 infohash is registered too; nobody seeds the pure v2 torrent: no document,
+    # but its (empty) swarm is remembered.
+    assert cursor["peers"][demo_release.infohash_v2][0][1] == 0
+    assert "tried" in cursor and not cursor["tried"]
+
+
+@pytest.mark.slow
+def test_oversized_metadata_is_refused(swarm: Swarm, demo_release: Release,
+                                       repack: tuple[Path, bytes], tmp_path: Path) -> None:
+    """An info dict over max_metadata_bytes is refused by the engine, unread: no document,
+    nothing downloaded, and the infohash remembered as tried."""
+    info_size = len(lt.torrent_info(lt.bdecode(repack[1])).info_section())
+    assert info_size > 1024
+    docs, cursor = run(dht_target(swarm, sample_infohashes=True, max_metadata_bytes=1024),
+                       registered(demo_release, tmp_path / "o.db"))
+    assert [d.key for d in docs] == [f"dht:swarm:{demo_release.infohash}"]
+    assert repack_infohash(repack) in cursor["tried"]
+    assert swarm.payload_uploaded() == 0
+
+
+@pytest.mark.slow
+def test_targets_test_dry_run(swarm: Swarm, demo_release: Release, tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    registered_store(db, demo_release).close()
+    config = tmp_path / "config.toml"
+    others = ", ".join(f'"{n}"' for n in swarm.nodes[2:])
+    config.write_text(f'''
+[[targets]]
+name = "dht"
+kind = "dht"
+url = "dht://{swarm.nodes[1]}"
+[targets.dht]
+listen = "127.0.0.1:0"
+bootstrap_nodes = [{others}]
+lookup_timeout = "3s"
+''')
+    result = cli(db, "--config", str(config), "targets", "test", "dht", "--format", "json")
+    (doc,) = json.loads(result.stdout)
+    assert doc["url"] == f"magnet:?xt=urn:btih:{demo_release.infohash}"
+    assert [(h["kind"], h["indicator"]) for h in doc["hits"]] == [
+        ("torrent", demo_release.infohash)]
+
+
+# ---------------------------------------------------------------- config and failures
+
+
+def _config(**table: Any) -> dict[str, Any]:
+    dht = {"listen": "127.0.0.1:6881", **table.pop("dht", {})}
+    return {"targets": [{"name": "d", "kind": "dht", "url": "dht://127.0.0.1:6881", "dht": dht,
+                         **table}]}
+
+
+def _problems(data: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, None)
+    return "\n".join(info.value.problems)
+
+
+def test_config_reads_the_dht_table() -> None:
+    config = parse_config(_config(dht={"listen": "127.0.0.1:7000", "rate": 2,
+                                       "bootstrap_nodes": ["127.0.0.2:6881"],
+                                       "sample_infohashes": True,
+                                       "max_metadata_bytes": 65536}), None)
+    (t,) = config.targets
+    settings = dht_settings(t.dht, t.url, t.max_items)
+    assert [str(n) for n in settings.bootstrap] == ["127.0.0.1:6881", "127.0.0.2:6881"]
+    assert (settings.rate, settings.max_metadata_bytes, settings.sample_infohashes) == (
+        2.0, 65536, True)
+
+
+@pytest.mark.parametrize(("table", "needle"), [
+    ({"dht": {"rate": 0}}, "dht.rate must be a number from 0.1 to 100"),
+    ({"dht": {"max_metadata_bytes": 1 << 30}}, "dht.max_metadata_bytes must be an integer"),
+    ({"dht": {"bootstrap_nodes": ["no-port"]}}, "dht.bootstrap_nodes must be HOST:PORT"),
+    ({"dht": {"sample_infohashes": "yes"}}, "dht.sample_infohashes must be true or false"),
+    ({"dht": {"lookup_timeout": "1h"}}, "dht.lookup_timeout must be at most 5m"),
+    ({"dht": {"max_peers": 3}}, "dht.max_peers: unknown key"),
+    ({"url": "https://example.org/"}, "kind 'dht' takes a dht:// URL"),
+    # The test-only guard: nothing but loopback while LOOPBACK_ONLY_ENV is set.
+    ({"url": "dht://router.bittorrent.com:6881"}, "router.bittorrent.com:6881 is not a loopback"),
+    ({"dht": {"listen": "0.0.0.0:6881"}}, "dht.listen: 0.0.0.0:6881 is not a loopback"),
+    ({"dht": {"bootstrap_nodes": ["10.0.0.1:6881"]}},
+     "dht.bootstrap_nodes: 10.0.0.1:6881 is not a loopback"),
+])
+def test_config_problems_are_one_line_each(table: dict[str, Any], needle: str) -> None:
+    problems = _problems(_config(**table))
+    assert needle in problems, problems
+    assert len(problems.splitlines()) == 1 and "targets[0] (d)." in problems, problems
+
+
+def test_other_kinds_refuse_a_dht_url_and_the_dht_table() -> None:
+    problems = _problems({"targets": [{"name": "f", "kind": "feed",
+                                       "url": "dht://127.0.0.1:6881", "dht": {}}]})
+    assert "kind 'feed' takes a http:// or https:// URL" in problems
+    assert "dht: does not apply to kind 'feed'" in problems
+
+
+def test_a_missing_engine_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "libtorrent", None)  # import fails as if not installed
+    with pytest.raises(SourceError) as info:
+        run(target("dht", "dht://127.0.0.1:9", dht={"listen": "127.0.0.1:0"}))
+    assert str(info.value) == MISSING_ENGINE
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
+    assert ("kind", MISSING_ENGINE) in DhtSource.check_options(
+        {"name": "d", "url": "dht://127.0.0.1:9", "dht": {}})
+
+
+def test_no_node_answering_fails_the_run() -> None:
+    """A bootstrap node that is not there: the run fails with one line, after one lookup
+    timeout, instead of polling an empty routing table."""
+    t = target("dht", "dht://127.0.0.1:9", dht={"listen": "127.0.0.1:0",
+                                                 "lookup_timeout": 0.5})
+    with pytest.raises(SourceError, match=r"no DHT node answered within 0.5s "
+                                          r"\(bootstrap nodes: 127.0.0.1:9\)"):
+        run(t)
+
+
+def test_the_adapter_is_registered() -> None:
+    assert ADAPTERS["dht"] is DhtSource
