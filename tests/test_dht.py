@@ -252,8 +252,10 @@ def test_a_missing_engine_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
         run(target("dht", "dht://127.0.0.1:9", dht={"listen": "127.0.0.1:0"}))
     assert str(info.value) == MISSING_ENGINE
     monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
-    assert ("kind", MISSING_ENGINE) in DhtSource.check_options(
-        {"name": "d", "url": "dht://127.0.0.1:9", "dht": {}})
+    options = {"name": "d", "url": "dht://127.0.0.1:9", "dht": {"listen": "127.0.0.1:0"}}
+    assert DhtSource.check_options(options) == [("kind", MISSING_ENGINE)]
+    # A disabled target (the shipped example) checks without the engine.
+    assert DhtSource.check_options({**options, "enabled": False}) == []
 
 
 def test_no_node_answering_fails_the_run() -> None:
