@@ -5,7 +5,8 @@ reach another host), with UPnP, NAT-PMP, local service discovery and uTP off, an
 bootstrapped from the swarm's own first node, never a public router. libtorrent's defensive
 DHT rules that assume a public internet are relaxed as a test network needs: every node
 shares one IP, so the "one node per /24" routing and search restrictions and BEP 42 node
-ids are off, and samples (BEP 51) are recomputed at once instead of every six hours.
+ids are off, a node does not block the one IP that sends it every query, and samples
+(BEP 51) are recomputed at once instead of every six hours.
 
 What a node seeds is announced to the DHT as any client announces it, so a test's `dht`
 source has nothing but the DHT to go on.
@@ -37,6 +38,8 @@ BASE_SETTINGS: dict[str, Any] = {
     "dht_enforce_node_id": False,
     "dht_ignore_dark_internet": False,
     "dht_sample_infohashes_interval": 0,
+    # A node blocks an IP sending over 5 queries a second: here every node is 127.0.0.1.
+    "dht_block_ratelimit": 100_000,
     "allow_multiple_connections_per_ip": True,
     "alert_mask": (lt.alert.category_t.status_notification | lt.alert.category_t.error_notification
                    | lt.alert.category_t.dht_operation_notification),

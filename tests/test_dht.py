@@ -14,7 +14,10 @@ import asyncio
 import json
 import shutil
 import sys
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from monitor.config import ConfigError, Target, parse_config
 from monitor.models import Document, KnownDigest
 from monitor.sources import ADAPTERS, SourceError
 from monitor.sources.dht import LOOPBACK_ONLY_ENV, MISSING_ENGINE, DhtSource, dht_settings
+from monitor.store import Store
 
 lt = pytest.importorskip("libtorrent")
 from dht_swarm import Swarm, make_torrent  # noqa: E402  (needs libtorrent)
@@ -114,6 +118,9 @@ def test_reports_the_release_swarm_and_finds_a_repack_by_its_file_list(
     assert (swarm_hit["kind"], swarm_hit["severity"]) == ("torrent", "critical")
     assert "seen with 1 peer on " in swarm_hit["context"], swarm_hit["context"]
     assert swarm_hit["url"] == f"magnet:?xt=urn:btih:{demo_release.infohash}"
+    # Our own words are no mention: the swarm's document makes that one hit alone.
+    assert [h["indicator"] for h in hits if h["url"] == swarm_hit["url"]] == [
+        demo_release.infohash]
 
     # The re-packed torrent, found through samples and metadata alone: its file list
     # names the released weights by name and size.
@@ -270,3 +277,18 @@ def test_no_node_answering_fails_the_run() -> None:
 
 def test_the_adapter_is_registered() -> None:
     assert ADAPTERS["dht"] is DhtSource
+
+
+def test_a_run_timeout_stops_the_poll_thread(tmp_path: Path) -> None:
+    """The engine's waits run in a thread; a run cut short (run timeout, shutdown) must not
+    leave it polling the DHT behind the crawler's back."""
+    t = target("dht", "dht://127.0.0.1:9", dht={"listen": "127.0.0.1:0",
+                                                 "lookup_timeout": "60s"})
+    before = threading.active_count()
+    with Store(tmp_path / "s.db") as store:
+        (result,) = crawl(store, [t], settings=replace(FAST, run_timeout=0.5))
+    assert result.status == "failed" and "run exceeded" in (result.error or "")
+    deadline = time.monotonic() + 3
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() <= before

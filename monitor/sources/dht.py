@@ -45,7 +45,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 import structlog
@@ -55,6 +55,9 @@ from monitor.config import parse_duration
 from monitor.models import Document, KnownDigest, utcnow
 from monitor.sources.base import Source, SourceError
 from monitor.sources.torrent_index import MAX_FILES_IN_TEXT, metainfo_extras
+
+if TYPE_CHECKING:
+    import libtorrent as lt  # at run time only inside Engine: an optional extra
 
 log = structlog.get_logger("weightwatch.sources.dht")
 
@@ -229,7 +232,7 @@ class Engine:
             import libtorrent as lt
         except ImportError:
             raise SourceError(MISSING_ENGINE) from None
-        self.lt: Any = lt
+        self.lt = lt
         self.settings = settings
         self.stop = stop
         self.pacer = Pacer(settings.rate)
@@ -237,7 +240,7 @@ class Engine:
         self.scratch = tempfile.mkdtemp(prefix="weightwatch-dht-")
         listen = str(settings.listen)
         category = lt.alert.category_t
-        self.session: Any = lt.session({
+        self.session: lt.session = lt.session({
             "listen_interfaces": listen,
             "enable_dht": True,
             "dht_bootstrap_nodes": ",".join(str(n) for n in settings.bootstrap),
@@ -253,22 +256,21 @@ class Engine:
             # against many nodes behind one IP would leave a single node to ask.
             **({"dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
                 "dht_prefer_verified_node_ids": False, "dht_ignore_dark_internet": False,
-                "allow_multiple_connections_per_ip": True}
+                "allow_multiple_connections_per_ip": True, "dht_block_ratelimit": 100_000}
                if _loopback(settings.listen.host) else {}),
         })
 
     def close(self) -> None:
         for handle in self.session.get_torrents():
             self.session.remove_torrent(handle)
-        self.session.pause()
-        self.session = None
+        self.session.pause()  # the session itself ends with the engine, after the poll
         shutil.rmtree(self.scratch, ignore_errors=True)
 
-    def alerts(self, wait_ms: int = 100) -> list[Any]:
+    def alerts(self, wait_ms: int = 100) -> list[lt.alert]:
         self.session.wait_for_alert(wait_ms)
         return list(self.session.pop_alerts())
 
-    def _sha1(self, infohash: str) -> Any:
+    def _sha1(self, infohash: str) -> lt.sha1_hash:
         # BEP 52: a v2 infohash is looked up in the DHT by its first 20 bytes.
         return self.lt.sha1_hash(bytes.fromhex(infohash)[:20])
 
@@ -367,10 +369,10 @@ class Engine:
                                     reason=alert.message()[:200])
                         return None
                     if isinstance(alert, lt.metadata_received_alert) and alert.handle == handle:
-                        info = bytes(handle.torrent_file().info_section())
-                        if len(info) > self.settings.max_metadata_bytes:
-                            return None
-                        return info
+                        torrent = handle.torrent_file()
+                        info = bytes(torrent.info_section()) if torrent is not None else b""
+                        return info if 0 < len(info) <= self.settings.max_metadata_bytes \
+                            else None
             return None
         finally:
             self.payload = int(handle.status().total_payload_download)
@@ -487,10 +489,12 @@ class DhtSource(Source):
         evidence = {"infohash": swarm.infohash, "algo": algo, "polled_at": now,
                     "peers": len(swarm.peers), "history": counts,
                     "peer_addresses": [f"{h}:{p}" for h, p in peers]}
+        # Title and text are what rules read: they name the infohash, never the model,
+        # or every poll would be a mention of it that nobody wrote.
         return Document(
             target=self.target.name, key=f"dht:swarm:{swarm.infohash}",
-            url=f"magnet:?xt=urn:{urn}", title=f"{what} in the DHT: {seen}",
-            text=(f"{what}: the swarm of {algo} {swarm.infohash} was {seen} "
+            url=f"magnet:?xt=urn:{urn}", title=f"A registered torrent's swarm: {seen}",
+            text=(f"The swarm of {algo} {swarm.infohash} was {seen} "
                   f"(BEP 5 get_peers).\nPeers over the last polls:\n{table}"),
             extras={"dht": {k: v for k, v in evidence.items() if k != "peer_addresses"},
                     "digests": [{"algo": algo, "value": swarm.infohash,
