@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 from support import FAST, RecordingFetcher, cli, crawl, registered_store, target
 
 from demo.release import Release
@@ -60,7 +61,8 @@ def swarm(demo_release: Release, repack: tuple[Path, bytes]) -> Iterator[Swarm]:
         s.wait_connected()
         release = s.seed(0, demo_release.torrent_bytes, demo_release.root)
         repacked = s.seed(1, repack[1], repack[0])
-        for node, handle in ((0, release), (1, repacked)):
+        release_v2 = s.seed(2, demo_release.torrent_v2_bytes, demo_release.root)
+        for node, handle in ((0, release), (1, repacked), (2, release_v2)):
             s.wait_seeding(handle)
             s.announce(handle, node)
         yield s
@@ -142,7 +144,7 @@ def test_reports_the_release_swarm_and_finds_a_repack_by_its_file_list(
     assert len(store.hits(target="dht")) == len(hits)
     cursor = store.cursor("dht")
     assert [n for _, n in cursor["peers"][demo_release.infohash]] == [1, 1]
-    assert repack_infohash(repack) in cursor["tried"]
+    assert repack_infohash(repack) in cursor["read"]
     assert swarm.payload_uploaded() == 0
 
 
@@ -150,29 +152,37 @@ def test_reports_the_release_swarm_and_finds_a_repack_by_its_file_list(
 def test_without_sampling_only_registered_swarms_are_asked(
         swarm: Swarm, demo_release: Release, tmp_path: Path) -> None:
     docs, cursor = run(dht_target(swarm), registered(demo_release, tmp_path / "r.db"))
-    assert [d.key for d in docs] == [f"dht:swarm:{demo_release.infohash}"]
-    doc = docs[0]
-    assert doc.extras["dht"]["peers"] == 1
-    assert "Peers over the last polls" in doc.text
-    evidence = json.loads(doc.snapshot)
-    assert evidence["peer_addresses"] == [swarm.nodes[0]]
-    # The v2 infohash is registered too; nobody seeds the pure v2 torrent: no document,
-    # but its (empty) swarm is remembered.
-    assert cursor["peers"][demo_release.infohash_v2][0][1] == 0
-    assert "tried" in cursor and not cursor["tried"]
+    v1, v2 = demo_release.infohash, demo_release.infohash_v2
+    assert [d.key for d in docs] == [f"dht:swarm:{v1}", f"dht:swarm:{v2}"]
+    for doc, seeder in zip(docs, (swarm.nodes[0], swarm.nodes[2]), strict=True):
+        assert doc.extras["dht"]["peers"] == 1
+        assert "Peers over the last polls" in doc.text
+        assert json.loads(doc.snapshot)["peer_addresses"] == [seeder]
+    # The pure v2 torrent's swarm, looked up by the first 20 bytes of its infohash.
+    assert docs[1].url == f"magnet:?xt=urn:btmh:1220{v2}"
+    assert docs[1].extras["digests"][0]["algo"] == "btmh"
+    assert [n for _, n in cursor["peers"][v2]] == [1]
+    assert not cursor["tried"] and not cursor["read"]
 
 
 @pytest.mark.slow
 def test_oversized_metadata_is_refused(swarm: Swarm, demo_release: Release,
                                        repack: tuple[Path, bytes], tmp_path: Path) -> None:
-    """An info dict over max_metadata_bytes is refused by the engine, unread: no document,
-    nothing downloaded, and the infohash remembered as tried."""
+    """An info dict over max_metadata_bytes is refused before anything reads it: no
+    document, nothing downloaded, and the infohash remembered as tried (asked again after a
+    day), not as read. (libtorrent 2.1 takes a metadata size a peer announces up to 4 MiB
+    whatever its max_metadata_size says, so the source checks the size itself.)"""
     info_size = len(lt.torrent_info(lt.bdecode(repack[1])).info_section())
     assert info_size > 1024
-    docs, cursor = run(dht_target(swarm, sample_infohashes=True, max_metadata_bytes=1024),
-                       registered(demo_release, tmp_path / "o.db"))
-    assert [d.key for d in docs] == [f"dht:swarm:{demo_release.infohash}"]
-    assert repack_infohash(repack) in cursor["tried"]
+    with capture_logs() as logs:
+        docs, cursor = run(dht_target(swarm, sample_infohashes=True, max_metadata_bytes=1024),
+                           registered(demo_release, tmp_path / "o.db"))
+    assert [d.key for d in docs] == [f"dht:swarm:{demo_release.infohash}",
+                                     f"dht:swarm:{demo_release.infohash_v2}"]
+    # Tried in vain (asked again after a day), not read.
+    assert repack_infohash(repack) in cursor["tried"] and not cursor["read"]
+    refused = [e for e in logs if e["event"] == "dht_metadata_refused"]
+    assert [(e["size"], e["limit"]) for e in refused] == [(info_size, 1024)], logs
     assert swarm.payload_uploaded() == 0
 
 
@@ -193,10 +203,12 @@ bootstrap_nodes = [{others}]
 lookup_timeout = "3s"
 ''')
     result = cli(db, "--config", str(config), "targets", "test", "dht", "--format", "json")
-    (doc,) = json.loads(result.stdout)
-    assert doc["url"] == f"magnet:?xt=urn:btih:{demo_release.infohash}"
-    assert [(h["kind"], h["indicator"]) for h in doc["hits"]] == [
-        ("torrent", demo_release.infohash)]
+    docs = json.loads(result.stdout)
+    assert [(d["url"], [(h["kind"], h["indicator"]) for h in d["hits"]]) for d in docs] == [
+        (f"magnet:?xt=urn:btih:{demo_release.infohash}",
+         [("torrent", demo_release.infohash)]),
+        (f"magnet:?xt=urn:btmh:1220{demo_release.infohash_v2}",
+         [("torrent", demo_release.infohash_v2)])]
 
 
 # ---------------------------------------------------------------- config and failures

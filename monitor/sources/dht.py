@@ -10,8 +10,9 @@ the DHT as one node (libtorrent's session, bootstrapped from the target's nodes)
   update that hit (same document key) instead of adding one per poll;
 - where the operator turns `sample_infohashes` on, asks up to `max_nodes` nodes for samples
   of the infohashes they store (BEP 51), and for up to `max_items` of those never seen
-  before fetches the torrent's metadata from its peers (BEP 9 `ut_metadata`, refused above
-  `max_metadata_bytes`), yielding the metainfo as a torrent listing: the manifest detector
+  before fetches the torrent's metadata from its peers (BEP 9 `ut_metadata`; an info dict
+  over `max_metadata_bytes` is refused unparsed), yielding the metainfo as a torrent
+  listing: the manifest detector
   compares its file list with the released names and sizes, the digest detector its v2
   pieces roots, as for a .torrent read from an index.
 
@@ -44,7 +45,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -77,7 +78,8 @@ DEFAULT_LOOKUP_TIMEOUT = 20.0
 # one ends the wait for it.
 SETTLE_SECONDS = 2.0
 HISTORY_POLLS = 30  # peer counts kept per infohash, shown in the evidence
-MAX_REMEMBERED = 5000  # sampled infohashes remembered as tried
+MAX_REMEMBERED = 5000  # sampled infohashes remembered as read, and as tried in vain
+RETRY_AFTER = timedelta(days=1)  # a sampled torrent whose metadata did not come is asked again
 MAX_PEERS_IN_SNAPSHOT = 50
 DHT_KEYS = ("listen", "bootstrap_nodes", "rate", "max_nodes", "max_metadata_bytes",
             "sample_infohashes", "lookup_timeout")
@@ -205,9 +207,11 @@ class Metadata:
 class PollResult:
     swarms: list[Swarm]
     metadata: list[Metadata]
-    tried: list[str]  # sampled infohashes whose metadata was asked for (got or not)
+    tried: list[str]  # sampled infohashes whose metadata was asked for and not got
+    read: list[str]  # sampled infohashes whose torrent was read (both ids of a hybrid)
     nodes_asked: int
     samples: int
+    payload_bytes: int  # file content received by the metadata fetches: always 0
 
 
 class Pacer:
@@ -236,13 +240,16 @@ class Engine:
         self.settings = settings
         self.stop = stop
         self.pacer = Pacer(settings.rate)
-        self.payload = 0  # payload bytes the last metadata fetch received (always 0)
+        self.payload = 0  # payload bytes the metadata fetches received (always 0)
         self.scratch = tempfile.mkdtemp(prefix="weightwatch-dht-")
         listen = str(settings.listen)
         category = lt.alert.category_t
         self.session: lt.session = lt.session({
             "listen_interfaces": listen,
             "enable_dht": True,
+            # BEP 43: a node that leaves after each poll stays out of others' routing
+            # tables (it asks, and answers nobody), instead of leaving a dead entry there.
+            "dht_read_only": True,
             "dht_bootstrap_nodes": ",".join(str(n) for n in settings.bootstrap),
             # Nothing that talks to routers or the local network; peers over TCP alone
             # (every client takes it; a uTP attempt to a peer without it stalls a fetch).
@@ -370,12 +377,13 @@ class Engine:
                         return None
                     if isinstance(alert, lt.metadata_received_alert) and alert.handle == handle:
                         torrent = handle.torrent_file()
-                        info = bytes(torrent.info_section()) if torrent is not None else b""
-                        return info if 0 < len(info) <= self.settings.max_metadata_bytes \
-                            else None
+                        return bytes(torrent.info_section()) if torrent is not None else None
+            if not self.stop.is_set():
+                log.warning("dht_metadata_missing", infohash=infohash, peers=len(peers),
+                            waited_s=self.settings.lookup_timeout)
             return None
         finally:
-            self.payload = int(handle.status().total_payload_download)
+            self.payload += int(handle.status().total_payload_download)
             self.session.remove_torrent(handle)
 
 
@@ -388,31 +396,39 @@ def poll(settings: DhtSettings, infohashes: Sequence[str], skip: set[str],
         swarms = engine.lookup(infohashes) if infohashes else []
         metadata: list[Metadata] = []
         tried: list[str] = []
+        read: list[str] = []
         nodes_asked = samples = 0
         if settings.sample_infohashes:
-            known = skip | {ih[:40] for ih in infohashes}
-            found, nodes_asked, samples = engine.sample(known)
-            read: set[str] = set()  # both DHT ids of each torrent read (hybrid: v1 and v2)
+            found, nodes_asked, samples = engine.sample(skip | {ih[:40] for ih in infohashes})
+            fetches = 0
             for ih, node in found.items():
-                if stop.is_set() or len(tried) >= settings.max_torrents:
+                if stop.is_set() or fetches >= settings.max_torrents:
                     break
-                if ih in read:
+                if ih in read or ih in tried:
                     continue
-                tried.append(ih)
+                fetches += 1
                 (swarm,) = engine.lookup([ih])
-                if not swarm.peers:
-                    continue
-                info = engine.metadata(ih, swarm.peers)
-                if engine.payload:
-                    raise SourceError(f"{ih}: payload downloaded during a metadata fetch")
+                info = engine.metadata(ih, swarm.peers) if swarm.peers else None
+                if engine.payload:  # what upload mode and priority 0 rule out
+                    raise SourceError(f"{ih}: file content received during a metadata fetch")
                 if info is None:
-                    log.warning("dht_metadata_missing", infohash=ih, peers=len(swarm.peers))
+                    if not swarm.peers:
+                        log.info("dht_sample_without_peers", infohash=ih)
+                    tried.append(ih)
+                    continue
+                # A hybrid torrent is in the DHT under both ids: fetched once.
+                ids = {ih, hashlib.sha1(info).hexdigest(), hashlib.sha256(info).hexdigest()[:40]}
+                if len(info) > settings.max_metadata_bytes:
+                    # libtorrent 2.1 takes a size the peer announces, up to 4 MiB, whatever
+                    # max_metadata_size says (ut_metadata.cpp): the bound is kept here,
+                    # before anything parses it.
+                    log.warning("dht_metadata_refused", infohash=ih, size=len(info),
+                                limit=settings.max_metadata_bytes)
+                    tried.extend(ids - set(tried))
                     continue
                 metadata.append(Metadata(ih, info, len(swarm.peers), node))
-                ids = {hashlib.sha1(info).hexdigest(), hashlib.sha256(info).hexdigest()[:40]}
-                read |= ids
-                tried.extend(sorted(ids - {ih}))  # not asked for again under its other id
-        return PollResult(swarms, metadata, tried, nodes_asked, samples)
+                read.extend(ids - set(read))
+        return PollResult(swarms, metadata, tried, read, nodes_asked, samples, engine.payload)
     finally:
         engine.close()
 
@@ -450,10 +466,14 @@ class DhtSource(Source):
     async def documents(self) -> AsyncIterator[Document]:
         settings = self.settings()
         registered = _by_value(self.infohashes)
-        tried = _remembered(self.cursor.get("tried"))
+        read = _remembered(self.cursor.get("read"))
+        retry = _iso(datetime.now(UTC) - RETRY_AFTER)
+        tried = {ih: at for ih, at in _remembered(self.cursor.get("tried")).items()
+                 if at > retry and ih not in read}
         stop = threading.Event()
         try:
-            result = await asyncio.to_thread(poll, settings, list(registered), set(tried), stop)
+            result = await asyncio.to_thread(poll, settings, list(registered),
+                                             set(read) | set(tried), stop)
         finally:
             stop.set()  # a cancelled run (timeout, shutdown) ends the thread's waits
         now = utcnow()
@@ -468,13 +488,14 @@ class DhtSource(Source):
             doc = self._metadata_document(meta, now)
             if doc is not None:
                 yield doc
-        for ih in result.tried:
-            tried[ih] = now
+        tried.update(dict.fromkeys(result.tried, now))
+        read.update(dict.fromkeys(result.read, now))
         log.info("dht_polled", infohashes=len(result.swarms),
                  with_peers=sum(1 for s in result.swarms if s.peers),
                  nodes_asked=result.nodes_asked, samples=result.samples,
-                 metadata=len(result.metadata))
+                 metadata=len(result.metadata), payload_bytes=result.payload_bytes)
         self.cursor["peers"] = {ih: counts for ih, counts in history.items() if ih in registered}
+        self.cursor["read"] = dict(list(read.items())[-MAX_REMEMBERED:])
         self.cursor["tried"] = dict(list(tried.items())[-MAX_REMEMBERED:])
 
     def _swarm_document(self, swarm: Swarm, entries: list[KnownDigest],
@@ -551,6 +572,10 @@ def _remembered(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         return {}
     return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")
 
 
 def _peers(n: int) -> str:
