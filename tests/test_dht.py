@@ -29,7 +29,13 @@ from demo.release import Release
 from monitor.config import ConfigError, Target, parse_config
 from monitor.models import Document, KnownDigest
 from monitor.sources import ADAPTERS, SourceError
-from monitor.sources.dht import LOOPBACK_ONLY_ENV, MISSING_ENGINE, DhtSource, dht_settings
+from monitor.sources.dht import (
+    LOOPBACK_ONLY_ENV,
+    MISSING_ENGINE,
+    DhtSource,
+    contactable,
+    dht_settings,
+)
 from monitor.store import Store
 
 lt = pytest.importorskip("libtorrent")
@@ -304,3 +310,14 @@ def test_a_run_timeout_stops_the_poll_thread(tmp_path: Path) -> None:
     while threading.active_count() > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert threading.active_count() <= before
+
+
+def test_only_public_nodes_and_peers_are_contacted() -> None:
+    """What the DHT says is anyone's word: a peer announced at a private or loopback address
+    is never connected to, a node returned there never asked (except by a node that itself
+    listens on loopback: a test's swarm, which then reaches loopback alone)."""
+    for host in ("10.0.0.1", "192.168.1.1", "127.0.0.1", "169.254.169.254", "::1", "fd00::1",
+                 "0.0.0.0", "not-an-ip"):
+        assert not contactable(host, loopback=False), host
+    assert contactable("1.1.1.1", loopback=False) and contactable("2606:4700::1", loopback=False)
+    assert contactable("127.0.0.1", loopback=True) and not contactable("1.1.1.1", loopback=True)

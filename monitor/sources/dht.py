@@ -131,6 +131,18 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def contactable(host: str, *, loopback: bool) -> bool:
+    """Whether a node or peer the DHT named may be contacted: a public address, or for a
+    node listening on loopback (a test's swarm) loopback alone. Anyone can announce a peer
+    or return a node at 10.0.0.1 or 127.0.0.1, which would have the monitor knock on its
+    own network's doors."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback if loopback else address.is_global
+
+
 def dht_settings(options: dict[str, Any], url: str, max_items: int = 50) -> DhtSettings:
     """The target's `url` (the first bootstrap node, `dht://HOST:PORT`) and `dht` table as
     settings; ValueError (one line, naming the key) for anything wrong."""
@@ -243,6 +255,7 @@ class Engine:
         self.payload = 0  # payload bytes the metadata fetches received (always 0)
         self.scratch = tempfile.mkdtemp(prefix="weightwatch-dht-")
         listen = str(settings.listen)
+        self.loopback = _loopback(settings.listen.host)
         category = lt.alert.category_t
         self.session: lt.session = lt.session({
             "listen_interfaces": listen,
@@ -264,7 +277,7 @@ class Engine:
             **({"dht_restrict_routing_ips": False, "dht_restrict_search_ips": False,
                 "dht_prefer_verified_node_ids": False, "dht_ignore_dark_internet": False,
                 "allow_multiple_connections_per_ip": True, "dht_block_ratelimit": 100_000}
-               if _loopback(settings.listen.host) else {}),
+               if self.loopback else {}),
         })
 
     def close(self) -> None:
@@ -349,12 +362,15 @@ class Engine:
                     if ih not in skip:
                         found.setdefault(ih, str(Node(str(host), int(port))))
                 todo.extend((str(n["endpoint"][0]), int(n["endpoint"][1]))
-                            for n in alert.nodes)
+                            for n in alert.nodes if self.reachable(str(n["endpoint"][0])))
         return found, len(asked), seen
 
+    def reachable(self, host: str) -> bool:
+        return contactable(host, loopback=self.loopback)
+
     def metadata(self, infohash: str, peers: set[tuple[str, int]]) -> bytes | None:
-        """The info dict of `infohash` from `peers` (BEP 9), or None: no peer sent it in
-        time, or it was over `max_metadata_bytes` (libtorrent refuses it unread)."""
+        """The info dict of `infohash` from `peers` (BEP 9), or None if no peer sent it in
+        time."""
         lt = self.lt
         params = lt.add_torrent_params()
         params.info_hashes = lt.info_hash_t(self._sha1(infohash))
@@ -367,7 +383,8 @@ class Engine:
         handle = self.session.add_torrent(params)
         try:
             for peer in peers:
-                handle.connect_peer(peer)
+                if self.reachable(peer[0]):
+                    handle.connect_peer(peer)
             deadline = time.monotonic() + self.settings.lookup_timeout
             while time.monotonic() < deadline and not self.stop.is_set():
                 for alert in self.alerts():
