@@ -82,12 +82,12 @@ def dht_target(swarm: Swarm, **dht: Any) -> Any:
     return target("dht", f"dht://{swarm.nodes[1]}", name="dht", max_items=5, dht=options)
 
 
-def run(t: Target, infohashes: list[KnownDigest] | None = None
+def run(t: Target, infohashes: list[KnownDigest] | None = None, *, run_timeout: float = 60
         ) -> tuple[list[Document], dict[str, Any]]:
     """One poll: the documents and the cursor the source would save."""
 
     async def go() -> tuple[list[Document], dict[str, Any]]:
-        async with RecordingFetcher(FAST) as fetcher:
+        async with RecordingFetcher(replace(FAST, run_timeout=run_timeout)) as fetcher:
             source = ADAPTERS[t.kind](t, fetcher, {}, infohashes=infohashes or ())
             return [d async for d in source.documents()], source.cursor
 
@@ -190,6 +190,19 @@ def test_oversized_metadata_is_refused(swarm: Swarm, demo_release: Release,
     refused = [e for e in logs if e["event"] == "dht_metadata_refused"]
     assert [(e["size"], e["limit"]) for e in refused] == [(info_size, 1024)], logs
     assert swarm.payload_uploaded() == 0
+
+
+@pytest.mark.slow
+def test_a_poll_ends_inside_the_run_timeout(swarm: Swarm, demo_release: Release,
+                                            tmp_path: Path) -> None:
+    """The poll yields when it is done: with no time left for a lookup and a fetch, the
+    sampled torrents wait for the next poll, and what was found is still yielded."""
+    with capture_logs() as logs:
+        docs, cursor = run(dht_target(swarm, sample_infohashes=True),
+                           registered(demo_release, tmp_path / "b.db"), run_timeout=6)
+    assert len(docs) == 2 and all(d.key.startswith("dht:swarm:") for d in docs)
+    assert "dht_poll_budget_spent" in [e["event"] for e in logs]
+    assert not cursor["tried"] and not cursor["read"]
 
 
 @pytest.mark.slow

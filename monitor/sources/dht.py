@@ -107,6 +107,9 @@ class DhtSettings:
     sample_infohashes: bool
     lookup_timeout: float
     max_torrents: int  # the target's max_items: metadata fetches per poll
+    # Seconds the poll may take: it yields only when done, so it must end inside the run
+    # timeout however many sampled torrents keep it waiting.
+    budget: float = 600.0
 
 
 def parse_node(value: object, what: str) -> Node:
@@ -143,7 +146,8 @@ def contactable(host: str, *, loopback: bool) -> bool:
     return address.is_loopback if loopback else address.is_global
 
 
-def dht_settings(options: dict[str, Any], url: str, max_items: int = 50) -> DhtSettings:
+def dht_settings(options: dict[str, Any], url: str, max_items: int = 50,
+                 run_timeout: float = 600.0) -> DhtSettings:
     """The target's `url` (the first bootstrap node, `dht://HOST:PORT`) and `dht` table as
     settings; ValueError (one line, naming the key) for anything wrong."""
     unknown = sorted(set(options) - set(DHT_KEYS))
@@ -181,7 +185,8 @@ def dht_settings(options: dict[str, Any], url: str, max_items: int = 50) -> DhtS
         raise ValueError("dht.lookup_timeout must be at most 5m")
     return DhtSettings(listen=listen, bootstrap=tuple(nodes), rate=rate, max_nodes=max_nodes,
                        max_metadata_bytes=max_metadata, sample_infohashes=sample,
-                       lookup_timeout=lookup_timeout, max_torrents=max_items)
+                       lookup_timeout=lookup_timeout, max_torrents=max_items,
+                       budget=0.9 * run_timeout)
 
 
 def _number(options: dict[str, Any], key: str, default: float, low: float, high: float, *,
@@ -407,6 +412,7 @@ class Engine:
 def poll(settings: DhtSettings, infohashes: Sequence[str], skip: set[str],
          stop: threading.Event) -> PollResult:
     """One poll of the DHT, blocking (run in a thread)."""
+    deadline = time.monotonic() + settings.budget
     engine = Engine(settings, stop)
     try:
         engine.bootstrap()
@@ -423,6 +429,10 @@ def poll(settings: DhtSettings, infohashes: Sequence[str], skip: set[str],
                     break
                 if ih in read or ih in tried:
                     continue
+                if time.monotonic() + 2 * settings.lookup_timeout > deadline:
+                    # A lookup and a fetch more might outlast the run: the rest next poll.
+                    log.info("dht_poll_budget_spent", fetched=len(metadata), tried=len(tried))
+                    break
                 fetches += 1
                 (swarm,) = engine.lookup([ih])
                 info = engine.metadata(ih, swarm.peers) if swarm.peers else None
@@ -476,7 +486,8 @@ class DhtSource(Source):
 
     def settings(self) -> DhtSettings:
         try:
-            return dht_settings(self.target.dht, self.target.url, self.target.max_items)
+            return dht_settings(self.target.dht, self.target.url, self.target.max_items,
+                                self.fetcher.settings.run_timeout)
         except ValueError as exc:
             raise SourceError(str(exc)) from None
 
