@@ -1,9 +1,10 @@
 """The `dht` source on a loopback swarm of real libtorrent sessions (tests/dht_swarm.py).
 
-One node seeds the demo release's own torrent (its infohash is registered); another seeds a
-re-packed torrent of the release (another folder name, only the weights, libtorrent's own
-hybrid layout), which nothing registers and no index lists: the source must find it with
-nothing but the DHT (BEP 51 samples, then BEP 9 metadata from the peers `get_peers` gave).
+One node seeds the demo release's own torrent, a third its pure v2 torrent (both
+infohashes are registered, from the release's magnets); another seeds a re-packed torrent
+of the release (another folder name, the weights and a README, libtorrent's own hybrid
+layout), which nothing registers and no index lists: the source must find it with nothing
+but the DHT (BEP 51 samples, then BEP 9 metadata from the peers `get_peers` gave).
 No test reaches beyond 127.0.0.1: the swarm binds there, and LOOPBACK_ONLY_ENV makes the
 source refuse any other node whatever a test's config says.
 """
@@ -116,8 +117,11 @@ def test_reports_the_release_swarm_and_finds_a_repack_by_its_file_list(
         swarm: Swarm, demo_release: Release, repack: tuple[Path, bytes], tmp_path: Path) -> None:
     store = registered_store(tmp_path / "dht.db", demo_release)
     t = dht_target(swarm, sample_infohashes=True)
-    (result,) = crawl(store, [t])
+    with capture_logs() as logs:
+        (result,) = crawl(store, [t])
     assert result.status == "ok", result.error
+    (polled,) = [e for e in logs if e["event"] == "dht_polled"]
+    assert (polled["metadata"], polled["payload_bytes"]) == (1, 0)
     hits = store.hits(target="dht")
     by_indicator = {h["indicator"]: h for h in hits}
 
@@ -139,7 +143,8 @@ def test_reports_the_release_swarm_and_finds_a_repack_by_its_file_list(
     assert REPACK in named["context"]
     # libtorrent makes hybrid torrents: the v2 pieces root is the file's own digest.
     assert by_indicator[weights.pieces_root]["severity"] == "critical"
-    # Metadata only: the seeders sent no byte of any file.
+    # Metadata only: no byte of any file came in (the fetches' total_payload_download,
+    # summed) or went out of any seeder (their total_payload_upload).
     assert swarm.payload_uploaded() == 0
 
     # A second poll: the swarm's document moves on (two counts), no hit is added, and the
