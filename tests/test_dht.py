@@ -12,6 +12,7 @@ source refuse any other node whatever a test's config says.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import shutil
 import sys
@@ -83,13 +84,13 @@ def dht_target(swarm: Swarm, **dht: Any) -> Any:
     return target("dht", f"dht://{swarm.nodes[1]}", name="dht", max_items=5, dht=options)
 
 
-def run(t: Target, infohashes: list[KnownDigest] | None = None, *, run_timeout: float = 60
-        ) -> tuple[list[Document], dict[str, Any]]:
+def run(t: Target, infohashes: list[KnownDigest] | None = None, *, run_timeout: float = 60,
+        cursor: dict[str, Any] | None = None) -> tuple[list[Document], dict[str, Any]]:
     """One poll: the documents and the cursor the source would save."""
 
     async def go() -> tuple[list[Document], dict[str, Any]]:
         async with RecordingFetcher(replace(FAST, run_timeout=run_timeout)) as fetcher:
-            source = ADAPTERS[t.kind](t, fetcher, {}, infohashes=infohashes or ())
+            source = ADAPTERS[t.kind](t, fetcher, cursor or {}, infohashes=infohashes or ())
             return [d async for d in source.documents()], source.cursor
 
     return asyncio.run(go())
@@ -155,6 +156,10 @@ def test_reports_the_release_swarm_and_finds_a_repack_by_its_file_list(
     assert len(store.hits(target="dht")) == len(hits)
     cursor = store.cursor("dht")
     assert [n for _, n in cursor["peers"][demo_release.infohash]] == [1, 1]
+    # The node's DHT state (its id, the nodes it knew) is kept for the next poll.
+    known = lt.read_session_params(base64.b64decode(cursor["state"]),
+                                   lt.save_state_flags_t.save_dht_state)
+    assert known.dht_state is not None
     assert repack_infohash(repack) in cursor["read"]
     assert swarm.payload_uploaded() == 0
 
@@ -162,7 +167,11 @@ def test_reports_the_release_swarm_and_finds_a_repack_by_its_file_list(
 @pytest.mark.slow
 def test_without_sampling_only_registered_swarms_are_asked(
         swarm: Swarm, demo_release: Release, tmp_path: Path) -> None:
-    docs, cursor = run(dht_target(swarm), registered(demo_release, tmp_path / "r.db"))
+    # A cursor from another version (state that is not bencoded, junk counts) costs nothing.
+    old = {"state": base64.b64encode(b"garbage").decode(), "peers": {"x": [[1, "y"]]},
+           "tried": ["not", "a", "dict"]}
+    docs, cursor = run(dht_target(swarm), registered(demo_release, tmp_path / "r.db"),
+                       cursor=old)
     v1, v2 = demo_release.infohash, demo_release.infohash_v2
     assert [d.key for d in docs] == [f"dht:swarm:{v1}", f"dht:swarm:{v2}"]
     for doc, seeder in zip(docs, (swarm.nodes[0], swarm.nodes[2]), strict=True):
@@ -174,6 +183,13 @@ def test_without_sampling_only_registered_swarms_are_asked(
     assert docs[1].extras["digests"][0]["algo"] == "btmh"
     assert [n for _, n in cursor["peers"][v2]] == [1]
     assert not cursor["tried"] and not cursor["read"]
+
+    # The next poll starts from the nodes this one knew: it needs no bootstrap node.
+    gone = target("dht", "dht://127.0.0.1:9", name="dht", dht={
+        "listen": "127.0.0.1:0", "lookup_timeout": "3s", "rate": 50})
+    again, cursor = run(gone, registered(demo_release, tmp_path / "r2.db"), cursor=cursor)
+    assert [d.key for d in again] == [d.key for d in docs]
+    assert [n for _, n in cursor["peers"][v1]] == [1, 1]
 
 
 @pytest.mark.slow

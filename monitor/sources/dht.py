@@ -16,6 +16,9 @@ the DHT as one node (libtorrent's session, bootstrapped from the target's nodes)
   compares its file list with the released names and sizes, the digest detector its v2
   pieces roots, as for a .torrent read from an index.
 
+The node is read-only (BEP 43), and keeps its DHT state (id and known nodes) in the cursor
+so the next poll starts from them rather than from the bootstrap nodes again.
+
 No file content is ever downloaded: a metadata fetch adds the torrent in upload mode with
 every file at priority 0 (libtorrent's `upload_mode` and `default_dont_download`), connects
 only to the peers our own lookup found (`disable_dht`, so the monitor never announces
@@ -33,6 +36,7 @@ libtorrent is an optional extra (`pip install 'weightwatch[dht]'`), imported onl
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import importlib.util
 import ipaddress
@@ -81,6 +85,7 @@ HISTORY_POLLS = 30  # peer counts kept per infohash, shown in the evidence
 MAX_REMEMBERED = 5000  # sampled infohashes remembered as read, and as tried in vain
 RETRY_AFTER = timedelta(days=1)  # a sampled torrent whose metadata did not come is asked again
 MAX_PEERS_IN_SNAPSHOT = 50
+MAX_STATE_BYTES = 64 * 1024  # the DHT state kept between polls (a routing table: ~10 KB)
 DHT_KEYS = ("listen", "bootstrap_nodes", "rate", "max_nodes", "max_metadata_bytes",
             "sample_infohashes", "lookup_timeout")
 
@@ -229,6 +234,7 @@ class PollResult:
     nodes_asked: int
     samples: int
     payload_bytes: int  # file content received by the metadata fetches: always 0
+    state: bytes  # the node's DHT state, for the next poll
 
 
 class Pacer:
@@ -248,7 +254,9 @@ class Pacer:
 class Engine:
     """One libtorrent session for one poll: a DHT node that asks and never announces."""
 
-    def __init__(self, settings: DhtSettings, stop: threading.Event):
+    def __init__(self, settings: DhtSettings, stop: threading.Event, state: bytes = b""):
+        """`state` is the node's DHT state (its id and the nodes it knew) from the last
+        poll: asked first, they spare the bootstrap nodes a request each poll."""
         try:
             import libtorrent as lt
         except ImportError:
@@ -262,7 +270,7 @@ class Engine:
         listen = str(settings.listen)
         self.loopback = _loopback(settings.listen.host)
         category = lt.alert.category_t
-        self.session: lt.session = lt.session({
+        pack: lt.settings_pack = {
             "listen_interfaces": listen,
             "enable_dht": True,
             # BEP 43: a node that leaves after each poll stays out of others' routing
@@ -283,7 +291,19 @@ class Engine:
                 "dht_prefer_verified_node_ids": False, "dht_ignore_dark_internet": False,
                 "allow_multiple_connections_per_ip": True, "dht_block_ratelimit": 100_000}
                if self.loopback else {}),
-        })
+        }
+        params = lt.session_params(pack)
+        if state:
+            try:
+                params = lt.read_session_params(state, lt.save_state_flags_t.save_dht_state)
+                params.settings = pack
+            except RuntimeError as exc:  # a cursor from another libtorrent: bootstrap anew
+                log.info("dht_state_unreadable", reason=str(exc)[:200])
+        self.session: lt.session = lt.session(params)
+
+    def state(self) -> bytes:
+        flag = self.lt.save_state_flags_t.save_dht_state
+        return self.lt.write_session_params_buf(self.session.session_state(flag), flag)
 
     def close(self) -> None:
         for handle in self.session.get_torrents():
@@ -410,10 +430,10 @@ class Engine:
 
 
 def poll(settings: DhtSettings, infohashes: Sequence[str], skip: set[str],
-         stop: threading.Event) -> PollResult:
+         stop: threading.Event, state: bytes = b"") -> PollResult:
     """One poll of the DHT, blocking (run in a thread)."""
     deadline = time.monotonic() + settings.budget
-    engine = Engine(settings, stop)
+    engine = Engine(settings, stop, state)
     try:
         engine.bootstrap()
         swarms = engine.lookup(infohashes) if infohashes else []
@@ -455,7 +475,8 @@ def poll(settings: DhtSettings, infohashes: Sequence[str], skip: set[str],
                     continue
                 metadata.append(Metadata(ih, info, len(swarm.peers), node))
                 read.extend(ids - set(read))
-        return PollResult(swarms, metadata, tried, read, nodes_asked, samples, engine.payload)
+        return PollResult(swarms, metadata, tried, read, nodes_asked, samples, engine.payload,
+                          engine.state())
     finally:
         engine.close()
 
@@ -501,7 +522,8 @@ class DhtSource(Source):
         stop = threading.Event()
         try:
             result = await asyncio.to_thread(poll, settings, list(registered),
-                                             set(read) | set(tried), stop)
+                                             set(read) | set(tried), stop,
+                                             _state(self.cursor.get("state")))
         finally:
             stop.set()  # a cancelled run (timeout, shutdown) ends the thread's waits
         now = utcnow()
@@ -525,6 +547,8 @@ class DhtSource(Source):
         self.cursor["peers"] = {ih: counts for ih, counts in history.items() if ih in registered}
         self.cursor["read"] = dict(list(read.items())[-MAX_REMEMBERED:])
         self.cursor["tried"] = dict(list(tried.items())[-MAX_REMEMBERED:])
+        if len(result.state) <= MAX_STATE_BYTES:
+            self.cursor["state"] = base64.b64encode(result.state).decode()
 
     def _swarm_document(self, swarm: Swarm, entries: list[KnownDigest],
                         counts: list[list[Any]], now: str) -> Document:
@@ -594,6 +618,16 @@ def _histories(value: Any) -> dict[str, list[list[Any]]]:
     return {ih: [[at, n] for at, n in (p for p in counts if isinstance(p, list) and len(p) == 2)
                  if isinstance(at, str) and type(n) is int]
             for ih, counts in value.items() if isinstance(ih, str) and isinstance(counts, list)}
+
+
+def _state(value: Any) -> bytes:
+    """The cursor's DHT state; nothing for anything else."""
+    if not isinstance(value, str) or len(value) > 2 * MAX_STATE_BYTES:
+        return b""
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:
+        return b""
 
 
 def _remembered(value: Any) -> dict[str, str]:
