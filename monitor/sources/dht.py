@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import difflib
 import hashlib
 import importlib.util
 import ipaddress
@@ -120,14 +121,14 @@ class DhtSettings:
 def parse_node(value: object, what: str) -> Node:
     """`HOST:PORT` or `[V6]:PORT`; ValueError naming `what` otherwise."""
     if not isinstance(value, str):
-        raise ValueError(f"{what} must be a string HOST:PORT, got {value!r}")
+        raise ValueError(f"{what}: must be a string HOST:PORT, got {value!r}")
     try:
         parts = urlsplit(f"//{value.strip()}")
         host, port = parts.hostname, parts.port
     except ValueError:
         host = port = None
     if not host or port is None or parts.path or parts.username:
-        raise ValueError(f"{what} must be HOST:PORT (e.g. router.bittorrent.com:6881), "
+        raise ValueError(f"{what}: must be HOST:PORT (e.g. router.bittorrent.com:6881), "
                          f"got {value!r}")
     return Node(host, port)
 
@@ -157,7 +158,9 @@ def dht_settings(options: dict[str, Any], url: str, max_items: int = 50,
     settings; ValueError (one line, naming the key) for anything wrong."""
     unknown = sorted(set(options) - set(DHT_KEYS))
     if unknown:
-        raise ValueError(f"dht.{unknown[0]}: unknown key (known: {', '.join(DHT_KEYS)})")
+        close = difflib.get_close_matches(unknown[0], DHT_KEYS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(DHT_KEYS)})"
+        raise ValueError(f"dht.{unknown[0]}: unknown key '{unknown[0]}'{hint}")
     parts = urlsplit(url)
     if parts.scheme != "dht":
         raise ValueError(f"url: kind 'dht' takes dht://HOST:PORT (a bootstrap node), "
@@ -166,7 +169,7 @@ def dht_settings(options: dict[str, Any], url: str, max_items: int = 50,
     listen = parse_node(options.get("listen", DEFAULT_LISTEN), "dht.listen")
     extra = options.get("bootstrap_nodes", [])
     if not isinstance(extra, list):
-        raise ValueError("dht.bootstrap_nodes must be an array of HOST:PORT strings")
+        raise ValueError("dht.bootstrap_nodes: must be an array of HOST:PORT strings")
     nodes = [first, *(parse_node(v, "dht.bootstrap_nodes") for v in extra)]
     if os.environ.get(LOOPBACK_ONLY_ENV):
         keys = ("dht.listen", "url", *("dht.bootstrap_nodes",) * len(extra))
@@ -180,14 +183,14 @@ def dht_settings(options: dict[str, Any], url: str, max_items: int = 50,
                                MAX_METADATA_LIMIT, integer=True))
     sample = options.get("sample_infohashes", False)
     if not isinstance(sample, bool):
-        raise ValueError("dht.sample_infohashes must be true or false")
+        raise ValueError("dht.sample_infohashes: must be true or false")
     raw_timeout = options.get("lookup_timeout", DEFAULT_LOOKUP_TIMEOUT)
     try:
         lookup_timeout = parse_duration(raw_timeout)
     except ValueError as exc:
         raise ValueError(f"dht.lookup_timeout: {exc}") from None
     if lookup_timeout > 300:
-        raise ValueError("dht.lookup_timeout must be at most 5m")
+        raise ValueError("dht.lookup_timeout: must be at most 5m")
     return DhtSettings(listen=listen, bootstrap=tuple(nodes), rate=rate, max_nodes=max_nodes,
                        max_metadata_bytes=max_metadata, sample_infohashes=sample,
                        lookup_timeout=lookup_timeout, max_torrents=max_items,
@@ -201,7 +204,7 @@ def _number(options: dict[str, Any], key: str, default: float, low: float, high:
             and not (integer and isinstance(value, float)) and low <= value <= high:
         return float(value)
     what = "an integer" if integer else "a number"
-    raise ValueError(f"dht.{key} must be {what} from {low:g} to {high:g}, got {value!r}")
+    raise ValueError(f"dht.{key}: must be {what} from {low:g} to {high:g}, got {value!r}")
 
 
 # --------------------------------------------------------------------------- the poll
@@ -498,8 +501,8 @@ class DhtSource(Source):
             if not any(key == "url" for key, _ in problems):  # said once, by the base check
                 dht_settings(table if isinstance(table, dict) else {}, str(options["url"]))
         except ValueError as exc:
-            key, _, message = str(exc).partition(": ")
-            problems.append((key, message) if message and " " not in key else ("dht", str(exc)))
+            key, _, message = str(exc).partition(": ")  # "dht.rate: must be ..."
+            problems.append((key, message))
         # A disabled example (the shipped config.toml has one) needs no engine yet.
         if options.get("enabled", True) and importlib.util.find_spec("libtorrent") is None:
             problems.append(("kind", MISSING_ENGINE))
