@@ -284,7 +284,7 @@ def test_config_reads_the_dht_table() -> None:
     ({"dht": {"bootstrap_nodes": ["no-port"]}}, "dht.bootstrap_nodes: must be HOST:PORT"),
     ({"dht": {"sample_infohashes": "yes"}}, "dht.sample_infohashes: must be true or false"),
     ({"dht": {"lookup_timeout": "1h"}}, "dht.lookup_timeout: must be at most 5m"),
-    ({"dht": {"max_peers": 3}}, "dht.max_peers: unknown key 'max_peers' (known: listen, "),
+    ({"dht": {"port": 3}}, "dht.port: unknown key 'port' (known: listen, "),
     ({"dht": {"max_node": 3}}, "dht.max_node: unknown key 'max_node' (did you mean 'max_nodes'?)"),
     ({"url": "https://example.org/"}, "kind 'dht' takes a dht:// URL"),
     # The test-only guard: nothing but loopback while LOOPBACK_ONLY_ENV is set.
