@@ -88,7 +88,8 @@ def parse_wait(value: Any) -> float:
 
 def check_url(value: str) -> str:
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https"):
+    # dht://HOST:PORT names a DHT bootstrap node (kind `dht` alone takes it: Source.url_schemes)
+    if parts.scheme not in ("http", "https", "dht"):
         raise ValueError(f"URL must start with http:// or https://, got {value!r}")
     if not parts.hostname:
         raise ValueError(f"URL has no host: {value!r}")
@@ -254,9 +255,10 @@ TARGET_COMMON_KEYS = {
     "api_key_env": _k(str, check=check_env_name),
     "categories": _k(list, items=int),
     "max_pages": _k(int),
+    "dht": _k(dict),
 }
 KIND_SPECIFIC_KEYS = frozenset({"preset", "selectors", "document_url", "query", "api_key_env",
-                                "categories", "max_pages"})
+                                "categories", "max_pages", "dht"})
 
 RULE_KEYS = {
     "name": _k(str, required=True),
@@ -432,6 +434,7 @@ class Target:
     api_key_env: str | None = None
     categories: list[int] = field(default_factory=list)
     max_pages: int = 5
+    dht: dict[str, Any] = field(default_factory=dict)  # kind `dht`: checked by its adapter
 
     def api_key(self) -> str | None:
         """Read at request time so the key lives in the environment (or a credential
@@ -709,7 +712,7 @@ def parse_config(data: dict[str, Any], path: Path | None) -> Config:
             obey_robots=t.get("obey_robots", True), proxy=t.get("proxy"),
             cookies=dict(t.get("cookies", {})), query=t.get("query"),
             api_key_env=t.get("api_key_env"), categories=list(t.get("categories", [])),
-            max_pages=t.get("max_pages", 5)))
+            max_pages=t.get("max_pages", 5), dht=dict(t.get("dht", {}))))
         if targets[-1].interval < 10:
             c.problem(f"{keypath}.interval", "must be at least 10s: be polite to the source")
         for name in ("max_items", "max_pages"):

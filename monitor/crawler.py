@@ -19,7 +19,7 @@ from monitor import runstats
 from monitor.config import Config, Target
 from monitor.detect import Detection, Detector, build_detection, detect_all
 from monitor.fetch import Fetcher, FetchError, redact_url
-from monitor.models import Document, Hit
+from monitor.models import Document, Hit, KnownDigest
 from monitor.sources import ADAPTERS, SourceError
 from monitor.store import Store, StoreError
 
@@ -83,7 +83,9 @@ async def crawl_target(target: Target, config: Config, store: Store, fetcher: Fe
 
 async def _crawl(target: Target, store: Store, fetcher: Fetcher, detection: Detection,
                  run_id: int, result: RunResult, channels: Sequence[str]) -> None:
-    source = ADAPTERS[target.kind](target, fetcher, store.cursor(target.name))
+    adapter = ADAPTERS[target.kind]
+    source = adapter(target, fetcher, store.cursor(target.name),
+                     infohashes=store.registry.infohashes() if adapter.watches_infohashes else ())
     async for doc in source.documents():
         result.documents_seen += 1
         content_sha = doc.content_sha256
@@ -151,13 +153,15 @@ class Preview:
 
 
 async def dry_run(target: Target, config: Config, detectors: list[Detector],
-                  fetcher: Fetcher | None = None) -> list[Preview]:
+                  fetcher: Fetcher | None = None, *,
+                  infohashes: Sequence[KnownDigest] = ()) -> list[Preview]:
     """Fetch and extract one target from scratch (no cursor) and run the detectors,
-    recording nothing: what an operator checks before a target goes live."""
+    recording nothing: what an operator checks before a target goes live. `infohashes`
+    are the registered ones, for a source that watches them."""
     own = fetcher is None
     fetcher = fetcher or Fetcher(config.crawl)
     try:
-        source = ADAPTERS[target.kind](target, fetcher, {})
+        source = ADAPTERS[target.kind](target, fetcher, {}, infohashes=infohashes)
 
         async def collect() -> list[Preview]:
             return [Preview(doc, detect_all(detectors, doc)) async for doc in source.documents()]

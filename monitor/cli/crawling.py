@@ -154,11 +154,13 @@ def targets_test(state: State, name: str, fmt: str) -> None:
                    f"only rules", err=True)
     try:
         detectors = build_detectors(state.config, store)
+        infohashes = store.registry.infohashes() if store is not None else []
     finally:
         if store is not None:
             store.close()
     try:
-        previews = run_interruptible(dry_run(target, state.config, detectors))
+        previews = run_interruptible(dry_run(target, state.config, detectors,
+                                             infohashes=infohashes))
     except (FetchError, SourceError) as exc:
         fail(f"{name}: {exc}", 1)
     except asyncio.CancelledError:

@@ -12,14 +12,14 @@ import difflib
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeGuard
 from urllib.parse import urljoin, urlsplit
 
 from monitor.config import Target
 from monitor.fetch import Fetcher, FetchError
-from monitor.models import Document
+from monitor.models import Document, KnownDigest
 
 # The parsers and their helpers live in monitor.parsing; adapters import them from here
 # with the rest.
@@ -41,11 +41,17 @@ class Source(ABC):
     # Which kind-specific target keys (config.KIND_SPECIFIC_KEYS) this kind takes.
     option_keys: ClassVar[frozenset[str]] = frozenset()
     required_selectors: ClassVar[tuple[str, ...]] = ()
+    # What the target's `url` may start with (`dht://` names a DHT node, not a page).
+    url_schemes: ClassVar[tuple[str, ...]] = ("http", "https")
+    # A source that watches the registered torrents (the DHT) is handed their infohashes.
+    watches_infohashes: ClassVar[bool] = False
 
-    def __init__(self, target: Target, fetcher: Fetcher, cursor: dict[str, Any] | None = None):
+    def __init__(self, target: Target, fetcher: Fetcher, cursor: dict[str, Any] | None = None,
+                 *, infohashes: Sequence[KnownDigest] = ()):
         self.target = target
         self.fetcher = fetcher
         self.cursor: dict[str, Any] = dict(cursor or {})
+        self.infohashes = list(infohashes)
         self.selectors = self.resolve_selectors(target.preset, target.selectors)
         self._patterns: dict[str, Selector] = {}
 
@@ -67,6 +73,10 @@ class Source(ABC):
     def check_options(cls, options: dict[str, Any]) -> list[tuple[str, str]]:
         """Problems with a target table's kind-specific options, as (key, message)."""
         problems: list[tuple[str, str]] = []
+        url = options.get("url")
+        if isinstance(url, str) and urlsplit(url).scheme.lower() not in cls.url_schemes:
+            schemes = " or ".join(f"{s}://" for s in cls.url_schemes)
+            problems.append(("url", f"kind {cls.kind!r} takes a {schemes} URL, got {url!r}"))
         preset = options.get("preset")
         if preset is not None and preset not in cls.presets:
             known = ", ".join(cls.presets) or "none"

@@ -9,7 +9,7 @@ import json
 import sqlite3
 import urllib.parse
 from array import array
-from collections.abc import ItemsView, Iterator, Mapping, Sequence
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from fingerprints.algos import (
@@ -420,12 +420,26 @@ class Registry:
         held compactly, what they identify read on a match."""
         return KnownDigests(self.db)
 
+    def infohashes(self) -> list[KnownDigest]:
+        """The registered torrents' infohashes (`btih`, `btmh`): what the `dht` source
+        watches the swarms of."""
+        return known_entries(self.db.query(
+            _KNOWN_SQL + " WHERE i.algo IN ('btih', 'btmh') ORDER BY i.id"))
+
 
 _KNOWN_SQL = (
     "SELECT i.id, i.algo, i.value, i.model, i.source, "
     "COALESCE(a.name, i.name) AS artifact, COALESCE(i.recipient, a.recipient) AS recipient, "
     "a.release AS release, COALESCE(a.size, i.size) AS size "
     "FROM indicators i LEFT JOIN artifacts a ON a.id = i.artifact_id")
+
+
+def known_entries(rows: Iterable[dict[str, Any]]) -> list[KnownDigest]:
+    """`_KNOWN_SQL`'s rows as registry entries."""
+    return [KnownDigest(
+        algo=row["algo"], value=row["value"], model=row["model"], artifact=row["artifact"],
+        recipient=row["recipient"], source=row["source"], indicator_id=row["id"],
+        release=row["release"], size=row["size"]) for row in rows]
 
 
 class KnownDigests(Mapping[str, Sequence[KnownDigest]]):
@@ -499,11 +513,7 @@ class KnownDigests(Mapping[str, Sequence[KnownDigest]]):
         return self._by_form[form.name]
 
     def _query(self, where: str, params: Sequence[str]) -> list[KnownDigest]:
-        return [KnownDigest(
-            algo=row["algo"], value=row["value"], model=row["model"], artifact=row["artifact"],
-            recipient=row["recipient"], source=row["source"], indicator_id=row["id"],
-            release=row["release"], size=row["size"])
-            for row in self._rows(_KNOWN_SQL + where + " ORDER BY i.id", params)]
+        return known_entries(self._rows(_KNOWN_SQL + where + " ORDER BY i.id", params))
 
     def _rows(self, sql: str, params: Sequence[str]) -> list[dict[str, Any]]:
         try:
