@@ -10,8 +10,9 @@ the next run covers whatever this one missed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import structlog
 
@@ -41,6 +42,53 @@ class RunResult:
     stats: runstats.RunStats = field(default_factory=runstats.RunStats)
 
 
+class Recorder(Protocol):
+    """Where one run's findings go: the store itself on one machine (`StoreRecorder`), or
+    the writer's queue from a worker on another (`monitor.worker`)."""
+
+    def document_hash(self, target: str, key: str) -> str | None: ...
+
+    def touch_document(self, target: str, key: str) -> None: ...
+
+    def save(self, doc: Document, hits: list[Hit], run_id: int,
+             content_sha256: str) -> RecordedDocument: ...
+
+    def set_cursor(self, target: str, cursor: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class RecordedDocument:
+    """What recording one document did: whether it was new, and the ids of its new hits
+    (empty where the writer, not this process, decides which hits are new)."""
+
+    is_new: bool
+    new_hits: list[int] = field(default_factory=list)
+
+
+class StoreRecorder:
+    """The one-machine recorder: straight into the store, each document with its hits
+    and their outbox rows in one transaction."""
+
+    def __init__(self, store: Store, channels: Sequence[str]):
+        self.store = store
+        self.channels = channels
+
+    def document_hash(self, target: str, key: str) -> str | None:
+        return self.store.document_hash(target, key)
+
+    def touch_document(self, target: str, key: str) -> None:
+        self.store.touch_document(target, key)
+
+    def save(self, doc: Document, hits: list[Hit], run_id: int,
+             content_sha256: str) -> RecordedDocument:
+        saved, new_hits = self.store.save_document(doc, hits, run_id, channels=self.channels,
+                                                   content_sha256=content_sha256)
+        return RecordedDocument(saved.is_new, new_hits)
+
+    def set_cursor(self, target: str, cursor: dict[str, Any]) -> None:
+        self.store.set_cursor(target, cursor)
+
+
 async def crawl_target(target: Target, config: Config, store: Store, fetcher: Fetcher,
                        detectors: Detection | Sequence[Detector] | None = None) -> RunResult:
     """Crawl one target within the run timeout and record the run, whatever happens.
@@ -55,12 +103,32 @@ async def crawl_target(target: Target, config: Config, store: Store, fetcher: Fe
             detection.detectors = detectors
     run_id = store.start_run(target.name)
     result = RunResult(target=target.name, run_id=run_id, status="running")
-    with (structlog.contextvars.bound_contextvars(target=target.name, run_id=run_id),
+    await run_source(target, config, StoreRecorder(store, config.alerts.channels), fetcher,
+                     detection, result, store.cursor(target.name),
+                     lambda done: _finish(store, done, config),
+                     watched_infohashes(target, store))
+    return result
+
+
+def watched_infohashes(target: Target, store: Store) -> list[KnownDigest]:
+    """The registry's torrents, for a source that watches their swarms (`dht`)."""
+    return store.registry.infohashes() if ADAPTERS[target.kind].watches_infohashes else []
+
+
+async def run_source(target: Target, config: Config, recorder: Recorder, fetcher: Fetcher,
+                     detection: Detection, result: RunResult, cursor: dict[str, Any],
+                     finish: Callable[[RunResult], None],
+                     infohashes: Sequence[KnownDigest] = ()) -> None:
+    """Run `target`'s source from `cursor` within the run timeout, every document detected
+    and recorded, and call `finish` with the run's outcome whatever happens (a shutdown's
+    cancellation too, which is then raised again). `infohashes` are the registry's
+    torrents, for a source that watches them."""
+    with (structlog.contextvars.bound_contextvars(target=target.name, run_id=result.run_id),
           runstats.counting() as result.stats):
         log.info("crawl_started", url=redact_url(target.url))
         try:
-            await asyncio.wait_for(_crawl(target, store, fetcher, detection, run_id, result,
-                                          config.alerts.channels),
+            await asyncio.wait_for(_crawl(target, recorder, fetcher, detection, result, cursor,
+                                          infohashes),
                                    timeout=config.crawl.run_timeout)
             result.status = "ok"
         except TimeoutError:
@@ -72,37 +140,36 @@ async def crawl_target(target: Target, config: Config, store: Store, fetcher: Fe
             result.status, result.error = "failed", str(exc)
         except asyncio.CancelledError:
             result.status, result.error = "interrupted", "cancelled (shutdown)"
-            _finish(store, result, config)
+            finish(result)
             raise
         except Exception as exc:  # a bug in an adapter must not kill the daemon
             log.exception("crawl_crashed")
             result.status, result.error = "failed", f"internal error: {type(exc).__name__}: {exc}"
-        _finish(store, result, config)
-    return result
+        finish(result)
 
 
-async def _crawl(target: Target, store: Store, fetcher: Fetcher, detection: Detection,
-                 run_id: int, result: RunResult, channels: Sequence[str]) -> None:
+async def _crawl(target: Target, recorder: Recorder, fetcher: Fetcher, detection: Detection,
+                 result: RunResult, cursor: dict[str, Any],
+                 infohashes: Sequence[KnownDigest]) -> None:
     adapter = ADAPTERS[target.kind]
-    source = adapter(target, fetcher, store.cursor(target.name),
-                     infohashes=store.registry.infohashes() if adapter.watches_infohashes else ())
+    source = adapter(target, fetcher, cursor,
+                     infohashes=infohashes if adapter.watches_infohashes else ())
     async for doc in source.documents():
         result.documents_seen += 1
         content_sha = doc.content_sha256
-        if store.document_hash(doc.target, doc.key) == content_sha:
-            store.touch_document(doc.target, doc.key)
+        if recorder.document_hash(doc.target, doc.key) == content_sha:
+            recorder.touch_document(doc.target, doc.key)
             continue
         # Weight links are read by range and compared with the tensor fingerprints; the
         # verdict is stored before the document, so a crash in between rescans nothing.
         hits = await detection.detect(doc, target)
-        saved, new_hits = store.save_document(doc, hits, run_id, channels=channels,
-                                              content_sha256=content_sha)
-        result.documents_new += saved.is_new
-        result.documents_changed += not saved.is_new
-        result.hits_new += len(new_hits)
-        for hit_id in new_hits:
+        recorded = recorder.save(doc, hits, result.run_id, content_sha)
+        result.documents_new += recorded.is_new
+        result.documents_changed += not recorded.is_new
+        result.hits_new += len(recorded.new_hits)
+        for hit_id in recorded.new_hits:
             log.info("hit", hit_id=hit_id, url=redact_url(doc.url))
-    store.set_cursor(target.name, source.cursor)
+    recorder.set_cursor(target.name, source.cursor)
 
 
 def _finish(store: Store, result: RunResult, config: Config) -> None:

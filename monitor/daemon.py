@@ -22,9 +22,12 @@ With `--metrics-addr`, each finished run's costs go to the Prometheus counters
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import socket
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -43,16 +46,36 @@ from monitor.store import Store, StoreError
 
 if TYPE_CHECKING:
     from monitor.metrics import Metrics
+    from monitor.queue import Queue
+    from monitor.writer import Writer
 
 log = structlog.get_logger("weightwatch.daemon")
 
 ALERT_FLUSH_INTERVAL = 60.0
 SHUTDOWN_GRACE = 5.0
+# With a queue: how often the writer drains it, and how often runs are checked for a
+# worker that stopped beating.
+DRAIN_INTERVAL = 0.25
+DRAIN_BATCH = 500
+LEASE_CHECK_INTERVAL = 2.0
+# A run not finished within its target's run timeout plus this is taken back.
+LEASE_GRACE = 60.0
+
+
+@dataclass
+class Lease:
+    """A run handed to the queue: its target, and when it is taken back at the latest."""
+
+    target: str
+    deadline: float  # time.monotonic()
 
 
 class Daemon:
     def __init__(self, config: Config, store: Store, *, metrics: Metrics | None = None,
-                 metrics_url: str | None = None):
+                 metrics_url: str | None = None, queue: Queue | None = None):
+        """Without `queue`, the daemon crawls every target itself. With one, it only
+        schedules (each run an order on the queue, for workers) and writes (the records
+        workers send back), and takes back runs whose worker was lost."""
         self.config = config
         self.store = store
         self.fetcher = Fetcher(config.crawl)
@@ -72,6 +95,14 @@ class Daemon:
         self.started_at = utcnow()
         self.beat_interval = heartbeat_interval(
             t.interval for t in config.targets if t.enabled)
+        self.queue = queue
+        self.leases: dict[int, Lease] = {}
+        self.writer: Writer | None = None
+        self.registry_version = ""
+        self._registry_signature: tuple[int, ...] = ()
+        if queue is not None:
+            from monitor.writer import Writer
+            self.writer = Writer(store, config, queue, finished=self._run_over)
 
     async def crawl_job(self, target: Target) -> None:
         task = asyncio.current_task()
@@ -84,6 +115,9 @@ class Daemon:
                 log.info("target_backing_off", target=target.name, until=backoff_until)
                 return
             self.backing_off.discard(target.name)
+            if self.queue is not None:
+                self._order(target)
+                return
             self.crawling.add(target.name)
             result = await crawl_target(target, self.config, self.store, self.fetcher)
             if self.metrics is not None:
@@ -95,10 +129,95 @@ class Daemon:
             log.error("crawl_job_store_failed", target=target.name, error=str(exc))
         finally:
             self.running.discard(task)
-            self.crawling.discard(target.name)
+            if self.queue is None:  # with a queue, a run is crawling until its finish
+                self.crawling.discard(target.name)
             when = self._next_run(target.name)
             if when and not self.stopping.is_set():
                 log.info("next_run", target=target.name, at=when)
+
+    def _order(self, target: Target) -> None:
+        """Hand one run of `target` to the workers, unless one is in flight already."""
+        assert self.queue is not None
+        if any(lease.target == target.name for lease in self.leases.values()):
+            log.info("run_in_flight", target=target.name, note="not ordered again")
+            return
+        from monitor.queue import config_version
+
+        self._publish_registry()
+        run_id = self.store.start_run(target.name)
+        lease_s = self.config.crawl.run_timeout + LEASE_GRACE
+        self.queue.order({"target": target.name, "run_id": run_id,
+                          "cursor": self.store.cursor(target.name),
+                          "registry": self.registry_version,
+                          "config": config_version(self.config), "lease_s": lease_s})
+        self.leases[run_id] = Lease(target.name, time.monotonic() + lease_s)
+        self.crawling.add(target.name)
+        log.info("crawl_ordered", target=target.name, run_id=run_id)
+
+    def _publish_registry(self) -> None:
+        """Put the registry on the queue (`monitor.writer.registry_snapshot`), under a
+        version of its content, when it changed since the last time: workers match with
+        the version an order names."""
+        assert self.queue is not None
+        signature = (*self.store.registry_counts().values(), self.store.weight_print_version(),
+                     self.store.imported_files_version())
+        if signature == self._registry_signature:
+            return
+        from monitor.writer import registry_snapshot
+
+        data = registry_snapshot(self.store)
+        version = hashlib.sha256(data).hexdigest()[:16]
+        self.queue.put_registry(version, data)
+        self.registry_version, self._registry_signature = version, signature
+        log.info("registry_published", version=version, bytes=len(data))
+
+    def _run_over(self, run_id: int, target: str, status: str) -> None:
+        """The writer applied a run's finish: its lease ends; a run cut short runs again."""
+        self.leases.pop(run_id, None)
+        self.crawling.discard(target)
+        if status == "interrupted":
+            self._run_now(target)
+
+    def _run_now(self, target: str) -> None:
+        job = self.scheduler.get_job(f"crawl:{target}")
+        if job is not None and not self.stopping.is_set():
+            job.modify(next_run_time=datetime.now(UTC))
+
+    async def drain_job(self) -> None:
+        """Apply what the workers sent, then send the alerts of new hits."""
+        assert self.queue is not None and self.writer is not None
+        while self.queue.drain_writes(DRAIN_BATCH) == DRAIN_BATCH:
+            await asyncio.sleep(0)  # let the loop breathe between full batches
+        if self.writer.new_hits:
+            self.writer.new_hits = 0
+            await self.alerter.aflush()
+
+    async def lease_job(self) -> None:
+        """Take back each run whose worker stopped beating or whose lease ran out, and
+        run its target again at once (the writer adds nothing twice)."""
+        assert self.queue is not None
+        from monitor.worker import BEAT_STALE_AFTER
+
+        holders = {b["current"]: b for b in self.queue.beats() if b.get("current")}
+        now, wall = time.monotonic(), time.time()
+        for run_id, lease in list(self.leases.items()):
+            holder = holders.get(f"{lease.target}#{run_id}")
+            if holder is not None and wall - holder["beat_at"] > BEAT_STALE_AFTER:
+                why = f"worker {holder['worker']} stopped beating"
+            elif now > lease.deadline:
+                why = "no worker finished it within its lease"
+            else:
+                continue
+            del self.leases[run_id]
+            self.crawling.discard(lease.target)
+            try:
+                self.store.finish_run(run_id, status="interrupted",
+                                      error=f"{why}; the target runs again",
+                                      down_after=self.config.alerts.target_down_after)
+            except StoreError as exc:
+                log.error("run_not_recorded", run_id=run_id, error=str(exc))
+            log.warning("run_taken_back", target=lease.target, run_id=run_id, reason=why)
+            self._run_now(lease.target)
 
     def _next_run(self, name: str) -> str | None:
         job = self.scheduler.get_job(f"crawl:{name}")
@@ -147,6 +266,11 @@ class Daemon:
                 next_run_time=now)
         self.scheduler.add_job(self.flush_job, IntervalTrigger(seconds=ALERT_FLUSH_INTERVAL),
                                id="alerts:flush", max_instances=1, coalesce=True)
+        if self.queue is not None:
+            self.scheduler.add_job(self.drain_job, IntervalTrigger(seconds=DRAIN_INTERVAL),
+                                   id="queue:drain", max_instances=1, coalesce=True)
+            self.scheduler.add_job(self.lease_job, IntervalTrigger(seconds=LEASE_CHECK_INTERVAL),
+                                   id="queue:leases", max_instances=1, coalesce=True)
         # A beat delayed by a busy event loop still runs (no misfire limit): skipping it
         # would make a slow daemon look dead.
         self.scheduler.add_job(self.heartbeat_job, IntervalTrigger(seconds=self.beat_interval),
@@ -159,6 +283,8 @@ class Daemon:
         if event.code == EVENT_JOB_ERROR:
             log.error("job_failed", job=event.job_id, error=repr(getattr(event, "exception", None)))
         elif event.code == EVENT_JOB_MAX_INSTANCES:
+            if event.job_id.startswith("queue:"):
+                return  # a drain still at work when its next turn comes: nothing is missed
             log.warning("job_still_running", job=event.job_id,
                         note="previous run of this target has not finished; skipped")
         else:
@@ -175,8 +301,12 @@ class Daemon:
         self.schedule()
         self.scheduler.start()
         enabled = [t.name for t in self.config.targets if t.enabled]
+        if self.queue is not None:
+            from monitor.redact import redact_url
+            self._publish_registry()
         log.info("daemon_started", targets=enabled, database=str(self.store.path),
-                 heartbeat_s=self.beat_interval, metrics=self.metrics_url)
+                 heartbeat_s=self.beat_interval, metrics=self.metrics_url,
+                 queue=redact_url(self.queue.url) if self.queue is not None else None)
         try:
             await self.stopping.wait()
         finally:
@@ -195,6 +325,10 @@ class Daemon:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
+        if self.queue is not None:
+            # What workers sent before the stop is recorded now; runs still out are
+            # closed as interrupted at the next start (their records wait in the queue).
+            self.queue.drain_writes(1_000_000)
         try:
             await asyncio.wait_for(self.alerter.aflush(), timeout=SHUTDOWN_GRACE)
         except (TimeoutError, Exception) as exc:  # never block a shutdown on SMTP
@@ -208,5 +342,5 @@ class Daemon:
 
 
 async def run_daemon(config: Config, store: Store, *, metrics: Metrics | None = None,
-                     metrics_url: str | None = None) -> None:
-    await Daemon(config, store, metrics=metrics, metrics_url=metrics_url).run()
+                     metrics_url: str | None = None, queue: Queue | None = None) -> None:
+    await Daemon(config, store, metrics=metrics, metrics_url=metrics_url, queue=queue).run()

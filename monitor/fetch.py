@@ -28,6 +28,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
@@ -572,6 +573,15 @@ class _Robots:
 # --- the fetcher ---------------------------------------------------------------------
 
 
+class HostGate(Protocol):
+    """Request slots per host shared beyond this process (`monitor.queue.RedisGate`)."""
+
+    async def wait(self, host: str, spacing: float) -> float:
+        """Reserve the host's next start, at least `spacing` after the one before; the
+        seconds to wait for it."""
+        ...
+
+
 class Fetcher:
     """Shared by all targets of a process, so per-host spacing holds across targets.
 
@@ -596,9 +606,12 @@ class Fetcher:
     def __init__(self, settings: CrawlSettings, *, transport: httpx.AsyncBaseTransport | None = None,
                  resolver: Resolver = system_resolver, backoff_base: float = 1.0,
                  robots_ttl: float = ROBOTS_TTL, robots_error_ttl: float = ROBOTS_ERROR_TTL,
-                 network_backend: httpcore.AsyncNetworkBackend | None = None):
+                 network_backend: httpcore.AsyncNetworkBackend | None = None,
+                 gate: HostGate | None = None):
         """`transport` replaces the network entirely (no pinning); `network_backend` is
-        what pinned connections are finally opened with (tests record them)."""
+        what pinned connections are finally opened with (tests record them); `gate`
+        spaces each host's request starts across processes (workers on many machines),
+        in place of this process's own slots."""
         self.settings = settings
         self.resolver = resolver
         self.backoff_base = backoff_base
@@ -607,6 +620,7 @@ class Fetcher:
         self._timeout = httpx.Timeout(settings.request_timeout, connect=settings.connect_timeout)
         self._transport = transport
         self._network_backend = network_backend
+        self._gate = gate
         # (proxy, allow_private) -> client; proxy None means direct and pinned. Redirects
         # are followed by hand so that every hop is checked.
         self._clients: dict[tuple[str | None, bool], httpx.AsyncClient] = {}
@@ -818,6 +832,12 @@ class Fetcher:
     async def _wait_turn(self, host: str) -> None:
         """Reserve the next start slot for `host` (no await between read and write, so the
         reservation is atomic on the event loop), then sleep until it."""
+        if self._gate is not None:
+            wait = await self._gate.wait(host, self.host_spacing(host))
+            paused = self._host_paused_until.get(host, 0.0) - time.monotonic()
+            if max(wait, paused) > 0:
+                await asyncio.sleep(max(wait, paused))
+            return
         now = time.monotonic()
         start = max(now, self._host_next_start.get(host, 0.0), self._host_paused_until.get(host, 0.0))
         self._host_next_start[host] = start + self.host_spacing(host)

@@ -42,6 +42,7 @@ COMMAND_MODULES: dict[str, str] = {
     "scan": "scanning", "watermark": "scanning",
     "demo": "serving", "serve": "serving",
     "health": "health",
+    "status": "workers", "worker": "workers",
 }
 
 

@@ -12,9 +12,12 @@ from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from monitor.queue import Queue
 
 from monitor.config import Config, parse_duration
 from monitor.output import FORMATS
@@ -38,6 +41,23 @@ HIT_TABLE_COLUMNS = ("id", "severity", "status", "kind", "model", "recipient", "
 def fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"weightwatch: {message}", err=True)
     sys.exit(code)
+
+
+def open_queue(url: str) -> Queue:
+    """The queue at `url`, reachable now: exit 2 on a URL that is not a queue's, 1 on one
+    that cannot be reached (one line each, the URL's password never shown)."""
+    from monitor.queue import Queue, QueueError
+    from monitor.redact import redact_url
+
+    try:
+        queue = Queue(url)
+        queue.depth()  # the first round trip: an unreachable queue fails here
+    except QueueError as exc:
+        fail(f"--queue {exc}", 2)
+    except Exception as exc:  # redis-py's and sqlite3's connection errors
+        fail(f"--queue {redact_url(url)}: cannot reach the queue: "
+             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", 1)
+    return queue
 
 
 def since_iso(duration: str | None, option: str = "--since") -> str | None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from monitor.cli.common import State, fail, format_option, run_interruptible
+from monitor.cli.common import State, fail, format_option, open_queue, run_interruptible
 from monitor.config import Config, Target
 from monitor.models import system_clock
 from monitor.output import emit
@@ -240,12 +240,17 @@ def _choose_targets(config: Config, names: tuple[str, ...]) -> list[Target]:
 @click.option("--metrics-public", is_flag=True,
               help="Allow a non-loopback --metrics-addr: there is no login, so whoever can "
                    "reach it reads target names and hit counts.")
+@click.option("--queue", "queue_url", metavar="URL",
+              help="Schedule and write only: each run goes to `weightwatch worker` processes "
+                   "through this queue (redis://HOST:PORT/DB, or sqlite:///PATH on one "
+                   "machine); see docs/scaling.md.")
 @click.pass_obj
-def run(state: State, metrics_addr: str | None, metrics_public: bool) -> None:
+def run(state: State, metrics_addr: str | None, metrics_public: bool,
+        queue_url: str | None) -> None:
     """Run the daemon: crawl every enabled target on its schedule until SIGTERM/SIGINT.
 
     It records a heartbeat in the database (see `weightwatch health`). Exit 1 if the
-    metrics address cannot be bound.
+    metrics address cannot be bound. With --queue, workers crawl and this process writes.
     """
     from monitor.daemon import run_daemon
     from monitor.listening import is_loopback, parse_address
@@ -261,6 +266,7 @@ def run(state: State, metrics_addr: str | None, metrics_public: bool) -> None:
         if not metrics_public and not is_loopback(address[0]):
             fail(f"--metrics-addr {address[0]} is not a loopback address and the metrics have "
                  f"no login; add --metrics-public to serve them to whoever can reach it", 2)
+    queue = open_queue(queue_url) if queue_url else None
     with state.store() as store:
         metrics = url = None
         if address is not None:
@@ -272,10 +278,13 @@ def run(state: State, metrics_addr: str | None, metrics_public: bool) -> None:
             except OSError as exc:
                 fail(f"cannot listen on {metrics_addr}: {exc.strerror or exc}", 1)
         try:
-            asyncio.run(run_daemon(state.config, store, metrics=metrics, metrics_url=url))
+            asyncio.run(run_daemon(state.config, store, metrics=metrics, metrics_url=url,
+                                   queue=queue))
         finally:
             if metrics is not None:
                 metrics.close()
+            if queue is not None:
+                queue.close()
 
 
 COMMANDS = (check_config, targets, crawl, run)

@@ -1,0 +1,282 @@
+"""Workers on a real Redis: the demo world's hits are exactly the one-machine run's, with no
+duplicate hit or email after a worker is killed with `kill -9` mid-crawl, and per-host
+spacing holds across workers (docs/scaling.md).
+
+A real `redis-server` (Debian's package; `.ci/run` installs it) runs on a loopback port
+of the test's own, with no persistence. The scheduler and writer (`weightwatch run
+--queue`) and three workers (`weightwatch worker`) are real processes against a demo world
+served in this process, which records when each request arrives.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from email import message_from_bytes
+from email.policy import default as default_policy
+from pathlib import Path
+
+import pytest
+import redis
+
+from demo.runner import DEMO_KEY, DEMO_KEY_ENV, demo_config, register_demo_release
+from demo.smtp_sink import SmtpSink, free_port
+from demo.web import Request, Response
+from demo.world import DemoWorld
+from monitor.config import load_config
+from monitor.crawler import crawl_once
+from monitor.queue import Queue, QueueError, RedisGate
+from monitor.store import Store
+
+pytestmark = pytest.mark.slow
+
+SPACING = 0.05  # the test config's host_delay: every demo site is one host
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("redis-server is missing (.ci/run installs Debian's redis-server)")
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+         "no", "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(host="127.0.0.1", port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                raise
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def ww(config: Path, db: Path | None, *args: str, log: Path) -> subprocess.Popen[bytes]:
+    """A weightwatch process, its log (stderr) in `log`: a pipe nobody reads would fill
+    and stop it."""
+    where = ["--db", str(db)] if db is not None else []
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "monitor", "--config", str(config),
+                                 *where, *args], stdout=subprocess.DEVNULL, stderr=out,
+                                env={**os.environ, DEMO_KEY_ENV: DEMO_KEY})
+
+
+def tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:] if log.exists() else ""
+
+
+def hit_rows(db: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return sorted(conn.execute(
+            "SELECT dedup_key, kind, severity, indicator, model, artifact, recipient, rule, "
+            "target, url, matcher_version FROM hits"))
+
+
+def test_three_workers_and_a_kill_give_the_one_machine_hits(demo_release, redis_url, tmp_path):
+    os.environ.setdefault(DEMO_KEY_ENV, DEMO_KEY)
+    arrivals: list[float] = []
+    with SmtpSink(tmp_path / "mail") as sink, DemoWorld(demo_release) as world:
+        handle = world.handle
+
+        def recorded(req: Request) -> Response:
+            arrivals.append(time.monotonic())
+            return handle(req)
+
+        world.handle = recorded  # type: ignore[method-assign]
+        config_path = tmp_path / "config.toml"
+        text = demo_config(world, sink.port, config_path)
+        assert 'host_delay = "10ms"' in text
+        config_path.write_text(text.replace('host_delay = "10ms"', f'host_delay = "{SPACING}s"'))
+        config = load_config(config_path)
+        one, many = tmp_path / "one.db", tmp_path / "many.db"
+        for db in (one, many):
+            with Store(db) as store:
+                register_demo_release(store, demo_release)
+        with Store(one) as store:
+            results = __import__("asyncio").run(crawl_once(config, store, config.targets))
+        assert all(r.status == "ok" for r in results)
+        expected = hit_rows(one)
+        assert len(expected) >= 80
+
+        arrivals.clear()
+        world.delay = 0.02  # long enough runs that a worker can be killed in one
+        run_log = tmp_path / "run.log"
+        writer = ww(config_path, many, "run", "--queue", redis_url, log=run_log)
+        workers = [ww(config_path, None, "worker", "--queue", redis_url, "--cache-dir",
+                      str(tmp_path / f"cache{i}"), log=tmp_path / f"worker{i}.log")
+                   for i in range(3)]
+        queue = Queue(redis_url)
+        try:
+            victim = _wait_for_a_worker_mid_run(queue, workers)
+            os.kill(victim.pid, signal.SIGKILL)
+            victim.wait(timeout=10)
+            workers.append(ww(config_path, None, "worker", "--queue", redis_url,
+                              "--cache-dir", str(tmp_path / "cache-new"),
+                              log=tmp_path / "worker-new.log"))
+            _wait_until_every_target_ran(many, [t.name for t in config.targets], writer, run_log)
+            # What the surviving workers sent is applied before the writer stops.
+            deadline = time.monotonic() + 30
+            while queue.depth()["write"] and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            writer.send_signal(signal.SIGTERM)
+            for w in workers:
+                if w.poll() is None:
+                    w.send_signal(signal.SIGTERM)
+            for proc in [writer, *workers]:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            queue.close()
+        assert writer.returncode == 0, tail(run_log)
+
+        # The one-machine hits, exactly: no hit missed, none doubled, same evidence.
+        assert hit_rows(many) == expected
+        with sqlite3.connect(f"file:{many}?mode=ro", uri=True) as conn:
+            runs = dict(conn.execute("SELECT status, COUNT(*) FROM crawl_runs GROUP BY status"))
+            outbox = conn.execute(
+                "SELECT hit_id, COUNT(*), MIN(status), MAX(message_id) FROM outbox "
+                "WHERE channel = 'email' GROUP BY hit_id").fetchall()
+        assert runs.get("interrupted", 0) >= 1, runs  # the killed worker's run, taken back
+        assert len(outbox) == len(expected) and {o[1] for o in outbox} == {1}
+        assert {o[2] for o in outbox} == {"sent"}
+        # Each alert email once: the messages received are the outbox's, no message twice.
+        sent_ids = {o[3] for o in outbox}
+        assert sink.wait_for(len(sent_ids), timeout=10)
+        received = [str(message_from_bytes(m, policy=default_policy)["Message-ID"]).strip()
+                    for m in sink.messages]
+        assert len(received) == len(set(received)) == len(sent_ids)
+        assert set(received) == sent_ids
+
+
+
+def _wait_for_a_worker_mid_run(queue: Queue,
+                               workers: list[subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    by_pid = {w.pid: w for w in workers}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for beat in queue.beats():
+            if beat["current"] and beat["pid"] in by_pid and beat["tasks_done"] >= 1:
+                return by_pid[beat["pid"]]
+        time.sleep(0.05)
+    raise AssertionError("no worker took a crawl order within 60 s")
+
+
+def _wait_until_every_target_ran(db: Path, targets: list[str],
+                                 writer: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        assert writer.poll() is None, tail(log)
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            done = {row[0] for row in conn.execute(
+                "SELECT target FROM crawl_runs WHERE status = 'ok'")}
+            running = conn.execute(
+                "SELECT COUNT(*) FROM crawl_runs WHERE status = 'running'").fetchone()[0]
+        if done >= set(targets) and not running:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"targets never finished: {sorted(set(targets) - done)}\n{tail(log)}")
+
+
+def test_per_host_spacing_holds_across_workers(demo_release, redis_url, tmp_path):
+    """Three workers crawl three targets of one host at once: their requests still come
+    one slot apart. Each slot is taken on Redis's clock at least `spacing` after the one
+    before, so however a loaded machine delays single requests on their way, they cannot
+    come in faster than that on average; three workers each spacing only their own
+    requests would take about a third of the time."""
+    spacing = 0.25
+    arrivals: list[float] = []
+    chosen = ("demo-forum", "demo-vbulletin", "demo-xenforo", "demo-torrents")
+    with SmtpSink(tmp_path / "mail") as sink, DemoWorld(demo_release) as world:
+        handle = world.handle
+
+        def recorded(req: Request) -> Response:
+            arrivals.append(time.monotonic())
+            return handle(req)
+
+        world.handle = recorded  # type: ignore[method-assign]
+        config_path = tmp_path / "config.toml"
+        text = demo_config(world, sink.port, config_path)
+        config_path.write_text(text.replace('host_delay = "10ms"', f'host_delay = "{spacing}s"'))
+        names = [t.name for t in load_config(config_path).targets]
+        for name in set(names) - set(chosen):  # only these four run
+            text = text.replace(f'name = "{name}"\n', f'name = "{name}"\nenabled = false\n')
+        config_path.write_text(text.replace('host_delay = "10ms"', f'host_delay = "{spacing}s"'))
+        db = tmp_path / "many.db"
+        with Store(db) as store:
+            register_demo_release(store, demo_release)
+        run_log = tmp_path / "run.log"
+        writer = ww(config_path, db, "run", "--queue", redis_url, log=run_log)
+        workers = [ww(config_path, None, "worker", "--queue", redis_url, "--cache-dir",
+                      str(tmp_path / f"cache{i}"), log=tmp_path / f"worker{i}.log")
+                   for i in range(3)]
+        try:
+            _wait_until_every_target_ran(db, list(chosen), writer, run_log)
+        finally:
+            for proc in [writer, *workers]:
+                proc.send_signal(signal.SIGTERM)
+            for proc in [writer, *workers]:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            workers_used = {row[0] for row in conn.execute("SELECT target FROM crawl_runs")}
+        assert workers_used == set(chosen)
+    assert len(arrivals) > 30
+    span = arrivals[-1] - arrivals[0]
+    assert span >= (len(arrivals) - 1) * spacing * 0.9, (span, len(arrivals))
+
+
+def test_a_message_that_is_not_ours_is_refused_not_run(redis_url):
+    queue = Queue(redis_url)
+    try:
+        # A pickle in the write queue (what Huey's default serializer would load): the
+        # writer refuses it whole and goes on with the next message.
+        conn = queue.redis()
+        assert conn is not None
+        conn.lpush("huey.redis.weightwatchwrite",
+                   b"\x80\x04\x95\x1d\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system")
+        seen: list[int] = []
+        queue.on_touch = lambda run_id, target, key: seen.append(run_id)
+        queue.touch(7, "board", "post-1")
+        assert queue.drain_writes(10) == 2
+        assert seen == [7]
+        with pytest.raises(QueueError):
+            queue.writes.deserialize_task(b"\x80\x04N.")
+    finally:
+        queue.close()
+
+
+def test_the_redis_gate_spaces_starts_across_clients(redis_url):
+    import asyncio
+
+    first = RedisGate(redis.Redis.from_url(redis_url), prefix="weightwatch:test-gate:")
+    second = RedisGate(redis.Redis.from_url(redis_url), prefix="weightwatch:test-gate:")
+
+    async def waits() -> list[float]:
+        return [await g.wait("Example.org", 10.0) for g in (first, second, first)]
+
+    got = asyncio.run(waits())
+    assert got[0] == pytest.approx(0.0, abs=0.05)
+    assert got[1] == pytest.approx(10.0, abs=0.5)
+    assert got[2] == pytest.approx(20.0, abs=0.5)
+    # Another host has slots of its own.
+    assert asyncio.run(second.wait("other.example", 10.0)) == pytest.approx(0.0, abs=0.05)
