@@ -6,8 +6,10 @@ torrents carry each file's pieces root (BEP 52), and sigstore model signing can 
 shards (its default is one SHA-256 per file, which every file gets here). Weight files are
 tens of gigabytes, so reading them once per digest is not an option. IPFS CIDs of the
 file in the layouts `ipfs add` produces (fingerprints.ipfs) are computed in the same pass
-when asked for: each kind of leaf is one more hasher. Here the file is read once, into a small ring of reusable buffers, and each chunk is
-fed to one worker thread per digest while the next chunks are read. hashlib releases the GIL
+when asked for: each kind of leaf is one more hasher. So are the short hashes image-model
+sites and tools name files by (`short_hashes`, see SHORT_KEYS). Here the file is read
+once, into a small ring of reusable buffers, and each chunk is fed to worker threads (one
+per costly digest, the cheap ones sharing one) while the next chunks are read. hashlib releases the GIL
 on large buffers, so the digests run on every core at once, and peak memory is a few chunks
 whatever the file size.
 """
@@ -22,6 +24,7 @@ import queue
 import stat
 import sys
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +34,7 @@ from fingerprints.ipfs import DagRef, Layout, file_cid_hashers
 from fingerprints.ipfs import results as cid_results
 from fingerprints.torrent import PiecesRootHasher
 
-__all__ = ["DigestError", "FileDigests", "digest_file", "iter_files"]
+__all__ = ["SHORT_KEYS", "DigestError", "FileDigests", "digest_file", "iter_files"]
 
 _ALGOS = ("sha256", "sha1", "md5")
 # sigstore model-signing's shard size: with `shards=True`, files above it also get a
@@ -46,7 +49,7 @@ class Hash(Protocol):
     @property
     def name(self) -> str: ...
 
-    def update(self, data: bytes | memoryview, /) -> None: ...
+    def update(self, data: bytes | memoryview, /) -> object: ...
 
 
 class ShardHasher:
@@ -74,6 +77,126 @@ class ShardHasher:
     def hexdigests(self) -> tuple[str, ...]:
         tail = (self._current.hexdigest(),) if self._filled or not self._done else ()
         return tuple(self._done) + tail
+
+
+# -- short hashes ----------------------------------------------------------------------------
+# Image-model ecosystems name a file by hashes other than the checksum lists' (Civitai shows
+# AutoV1, AutoV2, AutoV3, CRC32 and BLAKE3 on every file page; AUTOMATIC1111 writes
+# "Model hash: " into every image it makes). Shapes from AUTOMATIC1111's `model_hash` and
+# kohya-ss sd-scripts' `addnet_hash_safetensors` (which Civitai calls AutoV3), and from
+# Civitai's model-scanner (HashTask.cs: AutoV1 only for files of 2 MiB or more, AutoV2 the
+# SHA-256's first 10 hex, BLAKE3 and CRC32 of the whole file). AutoV2 is not computed here:
+# it is a prefix of `sha256`.
+SHORT_KEYS = ("autov1", "autov3", "crc32", "blake3")
+AUTOV1_START = 0x100000   # A1111 seeks to 1 MiB and reads 64 KiB
+AUTOV1_LENGTH = 0x10000
+# safetensors caps its JSON header at 100 MB; a larger length is not a safetensors file.
+_SAFETENSORS_MAX_HEADER = 100_000_000
+
+
+class RangeHasher:
+    """SHA-256 of the bytes [start, start + length) of a stream fed in order (AutoV1).
+
+    A file that ends inside the range is hashed as far as it goes, as A1111's `read`
+    returns what there is; one that ends before `start` has no value (A1111 would hash
+    nothing, the same e3b0c442 for every such file, which names none of them)."""
+
+    def __init__(self, name: str, start: int, length: int) -> None:
+        self.name = name
+        self.start, self.stop = start, start + length
+        self._hash = hashlib.sha256()
+        self._pos = 0
+
+    def update(self, data: bytes | memoryview, /) -> None:
+        n = len(data)
+        lo, hi = max(self._pos, self.start), min(self._pos + n, self.stop)
+        if lo < hi:
+            self._hash.update(memoryview(data)[lo - self._pos:hi - self._pos])
+        self._pos += n
+
+    def hexdigest(self) -> str | None:
+        return self._hash.hexdigest() if self._pos > self.start else None
+
+
+class SuffixHasher:
+    """SHA-256 of a stream from byte `start` to its end: for a safetensors file, from the
+    end of its header (AutoV3, the hash of the tensor data alone, which editing the
+    metadata does not change)."""
+
+    def __init__(self, name: str, start: int) -> None:
+        self.name = name
+        self.start = start
+        self._hash = hashlib.sha256()
+        self._pos = 0
+
+    def update(self, data: bytes | memoryview, /) -> None:
+        n = len(data)
+        if self._pos + n > self.start:
+            skip = max(0, self.start - self._pos)
+            self._hash.update(memoryview(data)[skip:] if skip else data)
+        self._pos += n
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+class Crc32Hasher:
+    """CRC-32 (zlib's, as SFV files and 7-Zip show it: 8 hex, most significant byte first)."""
+
+    name = "crc32"
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def update(self, data: bytes | memoryview, /) -> None:
+        self.value = zlib.crc32(data, self.value)
+
+    def hexdigest(self) -> str:
+        return f"{self.value:08x}"
+
+
+def safetensors_data_offset(f: io.RawIOBase | int, size: int) -> int | None:
+    """Where a safetensors file's tensor data starts (8 + the header's length), or None if
+    the file does not start like one: a little-endian length within safetensors' limit and
+    the file, a header that opens with `{` and ends with `}` or the spaces that pad it."""
+    fd = f if isinstance(f, int) else f.fileno()
+    if size < 10:
+        return None
+    head = os.pread(fd, 9, 0)
+    length = int.from_bytes(head[:8], "little")
+    if len(head) < 9 or head[8:9] != b"{" or not 2 <= length <= _SAFETENSORS_MAX_HEADER \
+            or 8 + length > size:
+        return None
+    return 8 + length if os.pread(fd, 1, 7 + length) in (b"}", b" ") else None
+
+
+class _ShortHashers:
+    """The short hashes of one file, fed with the other digests; `result()` gives the
+    `FileDigests.short` mapping."""
+
+    def __init__(self, data_offset: int | None) -> None:
+        import blake3  # only register asks for short hashes; scans need not load it
+
+        self.autov1 = RangeHasher("autov1", AUTOV1_START, AUTOV1_LENGTH)
+        self.autov3 = SuffixHasher("autov3", data_offset) if data_offset is not None else None
+        self.crc32 = Crc32Hasher()
+        self.blake3 = blake3.blake3()
+
+    def cheap(self) -> list[Hash]:
+        """The hashers that together cost about one SHA-256 pass: they share a worker."""
+        return [self.crc32, self.blake3, self.autov1]
+
+    def result(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if (v1 := self.autov1.hexdigest()) is not None:
+            out["autov1"] = v1
+        if self.autov3 is not None:
+            out["autov3"] = self.autov3.hexdigest()
+        out["crc32"] = self.crc32.hexdigest()
+        out["blake3"] = self.blake3.hexdigest()
+        return out
+
+
 # Chunks in flight between the reader and the slowest hasher; see _hash_threaded.
 _BUFFERS = 8
 
@@ -107,6 +230,11 @@ class FileDigests:
     of each SHARD_SIZE slice: one entry (the file's SHA-256) for a file up to that size,
     and for a larger one every shard's when asked for (`digest_file(shards=True)`), else
     none. `cids` holds the file's IPFS root in each layout asked for, by layout name.
+    `short` holds the short hashes when asked for (`digest_file(short_hashes=True)`), by
+    SHORT_KEYS name, each lowercase full-length hex: "autov1" (SHA-256 of the 64 KiB at 1
+    MiB; absent for a file of 1 MiB or less), "autov3" (SHA-256 of a safetensors file's
+    tensor data; absent for other files), "crc32" (8 hex) and "blake3" (64 hex). Sites
+    show prefixes of these (AutoV1 8 hex, AutoV3 10 or 12); AutoV2 is `sha256[:10]`.
     """
 
     path: str
@@ -117,13 +245,17 @@ class FileDigests:
     pieces_root: str | None = None
     shards: tuple[str, ...] = ()
     cids: Mapping[str, DagRef] = field(default_factory=dict)
+    short: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
-        """Plain dict, for JSON output and database rows; CIDs (where computed) as text."""
+        """Plain dict, for JSON output and database rows; CIDs and short hashes where
+        computed (CIDs as text)."""
         out = asdict(self)
         del out["cids"]
         if self.cids:
             out["cids"] = {name: str(ref.cid) for name, ref in self.cids.items()}
+        if not self.short:
+            del out["short"]
         return out
 
 
@@ -134,10 +266,12 @@ def digest_file(
     progress: Callable[[int], None] | None = None,
     shards: bool = False,
     cid_layouts: Sequence[Layout] = (),
+    short_hashes: bool = False,
 ) -> FileDigests:
     """Compute SHA-256, SHA-1, MD5 and the BEP 52 pieces root of a regular file in a single
-    streaming read, and with `shards` the SHA-256 of each 1 GB shard too, and the IPFS CID
-    of the file in each of `cid_layouts`.
+    streaming read, and with `shards` the SHA-256 of each 1 GB shard too, the IPFS CID
+    of the file in each of `cid_layouts`, and with `short_hashes` the hashes of
+    `FileDigests.short`.
 
     ``progress(n)`` is called from the calling thread with the number of bytes fully hashed so
     far, at least once and last with the file size; an exception it raises aborts hashing (use
@@ -150,7 +284,10 @@ def digest_file(
     algos = [hashlib.new(a) for a in _ALGOS]
     pieces_root = PiecesRootHasher()
     cid_hashers = file_cid_hashers(cid_layouts) if cid_layouts else []
-    hashers: list[Hash] = [*algos, pieces_root, *cid_hashers]
+    # Each lane is one worker thread: a costly digest alone, cheap ones together.
+    digests: list[Hash] = [*algos, pieces_root, *cid_hashers]
+    lanes = [[h] for h in digests]
+    short: _ShortHashers | None = None
     try:
         # O_NONBLOCK so that opening a FIFO returns instead of hanging before we can refuse it;
         # it has no effect on regular files.
@@ -169,14 +306,20 @@ def digest_file(
             large = st.st_size > SHARD_SIZE
             sharder = ShardHasher(SHARD_SIZE) if shards and large else None
             if sharder is not None:
-                hashers.append(sharder)
+                lanes.append([sharder])
+            if short_hashes:
+                short = _ShortHashers(safetensors_data_offset(f, st.st_size))
+                lanes.append(short.cheap())
+                if short.autov3 is not None:
+                    lanes.append([short.autov3])
             if st.st_size <= chunk_size:
                 # One chunk: nothing to overlap with reading, and thread start-up and extra
                 # buffers cost more than the parallel hashing saves.
-                size = _hash_inline(f, hashers, max(1, st.st_size), progress)
+                size = _hash_inline(f, [h for lane in lanes for h in lane],
+                                    max(1, st.st_size), progress)
             else:
                 chunks = -(-st.st_size // chunk_size)
-                size = _hash_threaded(f, hashers, chunk_size, min(_BUFFERS, chunks), progress)
+                size = _hash_threaded(f, lanes, chunk_size, min(_BUFFERS, chunks), progress)
     except DigestError:
         raise
     except OSError as e:
@@ -189,7 +332,8 @@ def digest_file(
     pieces = pieces_root.hexdigest()
     shard_list = sharder.hexdigests() if sharder else () if large else (sha256,)
     return FileDigests(path=name, size=size, sha256=sha256, sha1=sha1, md5=md5,
-                       pieces_root=pieces, shards=shard_list, cids=cid_results(cid_hashers))
+                       pieces_root=pieces, shards=shard_list, cids=cid_results(cid_hashers),
+                       short=short.result() if short is not None else {})
 
 
 def _hash_inline(
@@ -210,32 +354,34 @@ def _hash_inline(
 
 def _hash_threaded(
     f: io.RawIOBase,
-    hashers: list[Hash],
+    lanes: list[list[Hash]],
     bufsize: int,
     nbuf: int,
     progress: Callable[[int], None] | None,
 ) -> int:
-    # One long-lived worker per hasher, each fed buffer indices in file order. A ring of
-    # buffers (rather than two, with a barrier per chunk) lets the fast hashers run ahead
-    # while MD5 keeps a core to itself (see _yield_to_md5): on 2 cores this is close to
-    # MD5's speed alone, where a per-chunk barrier was about a third slower. A buffer is refilled only once every hasher has
-    # finished with it, so memory stays at nbuf * bufsize whatever the file size.
+    # One long-lived worker per lane of hashers, each fed buffer indices in file order. A
+    # ring of buffers (rather than two, with a barrier per chunk) lets the fast lanes run
+    # ahead while MD5 keeps a core to itself (see _yield_to_md5): on 2 cores this is close
+    # to MD5's speed alone, where a per-chunk barrier was about a third slower. A buffer is
+    # refilled only once every lane has finished with it, so memory stays at
+    # nbuf * bufsize whatever the file size.
     buffers = [memoryview(bytearray(bufsize)) for _ in range(nbuf)]
     lengths = [0] * nbuf
-    pending = [0] * nbuf  # hashers that have not yet consumed buffer j
+    pending = [0] * nbuf  # lanes that have not yet consumed buffer j
     lock = threading.Lock()
     free: queue.SimpleQueue[int] = queue.SimpleQueue()
     for j in range(nbuf):
         free.put(j)
-    inboxes: list[queue.SimpleQueue[int | None]] = [queue.SimpleQueue() for _ in hashers]
+    inboxes: list[queue.SimpleQueue[int | None]] = [queue.SimpleQueue() for _ in lanes]
     failures: list[BaseException] = []
 
-    def work(h: Hash, inbox: queue.SimpleQueue[int | None]) -> None:
-        if h.name != "md5":
+    def work(lane: list[Hash], inbox: queue.SimpleQueue[int | None]) -> None:
+        if lane[0].name != "md5":
             _yield_to_md5()
         while (j := inbox.get()) is not None:
             try:
-                h.update(buffers[j][: lengths[j]])
+                for h in lane:
+                    h.update(buffers[j][: lengths[j]])
             except BaseException as e:  # reported by the reader; the buffer must come back
                 failures.append(e)
             with lock:
@@ -245,8 +391,9 @@ def _hash_threaded(
                 free.put(j)
 
     threads = [
-        threading.Thread(target=work, args=(h, q), name=f"digest-{h.name}", daemon=True)
-        for h, q in zip(hashers, inboxes)
+        threading.Thread(target=work, args=(lane, q), name=f"digest-{lane[0].name}",
+                         daemon=True)
+        for lane, q in zip(lanes, inboxes)
     ]
     for t in threads:
         t.start()
@@ -263,7 +410,7 @@ def _hash_threaded(
             lengths[j] = n = f.readinto(buffers[j])
             if not n:
                 break
-            pending[j] = len(hashers)
+            pending[j] = len(lanes)
             for inbox in inboxes:
                 inbox.put(j)
         for _ in range(nbuf - 1):
