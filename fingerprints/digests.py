@@ -34,7 +34,8 @@ from fingerprints.ipfs import DagRef, Layout, file_cid_hashers
 from fingerprints.ipfs import results as cid_results
 from fingerprints.torrent import PiecesRootHasher
 
-__all__ = ["SHORT_KEYS", "DigestError", "FileDigests", "digest_file", "iter_files"]
+__all__ = ["SHORT_KEYS", "DigestError", "FileDigests", "digest_file", "iter_files",
+           "yield_to_md5"]
 
 _ALGOS = ("sha256", "sha1", "md5")
 # sigstore model-signing's shard size: with `shards=True`, files above it also get a
@@ -201,7 +202,7 @@ class _ShortHashers:
 _BUFFERS = 8
 
 
-def _yield_to_md5() -> None:
+def yield_to_md5() -> None:
     """Lower this thread's priority a little. MD5 is the slowest digest and cannot be
     split; when the faster hashers yield to it, it keeps a core to itself and they fill
     the other one (with 8 buffers of slack between them): on 2 cores that took register
@@ -361,7 +362,7 @@ def _hash_threaded(
 ) -> int:
     # One long-lived worker per lane of hashers, each fed buffer indices in file order. A
     # ring of buffers (rather than two, with a barrier per chunk) lets the fast lanes run
-    # ahead while MD5 keeps a core to itself (see _yield_to_md5): on 2 cores this is close
+    # ahead while MD5 keeps a core to itself (see yield_to_md5): on 2 cores this is close
     # to MD5's speed alone, where a per-chunk barrier was about a third slower. A buffer is
     # refilled only once every lane has finished with it, so memory stays at
     # nbuf * bufsize whatever the file size.
@@ -377,7 +378,7 @@ def _hash_threaded(
 
     def work(lane: list[Hash], inbox: queue.SimpleQueue[int | None]) -> None:
         if lane[0].name != "md5":
-            _yield_to_md5()
+            yield_to_md5()
         while (j := inbox.get()) is not None:
             try:
                 for h in lane:
