@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fingerprints.digests import FileDigests, digest_file, iter_files, yield_to_md5
-from fingerprints.indicators import IndicatorError, parse_indicator_file
 from fingerprints.ipfs import (
     REGISTER_LAYOUTS,
     DagRef,
@@ -30,22 +29,36 @@ from fingerprints.ipfs import (
     release_folder_cids,
     root_digests,
 )
-from monitor.config import parse_config
-from monitor.rematch import RematchResult, rematch_stored
 
 if TYPE_CHECKING:
     from fingerprints.weightprint import WeightPrint
+    from monitor.rematch import RematchResult
     from monitor.store import Store
 
 MAX_INDICATOR_FILE = 64 * 1024 * 1024
 
 # Matches the stored documents again after the registry changed.
-Rematch = Callable[["Store"], RematchResult]
+Rematch = Callable[["Store"], "RematchResult"]
 
 
 def rematch_with_defaults(store: Store) -> RematchResult:
     """The rematch a library caller gets: every detector of the default config."""
+    from monitor.config import parse_config
+    from monitor.rematch import rematch_stored
+
     return rematch_stored(store, parse_config({}, None))
+
+
+def _load_rematch_meanwhile() -> threading.Thread:
+    """Import the detectors (about 0.2 s: the HTTP client, every detector) on a thread
+    while the digest pass runs, instead of after it: the rematch that follows needs them,
+    and the hash workers leave the interpreter free most of the time."""
+    def load() -> None:
+        import monitor.rematch  # noqa: F401
+
+    thread = threading.Thread(target=load, name="load-rematch", daemon=True)
+    thread.start()
+    return thread
 
 
 @dataclass
@@ -134,6 +147,8 @@ def register_paths(store: Store, paths: Iterable[str | Path], *, model: str,
     """
     roots = [Path(p) for p in paths]
     out = RegisteredFiles()
+    if rematch is not None:
+        _load_rematch_meanwhile()
     with registry_change(store, rematch) as change:
         out.extend(_register(store, roots, model=model, release=release, recipient=recipient,
                              on_file=on_file, shards=shards, tensors=tensors,
@@ -329,6 +344,8 @@ def import_indicators(store: Store, path: str | Path, *, model: str,
     .torrent, e.g. `import:model-info.json:siblings[3]`), FILE being the file's name
     without its folder.
     """
+    from fingerprints.indicators import IndicatorError, parse_indicator_file
+
     path = Path(path)
     if path.stat().st_size > MAX_INDICATOR_FILE:
         raise IndicatorFileError(f"{path}: larger than {MAX_INDICATOR_FILE // 2**20} MiB; "

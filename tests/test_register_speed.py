@@ -9,6 +9,11 @@ digest pass stops the fingerprint too. The speed itself is benchmarks/register.p
 
 from __future__ import annotations
 
+import binascii
+import errno
+import hashlib
+import mmap
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,8 @@ import pytest
 from safetensors.numpy import save_file
 from support import package_dir
 
+from fingerprints import digests
+from fingerprints.digests import DigestError, FileDigests, digest_file
 from fingerprints.tensors import FileSource
 from fingerprints.weightprint import fingerprint_weights
 from fingerprints.weights import open_weights
@@ -134,3 +141,75 @@ def test_a_malformed_weight_file_keeps_its_digests_and_gets_a_note(tmp_path: Pat
         assert store.weight_prints() == []
     assert file.tensors == 0 and file.note and file.note.startswith("no tensor fingerprint")
     assert file.digests.size == path.stat().st_size
+
+
+# -- the digest pass maps the file instead of copying it into buffers ---------------------
+
+
+def _random_file(path: Path, size: int) -> bytes:
+    data = np.random.default_rng(size).bytes(size)
+    path.write_bytes(data)
+    return data
+
+
+def _plain(data: bytes) -> tuple[str, str, str, str]:
+    return (hashlib.sha256(data).hexdigest(), hashlib.sha1(data).hexdigest(),
+            hashlib.md5(data).hexdigest(), f"{binascii.crc32(data):08x}")
+
+
+def _got(d: FileDigests) -> tuple[str, str, str, str]:
+    return d.sha256, d.sha1, d.md5, d.short["crc32"]
+
+
+@pytest.mark.parametrize("chunk_size", [4093, 65_536, 100_003])
+def test_files_that_cannot_be_mapped_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              chunk_size: int) -> None:
+    """Where the file system cannot map a file, the pass reads it into buffers: the same
+    digests either way."""
+    path = tmp_path / "f.bin"
+    data = _random_file(path, 1_000_003)
+    mapped = digest_file(path, chunk_size=chunk_size, short_hashes=True)
+
+    def refuse(*args: object, **kwargs: object) -> mmap.mmap:
+        raise OSError(errno.ENODEV, "no mmap here")
+
+    monkeypatch.setattr(digests.mmap, "mmap", refuse)
+    read = digest_file(path, chunk_size=chunk_size, short_hashes=True)
+    assert _got(mapped) == _got(read) == _plain(data)
+    assert mapped == read
+
+
+def test_a_file_cut_shorter_while_read_is_refused(tmp_path: Path) -> None:
+    """Cut after the first chunk, below what the pass has mapped but beyond the chunks
+    already handed to the workers: refused by the size check, no chunk read past the end."""
+    path = tmp_path / "f.bin"
+    chunk = 65_536
+    _random_file(path, 40 * chunk)
+
+    def cut(done: int) -> None:
+        if done == chunk:
+            os.truncate(path, 20 * chunk)
+
+    with pytest.raises(DigestError, match=f"changed size while being read .* {20 * chunk} "):
+        digest_file(path, chunk_size=chunk, progress=cut)
+    assert not [t for t in threading.enumerate() if t.name.startswith("digest-")]
+
+
+def test_resident_memory_stays_near_the_chunks_in_flight(tmp_path: Path) -> None:
+    """Mapped pages the workers are done with are given back as the pass goes: hashing a
+    64 MiB file in 1 MiB chunks leaves at most the ring (8 MiB) of it mapped at a time."""
+    path = tmp_path / "f.bin"
+    _random_file(path, 64 << 20)
+    peaks: list[int] = []
+
+    def resident(done: int) -> None:
+        with open("/proc/self/status") as f:
+            peaks.extend(int(line.split()[1]) for line in f if line.startswith("RssFile:"))
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs Linux's /proc/self/status")
+    resident(0)
+    before = peaks[-1]
+    peaks.clear()
+    digest_file(path, chunk_size=1 << 20, progress=resident)
+    assert peaks and max(peaks) - before < 24 << 10, (before, max(peaks))
