@@ -49,14 +49,22 @@ def rematch_with_defaults(store: Store) -> RematchResult:
     return rematch_stored(store, parse_config({}, None))
 
 
-def _load_rematch_meanwhile() -> threading.Thread:
-    """Import the detectors (about 0.2 s: the HTTP client, every detector) on a thread
-    while the digest pass runs, instead of after it: the rematch that follows needs them,
-    and the hash workers leave the interpreter free most of the time."""
+def _load_meanwhile(*, tensors: bool, rematch: bool) -> threading.Thread:
+    """Import what comes after the digest pass on a thread while it runs, instead of
+    after it (about 0.4 s together; the hash workers leave the interpreter free most of
+    the time): numpy and the weight readers for the fingerprints, the detectors (the HTTP
+    client, every detector) for the rematch that follows. One thread, in the order
+    `print_weights` imports them, so that no two threads take the import locks of the
+    same modules in different orders."""
     def load() -> None:
-        import monitor.rematch  # noqa: F401
+        if tensors:
+            import fingerprints.tensors
+            import fingerprints.weightprint
+            import fingerprints.weights  # noqa: F401
+        if rematch:
+            import monitor.rematch  # noqa: F401
 
-    thread = threading.Thread(target=load, name="load-rematch", daemon=True)
+    thread = threading.Thread(target=load, name="register-imports", daemon=True)
     thread.start()
     return thread
 
@@ -147,8 +155,7 @@ def register_paths(store: Store, paths: Iterable[str | Path], *, model: str,
     """
     roots = [Path(p) for p in paths]
     out = RegisteredFiles()
-    if rematch is not None:
-        _load_rematch_meanwhile()
+    _load_meanwhile(tensors=tensors, rematch=rematch is not None)
     with registry_change(store, rematch) as change:
         out.extend(_register(store, roots, model=model, release=release, recipient=recipient,
                              on_file=on_file, shards=shards, tensors=tensors,
@@ -165,7 +172,7 @@ def _register(store: Store, roots: list[Path], *, model: str, release: str | Non
     cid_roots: dict[str, dict[str, DagRef]] = {}
     for path in iter_files(roots):
         size = path.stat().st_size
-        # Started first, so the fingerprint (and numpy's import) overlaps the digest pass.
+        # Started first, so that the fingerprint overlaps the digest pass.
         printing = _Printing(path) if tensors else None
         try:
             progress = on_file(path, size) if on_file else None
@@ -212,6 +219,7 @@ def print_weights(path: Path,
     """The tensor fingerprint of a weight file (by content, not name), or None and why not
     (None and None: not a weight file). `on_size(n)`, once the file is known to hold n
     bytes of matrices, may return a progress callback for them (called last with n)."""
+    # In this order, as _load_meanwhile loads them.
     from fingerprints.tensors import FileSource, WeightFileError
     from fingerprints.weightprint import fingerprint_weights, new_key
     from fingerprints.weights import UnknownFormat, open_weights
