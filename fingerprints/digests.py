@@ -8,10 +8,11 @@ tens of gigabytes, so reading them once per digest is not an option. IPFS CIDs o
 file in the layouts `ipfs add` produces (fingerprints.ipfs) are computed in the same pass
 when asked for: each kind of leaf is one more hasher. So are the short hashes image-model
 sites and tools name files by (`short_hashes`, see SHORT_KEYS). Here the file is read
-once, into a small ring of reusable buffers, and each chunk is fed to worker threads (one
-per costly digest, the cheap ones sharing one) while the next chunks are read. hashlib releases the GIL
-on large buffers, so the digests run on every core at once, and peak memory is a few chunks
-whatever the file size.
+once, mapped (or into a small ring of reusable buffers where it cannot be), and each chunk
+is fed to worker threads (one per costly digest, the cheap ones sharing one) while the
+next chunks are handed out. hashlib, zlib-ng and blake3 release the GIL on large buffers,
+so the digests run on every core at once, and peak memory is a few chunks whatever the
+file size.
 """
 
 from __future__ import annotations
@@ -191,7 +192,7 @@ class _ShortHashers:
         self.blake3 = blake3.blake3()
 
     def cheap(self) -> list[Hash]:
-        """The hashers that together cost about one SHA-256 pass: they share a worker."""
+        """The hashers that together cost less than one SHA-256 pass: they share a worker."""
         return [self.crc32, self.blake3, self.autov1]
 
     def result(self) -> dict[str, str]:

@@ -178,20 +178,20 @@ def _register(store: Store, roots: list[Path], *, model: str, release: str | Non
             progress = on_file(path, size) if on_file else None
             digests = digest_file(path, progress=progress, shards=shards,
                                   cid_layouts=cid_layouts, short_hashes=True)
+            cid_roots[str(path)] = dict(digests.cids)
+            name = artifact_name(path, roots)
+            artifact_id, added = store.add_artifact(
+                model=model, name=name, path=str(path.resolve()), size=digests.size,
+                sha256=digests.sha256, sha1=digests.sha1, md5=digests.md5,
+                pieces_root=digests.pieces_root, shards=digests.shards, release=release,
+                recipient=recipient, cids=root_digests(digests.cids))
+            registered = RegisteredFile(name, digests, artifact_id, sum(added))
+            if printing is not None:
+                printing.store(store, registered, model=model, on_file=on_file)
         except BaseException:
             if printing is not None:
-                printing.cancel()
+                printing.cancel()  # a failed file leaves no thread behind
             raise
-        cid_roots[str(path)] = dict(digests.cids)
-        name = artifact_name(path, roots)
-        artifact_id, added = store.add_artifact(
-            model=model, name=name, path=str(path.resolve()), size=digests.size,
-            sha256=digests.sha256, sha1=digests.sha1, md5=digests.md5,
-            pieces_root=digests.pieces_root, shards=digests.shards, release=release,
-            recipient=recipient, cids=root_digests(digests.cids))
-        registered = RegisteredFile(name, digests, artifact_id, sum(added))
-        if printing is not None:
-            printing.store(store, registered, model=model, on_file=on_file)
         yield registered
     for root in roots:   # a folder's CID, as `ipfs add -r` would give it
         if root.is_dir():
