@@ -494,3 +494,41 @@ def test_ours_planted_in_the_real_civitai_record_hits(store: Store, ours: dict[s
     (hit,) = detect(store, text)
     assert (hit.indicator, hit.severity) == (f"autov1:{ours['autov1'][:8]}", "high")
     assert hit.indicator_type is not None and hit.indicator_type.startswith("autov1 (hub label;")
+
+
+# --- register to detection ---------------------------------------------------------------
+
+
+def test_register_records_the_short_hashes_a_post_then_names(tmp_path: Path) -> None:
+    """The whole way: `register` computes the short hashes in its read and stores them;
+    a pasted A1111 block naming the file by its AutoV1, a Civitai label with its CRC32 and
+    a bare BLAKE3 each hit the registered file, each value recomputed here independently."""
+    import blake3
+
+    from monitor.registry import register_paths
+
+    body = random.Random(7).randbytes(2 * MIB)
+    header = json.dumps({"w": {"dtype": "U8", "shape": [len(body)],
+                               "data_offsets": [0, len(body)]}}).encode()
+    header += b" " * (-len(header) % 8)
+    data = len(header).to_bytes(8, "little") + header + body
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(data)
+    with Store(tmp_path / "ww.db") as store:
+        register_paths(store, [path], model="heron-7b", tensors=False, rematch=None)
+        held = {row["algo"]: row["value"] for row in store.indicators()}
+        autov1 = hashlib.sha256(data[MIB:MIB + 0x10000]).hexdigest()
+        assert held["autov1"] == autov1
+        assert held["autov3"] == hashlib.sha256(data[8 + len(header):]).hexdigest()
+        assert held["crc32"] == f"{zlib.crc32(data):08x}"
+        assert held["blake3"] == blake3.blake3(data).hexdigest()
+        # Each in a post of its own: beside a full digest, a short one adds nothing.
+        for text, algo in ((f"Steps: 20, Model hash: {autov1[:8]}, Model: heron", "autov1"),
+                           (f"CRC32: {held['crc32'].upper()}", "crc32"),
+                           (f"b3 {held['blake3']}", "blake3")):
+            hits = detect(store, text)
+            assert [(h.indicator_type or "").split(" ")[0] for h in hits] == [algo], text
+            assert hits[0].artifact == "model.safetensors"
+        # One hex off in each: nothing.
+        assert detect(store, f"Model hash: {_near_miss(autov1[:8])}\n"
+                             f"CRC32: {_near_miss(held['crc32'])}") == []

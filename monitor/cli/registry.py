@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,8 +17,10 @@ from monitor.cli.common import (
     since_iso,
 )
 from monitor.output import emit
-from monitor.rematch import RematchResult
 from monitor.store import Store
+
+if TYPE_CHECKING:  # the detectors load when a rematch runs, not with every command
+    from monitor.rematch import RematchResult
 
 
 @click.command("register")
