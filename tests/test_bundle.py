@@ -131,9 +131,11 @@ def one_line(text: str) -> str:
 def test_round_trip_gives_the_same_lookups_without_paths(ww, release, registered, tmp_path):
     bundle = tmp_path / "heron.fingerprints.json.gz"
     out = ww.run("fingerprints", "export", str(bundle), db=registered)
-    # 2 imported, and the IPFS CIDs of 5 files and of the release folder
+    # 2 imported, the IPFS CIDs of 5 files and of the release folder, and each file's CRC32
+    # and BLAKE3 (the files are too small for an AutoV1, and none is a safetensors file)
     cids = 6 * len(REGISTER_LAYOUTS)
-    assert out.stdout.strip() == (f"{bundle}: 2 models, 5 artifacts, {2 + cids} indicators, "
+    assert out.stdout.strip() == (f"{bundle}: 2 models, 5 artifacts, {2 + cids + 2 * 5} "
+                                  f"indicators, "
                                   f"0 recipients' marks, 0 tensor fingerprints exported")
 
     raw = gzip.decompress(bundle.read_bytes()).decode()
@@ -165,8 +167,11 @@ def test_round_trip_gives_the_same_lookups_without_paths(ww, release, registered
     assert fields(monitor_db) == fields(registered)
     with Store(monitor_db) as store:
         assert {a["path"] for a in store.artifacts()} == {None}
+        # An artifact's CIDs and short hashes travel as indicators; the rest were imported.
+        carried = {"crc32", "blake3", "autov1", "autov3"}
         imported = [(i["algo"], i["value"], i["name"], i["size"], i["source"])
-                    for i in store.indicators(standalone=True) if not i["algo"].startswith("cid-")]
+                    for i in store.indicators(standalone=True)
+                    if not i["algo"].startswith("cid-") and i["algo"] not in carried]
         recipient_rows = [a for a in store.artifacts() if a["recipient"] == "acme"]
     assert imported == [("sha256", OTHER_SHA, "hub-upload.safetensors", None,
                          "import:SHA256SUMS:1"),
@@ -197,8 +202,8 @@ def test_importing_twice_adds_nothing(ww, registered, tmp_path):
 def test_export_one_model(ww, registered, tmp_path):
     bundle = tmp_path / "other.json.gz"
     out = ww.run("fingerprints", "export", str(bundle), "--model", "other-3b", db=registered)
-    # the file's IPFS CIDs
-    assert f"1 models, 1 artifacts, {len(REGISTER_LAYOUTS)} indicators" in out.stdout
+    # the file's IPFS CIDs, CRC32 and BLAKE3
+    assert f"1 models, 1 artifacts, {len(REGISTER_LAYOUTS) + 2} indicators" in out.stdout
     doc = bundle_json(bundle)
     assert doc["models"] == [{"name": "other-3b"}]
     assert [a["name"] for a in doc["artifacts"]] == ["other.bin"]

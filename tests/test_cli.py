@@ -16,6 +16,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -148,13 +149,17 @@ def test_register_folder_and_file_json(ww, release):
         assert art["path"] == str((release.root / row["name"]).resolve())
 
     indicators = query(ww.db, "SELECT * FROM indicators ORDER BY id")
-    assert len(indicators) == 4 * (4 + CIDS) + CIDS   # and the folder's CIDs
+    # Every file's CRC32 and BLAKE3 too (these small files have no AutoV1 and none is a
+    # safetensors file, so no AutoV3), and the folder's CIDs.
+    assert len(indicators) == 4 * (4 + 2 + CIDS) + CIDS
     for row, art in zip(rows, artifacts):
+        data = release.files[row["name"]]
         mine = [i for i in indicators if i["artifact_id"] == row["artifact_id"]
                 and not i["algo"].startswith("cid-")]
-        assert {(i["algo"], i["value"]) for i in mine} == {
+        assert {(i["algo"], i["value"]) for i in mine if i["algo"] != "blake3"} == {
             ("sha256", row["sha256"]), ("sha1", row["sha1"]), ("md5", row["md5"]),
-            ("pieces_root", art["pieces_root"])}
+            ("pieces_root", art["pieces_root"]), ("crc32", f"{zlib.crc32(data):08x}")}
+        assert [len(i["value"]) for i in mine if i["algo"] == "blake3"] == [64]
         for ind in mine:
             assert ind["model"] == "heron-7b"
             assert ind["name"] == row["name"]
@@ -170,7 +175,8 @@ def test_register_again_adds_no_digests(ww, release):
                               "--format", "json").stdout)
     assert len(again) == 3
     assert [r["new_digests"] for r in again] == [0, 0, 0]
-    assert query(ww.db, "SELECT COUNT(*) AS n FROM indicators")[0]["n"] == before == 3 * (4 + CIDS) + CIDS
+    # Each file: 4 digests, CRC32, BLAKE3 and its CIDs; the folder: its CIDs.
+    assert query(ww.db, "SELECT COUNT(*) AS n FROM indicators")[0]["n"] == before == 3 * (4 + 2 + CIDS) + CIDS
     assert query(ww.db, "SELECT COUNT(*) AS n FROM artifacts")[0]["n"] == 3
 
 
@@ -198,7 +204,8 @@ def test_register_recipient_copy(ww, tmp_path):
     inds = query(ww.db, "SELECT algo, recipient, source FROM indicators "
                         "WHERE algo NOT LIKE 'cid-%' ORDER BY algo")
     assert [(i["algo"], i["recipient"]) for i in inds] == [
-        ("md5", "alice"), ("pieces_root", "alice"), ("sha1", "alice"), ("sha256", "alice")]
+        ("blake3", "alice"), ("crc32", "alice"), ("md5", "alice"), ("pieces_root", "alice"),
+        ("sha1", "alice"), ("sha256", "alice")]
     assert {i["source"] for i in inds} == {f"register:{copy.resolve()}"}
 
 
