@@ -29,6 +29,7 @@ from fingerprints.ipfs import (
     release_folder_cids,
     root_digests,
 )
+from monitor.threads import one_blas_thread
 
 if TYPE_CHECKING:
     from fingerprints.weightprint import WeightPrint
@@ -257,21 +258,6 @@ def _store_print(store: Store, registered: RegisteredFile, print_: WeightPrint |
     return print_
 
 
-@contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """Keep BLAS (the sketches' products) to this thread while the digest workers use
-    every core: OpenBLAS's own threads spin while they wait for work, and beside the
-    digest pass they took register from 6.5 to 10 CPU-seconds on a 1 GB GGUF (2 cores).
-    The sketches are small products: even alone, that file's print takes 0.4 CPU-seconds
-    on one thread and 4.3 with OpenBLAS's default threads on a busy 2-core machine."""
-    from threadpoolctl import threadpool_limits
-
-    import fingerprints.tensors  # noqa: F401  (numpy, and so BLAS, loaded: then limited)
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
 class _Cancelled(Exception):
     """Raised in the fingerprint thread, through its progress callback, to stop it."""
 
@@ -301,7 +287,7 @@ class _Printing:
     def _run(self) -> None:
         yield_to_md5()  # like every digest but MD5, the longest (fingerprints/digests.py)
         try:
-            with _one_blas_thread():
+            with one_blas_thread():
                 self.result = print_weights(self.path, self._on_size)
         except _Cancelled:
             pass

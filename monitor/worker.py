@@ -34,6 +34,7 @@ from monitor.fetch import Fetcher
 from monitor.models import Document, Hit, utcnow
 from monitor.queue import CrawlOrder, Queue, QueueError, RedisGate, WorkerBeat, config_version
 from monitor.store import Store
+from monitor.threads import one_blas_thread
 
 log = structlog.get_logger("weightwatch.worker")
 
@@ -186,7 +187,8 @@ class Worker:
                                                      periodic=False, initial_delay=0.05,
                                                      max_delay=1.0)
         try:
-            consumer.run()
+            with one_blas_thread():  # a worker is one core's work; more would contend
+                consumer.run()
         finally:
             self._stop.set()
             self.queue.gone(self.id)
