@@ -16,6 +16,7 @@ honouring Retry-After; and logs URLs with their secrets redacted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import functools
 import ipaddress
@@ -26,7 +27,7 @@ import ssl
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 from urllib.parse import urljoin, urlsplit
@@ -574,12 +575,29 @@ class _Robots:
 
 
 class HostGate(Protocol):
-    """Request slots per host shared beyond this process (`monitor.queue.RedisGate`)."""
+    """Politeness shared beyond this process (`monitor.queue.RedisGate`): each host's
+    request starts, its requests in flight and its robots.txt, for every worker at once."""
 
     async def wait(self, host: str, spacing: float) -> float:
         """Reserve the host's next start, at least `spacing` after the one before; the
         seconds to wait for it."""
         ...
+
+    async def acquire(self, host: str, limit: int, lease: float) -> str:
+        """Wait for one of the host's `limit` request slots; a token to release it with (a
+        slot its holder never releases, a killed worker's, is free again after `lease`)."""
+        ...
+
+    async def release(self, host: str, token: str) -> None: ...
+
+    async def robots(self, origin: str) -> tuple[int, bytes, float] | None:
+        """The origin's robots.txt answer (status, body) another process fetched, and the
+        seconds it stays fresh; None when this process is to fetch it (one at a time: the
+        others wait a moment for its answer)."""
+        ...
+
+    async def remember_robots(self, origin: str, status: int, body: bytes,
+                              ttl: float) -> None: ...
 
 
 class Fetcher:
@@ -813,7 +831,7 @@ class Fetcher:
         sem = self._host_sems.get(host)
         if sem is None:
             sem = self._host_sems[host] = asyncio.Semaphore(max(1, self.settings.host_concurrency))
-        async with sem:
+        async with sem, self._shared_slot(host):
             await self._wait_turn(host)
             runstats.note_request()
             # The deadline starts after the politeness wait: the host's slot is ours to
@@ -828,6 +846,20 @@ class Fetcher:
                 # each retry would stall the target for another whole deadline.
                 raise FetchError(f"gave up on {safe_url}: no complete answer within the "
                                  f"request_deadline of {deadline:g}s") from None
+
+    @contextlib.asynccontextmanager
+    async def _shared_slot(self, host: str) -> AsyncIterator[None]:
+        """One of the host's `host_concurrency` slots across every process sharing the
+        gate (the local semaphore holds them within this one)."""
+        if self._gate is None:
+            yield
+            return
+        lease = self.settings.request_deadline + 30.0
+        token = await self._gate.acquire(host, max(1, self.settings.host_concurrency), lease)
+        try:
+            yield
+        finally:
+            await self._gate.release(host, token)
 
     async def _wait_turn(self, host: str) -> None:
         """Reserve the next start slot for `host` (no await between read and write, so the
@@ -940,8 +972,13 @@ class Fetcher:
             raise RobotsDisallowed(f"robots.txt disallows {redact_url(url)} for {token}")
 
     async def _load_robots(self, scheme: str, host: str, port: int | None, target: Target) -> _Robots:
-        robots_url = _origin(scheme, host, port) + "/robots.txt"
+        origin = _origin(scheme, host, port)
+        robots_url = origin + "/robots.txt"
         now = time.monotonic()
+        if self._gate is not None and (shared := await self._gate.robots(origin)) is not None:
+            status, body, fresh = shared
+            entry = self._robots_from(robots_url, status, body, now)
+            return replace(entry, expires=now + fresh)
         try:
             response, _ = await self._fetch(robots_url, target, headers=None,
                                             max_bytes=ROBOTS_MAX_BYTES, robots=False, truncate=True)
@@ -954,12 +991,20 @@ class Fetcher:
             return _Robots(None, str(exc), now + self.robots_error_ttl)
         status = response.status
         log.debug("robots_fetched", url=robots_url, status=status, bytes=len(response.body))
+        entry = self._robots_from(robots_url, status, response.body, now)
+        if self._gate is not None:
+            await self._gate.remember_robots(origin, status, response.body,
+                                             entry.expires - now)
+        return entry
+
+    def _robots_from(self, robots_url: str, status: int, body: bytes, now: float) -> _Robots:
+        """What a robots.txt answer means for the crawl, and until when."""
         if status == 429 or status >= 500:
             log.warning("robots_unavailable", url=robots_url, reason=f"HTTP {status}")
             return _Robots(None, f"HTTP {status}", now + self.robots_error_ttl)
         if 200 <= status < 300:
             try:
-                parser = Protego.parse(response.body.decode("utf-8", errors="replace"))
+                parser = Protego.parse(body.decode("utf-8", errors="replace"))
             except Exception as exc:  # a parser bug on hostile input must not sink the target
                 log.warning("robots_unparseable", url=robots_url, error=type(exc).__name__)
                 parser = None

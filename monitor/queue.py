@@ -23,6 +23,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+import secrets
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -276,14 +278,16 @@ def _seen_key(target: str, key: str) -> str:
 
 @dataclass
 class RedisGate:
-    """Per-host request slots shared by every worker through Redis, so ten workers are as
-    polite to a host as one: each start is reserved atomically (one script, on Redis's own
-    clock, so machines' clocks need not agree) at least `spacing` after the previous one."""
+    """Politeness shared by every worker through Redis (`monitor.fetch.HostGate`), so ten
+    workers are as polite to a host as one: each request start is reserved at least
+    `spacing` after the previous one, at most `limit` requests are in flight, and a
+    robots.txt one worker read serves them all until it expires. Every reservation is one
+    script on Redis's own clock, so the machines' clocks need not agree."""
 
     conn: Any
     prefix: str = "weightwatch:host:"
 
-    _SCRIPT = """
+    _NEXT_START = """
     local t = redis.call('TIME')
     local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
     local nxt = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -291,10 +295,62 @@ class RedisGate:
     redis.call('SET', KEYS[1], tostring(start + tonumber(ARGV[1])), 'EX', 3600)
     return tostring(start - now)
     """
+    # Slots in flight: members are tokens scored by when their lease runs out, so a slot a
+    # killed worker held is free again after its lease.
+    _ACQUIRE = """
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+    if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+        redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+        redis.call('EXPIRE', KEYS[1], 3600)
+        return 1
+    end
+    return 0
+    """
+    poll: float = 0.02
+    robots_wait: float = 10.0
 
     async def wait(self, host: str, spacing: float) -> float:
-        """Seconds this request must wait for its slot (reserved already)."""
-        raw = await asyncio.to_thread(self.conn.eval, self._SCRIPT, 1,
+        raw = await asyncio.to_thread(self.conn.eval, self._NEXT_START, 1,
                                       self.prefix + host.lower(), repr(spacing))
         return max(0.0, float(raw))
 
+    async def acquire(self, host: str, limit: int, lease: float) -> str:
+        token = secrets.token_hex(8)
+        key = self.prefix + "inflight:" + host.lower()
+        while not await asyncio.to_thread(self.conn.eval, self._ACQUIRE, 1, key, str(limit),
+                                          repr(lease), token):
+            await asyncio.sleep(self.poll)
+        return token
+
+    async def release(self, host: str, token: str) -> None:
+        await asyncio.to_thread(self.conn.zrem, self.prefix + "inflight:" + host.lower(), token)
+
+    async def robots(self, origin: str) -> tuple[int, bytes, float] | None:
+        """The shared answer, or None when this caller is to fetch it: it claimed the
+        fetch, or whoever did has not shared an answer within `robots_wait` (it may have
+        failed: a network error is never shared)."""
+        key = self.prefix + "robots:" + origin.lower()
+        deadline = time.monotonic() + self.robots_wait
+        while True:
+            raw, left, claimed = await asyncio.to_thread(self._robots_or_claim, key)
+            if isinstance(raw, bytes) and left is not None and left > 0:
+                status, _, body = raw.partition(b"\n")
+                return (int(status), body, left / 1000) if status.isdigit() else None
+            if claimed or time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(self.poll)
+
+    def _robots_or_claim(self, key: str) -> tuple[Any, Any, bool]:
+        raw, left = self.conn.get(key), self.conn.pttl(key)
+        if isinstance(raw, bytes):
+            return raw, left, False
+        return None, None, bool(self.conn.set(key + ":claim", b"1", nx=True, px=30_000))
+
+    async def remember_robots(self, origin: str, status: int, body: bytes,
+                              ttl: float) -> None:
+        if ttl > 0:
+            await asyncio.to_thread(self.conn.set, self.prefix + "robots:" + origin.lower(),
+                                    str(status).encode() + b"\n" + body,
+                                    px=max(1, int(ttl * 1000)))

@@ -280,3 +280,59 @@ def test_the_redis_gate_spaces_starts_across_clients(redis_url):
     assert got[2] == pytest.approx(20.0, abs=0.5)
     # Another host has slots of its own.
     assert asyncio.run(second.wait("other.example", 10.0)) == pytest.approx(0.0, abs=0.05)
+
+
+def test_the_redis_gate_holds_a_hosts_slots_across_clients(redis_url):
+    import asyncio
+
+    first = RedisGate(redis.Redis.from_url(redis_url), prefix="weightwatch:test-slots:")
+    second = RedisGate(redis.Redis.from_url(redis_url), prefix="weightwatch:test-slots:")
+
+    async def scenario() -> None:
+        held = await first.acquire("example.org", 1, 30.0)
+        with pytest.raises(TimeoutError):  # the one slot is taken, by another client
+            await asyncio.wait_for(second.acquire("example.org", 1, 30.0), 0.3)
+        await first.release("example.org", held)
+        token = await asyncio.wait_for(second.acquire("example.org", 1, 30.0), 2)
+        await second.release("example.org", token)
+        # A holder that never releases (a killed worker) frees its slot after its lease.
+        await first.acquire("example.org", 1, 0.3)
+        await asyncio.wait_for(second.acquire("example.org", 1, 30.0), 3)
+
+    asyncio.run(scenario())
+
+
+def test_fetchers_sharing_a_gate_share_host_slots_and_robots(redis_url, serve):
+    """Two fetchers (two workers' worth) on one host with host_concurrency 1: never two
+    requests at once at the host, and its robots.txt read once for both."""
+    import asyncio
+
+    from support import target
+
+    from monitor.config import CrawlSettings
+    from monitor.fetch import Fetcher
+
+    def slow(_request: object) -> tuple[int, bytes]:
+        time.sleep(0.05)
+        return 200, b"<p>page</p>"
+
+    site = serve({"/robots.txt": (200, b"User-agent: *\nDisallow: /private\n")}, default=slow)
+    settings = CrawlSettings(host_delay=0.001, host_concurrency=1, request_timeout=5,
+                             run_timeout=60, retries=0)
+    prefix = f"weightwatch:test-fetch-{time.monotonic_ns()}:"
+    t = target("forum", site.base + "/")
+
+    async def worker(gate: RedisGate, pages: range) -> None:
+        async with Fetcher(settings, gate=gate) as fetcher:
+            for n in pages:
+                await fetcher.get(f"{site.base}/p{n}", t)
+
+    async def both() -> None:
+        gates = [RedisGate(redis.Redis.from_url(redis_url), prefix=prefix) for _ in range(2)]
+        await asyncio.gather(worker(gates[0], range(0, 6)), worker(gates[1], range(6, 12)))
+
+    asyncio.run(both())
+    paths = [r.path for r in site.requests]
+    assert sorted(p for p in paths if p != "/robots.txt") == sorted(f"/p{n}" for n in range(12))
+    assert paths.count("/robots.txt") == 1
+    assert site.max_active == 1
