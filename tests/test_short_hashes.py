@@ -349,22 +349,32 @@ def test_hub_stated_short_hashes_hit_with_the_hub_as_context(store: Store,
 
 def test_chance_grows_with_the_registry_and_severity_follows(tmp_path: Path) -> None:
     """At 32 bits, 4,294 registered values make a chance match one in a million: high up
-    to there, medium beyond."""
+    to there, medium beyond. A CRC-32 is read in both byte orders, so half as many of them
+    reach that chance."""
     with Store(tmp_path / "ww.db") as store:
         store.add_model("m")
-        rows = [(f"{n:08x}",) for n in range(4294)]
+        rows = [(f"{n:08x}" + "0" * 56,) for n in range(4294)]
         with store.db.atomic():
             store.db.conn.executemany(
                 "INSERT INTO indicators (algo, value, model, source, added_at) "
-                "VALUES ('crc32', ?, 'm', 't', 't')", rows)
-        (hit,) = detect(store, "CRC32: 00000007")
+                "VALUES ('autov1', ?, 'm', 't', 't')", rows)
+        (hit,) = detect(store, "Model hash: 00000007")
         assert hit.severity == "high"
-        assert hit.indicator_type == ("crc32 (hub label; 8 hex = 32 bits: chance of a random "
-                                      "match 4294/2^32 = 1.0e-06)")
-        store.add_indicator(algo="crc32", value="ffffffff", model="m", source="t")
-        (hit,) = detect(store, "CRC32: 00000007")
+        assert (hit.indicator_type or "").endswith(
+            "8 hex = 32 bits: chance of a random match 4294/2^32 = 1.0e-06)")
+        store.add_indicator(algo="autov1", value="ff" * 32, model="m", source="t")
+        (hit,) = detect(store, "Model hash: 00000007")
         assert hit.severity == "medium"
         assert "4295/2^32" in (hit.indicator_type or "")
+        with store.db.atomic():
+            store.db.conn.executemany(
+                "INSERT INTO indicators (algo, value, model, source, added_at) "
+                "VALUES ('crc32', ?, 'm', 't', 't')", [(f"{n:08x}",) for n in range(2147)])
+        (hit,) = detect(store, "CRC32: 00000007")
+        assert hit.severity == "high" and "4294/2^32 = 1.0e-06" in (hit.indicator_type or "")
+        store.add_indicator(algo="crc32", value="ffffffff", model="m", source="t")
+        (hit,) = detect(store, "CRC32: 00000007")
+        assert hit.severity == "medium" and "4296/2^32" in (hit.indicator_type or "")
 
 
 # --- imports and bundles -----------------------------------------------------------------
@@ -532,3 +542,23 @@ def test_register_records_the_short_hashes_a_post_then_names(tmp_path: Path) -> 
         # One hex off in each: nothing.
         assert detect(store, f"Model hash: {_near_miss(autov1[:8])}\n"
                              f"CRC32: {_near_miss(held['crc32'])}") == []
+
+
+def test_a_crc32_in_civitais_byte_order_hits_too(store: Store, ours: dict[str, str]) -> None:
+    """Civitai's scanner writes a CRC-32's bytes little-endian: its own test vector for a
+    file holding "hello world" is 85114A0D, where zlib (and SFV files) give 0d4a1185."""
+    from monitor.detect.digests import crc32_swapped
+
+    assert f"{zlib.crc32(b'hello world'):08x}" == "0d4a1185"
+    assert crc32_swapped("0d4a1185") == "85114a0d"
+    civitai = crc32_swapped(ours["crc32"]).upper()
+    hits = detect(store, f"Hashes: CRC32: {civitai}")
+    assert [(h.indicator, h.artifact) for h in hits] == [
+        (f"crc32:{civitai.lower()}", "animefull-final-pruned/model.ckpt")]
+    assert "bytes reversed, as Civitai writes a CRC-32" in hits[0].indicator_type
+    # Two readings tried: the chance of a coincidence counts both.
+    assert "2/2^32" in hits[0].indicator_type
+    plain = detect(store, f"CRC32: {ours['crc32'].upper()}")
+    assert len(plain) == 1 and "bytes reversed" not in plain[0].indicator_type
+    # Neither reading of a near miss is ours.
+    assert detect(store, f"CRC32: {_near_miss(civitai)}") == []

@@ -132,15 +132,23 @@ class DigestDetector:
         context, or the (text, start, end) to cut it from, once a value matched (nearly
         every short hash seen is not ours)."""
         prefix = value.lower()
-        for entry in self._starting_with(form, prefix):
-            if not isinstance(context, str):
-                context = snippet(*context)
-            if (entry.model, entry.artifact, entry.recipient) in named:
-                continue
-            key = (f"{form.name}:{prefix}", entry.model, entry.recipient)
-            if key not in found:
-                found[key] = short_hit(entry, form, prefix, seen_as, context,
-                                       self._registered(form))
+        readings = [(prefix, seen_as)]
+        if form.name == "crc32" and (swapped := crc32_swapped(prefix)) != prefix:
+            # Civitai's scanner writes a CRC-32's bytes in little-endian order ("hello
+            # world": 85114A0D; zlib and SFV files: 0D4A1185): both readings are tried, and
+            # the chance of a coincidence counts both.
+            readings.append((swapped, f"{seen_as}; its bytes reversed, as Civitai writes a "
+                                      f"CRC-32"))
+        for reading, how in readings:
+            for entry in self._starting_with(form, reading):
+                if not isinstance(context, str):
+                    context = snippet(*context)
+                if (entry.model, entry.artifact, entry.recipient) in named:
+                    continue
+                key = (f"{form.name}:{prefix}", entry.model, entry.recipient)
+                if key not in found:
+                    found[key] = short_hit(entry, form, prefix, how, context,
+                                           self._registered(form) * len(readings))
 
     def _starting_with(self, form: ShortForm, prefix: str) -> list[KnownDigest]:
         """Registered values of `form` starting with `prefix`: by the store's index, or by
@@ -274,6 +282,14 @@ def _short_literals() -> LiteralSet:
     has a run of at least 8 hex characters."""
     return literal_set((literal, index) for index, context in enumerate(SHORT_CONTEXTS)
                        for literal in context.literals)
+
+
+def crc32_swapped(value: str) -> str:
+    """A CRC-32 in hex with its four bytes in the other order (anything else as it is)."""
+    try:
+        return bytes.fromhex(value)[::-1].hex() if len(value) == 8 else value
+    except ValueError:
+        return value
 
 
 def short_hit(entry: KnownDigest, form: ShortForm, prefix: str, seen_as: str, context: str,
