@@ -44,6 +44,7 @@ from fingerprints.watermark import (
 )
 from fingerprints.weightprint import MIN_COLUMNS, MIN_ROWS, canonical_order
 from fingerprints.weights import open_weights
+from monitor.durable import fsync_path
 from monitor.registry import Rematch, register_paths, registry_change, rematch_with_defaults
 from monitor.rematch import RematchResult
 
@@ -182,7 +183,7 @@ def issue_copy(store: Store, *, model: str, recipient: str, source: str | os.Pat
             if mark:
                 _mark_all(reader, key, tmp, padded.shift if padded else 0, issued)
             else:
-                _fsync(tmp)  # on disk before it is renamed into place, as a marked copy is
+                fsync_path(tmp)  # on disk before it is renamed into place, as a marked copy is
         if mark and not issued.tensors:
             raise WatermarkError(f"{src}: no 2-D F32, F16 or BF16 tensor to mark")
         os.replace(tmp, dst)
@@ -257,14 +258,6 @@ def _write_unmarked(src: Path, tmp: Path, padded: Padded | None) -> None:
             fin.seek(at)
             fout.seek(len(padded.head) + at - padded.data_start)
             shutil.copyfileobj(fin, fout, 8 << 20)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _mark_all(reader: WeightReader, key: bytes, path: Path, shift: int, issued: Issued) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from monitor.durable import fsync_path
 from monitor.migrations import MIGRATIONS
 from monitor.store.connection import (
     BUSY_TIMEOUT_MS,
@@ -83,7 +84,7 @@ def backup(source: Path, dest: Path, *, force: bool = False) -> Copied:
             finally:
                 copy.close()
             copied = _checked(partial, target, "quick_check")
-            _sync(partial)
+            fsync_path(partial)
             _publish(partial, target, force)
         finally:
             partial.unlink(missing_ok=True)
@@ -189,14 +190,6 @@ def _checked(path: Path, name: Path, check: str) -> Copied:
     return Copied(name, path.stat().st_size, schema, hits, f"{check} {result}")
 
 
-def _sync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _publish(partial: Path, target: Path, force: bool) -> None:
     """Give the checked copy its name: over an existing file only with `force`, and never
     over one that appeared while the copy was written otherwise."""
@@ -210,11 +203,7 @@ def _publish(partial: Path, target: Path, force: bool) -> None:
     except OSError as exc:
         raise MaintenanceError(f"{target}: cannot write: {exc.strerror}") from None
     with suppress(OSError):  # durability of the name; the data is synced already
-        fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(target.parent)
 
 
 # --- prune -----------------------------------------------------------------------------
