@@ -336,3 +336,39 @@ def test_fetchers_sharing_a_gate_share_host_slots_and_robots(redis_url, serve):
     assert sorted(p for p in paths if p != "/robots.txt") == sorted(f"/p{n}" for n in range(12))
     assert paths.count("/robots.txt") == 1
     assert site.max_active == 1
+
+
+def test_a_bad_or_unreachable_queue_is_one_line_and_keeps_its_password(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[[targets]]\nname = "board"\nkind = "imageboard"\n'
+                      'url = "http://127.0.0.1:9/g/"\n')
+
+    def worker(url: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "monitor", "--config", str(config),
+                               "worker", "--queue", url], capture_output=True, text=True,
+                              timeout=60, check=False)
+
+    bad = worker("amqp://127.0.0.1/x")
+    assert bad.returncode == 2
+    assert bad.stderr.splitlines() == ["weightwatch: --queue amqp://127.0.0.1/x: a queue is "
+                                       "sqlite:///path or redis://host:port/db"]
+    down = worker(f"redis://:hunter2@127.0.0.1:{free_port()}/0")  # nothing listens there
+    assert down.returncode == 1
+    assert len(down.stderr.splitlines()) == 1
+    assert "cannot reach the queue" in down.stderr and "hunter2" not in down.stderr
+
+
+def test_a_damaged_or_oversized_registry_snapshot_is_refused(tmp_path):
+    import zlib
+
+    from monitor.worker import _inflate
+
+    data = zlib.compress(b"SQLite format 3\x00" + b"\x00" * 4096)
+    assert _inflate(data, 1 << 20).startswith(b"SQLite format 3")
+    with pytest.raises(QueueError, match="damaged"):
+        _inflate(data[:-8], 1 << 20)  # cut short
+    with pytest.raises(QueueError, match="damaged"):
+        _inflate(b"not zlib at all", 1 << 20)
+    bomb = zlib.compress(b"\x00" * (8 << 20))  # 8 MiB from a few KB
+    with pytest.raises(QueueError, match="over 1048576 bytes"):
+        _inflate(bomb, 1 << 20)
