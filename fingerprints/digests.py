@@ -33,7 +33,7 @@ from typing import Protocol
 
 from fingerprints.ipfs import DagRef, Layout, file_cid_hashers
 from fingerprints.ipfs import results as cid_results
-from fingerprints.torrent import PiecesRootHasher
+from fingerprints.torrent import BLOCK_SIZE, PiecesRootHasher
 
 __all__ = ["SHORT_KEYS", "DigestError", "FileDigests", "digest_file", "iter_files",
            "yield_to_md5"]
@@ -79,6 +79,46 @@ class ShardHasher:
     def hexdigests(self) -> tuple[str, ...]:
         tail = (self._current.hexdigest(),) if self._filled or not self._done else ()
         return tuple(self._done) + tail
+
+
+class StitchedHasher:
+    """MD5, SHA-1, SHA-256 and the BEP 52 pieces root of a file in one lane: the compiled
+    fingerprints/_stitch.c interleaves the SHA rounds (on the CPU's SHA extensions) with
+    MD5's, which leaves most of a core idle while it waits on its own dependency chain, so
+    the four cost about what MD5 costs alone (register's heaviest CPU, halved). Used where
+    the extension is built and the CPU has SHA-NI (`stitching_available`)."""
+
+    name = "md5+sha"
+
+    def __init__(self) -> None:
+        from fingerprints._stitch import Stitched
+
+        self._stitched = Stitched(leaf_size=BLOCK_SIZE)
+        self.pieces_root = PiecesRootHasher()
+        self._done: tuple[str, str, str] | None = None
+
+    def update(self, data: bytes | memoryview, /) -> None:
+        if leaves := self._stitched.update(data):
+            self.pieces_root.add_leaf_digests(leaves)
+
+    def hexdigests(self) -> tuple[str, str, str]:
+        """(sha256, sha1, md5) as hex; the pieces root is then complete too."""
+        if self._done is None:
+            md5, sha1, sha256, last = self._stitched.digests()
+            if last is not None:
+                self.pieces_root.last_leaf_digest(last)
+            self._done = (sha256.hex(), sha1.hex(), md5.hex())
+        return self._done
+
+
+def stitching_available() -> bool:
+    """Whether the stitched lane can run here: fingerprints/_stitch.c compiled (pip builds
+    it when a C compiler is present) and an x86-64 CPU with the SHA extensions."""
+    try:
+        from fingerprints._stitch import available
+    except ImportError:
+        return False
+    return available
 
 
 # -- short hashes ----------------------------------------------------------------------------
@@ -215,6 +255,10 @@ _BUFFERS = 8
 CHUNK_SIZE = 1 << 20
 
 
+# The lanes that carry MD5 keep their priority (see yield_to_md5).
+_MD5_LANES = frozenset({"md5", StitchedHasher.name})
+
+
 def yield_to_md5() -> None:
     """Lower this thread's priority a little. MD5 is the slowest digest and cannot be
     split; when the faster hashers yield to it, it keeps a core to itself and they fill
@@ -281,11 +325,14 @@ def digest_file(
     shards: bool = False,
     cid_layouts: Sequence[Layout] = (),
     short_hashes: bool = False,
+    stitched: bool | None = None,
 ) -> FileDigests:
     """Compute SHA-256, SHA-1, MD5 and the BEP 52 pieces root of a regular file in a single
     streaming read, and with `shards` the SHA-256 of each 1 GB shard too, the IPFS CID
     of the file in each of `cid_layouts`, and with `short_hashes` the hashes of
-    `FileDigests.short`.
+    `FileDigests.short`. MD5, SHA-1, SHA-256 and the pieces root are one stitched lane
+    where `stitching_available()` (or as `stitched` says), else four hashlib lanes: the
+    same digests either way.
 
     ``progress(n)`` is called from the calling thread with the number of bytes fully hashed so
     far, at least once and last with the file size; an exception it raises aborts hashing (use
@@ -295,11 +342,14 @@ def digest_file(
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     name = os.fspath(path)
-    algos = [hashlib.new(a) for a in _ALGOS]
-    pieces_root = PiecesRootHasher()
+    core = StitchedHasher() if (stitching_available() if stitched is None else stitched) \
+        else None
+    algos = [] if core else [hashlib.new(a) for a in _ALGOS]
+    pieces_root = core.pieces_root if core else PiecesRootHasher()
     cid_hashers = file_cid_hashers(cid_layouts) if cid_layouts else []
     # Each lane is one worker thread: a costly digest alone, cheap ones together.
-    digests: list[Hash] = [*algos, pieces_root, *cid_hashers]
+    digests: list[Hash] = [core] if core else [*algos, pieces_root]
+    digests += cid_hashers
     lanes = [[h] for h in digests]
     short: _ShortHashers | None = None
     try:
@@ -345,7 +395,7 @@ def digest_file(
         raise DigestError(errno.EAGAIN, f"changed size while being read ({st.st_size} -> "
                                         f"{now if now != st.st_size else size} bytes); "
                                         "register it once it is complete", name)
-    sha256, sha1, md5 = (h.hexdigest() for h in algos)
+    sha256, sha1, md5 = core.hexdigests() if core else (h.hexdigest() for h in algos)
     pieces = pieces_root.hexdigest()
     shard_list = sharder.hexdigests() if sharder else () if large else (sha256,)
     return FileDigests(path=name, size=size, sha256=sha256, sha1=sha1, md5=md5,
@@ -462,7 +512,7 @@ def _hash_threaded(
     failures: list[BaseException] = []
 
     def work(lane: list[Hash], inbox: queue.SimpleQueue[int | None]) -> None:
-        if lane[0].name != "md5":
+        if lane[0].name not in _MD5_LANES:
             yield_to_md5()
         while (j := inbox.get()) is not None:
             try:

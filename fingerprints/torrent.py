@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple
 from urllib.parse import quote
@@ -469,13 +470,31 @@ class PiecesRootHasher:
         self._stack = _pushed(self._stack, 0, digest)
 
     def _blocks(self, view: memoryview) -> None:
-        """Add whole 16 KiB blocks. Pushing leaves one by one cost a stack copy and a merge
+        """Add whole 16 KiB blocks."""
+        sha256 = hashlib.sha256
+        self._reduce(len(view) // BLOCK_SIZE,
+                     lambda i: sha256(view[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]).digest())
+
+    def add_leaf_digests(self, digests: bytes) -> None:
+        """Add whole leaves hashed elsewhere (32 bytes each, in file order): the stitched
+        pass of fingerprints/_stitch.c hashes them beside MD5 and the file's SHA-256."""
+        if self._partial:
+            raise ValueError("leaf digests after a partial block")
+        self._reduce(len(digests) // 32, lambda i: digests[32 * i:32 * i + 32])
+
+    def last_leaf_digest(self, digest: bytes) -> None:
+        """The file's last, shorter leaf, hashed elsewhere at its length."""
+        if self._partial:
+            raise ValueError("leaf digests after a partial block")
+        self._leaf(digest)
+
+    def _reduce(self, count: int, leaf: Callable[[int], bytes]) -> None:
+        """Add `count` leaves. Pushing leaves one by one cost a stack copy and a merge
         loop per leaf in Python; instead each run of 2^k leaves that starts on a multiple of
         2^k (a subtree the one-by-one pushes would build) is reduced level by level in list
         comprehensions and pushed once. The runs are at most _BATCH leaves, so memory stays
-        a few KB of hashes whatever the size of `view`."""
+        a few KB of hashes whatever the number of leaves."""
         sha256 = hashlib.sha256
-        count = len(view) // BLOCK_SIZE
         start = 0
         while start < count:
             # The largest aligned subtree that fits: bounded by the leaves left, by the
@@ -483,9 +502,7 @@ class PiecesRootHasher:
             size = min(_BATCH, 1 << ((count - start).bit_length() - 1))
             if self._leaves:
                 size = min(size, self._leaves & -self._leaves)
-            base = start * BLOCK_SIZE
-            layer = [sha256(view[base + i * BLOCK_SIZE:base + (i + 1) * BLOCK_SIZE]).digest()
-                     for i in range(size)]
+            layer = [leaf(start + i) for i in range(size)]
             while len(layer) > 1:
                 layer = [sha256(layer[i] + layer[i + 1]).digest()
                          for i in range(0, len(layer), 2)]
