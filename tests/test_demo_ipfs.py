@@ -4,7 +4,9 @@ crawl of its two targets finding exactly what it planted."""
 
 from __future__ import annotations
 
+import random
 import re
+import time
 from pathlib import Path
 
 import httpx
@@ -17,7 +19,7 @@ from demo.release import Release
 from demo.runner import demo_config, register_demo_release
 from demo.sites.ipfs import IpfsSite, humanize_bytes, short_hash
 from demo.world import DemoWorld
-from fingerprints.ipfs import KUBO_V0, parse_cid
+from fingerprints.ipfs import DAG_PB, KUBO_V0, Cid, find_cids, parse_cid
 from monitor.config import load_config
 from monitor.registry import register_paths
 from monitor.store import Store
@@ -150,3 +152,65 @@ def test_a_crawl_of_the_gateway_targets_finds_exactly_what_was_planted(
     assert by_form == {"cid-v0 (CIDv0 base58btc, gateway path)",
                        "cid-v0 (CIDv0 base58btc, bare)"}
     assert {h["severity"] for h in hits if h["kind"] == "hash"} == {"critical"}
+
+
+def test_many_cids_in_one_page_are_read_in_one_pass() -> None:
+    """A listing's CIDs, each after non-ASCII text: every one found where it is written,
+    each stretch of text decoded once (benchmarks/cid_listing.py shows the time linear)."""
+    rng = random.Random(3)
+    cids = [str(Cid(0, DAG_PB, rng.randbytes(32))) for _ in range(5_000)]
+    text = "".join(f"<td>héron ☃ {i}</td><a href=\"/ipfs/{cid}?filename={i}\">" for i, cid
+                   in enumerate(cids))
+    found = list(find_cids(text))
+    assert [f.text for f in found] == cids
+    assert all(text[f.start:f.end] == f.text for f in found)
+    assert {f.form for f in found} == {"CIDv0 base58btc, gateway path"}
+
+
+@pytest.mark.slow
+def test_hostile_gateway_pages_through_the_demo_targets(serve, demo_release: Release,
+                                                       tmp_path: Path) -> None:
+    """What the demo's two gateway targets would meet out there: a listing of 100,000
+    entries, a CID-shaped run of 10 MB in a post, and a gateway link that redirects to the
+    cloud metadata address. Each is bounded: the listing is read once (its CIDs looked up,
+    none ours), the run is no CID, and the redirect is refused in one line."""
+    server = serve()
+    site = IpfsSite(demo_release)
+    site.base_url = f"http://127.0.0.1:{server.port}"
+    base = site.root
+    rng = random.Random(100_000)
+    cids = [str(Cid(0, DAG_PB, rng.randbytes(32))) for _ in range(100_000)]
+    rows = "".join(f'<div><a href="/gateway/ipfs/QmBig/{i}">{i}</a></div><div><a '
+                   f'class="ipfs-hash" href="/gateway/ipfs/{cid}?filename={i}">'
+                   f"{short_hash(cid)}</a></div>\n"
+                   for i, cid in enumerate(cids))
+    server.serve("/gateway/ipfs/QmBig/", '<main id="main"><header><strong>Index of /ipfs/QmBig'
+                 f'</strong></header><div class="grid dir">{rows}</div></main>')
+    server.serve("/gateway/ipfs/QmMeta/", "", status=302,
+                 Location="http://169.254.169.254/latest/meta-data/")
+    run = "Qm" + "".join(rng.choice("123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz")
+                         for _ in range(10_000_000 - 2))
+    posts = "".join(
+        f'<article class="entry" id="p{i}"><h2>p{i}</h2><span class="by">x</span>'
+        f'<time datetime="2026-11-20T00:00:00+00:00">t</time><div class="entry-body">{body}'
+        "</div></article>" for i, body in enumerate([
+            f'<a href="{base}/ipfs/QmBig/">{base}/ipfs/QmBig/</a>',
+            f'<a href="{base}/ipfs/QmMeta/">{base}/ipfs/QmMeta/</a>', f"ipfs://{run}"]))
+    server.serve("/gateway/", f"<html><body>{posts}</body></html>")
+    config_path = tmp_path / "config.toml"
+    config_path.write_text(site.target_toml())  # the demo's own targets, on this server
+    config = load_config(config_path)
+    with Store(tmp_path / "ww.db") as store:
+        store.add_folder_cids(model="heron-7b", name="heron-7b",
+                              cids=[("cid-v0", "00" * 32)])
+        started = time.monotonic()
+        results = crawl(store, config.targets)
+        elapsed = time.monotonic() - started
+        hits = store.hits()
+        documents = store.db.execute("SELECT url FROM documents").fetchall()
+    assert [(r.target, r.status) for r in results] == [
+        ("demo-ipfs-board", "ok"), ("demo-ipfs-gateway", "ok")], results
+    assert hits == []
+    assert f"{base}/ipfs/QmBig/#main" in {u for (u,) in documents}
+    assert not any("169.254" in u for (u,) in documents)
+    assert elapsed < 60, elapsed
