@@ -283,25 +283,30 @@ def find_cids(text: str) -> Iterator[FoundCid]:
     C speed (most posts have none); only those are decoded."""
     data = text.encode("utf-8", "surrogatepass")
     mask = data.translate(_ALNUM_MASK)
+    # The str offset of byte offset `done`, moved forward run by run: each stretch between
+    # two runs is decoded once, so a page of thousands of CIDs (a gateway listing) costs
+    # linear time, not a decode of everything before each of them.
+    done = chars = 0
     run = mask.find(_MIN_RUN)
     while run >= 0:
         end = mask.find(b".", run)
         end = len(mask) if end < 0 else end
         if end - run in _CID_LENGTHS:
-            found = _found(text, data, run, end)
+            # Runs are ASCII, so `done` and `run` fall between characters.
+            chars += len(data[done:run].decode("utf-8", "surrogatepass"))
+            done = run
+            found = _found(text, data[run:end].decode("ascii"), chars)
             if found is not None:
                 yield found
         run = mask.find(_MIN_RUN, end)
 
 
-def _found(text: str, data: bytes, run: int, end: int) -> FoundCid | None:
-    word = data[run:end].decode("ascii")
+def _found(text: str, word: str, start: int) -> FoundCid | None:
+    """`word`, at str offset `start` of `text`, as a CID with the form it was written in."""
     try:
         cid, base = parse_cid(word)
     except CidError:
         return None
-    # The run is ASCII, so only what precedes it can shift str offsets from byte offsets.
-    start = len(data[:run].decode("utf-8", "surrogatepass"))
     stop = start + len(word)
     before = text[max(0, start - 7):start].lower()
     if before.endswith("ipfs://"):

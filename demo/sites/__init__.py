@@ -16,6 +16,7 @@ from demo.sites.filehost import FileHostSite
 from demo.sites.github import GitHubSite
 from demo.sites.hackernews import HackerNewsSite
 from demo.sites.hub import HubSite
+from demo.sites.ipfs import IpfsSite
 from demo.sites.jackett import JackettSite
 from demo.sites.lemmy import LemmySite
 from demo.sites.modelscope import ModelScopeSite
@@ -35,4 +36,5 @@ SITES: tuple[type[Site], ...] = (
     DiscourseSite, FeedSite, GitHubSite, HackerNewsSite, HubSite, JackettSite, LemmySite, PasteSite,
     ProwlarrSite, RedditSite, VBulletinSite, XenForoSite,
     TelegramSite, FileHostSite, CivitaiSite, ModelScopeSite,
+    IpfsSite,
 )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from fingerprints.ipfs import LAYOUTS, REGISTER_LAYOUTS, Layout
 from monitor.cli.common import (
     HIT_JSON_COLUMNS,
     HIT_TABLE_COLUMNS,
@@ -23,6 +24,33 @@ if TYPE_CHECKING:  # the detectors load when a rematch runs, not with every comm
     from monitor.rematch import RematchResult
 
 
+def _layout_help(layout: Layout) -> str:
+    leaves = "raw" if layout.raw_leaves else "dag-pb"
+    kib = layout.chunk_size >> 10
+    chunks = f"{kib >> 10} MiB" if kib % 1024 == 0 else f"{kib} KiB"
+    return (f"{layout.name} (CIDv{layout.cid_version}, {chunks} chunks, {leaves} leaves, "
+            f"{layout.max_links} links a node)")
+
+
+def parse_cid_layouts(text: str) -> tuple[Layout, ...]:
+    """`--cids`: layout names separated by commas, `all` or `none`, in LAYOUTS' order.
+    Raises ValueError naming the valid names (one line)."""
+    by_name = {layout.name: layout for layout in LAYOUTS}
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if names == ["all"]:
+        return LAYOUTS
+    if names == ["none"]:
+        return ()
+    unknown = [name for name in names if name not in by_name] or ([] if names else [text])
+    if unknown:
+        raise ValueError(f"--cids: unknown layout {unknown[0][:40]!r}; valid: "
+                         f"{', '.join(by_name)}, all or none")
+    return tuple(layout for layout in LAYOUTS if layout.name in names)
+
+
+_DEFAULT_CIDS = ",".join(layout.name for layout in REGISTER_LAYOUTS)
+
+
 @click.command("register")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--model", required=True, help="Model name the files belong to.")
@@ -33,15 +61,29 @@ if TYPE_CHECKING:  # the detectors load when a rematch runs, not with every comm
                    "model-signing's sharded layout); a second SHA-256 pass over them.")
 @click.option("--no-tensors", is_flag=True,
               help="Skip the tensor fingerprints of weight files (digests only).")
+@click.option("--cids", default=_DEFAULT_CIDS, show_default=True, metavar="LAYOUTS",
+              help="IPFS CIDs to record for each file and folder, as `ipfs add` (-r) would "
+                   "give them: layout names separated by commas, `all` or `none`. Layouts: "
+                   + "; ".join(_layout_help(layout) for layout in LAYOUTS)
+                   + ". Each kind of leaf asked for (chunk size and leaf encoding) is a "
+                     "SHA-256 pass of its own over every file (about 0.7 core-seconds a "
+                     "GB): the default one, `all` three (the two 1 MiB layouts share "
+                     "theirs). The default is kubo's `ipfs add`.")
 @format_option
 @click.pass_obj
 def register(state: State, paths: tuple[str, ...], model: str, release: str | None,
-             recipient: str | None, shards: bool, no_tensors: bool, fmt: str) -> None:
+             recipient: str | None, shards: bool, no_tensors: bool, cids: str,
+             fmt: str) -> None:
     """Record released files' digests (size, SHA-256, SHA-1, MD5, BitTorrent v2 pieces
-    root), folders recursively, and the tensor fingerprints of weight files (recognised
-    by content: safetensors, GGUF, PyTorch, ONNX, numpy, and archives of them)."""
+    root, IPFS CIDs, hub short hashes: AutoV1, AutoV3, CRC32, BLAKE3), folders recursively
+    (with the folder's CID), and the tensor fingerprints of weight files (recognised by
+    content: safetensors, GGUF, PyTorch, ONNX, numpy, and archives of them)."""
     from monitor.registry import register_paths
 
+    try:
+        cid_layouts = parse_cid_layouts(cids)
+    except ValueError as exc:
+        fail(str(exc), 2)
     show_progress = fmt == "table" and sys.stderr.isatty()
     bars: list[Any] = []
     seen: set[Path] = set()
@@ -67,7 +109,7 @@ def register(state: State, paths: tuple[str, ...], model: str, release: str | No
         try:
             files = register_paths(store, paths, model=model, release=release,
                                    recipient=recipient, on_file=on_file, shards=shards,
-                                   tensors=not no_tensors,
+                                   tensors=not no_tensors, cid_layouts=cid_layouts,
                                    rematch=lambda s: run_rematch(state, s, fmt=fmt))
         except OSError as exc:
             fail(f"{exc.filename or ''}: {exc.strerror or exc}", 1)
