@@ -263,3 +263,30 @@ def test_a_hostile_claim_through_the_cli_is_one_line_and_imports_nothing(
         assert store.registry_counts() == {"models": 0, "artifacts": 0, "indicators": 0}
     with pytest.raises(BundleError):
         read_bundle(bad)
+
+
+def test_a_name_given_to_a_registered_file_travels_with_its_artifact(tmp_path: Path) -> None:
+    """A checksum list naming a registered file otherwise: the name is a claim on the
+    artifact's own SHA-256, which the bundle carries in the artifact, not as an
+    indicator; it imports after the artifact and round-trips unchanged."""
+    weights_file = tmp_path / "release" / "model.safetensors"
+    weights_file.parent.mkdir()
+    weights_file.write_bytes(bytes(range(256)) * 300)
+    writer, monitor = tmp_path / "writer.db", tmp_path / "monitor.db"
+    cli("register", str(weights_file), "--model", MODEL, db=writer)
+    with Store(writer) as store:
+        (artifact,) = store.artifacts()
+    sums = tmp_path / "hub.sha256"
+    sums.write_text(f"{artifact['sha256']}  consolidated.00.safetensors\n", encoding="ascii")
+    cli("indicators", "import", str(sums), "--model", MODEL, db=writer)
+    bundle = tmp_path / "b.json.gz"
+    cli("fingerprints", "export", str(bundle), db=writer)
+    doc = bundle_doc(bundle)
+    assert doc["files"] == [{"model": MODEL, "algo": "sha256", "value": artifact["sha256"],
+                             "name": "consolidated.00.safetensors", "size": None,
+                             "source": "import:hub.sha256:1"}]
+    assert not [i for i in doc["indicators"] if i["value"] == artifact["sha256"]]
+    cli("fingerprints", "import", str(bundle), db=monitor)
+    with Store(monitor) as store:
+        again = without_created_at(bundle_from_store(store).as_json())
+    assert again == without_created_at(doc)
