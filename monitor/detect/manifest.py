@@ -10,11 +10,11 @@ list's label says what it is ("torrent file list", "GitHub release assets", "Tel
 attachment"...), and a hit's evidence says it ("name and size (GitHub release assets)");
 a match in a torrent's list is a `torrent` hit, in a list of files posted as they are a
 `weights` hit (`FILE_LIST_KINDS`). Documents stored before that key had the list in
-`extras["torrent"]`, whichever their source: a rematch still reads it there, labelled by the
-source that wrote it (`listed_files`). Released files are the registered artifacts, and the names and
-sizes imported indicators state (`Store.imported_files`: a checksum list's name joined
-with the LFS pointer's size of the same digest, a hub record, a size list, a released
-.torrent's file list), which count exactly as registered files do:
+`extras["torrent"]`, whichever their source: a rematch still reads it there, labelled by
+the source that wrote it (`listed_files`). Released files are the registered artifacts, and
+the names and sizes imported indicators state (`Store.imported_files`: a checksum list's
+name joined with the LFS pointer's size of the same digest, a hub record, a size list, a
+released .torrent's file list), which count exactly as registered files do:
 
 - a file with a released file's basename and exact size: high ("name:size");
 - a file with the exact size of a large released file (LARGE_FILE_BYTES or more), whatever
@@ -22,7 +22,7 @@ with the LFS pointer's size of the same digest, a hub record, a size list, a rel
 - a file whose size is known only as a rounded figure (a Telegram attachment's "1.7 MB",
   stated as `size_min`..`size_max` instead of `length`) with a released file's basename
   and a size in that range: medium ("name:~1.7 MB"), since many sizes share the figure;
-- a torrent whose total is the total of one release of a model (its artifacts summed,
+- a listing whose total is the total of one release of a model (its artifacts summed,
   recipients' copies left out; for a model known only from imports, its imported files
   summed; or the total of a released torrent imported by magnet or .torrent), or of one
   recipient's whole copy of a release (the release's files with that recipient's own in
@@ -178,13 +178,13 @@ class ManifestDetector:
         listing = listed_files(doc)
         if listing is None or not (self.by_name_size or self.by_total):
             return []
-        what, torrent = listing
+        what, listed = listing
         kind = FILE_LIST_KINDS[what]
-        name = torrent.get("name")
+        name = listed.get("name")
         label = (name if isinstance(name, str) else doc.title)[:MAX_PATH_IN_CONTEXT]
         found: dict[tuple[str, str, str | None], Hit] = {}
         matched: set[str] = set()
-        for path, length in _files(torrent.get("files")):
+        for path, length in _files(listed.get("files")):
             if length < MIN_FILE_BYTES:
                 continue
             named = self.by_name_size.get((_basename(path).casefold(), length))
@@ -198,7 +198,7 @@ class ManifestDetector:
                           f"exact size of a large file ({what})",
                           f"{label}: {_short(path)} ({length} bytes) has the exact size of",
                           length, kind)
-        for path, low, high, shown in _rounded_files(torrent.get("files")):
+        for path, low, high, shown in _rounded_files(listed.get("files")):
             # Recipients' copies differ from the release by bytes or a few KB, which a
             # rounded figure does not show: it never names a recipient.
             near = [replace(a, recipient=None)
@@ -213,7 +213,7 @@ class ManifestDetector:
                 for key, found_hit in rounded.items():
                     found_hit.severity = "medium"
                     found.setdefault(key, found_hit)
-        total = _total(torrent)
+        total = _total(listed)
         by_model: dict[str, list[_Release]] = defaultdict(list)
         for rel in self.by_total.get(total, ()) if total is not None else ():
             if len(rel.refs) == 1 and rel.refs <= matched:
@@ -339,12 +339,12 @@ def _rounded_files(files: Any) -> Iterable[tuple[str, int, int, str]]:
                 yield path, low, high, shown
 
 
-def _total(torrent: Mapping[str, Any]) -> int | None:
+def _total(listed: Mapping[str, Any]) -> int | None:
     """The listing's total size in bytes: `total_size` (from the .torrent, a Torznab item),
     else, in a document stored before `extras["file_list"]`, a Torznab item's `size` (an
     index's "1.7 MiB" is rounded, and not used)."""
     for key in ("total_size", "size"):
-        value = torrent.get(key)
+        value = listed.get(key)
         if type(value) is int and value >= 0:
             return value
     return None
