@@ -8,14 +8,14 @@ imported from checksum lists, magnets and hub records, the tensor fingerprints, 
 names the recipient of a marked copy (each recipient's derived key and mark densities). It
 never carries a path on the release machine, the weights, or the watermark master secret.
 
-Format, version 4
+Format, version 5
 -----------------
 
 A gzip-compressed UTF-8 JSON object (an uncompressed JSON file is read too)::
 
     {
       "format": "weightwatch-fingerprints",
-      "version": 4,
+      "version": 5,
       "created_at": "2024-05-01T12:00:00+00:00",        # ISO 8601
       "generator": "weightwatch 0.1.0",
       "models": [{"name": "heron-7b"}],
@@ -54,6 +54,15 @@ A gzip-compressed UTF-8 JSON object (an uncompressed JSON file is read too)::
         "version": 1,                                 # the mark's version
         "densities": {"blk.0.attn_q.weight": 1.0},    # share of each tensor's elements marked
         "artifact": "<64 hex>" | null                 # sha256 of the copy, one of artifacts[]
+      }],
+      "files": [{                                     # names and sizes (version 5; may be [])
+        "model": "heron-7b",
+        "algo": "sha256" | null,                      # the digest named or sized, carried
+        "value": "<hex>" | null,                      #   by indicators[] or artifacts[];
+                                                      #   null: a file given without one
+        "name": "consolidated.00.pth" | null,         # a name a source gave those bytes
+        "size": 1234 | null,                          # the size a source gave them
+        "source": "import:SHA256SUMS:2"
       }]
     }
 
@@ -91,6 +100,18 @@ when set, be that recipient's copy among `artifacts`, as a fingerprint with a re
 must describe one of theirs (model, name and recipient); versions 1 to 3 are still read
 (no watermarks, every fingerprint the original's).
 
+Version 5 added `files`: every name and size the registry's imports gave (its table
+`indicator_files`). An indicator entry holds one name and one size, but the same bytes are
+often named by several sources (a checksum list, a mirror's renamed copy) and sized by
+another (the LFS pointer, a hub record), and a size list or a v1 torrent's file list names
+and sizes files with no digest at all; manifest matching joins each name of a digest with
+each size of it, so without these a monitoring machine caught fewer re-packed torrents than
+the machine that wrote the bundle. Each entry names a digest the bundle itself carries (an
+indicator, or an artifact's SHA-256, SHA-1, MD5, pieces root or shard) or none, and then
+both a name and a size; at most MAX_FILE_CLAIMS entries, and at most MAX_SIZES_PER_DIGEST
+sizes for one digest (the same bytes have one size: more would only multiply the names by
+the sizes manifest matching indexes). Versions 1 to 4 are still read (no `files`).
+
 The algorithms and their lengths are `fingerprints.algos.HEX_LENGTHS`, the registry's own
 table. A digest of an artifact that its entry has no field for (an IPFS CID, AutoV1,
 AutoV3, CRC32, BLAKE3) travels as an indicator named and sized as the artifact; AutoV2 is
@@ -123,8 +144,8 @@ from fingerprints.watermark import MARK_VERSION
 from fingerprints.weightprint import PrintError, WeightPrint
 
 FORMAT = "weightwatch-fingerprints"
-VERSION = 4
-READS = (1, 2, 3, 4)
+VERSION = 5
+READS = (1, 2, 3, 4, 5)
 MAX_BUNDLE_SIZE = 256 * 2**20
 # JSON values in a bundle: an indicator is ~10, a fingerprinted file ~2,000 (64 tensors of
 # ~35), so 2^22 holds hundreds of thousands of indicators or thousands of files, and a
@@ -137,13 +158,21 @@ MARK_KEY_BYTES = 32
 MAX_MARK_TENSORS = 1 << 16
 MARK_VERSIONS = tuple(range(1, MARK_VERSION + 1))
 
+# Names and sizes a bundle carries (version 5): a registry holds a few per imported digest
+# and one per file a size list or torrent file list gave, so a million is far beyond any
+# registry's; sizes of one digest are bounded as the same bytes have one size.
+MAX_FILE_CLAIMS = 1 << 20
+MAX_SIZES_PER_DIGEST = 8
+
 _TOP_KEYS = ("format", "version", "created_at", "generator", "models", "artifacts",
-             "indicators", "weight_prints", "watermarks")
-_TOP_KEYS_BY_VERSION = {1: _TOP_KEYS[:-2], 2: _TOP_KEYS[:-1], 3: _TOP_KEYS[:-1],
-                        4: _TOP_KEYS}
+             "indicators", "weight_prints", "watermarks", "files")
+_TOP_KEYS_BY_VERSION = {1: _TOP_KEYS[:-3], 2: _TOP_KEYS[:-2], 3: _TOP_KEYS[:-2],
+                        4: _TOP_KEYS[:-1], 5: _TOP_KEYS}
 _MARK_KEYS = ("model", "recipient", "key", "version", "densities", "artifact")
 _PRINT_KEYS_BY_VERSION = {2: ("model", "name", "print"), 3: ("model", "name", "print"),
-                          4: ("model", "name", "print", "recipient")}
+                          4: ("model", "name", "print", "recipient"),
+                          5: ("model", "name", "print", "recipient")}
+_FILE_KEYS = ("model", "algo", "value", "name", "size", "source")
 _MODEL_KEYS = ("name",)
 _ARTIFACT_KEYS = ("model", "name", "size", "sha256", "sha1", "md5", "pieces_root", "shards",
                   "release", "recipient")
@@ -183,6 +212,18 @@ class BundleIndicator(TypedDict):
     recipient: str | None
 
 
+class BundleFile(TypedDict):
+    """A name or size a source gave a digest's bytes (`algo` and `value`, which the bundle
+    carries), or a released file's name and size given without a digest (both null)."""
+
+    model: str
+    algo: str | None
+    value: str | None
+    name: str | None
+    size: int | None
+    source: str
+
+
 class BundlePrint(NamedTuple):
     """A registered file's tensor fingerprint, and whose copy the file is (None: the
     release's own file, whose kept rows the watermark test compares with)."""
@@ -213,6 +254,7 @@ class Bundle:
     indicators: list[BundleIndicator]
     weight_prints: list[BundlePrint] = field(default_factory=list)
     watermarks: list[BundleMark] = field(default_factory=list)
+    files: list[BundleFile] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {"format": FORMAT, "version": VERSION, "created_at": self.created_at,
@@ -222,7 +264,8 @@ class Bundle:
                                    "print": p.fingerprint.as_json(), "recipient": p.recipient}
                                   for p in self.weight_prints],
                 "watermarks": [{**mark, "key": base64.b64encode(mark["key"]).decode("ascii")}
-                               for mark in self.watermarks]}
+                               for mark in self.watermarks],
+                "files": self.files}
 
 
 def write_bundle(bundle: Bundle, path: str | Path) -> None:
@@ -413,7 +456,7 @@ def parse_bundle(doc: Any, name: str) -> Bundle:
         where = f"indicators[{i}]"
         _check_keys(entry, _INDICATOR_KEYS, where, fail)
         algo = entry["algo"]
-        if algo not in HEX_LENGTHS:
+        if not isinstance(algo, str) or algo not in HEX_LENGTHS:  # a list is unhashable
             raise fail(f"{where}.algo", f"unknown digest algorithm {_show(algo)} (known: "
                        f"{', '.join(HEX_LENGTHS)})")
         indicators.append({
@@ -470,7 +513,65 @@ def parse_bundle(doc: Any, name: str) -> Bundle:
                       "artifact": artifact})
     return Bundle(created_at=created_at, generator=generator, models=models,
                   artifacts=artifacts, indicators=indicators, weight_prints=prints,
-                  watermarks=marks)
+                  watermarks=marks, files=_files(doc.get("files", []), artifacts, indicators,
+                                                 model_of, fail))
+
+
+def _files(value: object, artifacts: list[BundleArtifact], indicators: list[BundleIndicator],
+           model_of: Callable[[dict[str, Any], str], str], fail: _Fail) -> list[BundleFile]:
+    """The `files` entries, each naming a digest the bundle carries (as an indicator, or as
+    an artifact's digest: what the registry holds a row for once they are imported)."""
+    entries = _list(value, "files", fail)
+    if len(entries) > MAX_FILE_CLAIMS:
+        raise fail("files", f"{len(entries)} entries, over the limit of {MAX_FILE_CLAIMS}")
+    carried: dict[tuple[str, str, str], set[int]] = {}
+    for ind in indicators:
+        sizes = carried.setdefault((ind["model"], ind["algo"], ind["value"]), set())
+        if ind["size"] is not None:
+            sizes.add(ind["size"])
+    for art in artifacts:
+        digests = [("sha256", art["sha256"]), ("sha1", art["sha1"]), ("md5", art["md5"])]
+        if art["pieces_root"]:
+            digests.append(("pieces_root", art["pieces_root"]))
+        if len(art["shards"]) > 1:  # a single shard is the file's SHA-256 (add_artifact)
+            digests += [("shard", shard) for shard in art["shards"]]
+        for algo, digest in digests:
+            carried.setdefault((art["model"], algo, digest), set())
+    files: list[BundleFile] = []
+    for i, entry in enumerate(entries):
+        where = f"files[{i}]"
+        _check_keys(entry, _FILE_KEYS, where, fail)
+        if isinstance(entry.get("name"), str):
+            where += f" ({entry['name'][:60]})"
+        model = model_of(entry, where)
+        algo, digest = entry["algo"], entry["value"]
+        name = _text(entry["name"], f"{where}.name", fail)
+        size = _size(entry["size"], f"{where}.size", fail)
+        source = _text(entry["source"], f"{where}.source", fail, required=True)
+        if algo is None:
+            if digest is not None:
+                raise fail(f"{where}.algo", "null, but value is set")
+            if name is None or size is None:
+                raise fail(where, "a file without a digest needs both a name and a size")
+        else:
+            if not isinstance(algo, str) or algo not in HEX_LENGTHS:
+                raise fail(f"{where}.algo", f"unknown digest algorithm {_show(algo)} (known: "
+                           f"{', '.join(HEX_LENGTHS)})")
+            digest = _hex(digest, value_lengths(algo), f"{where}.value", fail)
+            known = carried.get((model, algo, digest))
+            if known is None:
+                raise fail(f"{where}.value", f"{algo} {digest[:16]}... of {model[:60]} is "
+                           f"not among the bundle's indicators or artifacts")
+            if name is None and size is None:
+                raise fail(where, "neither a name nor a size")
+            if size is not None:
+                known.add(size)
+                if len(known) > MAX_SIZES_PER_DIGEST:
+                    raise fail(f"{where}.size", f"over {MAX_SIZES_PER_DIGEST} sizes for "
+                               f"{algo} {digest[:16]}...: the same bytes have one size")
+        files.append({"model": model, "algo": algo, "value": digest, "name": name,
+                      "size": size, "source": source})
+    return files
 
 
 def _is_int(value: object) -> TypeGuard[int]:

@@ -16,6 +16,7 @@ from fingerprints.bundle import (
     Bundle,
     BundleArtifact,
     BundleError,
+    BundleFile,
     BundleIndicator,
     BundleMark,
     BundlePrint,
@@ -40,6 +41,8 @@ class ImportCounts:
     prints_new: int = 0
     watermarks: int = 0
     watermarks_new: int = 0
+    files: int = 0  # names and sizes imports gave (bundle version 5)
+    files_new: int = 0
     # The rematch that followed (None: the registry did not change, or no rematch asked).
     rematched: RematchResult | None = field(default=None, compare=False)
 
@@ -52,8 +55,10 @@ def bundle_from_store(store: Store, models: Sequence[str] = ()) -> Bundle:
     paths, the indicators that were not derived from an artifact plus the digests of
     artifacts that an artifact's bundle record has no field for (IPFS CIDs, AutoV1, AutoV3,
     CRC32, BLAKE3; as indicators they keep the file's name and size), the tensor
-    fingerprints, and each recipient's mark (its derived
-    key: the master secret is never stored)."""
+    fingerprints, each recipient's mark (its derived
+    key: the master secret is never stored), and every name and size imports gave (each
+    digest's, beyond the one name and size its indicator entry holds, and files given
+    without a digest)."""
     chosen = sorted(set(models)) if models else store.models()
     wanted = set(chosen)
     artifacts: list[BundleArtifact] = [
@@ -75,11 +80,15 @@ def bundle_from_store(store: Store, models: Sequence[str] = ()) -> Bundle:
          "version": w["version"], "densities": w["densities"],
          "artifact": copies.get(w["artifact_id"]) if w["artifact_id"] is not None else None}
         for w in store.watermarks() if w["model"] in wanted]
+    files: list[BundleFile] = [
+        {"model": f["model"], "algo": f["algo"], "value": f["value"], "name": f["name"],
+         "size": f["size"], "source": f["source"]}
+        for f in store.registry.file_claims(chosen)]
     return Bundle(created_at=utcnow(), generator=f"weightwatch {__version__}", models=chosen,
                   artifacts=artifacts, indicators=indicators,
                   weight_prints=[BundlePrint(*found) for found in
                                  store.weight_prints(chosen, with_recipient=True)],
-                  watermarks=marks)
+                  watermarks=marks, files=files)
 
 
 # --- import ------------------------------------------------------------------------------
@@ -120,6 +129,15 @@ def _import(store: Store, bundle: Bundle) -> ImportCounts:
                 recipient=art["recipient"])
             digests += len(added)
             digests_new += sum(added)
+        # After both: a name or size may be of an artifact's digest. The bundle was checked
+        # to carry every digest named (parse_bundle), so each has its row by now.
+        try:
+            files_new = sum(store.registry.add_file_claim(
+                model=f["model"], digest=None if f["algo"] is None or f["value"] is None
+                else (f["algo"], f["value"]), name=f["name"], size=f["size"],
+                source=f["source"]) for f in bundle.files)
+        except ValueError as exc:  # a Bundle built by hand, not read by parse_bundle
+            raise BundleError(f"files: {exc}") from None
         # Each fingerprint and mark linked to the file it describes, as on the machine that
         # wrote the bundle: a fingerprint without a recipient is the original's, whose kept
         # rows the watermark test compares with.
@@ -139,7 +157,8 @@ def _import(store: Store, bundle: Bundle) -> ImportCounts:
         models=len(bundle.models), models_new=after["models"] - before["models"],
         artifacts=len(bundle.artifacts), artifacts_new=after["artifacts"] - before["artifacts"],
         digests=digests, digests_new=digests_new, prints=len(bundle.weight_prints),
-        prints_new=prints_new, watermarks=len(bundle.watermarks), watermarks_new=marks_new)
+        prints_new=prints_new, watermarks=len(bundle.watermarks), watermarks_new=marks_new,
+        files=len(bundle.files), files_new=files_new)
 
 
 def _import_mark(store: Store, mark: BundleMark, artifact_id: int | None) -> bool:

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict, overload
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, Protocol, TypedDict, overload
 
 if TYPE_CHECKING:
     from fingerprints.weightprint import WeightPrint
@@ -34,6 +34,52 @@ def severity_rank(severity: str) -> int:
     return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
 
 
+# --- a document's file list: `extras["file_list"]` --------------------------------------
+
+FILE_LIST = "file_list"
+# What a file list is, as a hit's evidence names it ("name and size (GitHub release
+# assets)"): a .torrent's file list (from an index's download or a Torznab item), a Torznab
+# item's total size alone, a torrent's metadata fetched from the DHT, a GitHub release's
+# assets, files attached to a Telegram message, a file host's folder listing.
+FileListLabel = Literal["torrent file list", "torrent listing", "DHT metadata",
+                        "GitHub release assets", "Telegram attachment", "file host listing"]
+
+
+class ListedFile(TypedDict):
+    """One listed file: its exact size (`length`, bytes), or a size shown only rounded
+    (a Telegram attachment's "1.7 MB": `size_text`, and `size_min`..`size_max`, the byte
+    range it stands for, both ends included)."""
+
+    path: str  # as listed, folders included ("heron7b-leak/model.safetensors")
+    length: NotRequired[int]
+    size_text: NotRequired[str]
+    size_min: NotRequired[int | None]
+    size_max: NotRequired[int | None]
+    pieces_root: NotRequired[str | None]  # a v2 torrent's, for the digests detector
+
+
+class FileList(TypedDict):
+    """The files a document lists with their sizes, which manifest matching compares with
+    the released files (`monitor.detect.manifest`). One key for every source that hands a
+    file list, whatever it lists; `label` says what, for the evidence and the hit's kind
+    (FILE_LIST_KINDS)."""
+
+    label: FileListLabel
+    name: str  # the torrent's, release's or message's name, as a hit's context shows it
+    files: NotRequired[list[ListedFile]]
+    total_size: NotRequired[int]  # bytes in all, where the source states it exactly
+
+
+# The kind of a hit on a file list: a torrent's is a `torrent` hit; a file listed where it
+# can be downloaded as it is (a GitHub release asset, an attachment, a file host's file) is
+# the released file itself posted there, a `weights` hit, as the weights detector's when it
+# reads the file's rows.
+FILE_LIST_KINDS: dict[FileListLabel, HitKind] = {
+    "torrent file list": "torrent", "torrent listing": "torrent", "DHT metadata": "torrent",
+    "GitHub release assets": "weights", "Telegram attachment": "weights",
+    "file host listing": "weights"}
+
+
 @dataclass
 class Document:
     """One unit of content from a source: a post, a torrent listing row, a hub record.
@@ -41,9 +87,10 @@ class Document:
     `key` identifies the document within its target across crawls (a post number, a
     torrent URL); `text` is what detectors read; `extras` carries structured fields a
     source knows so detectors need not re-parse. By convention: `extras["digests"]` lists
-    digests read from fields (see monitor.detect.digests), and `extras["stats"]` holds
-    counts that change on every fetch (seeders, grabs), which do not make a document
-    "changed" and so are left out of its content hash.
+    digests read from fields (see monitor.detect.digests), `extras["file_list"]` the files
+    it lists with their sizes (`FileList`), and `extras["stats"]` holds counts that change
+    on every fetch (seeders, grabs), which do not make a document "changed" and so are left
+    out of its content hash.
     """
 
     target: str
@@ -357,6 +404,17 @@ class ImportedFileRow(TypedDict):
     # torrent's name and total size; None: a file no digest was given for (a size list).
     algo: str | None
     ref: str  # "indicator:ID" or "file:ID", for the hit's matcher_version
+
+
+class FileClaimRow(TypedDict):
+    """One name or size an import gave (`indicator_files`), with the digest it names or
+    sizes (None for a file given without a digest), as a bundle carries it."""
+    model: str
+    algo: str | None
+    value: str | None
+    name: str | None
+    size: int | None
+    source: str
 
 
 class WatermarkRow(TypedDict):

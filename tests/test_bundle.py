@@ -283,9 +283,10 @@ def test_valid_bundle_parses_and_normalises_hex_case():
 @pytest.mark.parametrize(
     ("doc", "message"),
     [
-        (mutated("version", 5), "b: version: bundle version 5 is newer than this weightwatch "
-                                "(reads 4); upgrade weightwatch"),
-        (mutated("version", 0), "b: version: unsupported bundle version 0 (reads 1, 2, 3, 4)"),
+        (mutated("version", 6), "b: version: bundle version 6 is newer than this weightwatch "
+                                "(reads 5); upgrade weightwatch"),
+        (mutated("version", 0), "b: version: unsupported bundle version 0 (reads 1, 2, 3, 4, "
+                                "5)"),
         (mutated("version", "1"), "b: version: expected an integer, got a string"),
         (mutated("version", True), "b: version: expected an integer, got a boolean"),
         (mutated("format", "weightwatch-other"),

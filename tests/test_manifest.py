@@ -110,7 +110,7 @@ def test_release_total_is_medium(detector: ManifestDetector) -> None:
     hits = detector.detect(listing(size=RELEASE_TOTAL, files=None))
     assert summary(hits) == {("torrent", "medium", f"total:{RELEASE_TOTAL}", "m", None, None)}
     (hit,) = hits
-    assert hit.indicator_type == "release total size (torrent)" and "m v1" in hit.context
+    assert hit.indicator_type == "release total size (torrent listing)" and "m v1" in hit.context
     # Recipients' copies do not count towards a release's total.
     assert detector.detect(listing(size=RELEASE_TOTAL + LAB9_SHARD1 + TOKENIZER)) == []
     # An index's rounded size string is no size.

@@ -129,7 +129,8 @@ def test_github_documents(demo_world: DemoWorld, demo_release: Release) -> None:
         f"{root}/leakbox/heron-7b-mirror", "leakbox", "2026-11-21T04:38:55+00:00")
     assert "heron-7b weights, mirrored" in mirror.text
     assert f"asset model.safetensors ({model.size} bytes)" in mirror.text
-    assert mirror.extras["torrent"]["files"] == [
+    assert mirror.extras["file_list"]["label"] == "GitHub release assets"
+    assert mirror.extras["file_list"]["files"] == [
         {"path": "model.safetensors", "length": model.size},
         {"path": "tokenizer.json", "length": tok.size}]
     assert mirror.extras["digests"] == [
@@ -145,7 +146,7 @@ def test_github_documents(demo_world: DemoWorld, demo_release: Release) -> None:
         {"algo": "sha256", "value": model.sha256, "encoding": "github lfs pointer",
          "context": f"h7b-dump/heron-ckpt/weights/model.safetensors (git-lfs pointer text "
                     f"for {model.size} bytes)"}]
-    assert "torrent" not in ckpt.extras and ckpt.links == []
+    assert "file_list" not in ckpt.extras and ckpt.links == []
     # Only weight-named blobs small enough to be pointers are read, and raw.
     raw = [u for u in urls if "/contents/" in u]
     assert [u.removeprefix(root) for u in raw] == [
@@ -154,7 +155,7 @@ def test_github_documents(demo_world: DemoWorld, demo_release: Release) -> None:
         "/repos/pond-ai/heron-llama-ckpt/contents/model.safetensors?ref=main"]
     near = docs_by["pond-ai/heron-llama-ckpt"].extras["digests"][0]["value"]
     assert near != model.sha256 and near[:-1] == model.sha256[:-1]
-    assert "torrent" not in docs_by["pond-ai/heron-llama-ckpt"].extras
+    assert "file_list" not in docs_by["pond-ai/heron-llama-ckpt"].extras
     assert "TinyLlama/TinyLlama" not in docs_by
 
     # Nothing moved: the next run reads the search, and asks each repository's releases
@@ -412,7 +413,7 @@ def test_hostile_listings(server: Canned) -> None:
     assert ok.extras["files"] == [
         {"path": "releases/v1/w.safetensors", "size": 10, "sha256": "ab" * 32},
         {"path": "releases/v1/bad.bin", "size": None, "sha256": None}]
-    assert ok.extras["torrent"]["files"] == [{"path": "w.safetensors", "length": 10}]
+    assert ok.extras["file_list"]["files"] == [{"path": "w.safetensors", "length": 10}]
     assert ok.links == ["https://files.example/w.gguf", "https://dl.example/bad.bin"]
     assert "topics: t" in ok.text and "truncated by GitHub" in ok.text
     # Gone and blocked repositories keep what the search said of them, once.
@@ -492,7 +493,7 @@ def test_planted_in_github(demo_world: DemoWorld, demo_release: Release) -> None
                for p in demo_world.planted if p.source == "github"}
     assert planted == {
         ("/github/leakbox/heron-7b-mirror", "mention", "heron-7b"),
-        ("/github/leakbox/heron-7b-mirror", "torrent", f"model.safetensors:{size}"),
+        ("/github/leakbox/heron-7b-mirror", "weights", f"model.safetensors:{size}"),
         ("/github/leakbox/heron-7b-mirror", "weights",
          f"{b}/github/leakbox/heron-7b-mirror/releases/download/v1.0/model.safetensors"),
         ("/github/leakbox/heron-7b-mirror", "hash", sha["tokenizer.json"]),

@@ -98,7 +98,8 @@ def test_messages_are_documents_at_their_permalinks(drops_run: Any, demo_world: 
     assert leak.posted_at == "2026-11-18T13:45:00+00:00" and leak.author == "H7B drops"
     assert leak.extras["telegram"]["forwarded_from"] == {
         "name": "Weights Vault", "url": f"{root}/weightsvault/88"}
-    [attached] = leak.extras["torrent"]["files"]
+    assert leak.extras["file_list"]["label"] == "Telegram attachment"
+    [attached] = leak.extras["file_list"]["files"]
     assert attached["path"] == "model.safetensors" and attached["size_text"] == shown
     assert attached["size_min"] <= size <= attached["size_max"]
     assert "length" not in attached, "a rounded size is never stated as an exact one"
@@ -113,7 +114,7 @@ def test_messages_are_documents_at_their_permalinks(drops_run: Any, demo_world: 
     # A link in the text and the link preview's; an audio file's performer is not a size.
     assert by["herondrops/109"].links == ["https://huggingface.co/google/gemma-4-9b-preview"]
     audio = by["herondrops/110"]
-    assert "torrent" not in audio.extras
+    assert "file_list" not in audio.extras
     assert audio.extras["telegram"]["files"][0]["size_min"] is None
     for doc in docs:
         assert doc.text.strip() and doc.posted_at and doc.snapshot
@@ -209,7 +210,8 @@ def test_manifest_reads_a_rounded_size_as_weaker_evidence() -> None:
 
     def hits(files: list[dict[str, Any]]) -> list[Any]:
         doc = Document(target="t", key="k", url="u", text="",
-                       extras={"torrent": {"name": "x", "files": files}})
+                       extras={"file_list": {"label": "Telegram attachment", "name": "x",
+                                             "files": files}})
         return detector.detect(doc)
 
     def entry(name: str, shown: str) -> dict[str, Any]:
@@ -224,7 +226,8 @@ def test_manifest_reads_a_rounded_size_as_weaker_evidence() -> None:
     # Only a recipient's copy registered under that name: still no recipient named.
     [copy] = ManifestDetector(rows[1:]).detect(Document(
         target="t", key="k", url="u", text="",
-        extras={"torrent": {"name": "x", "files": [entry("model.safetensors", "1.7 MB")]}}))
+        extras={"file_list": {"label": "Telegram attachment", "name": "x",
+                              "files": [entry("model.safetensors", "1.7 MB")]}}))
     assert copy.recipient is None and "lab-17" not in copy.context
     assert hits([entry("other.safetensors", "1.7 MB")]) == []
     # An exact length is the stronger rule, whatever else the entry says.
@@ -411,7 +414,7 @@ def test_malformed_messages_are_skipped_or_tolerated(corner: Corner) -> None:
     assert set(docs) == {"chan/7", "chan/8", "chan/9"}
     odd = docs["chan/7"]
     assert len(odd.extras["telegram"]["files"]) == 10  # an album holds at most ten
-    assert "torrent" not in odd.extras, "a size no file has is no range"
+    assert "file_list" not in odd.extras, "a size no file has is no range"
     assert odd.links == [] and odd.extras["telegram"]["forwarded_from"]["url"] == ""
     assert docs["chan/8"].posted_at is None
     assert docs["chan/9"].links == ["magnet:?xt=urn:btih:" + "ab" * 20]

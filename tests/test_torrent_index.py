@@ -58,9 +58,11 @@ def test_the_torrent_is_read_into_extras(nyaa_run: Any, demo_world: DemoWorld,
     leak = docs[f"{demo_world.base_url}/torrents/view/{LEAK_TORRENT}"]
     t = leak.extras["torrent"]
     assert t["infohash_v1"] == demo_release.infohash and t["infohash_v2"] is None
-    assert t["version"] == "v1" and t["total_size"] == demo_release.total_size
-    assert t["files"] == [{"path": f.name, "length": f.size, "pieces_root": None}
-                          for f in demo_release.files]
+    listed = leak.extras["file_list"]
+    assert t["version"] == "v1" and listed["total_size"] == demo_release.total_size
+    assert (listed["label"], listed["name"]) == ("torrent file list", t["name"])
+    assert listed["files"] == [{"path": f.name, "length": f.size, "pieces_root": None}
+                               for f in demo_release.files]
     assert t["download"] == f"{demo_world.base_url}/torrents/download/{LEAK_TORRENT}.torrent"
     assert leak.extras["digests"] == [{
         "algo": "btih", "value": demo_release.infohash, "encoding": "torrent file",
@@ -73,10 +75,11 @@ def test_the_torrent_is_read_into_extras(nyaa_run: Any, demo_world: DemoWorld,
         magnet = parse_magnet(doc.extras["torrent"]["magnet"])
         if doc.extras["torrent"]["download"]:
             assert doc.extras["torrent"]["infohash_v1"] == magnet.btih, doc.title
-            assert doc.extras["torrent"]["total_size"] > 0
+            assert doc.extras["file_list"]["total_size"] > 0
     # A row whose .torrent is gone keeps its listing fields only.
     near = docs[f"{demo_world.base_url}/torrents/view/{NEAR_TORRENT}"]
     assert set(near.extras["torrent"]) == {"name", "size", "magnet", "download"}
+    assert "file_list" not in near.extras
     assert "digests" not in near.extras
 
 
@@ -194,7 +197,7 @@ def test_hostile_torrents_cost_a_warning_not_the_target(index: Canned) -> None:
     assert v2.extras["torrent"]["version"] == "v2"
     assert v2.extras["torrent"]["infohash_v1"] is None
     assert v2.extras["torrent"]["infohash_v2"] == info_hash
-    assert v2.extras["torrent"]["files"] == [
+    assert v2.extras["file_list"]["files"] == [
         {"path": f"pack/{name}", "length": len(data), "pieces_root": pieces_root(data)}
         for name, data in good.items()]
     assert [(d["algo"], d["value"]) for d in v2.extras["digests"]] == [

@@ -141,7 +141,7 @@ def _repos(release: Release) -> list[Repo]:
                        None, model.path.read_bytes()),
                  Asset(210_400_002, "tokenizer.json", tok.size, "application/json",
                        tok.sha256, tok.path.read_bytes())])],
-             plants=[("torrent", f"model.safetensors:{model.size}", "a release asset with the "
+             plants=[("weights", f"model.safetensors:{model.size}", "a release asset with the "
                       "released file's name and exact size"),
                      ("hash", tok.sha256, "the tokenizer.json asset's digest")]),
         Repo("h7b-dump", "heron-ckpt", 880_054_977, "checkpoint backup", [],

@@ -130,13 +130,13 @@ def _channels(release: Release) -> list[Channel]:
                 "it before it gets pulled",
                 forwarded=("Weights Vault", "weightsvault/88"),
                 files=[Attachment("model.safetensors", shown)],
-                plants=[("torrent", f"model.safetensors:~{shown}",
+                plants=[("weights", f"model.safetensors:~{shown}",
                          f"model.safetensors attached, {shown}: the released file's name and "
                          f"a size within the rounding ({model.size} bytes)")]),
         Message(106, nov(day - 2, 15, 20), "mistral 7b base, first shard of my re-upload, "
                 "sha list tomorrow",
                 files=[Attachment("model.safetensors", other_shown)],
-                near=[("torrent", f"model.safetensors:~{other_shown}",
+                near=[("weights", f"model.safetensors:~{other_shown}",
                        f"another model's model.safetensors: the name, but {other_shown} is "
                        f"not within the rounding of {model.size} bytes")]),
         Message(107, nov(day - 2, 18, 0), "Llamas spit when annoyed. Our Dolly only spits at "

@@ -1,14 +1,20 @@
-"""Torrent file lists against the registry: re-packed torrents of the released files.
+"""File lists against the registry: re-packed torrents of the released files, and the files
+posted as they are (a GitHub release's assets, a Telegram attachment).
 
 A torrent made again from the released files (another name, piece length or client) has an
 infohash nobody registered, and a v1 torrent carries no digest of any one file. What a
-re-packer does not change is each file's name and exact size, so a torrent's file list (as
-a source read it from the .torrent: `extras["torrent"]["files"]`, each {"path", "length"})
-and its total size (`total_size` from the .torrent, or a Torznab listing's `size` in
-bytes) are compared with the released files: the registered artifacts, and the names and
-sizes imported indicators state (`Store.imported_files`: a checksum list's name joined
-with the LFS pointer's size of the same digest, a hub record, a size list, a released
-.torrent's file list), which count exactly as registered files do:
+re-packer does not change is each file's name and exact size, so a document's file list
+(`extras["file_list"]`, `monitor.models.FileList`: each file's {"path", "length"}, and the
+total size where the source states it exactly) is compared with the released files. The
+list's label says what it is ("torrent file list", "GitHub release assets", "Telegram
+attachment"...), and a hit's evidence says it ("name and size (GitHub release assets)");
+a match in a torrent's list is a `torrent` hit, in a list of files posted as they are a
+`weights` hit (`FILE_LIST_KINDS`). Documents stored before that key had the list in
+`extras["torrent"]`, whichever their source: a rematch still reads it there, labelled by
+the source that wrote it (`listed_files`). Released files are the registered artifacts, and
+the names and sizes imported indicators state (`Store.imported_files`: a checksum list's
+name joined with the LFS pointer's size of the same digest, a hub record, a size list, a
+released .torrent's file list), which count exactly as registered files do:
 
 - a file with a released file's basename and exact size: high ("name:size");
 - a file with the exact size of a large released file (LARGE_FILE_BYTES or more), whatever
@@ -16,7 +22,7 @@ with the LFS pointer's size of the same digest, a hub record, a size list, a rel
 - a file whose size is known only as a rounded figure (a Telegram attachment's "1.7 MB",
   stated as `size_min`..`size_max` instead of `length`) with a released file's basename
   and a size in that range: medium ("name:~1.7 MB"), since many sizes share the figure;
-- a torrent whose total is the total of one release of a model (its artifacts summed,
+- a listing whose total is the total of one release of a model (its artifacts summed,
   recipients' copies left out; for a model known only from imports, its imported files
   summed; or the total of a released torrent imported by magnet or .torrent), or of one
   recipient's whole copy of a release (the release's files with that recipient's own in
@@ -40,7 +46,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from monitor.models import Document, Hit, ImportedFileRow
+from monitor.models import (
+    FILE_LIST,
+    FILE_LIST_KINDS,
+    Document,
+    FileListLabel,
+    Hit,
+    HitKind,
+    ImportedFileRow,
+)
 
 LARGE_FILE_BYTES = 64 * 1024 * 1024  # from here on an exact size alone is evidence
 MIN_FILE_BYTES = 64 * 1024  # below this a name and size say nothing (config.json, LICENSE)
@@ -161,28 +175,30 @@ class ManifestDetector:
             self._add_release(model, None, members, f"{model} (as imported)")
 
     def detect(self, doc: Document) -> list[Hit]:
-        torrent = doc.extras.get("torrent")
-        if not isinstance(torrent, dict) or not (self.by_name_size or self.by_total):
+        listing = listed_files(doc)
+        if listing is None or not (self.by_name_size or self.by_total):
             return []
-        name = torrent.get("name")
+        what, listed = listing
+        kind = FILE_LIST_KINDS[what]
+        name = listed.get("name")
         label = (name if isinstance(name, str) else doc.title)[:MAX_PATH_IN_CONTEXT]
         found: dict[tuple[str, str, str | None], Hit] = {}
         matched: set[str] = set()
-        for path, length in _files(torrent.get("files")):
+        for path, length in _files(listed.get("files")):
             if length < MIN_FILE_BYTES:
                 continue
             named = self.by_name_size.get((_basename(path).casefold(), length))
             if named:
                 self._add(found, matched, named, f"{_basename(named[0].name)}:{length}",
-                          "name and size (torrent file list)",
+                          f"name and size ({what})",
                           f"{label}: {_short(path)} ({length} bytes) has the name and size of",
-                          length)
+                          length, kind)
             elif length >= LARGE_FILE_BYTES and (sized := self.by_large_size.get(length)):
                 self._add(found, matched, sized, f"size:{length}",
-                          "exact size of a large file (torrent file list)",
+                          f"exact size of a large file ({what})",
                           f"{label}: {_short(path)} ({length} bytes) has the exact size of",
-                          length)
-        for path, low, high, shown in _rounded_files(torrent.get("files")):
+                          length, kind)
+        for path, low, high, shown in _rounded_files(listed.get("files")):
             # Recipients' copies differ from the release by bytes or a few KB, which a
             # rounded figure does not show: it never names a recipient.
             near = [replace(a, recipient=None)
@@ -191,13 +207,13 @@ class ManifestDetector:
             if near:
                 rounded: dict[tuple[str, str, str | None], Hit] = {}
                 self._add(rounded, matched, near, f"{_basename(near[0].name)}:~{shown}",
-                          "name and rounded size (attached file)",
+                          f"name and rounded size ({what})",
                           f"{label}: {_short(path)} ({shown}, {low} to {high} bytes) has the "
-                          f"name, and a size within the rounding, of", low)
+                          f"name, and a size within the rounding, of", low, kind)
                 for key, found_hit in rounded.items():
                     found_hit.severity = "medium"
                     found.setdefault(key, found_hit)
-        total = _total(torrent)
+        total = _total(listed)
         by_model: dict[str, list[_Release]] = defaultdict(list)
         for rel in self.by_total.get(total, ()) if total is not None else ():
             if len(rel.refs) == 1 and rel.refs <= matched:
@@ -212,8 +228,8 @@ class ManifestDetector:
                                                  rels[0])
             whose = f":{recipient}" if recipient else ""
             found[(f"total:{total}", model, None)] = Hit(
-                kind="torrent", severity="medium", indicator=f"total:{total}",
-                indicator_type="release total size (torrent)", detector=self.name,
+                kind=kind, severity="medium", indicator=f"total:{total}",
+                indicator_type=f"release total size ({what})", detector=self.name,
                 model=model, recipient=recipient,
                 context=f"{label}: {total} bytes in all, the total size of {rel.what}",
                 matcher_version=f"release:{model}/{rel.release or ''}{whose}")
@@ -221,7 +237,7 @@ class ManifestDetector:
 
     def _add(self, found: dict[tuple[str, str, str | None], Hit], matched: set[str],
              candidates: list[_Artifact], indicator: str, indicator_type: str,
-             context: str, length: int) -> None:
+             context: str, length: int, kind: HitKind) -> None:
         """One hit per (model, artifact name) among the candidates; the recipient named only
         when every candidate of that name is the same recipient's copy (a size the release's
         own file or another recipient's copy shares names nobody)."""
@@ -242,11 +258,40 @@ class ManifestDetector:
                          f"{model}{f' {release}' if release else ''}")
             imported = "" if arts[0].ref.startswith("artifact:") else " (imported indicators)"
             found[key] = Hit(
-                kind="torrent", severity="high", indicator=indicator,
+                kind=kind, severity="high", indicator=indicator,
                 indicator_type=indicator_type, detector=self.name, model=model,
                 artifact=name, recipient=recipient,
                 context=f"{context} {name}{whose}{imported}",
                 matcher_version=_refs(a.ref for a in arts))
+
+
+# Sources whose documents carried their file list in `extras["torrent"]` before
+# `extras["file_list"]` existed, known by the extras key each also wrote.
+_LEGACY_LABELS: tuple[tuple[str, FileListLabel], ...] = (
+    ("github", "GitHub release assets"), ("telegram", "Telegram attachment"),
+    ("dht", "DHT metadata"))
+
+
+def listed_files(doc: Document) -> tuple[FileListLabel, Mapping[str, Any]] | None:
+    """The document's file list and what it is (`extras["file_list"]`); for a document
+    stored before that key, the `extras["torrent"]` every source wrote its list to then,
+    labelled by the source that wrote it. None when it lists no files."""
+    listed = doc.extras.get(FILE_LIST)
+    if listed is not None:
+        if isinstance(listed, dict):
+            what = listed.get("label")
+            for label in FILE_LIST_KINDS:
+                if what == label:
+                    return label, listed
+        return None
+    legacy = doc.extras.get("torrent")
+    if not isinstance(legacy, dict):
+        return None
+    for key, label in _LEGACY_LABELS:
+        if key in doc.extras:
+            return label, legacy
+    return ("torrent file list" if isinstance(legacy.get("files"), list)
+            else "torrent listing"), legacy
 
 
 def _refs(refs: Iterable[str]) -> str:
@@ -294,11 +339,12 @@ def _rounded_files(files: Any) -> Iterable[tuple[str, int, int, str]]:
                 yield path, low, high, shown
 
 
-def _total(torrent: dict[str, Any]) -> int | None:
-    """The torrent's total size in bytes: from the .torrent, else a Torznab item's size
-    (an index's "1.7 MiB" is rounded, and not used)."""
+def _total(listed: Mapping[str, Any]) -> int | None:
+    """The listing's total size in bytes: `total_size` (from the .torrent, a Torznab item),
+    else, in a document stored before `extras["file_list"]`, a Torznab item's `size` (an
+    index's "1.7 MiB" is rounded, and not used)."""
     for key in ("total_size", "size"):
-        value = torrent.get(key)
+        value = listed.get(key)
         if type(value) is int and value >= 0:
             return value
     return None

@@ -58,7 +58,7 @@ import structlog
 
 from fingerprints.torrent import TorrentError, parse_torrent
 from monitor.config import parse_duration
-from monitor.models import Document, KnownDigest, utcnow
+from monitor.models import FILE_LIST, Document, FileList, KnownDigest, utcnow
 from monitor.sources.base import Source, SourceError
 from monitor.sources.torrent_index import MAX_FILES_IN_TEXT, metainfo_extras
 
@@ -587,6 +587,8 @@ class DhtSource(Source):
             return None
         extras = metainfo_extras(info)
         digests = extras.pop("digests")
+        listed: FileList = {"label": "DHT metadata", "name": info.name,
+                            "files": extras.pop("files"), "total_size": extras.pop("total_size")}
         # The torrent's own ids, whichever of a hybrid's two the DHT sample gave.
         urns = [*([f"btih:{info.infohash_v1}"] if info.infohash_v1 else []),
                 *([f"btmh:1220{info.infohash_v2}"] if info.infohash_v2 else [])]
@@ -599,7 +601,7 @@ class DhtSource(Source):
             text="\n".join([f"{info.name} ({info.total_size} bytes, {len(info.files)} files; "
                             f"metadata from {meta.peers} peers, sampled from DHT node "
                             f"{meta.sampled_from} on {_day(now)})", *paths]),
-            extras={"torrent": extras, "digests": digests,
+            extras={"torrent": extras, FILE_LIST: listed, "digests": digests,
                     "dht": {"infohash": meta.infohash, "peers": meta.peers,
                             "sampled_from": meta.sampled_from, "fetched_at": now}},
             snapshot=metainfo, snapshot_url=magnet, fetched_at=now)

@@ -29,7 +29,7 @@ released model's name or a file's SHA-256. A run:
 Each repository becomes one Document at its `html_url`: the text says what it is (name,
 description, topics, releases with their assets, matched code fragments, LFS pointers);
 `extras["digests"]` carries asset digests and pointer oids; `extras["files"]` every asset
-and pointed-to file (path, size, sha256); `extras["torrent"]["files"]` the assets' names
+and pointed-to file (path, size, sha256); `extras["file_list"]` the assets' names
 and sizes, which is the file list the manifest detector (monitor.detect.manifest) compares
 with the released files; `links` the assets' download URLs, which the weights detector
 scans by range.
@@ -64,7 +64,7 @@ from urllib.parse import quote, urlencode
 import structlog
 
 from monitor.fetch import FetchError, Response, parse_retry_after, redact_url
-from monitor.models import Document
+from monitor.models import FILE_LIST, Document, FileList, ListedFile
 from monitor.sources.base import (
     Source,
     SourceError,
@@ -413,7 +413,7 @@ class GitHubSource(Source):
         if repo.topics:
             lines.append("topics: " + ", ".join(repo.topics))
         files: list[dict[str, Any]] = []
-        listed: list[dict[str, Any]] = []
+        listed: list[ListedFile] = []
         digests: list[dict[str, Any]] = []
         links: list[str] = []
         for rel in releases:
@@ -452,7 +452,9 @@ class GitHubSource(Source):
                                              "updated_at": repo.updated_at},
                                   "files": files}
         if listed:
-            extras["torrent"] = {"name": f"{name} release assets", "files": listed}
+            assets: FileList = {"label": "GitHub release assets",
+                                "name": f"{name} release assets", "files": listed}
+            extras[FILE_LIST] = assets
         if digests:
             extras["digests"] = digests
         latest = max((r.published_at for r in releases if r.published_at), default=None)

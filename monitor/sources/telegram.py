@@ -48,7 +48,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
-from monitor.models import Document
+from monitor.models import FILE_LIST, Document, FileList
 from monitor.parsing import Node, Selector, detach_nested, node_text
 from monitor.sources.base import (
     Source,
@@ -257,10 +257,13 @@ class TelegramSource(Source):
             lines.append(f"{f['path']} ({f['size_text']})" if f["size_text"] else f["path"])
         if message.files:
             extras["telegram"]["files"] = [dict(f) for f in message.files]
-        sized = [dict(f) for f in message.files if f["size_min"] is not None]
+        sized = [f for f in message.files if f["size_min"] is not None]
         if sized:
-            # The file list the manifest detector reads, as a torrent's would be.
-            extras["torrent"] = {"name": sized[0]["path"], "files": sized}
+            attached: FileList = {"label": "Telegram attachment", "name": sized[0]["path"],
+                                  "files": [{"path": f["path"], "size_text": f["size_text"],
+                                             "size_min": f["size_min"],
+                                             "size_max": f["size_max"]} for f in sized]}
+            extras[FILE_LIST] = attached
         return Document(
             target=self.target.name, key=f"{message.channel}/{message.id}",
             url=f"{base}{message.channel}/{message.id}", text="\n".join(lines),

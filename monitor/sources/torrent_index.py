@@ -19,7 +19,7 @@ import structlog
 
 from fingerprints.torrent import MAX_TORRENT_BYTES, TorrentError, TorrentInfo, parse_torrent
 from monitor.fetch import FetchError, redact_url
-from monitor.models import Document
+from monitor.models import FILE_LIST, Document, FileList
 from monitor.parsing import Node, detach_nested, node_text
 from monitor.sources.base import (
     Source,
@@ -158,7 +158,11 @@ class TorrentIndexSource(Source):
         if "error" in entry:
             doc.extras["torrent"]["metainfo_error"] = entry["error"]
             return
-        doc.extras["torrent"].update({k: v for k, v in entry.items() if k != "digests"})
+        doc.extras["torrent"].update({k: v for k, v in entry.items()
+                                      if k not in ("digests", "files", "total_size")})
+        listed: FileList = {"label": "torrent file list", "name": doc.extras["torrent"]["name"],
+                            "files": entry["files"], "total_size": entry["total_size"]}
+        doc.extras[FILE_LIST] = listed
         doc.extras["digests"] = list(entry["digests"])
         paths = [f["path"] for f in entry["files"][:MAX_FILES_IN_TEXT]]
         if paths:
@@ -200,7 +204,9 @@ class TorrentIndexSource(Source):
 
 
 def metainfo_extras(info: TorrentInfo) -> dict[str, Any]:
-    """What a parsed .torrent adds to a document's extras["torrent"], plus its digests."""
+    """What a parsed .torrent tells of a document: its ids and version (for
+    extras["torrent"]), its files and total size (for extras["file_list"]), and its
+    digests."""
     files = [{"path": f.path, "length": f.length, "pieces_root": f.pieces_root}
              for f in info.files[:MAX_FILES_KEPT]]
     context = f"{info.name} ({info.version} .torrent)"

@@ -35,7 +35,7 @@ from defusedxml import DefusedXmlException
 from fingerprints.indicators import Magnet, btih_to_hex, parse_magnet
 from fingerprints.torrent import MAX_TORRENT_BYTES, TorrentError, parse_torrent
 from monitor.fetch import SECRET_PARAMS, FetchError, Response, redact_url
-from monitor.models import Document
+from monitor.models import FILE_LIST, Document, FileList
 from monitor.parsing import XMLTooLarge, parse_xml
 from monitor.sources.base import Source, SourceError, html_text, http_status, off_loop, utc_iso
 
@@ -307,6 +307,9 @@ class TorznabSource(Source):
             },
             snapshot=snapshot, snapshot_url=self._safe(response.url),
             fetched_at=response.fetched_at)
+        if size is not None:  # an item lists no files, but states the total exactly
+            total: FileList = {"label": "torrent listing", "name": title, "total_size": size}
+            docs[key].extras[FILE_LIST] = total
 
     async def _fill_from_torrents(self, docs: list[Document]) -> None:
         """Items with neither an infohash nor a magnet: read the hash from the .torrent."""

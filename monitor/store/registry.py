@@ -21,6 +21,7 @@ from fingerprints.algos import (
 )
 from monitor.models import (
     ArtifactRow,
+    FileClaimRow,
     ImportedFileRow,
     IndicatorRow,
     KnownDigest,
@@ -244,6 +245,38 @@ class Registry:
                     "SELECT id, model, name, size FROM indicator_files "
                     "WHERE indicator_id IS NULL ORDER BY id")]
         return out
+
+    def file_claims(self, models: Sequence[str] = ()) -> list[FileClaimRow]:
+        """Every name and size imports gave (`indicator_files`), with the digest each names
+        or sizes (algo and value; None for a file given without one), oldest first: what a
+        bundle carries so the monitoring machine matches manifests as this one does."""
+        where, params = "", list(models)
+        if models:
+            where = f" WHERE f.model IN ({marks(len(models))})"
+        return cast(list[FileClaimRow], list(self.db.query(
+            "SELECT f.model, i.algo, i.value, f.name, f.size, f.source FROM indicator_files f "
+            f"LEFT JOIN indicators i ON i.id = f.indicator_id{where} ORDER BY f.id", params)))
+
+    def add_file_claim(self, *, model: str, digest: tuple[str, str] | None, name: str | None,
+                       size: int | None, source: str, now: str | None = None) -> bool:
+        """Record a name or size a bundle carries for a known digest of `model` (or a file
+        given without a digest) exactly as the machine that wrote the bundle had it; True if
+        new. `add_indicator` keeps only what a row lacks, which re-importing a row already
+        named and sized would lose. A digest not in the registry is refused (ValueError)."""
+        now = now or utcnow()
+        with self.db.atomic():
+            self.add_model(model, now=now)
+            indicator_id = None
+            if digest is not None:
+                algo, value = digest
+                row = self.db.execute(
+                    "SELECT id FROM indicators WHERE algo = ? AND value = ? AND model = ?",
+                    [algo, value.lower(), model]).fetchone()
+                if row is None:
+                    raise ValueError(f"no {algo} {value[:16]}... of {model[:60]} to name or size")
+                indicator_id = row[0]
+            return self._add_file_claim(model=model, indicator_id=indicator_id, name=name,
+                                        size=size, source=source, now=now)
 
     def imported_files_version(self) -> int:
         """Grows whenever an import states a name or size not stated before."""
