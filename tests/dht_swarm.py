@@ -19,7 +19,12 @@ __all__ = ["Swarm", "make_torrent"]
 
 def make_torrent(root: Path, folder: str, *, piece_size: int = 0) -> bytes:
     """A hybrid (v1 + v2) .torrent of `root/folder`, as a client creates one."""
-    files = lt.list_files(str(root / folder))
-    creator = lt.create_torrent(files, piece_size)
+    path = str(root / folder)
+    if hasattr(lt, "list_files"):
+        creator = lt.create_torrent(lt.list_files(path), piece_size)
+    else:  # libtorrent 2.0, whose file_storage way 2.1 deprecates
+        files = lt.file_storage()
+        lt.add_files(files, path)
+        creator = lt.create_torrent(files, piece_size)
     lt.set_piece_hashes(creator, str(root))
     return lt.bencode(creator.generate())

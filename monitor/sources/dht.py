@@ -306,7 +306,11 @@ class Engine:
 
     def state(self) -> bytes:
         flag = self.lt.save_state_flags_t.save_dht_state
-        return self.lt.write_session_params_buf(self.session.session_state(flag), flag)
+        if hasattr(self.session, "session_state"):
+            return self.lt.write_session_params_buf(self.session.session_state(flag), flag)
+        # libtorrent 2.0's bindings have no session_state; its save_state is the same dict
+        # (the same bytes, bencoded), which read_session_params reads back.
+        return bytes(self.lt.bencode(self.session.save_state(flag)))
 
     def close(self) -> None:
         for handle in self.session.get_torrents():
