@@ -252,15 +252,20 @@ class DemoDht:
             shutil.rmtree(self._scratch, ignore_errors=True)
             self._scratch = None
 
+    @property
+    def nodes(self) -> list[str]:
+        """The nodes as `127.0.0.1:PORT`, once started."""
+        if self.swarm is None:
+            raise RuntimeError("the demo DHT is not started")
+        return self.swarm.nodes
+
     def target_toml(self) -> str:
         """The `dht` target: bootstrapped on the world's nodes alone, listening on loopback,
         sampling on (the re-pack is in no index), with short waits (answers on loopback come
         in milliseconds)."""
-        if self.swarm is None:
-            raise RuntimeError("the demo DHT is not started")
         # Two of the nodes are named: libtorrent keeps a bootstrap node out of its routing
         # table, so the table fills with the others, which the first answers name.
-        first, second = self.swarm.nodes[:2]
+        first, second = self.nodes[:2]
         return "\n".join([
             "[[targets]]", f'name = "{TARGET}"', 'kind = "dht"', f'url = "dht://{first}"',
             'interval = "5m"',
