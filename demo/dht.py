@@ -200,7 +200,7 @@ class Seeded:
     files: list[tuple[list[str], bytes]]  # paths below `name`, and contents to write
     nodes: tuple[int, ...]  # which nodes seed it
     doc: Doc
-    save_path: Path | None = None  # where its files are, once written
+    home: Path | None = None  # the folder holding `name` already (the release's), if any
 
 
 @dataclass
@@ -222,19 +222,17 @@ class DemoDht:
             return self
         # The release's own torrents are seeded from the release folder; the others' files
         # are written here and go with the world.
-        self._scratch = Path(tempfile.mkdtemp(prefix="weightwatch-demo-dht-"))
+        scratch = self._scratch = Path(tempfile.mkdtemp(prefix="weightwatch-demo-dht-"))
         swarm = self.swarm = LoopbackSwarm()
         try:
             handles = []
             for item in self.seeded:
-                if item.save_path is None:  # the release's own are in the release folder
-                    item.save_path = self._scratch
-                    for path, data in item.files:
-                        out = self._scratch.joinpath(item.name, *path)
-                        out.parent.mkdir(parents=True, exist_ok=True)
-                        out.write_bytes(data)
-                handles += [(swarm.seed(n, item.torrent, item.save_path), n, len(item.nodes))
-                            for n in item.nodes]
+                for path, data in item.files:
+                    out = scratch.joinpath(item.name, *path)
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_bytes(data)
+                handles += [(swarm.seed(n, item.torrent, item.home or scratch), n,
+                             len(item.nodes)) for n in item.nodes]
             swarm.wait_connected()
             for handle, _, _ in handles:
                 swarm.wait_seeding(handle)
@@ -305,7 +303,7 @@ def _release_swarms(release: Release) -> list[Seeded]:
             SOURCE, _magnet(v1, None) if v1 else _magnet(None, v2), "",
             [("torrent", ih, f"the release's {what} torrent seen with 2 peers in the DHT "
                              "(BEP 5 get_peers of a registered infohash)")], []),
-            save_path=release.root))
+            home=release.root))
     return out
 
 
