@@ -267,9 +267,9 @@ class DemoDht:
         return "\n".join([
             "[[targets]]", f'name = "{TARGET}"', 'kind = "dht"', f'url = "dht://{first}"',
             'interval = "5m"',
-            f"max_items = {len(self.seeded)}    # sampled torrents whose metadata is fetched",
+            f"max_items = {len(self.seeded)}  # sampled torrents whose metadata a poll fetches",
             "[targets.dht]",
-            f'listen = "{LOOPBACK}:0"          # the demo DHT lives on loopback',
+            f'listen = "{LOOPBACK}:0"  # the demo DHT lives on loopback',
             f'bootstrap_nodes = ["{second}"]',
             "sample_infohashes = true",
             'lookup_timeout = "3s"',
