@@ -43,6 +43,14 @@ def test_the_demo_config_has_a_dht_target_on_the_worlds_nodes_alone(
     assert table["name"] == TARGET and table["url"] == f"dht://{nodes[0]}"
     assert table["dht"]["bootstrap_nodes"] == [nodes[1]]
     assert table["dht"]["listen"] == "127.0.0.1:0" and table["dht"]["sample_infohashes"]
+    # The nodes themselves reach nothing beyond loopback: bound there, no public bootstrap
+    # node, nothing that talks to routers or the local network.
+    for session in demo_world.dht.swarm.sessions:
+        settings = session.get_settings()
+        assert settings["listen_interfaces"] == "127.0.0.1:0"
+        assert settings["dht_bootstrap_nodes"] == ""
+        assert not any(settings[k] for k in ("enable_lsd", "enable_upnp", "enable_natpmp"))
+    assert all(n.startswith("127.0.0.1:") for n in nodes)
     # Every torrent the world seeds but the release's two may be sampled and fetched.
     assert table["max_items"] >= len(demo_world.dht.seeded) - 2
     # The demo's whole config loads, and the target checks (loopback only, as the guard wants).
