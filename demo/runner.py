@@ -137,6 +137,8 @@ def run_demo(directory: Path, *, keep_running: bool = False, database: Path | No
         config_path.write_text(text)
         config = load_config(config_path)
         _say("demo world", f"{world.base_url} ({len(config.targets)} sources)")
+        _say("demo DHT", f"{len(world.dht.nodes)} BitTorrent nodes on 127.0.0.1 seeding "
+                         f"{len(world.dht.seeded)} torrents, one of them a re-pack no index lists")
         with Store(config.database_path) as store:
             registered, copies, imported = register_demo_release(store, release)
             recipients = ", ".join(c.recipient for c in release.copies)

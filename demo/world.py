@@ -5,7 +5,8 @@ own path prefix of one port, each shaped like the real system it stands for (see
 /work/shared/reference/sources.md), so a crawler that works here works out there. The three
 core sources are a phpBB board (`/forum/`), the 4chan read-only API (`/4chan/`) and a NyaaV2
 torrent index (`/torrents/`); the others are forums, feeds, social sites, a model hub, a
-paste site and Torznab indexers.
+paste site and Torznab indexers. Beside the web sites, `demo.dht` runs a BitTorrent DHT of
+real libtorrent sessions on loopback, with a re-pack of the release that no index lists.
 
 Leaks of the demo release are planted among realistic noise (herons the bird, llamas the
 animal, other models, near-miss digests). `DemoWorld.planted` is the ground truth a correct
@@ -24,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+from demo.dht import DemoDht
 from demo.release import Release
 from demo.sites import SITES
 from demo.sites.nyaa import MANIFEST_MIN_FILE
@@ -111,6 +113,7 @@ class DemoWorld:
         self._mounts = {f"/{site.prefix}": site for site in self.sites}
         if len(self._mounts) != len(self.sites):
             raise ValueError("two demo sites share a prefix")
+        self.dht = DemoDht(release)  # not a site: its documents are in no web page
         self._base_url = ""
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -127,11 +130,17 @@ class DemoWorld:
         self._thread = threading.Thread(target=server.serve_forever, name="demo-world",
                                         kwargs={"poll_interval": 0.1}, daemon=True)
         self._thread.start()
+        try:
+            self.dht.start()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
         if self._server is None:
             return
+        self.dht.stop()
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:
@@ -192,13 +201,14 @@ class DemoWorld:
     def targets_toml(self) -> str:
         """`[[targets]]` tables for every site, for the demo's config.toml."""
         self._require_started()
-        return "".join("\n" + site.target_toml().strip() + "\n" for site in self.sites)
+        tables = [*(site.target_toml() for site in self.sites), self.dht.target_toml()]
+        return "".join("\n" + table.strip() + "\n" for table in tables)
 
     @property
     def documents(self) -> list[Doc]:
         """Every document a crawler attributes content to, with what was planted in it."""
         self._require_started()
-        return [doc for site in self.sites for doc in site.documents()]
+        return [doc for site in self.sites for doc in site.documents()] + self.dht.documents()
 
     @property
     def planted(self) -> list[Planted]:

@@ -29,8 +29,8 @@ reference and Python bindings (`session.dht_get_peers`, `dht_get_peers_reply_ale
 `metadata_received_alert`, settings `max_metadata_size`, `dht_bootstrap_nodes`,
 `listen_interfaces`, `enable_lsd`/`enable_upnp`/`enable_natpmp`).
 
-libtorrent is an optional extra (`pip install 'weightwatch[dht]'`), imported only when a
-`dht` target runs.
+libtorrent is a dependency of weightwatch (the demo world runs a DHT of its own), imported
+only when a `dht` target runs.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ from monitor.sources.base import Source, SourceError
 from monitor.sources.torrent_index import MAX_FILES_IN_TEXT, metainfo_extras
 
 if TYPE_CHECKING:
-    import libtorrent as lt  # at run time only inside Engine: an optional extra
+    import libtorrent as lt  # at run time only inside Engine: no other command loads it
 
 log = structlog.get_logger("weightwatch.sources.dht")
 
@@ -306,7 +306,11 @@ class Engine:
 
     def state(self) -> bytes:
         flag = self.lt.save_state_flags_t.save_dht_state
-        return self.lt.write_session_params_buf(self.session.session_state(flag), flag)
+        if hasattr(self.session, "session_state"):
+            return self.lt.write_session_params_buf(self.session.session_state(flag), flag)
+        # libtorrent 2.0's bindings have no session_state; its save_state is the same dict
+        # (the same bytes, bencoded), which read_session_params reads back.
+        return bytes(self.lt.bencode(self.session.save_state(flag)))
 
     def close(self) -> None:
         for handle in self.session.get_torrents():
