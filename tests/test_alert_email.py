@@ -280,7 +280,7 @@ def demo_email(tmp_path_factory: pytest.TempPathFactory) -> EmailMessage:
 @pytest.mark.slow
 def test_demo_email_parses_as_one_incident(demo_email):
     assert demo_email["Subject"].startswith(
-        "[weightwatch] CRITICAL heron-7b v1: lab-17's copy leaked, 106 new hits")
+        "[weightwatch] CRITICAL heron-7b v1: lab-17's copy leaked, 116 new hits")
     assert demo_email["Auto-Submitted"] == "auto-generated"
     assert demo_email["References"] == demo_email["In-Reply-To"]
     plain, html_part = parts(demo_email)

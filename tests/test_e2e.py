@@ -96,8 +96,18 @@ def ww(cwd: Path, *args: str, **kw) -> subprocess.CompletedProcess:
 
 
 def spawn(cwd: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "monitor", *args], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """The command in the background, its output into files: the daemon logs a line per
+    hit, and a pipe nobody reads while it runs fills up (64 KiB) and blocks it."""
+    out, err = cwd / f"{args[0]}.stdout", cwd / f"{args[0]}.stderr"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "monitor", *args], cwd=cwd,
+                                stdout=stdout, stderr=stderr, text=True)
+    proc.stderr_path = err  # type: ignore[attr-defined]
+    return proc
+
+
+def stderr_of(proc: subprocess.Popen) -> str:
+    return proc.stderr_path.read_text()  # type: ignore[attr-defined]
 
 
 def wait_until(predicate, timeout: float = 30.0, step: float = 0.05) -> bool:
@@ -188,7 +198,7 @@ def test_sigterm_during_crawl_exits_fast_and_keeps_the_database_sound(workdir, w
         assert time.monotonic() - started < 10
     finally:
         proc.kill()
-    assert proc.returncode == 130, proc.stderr.read()
+    assert proc.returncode == 130, stderr_of(proc)
     assert query(db, "PRAGMA integrity_check") == [("ok",)]
     statuses = {s for (s,) in query(db, "SELECT status FROM crawl_runs")}
     assert "running" not in statuses and "interrupted" in statuses
@@ -265,9 +275,10 @@ def test_daemon_crawls_on_schedule_logs_json_and_stops_on_sigterm(workdir, world
                                             "WHERE status = 'ok'")[0][0] == len(target_names(workdir)))
         assert sink.wait_for(1, timeout=15)
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
     finally:
         proc.kill()
+    stderr = stderr_of(proc)
     assert proc.returncode == 0, stderr
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     assert len(lines) == len(stderr.splitlines()), "every log line is JSON when not on a TTY"
