@@ -91,8 +91,8 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         "id": "Hit number, as `weightwatch hits show ID` and the alert emails name it.",
         "dedup_key": "Stable key of kind, indicator, model, artifact, rule, target and "
                      "document: the same leak seen again is this row.",
-        "kind": "mention, hash, torrent, weights (the weights recognised after conversion) "
-                "or watermark (a recipient's copy).",
+        "kind": "mention, hash, torrent, weights (the weights recognised after conversion, "
+                "or a released file posted as it is) or watermark (a recipient's copy).",
         "severity": "critical, high, medium or low (see the start page).",
         "model": "The registered model the hit points to.",
         "artifact": "The released file it points to, when a digest or file list named one.",
