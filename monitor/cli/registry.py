@@ -234,7 +234,8 @@ def fingerprints_import(state: State, bundle: str) -> None:
                f"{counts.artifacts} artifacts ({counts.artifacts_new} new), "
                f"{counts.digests} digests ({counts.digests_new} new), "
                f"{counts.prints} tensor fingerprints ({counts.prints_new} new), "
-               f"{counts.watermarks} recipients' marks ({counts.watermarks_new} new)")
+               f"{counts.watermarks} recipients' marks ({counts.watermarks_new} new), "
+               f"{counts.files} names and sizes ({counts.files_new} new)")
     if counts.rematched is not None:
         click.echo(counts.rematched.summary(), err=True)
 
