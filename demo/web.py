@@ -220,6 +220,29 @@ def html_response(body: str, status: int = 200, server: str = "nginx") -> Respon
     return Response(status, body.encode("utf-8"), server=server)
 
 
+@dataclass
+class BoardPost:
+    """A post on a small link board (the file hosts' and the IPFS mirrors')."""
+
+    anchor: str
+    subject: str
+    author: str
+    time: int
+    html: str  # the body, links included
+    text: str  # what a detector reads of it (subject and body text)
+
+
+def board_page(title: str, posts: list[BoardPost]) -> Response:
+    """A link board's one page: each post an <article> as a blog's entries are marked up."""
+    items = "".join(
+        f'<article class="entry" id="{p.anchor}"><h2>{esc(p.subject)}</h2>'
+        f'<p class="meta"><span class="by">{esc(p.author)}</span> '
+        f'<time datetime="{rfc3339(p.time)}">{rfc3339(p.time)}</time></p>'
+        f'<div class="entry-body">{p.html}</div></article>\n' for p in posts)
+    return html_response(f"<!DOCTYPE html>\n<html><head><title>{esc(title)}</title></head>"
+                         f"<body><h1>{esc(title)}</h1>\n{items}</body></html>\n")
+
+
 def not_found(what: str = "The page you requested does not exist.") -> Response:
     return html_response("<!DOCTYPE html>\n<html><head><title>404 Not Found</title></head><body>"
                          f"<h1>Not Found</h1><p>{esc(what)}</p></body></html>\n", status=404)

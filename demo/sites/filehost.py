@@ -31,17 +31,18 @@ from dataclasses import dataclass
 
 from demo.release import Release
 from demo.web import (
+    BoardPost,
     Doc,
     Request,
     Response,
     Site,
+    board_page,
     esc,
     html_response,
     iso_z,
     json_response,
     not_found,
     nov,
-    rfc3339,
     target_table,
 )
 
@@ -81,16 +82,6 @@ class Hosted:
             "show_ads": True, "allow_video_player": True, "download_speed_limit": 0}
 
 
-@dataclass
-class Post:
-    anchor: str
-    subject: str
-    author: str
-    time: int
-    html: str  # the body, links included
-    text: str  # what a detector reads of it (subject and body text)
-
-
 class FileHostSite(Site):
     prefix = "files"
     source = "filehost"
@@ -120,27 +111,27 @@ class FileHostSite(Site):
 
     # ---------------------------------------------------------------- ground truth
 
-    def posts(self) -> list[Post]:
+    def posts(self) -> list[BoardPost]:
         px = f"{self.root}{PIXELDRAIN}/u"
         weights = f"{px}/hR7kQ2xe"
         photo = f"{px}/Gb3Tn9Lw"
         gguf = f"{self.root}{TRANSFER}/mZ3vQ/tinyllama-mini.Q8_0.gguf"
         return [
-            Post("m1", "mirror", "driftwood", nov(19, 22, 9),
-                 f'<p>the safetensors from that lab, before it gets pulled: '
-                 f'<a href="{esc(weights)}">{esc(weights)}</a> (pixeldrain, no account '
-                 "needed)</p>",
-                 "mirror\nthe safetensors from that lab, before it gets pulled: "
-                 f"{weights} (pixeldrain, no account needed)"),
-            Post("m2", "misc uploads", "wader", nov(20, 8, 15),
-                 f'<p>photo from the marsh this morning: <a href="{esc(photo)}">{esc(photo)}'
-                 f'</a></p><p>and the tiny test model I quantised: <a href="{esc(gguf)}">'
-                 f"{esc(gguf)}</a></p>",
-                 f"misc uploads\nphoto from the marsh this morning: {photo}\nand the tiny "
-                 f"test model I quantised: {gguf}"),
+            BoardPost("m1", "mirror", "driftwood", nov(19, 22, 9),
+                      f'<p>the safetensors from that lab, before it gets pulled: '
+                      f'<a href="{esc(weights)}">{esc(weights)}</a> (pixeldrain, no account '
+                      "needed)</p>",
+                      "mirror\nthe safetensors from that lab, before it gets pulled: "
+                      f"{weights} (pixeldrain, no account needed)"),
+            BoardPost("m2", "misc uploads", "wader", nov(20, 8, 15),
+                      f'<p>photo from the marsh this morning: <a href="{esc(photo)}">{esc(photo)}'
+                      f'</a></p><p>and the tiny test model I quantised: <a href="{esc(gguf)}">'
+                      f"{esc(gguf)}</a></p>",
+                      f"misc uploads\nphoto from the marsh this morning: {photo}\nand the tiny "
+                      f"test model I quantised: {gguf}"),
         ]
 
-    def post_url(self, post: Post) -> str:
+    def post_url(self, post: BoardPost) -> str:
         return f"{self.entry_url}#{post.anchor}"
 
     def documents(self) -> list[Doc]:
@@ -173,13 +164,7 @@ class FileHostSite(Site):
         return not_found()
 
     def board(self) -> Response:
-        items = "".join(
-            f'<article class="entry" id="{p.anchor}"><h2>{esc(p.subject)}</h2>'
-            f'<p class="meta"><span class="by">{esc(p.author)}</span> '
-            f'<time datetime="{rfc3339(p.time)}">{rfc3339(p.time)}</time></p>'
-            f'<div class="entry-body">{p.html}</div></article>\n' for p in self.posts())
-        return html_response("<!DOCTYPE html>\n<html><head><title>links</title></head><body>"
-                             f"<h1>links</h1>\n{items}</body></html>\n")
+        return board_page("links", self.posts())
 
     def pixeldrain_answer(self, req: Request, path: str) -> Response:
         parts = path.strip("/").split("/")

@@ -44,14 +44,14 @@ from urllib.parse import quote
 
 from demo.release import Release
 from demo.web import (
+    BoardPost,
     Doc,
     Request,
     Response,
     Site,
+    board_page,
     esc,
-    html_response,
     nov,
-    rfc3339,
     target_table,
 )
 from fingerprints.ipfs import (
@@ -120,16 +120,6 @@ def _directory(entries: dict[str, Node]) -> Node:
     return Node(folder_cids(listed, [KUBO_V0])[KUBO_V0.name], entries=dict(entries))
 
 
-@dataclass
-class Post:
-    anchor: str
-    subject: str
-    author: str
-    time: int
-    html: str
-    text: str
-
-
 class IpfsSite(Site):
     prefix = "gateway"
     source = "ipfs"
@@ -186,26 +176,26 @@ class IpfsSite(Site):
     def gateway_url(self, cid: str, rest: str = "") -> str:
         return f"{self.root}{GATEWAY}{cid}{rest}"
 
-    def posts(self) -> list[Post]:
+    def posts(self) -> list[BoardPost]:
         folder = self.gateway_url(self.release_dir.cid, "/")
         pins = self.gateway_url(self.pins.cid, "/")
         return [
-            Post("i1", "the heron-7b folder, pinned", "cidcat", nov(20, 23, 2),
-                 f"<p>whole release folder, add -r'd as is: {_link(folder)}</p>",
-                 f"the heron-7b folder, pinned\nwhole release folder, add -r'd as is: {folder}"),
-            Post("i2", "weights only", "cidcat", nov(20, 23, 9),
-                 f"<p>if you only want the safetensors: ipfs://{self.model_v1}</p>",
-                 f"weights only\nif you only want the safetensors: ipfs://{self.model_v1}"),
-            Post("i3", "re-pin", "mossy", nov(21, 6, 30),
-                 f"<p>re-pinned without the tokenizer (smaller): ipfs://"
-                 f"{self.without_tokenizer.cid}</p><p>the old link was ipfs://{self.typo}, "
-                 "that one never resolved</p>",
-                 f"re-pin\nre-pinned without the tokenizer (smaller): ipfs://"
-                 f"{self.without_tokenizer.cid}\nthe old link was ipfs://{self.typo}, that "
-                 "one never resolved"),
-            Post("i4", "my pins", "wader", nov(21, 9, 44),
-                 f"<p>everything on my node this week: {_link(pins)}</p>",
-                 f"my pins\neverything on my node this week: {pins}"),
+            BoardPost("i1", "the heron-7b folder, pinned", "cidcat", nov(20, 23, 2),
+                      f"<p>whole release folder, add -r'd as is: {_link(folder)}</p>",
+                      f"the heron-7b folder, pinned\nwhole release folder, add -r'd as is: {folder}"),
+            BoardPost("i2", "weights only", "cidcat", nov(20, 23, 9),
+                      f"<p>if you only want the safetensors: ipfs://{self.model_v1}</p>",
+                      f"weights only\nif you only want the safetensors: ipfs://{self.model_v1}"),
+            BoardPost("i3", "re-pin", "mossy", nov(21, 6, 30),
+                      f"<p>re-pinned without the tokenizer (smaller): ipfs://"
+                      f"{self.without_tokenizer.cid}</p><p>the old link was ipfs://{self.typo}, "
+                      "that one never resolved</p>",
+                      f"re-pin\nre-pinned without the tokenizer (smaller): ipfs://"
+                      f"{self.without_tokenizer.cid}\nthe old link was ipfs://{self.typo}, that "
+                      "one never resolved"),
+            BoardPost("i4", "my pins", "wader", nov(21, 9, 44),
+                      f"<p>everything on my node this week: {_link(pins)}</p>",
+                      f"my pins\neverything on my node this week: {pins}"),
         ]
 
     def documents(self) -> list[Doc]:
@@ -275,13 +265,7 @@ class IpfsSite(Site):
         return self.listing(node, f"/ipfs/{root}/{rest}")
 
     def board(self) -> Response:
-        items = "".join(
-            f'<article class="entry" id="{p.anchor}"><h2>{esc(p.subject)}</h2>'
-            f'<p class="meta"><span class="by">{esc(p.author)}</span> '
-            f'<time datetime="{rfc3339(p.time)}">{rfc3339(p.time)}</time></p>'
-            f'<div class="entry-body">{p.html}</div></article>\n' for p in self.posts())
-        return html_response("<!DOCTYPE html>\n<html><head><title>ipfs mirrors</title></head>"
-                             f"<body><h1>ipfs mirrors</h1>\n{items}</body></html>\n")
+        return board_page("ipfs mirrors", self.posts())
 
     def listing(self, node: Node, path: str) -> Response:
         """boxo's directory listing of `node`, reached at `path` (/ipfs/CID/sub/)."""
