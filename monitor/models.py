@@ -406,17 +406,6 @@ class ImportedFileRow(TypedDict):
     ref: str  # "indicator:ID" or "file:ID", for the hit's matcher_version
 
 
-class FileClaimRow(TypedDict):
-    """One name or size an import gave (`indicator_files`), with the digest it names or
-    sizes (None for a file given without a digest), as a bundle carries it."""
-    model: str
-    algo: str | None
-    value: str | None
-    name: str | None
-    size: int | None
-    source: str
-
-
 class WatermarkRow(TypedDict):
     id: int
     model: str

@@ -21,7 +21,6 @@ from fingerprints.algos import (
 )
 from monitor.models import (
     ArtifactRow,
-    FileClaimRow,
     ImportedFileRow,
     IndicatorRow,
     KnownDigest,
@@ -33,7 +32,8 @@ from monitor.store.connection import Database, Reader, insert, marks
 
 if TYPE_CHECKING:
     # numpy and the fingerprint types load only where prints are read: every command opens
-    # the store, few read tensor fingerprints.
+    # the store, few read tensor fingerprints; the bundle's row shape only for types.
+    from fingerprints.bundle import BundleFile
     from fingerprints.weightprint import WeightPrint
 
 # A stored tensor fingerprint: (model, file name, print); attributed, with the recipient
@@ -246,14 +246,14 @@ class Registry:
                     "WHERE indicator_id IS NULL ORDER BY id")]
         return out
 
-    def file_claims(self, models: Sequence[str] = ()) -> list[FileClaimRow]:
+    def file_claims(self, models: Sequence[str] = ()) -> list[BundleFile]:
         """Every name and size imports gave (`indicator_files`), with the digest each names
         or sizes (algo and value; None for a file given without one), oldest first: what a
         bundle carries so the monitoring machine matches manifests as this one does."""
         where, params = "", list(models)
         if models:
             where = f" WHERE f.model IN ({marks(len(models))})"
-        return cast(list[FileClaimRow], list(self.db.query(
+        return cast("list[BundleFile]", list(self.db.query(
             "SELECT f.model, i.algo, i.value, f.name, f.size, f.source FROM indicator_files f "
             f"LEFT JOIN indicators i ON i.id = f.indicator_id{where} ORDER BY f.id", params)))
 
