@@ -39,6 +39,8 @@ from protego import Protego
 
 from monitor import runstats
 from monitor.config import CrawlSettings, Target
+from monitor.http1 import POOL_LIMITS, AsyncioBackend, Http11Transport
+from monitor.http1 import default_ssl_context as ssl_context
 from monitor.models import utcnow
 from monitor.redact import SECRET_PARAMS as SECRET_PARAMS
 from monitor.redact import redact_url as redact_url
@@ -482,7 +484,7 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
 
     def __init__(self, vet: Vetter, inner: httpcore.AsyncNetworkBackend | None = None):
         self._vet = vet
-        self._inner = inner or httpcore.AnyIOBackend()
+        self._inner = inner or AsyncioBackend()
 
     async def connect_tcp(
             self, host: str, port: int, timeout: float | None = None,
@@ -510,55 +512,15 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-# httpx's own defaults, as its transport would build them.
-POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
-
-
-@functools.cache
-def ssl_context() -> ssl.SSLContext:
-    """The TLS settings and CA bundle every client verifies with (httpx's own: certifi's
-    bundle, no environment overrides), read once per process: reading the bundle costs
-    tens of milliseconds of CPU, and every client used to read its own. Connections share
-    an SSLContext safely."""
-    return httpx.create_ssl_context(trust_env=False)
-
-
-class _TLSWhenNeededPool(httpcore.AsyncConnectionPool):
-    """httpcore's pool, taking `ssl_context()` at its first https connection: a crawl of
-    plain-http pages (a hidden service behind a proxy, a loopback test) never reads the
-    CA bundle at all."""
-
-    def create_connection(self, origin: httpcore.Origin) -> httpcore.AsyncConnectionInterface:
-        if self._ssl_context is None and origin.scheme == b"https":
-            self._ssl_context = ssl_context()
-        return super().create_connection(origin)
-
-
-class PinnedTransport(httpx.AsyncHTTPTransport):
-    """httpx's own transport (request and error mapping unchanged) over a connection pool
-    whose network backend is a `PinnedBackend`. httpx 0.28 takes no backend argument, so
-    we build the httpcore pool ourselves with the same defaults httpx uses."""
+class PinnedTransport(Http11Transport):
+    """The fetcher's transport for direct requests (monitor/http1.py), connecting through a
+    `PinnedBackend`: only to the addresses `vet` approves for the URL's host."""
 
     def __init__(self, vet: Vetter, *, ssl_context: ssl.SSLContext | None = None,
                  limits: httpx.Limits = POOL_LIMITS,
                  backend: httpcore.AsyncNetworkBackend | None = None):
-        # Deliberately not calling super().__init__: it would build a pool without our backend.
-        self._pool = _TLSWhenNeededPool(
-            ssl_context=ssl_context,
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=PinnedBackend(vet, backend))
-
-
-class _NoCookies(httpx.Cookies):
-    """A client's cookie jar that keeps none. Refusing each cookie by policy (a jar with a
-    DefaultCookiePolicy allowing no domain) kept none either, but made httpx wrap every
-    response in urllib's request and response to ask the policy: a tenth of a request's
-    CPU."""
-
-    def extract_cookies(self, response: httpx.Response) -> None:
-        return None
+        super().__init__(ssl_context=ssl_context, limits=limits,
+                         network_backend=PinnedBackend(vet, backend))
 
 
 # --- robots.txt ----------------------------------------------------------------------
@@ -603,9 +565,9 @@ class HostGate(Protocol):
 class Fetcher:
     """Shared by all targets of a process, so per-host spacing holds across targets.
 
-    Clients: one `httpx.AsyncClient` per distinct proxy. Direct requests go through a
+    Transports: one httpx transport per distinct proxy. Direct requests go through a
     `PinnedTransport`, so the connection is made to the address the SSRF check approved;
-    targets with `allow_private` have a pinned client (and pins) of their own, so neither
+    targets with `allow_private` have a pinned transport (and pins) of their own, so neither
     a pin nor a pooled connection vetted under the looser rule ever serves a target
     without it.
 
@@ -635,13 +597,14 @@ class Fetcher:
         self.backoff_base = backoff_base
         self.robots_ttl = robots_ttl
         self.robots_error_ttl = robots_error_ttl
-        self._timeout = httpx.Timeout(settings.request_timeout, connect=settings.connect_timeout)
+        self._timeouts = httpx.Timeout(settings.request_timeout,
+                                       connect=settings.connect_timeout).as_dict()
         self._transport = transport
         self._network_backend = network_backend
         self._gate = gate
-        # (proxy, allow_private) -> client; proxy None means direct and pinned. Redirects
-        # are followed by hand so that every hop is checked.
-        self._clients: dict[tuple[str | None, bool], httpx.AsyncClient] = {}
+        # (proxy, allow_private) -> transport; proxy None means direct and pinned.
+        # Redirects are followed by hand so that every hop is checked.
+        self._transports: dict[tuple[str | None, bool], httpx.AsyncBaseTransport] = {}
         # allow_private -> host -> the addresses its last check approved.
         self._pins: dict[bool, dict[str, list[str]]] = {False: {}, True: {}}
         self._host_sems: dict[str, asyncio.Semaphore] = {}
@@ -653,8 +616,8 @@ class Fetcher:
         self._robots_ignored: set[str] = set()
 
     async def aclose(self) -> None:
-        for client in {id(c): c for c in self._clients.values()}.values():
-            await client.aclose()
+        for transport in {id(t): t for t in self._transports.values()}.values():
+            await transport.aclose()
 
     async def __aenter__(self) -> Fetcher:
         return self
@@ -711,33 +674,35 @@ class Fetcher:
 
     # --- one fetch: hops, robots, retries ----------------------------------------------
 
-    def _client(self, proxy: str | None, *, allow_private: bool) -> httpx.AsyncClient:
+    def _transport_for(self, proxy: str | None, *,
+                       allow_private: bool) -> httpx.AsyncBaseTransport:
+        """Requests go straight to a transport (no httpx client: redirects, cookies and
+        authentication are all decided here, and the client's per-request work cost a
+        fifth of a request's CPU)."""
         key = ("<injected>", False) if self._transport is not None else (proxy, allow_private)
-        client = self._clients.get(key)
-        if client is None:
-            transport = self._transport
-            proxy_url: str | None = None
-            if transport is None and not proxy:
+        transport = self._transports.get(key)
+        if transport is None:
+            if self._transport is not None:
+                transport = self._transport
+            elif not proxy:
                 async def vet(host: str, port: int) -> list[str]:
                     return await self.vetted_addresses(host, port, allow_private=allow_private)
                 transport = PinnedTransport(vet, backend=self._network_backend)
-            elif transport is None and proxy:
-                proxy_url = normalise_proxy(proxy)
+            else:
                 log.debug("proxy_client", proxy=redact_url(proxy))
-            client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False,
-                                       trust_env=False, transport=transport, proxy=proxy_url,
-                                       verify=ssl_context() if proxy_url else True)
-            # Targets say which cookies they send; a site's Set-Cookie must not leak into
-            # the requests of other targets sharing this client: the jar keeps nothing.
-            client._cookies = _NoCookies()  # noqa: SLF001 (httpx has no public way)
-            self._clients[key] = client
-        return client
+                transport = httpx.AsyncHTTPTransport(proxy=normalise_proxy(proxy),
+                                                     verify=ssl_context(), trust_env=False,
+                                                     limits=POOL_LIMITS)
+            self._transports[key] = transport
+        return transport
 
     def _headers(self, target: Target, extra: dict[str, str] | None) -> httpx.Headers:
         # Accept-Encoding said outright: a polite server then sends only what we decode
         # (httpx would add br and zstd whenever their packages happen to be installed).
+        # Accept and Connection as an httpx client would send them.
         headers = httpx.Headers({"User-Agent": target.user_agent or self.settings.user_agent,
-                                 "Accept-Encoding": ACCEPT_ENCODING})
+                                 "Accept": "*/*", "Accept-Encoding": ACCEPT_ENCODING,
+                                 "Connection": "keep-alive"})
         headers.update(target.headers)
         headers.update(extra or {})
         if target.cookies:
@@ -755,7 +720,7 @@ class Fetcher:
                      follow: bool = True) -> tuple[Response, int]:
         request_headers = self._headers(target, headers)
         proxy = target.proxy
-        client = self._client(proxy, allow_private=target.allow_private)
+        transport = self._transport_for(proxy, allow_private=target.allow_private)
         secrets = _secrets_of(proxy)
         current = url
         hops: list[tuple[str, int, httpx.Headers]] = []
@@ -764,7 +729,7 @@ class Fetcher:
             if robots:
                 await self._check_robots(current, target, request_headers["user-agent"])
             status, response_headers, body, attempts = await self._with_retries(
-                client, current, request_headers, max_bytes, truncate, secrets)
+                transport, current, request_headers, max_bytes, truncate, secrets)
             if follow and status in REDIRECT_CODES and "location" in response_headers:
                 following = urljoin(current, response_headers["location"])
                 hops.append((current, status, response_headers))
@@ -783,7 +748,7 @@ class Fetcher:
             return Response(current, status, response_headers, body, redirects=hops), attempts
         raise FetchError(f"more than {self.settings.max_redirects} redirects from {redact_url(url)}")
 
-    async def _with_retries(self, client: httpx.AsyncClient, url: str, headers: httpx.Headers,
+    async def _with_retries(self, transport: httpx.AsyncBaseTransport, url: str, headers: httpx.Headers,
                             max_bytes: int, truncate: bool,
                             secrets: list[str]) -> tuple[int, httpx.Headers, bytes, int]:
         safe_url = redact_url(url)
@@ -793,7 +758,7 @@ class Fetcher:
             retry_after = None
             try:
                 status, response_headers, body = await self._attempt(
-                    client, url, safe_url, host, headers, max_bytes, truncate, secrets)
+                    transport, url, safe_url, host, headers, max_bytes, truncate, secrets)
             except _Transient as exc:
                 if attempt == attempts:
                     after = f" (after {attempts} attempts)" if attempts > 1 else ""
@@ -824,7 +789,7 @@ class Fetcher:
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _attempt(self, client: httpx.AsyncClient, url: str, safe_url: str, host: str,
+    async def _attempt(self, transport: httpx.AsyncBaseTransport, url: str, safe_url: str, host: str,
                        headers: httpx.Headers,
                        max_bytes: int, truncate: bool,
                        secrets: list[str]) -> tuple[int, httpx.Headers, bytes]:
@@ -839,7 +804,7 @@ class Fetcher:
             deadline = self.settings.request_deadline
             try:
                 async with asyncio.timeout(deadline):
-                    return await self._stream(client, url, safe_url, headers, max_bytes,
+                    return await self._stream(transport, url, safe_url, headers, max_bytes,
                                               truncate, secrets)
             except TimeoutError:
                 # Not a _Transient: a host that trickles its answer would do so again, and
@@ -876,7 +841,7 @@ class Fetcher:
         if start > now:
             await asyncio.sleep(start - now)
 
-    async def _stream(self, client: httpx.AsyncClient, url: str, safe_url: str,
+    async def _stream(self, transport: httpx.AsyncBaseTransport, url: str, safe_url: str,
                       headers: httpx.Headers,
                       max_bytes: int, truncate: bool,
                       secrets: list[str]) -> tuple[int, httpx.Headers, bytes]:
@@ -886,7 +851,7 @@ class Fetcher:
         `safe_url` is `redact_url(url)`, made once for all attempts."""
         over_cap = f"response from {safe_url} exceeded the {max_bytes}-byte cap"
         try:
-            async with client.stream("GET", url, headers=headers) as response:
+            async with self._exchange(transport, url, headers) as response:
                 declared = response.headers.get("content-length")
                 if not truncate and declared and declared.isdigit() and int(declared) > max_bytes:
                     raise FetchError(f"response from {safe_url} is {int(declared)} bytes, "
@@ -943,6 +908,19 @@ class Fetcher:
             raise _Transient(f"cannot fetch {safe_url}: {reason}", reason) from None
         except httpx.HTTPError as exc:
             raise FetchError(f"cannot fetch {safe_url}: {_scrub(_first_line(exc), secrets)}") from None
+
+    @contextlib.asynccontextmanager
+    async def _exchange(self, transport: httpx.AsyncBaseTransport, url: str,
+                        headers: httpx.Headers) -> AsyncIterator[httpx.Response]:
+        """One GET handed to the transport; the response (its body not yet read) is closed
+        on the way out, which returns its connection to the pool or drops it."""
+        request = httpx.Request("GET", url, headers=headers,
+                                extensions={"timeout": self._timeouts})
+        response = await transport.handle_async_request(request)
+        try:
+            yield response
+        finally:
+            await response.aclose()
 
     # --- robots.txt ----------------------------------------------------------------
 
@@ -1039,14 +1017,17 @@ def _authority_pin_key(url: str) -> str:
         return (urlsplit(url).hostname or "").lower()
 
 
-def _raw_body(response: httpx.Response) -> AsyncIterator[bytes]:
-    """The body as sent, content codings intact. A response an in-memory transport built
-    from bytes (httpx.MockTransport in tests) arrives already read, and decoded by httpx;
-    its stream still holds the bytes as given, so those are what we decode."""
+async def _raw_body(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as sent, content codings intact: the transport's own stream (httpx's
+    decoders, which inflate a chunk whole, never see it). An in-memory transport
+    (httpx.MockTransport in tests) may hand a stream that is only iterable in sync."""
     stream = response.stream
-    if response.is_stream_consumed and isinstance(stream, httpx.AsyncByteStream):
-        return stream.__aiter__()
-    return response.aiter_raw()
+    if isinstance(stream, httpx.AsyncByteStream):
+        async for chunk in stream:
+            yield chunk
+    else:
+        for chunk in stream:
+            yield chunk
 
 
 def _first_line(exc: BaseException) -> str:
