@@ -20,7 +20,9 @@ build:
   MAX_XML_DEPTH: a feed that large is not a feed, and half a feed would be read as all of it.
 
 Parsing runs in a parse thread (`off_loop`; threads are kept for the next call) so the
-event loop keeps serving fetches and signals. When the awaiting task is cancelled (the run timeout, SIGTERM), the thread is
+event loop keeps serving fetches and signals; only work on at most INLINE_BYTES of markup
+runs on the loop itself, where its time is bounded and smaller than the hand-over's.
+When the awaiting task is cancelled (the run timeout, SIGTERM), the thread is
 interrupted too: ParseCancelled is raised inside it at its next Python instruction. libxml2
 is fed CHUNK bytes at a time (well under a millisecond each), the bounded builder and the
 extraction loops run Python for every element, so it stops within milliseconds instead of
@@ -100,6 +102,12 @@ MAX_XML_DEPTH = 64
 PARSE_SLOTS = 2
 # How long a cancelled task waits for its parse thread to stop before giving up on it.
 STOP_WAIT = 3.0
+# Markup up to this size is parsed on the event loop: handing a call to a parse thread and
+# back costs about 0.15 ms of CPU (two thread wake-ups), as much as parsing a 4 KB page,
+# and what a parser does with 64 KB is bounded (libxml2 is linear, and the worst page of
+# that size measured, 2,700 empty phpBB posts, took 60 ms to turn into documents, which
+# then cost the loop more than that to detect and store anyway).
+INLINE_BYTES = 64 * 1024
 
 
 # Elements a browser puts on their own lines; without a break their text fuses with the
@@ -714,7 +722,13 @@ _slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] 
 async def off_loop(fn: Callable[..., T], *args: Any) -> T:
     """`fn(*args)` in a parse thread (`_Worker`), at most PARSE_SLOTS at once; cancelling the
     awaiting task stops the thread (ParseCancelled inside it) before CancelledError goes
-    on, so a run timeout or a shutdown leaves no parse behind."""
+    on, so a run timeout or a shutdown leaves no parse behind.
+
+    The markup among `args` (bytes and str) measures the work: when there is some and it
+    is at most INLINE_BYTES in all, `fn` runs here, on the loop (see INLINE_BYTES)."""
+    markup = [len(arg) for arg in args if isinstance(arg, (bytes, bytearray, str))]
+    if markup and sum(markup) <= INLINE_BYTES:
+        return fn(*args)
     loop = asyncio.get_running_loop()
     slots = _slots.setdefault(loop, asyncio.Semaphore(PARSE_SLOTS))
     async with slots:

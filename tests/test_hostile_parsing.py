@@ -24,6 +24,7 @@ from structlog.testing import capture_logs
 from support import DEMO_RULE, Canned, crawl, fails, query, target
 
 from monitor.parsing import (
+    INLINE_BYTES,
     MAX_HTML_DEPTH,
     MAX_HTML_ELEMENTS,
     MAX_TAG_BYTES,
@@ -292,6 +293,28 @@ def test_feed_and_torznab_past_the_default_caps_fail_with_one_line(
 
 
 # ------------------------------------------------------------------------------ cancellation
+
+
+def test_small_markup_is_parsed_on_the_loop_and_large_markup_in_a_parse_thread() -> None:
+    """The hand-over costs more than a small page's parse; a page over INLINE_BYTES (a
+    hostile one may be megabytes) still leaves the loop, and so can still be interrupted."""
+    import threading
+
+    def where(markup: bytes) -> str:
+        return threading.current_thread().name
+
+    async def main() -> tuple[str, str, str, str]:
+        here = threading.current_thread().name
+        small = await off_loop(where, b"x" * INLINE_BYTES)
+        large = await off_loop(where, b"x" * (INLINE_BYTES + 1))
+        # Two pieces of markup count together: a page and its listing, say.
+        pair = await off_loop(lambda a, b: where(a), b"x" * INLINE_BYTES, "y")
+        return here, small, large, pair
+
+    here, small, large, pair = asyncio.run(main())
+    assert small == here
+    assert large != here and large.startswith("weightwatch-parse"), large
+    assert pair != here
 
 
 def test_cancelling_a_parse_stops_its_thread() -> None:
