@@ -128,8 +128,12 @@ class _Stream(httpcore.AsyncNetworkStream):
             finally:
                 protocol.waiter = None
         if protocol.buffer:
-            data = bytes(protocol.buffer[:max_bytes])
-            del protocol.buffer[:max_bytes]
+            if len(protocol.buffer) <= max_bytes:
+                data = bytes(protocol.buffer)
+                protocol.buffer.clear()
+            else:
+                data = bytes(protocol.buffer[:max_bytes])
+                del protocol.buffer[:max_bytes]
             if protocol.reading_paused and len(protocol.buffer) < READ_BUFFER_LOW:
                 protocol.reading_paused = False
                 self._transport.resume_reading()
