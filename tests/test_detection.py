@@ -229,3 +229,25 @@ def test_the_link_detector_reads_verdicts_through_the_cache_alone() -> None:
                                                                   "heron-7b", link)
     assert (hit.target, hit.url) == ("t", "http://127.0.0.1:9/p")
     assert hit.matcher_version == "weightprint-v2/registry-3"
+
+
+def test_searchable_text_follows_every_change_to_the_document():
+    """Detectors of one pass share the joined text; a document changed in any part (or
+    another document with equal parts) never gets a stale one."""
+    from monitor.detect.text import searchable_text
+
+    doc = Document(target="t", key="k", url="u", title="Heron", text="first",
+                   links=["magnet:?xt=urn:btih:" + "a" * 40])
+    assert searchable_text(doc) == "Heron\nfirst\nmagnet:?xt=urn:btih:" + "a" * 40
+    assert searchable_text(doc) is searchable_text(doc)
+    doc.text = "second"
+    assert searchable_text(doc) == "Heron\nsecond\nmagnet:?xt=urn:btih:" + "a" * 40
+    doc.links[0] = "http://mirror/heron.gguf"
+    assert searchable_text(doc).endswith("\nhttp://mirror/heron.gguf")
+    doc.links.append("http://other/")
+    assert searchable_text(doc).endswith("heron.gguf\nhttp://other/")
+    doc.title = ""
+    assert searchable_text(doc) == "second\nhttp://mirror/heron.gguf\nhttp://other/"
+    twin = Document(target="t", key="k2", url="u", title="", text="sec" + "ond",
+                    links=list(doc.links))
+    assert searchable_text(twin) == searchable_text(doc)
