@@ -57,6 +57,11 @@ ROBOTS_MAX_BYTES = 512_000
 ROBOTS_TTL = 24 * 3600.0
 ROBOTS_ERROR_TTL = 600.0  # 5xx / network error: assume disallow-all, ask again after this
 MAX_CRAWL_DELAY = 60.0
+# How long a host's vetted addresses are used before it is looked up again, and for how
+# many hosts: a lookup per request cost a thread hand-over and a resolver round trip each
+# (Scrapy caches answers for good; the connection is pinned to the checked answer anyway).
+DNS_TTL = 60.0
+DNS_CACHE_HOSTS = 4096
 # What `allow_private = true` opens, and nothing else: networks a local service (a demo
 # world, a Jackett on the LAN or a tailnet) legitimately sits on.
 PRIVATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
@@ -587,13 +592,16 @@ class Fetcher:
                  resolver: Resolver = system_resolver, backoff_base: float = 1.0,
                  robots_ttl: float = ROBOTS_TTL, robots_error_ttl: float = ROBOTS_ERROR_TTL,
                  network_backend: httpcore.AsyncNetworkBackend | None = None,
-                 gate: HostGate | None = None):
+                 gate: HostGate | None = None, dns_ttl: float = DNS_TTL):
         """`transport` replaces the network entirely (no pinning); `network_backend` is
         what pinned connections are finally opened with (tests record them); `gate`
         spaces each host's request starts across processes (workers on many machines),
         in place of this process's own slots."""
         self.settings = settings
         self.resolver = resolver
+        self.dns_ttl = dns_ttl
+        # (host, port) -> (fresh until, addresses), oldest first.
+        self._answers: dict[tuple[str, int], tuple[float, list[str]]] = {}
         self.backoff_base = backoff_base
         self.robots_ttl = robots_ttl
         self.robots_error_ttl = robots_error_ttl
@@ -652,7 +660,7 @@ class Fetcher:
         and proxy rules); returns the vetted addresses, which later connections use."""
         proxy = target.proxy
         addresses = await check_destination(url, allow_private=target.allow_private,
-                                            resolver=self.resolver, remote_dns=_is_socks(proxy))
+                                            resolver=self._resolve, remote_dns=_is_socks(proxy))
         if addresses and not proxy:
             self._pins[target.allow_private][_pin_key(url)] = addresses
         return addresses
@@ -666,7 +674,23 @@ class Fetcher:
         if pinned:
             return pinned
         return await check_destination(_origin("http", host, port) + "/",
-                                       allow_private=allow_private, resolver=self.resolver)
+                                       allow_private=allow_private, resolver=self._resolve)
+
+    async def _resolve(self, host: str, port: int) -> list[str]:
+        """The resolver's answer, reused for `dns_ttl` seconds (a failure is not kept).
+        Every use is still checked (`check_destination`), so a remembered answer can only
+        be refused, never let through."""
+        key = (host.lower(), port)
+        now = time.monotonic()
+        known = self._answers.get(key)
+        if known is not None and known[0] > now:
+            return known[1]
+        addresses = await self.resolver(host, port)
+        self._answers.pop(key, None)
+        self._answers[key] = (now + self.dns_ttl, addresses)
+        if len(self._answers) > DNS_CACHE_HOSTS:
+            del self._answers[next(iter(self._answers))]
+        return addresses
 
     def host_spacing(self, host: str) -> float:
         """Minimum seconds between request starts to `host`: host_delay or Crawl-delay."""

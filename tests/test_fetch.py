@@ -774,6 +774,43 @@ def test_fetcher_pins_what_it_checked(serve, monkeypatch):
     assert calls == ["pinned.invalid"]
 
 
+def test_a_hosts_answer_is_reused_for_the_dns_ttl_and_a_failure_is_not(serve, monkeypatch):
+    """One lookup serves a host's requests for `dns_ttl` seconds (a lookup per request is a
+    thread hand-over and a resolver round trip each); a failed lookup is asked again, and
+    a remembered answer is still checked like a fresh one."""
+    monkeypatch.setattr(fetch_module, "is_forbidden_address", lambda address: False)
+    srv = serve({"/ok": lambda r: (200, b"ok")})
+    asked: list[str] = []
+    answers = iter([FetchError("cannot resolve cached.invalid: temporary failure"),
+                    ["127.0.0.1"], ["127.0.0.1"], ["127.0.0.1"]])
+
+    async def resolver(host, port):
+        asked.append(host)
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    url = f"http://cached.invalid:{srv.port}/ok"
+    t = target(url, allow_private=False, obey_robots=False)
+
+    async def go(f):
+        with pytest.raises(FetchError, match="temporary failure"):
+            await f.get(url, t)
+        bodies = [(await f.get(url, t)).body for _ in range(3)]
+        assert len(asked) == 2, "the failure, then one answer for three requests"
+        await asyncio.sleep(0.6)  # the answer went stale: the next request asks again
+        await f.get(url, t)
+        monkeypatch.setattr(fetch_module, "is_forbidden_address", lambda address: True)
+        with pytest.raises(BlockedAddress):  # remembered, and still refused once forbidden
+            await f.get(url, t)
+        return bodies
+
+    bodies = run(go, resolver=resolver, crawl=settings(retries=0), dns_ttl=0.5)
+    assert bodies == [b"ok"] * 3
+    assert asked == ["cached.invalid"] * 3
+
+
 def test_rebinding_resolver_second_answer_is_never_used():
     answers = iter([["93.184.216.34"], ["127.0.0.1"]])
 
