@@ -39,7 +39,7 @@ from protego import Protego
 
 from monitor import runstats
 from monitor.config import CrawlSettings, Target
-from monitor.http1 import POOL_LIMITS, AsyncioBackend, Http11Transport
+from monitor.http1 import POOL_LIMITS, AsyncioBackend, Http11Transport, TcpBackend
 from monitor.http1 import default_ssl_context as ssl_context
 from monitor.models import utcnow
 from monitor.redact import SECRET_PARAMS as SECRET_PARAMS
@@ -477,7 +477,7 @@ class BoundedDecoder:
 Vetter = Callable[[str, int], Awaitable[list[str]]]
 
 
-class PinnedBackend(httpcore.AsyncNetworkBackend):
+class PinnedBackend(TcpBackend):
     """Connects to addresses the SSRF check vetted, not to whatever DNS says now.
 
     httpcore hands `connect_tcp` the URL's host name; we ask `vet(host, port)` for the
@@ -506,15 +506,6 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last = exc
         raise last or httpcore.ConnectError(f"no address to connect to for {host}")
-
-    async def connect_unix_socket(
-            self, path: str, timeout: float | None = None,
-            socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("unix sockets are not used by the fetcher")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
 
 
 class PinnedTransport(Http11Transport):

@@ -63,7 +63,8 @@ def default_ssl_context() -> ssl.SSLContext:
 
 class _Protocol(asyncio.Protocol):
     """Buffers what the socket delivers until `_Stream.read` takes it; pauses the socket
-    while too much waits."""
+    while too much waits. One waiter at a time (a request is written, then its answer
+    read), woken by anything that happens: data, the end, a drained write buffer."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -73,7 +74,6 @@ class _Protocol(asyncio.Protocol):
         self.reading_paused = False
         self.writing_paused = False
         self.waiter: asyncio.Future[None] | None = None
-        self.drained: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -94,21 +94,31 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
         self.error = exc
+        self.writing_paused = False
         self._wake()
-        if self.drained is not None and not self.drained.done():
-            self.drained.set_result(None)
 
     def pause_writing(self) -> None:
         self.writing_paused = True
 
     def resume_writing(self) -> None:
         self.writing_paused = False
-        if self.drained is not None and not self.drained.done():
-            self.drained.set_result(None)
+        self._wake()
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
+
+    async def wait(self, timeout: float | None, timed_out: type[httpcore.TimeoutException],
+                   message: str) -> None:
+        """Until something happens on the connection, or `timed_out(message)`."""
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await self.waiter
+        except TimeoutError:
+            raise timed_out(message) from None
+        finally:
+            self.waiter = None
 
 
 class _Stream(httpcore.AsyncNetworkStream):
@@ -118,15 +128,8 @@ class _Stream(httpcore.AsyncNetworkStream):
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         protocol = self._protocol
-        if not protocol.buffer and not protocol.eof:
-            protocol.waiter = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await protocol.waiter
-            except TimeoutError:
-                raise httpcore.ReadTimeout("timed out reading the response") from None
-            finally:
-                protocol.waiter = None
+        while not protocol.buffer and not protocol.eof:
+            await protocol.wait(timeout, httpcore.ReadTimeout, "timed out reading the response")
         if protocol.buffer:
             if len(protocol.buffer) <= max_bytes:
                 data = bytes(protocol.buffer)
@@ -149,17 +152,10 @@ class _Stream(httpcore.AsyncNetworkStream):
             raise httpcore.WriteError("the connection is closed")
         self._transport.write(buffer)
         protocol = self._protocol
-        if protocol.writing_paused:
-            protocol.drained = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await protocol.drained
-            except TimeoutError:
-                raise httpcore.WriteTimeout("timed out sending the request") from None
-            finally:
-                protocol.drained = None
-            if protocol.error is not None:
-                raise httpcore.WriteError(str(protocol.error))
+        while protocol.writing_paused:
+            await protocol.wait(timeout, httpcore.WriteTimeout, "timed out sending the request")
+        if protocol.error is not None:
+            raise httpcore.WriteError(str(protocol.error))
 
     async def aclose(self) -> None:
         self._transport.close()
@@ -190,7 +186,20 @@ class _Stream(httpcore.AsyncNetworkStream):
         return self._transport.get_extra_info(name)
 
 
-class AsyncioBackend(httpcore.AsyncNetworkBackend):
+class TcpBackend(httpcore.AsyncNetworkBackend):
+    """A network backend for the fetcher, which only ever opens TCP connections."""
+
+    async def connect_unix_socket(
+            self, path: str, timeout: float | None = None,
+            socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("unix sockets are not used by the fetcher")
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class AsyncioBackend(TcpBackend):
     """TCP connections as plain asyncio transports."""
 
     async def connect_tcp(
@@ -213,15 +222,6 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
             sock.setsockopt(*option)
         assert isinstance(transport, asyncio.Transport)
         return _Stream(transport, protocol)
-
-    async def connect_unix_socket(
-            self, path: str, timeout: float | None = None,
-            socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise httpcore.ConnectError("unix sockets are not used by the fetcher")
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
 
 
 # --- failures as httpx raises them ------------------------------------------------------

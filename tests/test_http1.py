@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import httpx
 import pytest
@@ -61,28 +60,32 @@ def ok(body: bytes, *extra: str) -> bytes:
     return (f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n{headers}\r\n").encode() + body
 
 
-def keep_alive(body: bytes) -> Handler:
-    """Answers every request on a connection with `body`, for as long as it stays open."""
+def answering(answer: Callable[[bytes], Awaitable[bytes | None]]) -> Scripted:
+    """A server answering each request on a connection with `answer(head)`, for as long as
+    the connection stays open; None holds the connection until the client drops it."""
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             try:
-                await server_of[handler].head(reader)
+                head = await server.head(reader)
             except asyncio.IncompleteReadError:
                 return
-            writer.write(ok(body))
+            reply = await answer(head)
+            if reply is None:
+                await reader.read()
+                return
+            writer.write(reply)
             await writer.drain()
 
-    return handler
-
-
-server_of: dict[Any, Scripted] = {}
-
-
-def scripted(handler: Handler) -> Scripted:
     server = Scripted(handler)
-    server_of[handler] = server
     return server
+
+
+def keep_alive(body: bytes) -> Scripted:
+    async def answer(head: bytes) -> bytes:
+        return ok(body)
+
+    return answering(answer)
 
 
 async def get(transport: Http11Transport, url: str, *, read: float = 5.0,
@@ -104,7 +107,7 @@ async def get(transport: Http11Transport, url: str, *, read: float = 5.0,
 
 def test_requests_reuse_one_connection_and_say_what_httpx_would():
     async def go() -> tuple[Scripted, str, list[bytes]]:
-        async with scripted(keep_alive(b"hello")) as srv:
+        async with keep_alive(b"hello") as srv:
             async with Http11Transport() as transport:
                 bodies = [(await get(transport, f"{srv.url}/page?n={n}"))[2] for n in range(3)]
             return srv, srv.url, bodies
@@ -124,7 +127,7 @@ def test_response_headers_keep_their_spelling_and_repeats():
         writer.write(ok(b"x", "X-Linked-Etag: \"abc\"", "Set-Cookie: a=1", "Set-Cookie: b=2"))
         await writer.drain()
 
-    srv = scripted(handler)
+    srv = Scripted(handler)
 
     async def go() -> httpx.Headers:
         async with srv, Http11Transport() as transport:
@@ -147,7 +150,7 @@ def test_chunked_bodies_and_interim_answers_are_read():
         writer.write(ok(b"again"))
         await writer.drain()
 
-    srv = scripted(handler)
+    srv = Scripted(handler)
 
     async def go() -> list[bytes]:
         async with srv, Http11Transport() as transport:
@@ -169,7 +172,7 @@ def test_connection_close_and_a_body_left_unread_are_not_reused():
         await writer.drain()
         await reader.read()  # hold the connection until the client drops it
 
-    srv = scripted(handler)
+    srv = Scripted(handler)
 
     async def go() -> None:
         async with srv, Http11Transport() as transport:
@@ -192,7 +195,7 @@ def test_a_connection_the_server_closed_while_idle_is_not_used_again():
         writer.write(ok(b"once"))  # keep-alive by default, and yet closed right after
         await writer.drain()
 
-    srv = scripted(handler)
+    srv = Scripted(handler)
 
     async def go() -> list[bytes]:
         async with srv, Http11Transport() as transport:
@@ -206,7 +209,7 @@ def test_a_connection_the_server_closed_while_idle_is_not_used_again():
 
 def test_an_expired_idle_connection_is_replaced():
     async def go() -> Scripted:
-        async with scripted(keep_alive(b"k")) as srv:
+        async with keep_alive(b"k") as srv:
             limits = httpx.Limits(max_connections=10, max_keepalive_connections=5,
                                   keepalive_expiry=0.01)
             async with Http11Transport(limits=limits) as transport:
@@ -236,7 +239,7 @@ def test_broken_answers_are_one_httpx_error(reply: bytes, error: type[Exception]
         writer.write(reply)
         await writer.drain()
 
-    srv = scripted(handler)
+    srv = Scripted(handler)
 
     async def go() -> None:
         async with srv, Http11Transport() as transport:
@@ -253,7 +256,7 @@ def test_a_server_that_never_answers_times_out():
         await srv.head(reader)
         await reader.read()
 
-    srv = scripted(handler)
+    srv = Scripted(handler)
 
     async def go() -> None:
         async with srv, Http11Transport() as transport:
@@ -265,7 +268,7 @@ def test_a_server_that_never_answers_times_out():
 
 def test_a_refused_connection_is_a_connect_error():
     async def go() -> None:
-        async with scripted(keep_alive(b"")) as srv:
+        async with keep_alive(b"") as srv:
             url = srv.url
         async with Http11Transport() as transport:  # the server is gone: nothing listens
             await get(transport, f"{url}/")
@@ -285,7 +288,7 @@ def test_an_endless_body_read_slowly_stays_bounded_in_memory():
             writer.write(block)
             await writer.drain()
 
-    srv = scripted(handler)
+    srv = Scripted(handler)
     buffered: list[int] = []
 
     async def go() -> int:
@@ -319,18 +322,12 @@ def test_max_connections_makes_requests_wait_and_the_pool_timeout_holds():
     async def go() -> tuple[list[bytes], type[Exception] | None]:
         gate = release()
 
-        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while True:
-                try:
-                    head = await srv.head(reader)
-                except asyncio.IncompleteReadError:
-                    return
-                if b"/slow" in head:
-                    await gate.wait()
-                writer.write(ok(b"done"))
-                await writer.drain()
+        async def answer(head: bytes) -> bytes:
+            if b"/slow" in head:
+                await gate.wait()
+            return ok(b"done")
 
-        srv = scripted(handler)
+        srv = answering(answer)
         async with srv:
             limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
             async with Http11Transport(limits=limits) as transport:
@@ -356,7 +353,7 @@ def test_max_connections_makes_requests_wait_and_the_pool_timeout_holds():
 
 def test_idle_connections_beyond_the_keepalive_limit_are_closed():
     async def go() -> int:
-        servers = [scripted(keep_alive(b"s")) for _ in range(3)]
+        servers = [keep_alive(b"s") for _ in range(3)]
         for server in servers:
             await server.__aenter__()
         limits = httpx.Limits(max_connections=10, max_keepalive_connections=2)
@@ -372,19 +369,10 @@ def test_idle_connections_beyond_the_keepalive_limit_are_closed():
 
 
 def test_a_cancelled_request_leaves_no_connection_behind():
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                head = await srv.head(reader)
-            except asyncio.IncompleteReadError:
-                return
-            if b"/hang" in head:
-                await reader.read()
-                return
-            writer.write(ok(b"fine"))
-            await writer.drain()
+    async def answer(head: bytes) -> bytes | None:
+        return None if b"/hang" in head else ok(b"fine")
 
-    srv = scripted(handler)
+    srv = answering(answer)
 
     async def go() -> tuple[bytes, int]:
         async with srv, Http11Transport() as transport:
