@@ -35,6 +35,21 @@ class SavedDocument:
 # Keys (or ids) per `IN (...)` list: well under SQLite's smallest parameter limit (999).
 _KEYS_PER_QUERY = 500
 
+# `json.dumps` builds a new encoder on each call given any option; these are built once.
+_json = json.JSONEncoder().encode
+_sorted_json = json.JSONEncoder(sort_keys=True).encode
+
+
+def _compress(body: bytes) -> bytes:
+    """A snapshot as stored: the zlib format (read back by `zlib.decompress`), written by
+    zlib-ng at level 2, which takes a third of the time the standard library's level 6
+    does on a forum page (60 against 150 us) for 9% more bytes, and compressing is the
+    largest share of storing a page after SQLite's own."""
+    from zlib_ng import zlib_ng  # a C extension loaded once, only by a writer
+
+    return zlib_ng.compress(body, 2)
+
+
 DOCUMENT_COLUMNS = ("id, target, key, url, title, author, posted_at, fetched_at, text, "
                     "links, extras")
 
@@ -150,7 +165,7 @@ class Documents:
                 "INSERT INTO snapshots (sha256, url, fetched_at, size, body) "
                 "VALUES (?, ?, ?, ?, ?)",
                 [sha, doc.snapshot_url or doc.url, doc.fetched_at or now, len(body),
-                 zlib.compress(body, 6)])
+                 _compress(body)])
         present.add(sha)
         return sha
 
@@ -163,7 +178,7 @@ class Documents:
         row = stored.get(doc.key)
         values = {
             "url": doc.url, "title": doc.title, "author": doc.author, "posted_at": doc.posted_at,
-            "text": doc.text, "links": json.dumps(doc.links), "extras": json.dumps(doc.extras, sort_keys=True),
+            "text": doc.text, "links": _json(doc.links), "extras": _sorted_json(doc.extras),
             "content_sha256": content_sha, "snapshot_sha256": snapshot_sha,
             "fetched_at": doc.fetched_at or now, "last_seen": now, "run_id": run_id,
         }
