@@ -84,6 +84,7 @@ class Documents:
         return found
 
     def touch_document(self, target: str, key: str, *, now: str | None = None) -> None:
+        """An unchanged document seen again: it and its hits were still there now."""
         self.touch_documents(target, [key], now=now)
 
     def touch_documents(self, target: str, keys: Sequence[str], *,
