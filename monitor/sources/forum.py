@@ -2,7 +2,9 @@
 
 A target's URL is a listing (a board, a "newest" page). With a `thread_link` selector the
 adapter follows each thread and reads its posts, page after page; without one, the posts are
-on the listing pages themselves (link aggregators). Each post becomes a Document.
+on the listing pages themselves (link aggregators). Each post becomes a Document, and each
+page's posts are handed over together (`pages()`), so the crawler records them in one
+transaction.
 
 Selectors (all CSS; presets fill them, a target's `selectors` table overrides single ones):
 

@@ -129,6 +129,8 @@ class Documents:
         now = now or utcnow()
         out: list[tuple[SavedDocument, list[int]]] = []
         with self.db.atomic():
+            # Read here, inside the transaction, and not taken from the crawler's lookup
+            # before detection: `prune` (another process) may have deleted a row since.
             stored: dict[str, dict[str, tuple[int, str]]] = {}
             for target in dict.fromkeys(item.doc.target for item in found):
                 stored[target] = self._stored(target, (item.doc.key for item in found
