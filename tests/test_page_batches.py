@@ -207,3 +207,28 @@ def test_a_worker_sends_each_document_of_a_page_and_the_writer_stores_them(tmp_p
         assert finished[-1][2] == "ok"
         assert store.db.execute("SELECT MIN(seen_count) FROM hits").fetchone()[0] == 2
     queue.close()
+
+
+def test_a_page_save_waits_for_another_writer_instead_of_failing(tmp_path):
+    """Another connection (a `triage` or `prune` run) holds the write lock when a page is
+    saved: the save waits for it (BEGIN IMMEDIATE) rather than reading first and failing
+    on its first write once the other has committed in between."""
+    import threading
+
+    db = tmp_path / "w.db"
+    page = b"<p>page</p>"
+    with Store(db) as store:
+        store.save_documents([Detected(doc("p0", "zero", page), [])], run_id=None)
+        other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("UPDATE documents SET last_seen = 'then' WHERE key = 'p0'")
+        released = threading.Timer(0.2, lambda: other.execute("COMMIT"))
+        released.start()
+        try:
+            saved = store.save_documents([Detected(doc("p0", "zero, edited", page), []),
+                                          Detected(doc("p1", "one", page), [])], run_id=None)
+        finally:
+            released.join()
+            other.close()
+        assert [s.is_new for s, _ in saved] == [False, True]
+        assert stored_keys(store) == {"p0", "p1"}

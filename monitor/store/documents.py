@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from monitor.models import Document, DocumentRow, Hit, StoredDocument, utcnow
-from monitor.store.connection import Database, insert_row, marks
+from monitor.store.connection import Database, insert_row, marks, write_transaction
 from monitor.store.hits import Hits
 
 
@@ -94,7 +94,7 @@ class Documents:
         if not keys:
             return
         now = now or utcnow()
-        with self.db.atomic():
+        with write_transaction(self.db):
             ids = [doc_id for doc_id, _ in self._stored(target, keys).values()]
             for start in range(0, len(ids), _KEYS_PER_QUERY):
                 chunk = ids[start:start + _KEYS_PER_QUERY]
@@ -128,7 +128,9 @@ class Documents:
         the stored rows of all the documents are looked up in one query."""
         now = now or utcnow()
         out: list[tuple[SavedDocument, list[int]]] = []
-        with self.db.atomic():
+        # BEGIN IMMEDIATE: this reads before it writes, and a deferred transaction would
+        # fail outright where another process (`triage`, `prune`) wrote in between.
+        with write_transaction(self.db):
             # Read here, inside the transaction, and not taken from the crawler's lookup
             # before detection: `prune` (another process) may have deleted a row since.
             stored: dict[str, dict[str, tuple[int, str]]] = {}
