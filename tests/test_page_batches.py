@@ -160,6 +160,18 @@ def test_stored_hashes_are_read_in_one_batch_and_touched_together(tmp_path):
         assert store.document_hashes("forum", keys) == {
             "p0": found[0].doc.content_sha256, "p2": found[2].doc.content_sha256}
         assert store.document_hashes("other", keys) == {}
+        # Pages of 1 to 40 posts run seven statement shapes (IN lists of 1, 2, 4 ... 64),
+        # not forty: the connection's cache of prepared statements holds 128.
+        statements: set[str] = set()
+        store.db.conn.set_trace_callback(statements.add)
+        for size in range(1, 41):
+            assert store.document_hashes("forum", ["p1", *keys[:size - 1]]) == {
+                "p1": found[1].doc.content_sha256}
+        store.db.conn.set_trace_callback(None)
+        # (The trace shows the values bound: the shape is the IN list's length.)
+        lengths = {sql.split(" IN (")[1].count(",") + 1 for sql in statements
+                   if "FROM documents" in sql}
+        assert lengths == {1, 2, 4, 8, 16, 32, 64}
         store.touch_documents("forum", ["p1", "p2", "nowhere"], now="2026-02-01T00:00:00+00:00")
         last_seen = dict(store.db.execute("SELECT key, last_seen FROM documents").fetchall())
         assert last_seen == {"p0": "2026-01-01T00:00:00+00:00",

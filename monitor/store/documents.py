@@ -8,11 +8,13 @@ import json
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from monitor.models import Document, DocumentRow, Hit, StoredDocument, utcnow
 from monitor.store.connection import Database, insert_row, marks, write_transaction
 from monitor.store.hits import Hits
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -33,7 +35,20 @@ class SavedDocument:
 
 
 # Keys (or ids) per `IN (...)` list: well under SQLite's smallest parameter limit (999).
-_KEYS_PER_QUERY = 500
+_KEYS_PER_QUERY = 512
+
+
+def _in_lists(values: Sequence[T]) -> Iterator[tuple[str, list[T]]]:
+    """`values` as `IN (...)` lists, (marks, parameters), at most _KEYS_PER_QUERY each.
+    A list is padded to a power of two by repeating its last value (which IN ignores), so
+    a page of any size runs one of ten statements: one per page size would crowd the
+    connection's cache of prepared statements (128), and preparing costs more than
+    running one of these."""
+    for start in range(0, len(values), _KEYS_PER_QUERY):
+        chunk = list(values[start:start + _KEYS_PER_QUERY])
+        size = 1 << (len(chunk) - 1).bit_length()
+        chunk += chunk[-1:] * (size - len(chunk))
+        yield marks(size), chunk
 
 # `json.dumps` builds a new encoder on each call given any option; these are built once.
 _json = json.JSONEncoder().encode
@@ -73,13 +88,11 @@ class Documents:
 
     def _stored(self, target: str, keys: Iterable[str]) -> dict[str, tuple[int, str]]:
         """key -> (row id, content hash) of the stored documents among `keys`."""
-        wanted = list(dict.fromkeys(keys))
         found: dict[str, tuple[int, str]] = {}
-        for start in range(0, len(wanted), _KEYS_PER_QUERY):
-            chunk = wanted[start:start + _KEYS_PER_QUERY]
+        for listed, chunk in _in_lists(list(dict.fromkeys(keys))):
             for doc_id, key, sha in self.db.execute(
                     "SELECT id, key, content_sha256 FROM documents "
-                    f"WHERE target = ? AND key IN ({marks(len(chunk))})", [target, *chunk]):
+                    f"WHERE target = ? AND key IN ({listed})", [target, *chunk]):
                 found[key] = (doc_id, sha)
         return found
 
@@ -96,13 +109,11 @@ class Documents:
         now = now or utcnow()
         with write_transaction(self.db):
             ids = [doc_id for doc_id, _ in self._stored(target, keys).values()]
-            for start in range(0, len(ids), _KEYS_PER_QUERY):
-                chunk = ids[start:start + _KEYS_PER_QUERY]
-                where = f"IN ({marks(len(chunk))})"
-                self.db.execute(f"UPDATE documents SET last_seen = ? WHERE id {where}",
+            for listed, chunk in _in_lists(ids):
+                self.db.execute(f"UPDATE documents SET last_seen = ? WHERE id IN ({listed})",
                                 [now, *chunk])
                 self.db.execute("UPDATE hits SET last_seen = ?, seen_count = seen_count + 1 "
-                                f"WHERE document_id {where}", [now, *chunk])
+                                f"WHERE document_id IN ({listed})", [now, *chunk])
 
     def save_document(self, doc: Document, hits: Iterable[Hit], run_id: int | None, *,
                       channels: Sequence[str], now: str | None = None,
