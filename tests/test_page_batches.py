@@ -189,36 +189,38 @@ def test_a_worker_sends_each_document_of_a_page_and_the_writer_stores_them(tmp_p
     _, docs = forum_pages(cfg)
     queue = Queue(f"sqlite:///{tmp_path / 'queue.db'}", blocking=False)
     finished: list[tuple[int, str, str]] = []
-    with Store(cfg.database_path) as store:
-        Writer(store, cfg, queue, finished=lambda *done: finished.append(done))
+    try:
+        with Store(cfg.database_path) as store:
+            Writer(store, cfg, queue, finished=lambda *done: finished.append(done))
 
-        def crawl() -> tuple[RunResult, QueueRecorder]:
-            run_id = store.start_run("forum")
-            recorder = QueueRecorder(queue, run_id)
-            result = RunResult(target="forum", run_id=run_id, status="running")
+            def crawl() -> tuple[RunResult, QueueRecorder]:
+                run_id = store.start_run("forum")
+                recorder = QueueRecorder(queue, run_id)
+                result = RunResult(target="forum", run_id=run_id, status="running")
 
-            async def go() -> None:
-                async with Fetcher(cfg.crawl) as fetcher:
-                    await run_source(cfg.targets[0], cfg, recorder, fetcher,
-                                     build_detection(cfg, store, fetcher), result, {},
-                                     recorder.finished)
-            asyncio.run(go())
-            queue.drain_writes(10_000)
-            return result, recorder
+                async def go() -> None:
+                    async with Fetcher(cfg.crawl) as fetcher:
+                        await run_source(cfg.targets[0], cfg, recorder, fetcher,
+                                         build_detection(cfg, store, fetcher), result, {},
+                                         recorder.finished)
+                asyncio.run(go())
+                queue.drain_writes(10_000)
+                return result, recorder
 
-        first, recorder = crawl()
-        assert first.status == "ok" and recorder.records == first.documents_new == len(docs)
-        assert stored_keys(store) == set(docs)
-        assert finished[-1][2] == "ok" and store.cursor("forum")
-        hits = store.db.execute("SELECT COUNT(*) FROM hits").fetchone()[0]
-        assert hits > 0
+            first, recorder = crawl()
+            assert first.status == "ok" and recorder.records == first.documents_new == len(docs)
+            assert stored_keys(store) == set(docs)
+            assert finished[-1][2] == "ok" and store.cursor("forum")
+            hits = store.db.execute("SELECT COUNT(*) FROM hits").fetchone()[0]
+            assert hits > 0
 
-        second, recorder = crawl()
-        assert second.status == "ok" and second.documents_new == 0
-        assert recorder.records == len(docs)  # all touches
-        assert finished[-1][2] == "ok"
-        assert store.db.execute("SELECT MIN(seen_count) FROM hits").fetchone()[0] == 2
-    queue.close()
+            second, recorder = crawl()
+            assert second.status == "ok" and second.documents_new == 0
+            assert recorder.records == len(docs)  # all touches
+            assert finished[-1][2] == "ok"
+            assert store.db.execute("SELECT MIN(seen_count) FROM hits").fetchone()[0] == 2
+    finally:
+        queue.close()
 
 
 def test_a_page_save_waits_for_another_writer_instead_of_failing(tmp_path):
