@@ -1,10 +1,12 @@
 """One pass over one target: fetch, extract, detect, store, in that order.
 
 Documents whose content hash has not changed since the last run are neither re-matched nor
-re-stored (only their last-seen time moves). Each document is committed with its hits and
-outbox rows in one transaction, so a run cut short by a timeout, a signal or `kill -9`
-keeps everything it had recorded; the target's cursor is saved only after a whole run, so
-the next run covers whatever this one missed.
+re-stored (only their last-seen time moves). A source hands over its documents a page at a
+time (the posts of one response; `Source.pages`), and each page's documents are committed
+together with their hits and outbox rows in one transaction, so a run cut short by a
+timeout, a signal or `kill -9` keeps every page it had recorded and none of a page half
+way; the target's cursor is saved only after a whole run, so the next run covers whatever
+this one missed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from monitor.detect import Detection, Detector, build_detection, detect_all
 from monitor.fetch import Fetcher, FetchError, redact_url
 from monitor.models import Document, Hit, KnownDigest
 from monitor.sources import ADAPTERS, SourceError
-from monitor.store import Store, StoreError
+from monitor.store import Detected, Store, StoreError
 
 log = structlog.get_logger("weightwatch.crawler")
 
@@ -44,14 +46,19 @@ class RunResult:
 
 class Recorder(Protocol):
     """Where one run's findings go: the store itself on one machine (`StoreRecorder`), or
-    the writer's queue from a worker on another (`monitor.worker`)."""
+    the writer's queue from a worker on another (`monitor.worker`). Each call takes one
+    page's documents (all of one target)."""
 
-    def document_hash(self, target: str, key: str) -> str | None: ...
+    def document_hashes(self, target: str, keys: Sequence[str]) -> dict[str, str]:
+        """The stored content hash of each key that is stored."""
+        ...
 
-    def touch_document(self, target: str, key: str) -> None: ...
+    def touch_documents(self, target: str, keys: Sequence[str]) -> None: ...
 
-    def save(self, doc: Document, hits: list[Hit], run_id: int,
-             content_sha256: str) -> RecordedDocument: ...
+    def save_documents(self, found: Sequence[Detected], run_id: int) -> list[RecordedDocument]:
+        """Record `found` (with their hits and outbox rows) all or none; one result each,
+        in order."""
+        ...
 
     def set_cursor(self, target: str, cursor: dict[str, Any]) -> None: ...
 
@@ -66,24 +73,22 @@ class RecordedDocument:
 
 
 class StoreRecorder:
-    """The one-machine recorder: straight into the store, each document with its hits
-    and their outbox rows in one transaction."""
+    """The one-machine recorder: straight into the store, each page's documents with their
+    hits and the hits' outbox rows in one transaction."""
 
     def __init__(self, store: Store, channels: Sequence[str]):
         self.store = store
         self.channels = channels
 
-    def document_hash(self, target: str, key: str) -> str | None:
-        return self.store.document_hash(target, key)
+    def document_hashes(self, target: str, keys: Sequence[str]) -> dict[str, str]:
+        return self.store.document_hashes(target, keys)
 
-    def touch_document(self, target: str, key: str) -> None:
-        self.store.touch_document(target, key)
+    def touch_documents(self, target: str, keys: Sequence[str]) -> None:
+        self.store.touch_documents(target, keys)
 
-    def save(self, doc: Document, hits: list[Hit], run_id: int,
-             content_sha256: str) -> RecordedDocument:
-        saved, new_hits = self.store.save_document(doc, hits, run_id, channels=self.channels,
-                                                   content_sha256=content_sha256)
-        return RecordedDocument(saved.is_new, new_hits)
+    def save_documents(self, found: Sequence[Detected], run_id: int) -> list[RecordedDocument]:
+        saved = self.store.save_documents(found, run_id, channels=self.channels)
+        return [RecordedDocument(doc.is_new, new_hits) for doc, new_hits in saved]
 
     def set_cursor(self, target: str, cursor: dict[str, Any]) -> None:
         self.store.set_cursor(target, cursor)
@@ -154,22 +159,43 @@ async def _crawl(target: Target, recorder: Recorder, fetcher: Fetcher, detection
     adapter = ADAPTERS[target.kind]
     source = adapter(target, fetcher, cursor,
                      infohashes=infohashes if adapter.watches_infohashes else ())
-    async for doc in source.documents():
-        result.documents_seen += 1
-        content_sha = doc.content_sha256
-        if recorder.document_hash(doc.target, doc.key) == content_sha:
-            recorder.touch_document(doc.target, doc.key)
+    async for page in source.pages():
+        result.documents_seen += len(page)
+        changed: list[Detected] = []
+        unchanged: dict[str, list[str]] = {}
+        for name, docs in _by_target(page).items():
+            stored = recorder.document_hashes(name, [doc.key for doc in docs])
+            for doc in docs:
+                content_sha = doc.content_sha256
+                if stored.get(doc.key) == content_sha:
+                    unchanged.setdefault(name, []).append(doc.key)
+                else:
+                    changed.append(Detected(doc, [], content_sha))
+        for name, keys in unchanged.items():
+            recorder.touch_documents(name, keys)
+        # Weight links are read by range and compared with the tensor fingerprints (no
+        # transaction is open while that awaits); the verdict is stored before the
+        # document, so a crash in between rescans nothing.
+        for item in changed:
+            item.hits = await detection.detect(item.doc, target)
+        if not changed:
             continue
-        # Weight links are read by range and compared with the tensor fingerprints; the
-        # verdict is stored before the document, so a crash in between rescans nothing.
-        hits = await detection.detect(doc, target)
-        recorded = recorder.save(doc, hits, result.run_id, content_sha)
-        result.documents_new += recorded.is_new
-        result.documents_changed += not recorded.is_new
-        result.hits_new += len(recorded.new_hits)
-        for hit_id in recorded.new_hits:
-            log.info("hit", hit_id=hit_id, url=redact_url(doc.url))
+        for item, recorded in zip(changed, recorder.save_documents(changed, result.run_id),
+                                  strict=True):
+            result.documents_new += recorded.is_new
+            result.documents_changed += not recorded.is_new
+            result.hits_new += len(recorded.new_hits)
+            for hit_id in recorded.new_hits:
+                log.info("hit", hit_id=hit_id, url=redact_url(item.doc.url))
     recorder.set_cursor(target.name, source.cursor)
+
+
+def _by_target(page: list[Document]) -> dict[str, list[Document]]:
+    """A page's documents by target, in order: one target's, unless a source mixes them."""
+    groups: dict[str, list[Document]] = {}
+    for doc in page:
+        groups.setdefault(doc.target, []).append(doc)
+    return groups
 
 
 def _finish(store: Store, result: RunResult, config: Config) -> None:

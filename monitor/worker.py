@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,9 @@ from monitor.config import Config
 from monitor.crawler import RecordedDocument, RunResult, run_source, watched_infohashes
 from monitor.detect import build_detection
 from monitor.fetch import Fetcher
-from monitor.models import Document, Hit, utcnow
+from monitor.models import utcnow
 from monitor.queue import CrawlOrder, Queue, QueueError, RedisGate, WorkerBeat, config_version
-from monitor.store import Store
+from monitor.store import Detected, Store
 from monitor.threads import one_blas_thread
 
 log = structlog.get_logger("weightwatch.worker")
@@ -55,19 +56,26 @@ class QueueRecorder:
         self.records = 0
         self.cursor: dict[str, Any] | None = None
 
-    def document_hash(self, target: str, key: str) -> str | None:
-        return self.queue.seen(target, key)
+    # One message per document, as before: the writer stores each record as it comes,
+    # so a page sent as one message would change its protocol for no saving here.
+    def document_hashes(self, target: str, keys: Sequence[str]) -> dict[str, str]:
+        return {key: sha for key in keys if (sha := self.queue.seen(target, key)) is not None}
 
-    def touch_document(self, target: str, key: str) -> None:
-        self.queue.touch(self.run_id, target, key)
-        self.records += 1
+    def touch_documents(self, target: str, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.queue.touch(self.run_id, target, key)
+            self.records += 1
 
-    def save(self, doc: Document, hits: list[Hit], run_id: int,
-             content_sha256: str) -> RecordedDocument:
-        is_new = self.queue.seen(doc.target, doc.key) is None
-        self.queue.record(run_id, doc, hits, content_sha256)
-        self.records += 1
-        return RecordedDocument(is_new)
+    def save_documents(self, found: Sequence[Detected], run_id: int) -> list[RecordedDocument]:
+        recorded = []
+        for item in found:
+            doc = item.doc
+            is_new = self.queue.seen(doc.target, doc.key) is None
+            self.queue.record(run_id, doc, list(item.hits),
+                              item.content_sha256 or doc.content_sha256)
+            self.records += 1
+            recorded.append(RecordedDocument(is_new))
+        return recorded
 
     def set_cursor(self, target: str, cursor: dict[str, Any]) -> None:
         self.cursor = cursor

@@ -1,8 +1,8 @@
 """What every source adapter is: a target's config in, documents out.
 
 An adapter knows one shape of site (a phpBB forum, a 4chan-style API, a torrent index). It
-fetches through the shared Fetcher, parses off the event loop, and yields Documents; it
-neither detects nor stores. Its `cursor` is saved by the crawler after a successful run so
+fetches through the shared Fetcher, parses off the event loop, and yields Documents (through
+`pages()`, grouped as the responses they came in); it neither detects nor stores. Its `cursor` is saved by the crawler after a successful run so
 the next run can skip what has not moved.
 """
 
@@ -108,6 +108,14 @@ class Source(ABC):
     @abstractmethod
     def documents(self) -> AsyncIterator[Document]:
         """The target's documents, fetched and parsed now (an async generator)."""
+
+    async def pages(self) -> AsyncIterator[list[Document]]:
+        """The same documents, grouped as the responses they were read from: the crawler
+        records each group in one transaction. A source that reads whole pages of posts
+        (a forum) yields each page's documents at once; by default each document is its
+        own group."""
+        async for doc in self.documents():
+            yield [doc]
 
 
 def css_problem(css: str) -> str | None:

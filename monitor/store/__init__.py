@@ -3,7 +3,8 @@
 Everything the daemon learns goes through here: target state, crawl runs, documents with
 their evidence snapshots, hits and the alert outbox, and the registry of released
 artifacts and their digests. A document, its hits and their outbox rows are written in one
-transaction, so a crash at any point leaves either all of them or none.
+transaction (a crawled page's documents all in one), so a crash at any point leaves either
+all of them or none.
 
 `Store` is a thin facade over one repository per concern (`runs`, `documents`, `hits`,
 `outbox`, `registry`), each over the same connection; its methods are theirs, so callers
@@ -38,14 +39,14 @@ from monitor.store.connection import (
     writable,
 )
 from monitor.store.connection import statements as _statements
-from monitor.store.documents import Documents, SavedDocument
+from monitor.store.documents import Detected, Documents, SavedDocument
 from monitor.store.hits import HIT_SORTS, LABEL_SQL, Hits, HitSort, hit_cursor, parse_cursor
 from monitor.store.outbox import DEFAULT_CHANNELS, QUEUES, Outbox
 from monitor.store.registry import Registry
 from monitor.store.runs import Runs
 
 __all__ = ["BUSY_TIMEOUT_MS", "DEFAULT_CHANNELS", "HIT_COLUMNS", "HIT_FIELDS", "HIT_SORTS",
-           "QUEUES", "HitSort", "KnownDigest", "NeedsMigration", "SavedDocument",
+           "QUEUES", "Detected", "HitSort", "KnownDigest", "NeedsMigration", "SavedDocument",
            "StorageFailure", "Store", "StoreError", "_statements", "backoff_seconds",
            "connect_readonly", "on_readonly_media", "storage_error"]
 
@@ -109,7 +110,9 @@ class Store:
         self.set_cursor = runs.set_cursor
         # documents and snapshots
         self.document_hash = documents.document_hash
+        self.document_hashes = documents.document_hashes
         self.touch_document = documents.touch_document
+        self.touch_documents = documents.touch_documents
         self.snapshot = documents.snapshot
         self.document = documents.document
         self.count_documents = documents.count_documents
@@ -177,6 +180,14 @@ class Store:
         return self.documents.save_document(doc, hits, run_id,
                                             channels=channels if alert else (), now=now,
                                             content_sha256=content_sha256)
+
+    def save_documents(self, found: Sequence[Detected], run_id: int | None, *,
+                       alert: bool = True, channels: Sequence[str] = DEFAULT_CHANNELS,
+                       now: str | None = None) -> list[tuple[SavedDocument, list[int]]]:
+        """`Documents.save_documents`: a crawled page's documents in one transaction,
+        queued as `save_document` queues one."""
+        return self.documents.save_documents(found, run_id, channels=channels if alert else (),
+                                             now=now)
 
     def record_hits(self, document_id: int, doc: Document, hits: Iterable[Hit], *,
                     alert: bool = True, channels: Sequence[str] = DEFAULT_CHANNELS,
