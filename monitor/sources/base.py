@@ -1,9 +1,10 @@
 """What every source adapter is: a target's config in, documents out.
 
 An adapter knows one shape of site (a phpBB forum, a 4chan-style API, a torrent index). It
-fetches through the shared Fetcher, parses off the event loop, and yields Documents (through
-`pages()`, grouped as the responses they came in); it neither detects nor stores. Its `cursor` is saved by the crawler after a successful run so
-the next run can skip what has not moved.
+fetches through the shared Fetcher, parses through `off_loop` (in a parse thread, unless
+the markup is small), and yields Documents (through `pages()`, grouped as the responses they
+came in); it neither detects nor stores. Its `cursor` is saved by the crawler after a
+successful run so the next run can skip what has not moved.
 """
 
 from __future__ import annotations
