@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
-import time
+
+from timing import median_cpu
 
 from fingerprints.ipfs import DAG_PB, Cid, find_cids
 
@@ -26,16 +26,6 @@ def listing(entries: int, rng: random.Random) -> str:
         f'héron-{i}.bin">Qm…</a></div><div>1.2 MB</div>\n' for i in range(entries))
 
 
-def cpu(fn: object, runs: int) -> float:
-    assert callable(fn)
-    times = []
-    for _ in range(runs):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -46,8 +36,8 @@ def main() -> None:
     for entries in (int(n) for n in args.entries.split(",")):
         text = listing(entries, rng)
         data = text.encode("utf-8")
-        found = cpu(lambda: sum(1 for _ in find_cids(text)), args.runs)  # noqa: B023
-        reference = cpu(lambda: data.decode("utf-8"), args.runs)  # noqa: B023
+        found = median_cpu(lambda: sum(1 for _ in find_cids(text)), args.runs)  # noqa: B023
+        reference = median_cpu(lambda: data.decode("utf-8"), args.runs)  # noqa: B023
         assert sum(1 for _ in find_cids(text)) == entries
         print(f"{entries:>8} {len(data) / 1e6:>8.2f} {found:>12.4f} {reference:>9.5f} "
               f"{found / reference:>7.0f}")

@@ -27,6 +27,7 @@ import tracemalloc
 from pathlib import Path
 
 import ahocorasick
+from timing import median_cpu
 
 from monitor.config import Rule, keywords_pattern
 from monitor.detect import detect_all
@@ -85,15 +86,6 @@ def registry(n: int, rng: random.Random) -> dict[str, list[KnownDigest]]:
     return known
 
 
-def timed(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
-
-
 def registry_memory(n: int) -> None:
     rng = random.Random(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,14 +135,14 @@ def main() -> None:
         for n_rules in map(int, args.rules.split(",")):
             rules = rules_like_config(n_rules)
             detectors = [RuleDetector(rules, engine=args.engine), digests]
-            ours = timed(lambda: [detect_all(detectors, d) for d in docs], args.runs)
+            ours = median_cpu(lambda: [detect_all(detectors, d) for d in docs], args.runs)
             literals = sorted({lit for r in rules for lit in required_literals(r.pattern) or []})
             automaton = ahocorasick.Automaton()
             for lit in literals:
                 automaton.add_word(lit, lit)
             automaton.make_automaton()
             lowered = text.lower()
-            aho = timed(lambda: sum(1 for _ in automaton.iter(lowered)), args.runs)
+            aho = median_cpu(lambda: sum(1 for _ in automaton.iter(lowered)), args.runs)
             with tempfile.TemporaryDirectory() as tmp:
                 pats, corpus = f"{tmp}/p", f"{tmp}/t"
                 with open(pats, "w") as f:
